@@ -1,0 +1,635 @@
+//! Configuration shared by `etter-server` and `etter-worker`.
+//!
+//! One table of keys for both binaries (a key only one of them uses is ignored by the other), loaded
+//! in layers: built-in defaults → TOML file → `ETTER_*` environment variables (sections nested with
+//! `__`, e.g. `ETTER_SERVER__LISTEN`) → command-line flags. The result is validated once, after
+//! loading. [`KEYS`] documents every key; `docs/configuration.md` is rendered from it and a test keeps
+//! the two identical.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// The prefix of every configuration environment variable.
+pub const ENV_PREFIX: &str = "ETTER_";
+
+/// The top-level sections (and top-level keys) of the configuration. Environment variables with the
+/// [`ENV_PREFIX`] that name anything else (for example `ETTER_TOOLS__*`, read by the test harness)
+/// are not configuration and are ignored; unknown keys *inside* a section are errors.
+const SECTIONS: &[&str] = &["data_dir", "server", "store", "redis", "graph", "temporal", "worker", "log"];
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the embedded default keeps its files (SQLite databases, generated dev secrets).
+    pub data_dir: PathBuf,
+    /// The gRPC control plane.
+    pub server: ServerConfig,
+    /// The run store.
+    pub store: StoreConfig,
+    /// Live-progress fan-out.
+    pub redis: RedisConfig,
+    /// The role graph.
+    pub graph: GraphConfig,
+    /// The Temporal cluster.
+    pub temporal: TemporalConfig,
+    /// The Temporal worker.
+    pub worker: WorkerConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[server]`: the gRPC control plane.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the gRPC (and grpc-web) listener; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Address of the Prometheus `/metrics` listener of `etter-server`; port 0 picks a free port.
+    pub metrics_listen: SocketAddr,
+    /// Origins allowed to call over grpc-web (`*` = any).
+    pub cors_allowed_origins: Vec<String>,
+    /// How long a graceful shutdown waits for in-flight calls and streams.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+/// `[store]`: where runs, steps, events, audit and usage live.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `postgres://…` for production; empty = the embedded SQLite file `{data_dir}/etter.db`.
+    pub url: Secret,
+    /// Maximum pooled connections.
+    pub max_connections: u32,
+}
+
+/// `[redis]`: optional fan-out of live progress between server replicas.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:port/`; empty = fan-out from the store alone (one server process).
+    pub url: Secret,
+}
+
+/// `[graph]`: the role graph.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphConfig {
+    /// `bolt://host:port` of Neo4j; empty = the embedded SQLite graph `{data_dir}/graph.db`.
+    pub uri: String,
+    /// Neo4j user.
+    pub user: String,
+    /// Neo4j password (empty when the server has authentication off).
+    pub password: Secret,
+}
+
+/// `[temporal]`: the Temporal cluster both binaries talk to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TemporalConfig {
+    /// Frontend address, e.g. `http://127.0.0.1:7233`.
+    pub address: String,
+    /// Namespace (`etter-{env}`).
+    pub namespace: String,
+    /// Task queue of the onboarding workflows and activities.
+    pub task_queue: String,
+    /// Temporal Web UI, printed for people; empty when there is none.
+    pub ui_url: String,
+}
+
+/// `[worker]`: the Temporal worker (seed Appendix B).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Activities run at once by one worker process (seed: dev 10, prod 50).
+    pub max_concurrent_activities: usize,
+    /// Address of the Prometheus `/metrics` listener of `etter-worker`; port 0 picks a free port.
+    pub metrics_listen: SocketAddr,
+    /// An activity that has not heartbeated for this long is considered lost.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_timeout: Duration,
+    /// Longest one activity attempt may run.
+    #[serde(with = "humantime_serde")]
+    pub start_to_close_timeout: Duration,
+    /// Longest a whole onboarding workflow may run.
+    #[serde(with = "humantime_serde")]
+    pub workflow_execution_timeout: Duration,
+    /// Activity retry policy: first back-off.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial_interval: Duration,
+    /// Activity retry policy: back-off multiplier.
+    pub retry_backoff_coefficient: f64,
+    /// Activity retry policy: longest back-off.
+    #[serde(with = "humantime_serde")]
+    pub retry_maximum_interval: Duration,
+    /// Activity retry policy: attempts including the first.
+    pub retry_maximum_attempts: u32,
+    /// How long a graceful shutdown waits for running activities.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+/// `[log]`: what both binaries log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter, e.g. `info` or `etter_server=debug,info`.
+    pub filter: String,
+    /// `text` for people, `json` for log collectors.
+    pub format: LogFormat,
+}
+
+/// The output format of logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(".etter/data"),
+            server: ServerConfig::default(),
+            store: StoreConfig::default(),
+            redis: RedisConfig::default(),
+            graph: GraphConfig::default(),
+            temporal: TemporalConfig::default(),
+            worker: WorkerConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            cors_allowed_origins: vec!["*".to_owned()],
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { url: Secret::default(), max_connections: 16 }
+    }
+}
+
+impl Default for GraphConfig {
+    fn default() -> Self {
+        Self { uri: String::new(), user: "neo4j".to_owned(), password: Secret::default() }
+    }
+}
+
+impl Default for TemporalConfig {
+    fn default() -> Self {
+        Self {
+            address: "http://127.0.0.1:7233".to_owned(),
+            namespace: "etter-dev".to_owned(),
+            task_queue: "etter-workflows".to_owned(),
+            ui_url: String::new(),
+        }
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_activities: 10,
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9465)),
+            heartbeat_timeout: Duration::from_secs(60),
+            start_to_close_timeout: Duration::from_secs(30 * 60),
+            workflow_execution_timeout: Duration::from_secs(2 * 60 * 60),
+            retry_initial_interval: Duration::from_secs(1),
+            retry_backoff_coefficient: 2.0,
+            retry_maximum_interval: Duration::from_secs(5 * 60),
+            retry_maximum_attempts: 3,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { filter: "info".to_owned(), format: LogFormat::Text }
+    }
+}
+
+/// A secret configuration value (a password or a URL with credentials): never printed, masked by
+/// `--dump-config`. Empty means "not set".
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(Option<SecretString>);
+
+impl Secret {
+    /// The secret's value, or `None` when it is not set (absent or empty).
+    pub fn expose(&self) -> Option<&str> {
+        self.0.as_ref().map(ExposeSecret::expose_secret).filter(|s| !s.is_empty())
+    }
+
+    /// Whether a non-empty value is set.
+    pub fn is_set(&self) -> bool {
+        self.expose().is_some()
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self(Some(SecretString::from(value)))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.is_set() { "Secret(***)" } else { "Secret(unset)" })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(if self.is_set() { "***" } else { "" })
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The named configuration file does not exist.
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    /// A layer could not be parsed or has an unknown or ill-typed key.
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// Loaded, but a value is not acceptable.
+    #[error("invalid configuration: `{key}` {problem}")]
+    Invalid {
+        /// The offending key, dotted (`store.url`).
+        key: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// Where the run store lives, decided from `store.url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// PostgreSQL at this URL.
+    Postgres(String),
+    /// The embedded SQLite file.
+    Sqlite(PathBuf),
+}
+
+impl Config {
+    /// Loads defaults, then `file` (when given), then the `ETTER_*` variables of the process
+    /// environment, then `overrides` (command-line flags as dotted keys), and validates the result.
+    pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Self, ConfigError> {
+        Self::from_figment(Self::figment(file, overrides)?)
+    }
+
+    /// The layered sources without extracting them (tests use it with `figment::Jail`).
+    pub fn figment(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Figment, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::MissingFile(path.to_path_buf()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__").filter(|key| {
+            let section = key.as_str().split('.').next().unwrap_or_default();
+            SECTIONS.iter().any(|s| s.eq_ignore_ascii_case(section))
+        }));
+        for (key, value) in overrides {
+            figment = figment.merge((*key, value.as_str()));
+        }
+        Ok(figment)
+    }
+
+    /// Extracts and validates a configuration from prepared sources.
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| Err(ConfigError::Invalid { key, problem: problem.to_owned() });
+        self.store_location()?;
+        if self.store.max_connections == 0 {
+            return invalid("store.max_connections", "must be at least 1");
+        }
+        if let Some(url) = self.redis.url.expose()
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return invalid("redis.url", "must start with redis:// or rediss://");
+        }
+        if !self.graph.uri.is_empty()
+            && !self.graph.uri.starts_with("bolt://")
+            && !self.graph.uri.starts_with("neo4j://")
+        {
+            return invalid("graph.uri", "must start with bolt:// or neo4j://, or be empty for the embedded graph");
+        }
+        match url::Url::parse(&self.temporal.address) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => return invalid("temporal.address", "must be an http:// or https:// URL with a host"),
+        }
+        if self.temporal.namespace.is_empty() {
+            return invalid("temporal.namespace", "must not be empty");
+        }
+        if self.temporal.task_queue.is_empty() {
+            return invalid("temporal.task_queue", "must not be empty");
+        }
+        if self.worker.max_concurrent_activities == 0 {
+            return invalid("worker.max_concurrent_activities", "must be at least 1");
+        }
+        if self.worker.retry_maximum_attempts == 0 {
+            return invalid("worker.retry_maximum_attempts", "must be at least 1");
+        }
+        if self.worker.retry_backoff_coefficient < 1.0 {
+            return invalid("worker.retry_backoff_coefficient", "must be at least 1.0");
+        }
+        if self.worker.heartbeat_timeout.is_zero() || self.worker.start_to_close_timeout.is_zero() {
+            return invalid("worker.heartbeat_timeout", "timeouts must be positive");
+        }
+        Ok(())
+    }
+
+    /// Where the run store lives: PostgreSQL when `store.url` says so, else the embedded SQLite file.
+    pub fn store_location(&self) -> Result<StoreLocation, ConfigError> {
+        match self.store.url.expose() {
+            None => Ok(StoreLocation::Sqlite(self.data_dir.join("etter.db"))),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(StoreLocation::Postgres(url.to_owned()))
+            }
+            Some(url) if url.starts_with("sqlite://") => {
+                Ok(StoreLocation::Sqlite(PathBuf::from(url.trim_start_matches("sqlite://"))))
+            }
+            Some(_) => Err(ConfigError::Invalid {
+                key: "store.url",
+                problem: "must be postgres://…, sqlite://PATH, or empty for the embedded SQLite file".to_owned(),
+            }),
+        }
+    }
+
+    /// The effective configuration as TOML with secrets masked (`--dump-config`).
+    pub fn to_masked_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+/// The documentation of one configuration key.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyDoc {
+    /// Dotted key, as in TOML (`server.listen`).
+    pub key: &'static str,
+    /// Which binaries read it.
+    pub used_by: &'static str,
+    /// What it does.
+    pub description: &'static str,
+}
+
+/// Every configuration key, in table order.
+pub const KEYS: &[KeyDoc] = &[
+    KeyDoc {
+        key: "data_dir",
+        used_by: "both",
+        description: "Directory of the embedded default's files (SQLite databases, generated dev secrets).",
+    },
+    KeyDoc {
+        key: "server.listen",
+        used_by: "server",
+        description: "Address of the gRPC and grpc-web listener; port 0 picks a free port (the readiness line tells which).",
+    },
+    KeyDoc {
+        key: "server.metrics_listen",
+        used_by: "server",
+        description: "Address of the Prometheus `/metrics` HTTP listener.",
+    },
+    KeyDoc {
+        key: "server.cors_allowed_origins",
+        used_by: "server",
+        description: "Origins allowed to call over grpc-web; `*` allows any.",
+    },
+    KeyDoc {
+        key: "server.shutdown_grace",
+        used_by: "server",
+        description: "How long a graceful shutdown waits for in-flight calls and streams.",
+    },
+    KeyDoc {
+        key: "store.url",
+        used_by: "both",
+        description: "Run store: `postgres://…`, `sqlite://PATH`, or empty for `{data_dir}/etter.db`. Secret.",
+    },
+    KeyDoc { key: "store.max_connections", used_by: "both", description: "Maximum pooled store connections." },
+    KeyDoc {
+        key: "redis.url",
+        used_by: "server",
+        description: "Redis for live-progress fan-out between replicas; empty = fan-out from the store alone. Secret.",
+    },
+    KeyDoc {
+        key: "graph.uri",
+        used_by: "worker",
+        description: "Neo4j Bolt URI (`bolt://…`); empty = the embedded SQLite graph `{data_dir}/graph.db`.",
+    },
+    KeyDoc { key: "graph.user", used_by: "worker", description: "Neo4j user." },
+    KeyDoc {
+        key: "graph.password",
+        used_by: "worker",
+        description: "Neo4j password; empty when authentication is off. Secret.",
+    },
+    KeyDoc { key: "temporal.address", used_by: "both", description: "Temporal frontend URL." },
+    KeyDoc { key: "temporal.namespace", used_by: "both", description: "Temporal namespace (`etter-{env}`)." },
+    KeyDoc {
+        key: "temporal.task_queue",
+        used_by: "both",
+        description: "Task queue of the onboarding workflows and activities.",
+    },
+    KeyDoc {
+        key: "temporal.ui_url",
+        used_by: "both",
+        description: "Temporal Web UI URL, printed for people; empty when there is none.",
+    },
+    KeyDoc {
+        key: "worker.max_concurrent_activities",
+        used_by: "worker",
+        description: "Activities one worker runs at once (seed: dev 10, prod 50).",
+    },
+    KeyDoc {
+        key: "worker.metrics_listen",
+        used_by: "worker",
+        description: "Address of the worker's Prometheus `/metrics` HTTP listener.",
+    },
+    KeyDoc {
+        key: "worker.heartbeat_timeout",
+        used_by: "worker",
+        description: "An activity silent for this long is considered lost and retried.",
+    },
+    KeyDoc {
+        key: "worker.start_to_close_timeout",
+        used_by: "worker",
+        description: "Longest one activity attempt may run.",
+    },
+    KeyDoc {
+        key: "worker.workflow_execution_timeout",
+        used_by: "both",
+        description: "Longest a whole onboarding workflow may run.",
+    },
+    KeyDoc {
+        key: "worker.retry_initial_interval",
+        used_by: "worker",
+        description: "Activity retry policy: first back-off.",
+    },
+    KeyDoc {
+        key: "worker.retry_backoff_coefficient",
+        used_by: "worker",
+        description: "Activity retry policy: back-off multiplier.",
+    },
+    KeyDoc {
+        key: "worker.retry_maximum_interval",
+        used_by: "worker",
+        description: "Activity retry policy: longest back-off.",
+    },
+    KeyDoc {
+        key: "worker.retry_maximum_attempts",
+        used_by: "worker",
+        description: "Activity retry policy: attempts including the first.",
+    },
+    KeyDoc {
+        key: "worker.shutdown_grace",
+        used_by: "worker",
+        description: "How long a graceful shutdown waits for running activities.",
+    },
+    KeyDoc {
+        key: "log.filter",
+        used_by: "both",
+        description: "`tracing` filter, e.g. `info` or `etter_server=debug,info`.",
+    },
+    KeyDoc { key: "log.format", used_by: "both", description: "`text` or `json`." },
+];
+
+/// Renders the key table of `docs/configuration.md` from [`KEYS`] and the defaults.
+pub fn render_key_table() -> String {
+    let defaults = serde_json::to_value(Config::default()).unwrap_or_default();
+    let mut out =
+        String::from("| key | environment variable | default | used by | description |\n|---|---|---|---|---|\n");
+    for doc in KEYS {
+        let default = doc
+            .key
+            .split('.')
+            .try_fold(&defaults, |v, part| v.get(part))
+            .map(|v| match v {
+                serde_json::Value::String(s) if s.is_empty() => "(empty)".to_owned(),
+                serde_json::Value::String(s) => format!("`{s}`"),
+                other => format!("`{other}`"),
+            })
+            .unwrap_or_default();
+        let env = format!("{ENV_PREFIX}{}", doc.key.replace('.', "__").to_uppercase());
+        out.push_str(&format!("| `{}` | `{env}` | {default} | {} | {} |\n", doc.key, doc.used_by, doc.description));
+    }
+    out
+}
+
+#[cfg(test)]
+// `figment::Jail` closures must return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    fn leaf_keys(value: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+        match value.as_object() {
+            Some(map) => {
+                for (k, v) in map {
+                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    leaf_keys(v, &key, out);
+                }
+            }
+            None => out.push(prefix.to_owned()),
+        }
+    }
+
+    #[test]
+    fn every_key_is_documented_and_nothing_else() -> anyhow::Result<()> {
+        let mut leaves = Vec::new();
+        leaf_keys(&serde_json::to_value(Config::default())?, "", &mut leaves);
+        leaves.sort();
+        let mut documented: Vec<String> = KEYS.iter().map(|k| k.key.to_owned()).collect();
+        documented.sort();
+        assert_eq!(leaves, documented);
+        Ok(())
+    }
+
+    #[test]
+    fn docs_table_is_current() -> anyhow::Result<()> {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md"))?;
+        assert!(
+            doc.contains(&render_key_table()),
+            "docs/configuration.md is stale: regenerate it with `cargo run -p etter-server -- config-table`"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn layers_apply_in_order_and_env_ignores_foreign_sections() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "etter.toml",
+                "[server]\nlisten = \"127.0.0.1:1000\"\n[temporal]\nnamespace = \"from-file\"\n",
+            )?;
+            jail.set_env("ETTER_TEMPORAL__NAMESPACE", "from-env");
+            jail.set_env("ETTER_TOOLS__GRPCURL", "/not/config");
+            let config = Config::load(Some(Path::new("etter.toml")), &[("server.listen", "127.0.0.1:2000".to_owned())])
+                .map_err(|e| e.to_string())?;
+            assert_eq!(config.server.listen, SocketAddr::from(([127, 0, 0, 1], 2000)));
+            assert_eq!(config.temporal.namespace, "from-env");
+            assert_eq!(config.temporal.task_queue, "etter-workflows");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_with_the_key_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ETTER_SERVER__LISTNE", "127.0.0.1:1");
+            let err = Config::load(None, &[]).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains("listne"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ETTER_STORE__URL", "mysql://x");
+            let err = Config::load(None, &[]).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains("store.url"), "{err}");
+            Ok(())
+        });
+        let missing = Config::load(Some(Path::new("/nonexistent/etter.toml")), &[]);
+        assert!(matches!(missing, Err(ConfigError::MissingFile(_))));
+    }
+
+    #[test]
+    fn secrets_are_masked_in_the_dump() -> anyhow::Result<()> {
+        let mut config = Config::default();
+        config.store.url = Secret::from("postgres://etter:hunter2@db/etter");
+        let dump = config.to_masked_toml();
+        assert!(!dump.contains("hunter2"), "{dump}");
+        assert!(dump.contains("url = \"***\""), "{dump}");
+        assert!(!format!("{config:?}").contains("hunter2"));
+        Ok(())
+    }
+}

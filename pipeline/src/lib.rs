@@ -1,0 +1,11 @@
+//! The domain shared by `etter-server` and `etter-worker`.
+//!
+//! This crate knows nothing of either binary: both depend on it, never the other way round. It holds
+//! the configuration both read, process plumbing both need (telemetry, shutdown), and — as the
+//! pipeline grows — ids, the role lifecycle, the step graph, input hashing, validation, and the
+//! store, graph, document and LLM traits with their implementations.
+
+pub mod config;
+pub mod process;
+
+pub use config::{Config, ConfigError};
