@@ -1,0 +1,264 @@
+//! Runs the built `etter-server` binary and talks to it the way its users do: gRPC reflection (v1 and
+//! v1alpha, separately), health, the contract's error model, grpc-web with CORS from a browser origin,
+//! grpcurl, and graceful shutdown on SIGTERM.
+
+use std::{process::Stdio, time::Duration};
+
+use anyhow::{Context as _, bail, ensure};
+use prost::Message as _;
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    process::{Child, Command},
+};
+use tonic::transport::Channel;
+
+/// A running `etter-server` on a free port, killed when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+    metrics_addr: String,
+}
+
+impl Server {
+    async fn start(extra_env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let data_dir = std::env::temp_dir().join(format!("etter-server-test-{}", std::process::id()));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_etter-server"));
+        cmd.args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "serve"])
+            .env("ETTER_DATA_DIR", &data_dir)
+            .env("ETTER_LOG__FILTER", "warn")
+            .envs(extra_env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().context("spawn etter-server")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .context("no readiness line within 30 s")??
+            .context("etter-server exited before it was ready")?;
+        let ready: serde_json::Value =
+            serde_json::from_str(&line).with_context(|| format!("readiness line: {line}"))?;
+        ensure!(ready["ready"] == "etter-server", "unexpected readiness line {line}");
+        let addr = ready["grpc_addr"].as_str().context("grpc_addr missing")?.to_owned();
+        ensure!(!addr.ends_with(":0"), "the readiness line must carry the bound port, got {addr}");
+        let metrics_addr = ready["metrics_addr"].as_str().context("metrics_addr missing")?.to_owned();
+        Ok(Self { child, addr, metrics_addr })
+    }
+
+    async fn channel(&self) -> anyhow::Result<Channel> {
+        Ok(Channel::from_shared(format!("http://{}", self.addr))?.connect().await?)
+    }
+}
+
+const SERVICE: &str = "etter.pipeline.v1.PipelineService";
+const RPCS: &[&str] = &["Push", "PushBatch", "GetStatus", "WatchStatus", "Retry", "Cancel", "History"];
+
+/// What one reflection dialect reports: the listed services and the methods of the pipeline service.
+struct Reflected {
+    services: Vec<String>,
+    pipeline_methods: Vec<String>,
+    health_described: bool,
+}
+
+fn methods_of(files: &[Vec<u8>], package: &str, service: &str) -> anyhow::Result<Vec<String>> {
+    for bytes in files {
+        let file = prost_types::FileDescriptorProto::decode(bytes.as_slice())?;
+        if file.package() != package {
+            continue;
+        }
+        if let Some(svc) = file.service.iter().find(|s| s.name() == service) {
+            return Ok(svc.method.iter().map(|m| m.name().to_owned()).collect());
+        }
+    }
+    bail!("{package}.{service} not found in the returned descriptors")
+}
+
+macro_rules! reflect_with {
+    ($name:ident, $pb:path) => {
+        async fn $name(channel: Channel) -> anyhow::Result<Reflected> {
+            use $pb as pb;
+            let mut client = pb::server_reflection_client::ServerReflectionClient::new(channel);
+            let ask = |req| pb::ServerReflectionRequest { host: String::new(), message_request: Some(req) };
+            let requests = vec![
+                ask(pb::server_reflection_request::MessageRequest::ListServices(String::new())),
+                ask(pb::server_reflection_request::MessageRequest::FileContainingSymbol(SERVICE.to_owned())),
+                ask(pb::server_reflection_request::MessageRequest::FileContainingSymbol(
+                    "grpc.health.v1.Health".to_owned(),
+                )),
+            ];
+            let mut stream = client.server_reflection_info(tokio_stream::iter(requests)).await?.into_inner();
+            let mut answers = Vec::new();
+            while let Some(resp) = stream.message().await? {
+                answers.push(resp.message_response.context("empty reflection response")?);
+            }
+            ensure!(answers.len() == 3, "expected 3 reflection answers, got {}", answers.len());
+            use pb::server_reflection_response::MessageResponse as R;
+            let services = match &answers[0] {
+                R::ListServicesResponse(list) => list.service.iter().map(|s| s.name.clone()).collect(),
+                other => bail!("list services answered {other:?}"),
+            };
+            let pipeline_methods = match &answers[1] {
+                R::FileDescriptorResponse(fd) => {
+                    methods_of(&fd.file_descriptor_proto, "etter.pipeline.v1", "PipelineService")?
+                }
+                other => bail!("describe {SERVICE} answered {other:?}"),
+            };
+            let health_described = match &answers[2] {
+                R::FileDescriptorResponse(fd) => {
+                    methods_of(&fd.file_descriptor_proto, "grpc.health.v1", "Health")?.iter().any(|m| m == "Check")
+                }
+                other => bail!("describe grpc.health.v1.Health answered {other:?}"),
+            };
+            Ok(Reflected { services, pipeline_methods, health_described })
+        }
+    };
+}
+
+reflect_with!(reflect_v1, tonic_reflection::pb::v1);
+reflect_with!(reflect_v1alpha, tonic_reflection::pb::v1alpha);
+
+fn check_reflected(dialect: &str, r: &Reflected) {
+    for expected in [SERVICE, "grpc.health.v1.Health"] {
+        assert!(r.services.iter().any(|s| s == expected), "{dialect}: {expected} not listed in {:?}", r.services);
+    }
+    let mut methods = r.pipeline_methods.clone();
+    methods.sort();
+    let mut want: Vec<String> = RPCS.iter().map(|s| (*s).to_owned()).collect();
+    want.sort();
+    assert_eq!(methods, want, "{dialect}: methods of {SERVICE}");
+    assert!(r.health_described, "{dialect}: grpc.health.v1.Health cannot be described");
+}
+
+#[tokio::test]
+async fn reflection_v1_lists_and_describes() -> anyhow::Result<()> {
+    let server = Server::start(&[]).await?;
+    let reflected = reflect_v1(server.channel().await?).await?;
+    check_reflected("v1", &reflected);
+    Ok(())
+}
+
+#[tokio::test]
+async fn reflection_v1alpha_lists_and_describes() -> anyhow::Result<()> {
+    let server = Server::start(&[]).await?;
+    let reflected = reflect_v1alpha(server.channel().await?).await?;
+    check_reflected("v1alpha", &reflected);
+    Ok(())
+}
+
+#[tokio::test]
+async fn health_reports_the_pipeline_service_serving() -> anyhow::Result<()> {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let server = Server::start(&[]).await?;
+    let mut health = HealthClient::new(server.channel().await?);
+    for service in ["", SERVICE] {
+        let status = health.check(HealthCheckRequest { service: service.to_owned() }).await?.into_inner().status();
+        assert_eq!(status, ServingStatus::Serving, "health of {service:?}");
+    }
+    let unknown = health.check(HealthCheckRequest { service: "no.such.Service".to_owned() }).await;
+    assert_eq!(unknown.err().map(|s| s.code()), Some(tonic::Code::NotFound));
+    Ok(())
+}
+
+#[tokio::test]
+async fn unimplemented_rpcs_answer_unimplemented_with_error_info() -> anyhow::Result<()> {
+    use etter_proto::v1::{PushRequest, pipeline_service_client::PipelineServiceClient};
+    use tonic_types::StatusExt as _;
+    let server = Server::start(&[]).await?;
+    let mut client = PipelineServiceClient::new(server.channel().await?);
+    let status = client.push(PushRequest::default()).await.err().context("Push must not succeed yet")?;
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+    let info = status.get_details_error_info().context("ErrorInfo detail missing")?;
+    assert_eq!(info.domain, "etter.pipeline");
+    assert_eq!(info.reason, "NOT_IMPLEMENTED");
+    Ok(())
+}
+
+/// Sends one HTTP/1.1 request and returns the raw response (the server closes after it).
+async fn http1(addr: &str, request: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.write_all(request).await?;
+    let mut response = Vec::new();
+    // The response is complete when the server closes; bound the wait.
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await;
+    Ok(response)
+}
+
+#[tokio::test]
+async fn grpc_web_with_cors_from_a_browser_origin() -> anyhow::Result<()> {
+    let server = Server::start(&[]).await?;
+    let preflight = format!(
+        "OPTIONS /grpc.health.v1.Health/Check HTTP/1.1\r\nHost: {a}\r\nOrigin: http://localhost:5173\r\n\
+         Access-Control-Request-Method: POST\r\n\
+         Access-Control-Request-Headers: authorization,content-type,x-grpc-web\r\nConnection: close\r\n\r\n",
+        a = server.addr
+    );
+    let answer = String::from_utf8_lossy(&http1(&server.addr, preflight.as_bytes()).await?).to_lowercase();
+    assert!(answer.starts_with("http/1.1 200"), "preflight: {answer}");
+    assert!(answer.contains("access-control-allow-headers:"), "preflight: {answer}");
+    assert!(answer.contains("authorization"), "authorization must be allowed explicitly: {answer}");
+
+    // A grpc-web unary call: 5-byte frame header + HealthCheckRequest{service:""} (empty message).
+    let body: &[u8] = &[0, 0, 0, 0, 0];
+    let mut request = format!(
+        "POST /grpc.health.v1.Health/Check HTTP/1.1\r\nHost: {a}\r\nOrigin: http://localhost:5173\r\n\
+         Content-Type: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n",
+        a = server.addr,
+        len = body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    let raw = http1(&server.addr, &request).await?;
+    let text = String::from_utf8_lossy(&raw).to_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "grpc-web call: {text}");
+    assert!(text.contains("content-type: application/grpc-web"), "grpc-web call: {text}");
+    assert!(text.contains("access-control-expose-headers:"), "grpc-web call: {text}");
+    assert!(text.contains("grpc-status-details-bin"), "grpc-web call must expose the details trailer: {text}");
+    // The trailer frame (flag 0x80) carries grpc-status:0; the message frame carries SERVING (1).
+    assert!(text.contains("grpc-status:0"), "grpc-web trailers: {text}");
+    assert!(raw.windows(7).any(|w| w == [0, 0, 0, 0, 2, 0x08, 0x01]), "SERVING message frame missing: {text}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_cleanly() -> anyhow::Result<()> {
+    let mut server = Server::start(&[]).await?;
+    let pid = server.child.id().context("no pid")?;
+    let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+    ensure!(status.success(), "kill failed");
+    let exit =
+        tokio::time::timeout(Duration::from_secs(15), server.child.wait()).await.context("no exit in 15 s")??;
+    assert!(exit.success(), "etter-server exited with {exit}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn grpcurl_lists_describes_and_checks_health() -> anyhow::Result<()> {
+    let grpcurl = std::env::var("ETTER_TOOLS__GRPCURL")
+        .context("ETTER_TOOLS__GRPCURL is not set: run `scripts/services up grpcurl` and source .etter/services.env")?;
+    let server = Server::start(&[]).await?;
+    let run = |args: &[&str]| -> anyhow::Result<String> {
+        let out = std::process::Command::new(&grpcurl).arg("-plaintext").args(args).output()?;
+        ensure!(out.status.success(), "grpcurl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let list = run(&[&server.addr, "list"])?;
+    assert!(list.contains(SERVICE) && list.contains("grpc.health.v1.Health"), "grpcurl list: {list}");
+    let describe = run(&[&server.addr, "describe", SERVICE])?;
+    for rpc in RPCS {
+        assert!(describe.contains(&format!("rpc {rpc} (")), "grpcurl describe lacks {rpc}: {describe}");
+    }
+    let health = run(&["-d", &format!("{{\"service\":\"{SERVICE}\"}}"), &server.addr, "grpc.health.v1.Health/Check"])?;
+    assert!(health.contains("SERVING"), "grpcurl health: {health}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn metrics_endpoint_serves_prometheus_text() -> anyhow::Result<()> {
+    let server = Server::start(&[]).await?;
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", server.metrics_addr);
+    let text = String::from_utf8_lossy(&http1(&server.metrics_addr, request.as_bytes()).await?).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200"), "/metrics: {text}");
+    assert!(text.contains("etter_build_info{binary=\"etter-server\""), "/metrics: {text}");
+    Ok(())
+}
