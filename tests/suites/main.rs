@@ -1,0 +1,3 @@
+//! End-to-end suites across processes and real services.
+
+mod services;
