@@ -1,0 +1,44 @@
+"""Python client of the Etter pipeline's control plane, ``etter.pipeline.v1.PipelineService``.
+
+The modules here are generated from ``proto/`` by ``scripts/codegen`` (grpcio-tools and
+mypy-protobuf) into ``etter_client._gen``; do not edit them by hand. The ``google.rpc`` error
+details the server attaches to errors come from ``googleapis-common-protos``
+(``google.rpc.error_details_pb2``) and are decoded with ``grpcio-status``
+(``grpc_status.rpc_status.from_call``)::
+
+    import grpc
+    from etter_client import PipelineServiceStub, pipeline_service_pb2 as pb, resources_pb2 as res
+
+    channel = grpc.secure_channel("etter.example.com:443", grpc.ssl_channel_credentials())
+    stub = PipelineServiceStub(channel)
+    reply = stub.Push(
+        pb.PushRequest(
+            company_id="liberty",
+            role_name="Claims Adjuster",
+            draup_role_id="draup-role-12345",
+            documents=[res.Document(type=res.DOCUMENT_TYPE_JOB_DESCRIPTION, uri="s3://bucket/jd.pdf")],
+        ),
+        metadata=[("authorization", f"Bearer {token}")],
+    )
+"""
+
+from etter_client._gen.etter.pipeline.v1 import (
+    pipeline_service_pb2,
+    pipeline_service_pb2_grpc,
+    resources_pb2,
+)
+from etter_client._gen.etter.pipeline.v1.pipeline_service_pb2_grpc import (
+    PipelineServiceServicer,
+    PipelineServiceStub,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PipelineServiceServicer",
+    "PipelineServiceStub",
+    "__version__",
+    "pipeline_service_pb2",
+    "pipeline_service_pb2_grpc",
+    "resources_pb2",
+]
