@@ -1,1 +1,77 @@
-fn main() {}
+//! `etter-worker`: the Temporal worker of the Etter onboarding pipeline.
+//!
+//! This version loads the shared configuration and checks that the configured Temporal namespace
+//! answers; the onboarding workflows and activities are registered here as they land.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use etter_pipeline::{Config, process};
+use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions, Url, WorkflowCountOptions};
+
+/// The Temporal worker of the Etter onboarding pipeline.
+#[derive(Debug, Parser)]
+#[command(name = "etter-worker", version, about)]
+struct Cli {
+    /// TOML configuration file (the same table as etter-server's).
+    #[arg(long, global = true, env = "ETTER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (secrets masked) and exit.
+    #[arg(long, global = true)]
+    dump_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Connect to the configured Temporal namespace, report it, and exit.
+    Check,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref(), &[])?;
+    if cli.dump_config {
+        print!("{}", config.to_masked_toml());
+        return Ok(());
+    }
+    process::init_telemetry(&config.log);
+    match cli.command {
+        Some(Command::Check) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the tokio runtime")?;
+            runtime.block_on(check(&config))
+        }
+        None => anyhow::bail!("no command given: `etter-worker check` (the onboarding worker lands with the pipeline)"),
+    }
+}
+
+/// Connects to Temporal as the worker will and prints the readiness line.
+async fn check(config: &Config) -> anyhow::Result<()> {
+    let url = Url::parse(&config.temporal.address).context("temporal.address")?;
+    let options = ConnectionOptions::new(url).identity("etter-worker".to_owned()).build();
+    let connection = Connection::connect(options)
+        .await
+        .with_context(|| format!("cannot reach Temporal at {}", config.temporal.address))?;
+    let client = Client::new(connection, ClientOptions::new(config.temporal.namespace.clone()).build())?;
+    // Connecting does not touch the namespace; a visibility query does, and tells what is running.
+    let query = format!("TaskQueue = '{}' AND ExecutionStatus = 'Running'", config.temporal.task_queue);
+    let running = client
+        .count_workflows(query, WorkflowCountOptions::default())
+        .await
+        .with_context(|| format!("namespace {} does not answer", config.temporal.namespace))?;
+    process::print_ready_line(
+        "etter-worker",
+        &[
+            ("temporal", config.temporal.address.clone()),
+            ("namespace", config.temporal.namespace.clone()),
+            ("task_queue", config.temporal.task_queue.clone()),
+            ("running_workflows", running.count().to_string()),
+        ],
+    );
+    Ok(())
+}

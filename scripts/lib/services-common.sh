@@ -1,0 +1,226 @@
+# shellcheck shell=bash
+# Shared helpers for scripts/services. Sourced, not executed.
+#
+# Conventions: every runtime file lives under $ETTER_DIR (default <repo>/.etter):
+#   .etter/services.env   connection settings (export ETTER_...=... lines)
+#   .etter/logs/          service logs
+#   .etter/run/           pid files
+#   .etter/<service>/     data
+
+ETTER_DIR="${ETTER_DIR:-$REPO_ROOT/.etter}"
+ETTER_ENV_FILE="$ETTER_DIR/services.env"
+ETTER_LOG_DIR="$ETTER_DIR/logs"
+ETTER_RUN_DIR="$ETTER_DIR/run"
+ETTER_BIN_DIR="$ETTER_DIR/bin"
+ETTER_HOST=127.0.0.1
+
+# ---------------------------------------------------------------- output ----
+
+_now_us() { echo "${EPOCHREALTIME/./}"; }
+
+# elapsed seconds (one decimal) since a _now_us stamp
+_elapsed() {
+  local d=$(( $(_now_us) - $1 ))
+  printf '%d.%ds' $(( d / 1000000 )) $(( (d % 1000000) / 100000 ))
+}
+
+say() { printf '[services] %s\n' "$*" >&2; }
+warn() { printf '[services] WARNING: %s\n' "$*" >&2; }
+die() {
+  printf '[services] ERROR: %s\n' "$*" >&2
+  exit 1
+}
+
+# die with the last lines of a log file
+die_with_log() {
+  local msg=$1 log=$2 n=${3:-40}
+  printf '[services] ERROR: %s\n' "$msg" >&2
+  if [[ -f $log ]]; then
+    printf '[services] ---- last %d lines of %s ----\n' "$n" "$log" >&2
+    tail -n "$n" "$log" >&2 || true
+    printf '[services] ---- end of %s ----\n' "$log" >&2
+  fi
+  exit 1
+}
+
+# run a command quietly; on failure show its output and die
+quiet() {
+  local what=$1 log=$2
+  shift 2
+  mkdir -p "$(dirname "$log")"
+  if ! "$@" >"$log" 2>&1; then
+    die_with_log "$what failed (command: $*)" "$log" 60
+  fi
+}
+
+ensure_dirs() { mkdir -p "$ETTER_DIR" "$ETTER_LOG_DIR" "$ETTER_RUN_DIR" "$ETTER_BIN_DIR"; }
+
+is_root() { [[ $(id -u) -eq 0 ]]; }
+
+# ------------------------------------------------------------------ apt -----
+
+_APT_UPDATED=0
+
+# run as root: directly, or through passwordless sudo
+as_root() {
+  if is_root; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    sudo -n "$@"
+  else
+    return 126
+  fi
+}
+
+# apt_install PKG... : install Debian packages (quietly), apt-get update at most once per run
+apt_install() {
+  (($#)) || return 0
+  if ! is_root && ! { command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; }; then
+    die "missing Debian package(s): $*. Not root and no passwordless sudo: run 'sudo apt-get install -y $*' and retry."
+  fi
+  local log="$ETTER_LOG_DIR/apt.log" t0
+  t0=$(_now_us)
+  : >"$log"
+  if ((!_APT_UPDATED)); then
+    say "apt-get update"
+    if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update -q >>"$log" 2>&1; then
+      die_with_log "apt-get update failed" "$log"
+    fi
+    _APT_UPDATED=1
+  fi
+  say "apt-get install $*"
+  if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q \
+      --no-install-recommends "$@" >>"$log" 2>&1; then
+    die_with_log "apt-get install $* failed" "$log"
+  fi
+  say "apt: installed $* ($(_elapsed "$t0"))"
+}
+
+# --------------------------------------------------------------- env file ---
+
+declare -A _ENV_PENDING=()
+declare -a _ENV_ORDER=()
+
+# env_set KEY VALUE : remember a setting; env_flush writes it
+env_set() {
+  if [[ -z ${_ENV_PENDING[$1]+x} ]]; then _ENV_ORDER+=("$1"); fi
+  _ENV_PENDING[$1]=$2
+}
+
+_env_quote() {
+  if [[ $1 =~ ^[A-Za-z0-9_./:@%+=,-]*$ ]]; then
+    printf '%s' "$1"
+  else
+    printf "'%s'" "${1//\'/\'\\\'\'}"
+  fi
+}
+
+# merge pending settings into $ETTER_ENV_FILE atomically (tmp file + mv)
+env_flush() {
+  ((${#_ENV_ORDER[@]})) || return 0
+  local tmp="$ETTER_ENV_FILE.tmp.$$" line key k
+  declare -A seen=()
+  {
+    if [[ -f $ETTER_ENV_FILE ]]; then
+      while IFS= read -r line || [[ -n $line ]]; do
+        if [[ $line =~ ^export\ ([A-Za-z_][A-Za-z0-9_]*)= ]]; then
+          key=${BASH_REMATCH[1]}
+          if [[ -n ${_ENV_PENDING[$key]+x} ]]; then
+            printf 'export %s=%s\n' "$key" "$(_env_quote "${_ENV_PENDING[$key]}")"
+            seen[$key]=1
+            continue
+          fi
+        fi
+        printf '%s\n' "$line"
+      done <"$ETTER_ENV_FILE"
+    else
+      printf '# Written by scripts/services up; source it: . .etter/services.env\n'
+    fi
+    for k in "${_ENV_ORDER[@]}"; do
+      [[ -n ${seen[$k]+x} ]] && continue
+      printf 'export %s=%s\n' "$k" "$(_env_quote "${_ENV_PENDING[$k]}")"
+    done
+  } >"$tmp"
+  mv -f "$tmp" "$ETTER_ENV_FILE"
+  _ENV_PENDING=()
+  _ENV_ORDER=()
+}
+
+# ------------------------------------------------------------ processes -----
+
+# pid_alive PIDFILE PATTERN : pid file names a live process whose command line
+# contains PATTERN (guards against stale pid files after a reboot / pid reuse)
+pid_alive() {
+  local pidfile=$1 pattern=$2 pid
+  [[ -f $pidfile ]] || return 1
+  pid=$(<"$pidfile")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  [[ -r /proc/$pid/cmdline ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$pattern"
+}
+
+# value after FLAG in the command line of the process named by PIDFILE
+pid_arg() {
+  local pidfile=$1 flag=$2 pid
+  pid=$(<"$pidfile") || return 1
+  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -A1 -xF -- "$flag" | sed -n 2p
+}
+
+# TCP port accepts connections on the loopback host
+port_open() {
+  (exec 3<>"/dev/tcp/$ETTER_HOST/$1") 2>/dev/null
+}
+
+# start_bg PIDFILE LOG CMD... : start CMD detached in its own session (setsid,
+# nohup); its pid (== its process group id) goes to PIDFILE
+start_bg() {
+  local pidfile=$1 log=$2
+  shift 2
+  mkdir -p "$(dirname "$pidfile")" "$(dirname "$log")"
+  # keep the previous log of the service for post-mortems
+  if [[ -s $log ]]; then mv -f "$log" "$log.1"; fi
+  # 9>&-: the lock fd of scripts/services must not leak into the daemon
+  setsid nohup "$@" </dev/null >"$log" 2>&1 9>&- &
+  echo $! >"$pidfile"
+}
+
+# stop_pid NAME PIDFILE PATTERN [TIMEOUT] : SIGTERM the process group, wait, then SIGKILL
+stop_pid() {
+  local name=$1 pidfile=$2 pattern=$3 timeout=${4:-60} pid i
+  if ! pid_alive "$pidfile" "$pattern"; then
+    rm -f "$pidfile"
+    return 0
+  fi
+  pid=$(<"$pidfile")
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < timeout * 5; i++)); do
+    [[ -d /proc/$pid ]] || break
+    sleep 0.2
+  done
+  if [[ -d /proc/$pid ]]; then
+    warn "$name did not stop within ${timeout}s; killing it"
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    sleep 0.5
+  fi
+  rm -f "$pidfile"
+}
+
+# wait_ready NAME DEADLINE_S LOG PIDFILE PATTERN CHECK_CMD... : poll CHECK_CMD until it
+# succeeds; fail early if the process died, or at the deadline, with a log tail
+wait_ready() {
+  local name=$1 deadline=$2 log=$3 pidfile=$4 pattern=$5
+  shift 5
+  local end=$((SECONDS + deadline))
+  while :; do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    if [[ -n $pidfile ]] && ! pid_alive "$pidfile" "$pattern"; then
+      die_with_log "$name exited during startup" "$log"
+    fi
+    if ((SECONDS >= end)); then
+      die_with_log "$name not ready within ${deadline}s" "$log"
+    fi
+    sleep 0.5
+  done
+}
+
+sha256_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
