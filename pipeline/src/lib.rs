@@ -6,6 +6,9 @@
 //! store, graph, document and LLM traits with their implementations.
 
 pub mod config;
+pub mod ids;
+pub mod lifecycle;
+pub mod outputs;
 pub mod process;
 
 pub use config::{Config, ConfigError};
