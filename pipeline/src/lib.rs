@@ -10,5 +10,6 @@ pub mod ids;
 pub mod lifecycle;
 pub mod outputs;
 pub mod process;
+pub mod steps;
 
 pub use config::{Config, ConfigError};

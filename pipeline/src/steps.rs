@@ -1,0 +1,663 @@
+//! The step graph of DESIGN §5 as data, and the planning of runs over it.
+//!
+//! ```text
+//! role_setup ─► document_linking ─► ai_assessment ─┬─► step_executor ─► standardization
+//!                                                  ├─► skills_miner ─► skills_architecture ─► skills_catalog ─► reskilling
+//!                                                  └─► task_feasibility
+//!                                     all of the above ─► finalize
+//! ```
+//!
+//! The workflow schedules from [`STEPS`] (parallel where dependencies allow), Retry and STALE
+//! re-runs plan from it, and the UI draws progress from it.
+//!
+//! **Re-running only what is affected.** Every step records the hash of its inputs
+//! ([`input_hash`]: the content hashes of the documents it consumes and the output hashes of the
+//! steps it needs). When a re-run reaches a step whose input hash equals the one recorded by the
+//! earlier run that produced a kept output, the step is reused instead of run
+//! ([`decide`]). Because a re-run step that produces the same output hash as before leaves its
+//! dependents' input hashes unchanged, the re-run stops early there by construction.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::outputs::ContentHash;
+
+/// A step of the pipeline. The order of [`StepName::ALL`] is a topological order of the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepName {
+    /// Creates the company, role and Draup mapping in the graph.
+    RoleSetup,
+    /// Fetches the role's documents, extracts their text and links them to the role.
+    DocumentLinking,
+    /// Finds the role's tasks with automation and augmentation scores (the critical AI step).
+    AiAssessment,
+    /// Selects the top tasks.
+    StepExecutor,
+    /// Gives the top tasks their standard names.
+    Standardization,
+    /// Mines the skills the role needs.
+    SkillsMiner,
+    /// Groups the skills into clusters.
+    SkillsArchitecture,
+    /// Writes skills-catalog entries.
+    SkillsCatalog,
+    /// Proposes reskilling paths.
+    Reskilling,
+    /// Rates how feasible automating each task is.
+    TaskFeasibility,
+    /// Makes the role visible on the dashboard and records the outcome.
+    Finalize,
+}
+
+impl StepName {
+    /// Every step, in a topological order.
+    pub const ALL: [StepName; 11] = [
+        StepName::RoleSetup,
+        StepName::DocumentLinking,
+        StepName::AiAssessment,
+        StepName::StepExecutor,
+        StepName::Standardization,
+        StepName::SkillsMiner,
+        StepName::SkillsArchitecture,
+        StepName::SkillsCatalog,
+        StepName::Reskilling,
+        StepName::TaskFeasibility,
+        StepName::Finalize,
+    ];
+
+    /// The stable name used in the contract, the stores and the UI (`role_setup`, …).
+    pub fn as_str(self) -> &'static str {
+        self.spec().name
+    }
+
+    /// Parses [`StepName::as_str`].
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == value)
+    }
+
+    /// The step's place in the graph.
+    pub fn spec(self) -> &'static StepSpec {
+        &STEPS[self as usize]
+    }
+
+    /// Whether the step's failure fails the run (otherwise the run can end DEGRADED).
+    pub fn is_critical(self) -> bool {
+        self.spec().critical
+    }
+}
+
+impl fmt::Display for StepName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The kind of a source document, as far as steps are concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentKind {
+    /// A job description.
+    JobDescription,
+    /// A process map.
+    ProcessMap,
+    /// Any other supporting document.
+    Supporting,
+}
+
+/// The sub-workflow a step belongs to (seed §8.2), for the worker's composition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StepGroup {
+    /// Run by the parent workflow itself.
+    Parent,
+    /// `AIAssessmentWorkflow`.
+    AiAssessment,
+    /// `TopTasksWorkflow`.
+    TopTasks,
+    /// `SkillsAnalysisWorkflow`.
+    SkillsAnalysis,
+}
+
+/// One node of the step graph.
+#[derive(Debug)]
+pub struct StepSpec {
+    /// The step.
+    pub step: StepName,
+    /// Its stable name.
+    pub name: &'static str,
+    /// Steps whose outputs it consumes; it starts only after they completed (or were reused).
+    pub needs: &'static [StepName],
+    /// Document kinds whose content it consumes.
+    pub consumes: &'static [DocumentKind],
+    /// Whether it reads the role's identity (company, name, Draup mapping).
+    pub consumes_identity: bool,
+    /// Whether its failure fails the run.
+    pub critical: bool,
+    /// Whether it calls the LLM (and so uses tokens).
+    pub uses_llm: bool,
+    /// The sub-workflow that runs it.
+    pub group: StepGroup,
+}
+
+const ALL_DOCS: &[DocumentKind] = &[DocumentKind::JobDescription, DocumentKind::ProcessMap, DocumentKind::Supporting];
+
+/// The step graph, indexed by `StepName as usize`.
+pub static STEPS: [StepSpec; 11] = {
+    use DocumentKind::*;
+    use StepGroup::*;
+    use StepName::*;
+    [
+        StepSpec {
+            step: RoleSetup,
+            name: "role_setup",
+            needs: &[],
+            consumes: &[],
+            consumes_identity: true,
+            critical: true,
+            uses_llm: false,
+            group: Parent,
+        },
+        StepSpec {
+            step: DocumentLinking,
+            name: "document_linking",
+            needs: &[RoleSetup],
+            consumes: ALL_DOCS,
+            consumes_identity: false,
+            critical: true,
+            uses_llm: false,
+            group: Parent,
+        },
+        StepSpec {
+            step: StepName::AiAssessment,
+            name: "ai_assessment",
+            needs: &[DocumentLinking],
+            consumes: ALL_DOCS,
+            consumes_identity: false,
+            critical: true,
+            uses_llm: true,
+            group: StepGroup::AiAssessment,
+        },
+        StepSpec {
+            step: StepExecutor,
+            name: "step_executor",
+            needs: &[StepName::AiAssessment],
+            consumes: &[],
+            consumes_identity: false,
+            critical: false,
+            uses_llm: true,
+            group: TopTasks,
+        },
+        StepSpec {
+            step: Standardization,
+            name: "standardization",
+            needs: &[StepExecutor],
+            consumes: &[],
+            consumes_identity: false,
+            critical: false,
+            uses_llm: true,
+            group: TopTasks,
+        },
+        StepSpec {
+            step: SkillsMiner,
+            name: "skills_miner",
+            needs: &[StepName::AiAssessment],
+            consumes: &[JobDescription, Supporting],
+            consumes_identity: false,
+            critical: false,
+            uses_llm: true,
+            group: SkillsAnalysis,
+        },
+        StepSpec {
+            step: SkillsArchitecture,
+            name: "skills_architecture",
+            needs: &[SkillsMiner],
+            consumes: &[],
+            consumes_identity: false,
+            critical: false,
+            uses_llm: true,
+            group: SkillsAnalysis,
+        },
+        StepSpec {
+            step: SkillsCatalog,
+            name: "skills_catalog",
+            needs: &[SkillsArchitecture],
+            consumes: &[],
+            consumes_identity: false,
+            critical: false,
+            uses_llm: true,
+            group: Parent,
+        },
+        StepSpec {
+            step: Reskilling,
+            name: "reskilling",
+            needs: &[SkillsCatalog, StepName::AiAssessment],
+            consumes: &[],
+            consumes_identity: false,
+            critical: false,
+            uses_llm: true,
+            group: Parent,
+        },
+        StepSpec {
+            step: TaskFeasibility,
+            name: "task_feasibility",
+            needs: &[StepName::AiAssessment],
+            consumes: &[ProcessMap],
+            consumes_identity: false,
+            critical: false,
+            uses_llm: true,
+            group: Parent,
+        },
+        StepSpec {
+            step: Finalize,
+            name: "finalize",
+            needs: &[StepName::AiAssessment],
+            consumes: &[],
+            consumes_identity: false,
+            critical: true,
+            uses_llm: false,
+            group: Parent,
+        },
+    ]
+};
+
+/// Every step that (transitively) needs `step`, excluding `step` itself.
+pub fn dependents(step: StepName) -> BTreeSet<StepName> {
+    let mut out = BTreeSet::new();
+    for candidate in StepName::ALL {
+        if candidate.spec().needs.iter().any(|n| *n == step || out.contains(n)) {
+            out.insert(candidate);
+        }
+    }
+    out
+}
+
+/// The hash of a step's inputs: the role identity (for steps that read it), the content hashes of
+/// the documents of the kinds it consumes (sorted, so document order does not matter), and the
+/// output hashes of the steps it needs. Hex SHA-256.
+pub fn input_hash(
+    step: StepName,
+    identity: &str,
+    documents: &[(DocumentKind, ContentHash)],
+    upstream_outputs: &BTreeMap<StepName, String>,
+) -> String {
+    let spec = step.spec();
+    let mut hasher = Sha256::new();
+    hasher.update(spec.name.as_bytes());
+    hasher.update([0]);
+    if spec.consumes_identity {
+        hasher.update(identity.as_bytes());
+    }
+    hasher.update([0]);
+    let mut docs: Vec<&(DocumentKind, ContentHash)> =
+        documents.iter().filter(|(kind, _)| spec.consumes.contains(kind)).collect();
+    docs.sort();
+    for (kind, hash) in docs {
+        hasher.update(format!("{kind:?}:{}\n", hash.0).as_bytes());
+    }
+    hasher.update([0]);
+    for need in spec.needs {
+        let output = upstream_outputs.get(need).map(String::as_str).unwrap_or("");
+        hasher.update(format!("{need}:{output}\n").as_bytes());
+    }
+    hex(&hasher.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What an earlier run of the role left for a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriorStep {
+    /// How the step ended in that run.
+    pub outcome: PriorOutcome,
+    /// The input hash it ran with (when it ran).
+    pub input_hash: Option<String>,
+    /// The output hash it produced (when it completed).
+    pub output_hash: Option<String>,
+}
+
+/// How a step ended in an earlier run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PriorOutcome {
+    /// Completed, or reused a completed output; the output is kept.
+    Completed,
+    /// Failed after its retries.
+    Failed,
+    /// Never ran: not reached, cancelled, or skipped.
+    NotRun,
+}
+
+impl PriorStep {
+    fn kept_output(&self) -> Option<&str> {
+        match self.outcome {
+            PriorOutcome::Completed => self.output_hash.as_deref(),
+            PriorOutcome::Failed | PriorOutcome::NotRun => None,
+        }
+    }
+}
+
+/// What a run does with a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Execute it.
+    Run,
+    /// Keep the earlier run's output.
+    Reuse,
+    /// Leave it out of this run.
+    Skip,
+}
+
+/// The steps of one run and what it does with each, in [`StepName::ALL`] order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// One entry per step.
+    pub steps: Vec<(StepName, Action)>,
+}
+
+impl Plan {
+    /// What the plan does with `step`.
+    pub fn action(&self, step: StepName) -> Action {
+        self.steps.iter().find(|(s, _)| *s == step).map_or(Action::Skip, |(_, a)| *a)
+    }
+
+    /// Steps the plan executes, in order.
+    pub fn to_run(&self) -> Vec<StepName> {
+        self.steps.iter().filter(|(_, a)| *a == Action::Run).map(|(s, _)| *s).collect()
+    }
+
+    /// Steps this run accounts for in its progress (`progress.total`): run or reused.
+    pub fn total(&self) -> usize {
+        self.steps.iter().filter(|(_, a)| *a != Action::Skip).count()
+    }
+}
+
+/// Why a plan cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// A requested step is not part of the pipeline.
+    #[error("unknown step `{0}`; steps are: {steps}", steps = StepName::ALL.map(StepName::as_str).join(", "))]
+    UnknownStep(String),
+    /// A requested step is an enhancement while enhancements are switched off for this role.
+    #[error("step `{0}` is an enhancement step and the run skips enhancement workflows")]
+    SkippedByOptions(StepName),
+    /// Nothing would run.
+    #[error("nothing to re-run: every step completed and no step was named")]
+    NothingToRun,
+}
+
+fn base_actions(skip_enhancement: bool) -> Vec<(StepName, Action)> {
+    StepName::ALL
+        .into_iter()
+        .map(|s| (s, if skip_enhancement && !s.is_critical() { Action::Skip } else { Action::Run }))
+        .collect()
+}
+
+/// The plan of a role's first run (or a forced re-run): every step, enhancements left out when
+/// `skip_enhancement`.
+pub fn plan_new(skip_enhancement: bool) -> Plan {
+    Plan { steps: base_actions(skip_enhancement) }
+}
+
+/// Parses client-given step names.
+pub fn parse_steps(names: &[String]) -> Result<Vec<StepName>, PlanError> {
+    names.iter().map(|n| StepName::parse(n).ok_or_else(|| PlanError::UnknownStep(n.clone()))).collect()
+}
+
+/// The plan of a Retry. Without `explicit` steps: every step that did not complete in the earlier
+/// run (failed, not reached, cancelled) runs again with everything that depends on it; completed
+/// steps are reused. With `explicit` steps: those steps and their dependents run; so does any step
+/// they need whose output was not kept; steps outside that set keep their output when they have
+/// one and are left out otherwise.
+pub fn plan_retry(
+    prior: &BTreeMap<StepName, PriorStep>,
+    explicit: &[StepName],
+    skip_enhancement: bool,
+) -> Result<Plan, PlanError> {
+    let mut steps = base_actions(skip_enhancement);
+    for step in explicit {
+        if skip_enhancement && !step.is_critical() {
+            return Err(PlanError::SkippedByOptions(*step));
+        }
+    }
+    let kept = |s: &StepName| prior.get(s).and_then(PriorStep::kept_output).is_some();
+    let mut run: BTreeSet<StepName> = if explicit.is_empty() {
+        steps.iter().filter(|(s, a)| *a == Action::Run && !kept(s)).map(|(s, _)| *s).collect()
+    } else {
+        explicit.iter().copied().collect()
+    };
+    for step in run.clone() {
+        run.extend(dependents(step));
+    }
+    // A step that runs needs its inputs: an upstream step without a kept output runs too.
+    for step in StepName::ALL.into_iter().rev() {
+        if run.contains(&step) {
+            run.extend(step.spec().needs.iter().filter(|n| !kept(n)));
+        }
+    }
+    for (step, action) in &mut steps {
+        if *action == Action::Run && !run.contains(step) {
+            *action = if kept(step) { Action::Reuse } else { Action::Skip };
+        }
+    }
+    if steps.iter().all(|(_, a)| *a != Action::Run) {
+        return Err(PlanError::NothingToRun);
+    }
+    Ok(Plan { steps })
+}
+
+/// The plan of a STALE re-run, made before anything executes: a step runs when its own inputs
+/// changed (identity or consumed documents differ from what the earlier run hashed), when it
+/// has no kept output, or when a step it needs runs (which may change its inputs — [`decide`]
+/// then reuses it at run time if the upstream output came out unchanged). This is the pessimistic
+/// bound shown as `progress.total`; execution only ever runs a subset of it.
+pub fn plan_rerun(
+    prior: &BTreeMap<StepName, PriorStep>,
+    identity: &str,
+    documents: &[(DocumentKind, ContentHash)],
+    skip_enhancement: bool,
+) -> Plan {
+    let mut steps = base_actions(skip_enhancement);
+    let mut running: BTreeSet<StepName> = BTreeSet::new();
+    let mut prior_outputs: BTreeMap<StepName, String> = BTreeMap::new();
+    for (step, p) in prior {
+        if let Some(out) = p.kept_output() {
+            prior_outputs.insert(*step, out.to_owned());
+        }
+    }
+    for (step, action) in &mut steps {
+        if *action == Action::Skip {
+            continue;
+        }
+        let Some(p) = prior.get(step).filter(|p| p.kept_output().is_some()) else {
+            running.insert(*step);
+            continue;
+        };
+        let upstream_runs = step.spec().needs.iter().any(|n| running.contains(n));
+        // With upstream outputs as they were, does this step's own input hash still match?
+        let own_inputs_same = p.input_hash.as_deref() == Some(&input_hash(*step, identity, documents, &prior_outputs));
+        if upstream_runs || !own_inputs_same {
+            running.insert(*step);
+        } else {
+            *action = Action::Reuse;
+        }
+    }
+    Plan { steps }
+}
+
+/// The decision at the moment a step is reached during a re-run: reuse the earlier output when
+/// the step's actual input hash (computed from the upstream outputs of *this* run) equals the one
+/// the earlier run recorded for a kept output; run otherwise. This is the early cutoff: a re-run
+/// step whose output hash did not change leaves its dependents' input hashes unchanged.
+pub fn decide(prior: Option<&PriorStep>, current_input_hash: &str) -> Action {
+    match prior {
+        Some(p) if p.kept_output().is_some() && p.input_hash.as_deref() == Some(current_input_hash) => Action::Reuse,
+        _ => Action::Run,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn the_table_is_indexed_and_topologically_ordered() {
+        for (i, step) in StepName::ALL.into_iter().enumerate() {
+            assert_eq!(STEPS[i].step, step, "STEPS[{i}]");
+            assert_eq!(StepName::parse(step.as_str()), Some(step));
+            for need in step.spec().needs {
+                assert!((*need as usize) < i, "{step} needs {need}, which comes later");
+            }
+        }
+        let critical: Vec<&str> = StepName::ALL.into_iter().filter(|s| s.is_critical()).map(StepName::as_str).collect();
+        assert_eq!(critical, ["role_setup", "document_linking", "ai_assessment", "finalize"]);
+    }
+
+    #[test]
+    fn dependents_follow_the_design_graph() {
+        use StepName::*;
+        assert_eq!(dependents(SkillsMiner), BTreeSet::from([SkillsArchitecture, SkillsCatalog, Reskilling]));
+        assert_eq!(dependents(StepExecutor), BTreeSet::from([Standardization]));
+        assert_eq!(dependents(Finalize), BTreeSet::new());
+        assert_eq!(dependents(RoleSetup).len(), 10);
+    }
+
+    #[test]
+    fn skipping_enhancements_leaves_the_critical_path() {
+        let plan = plan_new(true);
+        let run: Vec<&str> = plan.to_run().into_iter().map(StepName::as_str).collect();
+        assert_eq!(run, ["role_setup", "document_linking", "ai_assessment", "finalize"]);
+        assert_eq!(plan.total(), 4);
+        assert_eq!(plan_new(false).total(), 11);
+    }
+
+    fn completed(out: &str) -> PriorStep {
+        PriorStep { outcome: PriorOutcome::Completed, input_hash: Some(format!("in-{out}")), output_hash: Some(out.into()) }
+    }
+
+    #[test]
+    fn retry_reruns_the_failed_branch_only() -> Result<(), PlanError> {
+        use StepName::*;
+        let mut prior: BTreeMap<StepName, PriorStep> = StepName::ALL.into_iter().map(|s| (s, completed(s.as_str()))).collect();
+        prior.insert(SkillsArchitecture, PriorStep { outcome: PriorOutcome::Failed, input_hash: None, output_hash: None });
+        prior.insert(SkillsCatalog, PriorStep { outcome: PriorOutcome::NotRun, input_hash: None, output_hash: None });
+        prior.insert(Reskilling, PriorStep { outcome: PriorOutcome::NotRun, input_hash: None, output_hash: None });
+        let plan = plan_retry(&prior, &[], false)?;
+        assert_eq!(plan.to_run(), vec![SkillsArchitecture, SkillsCatalog, Reskilling]);
+        assert_eq!(plan.action(AiAssessment), Action::Reuse);
+
+        let explicit = plan_retry(&prior, &[StepExecutor], false)?;
+        assert_eq!(explicit.to_run(), vec![StepExecutor, Standardization]);
+        assert_eq!(plan_retry(&prior, &[SkillsMiner], true), Err(PlanError::SkippedByOptions(SkillsMiner)));
+        let all_done: BTreeMap<StepName, PriorStep> = StepName::ALL.into_iter().map(|s| (s, completed(s.as_str()))).collect();
+        assert_eq!(plan_retry(&all_done, &[], false), Err(PlanError::NothingToRun));
+        assert!(matches!(parse_steps(&["nope".into()]), Err(PlanError::UnknownStep(_))));
+        Ok(())
+    }
+
+    /// A deterministic stand-in for a step's work: its output hash as a function of its input
+    /// hash, where some inputs "don't matter" (the step produces the same output anyway).
+    fn simulate_output(step: StepName, input: &str, insensitive: &BTreeSet<StepName>) -> String {
+        if insensitive.contains(&step) { format!("stable-{step}") } else { format!("out-{step}-{input}") }
+    }
+
+    /// Runs a whole pipeline the way the worker will: in topological order, deciding each step
+    /// with `decide` against `prior`. Returns the records and the steps executed.
+    fn execute(
+        prior: &BTreeMap<StepName, PriorStep>,
+        identity: &str,
+        docs: &[(DocumentKind, ContentHash)],
+        insensitive: &BTreeSet<StepName>,
+    ) -> (BTreeMap<StepName, PriorStep>, Vec<StepName>) {
+        let mut outputs = BTreeMap::new();
+        let mut records = BTreeMap::new();
+        let mut executed = Vec::new();
+        for step in StepName::ALL {
+            let input = input_hash(step, identity, docs, &outputs);
+            let output = match decide(prior.get(&step), &input) {
+                Action::Reuse => prior.get(&step).and_then(|p| p.output_hash.clone()).unwrap_or_default(),
+                _ => {
+                    executed.push(step);
+                    simulate_output(step, &input, insensitive)
+                }
+            };
+            records.insert(step, PriorStep { outcome: PriorOutcome::Completed, input_hash: Some(input), output_hash: Some(output.clone()) });
+            outputs.insert(step, output);
+        }
+        (records, executed)
+    }
+
+    fn doc_strategy() -> impl Strategy<Value = Vec<(DocumentKind, ContentHash)>> {
+        let kind = prop_oneof![Just(DocumentKind::JobDescription), Just(DocumentKind::ProcessMap), Just(DocumentKind::Supporting)];
+        prop::collection::vec((kind, "[a-c]{1}".prop_map(ContentHash)), 1..4)
+    }
+
+    proptest! {
+        /// After documents change, a re-run executes exactly the steps whose actual inputs
+        /// changed: never one whose inputs and upstream outputs are unchanged, always one whose
+        /// input changed. The pre-computed plan bounds what executes.
+        #[test]
+        fn reruns_execute_exactly_the_affected_steps(
+            before in doc_strategy(),
+            after in doc_strategy(),
+            identity_changed in any::<bool>(),
+            insensitive in prop::collection::btree_set(prop::sample::select(StepName::ALL.to_vec()), 0..5),
+        ) {
+            let (prior, _) = execute(&BTreeMap::new(), "acme/analyst", &before, &insensitive);
+            let identity = if identity_changed { "acme/analyst-2" } else { "acme/analyst" };
+            let plan = plan_rerun(&prior, identity, &after, false);
+            let (records, executed) = execute(&prior, identity, &after, &insensitive);
+            for step in StepName::ALL {
+                let changed = records[&step].input_hash != prior[&step].input_hash;
+                prop_assert_eq!(executed.contains(&step), changed, "step {}", step);
+            }
+            for step in &executed {
+                prop_assert_eq!(plan.action(*step), Action::Run, "executed {} outside the plan", step);
+            }
+            // Unchanged documents and identity: nothing runs at all.
+            if before == after && !identity_changed {
+                prop_assert!(executed.is_empty());
+            }
+        }
+
+        /// Document order never changes a step's input hash.
+        #[test]
+        fn input_hash_ignores_document_order(docs in doc_strategy()) {
+            let mut reversed = docs.clone();
+            reversed.reverse();
+            for step in StepName::ALL {
+                prop_assert_eq!(input_hash(step, "x", &docs, &BTreeMap::new()), input_hash(step, "x", &reversed, &BTreeMap::new()));
+            }
+        }
+
+        /// A retry never reuses a step that did not complete, and every step it runs has its
+        /// needs either kept or run.
+        #[test]
+        fn retries_are_complete(outcomes in prop::collection::vec(0u8..3, 11), explicit in prop::collection::btree_set(prop::sample::select(StepName::ALL.to_vec()), 0..3)) {
+            let prior: BTreeMap<StepName, PriorStep> = StepName::ALL.into_iter().zip(outcomes).map(|(s, o)| {
+                let outcome = [PriorOutcome::Completed, PriorOutcome::Failed, PriorOutcome::NotRun][o as usize];
+                (s, PriorStep { outcome, input_hash: Some("i".into()), output_hash: (outcome == PriorOutcome::Completed).then(|| "o".into()) })
+            }).collect();
+            let explicit: Vec<StepName> = explicit.into_iter().collect();
+            if let Ok(plan) = plan_retry(&prior, &explicit, false) {
+                for (step, action) in &plan.steps {
+                    if *action == Action::Reuse {
+                        prop_assert_eq!(prior[step].outcome, PriorOutcome::Completed, "reused {} without output", step);
+                    }
+                    if *action == Action::Run {
+                        for need in step.spec().needs {
+                            prop_assert_ne!(plan.action(*need), Action::Skip);
+                        }
+                    }
+                }
+                for step in &explicit {
+                    prop_assert_eq!(plan.action(*step), Action::Run);
+                }
+            }
+        }
+    }
+}
