@@ -26,7 +26,7 @@ pub const ENV_PREFIX: &str = "ETTER_";
 /// The top-level sections (and top-level keys) of the configuration. Environment variables with the
 /// [`ENV_PREFIX`] that name anything else (for example `ETTER_TOOLS__*`, read by the test harness)
 /// are not configuration and are ignored; unknown keys *inside* a section are errors.
-const SECTIONS: &[&str] = &["data_dir", "server", "store", "redis", "graph", "temporal", "worker", "log"];
+const SECTIONS: &[&str] = &["data_dir", "server", "auth", "store", "redis", "graph", "temporal", "worker", "log"];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,6 +36,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The gRPC control plane.
     pub server: ServerConfig,
+    /// Who may call the control plane.
+    pub auth: AuthConfig,
     /// The run store.
     pub store: StoreConfig,
     /// Live-progress fan-out.
@@ -63,6 +65,34 @@ pub struct ServerConfig {
     /// How long a graceful shutdown waits for in-flight calls and streams.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+}
+
+/// `[auth]`: bearer-token (JWT) authentication of every `PipelineService` call. There is no
+/// switch that turns it off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HS256 signing secret (at least 32 bytes). Empty = the embedded default: a random secret
+    /// generated once and kept in `{data_dir}/auth/hs256.secret`.
+    pub hs256_secret: Secret,
+    /// Required `iss` claim.
+    pub issuer: String,
+    /// Required `aud` claim.
+    pub audience: String,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            hs256_secret: Secret::default(),
+            issuer: "etter".to_owned(),
+            audience: "etter-pipeline".to_owned(),
+            leeway: Duration::from_secs(30),
+        }
+    }
 }
 
 /// `[store]`: where runs, steps, events, audit and usage live.
@@ -166,6 +196,7 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from(".etter/data"),
             server: ServerConfig::default(),
+            auth: AuthConfig::default(),
             store: StoreConfig::default(),
             redis: RedisConfig::default(),
             graph: GraphConfig::default(),
@@ -333,6 +364,14 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, problem: &str| Err(ConfigError::Invalid { key, problem: problem.to_owned() });
         self.store_location()?;
+        if let Some(secret) = self.auth.hs256_secret.expose()
+            && secret.len() < 32
+        {
+            return invalid("auth.hs256_secret", "must be at least 32 bytes");
+        }
+        if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
+            return invalid("auth.issuer", "issuer and audience must not be empty");
+        }
         if self.store.max_connections == 0 {
             return invalid("store.max_connections", "must be at least 1");
         }

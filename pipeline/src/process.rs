@@ -20,38 +20,52 @@ pub fn init_telemetry(log: &LogConfig) {
     }
 }
 
-/// Resolves on the first SIGINT or SIGTERM. A second signal forces the process to exit with
-/// status 130, so a stuck drain can always be interrupted.
-pub async fn shutdown_signal() {
-    wait_for_signal().await;
-    tracing::info!("shutdown requested; send the signal again to force exit");
-    tokio::spawn(async {
-        wait_for_signal().await;
-        tracing::warn!("second signal: forcing exit");
-        std::process::exit(130);
-    });
+/// Listens for SIGINT and SIGTERM from the moment it is called (so a signal that arrives before
+/// the returned future is first polled is not lost to the default action) and resolves on the
+/// first one. A second signal forces the process to exit with status 130, so a stuck drain can
+/// always be interrupted. Must be called inside a tokio runtime.
+pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    let mut signals = Signals::register()?;
+    Ok(async move {
+        signals.recv().await;
+        tracing::info!("shutdown requested; send the signal again to force exit");
+        tokio::spawn(async move {
+            signals.recv().await;
+            tracing::warn!("second signal: forcing exit");
+            std::process::exit(130);
+        });
+    })
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGINT and SIGTERM, registered eagerly.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the process");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self { interrupt: signal(SignalKind::interrupt())?, terminate: signal(SignalKind::terminate())? })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -13,6 +13,9 @@ pub const ERROR_DOMAIN: &str = "etter.pipeline";
 /// An error of the control plane's API.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// The call carries no valid bearer token.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(&'static str),
     /// The RPC is part of the contract but not served by this version yet.
     #[error("{rpc} is not available yet: {detail}")]
     Unimplemented {
@@ -27,12 +30,14 @@ impl ApiError {
     /// The stable `ErrorInfo.reason` of this error.
     pub fn reason(&self) -> &'static str {
         match self {
+            Self::Unauthenticated(_) => "UNAUTHENTICATED",
             Self::Unimplemented { .. } => "NOT_IMPLEMENTED",
         }
     }
 
     fn code(&self) -> Code {
         match self {
+            Self::Unauthenticated(_) => Code::Unauthenticated,
             Self::Unimplemented { .. } => Code::Unimplemented,
         }
     }

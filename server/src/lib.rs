@@ -4,6 +4,7 @@
 //! [`serve`] takes its shutdown as a future, so `main` owns the signals and tests own the lifetime.
 
 mod api;
+pub mod auth;
 mod error;
 
 use std::{future::Future, net::SocketAddr, time::Duration};
@@ -32,6 +33,9 @@ pub enum ServeError {
     /// The reflection service could not be built from the descriptor sets.
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The token signing key could not be prepared.
+    #[error(transparent)]
+    Key(#[from] auth::KeyError),
     /// The `/metrics` endpoint could not start.
     #[error(transparent)]
     Metrics(#[from] process::MetricsError),
@@ -65,8 +69,13 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let pipeline =
-        PipelineServiceServer::new(api::PipelineApi::new()).max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+    let secret = auth::signing_secret(&config.auth, &config.data_dir)?;
+    let authenticator = auth::Authenticator::new(&config.auth, &secret);
+    // Health and reflection stay open; every PipelineService call is authenticated.
+    let pipeline = tonic::service::interceptor::InterceptedService::new(
+        PipelineServiceServer::new(api::PipelineApi::new()).max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+        authenticator,
+    );
     health_reporter.set_serving::<PipelineServiceServer<api::PipelineApi>>().await;
     // The empty service name reports the server as a whole.
     health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;

@@ -32,6 +32,21 @@ enum Command {
     Serve,
     /// Print the configuration key table of `docs/configuration.md`.
     ConfigTable,
+    /// Print a bearer token signed with this server's key.
+    Token {
+        /// A company the caller acts for (repeat for several; admins need none).
+        #[arg(long = "company")]
+        companies: Vec<String>,
+        /// What the caller may do: viewer, operator or admin.
+        #[arg(long)]
+        role: etter_server::auth::Role,
+        /// The caller's user id.
+        #[arg(long, default_value = "dev")]
+        user: String,
+        /// How long the token is valid, e.g. `12h`, `30m`.
+        #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,9 +67,24 @@ fn main() -> anyhow::Result<()> {
         print!("{}", config.to_masked_toml());
         return Ok(());
     }
+    if let Some(Command::Token { companies, role, user, ttl }) = &cli.command {
+        let companies = companies
+            .iter()
+            .map(|c| etter_pipeline::ids::CompanyId::parse(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        if *role != etter_server::auth::Role::Admin && companies.is_empty() {
+            anyhow::bail!("a {role:?} token needs at least one --company");
+        }
+        let secret = etter_server::auth::signing_secret(&config.auth, &config.data_dir)?;
+        println!("{}", etter_server::auth::issue_token(&config.auth, &secret, user, *role, &companies, *ttl)?);
+        return Ok(());
+    }
     process::init_telemetry(&config.log);
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the tokio runtime")?;
-    runtime.block_on(etter_server::serve(config, process::shutdown_signal()))?;
+    runtime.block_on(async {
+        let shutdown = process::shutdown_signal().context("cannot listen for SIGINT/SIGTERM")?;
+        etter_server::serve(config, shutdown).await.map_err(anyhow::Error::from)
+    })?;
     Ok(())
 }

@@ -17,11 +17,15 @@ struct Server {
     child: Child,
     addr: String,
     metrics_addr: String,
+    data_dir: std::path::PathBuf,
 }
 
 impl Server {
     async fn start(extra_env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let data_dir = std::env::temp_dir().join(format!("etter-server-test-{}", std::process::id()));
+        Self::start_in(fresh_data_dir(), extra_env).await
+    }
+
+    async fn start_in(data_dir: std::path::PathBuf, extra_env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_etter-server"));
         cmd.args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "serve"])
             .env("ETTER_DATA_DIR", &data_dir)
@@ -43,12 +47,33 @@ impl Server {
         let addr = ready["grpc_addr"].as_str().context("grpc_addr missing")?.to_owned();
         ensure!(!addr.ends_with(":0"), "the readiness line must carry the bound port, got {addr}");
         let metrics_addr = ready["metrics_addr"].as_str().context("metrics_addr missing")?.to_owned();
-        Ok(Self { child, addr, metrics_addr })
+        Ok(Self { child, addr, metrics_addr, data_dir })
+    }
+
+    /// A token from `etter-server token`, signed with this server's (generated) key.
+    fn token(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_etter-server"))
+            .arg("token")
+            .args(args)
+            .env("ETTER_DATA_DIR", &self.data_dir)
+            .output()?;
+        ensure!(out.status.success(), "etter-server token: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8(out.stdout)?.trim().to_owned())
     }
 
     async fn channel(&self) -> anyhow::Result<Channel> {
         Ok(Channel::from_shared(format!("http://{}", self.addr))?.connect().await?)
     }
+}
+
+fn fresh_data_dir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    std::env::temp_dir().join(format!(
+        "etter-server-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 const SERVICE: &str = "etter.pipeline.v1.PipelineService";
@@ -160,13 +185,65 @@ async fn health_reports_the_pipeline_service_serving() -> anyhow::Result<()> {
     Ok(())
 }
 
+fn with_token<T>(message: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse()?);
+    Ok(request)
+}
+
+#[tokio::test]
+async fn calls_without_a_valid_token_are_unauthenticated() -> anyhow::Result<()> {
+    use etter_proto::v1::{GetStatusRequest, pipeline_service_client::PipelineServiceClient};
+    use tonic_types::StatusExt as _;
+    let server = Server::start(&[]).await?;
+    let mut client = PipelineServiceClient::new(server.channel().await?);
+    let foreign = {
+        // Same claims, signed by another server's key.
+        let other = Server::start(&[]).await?;
+        other.token(&["--company", "acme", "--role", "operator"])?
+    };
+    let cases = [
+        (None, "missing"),
+        (Some("garbage".to_owned()), "malformed"),
+        (Some(foreign), "signature"),
+    ];
+    for (token, why) in cases {
+        let mut request = tonic::Request::new(GetStatusRequest::default());
+        if let Some(token) = token {
+            request.metadata_mut().insert("authorization", format!("Bearer {token}").parse()?);
+        }
+        let status = client.get_status(request).await.err().context("must be refused")?;
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{why}: {status:?}");
+        assert!(status.message().contains(why), "{why}: {}", status.message());
+        let info = status.get_details_error_info().context("ErrorInfo missing")?;
+        assert_eq!(info.reason, "UNAUTHENTICATED");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_generated_key_survives_a_restart() -> anyhow::Result<()> {
+    use etter_proto::v1::{GetStatusRequest, pipeline_service_client::PipelineServiceClient};
+    let dir = fresh_data_dir();
+    let first = Server::start_in(dir.clone(), &[]).await?;
+    let token = first.token(&["--role", "admin"])?;
+    drop(first);
+    let second = Server::start_in(dir, &[]).await?;
+    let mut client = PipelineServiceClient::new(second.channel().await?);
+    let status = client.get_status(with_token(GetStatusRequest::default(), &token)?).await.err().context("not yet served")?;
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "a token of the first start must authenticate: {status:?}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn unimplemented_rpcs_answer_unimplemented_with_error_info() -> anyhow::Result<()> {
     use etter_proto::v1::{PushRequest, pipeline_service_client::PipelineServiceClient};
     use tonic_types::StatusExt as _;
     let server = Server::start(&[]).await?;
+    let token = server.token(&["--company", "acme", "--role", "operator", "--user", "jane"])?;
     let mut client = PipelineServiceClient::new(server.channel().await?);
-    let status = client.push(PushRequest::default()).await.err().context("Push must not succeed yet")?;
+    let status =
+        client.push(with_token(PushRequest::default(), &token)?).await.err().context("Push must not succeed yet")?;
     assert_eq!(status.code(), tonic::Code::Unimplemented);
     let info = status.get_details_error_info().context("ErrorInfo detail missing")?;
     assert_eq!(info.domain, "etter.pipeline");
