@@ -11,5 +11,6 @@ pub mod lifecycle;
 pub mod outputs;
 pub mod process;
 pub mod steps;
+pub mod store;
 
 pub use config::{Config, ConfigError};

@@ -1,0 +1,216 @@
+//! The PostgreSQL primitives of the run store (production; several server replicas share it).
+//!
+//! Writes run in READ COMMITTED transactions that lock what they change: the run row
+//! (`SELECT … FOR UPDATE`) before appending an event, the role row (an upsert) before numbering a
+//! new run. Dispatch claims skip rows another claimer holds (`FOR UPDATE SKIP LOCKED`). Reads run
+//! in REPEATABLE READ READ ONLY transactions so a status read of several statements is one snapshot.
+
+use std::str::FromStr;
+
+use chrono::NaiveDate;
+use serde::de::DeserializeOwned;
+use sqlx::{
+    PgPool, Row as _,
+    postgres::{PgConnectOptions, PgPoolOptions, PgRow},
+    types::Json,
+};
+
+use super::{
+    Batch, Claim, CompanyLoad, DocumentHash, QueuePosition, RequestKey, Run, RunEvent, RunFilter, StepAttempt,
+    StepStatus, StoreError, StoreOptions, Timestamp, TokenCount, UsageRow, WatchScope,
+    shared::{
+        self, ADD_USAGE, BATCH_COUNTS, COMPANY_LOADS, EVENTS_AFTER, HEADS_OF_ACTIVE, HEADS_OF_BATCH, INSERT_BATCH,
+        INSERT_EVENT, INSERT_REQUEST, INSERT_RUN, LOCK_ROLE, PURGE_REQUESTS, QUEUE_POSITION, QUEUE_POSITIONS,
+        RELEASE_CLAIM, Row, SELECT_BATCH, SELECT_DOCUMENT, SELECT_LATEST_RUN, SELECT_REQUEST, SELECT_RUN, SELECT_STEP,
+        SELECT_STEPS, SELECT_USAGE, SET_NEEDS_REVIEW, SET_ROLE_LATEST, STEP_EVENT, UPDATE_RUN, UPSERT_DOCUMENT,
+        UPSERT_STEP, event_columns, run_columns, to_i64,
+    },
+    sql::{Backend, Cursor, RoleRow, StoredRequest, Tx},
+};
+use crate::{
+    ids::{BatchId, CompanyId, DraupRoleId, RoleId, RoleName, WorkflowId},
+    lifecycle::RunState,
+};
+
+/// The PostgreSQL backend: a connection pool.
+pub(super) struct Postgres {
+    pool: PgPool,
+}
+
+impl Postgres {
+    /// Connects and applies the migrations. sqlx's migrator holds a PostgreSQL advisory lock while it
+    /// migrates, so replicas starting at once apply each migration once and the others wait.
+    pub(super) async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        let connect = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new().max_connections(options.max_connections).connect_with(connect).await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Postgres { pool })
+    }
+}
+
+impl Backend for Postgres {
+    type Tx = PgTx;
+    const NAME: &'static str = "postgres";
+
+    async fn write(&self) -> Result<PgTx, StoreError> {
+        Ok(PgTx(self.pool.begin().await?))
+    }
+
+    async fn read(&self) -> Result<PgTx, StoreError> {
+        Ok(PgTx(self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?))
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+impl Row for PgRow {
+    super::shared::shared_row_accessors!();
+
+    fn time(&self, col: &str) -> Result<Timestamp, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn opt_time(&self, col: &str) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn day(&self, col: &str) -> Result<NaiveDate, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+}
+
+/// PostgreSQL binds times and days as they are (`TIMESTAMPTZ`, `DATE`).
+fn timestamptz(time: Timestamp) -> Timestamp {
+    time
+}
+
+fn opt_timestamptz(time: Option<Timestamp>) -> Option<Timestamp> {
+    time
+}
+
+fn date(day: NaiveDate) -> NaiveDate {
+    day
+}
+
+fn decode_all<T>(rows: Vec<PgRow>, decode: fn(&PgRow) -> Result<T, StoreError>) -> Result<Vec<T>, StoreError> {
+    rows.iter().map(decode).collect()
+}
+
+fn strs<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    values.into_iter().collect()
+}
+
+fn states(values: &[RunState]) -> Vec<&'static str> {
+    values.iter().map(|s| s.as_str()).collect()
+}
+
+/// A PostgreSQL transaction.
+pub(super) struct PgTx(sqlx::Transaction<'static, sqlx::Postgres>);
+
+impl Tx for PgTx {
+    super::shared::shared_primitives!(time: timestamptz, opt_time: opt_timestamptz, day: date);
+
+    async fn run(&mut self, id: &WorkflowId, lock: bool) -> Result<Option<Run>, StoreError> {
+        const LOCKED: &str = concat!("SELECT ", run_columns!(), " FROM runs WHERE workflow_id = $1 FOR UPDATE");
+        let row =
+            sqlx::query(if lock { LOCKED } else { SELECT_RUN }).bind(id.as_str()).fetch_optional(&mut *self.0).await?;
+        row.as_ref().map(shared::decode_run).transpose()
+    }
+
+    async fn runs(&mut self, ids: &[WorkflowId]) -> Result<Vec<Run>, StoreError> {
+        const SQL: &str = concat!("SELECT ", run_columns!(), " FROM runs WHERE workflow_id = ANY($1)");
+        let rows = sqlx::query(SQL).bind(strs(ids.iter().map(WorkflowId::as_str))).fetch_all(&mut *self.0).await?;
+        decode_all(rows, shared::decode_run)
+    }
+
+    async fn list_runs(
+        &mut self,
+        filter: &RunFilter,
+        cursor: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Vec<Run>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE company_id = $1 \
+             AND (cardinality($2::text[]) = 0 OR state = ANY($2)) \
+             AND ($3::text IS NULL OR role_id = $3) \
+             AND ($4::text IS NULL OR batch_id = $4) \
+             AND ($5::timestamptz IS NULL OR create_time >= $5) \
+             AND ($6::timestamptz IS NULL OR create_time < $6) \
+             AND ($7::boolean IS NULL OR needs_review = $7) \
+             AND ($8::timestamptz IS NULL OR (create_time, workflow_id) < ($8, $9::text)) \
+             ORDER BY create_time DESC, workflow_id DESC LIMIT $10"
+        );
+        let rows = sqlx::query(SQL)
+            .bind(filter.company.as_str())
+            .bind(states(&filter.states))
+            .bind(filter.role.as_ref().map(RoleId::as_str))
+            .bind(filter.batch.as_ref().map(BatchId::as_str))
+            .bind(filter.created_after)
+            .bind(filter.created_before)
+            .bind(filter.needs_review)
+            .bind(cursor.map(|c| c.create_time))
+            .bind(cursor.map(|c| c.workflow_id.as_str()))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *self.0)
+            .await?;
+        decode_all(rows, shared::decode_run)
+    }
+
+    async fn count_runs(&mut self, company: Option<&CompanyId>, states_: &[RunState]) -> Result<u64, StoreError> {
+        const SQL: &str = "SELECT COUNT(*) AS n FROM runs WHERE ($1::text IS NULL OR company_id = $1) \
+             AND (cardinality($2::text[]) = 0 OR state = ANY($2))";
+        let row =
+            sqlx::query(SQL).bind(company.map(CompanyId::as_str)).bind(states(states_)).fetch_one(&mut *self.0).await?;
+        shared::number("count", row.int("n")?)
+    }
+
+    async fn claim(&mut self, claim: &Claim, until: Timestamp) -> Result<Vec<WorkflowId>, StoreError> {
+        // SKIP LOCKED: a row another claimer is taking right now is passed over, not waited for; the
+        // re-check of the WHERE clause on the locked row keeps an already-claimed run out.
+        const SQL: &str = "WITH picked AS ( \
+               SELECT workflow_id FROM runs \
+               WHERE state = 'QUEUED' AND (claim_expires_at IS NULL OR claim_expires_at <= $1) \
+                 AND ($2::text IS NULL OR company_id = $2) \
+               ORDER BY priority DESC, create_time, workflow_id \
+               LIMIT $3 \
+               FOR UPDATE SKIP LOCKED) \
+             UPDATE runs SET claimed_by = $4, claim_expires_at = $5 \
+             FROM picked WHERE runs.workflow_id = picked.workflow_id \
+             RETURNING runs.workflow_id";
+        let rows = sqlx::query(SQL)
+            .bind(claim.now)
+            .bind(claim.company.as_ref().map(CompanyId::as_str))
+            .bind(i64::from(claim.limit))
+            .bind(claim.claimer.as_str())
+            .bind(until)
+            .fetch_all(&mut *self.0)
+            .await?;
+        decode_all(rows, shared::decode_workflow_id)
+    }
+
+    async fn events_after_marks(
+        &mut self,
+        marks: &[(WorkflowId, u64)],
+        limit: u32,
+    ) -> Result<Vec<RunEvent>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM run_events JOIN UNNEST($1::text[], $2::bigint[]) AS m(run, after) \
+               ON run_events.workflow_id = m.run AND run_events.sequence > m.after \
+             ORDER BY run_events.workflow_id, run_events.sequence LIMIT $3"
+        );
+        let runs: Vec<&str> = marks.iter().map(|(id, _)| id.as_str()).collect();
+        let afters: Vec<i64> = marks.iter().map(|(_, after)| to_i64(*after)).collect();
+        let rows = sqlx::query(SQL).bind(runs).bind(afters).bind(i64::from(limit)).fetch_all(&mut *self.0).await?;
+        decode_all(rows, shared::decode_event)
+    }
+
+    async fn document_hashes(&mut self, uris: &[String]) -> Result<Vec<DocumentHash>, StoreError> {
+        const SQL: &str = "SELECT uri, content_hash, seen_time FROM document_hashes WHERE uri = ANY($1) ORDER BY uri";
+        let rows = sqlx::query(SQL).bind(strs(uris.iter().map(String::as_str))).fetch_all(&mut *self.0).await?;
+        decode_all(rows, shared::decode_document)
+    }
+}

@@ -1,0 +1,755 @@
+//! The run store written once over a backend's SQL primitives.
+//!
+//! [`SqlStore`] implements every [`RunStore`] operation — deduplication, run numbering, lifecycle
+//! checks, idempotent step bookkeeping, event sequencing, batching, pagination — in terms of a
+//! [`Tx`]: a transaction of one backend offering small, single-statement primitives. The PostgreSQL
+//! and SQLite modules implement only those primitives — most of them generated from the SQL both
+//! dialects share (`shared`), the rest where the dialects differ (arrays, row locks, `SKIP LOCKED`)
+//! — so the two stores cannot drift apart in behaviour.
+
+use std::future::Future;
+
+use async_trait::async_trait;
+use chrono::{NaiveDate, TimeDelta};
+
+use super::{
+    Admission, Batch, BatchCreated, Change, Claim, CompanyLoad, Created, DEFAULT_PAGE_SIZE, DocumentHash,
+    IDEMPOTENCY_TTL, MAX_PAGE_SIZE, NewBatch, NewRun, PageRequest, PipelineError, PutRequest, QueuePosition,
+    RequestKey, Run, RunEvent, RunFilter, RunPage, RunStore, StepAttempt, StepRecorded, StepStatus, StepTransition,
+    StoreError, Timestamp, TokenCount, Transition, UsageRow, WatchScope, now,
+    shared::{corrupt, id, number, to_i64},
+};
+use crate::{
+    ids::{BatchId, CompanyId, DraupRoleId, RoleId, RoleName, WorkflowId},
+    lifecycle::{self, RunState},
+    outputs::ContentHash,
+};
+
+/// A role row as [`Tx::lock_role`] returns it.
+pub(super) struct RoleRow {
+    pub company: String,
+    pub name: String,
+    pub last_run_number: i64,
+}
+
+/// A stored idempotency record.
+pub(super) struct StoredRequest {
+    pub payload_hash: String,
+    pub response: Vec<u8>,
+    pub create_time: Timestamp,
+    pub expire_time: Timestamp,
+}
+
+/// Where a history page starts: strictly after this (create_time, workflow_id) in newest-first order.
+pub(super) struct Cursor {
+    pub create_time: Timestamp,
+    pub workflow_id: WorkflowId,
+}
+
+/// A database of one kind: hands out transactions.
+pub(super) trait Backend: Send + Sync + 'static {
+    /// Its transaction.
+    type Tx: Tx;
+    /// `postgres` or `sqlite`.
+    const NAME: &'static str;
+    /// A transaction for writes (SQLite: `BEGIN IMMEDIATE`, the write lock up front, so two writers
+    /// never deadlock upgrading read locks).
+    fn write(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
+    /// A read-only transaction (one consistent snapshot for reads of several statements).
+    fn read(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
+    /// Closes the pool.
+    fn close(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// The SQL primitives of one backend, each one statement inside a transaction. Dropping a `Tx`
+/// without [`Tx::commit`] rolls it back.
+pub(super) trait Tx: Send {
+    fn commit(self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn ping(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn lock_role(
+        &mut self,
+        role: &RoleId,
+        company: &CompanyId,
+        name: &RoleName,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<RoleRow, StoreError>> + Send;
+    fn set_role_latest(
+        &mut self,
+        role: &RoleId,
+        number: u32,
+        draup: Option<&DraupRoleId>,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// A run; with `lock`, its row stays locked until the transaction ends.
+    fn run(&mut self, id: &WorkflowId, lock: bool) -> impl Future<Output = Result<Option<Run>, StoreError>> + Send;
+    /// The latest run of a role (the one numbered `roles.last_run_number`).
+    fn latest_run(&mut self, role: &RoleId) -> impl Future<Output = Result<Option<Run>, StoreError>> + Send;
+    fn runs(&mut self, ids: &[WorkflowId]) -> impl Future<Output = Result<Vec<Run>, StoreError>> + Send;
+    fn insert_run(&mut self, run: &Run) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn update_run(&mut self, run: &Run) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn set_needs_review(
+        &mut self,
+        id: &WorkflowId,
+        needs_review: bool,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn list_runs(
+        &mut self,
+        filter: &RunFilter,
+        cursor: Option<&Cursor>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Run>, StoreError>> + Send;
+    fn count_runs(
+        &mut self,
+        company: Option<&CompanyId>,
+        states: &[RunState],
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    fn company_loads(&mut self) -> impl Future<Output = Result<Vec<CompanyLoad>, StoreError>> + Send;
+    fn queue_position(&mut self, id: &WorkflowId) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    fn queue_positions(
+        &mut self,
+        company: &CompanyId,
+    ) -> impl Future<Output = Result<Vec<QueuePosition>, StoreError>> + Send;
+    /// Marks up to `claim.limit` claimable queued runs as claimed; answers their ids.
+    fn claim(
+        &mut self,
+        claim: &Claim,
+        until: Timestamp,
+    ) -> impl Future<Output = Result<Vec<WorkflowId>, StoreError>> + Send;
+    fn release_claim(&mut self, id: &WorkflowId, claimer: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn insert_event(&mut self, event: &RunEvent) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn step_event(
+        &mut self,
+        id: &WorkflowId,
+        step: &str,
+        attempt: u32,
+        status: StepStatus,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+    fn events_after(
+        &mut self,
+        id: &WorkflowId,
+        after: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<RunEvent>, StoreError>> + Send;
+    fn events_after_marks(
+        &mut self,
+        marks: &[(WorkflowId, u64)],
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<RunEvent>, StoreError>> + Send;
+    fn sequence_heads(
+        &mut self,
+        scope: &WatchScope,
+    ) -> impl Future<Output = Result<Vec<(WorkflowId, u64)>, StoreError>> + Send;
+
+    fn step_attempt(
+        &mut self,
+        id: &WorkflowId,
+        step: &str,
+        attempt: u32,
+    ) -> impl Future<Output = Result<Option<StepAttempt>, StoreError>> + Send;
+    fn steps(&mut self, id: &WorkflowId) -> impl Future<Output = Result<Vec<StepAttempt>, StoreError>> + Send;
+    fn upsert_step(
+        &mut self,
+        id: &WorkflowId,
+        attempt: &StepAttempt,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn add_usage(
+        &mut self,
+        company: &CompanyId,
+        day: NaiveDate,
+        step: &str,
+        tokens: TokenCount,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn usage(
+        &mut self,
+        company: &CompanyId,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> impl Future<Output = Result<Vec<UsageRow>, StoreError>> + Send;
+
+    /// Inserts a batch; false when its id exists.
+    fn insert_batch(&mut self, batch: &Batch) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn batch(&mut self, id: &BatchId) -> impl Future<Output = Result<Option<Batch>, StoreError>> + Send;
+    fn batch_counts(&mut self, id: &BatchId) -> impl Future<Output = Result<Vec<(RunState, u64)>, StoreError>> + Send;
+
+    fn request(&mut self, key: &RequestKey) -> impl Future<Output = Result<Option<StoredRequest>, StoreError>> + Send;
+    /// Inserts a request record unless an unexpired one exists; false when one does.
+    fn insert_request(
+        &mut self,
+        key: &RequestKey,
+        record: &StoredRequest,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn purge_requests(&mut self, now: Timestamp) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    fn document_hash(&mut self, uri: &str) -> impl Future<Output = Result<Option<DocumentHash>, StoreError>> + Send;
+    fn put_document_hash(&mut self, hash: &DocumentHash) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn document_hashes(
+        &mut self,
+        uris: &[String],
+    ) -> impl Future<Output = Result<Vec<DocumentHash>, StoreError>> + Send;
+}
+
+const PAGE_TOKEN_VERSION: &str = "v1";
+
+/// Encodes a history cursor as an opaque token (hex, so it is safe in any transport).
+fn encode_page_token(cursor: &Cursor) -> String {
+    let plain = format!("{PAGE_TOKEN_VERSION}|{}|{}", cursor.create_time.timestamp_micros(), cursor.workflow_id);
+    plain.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_page_token(token: &str) -> Result<Cursor, StoreError> {
+    let bytes = (0..token.len())
+        .step_by(2)
+        .map(|i| token.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect::<Option<Vec<u8>>>()
+        .ok_or(StoreError::InvalidPageToken)?;
+    let plain = String::from_utf8(bytes).map_err(|_| StoreError::InvalidPageToken)?;
+    let mut parts = plain.splitn(3, '|');
+    let (Some(PAGE_TOKEN_VERSION), Some(micros), Some(workflow_id)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(StoreError::InvalidPageToken);
+    };
+    let create_time = micros
+        .parse::<i64>()
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_micros)
+        .ok_or(StoreError::InvalidPageToken)?;
+    let workflow_id = WorkflowId::parse(workflow_id).map_err(|_| StoreError::InvalidPageToken)?;
+    Ok(Cursor { create_time, workflow_id })
+}
+
+fn delta(from: Timestamp, by: std::time::Duration) -> Result<Timestamp, StoreError> {
+    TimeDelta::from_std(by)
+        .ok()
+        .and_then(|d| from.checked_add_signed(d))
+        .ok_or_else(|| StoreError::InvalidArgument(format!("duration {by:?} is out of range")))
+}
+
+/// The [`RunStore`] over one backend.
+pub(super) struct SqlStore<B> {
+    backend: B,
+}
+
+impl<B: Backend> SqlStore<B> {
+    pub(super) fn new(backend: B) -> Self {
+        SqlStore { backend }
+    }
+}
+
+/// Bumps the run's sequence and appends its event, writing the run back. The caller holds the
+/// run's lock, so `sequence + 1` is free and commits in order.
+async fn append<T: Tx>(tx: &mut T, run: &mut Run, now: Timestamp, change: Change) -> Result<u64, StoreError> {
+    run.sequence += 1;
+    run.update_time = now;
+    tx.update_run(run).await?;
+    tx.insert_event(&RunEvent { workflow_id: run.workflow_id.clone(), sequence: run.sequence, time: now, change })
+        .await?;
+    Ok(run.sequence)
+}
+
+/// Creates one run inside `tx` (see [`RunStore::create_run`]). Item-level refusals are decided
+/// before any statement can fail, so a batch transaction survives them.
+async fn create_in<T: Tx>(
+    tx: &mut T,
+    new: NewRun,
+    batch: Option<&BatchId>,
+    now: Timestamp,
+) -> Result<Created, StoreError> {
+    if matches!(&new.admission, Admission::Reject(violations) if violations.is_empty()) {
+        return Err(StoreError::InvalidArgument("a rejected run needs at least one field violation".to_owned()));
+    }
+    let role_id = RoleId::new(&new.company, &new.role_name);
+    let role = tx.lock_role(&role_id, &new.company, &new.role_name, now).await?;
+    if role.company != new.company.as_str() || role.name != new.role_name.as_str() {
+        return Err(StoreError::RoleIdCollision {
+            role_id,
+            existing_company: id(role.company, CompanyId::parse)?,
+            existing_name: id(role.name, RoleName::parse)?,
+            new_company: new.company,
+            new_name: new.role_name,
+        });
+    }
+    let last: u32 = number("run number", role.last_run_number)?;
+    let latest = match last {
+        0 => None,
+        n => {
+            let latest_id = WorkflowId::for_run(&role_id, n);
+            Some(
+                tx.run(&latest_id, true)
+                    .await?
+                    .ok_or_else(|| corrupt("latest run", latest_id.as_str(), "is missing"))?,
+            )
+        }
+    };
+    if let Some(expected) = &new.expected_latest
+        && latest.as_ref().map(|r| &r.workflow_id) != Some(expected)
+    {
+        let actual = latest.as_ref().map_or_else(|| "none".to_owned(), |r| r.workflow_id.to_string());
+        return Err(StoreError::Conflict(format!(
+            "run {expected} is no longer the latest run of role {role_id} (the latest is {actual}); \
+             look at the latest run and retry that one"
+        )));
+    }
+    if let Some(latest) = &latest
+        && new.admission == Admission::Queue
+        && !new.force
+        && latest.input_identity == new.input_identity
+        && (latest.state.is_active() || latest.state == RunState::Ready)
+    {
+        return Ok(Created { run: latest.clone(), created: false });
+    }
+    lifecycle::may_start_new_run(latest.as_ref().map(|r| r.state))?;
+
+    let number =
+        last.checked_add(1).ok_or_else(|| StoreError::Conflict(format!("role {role_id} has too many runs")))?;
+    let (state, field_violations, error, end_time) = match new.admission {
+        Admission::Queue => (RunState::Queued, Vec::new(), None, None),
+        Admission::Reject(violations) => {
+            let error = PipelineError::validation(&violations);
+            (RunState::ValidationError, violations, Some(error), Some(now))
+        }
+    };
+    let run = Run {
+        workflow_id: WorkflowId::for_run(&role_id, number),
+        role_id: role_id.clone(),
+        company_id: new.company,
+        role_name: new.role_name,
+        draup_role_id: new.draup_role_id,
+        run_number: number,
+        input_identity: new.input_identity,
+        state,
+        superseded_by: None,
+        supersedes: latest.as_ref().map(|r| r.workflow_id.clone()),
+        batch_id: batch.cloned(),
+        priority: new.priority,
+        options: new.options,
+        documents: new.documents,
+        error,
+        needs_review: false,
+        field_violations,
+        token_estimate: new.token_estimate,
+        tokens_used: TokenCount::default(),
+        sequence: 1,
+        create_time: now,
+        start_time: None,
+        end_time,
+        update_time: now,
+    };
+    tx.insert_run(&run).await?;
+    tx.set_role_latest(&role_id, number, run.draup_role_id.as_ref(), now).await?;
+    if let Some(mut previous) = latest {
+        previous.superseded_by = Some(run.workflow_id.clone());
+        previous.update_time = now;
+        tx.update_run(&previous).await?;
+    }
+    tx.insert_event(&RunEvent {
+        workflow_id: run.workflow_id.clone(),
+        sequence: 1,
+        time: now,
+        change: Change::Status { previous: None, status: state, reason: new.reason },
+    })
+    .await?;
+    Ok(Created { run, created: true })
+}
+
+#[async_trait]
+impl<B: Backend> RunStore for SqlStore<B> {
+    fn backend(&self) -> &'static str {
+        B::NAME
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut tx = self.backend.read().await?;
+        tx.ping().await?;
+        tx.commit().await
+    }
+
+    async fn close(&self) {
+        self.backend.close().await;
+    }
+
+    #[tracing::instrument(skip_all, fields(company = %new.company, role = %new.role_name))]
+    async fn create_run(&self, new: NewRun) -> Result<Created, StoreError> {
+        let mut tx = self.backend.write().await?;
+        let created = create_in(&mut tx, new, None, now()).await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    #[tracing::instrument(skip_all, fields(batch = %batch.id, items = items.len()))]
+    async fn create_batch(&self, batch: NewBatch, items: Vec<NewRun>) -> Result<BatchCreated, StoreError> {
+        if let Some(item) = items.iter().find(|item| item.company != batch.company) {
+            return Err(StoreError::InvalidArgument(format!(
+                "batch {} of company {} has an item of company {}",
+                batch.id, batch.company, item.company
+            )));
+        }
+        let now = now();
+        let stored = Batch {
+            id: batch.id,
+            company: batch.company,
+            request_id: batch.request_id,
+            item_count: u32::try_from(items.len())
+                .map_err(|_| StoreError::InvalidArgument("too many batch items".to_owned()))?,
+            create_time: now,
+        };
+        let mut results: Vec<Option<Result<Created, StoreError>>> = (0..items.len()).map(|_| None).collect();
+        let mut items: Vec<(usize, NewRun)> = items.into_iter().enumerate().collect();
+        let mut first = true;
+        // Always at least one transaction, so an empty batch is stored too.
+        while first || !items.is_empty() {
+            let rest = items.split_off(items.len().min(super::BATCH_CHUNK_SIZE));
+            let mut chunk = std::mem::replace(&mut items, rest);
+            // Lock roles in one global order (role id, the lock's key) so concurrent batches over the
+            // same roles cannot deadlock; within one role id request order decides who comes first.
+            chunk.sort_by_cached_key(|(index, item)| (RoleId::new(&item.company, &item.role_name), *index));
+            let mut tx = self.backend.write().await?;
+            if first && !tx.insert_batch(&stored).await? {
+                return Err(StoreError::Conflict(format!("batch {} already exists", stored.id)));
+            }
+            first = false;
+            for (index, item) in chunk {
+                let result = create_in(&mut tx, item, Some(&stored.id), now).await;
+                match result {
+                    Err(e) if !e.is_item_error() => return Err(e),
+                    result => results[index] = Some(result),
+                }
+            }
+            tx.commit().await?;
+        }
+        let items = results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(StoreError::Conflict("batch item was not processed".to_owned()))))
+            .collect();
+        Ok(BatchCreated { batch: stored, items })
+    }
+
+    #[tracing::instrument(skip_all, fields(run = %run, to = %change.to))]
+    async fn transition(&self, run: &WorkflowId, change: Transition) -> Result<Run, StoreError> {
+        let now = now();
+        let mut tx = self.backend.write().await?;
+        let mut stored = tx.run(run, true).await?.ok_or_else(|| StoreError::not_found("run", run))?;
+        let previous = stored.state;
+        lifecycle::transition(previous, change.to)?;
+        stored.state = change.to;
+        if change.to == RunState::Processing {
+            stored.start_time = Some(now);
+        }
+        if change.to.is_final() && stored.end_time.is_none() {
+            stored.end_time = Some(now);
+        }
+        if change.error.is_some() {
+            stored.error = change.error;
+        }
+        append(
+            &mut tx,
+            &mut stored,
+            now,
+            Change::Status { previous: Some(previous), status: change.to, reason: change.reason },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn set_needs_review(&self, run: &WorkflowId, needs_review: bool) -> Result<(), StoreError> {
+        let mut tx = self.backend.write().await?;
+        if !tx.set_needs_review(run, needs_review, now()).await? {
+            return Err(StoreError::not_found("run", run));
+        }
+        tx.commit().await
+    }
+
+    #[tracing::instrument(skip_all, fields(run = %run, step = %step.step, attempt = step.attempt, status = %step.status))]
+    async fn record_step(&self, run: &WorkflowId, step: StepTransition) -> Result<StepRecorded, StoreError> {
+        if step.attempt == 0 {
+            return Err(StoreError::InvalidArgument("step attempts are numbered from 1".to_owned()));
+        }
+        let now = now();
+        let mut tx = self.backend.write().await?;
+        let mut stored = tx.run(run, true).await?.ok_or_else(|| StoreError::not_found("run", run))?;
+        // Under the run's lock, so a concurrent retry of the same bookkeeping waits and then sees it.
+        if let Some(sequence) = tx.step_event(run, &step.step, step.attempt, step.status).await? {
+            return Ok(StepRecorded { sequence, recorded: false });
+        }
+        let previous = tx.step_attempt(run, &step.step, step.attempt).await?;
+        if let Some(previous) = &previous
+            && previous.status.is_finished()
+        {
+            return Err(StoreError::Conflict(format!(
+                "step {} attempt {} of run {run} is already {}; record a new attempt instead",
+                step.step, step.attempt, previous.status
+            )));
+        }
+        let previous_tokens = previous.as_ref().map(|p| p.tokens).unwrap_or_default();
+        let tokens = step.tokens.unwrap_or(previous_tokens);
+        let attempt = StepAttempt {
+            step: step.step.clone(),
+            attempt: step.attempt,
+            status: step.status,
+            started_at: previous
+                .as_ref()
+                .and_then(|p| p.started_at)
+                .or((step.status == StepStatus::Running).then_some(now)),
+            finished_at: step.status.is_finished().then_some(now),
+            tokens,
+            input_hash: step.input_hash.or_else(|| previous.as_ref().and_then(|p| p.input_hash.clone())),
+            output_hash: step.output_hash.or_else(|| previous.as_ref().and_then(|p| p.output_hash.clone())),
+            error: step.error.clone().or_else(|| previous.as_ref().and_then(|p| p.error.clone())),
+            reused_from: step.reused_from.or_else(|| previous.as_ref().and_then(|p| p.reused_from.clone())),
+            update_time: now,
+        };
+        tx.upsert_step(run, &attempt).await?;
+        let added =
+            TokenCount { input: tokens.input - previous_tokens.input, output: tokens.output - previous_tokens.output };
+        if added != TokenCount::default() {
+            stored.tokens_used.input += added.input;
+            stored.tokens_used.output += added.output;
+            tx.add_usage(&stored.company_id, now.date_naive(), &step.step, added).await?;
+        }
+        let change = Change::Step { step: step.step, status: step.status, attempt: step.attempt, error: step.error };
+        let sequence = append(&mut tx, &mut stored, now, change).await?;
+        tx.commit().await?;
+        Ok(StepRecorded { sequence, recorded: true })
+    }
+
+    async fn claim_queued(&self, claim: &Claim) -> Result<Vec<Run>, StoreError> {
+        if claim.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let until = delta(claim.now, claim.lease)?;
+        let mut tx = self.backend.write().await?;
+        let ids = tx.claim(claim, until).await?;
+        let mut runs = tx.runs(&ids).await?;
+        tx.commit().await?;
+        runs.sort_by(|a, b| {
+            (b.priority, a.create_time, &a.workflow_id).cmp(&(a.priority, b.create_time, &b.workflow_id))
+        });
+        Ok(runs)
+    }
+
+    async fn release_claim(&self, run: &WorkflowId, claimer: &str) -> Result<(), StoreError> {
+        let mut tx = self.backend.write().await?;
+        tx.release_claim(run, claimer).await?;
+        tx.commit().await
+    }
+
+    async fn get_run(&self, run: &WorkflowId) -> Result<Run, StoreError> {
+        let mut tx = self.backend.read().await?;
+        let stored = tx.run(run, false).await?.ok_or_else(|| StoreError::not_found("run", run))?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn latest_run(&self, role: &RoleId) -> Result<Run, StoreError> {
+        let mut tx = self.backend.read().await?;
+        let latest = tx.latest_run(role).await?;
+        tx.commit().await?;
+        latest.ok_or_else(|| StoreError::not_found("role", role))
+    }
+
+    async fn steps(&self, run: &WorkflowId) -> Result<Vec<StepAttempt>, StoreError> {
+        let mut tx = self.backend.read().await?;
+        let steps = tx.steps(run).await?;
+        tx.commit().await?;
+        Ok(steps)
+    }
+
+    async fn list_runs(&self, filter: &RunFilter, page: &PageRequest) -> Result<RunPage, StoreError> {
+        let size = match page.size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let cursor = page.token.as_deref().filter(|t| !t.is_empty()).map(decode_page_token).transpose()?;
+        let mut tx = self.backend.read().await?;
+        // One more than asked tells whether another page exists.
+        let mut runs = tx.list_runs(filter, cursor.as_ref(), size + 1).await?;
+        tx.commit().await?;
+        let more = runs.len() > size as usize;
+        runs.truncate(size as usize);
+        let next_page_token = match runs.last() {
+            Some(last) if more => Some(encode_page_token(&Cursor {
+                create_time: last.create_time,
+                workflow_id: last.workflow_id.clone(),
+            })),
+            _ => None,
+        };
+        Ok(RunPage { runs, next_page_token })
+    }
+
+    async fn get_batch(&self, batch: &BatchId) -> Result<Batch, StoreError> {
+        let mut tx = self.backend.read().await?;
+        let stored = tx.batch(batch).await?.ok_or_else(|| StoreError::not_found("batch", batch))?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn batch_counts(&self, batch: &BatchId) -> Result<Vec<(RunState, u64)>, StoreError> {
+        let mut tx = self.backend.read().await?;
+        let counts = tx.batch_counts(batch).await?;
+        tx.commit().await?;
+        Ok(counts)
+    }
+
+    async fn count_runs(&self, company: Option<&CompanyId>, states: &[RunState]) -> Result<u64, StoreError> {
+        let mut tx = self.backend.read().await?;
+        let count = tx.count_runs(company, states).await?;
+        tx.commit().await?;
+        Ok(count)
+    }
+
+    async fn company_loads(&self) -> Result<Vec<CompanyLoad>, StoreError> {
+        let mut tx = self.backend.read().await?;
+        let loads = tx.company_loads().await?;
+        tx.commit().await?;
+        Ok(loads)
+    }
+
+    async fn queue_position(&self, run: &WorkflowId) -> Result<Option<u32>, StoreError> {
+        let mut tx = self.backend.read().await?;
+        let position = tx.queue_position(run).await?;
+        tx.commit().await?;
+        match position {
+            0 => Ok(None),
+            n => Ok(Some(number("position", to_i64(n))?)),
+        }
+    }
+
+    async fn queue_positions(&self, company: &CompanyId) -> Result<Vec<QueuePosition>, StoreError> {
+        let mut tx = self.backend.read().await?;
+        let positions = tx.queue_positions(company).await?;
+        tx.commit().await?;
+        Ok(positions)
+    }
+
+    async fn events_after(&self, run: &WorkflowId, after: u64, limit: u32) -> Result<Vec<RunEvent>, StoreError> {
+        let mut tx = self.backend.read().await?;
+        let events = tx.events_after(run, after, limit).await?;
+        tx.commit().await?;
+        Ok(events)
+    }
+
+    async fn events_after_marks(&self, marks: &[(WorkflowId, u64)], limit: u32) -> Result<Vec<RunEvent>, StoreError> {
+        if marks.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.backend.read().await?;
+        let events = tx.events_after_marks(marks, limit).await?;
+        tx.commit().await?;
+        Ok(events)
+    }
+
+    async fn sequence_heads(&self, scope: &WatchScope) -> Result<Vec<(WorkflowId, u64)>, StoreError> {
+        let mut tx = self.backend.read().await?;
+        let heads = tx.sequence_heads(scope).await?;
+        tx.commit().await?;
+        Ok(heads)
+    }
+
+    async fn lookup_request(
+        &self,
+        key: &RequestKey,
+        payload_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut tx = self.backend.read().await?;
+        let record = tx.request(key).await?;
+        tx.commit().await?;
+        match record {
+            Some(record) if record.expire_time > now => answer(key, payload_hash, record).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    async fn put_request_if_absent(
+        &self,
+        key: &RequestKey,
+        payload_hash: &str,
+        response: &[u8],
+        now: Timestamp,
+    ) -> Result<PutRequest, StoreError> {
+        let record = StoredRequest {
+            payload_hash: payload_hash.to_owned(),
+            response: response.to_vec(),
+            create_time: now,
+            expire_time: delta(now, IDEMPOTENCY_TTL)?,
+        };
+        let mut tx = self.backend.write().await?;
+        if tx.insert_request(key, &record).await? {
+            tx.commit().await?;
+            return Ok(PutRequest::Inserted);
+        }
+        let existing = tx
+            .request(key)
+            .await?
+            .ok_or_else(|| StoreError::Conflict(format!("request_id {} vanished while stored", key.request_id)))?;
+        tx.commit().await?;
+        answer(key, payload_hash, existing).map(PutRequest::Existing)
+    }
+
+    async fn purge_expired_requests(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let mut tx = self.backend.write().await?;
+        let purged = tx.purge_requests(now).await?;
+        tx.commit().await?;
+        Ok(purged)
+    }
+
+    async fn record_document_hash(
+        &self,
+        uri: &str,
+        hash: &ContentHash,
+        now: Timestamp,
+    ) -> Result<Option<DocumentHash>, StoreError> {
+        let mut tx = self.backend.write().await?;
+        let previous = tx.document_hash(uri).await?;
+        tx.put_document_hash(&DocumentHash { uri: uri.to_owned(), content_hash: hash.clone(), seen_time: now }).await?;
+        tx.commit().await?;
+        Ok(previous)
+    }
+
+    async fn document_hashes(&self, uris: &[String]) -> Result<Vec<DocumentHash>, StoreError> {
+        if uris.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.backend.read().await?;
+        let hashes = tx.document_hashes(uris).await?;
+        tx.commit().await?;
+        Ok(hashes)
+    }
+
+    async fn usage(&self, company: &CompanyId, from: NaiveDate, to: NaiveDate) -> Result<Vec<UsageRow>, StoreError> {
+        let mut tx = self.backend.read().await?;
+        let rows = tx.usage(company, from, to).await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+}
+
+/// The stored response for a request key, or the reuse error when the payload differs.
+fn answer(key: &RequestKey, payload_hash: &str, record: StoredRequest) -> Result<Vec<u8>, StoreError> {
+    if record.payload_hash == payload_hash {
+        Ok(record.response)
+    } else {
+        Err(StoreError::RequestIdReused { company: key.company.clone(), request_id: key.request_id.clone() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_forgeries_are_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let cursor = Cursor { create_time: now(), workflow_id: WorkflowId::parse("role-onboard-cr-acme-x-7")? };
+        let decoded = decode_page_token(&encode_page_token(&cursor))?;
+        assert_eq!((decoded.create_time, decoded.workflow_id), (cursor.create_time, cursor.workflow_id));
+        for forged in
+            ["", "zz", "7631", &"v2|1|role-onboard-cr-acme-x-7".bytes().map(|b| format!("{b:02x}")).collect::<String>()]
+        {
+            assert!(matches!(decode_page_token(forged), Err(StoreError::InvalidPageToken)), "{forged:?}");
+        }
+        Ok(())
+    }
+}
