@@ -6,6 +6,8 @@
 //! store, graph, document and LLM traits with their implementations.
 
 pub mod config;
+#[cfg(feature = "graph")]
+pub mod graph;
 pub mod ids;
 pub mod lifecycle;
 pub mod outputs;

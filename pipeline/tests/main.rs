@@ -2,4 +2,5 @@
 //! suites run every implementation of a trait (PostgreSQL and SQLite, Neo4j and the embedded
 //! graph) through the same cases, against the real services `scripts/services` starts.
 
+mod graph_conformance;
 mod store_conformance;
