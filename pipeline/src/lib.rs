@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod outputs;
 pub mod process;
 pub mod steps;
+pub mod workflow;
 pub mod store;
 
 pub use config::{Config, ConfigError};

@@ -341,7 +341,8 @@ impl PriorStep {
 }
 
 /// What a run does with a step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Execute it.
     Run,
