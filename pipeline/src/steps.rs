@@ -537,14 +537,22 @@ mod tests {
     }
 
     fn completed(out: &str) -> PriorStep {
-        PriorStep { outcome: PriorOutcome::Completed, input_hash: Some(format!("in-{out}")), output_hash: Some(out.into()) }
+        PriorStep {
+            outcome: PriorOutcome::Completed,
+            input_hash: Some(format!("in-{out}")),
+            output_hash: Some(out.into()),
+        }
     }
 
     #[test]
     fn retry_reruns_the_failed_branch_only() -> Result<(), PlanError> {
         use StepName::*;
-        let mut prior: BTreeMap<StepName, PriorStep> = StepName::ALL.into_iter().map(|s| (s, completed(s.as_str()))).collect();
-        prior.insert(SkillsArchitecture, PriorStep { outcome: PriorOutcome::Failed, input_hash: None, output_hash: None });
+        let mut prior: BTreeMap<StepName, PriorStep> =
+            StepName::ALL.into_iter().map(|s| (s, completed(s.as_str()))).collect();
+        prior.insert(
+            SkillsArchitecture,
+            PriorStep { outcome: PriorOutcome::Failed, input_hash: None, output_hash: None },
+        );
         prior.insert(SkillsCatalog, PriorStep { outcome: PriorOutcome::NotRun, input_hash: None, output_hash: None });
         prior.insert(Reskilling, PriorStep { outcome: PriorOutcome::NotRun, input_hash: None, output_hash: None });
         let plan = plan_retry(&prior, &[], false)?;
@@ -554,7 +562,8 @@ mod tests {
         let explicit = plan_retry(&prior, &[StepExecutor], false)?;
         assert_eq!(explicit.to_run(), vec![StepExecutor, Standardization]);
         assert_eq!(plan_retry(&prior, &[SkillsMiner], true), Err(PlanError::SkippedByOptions(SkillsMiner)));
-        let all_done: BTreeMap<StepName, PriorStep> = StepName::ALL.into_iter().map(|s| (s, completed(s.as_str()))).collect();
+        let all_done: BTreeMap<StepName, PriorStep> =
+            StepName::ALL.into_iter().map(|s| (s, completed(s.as_str()))).collect();
         assert_eq!(plan_retry(&all_done, &[], false), Err(PlanError::NothingToRun));
         assert!(matches!(parse_steps(&["nope".into()]), Err(PlanError::UnknownStep(_))));
         Ok(())
@@ -586,14 +595,25 @@ mod tests {
                     simulate_output(step, &input, insensitive)
                 }
             };
-            records.insert(step, PriorStep { outcome: PriorOutcome::Completed, input_hash: Some(input), output_hash: Some(output.clone()) });
+            records.insert(
+                step,
+                PriorStep {
+                    outcome: PriorOutcome::Completed,
+                    input_hash: Some(input),
+                    output_hash: Some(output.clone()),
+                },
+            );
             outputs.insert(step, output);
         }
         (records, executed)
     }
 
     fn doc_strategy() -> impl Strategy<Value = Vec<(DocumentKind, ContentHash)>> {
-        let kind = prop_oneof![Just(DocumentKind::JobDescription), Just(DocumentKind::ProcessMap), Just(DocumentKind::Supporting)];
+        let kind = prop_oneof![
+            Just(DocumentKind::JobDescription),
+            Just(DocumentKind::ProcessMap),
+            Just(DocumentKind::Supporting)
+        ];
         prop::collection::vec((kind, "[a-c]{1}".prop_map(ContentHash)), 1..4)
     }
 

@@ -88,7 +88,9 @@ pub enum KeyError {
         source: std::io::Error,
     },
     /// The secret file exists but is not a usable secret.
-    #[error("the development signing secret at {0} is corrupt: delete it to generate a new one (tokens signed with it stop working)")]
+    #[error(
+        "the development signing secret at {0} is corrupt: delete it to generate a new one (tokens signed with it stop working)"
+    )]
     Corrupt(PathBuf),
     /// No randomness for a new secret.
     #[error("cannot generate a signing secret: {0}")]
@@ -254,7 +256,8 @@ mod tests {
     fn a_signed_token_gives_its_principal() -> anyhow::Result<()> {
         let auth = AuthConfig::default();
         let acme = CompanyId::parse("acme")?;
-        let token = issue_token(&auth, SECRET, "jane", Role::Operator, std::slice::from_ref(&acme), Duration::from_secs(60))?;
+        let token =
+            issue_token(&auth, SECRET, "jane", Role::Operator, std::slice::from_ref(&acme), Duration::from_secs(60))?;
         let principal = Authenticator::new(&auth, SECRET).authenticate(&bearer(&token)?)?;
         assert_eq!(principal, Principal { user: "jane".into(), role: Role::Operator, companies: vec![acme.clone()] });
         assert!(principal.is_member_of(&acme));
@@ -269,7 +272,8 @@ mod tests {
         let acme = [CompanyId::parse("acme")?];
         assert!(reason(authn.authenticate(&MetadataMap::new())).contains("missing"));
         assert!(reason(authn.authenticate(&bearer("not.a.jwt")?)).contains("malformed"));
-        let other = issue_token(&auth, b"another-secret-another-secret-xx", "jane", Role::Admin, &[], Duration::from_secs(60))?;
+        let other =
+            issue_token(&auth, b"another-secret-another-secret-xx", "jane", Role::Admin, &[], Duration::from_secs(60))?;
         assert!(reason(authn.authenticate(&bearer(&other)?)).contains("signature"));
         // `alg: none` with the same claims: never accepted.
         let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();

@@ -68,10 +68,8 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(Command::Token { companies, role, user, ttl }) = &cli.command {
-        let companies = companies
-            .iter()
-            .map(|c| etter_pipeline::ids::CompanyId::parse(c))
-            .collect::<Result<Vec<_>, _>>()?;
+        let companies =
+            companies.iter().map(|c| etter_pipeline::ids::CompanyId::parse(c)).collect::<Result<Vec<_>, _>>()?;
         if *role != etter_server::auth::Role::Admin && companies.is_empty() {
             anyhow::bail!("a {role:?} token needs at least one --company");
         }

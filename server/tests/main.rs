@@ -202,11 +202,7 @@ async fn calls_without_a_valid_token_are_unauthenticated() -> anyhow::Result<()>
         let other = Server::start(&[]).await?;
         other.token(&["--company", "acme", "--role", "operator"])?
     };
-    let cases = [
-        (None, "missing"),
-        (Some("garbage".to_owned()), "malformed"),
-        (Some(foreign), "signature"),
-    ];
+    let cases = [(None, "missing"), (Some("garbage".to_owned()), "malformed"), (Some(foreign), "signature")];
     for (token, why) in cases {
         let mut request = tonic::Request::new(GetStatusRequest::default());
         if let Some(token) = token {
@@ -230,7 +226,8 @@ async fn the_generated_key_survives_a_restart() -> anyhow::Result<()> {
     drop(first);
     let second = Server::start_in(dir, &[]).await?;
     let mut client = PipelineServiceClient::new(second.channel().await?);
-    let status = client.get_status(with_token(GetStatusRequest::default(), &token)?).await.err().context("not yet served")?;
+    let status =
+        client.get_status(with_token(GetStatusRequest::default(), &token)?).await.err().context("not yet served")?;
     assert_eq!(status.code(), tonic::Code::Unimplemented, "a token of the first start must authenticate: {status:?}");
     Ok(())
 }
