@@ -6,6 +6,7 @@
 //! store, graph, document and LLM traits with their implementations.
 
 pub mod config;
+pub mod documents;
 #[cfg(feature = "graph")]
 pub mod graph;
 pub mod ids;
@@ -13,7 +14,7 @@ pub mod lifecycle;
 pub mod outputs;
 pub mod process;
 pub mod steps;
-pub mod workflow;
 pub mod store;
+pub mod workflow;
 
 pub use config::{Config, ConfigError};

@@ -1,0 +1,64 @@
+//! A role's documents: fetched by URI (`file://` under a configured root, `s3://` through
+//! `object_store`) and turned into UTF-8 text (PDF, DOCX, TXT, Markdown) that the AI steps read
+//! and cite by byte offset.
+//!
+//! The URI parser, the error type and the configuration need no optional dependency: the server
+//! validates pushed URIs with them and knows the `[documents]` section. Fetching and extraction
+//! ([`Documents`]) are behind the `documents` cargo feature, which only the worker enables.
+//!
+//! Documents are untrusted input. Their parsers run on blocking threads, never on the async
+//! runtime, with panics caught, a time limit, at most `max_concurrent_extractions` at once, and
+//! bounded input, decompressed size and output (see [`Documents::extract`]).
+
+mod config;
+mod error;
+mod uri;
+
+#[cfg(feature = "documents")]
+mod extract;
+#[cfg(feature = "documents")]
+mod fetch;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub use config::{DocumentsConfig, KEYS, S3Config};
+pub use error::DocumentError;
+#[cfg(feature = "documents")]
+pub use extract::{ExtractLimits, ExtractedText, extract_blocking, normalize_text};
+#[cfg(feature = "documents")]
+pub use fetch::{Documents, ExtractedDocument, FetchedDocument, content_hash};
+pub use uri::{DocumentUri, Location, MAX_URI_LEN};
+
+/// The formats text is extracted from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DocumentFormat {
+    /// PDF with a text layer.
+    Pdf,
+    /// Word (Office Open XML) document.
+    Docx,
+    /// Plain UTF-8 text.
+    Txt,
+    /// Markdown (kept as written: its markup is part of the text).
+    Markdown,
+}
+
+impl fmt::Display for DocumentFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Pdf => "PDF",
+            Self::Docx => "DOCX",
+            Self::Txt => "text file",
+            Self::Markdown => "Markdown file",
+        })
+    }
+}
+
+#[cfg(feature = "documents")]
+#[doc(hidden)]
+pub mod fuzzing {
+    //! Entry points for the fuzz targets in `pipeline/fuzz` (not an API).
+    pub use super::extract::docx_xml_text;
+}
