@@ -11,6 +11,8 @@ pub mod documents;
 pub mod graph;
 pub mod ids;
 pub mod lifecycle;
+#[cfg(feature = "llm")]
+pub mod llm;
 pub mod outputs;
 pub mod process;
 pub mod steps;

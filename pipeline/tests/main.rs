@@ -4,4 +4,5 @@
 
 mod documents;
 mod graph_conformance;
+mod llm;
 mod store_conformance;
