@@ -26,7 +26,8 @@ pub const ENV_PREFIX: &str = "ETTER_";
 /// The top-level sections (and top-level keys) of the configuration. Environment variables with the
 /// [`ENV_PREFIX`] that name anything else (for example `ETTER_TOOLS__*`, read by the test harness)
 /// are not configuration and are ignored; unknown keys *inside* a section are errors.
-const SECTIONS: &[&str] = &["data_dir", "server", "auth", "store", "redis", "graph", "temporal", "worker", "log"];
+const SECTIONS: &[&str] =
+    &["data_dir", "server", "auth", "store", "redis", "graph", "documents", "temporal", "worker", "log"];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,6 +45,8 @@ pub struct Config {
     pub redis: RedisConfig,
     /// The role graph.
     pub graph: GraphConfig,
+    /// Where documents are fetched from and how much of them is read.
+    pub documents: crate::documents::DocumentsConfig,
     /// The Temporal cluster.
     pub temporal: TemporalConfig,
     /// The Temporal worker.
@@ -200,6 +203,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             redis: RedisConfig::default(),
             graph: GraphConfig::default(),
+            documents: crate::documents::DocumentsConfig::default(),
             temporal: TemporalConfig::default(),
             worker: WorkerConfig::default(),
             log: LogConfig::default(),
@@ -309,6 +313,9 @@ pub enum ConfigError {
     /// A layer could not be parsed or has an unknown or ill-typed key.
     #[error("invalid configuration: {0}")]
     Parse(#[from] Box<figment::Error>),
+    /// A `documents.*` value is not acceptable.
+    #[error("invalid configuration: {0}")]
+    Documents(String),
     /// Loaded, but a value is not acceptable.
     #[error("invalid configuration: `{key}` {problem}")]
     Invalid {
@@ -396,6 +403,9 @@ impl Config {
         if self.temporal.task_queue.is_empty() {
             return invalid("temporal.task_queue", "must not be empty");
         }
+        if let Err(e) = self.documents.validate() {
+            return Err(ConfigError::Documents(e.to_string()));
+        }
         if self.worker.max_concurrent_activities == 0 {
             return invalid("worker.max_concurrent_activities", "must be at least 1");
         }
@@ -472,6 +482,14 @@ pub const KEYS: &[KeyDoc] = &[
         used_by: "server",
         description: "How long a graceful shutdown waits for in-flight calls and streams.",
     },
+    KeyDoc {
+        key: "auth.hs256_secret",
+        used_by: "server",
+        description: "HS256 signing secret of bearer tokens (≥ 32 bytes); empty = generated once and kept in `{data_dir}/auth/hs256.secret`. Secret.",
+    },
+    KeyDoc { key: "auth.issuer", used_by: "server", description: "Required `iss` claim of bearer tokens." },
+    KeyDoc { key: "auth.audience", used_by: "server", description: "Required `aud` claim of bearer tokens." },
+    KeyDoc { key: "auth.leeway", used_by: "server", description: "Clock skew tolerated on `exp` and `nbf`." },
     KeyDoc {
         key: "store.url",
         used_by: "both",
@@ -564,12 +582,17 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "log.format", used_by: "both", description: "`text` or `json`." },
 ];
 
-/// Renders the key table of `docs/configuration.md` from [`KEYS`] and the defaults.
+/// Every documented key: [`KEYS`], then each section documented beside its module.
+pub fn all_keys() -> impl Iterator<Item = &'static KeyDoc> {
+    KEYS.iter().chain(crate::documents::KEYS)
+}
+
+/// Renders the key table of `docs/configuration.md` from [`all_keys`] and the defaults.
 pub fn render_key_table() -> String {
     let defaults = serde_json::to_value(Config::default()).unwrap_or_default();
     let mut out =
         String::from("| key | environment variable | default | used by | description |\n|---|---|---|---|---|\n");
-    for doc in KEYS {
+    for doc in all_keys() {
         let default = doc
             .key
             .split('.')
@@ -609,7 +632,7 @@ mod tests {
         let mut leaves = Vec::new();
         leaf_keys(&serde_json::to_value(Config::default())?, "", &mut leaves);
         leaves.sort();
-        let mut documented: Vec<String> = KEYS.iter().map(|k| k.key.to_owned()).collect();
+        let mut documented: Vec<String> = all_keys().map(|k| k.key.to_owned()).collect();
         documented.sort();
         assert_eq!(leaves, documented);
         Ok(())
