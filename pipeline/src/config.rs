@@ -27,7 +27,7 @@ pub const ENV_PREFIX: &str = "ETTER_";
 /// [`ENV_PREFIX`] that name anything else (for example `ETTER_TOOLS__*`, read by the test harness)
 /// are not configuration and are ignored; unknown keys *inside* a section are errors.
 const SECTIONS: &[&str] =
-    &["data_dir", "server", "auth", "store", "redis", "graph", "documents", "temporal", "worker", "log"];
+    &["data_dir", "server", "auth", "store", "redis", "graph", "documents", "llm", "temporal", "worker", "log"];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,6 +47,8 @@ pub struct Config {
     pub graph: GraphConfig,
     /// Where documents are fetched from and how much of them is read.
     pub documents: crate::documents::DocumentsConfig,
+    /// The model the AI steps ask.
+    pub llm: LlmConfig,
     /// The Temporal cluster.
     pub temporal: TemporalConfig,
     /// The Temporal worker.
@@ -128,6 +130,66 @@ pub struct GraphConfig {
     pub password: Secret,
 }
 
+/// Which model answers the AI steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmProvider {
+    /// Deterministic rules over the documents' text, no network: the embedded default.
+    #[default]
+    Offline,
+    /// An OpenAI-compatible chat-completions endpoint (`llm.base_url`, `llm.model`, `llm.api_key`).
+    OpenAi,
+}
+
+/// `[llm]`: the model the worker's AI steps ask, and how hard it may be asked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmConfig {
+    /// `offline` or `openai`.
+    pub provider: LlmProvider,
+    /// Base URL of the OpenAI-compatible API, without `/chat/completions`.
+    pub base_url: String,
+    /// Model name.
+    pub model: String,
+    /// API key, sent as a bearer token; empty for endpoints without authentication.
+    pub api_key: Secret,
+    /// Longest one HTTP request may take.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Requests one call may send, the first included.
+    pub max_attempts: u32,
+    /// Back-off before the second attempt (doubling, with jitter).
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// Longest back-off waited in-process; a longer `Retry-After` fails the call as retryable.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Requests started per minute by one worker process, at most.
+    pub requests_per_minute: u32,
+    /// Tokens per minute by one worker process, at most.
+    pub tokens_per_minute: u32,
+    /// Requests in flight at once by one worker process, at most.
+    pub max_concurrent: usize,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        Self {
+            provider: LlmProvider::Offline,
+            base_url: String::new(),
+            model: String::new(),
+            api_key: Secret::default(),
+            timeout: Duration::from_secs(120),
+            max_attempts: 3,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            requests_per_minute: 500,
+            tokens_per_minute: 200_000,
+            max_concurrent: 10,
+        }
+    }
+}
+
 /// `[temporal]`: the Temporal cluster both binaries talk to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -204,6 +266,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             graph: GraphConfig::default(),
             documents: crate::documents::DocumentsConfig::default(),
+            llm: LlmConfig::default(),
             temporal: TemporalConfig::default(),
             worker: WorkerConfig::default(),
             log: LogConfig::default(),
@@ -406,6 +469,29 @@ impl Config {
         if let Err(e) = self.documents.validate() {
             return Err(ConfigError::Documents(e.to_string()));
         }
+        if self.llm.provider == LlmProvider::OpenAi {
+            match url::Url::parse(&self.llm.base_url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => {
+                    return invalid(
+                        "llm.base_url",
+                        "must be an http:// or https:// URL when llm.provider = \"openai\"",
+                    );
+                }
+            }
+            if self.llm.model.trim().is_empty() {
+                return invalid("llm.model", "must be set when llm.provider = \"openai\"");
+            }
+        }
+        if self.llm.requests_per_minute == 0 || self.llm.tokens_per_minute == 0 || self.llm.max_concurrent == 0 {
+            return invalid(
+                "llm.requests_per_minute",
+                "rate limits (and llm.tokens_per_minute, llm.max_concurrent) must be at least 1",
+            );
+        }
+        if self.llm.max_attempts == 0 {
+            return invalid("llm.max_attempts", "must be at least 1");
+        }
         if self.worker.max_concurrent_activities == 0 {
             return invalid("worker.max_concurrent_activities", "must be at least 1");
         }
@@ -511,6 +597,53 @@ pub const KEYS: &[KeyDoc] = &[
         key: "graph.password",
         used_by: "worker",
         description: "Neo4j password; empty when authentication is off. Secret.",
+    },
+    KeyDoc {
+        key: "llm.provider",
+        used_by: "worker",
+        description: "`offline` (deterministic rules, no network) or `openai` (an OpenAI-compatible endpoint).",
+    },
+    KeyDoc {
+        key: "llm.base_url",
+        used_by: "worker",
+        description: "Base URL of the OpenAI-compatible API, without `/chat/completions`; required for `openai`.",
+    },
+    KeyDoc { key: "llm.model", used_by: "worker", description: "Model name; required for `openai`." },
+    KeyDoc {
+        key: "llm.api_key",
+        used_by: "worker",
+        description: "API key, sent as a bearer token; empty for endpoints without authentication. Secret.",
+    },
+    KeyDoc { key: "llm.timeout", used_by: "worker", description: "Longest one HTTP request to the model may take." },
+    KeyDoc {
+        key: "llm.max_attempts",
+        used_by: "worker",
+        description: "Requests one call may send (429, 5xx, timeouts and invalid answers spend from it).",
+    },
+    KeyDoc {
+        key: "llm.initial_backoff",
+        used_by: "worker",
+        description: "Back-off before the second attempt; doubles with jitter.",
+    },
+    KeyDoc {
+        key: "llm.max_backoff",
+        used_by: "worker",
+        description: "Longest back-off waited in-process; a longer `Retry-After` fails the call as retryable.",
+    },
+    KeyDoc {
+        key: "llm.requests_per_minute",
+        used_by: "worker",
+        description: "Model requests started per minute by one worker, at most (excess waits).",
+    },
+    KeyDoc {
+        key: "llm.tokens_per_minute",
+        used_by: "worker",
+        description: "Model tokens per minute by one worker, at most (excess waits).",
+    },
+    KeyDoc {
+        key: "llm.max_concurrent",
+        used_by: "worker",
+        description: "Model requests in flight at once by one worker, at most.",
     },
     KeyDoc { key: "temporal.address", used_by: "both", description: "Temporal frontend URL." },
     KeyDoc { key: "temporal.namespace", used_by: "both", description: "Temporal namespace (`etter-{env}`)." },
@@ -678,6 +811,16 @@ mod tests {
             jail.set_env("ETTER_STORE__URL", "mysql://x");
             let err = Config::load(None, &[]).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains("store.url"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ETTER_LLM__PROVIDER", "openai");
+            let err = Config::load(None, &[]).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains("llm.base_url"), "{err}");
+            jail.set_env("ETTER_LLM__BASE_URL", "https://llm.example.com/v1");
+            jail.set_env("ETTER_LLM__MODEL", "gpt-x");
+            let config = Config::load(None, &[]).map_err(|e| e.to_string())?;
+            assert_eq!(config.llm.provider, LlmProvider::OpenAi);
             Ok(())
         });
         let missing = Config::load(Some(Path::new("/nonexistent/etter.toml")), &[]);

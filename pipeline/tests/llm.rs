@@ -941,3 +941,23 @@ async fn limiter_bounds_requests_in_flight() -> Result<()> {
     ensure!(third.is_ok(), "and goes as soon as one finishes");
     Ok(())
 }
+
+/// `[llm]` builds the provider it names; an OpenAI-compatible one is reachable through the
+/// configured base URL (the same local server as above answers it).
+#[tokio::test]
+async fn the_configured_provider_is_the_one_built() -> Result<()> {
+    use etter_pipeline::config::{LlmConfig, LlmProvider};
+    let offline = etter_pipeline::llm::provider_from_config(&LlmConfig::default())?;
+    ensure!(offline.name() == "offline", "the default is offline, got {}", offline.name());
+    let openai = LlmConfig {
+        provider: LlmProvider::OpenAi,
+        base_url: "http://127.0.0.1:9/v1".to_owned(),
+        model: "gpt-test".to_owned(),
+        ..LlmConfig::default()
+    };
+    ensure!(etter_pipeline::llm::provider_from_config(&openai)?.name() == "openai");
+    let broken = LlmConfig { base_url: "not a url".to_owned(), ..openai };
+    let err = etter_pipeline::llm::provider_from_config(&broken).err().context("a bad base URL must be refused")?;
+    ensure!(err.to_string().contains("llm.base_url"), "{err}");
+    Ok(())
+}

@@ -148,15 +148,37 @@ pub trait LlmProvider: Send + Sync + fmt::Debug {
     fn feasibility<'a>(&'a self, role: &'a RoleName, assessment: &'a Assessment) -> LlmFuture<'a, TaskFeasibility>;
 }
 
-/// Which provider a worker uses (the proposed `llm.provider` configuration key).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    /// [`OfflineProvider`]: rules, no network (the embedded default).
-    #[default]
-    Offline,
-    /// [`OpenAiProvider`]: an OpenAI-compatible chat-completions endpoint.
-    OpenAi,
+/// Which provider a worker uses: the `llm.provider` configuration key.
+pub use crate::config::LlmProvider as ProviderKind;
+
+/// The provider `[llm]` describes, with one limiter for the whole process.
+pub fn provider_from_config(config: &crate::config::LlmConfig) -> Result<std::sync::Arc<dyn LlmProvider>, LlmError> {
+    use std::num::NonZeroU32;
+    match config.provider {
+        ProviderKind::Offline => Ok(std::sync::Arc::new(OfflineProvider::new())),
+        ProviderKind::OpenAi => {
+            let positive = |value: u32, key: &str| {
+                NonZeroU32::new(value).ok_or_else(|| LlmError::Settings(format!("llm.{key} must be at least 1")))
+            };
+            let limiter = std::sync::Arc::new(Limiter::new(LimiterSettings {
+                requests_per_minute: positive(config.requests_per_minute, "requests_per_minute")?,
+                tokens_per_minute: positive(config.tokens_per_minute, "tokens_per_minute")?,
+                max_concurrent: config.max_concurrent,
+            }));
+            let base_url =
+                url::Url::parse(&config.base_url).map_err(|e| LlmError::Settings(format!("llm.base_url: {e}")))?;
+            let settings = OpenAiSettings {
+                base_url,
+                model: config.model.clone(),
+                api_key: config.api_key.expose().map(|k| secrecy::SecretString::from(k.to_owned())),
+                timeout: config.timeout,
+                max_attempts: config.max_attempts,
+                initial_backoff: config.initial_backoff,
+                max_backoff: config.max_backoff,
+            };
+            Ok(std::sync::Arc::new(OpenAiProvider::new(settings, limiter)?))
+        }
+    }
 }
 
 /// The token estimate both providers use when no provider count exists: 4 characters a token.
