@@ -140,6 +140,10 @@ pub struct StepSpec {
     pub uses_llm: bool,
     /// The sub-workflow that runs it.
     pub group: StepGroup,
+    /// Starts only after every other planned step has ended, whatever their outcome (an ordering,
+    /// not a data dependency: its inputs are `needs`). Only `finalize`, which must see whether
+    /// enhancements failed to record DEGRADED.
+    pub runs_last: bool,
 }
 
 const ALL_DOCS: &[DocumentKind] = &[DocumentKind::JobDescription, DocumentKind::ProcessMap, DocumentKind::Supporting];
@@ -159,6 +163,7 @@ pub static STEPS: [StepSpec; 11] = {
             critical: true,
             uses_llm: false,
             group: Parent,
+            runs_last: false,
         },
         StepSpec {
             step: DocumentLinking,
@@ -169,6 +174,7 @@ pub static STEPS: [StepSpec; 11] = {
             critical: true,
             uses_llm: false,
             group: Parent,
+            runs_last: false,
         },
         StepSpec {
             step: StepName::AiAssessment,
@@ -179,6 +185,7 @@ pub static STEPS: [StepSpec; 11] = {
             critical: true,
             uses_llm: true,
             group: StepGroup::AiAssessment,
+            runs_last: false,
         },
         StepSpec {
             step: StepExecutor,
@@ -189,6 +196,7 @@ pub static STEPS: [StepSpec; 11] = {
             critical: false,
             uses_llm: true,
             group: TopTasks,
+            runs_last: false,
         },
         StepSpec {
             step: Standardization,
@@ -199,6 +207,7 @@ pub static STEPS: [StepSpec; 11] = {
             critical: false,
             uses_llm: true,
             group: TopTasks,
+            runs_last: false,
         },
         StepSpec {
             step: SkillsMiner,
@@ -209,6 +218,7 @@ pub static STEPS: [StepSpec; 11] = {
             critical: false,
             uses_llm: true,
             group: SkillsAnalysis,
+            runs_last: false,
         },
         StepSpec {
             step: SkillsArchitecture,
@@ -219,6 +229,7 @@ pub static STEPS: [StepSpec; 11] = {
             critical: false,
             uses_llm: true,
             group: SkillsAnalysis,
+            runs_last: false,
         },
         StepSpec {
             step: SkillsCatalog,
@@ -229,6 +240,7 @@ pub static STEPS: [StepSpec; 11] = {
             critical: false,
             uses_llm: true,
             group: Parent,
+            runs_last: false,
         },
         StepSpec {
             step: Reskilling,
@@ -239,6 +251,7 @@ pub static STEPS: [StepSpec; 11] = {
             critical: false,
             uses_llm: true,
             group: Parent,
+            runs_last: false,
         },
         StepSpec {
             step: TaskFeasibility,
@@ -249,6 +262,7 @@ pub static STEPS: [StepSpec; 11] = {
             critical: false,
             uses_llm: true,
             group: Parent,
+            runs_last: false,
         },
         StepSpec {
             step: Finalize,
@@ -259,6 +273,7 @@ pub static STEPS: [StepSpec; 11] = {
             critical: true,
             uses_llm: false,
             group: Parent,
+            runs_last: true,
         },
     ]
 };
@@ -514,6 +529,8 @@ mod tests {
                 assert!((*need as usize) < i, "{step} needs {need}, which comes later");
             }
         }
+        let last: Vec<StepName> = StepName::ALL.into_iter().filter(|s| s.spec().runs_last).collect();
+        assert_eq!(last, [StepName::Finalize], "finalize runs after every other step");
         let critical: Vec<&str> = StepName::ALL.into_iter().filter(|s| s.is_critical()).map(StepName::as_str).collect();
         assert_eq!(critical, ["role_setup", "document_linking", "ai_assessment", "finalize"]);
     }
