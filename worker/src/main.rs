@@ -1,7 +1,7 @@
 //! `etter-worker`: the Temporal worker of the Etter onboarding pipeline.
 //!
-//! This version loads the shared configuration and checks that the configured Temporal namespace
-//! answers; the onboarding workflows and activities are registered here as they land.
+//! `etter-worker` (or `etter-worker run`) runs the onboarding workflows and activities on the
+//! configured task queue until SIGINT/SIGTERM; `etter-worker check` only checks that Temporal answers.
 
 use std::path::PathBuf;
 
@@ -26,6 +26,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the worker (the default).
+    Run,
     /// Connect to the configured Temporal namespace, report it, and exit.
     Check,
 }
@@ -46,7 +48,16 @@ fn main() -> anyhow::Result<()> {
                 .context("cannot start the tokio runtime")?;
             runtime.block_on(check(&config))
         }
-        None => anyhow::bail!("no command given: `etter-worker check` (the onboarding worker lands with the pipeline)"),
+        None | Some(Command::Run) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the tokio runtime")?;
+            runtime.block_on(async {
+                let shutdown = process::shutdown_signal().context("cannot listen for SIGINT/SIGTERM")?;
+                etter_worker::run(config, shutdown).await.map_err(anyhow::Error::from)
+            })
+        }
     }
 }
 

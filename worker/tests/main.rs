@@ -6,6 +6,7 @@
 //! server test fails, it never skips.
 
 mod harness;
+mod pipeline;
 mod probe;
 
 use anyhow::{Context, Result, bail, ensure};

@@ -1,0 +1,543 @@
+//! The pipeline's activities: one per step (named after the seed's activities, so the Temporal UI
+//! reads like the pipeline), plus the bookkeeping a run needs at its start and its end.
+//!
+//! Each step activity records its own transitions in the run store (DESIGN §4 "who writes what"),
+//! keyed by (run, step, attempt) so a repeated record changes nothing: `running` when it starts,
+//! then `completed`, `retrying` (another attempt follows) or `failed`. An attempt that never
+//! finished — its worker was killed — is closed as `retrying` by the attempt after it. Activities
+//! heartbeat while they work, so a cancellation reaches them and a dead worker is noticed within
+//! the heartbeat timeout. Inputs and results are ids and hashes; everything else lives in the stores.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etter_pipeline::ids::WorkflowId;
+use etter_pipeline::lifecycle::RunState;
+use etter_pipeline::steps::{Action, StepName};
+use etter_pipeline::store::{
+    PipelineError, Run, StepAttempt, StepStatus, StepTransition, StoreError, TokenCount, Transition,
+};
+use serde::{Deserialize, Serialize};
+use temporalio_sdk::activities::{ActivityContext, ActivityError, activities};
+
+use crate::failure::StepFailure;
+use crate::steps::{StepOutcome, StepRunner};
+
+/// The input of every step activity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepInput {
+    /// The run.
+    pub workflow_id: WorkflowId,
+    /// The step to run (must match the activity).
+    pub step: StepName,
+}
+
+/// What a step activity returns to its workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepReport {
+    /// The step.
+    pub step: StepName,
+    /// The hash of the output it wrote.
+    pub output_hash: String,
+}
+
+/// The input of [`PipelineActivities::begin_run`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BeginInput {
+    /// The run.
+    pub workflow_id: WorkflowId,
+    /// What the run does with each step.
+    pub plan: Vec<(StepName, Action)>,
+    /// The earlier run whose outputs `Reuse` steps keep.
+    pub reuse_from: Option<WorkflowId>,
+}
+
+/// A step the workflow saw fail, with what Temporal said (used when the activity could not record
+/// the failure itself: it timed out or its worker died on the last attempt).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedStep {
+    /// The step.
+    pub step: StepName,
+    /// Temporal's description of the failure.
+    pub message: String,
+}
+
+/// The input of [`PipelineActivities::record_outcome`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutcomeInput {
+    /// The run.
+    pub workflow_id: WorkflowId,
+    /// What the run did with each step.
+    pub plan: Vec<(StepName, Action)>,
+    /// Steps that failed.
+    pub failed: Vec<FailedStep>,
+    /// The run was cancelled.
+    pub cancelled: bool,
+}
+
+/// The outcome recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutcomeReport {
+    /// READY, DEGRADED, FAILED or CANCELLED.
+    pub state: RunState,
+}
+
+/// The activities of one worker process, sharing its stores, document loader and model.
+pub struct PipelineActivities {
+    runner: StepRunner,
+}
+
+impl PipelineActivities {
+    /// Activities over `runner`.
+    pub fn new(runner: StepRunner) -> Self {
+        Self { runner }
+    }
+
+    async fn step(
+        &self,
+        ctx: ActivityContext,
+        input: StepInput,
+        expected: StepName,
+    ) -> Result<StepReport, ActivityError> {
+        if input.step != expected {
+            return Err(StepFailure::permanent(
+                "WRONG_ACTIVITY",
+                format!("activity for step {expected} was asked to run step {}", input.step),
+            )
+            .into_activity_error());
+        }
+        let attempt = ctx.info().attempt.max(1);
+        let max_attempts = ctx.info().retry_policy.as_ref().map_or(0, |policy| policy.maximum_attempts());
+        let heartbeat_every = heartbeat_interval(ctx.info().heartbeat_timeout);
+        let step = input.step;
+        let started = Instant::now();
+        let result = self.run_step(&ctx, &input, attempt, heartbeat_every).await;
+        let outcome = match &result {
+            Ok(_) => "completed",
+            Err(StepEnd::Cancelled) => "cancelled",
+            Err(StepEnd::Failed(f)) if f.recoverable && (max_attempts == 0 || attempt < max_attempts) => "retrying",
+            Err(StepEnd::Failed(_)) => "failed",
+        };
+        metrics::counter!("etter_worker_step_attempts_total", "step" => step.as_str(), "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("etter_worker_step_seconds", "step" => step.as_str()).record(started.elapsed());
+        match result {
+            Ok(report) => Ok(report),
+            Err(StepEnd::Cancelled) => {
+                self.record_quietly(
+                    &input.workflow_id,
+                    StepTransition::new(step.as_str(), attempt, StepStatus::Cancelled),
+                )
+                .await;
+                Err(ActivityError::cancelled())
+            }
+            Err(StepEnd::Failed(failure)) => {
+                let status = if outcome == "retrying" { StepStatus::Retrying } else { StepStatus::Failed };
+                let mut record = StepTransition::new(step.as_str(), attempt, status);
+                record.error = Some(failure.to_pipeline_error(step));
+                if let Err(err) = self.runner.store().record_step(&input.workflow_id, record).await {
+                    // The store is down: let Temporal retry the attempt rather than lose the record.
+                    tracing::warn!(run = %input.workflow_id, %step, "cannot record the step's failure: {err}");
+                    return Err(StepFailure::from(err).into_activity_error());
+                }
+                tracing::info!(run = %input.workflow_id, %step, attempt, %status, "step failed: {failure}");
+                Err(failure.into_activity_error())
+            }
+        }
+    }
+
+    async fn run_step(
+        &self,
+        ctx: &ActivityContext,
+        input: &StepInput,
+        attempt: u32,
+        heartbeat_every: Duration,
+    ) -> Result<StepReport, StepEnd> {
+        let store = self.runner.store();
+        let step = input.step;
+        let run = store.get_run(&input.workflow_id).await.map_err(StepFailure::from)?;
+        let attempts = store.steps(&input.workflow_id).await.map_err(StepFailure::from)?;
+        self.close_lost_attempts(&run, step, attempt, &attempts).await?;
+        store
+            .record_step(&run.workflow_id, StepTransition::new(step.as_str(), attempt, StepStatus::Running))
+            .await
+            .map_err(StepFailure::from)?;
+        let upstream = upstream_outputs(step, &attempts)?;
+
+        let work = self.runner.execute(&run, step, &upstream);
+        tokio::pin!(work);
+        let mut beat = tokio::time::interval(heartbeat_every);
+        let mut beats: u64 = 0;
+        let outcome: StepOutcome = loop {
+            tokio::select! {
+                result = &mut work => break result?,
+                () = ctx.cancelled() => return Err(StepEnd::Cancelled),
+                _ = beat.tick() => {
+                    beats += 1;
+                    if let Err(err) = ctx.record_heartbeat(beats).await {
+                        tracing::warn!(run = %run.workflow_id, %step, "cannot send a heartbeat: {err}");
+                    }
+                }
+            }
+        };
+        if outcome.needs_review {
+            store.set_needs_review(&run.workflow_id, true).await.map_err(StepFailure::from)?;
+        }
+        let mut record = StepTransition::new(step.as_str(), attempt, StepStatus::Completed);
+        record.tokens = Some(TokenCount {
+            input: i64::try_from(outcome.usage.input_tokens).unwrap_or(i64::MAX),
+            output: i64::try_from(outcome.usage.output_tokens).unwrap_or(i64::MAX),
+        });
+        record.input_hash = Some(outcome.input_hash);
+        record.output_hash = Some(outcome.output_hash.clone());
+        store.record_step(&run.workflow_id, record).await.map_err(StepFailure::from)?;
+        metrics::counter!("etter_worker_tokens_total", "step" => step.as_str()).increment(outcome.usage.total());
+        Ok(StepReport { step, output_hash: outcome.output_hash })
+    }
+
+    /// Earlier attempts of `step` still marked running lost their worker (or timed out): close
+    /// them as retrying, so the step's history says what happened.
+    async fn close_lost_attempts(
+        &self,
+        run: &Run,
+        step: StepName,
+        attempt: u32,
+        attempts: &[StepAttempt],
+    ) -> Result<(), StepFailure> {
+        for lost in attempts
+            .iter()
+            .filter(|a| a.step == step.as_str() && a.attempt < attempt && a.status == StepStatus::Running)
+        {
+            let mut record = StepTransition::new(step.as_str(), lost.attempt, StepStatus::Retrying);
+            record.error = Some(lost_attempt_error(step));
+            self.runner.store().record_step(&run.workflow_id, record).await?;
+        }
+        Ok(())
+    }
+
+    async fn record_quietly(&self, run: &WorkflowId, record: StepTransition) {
+        if let Err(err) = self.runner.store().record_step(run, record).await {
+            tracing::warn!(%run, "cannot record a step transition: {err}");
+        }
+    }
+}
+
+/// How a step attempt ended, when it did not complete.
+enum StepEnd {
+    Failed(StepFailure),
+    Cancelled,
+}
+
+impl From<StepFailure> for StepEnd {
+    fn from(failure: StepFailure) -> Self {
+        StepEnd::Failed(failure)
+    }
+}
+
+fn lost_attempt_error(step: StepName) -> PipelineError {
+    StepFailure::transient(
+        "ATTEMPT_LOST",
+        "the attempt did not finish (its worker stopped or it timed out); it was tried again",
+    )
+    .to_pipeline_error(step)
+}
+
+/// Heartbeat well within the timeout: the SDK batches heartbeats, so a third leaves room.
+fn heartbeat_interval(timeout: Option<Duration>) -> Duration {
+    timeout.map_or(Duration::from_secs(10), |t| t / 3).max(Duration::from_millis(100))
+}
+
+/// The output hashes of the steps `step` needs, from their latest completed or reused attempt.
+fn upstream_outputs(step: StepName, attempts: &[StepAttempt]) -> Result<BTreeMap<StepName, String>, StepFailure> {
+    let mut upstream = BTreeMap::new();
+    for need in step.spec().needs {
+        let output = attempts
+            .iter()
+            .filter(|a| a.step == need.as_str() && matches!(a.status, StepStatus::Completed | StepStatus::Reused))
+            .max_by_key(|a| a.attempt)
+            .and_then(|a| a.output_hash.clone())
+            .ok_or_else(|| {
+                StepFailure::permanent(
+                    "UPSTREAM_OUTPUT_MISSING",
+                    format!("{step} needs the output of {need}, which this run has not produced"),
+                )
+            })?;
+        upstream.insert(*need, output);
+    }
+    Ok(upstream)
+}
+
+/// The outcome of a run from what its steps did (DESIGN §4): FAILED when a critical step failed,
+/// DEGRADED when only enhancement steps did, READY otherwise; CANCELLED wins over both.
+pub fn outcome_of(failed: &[StepName], cancelled: bool) -> RunState {
+    if cancelled {
+        RunState::Cancelled
+    } else if failed.iter().any(|s| s.is_critical()) {
+        RunState::Failed
+    } else if failed.is_empty() {
+        RunState::Ready
+    } else {
+        RunState::Degraded
+    }
+}
+
+#[activities]
+impl PipelineActivities {
+    /// Records what the run does not execute: skipped steps, and steps whose earlier output is
+    /// reused (with that output's hash, so the steps after them see the same inputs).
+    #[activity(name = "BeginRun")]
+    pub async fn begin_run(self: Arc<Self>, _ctx: ActivityContext, input: BeginInput) -> Result<(), ActivityError> {
+        let store = self.runner.store();
+        let prior = match &input.reuse_from {
+            Some(old) => store.steps(old).await.map_err(|e| StepFailure::from(e).into_activity_error())?,
+            None => Vec::new(),
+        };
+        for (step, action) in &input.plan {
+            let record = match action {
+                Action::Run => continue,
+                Action::Skip => StepTransition::new(step.as_str(), 1, StepStatus::Skipped),
+                Action::Reuse => {
+                    let kept = prior
+                        .iter()
+                        .filter(|a| {
+                            a.step == step.as_str() && matches!(a.status, StepStatus::Completed | StepStatus::Reused)
+                        })
+                        .max_by_key(|a| a.attempt)
+                        .ok_or_else(|| {
+                            StepFailure::permanent(
+                                "REUSED_OUTPUT_MISSING",
+                                format!("step {step} was to reuse an earlier output, but the earlier run has none"),
+                            )
+                            .into_activity_error()
+                        })?;
+                    let mut record = StepTransition::new(step.as_str(), 1, StepStatus::Reused);
+                    record.input_hash = kept.input_hash.clone();
+                    record.output_hash = kept.output_hash.clone();
+                    record.reused_from = input.reuse_from.clone();
+                    record
+                }
+            };
+            store
+                .record_step(&input.workflow_id, record)
+                .await
+                .map_err(|e| StepFailure::from(e).into_activity_error())?;
+        }
+        Ok(())
+    }
+
+    /// The workflow's last act on every path: closes the steps that never finished and moves the
+    /// run to its outcome.
+    #[activity(name = "RecordOutcome")]
+    pub async fn record_outcome(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: OutcomeInput,
+    ) -> Result<OutcomeReport, ActivityError> {
+        self.close_run(&input).await.map_err(StepFailure::into_activity_error)
+    }
+
+    #[activity(name = "RoleSetupActivity")]
+    pub async fn role_setup(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: StepInput,
+    ) -> Result<StepReport, ActivityError> {
+        self.step(ctx, input, StepName::RoleSetup).await
+    }
+
+    #[activity(name = "DocumentLinkingActivity")]
+    pub async fn document_linking(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: StepInput,
+    ) -> Result<StepReport, ActivityError> {
+        self.step(ctx, input, StepName::DocumentLinking).await
+    }
+
+    #[activity(name = "AIAssessmentActivity")]
+    pub async fn ai_assessment(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: StepInput,
+    ) -> Result<StepReport, ActivityError> {
+        self.step(ctx, input, StepName::AiAssessment).await
+    }
+
+    #[activity(name = "StepExecutorActivity")]
+    pub async fn step_executor(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: StepInput,
+    ) -> Result<StepReport, ActivityError> {
+        self.step(ctx, input, StepName::StepExecutor).await
+    }
+
+    #[activity(name = "StandardizationActivity")]
+    pub async fn standardization(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: StepInput,
+    ) -> Result<StepReport, ActivityError> {
+        self.step(ctx, input, StepName::Standardization).await
+    }
+
+    #[activity(name = "SkillsMinerActivity")]
+    pub async fn skills_miner(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: StepInput,
+    ) -> Result<StepReport, ActivityError> {
+        self.step(ctx, input, StepName::SkillsMiner).await
+    }
+
+    #[activity(name = "SkillsArchitectureActivity")]
+    pub async fn skills_architecture(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: StepInput,
+    ) -> Result<StepReport, ActivityError> {
+        self.step(ctx, input, StepName::SkillsArchitecture).await
+    }
+
+    #[activity(name = "SkillsCatalogActivity")]
+    pub async fn skills_catalog(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: StepInput,
+    ) -> Result<StepReport, ActivityError> {
+        self.step(ctx, input, StepName::SkillsCatalog).await
+    }
+
+    #[activity(name = "ReskillingActivity")]
+    pub async fn reskilling(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: StepInput,
+    ) -> Result<StepReport, ActivityError> {
+        self.step(ctx, input, StepName::Reskilling).await
+    }
+
+    #[activity(name = "TaskFeasibilityActivity")]
+    pub async fn task_feasibility(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: StepInput,
+    ) -> Result<StepReport, ActivityError> {
+        self.step(ctx, input, StepName::TaskFeasibility).await
+    }
+
+    #[activity(name = "FinalizeActivity")]
+    pub async fn finalize(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: StepInput,
+    ) -> Result<StepReport, ActivityError> {
+        self.step(ctx, input, StepName::Finalize).await
+    }
+}
+
+impl PipelineActivities {
+    async fn close_run(&self, input: &OutcomeInput) -> Result<OutcomeReport, StepFailure> {
+        let store = self.runner.store();
+        let run = store.get_run(&input.workflow_id).await?;
+        if run.state.is_final() {
+            // Recorded already (this activity is being retried, or the run was closed elsewhere).
+            return Ok(OutcomeReport { state: run.state });
+        }
+        let attempts = store.steps(&input.workflow_id).await?;
+        let latest =
+            |step: StepName| attempts.iter().filter(|a| a.step == step.as_str()).max_by_key(|a| a.attempt).cloned();
+        for failed in &input.failed {
+            // The activity records its own failure; this covers attempts that could not (timeouts,
+            // a worker that died on the last attempt).
+            match latest(failed.step) {
+                Some(a) if a.status == StepStatus::Failed => {}
+                Some(a) if a.status.is_finished() => {}
+                other => {
+                    let attempt = other.map_or(1, |a| a.attempt);
+                    let mut record = StepTransition::new(failed.step.as_str(), attempt, StepStatus::Failed);
+                    record.error = Some(
+                        StepFailure::permanent("STEP_FAILED", failed.message.clone()).to_pipeline_error(failed.step),
+                    );
+                    store.record_step(&input.workflow_id, record).await?;
+                }
+            }
+        }
+        // Steps the run planned but never reached (a step they need failed, or the run was cancelled).
+        let closing = if input.cancelled { StepStatus::Cancelled } else { StepStatus::Skipped };
+        for (step, action) in &input.plan {
+            if *action != Action::Run || input.failed.iter().any(|f| f.step == *step) {
+                continue;
+            }
+            match latest(*step) {
+                Some(a) if a.status.is_finished() => {}
+                other => {
+                    let attempt = other.map_or(1, |a| a.attempt);
+                    store.record_step(&input.workflow_id, StepTransition::new(step.as_str(), attempt, closing)).await?;
+                }
+            }
+        }
+        let failed: Vec<StepName> = input.failed.iter().map(|f| f.step).collect();
+        let state = outcome_of(&failed, input.cancelled);
+        let mut change = Transition::to(state, outcome_reason(state, &failed));
+        if state == RunState::Failed {
+            change.error = self.first_error(&input.workflow_id, &failed).await?;
+        }
+        match store.transition(&input.workflow_id, change).await {
+            Ok(_) => {}
+            // A concurrent close (a cancel, the reconciler) got there first: that outcome stands.
+            Err(StoreError::IllegalTransition(refused)) => {
+                tracing::info!(run = %input.workflow_id, "outcome not recorded: {refused}");
+                let run = store.get_run(&input.workflow_id).await?;
+                return Ok(OutcomeReport { state: run.state });
+            }
+            Err(err) => return Err(err.into()),
+        }
+        metrics::counter!("etter_worker_runs_total", "state" => state.as_str()).increment(1);
+        Ok(OutcomeReport { state })
+    }
+
+    /// The error of the first critical step that failed, as the run's error.
+    async fn first_error(&self, run: &WorkflowId, failed: &[StepName]) -> Result<Option<PipelineError>, StepFailure> {
+        let attempts = self.runner.store().steps(run).await?;
+        Ok(StepName::ALL.into_iter().filter(|s| s.is_critical() && failed.contains(s)).find_map(|step| {
+            attempts
+                .iter()
+                .filter(|a| a.step == step.as_str() && a.status == StepStatus::Failed)
+                .max_by_key(|a| a.attempt)
+                .and_then(|a| a.error.clone())
+        }))
+    }
+}
+
+fn outcome_reason(state: RunState, failed: &[StepName]) -> String {
+    let names = || failed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+    match state {
+        RunState::Ready => "every step completed".to_owned(),
+        RunState::Degraded => format!("enhancement steps failed: {}", names()),
+        RunState::Failed => format!("critical steps failed: {}", names()),
+        RunState::Cancelled => "cancelled".to_owned(),
+        other => other.as_str().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_follow_the_design() {
+        assert_eq!(outcome_of(&[], false), RunState::Ready);
+        assert_eq!(outcome_of(&[StepName::Reskilling], false), RunState::Degraded);
+        assert_eq!(outcome_of(&[StepName::Reskilling, StepName::AiAssessment], false), RunState::Failed);
+        assert_eq!(outcome_of(&[StepName::AiAssessment], true), RunState::Cancelled);
+    }
+
+    #[test]
+    fn heartbeats_stay_well_inside_the_timeout() {
+        assert_eq!(heartbeat_interval(Some(Duration::from_secs(60))), Duration::from_secs(20));
+        assert_eq!(heartbeat_interval(Some(Duration::from_millis(90))), Duration::from_millis(100));
+        assert_eq!(heartbeat_interval(None), Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,13 @@
+//! The Temporal worker of the Etter onboarding pipeline: the onboarding workflows
+//! ([`workflows`]), the activities that run each step and record it ([`activities`]), what each
+//! step computes ([`steps`]) and how its errors are classified ([`failure`]). [`run`] wires them to
+//! the configured stores, model and Temporal namespace.
+
+pub mod activities;
+pub mod failure;
+pub mod steps;
+pub mod workflows;
+
+mod worker;
+
+pub use worker::{RunError, run};

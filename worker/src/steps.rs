@@ -1,0 +1,299 @@
+//! What each step of the pipeline does (DESIGN §5): read its inputs from the stores, compute its
+//! output, write it to the role graph, and report the hashes of its inputs and output.
+//!
+//! Steps are idempotent: the graph is written with `MERGE` on stable keys, so running a step again
+//! with the same inputs — a Temporal retry, a worker killed mid-step — writes the same graph and
+//! duplicates nothing. Document text and step outputs live in the stores; what goes back to
+//! Temporal is a hash.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use etter_pipeline::documents::{DocumentUri, Documents, ExtractedDocument};
+use etter_pipeline::graph::{LinkedDocument, RoleGraph, RoleOutputs, RoleSetup, StepOutput};
+use etter_pipeline::llm::{Completion, DocumentTexts, LlmProvider, REVIEW_BELOW, TokenUsage};
+use etter_pipeline::outputs::ContentHash;
+use etter_pipeline::steps::{DocumentKind, StepName, input_hash};
+use etter_pipeline::store::{DocumentRef, Run, RunStore, now};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::failure::StepFailure;
+
+/// What a finished step reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepOutcome {
+    /// Hash of the step's inputs ([`input_hash`]).
+    pub input_hash: String,
+    /// Hash of the output the step wrote.
+    pub output_hash: String,
+    /// LLM tokens the step used.
+    pub usage: TokenUsage,
+    /// Some output fell below the review threshold, or the model's answer had items dropped.
+    pub needs_review: bool,
+}
+
+/// The shared parts every step uses; one per worker process.
+pub struct StepRunner {
+    store: Arc<dyn RunStore>,
+    graph: Arc<dyn RoleGraph>,
+    documents: Arc<Documents>,
+    llm: Arc<dyn LlmProvider>,
+}
+
+impl StepRunner {
+    /// A runner over the worker's stores, document loader and model.
+    pub fn new(
+        store: Arc<dyn RunStore>,
+        graph: Arc<dyn RoleGraph>,
+        documents: Arc<Documents>,
+        llm: Arc<dyn LlmProvider>,
+    ) -> Self {
+        Self { store, graph, documents, llm }
+    }
+
+    /// The run store the runner records into.
+    pub fn store(&self) -> &Arc<dyn RunStore> {
+        &self.store
+    }
+
+    /// Runs `step` of `run`. `upstream` holds the output hashes of the steps it needs (from this
+    /// run, or reused from an earlier one).
+    pub async fn execute(
+        &self,
+        run: &Run,
+        step: StepName,
+        upstream: &BTreeMap<StepName, String>,
+    ) -> Result<StepOutcome, StepFailure> {
+        let role = &run.role_id;
+        let no_docs: &[(DocumentKind, ContentHash)] = &[];
+        let plain = |output_hash: String| StepOutcome {
+            input_hash: input_hash(step, &role_identity(run), no_docs, upstream),
+            output_hash,
+            usage: TokenUsage::default(),
+            needs_review: false,
+        };
+        match step {
+            StepName::RoleSetup => {
+                let draup_role = run.draup_role_id.clone().ok_or_else(|| {
+                    StepFailure::permanent("DRAUP_ROLE_MISSING", "the run has no Draup role id; push it with one")
+                })?;
+                let setup = RoleSetup { company: run.company_id.clone(), role_name: run.role_name.clone(), draup_role };
+                self.graph.write(role, StepOutput::RoleSetup(&setup)).await?;
+                Ok(plain(hash_json(&setup)?))
+            }
+            StepName::DocumentLinking => {
+                let loaded = self.load_documents(run).await?;
+                let mut linked: Vec<LinkedDocument> = loaded
+                    .iter()
+                    .map(|(doc, extracted)| LinkedDocument {
+                        content_hash: extracted.content_hash.clone(),
+                        doc_type: doc.kind.clone(),
+                        uri: doc.uri.clone(),
+                    })
+                    .collect();
+                linked.sort();
+                let seen = now();
+                for document in &linked {
+                    self.store.record_document_hash(&document.uri, &document.content_hash, seen).await?;
+                }
+                self.graph.write(role, StepOutput::DocumentLinking(&linked)).await?;
+                let hashes = document_hashes(&loaded);
+                Ok(StepOutcome {
+                    input_hash: input_hash(step, &role_identity(run), &hashes, upstream),
+                    output_hash: hash_json(&linked)?,
+                    usage: TokenUsage::default(),
+                    needs_review: loaded.iter().any(|(_, doc)| doc.skipped_pages > 0),
+                })
+            }
+            StepName::AiAssessment => {
+                let (texts, hashes) = self.texts(run).await?;
+                let completion = self.llm.assess(&run.role_name, &texts).await?;
+                let low = completion.output.tasks.iter().any(|t| t.confidence < REVIEW_BELOW);
+                self.graph.write(role, StepOutput::Assessment(&completion.output)).await?;
+                self.finish(run, step, upstream, &hashes, completion, low)
+            }
+            StepName::StepExecutor => {
+                let outputs = self.outputs(run, step).await?;
+                let completion = self.llm.top_tasks(&run.role_name, &outputs.assessment).await?;
+                self.graph.write(role, StepOutput::TopTasks(&completion.output)).await?;
+                self.finish(run, step, upstream, no_docs, completion, false)
+            }
+            StepName::Standardization => {
+                let outputs = self.outputs(run, step).await?;
+                let completion = self.llm.standardize(&run.role_name, &outputs.assessment, &outputs.top_tasks).await?;
+                self.graph.write(role, StepOutput::Standardization(&completion.output)).await?;
+                self.finish(run, step, upstream, no_docs, completion, false)
+            }
+            StepName::SkillsMiner => {
+                let (texts, hashes) = self.texts(run).await?;
+                let outputs = self.outputs(run, step).await?;
+                let completion = self.llm.mine_skills(&run.role_name, &texts, &outputs.assessment).await?;
+                let low = completion.output.skills.iter().any(|s| s.confidence < REVIEW_BELOW);
+                self.graph.write(role, StepOutput::MinedSkills(&completion.output)).await?;
+                self.finish(run, step, upstream, &hashes, completion, low)
+            }
+            StepName::SkillsArchitecture => {
+                let outputs = self.outputs(run, step).await?;
+                let completion = self.llm.architect_skills(&run.role_name, &outputs.skills).await?;
+                self.graph.write(role, StepOutput::SkillsArchitecture(&completion.output)).await?;
+                self.finish(run, step, upstream, no_docs, completion, false)
+            }
+            StepName::SkillsCatalog => {
+                let (texts, _) = self.texts(run).await?;
+                let outputs = self.outputs(run, step).await?;
+                let completion =
+                    self.llm.catalog(&run.role_name, &texts, &outputs.skills, &outputs.architecture).await?;
+                self.graph.write(role, StepOutput::SkillsCatalog(&completion.output)).await?;
+                self.finish(run, step, upstream, no_docs, completion, false)
+            }
+            StepName::Reskilling => {
+                let outputs = self.outputs(run, step).await?;
+                let completion =
+                    self.llm.reskilling(&run.role_name, &outputs.assessment, &outputs.skills, &outputs.catalog).await?;
+                self.graph.write(role, StepOutput::Reskilling(&completion.output)).await?;
+                self.finish(run, step, upstream, no_docs, completion, false)
+            }
+            StepName::TaskFeasibility => {
+                let outputs = self.outputs(run, step).await?;
+                let hashes: Vec<(DocumentKind, ContentHash)> = self.linked_hashes(run).await?;
+                let completion = self.llm.feasibility(&run.role_name, &outputs.assessment).await?;
+                self.graph.write(role, StepOutput::TaskFeasibility(&completion.output)).await?;
+                self.finish(run, step, upstream, &hashes, completion, false)
+            }
+            StepName::Finalize => {
+                self.graph.set_visible(role, true).await?;
+                let summary = self.graph.role_summary(role).await?.ok_or_else(|| not_in_graph(run, step))?;
+                Ok(plain(hash_json(&summary)?))
+            }
+        }
+    }
+
+    fn finish<T: Serialize>(
+        &self,
+        run: &Run,
+        step: StepName,
+        upstream: &BTreeMap<StepName, String>,
+        documents: &[(DocumentKind, ContentHash)],
+        completion: Completion<T>,
+        low_confidence: bool,
+    ) -> Result<StepOutcome, StepFailure> {
+        if !completion.discarded.is_empty() {
+            tracing::info!(
+                run = %run.workflow_id, %step, discarded = completion.discarded.len(),
+                "the model's answer had items dropped while validating: {:?}", completion.discarded
+            );
+        }
+        Ok(StepOutcome {
+            input_hash: input_hash(step, &role_identity(run), documents, upstream),
+            output_hash: hash_json(&completion.output)?,
+            usage: completion.usage,
+            needs_review: low_confidence || !completion.discarded.is_empty(),
+        })
+    }
+
+    /// Fetches and extracts every document of the run, in the order pushed.
+    async fn load_documents(&self, run: &Run) -> Result<Vec<(DocumentRef, ExtractedDocument)>, StepFailure> {
+        if run.documents.is_empty() {
+            return Err(StepFailure::permanent("NO_DOCUMENTS", "the run has no documents; push the role with one"));
+        }
+        let mut loaded = Vec::with_capacity(run.documents.len());
+        for doc in &run.documents {
+            let uri = DocumentUri::parse(&doc.uri)?;
+            let extracted = self.documents.load(&uri).await?;
+            loaded.push((doc.clone(), extracted));
+        }
+        Ok(loaded)
+    }
+
+    /// The documents' texts by content hash, and their kinds and hashes.
+    async fn texts(&self, run: &Run) -> Result<(DocumentTexts, Vec<(DocumentKind, ContentHash)>), StepFailure> {
+        let loaded = self.load_documents(run).await?;
+        let hashes = document_hashes(&loaded);
+        let mut texts = DocumentTexts::new();
+        for (_, doc) in loaded {
+            texts.insert(doc.content_hash, doc.text);
+        }
+        Ok((texts, hashes))
+    }
+
+    /// The content hashes `document_linking` recorded for the run's documents (for steps that
+    /// consume a kind of document without reading its text).
+    async fn linked_hashes(&self, run: &Run) -> Result<Vec<(DocumentKind, ContentHash)>, StepFailure> {
+        let uris: Vec<String> = run.documents.iter().map(|d| d.uri.clone()).collect();
+        let recorded = self.store.document_hashes(&uris).await?;
+        Ok(run
+            .documents
+            .iter()
+            .filter_map(|doc| {
+                let hash = recorded.iter().find(|r| r.uri == doc.uri)?;
+                Some((document_kind(&doc.kind), hash.content_hash.clone()))
+            })
+            .collect())
+    }
+
+    /// Everything the graph holds for the run's role (the upstream outputs a step reads).
+    async fn outputs(&self, run: &Run, step: StepName) -> Result<RoleOutputs, StepFailure> {
+        self.graph.role_outputs(&run.role_id).await?.ok_or_else(|| not_in_graph(run, step))
+    }
+}
+
+fn not_in_graph(run: &Run, step: StepName) -> StepFailure {
+    StepFailure::permanent(
+        "UPSTREAM_OUTPUT_MISSING",
+        format!(
+            "{step} of {}: role {} is not in the role graph; its earlier steps must run first",
+            run.workflow_id, run.role_id
+        ),
+    )
+}
+
+/// What `role_setup` reads: the role's company, name and Draup mapping (not its documents, so a
+/// changed document does not re-run it).
+fn role_identity(run: &Run) -> String {
+    let draup = run.draup_role_id.as_ref().map(|d| d.as_str().to_owned()).unwrap_or_default();
+    format!("{}\n{}\n{draup}", run.company_id, run.role_name)
+}
+
+/// The step graph's kind of a pushed document type (`job_description`, `process_map`, …);
+/// anything else supports the role.
+pub fn document_kind(kind: &str) -> DocumentKind {
+    match kind {
+        "job_description" => DocumentKind::JobDescription,
+        "process_map" => DocumentKind::ProcessMap,
+        _ => DocumentKind::Supporting,
+    }
+}
+
+fn document_hashes(loaded: &[(DocumentRef, ExtractedDocument)]) -> Vec<(DocumentKind, ContentHash)> {
+    loaded.iter().map(|(doc, extracted)| (document_kind(&doc.kind), extracted.content_hash.clone())).collect()
+}
+
+/// Hex SHA-256 of a value's JSON: the identity of a step's output.
+fn hash_json<T: Serialize>(value: &T) -> Result<String, StepFailure> {
+    let bytes = serde_json::to_vec(value)
+        .map_err(|err| StepFailure::permanent("OUTPUT_NOT_SERIALIZABLE", format!("cannot hash the output: {err}")))?;
+    let digest = Sha256::digest(&bytes);
+    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pushed_document_types_map_to_step_kinds() {
+        assert_eq!(document_kind("job_description"), DocumentKind::JobDescription);
+        assert_eq!(document_kind("process_map"), DocumentKind::ProcessMap);
+        assert_eq!(document_kind("sop"), DocumentKind::Supporting);
+    }
+
+    #[test]
+    fn output_hashes_follow_the_content() -> anyhow::Result<()> {
+        let a = hash_json(&vec!["x", "y"])?;
+        assert_eq!(a, hash_json(&vec!["x", "y"])?);
+        assert_ne!(a, hash_json(&vec!["y", "x"])?);
+        assert_eq!(a.len(), 64);
+        Ok(())
+    }
+}

@@ -1,0 +1,142 @@
+//! One worker process: opens the stores, registers the workflows and activities on the task
+//! queue, serves `/metrics`, and drains on shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use etter_pipeline::config::ConfigError;
+use etter_pipeline::documents::{DocumentError, Documents};
+use etter_pipeline::graph::GraphError;
+use etter_pipeline::llm::LlmError;
+use etter_pipeline::store::{StoreError, StoreOptions};
+use etter_pipeline::{Config, process};
+use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions, Url};
+use temporalio_sdk::runtime::worker_tuner::{FixedSizeSlotSupplier, TunerHolder, WorkerTuner};
+use temporalio_sdk::{Runtime, Worker, WorkerOptions};
+
+use crate::activities::PipelineActivities;
+use crate::steps::StepRunner;
+use crate::workflows::{ActivityPolicy, AiAssessment, RoleOnboarding, SkillsAnalysis, TopTasks, set_activity_policy};
+
+/// Why the worker could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The run store could not be opened.
+    #[error("cannot open the run store: {0}")]
+    Store(#[from] StoreError),
+    /// The role graph could not be opened.
+    #[error("cannot open the role graph: {0}")]
+    Graph(#[from] GraphError),
+    /// The document loader could not be set up.
+    #[error("cannot set up document loading: {0}")]
+    Documents(#[from] DocumentError),
+    /// The model provider could not be set up.
+    #[error("cannot set up the LLM provider: {0}")]
+    Llm(#[from] LlmError),
+    /// `/metrics` could not start.
+    #[error(transparent)]
+    Metrics(#[from] process::MetricsError),
+    /// Temporal could not be reached, or the worker failed.
+    #[error("temporal: {0}")]
+    Temporal(String),
+}
+
+fn temporal(err: impl std::fmt::Display) -> RunError {
+    RunError::Temporal(err.to_string())
+}
+
+/// Runs the worker until `shutdown` resolves, then stops polling and lets running activities
+/// finish within `worker.shutdown_grace`.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+    let location = config.store_location()?;
+    let options = StoreOptions { max_connections: config.store.max_connections, ..StoreOptions::default() };
+    let store = etter_pipeline::store::connect_with(&location, &options).await?;
+    let graph = etter_pipeline::graph::open(&config.graph, &config.data_dir).await?;
+    graph.ensure_schema().await?;
+    let documents = Arc::new(Documents::new(config.documents.clone())?);
+    let llm = etter_pipeline::llm::provider_from_config(&config.llm)?;
+    set_activity_policy(ActivityPolicy::from(&config.worker));
+
+    let url = Url::parse(&config.temporal.address).map_err(|e| temporal(format!("temporal.address: {e}")))?;
+    let connection = Connection::connect(ConnectionOptions::new(url).identity(identity()).build())
+        .await
+        .map_err(|e| temporal(format!("cannot reach Temporal at {}: {e}", config.temporal.address)))?;
+    let client =
+        Client::new(connection, ClientOptions::new(config.temporal.namespace.clone()).build()).map_err(temporal)?;
+
+    let activities = PipelineActivities::new(StepRunner::new(Arc::clone(&store), graph, documents, llm));
+    let runtime = Runtime::from_current_tokio(Default::default()).map_err(temporal)?;
+    let options = WorkerOptions::new(config.temporal.task_queue.clone())
+        .register_workflow::<RoleOnboarding>()
+        .map_err(temporal)?
+        .register_workflow::<AiAssessment>()
+        .map_err(temporal)?
+        .register_workflow::<TopTasks>()
+        .map_err(temporal)?
+        .register_workflow::<SkillsAnalysis>()
+        .map_err(temporal)?
+        .register_activities(activities)
+        .tuner(tuner(config.worker.max_concurrent_activities))
+        .build();
+    let mut worker = Worker::new(&runtime, client, options).map_err(temporal)?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics_addr = process::serve_metrics(config.worker.metrics_listen, "etter-worker", stopped(stop_rx)).await?;
+    process::print_ready_line(
+        "etter-worker",
+        &[
+            ("metrics_addr", metrics_addr.to_string()),
+            ("temporal", config.temporal.address.clone()),
+            ("namespace", config.temporal.namespace.clone()),
+            ("task_queue", config.temporal.task_queue.clone()),
+            ("store", store.backend().to_owned()),
+        ],
+    );
+
+    let stop = worker.shutdown_handle();
+    let running = worker.run();
+    tokio::pin!(running, shutdown);
+    let result = tokio::select! {
+        result = &mut running => result,
+        () = &mut shutdown => {
+            tracing::info!(grace = ?config.worker.shutdown_grace, "stopping: no new tasks, running activities finish");
+            stop();
+            match tokio::time::timeout(config.worker.shutdown_grace, &mut running).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::warn!("activities still running after the grace period; Temporal retries them elsewhere");
+                    Ok(())
+                }
+            }
+        }
+    };
+    let _ = stop_tx.send(true);
+    store.close().await;
+    result.map_err(temporal)
+}
+
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// At most `max_activities` activities at once (seed: dev 10, prod 50); workflow tasks are short
+/// and keep the SDK's default.
+fn tuner(max_activities: usize) -> WorkerTuner {
+    const WORKFLOW_SLOTS: usize = 100;
+    TunerHolder::builder()
+        .workflow_task_slot_supplier(FixedSizeSlotSupplier::new(WORKFLOW_SLOTS))
+        .activity_task_slot_supplier(FixedSizeSlotSupplier::new(max_activities.max(1)))
+        .local_activity_task_slot_supplier(FixedSizeSlotSupplier::new(max_activities.max(1)))
+        .nexus_task_slot_supplier(FixedSizeSlotSupplier::new(1))
+        .build()
+        .into()
+}
+
+fn identity() -> String {
+    format!("etter-worker@{}", std::process::id())
+}

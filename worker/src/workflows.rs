@@ -1,0 +1,333 @@
+//! The onboarding workflows (seed §8.2): `RoleOnboardingWorkflow` runs role setup and document
+//! linking, the AI assessment as a child workflow, then the enhancement branches in parallel —
+//! `TopTasksWorkflow`, `SkillsAnalysisWorkflow` followed by the catalog and reskilling, and task
+//! feasibility — and finally finalize. Its last act, on every path, is the `RecordOutcome`
+//! activity.
+//!
+//! Which steps run comes from the plan in the input (the step graph, decided by the server); the
+//! workflow only orders them. A failed critical step stops the run (FAILED); a failed enhancement
+//! step stops its own branch (DEGRADED). Workflow code is deterministic: no I/O, clocks or tokio
+//! here, only Temporal's own combinators.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use etter_pipeline::config::WorkerConfig;
+use etter_pipeline::ids::WorkflowId;
+use etter_pipeline::steps::{Action, StepName};
+use etter_pipeline::workflow::{
+    AI_ASSESSMENT_WORKFLOW, ROLE_ONBOARDING_WORKFLOW, RoleOnboardingInput, RoleOnboardingOutput,
+    SKILLS_ANALYSIS_WORKFLOW, TOP_TASKS_WORKFLOW,
+};
+use serde::{Deserialize, Serialize};
+use temporalio_common::RetryPolicy;
+use temporalio_sdk::workflows::{join, workflow, workflow_methods};
+use temporalio_sdk::{ActivityOptions, ChildWorkflowOptions, WorkflowContext, WorkflowResult};
+
+use crate::activities::{BeginInput, FailedStep, OutcomeInput, PipelineActivities, StepInput};
+use crate::failure::PERMANENT_FAILURE_TYPE;
+
+/// Timeouts and retries of step activities (seed Appendix B, from `[worker]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivityPolicy {
+    /// Start-to-close timeout of one attempt.
+    pub start_to_close: Duration,
+    /// Heartbeat timeout.
+    pub heartbeat: Duration,
+    /// First retry interval.
+    pub initial_interval: Duration,
+    /// Backoff coefficient.
+    pub backoff: f64,
+    /// Longest retry interval.
+    pub maximum_interval: Duration,
+    /// Attempts in all.
+    pub maximum_attempts: u32,
+}
+
+impl From<&WorkerConfig> for ActivityPolicy {
+    fn from(config: &WorkerConfig) -> Self {
+        Self {
+            start_to_close: config.start_to_close_timeout,
+            heartbeat: config.heartbeat_timeout,
+            initial_interval: config.retry_initial_interval,
+            backoff: config.retry_backoff_coefficient,
+            maximum_interval: config.retry_maximum_interval,
+            maximum_attempts: config.retry_maximum_attempts,
+        }
+    }
+}
+
+/// The process's activity policy. Set once at start from the configuration and constant after,
+/// so workflow code stays deterministic across replays within one deployment.
+static POLICY: OnceLock<ActivityPolicy> = OnceLock::new();
+
+/// Sets the activity policy for every workflow of this process; the first call wins.
+pub fn set_activity_policy(policy: ActivityPolicy) {
+    if POLICY.set(policy).is_err() {
+        tracing::debug!("activity policy already set; keeping the first");
+    }
+}
+
+fn policy() -> ActivityPolicy {
+    POLICY.get().cloned().unwrap_or_else(|| ActivityPolicy::from(&WorkerConfig::default()))
+}
+
+fn step_options() -> ActivityOptions {
+    let policy = policy();
+    let retry = RetryPolicy::builder()
+        .initial_interval(policy.initial_interval)
+        .backoff_coefficient(policy.backoff)
+        .maximum_interval(policy.maximum_interval)
+        .maximum_attempts(policy.maximum_attempts)
+        .non_retryable_error_types([PERMANENT_FAILURE_TYPE])
+        .build();
+    ActivityOptions::with_start_to_close_timeout(policy.start_to_close)
+        .heartbeat_timeout(policy.heartbeat)
+        .retry_policy(retry)
+        .build()
+}
+
+/// Bookkeeping must not be lost to a short store outage: retried without an attempt limit (the
+/// workflow's execution timeout bounds it), quickly at first.
+fn bookkeeping_options() -> ActivityOptions {
+    let retry = RetryPolicy::builder()
+        .initial_interval(Duration::from_secs(1))
+        .backoff_coefficient(2.0)
+        .maximum_interval(Duration::from_secs(30))
+        .non_retryable_error_types([PERMANENT_FAILURE_TYPE])
+        .build();
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60)).retry_policy(retry).build()
+}
+
+/// What a group of steps (a child workflow or a branch) ended with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupOutcome {
+    /// Steps that completed.
+    pub completed: Vec<StepName>,
+    /// Steps that failed (the group stops at the first).
+    pub failed: Vec<FailedStep>,
+}
+
+impl GroupOutcome {
+    fn merge(&mut self, other: GroupOutcome) {
+        self.completed.extend(other.completed);
+        self.failed.extend(other.failed);
+    }
+
+    fn ok(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+/// The input of a child workflow: the run, and the steps it runs, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInput {
+    /// The run.
+    pub workflow_id: WorkflowId,
+    /// The steps to run, in order (only those the plan runs).
+    pub steps: Vec<StepName>,
+}
+
+/// Runs one step's activity.
+async fn execute_step<W>(ctx: &WorkflowContext<W>, workflow_id: &WorkflowId, step: StepName) -> Result<(), FailedStep> {
+    let input = StepInput { workflow_id: workflow_id.clone(), step };
+    let opts = step_options();
+    let result = match step {
+        StepName::RoleSetup => ctx.execute_activity(PipelineActivities::role_setup, input, opts).await,
+        StepName::DocumentLinking => ctx.execute_activity(PipelineActivities::document_linking, input, opts).await,
+        StepName::AiAssessment => ctx.execute_activity(PipelineActivities::ai_assessment, input, opts).await,
+        StepName::StepExecutor => ctx.execute_activity(PipelineActivities::step_executor, input, opts).await,
+        StepName::Standardization => ctx.execute_activity(PipelineActivities::standardization, input, opts).await,
+        StepName::SkillsMiner => ctx.execute_activity(PipelineActivities::skills_miner, input, opts).await,
+        StepName::SkillsArchitecture => {
+            ctx.execute_activity(PipelineActivities::skills_architecture, input, opts).await
+        }
+        StepName::SkillsCatalog => ctx.execute_activity(PipelineActivities::skills_catalog, input, opts).await,
+        StepName::Reskilling => ctx.execute_activity(PipelineActivities::reskilling, input, opts).await,
+        StepName::TaskFeasibility => ctx.execute_activity(PipelineActivities::task_feasibility, input, opts).await,
+        StepName::Finalize => ctx.execute_activity(PipelineActivities::finalize, input, opts).await,
+    };
+    result.map(|_| ()).map_err(|err| FailedStep { step, message: err.to_string() })
+}
+
+/// Runs `steps` one after the other, stopping at the first failure.
+async fn run_chain<W>(ctx: &WorkflowContext<W>, workflow_id: &WorkflowId, steps: &[StepName]) -> GroupOutcome {
+    let mut outcome = GroupOutcome::default();
+    for step in steps {
+        match execute_step(ctx, workflow_id, *step).await {
+            Ok(()) => outcome.completed.push(*step),
+            Err(failed) => {
+                outcome.failed.push(failed);
+                break;
+            }
+        }
+    }
+    outcome
+}
+
+/// The steps of `candidates` the plan runs, in order.
+fn planned(plan: &[(StepName, Action)], candidates: &[StepName]) -> Vec<StepName> {
+    candidates.iter().copied().filter(|s| plan.iter().any(|(p, a)| p == s && *a == Action::Run)).collect()
+}
+
+/// Starts a child workflow over `steps` and waits for it; a child that cannot start or ends
+/// abnormally fails its first step.
+async fn run_child<W, C>(
+    ctx: &WorkflowContext<W>,
+    child: C,
+    suffix: &str,
+    workflow_id: &WorkflowId,
+    steps: Vec<StepName>,
+) -> GroupOutcome
+where
+    C: temporalio_common::WorkflowDefinition<Input = GroupInput, Output = GroupOutcome> + 'static,
+{
+    let Some(first) = steps.first().copied() else {
+        return GroupOutcome::default();
+    };
+    let child_id = format!("{workflow_id}-{suffix}");
+    let input = GroupInput { workflow_id: workflow_id.clone(), steps };
+    let failed = |err: String| GroupOutcome {
+        completed: Vec::new(),
+        failed: vec![FailedStep { step: first, message: format!("the {suffix} child workflow failed: {err}") }],
+    };
+    let started = match ctx.start_child_workflow(child, input, ChildWorkflowOptions::workflow_id(child_id)).await {
+        Ok(started) => started,
+        Err(err) => return failed(err.to_string()),
+    };
+    match started.result().await {
+        Ok(outcome) => outcome,
+        Err(err) => failed(err.to_string()),
+    }
+}
+
+/// The parent workflow of one run.
+#[workflow]
+#[derive(Default)]
+pub struct RoleOnboarding;
+
+#[workflow_methods]
+impl RoleOnboarding {
+    #[run(name = ROLE_ONBOARDING_WORKFLOW)]
+    pub async fn run(
+        ctx: &mut WorkflowContext<Self>,
+        input: RoleOnboardingInput,
+    ) -> WorkflowResult<RoleOnboardingOutput> {
+        let ctx = &*ctx;
+        let plan = input.plan.clone();
+        let run = input.workflow_id.clone();
+        ctx.execute_activity(
+            PipelineActivities::begin_run,
+            BeginInput { workflow_id: run.clone(), plan: plan.clone(), reuse_from: input.reuse_from.clone() },
+            bookkeeping_options(),
+        )
+        .await?;
+
+        let mut done = run_chain(ctx, &run, &planned(&plan, &[StepName::RoleSetup, StepName::DocumentLinking])).await;
+        if done.ok() {
+            let steps = planned(&plan, &[StepName::AiAssessment]);
+            done.merge(run_child(ctx, AiAssessment, "ai-assessment", &run, steps).await);
+        }
+        if done.ok() {
+            let top = planned(&plan, &[StepName::StepExecutor, StepName::Standardization]);
+            let skills = planned(&plan, &[StepName::SkillsMiner, StepName::SkillsArchitecture]);
+            let after_skills = planned(&plan, &[StepName::SkillsCatalog, StepName::Reskilling]);
+            let feasibility = planned(&plan, &[StepName::TaskFeasibility]);
+            let skills_branch = async {
+                let mut outcome = run_child(ctx, SkillsAnalysis, "skills-analysis", &run, skills).await;
+                if outcome.ok() {
+                    outcome.merge(run_chain(ctx, &run, &after_skills).await);
+                }
+                outcome
+            };
+            let (top, skills, feasibility) = join!(
+                run_child(ctx, TopTasks, "top-tasks", &run, top),
+                skills_branch,
+                run_chain(ctx, &run, &feasibility)
+            );
+            done.merge(top);
+            done.merge(skills);
+            done.merge(feasibility);
+        }
+        let critical_failed = done.failed.iter().any(|f| f.step.is_critical());
+        // Finalize runs after everything else unless the critical path failed: a DEGRADED role is
+        // still shown with what exists.
+        if !critical_failed {
+            done.merge(run_chain(ctx, &run, &planned(&plan, &[StepName::Finalize])).await);
+        }
+
+        let report = ctx
+            .execute_activity(
+                PipelineActivities::record_outcome,
+                OutcomeInput { workflow_id: run.clone(), plan, failed: done.failed.clone(), cancelled: false },
+                bookkeeping_options(),
+            )
+            .await?;
+        Ok(RoleOnboardingOutput {
+            state: report.state,
+            completed: done.completed,
+            failed: done.failed.into_iter().map(|f| f.step).collect(),
+        })
+    }
+}
+
+/// `AIAssessmentWorkflow`: the critical AI step, long-running, in its own history.
+#[workflow]
+#[derive(Default)]
+pub struct AiAssessment;
+
+#[workflow_methods]
+impl AiAssessment {
+    #[run(name = AI_ASSESSMENT_WORKFLOW)]
+    pub async fn run(ctx: &mut WorkflowContext<Self>, input: GroupInput) -> WorkflowResult<GroupOutcome> {
+        Ok(run_chain(&*ctx, &input.workflow_id, &input.steps).await)
+    }
+}
+
+/// `TopTasksWorkflow`: step executor, then standardization.
+#[workflow]
+#[derive(Default)]
+pub struct TopTasks;
+
+#[workflow_methods]
+impl TopTasks {
+    #[run(name = TOP_TASKS_WORKFLOW)]
+    pub async fn run(ctx: &mut WorkflowContext<Self>, input: GroupInput) -> WorkflowResult<GroupOutcome> {
+        Ok(run_chain(&*ctx, &input.workflow_id, &input.steps).await)
+    }
+}
+
+/// `SkillsAnalysisWorkflow`: skills miner, then skills architecture.
+#[workflow]
+#[derive(Default)]
+pub struct SkillsAnalysis;
+
+#[workflow_methods]
+impl SkillsAnalysis {
+    #[run(name = SKILLS_ANALYSIS_WORKFLOW)]
+    pub async fn run(ctx: &mut WorkflowContext<Self>, input: GroupInput) -> WorkflowResult<GroupOutcome> {
+        Ok(run_chain(&*ctx, &input.workflow_id, &input.steps).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etter_pipeline::steps::plan_new;
+
+    #[test]
+    fn planned_keeps_order_and_drops_skipped_steps() {
+        let plan = plan_new(true).steps;
+        assert_eq!(planned(&plan, &[StepName::RoleSetup, StepName::DocumentLinking]).len(), 2);
+        assert!(planned(&plan, &[StepName::StepExecutor, StepName::Standardization]).is_empty());
+        assert_eq!(planned(&plan, &[StepName::Finalize]), vec![StepName::Finalize]);
+    }
+
+    #[test]
+    fn the_policy_follows_the_configuration() {
+        let config = WorkerConfig::default();
+        let policy = ActivityPolicy::from(&config);
+        assert_eq!(policy.maximum_attempts, config.retry_maximum_attempts);
+        assert_eq!(policy.heartbeat, config.heartbeat_timeout);
+    }
+}

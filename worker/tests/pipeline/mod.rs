@@ -1,0 +1,248 @@
+//! The onboarding workflow with the real worker (`etter_worker::run`, as the binary runs it), a
+//! real Temporal dev server, the embedded SQLite run store and role graph, the offline model and
+//! the document fixtures: what a run writes, step by step, and how it ends.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use etter_pipeline::Config;
+use etter_pipeline::graph::RoleGraph;
+use etter_pipeline::ids::{CompanyId, DraupRoleId, RoleName};
+use etter_pipeline::lifecycle::RunState;
+use etter_pipeline::steps::{StepName, plan_new};
+use etter_pipeline::store::{Admission, Change, DocumentRef, NewRun, Priority, Run, RunStore, StepStatus, Transition};
+use etter_pipeline::workflow::{RoleOnboardingInput, RoleOnboardingOutput};
+use etter_worker::workflows::RoleOnboarding;
+use temporalio_client::{WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowStartOptions};
+
+use crate::harness::{DEADLINE, connect, settings_from, within};
+
+/// A private world for one test: its data directory (store, graph, documents) and task queue.
+pub struct World {
+    pub config: Config,
+    pub store: Arc<dyn RunStore>,
+    pub docs: PathBuf,
+    company: CompanyId,
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipeline/tests/fixtures/documents").join(name)
+}
+
+impl World {
+    pub async fn new(test: &str) -> Result<Self> {
+        let settings = settings_from(|name| std::env::var(name).ok())?;
+        let unique = format!("{test}-{}-{}", std::process::id(), etter_pipeline::store::now().timestamp_micros());
+        let root = std::env::temp_dir().join(format!("etter-worker-{unique}"));
+        let docs = root.join("docs");
+        std::fs::create_dir_all(&docs)?;
+        let mut config = Config::default();
+        config.data_dir = root.join("data");
+        config.documents.file_root = docs.canonicalize()?;
+        config.temporal.address = settings.address;
+        config.temporal.namespace = settings.namespace;
+        config.temporal.task_queue = format!("etter-worker-{unique}");
+        config.worker.metrics_listen = "127.0.0.1:0".parse()?;
+        config.worker.heartbeat_timeout = Duration::from_secs(2);
+        config.worker.retry_initial_interval = Duration::from_millis(100);
+        config.worker.shutdown_grace = Duration::from_secs(2);
+        let store = etter_pipeline::store::connect(&config.store_location()?).await?;
+        let company = CompanyId::parse(&format!("w{}", unique.replace(['-', '_'], "").to_lowercase()))?;
+        Ok(Self { config, store, docs, company })
+    }
+
+    /// Copies a fixture into the documents root and answers its `file://` URI.
+    pub fn document(&self, fixture_name: &str) -> Result<String> {
+        let target = self.config.documents.file_root.join(fixture_name);
+        std::fs::copy(fixture(fixture_name), &target).with_context(|| format!("copying fixture {fixture_name}"))?;
+        Ok(format!("file://{}", target.display()))
+    }
+
+    /// A run as the server's Push stores it: QUEUED, then PROCESSING as the dispatcher marks it.
+    pub async fn queued_run(&self, role: &str, documents: Vec<(&str, String)>) -> Result<Run> {
+        let created = self
+            .store
+            .create_run(NewRun {
+                company: self.company.clone(),
+                role_name: RoleName::parse(role)?,
+                draup_role_id: Some(DraupRoleId::parse("draup-role-4711")?),
+                input_identity: format!("{role}-identity"),
+                documents: documents
+                    .into_iter()
+                    .map(|(kind, uri)| DocumentRef { kind: kind.to_owned(), uri })
+                    .collect(),
+                options: serde_json::json!({}),
+                priority: Priority::Normal,
+                token_estimate: 0,
+                force: false,
+                expected_latest: None,
+                admission: Admission::Queue,
+                reason: "pushed by the worker tests".to_owned(),
+            })
+            .await?;
+        let run =
+            self.store.transition(&created.run.workflow_id, Transition::to(RunState::Processing, "dispatched")).await?;
+        Ok(run)
+    }
+
+    /// Runs the workflow of `run` on a worker of this world and answers its output.
+    pub async fn execute(&self, run: &Run) -> Result<RoleOnboardingOutput> {
+        let client = connect(&settings_from(|name| std::env::var(name).ok())?).await?;
+        let input = RoleOnboardingInput {
+            workflow_id: run.workflow_id.clone(),
+            role_id: run.role_id.clone(),
+            company_id: run.company_id.clone(),
+            plan: plan_new(false).steps,
+            reuse_from: None,
+            trace_id: None,
+        };
+        let options = WorkflowStartOptions::new(self.config.temporal.task_queue.clone(), run.workflow_id.to_string())
+            .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+            .execution_timeout(DEADLINE * 4)
+            .build();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let worker = etter_worker::run(self.config.clone(), async {
+            let _ = stopped.await;
+        });
+        let scenario = async {
+            let handle = client.start_workflow(RoleOnboarding::run, input, options).await?;
+            let output =
+                within(DEADLINE * 2, "the onboarding workflow", handle.get_result(WorkflowGetResultOptions::default()))
+                    .await??;
+            let _ = stop.send(());
+            Ok::<_, anyhow::Error>(output)
+        };
+        let (worker, output) = tokio::join!(worker, scenario);
+        worker.context("the worker failed")?;
+        output
+    }
+
+    pub async fn graph(&self) -> Result<Arc<dyn RoleGraph>> {
+        Ok(etter_pipeline::graph::open(&self.config.graph, &self.config.data_dir).await?)
+    }
+}
+
+/// The latest attempt's status of every step, in step order.
+async fn step_states(store: &dyn RunStore, run: &Run) -> Result<Vec<(String, StepStatus)>> {
+    let attempts = store.steps(&run.workflow_id).await?;
+    Ok(StepName::ALL
+        .into_iter()
+        .filter_map(|step| {
+            attempts
+                .iter()
+                .filter(|a| a.step == step.as_str())
+                .max_by_key(|a| a.attempt)
+                .map(|a| (a.step.clone(), a.status))
+        })
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pdf_job_description_reaches_ready_with_its_tasks_in_the_graph() -> Result<()> {
+    let world = World::new("ready").await?;
+    let run = world
+        .queued_run(
+            "Claims Adjuster",
+            vec![
+                ("job_description", world.document("claims_adjuster_jd.pdf")?),
+                ("process_map", world.document("claims_handling_process_map.pdf")?),
+            ],
+        )
+        .await?;
+
+    let output = world.execute(&run).await?;
+    ensure!(output.state == RunState::Ready, "the run ended {:?}: {output:?}", output.state);
+    ensure!(output.failed.is_empty() && output.completed.len() == StepName::ALL.len(), "{output:?}");
+
+    let stored = world.store.get_run(&run.workflow_id).await?;
+    ensure!(stored.state == RunState::Ready && stored.end_time.is_some(), "{stored:?}");
+    ensure!(stored.tokens_used.total() > 0, "the offline model's tokens are metered: {:?}", stored.tokens_used);
+    let states = step_states(world.store.as_ref(), &run).await?;
+    ensure!(states.len() == StepName::ALL.len(), "{states:?}");
+    ensure!(states.iter().all(|(_, s)| *s == StepStatus::Completed), "{states:?}");
+
+    // Every step announced itself running and then completed, in dependency order, and the run's
+    // last event is the outcome.
+    let events = world.store.events_after(&run.workflow_id, 0, 1000).await?;
+    let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+    ensure!(sequences == (1..=events.len() as u64).collect::<Vec<_>>(), "gap-free: {sequences:?}");
+    let position = |step: StepName, status: StepStatus| {
+        events.iter().position(
+            |e| matches!(&e.change, Change::Step { step: s, status: st, .. } if s == step.as_str() && *st == status),
+        )
+    };
+    for step in StepName::ALL {
+        let running = position(step, StepStatus::Running).with_context(|| format!("{step} never ran"))?;
+        let completed = position(step, StepStatus::Completed).with_context(|| format!("{step} never completed"))?;
+        ensure!(running < completed);
+        for need in step.spec().needs {
+            let need_done = position(*need, StepStatus::Completed).with_context(|| format!("{need}"))?;
+            ensure!(need_done < running, "{step} started before {need} completed");
+        }
+    }
+    ensure!(
+        matches!(events.last().map(|e| &e.change), Some(Change::Status { status: RunState::Ready, .. })),
+        "last event: {:?}",
+        events.last()
+    );
+
+    // The graph holds the role, visible, with the tasks the job description lists.
+    let graph = world.graph().await?;
+    let outputs = graph.role_outputs(&run.role_id).await?.context("the role is not in the graph")?;
+    ensure!(outputs.visible, "finalize makes the role visible");
+    ensure!(outputs.documents.len() == 2, "{:?}", outputs.documents);
+    let names: Vec<&str> = outputs.assessment.tasks.iter().map(|t| t.name.as_str()).collect();
+    for expected in [
+        "Verify policy coverage, limits, deductibles and exclusions for each claim",
+        "Inspect damaged vehicles and properties and photograph the damage",
+    ] {
+        ensure!(names.iter().any(|n| n.contains(expected)), "task {expected:?} missing from {names:#?}");
+    }
+    ensure!(!outputs.top_tasks.ranked.is_empty() && !outputs.skills.skills.is_empty());
+    ensure!(!outputs.feasibility.tasks.is_empty(), "task feasibility ran");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_pdf_fails_the_run_naming_the_document_without_retries() -> Result<()> {
+    let world = World::new("corrupt").await?;
+    let uri = world.document("corrupt.pdf")?;
+    let run = world.queued_run("Claims Adjuster", vec![("job_description", uri.clone())]).await?;
+
+    let output = world.execute(&run).await?;
+    ensure!(output.state == RunState::Failed, "{output:?}");
+    ensure!(output.failed == vec![StepName::DocumentLinking], "{output:?}");
+
+    let stored = world.store.get_run(&run.workflow_id).await?;
+    let error = stored.error.context("a FAILED run carries its error")?;
+    ensure!(error.message.contains(&uri), "the error names the document: {error:?}");
+    ensure!(error.step.as_deref() == Some("document_linking") && !error.recoverable, "{error:?}");
+    let attempts = world.store.steps(&run.workflow_id).await?;
+    let linking: Vec<_> = attempts.iter().filter(|a| a.step == "document_linking").collect();
+    ensure!(linking.len() == 1 && linking[0].status == StepStatus::Failed, "one attempt, failed: {linking:?}");
+    // Nothing after the failed critical step ran; those steps are closed as skipped.
+    let states = step_states(world.store.as_ref(), &run).await?;
+    ensure!(
+        states
+            .iter()
+            .filter(|(s, _)| s != "role_setup" && s != "document_linking")
+            .all(|(_, st)| *st == StepStatus::Skipped),
+        "{states:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_document_fails_the_run_naming_it() -> Result<()> {
+    let world = World::new("missing").await?;
+    let uri = format!("file://{}", world.config.documents.file_root.join("never-uploaded.pdf").display());
+    let run = world.queued_run("Claims Adjuster", vec![("job_description", uri.clone())]).await?;
+    let output = world.execute(&run).await?;
+    ensure!(output.state == RunState::Failed, "{output:?}");
+    let error = world.store.get_run(&run.workflow_id).await?.error.context("error")?;
+    ensure!(error.code == "DOCUMENT_NOT_FOUND" && error.message.contains(&uri), "{error:?}");
+    let _ = &world.docs;
+    Ok(())
+}
