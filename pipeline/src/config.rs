@@ -26,8 +26,20 @@ pub const ENV_PREFIX: &str = "ETTER_";
 /// The top-level sections (and top-level keys) of the configuration. Environment variables with the
 /// [`ENV_PREFIX`] that name anything else (for example `ETTER_TOOLS__*`, read by the test harness)
 /// are not configuration and are ignored; unknown keys *inside* a section are errors.
-const SECTIONS: &[&str] =
-    &["data_dir", "server", "auth", "store", "redis", "graph", "documents", "llm", "temporal", "worker", "log"];
+const SECTIONS: &[&str] = &[
+    "data_dir",
+    "server",
+    "dispatch",
+    "auth",
+    "store",
+    "redis",
+    "graph",
+    "documents",
+    "llm",
+    "temporal",
+    "worker",
+    "log",
+];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,6 +49,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The gRPC control plane.
     pub server: ServerConfig,
+    /// The server's dispatcher: how queued runs are started in Temporal.
+    pub dispatch: DispatchConfig,
     /// Who may call the control plane.
     pub auth: AuthConfig,
     /// The run store.
@@ -70,6 +84,75 @@ pub struct ServerConfig {
     /// How long a graceful shutdown waits for in-flight calls and streams.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// How often health checks ask the store and Temporal whether they answer.
+    #[serde(with = "humantime_serde")]
+    pub health_check_interval: Duration,
+    /// How often a `WatchStatus` stream polls the store for new events.
+    #[serde(with = "humantime_serde")]
+    pub watch_poll_interval: Duration,
+    /// A `WatchStatus` stream that sent nothing for this long sends a heartbeat.
+    #[serde(with = "humantime_serde")]
+    pub watch_heartbeat_interval: Duration,
+    /// A `WatchStatus` stream ends cleanly after this long; clients resume with `after_sequence`.
+    #[serde(with = "humantime_serde")]
+    pub watch_max_lifetime: Duration,
+}
+
+/// `[dispatch]`: the server's dispatcher, which starts queued runs' workflows in Temporal, and
+/// its reconciler, which closes runs whose workflow ended without recording an outcome.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    /// How often the dispatcher looks for queued runs when no push woke it.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// How long a claim on a queued run holds; a run not started by then can be claimed again.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// Queued runs claimed per company per round.
+    pub claim_batch: u32,
+    /// Workflow starts in flight at once.
+    pub max_concurrent_starts: usize,
+    /// PROCESSING runs of one company at most (seed: 200).
+    pub max_processing_per_company: u64,
+    /// PROCESSING runs of all companies at most.
+    pub max_processing: u64,
+    /// Longest one Temporal call (connecting included) may take before it counts as unavailable.
+    #[serde(with = "humantime_serde")]
+    pub temporal_timeout: Duration,
+    /// First back-off after Temporal was unavailable (doubling).
+    #[serde(with = "humantime_serde")]
+    pub retry_initial_backoff: Duration,
+    /// Longest back-off after Temporal was unavailable.
+    #[serde(with = "humantime_serde")]
+    pub retry_max_backoff: Duration,
+    /// How often the reconciler checks PROCESSING runs against their workflows.
+    #[serde(with = "humantime_serde")]
+    pub reconcile_interval: Duration,
+    /// Estimated wall time of one step, while there are no measurements.
+    #[serde(with = "humantime_serde")]
+    pub estimate_step_duration: Duration,
+    /// Estimated LLM tokens of one LLM-using step, while there are no measurements.
+    pub estimate_llm_step_tokens: i64,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(1),
+            lease: Duration::from_secs(60),
+            claim_batch: 50,
+            max_concurrent_starts: 16,
+            max_processing_per_company: 200,
+            max_processing: 1000,
+            temporal_timeout: Duration::from_secs(10),
+            retry_initial_backoff: Duration::from_millis(500),
+            retry_max_backoff: Duration::from_secs(30),
+            reconcile_interval: Duration::from_secs(30),
+            estimate_step_duration: Duration::from_secs(30),
+            estimate_llm_step_tokens: 4000,
+        }
+    }
 }
 
 /// `[auth]`: bearer-token (JWT) authentication of every `PipelineService` call. There is no
@@ -261,6 +344,7 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from(".etter/data"),
             server: ServerConfig::default(),
+            dispatch: DispatchConfig::default(),
             auth: AuthConfig::default(),
             store: StoreConfig::default(),
             redis: RedisConfig::default(),
@@ -281,6 +365,10 @@ impl Default for ServerConfig {
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             cors_allowed_origins: vec!["*".to_owned()],
             shutdown_grace: Duration::from_secs(10),
+            health_check_interval: Duration::from_secs(5),
+            watch_poll_interval: Duration::from_millis(250),
+            watch_heartbeat_interval: Duration::from_secs(15),
+            watch_max_lifetime: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -492,6 +580,39 @@ impl Config {
         if self.llm.max_attempts == 0 {
             return invalid("llm.max_attempts", "must be at least 1");
         }
+        let positive = [
+            ("server.health_check_interval", self.server.health_check_interval),
+            ("server.watch_poll_interval", self.server.watch_poll_interval),
+            ("server.watch_heartbeat_interval", self.server.watch_heartbeat_interval),
+            ("server.watch_max_lifetime", self.server.watch_max_lifetime),
+            ("dispatch.poll_interval", self.dispatch.poll_interval),
+            ("dispatch.lease", self.dispatch.lease),
+            ("dispatch.temporal_timeout", self.dispatch.temporal_timeout),
+            ("dispatch.retry_initial_backoff", self.dispatch.retry_initial_backoff),
+            ("dispatch.reconcile_interval", self.dispatch.reconcile_interval),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, d)| d.is_zero()) {
+            return invalid(key, "must be positive");
+        }
+        if self.dispatch.retry_max_backoff < self.dispatch.retry_initial_backoff {
+            return invalid("dispatch.retry_max_backoff", "must be at least dispatch.retry_initial_backoff");
+        }
+        if self.dispatch.lease <= self.dispatch.temporal_timeout {
+            return invalid("dispatch.lease", "must be longer than dispatch.temporal_timeout");
+        }
+        if self.dispatch.claim_batch == 0
+            || self.dispatch.max_concurrent_starts == 0
+            || self.dispatch.max_processing_per_company == 0
+            || self.dispatch.max_processing == 0
+        {
+            return invalid(
+                "dispatch.max_processing",
+                "caps (and dispatch.claim_batch, dispatch.max_concurrent_starts, dispatch.max_processing_per_company) must be at least 1",
+            );
+        }
+        if self.dispatch.estimate_llm_step_tokens < 0 {
+            return invalid("dispatch.estimate_llm_step_tokens", "must not be negative");
+        }
         if self.worker.max_concurrent_activities == 0 {
             return invalid("worker.max_concurrent_activities", "must be at least 1");
         }
@@ -567,6 +688,86 @@ pub const KEYS: &[KeyDoc] = &[
         key: "server.shutdown_grace",
         used_by: "server",
         description: "How long a graceful shutdown waits for in-flight calls and streams.",
+    },
+    KeyDoc {
+        key: "server.health_check_interval",
+        used_by: "server",
+        description: "How often health checks ask the store and Temporal whether they answer.",
+    },
+    KeyDoc {
+        key: "server.watch_poll_interval",
+        used_by: "server",
+        description: "How often a `WatchStatus` stream polls the run store for new events.",
+    },
+    KeyDoc {
+        key: "server.watch_heartbeat_interval",
+        used_by: "server",
+        description: "A `WatchStatus` stream that sent nothing for this long sends a heartbeat with queue positions.",
+    },
+    KeyDoc {
+        key: "server.watch_max_lifetime",
+        used_by: "server",
+        description: "A `WatchStatus` stream ends cleanly after this long; clients resume with `after_sequence`.",
+    },
+    KeyDoc {
+        key: "dispatch.poll_interval",
+        used_by: "server",
+        description: "How often the dispatcher looks for queued runs when no push woke it.",
+    },
+    KeyDoc {
+        key: "dispatch.lease",
+        used_by: "server",
+        description: "How long a dispatcher's claim on a queued run holds; an unstarted run is claimable again after it.",
+    },
+    KeyDoc {
+        key: "dispatch.claim_batch",
+        used_by: "server",
+        description: "Queued runs claimed per company per round.",
+    },
+    KeyDoc {
+        key: "dispatch.max_concurrent_starts",
+        used_by: "server",
+        description: "Temporal workflow starts in flight at once.",
+    },
+    KeyDoc {
+        key: "dispatch.max_processing_per_company",
+        used_by: "server",
+        description: "PROCESSING runs of one company at most (seed: 200); more wait QUEUED.",
+    },
+    KeyDoc {
+        key: "dispatch.max_processing",
+        used_by: "server",
+        description: "PROCESSING runs of all companies at most; more wait QUEUED.",
+    },
+    KeyDoc {
+        key: "dispatch.temporal_timeout",
+        used_by: "server",
+        description: "Longest one Temporal call (connecting included) may take before Temporal counts as unavailable.",
+    },
+    KeyDoc {
+        key: "dispatch.retry_initial_backoff",
+        used_by: "server",
+        description: "First wait after Temporal was unavailable; doubles up to `dispatch.retry_max_backoff`.",
+    },
+    KeyDoc {
+        key: "dispatch.retry_max_backoff",
+        used_by: "server",
+        description: "Longest wait between dispatch attempts while Temporal is unavailable.",
+    },
+    KeyDoc {
+        key: "dispatch.reconcile_interval",
+        used_by: "server",
+        description: "How often PROCESSING runs are checked against their workflows (ended without an outcome → FAILED).",
+    },
+    KeyDoc {
+        key: "dispatch.estimate_step_duration",
+        used_by: "server",
+        description: "Estimated wall time of one step, for queue ETAs and estimated durations.",
+    },
+    KeyDoc {
+        key: "dispatch.estimate_llm_step_tokens",
+        used_by: "server",
+        description: "Estimated LLM tokens of one LLM-using step, for token estimates.",
     },
     KeyDoc {
         key: "auth.hs256_secret",

@@ -309,12 +309,14 @@ fn unknown_schemes_are_refused() -> Result<()> {
 
 #[tokio::test]
 async fn extraction_past_its_time_limit_is_reported_and_its_slot_stays_taken() -> Result<()> {
-    // ~8 MB of text: far more than the 1 ms limit needs, in any build.
-    let text = "Review first notice of loss reports and contact claimants.\n".repeat(140_000);
+    // ~33 MB of text: far more than the 1 ms limit needs, in any build, and enough that the first
+    // extraction still holds its slot when the second asks, even on a loaded 2-core machine.
+    let text = "Review first notice of loss reports and contact claimants.\n".repeat(560_000);
     let config = DocumentsConfig {
         extract_timeout: Duration::from_millis(1),
         max_concurrent_extractions: 1,
-        max_text_chars: 20_000_000,
+        max_text_chars: 40_000_000,
+        max_bytes: 64 * 1024 * 1024,
         ..DocumentsConfig::default()
     };
     let documents = Documents::new(config)?;

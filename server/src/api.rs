@@ -1,57 +1,96 @@
 //! `etter.pipeline.v1.PipelineService`: thin tonic handlers over the control plane's logic.
 
-use std::pin::Pin;
+use std::{pin::Pin, sync::Arc};
 
+use etter_pipeline::{config::Config, store::RunStore};
 use etter_proto::v1::{
     CancelRequest, CancelResponse, GetStatusRequest, GetStatusResponse, HistoryRequest, HistoryResponse,
     PushBatchRequest, PushBatchResponse, PushRequest, PushResponse, RetryRequest, RetryResponse, WatchStatusRequest,
     WatchStatusResponse, pipeline_service_server::PipelineService,
 };
+use tokio::sync::{Notify, watch};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::error::ApiError;
+use crate::{auth, error::ApiError, push, status, watch as watching};
 
 /// The stream type of `WatchStatus`.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchStatusResponse, Status>> + Send + 'static>>;
 
-/// The service. Every RPC of the contract is routed here; until the pipeline lands they answer
-/// `UNIMPLEMENTED` with an `ErrorInfo`.
-#[derive(Debug, Default)]
-pub struct PipelineApi {}
+/// The service and what its handlers share.
+pub struct PipelineApi {
+    store: Arc<dyn RunStore>,
+    config: Arc<Config>,
+    wake_dispatcher: Arc<Notify>,
+    drain: watch::Receiver<bool>,
+}
 
 impl PipelineApi {
-    /// A service with no state yet.
-    pub fn new() -> Self {
-        Self {}
+    /// A service over `store`; `wake_dispatcher` is notified when a push queued a run, `drain`
+    /// turns true when the server drains (watch streams end).
+    pub fn new(
+        store: Arc<dyn RunStore>,
+        config: Arc<Config>,
+        wake_dispatcher: Arc<Notify>,
+        drain: watch::Receiver<bool>,
+    ) -> Self {
+        Self { store, config, wake_dispatcher, drain }
+    }
+
+    fn watch_context(&self) -> watching::WatchContext {
+        watching::WatchContext {
+            store: Arc::clone(&self.store),
+            dispatch: self.config.dispatch.clone(),
+            settings: watching::WatchSettings {
+                poll_interval: self.config.server.watch_poll_interval,
+                heartbeat_interval: self.config.server.watch_heartbeat_interval,
+                max_lifetime: self.config.server.watch_max_lifetime,
+            },
+            drain: self.drain.clone(),
+        }
     }
 }
 
 fn not_yet(rpc: &'static str) -> Status {
-    ApiError::Unimplemented { rpc, detail: "this server serves the contract, health and reflection only" }.into()
+    ApiError::Unimplemented { rpc, detail: "this server serves Push, GetStatus and WatchStatus so far" }.into()
 }
 
 #[tonic::async_trait]
 impl PipelineService for PipelineApi {
-    async fn push(&self, _request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
-        Err(not_yet("Push"))
+    async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
+        let principal = auth::principal(&request)?;
+        let cx = push::PushContext {
+            store: self.store.as_ref(),
+            documents: &self.config.documents,
+            dispatch: &self.config.dispatch,
+        };
+        let response = push::push(&cx, &principal, request.into_inner()).await?;
+        if response.created {
+            self.wake_dispatcher.notify_one();
+        }
+        Ok(Response::new(response))
     }
 
     async fn push_batch(&self, _request: Request<PushBatchRequest>) -> Result<Response<PushBatchResponse>, Status> {
         Err(not_yet("PushBatch"))
     }
 
-    async fn get_status(&self, _request: Request<GetStatusRequest>) -> Result<Response<GetStatusResponse>, Status> {
-        Err(not_yet("GetStatus"))
+    async fn get_status(&self, request: Request<GetStatusRequest>) -> Result<Response<GetStatusResponse>, Status> {
+        let principal = auth::principal(&request)?;
+        let response =
+            status::get_status(self.store.as_ref(), &self.config.dispatch, &principal, request.into_inner()).await?;
+        Ok(Response::new(response))
     }
 
     type WatchStatusStream = WatchStream;
 
     async fn watch_status(
         &self,
-        _request: Request<WatchStatusRequest>,
+        request: Request<WatchStatusRequest>,
     ) -> Result<Response<Self::WatchStatusStream>, Status> {
-        Err(not_yet("WatchStatus"))
+        let principal = auth::principal(&request)?;
+        let stream = watching::watch_status(self.watch_context(), &principal, request.into_inner()).await?;
+        Ok(Response::new(stream))
     }
 
     async fn retry(&self, _request: Request<RetryRequest>) -> Result<Response<RetryResponse>, Status> {

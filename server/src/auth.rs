@@ -59,6 +59,44 @@ impl Principal {
     pub fn is_member_of(&self, company: &CompanyId) -> bool {
         self.role == Role::Admin || self.companies.contains(company)
     }
+
+    /// Checks that the caller may change runs of `company` (push, retry, cancel): an operator of
+    /// that company or an admin. A viewer, or a company the caller does not belong to, is
+    /// `PERMISSION_DENIED` (the request named the company, so its existence is no secret).
+    pub fn authorize_write(&self, company: &CompanyId) -> Result<(), ApiError> {
+        self.require_operator()?;
+        if !self.is_member_of(company) {
+            return Err(ApiError::PermissionDenied(format!("user {} does not act for company {company}", self.user)));
+        }
+        Ok(())
+    }
+
+    /// Checks that the caller may change runs at all (an operator or admin), before anything
+    /// about the request is looked at.
+    pub fn require_operator(&self) -> Result<(), ApiError> {
+        if self.role < Role::Operator {
+            return Err(ApiError::PermissionDenied(format!(
+                "user {} is a viewer and may only read; pushing, retrying and cancelling need an operator or admin",
+                self.user
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks that the caller may see a run of `company`. A run of another company is
+    /// `NOT_FOUND`, exactly as a run that does not exist (its existence is not disclosed).
+    pub fn authorize_read(&self, company: &CompanyId, what: &'static str, id: &str) -> Result<(), ApiError> {
+        if self.is_member_of(company) { Ok(()) } else { Err(ApiError::NotFound { what, id: id.to_owned() }) }
+    }
+}
+
+/// The authenticated caller of a request, as the [`Authenticator`] left it.
+pub fn principal<T>(request: &Request<T>) -> Result<Principal, ApiError> {
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or(ApiError::Unauthenticated("the request was not authenticated"))
 }
 
 /// The claims of an Etter bearer token.

@@ -1,14 +1,31 @@
 //! The one mapping from the control plane's errors to `google.rpc.Status`.
 //!
 //! Every error carries an `ErrorInfo { reason, domain: "etter.pipeline" }` so clients can branch on a
-//! stable reason, plus the standard detail that fits (field violations, retry info, …) as the
-//! pipeline grows.
+//! stable reason, plus the standard detail that fits: `BadRequest` field violations for invalid
+//! input, `PreconditionFailure` for requests the current state refuses.
 
+use etter_pipeline::store::StoreError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
 /// The `ErrorInfo.domain` of every error this service returns.
 pub const ERROR_DOMAIN: &str = "etter.pipeline";
+
+/// One invalid field of a request: its path (`documents[0].uri`) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Path of the field in the request.
+    pub field: String,
+    /// What is wrong with it.
+    pub description: String,
+}
+
+impl Violation {
+    /// A violation of `field`.
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self { field: field.into(), description: description.into() }
+    }
+}
 
 /// An error of the control plane's API.
 #[derive(Debug, thiserror::Error)]
@@ -16,7 +33,39 @@ pub enum ApiError {
     /// The call carries no valid bearer token.
     #[error("unauthenticated: {0}")]
     Unauthenticated(&'static str),
-    /// The RPC is part of the contract but not served by this version yet.
+    /// The caller may not do this.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// The request is invalid; nothing was stored.
+    #[error("invalid request: {}", describe(.violations))]
+    InvalidArgument {
+        /// The stable reason (`INVALID_ROLE`, `INVALID_REQUEST`).
+        reason: &'static str,
+        /// Every invalid field.
+        violations: Vec<Violation>,
+    },
+    /// The client reused a `request_id` for a different request.
+    #[error("{0}")]
+    RequestIdReused(String),
+    /// The run, role or batch does not exist or belongs to a company the caller cannot see.
+    #[error("{what} {id} not found")]
+    NotFound {
+        /// `run`, `role`, `batch`.
+        what: &'static str,
+        /// The id the caller gave.
+        id: String,
+    },
+    /// The current state refuses the request.
+    #[error("{description}")]
+    FailedPrecondition {
+        /// The stable reason and `PreconditionFailure.type` (`RUN_STILL_ACTIVE`, …).
+        reason: &'static str,
+        /// What the precondition is about (a role id, a run id).
+        subject: String,
+        /// What is wrong and what to do.
+        description: String,
+    },
+    /// The RPC (or this form of it) is part of the contract but not served by this version yet.
     #[error("{rpc} is not available yet: {detail}")]
     Unimplemented {
         /// The RPC's name.
@@ -24,28 +73,100 @@ pub enum ApiError {
         /// What is missing.
         detail: &'static str,
     },
+    /// A dependency (the run store) is unavailable; retrying later can succeed.
+    #[error("the service is temporarily unavailable; retry later")]
+    Unavailable(String),
+    /// A bug or corrupt data; the detail is logged, not sent.
+    #[error("internal error; the server log has the details")]
+    Internal(String),
+}
+
+fn describe(violations: &[Violation]) -> String {
+    violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
 }
 
 impl ApiError {
+    /// An `INVALID_ARGUMENT` about one field.
+    pub fn invalid(reason: &'static str, field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidArgument { reason, violations: vec![Violation::new(field, description)] }
+    }
+
     /// The stable `ErrorInfo.reason` of this error.
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Unauthenticated(_) => "UNAUTHENTICATED",
+            Self::PermissionDenied(_) => "PERMISSION_DENIED",
+            Self::InvalidArgument { reason, .. } => reason,
+            Self::RequestIdReused(_) => "REQUEST_ID_REUSED",
+            Self::NotFound { what: "role", .. } => "ROLE_NOT_FOUND",
+            Self::NotFound { what: "batch", .. } => "BATCH_NOT_FOUND",
+            Self::NotFound { .. } => "RUN_NOT_FOUND",
+            Self::FailedPrecondition { reason, .. } => reason,
             Self::Unimplemented { .. } => "NOT_IMPLEMENTED",
+            Self::Unavailable(_) => "UNAVAILABLE",
+            Self::Internal(_) => "INTERNAL",
         }
     }
 
     fn code(&self) -> Code {
         match self {
             Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::PermissionDenied(_) => Code::PermissionDenied,
+            Self::InvalidArgument { .. } | Self::RequestIdReused(_) => Code::InvalidArgument,
+            Self::NotFound { .. } => Code::NotFound,
+            Self::FailedPrecondition { .. } => Code::FailedPrecondition,
             Self::Unimplemented { .. } => Code::Unimplemented,
+            Self::Unavailable(_) => Code::Unavailable,
+            Self::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound { what, id } => ApiError::NotFound { what, id },
+            StoreError::RequestIdReused { .. } => ApiError::RequestIdReused(err.to_string()),
+            StoreError::RunStillActive(ref active) => ApiError::FailedPrecondition {
+                reason: "RUN_STILL_ACTIVE",
+                subject: active.latest.to_string(),
+                description: format!("{err}; wait for it to end or cancel it, or push the same inputs"),
+            },
+            StoreError::IllegalTransition(ref t) => ApiError::FailedPrecondition {
+                reason: "ILLEGAL_TRANSITION",
+                subject: t.from.to_string(),
+                description: err.to_string(),
+            },
+            StoreError::RoleIdCollision { .. } => ApiError::invalid("INVALID_ROLE", "role_name", err.to_string()),
+            StoreError::Conflict(message) => {
+                ApiError::FailedPrecondition { reason: "CONFLICT", subject: String::new(), description: message }
+            }
+            StoreError::Database(_) => ApiError::Unavailable(err.to_string()),
+            other => ApiError::Internal(other.to_string()),
         }
     }
 }
 
 impl From<ApiError> for Status {
     fn from(err: ApiError) -> Self {
-        let details = ErrorDetails::with_error_info(err.reason(), ERROR_DOMAIN, []);
+        let mut details = ErrorDetails::with_error_info(err.reason(), ERROR_DOMAIN, []);
+        match &err {
+            ApiError::InvalidArgument { violations, .. } => {
+                for v in violations {
+                    details.add_bad_request_violation(v.field.clone(), v.description.clone());
+                }
+            }
+            ApiError::RequestIdReused(message) => {
+                details.add_bad_request_violation("request_id", message.clone());
+            }
+            ApiError::FailedPrecondition { reason, subject, description } => {
+                details.add_precondition_failure_violation(*reason, subject.clone(), description.clone());
+            }
+            ApiError::Internal(detail) | ApiError::Unavailable(detail) => {
+                tracing::error!(error = %detail, code = ?err.code(), "request failed");
+            }
+            _ => {}
+        }
         Status::with_error_details(err.code(), err.to_string(), details)
     }
 }

@@ -5,11 +5,23 @@
 
 mod api;
 pub mod auth;
+mod convert;
+mod dispatch;
 mod error;
+mod estimate;
+pub mod health;
+mod push;
+mod status;
+mod watch;
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use etter_pipeline::{Config, process};
+use etter_pipeline::{
+    Config, ConfigError,
+    orchestrator::{Orchestrator, TemporalOrchestrator, TemporalSettings},
+    process,
+    store::{self, StoreError, StoreOptions},
+};
 use etter_proto::v1::pipeline_service_server::PipelineServiceServer;
 use http::{HeaderName, Method};
 use tokio::net::TcpListener;
@@ -39,6 +51,12 @@ pub enum ServeError {
     /// The `/metrics` endpoint could not start.
     #[error(transparent)]
     Metrics(#[from] process::MetricsError),
+    /// The configuration names no usable store.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The run store could not be opened or migrated.
+    #[error("cannot open the run store: {0}")]
+    Store(#[from] StoreError),
     /// The transport failed while serving.
     #[error("transport error: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -54,6 +72,12 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         .await
         .map_err(|source| ServeError::Bind { addr: config.server.listen, source })?;
     let local_addr = listener.local_addr().map_err(|source| ServeError::Bind { addr: config.server.listen, source })?;
+
+    // The run store first: nothing is acknowledged that is not stored. Migrations run here.
+    let location = config.store_location()?;
+    let options = StoreOptions { max_connections: config.store.max_connections, ..StoreOptions::default() };
+    let store = store::connect_with(&location, &options).await?;
+    tracing::info!(backend = store.backend(), "run store ready");
 
     let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
     let metrics_addr =
@@ -71,21 +95,50 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
 
     let secret = auth::signing_secret(&config.auth, &config.data_dir)?;
     let authenticator = auth::Authenticator::new(&config.auth, &secret);
+
+    let instance = format!("etter-server-{}-{:08x}", std::process::id(), random_u32());
+    let orchestrator: Arc<dyn Orchestrator> = Arc::new(TemporalOrchestrator::new(TemporalSettings::from_config(
+        &config,
+        config.dispatch.temporal_timeout,
+        instance.clone(),
+    )));
+    let wake_dispatcher = Arc::new(tokio::sync::Notify::new());
+    let config = Arc::new(config);
+    let dispatcher = dispatch::Dispatcher::new(
+        Arc::clone(&store),
+        Arc::clone(&orchestrator),
+        config.dispatch.clone(),
+        instance,
+        Arc::clone(&wake_dispatcher),
+    );
+    let reconciler =
+        dispatch::Reconciler::new(Arc::clone(&store), Arc::clone(&orchestrator), config.dispatch.reconcile_interval);
+    let api = api::PipelineApi::new(Arc::clone(&store), Arc::clone(&config), wake_dispatcher, drain_rx.clone());
     // Health and reflection stay open; every PipelineService call is authenticated.
     let pipeline = tonic::service::interceptor::InterceptedService::new(
-        PipelineServiceServer::new(api::PipelineApi::new()).max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+        PipelineServiceServer::new(api).max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
         authenticator,
     );
-    health_reporter.set_serving::<PipelineServiceServer<api::PipelineApi>>().await;
-    // The empty service name reports the server as a whole.
-    health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    // The store answered (it was just migrated); Temporal is unknown until its first check.
+    health::report_store(&health_reporter, true).await;
+    health_reporter.set_service_status(health::TEMPORAL_SERVICE, tonic_health::ServingStatus::NotServing).await;
+    let background = [
+        tokio::spawn(dispatcher.run(drain_rx.clone())),
+        tokio::spawn(reconciler.run(drain_rx.clone())),
+        tokio::spawn(health::run(
+            health_reporter.clone(),
+            Arc::clone(&store),
+            orchestrator,
+            config.server.health_check_interval,
+            drain_rx.clone(),
+        )),
+    ];
 
     let grace = config.server.shutdown_grace;
     let reporter = health_reporter.clone();
     let stop = async move {
         shutdown.await;
-        reporter.set_not_serving::<PipelineServiceServer<api::PipelineApi>>().await;
-        reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        health::report_draining(&reporter).await;
         let _ = drain_tx.send(true);
         tracing::info!("draining");
     };
@@ -112,8 +165,21 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
             tracing::warn!(grace = ?grace, "shutdown grace elapsed with calls still open; closing them");
         }
     }
+    for task in background {
+        if tokio::time::timeout(grace, task).await.is_err() {
+            tracing::warn!("a background task did not stop within the shutdown grace");
+        }
+    }
+    store.close().await;
     tracing::info!("etter-server stopped");
     Ok(())
+}
+
+fn random_u32() -> u32 {
+    let mut bytes = [0u8; 4];
+    // Only tells dispatcher instances apart; a fixed value on failure is harmless.
+    let _ = getrandom::fill(&mut bytes);
+    u32::from_le_bytes(bytes)
 }
 
 /// Resolves when draining starts.

@@ -1,6 +1,9 @@
 //! Runs the built `etter-server` binary and talks to it the way its users do: gRPC reflection (v1 and
 //! v1alpha, separately), health, the contract's error model, grpc-web with CORS from a browser origin,
-//! grpcurl, and graceful shutdown on SIGTERM.
+//! grpcurl, graceful shutdown on SIGTERM, and the pipeline's first slice (`pipeline.rs`): Push,
+//! GetStatus, WatchStatus and the dispatcher against a real run store and a real Temporal dev server.
+
+mod pipeline;
 
 use std::{process::Stdio, time::Duration};
 
@@ -26,10 +29,27 @@ impl Server {
     }
 
     async fn start_in(data_dir: std::path::PathBuf, extra_env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let docs = data_dir.join("docs");
+        std::fs::create_dir_all(&docs)?;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_etter-server"));
         cmd.args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "serve"])
             .env("ETTER_DATA_DIR", &data_dir)
             .env("ETTER_LOG__FILTER", "warn")
+            // Isolation: the embedded SQLite store in this test's data dir (a sourced services.env
+            // would otherwise share one PostgreSQL database), and a task queue of its own.
+            .env("ETTER_STORE__URL", "")
+            .env("ETTER_TEMPORAL__TASK_QUEUE", format!("etter-server-test-{}", unique_suffix()))
+            .env("ETTER_DOCUMENTS__FILE_ROOT", &docs)
+            // Fast loops, so tests wait for conditions briefly.
+            .env("ETTER_DISPATCH__POLL_INTERVAL", "100ms")
+            .env("ETTER_DISPATCH__RECONCILE_INTERVAL", "200ms")
+            .env("ETTER_DISPATCH__TEMPORAL_TIMEOUT", "3s")
+            .env("ETTER_DISPATCH__RETRY_MAX_BACKOFF", "1s")
+            .env("ETTER_SERVER__HEALTH_CHECK_INTERVAL", "200ms")
+            .env("ETTER_SERVER__WATCH_POLL_INTERVAL", "50ms")
+            .env("ETTER_SERVER__WATCH_HEARTBEAT_INTERVAL", "200ms")
+            // No worker polls the tests' task queues: workflows they start close by themselves soon.
+            .env("ETTER_WORKER__WORKFLOW_EXECUTION_TIMEOUT", "2m")
             .envs(extra_env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -67,13 +87,16 @@ impl Server {
 }
 
 fn fresh_data_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("etter-server-test-{}", unique_suffix()))
+}
+
+/// Unique across the tests of one run and across runs against long-lived services (Temporal keeps
+/// closed workflow ids reserved).
+fn unique_suffix() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    std::env::temp_dir().join(format!(
-        "etter-server-test-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ))
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{}-{nanos:x}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 const SERVICE: &str = "etter.pipeline.v1.PipelineService";
@@ -227,20 +250,27 @@ async fn the_generated_key_survives_a_restart() -> anyhow::Result<()> {
     let second = Server::start_in(dir, &[]).await?;
     let mut client = PipelineServiceClient::new(second.channel().await?);
     let status =
-        client.get_status(with_token(GetStatusRequest::default(), &token)?).await.err().context("not yet served")?;
-    assert_eq!(status.code(), tonic::Code::Unimplemented, "a token of the first start must authenticate: {status:?}");
+        client.get_status(with_token(GetStatusRequest::default(), &token)?).await.err().context("no target given")?;
+    assert_eq!(
+        status.code(),
+        tonic::Code::InvalidArgument,
+        "a token of the first start must authenticate (and the empty request is then invalid): {status:?}"
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn unimplemented_rpcs_answer_unimplemented_with_error_info() -> anyhow::Result<()> {
-    use etter_proto::v1::{PushRequest, pipeline_service_client::PipelineServiceClient};
+    use etter_proto::v1::{PushBatchRequest, pipeline_service_client::PipelineServiceClient};
     use tonic_types::StatusExt as _;
     let server = Server::start(&[]).await?;
     let token = server.token(&["--company", "acme", "--role", "operator", "--user", "jane"])?;
     let mut client = PipelineServiceClient::new(server.channel().await?);
-    let status =
-        client.push(with_token(PushRequest::default(), &token)?).await.err().context("Push must not succeed yet")?;
+    let status = client
+        .push_batch(with_token(PushBatchRequest::default(), &token)?)
+        .await
+        .err()
+        .context("PushBatch must not succeed yet")?;
     assert_eq!(status.code(), tonic::Code::Unimplemented);
     let info = status.get_details_error_info().context("ErrorInfo detail missing")?;
     assert_eq!(info.domain, "etter.pipeline");

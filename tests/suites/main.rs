@@ -1,3 +1,4 @@
 //! End-to-end suites across processes and real services.
 
+mod onboarding;
 mod services;

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use temporalio_sdk::activities::{ActivityContext, ActivityError, activities};
 
 use crate::failure::StepFailure;
+use crate::faults::Faults;
 use crate::steps::{StepOutcome, StepRunner};
 
 /// The input of every step activity.
@@ -86,12 +87,13 @@ pub struct OutcomeReport {
 /// The activities of one worker process, sharing its stores, document loader and model.
 pub struct PipelineActivities {
     runner: StepRunner,
+    faults: Faults,
 }
 
 impl PipelineActivities {
-    /// Activities over `runner`.
-    pub fn new(runner: StepRunner) -> Self {
-        Self { runner }
+    /// Activities over `runner`, with the faults a test asked for (none in production).
+    pub fn new(runner: StepRunner, faults: Faults) -> Self {
+        Self { runner, faults }
     }
 
     async fn step(
@@ -165,7 +167,12 @@ impl PipelineActivities {
             .map_err(StepFailure::from)?;
         let upstream = upstream_outputs(step, &attempts)?;
 
-        let work = self.runner.execute(&run, step, &upstream);
+        let work = async {
+            self.faults.before_work(step)?;
+            let outcome = self.runner.execute(&run, step, &upstream).await?;
+            self.faults.after_work(step, attempt).await;
+            Ok::<_, StepFailure>(outcome)
+        };
         tokio::pin!(work);
         let mut beat = tokio::time::interval(heartbeat_every);
         let mut beats: u64 = 0;
@@ -289,6 +296,13 @@ impl PipelineActivities {
     #[activity(name = "BeginRun")]
     pub async fn begin_run(self: Arc<Self>, _ctx: ActivityContext, input: BeginInput) -> Result<(), ActivityError> {
         let store = self.runner.store();
+        // The dispatcher marks the run PROCESSING once Temporal accepted the start; if it died in
+        // between, the run is still QUEUED while its workflow runs. Whoever comes first wins.
+        match store.transition(&input.workflow_id, Transition::to(RunState::Processing, "started by the worker")).await
+        {
+            Ok(_) | Err(StoreError::IllegalTransition(_)) => {}
+            Err(err) => return Err(StepFailure::from(err).into_activity_error()),
+        }
         let prior = match &input.reuse_from {
             Some(old) => store.steps(old).await.map_err(|e| StepFailure::from(e).into_activity_error())?,
             None => Vec::new(),

@@ -5,6 +5,7 @@
 
 pub mod activities;
 pub mod failure;
+pub mod faults;
 pub mod steps;
 pub mod workflows;
 

@@ -15,6 +15,7 @@ use temporalio_sdk::runtime::worker_tuner::{FixedSizeSlotSupplier, TunerHolder, 
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
 use crate::activities::PipelineActivities;
+use crate::faults::{Faults, FaultsError};
 use crate::steps::StepRunner;
 use crate::workflows::{ActivityPolicy, AiAssessment, RoleOnboarding, SkillsAnalysis, TopTasks, set_activity_policy};
 
@@ -36,6 +37,9 @@ pub enum RunError {
     /// The model provider could not be set up.
     #[error("cannot set up the LLM provider: {0}")]
     Llm(#[from] LlmError),
+    /// Fault injection was asked for and is not available.
+    #[error(transparent)]
+    Faults(#[from] FaultsError),
     /// `/metrics` could not start.
     #[error(transparent)]
     Metrics(#[from] process::MetricsError),
@@ -67,7 +71,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let client =
         Client::new(connection, ClientOptions::new(config.temporal.namespace.clone()).build()).map_err(temporal)?;
 
-    let activities = PipelineActivities::new(StepRunner::new(Arc::clone(&store), graph, documents, llm));
+    let faults = Faults::from_env()?;
+    if !faults.is_empty() {
+        tracing::warn!(?faults, "fault injection is on: this worker is for tests only");
+    }
+    let activities = PipelineActivities::new(StepRunner::new(Arc::clone(&store), graph, documents, llm), faults);
     let runtime = Runtime::from_current_tokio(Default::default()).map_err(temporal)?;
     let options = WorkerOptions::new(config.temporal.task_queue.clone())
         .register_workflow::<RoleOnboarding>()

@@ -7,7 +7,7 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use super::DocumentError;
+use super::{DocumentError, DocumentUri, Location};
 use crate::config::{KeyDoc, Secret};
 
 /// `[documents]`: fetching documents and extracting their text.
@@ -132,11 +132,40 @@ impl DocumentsConfig {
     }
 }
 
+impl DocumentsConfig {
+    /// Whether this configuration lets a document be fetched at all, decided from the URI alone
+    /// (the server checks pushes with it): `file://` needs a configured root and a path lexically
+    /// inside it; `s3://` needs an allowed bucket. The worker checks again when it opens the
+    /// document, where symbolic links are resolved too.
+    pub fn admit(&self, uri: &DocumentUri) -> Result<(), DocumentError> {
+        match uri.location() {
+            Location::File(path) => {
+                if self.file_root.as_os_str().is_empty() {
+                    return Err(DocumentError::FileSourceDisabled { uri: uri.to_string() });
+                }
+                let inside = path.strip_prefix(&self.file_root).is_ok_and(|relative| {
+                    !relative.as_os_str().is_empty()
+                        && relative.components().all(|c| matches!(c, std::path::Component::Normal(_)))
+                });
+                if inside { Ok(()) } else { Err(DocumentError::OutsideRoot { uri: uri.to_string() }) }
+            }
+            Location::S3 { bucket, .. } => {
+                let allowed = &self.s3.allowed_buckets;
+                if allowed.is_empty() || allowed.iter().any(|b| b == bucket) {
+                    Ok(())
+                } else {
+                    Err(DocumentError::BucketNotAllowed { uri: uri.to_string(), bucket: bucket.clone() })
+                }
+            }
+        }
+    }
+}
+
 /// The documentation of every `documents.*` key, in the form of [`crate::config::KEYS`].
 pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: "documents.file_root",
-        used_by: "worker",
+        used_by: "both",
         description: "The only directory `file://` document URIs may point into (symbolic links are resolved and must stay inside); empty = `file://` is refused.",
     },
     KeyDoc { key: "documents.max_bytes", used_by: "worker", description: "Largest document fetched, in bytes." },
@@ -184,7 +213,7 @@ pub const KEYS: &[KeyDoc] = &[
     },
     KeyDoc {
         key: "documents.s3.allowed_buckets",
-        used_by: "worker",
+        used_by: "both",
         description: "Buckets `s3://` URIs may name; empty = any bucket the credentials can read.",
     },
     KeyDoc {
@@ -213,6 +242,24 @@ mod tests {
         let mut documented: Vec<String> = KEYS.iter().map(|k| k.key.to_owned()).collect();
         documented.sort();
         assert_eq!(leaves, documented);
+        Ok(())
+    }
+
+    #[test]
+    fn admission_checks_the_root_and_the_buckets() -> anyhow::Result<()> {
+        let mut config = DocumentsConfig::default();
+        let inside = DocumentUri::parse("file:///srv/docs/acme/jd.pdf")?;
+        assert_eq!(config.admit(&inside).err().map(|e| e.code()), Some("DOCUMENT_FILE_SOURCE_DISABLED"));
+        config.file_root = PathBuf::from("/srv/docs");
+        config.admit(&inside)?;
+        for outside in ["file:///srv/docs-other/jd.pdf", "file:///etc/passwd", "file:///srv/jd.pdf"] {
+            let err = config.admit(&DocumentUri::parse(outside)?).err().map(|e| e.code());
+            assert_eq!(err, Some("DOCUMENT_OUTSIDE_ROOT"), "{outside}");
+        }
+        let s3 = DocumentUri::parse("s3://etter-docs/jd.pdf")?;
+        config.admit(&s3)?;
+        config.s3.allowed_buckets = vec!["other".to_owned()];
+        assert!(config.admit(&s3).is_err());
         Ok(())
     }
 

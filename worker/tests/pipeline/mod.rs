@@ -38,8 +38,7 @@ impl World {
         let root = std::env::temp_dir().join(format!("etter-worker-{unique}"));
         let docs = root.join("docs");
         std::fs::create_dir_all(&docs)?;
-        let mut config = Config::default();
-        config.data_dir = root.join("data");
+        let mut config = Config { data_dir: root.join("data"), ..Config::default() };
         config.documents.file_root = docs.canonicalize()?;
         config.temporal.address = settings.address;
         config.temporal.namespace = settings.namespace;

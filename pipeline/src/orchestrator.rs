@@ -1,0 +1,293 @@
+//! How the server starts and inspects onboarding workflows, without knowing the worker.
+//!
+//! [`Orchestrator`] is the interface the server's dispatcher and reconciler use: start the
+//! [`ROLE_ONBOARDING_WORKFLOW`](crate::workflow::ROLE_ONBOARDING_WORKFLOW) of a run by name, and
+//! ask whether a run's workflow is still running. [`TemporalOrchestrator`] (cargo feature
+//! `temporal`) implements it with `temporalio-client`.
+//!
+//! **Starting twice is harmless.** A start uses the run's workflow id with conflict policy
+//! *use-existing* (a retried start while the workflow runs joins it) and reuse policy
+//! *reject-duplicate* (a start after it closed is refused, reported as
+//! [`StartOutcome::AlreadyClosed`]): a dispatcher that crashed between the start and its
+//! bookkeeping can start again, and never runs a workflow twice.
+
+use async_trait::async_trait;
+
+use crate::{ids::WorkflowId, workflow::RoleOnboardingInput};
+
+/// What a start did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartOutcome {
+    /// The workflow is running: started by this call, or already running from an earlier start.
+    Running {
+        /// Temporal's run id of the execution.
+        run_id: Option<String>,
+    },
+    /// A workflow with this id ran and has closed: it is never started again.
+    AlreadyClosed,
+}
+
+/// How a closed workflow ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClosedStatus {
+    /// It returned.
+    Completed,
+    /// It failed (its code raised a failure).
+    Failed,
+    /// It was cancelled.
+    Cancelled,
+    /// An operator or tool terminated it.
+    Terminated,
+    /// It ran past its execution timeout.
+    TimedOut,
+    /// It continued as new (the onboarding workflow never does).
+    ContinuedAsNew,
+    /// A status this version does not know.
+    Other,
+}
+
+impl ClosedStatus {
+    /// A stable UPPER_SNAKE_CASE name (`TERMINATED`, …) for errors and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClosedStatus::Completed => "COMPLETED",
+            ClosedStatus::Failed => "FAILED",
+            ClosedStatus::Cancelled => "CANCELLED",
+            ClosedStatus::Terminated => "TERMINATED",
+            ClosedStatus::TimedOut => "TIMED_OUT",
+            ClosedStatus::ContinuedAsNew => "CONTINUED_AS_NEW",
+            ClosedStatus::Other => "UNKNOWN",
+        }
+    }
+}
+
+/// Where a run's workflow stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkflowState {
+    /// Still running (or paused).
+    Running,
+    /// Closed, with how.
+    Closed(ClosedStatus),
+    /// No workflow with this id exists (never started, or deleted after retention).
+    NotFound,
+}
+
+/// Why the orchestrator could not answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OrchestratorError {
+    /// The orchestrator could not be reached or did not answer in time; try again later.
+    #[error("the orchestrator is unavailable: {0}")]
+    Unavailable(String),
+    /// The orchestrator refused the request for a reason retrying does not fix (a bad
+    /// namespace, an input it cannot accept).
+    #[error("the orchestrator refused the request: {0}")]
+    Rejected(String),
+}
+
+/// Starts and inspects onboarding workflows. Object-safe (`Arc<dyn Orchestrator>`).
+#[async_trait]
+pub trait Orchestrator: Send + Sync {
+    /// Starts the onboarding workflow of `input.workflow_id`, or joins it if it is running.
+    async fn start_onboarding(&self, input: &RoleOnboardingInput) -> Result<StartOutcome, OrchestratorError>;
+
+    /// Where the workflow of a run stands.
+    async fn describe(&self, workflow_id: &WorkflowId) -> Result<WorkflowState, OrchestratorError>;
+
+    /// Answers when the orchestrator does (health checks).
+    async fn ping(&self) -> Result<(), OrchestratorError>;
+}
+
+#[cfg(feature = "temporal")]
+pub use temporal::{TemporalOrchestrator, TemporalSettings};
+
+#[cfg(feature = "temporal")]
+mod temporal {
+    use std::{future::Future, time::Duration};
+
+    use async_trait::async_trait;
+    use temporalio_client::{
+        Client, ClientOptions, Connection, ConnectionOptions, NamespacedClient as _, UntypedWorkflow, Url,
+        WorkflowDescribeOptions, WorkflowExecutionStatus, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
+        WorkflowStartOptions,
+        errors::{WorkflowInteractionError, WorkflowStartError},
+        grpc::WorkflowService as _,
+        tonic::{self, Code, Status},
+    };
+    use temporalio_common::{
+        data_converters::{GenericPayloadConverter as _, RawValue, SerializationContext, SerializationContextData},
+        protos::temporal::api::workflowservice::v1::DescribeNamespaceRequest,
+    };
+    use tokio::sync::Mutex;
+
+    use super::{ClosedStatus, Orchestrator, OrchestratorError, StartOutcome, WorkflowState};
+    use crate::{config::Config, ids::WorkflowId, workflow::ROLE_ONBOARDING_WORKFLOW, workflow::RoleOnboardingInput};
+
+    /// Where and how workflows are started.
+    #[derive(Debug, Clone)]
+    pub struct TemporalSettings {
+        /// Frontend URL (`temporal.address`).
+        pub address: String,
+        /// Namespace (`temporal.namespace`).
+        pub namespace: String,
+        /// Task queue of the onboarding workflows (`temporal.task_queue`).
+        pub task_queue: String,
+        /// Execution timeout of an onboarding workflow (`worker.workflow_execution_timeout`).
+        pub execution_timeout: Duration,
+        /// Longest one call (connecting included) may take before it counts as unavailable.
+        pub call_timeout: Duration,
+        /// This process, as Temporal shows it.
+        pub identity: String,
+    }
+
+    impl TemporalSettings {
+        /// The settings of `config`, with `call_timeout` and `identity` given by the caller.
+        pub fn from_config(config: &Config, call_timeout: Duration, identity: impl Into<String>) -> Self {
+            Self {
+                address: config.temporal.address.clone(),
+                namespace: config.temporal.namespace.clone(),
+                task_queue: config.temporal.task_queue.clone(),
+                execution_timeout: config.worker.workflow_execution_timeout,
+                call_timeout,
+                identity: identity.into(),
+            }
+        }
+    }
+
+    /// [`Orchestrator`] over a Temporal cluster. Connects on first use and again after a failed
+    /// connection, so a server started while Temporal is down starts workflows once it is up.
+    pub struct TemporalOrchestrator {
+        settings: TemporalSettings,
+        client: Mutex<Option<Client>>,
+    }
+
+    impl std::fmt::Debug for TemporalOrchestrator {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("TemporalOrchestrator").field("settings", &self.settings).finish_non_exhaustive()
+        }
+    }
+
+    impl TemporalOrchestrator {
+        /// An orchestrator for `settings`; nothing is connected yet.
+        pub fn new(settings: TemporalSettings) -> Self {
+            Self { settings, client: Mutex::new(None) }
+        }
+
+        async fn client(&self) -> Result<Client, OrchestratorError> {
+            let mut slot = self.client.lock().await;
+            if let Some(client) = slot.as_ref() {
+                return Ok(client.clone());
+            }
+            let url = Url::parse(&self.settings.address)
+                .map_err(|e| OrchestratorError::Rejected(format!("temporal.address is not a URL: {e}")))?;
+            let options = ConnectionOptions::new(url)
+                .identity(self.settings.identity.clone())
+                .connect_timeout(self.settings.call_timeout)
+                .build();
+            let connection = self.bounded("connecting", Connection::connect(options)).await?.map_err(|e| {
+                OrchestratorError::Unavailable(format!("cannot connect to {}: {e}", self.settings.address))
+            })?;
+            let client = Client::new(connection, ClientOptions::new(self.settings.namespace.clone()).build())
+                .map_err(|e| OrchestratorError::Rejected(format!("cannot create the Temporal client: {e}")))?;
+            *slot = Some(client.clone());
+            Ok(client)
+        }
+
+        async fn bounded<T>(&self, what: &str, call: impl Future<Output = T>) -> Result<T, OrchestratorError> {
+            tokio::time::timeout(self.settings.call_timeout, call).await.map_err(|_| {
+                OrchestratorError::Unavailable(format!("{what} did not finish within {:?}", self.settings.call_timeout))
+            })
+        }
+
+        fn encode(client: &Client, input: &RoleOnboardingInput) -> Result<RawValue, OrchestratorError> {
+            let converter = client.data_converter().payload_converter();
+            let context = SerializationContext::new(&SerializationContextData::None, converter);
+            let payload = converter
+                .to_payload(&context, input)
+                .map_err(|e| OrchestratorError::Rejected(format!("cannot encode the workflow input: {e}")))?;
+            Ok(RawValue::new(vec![payload]))
+        }
+    }
+
+    /// gRPC codes that mean "try again later" rather than "this request is wrong".
+    fn is_transient(status: &Status) -> bool {
+        matches!(
+            status.code(),
+            Code::Unavailable
+                | Code::DeadlineExceeded
+                | Code::ResourceExhausted
+                | Code::Aborted
+                | Code::Internal
+                | Code::Unknown
+                | Code::Cancelled
+        )
+    }
+
+    fn rpc_error(what: &str, status: &Status) -> OrchestratorError {
+        let message = format!("{what}: {} ({:?})", status.message(), status.code());
+        if is_transient(status) {
+            OrchestratorError::Unavailable(message)
+        } else {
+            OrchestratorError::Rejected(message)
+        }
+    }
+
+    #[async_trait]
+    impl Orchestrator for TemporalOrchestrator {
+        async fn start_onboarding(&self, input: &RoleOnboardingInput) -> Result<StartOutcome, OrchestratorError> {
+            let client = self.client().await?;
+            let payload = Self::encode(&client, input)?;
+            let options = WorkflowStartOptions::new(self.settings.task_queue.clone(), input.workflow_id.to_string())
+                .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+                .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+                .execution_timeout(self.settings.execution_timeout)
+                .build();
+            let started = self
+                .bounded(
+                    "starting the workflow",
+                    client.start_workflow(UntypedWorkflow::new(ROLE_ONBOARDING_WORKFLOW), payload, options),
+                )
+                .await?;
+            match started {
+                Ok(handle) => Ok(StartOutcome::Running { run_id: handle.run_id().map(str::to_owned) }),
+                Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(StartOutcome::AlreadyClosed),
+                Err(WorkflowStartError::Rpc(status)) => Err(rpc_error("starting the workflow", &status)),
+                Err(other) => Err(OrchestratorError::Rejected(format!("starting the workflow: {other}"))),
+            }
+        }
+
+        async fn describe(&self, workflow_id: &WorkflowId) -> Result<WorkflowState, OrchestratorError> {
+            let client = self.client().await?;
+            let handle = client.get_workflow_handle::<UntypedWorkflow>(workflow_id.to_string());
+            let described =
+                self.bounded("describing the workflow", handle.describe(WorkflowDescribeOptions::default())).await?;
+            let description = match described {
+                Ok(description) => description,
+                Err(WorkflowInteractionError::NotFound(_)) => return Ok(WorkflowState::NotFound),
+                Err(WorkflowInteractionError::Rpc(status)) => {
+                    return Err(rpc_error("describing the workflow", &status));
+                }
+                Err(other) => return Err(OrchestratorError::Unavailable(format!("describing the workflow: {other}"))),
+            };
+            Ok(match description.status() {
+                WorkflowExecutionStatus::Running | WorkflowExecutionStatus::Paused => WorkflowState::Running,
+                WorkflowExecutionStatus::Completed => WorkflowState::Closed(ClosedStatus::Completed),
+                WorkflowExecutionStatus::Failed => WorkflowState::Closed(ClosedStatus::Failed),
+                WorkflowExecutionStatus::Canceled => WorkflowState::Closed(ClosedStatus::Cancelled),
+                WorkflowExecutionStatus::Terminated => WorkflowState::Closed(ClosedStatus::Terminated),
+                WorkflowExecutionStatus::TimedOut => WorkflowState::Closed(ClosedStatus::TimedOut),
+                WorkflowExecutionStatus::ContinuedAsNew => WorkflowState::Closed(ClosedStatus::ContinuedAsNew),
+                _ => WorkflowState::Closed(ClosedStatus::Other),
+            })
+        }
+
+        async fn ping(&self) -> Result<(), OrchestratorError> {
+            let mut client = self.client().await?;
+            let request = DescribeNamespaceRequest { namespace: self.settings.namespace.clone(), ..Default::default() };
+            let answer = self
+                .bounded("describing the namespace", client.describe_namespace(tonic::Request::new(request)))
+                .await?;
+            answer.map(|_| ()).map_err(|status| rpc_error("describing the namespace", &status))
+        }
+    }
+}

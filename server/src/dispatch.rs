@@ -1,0 +1,318 @@
+//! The dispatcher: starts queued runs' workflows in Temporal, and the reconciler: closes runs whose
+//! workflow ended without recording an outcome.
+//!
+//! **Never twice, never lost.** A run is claimed with a lease ([`RunStore::claim_queued`]), its
+//! workflow is started with the run's workflow id (use-existing, reject-duplicate; see
+//! [`etter_pipeline::orchestrator`]), and only then is it moved QUEUED → PROCESSING. A dispatcher
+//! that dies between the start and the bookkeeping leaves the run QUEUED with a claim that
+//! expires; the next claim starts it again, which joins the running workflow (or, if it already
+//! closed, is refused and the run goes to PROCESSING for the reconciler to settle).
+//!
+//! **Fair and capped.** Each round serves the companies with queued runs round-robin, each up to
+//! its share of the global room (`dispatch.max_processing` minus PROCESSING runs) and its own cap
+//! (`dispatch.max_processing_per_company`); within a company the store's dispatch order
+//! (priority, then age) applies.
+//!
+//! **Temporal down.** A start that finds Temporal unavailable releases its claim; the dispatcher
+//! backs off (doubling from `dispatch.retry_initial_backoff` to `dispatch.retry_max_backoff`) and
+//! tries again. Pushes keep being accepted and queued meanwhile.
+
+use std::{sync::Arc, time::Duration};
+
+use etter_pipeline::{
+    config::DispatchConfig,
+    ids::CompanyId,
+    lifecycle::RunState,
+    orchestrator::{ClosedStatus, Orchestrator, OrchestratorError, StartOutcome, WorkflowState},
+    store::{self, Claim, PageRequest, PipelineError, Run, RunFilter, RunStore, StoreError, Transition},
+    workflow::RoleOnboardingInput,
+};
+use futures::StreamExt as _;
+use tokio::sync::{Notify, watch};
+
+use crate::status::plan_of;
+
+/// What one dispatch round did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// Started at least one run: look again at once, more may be waiting.
+    Started,
+    /// Nothing to start (or nothing could be): wait for a push or the poll interval.
+    Idle,
+    /// Temporal is unavailable: back off.
+    Unavailable,
+}
+
+/// What dispatching one claimed run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Started,
+    Unavailable,
+    Failed,
+}
+
+/// Starts queued runs. Cheap to share; [`Dispatcher::run`] is its loop.
+pub struct Dispatcher {
+    store: Arc<dyn RunStore>,
+    orchestrator: Arc<dyn Orchestrator>,
+    config: DispatchConfig,
+    claimer: String,
+    wake: Arc<Notify>,
+}
+
+impl Dispatcher {
+    /// A dispatcher claiming as `claimer`; `wake` makes it look for queued runs at once.
+    pub fn new(
+        store: Arc<dyn RunStore>,
+        orchestrator: Arc<dyn Orchestrator>,
+        config: DispatchConfig,
+        claimer: String,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Self { store, orchestrator, config, claimer, wake }
+    }
+
+    /// Dispatches until `drain` turns true.
+    pub async fn run(self, mut drain: watch::Receiver<bool>) {
+        let mut cursor = 0usize;
+        let mut backoff: Option<Duration> = None;
+        loop {
+            if *drain.borrow() {
+                return;
+            }
+            let round = match self.round(&mut cursor).await {
+                Ok(round) => round,
+                Err(e) => {
+                    tracing::warn!(error = %e, "dispatch round failed on the store; retrying");
+                    Round::Unavailable
+                }
+            };
+            let wait = match round {
+                Round::Started => {
+                    backoff = None;
+                    continue;
+                }
+                Round::Idle => {
+                    backoff = None;
+                    self.config.poll_interval
+                }
+                Round::Unavailable => {
+                    let next = backoff.map_or(self.config.retry_initial_backoff, |b| b * 2);
+                    let next = next.min(self.config.retry_max_backoff);
+                    backoff = Some(next);
+                    next
+                }
+            };
+            tokio::select! {
+                // A push wakes an idle dispatcher; one backing off waits its back-off out.
+                () = self.wake.notified(), if backoff.is_none() => {}
+                () = tokio::time::sleep(wait) => {}
+                _ = drain.changed() => {}
+            }
+        }
+    }
+
+    async fn round(&self, cursor: &mut usize) -> Result<Round, StoreError> {
+        let loads = self.store.company_loads().await?;
+        let processing: u64 = loads.iter().map(|l| l.processing).sum();
+        let mut room = self.config.max_processing.saturating_sub(processing);
+        let mut companies: Vec<(CompanyId, u64)> = loads
+            .into_iter()
+            .filter(|l| l.queued > 0 && l.processing < self.config.max_processing_per_company)
+            .map(|l| (l.company, self.config.max_processing_per_company - l.processing))
+            .collect();
+        if room == 0 || companies.is_empty() {
+            return Ok(Round::Idle);
+        }
+        companies.sort();
+        let start = *cursor % companies.len();
+        companies.rotate_left(start);
+        *cursor = cursor.wrapping_add(1);
+        let share = (room / companies.len() as u64).max(1);
+        let mut claimed = Vec::new();
+        for (company, company_room) in companies {
+            if room == 0 {
+                break;
+            }
+            let limit = u64::from(self.config.claim_batch).min(company_room).min(share).min(room);
+            let claim = Claim {
+                claimer: self.claimer.clone(),
+                company: Some(company),
+                limit: u32::try_from(limit).unwrap_or(u32::MAX),
+                lease: self.config.lease,
+                now: store::now(),
+            };
+            let runs = self.store.claim_queued(&claim).await?;
+            room = room.saturating_sub(runs.len() as u64);
+            claimed.extend(runs);
+        }
+        if claimed.is_empty() {
+            return Ok(Round::Idle);
+        }
+        let outcomes: Vec<Outcome> = futures::stream::iter(claimed)
+            .map(|run| self.dispatch_one(run))
+            .buffer_unordered(self.config.max_concurrent_starts)
+            .collect()
+            .await;
+        Ok(if outcomes.contains(&Outcome::Unavailable) {
+            Round::Unavailable
+        } else if outcomes.contains(&Outcome::Started) {
+            Round::Started
+        } else {
+            Round::Idle
+        })
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(workflow_id = %run.workflow_id))]
+    async fn dispatch_one(&self, run: Run) -> Outcome {
+        let input = RoleOnboardingInput {
+            workflow_id: run.workflow_id.clone(),
+            role_id: run.role_id.clone(),
+            company_id: run.company_id.clone(),
+            plan: plan_of(&run).steps,
+            reuse_from: None,
+            trace_id: None,
+        };
+        let reason = match self.orchestrator.start_onboarding(&input).await {
+            Ok(StartOutcome::Running { .. }) => "dispatched",
+            // Started by an earlier dispatch whose bookkeeping was lost, and already closed:
+            // the reconciler settles the run from the workflow's end.
+            Ok(StartOutcome::AlreadyClosed) => "dispatched earlier; the workflow has already ended",
+            Err(e) => {
+                if let Err(release) = self.store.release_claim(&run.workflow_id, &self.claimer).await {
+                    tracing::warn!(error = %release, "cannot release a dispatch claim; it expires with its lease");
+                }
+                return match e {
+                    OrchestratorError::Unavailable(detail) => {
+                        tracing::warn!(error = %detail, "temporal unavailable; the run stays queued");
+                        Outcome::Unavailable
+                    }
+                    other => {
+                        tracing::error!(error = %other, "temporal refused the workflow start; the run stays queued");
+                        Outcome::Failed
+                    }
+                };
+            }
+        };
+        match self.store.transition(&run.workflow_id, Transition::to(RunState::Processing, reason)).await {
+            Ok(_) => Outcome::Started,
+            Err(StoreError::IllegalTransition(t)) => {
+                // Cancelled (or moved on) while its start was in flight: nothing to book.
+                tracing::info!(from = %t.from, "run left QUEUED while its workflow started");
+                Outcome::Started
+            }
+            Err(e) => {
+                // The workflow runs; the claim expires and the next dispatch joins it and books it.
+                tracing::warn!(error = %e, "cannot mark the started run PROCESSING; it is retried after its lease");
+                Outcome::Failed
+            }
+        }
+    }
+}
+
+/// Closes PROCESSING runs whose workflow ended without the workflow recording an outcome
+/// (terminated, timed out, or gone), every `dispatch.reconcile_interval`.
+pub struct Reconciler {
+    store: Arc<dyn RunStore>,
+    orchestrator: Arc<dyn Orchestrator>,
+    interval: Duration,
+}
+
+impl Reconciler {
+    /// A reconciler checking every `interval`.
+    pub fn new(store: Arc<dyn RunStore>, orchestrator: Arc<dyn Orchestrator>, interval: Duration) -> Self {
+        Self { store, orchestrator, interval }
+    }
+
+    /// Reconciles until `drain` turns true.
+    pub async fn run(self, mut drain: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(self.interval) => {}
+                _ = drain.changed() => {}
+            }
+            if *drain.borrow() {
+                return;
+            }
+            if let Err(e) = self.pass().await {
+                tracing::warn!(error = %e, "reconcile pass stopped early");
+            }
+        }
+    }
+
+    /// One pass over every PROCESSING run.
+    pub async fn pass(&self) -> Result<(), String> {
+        let loads = self.store.company_loads().await.map_err(|e| e.to_string())?;
+        for load in loads.into_iter().filter(|l| l.processing > 0) {
+            let mut filter = RunFilter::company(load.company);
+            filter.states = vec![RunState::Processing];
+            let mut page = PageRequest { size: etter_pipeline::store::MAX_PAGE_SIZE, token: None };
+            loop {
+                let runs = self.store.list_runs(&filter, &page).await.map_err(|e| e.to_string())?;
+                for run in &runs.runs {
+                    self.settle(run).await?;
+                }
+                match runs.next_page_token {
+                    Some(token) => page.token = Some(token),
+                    None => break,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn settle(&self, run: &Run) -> Result<(), String> {
+        let state = match self.orchestrator.describe(&run.workflow_id).await {
+            Ok(WorkflowState::Running) => return Ok(()),
+            Ok(state) => state,
+            Err(OrchestratorError::Unavailable(e)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(workflow_id = %run.workflow_id, error = %e, "cannot describe the workflow");
+                return Ok(());
+            }
+        };
+        // The workflow's last activity records the outcome before the workflow closes: a run still
+        // PROCESSING now (read after the workflow was seen closed) will never get one.
+        let current = self.store.get_run(&run.workflow_id).await.map_err(|e| e.to_string())?;
+        if current.state != RunState::Processing {
+            return Ok(());
+        }
+        let (to, code, what) = match state {
+            WorkflowState::Closed(ClosedStatus::Cancelled) => {
+                (RunState::Cancelled, "WORKFLOW_CANCELLED", "was cancelled in Temporal".to_owned())
+            }
+            WorkflowState::Closed(ClosedStatus::Terminated) => {
+                (RunState::Failed, "WORKFLOW_TERMINATED", "was terminated in Temporal".to_owned())
+            }
+            WorkflowState::Closed(ClosedStatus::TimedOut) => {
+                (RunState::Failed, "WORKFLOW_TIMED_OUT", "ran past its execution timeout".to_owned())
+            }
+            WorkflowState::Closed(status) => (
+                RunState::Failed,
+                "WORKFLOW_ENDED_WITHOUT_OUTCOME",
+                format!("ended ({}) without recording an outcome", status.as_str()),
+            ),
+            WorkflowState::NotFound | WorkflowState::Running => {
+                (RunState::Failed, "WORKFLOW_NOT_FOUND", "no longer exists in Temporal".to_owned())
+            }
+        };
+        let message = format!("the run's workflow {} {what}", run.workflow_id);
+        let error = PipelineError {
+            code: code.to_owned(),
+            message: message.clone(),
+            recoverable: true,
+            step: None,
+            action: Some("Retry the role".to_owned()),
+        };
+        let change = Transition { to, reason: message, error: Some(error) };
+        match self.store.transition(&run.workflow_id, change).await {
+            Ok(_) => {
+                tracing::warn!(workflow_id = %run.workflow_id, code, "closed a run whose workflow ended without an outcome")
+            }
+            // The worker recorded the outcome in the meantime.
+            Err(StoreError::IllegalTransition(_)) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        Ok(())
+    }
+}

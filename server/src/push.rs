@@ -1,0 +1,309 @@
+//! `Push`: validate, deduplicate, store the run QUEUED, answer — the dispatcher starts it later.
+
+use std::collections::BTreeSet;
+
+use etter_pipeline::{
+    documents::{DocumentUri, DocumentsConfig},
+    ids::{CompanyId, DraupRoleId, RequestId, RoleName},
+    store::{self, Admission, DocumentRef, NewRun, PutRequest, RequestKey, RunStore},
+};
+use etter_proto::v1 as pb;
+use prost::Message as _;
+use sha2::{Digest as _, Sha256};
+
+use crate::{
+    auth::Principal,
+    convert::{self, StoredOptions},
+    error::{ApiError, Violation},
+    estimate, status,
+};
+
+/// Most documents one role may have.
+pub const MAX_DOCUMENTS: usize = 20;
+
+/// The `ErrorInfo.reason` of an invalid push.
+const INVALID_ROLE: &str = "INVALID_ROLE";
+
+/// A push that passed validation.
+#[derive(Debug, Clone)]
+pub struct ValidPush {
+    /// The role's company.
+    pub company: CompanyId,
+    /// The role's name.
+    pub role_name: RoleName,
+    /// The Draup role.
+    pub draup_role_id: DraupRoleId,
+    /// The documents, as given.
+    pub documents: Vec<DocumentRef>,
+    /// The options.
+    pub options: StoredOptions,
+    /// The client's idempotency key.
+    pub request_id: Option<RequestId>,
+}
+
+impl ValidPush {
+    /// The run's input identity (DESIGN §4): a hex SHA-256 of the company, the role name, the
+    /// Draup role, the documents as sorted (type, uri) pairs, and the options that change outputs
+    /// (`skip_enhancement_workflows`). Priority, notification and `force_rerun` do not change what
+    /// a run produces, so they are not part of it.
+    pub fn input_identity(&self) -> String {
+        let mut documents: Vec<(&str, &str)> =
+            self.documents.iter().map(|d| (d.kind.as_str(), d.uri.as_str())).collect();
+        documents.sort_unstable();
+        let mut hasher = Sha256::new();
+        for part in [self.company.as_str(), self.role_name.as_str(), self.draup_role_id.as_str()] {
+            hasher.update(part.as_bytes());
+            hasher.update([0]);
+        }
+        for (kind, uri) in documents {
+            hasher.update(kind.as_bytes());
+            hasher.update([b'\t']);
+            hasher.update(uri.as_bytes());
+            hasher.update([b'\n']);
+        }
+        hasher.update([0, u8::from(self.options.skip_enhancement_workflows)]);
+        hex(&hasher.finalize())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The company of a push, parsed first so authorization can run before the rest is validated.
+pub fn company_of(request: &pb::PushRequest) -> Result<CompanyId, ApiError> {
+    CompanyId::parse(&request.company_id).map_err(|e| ApiError::invalid(INVALID_ROLE, "company_id", e.to_string()))
+}
+
+/// Validates every field of a push and reports every invalid one.
+pub fn validate(request: &pb::PushRequest, documents_config: &DocumentsConfig) -> Result<ValidPush, ApiError> {
+    let mut violations = Vec::new();
+    let mut check = |field: &str, result: Result<(), String>| {
+        if let Err(description) = result {
+            violations.push(Violation::new(field, description));
+        }
+    };
+    let company = CompanyId::parse(&request.company_id);
+    check("company_id", company.as_ref().map(|_| ()).map_err(ToString::to_string));
+    let role_name = RoleName::parse(&request.role_name);
+    check("role_name", role_name.as_ref().map(|_| ()).map_err(ToString::to_string));
+    let draup = DraupRoleId::parse(&request.draup_role_id);
+    check("draup_role_id", draup.as_ref().map(|_| ()).map_err(ToString::to_string));
+    let request_id = (!request.request_id.is_empty()).then(|| RequestId::parse(&request.request_id));
+    if let Some(Err(e)) = &request_id {
+        check("request_id", Err(e.to_string()));
+    }
+    if request.documents.is_empty() {
+        check("documents", Err("at least one document is required".to_owned()));
+    }
+    if request.documents.len() > MAX_DOCUMENTS {
+        check("documents", Err(format!("at most {MAX_DOCUMENTS} documents per role")));
+    }
+    let mut documents = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (i, doc) in request.documents.iter().enumerate().take(MAX_DOCUMENTS) {
+        let kind = convert::document_kind(doc.r#type);
+        if kind.is_none() {
+            check(
+                &format!("documents[{i}].type"),
+                Err("must be DOCUMENT_TYPE_JOB_DESCRIPTION, DOCUMENT_TYPE_PROCESS_MAP or DOCUMENT_TYPE_SUPPORTING"
+                    .into()),
+            );
+        }
+        let uri = DocumentUri::parse(&doc.uri).and_then(|uri| documents_config.admit(&uri).map(|()| uri));
+        match (&uri, kind) {
+            (Err(e), _) => check(&format!("documents[{i}].uri"), Err(e.to_string())),
+            (Ok(uri), _) if !seen.insert(uri.as_str().to_owned()) => {
+                check(&format!("documents[{i}].uri"), Err(format!("{uri} is listed twice")));
+            }
+            (Ok(uri), Some(kind)) => {
+                documents.push(DocumentRef { kind: convert::document_kind_str(kind).to_owned(), uri: uri.to_string() });
+            }
+            (Ok(_), None) => {}
+        }
+    }
+    let options = request.options.unwrap_or_default();
+    let priority = convert::priority(options.priority);
+    if priority.is_none() {
+        check("options.priority", Err("must be PRIORITY_LOW, PRIORITY_NORMAL or PRIORITY_HIGH".to_owned()));
+    }
+    match (company, role_name, draup, request_id.transpose(), priority) {
+        (Ok(company), Ok(role_name), Ok(draup_role_id), Ok(request_id), Some(priority)) if violations.is_empty() => {
+            Ok(ValidPush {
+                company,
+                role_name,
+                draup_role_id,
+                documents,
+                options: StoredOptions {
+                    skip_enhancement_workflows: options.skip_enhancement_workflows,
+                    notify_on_complete: options.notify_on_complete,
+                    force_rerun: options.force_rerun,
+                    priority,
+                },
+                request_id,
+            })
+        }
+        _ => Err(ApiError::InvalidArgument { reason: INVALID_ROLE, violations }),
+    }
+}
+
+/// The hash of a request's payload for its idempotency key: the request without its
+/// `request_id`, so the same payload under the same key matches and any other does not.
+fn payload_hash(request: &pb::PushRequest) -> String {
+    let mut payload = request.clone();
+    payload.request_id.clear();
+    hex(&Sha256::digest(payload.encode_to_vec()))
+}
+
+/// What a push needs from the server.
+pub struct PushContext<'a> {
+    /// The run store.
+    pub store: &'a dyn RunStore,
+    /// `[documents]`, for the URI rules.
+    pub documents: &'a DocumentsConfig,
+    /// `[dispatch]`, for estimates.
+    pub dispatch: &'a etter_pipeline::config::DispatchConfig,
+}
+
+/// `Push`: authorize, validate, answer a retried `request_id` with its first answer, create (or
+/// find) the run, and remember the answer under the `request_id`.
+pub async fn push(
+    cx: &PushContext<'_>,
+    principal: &Principal,
+    request: pb::PushRequest,
+) -> Result<pb::PushResponse, ApiError> {
+    principal.require_operator()?;
+    let company = company_of(&request)?;
+    principal.authorize_write(&company)?;
+    let valid = validate(&request, cx.documents)?;
+    let key = valid.request_id.clone().map(|request_id| RequestKey { company: company.clone(), request_id });
+    let hash = payload_hash(&request);
+    if let Some(key) = &key
+        && let Some(stored) = cx.store.lookup_request(key, &hash, store::now()).await?
+    {
+        return decode_stored(&stored);
+    }
+
+    let plan = etter_pipeline::steps::plan_new(valid.options.skip_enhancement_workflows);
+    let new = NewRun {
+        company: valid.company.clone(),
+        role_name: valid.role_name.clone(),
+        draup_role_id: Some(valid.draup_role_id.clone()),
+        input_identity: valid.input_identity(),
+        documents: valid.documents.clone(),
+        options: valid.options.to_json(),
+        priority: valid.options.priority,
+        token_estimate: estimate::tokens(&plan, cx.dispatch),
+        force: valid.options.force_rerun,
+        expected_latest: None,
+        admission: Admission::Queue,
+        reason: format!("pushed by {}", principal.user),
+    };
+    let created = cx.store.create_run(new).await?;
+    let run = &created.run;
+    let snapshot = status::run_status(cx.store, cx.dispatch, run).await?;
+    let response = pb::PushResponse {
+        workflow_id: run.workflow_id.to_string(),
+        role_id: run.role_id.to_string(),
+        status: snapshot.status,
+        estimated_duration_seconds: snapshot.estimated_duration_seconds,
+        position_in_queue: snapshot.position_in_queue,
+        token_estimate: snapshot.token_estimate,
+        created: created.created,
+    };
+    if let Some(key) = &key {
+        match cx.store.put_request_if_absent(key, &hash, &response.encode_to_vec(), store::now()).await? {
+            PutRequest::Inserted => {}
+            // A concurrent call with the same key answered first: its answer is the answer.
+            PutRequest::Existing(stored) => return decode_stored(&stored),
+        }
+    }
+    Ok(response)
+}
+
+fn decode_stored(bytes: &[u8]) -> Result<pb::PushResponse, ApiError> {
+    pb::PushResponse::decode(bytes).map_err(|e| ApiError::Internal(format!("stored push response is unreadable: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn request() -> pb::PushRequest {
+        pb::PushRequest {
+            company_id: "acme".into(),
+            role_name: "Claims Adjuster".into(),
+            documents: vec![
+                pb::Document { r#type: pb::DocumentType::JobDescription as i32, uri: "file:///srv/docs/jd.pdf".into() },
+                pb::Document { r#type: pb::DocumentType::ProcessMap as i32, uri: "s3://etter-docs/pm.docx".into() },
+            ],
+            draup_role_id: "draup-role-1".into(),
+            options: None,
+            request_id: String::new(),
+        }
+    }
+
+    fn documents() -> DocumentsConfig {
+        DocumentsConfig { file_root: PathBuf::from("/srv/docs"), ..DocumentsConfig::default() }
+    }
+
+    fn fields(err: ApiError) -> Vec<String> {
+        match err {
+            ApiError::InvalidArgument { violations, .. } => violations.into_iter().map(|v| v.field).collect(),
+            other => vec![format!("{other:?}")],
+        }
+    }
+
+    #[test]
+    fn identity_ignores_document_order_and_non_output_options() -> anyhow::Result<()> {
+        let a = validate(&request(), &documents())?;
+        let mut reordered = request();
+        reordered.documents.reverse();
+        reordered.options =
+            Some(pb::RunOptions { priority: pb::Priority::High as i32, force_rerun: true, ..Default::default() });
+        let b = validate(&reordered, &documents())?;
+        assert_eq!(a.input_identity(), b.input_identity());
+        let mut skipping = request();
+        skipping.options = Some(pb::RunOptions { skip_enhancement_workflows: true, ..Default::default() });
+        assert_ne!(a.input_identity(), validate(&skipping, &documents())?.input_identity());
+        let mut renamed = request();
+        renamed.role_name = "Claims  Adjuster ".into();
+        assert_eq!(a.input_identity(), validate(&renamed, &documents())?.input_identity(), "names are normalised");
+        Ok(())
+    }
+
+    #[test]
+    fn every_invalid_field_is_reported() {
+        let mut bad = request();
+        bad.role_name = "  ".into();
+        bad.draup_role_id.clear();
+        bad.documents[0].uri = "ftp://host/jd.pdf".into();
+        bad.documents[1].r#type = 0;
+        let got = validate(&bad, &documents()).err().map(fields).unwrap_or_default();
+        assert_eq!(got, ["role_name", "draup_role_id", "documents[0].uri", "documents[1].type"]);
+
+        let mut outside = request();
+        outside.documents.truncate(1);
+        outside.documents[0].uri = "file:///etc/passwd".into();
+        assert_eq!(validate(&outside, &documents()).err().map(fields).unwrap_or_default(), ["documents[0].uri"]);
+        let mut none = request();
+        none.documents.clear();
+        assert_eq!(validate(&none, &documents()).err().map(fields).unwrap_or_default(), ["documents"]);
+        let mut twice = request();
+        twice.documents.push(twice.documents[0].clone());
+        assert_eq!(validate(&twice, &documents()).err().map(fields).unwrap_or_default(), ["documents[2].uri"]);
+    }
+
+    #[test]
+    fn the_payload_hash_ignores_only_the_request_id() {
+        let mut a = request();
+        a.request_id = "r-1".into();
+        let mut b = request();
+        b.request_id = "r-2".into();
+        assert_eq!(payload_hash(&a), payload_hash(&b));
+        b.role_name = "Other".into();
+        assert_ne!(payload_hash(&a), payload_hash(&b));
+    }
+}

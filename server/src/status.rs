@@ -1,0 +1,179 @@
+//! The full status of a run (`RunStatus`), as `GetStatus` answers and `WatchStatus` streams it.
+
+use std::collections::BTreeMap;
+
+use etter_pipeline::{
+    config::DispatchConfig,
+    ids::{RoleId, WorkflowId},
+    lifecycle::RunState,
+    steps::{self, Action, Plan, StepName},
+    store::{Run, RunStore, StepAttempt, StepStatus, TokenCount},
+};
+use etter_proto::v1 as pb;
+
+use crate::{
+    auth::Principal,
+    convert::{self, StoredOptions},
+    error::ApiError,
+    estimate,
+};
+
+/// The plan of a run. The store does not keep plans yet: a run's plan is the first-run plan of
+/// its options (Retry and STALE re-runs, which plan differently, come later).
+pub fn plan_of(run: &Run) -> Plan {
+    steps::plan_new(StoredOptions::of(&run.options).skip_enhancement_workflows)
+}
+
+/// The status of one step from its attempts (ordered by attempt), or `None` when none was recorded.
+fn step_progress(
+    step: &str,
+    attempts: &[&StepAttempt],
+    critical: bool,
+    fallback: StepStatus,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (pb::StepProgress, StepStatus) {
+    let latest = attempts.last();
+    let status = latest.map_or(fallback, |a| a.status);
+    let started = attempts.iter().find_map(|a| a.started_at);
+    let finished = latest.filter(|a| a.status.is_finished()).and_then(|a| a.finished_at);
+    let duration_ms = started.map_or(0, |s| (finished.unwrap_or(now) - s).num_milliseconds().max(0));
+    let tokens = attempts.iter().fold(TokenCount::default(), |sum, a| TokenCount {
+        input: sum.input + a.tokens.input,
+        output: sum.output + a.tokens.output,
+    });
+    let progress = pb::StepProgress {
+        name: step.to_owned(),
+        status: convert::step_state(status) as i32,
+        started_at: started.map(convert::timestamp),
+        finished_at: finished.map(convert::timestamp),
+        duration_ms,
+        attempts: latest.map_or(0, |a| i32::try_from(a.attempt).unwrap_or(i32::MAX)),
+        tokens: Some(convert::tokens(tokens)),
+        error: attempts.iter().rev().find_map(|a| a.error.as_ref()).map(convert::error),
+        critical,
+        reused_from: latest.and_then(|a| a.reused_from.as_ref()).map(ToString::to_string).unwrap_or_default(),
+        input_hash: latest.and_then(|a| a.input_hash.clone()).unwrap_or_default(),
+        output_hash: latest.and_then(|a| a.output_hash.clone()).unwrap_or_default(),
+    };
+    (progress, status)
+}
+
+/// Builds the full status of `run` from the store: its steps, queue position and estimates.
+pub async fn run_status(store: &dyn RunStore, config: &DispatchConfig, run: &Run) -> Result<pb::RunStatus, ApiError> {
+    let attempts = store.steps(&run.workflow_id).await?;
+    let position = if run.state == RunState::Queued { store.queue_position(&run.workflow_id).await? } else { None };
+    Ok(assemble(run, &attempts, position, config))
+}
+
+/// The status of `run` from what was read (pure, so it is tested without a store).
+pub fn assemble(run: &Run, attempts: &[StepAttempt], position: Option<u32>, config: &DispatchConfig) -> pb::RunStatus {
+    let plan = plan_of(run);
+    let options = StoredOptions::of(&run.options);
+    let now = etter_pipeline::store::now();
+    let mut by_step: BTreeMap<&str, Vec<&StepAttempt>> = BTreeMap::new();
+    for attempt in attempts {
+        by_step.entry(attempt.step.as_str()).or_default().push(attempt);
+    }
+    for list in by_step.values_mut() {
+        list.sort_by_key(|a| a.attempt);
+    }
+    // A planned step with no record: waiting while the run is active; not reached once it ended.
+    let unrecorded = match run.state {
+        RunState::Queued | RunState::Processing => StepStatus::Pending,
+        RunState::Cancelled => StepStatus::Cancelled,
+        _ => StepStatus::Skipped,
+    };
+    let mut progress_steps = Vec::new();
+    let mut current_steps = Vec::new();
+    let mut finished = 0usize;
+    for step in StepName::ALL {
+        let planned = plan.action(step) != Action::Skip;
+        let records = by_step.remove(step.as_str()).unwrap_or_default();
+        let fallback = if planned { unrecorded } else { StepStatus::Skipped };
+        let (progress, status) = step_progress(step.as_str(), &records, step.is_critical(), fallback, now);
+        if planned && status.is_finished() {
+            finished += 1;
+        }
+        if matches!(status, StepStatus::Running | StepStatus::Retrying) {
+            current_steps.push(step.as_str().to_owned());
+        }
+        progress_steps.push(progress);
+    }
+    // Steps recorded under names this version's graph does not have (an older graph).
+    for (name, records) in by_step {
+        let (progress, _) = step_progress(name, &records, false, StepStatus::Skipped, now);
+        progress_steps.push(progress);
+    }
+    let estimated_duration_seconds =
+        if run.state.is_final() { 0 } else { estimate::remaining_seconds(&plan, config, position, finished) };
+    pb::RunStatus {
+        workflow_id: run.workflow_id.to_string(),
+        role_id: run.role_id.to_string(),
+        company_id: run.company_id.to_string(),
+        role_name: run.role_name.to_string(),
+        draup_role_id: run.draup_role_id.as_ref().map(ToString::to_string).unwrap_or_default(),
+        run_number: i32::try_from(run.run_number).unwrap_or(i32::MAX),
+        status: convert::role_status(run.state) as i32,
+        current_step: current_steps.first().cloned().unwrap_or_default(),
+        current_steps,
+        progress: Some(pb::Progress {
+            current: i32::try_from(finished).unwrap_or(i32::MAX),
+            total: i32::try_from(plan.total()).unwrap_or(i32::MAX),
+            steps: progress_steps,
+        }),
+        position_in_queue: position.map_or(0, |p| i32::try_from(p).unwrap_or(i32::MAX)),
+        estimated_duration_seconds,
+        token_estimate: Some(pb::TokenEstimate {
+            total_tokens: run.token_estimate,
+            cost_micros: 0,
+            currency: String::new(),
+        }),
+        tokens_used: Some(convert::tokens(run.tokens_used)),
+        // The dashboard URL and the outputs summary need the role graph; not served yet.
+        dashboard_url: String::new(),
+        error: run.error.as_ref().map(convert::error),
+        needs_review: run.needs_review,
+        superseded_by: run.superseded_by.as_ref().map(ToString::to_string).unwrap_or_default(),
+        supersedes: run.supersedes.as_ref().map(ToString::to_string).unwrap_or_default(),
+        batch_id: run.batch_id.as_ref().map(ToString::to_string).unwrap_or_default(),
+        documents: run.documents.iter().map(convert::document).collect(),
+        options: Some(options.to_pb()),
+        outputs: None,
+        sequence: run.sequence,
+        create_time: Some(convert::timestamp(run.create_time)),
+        start_time: run.start_time.map(convert::timestamp),
+        end_time: run.end_time.map(convert::timestamp),
+        update_time: Some(convert::timestamp(run.update_time)),
+    }
+}
+
+/// A run the caller may see, by workflow id: a run of another company is NOT_FOUND.
+pub async fn visible_run(store: &dyn RunStore, principal: &Principal, workflow_id: &str) -> Result<Run, ApiError> {
+    let id = WorkflowId::parse(workflow_id)
+        .map_err(|e| ApiError::invalid("INVALID_REQUEST", "workflow_id", e.to_string()))?;
+    let run = store.get_run(&id).await?;
+    principal.authorize_read(&run.company_id, "run", workflow_id)?;
+    Ok(run)
+}
+
+/// `GetStatus`: a run by workflow id, or a role's latest run by role id.
+pub async fn get_status(
+    store: &dyn RunStore,
+    config: &DispatchConfig,
+    principal: &Principal,
+    request: pb::GetStatusRequest,
+) -> Result<pb::GetStatusResponse, ApiError> {
+    use pb::get_status_request::Target;
+    let run = match request.target {
+        Some(Target::WorkflowId(id)) => visible_run(store, principal, &id).await?,
+        Some(Target::RoleId(id)) => {
+            let role =
+                RoleId::parse(&id).map_err(|e| ApiError::invalid("INVALID_REQUEST", "role_id", e.to_string()))?;
+            let run = store.latest_run(&role).await?;
+            principal.authorize_read(&run.company_id, "role", &id)?;
+            run
+        }
+        None => return Err(ApiError::invalid("INVALID_REQUEST", "target", "set workflow_id or role_id")),
+    };
+    Ok(pb::GetStatusResponse { run: Some(run_status(store, config, &run).await?) })
+}

@@ -1,0 +1,185 @@
+//! `WatchStatus` for one run: the snapshot, then every event in sequence order, heartbeats while
+//! quiet, and a clean end when the run is over or the stream's lifetime is up.
+//!
+//! Events come from the run store (the source of truth), polled every
+//! `server.watch_poll_interval`; sequences are gap-free and commit in order, so a cursor that
+//! advances to the last sequence sent misses nothing and repeats nothing — within one stream and
+//! across a resume with `after_sequence`. (Redis fan-out, later, only makes this faster.)
+//!
+//! Each event carries the run's status as read when the event was sent, which may already include
+//! later changes; the events themselves are exact.
+
+use std::{sync::Arc, time::Duration};
+
+use etter_pipeline::{
+    config::DispatchConfig,
+    store::{Run, RunStore},
+};
+use etter_proto::v1 as pb;
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
+use tonic::Status;
+
+use crate::{api::WatchStream, auth::Principal, convert, error::ApiError, estimate, status};
+
+/// Events read per store query.
+const EVENT_PAGE: u32 = 256;
+
+/// How a watch stream paces itself.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchSettings {
+    /// How often the store is polled for new events.
+    pub poll_interval: Duration,
+    /// A stream quiet for this long sends a heartbeat.
+    pub heartbeat_interval: Duration,
+    /// A stream ends after this long.
+    pub max_lifetime: Duration,
+}
+
+/// What a watch needs from the server.
+#[derive(Clone)]
+pub struct WatchContext {
+    /// The run store.
+    pub store: Arc<dyn RunStore>,
+    /// `[dispatch]`, for estimates.
+    pub dispatch: DispatchConfig,
+    /// Pacing.
+    pub settings: WatchSettings,
+    /// Turns true when the server drains: streams end so clients reconnect elsewhere.
+    pub drain: watch::Receiver<bool>,
+}
+
+/// Opens a watch: validates and authorizes the request, then streams from a task of its own.
+pub async fn watch_status(
+    cx: WatchContext,
+    principal: &Principal,
+    request: pb::WatchStatusRequest,
+) -> Result<WatchStream, ApiError> {
+    use pb::watch_status_request::Scope;
+    let workflow_id = match request.scope {
+        Some(Scope::WorkflowId(id)) => id,
+        Some(Scope::BatchId(_)) | Some(Scope::CompanyId(_)) => {
+            return Err(ApiError::Unimplemented {
+                rpc: "WatchStatus",
+                detail: "batch and company scopes are not served yet; watch each run by workflow_id",
+            });
+        }
+        None => return Err(ApiError::invalid("INVALID_REQUEST", "scope", "set workflow_id")),
+    };
+    if !request.resume_token.is_empty() {
+        return Err(ApiError::invalid(
+            "INVALID_REQUEST",
+            "resume_token",
+            "a one-run watch resumes with after_sequence; resume tokens belong to batch and company scopes",
+        ));
+    }
+    let run = status::visible_run(cx.store.as_ref(), principal, &workflow_id).await?;
+    if request.after_sequence > run.sequence {
+        return Err(ApiError::invalid(
+            "INVALID_REQUEST",
+            "after_sequence",
+            format!("is beyond the run's latest event ({})", run.sequence),
+        ));
+    }
+    let (tx, rx) = mpsc::channel(32);
+    tokio::spawn(stream_run(cx, run, request.after_sequence, tx));
+    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+type Sender = mpsc::Sender<Result<pb::WatchStatusResponse, Status>>;
+
+fn message(kind: pb::watch_status_response::Kind) -> Result<pb::WatchStatusResponse, Status> {
+    Ok(pb::WatchStatusResponse { kind: Some(kind), resume_token: String::new() })
+}
+
+/// Streams one run until it is over, the lifetime is up, the server drains or the client leaves.
+async fn stream_run(mut cx: WatchContext, run: Run, after: u64, tx: Sender) {
+    let deadline = Instant::now() + cx.settings.max_lifetime;
+    if let Err(e) = stream_until_done(&mut cx, run, after, &tx, deadline).await {
+        // The client may be gone already; then there is no one to tell.
+        let _ = tx.send(Err(Status::from(e))).await;
+    }
+}
+
+async fn stream_until_done(
+    cx: &mut WatchContext,
+    run: Run,
+    after: u64,
+    tx: &Sender,
+    deadline: Instant,
+) -> Result<(), ApiError> {
+    use pb::watch_status_response::Kind;
+    let store = Arc::clone(&cx.store);
+    let wf = run.workflow_id.clone();
+    let mut cursor = after;
+    let mut last = run;
+    if after == 0 {
+        let snapshot = status::run_status(store.as_ref(), &cx.dispatch, &last).await?;
+        let snapshot = pb::Snapshot { runs: vec![snapshot], last: true, batch: None };
+        if tx.send(message(Kind::Snapshot(snapshot))).await.is_err() {
+            return Ok(());
+        }
+        cursor = last.sequence;
+    }
+    let mut last_sent = Instant::now();
+    loop {
+        if last.state.is_final() && cursor >= last.sequence {
+            return Ok(());
+        }
+        let events = store.events_after(&wf, cursor, EVENT_PAGE).await?;
+        if !events.is_empty() {
+            last = store.get_run(&wf).await?;
+            let status = status::run_status(store.as_ref(), &cx.dispatch, &last).await?;
+            for event in &events {
+                let kind = Kind::Event(convert::event(event, Some(status.clone())));
+                if tx.send(message(kind)).await.is_err() {
+                    return Ok(());
+                }
+                cursor = event.sequence;
+            }
+            last_sent = Instant::now();
+            if last.state.is_final() && cursor >= last.sequence {
+                return Ok(());
+            }
+            if events.len() == EVENT_PAGE as usize && Instant::now() < deadline {
+                continue;
+            }
+        } else if last_sent.elapsed() >= cx.settings.heartbeat_interval {
+            let queue = match store.queue_position(&wf).await? {
+                Some(position) => vec![pb::QueuePosition {
+                    workflow_id: wf.to_string(),
+                    position_in_queue: i32::try_from(position).unwrap_or(i32::MAX),
+                    estimated_duration_seconds: estimate::remaining_seconds(
+                        &status::plan_of(&last),
+                        &cx.dispatch,
+                        Some(position),
+                        0,
+                    ),
+                }],
+                None => Vec::new(),
+            };
+            let heartbeat = pb::Heartbeat {
+                server_time: Some(convert::timestamp(etter_pipeline::store::now())),
+                queue,
+                batch: None,
+            };
+            if tx.send(message(Kind::Heartbeat(heartbeat))).await.is_err() {
+                return Ok(());
+            }
+            last_sent = Instant::now();
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            // Clients resume with after_sequence = the last sequence they received.
+            return Ok(());
+        }
+        let nap = cx.settings.poll_interval.min(deadline - now);
+        tokio::select! {
+            () = tokio::time::sleep(nap) => {}
+            () = tx.closed() => return Ok(()),
+            _ = cx.drain.changed() => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! A private deployment for one test: the built `etter-server` and `etter-worker` binaries as
+//! separate processes, over a fresh PostgreSQL database, the shared Temporal dev server (on the
+//! test's own task queue), Neo4j (the test's own company ids) and a documents root of its own.
+//!
+//! Processes are started the way an operator starts them (environment configuration, port 0,
+//! one readiness line on stdout) and can be killed with SIGKILL and started again on the same
+//! state, which is what the crash tests need.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
+use etter_proto::v1::pipeline_service_client::PipelineServiceClient;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::{service_setting, unique_name};
+
+/// How long a process may take to print its readiness line.
+const READY_WITHIN: Duration = Duration::from_secs(60);
+
+/// A client of the stack's server, sending a bearer token on every call.
+pub type Client = PipelineServiceClient<InterceptedService<Channel, BearerToken>>;
+
+/// Adds `authorization: Bearer <token>` to every request.
+#[derive(Clone)]
+pub struct BearerToken(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// One of the stack's processes.
+pub struct Process {
+    name: &'static str,
+    child: Child,
+    /// The readiness line's fields.
+    pub ready: serde_json::Value,
+    /// stdout lines printed after the readiness line.
+    lines: mpsc::UnboundedReceiver<String>,
+    log: PathBuf,
+}
+
+impl Process {
+    /// A field of the readiness line.
+    pub fn field(&self, name: &str) -> Result<String> {
+        self.ready
+            .get(name)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+            .with_context(|| format!("{} readiness line has no {name}: {}", self.name, self.ready))
+    }
+
+    /// Waits for a stdout line that `wanted` accepts.
+    pub async fn wait_for_line(&mut self, within: Duration, wanted: impl Fn(&str) -> bool) -> Result<String> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.lines.recv())
+                .await
+                .map_err(|_| anyhow!("{} did not print the awaited line within {within:?}", self.name))?
+                .with_context(|| format!("{} closed its stdout; log:\n{}", self.name, tail(&self.log)))?;
+            if wanted(&line) {
+                return Ok(line);
+            }
+        }
+    }
+
+    /// SIGKILL: no drain, no cleanup — a crash.
+    pub async fn kill(mut self) -> Result<()> {
+        self.child.kill().await.with_context(|| format!("killing {}", self.name))
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(pid) = self.child.id() {
+            let status = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status()?;
+            ensure!(status.success(), "kill -TERM {pid} failed");
+        }
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .map_err(|_| anyhow!("{} did not stop within 30 s of SIGTERM", self.name))??;
+        ensure!(status.success(), "{} exited with {status}; log:\n{}", self.name, tail(&self.log));
+        Ok(())
+    }
+}
+
+/// The last lines of a log file, for failure messages.
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// The directory of the workspace's built binaries (`target/debug`), found from this test binary
+/// (`target/debug/deps/suites-…`).
+fn binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().and_then(Path::parent).context("test binary outside target/<profile>/deps")?;
+    let path = dir.join(name);
+    ensure!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace --all-targets --all-features` first (./etter test does)",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// A test's private deployment.
+pub struct Stack {
+    /// The test's company id (unique, so graph data never collides).
+    pub company: String,
+    /// The documents root the server admits and the worker reads.
+    pub docs: PathBuf,
+    /// The Temporal task queue.
+    pub task_queue: String,
+    root: PathBuf,
+    env: Vec<(String, String)>,
+    database: String,
+}
+
+impl Stack {
+    /// A fresh deployment (nothing started yet).
+    pub async fn new(test: &str) -> Result<Self> {
+        use sqlx::{Connection as _, Executor as _};
+        let admin_url = service_setting("ETTER_TEST__POSTGRES_ADMIN_URL", "postgres")?;
+        let temporal = service_setting("ETTER_TEMPORAL__ADDRESS", "temporal")?;
+        let namespace = service_setting("ETTER_TEMPORAL__NAMESPACE", "temporal")?;
+        let graph = service_setting("ETTER_GRAPH__URI", "neo4j")?;
+        let name = unique_name(&format!("e2e_{test}"));
+        let database = name.to_lowercase();
+        let mut admin = sqlx::PgConnection::connect(&admin_url).await.context("connecting to PostgreSQL as admin")?;
+        admin.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}"))).await?;
+        admin.close().await?;
+        let (base, _) = admin_url.rsplit_once('/').context("admin URL without a database")?;
+        let root = std::env::temp_dir().join(format!("etter-{name}"));
+        let docs = root.join("docs");
+        std::fs::create_dir_all(&docs)?;
+        std::fs::create_dir_all(root.join("logs"))?;
+        let docs = docs.canonicalize()?;
+        let task_queue = format!("etter-{name}");
+        let env = [
+            ("ETTER_DATA_DIR", root.join("data").display().to_string()),
+            ("ETTER_STORE__URL", format!("{base}/{database}")),
+            ("ETTER_TEMPORAL__ADDRESS", temporal),
+            ("ETTER_TEMPORAL__NAMESPACE", namespace),
+            ("ETTER_TEMPORAL__TASK_QUEUE", task_queue.clone()),
+            ("ETTER_GRAPH__URI", graph),
+            ("ETTER_DOCUMENTS__FILE_ROOT", docs.display().to_string()),
+            ("ETTER_SERVER__LISTEN", "127.0.0.1:0".to_owned()),
+            ("ETTER_SERVER__METRICS_LISTEN", "127.0.0.1:0".to_owned()),
+            ("ETTER_SERVER__WATCH_POLL_INTERVAL", "100ms".to_owned()),
+            ("ETTER_SERVER__WATCH_HEARTBEAT_INTERVAL", "1s".to_owned()),
+            ("ETTER_DISPATCH__POLL_INTERVAL", "200ms".to_owned()),
+            ("ETTER_WORKER__METRICS_LISTEN", "127.0.0.1:0".to_owned()),
+            // A killed worker's activity is noticed within seconds, not the production minute.
+            ("ETTER_WORKER__HEARTBEAT_TIMEOUT", "2s".to_owned()),
+            ("ETTER_WORKER__RETRY_INITIAL_INTERVAL", "200ms".to_owned()),
+            ("ETTER_WORKER__SHUTDOWN_GRACE", "5s".to_owned()),
+            ("ETTER_LOG__FILTER", "info".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let company = format!("e2e{}", name.replace('_', "").to_lowercase()).chars().take(40).collect();
+        Ok(Self { company, docs, task_queue, root, env, database })
+    }
+
+    /// The environment the binaries get (the test's own settings over the inherited ones).
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
+    }
+
+    /// Copies a document fixture into the documents root; answers its `file://` URI.
+    pub fn document(&self, fixture: &str) -> Result<String> {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipeline/tests/fixtures/documents").join(fixture);
+        let target = self.docs.join(fixture);
+        std::fs::copy(&source, &target).with_context(|| format!("copying {}", source.display()))?;
+        Ok(format!("file://{}", target.display()))
+    }
+
+    async fn spawn(&self, name: &'static str, args: &[&str], extra: &[(&str, &str)]) -> Result<Process> {
+        let log = self.root.join("logs").join(format!("{name}-{}.log", crate::unique_name("p")));
+        let stderr = std::fs::File::create(&log)?;
+        let mut child = Command::new(binary(name)?)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(extra.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, mut lines) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let ready = loop {
+            let line = tokio::time::timeout(READY_WITHIN, lines.recv())
+                .await
+                .map_err(|_| anyhow!("{name} printed no readiness line within {READY_WITHIN:?}; log:\n{}", tail(&log)))?
+                .ok_or_else(|| anyhow!("{name} exited before it was ready; log:\n{}", tail(&log)))?;
+            if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line)
+                && value.get("ready").is_some()
+            {
+                break value;
+            }
+        };
+        Ok(Process { name, child, ready, lines, log })
+    }
+
+    /// Starts `etter-server serve`.
+    pub async fn start_server(&self) -> Result<Process> {
+        self.spawn("etter-server", &["serve"], &[]).await
+    }
+
+    /// Starts `etter-worker` with extra environment (e.g. `ETTER_TEST_FAULTS`).
+    pub async fn start_worker(&self, extra: &[(&str, &str)]) -> Result<Process> {
+        self.spawn("etter-worker", &["run"], extra).await
+    }
+
+    /// A token for `role` (viewer, operator, admin) in the test's company, from `etter-server token`.
+    pub async fn token(&self, role: &str) -> Result<String> {
+        let output = Command::new(binary("etter-server")?)
+            .args(["token", "--company", &self.company, "--role", role, "--user", "e2e@example.com"])
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .await?;
+        ensure!(output.status.success(), "etter-server token failed: {}", String::from_utf8_lossy(&output.stderr));
+        Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+    }
+
+    /// A client of `server` acting as an operator of the test's company.
+    pub async fn client(&self, server: &Process) -> Result<Client> {
+        let token = self.token("operator").await?;
+        let addr = server.field("grpc_addr")?;
+        let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
+        let bearer = BearerToken(format!("Bearer {token}").parse()?);
+        Ok(PipelineServiceClient::with_interceptor(channel, bearer))
+    }
+
+    /// Drops the test's database (call at the end of a passing test; a failing one keeps it for a look).
+    pub async fn cleanup(self) -> Result<()> {
+        use sqlx::{Connection as _, Executor as _};
+        let admin_url = service_setting("ETTER_TEST__POSTGRES_ADMIN_URL", "postgres")?;
+        let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+        admin.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database))).await?;
+        if let Err(err) = std::fs::remove_dir_all(&self.root) {
+            bail!("cannot remove {}: {err}", self.root.display());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,115 @@
+//! Fault injection for the end-to-end tests (DESIGN §11): pause a step after its work is written
+//! but before it is recorded (the worst moment for a worker to die), or fail a step with a
+//! transient error on every attempt.
+//!
+//! Compiled only with the `fault-injection` feature, which `./etter test` enables; a build without
+//! it refuses to start when `ETTER_TEST_FAULTS` is set, so a production worker never runs with
+//! faults and never ignores a request for them silently.
+
+use etter_pipeline::steps::StepName;
+
+use crate::failure::StepFailure;
+
+/// The environment variable that asks for faults: `;`-separated `pause_after:<step>` and
+/// `fail:<step>` entries.
+pub const FAULTS_VAR: &str = "ETTER_TEST_FAULTS";
+
+/// The faults this process injects.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Steps whose first attempt stops after writing its output and never finishes.
+    pause_after: Vec<StepName>,
+    /// Steps that fail with a transient error on every attempt.
+    fail: Vec<StepName>,
+}
+
+/// Faults asked for but not available, or asked for in words this build does not know.
+#[derive(Debug, thiserror::Error)]
+pub enum FaultsError {
+    /// `ETTER_TEST_FAULTS` is set on a build without the `fault-injection` feature.
+    #[error("{FAULTS_VAR} is set, but this etter-worker was built without fault injection; unset it")]
+    NotCompiled,
+    /// An entry is malformed.
+    #[error("{FAULTS_VAR}: {0}")]
+    Invalid(String),
+}
+
+impl Faults {
+    /// The faults `ETTER_TEST_FAULTS` asks for (none when unset).
+    pub fn from_env() -> Result<Self, FaultsError> {
+        match std::env::var(FAULTS_VAR) {
+            Ok(spec) if !spec.trim().is_empty() => Self::parse(&spec),
+            _ => Ok(Self::default()),
+        }
+    }
+
+    /// Parses a fault list.
+    pub fn parse(spec: &str) -> Result<Self, FaultsError> {
+        if !cfg!(feature = "fault-injection") {
+            return Err(FaultsError::NotCompiled);
+        }
+        let mut faults = Self::default();
+        for entry in spec.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+            let (kind, step) =
+                entry.split_once(':').ok_or_else(|| FaultsError::Invalid(format!("`{entry}` is not `kind:step`")))?;
+            let step = StepName::parse(step.trim())
+                .ok_or_else(|| FaultsError::Invalid(format!("`{step}` is not a step name")))?;
+            match kind.trim() {
+                "pause_after" => faults.pause_after.push(step),
+                "fail" => faults.fail.push(step),
+                other => return Err(FaultsError::Invalid(format!("unknown fault `{other}`"))),
+            }
+        }
+        Ok(faults)
+    }
+
+    /// Whether any fault is active.
+    pub fn is_empty(&self) -> bool {
+        self.pause_after.is_empty() && self.fail.is_empty()
+    }
+
+    /// Before a step's work: fails it when asked to.
+    pub fn before_work(&self, step: StepName) -> Result<(), StepFailure> {
+        if self.fail.contains(&step) {
+            return Err(StepFailure::transient("INJECTED_FAULT", format!("{step} failed by {FAULTS_VAR}")));
+        }
+        Ok(())
+    }
+
+    /// After a step's work, before it is recorded: on the first attempt of a paused step, says so
+    /// on stdout (the test waits for that line) and never returns — the activity keeps
+    /// heartbeating until the process is killed or the activity cancelled.
+    pub async fn after_work(&self, step: StepName, attempt: u32) {
+        if attempt == 1 && self.pause_after.contains(&step) {
+            println!("{}", serde_json::json!({ "fault": "paused", "step": step.as_str() }));
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[cfg(all(test, feature = "fault-injection"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_lists_parse_and_reject_unknown_words() -> anyhow::Result<()> {
+        let faults = Faults::parse("pause_after:ai_assessment; fail:task_feasibility")?;
+        assert_eq!(faults.pause_after, vec![StepName::AiAssessment]);
+        assert!(faults.before_work(StepName::TaskFeasibility).is_err());
+        assert!(faults.before_work(StepName::AiAssessment).is_ok());
+        assert!(Faults::parse("explode:ai_assessment").is_err());
+        assert!(Faults::parse("fail:nonsense").is_err());
+        assert!(Faults::parse("fail").is_err());
+        Ok(())
+    }
+}
+
+#[cfg(all(test, not(feature = "fault-injection")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_without_the_feature_refuse_faults() {
+        assert!(matches!(Faults::parse("fail:role_setup"), Err(FaultsError::NotCompiled)));
+    }
+}
