@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use etter_pipeline::config::ConfigError;
 use etter_pipeline::documents::{DocumentError, Documents};
@@ -65,9 +66,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     set_activity_policy(ActivityPolicy::from(&config.worker));
 
     let url = Url::parse(&config.temporal.address).map_err(|e| temporal(format!("temporal.address: {e}")))?;
-    let connection = Connection::connect(ConnectionOptions::new(url).identity(identity()).build())
-        .await
-        .map_err(|e| temporal(format!("cannot reach Temporal at {}: {e}", config.temporal.address)))?;
+    tokio::pin!(shutdown);
+    // A worker may start before Temporal does (a host reboot, a deploy): wait for it rather than exit.
+    let connection = tokio::select! {
+        connection = connect_patiently(url, &config.temporal.address) => connection,
+        () = &mut shutdown => {
+            store.close().await;
+            return Ok(());
+        }
+    };
     let client =
         Client::new(connection, ClientOptions::new(config.temporal.namespace.clone()).build()).map_err(temporal)?;
 
@@ -106,7 +113,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 
     let stop = worker.shutdown_handle();
     let running = worker.run();
-    tokio::pin!(running, shutdown);
+    tokio::pin!(running);
     let result = tokio::select! {
         result = &mut running => result,
         () = &mut shutdown => {
@@ -124,6 +131,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let _ = stop_tx.send(true);
     store.close().await;
     result.map_err(temporal)
+}
+
+/// Connects to Temporal, retrying with a doubling back-off (at most 30 s) until it answers.
+async fn connect_patiently(url: Url, address: &str) -> Connection {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match Connection::connect(ConnectionOptions::new(url.clone()).identity(identity()).build()).await {
+            Ok(connection) => return connection,
+            Err(err) => {
+                tracing::warn!(%address, retry_in = ?backoff, "Temporal is not reachable yet: {err}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
 }
 
 async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {

@@ -68,9 +68,16 @@ where
     }
 }
 
+/// The company of this test process: unique, because the Temporal dev server outlives test runs
+/// (and serves `./etter dev` too) and keeps workflow ids, which are derived from company and role.
+fn acme() -> String {
+    static COMPANY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    COMPANY.get_or_init(|| format!("acme{}", unique_suffix().replace(['-', '_'], "").to_lowercase())).clone()
+}
+
 fn push_request(role: &str, uri: &str) -> PushRequest {
     PushRequest {
-        company_id: "acme".into(),
+        company_id: acme(),
         role_name: role.into(),
         documents: vec![pb::Document { r#type: pb::DocumentType::JobDescription as i32, uri: uri.into() }],
         draup_role_id: "draup-role-12345".into(),
@@ -105,7 +112,7 @@ fn violations(status: &tonic::Status) -> Vec<String> {
 #[tokio::test]
 async fn invalid_pushes_name_the_field_and_store_nothing() -> anyhow::Result<()> {
     let server = Server::start(&[]).await?;
-    let token = server.token(&["--company", "acme", "--role", "operator"])?;
+    let token = server.token(&["--company", &acme(), "--role", "operator"])?;
     let mut api = PipelineServiceClient::new(server.channel().await?);
     let good = push_request("Claims Adjuster", &doc_uri(&server, "jd.pdf"));
     let mut no_documents = good.clone();
@@ -133,7 +140,7 @@ async fn invalid_pushes_name_the_field_and_store_nothing() -> anyhow::Result<()>
         assert_eq!((info.reason.as_str(), info.domain.as_str()), ("INVALID_ROLE", "etter.pipeline"));
     }
     // Nothing was stored: the role has no run.
-    let missing = status_of(&mut api, &token, Target::RoleId("cr-acme-claims-adjuster".into())).await;
+    let missing = status_of(&mut api, &token, Target::RoleId(format!("cr-{}-claims-adjuster", acme()))).await;
     assert_eq!(missing.err().map(|s| s.code()), Some(Code::NotFound));
     Ok(())
 }
@@ -141,14 +148,14 @@ async fn invalid_pushes_name_the_field_and_store_nothing() -> anyhow::Result<()>
 #[tokio::test]
 async fn pushes_are_idempotent_by_inputs_and_by_request_id() -> anyhow::Result<()> {
     let server = Server::start(&[]).await?;
-    let token = server.token(&["--company", "acme", "--role", "operator", "--user", "jane"])?;
+    let token = server.token(&["--company", &acme(), "--role", "operator", "--user", "jane"])?;
     let mut api = PipelineServiceClient::new(server.channel().await?);
     let request = push_request("Claims Adjuster", &doc_uri(&server, "jd.pdf"));
 
     let first = api.push(with_token(request.clone(), &token)?).await?.into_inner();
     assert!(first.created);
-    assert_eq!(first.workflow_id, "role-onboard-cr-acme-claims-adjuster-1");
-    assert_eq!(first.role_id, "cr-acme-claims-adjuster");
+    assert_eq!(first.workflow_id, format!("role-onboard-cr-{}-claims-adjuster-1", acme()));
+    assert_eq!(first.role_id, format!("cr-{}-claims-adjuster", acme()));
     assert_eq!(first.status(), pb::RoleStatus::Queued);
     assert_eq!(first.position_in_queue, 1);
     assert!(first.estimated_duration_seconds > 0 && first.token_estimate.is_some_and(|t| t.total_tokens > 0));
@@ -190,8 +197,8 @@ async fn pushes_are_idempotent_by_inputs_and_by_request_id() -> anyhow::Result<(
 #[tokio::test]
 async fn callers_see_and_change_only_what_their_role_and_companies_allow() -> anyhow::Result<()> {
     let server = Server::start(&[]).await?;
-    let operator = server.token(&["--company", "acme", "--role", "operator"])?;
-    let viewer = server.token(&["--company", "acme", "--role", "viewer"])?;
+    let operator = server.token(&["--company", &acme(), "--role", "operator"])?;
+    let viewer = server.token(&["--company", &acme(), "--role", "viewer"])?;
     let other = server.token(&["--company", "globex", "--role", "operator"])?;
     let mut api = PipelineServiceClient::new(server.channel().await?);
     let request = push_request("Claims Adjuster", &doc_uri(&server, "jd.pdf"));
@@ -224,7 +231,7 @@ async fn expired_tokens_are_unauthenticated() -> anyhow::Result<()> {
     let server = Server::start(&[("ETTER_AUTH__HS256_SECRET", SECRET), ("ETTER_AUTH__LEEWAY", "0s")]).await?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     let claims = serde_json::json!({
-        "sub": "jane", "role": "operator", "companies": ["acme"], "iss": "etter", "aud": "etter-pipeline",
+        "sub": "jane", "role": "operator", "companies": [acme()], "iss": "etter", "aud": "etter-pipeline",
         "exp": now - 3600, "iat": now - 7200,
     });
     let expired = jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes()))?;
@@ -247,7 +254,7 @@ async fn with_temporal_unreachable_pushes_queue_and_health_says_so() -> anyhow::
     let server =
         Server::start(&[("ETTER_TEMPORAL__ADDRESS", closed.as_str()), ("ETTER_DISPATCH__TEMPORAL_TIMEOUT", "500ms")])
             .await?;
-    let token = server.token(&["--company", "acme", "--role", "operator"])?;
+    let token = server.token(&["--company", &acme(), "--role", "operator"])?;
     let mut api = PipelineServiceClient::new(server.channel().await?);
     let run = api.push(with_token(push_request("Claims Adjuster", &doc_uri(&server, "jd.pdf")), &token)?).await?;
     let run = run.into_inner();
@@ -323,7 +330,7 @@ async fn watch_sends_the_snapshot_then_every_event_and_resumes_after_a_sequence(
     // Temporal unreachable: the test moves the run itself, so the events are exactly its own.
     let closed = closed_port_url()?;
     let server = Server::start(&[("ETTER_TEMPORAL__ADDRESS", closed.as_str())]).await?;
-    let token = server.token(&["--company", "acme", "--role", "operator"])?;
+    let token = server.token(&["--company", &acme(), "--role", "operator"])?;
     let mut api = PipelineServiceClient::new(server.channel().await?);
     let pushed = api.push(with_token(push_request("Claims Adjuster", &doc_uri(&server, "jd.pdf")), &token)?).await?;
     let wf = WorkflowId::parse(&pushed.into_inner().workflow_id)?;
@@ -444,7 +451,7 @@ async fn the_dispatcher_starts_each_run_once_and_the_reconciler_closes_terminate
 }
 
 async fn dispatch_scenario(server: &Server, database: &ScratchDatabase, task_queue: &str) -> anyhow::Result<()> {
-    let token = server.token(&["--company", "acme", "--role", "operator"])?;
+    let token = server.token(&["--company", &acme(), "--role", "operator"])?;
     let mut api = PipelineServiceClient::new(server.channel().await?);
     // Unique role per run of the suite: the dev server keeps closed workflow ids reserved.
     let role = format!("Adjuster {}", unique_suffix().replace('-', " "));
