@@ -102,14 +102,15 @@ pub enum MetricsError {
 /// The process-wide Prometheus recorder, installed on first use (a process has one recorder; tests
 /// may serve several times in one process).
 fn prometheus_handle() -> Result<metrics_exporter_prometheus::PrometheusHandle, MetricsError> {
-    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
-    if let Some(handle) = HANDLE.get() {
-        return Ok(handle.clone());
-    }
-    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .map_err(|e| MetricsError::Recorder(e.to_string()))?;
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    type Installed = Result<metrics_exporter_prometheus::PrometheusHandle, String>;
+    static HANDLE: std::sync::OnceLock<Installed> = std::sync::OnceLock::new();
+    // `get_or_init` runs one initializer at a time, so concurrent first calls install once.
+    HANDLE
+        .get_or_init(|| {
+            metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(MetricsError::Recorder)
 }
 
 /// Installs the process-wide Prometheus recorder and serves it as `GET /metrics` on `addr` until

@@ -311,3 +311,29 @@ async fn a_server_killed_right_after_acknowledging_pushes_loses_none() -> Result
     server.stop().await?;
     stack.cleanup().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_corrupt_document_fails_the_run_with_an_error_naming_it() -> Result<()> {
+    let stack = Stack::new("baddoc").await?;
+    let server = stack.start_server().await?;
+    let worker = stack.start_worker(&[]).await?;
+    let mut client = stack.client(&server).await?;
+    let corrupt = stack.document("corrupt.pdf")?;
+    let missing = format!("file://{}", stack.docs.join("not-uploaded-yet.pdf").display());
+    for (role, uri, code) in
+        [("Corrupt Adjuster", &corrupt, "DOCUMENT_CORRUPT"), ("Missing Adjuster", &missing, "DOCUMENT_NOT_FOUND")]
+    {
+        let pushed = client
+            .push(push_request(&stack, role, &[(DocumentType::JobDescription, uri.clone())], ""))
+            .await?
+            .into_inner();
+        let done = wait_final(&mut client, &pushed.workflow_id).await?;
+        ensure!(RoleStatus::try_from(done.status)? == RoleStatus::Failed, "{done:#?}");
+        let error = done.error.context("a FAILED run carries its error")?;
+        ensure!(error.code == code && error.message.contains(uri.as_str()), "{role}: {error:#?}");
+        ensure!(!error.recoverable && error.step == "document_linking", "{error:#?}");
+    }
+    worker.stop().await?;
+    server.stop().await?;
+    stack.cleanup().await
+}

@@ -454,11 +454,6 @@ impl PipelineActivities {
 impl PipelineActivities {
     async fn close_run(&self, input: &OutcomeInput) -> Result<OutcomeReport, StepFailure> {
         let store = self.runner.store();
-        let run = store.get_run(&input.workflow_id).await?;
-        if run.state.is_final() {
-            // Recorded already (this activity is being retried, or the run was closed elsewhere).
-            return Ok(OutcomeReport { state: run.state });
-        }
         let attempts = store.steps(&input.workflow_id).await?;
         let latest =
             |step: StepName| attempts.iter().filter(|a| a.step == step.as_str()).max_by_key(|a| a.attempt).cloned();
@@ -491,6 +486,11 @@ impl PipelineActivities {
                     store.record_step(&input.workflow_id, StepTransition::new(step.as_str(), attempt, closing)).await?;
                 }
             }
+        }
+        let run = store.get_run(&input.workflow_id).await?;
+        if run.state.is_final() {
+            // Recorded already (this activity is being retried, or Cancel closed the run first).
+            return Ok(OutcomeReport { state: run.state });
         }
         let failed: Vec<StepName> = input.failed.iter().map(|f| f.step).collect();
         let state = outcome_of(&failed, input.cancelled);

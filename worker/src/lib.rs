@@ -11,4 +11,4 @@ pub mod workflows;
 
 mod worker;
 
-pub use worker::{RunError, run};
+pub use worker::{RunError, run, run_with_faults};

@@ -56,6 +56,16 @@ fn temporal(err: impl std::fmt::Display) -> RunError {
 /// Runs the worker until `shutdown` resolves, then stops polling and lets running activities
 /// finish within `worker.shutdown_grace`.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+    let faults = Faults::from_env()?;
+    run_with_faults(config, faults, shutdown).await
+}
+
+/// [`run`] with the faults a test asks for (`fault-injection` builds only; see [`Faults`]).
+pub async fn run_with_faults(
+    config: Config,
+    faults: Faults,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
     let location = config.store_location()?;
     let options = StoreOptions { max_connections: config.store.max_connections, ..StoreOptions::default() };
     let store = etter_pipeline::store::connect_with(&location, &options).await?;
@@ -78,7 +88,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let client =
         Client::new(connection, ClientOptions::new(config.temporal.namespace.clone()).build()).map_err(temporal)?;
 
-    let faults = Faults::from_env()?;
     if !faults.is_empty() {
         tracing::warn!(?faults, "fault injection is on: this worker is for tests only");
     }

@@ -22,7 +22,10 @@ use etter_pipeline::workflow::{
 use serde::{Deserialize, Serialize};
 use temporalio_common::RetryPolicy;
 use temporalio_sdk::workflows::{join, workflow, workflow_methods};
-use temporalio_sdk::{ActivityOptions, ChildWorkflowOptions, WorkflowContext, WorkflowResult};
+use temporalio_sdk::{
+    ActivityCancellationType, ActivityOptions, ChildWorkflowOptions, WorkflowCancellationToken, WorkflowContext,
+    WorkflowResult, WorkflowTermination,
+};
 
 use crate::activities::{BeginInput, FailedStep, OutcomeInput, PipelineActivities, StepInput};
 use crate::failure::PERMANENT_FAILURE_TYPE;
@@ -84,6 +87,8 @@ fn step_options() -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(policy.start_to_close)
         .heartbeat_timeout(policy.heartbeat)
         .retry_policy(retry)
+        // A cancelled run waits for its running step to acknowledge (and record) the cancel.
+        .cancellation_type(ActivityCancellationType::WaitCancellationCompleted)
         .build()
 }
 
@@ -96,7 +101,11 @@ fn bookkeeping_options() -> ActivityOptions {
         .maximum_interval(Duration::from_secs(30))
         .non_retryable_error_types([PERMANENT_FAILURE_TYPE])
         .build();
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60)).retry_policy(retry).build()
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
+        .retry_policy(retry)
+        // Detached from the workflow's cancellation: a cancelled run still records its outcome.
+        .cancellation_token(WorkflowCancellationToken::new())
+        .build()
 }
 
 /// What a group of steps (a child workflow or a branch) ended with.
@@ -223,12 +232,13 @@ impl RoleOnboarding {
         )
         .await?;
 
+        let cancelled = || ctx.cancellation_token().is_cancelled();
         let mut done = run_chain(ctx, &run, &planned(&plan, &[StepName::RoleSetup, StepName::DocumentLinking])).await;
-        if done.ok() {
+        if done.ok() && !cancelled() {
             let steps = planned(&plan, &[StepName::AiAssessment]);
             done.merge(run_child(ctx, AiAssessment, "ai-assessment", &run, steps).await);
         }
-        if done.ok() {
+        if done.ok() && !cancelled() {
             let top = planned(&plan, &[StepName::StepExecutor, StepName::Standardization]);
             let skills = planned(&plan, &[StepName::SkillsMiner, StepName::SkillsArchitecture]);
             let after_skills = planned(&plan, &[StepName::SkillsCatalog, StepName::Reskilling]);
@@ -252,17 +262,21 @@ impl RoleOnboarding {
         let critical_failed = done.failed.iter().any(|f| f.step.is_critical());
         // Finalize runs after everything else unless the critical path failed: a DEGRADED role is
         // still shown with what exists.
-        if !critical_failed {
+        if !critical_failed && !cancelled() {
             done.merge(run_chain(ctx, &run, &planned(&plan, &[StepName::Finalize])).await);
         }
 
         let report = ctx
             .execute_activity(
                 PipelineActivities::record_outcome,
-                OutcomeInput { workflow_id: run.clone(), plan, failed: done.failed.clone(), cancelled: false },
+                OutcomeInput { workflow_id: run.clone(), plan, failed: done.failed.clone(), cancelled: cancelled() },
                 bookkeeping_options(),
             )
             .await?;
+        if cancelled() {
+            // Recorded CANCELLED (outputs kept); Temporal shows the workflow cancelled too.
+            return Err(WorkflowTermination::cancelled());
+        }
         Ok(RoleOnboardingOutput {
             state: report.state,
             completed: done.completed,

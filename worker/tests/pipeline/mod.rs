@@ -14,8 +14,11 @@ use etter_pipeline::lifecycle::RunState;
 use etter_pipeline::steps::{StepName, plan_new};
 use etter_pipeline::store::{Admission, Change, DocumentRef, NewRun, Priority, Run, RunStore, StepStatus, Transition};
 use etter_pipeline::workflow::{RoleOnboardingInput, RoleOnboardingOutput};
+use etter_worker::faults::Faults;
 use etter_worker::workflows::RoleOnboarding;
-use temporalio_client::{WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowStartOptions};
+use temporalio_client::{
+    WorkflowCancelOptions, WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowStartOptions,
+};
 
 use crate::harness::{DEADLINE, connect, settings_from, within};
 
@@ -86,21 +89,66 @@ impl World {
         Ok(run)
     }
 
-    /// Runs the workflow of `run` on a worker of this world and answers its output.
-    pub async fn execute(&self, run: &Run) -> Result<RoleOnboardingOutput> {
-        let client = connect(&settings_from(|name| std::env::var(name).ok())?).await?;
-        let input = RoleOnboardingInput {
+    fn input(run: &Run) -> RoleOnboardingInput {
+        RoleOnboardingInput {
             workflow_id: run.workflow_id.clone(),
             role_id: run.role_id.clone(),
             company_id: run.company_id.clone(),
             plan: plan_new(false).steps,
             reuse_from: None,
             trace_id: None,
-        };
-        let options = WorkflowStartOptions::new(self.config.temporal.task_queue.clone(), run.workflow_id.to_string())
+        }
+    }
+
+    fn start_options(&self, run: &Run) -> WorkflowStartOptions {
+        WorkflowStartOptions::new(self.config.temporal.task_queue.clone(), run.workflow_id.to_string())
             .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
             .execution_timeout(DEADLINE * 4)
-            .build();
+            .build()
+    }
+
+    /// Runs the workflow of `run` on a worker whose `step` pauses after its work, cancels the
+    /// workflow while it does, and answers how the workflow ended.
+    pub async fn cancel_during(&self, run: &Run, step: StepName) -> Result<anyhow::Error> {
+        let client = connect(&settings_from(|name| std::env::var(name).ok())?).await?;
+        let faults = Faults::parse(&format!("pause_after:{step}"))?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let worker = etter_worker::run_with_faults(self.config.clone(), faults, async {
+            let _ = stopped.await;
+        });
+        let scenario = async {
+            let handle = client.start_workflow(RoleOnboarding::run, Self::input(run), self.start_options(run)).await?;
+            // Wait until the step is running (it pauses there, heartbeating).
+            within(DEADLINE, "the step to start", async {
+                loop {
+                    let attempts = self.store.steps(&run.workflow_id).await?;
+                    if attempts.iter().any(|a| a.step == step.as_str() && a.status == StepStatus::Running) {
+                        return anyhow::Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+            .await??;
+            handle.cancel(WorkflowCancelOptions::default()).await?;
+            let ended =
+                within(DEADLINE, "the cancelled workflow", handle.get_result(WorkflowGetResultOptions::default()))
+                    .await?;
+            let _ = stop.send(());
+            match ended {
+                Ok(output) => anyhow::bail!("the cancelled workflow completed: {output:?}"),
+                Err(err) => Ok(anyhow::Error::from(err)),
+            }
+        };
+        let (worker, ended) = tokio::join!(worker, scenario);
+        worker.context("the worker failed")?;
+        ended
+    }
+
+    /// Runs the workflow of `run` on a worker of this world and answers its output.
+    pub async fn execute(&self, run: &Run) -> Result<RoleOnboardingOutput> {
+        let client = connect(&settings_from(|name| std::env::var(name).ok())?).await?;
+        let input = Self::input(run);
+        let options = self.start_options(run);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let worker = etter_worker::run(self.config.clone(), async {
             let _ = stopped.await;
@@ -243,5 +291,31 @@ async fn a_missing_document_fails_the_run_naming_it() -> Result<()> {
     let error = world.store.get_run(&run.workflow_id).await?.error.context("error")?;
     ensure!(error.code == "DOCUMENT_NOT_FOUND" && error.message.contains(&uri), "{error:?}");
     let _ = &world.docs;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_run_stops_its_running_step_and_keeps_what_finished() -> Result<()> {
+    let world = World::new("cancel").await?;
+    let run = world
+        .queued_run("Claims Adjuster", vec![("job_description", world.document("claims_adjuster_jd.pdf")?)])
+        .await?;
+    let ended = world.cancel_during(&run, StepName::AiAssessment).await?;
+    ensure!(format!("{ended:#}").to_lowercase().contains("cancel"), "the workflow ended: {ended:#}");
+
+    let stored = world.store.get_run(&run.workflow_id).await?;
+    ensure!(stored.state == RunState::Cancelled && stored.end_time.is_some(), "{stored:?}");
+    let states = step_states(world.store.as_ref(), &run).await?;
+    let state_of = |step: StepName| states.iter().find(|(s, _)| s == step.as_str()).map(|(_, st)| *st);
+    // What finished is kept; the step that was running observed the cancel and recorded it; the
+    // rest never ran.
+    ensure!(state_of(StepName::RoleSetup) == Some(StepStatus::Completed), "{states:?}");
+    ensure!(state_of(StepName::DocumentLinking) == Some(StepStatus::Completed), "{states:?}");
+    ensure!(state_of(StepName::AiAssessment) == Some(StepStatus::Cancelled), "{states:?}");
+    for step in [StepName::StepExecutor, StepName::SkillsMiner, StepName::TaskFeasibility, StepName::Finalize] {
+        ensure!(state_of(step) == Some(StepStatus::Cancelled), "{step}: {states:?}");
+    }
+    let outputs = world.graph().await?.role_outputs(&run.role_id).await?.context("role kept in the graph")?;
+    ensure!(!outputs.visible && outputs.documents.len() == 1, "kept but not shown: {outputs:?}");
     Ok(())
 }
