@@ -20,6 +20,8 @@ use figment::{
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::ids::{CompanyId, RoleId};
+
 /// The prefix of every configuration environment variable.
 pub const ENV_PREFIX: &str = "ETTER_";
 
@@ -84,7 +86,7 @@ pub struct ServerConfig {
     /// How long a graceful shutdown waits for in-flight calls and streams.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
-    /// How often health checks ask the store and Temporal whether they answer.
+    /// How often health checks ask the store, Temporal and the role graph whether they answer.
     #[serde(with = "humantime_serde")]
     pub health_check_interval: Duration,
     /// How often a `WatchStatus` stream polls the store for new events.
@@ -96,6 +98,48 @@ pub struct ServerConfig {
     /// A `WatchStatus` stream ends cleanly after this long; clients resume with `after_sequence`.
     #[serde(with = "humantime_serde")]
     pub watch_max_lifetime: Duration,
+    /// Where a finished role is seen on the Etter dashboard: a URL template with `{role_id}` and
+    /// `{company_id}` placeholders. Empty = no dashboard URL in statuses.
+    pub dashboard_url: String,
+}
+
+/// The placeholders of `server.dashboard_url`.
+const DASHBOARD_PLACEHOLDERS: [&str; 2] = ["{role_id}", "{company_id}"];
+
+impl ServerConfig {
+    /// The dashboard URL of a role: `server.dashboard_url` with its placeholders substituted, or
+    /// `None` when no template is configured. Ids are URL-safe (lowercase ASCII, digits, hyphens),
+    /// so they are inserted as they are.
+    pub fn dashboard_url_for(&self, role_id: &RoleId, company_id: &CompanyId) -> Option<String> {
+        (!self.dashboard_url.is_empty()).then(|| substitute_dashboard_url(&self.dashboard_url, role_id, company_id))
+    }
+}
+
+fn substitute_dashboard_url(template: &str, role_id: &RoleId, company_id: &CompanyId) -> String {
+    template
+        .replace(DASHBOARD_PLACEHOLDERS[0], role_id.as_str())
+        .replace(DASHBOARD_PLACEHOLDERS[1], company_id.as_str())
+}
+
+/// Checks a non-empty `server.dashboard_url`: substituted with sample ids it must be an http(s) URL
+/// with a host, and no other `{…}` placeholder may remain.
+fn validate_dashboard_url(template: &str) -> Result<(), String> {
+    let sample = || -> Result<(RoleId, CompanyId), crate::ids::InvalidId> {
+        let company = CompanyId::parse("acme")?;
+        Ok((RoleId::new(&company, &crate::ids::RoleName::parse("Claims Adjuster")?), company))
+    };
+    let (role, company) = sample().map_err(|e| format!("cannot be checked: {e}"))?;
+    let url = substitute_dashboard_url(template, &role, &company);
+    if let Some(start) = url.find('{') {
+        let rest = &url[start..];
+        let placeholder = rest.find('}').map_or(rest, |end| &rest[..=end]);
+        return Err(format!("has an unknown placeholder {placeholder}; use {{role_id}} and {{company_id}}"));
+    }
+    match url::Url::parse(&url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        Ok(_) => Err(format!("must be an http:// or https:// URL with a host, got {url}")),
+        Err(e) => Err(format!("is not a URL after substitution ({url}): {e}")),
+    }
 }
 
 /// `[dispatch]`: the server's dispatcher, which starts queued runs' workflows in Temporal, and
@@ -369,6 +413,7 @@ impl Default for ServerConfig {
             watch_poll_interval: Duration::from_millis(250),
             watch_heartbeat_interval: Duration::from_secs(15),
             watch_max_lifetime: Duration::from_secs(30 * 60),
+            dashboard_url: String::new(),
         }
     }
 }
@@ -529,6 +574,11 @@ impl Config {
         }
         if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
             return invalid("auth.issuer", "issuer and audience must not be empty");
+        }
+        if !self.server.dashboard_url.is_empty()
+            && let Err(problem) = validate_dashboard_url(&self.server.dashboard_url)
+        {
+            return Err(ConfigError::Invalid { key: "server.dashboard_url", problem });
         }
         if self.store.max_connections == 0 {
             return invalid("store.max_connections", "must be at least 1");
@@ -692,7 +742,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: "server.health_check_interval",
         used_by: "server",
-        description: "How often health checks ask the store and Temporal whether they answer.",
+        description: "How often health checks ask the store, Temporal and the role graph whether they answer.",
     },
     KeyDoc {
         key: "server.watch_poll_interval",
@@ -708,6 +758,11 @@ pub const KEYS: &[KeyDoc] = &[
         key: "server.watch_max_lifetime",
         used_by: "server",
         description: "A `WatchStatus` stream ends cleanly after this long; clients resume with `after_sequence`.",
+    },
+    KeyDoc {
+        key: "server.dashboard_url",
+        used_by: "server",
+        description: "Dashboard URL template of a finished role (`RunStatus.dashboard_url` when READY, DEGRADED or STALE), with `{role_id}` and `{company_id}` placeholders, e.g. `https://app.example.com/{company_id}/roles/{role_id}`; must be an http(s) URL after substitution. Empty = no URL.",
     },
     KeyDoc {
         key: "dispatch.poll_interval",
@@ -790,13 +845,13 @@ pub const KEYS: &[KeyDoc] = &[
     },
     KeyDoc {
         key: "graph.uri",
-        used_by: "worker",
+        used_by: "both",
         description: "Neo4j Bolt URI (`bolt://…`); empty = the embedded SQLite graph `{data_dir}/graph.db`.",
     },
-    KeyDoc { key: "graph.user", used_by: "worker", description: "Neo4j user." },
+    KeyDoc { key: "graph.user", used_by: "both", description: "Neo4j user." },
     KeyDoc {
         key: "graph.password",
-        used_by: "worker",
+        used_by: "both",
         description: "Neo4j password; empty when authentication is off. Secret.",
     },
     KeyDoc {
@@ -1026,6 +1081,26 @@ mod tests {
         });
         let missing = Config::load(Some(Path::new("/nonexistent/etter.toml")), &[]);
         assert!(matches!(missing, Err(ConfigError::MissingFile(_))));
+    }
+
+    #[test]
+    fn dashboard_url_is_validated_and_substituted() -> anyhow::Result<()> {
+        let mut config = Config::default();
+        let company = CompanyId::parse("acme")?;
+        let role = RoleId::new(&company, &crate::ids::RoleName::parse("Claims Adjuster")?);
+        assert_eq!(config.server.dashboard_url_for(&role, &company), None, "empty = no URL");
+        config.server.dashboard_url = "https://app.example.com/{company_id}/roles/{role_id}".to_owned();
+        config.validate()?;
+        assert_eq!(
+            config.server.dashboard_url_for(&role, &company).as_deref(),
+            Some("https://app.example.com/acme/roles/cr-acme-claims-adjuster")
+        );
+        for bad in ["app.example.com/{role_id}", "ftp://files.example.com/{role_id}", "https://x.example/{role}"] {
+            config.server.dashboard_url = bad.to_owned();
+            let err = config.validate().err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains("server.dashboard_url"), "{bad}: {err}");
+        }
+        Ok(())
     }
 
     #[test]

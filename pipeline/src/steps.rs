@@ -367,11 +367,18 @@ pub enum Action {
     Skip,
 }
 
-/// The steps of one run and what it does with each, in [`StepName::ALL`] order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The steps of one run and what it does with each, in [`StepName::ALL`] order. Kept with the
+/// run (the dispatcher hands it to the workflow), so a Retry or a STALE re-run executes exactly
+/// what was planned when it was created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     /// One entry per step.
     pub steps: Vec<(StepName, Action)>,
+    /// At run time, reuse a step's earlier output instead of running it when its input hash came
+    /// out unchanged ([`decide`]): the early cutoff of STALE re-runs. Off for first runs and for
+    /// Retry (an explicitly named step runs even if its inputs did not change).
+    #[serde(default)]
+    pub early_cutoff: bool,
 }
 
 impl Plan {
@@ -415,7 +422,7 @@ fn base_actions(skip_enhancement: bool) -> Vec<(StepName, Action)> {
 /// The plan of a role's first run (or a forced re-run): every step, enhancements left out when
 /// `skip_enhancement`.
 pub fn plan_new(skip_enhancement: bool) -> Plan {
-    Plan { steps: base_actions(skip_enhancement) }
+    Plan { steps: base_actions(skip_enhancement), early_cutoff: false }
 }
 
 /// Parses client-given step names.
@@ -462,7 +469,7 @@ pub fn plan_retry(
     if steps.iter().all(|(_, a)| *a != Action::Run) {
         return Err(PlanError::NothingToRun);
     }
-    Ok(Plan { steps })
+    Ok(Plan { steps, early_cutoff: false })
 }
 
 /// The plan of a STALE re-run, made before anything executes: a step runs when its own inputs
@@ -501,7 +508,7 @@ pub fn plan_rerun(
             *action = Action::Reuse;
         }
     }
-    Plan { steps }
+    Plan { steps, early_cutoff: true }
 }
 
 /// The decision at the moment a step is reached during a re-run: reuse the earlier output when

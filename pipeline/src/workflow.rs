@@ -34,6 +34,10 @@ pub struct RoleOnboardingInput {
     pub plan: Vec<(StepName, Action)>,
     /// The earlier run whose kept outputs `Reuse` steps take, if any.
     pub reuse_from: Option<WorkflowId>,
+    /// Reuse a `Run` step's earlier output (from `reuse_from`) when its input hash came out
+    /// unchanged at run time ([`crate::steps::Plan::early_cutoff`]).
+    #[serde(default)]
+    pub early_cutoff: bool,
     /// The trace id of the request that created the run, carried into activities' spans.
     pub trace_id: Option<String>,
 }
@@ -64,6 +68,7 @@ mod tests {
             company_id: company,
             plan: crate::steps::plan_new(false).steps,
             reuse_from: None,
+            early_cutoff: false,
             trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
         };
         let json = serde_json::to_string(&input)?;

@@ -209,6 +209,7 @@ fn push(company_id: &str, role: &str, identity: &str) -> Result<NewRun> {
         force: false,
         expected_latest: None,
         admission: Admission::Queue,
+        plan: Some(etter_pipeline::steps::plan_new(false)),
         reason: "pushed by test".to_owned(),
     })
 }
@@ -255,6 +256,28 @@ async fn create_and_get_run(ctx: Ctx) -> Result<()> {
     ensure!(stored == run, "stored run differs:\n{stored:#?}\nvs\n{run:#?}");
     ensure!(stored.documents[0].uri == "file:///docs/aa01.md" && stored.options["skip_enhancement_workflows"] == false);
     ensure!(store.latest_run(&run.role_id).await? == run);
+    ensure!(stored.plan == Some(etter_pipeline::steps::plan_new(false)), "the plan is kept: {:?}", stored.plan);
+
+    // A STALE re-run's plan (reuse and early cutoff) round-trips too.
+    let kept = etter_pipeline::steps::Plan {
+        steps: etter_pipeline::steps::plan_new(true)
+            .steps
+            .into_iter()
+            .map(|(s, a)| {
+                (
+                    s,
+                    if s == etter_pipeline::steps::StepName::RoleSetup {
+                        etter_pipeline::steps::Action::Reuse
+                    } else {
+                        a
+                    },
+                )
+            })
+            .collect(),
+        early_cutoff: true,
+    };
+    let other = create(store, NewRun { plan: Some(kept.clone()), ..push("liberty", "Plan Keeper", "aa02")? }).await?;
+    ensure!(store.get_run(&other.workflow_id).await?.plan == Some(kept));
 
     let events = all_events(store, &run.workflow_id).await?;
     ensure!(

@@ -12,7 +12,7 @@ use tokio::sync::{Notify, watch};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::{auth, error::ApiError, push, status, watch as watching};
+use crate::{auth, error::ApiError, graph::GraphReader, push, status, watch as watching};
 
 /// The stream type of `WatchStatus`.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchStatusResponse, Status>> + Send + 'static>>;
@@ -20,27 +20,31 @@ pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchStatusResponse, Sta
 /// The service and what its handlers share.
 pub struct PipelineApi {
     store: Arc<dyn RunStore>,
+    graph: Arc<GraphReader>,
     config: Arc<Config>,
     wake_dispatcher: Arc<Notify>,
     drain: watch::Receiver<bool>,
 }
 
 impl PipelineApi {
-    /// A service over `store`; `wake_dispatcher` is notified when a push queued a run, `drain`
-    /// turns true when the server drains (watch streams end).
+    /// A service over `store` and `graph` (finished roles' outputs summaries);
+    /// `wake_dispatcher` is notified when a push queued a run, `drain` turns true when the server
+    /// drains (watch streams end).
     pub fn new(
         store: Arc<dyn RunStore>,
+        graph: Arc<GraphReader>,
         config: Arc<Config>,
         wake_dispatcher: Arc<Notify>,
         drain: watch::Receiver<bool>,
     ) -> Self {
-        Self { store, config, wake_dispatcher, drain }
+        Self { store, graph, config, wake_dispatcher, drain }
     }
 
     fn watch_context(&self) -> watching::WatchContext {
         watching::WatchContext {
             store: Arc::clone(&self.store),
-            dispatch: self.config.dispatch.clone(),
+            graph: Arc::clone(&self.graph),
+            config: Arc::clone(&self.config),
             settings: watching::WatchSettings {
                 poll_interval: self.config.server.watch_poll_interval,
                 heartbeat_interval: self.config.server.watch_heartbeat_interval,
@@ -77,8 +81,12 @@ impl PipelineService for PipelineApi {
 
     async fn get_status(&self, request: Request<GetStatusRequest>) -> Result<Response<GetStatusResponse>, Status> {
         let principal = auth::principal(&request)?;
-        let response =
-            status::get_status(self.store.as_ref(), &self.config.dispatch, &principal, request.into_inner()).await?;
+        let cx = status::StatusContext {
+            store: self.store.as_ref(),
+            dispatch: &self.config.dispatch,
+            finished: Some(status::Finished { graph: &self.graph, server: &self.config.server }),
+        };
+        let response = status::get_status(&cx, &principal, request.into_inner()).await?;
         Ok(Response::new(response))
     }
 

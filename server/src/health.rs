@@ -4,9 +4,11 @@
 //! |---|---|
 //! | `""` (the server) and `etter.pipeline.v1.PipelineService` | the run store answers |
 //! | `etter.temporal` | the Temporal frontend answers for the configured namespace |
+//! | `etter.graph` | the role graph (Neo4j, or the embedded `{data_dir}/graph.db`) opens and answers a ping |
 //!
-//! Pushes are accepted and queued while Temporal is down, so the pipeline service stays SERVING
-//! then. While draining every entry is NOT_SERVING.
+//! Pushes are accepted and queued while Temporal or the graph is down (statuses then omit the
+//! outputs summary), so the pipeline service stays SERVING then. While draining every entry is
+//! NOT_SERVING.
 
 use std::{sync::Arc, time::Duration};
 
@@ -14,8 +16,13 @@ use etter_pipeline::{orchestrator::Orchestrator, store::RunStore};
 use tokio::sync::watch;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
+use crate::graph::GraphReader;
+
 /// The health entry of the Temporal cluster.
 pub const TEMPORAL_SERVICE: &str = "etter.temporal";
+
+/// The health entry of the role graph.
+pub const GRAPH_SERVICE: &str = "etter.graph";
 
 /// The entries that follow the run store.
 const STORE_SERVICES: [&str; 2] = ["", etter_proto::PIPELINE_SERVICE_NAME];
@@ -34,26 +41,44 @@ pub async fn report_store(reporter: &HealthReporter, up: bool) {
 /// Sets every entry NOT_SERVING (draining).
 pub async fn report_draining(reporter: &HealthReporter) {
     report_store(reporter, false).await;
-    reporter.set_service_status(TEMPORAL_SERVICE, ServingStatus::NotServing).await;
+    for service in [TEMPORAL_SERVICE, GRAPH_SERVICE] {
+        reporter.set_service_status(service, ServingStatus::NotServing).await;
+    }
 }
 
-/// Checks the store and Temporal every `interval` until `drain` turns true; then reports every
-/// entry NOT_SERVING.
-pub async fn run(
+/// What the health loop checks.
+pub(crate) struct Checked {
+    /// The run store.
+    pub store: Arc<dyn RunStore>,
+    /// Temporal.
+    pub orchestrator: Arc<dyn Orchestrator>,
+    /// The role graph.
+    pub graph: Arc<GraphReader>,
+}
+
+/// Checks the store, Temporal and the graph every `interval` until `drain` turns true; then
+/// reports every entry NOT_SERVING.
+pub(crate) async fn run(
     reporter: HealthReporter,
-    store: Arc<dyn RunStore>,
-    orchestrator: Arc<dyn Orchestrator>,
+    checked: Checked,
     interval: Duration,
     mut drain: watch::Receiver<bool>,
 ) {
+    let Checked { store, orchestrator, graph } = checked;
     let mut store_up = None;
     let mut temporal_up = None;
+    let mut graph_up = None;
+    // Each check is bounded (Temporal by `dispatch.temporal_timeout`): a hung database must not
+    // freeze the report. They run at once, so one slow service does not delay the others.
+    let bound = interval.max(Duration::from_secs(1));
     while !*drain.borrow() {
-        // Each check is bounded: a hung database must not freeze the report.
-        let store_ok =
-            matches!(tokio::time::timeout(interval.max(Duration::from_secs(1)), store.ping()).await, Ok(Ok(())));
-        let temporal = orchestrator.ping().await;
+        let (store_ok, temporal, graph_result) = tokio::join!(
+            async { matches!(tokio::time::timeout(bound, store.ping()).await, Ok(Ok(()))) },
+            orchestrator.ping(),
+            graph.ping(bound),
+        );
         let temporal_ok = temporal.is_ok();
+        let graph_ok = graph_result.is_ok();
         if store_up != Some(store_ok) {
             tracing::info!(backend = store.backend(), up = store_ok, "run store health changed");
             report_store(&reporter, store_ok).await;
@@ -66,6 +91,11 @@ pub async fn run(
             }
             reporter.set_service_status(TEMPORAL_SERVICE, serving(temporal_ok)).await;
             temporal_up = Some(temporal_ok);
+        }
+        if graph_up != Some(graph_ok) {
+            // The graph reader logs outages itself (once per outage).
+            reporter.set_service_status(GRAPH_SERVICE, serving(graph_ok)).await;
+            graph_up = Some(graph_ok);
         }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}

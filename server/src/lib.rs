@@ -9,6 +9,7 @@ mod convert;
 mod dispatch;
 mod error;
 mod estimate;
+mod graph;
 pub mod health;
 mod push;
 mod status;
@@ -113,22 +114,32 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     );
     let reconciler =
         dispatch::Reconciler::new(Arc::clone(&store), Arc::clone(&orchestrator), config.dispatch.reconcile_interval);
-    let api = api::PipelineApi::new(Arc::clone(&store), Arc::clone(&config), wake_dispatcher, drain_rx.clone());
+    // The role graph opens on first use: a graph that is down never keeps the server from starting.
+    let graph = Arc::new(graph::GraphReader::new(config.graph.clone(), config.data_dir.clone()));
+    let api = api::PipelineApi::new(
+        Arc::clone(&store),
+        Arc::clone(&graph),
+        Arc::clone(&config),
+        wake_dispatcher,
+        drain_rx.clone(),
+    );
     // Health and reflection stay open; every PipelineService call is authenticated.
     let pipeline = tonic::service::interceptor::InterceptedService::new(
         PipelineServiceServer::new(api).max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
         authenticator,
     );
-    // The store answered (it was just migrated); Temporal is unknown until its first check.
+    // The store answered (it was just migrated); Temporal and the graph are unknown until their
+    // first check.
     health::report_store(&health_reporter, true).await;
-    health_reporter.set_service_status(health::TEMPORAL_SERVICE, tonic_health::ServingStatus::NotServing).await;
+    for service in [health::TEMPORAL_SERVICE, health::GRAPH_SERVICE] {
+        health_reporter.set_service_status(service, tonic_health::ServingStatus::NotServing).await;
+    }
     let background = [
         tokio::spawn(dispatcher.run(drain_rx.clone())),
         tokio::spawn(reconciler.run(drain_rx.clone())),
         tokio::spawn(health::run(
             health_reporter.clone(),
-            Arc::clone(&store),
-            orchestrator,
+            health::Checked { store: Arc::clone(&store), orchestrator, graph },
             config.server.health_check_interval,
             drain_rx.clone(),
         )),

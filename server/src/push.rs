@@ -197,11 +197,14 @@ pub async fn push(
         force: valid.options.force_rerun,
         expected_latest: None,
         admission: Admission::Queue,
+        plan: Some(plan.clone()),
         reason: format!("pushed by {}", principal.user),
     };
     let created = cx.store.create_run(new).await?;
     let run = &created.run;
-    let snapshot = status::run_status(cx.store, cx.dispatch, run).await?;
+    // A push answers from the store alone: its response has no outputs summary.
+    let sources = status::StatusContext { store: cx.store, dispatch: cx.dispatch, finished: None };
+    let snapshot = status::run_status(&sources, run).await?;
     let response = pb::PushResponse {
         workflow_id: run.workflow_id.to_string(),
         role_id: run.role_id.to_string(),

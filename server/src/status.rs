@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use etter_pipeline::{
-    config::DispatchConfig,
+    config::{DispatchConfig, ServerConfig},
     ids::{RoleId, WorkflowId},
     lifecycle::RunState,
     steps::{self, Action, Plan, StepName},
@@ -16,12 +16,40 @@ use crate::{
     convert::{self, StoredOptions},
     error::ApiError,
     estimate,
+    graph::{self, GraphReader},
 };
 
-/// The plan of a run. The store does not keep plans yet: a run's plan is the first-run plan of
-/// its options (Retry and STALE re-runs, which plan differently, come later).
+/// What a status is read from.
+#[derive(Clone, Copy)]
+pub struct StatusContext<'a> {
+    /// The run store: the run, its steps, its queue position.
+    pub store: &'a dyn RunStore,
+    /// `[dispatch]`, for estimates.
+    pub dispatch: &'a DispatchConfig,
+    /// Where a finished role's outputs summary and dashboard URL come from; `None` leaves both
+    /// unset (a Push answer carries neither).
+    pub finished: Option<Finished<'a>>,
+}
+
+/// The sources of what a status shows about a finished role.
+#[derive(Clone, Copy)]
+pub struct Finished<'a> {
+    /// The role graph (outputs summaries).
+    pub graph: &'a GraphReader,
+    /// `[server]` (`server.dashboard_url`).
+    pub server: &'a ServerConfig,
+}
+
+/// Whether a run in `state` has outputs in the role graph worth summarising: it finished its
+/// critical path (READY, DEGRADED) or did and went stale since.
+fn has_outputs(state: RunState) -> bool {
+    matches!(state, RunState::Ready | RunState::Degraded | RunState::Stale)
+}
+
+/// The plan of a run: the one kept with it, or (for runs stored before plans were kept) the
+/// first-run plan of its options.
 pub fn plan_of(run: &Run) -> Plan {
-    steps::plan_new(StoredOptions::of(&run.options).skip_enhancement_workflows)
+    run.plan.clone().unwrap_or_else(|| steps::plan_new(StoredOptions::of(&run.options).skip_enhancement_workflows))
 }
 
 /// The status of one step from its attempts (ordered by attempt), or `None` when none was recorded.
@@ -58,11 +86,20 @@ fn step_progress(
     (progress, status)
 }
 
-/// Builds the full status of `run` from the store: its steps, queue position and estimates.
-pub async fn run_status(store: &dyn RunStore, config: &DispatchConfig, run: &Run) -> Result<pb::RunStatus, ApiError> {
-    let attempts = store.steps(&run.workflow_id).await?;
-    let position = if run.state == RunState::Queued { store.queue_position(&run.workflow_id).await? } else { None };
-    Ok(assemble(run, &attempts, position, config))
+/// Builds the full status of `run`: its steps, queue position and estimates from the store and,
+/// once it finished (READY, DEGRADED, STALE), its dashboard URL and its outputs summary from the
+/// role graph. A graph that cannot answer leaves `outputs` unset; the status is still served.
+pub async fn run_status(cx: &StatusContext<'_>, run: &Run) -> Result<pb::RunStatus, ApiError> {
+    let attempts = cx.store.steps(&run.workflow_id).await?;
+    let position = if run.state == RunState::Queued { cx.store.queue_position(&run.workflow_id).await? } else { None };
+    let mut status = assemble(run, &attempts, position, cx.dispatch);
+    if let Some(finished) = cx.finished
+        && has_outputs(run.state)
+    {
+        status.dashboard_url = finished.server.dashboard_url_for(&run.role_id, &run.company_id).unwrap_or_default();
+        status.outputs = finished.graph.summary(&run.role_id).await.as_ref().map(graph::outputs_summary);
+    }
+    Ok(status)
 }
 
 /// The status of `run` from what was read (pure, so it is tested without a store).
@@ -129,7 +166,7 @@ pub fn assemble(run: &Run, attempts: &[StepAttempt], position: Option<u32>, conf
             currency: String::new(),
         }),
         tokens_used: Some(convert::tokens(run.tokens_used)),
-        // The dashboard URL and the outputs summary need the role graph; not served yet.
+        // The dashboard URL and the outputs summary are filled by `run_status` (graph and config).
         dashboard_url: String::new(),
         error: run.error.as_ref().map(convert::error),
         needs_review: run.needs_review,
@@ -158,12 +195,12 @@ pub async fn visible_run(store: &dyn RunStore, principal: &Principal, workflow_i
 
 /// `GetStatus`: a run by workflow id, or a role's latest run by role id.
 pub async fn get_status(
-    store: &dyn RunStore,
-    config: &DispatchConfig,
+    cx: &StatusContext<'_>,
     principal: &Principal,
     request: pb::GetStatusRequest,
 ) -> Result<pb::GetStatusResponse, ApiError> {
     use pb::get_status_request::Target;
+    let store = cx.store;
     let run = match request.target {
         Some(Target::WorkflowId(id)) => visible_run(store, principal, &id).await?,
         Some(Target::RoleId(id)) => {
@@ -175,5 +212,5 @@ pub async fn get_status(
         }
         None => return Err(ApiError::invalid("INVALID_REQUEST", "target", "set workflow_id or role_id")),
     };
-    Ok(pb::GetStatusResponse { run: Some(run_status(store, config, &run).await?) })
+    Ok(pb::GetStatusResponse { run: Some(run_status(cx, &run).await?) })
 }

@@ -12,7 +12,7 @@
 use std::{sync::Arc, time::Duration};
 
 use etter_pipeline::{
-    config::DispatchConfig,
+    config::Config,
     store::{Run, RunStore},
 };
 use etter_proto::v1 as pb;
@@ -22,7 +22,7 @@ use tokio::{
 };
 use tonic::Status;
 
-use crate::{api::WatchStream, auth::Principal, convert, error::ApiError, estimate, status};
+use crate::{api::WatchStream, auth::Principal, convert, error::ApiError, estimate, graph::GraphReader, status};
 
 /// Events read per store query.
 const EVENT_PAGE: u32 = 256;
@@ -43,8 +43,10 @@ pub struct WatchSettings {
 pub struct WatchContext {
     /// The run store.
     pub store: Arc<dyn RunStore>,
-    /// `[dispatch]`, for estimates.
-    pub dispatch: DispatchConfig,
+    /// The role graph, for finished runs' outputs summaries.
+    pub graph: Arc<GraphReader>,
+    /// The configuration: `[dispatch]` for estimates, `server.dashboard_url`.
+    pub config: Arc<Config>,
     /// Pacing.
     pub settings: WatchSettings,
     /// Turns true when the server drains: streams end so clients reconnect elsewhere.
@@ -112,11 +114,17 @@ async fn stream_until_done(
 ) -> Result<(), ApiError> {
     use pb::watch_status_response::Kind;
     let store = Arc::clone(&cx.store);
+    let (graph, config) = (Arc::clone(&cx.graph), Arc::clone(&cx.config));
+    let sources = status::StatusContext {
+        store: store.as_ref(),
+        dispatch: &config.dispatch,
+        finished: Some(status::Finished { graph: graph.as_ref(), server: &config.server }),
+    };
     let wf = run.workflow_id.clone();
     let mut cursor = after;
     let mut last = run;
     if after == 0 {
-        let snapshot = status::run_status(store.as_ref(), &cx.dispatch, &last).await?;
+        let snapshot = status::run_status(&sources, &last).await?;
         let snapshot = pb::Snapshot { runs: vec![snapshot], last: true, batch: None };
         if tx.send(message(Kind::Snapshot(snapshot))).await.is_err() {
             return Ok(());
@@ -131,7 +139,7 @@ async fn stream_until_done(
         let events = store.events_after(&wf, cursor, EVENT_PAGE).await?;
         if !events.is_empty() {
             last = store.get_run(&wf).await?;
-            let status = status::run_status(store.as_ref(), &cx.dispatch, &last).await?;
+            let status = status::run_status(&sources, &last).await?;
             for event in &events {
                 let kind = Kind::Event(convert::event(event, Some(status.clone())));
                 if tx.send(message(kind)).await.is_err() {
@@ -153,7 +161,7 @@ async fn stream_until_done(
                     position_in_queue: i32::try_from(position).unwrap_or(i32::MAX),
                     estimated_duration_seconds: estimate::remaining_seconds(
                         &status::plan_of(&last),
-                        &cx.dispatch,
+                        &config.dispatch,
                         Some(position),
                         0,
                     ),

@@ -35,9 +35,11 @@ impl Server {
         cmd.args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "serve"])
             .env("ETTER_DATA_DIR", &data_dir)
             .env("ETTER_LOG__FILTER", "warn")
-            // Isolation: the embedded SQLite store in this test's data dir (a sourced services.env
-            // would otherwise share one PostgreSQL database), and a task queue of its own.
+            // Isolation: the embedded SQLite store and role graph in this test's data dir (a sourced
+            // services.env would otherwise share one PostgreSQL database and one Neo4j), and a task
+            // queue of its own.
             .env("ETTER_STORE__URL", "")
+            .env("ETTER_GRAPH__URI", "")
             .env("ETTER_TEMPORAL__TASK_QUEUE", format!("etter-server-test-{}", unique_suffix()))
             .env("ETTER_DOCUMENTS__FILE_ROOT", &docs)
             // Fast loops, so tests wait for conditions briefly.

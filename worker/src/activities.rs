@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use etter_pipeline::ids::WorkflowId;
 use etter_pipeline::lifecycle::RunState;
-use etter_pipeline::steps::{Action, StepName};
+use etter_pipeline::steps::{Action, PriorOutcome, PriorStep, StepName, decide};
 use etter_pipeline::store::{
     PipelineError, Run, StepAttempt, StepStatus, StepTransition, StoreError, TokenCount, Transition,
 };
@@ -32,6 +32,10 @@ pub struct StepInput {
     pub workflow_id: WorkflowId,
     /// The step to run (must match the activity).
     pub step: StepName,
+    /// With the early cutoff of a STALE re-run: the earlier run whose output this step reuses
+    /// when its input hash is unchanged ([`etter_pipeline::steps::decide`]).
+    #[serde(default)]
+    pub cutoff_from: Option<WorkflowId>,
 }
 
 /// What a step activity returns to its workflow.
@@ -161,11 +165,16 @@ impl PipelineActivities {
         let run = store.get_run(&input.workflow_id).await.map_err(StepFailure::from)?;
         let attempts = store.steps(&input.workflow_id).await.map_err(StepFailure::from)?;
         self.close_lost_attempts(&run, step, attempt, &attempts).await?;
+        let upstream = upstream_outputs(step, &attempts)?;
+        if let Some(earlier) = &input.cutoff_from
+            && let Some(report) = self.reuse_if_unchanged(&run, step, attempt, earlier, &upstream).await?
+        {
+            return Ok(report);
+        }
         store
             .record_step(&run.workflow_id, StepTransition::new(step.as_str(), attempt, StepStatus::Running))
             .await
             .map_err(StepFailure::from)?;
-        let upstream = upstream_outputs(step, &attempts)?;
 
         let work = async {
             self.faults.before_work(step)?;
@@ -201,6 +210,43 @@ impl PipelineActivities {
         store.record_step(&run.workflow_id, record).await.map_err(StepFailure::from)?;
         metrics::counter!("etter_worker_tokens_total", "step" => step.as_str()).increment(outcome.usage.total());
         Ok(StepReport { step, output_hash: outcome.output_hash })
+    }
+
+    /// The early cutoff of a STALE re-run: when the step's inputs hash as they did in the earlier
+    /// run that kept its output, records the step `reused` instead of running it.
+    async fn reuse_if_unchanged(
+        &self,
+        run: &Run,
+        step: StepName,
+        attempt: u32,
+        earlier: &WorkflowId,
+        upstream: &BTreeMap<StepName, String>,
+    ) -> Result<Option<StepReport>, StepFailure> {
+        let store = self.runner.store();
+        let prior = store.steps(earlier).await?;
+        let Some(kept) = latest_kept(step, &prior) else {
+            return Ok(None);
+        };
+        let prior_step = PriorStep {
+            outcome: PriorOutcome::Completed,
+            input_hash: kept.input_hash.clone(),
+            output_hash: kept.output_hash.clone(),
+        };
+        let current = self.runner.current_input_hash(run, step, upstream).await?;
+        if decide(Some(&prior_step), &current) != Action::Reuse {
+            return Ok(None);
+        }
+        let Some(output_hash) = kept.output_hash.clone() else {
+            return Ok(None);
+        };
+        let mut record = StepTransition::new(step.as_str(), attempt, StepStatus::Reused);
+        record.input_hash = Some(current);
+        record.output_hash = Some(output_hash.clone());
+        record.reused_from = kept.reused_from.clone().or_else(|| Some(earlier.clone()));
+        store.record_step(&run.workflow_id, record).await?;
+        metrics::counter!("etter_worker_step_attempts_total", "step" => step.as_str(), "outcome" => "reused")
+            .increment(1);
+        Ok(Some(StepReport { step, output_hash }))
     }
 
     /// Earlier attempts of `step` still marked running lost their worker (or timed out): close
@@ -253,6 +299,14 @@ fn lost_attempt_error(step: StepName) -> PipelineError {
 /// Heartbeat well within the timeout: the SDK batches heartbeats, so a third leaves room.
 fn heartbeat_interval(timeout: Option<Duration>) -> Duration {
     timeout.map_or(Duration::from_secs(10), |t| t / 3).max(Duration::from_millis(100))
+}
+
+/// The latest attempt of `step` that left an output (completed, or reused from further back).
+fn latest_kept(step: StepName, attempts: &[StepAttempt]) -> Option<&StepAttempt> {
+    attempts
+        .iter()
+        .filter(|a| a.step == step.as_str() && matches!(a.status, StepStatus::Completed | StepStatus::Reused))
+        .max_by_key(|a| a.attempt)
 }
 
 /// The output hashes of the steps `step` needs, from their latest completed or reused attempt.

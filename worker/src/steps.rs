@@ -57,6 +57,24 @@ impl StepRunner {
         &self.store
     }
 
+    /// The hash of `step`'s inputs as they are now, without running it (for the early cutoff of a
+    /// STALE re-run): documents are fetched and hashed only when the step consumes them.
+    pub async fn current_input_hash(
+        &self,
+        run: &Run,
+        step: StepName,
+        upstream: &BTreeMap<StepName, String>,
+    ) -> Result<String, StepFailure> {
+        let mut documents = Vec::new();
+        if !step.spec().consumes.is_empty() {
+            for doc in &run.documents {
+                let fetched = self.documents.fetch(&DocumentUri::parse(&doc.uri)?).await?;
+                documents.push((document_kind(&doc.kind), fetched.content_hash));
+            }
+        }
+        Ok(input_hash(step, &role_identity(run), &documents, upstream))
+    }
+
     /// Runs `step` of `run`. `upstream` holds the output hashes of the steps it needs (from this
     /// run, or reused from an earlier one).
     pub async fn execute(

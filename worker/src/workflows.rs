@@ -128,18 +128,29 @@ impl GroupOutcome {
     }
 }
 
+/// The run a workflow executes steps for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRef {
+    /// The run.
+    pub workflow_id: WorkflowId,
+    /// With the early cutoff of a STALE re-run: the earlier run whose output a step reuses when
+    /// its input hash came out unchanged.
+    #[serde(default)]
+    pub cutoff_from: Option<WorkflowId>,
+}
+
 /// The input of a child workflow: the run, and the steps it runs, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupInput {
     /// The run.
-    pub workflow_id: WorkflowId,
+    pub run: RunRef,
     /// The steps to run, in order (only those the plan runs).
     pub steps: Vec<StepName>,
 }
 
 /// Runs one step's activity.
-async fn execute_step<W>(ctx: &WorkflowContext<W>, workflow_id: &WorkflowId, step: StepName) -> Result<(), FailedStep> {
-    let input = StepInput { workflow_id: workflow_id.clone(), step };
+async fn execute_step<W>(ctx: &WorkflowContext<W>, run: &RunRef, step: StepName) -> Result<(), FailedStep> {
+    let input = StepInput { workflow_id: run.workflow_id.clone(), step, cutoff_from: run.cutoff_from.clone() };
     let opts = step_options();
     let result = match step {
         StepName::RoleSetup => ctx.execute_activity(PipelineActivities::role_setup, input, opts).await,
@@ -160,10 +171,10 @@ async fn execute_step<W>(ctx: &WorkflowContext<W>, workflow_id: &WorkflowId, ste
 }
 
 /// Runs `steps` one after the other, stopping at the first failure.
-async fn run_chain<W>(ctx: &WorkflowContext<W>, workflow_id: &WorkflowId, steps: &[StepName]) -> GroupOutcome {
+async fn run_chain<W>(ctx: &WorkflowContext<W>, run: &RunRef, steps: &[StepName]) -> GroupOutcome {
     let mut outcome = GroupOutcome::default();
     for step in steps {
-        match execute_step(ctx, workflow_id, *step).await {
+        match execute_step(ctx, run, *step).await {
             Ok(()) => outcome.completed.push(*step),
             Err(failed) => {
                 outcome.failed.push(failed);
@@ -185,7 +196,7 @@ async fn run_child<W, C>(
     ctx: &WorkflowContext<W>,
     child: C,
     suffix: &str,
-    workflow_id: &WorkflowId,
+    run: &RunRef,
     steps: Vec<StepName>,
 ) -> GroupOutcome
 where
@@ -194,8 +205,8 @@ where
     let Some(first) = steps.first().copied() else {
         return GroupOutcome::default();
     };
-    let child_id = format!("{workflow_id}-{suffix}");
-    let input = GroupInput { workflow_id: workflow_id.clone(), steps };
+    let child_id = format!("{}-{suffix}", run.workflow_id);
+    let input = GroupInput { run: run.clone(), steps };
     let failed = |err: String| GroupOutcome {
         completed: Vec::new(),
         failed: vec![FailedStep { step: first, message: format!("the {suffix} child workflow failed: {err}") }],
@@ -224,10 +235,17 @@ impl RoleOnboarding {
     ) -> WorkflowResult<RoleOnboardingOutput> {
         let ctx = &*ctx;
         let plan = input.plan.clone();
-        let run = input.workflow_id.clone();
+        let run = RunRef {
+            workflow_id: input.workflow_id.clone(),
+            cutoff_from: if input.early_cutoff { input.reuse_from.clone() } else { None },
+        };
         ctx.execute_activity(
             PipelineActivities::begin_run,
-            BeginInput { workflow_id: run.clone(), plan: plan.clone(), reuse_from: input.reuse_from.clone() },
+            BeginInput {
+                workflow_id: run.workflow_id.clone(),
+                plan: plan.clone(),
+                reuse_from: input.reuse_from.clone(),
+            },
             bookkeeping_options(),
         )
         .await?;
@@ -269,7 +287,12 @@ impl RoleOnboarding {
         let report = ctx
             .execute_activity(
                 PipelineActivities::record_outcome,
-                OutcomeInput { workflow_id: run.clone(), plan, failed: done.failed.clone(), cancelled: cancelled() },
+                OutcomeInput {
+                    workflow_id: run.workflow_id.clone(),
+                    plan,
+                    failed: done.failed.clone(),
+                    cancelled: cancelled(),
+                },
                 bookkeeping_options(),
             )
             .await?;
@@ -294,7 +317,7 @@ pub struct AiAssessment;
 impl AiAssessment {
     #[run(name = AI_ASSESSMENT_WORKFLOW)]
     pub async fn run(ctx: &mut WorkflowContext<Self>, input: GroupInput) -> WorkflowResult<GroupOutcome> {
-        Ok(run_chain(&*ctx, &input.workflow_id, &input.steps).await)
+        Ok(run_chain(&*ctx, &input.run, &input.steps).await)
     }
 }
 
@@ -307,7 +330,7 @@ pub struct TopTasks;
 impl TopTasks {
     #[run(name = TOP_TASKS_WORKFLOW)]
     pub async fn run(ctx: &mut WorkflowContext<Self>, input: GroupInput) -> WorkflowResult<GroupOutcome> {
-        Ok(run_chain(&*ctx, &input.workflow_id, &input.steps).await)
+        Ok(run_chain(&*ctx, &input.run, &input.steps).await)
     }
 }
 
@@ -320,7 +343,7 @@ pub struct SkillsAnalysis;
 impl SkillsAnalysis {
     #[run(name = SKILLS_ANALYSIS_WORKFLOW)]
     pub async fn run(ctx: &mut WorkflowContext<Self>, input: GroupInput) -> WorkflowResult<GroupOutcome> {
-        Ok(run_chain(&*ctx, &input.workflow_id, &input.steps).await)
+        Ok(run_chain(&*ctx, &input.run, &input.steps).await)
     }
 }
 

@@ -31,6 +31,7 @@ use crate::{
     ids::{BatchId, CompanyId, DraupRoleId, RequestId, RoleId, RoleName, WorkflowId},
     lifecycle::{IllegalTransition, RunState, RunStillActive},
     outputs::ContentHash,
+    steps::Plan,
 };
 
 /// A point in time as the store keeps it: UTC with microsecond precision (what PostgreSQL stores;
@@ -368,6 +369,9 @@ pub struct NewRun {
     pub expected_latest: Option<WorkflowId>,
     /// Queue it, or keep it as a rejected batch item.
     pub admission: Admission,
+    /// What the run will do with each step (kept with the run; the dispatcher hands it to the
+    /// workflow). `None` for a rejected item.
+    pub plan: Option<Plan>,
     /// Why the run exists, for its first event (`pushed by jane@example.com`, `retry of …`).
     pub reason: String,
 }
@@ -488,6 +492,9 @@ pub struct Run {
     pub end_time: Option<Timestamp>,
     /// When anything in it last changed.
     pub update_time: Timestamp,
+    /// What the run does with each step; `None` for runs stored before plans were kept and for
+    /// rejected batch items.
+    pub plan: Option<Plan>,
 }
 
 /// A step transition to record ([`RunStore::record_step`]).

@@ -20,7 +20,7 @@ macro_rules! run_columns {
     () => {
         "workflow_id, role_id, company_id, role_name, draup_role_id, run_number, input_identity, state, \
          superseded_by, supersedes, batch_id, priority, options, documents, error, needs_review, field_violations, \
-         token_estimate, tokens_in, tokens_out, last_sequence, create_time, start_time, end_time, update_time"
+         token_estimate, tokens_in, tokens_out, last_sequence, create_time, start_time, end_time, update_time, plan"
     };
 }
 pub(super) use run_columns;
@@ -59,7 +59,7 @@ pub(super) const INSERT_RUN: &str = concat!(
     "INSERT INTO runs (",
     run_columns!(),
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
-     $22, $23, $24, $25)"
+     $22, $23, $24, $25, $26)"
 );
 /// Writes a run's mutable fields back; a run that leaves QUEUED drops its dispatch claim.
 pub(super) const UPDATE_RUN: &str = "UPDATE runs SET state = $2, superseded_by = $3, error = $4, \
@@ -221,6 +221,7 @@ macro_rules! shared_primitives {
                 .bind($opt_time(run.start_time))
                 .bind($opt_time(run.end_time))
                 .bind($time(run.update_time))
+                .bind(run.plan.as_ref().map(Json))
                 .execute(&mut *self.0)
                 .await?;
             Ok(())
@@ -565,6 +566,7 @@ pub(super) fn decode_run(row: &impl Row) -> Result<Run, StoreError> {
         start_time: row.opt_time("start_time")?,
         end_time: row.opt_time("end_time")?,
         update_time: row.time("update_time")?,
+        plan: row.opt_json("plan")?,
     })
 }
 

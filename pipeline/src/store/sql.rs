@@ -336,6 +336,7 @@ async fn create_in<T: Tx>(
         start_time: None,
         end_time,
         update_time: now,
+        plan: new.plan,
     };
     tx.insert_run(&run).await?;
     tx.set_role_latest(&role_id, number, run.draup_role_id.as_ref(), now).await?;

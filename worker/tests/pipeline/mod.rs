@@ -81,6 +81,7 @@ impl World {
                 force: false,
                 expected_latest: None,
                 admission: Admission::Queue,
+                plan: Some(plan_new(false)),
                 reason: "pushed by the worker tests".to_owned(),
             })
             .await?;
@@ -90,14 +91,49 @@ impl World {
     }
 
     fn input(run: &Run) -> RoleOnboardingInput {
+        // As the dispatcher builds it from the run's kept plan.
+        let plan = run.plan.clone().unwrap_or_else(|| plan_new(false));
+        let reuses = plan.early_cutoff || plan.steps.iter().any(|(_, a)| *a == etter_pipeline::steps::Action::Reuse);
         RoleOnboardingInput {
             workflow_id: run.workflow_id.clone(),
             role_id: run.role_id.clone(),
             company_id: run.company_id.clone(),
-            plan: plan_new(false).steps,
-            reuse_from: None,
+            reuse_from: if reuses { run.supersedes.clone() } else { None },
+            early_cutoff: plan.early_cutoff,
+            plan: plan.steps,
             trace_id: None,
         }
+    }
+
+    /// A re-run of `earlier` (STALE or retried) with `plan`, dispatched.
+    pub async fn rerun(
+        &self,
+        earlier: &Run,
+        plan: etter_pipeline::steps::Plan,
+        documents: Vec<(&str, String)>,
+    ) -> Result<Run> {
+        let created = self
+            .store
+            .create_run(NewRun {
+                company: earlier.company_id.clone(),
+                role_name: earlier.role_name.clone(),
+                draup_role_id: earlier.draup_role_id.clone(),
+                input_identity: format!("{}-rerun", earlier.input_identity),
+                documents: documents
+                    .into_iter()
+                    .map(|(kind, uri)| DocumentRef { kind: kind.to_owned(), uri })
+                    .collect(),
+                options: serde_json::json!({}),
+                priority: Priority::Normal,
+                token_estimate: 0,
+                force: true,
+                expected_latest: Some(earlier.workflow_id.clone()),
+                admission: Admission::Queue,
+                plan: Some(plan),
+                reason: "re-run by the worker tests".to_owned(),
+            })
+            .await?;
+        Ok(self.store.transition(&created.run.workflow_id, Transition::to(RunState::Processing, "dispatched")).await?)
     }
 
     fn start_options(&self, run: &Run) -> WorkflowStartOptions {
@@ -317,5 +353,113 @@ async fn a_cancelled_run_stops_its_running_step_and_keeps_what_finished() -> Res
     }
     let outputs = world.graph().await?.role_outputs(&run.role_id).await?.context("role kept in the graph")?;
     ensure!(!outputs.visible && outputs.documents.len() == 1, "kept but not shown: {outputs:?}");
+    Ok(())
+}
+
+/// What the earlier run left for each step, as the planner reads it.
+async fn prior_steps(
+    store: &dyn RunStore,
+    run: &Run,
+) -> Result<std::collections::BTreeMap<StepName, etter_pipeline::steps::PriorStep>> {
+    use etter_pipeline::steps::{PriorOutcome, PriorStep};
+    let attempts = store.steps(&run.workflow_id).await?;
+    let mut prior = std::collections::BTreeMap::new();
+    for step in StepName::ALL {
+        let Some(latest) = attempts.iter().filter(|a| a.step == step.as_str()).max_by_key(|a| a.attempt) else {
+            continue;
+        };
+        let outcome = match latest.status {
+            StepStatus::Completed | StepStatus::Reused => PriorOutcome::Completed,
+            StepStatus::Failed => PriorOutcome::Failed,
+            _ => PriorOutcome::NotRun,
+        };
+        prior.insert(
+            step,
+            PriorStep { outcome, input_hash: latest.input_hash.clone(), output_hash: latest.output_hash.clone() },
+        );
+    }
+    Ok(prior)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_rerun_runs_only_what_a_changed_process_map_reaches() -> Result<()> {
+    let world = World::new("stale").await?;
+    let jd = world.document("claims_adjuster_jd.pdf")?;
+    let map_path = world.config.documents.file_root.join("process_map.md");
+    std::fs::write(&map_path, "# Claims handling\n\n1. Receive the first notice of loss.\n2. Assign an adjuster.\n")?;
+    let map = format!("file://{}", map_path.display());
+    let documents = vec![("job_description", jd.clone()), ("process_map", map.clone())];
+    let first = world.queued_run("Claims Adjuster", documents.clone()).await?;
+    ensure!(world.execute(&first).await?.state == RunState::Ready);
+    let first_attempts = world.store.steps(&first.workflow_id).await?;
+
+    // Only the process map changes.
+    std::fs::write(
+        &map_path,
+        "# Claims handling\n\n1. Receive the first notice of loss.\n2. Assign an adjuster.\n3. Close the file.\n",
+    )?;
+    world.store.transition(&first.workflow_id, Transition::to(RunState::Stale, "process map changed")).await?;
+    let prior = prior_steps(world.store.as_ref(), &first).await?;
+    let changed: Vec<(etter_pipeline::steps::DocumentKind, etter_pipeline::outputs::ContentHash)> = vec![
+        (
+            etter_pipeline::steps::DocumentKind::JobDescription,
+            etter_pipeline::documents::content_hash(&std::fs::read(
+                world.config.documents.file_root.join("claims_adjuster_jd.pdf"),
+            )?),
+        ),
+        (
+            etter_pipeline::steps::DocumentKind::ProcessMap,
+            etter_pipeline::documents::content_hash(&std::fs::read(&map_path)?),
+        ),
+    ];
+    let identity = format!("{}\n{}\n{}", first.company_id, first.role_name, "draup-role-4711");
+    let plan = etter_pipeline::steps::plan_rerun(&prior, &identity, &changed, false);
+    ensure!(plan.action(StepName::RoleSetup) == etter_pipeline::steps::Action::Reuse, "{plan:?}");
+
+    let second = world.rerun(&first, plan, documents).await?;
+    let output = world.execute(&second).await?;
+    ensure!(output.state == RunState::Ready, "{output:?}");
+
+    let attempts = world.store.steps(&second.workflow_id).await?;
+    let status = |step: StepName| {
+        attempts.iter().filter(|a| a.step == step.as_str()).max_by_key(|a| a.attempt).map(|a| a.status)
+    };
+    let input_of = |list: &[etter_pipeline::store::StepAttempt], step: StepName| {
+        list.iter().filter(|a| a.step == step.as_str()).max_by_key(|a| a.attempt).and_then(|a| a.input_hash.clone())
+    };
+    let output_of = |list: &[etter_pipeline::store::StepAttempt], step: StepName| {
+        list.iter().filter(|a| a.step == step.as_str()).max_by_key(|a| a.attempt).and_then(|a| a.output_hash.clone())
+    };
+    let mut report = Vec::new();
+    for step in StepName::ALL {
+        report.push(format!(
+            "{step}: {:?} input {} output {}",
+            status(step),
+            if input_of(&attempts, step) == input_of(&first_attempts, step) { "same" } else { "changed" },
+            if output_of(&attempts, step) == output_of(&first_attempts, step) { "same" } else { "changed" },
+        ));
+    }
+    // Every step ran exactly when its inputs changed, and was reused otherwise.
+    for step in StepName::ALL {
+        let same_input = input_of(&attempts, step) == input_of(&first_attempts, step);
+        let expected = if same_input { StepStatus::Reused } else { StepStatus::Completed };
+        ensure!(status(step) == Some(expected), "{step}:\n{}", report.join("\n"));
+    }
+    // The steps that read the process map ran; the role setup never did.
+    for step in [StepName::DocumentLinking, StepName::TaskFeasibility] {
+        ensure!(status(step) == Some(StepStatus::Completed), "{step}:\n{}", report.join("\n"));
+    }
+    ensure!(status(StepName::RoleSetup) == Some(StepStatus::Reused), "{}", report.join("\n"));
+    // The early cutoff: the assessment re-ran on the changed documents, came out the same, and so
+    // nothing that reads only the assessment ran again.
+    ensure!(
+        status(StepName::AiAssessment) == Some(StepStatus::Completed)
+            && output_of(&attempts, StepName::AiAssessment) == output_of(&first_attempts, StepName::AiAssessment),
+        "{}",
+        report.join("\n")
+    );
+    for step in [StepName::StepExecutor, StepName::SkillsMiner, StepName::Reskilling, StepName::Finalize] {
+        ensure!(status(step) == Some(StepStatus::Reused), "{step}:\n{}", report.join("\n"));
+    }
     Ok(())
 }

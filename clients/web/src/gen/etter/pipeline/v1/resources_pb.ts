@@ -523,7 +523,8 @@ export type RunStatus = Message<"etter.pipeline.v1.RunStatus"> & {
   tokensUsed?: TokenUsage | undefined;
 
   /**
-   * Where the role can be seen on the Etter dashboard; set when READY or DEGRADED.
+   * Where the role can be seen on the Etter dashboard; set when READY, DEGRADED or STALE (a stale
+   * role stays on the dashboard until it is re-run).
    *
    * @generated from field: string dashboard_url = 15;
    */

@@ -563,7 +563,9 @@ class RunStatus(google.protobuf.message.Message):
     0 once the run has ended.
     """
     dashboard_url: builtins.str
-    """Where the role can be seen on the Etter dashboard; set when READY or DEGRADED."""
+    """Where the role can be seen on the Etter dashboard; set when READY, DEGRADED or STALE (a stale
+    role stays on the dashboard until it is re-run).
+    """
     needs_review: builtins.bool
     """True when some AI assessment output has low confidence and a human should review it."""
     superseded_by: builtins.str
