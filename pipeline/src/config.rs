@@ -361,6 +361,11 @@ pub struct WorkerConfig {
     /// How long a graceful shutdown waits for running activities.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// How often the staleness scan re-hashes the documents of READY and DEGRADED roles and marks
+    /// changed ones STALE (a Temporal schedule the worker keeps); `0s` = no schedule (run it on
+    /// demand with `etter-worker scan`).
+    #[serde(with = "humantime_serde")]
+    pub staleness_scan_interval: Duration,
 }
 
 /// `[log]`: what both binaries log.
@@ -454,6 +459,7 @@ impl Default for WorkerConfig {
             retry_maximum_interval: Duration::from_secs(5 * 60),
             retry_maximum_attempts: 3,
             shutdown_grace: Duration::from_secs(30),
+            staleness_scan_interval: Duration::from_secs(24 * 60 * 60),
         }
     }
 }
@@ -962,6 +968,13 @@ pub const KEYS: &[KeyDoc] = &[
         key: "worker.shutdown_grace",
         used_by: "worker",
         description: "How long a graceful shutdown waits for running activities.",
+    },
+    KeyDoc {
+        key: "worker.staleness_scan_interval",
+        used_by: "worker",
+        description: "How often the staleness scan (a Temporal schedule the worker keeps) re-hashes the documents \
+                      of READY and DEGRADED roles and marks changed ones STALE; `0s` = no schedule (`etter-worker \
+                      scan` runs it on demand).",
     },
     KeyDoc {
         key: "log.filter",

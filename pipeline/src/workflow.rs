@@ -21,6 +21,10 @@ pub const TOP_TASKS_WORKFLOW: &str = "TopTasksWorkflow";
 /// The registered name of the skills-analysis child workflow.
 pub const SKILLS_ANALYSIS_WORKFLOW: &str = "SkillsAnalysisWorkflow";
 
+/// The registered name of the staleness scan (DESIGN §4): re-hashes the documents of READY and
+/// DEGRADED roles and marks changed ones STALE. Run by the worker's schedule and on demand.
+pub const STALENESS_SCAN_WORKFLOW: &str = "StalenessScanWorkflow";
+
 /// The input of [`ROLE_ONBOARDING_WORKFLOW`]: which run to execute and what to do with each step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoleOnboardingInput {

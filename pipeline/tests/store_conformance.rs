@@ -68,6 +68,7 @@ store_suite!(
     migrations_run_twice_are_harmless,
     role_id_collisions_are_refused,
     document_hashes_and_usage,
+    runs_in_states_pages_across_companies,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -984,5 +985,38 @@ async fn document_hashes_and_usage(ctx: Ctx) -> Result<()> {
     ensure!(by_step["skills_miner"] == TokenCount { input: 10, output: 2 }, "{usage:?}");
     ensure!(store.get_run(&run.workflow_id).await?.tokens_used == TokenCount { input: 30, output: 4 });
     ensure!(store.usage(&company("globex")?, today, today).await?.is_empty());
+    Ok(())
+}
+
+/// The staleness scan reads READY and DEGRADED runs of every company, page by page.
+async fn runs_in_states_pages_across_companies(ctx: Ctx) -> Result<()> {
+    let store = ctx.store.as_ref();
+    let mut expected = Vec::new();
+    for (n, company) in ["acme", "globex", "initech"].into_iter().enumerate() {
+        for role in ["Analyst", "Adjuster"] {
+            let run = create(store, push(company, role, &format!("{company}-{role}"))?).await?;
+            to(store, &run.workflow_id, RunState::Processing).await?;
+            let end = if n == 1 { RunState::Degraded } else { RunState::Ready };
+            to(store, &run.workflow_id, end).await?;
+            expected.push(run.workflow_id.to_string());
+        }
+    }
+    // Neither queued nor failed runs are listed.
+    create(store, push("acme", "Queued", "q")?).await?;
+    let failed = create(store, push("acme", "Failed", "f")?).await?;
+    to(store, &failed.workflow_id, RunState::Processing).await?;
+    to(store, &failed.workflow_id, RunState::Failed).await?;
+    expected.sort();
+
+    let mut seen = Vec::new();
+    let mut after: Option<WorkflowId> = None;
+    loop {
+        let page = store.runs_in_states(&[RunState::Ready, RunState::Degraded], after.as_ref(), 4).await?;
+        ensure!(page.len() <= 4);
+        let Some(last) = page.last() else { break };
+        after = Some(last.workflow_id.clone());
+        seen.extend(page.iter().map(|r| r.workflow_id.to_string()));
+    }
+    ensure!(seen == expected, "{seen:#?} vs {expected:#?}");
     Ok(())
 }

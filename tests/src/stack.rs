@@ -163,6 +163,8 @@ impl Stack {
             ("ETTER_WORKER__HEARTBEAT_TIMEOUT", "2s".to_owned()),
             ("ETTER_WORKER__RETRY_INITIAL_INTERVAL", "200ms".to_owned()),
             ("ETTER_WORKER__SHUTDOWN_GRACE", "5s".to_owned()),
+            // No staleness schedule per test: the dev server outlives the tests.
+            ("ETTER_WORKER__STALENESS_SCAN_INTERVAL", "0s".to_owned()),
             ("ETTER_LOG__FILTER", "info".to_owned()),
         ]
         .into_iter()

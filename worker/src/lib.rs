@@ -6,9 +6,10 @@
 pub mod activities;
 pub mod failure;
 pub mod faults;
+pub mod staleness;
 pub mod steps;
 pub mod workflows;
 
 mod worker;
 
-pub use worker::{RunError, run, run_with_faults};
+pub use worker::{RunError, run, run_with_faults, scan_now, scan_schedule_id};

@@ -28,6 +28,8 @@ struct Cli {
 enum Command {
     /// Run the worker (the default).
     Run,
+    /// Run a staleness scan now (on the running workers of the task queue) and print its report.
+    Scan,
     /// Connect to the configured Temporal namespace, report it, and exit.
     Check,
 }
@@ -47,6 +49,15 @@ fn main() -> anyhow::Result<()> {
                 .build()
                 .context("cannot start the tokio runtime")?;
             runtime.block_on(check(&config))
+        }
+        Some(Command::Scan) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the tokio runtime")?;
+            let report = runtime.block_on(etter_worker::scan_now(&config))?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
         }
         None | Some(Command::Run) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -33,7 +33,8 @@ pub struct StepOutcome {
     pub needs_review: bool,
 }
 
-/// The shared parts every step uses; one per worker process.
+/// The shared parts every step uses; one per worker process (clones share them).
+#[derive(Clone)]
 pub struct StepRunner {
     store: Arc<dyn RunStore>,
     graph: Arc<dyn RoleGraph>,

@@ -11,12 +11,18 @@ use etter_pipeline::graph::GraphError;
 use etter_pipeline::llm::LlmError;
 use etter_pipeline::store::{StoreError, StoreOptions};
 use etter_pipeline::{Config, process};
-use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions, Url};
+use temporalio_client::schedules::{
+    CreateScheduleOptions, DeleteScheduleOptions, ScheduleAction, ScheduleOverlapPolicy, ScheduleSpec,
+};
+use temporalio_client::{
+    Client, ClientOptions, Connection, ConnectionOptions, Url, WorkflowGetResultOptions, WorkflowStartOptions,
+};
 use temporalio_sdk::runtime::worker_tuner::{FixedSizeSlotSupplier, TunerHolder, WorkerTuner};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
 use crate::activities::PipelineActivities;
 use crate::faults::{Faults, FaultsError};
+use crate::staleness::{ScanReport, StalenessActivities, StalenessScan};
 use crate::steps::StepRunner;
 use crate::workflows::{ActivityPolicy, AiAssessment, RoleOnboarding, SkillsAnalysis, TopTasks, set_activity_policy};
 
@@ -87,11 +93,14 @@ pub async fn run_with_faults(
     };
     let client =
         Client::new(connection, ClientOptions::new(config.temporal.namespace.clone()).build()).map_err(temporal)?;
+    ensure_scan_schedule(&client, &config).await;
 
     if !faults.is_empty() {
         tracing::warn!(?faults, "fault injection is on: this worker is for tests only");
     }
-    let activities = PipelineActivities::new(StepRunner::new(Arc::clone(&store), graph, documents, llm), faults);
+    let runner = StepRunner::new(Arc::clone(&store), graph, Arc::clone(&documents), llm);
+    let staleness = StalenessActivities::new(Arc::clone(&store), documents, runner.clone());
+    let activities = PipelineActivities::new(runner, faults);
     let runtime = Runtime::from_current_tokio(Default::default()).map_err(temporal)?;
     let options = WorkerOptions::new(config.temporal.task_queue.clone())
         .register_workflow::<RoleOnboarding>()
@@ -102,7 +111,10 @@ pub async fn run_with_faults(
         .map_err(temporal)?
         .register_workflow::<SkillsAnalysis>()
         .map_err(temporal)?
+        .register_workflow::<StalenessScan>()
+        .map_err(temporal)?
         .register_activities(activities)
+        .register_activities(staleness)
         .tuner(tuner(config.worker.max_concurrent_activities))
         .build();
     let mut worker = Worker::new(&runtime, client, options).map_err(temporal)?;
@@ -140,6 +152,55 @@ pub async fn run_with_faults(
     let _ = stop_tx.send(true);
     store.close().await;
     result.map_err(temporal)
+}
+
+/// Runs a staleness scan now, on the workers of the configured task queue, and answers its report.
+pub async fn scan_now(config: &Config) -> Result<ScanReport, RunError> {
+    let url = Url::parse(&config.temporal.address).map_err(|e| temporal(format!("temporal.address: {e}")))?;
+    let connection = Connection::connect(ConnectionOptions::new(url).identity(identity()).build())
+        .await
+        .map_err(|e| temporal(format!("cannot reach Temporal at {}: {e}", config.temporal.address)))?;
+    let client =
+        Client::new(connection, ClientOptions::new(config.temporal.namespace.clone()).build()).map_err(temporal)?;
+    let id = format!("staleness-scan-now-{}", etter_pipeline::store::now().timestamp_millis());
+    let options = WorkflowStartOptions::new(config.temporal.task_queue.clone(), id).build();
+    let handle = client.start_workflow(StalenessScan::run, (), options).await.map_err(temporal)?;
+    handle.get_result(WorkflowGetResultOptions::default()).await.map_err(temporal)
+}
+
+/// The id of the staleness-scan schedule of a task queue.
+pub fn scan_schedule_id(task_queue: &str) -> String {
+    format!("etter-staleness-scan-{task_queue}")
+}
+
+/// Keeps the staleness-scan schedule as configured: (re)created with the configured interval, or
+/// removed when the interval is `0s`. A failure is logged, not fatal: the pipeline runs without it.
+async fn ensure_scan_schedule(client: &Client, config: &Config) {
+    let id = scan_schedule_id(&config.temporal.task_queue);
+    let interval = config.worker.staleness_scan_interval;
+    // Replacing keeps the interval in step with the configuration when it changed.
+    if let Err(err) = client.get_schedule_handle(id.clone()).delete(DeleteScheduleOptions::default()).await {
+        tracing::debug!(schedule = %id, "no schedule to replace: {err}");
+    }
+    if interval.is_zero() {
+        tracing::info!("staleness scan schedule off (worker.staleness_scan_interval = 0s)");
+        return;
+    }
+    let action = ScheduleAction::start_workflow(
+        StalenessScan::run,
+        (),
+        config.temporal.task_queue.clone(),
+        format!("staleness-scan-{}", config.temporal.task_queue),
+    );
+    let options = CreateScheduleOptions::builder()
+        .action(action)
+        .spec(ScheduleSpec::from_interval(interval))
+        .overlap_policy(ScheduleOverlapPolicy::Skip)
+        .build();
+    match client.create_schedule(id.clone(), options).await {
+        Ok(_) => tracing::info!(schedule = %id, ?interval, "staleness scan scheduled"),
+        Err(err) => tracing::warn!(schedule = %id, "cannot create the staleness scan schedule: {err}"),
+    }
 }
 
 /// Connects to Temporal, retrying with a doubling back-off (at most 30 s) until it answers.

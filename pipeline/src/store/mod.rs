@@ -823,6 +823,15 @@ pub trait RunStore: Send + Sync {
     /// How many runs (of one company, or of all) are in one of `states`.
     async fn count_runs(&self, company: Option<&CompanyId>, states: &[RunState]) -> Result<u64, StoreError>;
 
+    /// Runs of every company in one of `states`, by workflow id, after `after` (keyset paging for
+    /// scans such as the staleness scan), at most `limit` (capped at [`MAX_PAGE_SIZE`]).
+    async fn runs_in_states(
+        &self,
+        states: &[RunState],
+        after: Option<&WorkflowId>,
+        limit: u32,
+    ) -> Result<Vec<Run>, StoreError>;
+
     /// Queued and processing runs per company, for companies that have any.
     async fn company_loads(&self) -> Result<Vec<CompanyLoad>, StoreError>;
 

@@ -166,6 +166,27 @@ impl Tx for PgTx {
         shared::number("count", row.int("n")?)
     }
 
+    async fn runs_in_states(
+        &mut self,
+        states_: &[RunState],
+        after: Option<&WorkflowId>,
+        limit: u32,
+    ) -> Result<Vec<Run>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE (cardinality($1::text[]) = 0 OR state = ANY($1)) \
+             AND ($2::text IS NULL OR workflow_id > $2) ORDER BY workflow_id LIMIT $3"
+        );
+        let rows = sqlx::query(SQL)
+            .bind(states(states_))
+            .bind(after.map(WorkflowId::as_str))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *self.0)
+            .await?;
+        decode_all(rows, shared::decode_run)
+    }
+
     async fn claim(&mut self, claim: &Claim, until: Timestamp) -> Result<Vec<WorkflowId>, StoreError> {
         // SKIP LOCKED: a row another claimer is taking right now is passed over, not waited for; the
         // re-check of the WHERE clause on the locked row keeps an already-claimed run out.

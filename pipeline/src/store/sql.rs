@@ -106,6 +106,12 @@ pub(super) trait Tx: Send {
         company: Option<&CompanyId>,
         states: &[RunState],
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    fn runs_in_states(
+        &mut self,
+        states: &[RunState],
+        after: Option<&WorkflowId>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Run>, StoreError>> + Send;
     fn company_loads(&mut self) -> impl Future<Output = Result<Vec<CompanyLoad>, StoreError>> + Send;
     fn queue_position(&mut self, id: &WorkflowId) -> impl Future<Output = Result<u64, StoreError>> + Send;
     fn queue_positions(
@@ -599,6 +605,18 @@ impl<B: Backend> RunStore for SqlStore<B> {
         let count = tx.count_runs(company, states).await?;
         tx.commit().await?;
         Ok(count)
+    }
+
+    async fn runs_in_states(
+        &self,
+        states: &[RunState],
+        after: Option<&WorkflowId>,
+        limit: u32,
+    ) -> Result<Vec<Run>, StoreError> {
+        let mut tx = self.backend.read().await?;
+        let runs = tx.runs_in_states(states, after, limit.min(MAX_PAGE_SIZE)).await?;
+        tx.commit().await?;
+        Ok(runs)
     }
 
     async fn company_loads(&self) -> Result<Vec<CompanyLoad>, StoreError> {

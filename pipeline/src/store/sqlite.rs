@@ -185,6 +185,27 @@ impl Tx for SqliteTx {
         shared::number("count", row.int("n")?)
     }
 
+    async fn runs_in_states(
+        &mut self,
+        states_: &[RunState],
+        after: Option<&WorkflowId>,
+        limit: u32,
+    ) -> Result<Vec<Run>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE ($1 IS NULL OR state IN (SELECT value FROM json_each($1))) \
+             AND ($2 IS NULL OR workflow_id > $2) ORDER BY workflow_id LIMIT $3"
+        );
+        let rows = sqlx::query(SQL)
+            .bind(states(states_))
+            .bind(after.map(WorkflowId::as_str))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *self.0)
+            .await?;
+        decode_all(rows, shared::decode_run)
+    }
+
     async fn claim(&mut self, claim: &Claim, until: Timestamp) -> Result<Vec<WorkflowId>, StoreError> {
         const SQL: &str = "UPDATE runs SET claimed_by = $4, claim_expires_at = $5 WHERE workflow_id IN ( \
                SELECT workflow_id FROM runs \

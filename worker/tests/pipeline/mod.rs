@@ -2,6 +2,7 @@
 //! real Temporal dev server, the embedded SQLite run store and role graph, the offline model and
 //! the document fixtures: what a run writes, step by step, and how it ends.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +51,8 @@ impl World {
         config.worker.heartbeat_timeout = Duration::from_secs(2);
         config.worker.retry_initial_interval = Duration::from_millis(100);
         config.worker.shutdown_grace = Duration::from_secs(2);
+        // No schedule per test: the dev server outlives the tests (the scan test makes its own).
+        config.worker.staleness_scan_interval = Duration::ZERO;
         let store = etter_pipeline::store::connect(&config.store_location()?).await?;
         let company = CompanyId::parse(&format!("w{}", unique.replace(['-', '_'], "").to_lowercase()))?;
         Ok(Self { config, store, docs, company })
@@ -200,6 +203,23 @@ impl World {
         let (worker, output) = tokio::join!(worker, scenario);
         worker.context("the worker failed")?;
         output
+    }
+
+    /// Runs `scenario` while a worker with `config` serves this world's task queue.
+    pub async fn with_worker<T>(&self, config: Config, scenario: impl Future<Output = Result<T>>) -> Result<T> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let worker = etter_worker::run_with_faults(config, Faults::default(), async {
+            let _ = stopped.await;
+        });
+        let scenario = async {
+            let outcome = scenario.await;
+            let _ = stop.send(());
+            outcome
+        };
+        let (worker, outcome) = tokio::join!(worker, scenario);
+        let outcome = outcome?;
+        worker.context("the worker failed")?;
+        Ok(outcome)
     }
 
     pub async fn graph(&self) -> Result<Arc<dyn RoleGraph>> {
@@ -461,5 +481,62 @@ async fn a_stale_rerun_runs_only_what_a_changed_process_map_reaches() -> Result<
     for step in [StepName::StepExecutor, StepName::SkillsMiner, StepName::Reskilling, StepName::Finalize] {
         ensure!(status(step) == Some(StepStatus::Reused), "{step}:\n{}", report.join("\n"));
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_staleness_scan_marks_exactly_the_roles_whose_documents_changed() -> Result<()> {
+    let world = World::new("scan").await?;
+    let map_path = world.config.documents.file_root.join("process_map.md");
+    std::fs::write(&map_path, "# Claims handling\n\n1. Receive the first notice of loss.\n")?;
+    let map = format!("file://{}", map_path.display());
+    let jd = world.document("software_engineer_jd.txt")?;
+    let changing = world.queued_run("Claims Adjuster", vec![("process_map", map.clone())]).await?;
+    let steady = world.queued_run("Software Engineer", vec![("job_description", jd)]).await?;
+    ensure!(world.execute(&changing).await?.state == RunState::Ready);
+    ensure!(world.execute(&steady).await?.state == RunState::Ready);
+
+    std::fs::write(&map_path, "# Claims handling\n\n1. Receive the first notice of loss.\n2. Close the file.\n")?;
+    let mut config = world.config.clone();
+    config.worker.staleness_scan_interval = Duration::from_secs(3600);
+    let schedule = etter_worker::scan_schedule_id(&config.temporal.task_queue);
+    let client = connect(&settings_from(|name| std::env::var(name).ok())?).await?;
+    let report = world
+        .with_worker(config.clone(), async {
+            // The worker keeps the schedule...
+            within(DEADLINE, "the schedule", async {
+                loop {
+                    if client.get_schedule_handle(schedule.clone()).describe(Default::default()).await.is_ok() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+            .await?;
+            // ...and a scan on demand runs on it.
+            Ok(etter_worker::scan_now(&config).await?)
+        })
+        .await;
+    let _ = client.get_schedule_handle(schedule).delete(Default::default()).await;
+    let report = report?;
+
+    ensure!(report.marked_stale == vec![changing.workflow_id.clone()], "{report:?}");
+    ensure!(report.scanned >= 2 && report.unchecked.is_empty(), "{report:?}");
+    let stale = world.store.get_run(&changing.workflow_id).await?;
+    ensure!(stale.state == RunState::Stale, "{stale:?}");
+    ensure!(world.store.get_run(&steady.workflow_id).await?.state == RunState::Ready);
+    let events = world.store.events_after(&changing.workflow_id, 0, 1000).await?;
+    ensure!(
+        matches!(events.last().map(|e| &e.change), Some(Change::Status { status: RunState::Stale, reason, .. }) if reason.contains(&map)),
+        "the STALE event names the changed document: {:?}",
+        events.last()
+    );
+    // The new content hash is recorded for the re-run to plan with.
+    let recorded = world.store.document_hashes(std::slice::from_ref(&map)).await?;
+    ensure!(
+        recorded.first().map(|r| &r.content_hash)
+            == Some(&etter_pipeline::documents::content_hash(&std::fs::read(&map_path)?)),
+        "{recorded:?}"
+    );
     Ok(())
 }
