@@ -69,6 +69,7 @@ store_suite!(
     role_id_collisions_are_refused,
     document_hashes_and_usage,
     runs_in_states_pages_across_companies,
+    step_stats_measure_recent_completed_attempts,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1018,5 +1019,33 @@ async fn runs_in_states_pages_across_companies(ctx: Ctx) -> Result<()> {
         seen.extend(page.iter().map(|r| r.workflow_id.to_string()));
     }
     ensure!(seen == expected, "{seen:#?} vs {expected:#?}");
+    Ok(())
+}
+
+/// Estimates come from what recent completed attempts cost; failures and other steps do not count.
+async fn step_stats_measure_recent_completed_attempts(ctx: Ctx) -> Result<()> {
+    let store = ctx.store.as_ref();
+    ensure!(store.step_stats(10).await?.is_empty(), "nothing measured yet");
+    for (n, tokens) in [100_i64, 200, 300].into_iter().enumerate() {
+        let run = create(store, push("acme", &format!("Measured {n}"), &format!("m{n}"))?).await?;
+        let id = &run.workflow_id;
+        to(store, id, RunState::Processing).await?;
+        store.record_step(id, StepTransition::new("ai_assessment", 1, StepStatus::Running)).await?;
+        let done = StepTransition {
+            tokens: Some(TokenCount { input: tokens - 10, output: 10 }),
+            ..StepTransition::new("ai_assessment", 1, StepStatus::Completed)
+        };
+        store.record_step(id, done).await?;
+        // A failed attempt of another step is not a measurement.
+        store.record_step(id, StepTransition::new("role_setup", 1, StepStatus::Running)).await?;
+        store.record_step(id, StepTransition::new("role_setup", 1, StepStatus::Failed)).await?;
+    }
+    let all = store.step_stats(10).await?;
+    ensure!(all.len() == 1 && all[0].step == "ai_assessment", "{all:?}");
+    ensure!(all[0].samples == 3 && all[0].mean_tokens == 200, "{all:?}");
+    ensure!(all[0].mean_duration < std::time::Duration::from_secs(60), "{all:?}");
+    // Only the most recent ones: the last two finished.
+    let recent = store.step_stats(2).await?;
+    ensure!(recent[0].samples == 2 && recent[0].mean_tokens == 250, "{recent:?}");
     Ok(())
 }

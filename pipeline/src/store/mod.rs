@@ -689,6 +689,19 @@ pub struct Claim {
     pub now: Timestamp,
 }
 
+/// What recent completed attempts of one step cost ([`RunStore::step_stats`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepStats {
+    /// The step.
+    pub step: String,
+    /// Attempts measured.
+    pub samples: u32,
+    /// Their mean duration.
+    pub mean_duration: Duration,
+    /// Their mean tokens (input and output).
+    pub mean_tokens: i64,
+}
+
 /// Queued and processing runs of one company (for concurrency caps and fair dispatch).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompanyLoad {
@@ -831,6 +844,10 @@ pub trait RunStore: Send + Sync {
         after: Option<&WorkflowId>,
         limit: u32,
     ) -> Result<Vec<Run>, StoreError>;
+
+    /// Measured cost of each step: mean duration and tokens of its last `per_step` completed
+    /// attempts (all companies), for the ETA and token estimates. Steps never completed are left out.
+    async fn step_stats(&self, per_step: u32) -> Result<Vec<StepStats>, StoreError>;
 
     /// Queued and processing runs per company, for companies that have any.
     async fn company_loads(&self) -> Result<Vec<CompanyLoad>, StoreError>;

@@ -6,8 +6,8 @@ use chrono::NaiveDate;
 use serde::de::DeserializeOwned;
 
 use super::{
-    Batch, Change, CompanyLoad, DocumentHash, Priority, QueuePosition, Run, RunEvent, StepAttempt, StepStatus,
-    StoreError, Timestamp, TokenCount, UsageRow, sql::StoredRequest,
+    Batch, Change, CompanyLoad, DocumentHash, Priority, QueuePosition, Run, RunEvent, StepAttempt, StepStats,
+    StepStatus, StoreError, Timestamp, TokenCount, UsageRow, sql::StoredRequest,
 };
 use crate::{
     ids::{BatchId, CompanyId, DraupRoleId, InvalidId, RequestId, RoleId, RoleName, WorkflowId},
@@ -567,6 +567,16 @@ pub(super) fn decode_run(row: &impl Row) -> Result<Run, StoreError> {
         end_time: row.opt_time("end_time")?,
         update_time: row.time("update_time")?,
         plan: row.opt_json("plan")?,
+    })
+}
+
+pub(super) fn decode_step_stats(row: &impl Row) -> Result<StepStats, StoreError> {
+    let micros = row.int("micros")?.max(0);
+    Ok(StepStats {
+        step: row.text("step")?,
+        samples: number("samples", row.int("n")?)?,
+        mean_duration: std::time::Duration::from_micros(u64::try_from(micros).unwrap_or(0)),
+        mean_tokens: row.int("tokens")?,
     })
 }
 

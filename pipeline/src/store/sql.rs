@@ -15,8 +15,8 @@ use chrono::{NaiveDate, TimeDelta};
 use super::{
     Admission, Batch, BatchCreated, Change, Claim, CompanyLoad, Created, DEFAULT_PAGE_SIZE, DocumentHash,
     IDEMPOTENCY_TTL, MAX_PAGE_SIZE, NewBatch, NewRun, PageRequest, PipelineError, PutRequest, QueuePosition,
-    RequestKey, Run, RunEvent, RunFilter, RunPage, RunStore, StepAttempt, StepRecorded, StepStatus, StepTransition,
-    StoreError, Timestamp, TokenCount, Transition, UsageRow, WatchScope, now,
+    RequestKey, Run, RunEvent, RunFilter, RunPage, RunStore, StepAttempt, StepRecorded, StepStats, StepStatus,
+    StepTransition, StoreError, Timestamp, TokenCount, Transition, UsageRow, WatchScope, now,
     shared::{corrupt, id, number, to_i64},
 };
 use crate::{
@@ -112,6 +112,7 @@ pub(super) trait Tx: Send {
         after: Option<&WorkflowId>,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<Run>, StoreError>> + Send;
+    fn step_stats(&mut self, per_step: u32) -> impl Future<Output = Result<Vec<StepStats>, StoreError>> + Send;
     fn company_loads(&mut self) -> impl Future<Output = Result<Vec<CompanyLoad>, StoreError>> + Send;
     fn queue_position(&mut self, id: &WorkflowId) -> impl Future<Output = Result<u64, StoreError>> + Send;
     fn queue_positions(
@@ -617,6 +618,13 @@ impl<B: Backend> RunStore for SqlStore<B> {
         let runs = tx.runs_in_states(states, after, limit.min(MAX_PAGE_SIZE)).await?;
         tx.commit().await?;
         Ok(runs)
+    }
+
+    async fn step_stats(&self, per_step: u32) -> Result<Vec<StepStats>, StoreError> {
+        let mut tx = self.backend.read().await?;
+        let stats = tx.step_stats(per_step.max(1)).await?;
+        tx.commit().await?;
+        Ok(stats)
     }
 
     async fn company_loads(&self) -> Result<Vec<CompanyLoad>, StoreError> {

@@ -17,7 +17,7 @@ use sqlx::{
 
 use super::{
     Batch, Claim, CompanyLoad, DocumentHash, QueuePosition, RequestKey, Run, RunEvent, RunFilter, StepAttempt,
-    StepStatus, StoreError, StoreOptions, Timestamp, TokenCount, UsageRow, WatchScope,
+    StepStats, StepStatus, StoreError, StoreOptions, Timestamp, TokenCount, UsageRow, WatchScope,
     shared::{
         self, ADD_USAGE, BATCH_COUNTS, COMPANY_LOADS, EVENTS_AFTER, HEADS_OF_ACTIVE, HEADS_OF_BATCH, INSERT_BATCH,
         INSERT_EVENT, INSERT_REQUEST, INSERT_RUN, LOCK_ROLE, PURGE_REQUESTS, QUEUE_POSITION, QUEUE_POSITIONS,
@@ -204,6 +204,19 @@ impl Tx for SqliteTx {
             .fetch_all(&mut *self.0)
             .await?;
         decode_all(rows, shared::decode_run)
+    }
+
+    async fn step_stats(&mut self, per_step: u32) -> Result<Vec<StepStats>, StoreError> {
+        const SQL: &str = "SELECT step, COUNT(*) AS n, \
+               CAST(AVG(finished_at - started_at) AS INTEGER) AS micros, \
+               CAST(AVG(tokens_in + tokens_out) AS INTEGER) AS tokens \
+             FROM (SELECT step, started_at, finished_at, tokens_in, tokens_out, \
+                     ROW_NUMBER() OVER (PARTITION BY step ORDER BY finished_at DESC) AS recent \
+                   FROM run_steps WHERE status = 'completed' AND started_at IS NOT NULL \
+                     AND finished_at IS NOT NULL) \
+             WHERE recent <= $1 GROUP BY step ORDER BY step";
+        let rows = sqlx::query(SQL).bind(i64::from(per_step)).fetch_all(&mut *self.0).await?;
+        decode_all(rows, shared::decode_step_stats)
     }
 
     async fn claim(&mut self, claim: &Claim, until: Timestamp) -> Result<Vec<WorkflowId>, StoreError> {
