@@ -1,8 +1,8 @@
 //! How the server starts and inspects onboarding workflows, without knowing the worker.
 //!
 //! [`Orchestrator`] is the interface the server's dispatcher and reconciler use: start the
-//! [`ROLE_ONBOARDING_WORKFLOW`](crate::workflow::ROLE_ONBOARDING_WORKFLOW) of a run by name, and
-//! ask whether a run's workflow is still running. [`TemporalOrchestrator`] (cargo feature
+//! [`ROLE_ONBOARDING_WORKFLOW`](crate::workflow::ROLE_ONBOARDING_WORKFLOW) of a run by name, ask
+//! whether a run's workflow is still running, and ask it to cancel (`Cancel`). [`TemporalOrchestrator`] (cargo feature
 //! `temporal`) implements it with `temporalio-client`.
 //!
 //! **Starting twice is harmless.** A start uses the run's workflow id with conflict policy
@@ -94,6 +94,12 @@ pub trait Orchestrator: Send + Sync {
     /// Where the workflow of a run stands.
     async fn describe(&self, workflow_id: &WorkflowId) -> Result<WorkflowState, OrchestratorError>;
 
+    /// Asks the workflow of a run to cancel, with `reason` shown in its history. Cancellation
+    /// reaches running activities through their heartbeats; the workflow records its cancelled step
+    /// and ends. A workflow that already closed, or never existed, is not an error (there is
+    /// nothing left to cancel); asking twice is harmless.
+    async fn cancel(&self, workflow_id: &WorkflowId, reason: &str) -> Result<(), OrchestratorError>;
+
     /// Answers when the orchestrator does (health checks).
     async fn ping(&self) -> Result<(), OrchestratorError>;
 }
@@ -108,8 +114,8 @@ mod temporal {
     use async_trait::async_trait;
     use temporalio_client::{
         Client, ClientOptions, Connection, ConnectionOptions, NamespacedClient as _, UntypedWorkflow, Url,
-        WorkflowDescribeOptions, WorkflowExecutionStatus, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
-        WorkflowStartOptions,
+        WorkflowCancelOptions, WorkflowDescribeOptions, WorkflowExecutionStatus, WorkflowIdConflictPolicy,
+        WorkflowIdReusePolicy, WorkflowStartOptions,
         errors::{WorkflowInteractionError, WorkflowStartError},
         grpc::WorkflowService as _,
         tonic::{self, Code, Status},
@@ -279,6 +285,20 @@ mod temporal {
                 WorkflowExecutionStatus::ContinuedAsNew => WorkflowState::Closed(ClosedStatus::ContinuedAsNew),
                 _ => WorkflowState::Closed(ClosedStatus::Other),
             })
+        }
+
+        async fn cancel(&self, workflow_id: &WorkflowId, reason: &str) -> Result<(), OrchestratorError> {
+            let client = self.client().await?;
+            let handle = client.get_workflow_handle::<UntypedWorkflow>(workflow_id.to_string());
+            let options = WorkflowCancelOptions::builder().reason(reason.to_owned()).build();
+            match self.bounded("cancelling the workflow", handle.cancel(options)).await? {
+                Ok(()) => Ok(()),
+                // Closed already (Temporal answers NOT_FOUND for a completed execution) or never
+                // started: nothing runs that could be cancelled.
+                Err(WorkflowInteractionError::NotFound(_)) => Ok(()),
+                Err(WorkflowInteractionError::Rpc(status)) => Err(rpc_error("cancelling the workflow", &status)),
+                Err(other) => Err(OrchestratorError::Unavailable(format!("cancelling the workflow: {other}"))),
+            }
         }
 
         async fn ping(&self) -> Result<(), OrchestratorError> {

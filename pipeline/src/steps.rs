@@ -434,7 +434,8 @@ pub fn parse_steps(names: &[String]) -> Result<Vec<StepName>, PlanError> {
 /// run (failed, not reached, cancelled) runs again with everything that depends on it; completed
 /// steps are reused. With `explicit` steps: those steps and their dependents run; so does any step
 /// they need whose output was not kept; steps outside that set keep their output when they have
-/// one and are left out otherwise.
+/// one and are left out otherwise. Either way, a step that runs last (`finalize`, which summarises
+/// every output and makes the role visible) runs whenever any other step does.
 pub fn plan_retry(
     prior: &BTreeMap<StepName, PriorStep>,
     explicit: &[StepName],
@@ -454,6 +455,9 @@ pub fn plan_retry(
     };
     for step in run.clone() {
         run.extend(dependents(step));
+    }
+    if !run.is_empty() {
+        run.extend(steps.iter().filter(|(s, a)| *a == Action::Run && s.spec().runs_last).map(|(s, _)| *s));
     }
     // A step that runs needs its inputs: an upstream step without a kept output runs too.
     for step in StepName::ALL.into_iter().rev() {
@@ -580,11 +584,11 @@ mod tests {
         prior.insert(SkillsCatalog, PriorStep { outcome: PriorOutcome::NotRun, input_hash: None, output_hash: None });
         prior.insert(Reskilling, PriorStep { outcome: PriorOutcome::NotRun, input_hash: None, output_hash: None });
         let plan = plan_retry(&prior, &[], false)?;
-        assert_eq!(plan.to_run(), vec![SkillsArchitecture, SkillsCatalog, Reskilling]);
+        assert_eq!(plan.to_run(), vec![SkillsArchitecture, SkillsCatalog, Reskilling, Finalize]);
         assert_eq!(plan.action(AiAssessment), Action::Reuse);
 
         let explicit = plan_retry(&prior, &[StepExecutor], false)?;
-        assert_eq!(explicit.to_run(), vec![StepExecutor, Standardization]);
+        assert_eq!(explicit.to_run(), vec![StepExecutor, Standardization, Finalize]);
         assert_eq!(plan_retry(&prior, &[SkillsMiner], true), Err(PlanError::SkippedByOptions(SkillsMiner)));
         let all_done: BTreeMap<StepName, PriorStep> =
             StepName::ALL.into_iter().map(|s| (s, completed(s.as_str()))).collect();

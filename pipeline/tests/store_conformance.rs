@@ -142,10 +142,22 @@ impl Scratch {
         match self {
             Scratch::Postgres { admin_url, name, .. } => {
                 let mut admin = admin_connection(&admin_url).await?;
-                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                    .execute(&mut admin)
-                    .await
-                    .with_context(|| format!("dropping database {name}"))?;
+                // FORCE ends the test's own connections, but a pool connection opening at that
+                // moment can still make the drop fail ("being accessed by other users"); a busy
+                // server needs a moment more.
+                let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    match sqlx::query(sqlx::AssertSqlSafe(drop.clone())).execute(&mut admin).await {
+                        Ok(_) => break,
+                        Err(err) if attempt < 5 => {
+                            eprintln!("dropping database {name} (attempt {attempt}): {err}; trying again");
+                            tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+                        }
+                        Err(err) => return Err(err).with_context(|| format!("dropping database {name}")),
+                    }
+                }
             }
             Scratch::Sqlite { dir } => tokio::fs::remove_dir_all(&dir).await?,
         }

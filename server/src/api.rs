@@ -2,7 +2,7 @@
 
 use std::{pin::Pin, sync::Arc};
 
-use etter_pipeline::{config::Config, store::RunStore};
+use etter_pipeline::{config::Config, orchestrator::Orchestrator, store::RunStore};
 use etter_proto::v1::{
     CancelRequest, CancelResponse, GetStatusRequest, GetStatusResponse, HistoryRequest, HistoryResponse,
     PushBatchRequest, PushBatchResponse, PushRequest, PushResponse, RetryRequest, RetryResponse, WatchStatusRequest,
@@ -12,7 +12,7 @@ use tokio::sync::{Notify, watch};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::{auth, error::ApiError, graph::GraphReader, push, status, watch as watching};
+use crate::{auth, cancel, error::ApiError, graph::GraphReader, push, retry, status, watch as watching};
 
 /// The stream type of `WatchStatus`.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchStatusResponse, Status>> + Send + 'static>>;
@@ -20,6 +20,7 @@ pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchStatusResponse, Sta
 /// The service and what its handlers share.
 pub struct PipelineApi {
     store: Arc<dyn RunStore>,
+    orchestrator: Arc<dyn Orchestrator>,
     graph: Arc<GraphReader>,
     config: Arc<Config>,
     wake_dispatcher: Arc<Notify>,
@@ -27,17 +28,18 @@ pub struct PipelineApi {
 }
 
 impl PipelineApi {
-    /// A service over `store` and `graph` (finished roles' outputs summaries);
-    /// `wake_dispatcher` is notified when a push queued a run, `drain` turns true when the server
-    /// drains (watch streams end).
+    /// A service over `store`, `orchestrator` (Cancel stops running workflows through it) and
+    /// `graph` (finished roles' outputs summaries); `wake_dispatcher` is notified when a push or a
+    /// retry queued a run, `drain` turns true when the server drains (watch streams end).
     pub fn new(
         store: Arc<dyn RunStore>,
+        orchestrator: Arc<dyn Orchestrator>,
         graph: Arc<GraphReader>,
         config: Arc<Config>,
         wake_dispatcher: Arc<Notify>,
         drain: watch::Receiver<bool>,
     ) -> Self {
-        Self { store, graph, config, wake_dispatcher, drain }
+        Self { store, orchestrator, graph, config, wake_dispatcher, drain }
     }
 
     fn watch_context(&self) -> watching::WatchContext {
@@ -56,7 +58,8 @@ impl PipelineApi {
 }
 
 fn not_yet(rpc: &'static str) -> Status {
-    ApiError::Unimplemented { rpc, detail: "this server serves Push, GetStatus and WatchStatus so far" }.into()
+    ApiError::Unimplemented { rpc, detail: "this server serves Push, GetStatus, WatchStatus, Retry and Cancel so far" }
+        .into()
 }
 
 #[tonic::async_trait]
@@ -101,12 +104,24 @@ impl PipelineService for PipelineApi {
         Ok(Response::new(stream))
     }
 
-    async fn retry(&self, _request: Request<RetryRequest>) -> Result<Response<RetryResponse>, Status> {
-        Err(not_yet("Retry"))
+    async fn retry(&self, request: Request<RetryRequest>) -> Result<Response<RetryResponse>, Status> {
+        let principal = auth::principal(&request)?;
+        let cx = retry::RetryContext { store: self.store.as_ref(), dispatch: &self.config.dispatch };
+        let response = retry::retry(&cx, &principal, request.into_inner()).await?;
+        // A replayed answer's run may be queued still; waking an idle dispatcher is harmless.
+        self.wake_dispatcher.notify_one();
+        Ok(Response::new(response))
     }
 
-    async fn cancel(&self, _request: Request<CancelRequest>) -> Result<Response<CancelResponse>, Status> {
-        Err(not_yet("Cancel"))
+    async fn cancel(&self, request: Request<CancelRequest>) -> Result<Response<CancelResponse>, Status> {
+        let principal = auth::principal(&request)?;
+        let cx = cancel::CancelContext {
+            store: self.store.as_ref(),
+            orchestrator: self.orchestrator.as_ref(),
+            dispatch: &self.config.dispatch,
+        };
+        let response = cancel::cancel(&cx, &principal, request.into_inner()).await?;
+        Ok(Response::new(response))
     }
 
     async fn history(&self, _request: Request<HistoryRequest>) -> Result<Response<HistoryResponse>, Status> {

@@ -13,6 +13,10 @@
 //! (`dispatch.max_processing_per_company`); within a company the store's dispatch order
 //! (priority, then age) applies.
 //!
+//! **Cancelled while starting.** A run cancelled while QUEUED has no workflow yet; if the
+//! dispatcher started one in the meantime, it finds the run CANCELLED when it books the start and
+//! cancels the workflow it just started.
+//!
 //! **Temporal down.** A start that finds Temporal unavailable releases its claim; the dispatcher
 //! backs off (doubling from `dispatch.retry_initial_backoff` to `dispatch.retry_max_backoff`) and
 //! tries again. Pushes keep being accepted and queued meanwhile.
@@ -201,8 +205,14 @@ impl Dispatcher {
         };
         match self.store.transition(&run.workflow_id, Transition::to(RunState::Processing, reason)).await {
             Ok(_) => Outcome::Started,
+            Err(StoreError::IllegalTransition(t)) if t.from == RunState::Cancelled => {
+                // Cancelled while its start was in flight: the workflow just started must not run.
+                tracing::info!("run cancelled while its workflow started; cancelling the workflow");
+                self.cancel_started(&run).await;
+                Outcome::Started
+            }
             Err(StoreError::IllegalTransition(t)) => {
-                // Cancelled (or moved on) while its start was in flight: nothing to book.
+                // Moved on while its start was in flight (the worker booked it first): nothing to book.
                 tracing::info!(from = %t.from, "run left QUEUED while its workflow started");
                 Outcome::Started
             }
@@ -210,6 +220,31 @@ impl Dispatcher {
                 // The workflow runs; the claim expires and the next dispatch joins it and books it.
                 tracing::warn!(error = %e, "cannot mark the started run PROCESSING; it is retried after its lease");
                 Outcome::Failed
+            }
+        }
+    }
+}
+
+impl Dispatcher {
+    /// Cancels the workflow just started for a run that was cancelled meanwhile, retrying a
+    /// Temporal that is briefly unavailable a few times. If it never answers, the workflow runs
+    /// its steps (the run stays CANCELLED: the worker leaves a final run alone).
+    async fn cancel_started(&self, run: &Run) {
+        const ATTEMPTS: u32 = 5;
+        let reason = "the run was cancelled while its workflow started";
+        let mut backoff = self.config.retry_initial_backoff;
+        for attempt in 1..=ATTEMPTS {
+            match self.orchestrator.cancel(&run.workflow_id, reason).await {
+                Ok(()) => return,
+                Err(OrchestratorError::Unavailable(e)) if attempt < ATTEMPTS => {
+                    tracing::warn!(error = %e, attempt, "cannot cancel the workflow of a cancelled run yet");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.config.retry_max_backoff);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot cancel the workflow of a cancelled run; it runs to its end");
+                    return;
+                }
             }
         }
     }

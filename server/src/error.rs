@@ -65,6 +65,17 @@ pub enum ApiError {
         /// What is wrong and what to do.
         description: String,
     },
+    /// A concurrent request changed what this one was about (for example another Retry of the
+    /// same run won); nothing was written. Look at the current state and decide again.
+    #[error("{description}")]
+    Aborted {
+        /// The stable reason and `PreconditionFailure.type` (`CONCURRENT_RETRY`, …).
+        reason: &'static str,
+        /// What the conflict is about (a run id).
+        subject: String,
+        /// What happened and what to do.
+        description: String,
+    },
     /// The RPC (or this form of it) is part of the contract but not served by this version yet.
     #[error("{rpc} is not available yet: {detail}")]
     Unimplemented {
@@ -86,6 +97,12 @@ fn describe(violations: &[Violation]) -> String {
 }
 
 impl ApiError {
+    /// A `FAILED_PRECONDITION` with one `PreconditionFailure` violation: `reason` is its type,
+    /// `subject` what it is about, `description` what is wrong and what to do.
+    pub fn precondition(reason: &'static str, subject: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::FailedPrecondition { reason, subject: subject.into(), description: description.into() }
+    }
+
     /// An `INVALID_ARGUMENT` about one field.
     pub fn invalid(reason: &'static str, field: impl Into<String>, description: impl Into<String>) -> Self {
         Self::InvalidArgument { reason, violations: vec![Violation::new(field, description)] }
@@ -101,7 +118,7 @@ impl ApiError {
             Self::NotFound { what: "role", .. } => "ROLE_NOT_FOUND",
             Self::NotFound { what: "batch", .. } => "BATCH_NOT_FOUND",
             Self::NotFound { .. } => "RUN_NOT_FOUND",
-            Self::FailedPrecondition { reason, .. } => reason,
+            Self::FailedPrecondition { reason, .. } | Self::Aborted { reason, .. } => reason,
             Self::Unimplemented { .. } => "NOT_IMPLEMENTED",
             Self::Unavailable(_) => "UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
@@ -115,6 +132,7 @@ impl ApiError {
             Self::InvalidArgument { .. } | Self::RequestIdReused(_) => Code::InvalidArgument,
             Self::NotFound { .. } => Code::NotFound,
             Self::FailedPrecondition { .. } => Code::FailedPrecondition,
+            Self::Aborted { .. } => Code::Aborted,
             Self::Unimplemented { .. } => Code::Unimplemented,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
@@ -159,7 +177,8 @@ impl From<ApiError> for Status {
             ApiError::RequestIdReused(message) => {
                 details.add_bad_request_violation("request_id", message.clone());
             }
-            ApiError::FailedPrecondition { reason, subject, description } => {
+            ApiError::FailedPrecondition { reason, subject, description }
+            | ApiError::Aborted { reason, subject, description } => {
                 details.add_precondition_failure_violation(*reason, subject.clone(), description.clone());
             }
             ApiError::Internal(detail) | ApiError::Unavailable(detail) => {

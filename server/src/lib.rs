@@ -5,13 +5,16 @@
 
 mod api;
 pub mod auth;
+mod cancel;
 mod convert;
 mod dispatch;
 mod error;
 mod estimate;
 mod graph;
 pub mod health;
+mod idempotency;
 mod push;
+mod retry;
 mod status;
 mod watch;
 
@@ -118,6 +121,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     let graph = Arc::new(graph::GraphReader::new(config.graph.clone(), config.data_dir.clone()));
     let api = api::PipelineApi::new(
         Arc::clone(&store),
+        Arc::clone(&orchestrator),
         Arc::clone(&graph),
         Arc::clone(&config),
         wake_dispatcher,

@@ -5,17 +5,18 @@ use std::collections::BTreeSet;
 use etter_pipeline::{
     documents::{DocumentUri, DocumentsConfig},
     ids::{CompanyId, DraupRoleId, RequestId, RoleName},
-    store::{self, Admission, DocumentRef, NewRun, PutRequest, RequestKey, RunStore},
+    store::{Admission, DocumentRef, NewRun, RunStore},
 };
 use etter_proto::v1 as pb;
-use prost::Message as _;
 use sha2::{Digest as _, Sha256};
 
 use crate::{
     auth::Principal,
     convert::{self, StoredOptions},
     error::{ApiError, Violation},
-    estimate, status,
+    estimate,
+    idempotency::{self, Idempotency},
+    status,
 };
 
 /// Most documents one role may have.
@@ -152,7 +153,7 @@ pub fn validate(request: &pb::PushRequest, documents_config: &DocumentsConfig) -
 fn payload_hash(request: &pb::PushRequest) -> String {
     let mut payload = request.clone();
     payload.request_id.clear();
-    hex(&Sha256::digest(payload.encode_to_vec()))
+    idempotency::payload_hash(&payload)
 }
 
 /// What a push needs from the server.
@@ -176,12 +177,9 @@ pub async fn push(
     let company = company_of(&request)?;
     principal.authorize_write(&company)?;
     let valid = validate(&request, cx.documents)?;
-    let key = valid.request_id.clone().map(|request_id| RequestKey { company: company.clone(), request_id });
-    let hash = payload_hash(&request);
-    if let Some(key) = &key
-        && let Some(stored) = cx.store.lookup_request(key, &hash, store::now()).await?
-    {
-        return decode_stored(&stored);
+    let idempotency = Idempotency::new(cx.store, "Push", &company, valid.request_id.clone(), payload_hash(&request));
+    if let Some(answer) = idempotency.replay().await? {
+        return Ok(answer);
     }
 
     let plan = etter_pipeline::steps::plan_new(valid.options.skip_enhancement_workflows);
@@ -214,18 +212,7 @@ pub async fn push(
         token_estimate: snapshot.token_estimate,
         created: created.created,
     };
-    if let Some(key) = &key {
-        match cx.store.put_request_if_absent(key, &hash, &response.encode_to_vec(), store::now()).await? {
-            PutRequest::Inserted => {}
-            // A concurrent call with the same key answered first: its answer is the answer.
-            PutRequest::Existing(stored) => return decode_stored(&stored),
-        }
-    }
-    Ok(response)
-}
-
-fn decode_stored(bytes: &[u8]) -> Result<pb::PushResponse, ApiError> {
-    pb::PushResponse::decode(bytes).map_err(|e| ApiError::Internal(format!("stored push response is unreadable: {e}")))
+    idempotency.remember(response).await
 }
 
 #[cfg(test)]

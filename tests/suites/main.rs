@@ -1,4 +1,5 @@
 //! End-to-end suites across processes and real services.
 
 mod onboarding;
+mod rerun;
 mod services;

@@ -6,6 +6,7 @@
 //! transitions into the same store, through the same `RunStore` API the worker uses.
 
 mod graph;
+mod rerun;
 
 use std::time::Duration;
 

@@ -895,8 +895,8 @@ export const CancelRequestSchema: GenMessage<CancelRequest> = /*@__PURE__*/
  */
 export type CancelResponse = Message<"etter.pipeline.v1.CancelResponse"> & {
   /**
-   * The run after the request: CANCELLED when it was queued; still PROCESSING until the workflow
-   * has stopped when it was running (watch it to see CANCELLED).
+   * The run after the request: CANCELLED. A running run's workflow was asked to stop first; its
+   * running step records `cancelled` moments later, when its heartbeat brings the request.
    *
    * @generated from field: etter.pipeline.v1.RunStatus run = 1;
    */

@@ -732,8 +732,8 @@ class CancelResponse(google.protobuf.message.Message):
     RUN_FIELD_NUMBER: builtins.int
     @property
     def run(self) -> etter_client._gen.etter.pipeline.v1.resources_pb2.RunStatus:
-        """The run after the request: CANCELLED when it was queued; still PROCESSING until the workflow
-        has stopped when it was running (watch it to see CANCELLED).
+        """The run after the request: CANCELLED. A running run's workflow was asked to stop first; its
+        running step records `cancelled` moments later, when its heartbeat brings the request.
         """
 
     def __init__(

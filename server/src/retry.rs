@@ -1,0 +1,307 @@
+//! `Retry`: a new run of a FAILED, DEGRADED, STALE or CANCELLED role that re-runs only what is
+//! needed and reuses the kept outputs of the run it supersedes (DESIGN §3, §4).
+//!
+//! The plan is made here, once, and kept with the new run (the dispatcher hands it to the
+//! workflow): a STALE run is re-planned from its documents' current content hashes
+//! ([`steps::plan_rerun`], with the early cutoff); any other run from what its steps left
+//! ([`steps::plan_retry`]: failed and not-reached steps, or the steps the caller names, with what
+//! depends on them). Steps named by the caller always win: a STALE run retried with explicit
+//! `steps` is planned by `plan_retry` too (those steps and their dependents run, even if their
+//! inputs did not change).
+
+use std::collections::BTreeMap;
+
+use etter_pipeline::{
+    config::DispatchConfig,
+    ids::{RoleId, WorkflowId},
+    lifecycle::RunState,
+    steps::{self, DocumentKind, Plan, PlanError, PriorOutcome, PriorStep, StepName},
+    store::{Admission, NewRun, Run, RunStore, StepAttempt, StepStatus, StoreError},
+};
+use etter_proto::v1 as pb;
+
+use crate::{
+    auth::Principal,
+    convert::{self, StoredOptions},
+    error::ApiError,
+    estimate,
+    idempotency::{self, Idempotency},
+    status,
+};
+
+/// The `ErrorInfo.reason` of an invalid Retry request.
+const INVALID_REQUEST: &str = "INVALID_REQUEST";
+
+/// What a Retry needs from the server.
+pub struct RetryContext<'a> {
+    /// The run store.
+    pub store: &'a dyn RunStore,
+    /// `[dispatch]`, for estimates.
+    pub dispatch: &'a DispatchConfig,
+}
+
+/// The target and steps of a Retry, checked before anything is read.
+struct ValidRetry {
+    target: Target,
+    steps: Vec<StepName>,
+    request_id: Option<etter_pipeline::ids::RequestId>,
+}
+
+enum Target {
+    Run(String),
+    Role(RoleId),
+}
+
+fn validate(request: &pb::RetryRequest) -> Result<ValidRetry, ApiError> {
+    use pb::retry_request::Target as Pb;
+    let target = match &request.target {
+        Some(Pb::WorkflowId(id)) => {
+            WorkflowId::parse(id).map_err(|e| ApiError::invalid(INVALID_REQUEST, "workflow_id", e.to_string()))?;
+            Target::Run(id.clone())
+        }
+        Some(Pb::RoleId(id)) => {
+            Target::Role(RoleId::parse(id).map_err(|e| ApiError::invalid(INVALID_REQUEST, "role_id", e.to_string()))?)
+        }
+        None => return Err(ApiError::invalid(INVALID_REQUEST, "target", "set workflow_id or role_id")),
+    };
+    let steps =
+        steps::parse_steps(&request.steps).map_err(|e| ApiError::invalid(INVALID_REQUEST, "steps", e.to_string()))?;
+    let request_id = idempotency::request_id(&request.request_id, INVALID_REQUEST)?;
+    Ok(ValidRetry { target, steps, request_id })
+}
+
+/// What a role's run left for each step: the latest attempt of each step of the graph (names an
+/// older graph recorded are ignored). Completed and reused steps kept their output; failed ones
+/// did not; anything else never ran to the end.
+pub fn prior_steps(attempts: &[StepAttempt]) -> BTreeMap<StepName, PriorStep> {
+    let mut latest: BTreeMap<StepName, &StepAttempt> = BTreeMap::new();
+    for attempt in attempts {
+        let Some(step) = StepName::parse(&attempt.step) else { continue };
+        if latest.get(&step).is_none_or(|l| l.attempt < attempt.attempt) {
+            latest.insert(step, attempt);
+        }
+    }
+    latest
+        .into_iter()
+        .map(|(step, a)| {
+            let outcome = match a.status {
+                StepStatus::Completed | StepStatus::Reused => PriorOutcome::Completed,
+                StepStatus::Failed => PriorOutcome::Failed,
+                _ => PriorOutcome::NotRun,
+            };
+            (step, PriorStep { outcome, input_hash: a.input_hash.clone(), output_hash: a.output_hash.clone() })
+        })
+        .collect()
+}
+
+/// The role identity a step that reads it hashes, exactly as the worker hashes it.
+fn role_identity(run: &Run) -> String {
+    let draup = run.draup_role_id.as_ref().map(|d| d.as_str().to_owned()).unwrap_or_default();
+    format!("{}\n{}\n{draup}", run.company_id, run.role_name)
+}
+
+/// Refuses a Retry of a run in `state` with what to do instead; `Ok` for the states that allow one.
+fn check_retryable(run: &Run) -> Result<(), ApiError> {
+    let id = run.workflow_id.to_string();
+    let what_to_do = match run.state {
+        RunState::Failed | RunState::Degraded | RunState::Stale | RunState::Cancelled => return Ok(()),
+        RunState::Ready => {
+            "it is READY: every step completed, so there is nothing to retry; to run it again anyway, Push the \
+             role with options.force_rerun"
+        }
+        RunState::Queued | RunState::Processing => {
+            "it has not ended yet; wait for it to end (watch it), or Cancel it and then Retry"
+        }
+        RunState::ValidationError => {
+            "it was rejected for invalid inputs and never ran; Push the role again with corrected inputs"
+        }
+    };
+    Err(ApiError::precondition("RUN_NOT_RETRYABLE", id.clone(), format!("run {id} is {}; {what_to_do}", run.state)))
+}
+
+/// The plan of the new run.
+async fn plan(store: &dyn RunStore, old: &Run, explicit: &[StepName]) -> Result<Plan, ApiError> {
+    let prior = prior_steps(&store.steps(&old.workflow_id).await?);
+    let skip = StoredOptions::of(&old.options).skip_enhancement_workflows;
+    let plan = if old.state == RunState::Stale && explicit.is_empty() {
+        let uris: Vec<String> = old.documents.iter().map(|d| d.uri.clone()).collect();
+        let hashes = store.document_hashes(&uris).await?;
+        // Documents whose hash was never recorded are left out: the steps consuming them see a
+        // changed input and run.
+        let documents: Vec<(DocumentKind, _)> = old
+            .documents
+            .iter()
+            .filter_map(|d| {
+                let hash = hashes.iter().find(|h| h.uri == d.uri)?;
+                Some((convert::stored_document_kind(&d.kind), hash.content_hash.clone()))
+            })
+            .collect();
+        steps::plan_rerun(&prior, &role_identity(old), &documents, skip)
+    } else {
+        steps::plan_retry(&prior, explicit, skip).map_err(|e| plan_error(old, e))?
+    };
+    if plan.to_run().is_empty() {
+        return Err(plan_error(old, PlanError::NothingToRun));
+    }
+    Ok(plan)
+}
+
+fn plan_error(old: &Run, err: PlanError) -> ApiError {
+    match err {
+        PlanError::UnknownStep(_) | PlanError::SkippedByOptions(_) => {
+            ApiError::invalid(INVALID_REQUEST, "steps", err.to_string())
+        }
+        PlanError::NothingToRun => ApiError::precondition(
+            "NOTHING_TO_RETRY",
+            old.workflow_id.to_string(),
+            format!("{err}; name the steps to re-run in `steps`, or Push the role with options.force_rerun"),
+        ),
+    }
+}
+
+/// The run a Retry is about: by workflow id (a run of another company is NOT_FOUND), or a role's
+/// latest run.
+async fn target_run(store: &dyn RunStore, principal: &Principal, target: &Target) -> Result<Run, ApiError> {
+    match target {
+        Target::Run(id) => status::visible_run(store, principal, id).await,
+        Target::Role(role) => {
+            let run = store.latest_run(role).await?;
+            principal.authorize_read(&run.company_id, "role", role.as_str())?;
+            Ok(run)
+        }
+    }
+}
+
+/// `Retry`: authorize, validate, answer a retried `request_id` with its first answer, check that
+/// the run is the role's latest and has ended in a retryable state, plan, and create the new run
+/// (QUEUED) superseding it.
+pub async fn retry(
+    cx: &RetryContext<'_>,
+    principal: &Principal,
+    request: pb::RetryRequest,
+) -> Result<pb::RetryResponse, ApiError> {
+    principal.require_operator()?;
+    let valid = validate(&request)?;
+    let old = target_run(cx.store, principal, &valid.target).await?;
+    principal.authorize_write(&old.company_id)?;
+    let mut payload = request.clone();
+    payload.request_id.clear();
+    let idempotency =
+        Idempotency::new(cx.store, "Retry", &old.company_id, valid.request_id, idempotency::payload_hash(&payload));
+    if let Some(answer) = idempotency.replay().await? {
+        return Ok(answer);
+    }
+
+    let latest = cx.store.latest_run(&old.role_id).await?;
+    if latest.workflow_id != old.workflow_id {
+        let id = old.workflow_id.to_string();
+        return Err(ApiError::precondition(
+            "NOT_LATEST_RUN",
+            id.clone(),
+            format!(
+                "run {id} is not the latest run of role {}: {} is; retry that run (or retry by role_id)",
+                old.role_id, latest.workflow_id
+            ),
+        ));
+    }
+    check_retryable(&old)?;
+    let plan = plan(cx.store, &old, &valid.steps).await?;
+    let new = NewRun {
+        company: old.company_id.clone(),
+        role_name: old.role_name.clone(),
+        draup_role_id: old.draup_role_id.clone(),
+        input_identity: old.input_identity.clone(),
+        documents: old.documents.clone(),
+        options: old.options.clone(),
+        priority: old.priority,
+        token_estimate: estimate::tokens(&plan, cx.dispatch),
+        force: true,
+        expected_latest: Some(old.workflow_id.clone()),
+        admission: Admission::Queue,
+        plan: Some(plan),
+        reason: format!("retry of {} by {}", old.workflow_id, principal.user),
+    };
+    let created = match cx.store.create_run(new).await {
+        Ok(created) => created,
+        Err(StoreError::Conflict(message)) => {
+            return Err(ApiError::Aborted {
+                reason: "CONCURRENT_RETRY",
+                subject: old.workflow_id.to_string(),
+                description: format!("another request created a new run of the role first: {message}"),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // Like a push, the answer comes from the store alone (no outputs summary).
+    let sources = status::StatusContext { store: cx.store, dispatch: cx.dispatch, finished: None };
+    let response = pb::RetryResponse {
+        run: Some(status::run_status(&sources, &created.run).await?),
+        superseded_workflow_id: old.workflow_id.to_string(),
+    };
+    idempotency.remember(response).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(step: &str, attempt: u32, status: StepStatus) -> StepAttempt {
+        StepAttempt {
+            step: step.to_owned(),
+            attempt,
+            status,
+            started_at: None,
+            finished_at: None,
+            tokens: Default::default(),
+            input_hash: Some(format!("in-{step}-{attempt}")),
+            output_hash: (status == StepStatus::Completed || status == StepStatus::Reused)
+                .then(|| format!("out-{step}")),
+            error: None,
+            reused_from: None,
+            update_time: etter_pipeline::store::now(),
+        }
+    }
+
+    #[test]
+    fn the_latest_attempt_of_each_step_decides() {
+        let attempts = vec![
+            attempt("role_setup", 1, StepStatus::Reused),
+            attempt("ai_assessment", 2, StepStatus::Completed),
+            attempt("ai_assessment", 1, StepStatus::Retrying),
+            attempt("task_feasibility", 1, StepStatus::Retrying),
+            attempt("task_feasibility", 3, StepStatus::Failed),
+            attempt("task_feasibility", 2, StepStatus::Retrying),
+            attempt("reskilling", 1, StepStatus::Cancelled),
+            attempt("an_old_step", 1, StepStatus::Completed),
+        ];
+        let prior = prior_steps(&attempts);
+        let outcome = |s: StepName| prior.get(&s).map(|p| p.outcome);
+        assert_eq!(outcome(StepName::RoleSetup), Some(PriorOutcome::Completed));
+        assert_eq!(outcome(StepName::AiAssessment), Some(PriorOutcome::Completed));
+        assert_eq!(prior[&StepName::AiAssessment].input_hash.as_deref(), Some("in-ai_assessment-2"));
+        assert_eq!(outcome(StepName::TaskFeasibility), Some(PriorOutcome::Failed));
+        assert_eq!(outcome(StepName::Reskilling), Some(PriorOutcome::NotRun));
+        assert_eq!(outcome(StepName::Finalize), None);
+        assert_eq!(prior.len(), 4);
+    }
+
+    #[test]
+    fn unknown_steps_are_field_violations_on_steps() {
+        let request = pb::RetryRequest {
+            target: Some(pb::retry_request::Target::RoleId("cr-acme-claims-adjuster".into())),
+            steps: vec!["skills_miner".into(), "nope".into()],
+            request_id: String::new(),
+        };
+        match validate(&request) {
+            Err(ApiError::InvalidArgument { violations, .. }) => {
+                assert_eq!(violations.len(), 1);
+                assert_eq!(violations[0].field, "steps");
+                assert!(violations[0].description.contains("nope"), "{}", violations[0].description);
+            }
+            Err(other) => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+            Ok(_) => panic!("an unknown step must be refused"),
+        }
+        let no_target = pb::RetryRequest::default();
+        assert!(matches!(validate(&no_target), Err(ApiError::InvalidArgument { .. })));
+    }
+}
