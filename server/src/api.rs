@@ -12,6 +12,7 @@ use tokio::sync::{Notify, watch};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::estimate::Estimator;
 use crate::{auth, cancel, error::ApiError, graph::GraphReader, push, retry, status, watch as watching};
 
 /// The stream type of `WatchStatus`.
@@ -23,23 +24,25 @@ pub struct PipelineApi {
     orchestrator: Arc<dyn Orchestrator>,
     graph: Arc<GraphReader>,
     config: Arc<Config>,
+    estimator: Arc<Estimator>,
     wake_dispatcher: Arc<Notify>,
     drain: watch::Receiver<bool>,
 }
 
 impl PipelineApi {
-    /// A service over `store`, `orchestrator` (Cancel stops running workflows through it) and
-    /// `graph` (finished roles' outputs summaries); `wake_dispatcher` is notified when a push or a
+    /// A service over `store`, `orchestrator` (Cancel stops running workflows through it),
+    /// `graph` (finished roles' outputs summaries) and `estimator` (ETAs and token estimates); `wake_dispatcher` is notified when a push or a
     /// retry queued a run, `drain` turns true when the server drains (watch streams end).
     pub fn new(
         store: Arc<dyn RunStore>,
         orchestrator: Arc<dyn Orchestrator>,
         graph: Arc<GraphReader>,
         config: Arc<Config>,
+        estimator: Arc<Estimator>,
         wake_dispatcher: Arc<Notify>,
         drain: watch::Receiver<bool>,
     ) -> Self {
-        Self { store, orchestrator, graph, config, wake_dispatcher, drain }
+        Self { store, orchestrator, graph, config, estimator, wake_dispatcher, drain }
     }
 
     fn watch_context(&self) -> watching::WatchContext {
@@ -47,6 +50,7 @@ impl PipelineApi {
             store: Arc::clone(&self.store),
             graph: Arc::clone(&self.graph),
             config: Arc::clone(&self.config),
+            estimator: Arc::clone(&self.estimator),
             settings: watching::WatchSettings {
                 poll_interval: self.config.server.watch_poll_interval,
                 heartbeat_interval: self.config.server.watch_heartbeat_interval,
@@ -69,7 +73,7 @@ impl PipelineService for PipelineApi {
         let cx = push::PushContext {
             store: self.store.as_ref(),
             documents: &self.config.documents,
-            dispatch: &self.config.dispatch,
+            estimator: &self.estimator,
         };
         let response = push::push(&cx, &principal, request.into_inner()).await?;
         if response.created {
@@ -86,7 +90,7 @@ impl PipelineService for PipelineApi {
         let principal = auth::principal(&request)?;
         let cx = status::StatusContext {
             store: self.store.as_ref(),
-            dispatch: &self.config.dispatch,
+            estimator: &self.estimator,
             finished: Some(status::Finished { graph: &self.graph, server: &self.config.server }),
         };
         let response = status::get_status(&cx, &principal, request.into_inner()).await?;
@@ -106,7 +110,7 @@ impl PipelineService for PipelineApi {
 
     async fn retry(&self, request: Request<RetryRequest>) -> Result<Response<RetryResponse>, Status> {
         let principal = auth::principal(&request)?;
-        let cx = retry::RetryContext { store: self.store.as_ref(), dispatch: &self.config.dispatch };
+        let cx = retry::RetryContext { store: self.store.as_ref(), estimator: &self.estimator };
         let response = retry::retry(&cx, &principal, request.into_inner()).await?;
         // A replayed answer's run may be queued still; waking an idle dispatcher is harmless.
         self.wake_dispatcher.notify_one();
@@ -118,7 +122,7 @@ impl PipelineService for PipelineApi {
         let cx = cancel::CancelContext {
             store: self.store.as_ref(),
             orchestrator: self.orchestrator.as_ref(),
-            dispatch: &self.config.dispatch,
+            estimator: &self.estimator,
         };
         let response = cancel::cancel(&cx, &principal, request.into_inner()).await?;
         Ok(Response::new(response))

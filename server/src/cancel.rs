@@ -11,7 +11,6 @@
 //!   shown CANCELLED while its workflow runs on unaware.
 
 use etter_pipeline::{
-    config::DispatchConfig,
     lifecycle::RunState,
     orchestrator::{Orchestrator, OrchestratorError},
     store::{PipelineError, Run, RunStore, StoreError, Transition},
@@ -21,6 +20,7 @@ use etter_proto::v1 as pb;
 use crate::{
     auth::Principal,
     error::ApiError,
+    estimate::Estimator,
     idempotency::{self, Idempotency},
     status,
 };
@@ -38,7 +38,7 @@ pub struct CancelContext<'a> {
     /// Temporal, to cancel running workflows.
     pub orchestrator: &'a dyn Orchestrator,
     /// `[dispatch]`, for the status estimates.
-    pub dispatch: &'a DispatchConfig,
+    pub estimator: &'a Estimator,
 }
 
 /// The run's error once cancelled.
@@ -106,7 +106,7 @@ pub async fn cancel(
         reason = format!("{reason}: {given}");
     }
     let cancelled = cancel_run(cx, run, &reason).await?;
-    let sources = status::StatusContext { store: cx.store, dispatch: cx.dispatch, finished: None };
+    let sources = status::StatusContext { store: cx.store, estimator: cx.estimator, finished: None };
     let response = pb::CancelResponse { run: Some(status::run_status(&sources, &cancelled).await?) };
     idempotency.remember(response).await
 }

@@ -119,11 +119,22 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         dispatch::Reconciler::new(Arc::clone(&store), Arc::clone(&orchestrator), config.dispatch.reconcile_interval);
     // The role graph opens on first use: a graph that is down never keeps the server from starting.
     let graph = Arc::new(graph::GraphReader::new(config.graph.clone(), config.data_dir.clone()));
+    // Estimates follow measured step costs, re-read in the background.
+    let estimator = Arc::new(estimate::Estimator::new(config.dispatch.clone()));
+    if let Err(e) = estimator.refresh(store.as_ref()).await {
+        tracing::warn!(error = %e, "cannot read step measurements; estimates use the configured defaults");
+    }
+    tokio::spawn(estimate::refresh_periodically(
+        Arc::clone(&estimator),
+        Arc::clone(&store),
+        draining(drain_rx.clone()),
+    ));
     let api = api::PipelineApi::new(
         Arc::clone(&store),
         Arc::clone(&orchestrator),
         Arc::clone(&graph),
         Arc::clone(&config),
+        estimator,
         wake_dispatcher,
         drain_rx.clone(),
     );

@@ -14,7 +14,7 @@ use crate::{
     auth::Principal,
     convert::{self, StoredOptions},
     error::{ApiError, Violation},
-    estimate,
+    estimate::Estimator,
     idempotency::{self, Idempotency},
     status,
 };
@@ -162,8 +162,8 @@ pub struct PushContext<'a> {
     pub store: &'a dyn RunStore,
     /// `[documents]`, for the URI rules.
     pub documents: &'a DocumentsConfig,
-    /// `[dispatch]`, for estimates.
-    pub dispatch: &'a etter_pipeline::config::DispatchConfig,
+    /// ETAs and token estimates from measured step costs.
+    pub estimator: &'a Estimator,
 }
 
 /// `Push`: authorize, validate, answer a retried `request_id` with its first answer, create (or
@@ -191,7 +191,7 @@ pub async fn push(
         documents: valid.documents.clone(),
         options: valid.options.to_json(),
         priority: valid.options.priority,
-        token_estimate: estimate::tokens(&plan, cx.dispatch),
+        token_estimate: cx.estimator.tokens(&plan),
         force: valid.options.force_rerun,
         expected_latest: None,
         admission: Admission::Queue,
@@ -201,7 +201,7 @@ pub async fn push(
     let created = cx.store.create_run(new).await?;
     let run = &created.run;
     // A push answers from the store alone: its response has no outputs summary.
-    let sources = status::StatusContext { store: cx.store, dispatch: cx.dispatch, finished: None };
+    let sources = status::StatusContext { store: cx.store, estimator: cx.estimator, finished: None };
     let snapshot = status::run_status(&sources, run).await?;
     let response = pb::PushResponse {
         workflow_id: run.workflow_id.to_string(),

@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 
 use etter_pipeline::{
-    config::DispatchConfig,
     ids::{RoleId, WorkflowId},
     lifecycle::RunState,
     steps::{self, DocumentKind, Plan, PlanError, PriorOutcome, PriorStep, StepName},
@@ -24,7 +23,7 @@ use crate::{
     auth::Principal,
     convert::{self, StoredOptions},
     error::ApiError,
-    estimate,
+    estimate::Estimator,
     idempotency::{self, Idempotency},
     status,
 };
@@ -36,8 +35,8 @@ const INVALID_REQUEST: &str = "INVALID_REQUEST";
 pub struct RetryContext<'a> {
     /// The run store.
     pub store: &'a dyn RunStore,
-    /// `[dispatch]`, for estimates.
-    pub dispatch: &'a DispatchConfig,
+    /// ETAs and token estimates from measured step costs.
+    pub estimator: &'a Estimator,
 }
 
 /// The target and steps of a Retry, checked before anything is read.
@@ -214,7 +213,7 @@ pub async fn retry(
         documents: old.documents.clone(),
         options: old.options.clone(),
         priority: old.priority,
-        token_estimate: estimate::tokens(&plan, cx.dispatch),
+        token_estimate: cx.estimator.tokens(&plan),
         force: true,
         expected_latest: Some(old.workflow_id.clone()),
         admission: Admission::Queue,
@@ -233,7 +232,7 @@ pub async fn retry(
         Err(e) => return Err(e.into()),
     };
     // Like a push, the answer comes from the store alone (no outputs summary).
-    let sources = status::StatusContext { store: cx.store, dispatch: cx.dispatch, finished: None };
+    let sources = status::StatusContext { store: cx.store, estimator: cx.estimator, finished: None };
     let response = pb::RetryResponse {
         run: Some(status::run_status(&sources, &created.run).await?),
         superseded_workflow_id: old.workflow_id.to_string(),

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use etter_pipeline::{
-    config::{DispatchConfig, ServerConfig},
+    config::ServerConfig,
     ids::{RoleId, WorkflowId},
     lifecycle::RunState,
     steps::{self, Action, Plan, StepName},
@@ -15,7 +15,7 @@ use crate::{
     auth::Principal,
     convert::{self, StoredOptions},
     error::ApiError,
-    estimate,
+    estimate::Estimator,
     graph::{self, GraphReader},
 };
 
@@ -24,8 +24,8 @@ use crate::{
 pub struct StatusContext<'a> {
     /// The run store: the run, its steps, its queue position.
     pub store: &'a dyn RunStore,
-    /// `[dispatch]`, for estimates.
-    pub dispatch: &'a DispatchConfig,
+    /// ETAs and token estimates from measured step costs.
+    pub estimator: &'a Estimator,
     /// Where a finished role's outputs summary and dashboard URL come from; `None` leaves both
     /// unset (a Push answer carries neither).
     pub finished: Option<Finished<'a>>,
@@ -92,7 +92,7 @@ fn step_progress(
 pub async fn run_status(cx: &StatusContext<'_>, run: &Run) -> Result<pb::RunStatus, ApiError> {
     let attempts = cx.store.steps(&run.workflow_id).await?;
     let position = if run.state == RunState::Queued { cx.store.queue_position(&run.workflow_id).await? } else { None };
-    let mut status = assemble(run, &attempts, position, cx.dispatch);
+    let mut status = assemble(run, &attempts, position, cx.estimator);
     if let Some(finished) = cx.finished
         && has_outputs(run.state)
     {
@@ -103,7 +103,7 @@ pub async fn run_status(cx: &StatusContext<'_>, run: &Run) -> Result<pb::RunStat
 }
 
 /// The status of `run` from what was read (pure, so it is tested without a store).
-pub fn assemble(run: &Run, attempts: &[StepAttempt], position: Option<u32>, config: &DispatchConfig) -> pb::RunStatus {
+pub fn assemble(run: &Run, attempts: &[StepAttempt], position: Option<u32>, estimator: &Estimator) -> pb::RunStatus {
     let plan = plan_of(run);
     let options = StoredOptions::of(&run.options);
     let now = etter_pipeline::store::now();
@@ -142,7 +142,7 @@ pub fn assemble(run: &Run, attempts: &[StepAttempt], position: Option<u32>, conf
         progress_steps.push(progress);
     }
     let estimated_duration_seconds =
-        if run.state.is_final() { 0 } else { estimate::remaining_seconds(&plan, config, position, finished) };
+        if run.state.is_final() { 0 } else { estimator.remaining_seconds(&plan, position, finished) };
     pb::RunStatus {
         workflow_id: run.workflow_id.to_string(),
         role_id: run.role_id.to_string(),

@@ -22,7 +22,9 @@ use tokio::{
 };
 use tonic::Status;
 
-use crate::{api::WatchStream, auth::Principal, convert, error::ApiError, estimate, graph::GraphReader, status};
+use crate::{
+    api::WatchStream, auth::Principal, convert, error::ApiError, estimate::Estimator, graph::GraphReader, status,
+};
 
 /// Events read per store query.
 const EVENT_PAGE: u32 = 256;
@@ -47,6 +49,8 @@ pub struct WatchContext {
     pub graph: Arc<GraphReader>,
     /// The configuration: `[dispatch]` for estimates, `server.dashboard_url`.
     pub config: Arc<Config>,
+    /// Duration estimates for heartbeats.
+    pub estimator: Arc<Estimator>,
     /// Pacing.
     pub settings: WatchSettings,
     /// Turns true when the server drains: streams end so clients reconnect elsewhere.
@@ -117,7 +121,7 @@ async fn stream_until_done(
     let (graph, config) = (Arc::clone(&cx.graph), Arc::clone(&cx.config));
     let sources = status::StatusContext {
         store: store.as_ref(),
-        dispatch: &config.dispatch,
+        estimator: &cx.estimator,
         finished: Some(status::Finished { graph: graph.as_ref(), server: &config.server }),
     };
     let wf = run.workflow_id.clone();
@@ -159,9 +163,8 @@ async fn stream_until_done(
                 Some(position) => vec![pb::QueuePosition {
                     workflow_id: wf.to_string(),
                     position_in_queue: i32::try_from(position).unwrap_or(i32::MAX),
-                    estimated_duration_seconds: estimate::remaining_seconds(
+                    estimated_duration_seconds: cx.estimator.remaining_seconds(
                         &status::plan_of(&last),
-                        &config.dispatch,
                         Some(position),
                         0,
                     ),

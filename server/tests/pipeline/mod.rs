@@ -516,3 +516,38 @@ async fn dispatch_scenario(server: &Server, database: &ScratchDatabase, task_que
     store.close().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn estimates_follow_what_steps_measurably_cost() -> anyhow::Result<()> {
+    // A first server takes a push; the test plays the worker, with the assessment using 1,234 tokens.
+    let closed = closed_port_url()?;
+    let env = [("ETTER_TEMPORAL__ADDRESS", closed.as_str())];
+    let server = Server::start(&env).await?;
+    let data_dir = server.data_dir.clone();
+    let token = server.token(&["--company", &acme(), "--role", "operator"])?;
+    let mut api = PipelineServiceClient::new(server.channel().await?);
+    let first = api.push(with_token(push_request("Measured Role", &doc_uri(&server, "jd.pdf")), &token)?).await?;
+    let default_tokens = first.get_ref().token_estimate.as_ref().map_or(0, |t| t.total_tokens);
+    ensure!(default_tokens == etter_pipeline::config::DispatchConfig::default().estimate_llm_step_tokens, "{first:?}");
+    let wf = WorkflowId::parse(&first.into_inner().workflow_id)?;
+    let store = store::connect(&StoreLocation::Sqlite(data_dir.join("etter.db"))).await?;
+    store.transition(&wf, Transition::to(RunState::Processing, "dispatched by the test")).await?;
+    play_worker(store.as_ref(), &wf, &["role_setup", "document_linking"]).await?;
+    store.record_step(&wf, StepTransition::new("ai_assessment", 1, StepStatus::Running)).await?;
+    let measured = StepTransition {
+        tokens: Some(etter_pipeline::store::TokenCount { input: 1_000, output: 234 }),
+        ..StepTransition::new("ai_assessment", 1, StepStatus::Completed)
+    };
+    store.record_step(&wf, measured).await?;
+    store.close().await;
+    drop(api);
+    drop(server);
+
+    // A server started on the same store estimates with the measurement.
+    let server = Server::start_in(data_dir, &env).await?;
+    let mut api = PipelineServiceClient::new(server.channel().await?);
+    let second = api.push(with_token(push_request("Measured Role Two", &doc_uri(&server, "jd.pdf")), &token)?).await?;
+    let tokens = second.get_ref().token_estimate.as_ref().map_or(0, |t| t.total_tokens);
+    ensure!(tokens == 1_234, "the only LLM step of a critical-path plan was measured at 1,234 tokens: {second:?}");
+    Ok(())
+}
