@@ -56,16 +56,6 @@ pub fn document_kind_str(kind: DocumentKind) -> &'static str {
     }
 }
 
-/// The step graph's kind of a stored document type (`job_description`, `process_map`, …); any
-/// other type supports the role (as the worker reads it).
-pub fn stored_document_kind(kind: &str) -> DocumentKind {
-    match kind {
-        "job_description" => DocumentKind::JobDescription,
-        "process_map" => DocumentKind::ProcessMap,
-        _ => DocumentKind::Supporting,
-    }
-}
-
 fn document_type(kind: &str) -> pb::DocumentType {
     match kind {
         "job_description" => pb::DocumentType::JobDescription,

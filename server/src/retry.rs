@@ -21,7 +21,7 @@ use etter_proto::v1 as pb;
 
 use crate::{
     auth::Principal,
-    convert::{self, StoredOptions},
+    convert::StoredOptions,
     error::ApiError,
     estimate::Estimator,
     idempotency::{self, Idempotency},
@@ -93,12 +93,6 @@ pub fn prior_steps(attempts: &[StepAttempt]) -> BTreeMap<StepName, PriorStep> {
         .collect()
 }
 
-/// The role identity a step that reads it hashes, exactly as the worker hashes it.
-fn role_identity(run: &Run) -> String {
-    let draup = run.draup_role_id.as_ref().map(|d| d.as_str().to_owned()).unwrap_or_default();
-    format!("{}\n{}\n{draup}", run.company_id, run.role_name)
-}
-
 /// Refuses a Retry of a run in `state` with what to do instead; `Ok` for the states that allow one.
 fn check_retryable(run: &Run) -> Result<(), ApiError> {
     let id = run.workflow_id.to_string();
@@ -132,10 +126,10 @@ async fn plan(store: &dyn RunStore, old: &Run, explicit: &[StepName]) -> Result<
             .iter()
             .filter_map(|d| {
                 let hash = hashes.iter().find(|h| h.uri == d.uri)?;
-                Some((convert::stored_document_kind(&d.kind), hash.content_hash.clone()))
+                Some((d.step_kind(), hash.content_hash.clone()))
             })
             .collect();
-        steps::plan_rerun(&prior, &role_identity(old), &documents, skip)
+        steps::plan_rerun(&prior, &old.role_identity(), &documents, skip)
     } else {
         steps::plan_retry(&prior, explicit, skip).map_err(|e| plan_error(old, e))?
     };

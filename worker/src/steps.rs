@@ -70,10 +70,10 @@ impl StepRunner {
         if !step.spec().consumes.is_empty() {
             for doc in &run.documents {
                 let fetched = self.documents.fetch(&DocumentUri::parse(&doc.uri)?).await?;
-                documents.push((document_kind(&doc.kind), fetched.content_hash));
+                documents.push((doc.step_kind(), fetched.content_hash));
             }
         }
-        Ok(input_hash(step, &role_identity(run), &documents, upstream))
+        Ok(input_hash(step, &run.role_identity(), &documents, upstream))
     }
 
     /// Runs `step` of `run`. `upstream` holds the output hashes of the steps it needs (from this
@@ -87,7 +87,7 @@ impl StepRunner {
         let role = &run.role_id;
         let no_docs: &[(DocumentKind, ContentHash)] = &[];
         let plain = |output_hash: String| StepOutcome {
-            input_hash: input_hash(step, &role_identity(run), no_docs, upstream),
+            input_hash: input_hash(step, &run.role_identity(), no_docs, upstream),
             output_hash,
             usage: TokenUsage::default(),
             needs_review: false,
@@ -119,7 +119,7 @@ impl StepRunner {
                 self.graph.write(role, StepOutput::DocumentLinking(&linked)).await?;
                 let hashes = document_hashes(&loaded);
                 Ok(StepOutcome {
-                    input_hash: input_hash(step, &role_identity(run), &hashes, upstream),
+                    input_hash: input_hash(step, &run.role_identity(), &hashes, upstream),
                     output_hash: hash_json(&linked)?,
                     usage: TokenUsage::default(),
                     needs_review: loaded.iter().any(|(_, doc)| doc.skipped_pages > 0),
@@ -204,7 +204,7 @@ impl StepRunner {
             );
         }
         Ok(StepOutcome {
-            input_hash: input_hash(step, &role_identity(run), documents, upstream),
+            input_hash: input_hash(step, &run.role_identity(), documents, upstream),
             output_hash: hash_json(&completion.output)?,
             usage: completion.usage,
             needs_review: low_confidence || !completion.discarded.is_empty(),
@@ -246,7 +246,7 @@ impl StepRunner {
             .iter()
             .filter_map(|doc| {
                 let hash = recorded.iter().find(|r| r.uri == doc.uri)?;
-                Some((document_kind(&doc.kind), hash.content_hash.clone()))
+                Some((doc.step_kind(), hash.content_hash.clone()))
             })
             .collect())
     }
@@ -267,25 +267,8 @@ fn not_in_graph(run: &Run, step: StepName) -> StepFailure {
     )
 }
 
-/// What `role_setup` reads: the role's company, name and Draup mapping (not its documents, so a
-/// changed document does not re-run it).
-fn role_identity(run: &Run) -> String {
-    let draup = run.draup_role_id.as_ref().map(|d| d.as_str().to_owned()).unwrap_or_default();
-    format!("{}\n{}\n{draup}", run.company_id, run.role_name)
-}
-
-/// The step graph's kind of a pushed document type (`job_description`, `process_map`, …);
-/// anything else supports the role.
-pub fn document_kind(kind: &str) -> DocumentKind {
-    match kind {
-        "job_description" => DocumentKind::JobDescription,
-        "process_map" => DocumentKind::ProcessMap,
-        _ => DocumentKind::Supporting,
-    }
-}
-
 fn document_hashes(loaded: &[(DocumentRef, ExtractedDocument)]) -> Vec<(DocumentKind, ContentHash)> {
-    loaded.iter().map(|(doc, extracted)| (document_kind(&doc.kind), extracted.content_hash.clone())).collect()
+    loaded.iter().map(|(doc, extracted)| (doc.step_kind(), extracted.content_hash.clone())).collect()
 }
 
 /// Hex SHA-256 of a value's JSON: the identity of a step's output.
@@ -299,13 +282,6 @@ fn hash_json<T: Serialize>(value: &T) -> Result<String, StepFailure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pushed_document_types_map_to_step_kinds() {
-        assert_eq!(document_kind("job_description"), DocumentKind::JobDescription);
-        assert_eq!(document_kind("process_map"), DocumentKind::ProcessMap);
-        assert_eq!(document_kind("sop"), DocumentKind::Supporting);
-    }
 
     #[test]
     fn output_hashes_follow_the_content() -> anyhow::Result<()> {

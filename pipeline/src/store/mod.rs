@@ -31,7 +31,7 @@ use crate::{
     ids::{BatchId, CompanyId, DraupRoleId, RequestId, RoleId, RoleName, WorkflowId},
     lifecycle::{IllegalTransition, RunState, RunStillActive},
     outputs::ContentHash,
-    steps::Plan,
+    steps::{DocumentKind, Plan},
 };
 
 /// A point in time as the store keeps it: UTC with microsecond precision (what PostgreSQL stores;
@@ -274,6 +274,18 @@ pub struct DocumentRef {
     pub uri: String,
 }
 
+impl DocumentRef {
+    /// The step graph's kind of this document: `job_description` and `process_map` are theirs;
+    /// any other type supports the role.
+    pub fn step_kind(&self) -> DocumentKind {
+        match self.kind.as_str() {
+            "job_description" => DocumentKind::JobDescription,
+            "process_map" => DocumentKind::ProcessMap,
+            _ => DocumentKind::Supporting,
+        }
+    }
+}
+
 /// An error of a run or a step, in words a customer-success manager can act on (the contract's
 /// `PipelineError`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -495,6 +507,16 @@ pub struct Run {
     /// What the run does with each step; `None` for runs stored before plans were kept and for
     /// rejected batch items.
     pub plan: Option<Plan>,
+}
+
+impl Run {
+    /// What the steps that read the role's identity hash ([`crate::steps::input_hash`]): its
+    /// company, name and Draup mapping — not its documents, so a changed document does not re-run
+    /// `role_setup`. The worker, the staleness scan and Retry's planning all use this one string.
+    pub fn role_identity(&self) -> String {
+        let draup = self.draup_role_id.as_ref().map(DraupRoleId::as_str).unwrap_or_default();
+        format!("{}\n{}\n{draup}", self.company_id, self.role_name)
+    }
 }
 
 /// A step transition to record ([`RunStore::record_step`]).
@@ -952,6 +974,14 @@ mod tests {
             assert_eq!(Priority::from_rank(priority.rank()), Some(priority));
         }
         assert_eq!(Priority::from_rank(0), None);
+    }
+
+    #[test]
+    fn stored_document_types_map_to_step_kinds() {
+        let doc = |kind: &str| DocumentRef { kind: kind.to_owned(), uri: "file:///d".to_owned() };
+        assert_eq!(doc("job_description").step_kind(), DocumentKind::JobDescription);
+        assert_eq!(doc("process_map").step_kind(), DocumentKind::ProcessMap);
+        assert_eq!(doc("sop").step_kind(), DocumentKind::Supporting);
     }
 
     #[test]

@@ -106,8 +106,7 @@ async fn play_steps(
     failing: Option<StepName>,
 ) -> anyhow::Result<()> {
     let stored = store.get_run(run).await?;
-    let draup = stored.draup_role_id.as_ref().map(|d| d.as_str().to_owned()).unwrap_or_default();
-    let identity = format!("{}\n{}\n{draup}", stored.company_id, stored.role_name);
+    let identity = stored.role_identity();
     let mut outputs = BTreeMap::new();
     for step in [StepName::RoleSetup, StepName::DocumentLinking, StepName::AiAssessment, StepName::Finalize] {
         store.record_step(run, StepTransition::new(step.as_str(), 1, StepStatus::Running)).await?;

@@ -432,7 +432,7 @@ async fn a_stale_rerun_runs_only_what_a_changed_process_map_reaches() -> Result<
             etter_pipeline::documents::content_hash(&std::fs::read(&map_path)?),
         ),
     ];
-    let identity = format!("{}\n{}\n{}", first.company_id, first.role_name, "draup-role-4711");
+    let identity = first.role_identity();
     let plan = etter_pipeline::steps::plan_rerun(&prior, &identity, &changed, false);
     ensure!(plan.action(StepName::RoleSetup) == etter_pipeline::steps::Action::Reuse, "{plan:?}");
 
