@@ -305,7 +305,59 @@ async fn a_pdf_job_description_reaches_ready_with_its_tasks_in_the_graph() -> Re
     }
     ensure!(!outputs.top_tasks.ranked.is_empty() && !outputs.skills.skills.is_empty());
     ensure!(!outputs.feasibility.tasks.is_empty(), "task feasibility ran");
+
+    // The three branches after the assessment were in flight together: the workflow started all
+    // of them before any finished (Temporal's history of the parent says so).
+    let client = connect(&settings_from(|name| std::env::var(name).ok())?).await?;
+    let history = client
+        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(run.workflow_id.to_string())
+        .fetch_history(Default::default())
+        .into_events()
+        .await?;
+    ensure!(branches_overlap(&history)?, "the enhancement branches ran one after another");
     Ok(())
+}
+
+/// Whether `TopTasksWorkflow`, `SkillsAnalysisWorkflow` and the task feasibility activity were
+/// all started before the first of them finished.
+fn branches_overlap(history: &[temporalio_common::protos::temporal::api::history::v1::HistoryEvent]) -> Result<bool> {
+    use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+    let mut started = Vec::new();
+    let mut feasibility_event = None;
+    let mut first_finished = None;
+    for (index, event) in history.iter().enumerate() {
+        match &event.attributes {
+            Some(Attributes::StartChildWorkflowExecutionInitiatedEventAttributes(a))
+                if a.workflow_type
+                    .as_ref()
+                    .is_some_and(|t| t.name == "TopTasksWorkflow" || t.name == "SkillsAnalysisWorkflow") =>
+            {
+                started.push(index);
+            }
+            Some(Attributes::ActivityTaskScheduledEventAttributes(a))
+                if a.activity_type.as_ref().is_some_and(|t| t.name == "TaskFeasibilityActivity") =>
+            {
+                started.push(index);
+                feasibility_event = Some(event.event_id);
+            }
+            Some(Attributes::ChildWorkflowExecutionCompletedEventAttributes(a))
+                if a.workflow_type
+                    .as_ref()
+                    .is_some_and(|t| t.name == "TopTasksWorkflow" || t.name == "SkillsAnalysisWorkflow") =>
+            {
+                first_finished.get_or_insert(index);
+            }
+            Some(Attributes::ActivityTaskCompletedEventAttributes(a))
+                if Some(a.scheduled_event_id) == feasibility_event =>
+            {
+                first_finished.get_or_insert(index);
+            }
+            _ => {}
+        }
+    }
+    ensure!(started.len() == 3, "expected the three branch starts in the history, found {}", started.len());
+    let finished = first_finished.context("no branch finished")?;
+    Ok(started.iter().all(|s| *s < finished))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
