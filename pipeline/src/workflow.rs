@@ -46,6 +46,24 @@ pub struct RoleOnboardingInput {
     pub trace_id: Option<String>,
 }
 
+impl RoleOnboardingInput {
+    /// The input that executes `run` with `plan` (its kept plan): reused steps and the early
+    /// cutoff take their outputs from the run it supersedes. The dispatcher starts every workflow
+    /// with this.
+    pub fn for_run(run: &crate::store::Run, plan: crate::steps::Plan) -> Self {
+        let reuses = plan.early_cutoff || plan.steps.iter().any(|(_, action)| *action == Action::Reuse);
+        Self {
+            workflow_id: run.workflow_id.clone(),
+            role_id: run.role_id.clone(),
+            company_id: run.company_id.clone(),
+            reuse_from: if reuses { run.supersedes.clone() } else { None },
+            early_cutoff: plan.early_cutoff,
+            plan: plan.steps,
+            trace_id: None,
+        }
+    }
+}
+
 /// The output of [`ROLE_ONBOARDING_WORKFLOW`]: the outcome the last activity recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoleOnboardingOutput {

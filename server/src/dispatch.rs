@@ -28,7 +28,6 @@ use etter_pipeline::{
     ids::CompanyId,
     lifecycle::RunState,
     orchestrator::{ClosedStatus, Orchestrator, OrchestratorError, StartOutcome, WorkflowState},
-    steps::Action,
     store::{self, Claim, PageRequest, PipelineError, Run, RunFilter, RunStore, StoreError, Transition},
     workflow::RoleOnboardingInput,
 };
@@ -170,18 +169,7 @@ impl Dispatcher {
 
     #[tracing::instrument(level = "debug", skip_all, fields(workflow_id = %run.workflow_id))]
     async fn dispatch_one(&self, run: Run) -> Outcome {
-        let plan = plan_of(&run);
-        // Reused steps take their outputs from the run this one supersedes.
-        let reuses = plan.steps.iter().any(|(_, action)| *action == Action::Reuse) || plan.early_cutoff;
-        let input = RoleOnboardingInput {
-            workflow_id: run.workflow_id.clone(),
-            role_id: run.role_id.clone(),
-            company_id: run.company_id.clone(),
-            reuse_from: if reuses { run.supersedes.clone() } else { None },
-            early_cutoff: plan.early_cutoff,
-            plan: plan.steps,
-            trace_id: None,
-        };
+        let input = RoleOnboardingInput::for_run(&run, plan_of(&run));
         let reason = match self.orchestrator.start_onboarding(&input).await {
             Ok(StartOutcome::Running { .. }) => "dispatched",
             // Started by an earlier dispatch whose bookkeeping was lost, and already closed:

@@ -9,13 +9,11 @@
 //! `steps` is planned by `plan_retry` too (those steps and their dependents run, even if their
 //! inputs did not change).
 
-use std::collections::BTreeMap;
-
 use etter_pipeline::{
     ids::{RoleId, WorkflowId},
     lifecycle::RunState,
-    steps::{self, DocumentKind, Plan, PlanError, PriorOutcome, PriorStep, StepName},
-    store::{Admission, NewRun, Run, RunStore, StepAttempt, StepStatus, StoreError},
+    steps::{self, DocumentKind, Plan, PlanError, StepName},
+    store::{Admission, NewRun, Run, RunStore, StoreError},
 };
 use etter_proto::v1 as pb;
 
@@ -69,30 +67,6 @@ fn validate(request: &pb::RetryRequest) -> Result<ValidRetry, ApiError> {
     Ok(ValidRetry { target, steps, request_id })
 }
 
-/// What a role's run left for each step: the latest attempt of each step of the graph (names an
-/// older graph recorded are ignored). Completed and reused steps kept their output; failed ones
-/// did not; anything else never ran to the end.
-pub fn prior_steps(attempts: &[StepAttempt]) -> BTreeMap<StepName, PriorStep> {
-    let mut latest: BTreeMap<StepName, &StepAttempt> = BTreeMap::new();
-    for attempt in attempts {
-        let Some(step) = StepName::parse(&attempt.step) else { continue };
-        if latest.get(&step).is_none_or(|l| l.attempt < attempt.attempt) {
-            latest.insert(step, attempt);
-        }
-    }
-    latest
-        .into_iter()
-        .map(|(step, a)| {
-            let outcome = match a.status {
-                StepStatus::Completed | StepStatus::Reused => PriorOutcome::Completed,
-                StepStatus::Failed => PriorOutcome::Failed,
-                _ => PriorOutcome::NotRun,
-            };
-            (step, PriorStep { outcome, input_hash: a.input_hash.clone(), output_hash: a.output_hash.clone() })
-        })
-        .collect()
-}
-
 /// Refuses a Retry of a run in `state` with what to do instead; `Ok` for the states that allow one.
 fn check_retryable(run: &Run) -> Result<(), ApiError> {
     let id = run.workflow_id.to_string();
@@ -114,7 +88,7 @@ fn check_retryable(run: &Run) -> Result<(), ApiError> {
 
 /// The plan of the new run.
 async fn plan(store: &dyn RunStore, old: &Run, explicit: &[StepName]) -> Result<Plan, ApiError> {
-    let prior = prior_steps(&store.steps(&old.workflow_id).await?);
+    let prior = etter_pipeline::store::prior_steps(&store.steps(&old.workflow_id).await?);
     let skip = StoredOptions::of(&old.options).skip_enhancement_workflows;
     let plan = if old.state == RunState::Stale && explicit.is_empty() {
         let uris: Vec<String> = old.documents.iter().map(|d| d.uri.clone()).collect();
@@ -236,6 +210,9 @@ pub async fn retry(
 
 #[cfg(test)]
 mod tests {
+    use etter_pipeline::steps::PriorOutcome;
+    use etter_pipeline::store::{StepAttempt, StepStatus};
+
     use super::*;
 
     fn attempt(step: &str, attempt: u32, status: StepStatus) -> StepAttempt {
@@ -267,7 +244,7 @@ mod tests {
             attempt("reskilling", 1, StepStatus::Cancelled),
             attempt("an_old_step", 1, StepStatus::Completed),
         ];
-        let prior = prior_steps(&attempts);
+        let prior = etter_pipeline::store::prior_steps(&attempts);
         let outcome = |s: StepName| prior.get(&s).map(|p| p.outcome);
         assert_eq!(outcome(StepName::RoleSetup), Some(PriorOutcome::Completed));
         assert_eq!(outcome(StepName::AiAssessment), Some(PriorOutcome::Completed));

@@ -20,7 +20,7 @@ mod shared;
 mod sql;
 mod sqlite;
 
-use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, fmt, path::PathBuf, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -31,7 +31,7 @@ use crate::{
     ids::{BatchId, CompanyId, DraupRoleId, RequestId, RoleId, RoleName, WorkflowId},
     lifecycle::{IllegalTransition, RunState, RunStillActive},
     outputs::ContentHash,
-    steps::{DocumentKind, Plan},
+    steps::{DocumentKind, Plan, PriorOutcome, PriorStep, StepName},
 };
 
 /// A point in time as the store keeps it: UTC with microsecond precision (what PostgreSQL stores;
@@ -929,6 +929,30 @@ pub trait RunStore: Send + Sync {
 
     /// A company's token usage per day and step, for days `from..=to`.
     async fn usage(&self, company: &CompanyId, from: NaiveDate, to: NaiveDate) -> Result<Vec<UsageRow>, StoreError>;
+}
+
+/// What an earlier run left for each step, as the planners read it ([`crate::steps::plan_retry`],
+/// [`crate::steps::plan_rerun`]): each step's latest attempt — completed or reused keeps its
+/// output, failed failed, anything else never ran. Steps this version does not know are left out.
+pub fn prior_steps(attempts: &[StepAttempt]) -> BTreeMap<StepName, PriorStep> {
+    let mut latest: BTreeMap<StepName, &StepAttempt> = BTreeMap::new();
+    for attempt in attempts {
+        let Some(step) = StepName::parse(&attempt.step) else { continue };
+        if latest.get(&step).is_none_or(|l| l.attempt < attempt.attempt) {
+            latest.insert(step, attempt);
+        }
+    }
+    latest
+        .into_iter()
+        .map(|(step, a)| {
+            let outcome = match a.status {
+                StepStatus::Completed | StepStatus::Reused => PriorOutcome::Completed,
+                StepStatus::Failed => PriorOutcome::Failed,
+                _ => PriorOutcome::NotRun,
+            };
+            (step, PriorStep { outcome, input_hash: a.input_hash.clone(), output_hash: a.output_hash.clone() })
+        })
+        .collect()
 }
 
 /// How to connect.

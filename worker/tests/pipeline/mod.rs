@@ -95,17 +95,7 @@ impl World {
 
     fn input(run: &Run) -> RoleOnboardingInput {
         // As the dispatcher builds it from the run's kept plan.
-        let plan = run.plan.clone().unwrap_or_else(|| plan_new(false));
-        let reuses = plan.early_cutoff || plan.steps.iter().any(|(_, a)| *a == etter_pipeline::steps::Action::Reuse);
-        RoleOnboardingInput {
-            workflow_id: run.workflow_id.clone(),
-            role_id: run.role_id.clone(),
-            company_id: run.company_id.clone(),
-            reuse_from: if reuses { run.supersedes.clone() } else { None },
-            early_cutoff: plan.early_cutoff,
-            plan: plan.steps,
-            trace_id: None,
-        }
+        RoleOnboardingInput::for_run(run, run.plan.clone().unwrap_or_else(|| plan_new(false)))
     }
 
     /// A re-run of `earlier` (STALE or retried) with `plan`, dispatched.
@@ -428,31 +418,6 @@ async fn a_cancelled_run_stops_its_running_step_and_keeps_what_finished() -> Res
     Ok(())
 }
 
-/// What the earlier run left for each step, as the planner reads it.
-async fn prior_steps(
-    store: &dyn RunStore,
-    run: &Run,
-) -> Result<std::collections::BTreeMap<StepName, etter_pipeline::steps::PriorStep>> {
-    use etter_pipeline::steps::{PriorOutcome, PriorStep};
-    let attempts = store.steps(&run.workflow_id).await?;
-    let mut prior = std::collections::BTreeMap::new();
-    for step in StepName::ALL {
-        let Some(latest) = attempts.iter().filter(|a| a.step == step.as_str()).max_by_key(|a| a.attempt) else {
-            continue;
-        };
-        let outcome = match latest.status {
-            StepStatus::Completed | StepStatus::Reused => PriorOutcome::Completed,
-            StepStatus::Failed => PriorOutcome::Failed,
-            _ => PriorOutcome::NotRun,
-        };
-        prior.insert(
-            step,
-            PriorStep { outcome, input_hash: latest.input_hash.clone(), output_hash: latest.output_hash.clone() },
-        );
-    }
-    Ok(prior)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_rerun_runs_only_what_a_changed_process_map_reaches() -> Result<()> {
     let world = World::new("stale").await?;
@@ -471,7 +436,7 @@ async fn a_stale_rerun_runs_only_what_a_changed_process_map_reaches() -> Result<
         "# Claims handling\n\n1. Receive the first notice of loss.\n2. Assign an adjuster.\n3. Close the file.\n",
     )?;
     world.store.transition(&first.workflow_id, Transition::to(RunState::Stale, "process map changed")).await?;
-    let prior = prior_steps(world.store.as_ref(), &first).await?;
+    let prior = etter_pipeline::store::prior_steps(&world.store.steps(&first.workflow_id).await?);
     let changed: Vec<(etter_pipeline::steps::DocumentKind, etter_pipeline::outputs::ContentHash)> = vec![
         (
             etter_pipeline::steps::DocumentKind::JobDescription,
