@@ -289,9 +289,21 @@ pub fn dependents(step: StepName) -> BTreeSet<StepName> {
     out
 }
 
+/// The steps whose outputs a step's input hash covers: the steps it needs and, for a step that
+/// runs last (`finalize`, whose summary covers every output of the role), every other step, so a
+/// STALE re-run never reuses a summary of outputs that have since changed. An output that does
+/// not exist (failed or skipped step) hashes as empty.
+pub fn hashed_upstream(step: StepName) -> Vec<StepName> {
+    if step.spec().runs_last {
+        StepName::ALL.into_iter().filter(|s| *s != step).collect()
+    } else {
+        step.spec().needs.to_vec()
+    }
+}
+
 /// The hash of a step's inputs: the role identity (for steps that read it), the content hashes of
 /// the documents of the kinds it consumes (sorted, so document order does not matter), and the
-/// output hashes of the steps it needs. Hex SHA-256.
+/// output hashes of its [`hashed_upstream`] steps. Hex SHA-256.
 pub fn input_hash(
     step: StepName,
     identity: &str,
@@ -313,8 +325,8 @@ pub fn input_hash(
         hasher.update(format!("{kind:?}:{}\n", hash.0).as_bytes());
     }
     hasher.update([0]);
-    for need in spec.needs {
-        let output = upstream_outputs.get(need).map(String::as_str).unwrap_or("");
+    for need in hashed_upstream(step) {
+        let output = upstream_outputs.get(&need).map(String::as_str).unwrap_or("");
         hasher.update(format!("{need}:{output}\n").as_bytes());
     }
     hex(&hasher.finalize())
@@ -478,7 +490,7 @@ pub fn plan_retry(
 
 /// The plan of a STALE re-run, made before anything executes: a step runs when its own inputs
 /// changed (identity or consumed documents differ from what the earlier run hashed), when it
-/// has no kept output, or when a step it needs runs (which may change its inputs — [`decide`]
+/// has no kept output, or when a step whose output it hashes runs (which may change its inputs — [`decide`]
 /// then reuses it at run time if the upstream output came out unchanged). This is the pessimistic
 /// bound shown as `progress.total`; execution only ever runs a subset of it.
 pub fn plan_rerun(
@@ -503,7 +515,7 @@ pub fn plan_rerun(
             running.insert(*step);
             continue;
         };
-        let upstream_runs = step.spec().needs.iter().any(|n| running.contains(n));
+        let upstream_runs = hashed_upstream(*step).iter().any(|n| running.contains(n));
         // With upstream outputs as they were, does this step's own input hash still match?
         let own_inputs_same = p.input_hash.as_deref() == Some(&input_hash(*step, identity, documents, &prior_outputs));
         if upstream_runs || !own_inputs_same {
@@ -667,6 +679,10 @@ mod tests {
             for step in &executed {
                 prop_assert_eq!(plan.action(*step), Action::Run, "executed {} outside the plan", step);
             }
+            // The summary is never stale: when any output changed, finalize ran again.
+            let outputs_changed = StepName::ALL.into_iter()
+                .any(|s| s != StepName::Finalize && records[&s].output_hash != prior[&s].output_hash);
+            prop_assert!(!outputs_changed || executed.contains(&StepName::Finalize), "finalize kept a stale summary");
             // Unchanged documents and identity: nothing runs at all.
             if before == after && !identity_changed {
                 prop_assert!(executed.is_empty());

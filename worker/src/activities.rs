@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use etter_pipeline::ids::WorkflowId;
 use etter_pipeline::lifecycle::RunState;
-use etter_pipeline::steps::{Action, PriorOutcome, PriorStep, StepName, decide};
+use etter_pipeline::steps::{Action, PriorOutcome, PriorStep, StepName, decide, hashed_upstream};
 use etter_pipeline::store::{
     PipelineError, Run, StepAttempt, StepStatus, StepTransition, StoreError, TokenCount, Transition,
 };
@@ -309,24 +309,22 @@ fn latest_kept(step: StepName, attempts: &[StepAttempt]) -> Option<&StepAttempt>
         .max_by_key(|a| a.attempt)
 }
 
-/// The output hashes of the steps `step` needs, from their latest completed or reused attempt.
+/// The output hashes `step`'s input hash covers ([`hashed_upstream`]), from their latest completed
+/// or reused attempt. A step it needs must have one; the others (what `finalize` summarises) may
+/// have failed or been skipped.
 fn upstream_outputs(step: StepName, attempts: &[StepAttempt]) -> Result<BTreeMap<StepName, String>, StepFailure> {
-    let mut upstream = BTreeMap::new();
-    for need in step.spec().needs {
-        let output = attempts
-            .iter()
-            .filter(|a| a.step == need.as_str() && matches!(a.status, StepStatus::Completed | StepStatus::Reused))
-            .max_by_key(|a| a.attempt)
-            .and_then(|a| a.output_hash.clone())
-            .ok_or_else(|| {
-                StepFailure::permanent(
-                    "UPSTREAM_OUTPUT_MISSING",
-                    format!("{step} needs the output of {need}, which this run has not produced"),
-                )
-            })?;
-        upstream.insert(*need, output);
+    let mut outputs = BTreeMap::new();
+    for upstream in hashed_upstream(step) {
+        if let Some(output) = latest_kept(upstream, attempts).and_then(|a| a.output_hash.clone()) {
+            outputs.insert(upstream, output);
+        } else if step.spec().needs.contains(&upstream) {
+            return Err(StepFailure::permanent(
+                "UPSTREAM_OUTPUT_MISSING",
+                format!("{step} needs the output of {upstream}, which this run has not produced"),
+            ));
+        }
     }
-    Ok(upstream)
+    Ok(outputs)
 }
 
 /// The outcome of a run from what its steps did (DESIGN §4): FAILED when a critical step failed,
