@@ -234,6 +234,21 @@ impl Stack {
         self.spawn("etter-worker", &["run"], extra).await
     }
 
+    /// Runs a staleness scan now (`etter-worker scan`, executed by the stack's running workers);
+    /// answers its JSON report.
+    pub async fn scan(&self) -> Result<serde_json::Value> {
+        let output = Command::new(binary("etter-worker")?)
+            .arg("scan")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .await?;
+        ensure!(output.status.success(), "etter-worker scan failed: {}", String::from_utf8_lossy(&output.stderr));
+        let stdout = String::from_utf8(output.stdout)?;
+        let report =
+            stdout.lines().rev().find(|l| l.starts_with('{')).context("etter-worker scan printed no report")?;
+        Ok(serde_json::from_str(report)?)
+    }
+
     /// A token for `role` (viewer, operator, admin) in the test's company, from `etter-server token`.
     pub async fn token(&self, role: &str) -> Result<String> {
         let output = Command::new(binary("etter-server")?)

@@ -1,6 +1,7 @@
-//! Retry and Cancel end to end (issue 5 items 3 and 4): real server and worker processes, faults
-//! injected into the worker (`ETTER_TEST_FAULTS`), and what ran asserted from the attempt records
-//! GetStatus shows (COMPLETED: executed by the run; REUSED: the earlier run's output kept).
+//! Retry, Cancel and STALE re-runs end to end (issue 5 items 3–5): real server and worker
+//! processes, faults injected into the worker (`ETTER_TEST_FAULTS`), and what ran asserted from the
+//! attempt records GetStatus shows (COMPLETED: executed by the run; REUSED: the earlier run's
+//! output kept).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -319,6 +320,62 @@ async fn cancel_during_a_long_activity_stops_it_and_keeps_what_finished() -> Res
     let (kind, description) = precondition(&ready)?;
     ensure!(kind == "RUN_NOT_ACTIVE" && description.contains("READY"), "{description}");
     ensure!(state(&status(&mut client, &done.workflow_id).await?)? == RoleStatus::Ready, "unchanged");
+
+    worker.stop().await?;
+    server.stop().await?;
+    stack.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_process_map_makes_the_role_stale_and_its_rerun_runs_only_what_it_reaches() -> Result<()> {
+    let stack = Stack::new("stale").await?;
+    let server = stack.start_server().await?;
+    let worker = stack.start_worker(&[]).await?;
+    let mut client = stack.client(&server).await?;
+    let jd = stack.document("claims_adjuster_jd.pdf")?;
+    let map_path = stack.docs.join("claims_process_map.md");
+    std::fs::write(&map_path, "# Claims handling\n\n1. Receive the first notice of loss.\n2. Assign an adjuster.\n")?;
+    let mut request = push_request(&stack, "Claims Adjuster", &jd);
+    request
+        .documents
+        .push(Document { r#type: DocumentType::ProcessMap as i32, uri: format!("file://{}", map_path.display()) });
+    let first = push_and_end(&mut client, request, RoleStatus::Ready).await?;
+
+    // Nothing changed: the scan checks the role and leaves it READY.
+    let report = stack.scan().await?;
+    ensure!(report["marked_stale"].as_array().is_some_and(Vec::is_empty), "{report}");
+    ensure!(report["scanned"].as_u64().is_some_and(|n| n >= 1), "{report}");
+
+    // Only the process map changes; the on-demand scan marks the role STALE.
+    std::fs::write(
+        &map_path,
+        "# Claims handling\n\n1. Receive the first notice of loss.\n2. Assign an adjuster.\n3. Close the file.\n",
+    )?;
+    let report = stack.scan().await?;
+    let marked: Vec<&str> =
+        report["marked_stale"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+    ensure!(marked == [first.workflow_id.as_str()], "{report}");
+    let stale = status(&mut client, &first.workflow_id).await?;
+    ensure!(state(&stale)? == RoleStatus::Stale, "{stale:#?}");
+
+    let done = retry_to_ready(&mut client, retry_role(&first.role_id), &first.workflow_id).await?;
+    // What reads the process map ran, and so did the assessment (it reads every document) and the
+    // summary (a linked document changed); the role setup never did.
+    let ran = names(&["document_linking", "ai_assessment", "task_feasibility", "finalize"]);
+    ensure!(steps_in(&done, StepState::Completed)? == ran, "{done:#?}");
+    // The early cutoff: the assessment came out unchanged, so nothing that reads only the
+    // assessment ran again.
+    let ran: Vec<&str> = ran.iter().map(String::as_str).collect();
+    ensure!(steps_in(&done, StepState::Reused)? == all_but(&ran), "{done:#?}");
+    let output = |run: &RunStatus, step: &str| {
+        run.progress.iter().flat_map(|p| &p.steps).find(|s| s.name == step).map(|s| s.output_hash.clone())
+    };
+    ensure!(output(&done, "ai_assessment") == output(&first, "ai_assessment"), "{done:#?}");
+    ensure!(output(&done, "document_linking") != output(&first, "document_linking"), "{done:#?}");
+
+    // The re-run is the role's current state; scanning again finds nothing new.
+    let report = stack.scan().await?;
+    ensure!(report["marked_stale"].as_array().is_some_and(Vec::is_empty), "{report}");
 
     worker.stop().await?;
     server.stop().await?;
