@@ -344,3 +344,144 @@ impl Reconciler {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The dispatcher against a real run store (embedded SQLite) and the Temporal dev server
+    //! (`scripts/services up temporal`; `.etter/services.env` names it).
+
+    use std::sync::Mutex;
+
+    use anyhow::{Context as _, Result, ensure};
+    use async_trait::async_trait;
+    use etter_pipeline::{
+        config::StoreLocation,
+        ids::{CompanyId, DraupRoleId, RoleName, WorkflowId},
+        orchestrator::{TemporalOrchestrator, TemporalSettings},
+        store::{Admission, DocumentRef, NewRun, Priority},
+    };
+    use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions, UntypedWorkflow, Url};
+    use temporalio_common::protos::temporal::api::enums::v1::EventType;
+
+    use super::*;
+
+    fn env(name: &str) -> Result<String> {
+        std::env::var(name).with_context(|| {
+            format!(
+                "{name} is not set: start Temporal with `scripts/services up temporal` and source .etter/services.env"
+            )
+        })
+    }
+
+    /// The real orchestrator, with a Cancel RPC arriving while a start is in flight: the run is
+    /// cancelled in the store after the dispatcher claimed it and before Temporal answers.
+    struct CancelledDuringStart {
+        inner: TemporalOrchestrator,
+        store: Arc<dyn RunStore>,
+        cancelled: Mutex<Vec<WorkflowId>>,
+    }
+
+    #[async_trait]
+    impl Orchestrator for CancelledDuringStart {
+        async fn start_onboarding(&self, input: &RoleOnboardingInput) -> Result<StartOutcome, OrchestratorError> {
+            self.store
+                .transition(&input.workflow_id, Transition::to(RunState::Cancelled, "cancelled by test"))
+                .await
+                .map_err(|e| OrchestratorError::Unavailable(e.to_string()))?;
+            self.inner.start_onboarding(input).await
+        }
+
+        async fn describe(&self, workflow_id: &WorkflowId) -> Result<WorkflowState, OrchestratorError> {
+            self.inner.describe(workflow_id).await
+        }
+
+        async fn cancel(&self, workflow_id: &WorkflowId, reason: &str) -> Result<(), OrchestratorError> {
+            if let Ok(mut cancelled) = self.cancelled.lock() {
+                cancelled.push(workflow_id.clone());
+            }
+            self.inner.cancel(workflow_id, reason).await
+        }
+
+        async fn ping(&self) -> Result<(), OrchestratorError> {
+            self.inner.ping().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_cancelled_while_its_workflow_starts_stays_cancelled_and_its_workflow_is_cancelled() -> Result<()> {
+        let suffix = format!("{}-{}", std::process::id(), store::now().timestamp_nanos_opt().unwrap_or_default());
+        let dir = std::env::temp_dir().join(format!("etter-dispatch-{suffix}"));
+        std::fs::create_dir_all(&dir)?;
+        let store = store::connect(&StoreLocation::Sqlite(dir.join("runs.db"))).await?;
+        let settings = TemporalSettings {
+            address: env("ETTER_TEMPORAL__ADDRESS")?,
+            namespace: env("ETTER_TEMPORAL__NAMESPACE")?,
+            // No worker polls this queue: the workflow only ever has its start and the cancel.
+            task_queue: format!("etter-dispatch-test-{suffix}"),
+            execution_timeout: Duration::from_secs(120),
+            call_timeout: Duration::from_secs(10),
+            identity: "etter-dispatch-test".to_owned(),
+        };
+        let orchestrator = Arc::new(CancelledDuringStart {
+            inner: TemporalOrchestrator::new(settings.clone()),
+            store: store.clone(),
+            cancelled: Mutex::new(Vec::new()),
+        });
+        // Unique per run of the suite: the dev server keeps closed workflow ids reserved.
+        let role = format!("Adjuster {}", suffix.replace('-', " "));
+        let created = store
+            .create_run(NewRun {
+                company: CompanyId::parse("acme")?,
+                role_name: RoleName::parse(&role)?,
+                draup_role_id: Some(DraupRoleId::parse("draup-role-12345")?),
+                input_identity: suffix.clone(),
+                documents: vec![DocumentRef {
+                    kind: "job_description".to_owned(),
+                    uri: "file:///docs/jd.md".to_owned(),
+                }],
+                options: serde_json::json!({}),
+                priority: Priority::Normal,
+                token_estimate: 0,
+                force: false,
+                expected_latest: None,
+                admission: Admission::Queue,
+                plan: Some(etter_pipeline::steps::plan_new(false)),
+                reason: "pushed by test".to_owned(),
+            })
+            .await?;
+        let run = created.run;
+
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            orchestrator.clone(),
+            DispatchConfig::default(),
+            "dispatch-test".to_owned(),
+            Arc::new(Notify::new()),
+        );
+        ensure!(dispatcher.round(&mut 0).await? == Round::Started, "the run was claimed and its workflow started");
+
+        // The run stays as the user left it, and the workflow that had just started was cancelled
+        // in Temporal (the request is in its history: no worker polls its queue to act on it).
+        let after = store.get_run(&run.workflow_id).await?;
+        ensure!(after.state == RunState::Cancelled, "{after:?}");
+        let asked = orchestrator.cancelled.lock().map(|c| c.clone()).unwrap_or_default();
+        ensure!(asked == [run.workflow_id.clone()], "{asked:?}");
+        let connection = Connection::connect(
+            ConnectionOptions::new(Url::parse(&settings.address)?).identity("etter-dispatch-test".to_owned()).build(),
+        )
+        .await?;
+        let client = Client::new(connection, ClientOptions::new(settings.namespace.clone()).build())?;
+        let history = client
+            .get_workflow_handle::<UntypedWorkflow>(run.workflow_id.to_string())
+            .fetch_history(Default::default())
+            .into_events()
+            .await?;
+        let kinds: Vec<EventType> = history.iter().map(|e| e.event_type()).collect();
+        ensure!(kinds.contains(&EventType::WorkflowExecutionStarted), "{kinds:?}");
+        ensure!(kinds.contains(&EventType::WorkflowExecutionCancelRequested), "{kinds:?}");
+        // Nothing is left to dispatch.
+        ensure!(dispatcher.round(&mut 0).await? == Round::Idle, "the cancelled run is not dispatched again");
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+}
