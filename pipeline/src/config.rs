@@ -101,6 +101,8 @@ pub struct ServerConfig {
     /// Where a finished role is seen on the Etter dashboard: a URL template with `{role_id}` and
     /// `{company_id}` placeholders. Empty = no dashboard URL in statuses.
     pub dashboard_url: String,
+    /// Most items one `PushBatch` may carry (seed §7.1: 2,500).
+    pub max_batch_size: u32,
 }
 
 /// The placeholders of `server.dashboard_url`.
@@ -419,6 +421,7 @@ impl Default for ServerConfig {
             watch_heartbeat_interval: Duration::from_secs(15),
             watch_max_lifetime: Duration::from_secs(30 * 60),
             dashboard_url: String::new(),
+            max_batch_size: 2_500,
         }
     }
 }
@@ -633,6 +636,9 @@ impl Config {
                 "rate limits (and llm.tokens_per_minute, llm.max_concurrent) must be at least 1",
             );
         }
+        if self.server.max_batch_size == 0 {
+            return invalid("server.max_batch_size", "must be at least 1");
+        }
         if self.llm.max_attempts == 0 {
             return invalid("llm.max_attempts", "must be at least 1");
         }
@@ -769,6 +775,11 @@ pub const KEYS: &[KeyDoc] = &[
         key: "server.dashboard_url",
         used_by: "server",
         description: "Dashboard URL template of a finished role (`RunStatus.dashboard_url` when READY, DEGRADED or STALE), with `{role_id}` and `{company_id}` placeholders, e.g. `https://app.example.com/{company_id}/roles/{role_id}`; must be an http(s) URL after substitution. Empty = no URL.",
+    },
+    KeyDoc {
+        key: "server.max_batch_size",
+        used_by: "server",
+        description: "Most items one `PushBatch` may carry; a larger batch is refused whole with `INVALID_ARGUMENT`.",
     },
     KeyDoc {
         key: "dispatch.poll_interval",

@@ -373,6 +373,23 @@ async fn identity_dedupe_returns_the_existing_run(ctx: Ctx) -> Result<()> {
     ensure!(matches!(store.create_run(stale_retry).await, Err(StoreError::Conflict(_))));
     let retry = NewRun { expected_latest: Some(retried.workflow_id.clone()), ..push("acme", "Analyst", "same")? };
     ensure!(create(store, retry).await?.supersedes.as_ref() == Some(&retried.workflow_id));
+
+    // The same invalid item rejected again: its VALIDATION_ERROR run answers; another invalid
+    // item (or a valid one) of the role makes a new run.
+    let reject = |identity: &str| -> Result<NewRun> {
+        Ok(NewRun {
+            admission: Admission::Reject(vec![FieldViolation {
+                field: "documents".into(),
+                description: "empty".into(),
+            }]),
+            ..push("acme", "Rejected Role", identity)?
+        })
+    };
+    let rejected = create(store, reject("bad")?).await?;
+    let again = store.create_run(reject("bad")?).await?;
+    ensure!(!again.created && again.run.workflow_id == rejected.workflow_id, "{again:?}");
+    ensure!(create(store, reject("worse")?).await?.run_number == 2);
+    ensure!(create(store, push("acme", "Rejected Role", "bad")?).await?.run_number == 3, "fixed: queued");
     Ok(())
 }
 

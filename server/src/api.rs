@@ -13,7 +13,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::estimate::Estimator;
-use crate::{auth, cancel, error::ApiError, graph::GraphReader, push, retry, status, watch as watching};
+use crate::{auth, batch, cancel, graph::GraphReader, history, push, retry, status, watch as watching};
 
 /// The stream type of `WatchStatus`.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchStatusResponse, Status>> + Send + 'static>>;
@@ -61,11 +61,6 @@ impl PipelineApi {
     }
 }
 
-fn not_yet(rpc: &'static str) -> Status {
-    ApiError::Unimplemented { rpc, detail: "this server serves Push, GetStatus, WatchStatus, Retry and Cancel so far" }
-        .into()
-}
-
 #[tonic::async_trait]
 impl PipelineService for PipelineApi {
     async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
@@ -82,8 +77,19 @@ impl PipelineService for PipelineApi {
         Ok(Response::new(response))
     }
 
-    async fn push_batch(&self, _request: Request<PushBatchRequest>) -> Result<Response<PushBatchResponse>, Status> {
-        Err(not_yet("PushBatch"))
+    async fn push_batch(&self, request: Request<PushBatchRequest>) -> Result<Response<PushBatchResponse>, Status> {
+        let principal = auth::principal(&request)?;
+        let cx = batch::BatchContext {
+            store: self.store.as_ref(),
+            documents: &self.config.documents,
+            estimator: &self.estimator,
+            max_batch_size: self.config.server.max_batch_size,
+        };
+        let response = batch::push_batch(&cx, &principal, request.into_inner()).await?;
+        if response.created {
+            self.wake_dispatcher.notify_one();
+        }
+        Ok(Response::new(response))
     }
 
     async fn get_status(&self, request: Request<GetStatusRequest>) -> Result<Response<GetStatusResponse>, Status> {
@@ -128,7 +134,10 @@ impl PipelineService for PipelineApi {
         Ok(Response::new(response))
     }
 
-    async fn history(&self, _request: Request<HistoryRequest>) -> Result<Response<HistoryResponse>, Status> {
-        Err(not_yet("History"))
+    async fn history(&self, request: Request<HistoryRequest>) -> Result<Response<HistoryResponse>, Status> {
+        let principal = auth::principal(&request)?;
+        let cx = history::HistoryContext { store: self.store.as_ref(), estimator: &self.estimator };
+        let response = history::history(&cx, &principal, request.into_inner()).await?;
+        Ok(Response::new(response))
     }
 }

@@ -65,10 +65,7 @@ impl Principal {
     /// `PERMISSION_DENIED` (the request named the company, so its existence is no secret).
     pub fn authorize_write(&self, company: &CompanyId) -> Result<(), ApiError> {
         self.require_operator()?;
-        if !self.is_member_of(company) {
-            return Err(ApiError::PermissionDenied(format!("user {} does not act for company {company}", self.user)));
-        }
-        Ok(())
+        self.authorize_company(company)
     }
 
     /// Checks that the caller may change runs at all (an operator or admin), before anything
@@ -81,6 +78,17 @@ impl Principal {
             )));
         }
         Ok(())
+    }
+
+    /// Checks that the caller may read what a request names by company (History, a company
+    /// watch): a member of that company or an admin. Another company is `PERMISSION_DENIED` (the
+    /// request named it, so its existence is no secret).
+    pub fn authorize_company(&self, company: &CompanyId) -> Result<(), ApiError> {
+        if self.is_member_of(company) {
+            Ok(())
+        } else {
+            Err(ApiError::PermissionDenied(format!("user {} does not act for company {company}", self.user)))
+        }
     }
 
     /// Checks that the caller may see a run of `company`. A run of another company is

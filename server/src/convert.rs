@@ -22,6 +22,12 @@ pub fn role_status(state: RunState) -> pb::RoleStatus {
     }
 }
 
+/// The run state of a contract state; `None` for UNSPECIFIED, DRAFT (never produced here) or a
+/// value this version does not know.
+pub fn run_state(value: i32) -> Option<RunState> {
+    RunState::ALL.into_iter().find(|s| role_status(*s) as i32 == value)
+}
+
 /// The contract's state of a step.
 pub fn step_state(status: StepStatus) -> pb::StepState {
     match status {
@@ -168,6 +174,15 @@ pub fn event(event: &store::RunEvent, run: Option<pb::RunStatus>) -> pb::RunEven
         event_time: Some(timestamp(event.time)),
         change: Some(change),
         run,
+    }
+}
+
+/// A rejected item's stored field violation as the contract shows it.
+pub fn field_violation(v: &store::FieldViolation) -> tonic_types::pb::bad_request::FieldViolation {
+    tonic_types::pb::bad_request::FieldViolation {
+        field: v.field.clone(),
+        description: v.description.clone(),
+        ..Default::default()
     }
 }
 

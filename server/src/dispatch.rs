@@ -158,7 +158,12 @@ impl Dispatcher {
             .buffer_unordered(self.config.max_concurrent_starts)
             .collect()
             .await;
-        Ok(if outcomes.contains(&Outcome::Unavailable) {
+        let unavailable = outcomes.iter().filter(|o| **o == Outcome::Unavailable).count();
+        Ok(if unavailable > 0 {
+            tracing::warn!(
+                runs = unavailable,
+                "temporal unavailable; the runs stay queued and are retried with backoff"
+            );
             Round::Unavailable
         } else if outcomes.contains(&Outcome::Started) {
             Round::Started
@@ -181,7 +186,8 @@ impl Dispatcher {
                 }
                 return match e {
                     OrchestratorError::Unavailable(detail) => {
-                        tracing::warn!(error = %detail, "temporal unavailable; the run stays queued");
+                        // Logged once per round (below), not once per run.
+                        tracing::debug!(error = %detail, "temporal unavailable; the run stays queued");
                         Outcome::Unavailable
                     }
                     other => {

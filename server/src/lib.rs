@@ -5,6 +5,7 @@
 
 mod api;
 pub mod auth;
+mod batch;
 mod cancel;
 mod convert;
 mod dispatch;
@@ -12,6 +13,7 @@ mod error;
 mod estimate;
 mod graph;
 pub mod health;
+mod history;
 mod idempotency;
 mod push;
 mod retry;

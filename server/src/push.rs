@@ -67,7 +67,29 @@ impl ValidPush {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+impl ValidPush {
+    /// The run to queue for this push, planned as a first run.
+    pub fn to_new_run(&self, estimator: &Estimator, principal: &Principal) -> NewRun {
+        let plan = etter_pipeline::steps::plan_new(self.options.skip_enhancement_workflows);
+        NewRun {
+            company: self.company.clone(),
+            role_name: self.role_name.clone(),
+            draup_role_id: Some(self.draup_role_id.clone()),
+            input_identity: self.input_identity(),
+            documents: self.documents.clone(),
+            options: self.options.to_json(),
+            priority: self.options.priority,
+            token_estimate: estimator.tokens(&plan),
+            force: self.options.force_rerun,
+            expected_latest: None,
+            admission: Admission::Queue,
+            plan: Some(plan),
+            reason: format!("pushed by {}", principal.user),
+        }
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -182,23 +204,7 @@ pub async fn push(
         return Ok(answer);
     }
 
-    let plan = etter_pipeline::steps::plan_new(valid.options.skip_enhancement_workflows);
-    let new = NewRun {
-        company: valid.company.clone(),
-        role_name: valid.role_name.clone(),
-        draup_role_id: Some(valid.draup_role_id.clone()),
-        input_identity: valid.input_identity(),
-        documents: valid.documents.clone(),
-        options: valid.options.to_json(),
-        priority: valid.options.priority,
-        token_estimate: cx.estimator.tokens(&plan),
-        force: valid.options.force_rerun,
-        expected_latest: None,
-        admission: Admission::Queue,
-        plan: Some(plan.clone()),
-        reason: format!("pushed by {}", principal.user),
-    };
-    let created = cx.store.create_run(new).await?;
+    let created = cx.store.create_run(valid.to_new_run(cx.estimator, principal)).await?;
     let run = &created.run;
     // A push answers from the store alone: its response has no outputs summary.
     let sources = status::StatusContext { store: cx.store, estimator: cx.estimator, finished: None };

@@ -262,21 +262,26 @@ async fn the_generated_key_survives_a_restart() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn unimplemented_rpcs_answer_unimplemented_with_error_info() -> anyhow::Result<()> {
+async fn a_refused_batch_names_its_fields_with_error_info() -> anyhow::Result<()> {
     use etter_proto::v1::{PushBatchRequest, pipeline_service_client::PipelineServiceClient};
     use tonic_types::StatusExt as _;
     let server = Server::start(&[]).await?;
     let token = server.token(&["--company", "acme", "--role", "operator", "--user", "jane"])?;
     let mut client = PipelineServiceClient::new(server.channel().await?);
-    let status = client
-        .push_batch(with_token(PushBatchRequest::default(), &token)?)
-        .await
-        .err()
-        .context("PushBatch must not succeed yet")?;
-    assert_eq!(status.code(), tonic::Code::Unimplemented);
+    let empty = PushBatchRequest { company_id: "acme".into(), ..Default::default() };
+    let status = client.push_batch(with_token(empty, &token)?).await.err().context("an empty batch must be refused")?;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
     let info = status.get_details_error_info().context("ErrorInfo detail missing")?;
     assert_eq!(info.domain, "etter.pipeline");
-    assert_eq!(info.reason, "NOT_IMPLEMENTED");
+    assert_eq!(info.reason, "INVALID_BATCH");
+    let fields: Vec<String> = status
+        .get_details_bad_request()
+        .context("BadRequest detail missing")?
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect();
+    assert_eq!(fields, ["items"]);
     Ok(())
 }
 

@@ -801,7 +801,8 @@ pub trait RunStore: Send + Sync {
     /// Creates a run of a role — QUEUED, or VALIDATION_ERROR for a rejected batch item — numbered
     /// after the role's latest run and superseding it. Atomic with the checks it makes: unless
     /// `force`, a role whose latest run has the same input identity and is QUEUED, PROCESSING or
-    /// READY gets that run back (`created: false`); a role whose latest run is still active gets
+    /// READY gets that run back (`created: false`), and so does a rejected item whose latest run
+    /// is the same item rejected before (VALIDATION_ERROR); a role whose latest run is still active gets
     /// [`StoreError::RunStillActive`]. Appends the run's first event (sequence 1).
     async fn create_run(&self, new: NewRun) -> Result<Created, StoreError>;
 

@@ -300,12 +300,18 @@ async fn create_in<T: Tx>(
         )));
     }
     if let Some(latest) = &latest
-        && new.admission == Admission::Queue
         && !new.force
         && latest.input_identity == new.input_identity
-        && (latest.state.is_active() || latest.state == RunState::Ready)
     {
-        return Ok(Created { run: latest.clone(), created: false });
+        // The same valid inputs, still queued, running or READY; or the same invalid item
+        // rejected again: the run that exists answers, nothing new is stored.
+        let same = match new.admission {
+            Admission::Queue => latest.state.is_active() || latest.state == RunState::Ready,
+            Admission::Reject(_) => latest.state == RunState::ValidationError,
+        };
+        if same {
+            return Ok(Created { run: latest.clone(), created: false });
+        }
     }
     lifecycle::may_start_new_run(latest.as_ref().map(|r| r.state))?;
 

@@ -5,6 +5,7 @@
 //! No worker runs here: the tests that need a run to move play the worker's part by writing step
 //! transitions into the same store, through the same `RunStore` API the worker uses.
 
+mod batch;
 mod graph;
 mod rerun;
 

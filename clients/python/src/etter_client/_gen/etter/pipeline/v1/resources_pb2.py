@@ -23,43 +23,44 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.rpc import error_details_pb2 as google_dot_rpc_dot_error__details__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!etter/pipeline/v1/resources.proto\x12\x11\x65tter.pipeline.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"F\n\x08\x44ocument\x12-\n\x04type\x18\x01 \x01(\x0e\x32\x1f.etter.pipeline.v1.DocumentType\x12\x0b\n\x03uri\x18\x02 \x01(\t\"\x90\x01\n\nRunOptions\x12\"\n\x1askip_enhancement_workflows\x18\x01 \x01(\x08\x12\x1a\n\x12notify_on_complete\x18\x02 \x01(\x08\x12\x13\n\x0b\x66orce_rerun\x18\x03 \x01(\x08\x12-\n\x08priority\x18\x04 \x01(\x0e\x32\x1b.etter.pipeline.v1.Priority\"O\n\nTokenUsage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\"L\n\rTokenEstimate\x12\x14\n\x0ctotal_tokens\x18\x01 \x01(\x03\x12\x13\n\x0b\x63ost_micros\x18\x02 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\"a\n\rPipelineError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x13\n\x0brecoverable\x18\x03 \x01(\x08\x12\x0c\n\x04step\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\"\x82\x03\n\x0cStepProgress\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.etter.pipeline.v1.StepState\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64uration_ms\x18\x05 \x01(\x03\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\x05\x12-\n\x06tokens\x18\x07 \x01(\x0b\x32\x1d.etter.pipeline.v1.TokenUsage\x12/\n\x05\x65rror\x18\x08 \x01(\x0b\x32 .etter.pipeline.v1.PipelineError\x12\x10\n\x08\x63ritical\x18\t \x01(\x08\x12\x13\n\x0breused_from\x18\n \x01(\t\x12\x12\n\ninput_hash\x18\x0b \x01(\t\x12\x13\n\x0boutput_hash\x18\x0c \x01(\t\"Z\n\x08Progress\x12\x0f\n\x07\x63urrent\x18\x01 \x01(\x05\x12\r\n\x05total\x18\x02 \x01(\x05\x12.\n\x05steps\x18\x03 \x03(\x0b\x32\x1f.etter.pipeline.v1.StepProgress\"\xa6\x01\n\x0eOutputsSummary\x12\r\n\x05tasks\x18\x01 \x01(\x05\x12\x11\n\ttop_tasks\x18\x02 \x01(\x05\x12\x0e\n\x06skills\x18\x03 \x01(\x05\x12\x16\n\x0eskill_clusters\x18\x04 \x01(\x05\x12\x17\n\x0f\x63\x61talog_entries\x18\x05 \x01(\x05\x12\x18\n\x10reskilling_paths\x18\x06 \x01(\x05\x12\x17\n\x0fmean_confidence\x18\x07 \x01(\x01\"\xbc\x07\n\tRunStatus\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0f\n\x07role_id\x18\x02 \x01(\t\x12\x12\n\ncompany_id\x18\x03 \x01(\t\x12\x11\n\trole_name\x18\x04 \x01(\t\x12\x15\n\rdraup_role_id\x18\x05 \x01(\t\x12\x12\n\nrun_number\x18\x06 \x01(\x05\x12-\n\x06status\x18\x07 \x01(\x0e\x32\x1d.etter.pipeline.v1.RoleStatus\x12\x14\n\x0c\x63urrent_step\x18\x08 \x01(\t\x12\x15\n\rcurrent_steps\x18\t \x03(\t\x12-\n\x08progress\x18\n \x01(\x0b\x32\x1b.etter.pipeline.v1.Progress\x12\x19\n\x11position_in_queue\x18\x0b \x01(\x05\x12\"\n\x1a\x65stimated_duration_seconds\x18\x0c \x01(\x03\x12\x38\n\x0etoken_estimate\x18\r \x01(\x0b\x32 .etter.pipeline.v1.TokenEstimate\x12\x32\n\x0btokens_used\x18\x0e \x01(\x0b\x32\x1d.etter.pipeline.v1.TokenUsage\x12\x15\n\rdashboard_url\x18\x0f \x01(\t\x12/\n\x05\x65rror\x18\x10 \x01(\x0b\x32 .etter.pipeline.v1.PipelineError\x12\x14\n\x0cneeds_review\x18\x11 \x01(\x08\x12\x15\n\rsuperseded_by\x18\x12 \x01(\t\x12\x12\n\nsupersedes\x18\x13 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x14 \x01(\t\x12.\n\tdocuments\x18\x15 \x03(\x0b\x32\x1b.etter.pipeline.v1.Document\x12.\n\x07options\x18\x16 \x01(\x0b\x32\x1d.etter.pipeline.v1.RunOptions\x12\x32\n\x07outputs\x18\x17 \x01(\x0b\x32!.etter.pipeline.v1.OutputsSummary\x12\x10\n\x08sequence\x18\x18 \x01(\x04\x12/\n\x0b\x63reate_time\x18\x19 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x1a \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x1b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x1c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd7\x01\n\rBatchProgress\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x12\n\ncompany_id\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x05\x12\x0c\n\x04\x64one\x18\x04 \x01(\x05\x12.\n\x06\x63ounts\x18\x05 \x03(\x0b\x32\x1e.etter.pipeline.v1.StatusCount\x12\"\n\x1a\x65stimated_duration_seconds\x18\x06 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"K\n\x0bStatusCount\x12-\n\x06status\x18\x01 \x01(\x0e\x32\x1d.etter.pipeline.v1.RoleStatus\x12\r\n\x05\x63ount\x18\x02 \x01(\x05*\x91\x02\n\nRoleStatus\x12\x1b\n\x17ROLE_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11ROLE_STATUS_DRAFT\x10\x01\x12\x16\n\x12ROLE_STATUS_QUEUED\x10\x02\x12\x1a\n\x16ROLE_STATUS_PROCESSING\x10\x03\x12\x15\n\x11ROLE_STATUS_READY\x10\x04\x12\x18\n\x14ROLE_STATUS_DEGRADED\x10\x05\x12\x16\n\x12ROLE_STATUS_FAILED\x10\x06\x12\x15\n\x11ROLE_STATUS_STALE\x10\x07\x12\x19\n\x15ROLE_STATUS_CANCELLED\x10\x08\x12 \n\x1cROLE_STATUS_VALIDATION_ERROR\x10\t*\xea\x01\n\tStepState\x12\x1a\n\x16STEP_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12STEP_STATE_PENDING\x10\x01\x12\x16\n\x12STEP_STATE_RUNNING\x10\x02\x12\x17\n\x13STEP_STATE_RETRYING\x10\x03\x12\x18\n\x14STEP_STATE_COMPLETED\x10\x04\x12\x15\n\x11STEP_STATE_FAILED\x10\x05\x12\x16\n\x12STEP_STATE_SKIPPED\x10\x06\x12\x15\n\x11STEP_STATE_REUSED\x10\x07\x12\x18\n\x14STEP_STATE_CANCELLED\x10\x08*\x8d\x01\n\x0c\x44ocumentType\x12\x1d\n\x19\x44OCUMENT_TYPE_UNSPECIFIED\x10\x00\x12!\n\x1d\x44OCUMENT_TYPE_JOB_DESCRIPTION\x10\x01\x12\x1d\n\x19\x44OCUMENT_TYPE_PROCESS_MAP\x10\x02\x12\x1c\n\x18\x44OCUMENT_TYPE_SUPPORTING\x10\x03*^\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPRIORITY_LOW\x10\x01\x12\x13\n\x0fPRIORITY_NORMAL\x10\x02\x12\x11\n\rPRIORITY_HIGH\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!etter/pipeline/v1/resources.proto\x12\x11\x65tter.pipeline.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/rpc/error_details.proto\"F\n\x08\x44ocument\x12-\n\x04type\x18\x01 \x01(\x0e\x32\x1f.etter.pipeline.v1.DocumentType\x12\x0b\n\x03uri\x18\x02 \x01(\t\"\x90\x01\n\nRunOptions\x12\"\n\x1askip_enhancement_workflows\x18\x01 \x01(\x08\x12\x1a\n\x12notify_on_complete\x18\x02 \x01(\x08\x12\x13\n\x0b\x66orce_rerun\x18\x03 \x01(\x08\x12-\n\x08priority\x18\x04 \x01(\x0e\x32\x1b.etter.pipeline.v1.Priority\"O\n\nTokenUsage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\"L\n\rTokenEstimate\x12\x14\n\x0ctotal_tokens\x18\x01 \x01(\x03\x12\x13\n\x0b\x63ost_micros\x18\x02 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\"a\n\rPipelineError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x13\n\x0brecoverable\x18\x03 \x01(\x08\x12\x0c\n\x04step\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\"\x82\x03\n\x0cStepProgress\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.etter.pipeline.v1.StepState\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64uration_ms\x18\x05 \x01(\x03\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\x05\x12-\n\x06tokens\x18\x07 \x01(\x0b\x32\x1d.etter.pipeline.v1.TokenUsage\x12/\n\x05\x65rror\x18\x08 \x01(\x0b\x32 .etter.pipeline.v1.PipelineError\x12\x10\n\x08\x63ritical\x18\t \x01(\x08\x12\x13\n\x0breused_from\x18\n \x01(\t\x12\x12\n\ninput_hash\x18\x0b \x01(\t\x12\x13\n\x0boutput_hash\x18\x0c \x01(\t\"Z\n\x08Progress\x12\x0f\n\x07\x63urrent\x18\x01 \x01(\x05\x12\r\n\x05total\x18\x02 \x01(\x05\x12.\n\x05steps\x18\x03 \x03(\x0b\x32\x1f.etter.pipeline.v1.StepProgress\"\xa6\x01\n\x0eOutputsSummary\x12\r\n\x05tasks\x18\x01 \x01(\x05\x12\x11\n\ttop_tasks\x18\x02 \x01(\x05\x12\x0e\n\x06skills\x18\x03 \x01(\x05\x12\x16\n\x0eskill_clusters\x18\x04 \x01(\x05\x12\x17\n\x0f\x63\x61talog_entries\x18\x05 \x01(\x05\x12\x18\n\x10reskilling_paths\x18\x06 \x01(\x05\x12\x17\n\x0fmean_confidence\x18\x07 \x01(\x01\"\xfd\x07\n\tRunStatus\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0f\n\x07role_id\x18\x02 \x01(\t\x12\x12\n\ncompany_id\x18\x03 \x01(\t\x12\x11\n\trole_name\x18\x04 \x01(\t\x12\x15\n\rdraup_role_id\x18\x05 \x01(\t\x12\x12\n\nrun_number\x18\x06 \x01(\x05\x12-\n\x06status\x18\x07 \x01(\x0e\x32\x1d.etter.pipeline.v1.RoleStatus\x12\x14\n\x0c\x63urrent_step\x18\x08 \x01(\t\x12\x15\n\rcurrent_steps\x18\t \x03(\t\x12-\n\x08progress\x18\n \x01(\x0b\x32\x1b.etter.pipeline.v1.Progress\x12\x19\n\x11position_in_queue\x18\x0b \x01(\x05\x12\"\n\x1a\x65stimated_duration_seconds\x18\x0c \x01(\x03\x12\x38\n\x0etoken_estimate\x18\r \x01(\x0b\x32 .etter.pipeline.v1.TokenEstimate\x12\x32\n\x0btokens_used\x18\x0e \x01(\x0b\x32\x1d.etter.pipeline.v1.TokenUsage\x12\x15\n\rdashboard_url\x18\x0f \x01(\t\x12/\n\x05\x65rror\x18\x10 \x01(\x0b\x32 .etter.pipeline.v1.PipelineError\x12\x14\n\x0cneeds_review\x18\x11 \x01(\x08\x12\x15\n\rsuperseded_by\x18\x12 \x01(\t\x12\x12\n\nsupersedes\x18\x13 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x14 \x01(\t\x12.\n\tdocuments\x18\x15 \x03(\x0b\x32\x1b.etter.pipeline.v1.Document\x12.\n\x07options\x18\x16 \x01(\x0b\x32\x1d.etter.pipeline.v1.RunOptions\x12\x32\n\x07outputs\x18\x17 \x01(\x0b\x32!.etter.pipeline.v1.OutputsSummary\x12\x10\n\x08sequence\x18\x18 \x01(\x04\x12/\n\x0b\x63reate_time\x18\x19 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x1a \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x1b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x1c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12?\n\x10\x66ield_violations\x18\x1d \x03(\x0b\x32%.google.rpc.BadRequest.FieldViolation\"\xd7\x01\n\rBatchProgress\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x12\n\ncompany_id\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x05\x12\x0c\n\x04\x64one\x18\x04 \x01(\x05\x12.\n\x06\x63ounts\x18\x05 \x03(\x0b\x32\x1e.etter.pipeline.v1.StatusCount\x12\"\n\x1a\x65stimated_duration_seconds\x18\x06 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"K\n\x0bStatusCount\x12-\n\x06status\x18\x01 \x01(\x0e\x32\x1d.etter.pipeline.v1.RoleStatus\x12\r\n\x05\x63ount\x18\x02 \x01(\x05*\x91\x02\n\nRoleStatus\x12\x1b\n\x17ROLE_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11ROLE_STATUS_DRAFT\x10\x01\x12\x16\n\x12ROLE_STATUS_QUEUED\x10\x02\x12\x1a\n\x16ROLE_STATUS_PROCESSING\x10\x03\x12\x15\n\x11ROLE_STATUS_READY\x10\x04\x12\x18\n\x14ROLE_STATUS_DEGRADED\x10\x05\x12\x16\n\x12ROLE_STATUS_FAILED\x10\x06\x12\x15\n\x11ROLE_STATUS_STALE\x10\x07\x12\x19\n\x15ROLE_STATUS_CANCELLED\x10\x08\x12 \n\x1cROLE_STATUS_VALIDATION_ERROR\x10\t*\xea\x01\n\tStepState\x12\x1a\n\x16STEP_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12STEP_STATE_PENDING\x10\x01\x12\x16\n\x12STEP_STATE_RUNNING\x10\x02\x12\x17\n\x13STEP_STATE_RETRYING\x10\x03\x12\x18\n\x14STEP_STATE_COMPLETED\x10\x04\x12\x15\n\x11STEP_STATE_FAILED\x10\x05\x12\x16\n\x12STEP_STATE_SKIPPED\x10\x06\x12\x15\n\x11STEP_STATE_REUSED\x10\x07\x12\x18\n\x14STEP_STATE_CANCELLED\x10\x08*\x8d\x01\n\x0c\x44ocumentType\x12\x1d\n\x19\x44OCUMENT_TYPE_UNSPECIFIED\x10\x00\x12!\n\x1d\x44OCUMENT_TYPE_JOB_DESCRIPTION\x10\x01\x12\x1d\n\x19\x44OCUMENT_TYPE_PROCESS_MAP\x10\x02\x12\x1c\n\x18\x44OCUMENT_TYPE_SUPPORTING\x10\x03*^\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPRIORITY_LOW\x10\x01\x12\x13\n\x0fPRIORITY_NORMAL\x10\x02\x12\x11\n\rPRIORITY_HIGH\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'etter_client._gen.etter.pipeline.v1.resources_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLESTATUS']._serialized_start=2471
-  _globals['_ROLESTATUS']._serialized_end=2744
-  _globals['_STEPSTATE']._serialized_start=2747
-  _globals['_STEPSTATE']._serialized_end=2981
-  _globals['_DOCUMENTTYPE']._serialized_start=2984
-  _globals['_DOCUMENTTYPE']._serialized_end=3125
-  _globals['_PRIORITY']._serialized_start=3127
-  _globals['_PRIORITY']._serialized_end=3221
-  _globals['_DOCUMENT']._serialized_start=89
-  _globals['_DOCUMENT']._serialized_end=159
-  _globals['_RUNOPTIONS']._serialized_start=162
-  _globals['_RUNOPTIONS']._serialized_end=306
-  _globals['_TOKENUSAGE']._serialized_start=308
-  _globals['_TOKENUSAGE']._serialized_end=387
-  _globals['_TOKENESTIMATE']._serialized_start=389
-  _globals['_TOKENESTIMATE']._serialized_end=465
-  _globals['_PIPELINEERROR']._serialized_start=467
-  _globals['_PIPELINEERROR']._serialized_end=564
-  _globals['_STEPPROGRESS']._serialized_start=567
-  _globals['_STEPPROGRESS']._serialized_end=953
-  _globals['_PROGRESS']._serialized_start=955
-  _globals['_PROGRESS']._serialized_end=1045
-  _globals['_OUTPUTSSUMMARY']._serialized_start=1048
-  _globals['_OUTPUTSSUMMARY']._serialized_end=1214
-  _globals['_RUNSTATUS']._serialized_start=1217
-  _globals['_RUNSTATUS']._serialized_end=2173
-  _globals['_BATCHPROGRESS']._serialized_start=2176
-  _globals['_BATCHPROGRESS']._serialized_end=2391
-  _globals['_STATUSCOUNT']._serialized_start=2393
-  _globals['_STATUSCOUNT']._serialized_end=2468
+  _globals['_ROLESTATUS']._serialized_start=2568
+  _globals['_ROLESTATUS']._serialized_end=2841
+  _globals['_STEPSTATE']._serialized_start=2844
+  _globals['_STEPSTATE']._serialized_end=3078
+  _globals['_DOCUMENTTYPE']._serialized_start=3081
+  _globals['_DOCUMENTTYPE']._serialized_end=3222
+  _globals['_PRIORITY']._serialized_start=3224
+  _globals['_PRIORITY']._serialized_end=3318
+  _globals['_DOCUMENT']._serialized_start=121
+  _globals['_DOCUMENT']._serialized_end=191
+  _globals['_RUNOPTIONS']._serialized_start=194
+  _globals['_RUNOPTIONS']._serialized_end=338
+  _globals['_TOKENUSAGE']._serialized_start=340
+  _globals['_TOKENUSAGE']._serialized_end=419
+  _globals['_TOKENESTIMATE']._serialized_start=421
+  _globals['_TOKENESTIMATE']._serialized_end=497
+  _globals['_PIPELINEERROR']._serialized_start=499
+  _globals['_PIPELINEERROR']._serialized_end=596
+  _globals['_STEPPROGRESS']._serialized_start=599
+  _globals['_STEPPROGRESS']._serialized_end=985
+  _globals['_PROGRESS']._serialized_start=987
+  _globals['_PROGRESS']._serialized_end=1077
+  _globals['_OUTPUTSSUMMARY']._serialized_start=1080
+  _globals['_OUTPUTSSUMMARY']._serialized_end=1246
+  _globals['_RUNSTATUS']._serialized_start=1249
+  _globals['_RUNSTATUS']._serialized_end=2270
+  _globals['_BATCHPROGRESS']._serialized_start=2273
+  _globals['_BATCHPROGRESS']._serialized_end=2488
+  _globals['_STATUSCOUNT']._serialized_start=2490
+  _globals['_STATUSCOUNT']._serialized_end=2565
 # @@protoc_insertion_point(module_scope)

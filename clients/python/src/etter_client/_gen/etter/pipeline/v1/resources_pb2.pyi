@@ -22,6 +22,7 @@ import google.protobuf.internal.containers
 import google.protobuf.internal.enum_type_wrapper
 import google.protobuf.message
 import google.protobuf.timestamp_pb2
+import google.rpc.error_details_pb2
 import sys
 import typing
 
@@ -540,6 +541,7 @@ class RunStatus(google.protobuf.message.Message):
     START_TIME_FIELD_NUMBER: builtins.int
     END_TIME_FIELD_NUMBER: builtins.int
     UPDATE_TIME_FIELD_NUMBER: builtins.int
+    FIELD_VIOLATIONS_FIELD_NUMBER: builtins.int
     workflow_id: builtins.str
     """The run's id, also its Temporal workflow id: `role-onboard-{role_id}-{n}`."""
     role_id: builtins.str
@@ -624,6 +626,12 @@ class RunStatus(google.protobuf.message.Message):
     def update_time(self) -> google.protobuf.timestamp_pb2.Timestamp:
         """When anything in this status last changed."""
 
+    @property
+    def field_violations(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[google.rpc.error_details_pb2.BadRequest.FieldViolation]:
+        """Why a VALIDATION_ERROR run (a rejected batch item) was refused, one entry per invalid field;
+        field paths are relative to the item (for example `documents[0].uri`). Empty otherwise.
+        """
+
     def __init__(
         self,
         *,
@@ -655,9 +663,10 @@ class RunStatus(google.protobuf.message.Message):
         start_time: google.protobuf.timestamp_pb2.Timestamp | None = ...,
         end_time: google.protobuf.timestamp_pb2.Timestamp | None = ...,
         update_time: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        field_violations: collections.abc.Iterable[google.rpc.error_details_pb2.BadRequest.FieldViolation] | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "options", b"options", "outputs", b"outputs", "progress", b"progress", "start_time", b"start_time", "token_estimate", b"token_estimate", "tokens_used", b"tokens_used", "update_time", b"update_time"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["batch_id", b"batch_id", "company_id", b"company_id", "create_time", b"create_time", "current_step", b"current_step", "current_steps", b"current_steps", "dashboard_url", b"dashboard_url", "documents", b"documents", "draup_role_id", b"draup_role_id", "end_time", b"end_time", "error", b"error", "estimated_duration_seconds", b"estimated_duration_seconds", "needs_review", b"needs_review", "options", b"options", "outputs", b"outputs", "position_in_queue", b"position_in_queue", "progress", b"progress", "role_id", b"role_id", "role_name", b"role_name", "run_number", b"run_number", "sequence", b"sequence", "start_time", b"start_time", "status", b"status", "superseded_by", b"superseded_by", "supersedes", b"supersedes", "token_estimate", b"token_estimate", "tokens_used", b"tokens_used", "update_time", b"update_time", "workflow_id", b"workflow_id"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["batch_id", b"batch_id", "company_id", b"company_id", "create_time", b"create_time", "current_step", b"current_step", "current_steps", b"current_steps", "dashboard_url", b"dashboard_url", "documents", b"documents", "draup_role_id", b"draup_role_id", "end_time", b"end_time", "error", b"error", "estimated_duration_seconds", b"estimated_duration_seconds", "field_violations", b"field_violations", "needs_review", b"needs_review", "options", b"options", "outputs", b"outputs", "position_in_queue", b"position_in_queue", "progress", b"progress", "role_id", b"role_id", "role_name", b"role_name", "run_number", b"run_number", "sequence", b"sequence", "start_time", b"start_time", "status", b"status", "superseded_by", b"superseded_by", "supersedes", b"supersedes", "token_estimate", b"token_estimate", "tokens_used", b"tokens_used", "update_time", b"update_time", "workflow_id", b"workflow_id"]) -> None: ...
 
 Global___RunStatus: typing_extensions.TypeAlias = RunStatus
 

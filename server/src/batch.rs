@@ -1,0 +1,331 @@
+//! `PushBatch`: up to `server.max_batch_size` roles in one call, each item validated as a `Push`
+//! would be, with its own outcome — one bad item never sinks the batch (DESIGN §3).
+//!
+//! - A valid item is queued, or answered with the role's existing run when its inputs are the
+//!   same (as `Push` does).
+//! - An invalid item is stored as VALIDATION_ERROR with its field violations, so it can be listed
+//!   and fixed later. An item whose role name itself is invalid has no role to be stored under:
+//!   it is answered REJECTED with its violations and nothing is stored.
+//! - A role that appears again later in the same batch is a DUPLICATE item: ignored, with a
+//!   violation naming the item it repeats.
+//! - The runs are written in a few transactions ([`etter_pipeline::store::BATCH_CHUNK_SIZE`] runs
+//!   each), not one per item.
+//! - Re-sending the batch with the same `request_id` returns the first answer (with
+//!   `created: false`); re-sending it without one creates nothing new for the items already
+//!   queued or READY (they are answered EXISTING).
+//!
+//! A batch's progress counts the runs it created (accepted and rejected items). Items answered
+//! with an existing run belong to the push that created that run.
+
+use std::collections::{BTreeMap, HashMap};
+
+use etter_pipeline::{
+    documents::DocumentsConfig,
+    ids::{BatchId, CompanyId, DraupRoleId, RoleId, RoleName, WorkflowId},
+    lifecycle::RunState,
+    steps,
+    store::{Admission, Batch, DocumentRef, FieldViolation, NewBatch, NewRun, RunStore, StoreError},
+};
+use etter_proto::v1 as pb;
+use prost::Message as _;
+use sha2::{Digest as _, Sha256};
+use tonic_types::pb::bad_request::FieldViolation as FieldViolationPb;
+
+use crate::{
+    auth::Principal,
+    convert::{self, StoredOptions},
+    error::{ApiError, Violation},
+    estimate::Estimator,
+    idempotency::{self, Idempotency},
+    push,
+};
+
+/// The `ErrorInfo.reason` of a batch refused whole.
+const INVALID_BATCH: &str = "INVALID_BATCH";
+
+/// What a batch push needs from the server.
+pub struct BatchContext<'a> {
+    /// The run store.
+    pub store: &'a dyn RunStore,
+    /// `[documents]`, for the URI rules.
+    pub documents: &'a DocumentsConfig,
+    /// ETAs and token estimates from measured step costs.
+    pub estimator: &'a Estimator,
+    /// `server.max_batch_size`.
+    pub max_batch_size: u32,
+}
+
+/// What was decided about one item before anything is stored.
+enum Item {
+    /// Valid, or invalid with a role to store it under: goes to the store (index into the
+    /// store's items).
+    Stored(usize),
+    /// Invalid without a role name: answered, not stored.
+    Unstorable(Vec<Violation>),
+    /// The same role as the item at this index.
+    Duplicate { of: usize, role: RoleId },
+}
+
+/// `PushBatch`: authorize, check the batch as a whole, answer a retried `request_id` with its
+/// first answer, decide every item, store the batch, answer one result per item.
+pub async fn push_batch(
+    cx: &BatchContext<'_>,
+    principal: &Principal,
+    request: pb::PushBatchRequest,
+) -> Result<pb::PushBatchResponse, ApiError> {
+    principal.require_operator()?;
+    let company = CompanyId::parse(&request.company_id)
+        .map_err(|e| ApiError::invalid(INVALID_BATCH, "company_id", e.to_string()))?;
+    principal.authorize_write(&company)?;
+    let request_id = idempotency::request_id(&request.request_id, INVALID_BATCH)?;
+    check_whole(&request, cx.max_batch_size)?;
+    let mut payload = request.clone();
+    payload.request_id.clear();
+    let idempotency =
+        Idempotency::new(cx.store, "PushBatch", &company, request_id.clone(), idempotency::payload_hash(&payload));
+    if let Some(mut answer) = idempotency.replay::<pb::PushBatchResponse>().await? {
+        answer.created = false;
+        return Ok(answer);
+    }
+
+    let mut decided = Vec::with_capacity(request.items.len());
+    let mut new_runs = Vec::new();
+    let mut first_of_role: HashMap<RoleId, usize> = HashMap::new();
+    for (index, item) in request.items.iter().enumerate() {
+        let role = RoleName::parse(&item.role_name).ok().map(|name| RoleId::new(&company, &name));
+        if let Some(role) = &role {
+            if let Some(&of) = first_of_role.get(role) {
+                decided.push(Item::Duplicate { of, role: role.clone() });
+                continue;
+            }
+            first_of_role.insert(role.clone(), index);
+        }
+        let as_push = pb::PushRequest {
+            company_id: request.company_id.clone(),
+            role_name: item.role_name.clone(),
+            documents: item.documents.clone(),
+            draup_role_id: item.draup_role_id.clone(),
+            options: item.options.or(request.default_options),
+            request_id: String::new(),
+        };
+        match push::validate(&as_push, cx.documents) {
+            Ok(valid) => {
+                decided.push(Item::Stored(new_runs.len()));
+                let mut run = valid.to_new_run(cx.estimator, principal);
+                run.reason = format!("pushed by {} in a batch", principal.user);
+                new_runs.push(run);
+            }
+            Err(ApiError::InvalidArgument { violations, .. }) => match RoleName::parse(&item.role_name) {
+                Ok(role_name) => {
+                    decided.push(Item::Stored(new_runs.len()));
+                    new_runs.push(rejected_run(&company, role_name, &as_push, &violations, principal));
+                }
+                Err(_) => decided.push(Item::Unstorable(violations)),
+            },
+            Err(other) => return Err(other),
+        }
+    }
+
+    let batch = NewBatch { id: BatchId::from_random(random_u128()), company: company.clone(), request_id };
+    let created = cx.store.create_batch(batch, new_runs).await?;
+    let positions: HashMap<WorkflowId, u32> =
+        cx.store.queue_positions(&company).await?.into_iter().map(|p| (p.workflow_id, p.position)).collect();
+    let mut tokens = 0_i64;
+    let mut items = Vec::with_capacity(decided.len());
+    for (index, (item, decision)) in request.items.iter().zip(&decided).enumerate() {
+        let mut result = pb::PushBatchItemResult {
+            index: i32::try_from(index).unwrap_or(i32::MAX),
+            client_ref: item.client_ref.clone(),
+            ..Default::default()
+        };
+        match decision {
+            Item::Stored(at) => match &created.items[*at] {
+                Ok(done) => {
+                    let run = &done.run;
+                    let outcome = if run.state == RunState::ValidationError {
+                        pb::BatchItemOutcome::Rejected
+                    } else if done.created {
+                        tokens = tokens.saturating_add(run.token_estimate);
+                        pb::BatchItemOutcome::Accepted
+                    } else {
+                        pb::BatchItemOutcome::Existing
+                    };
+                    result.outcome = outcome as i32;
+                    result.workflow_id = run.workflow_id.to_string();
+                    result.role_id = run.role_id.to_string();
+                    result.status = convert::role_status(run.state) as i32;
+                    result.position_in_queue =
+                        positions.get(&run.workflow_id).map_or(0, |p| i32::try_from(*p).unwrap_or(i32::MAX));
+                    result.field_violations = run.field_violations.iter().map(convert::field_violation).collect();
+                }
+                Err(err) => {
+                    // The role's latest run is still active with other inputs (or a role id collides):
+                    // the item is refused and says why; nothing was stored for it.
+                    result.outcome = pb::BatchItemOutcome::Rejected as i32;
+                    result.role_id = role_of(&company, item).map(|r| r.to_string()).unwrap_or_default();
+                    result.field_violations = vec![item_error(err)];
+                }
+            },
+            Item::Unstorable(violations) => {
+                result.outcome = pb::BatchItemOutcome::Rejected as i32;
+                result.field_violations = violations
+                    .iter()
+                    .map(|v| FieldViolationPb {
+                        field: v.field.clone(),
+                        description: v.description.clone(),
+                        ..Default::default()
+                    })
+                    .collect();
+            }
+            Item::Duplicate { of, role } => {
+                result.outcome = pb::BatchItemOutcome::Duplicate as i32;
+                result.role_id = role.to_string();
+                result.field_violations = vec![FieldViolationPb {
+                    field: "role_name".to_owned(),
+                    description: format!("the same role as item {of} of this batch; this item was ignored"),
+                    ..Default::default()
+                }];
+            }
+        }
+        items.push(result);
+    }
+    let response = pb::PushBatchResponse {
+        batch_id: created.batch.id.to_string(),
+        items,
+        progress: Some(progress(cx.store, cx.estimator, &created.batch).await?),
+        token_estimate: Some(pb::TokenEstimate { total_tokens: tokens, cost_micros: 0, currency: String::new() }),
+        created: true,
+    };
+    idempotency.remember(response).await
+}
+
+/// Refuses a batch that is wrong as a whole: no items, too many, bad default options.
+fn check_whole(request: &pb::PushBatchRequest, max_batch_size: u32) -> Result<(), ApiError> {
+    let mut violations = Vec::new();
+    if request.items.is_empty() {
+        violations.push(Violation::new("items", "at least one item is required"));
+    }
+    if request.items.len() > max_batch_size as usize {
+        violations.push(Violation::new(
+            "items",
+            format!(
+                "{} items is more than the {max_batch_size} one batch may carry; split it into several batches",
+                request.items.len()
+            ),
+        ));
+    }
+    if let Some(options) = &request.default_options
+        && convert::priority(options.priority).is_none()
+    {
+        violations
+            .push(Violation::new("default_options.priority", "must be PRIORITY_LOW, PRIORITY_NORMAL or PRIORITY_HIGH"));
+    }
+    if violations.is_empty() { Ok(()) } else { Err(ApiError::InvalidArgument { reason: INVALID_BATCH, violations }) }
+}
+
+/// The VALIDATION_ERROR run of an invalid item: what was given (documents of a known type, the
+/// Draup role if valid) and why it was refused.
+fn rejected_run(
+    company: &CompanyId,
+    role_name: RoleName,
+    item: &pb::PushRequest,
+    violations: &[Violation],
+    principal: &Principal,
+) -> NewRun {
+    let options = item.options.unwrap_or_default();
+    let stored_options = StoredOptions {
+        skip_enhancement_workflows: options.skip_enhancement_workflows,
+        notify_on_complete: options.notify_on_complete,
+        force_rerun: options.force_rerun,
+        priority: convert::priority(options.priority).unwrap_or_default(),
+    };
+    let documents = item
+        .documents
+        .iter()
+        .filter_map(|d| {
+            let kind = convert::document_kind(d.r#type)?;
+            Some(DocumentRef { kind: convert::document_kind_str(kind).to_owned(), uri: d.uri.clone() })
+        })
+        .collect();
+    NewRun {
+        company: company.clone(),
+        role_name,
+        draup_role_id: DraupRoleId::parse(&item.draup_role_id).ok(),
+        input_identity: push::hex(&Sha256::digest(item.encode_to_vec())),
+        documents,
+        options: stored_options.to_json(),
+        priority: stored_options.priority,
+        token_estimate: 0,
+        force: false,
+        expected_latest: None,
+        admission: Admission::Reject(
+            violations
+                .iter()
+                .map(|v| FieldViolation { field: v.field.clone(), description: v.description.clone() })
+                .collect(),
+        ),
+        plan: None,
+        reason: format!("rejected from a batch pushed by {}", principal.user),
+    }
+}
+
+fn role_of(company: &CompanyId, item: &pb::PushBatchItem) -> Option<RoleId> {
+    RoleName::parse(&item.role_name).ok().map(|name| RoleId::new(company, &name))
+}
+
+/// Why the store refused one item, as a violation of the item's role.
+fn item_error(err: &StoreError) -> FieldViolationPb {
+    let description = match err {
+        StoreError::RunStillActive(active) => {
+            format!("{active}; wait for it to end or cancel it, then push the role again")
+        }
+        other => other.to_string(),
+    };
+    FieldViolationPb { field: "role_name".to_owned(), description, ..Default::default() }
+}
+
+fn random_u128() -> u128 {
+    let mut bytes = [0_u8; 16];
+    // Without the OS's randomness the id still differs by time; uniqueness is checked on insert.
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = etter_pipeline::store::now().timestamp_nanos_opt().unwrap_or_default();
+        bytes = (u128::from(nanos.unsigned_abs()) ^ u128::from(std::process::id()) << 64).to_le_bytes();
+    }
+    u128::from_le_bytes(bytes)
+}
+
+/// A batch's aggregate progress: its runs per state, how many ended, and an estimate of when the
+/// last one ends (the company's whole queue ahead of it, an upper bound, from measured costs).
+pub async fn progress(
+    store: &dyn RunStore,
+    estimator: &Estimator,
+    batch: &Batch,
+) -> Result<pb::BatchProgress, ApiError> {
+    let counts: BTreeMap<RunState, u64> = store.batch_counts(&batch.id).await?.into_iter().collect();
+    let count = |n: u64| i32::try_from(n).unwrap_or(i32::MAX);
+    let total: u64 = counts.values().sum();
+    let done: u64 = counts.iter().filter(|(s, _)| s.is_final() || **s == RunState::Stale).map(|(_, n)| n).sum();
+    let queued = counts.get(&RunState::Queued).copied().unwrap_or(0);
+    let processing = counts.get(&RunState::Processing).copied().unwrap_or(0);
+    let plan = steps::plan_new(false);
+    let estimated = if queued > 0 {
+        let behind = store.count_runs(Some(&batch.company), &[RunState::Queued]).await?;
+        estimator.remaining_seconds(&plan, Some(u32::try_from(behind).unwrap_or(u32::MAX)), 0)
+    } else if processing > 0 {
+        estimator.run_seconds(&plan)
+    } else {
+        0
+    };
+    Ok(pb::BatchProgress {
+        batch_id: batch.id.to_string(),
+        company_id: batch.company.to_string(),
+        total: count(total),
+        done: count(done),
+        counts: counts
+            .iter()
+            .map(|(state, n)| pb::StatusCount { status: convert::role_status(*state) as i32, count: count(*n) })
+            .collect(),
+        estimated_duration_seconds: estimated,
+        create_time: Some(convert::timestamp(batch.create_time)),
+    })
+}

@@ -1,0 +1,214 @@
+//! `History`: a company's runs, newest first, filtered, in pages that neither skip nor repeat runs
+//! while new runs are being added (the store pages by keyset).
+//!
+//! A page token is bound to the filters it was issued for: a token sent with other filters is
+//! `INVALID_ARGUMENT` rather than a silently wrong page (AIP-158).
+
+use std::collections::HashMap;
+
+use etter_pipeline::{
+    ids::{BatchId, CompanyId, RoleId, WorkflowId},
+    store::{self, PageRequest, RunFilter, RunStore, Timestamp},
+};
+use etter_proto::v1 as pb;
+use sha2::{Digest as _, Sha256};
+
+use crate::{
+    auth::Principal,
+    convert,
+    error::{ApiError, Violation},
+    estimate::Estimator,
+    status,
+};
+
+/// The `ErrorInfo.reason` of an invalid History request.
+const INVALID_HISTORY: &str = "INVALID_HISTORY_REQUEST";
+
+/// What History reads.
+pub struct HistoryContext<'a> {
+    /// The run store.
+    pub store: &'a dyn RunStore,
+    /// ETAs of the active runs listed.
+    pub estimator: &'a Estimator,
+}
+
+/// `History`: authorize, validate the filters, list one page.
+pub async fn history(
+    cx: &HistoryContext<'_>,
+    principal: &Principal,
+    request: pb::HistoryRequest,
+) -> Result<pb::HistoryResponse, ApiError> {
+    let company = CompanyId::parse(&request.company_id)
+        .map_err(|e| ApiError::invalid(INVALID_HISTORY, "company_id", e.to_string()))?;
+    principal.authorize_company(&company)?;
+    let (filter, page) = validate(company, &request)?;
+    let listed = cx.store.list_runs(&filter, &page).await.map_err(|e| match e {
+        store::StoreError::InvalidPageToken => ApiError::invalid(INVALID_HISTORY, "page_token", e.to_string()),
+        other => other.into(),
+    })?;
+    let positions: HashMap<WorkflowId, u32> = if listed.runs.iter().any(|r| r.state.is_active()) {
+        cx.store.queue_positions(&filter.company).await?.into_iter().map(|p| (p.workflow_id, p.position)).collect()
+    } else {
+        HashMap::new()
+    };
+    let mut runs = Vec::with_capacity(listed.runs.len());
+    for run in &listed.runs {
+        let attempts = cx.store.steps(&run.workflow_id).await?;
+        runs.push(status::assemble(run, &attempts, positions.get(&run.workflow_id).copied(), cx.estimator));
+    }
+    let binding = filter_binding(&request);
+    Ok(pb::HistoryResponse {
+        runs,
+        next_page_token: listed.next_page_token.map(|token| format!("{binding}.{token}")).unwrap_or_default(),
+    })
+}
+
+/// Checks every filter and reports every invalid one.
+fn validate(company: CompanyId, request: &pb::HistoryRequest) -> Result<(RunFilter, PageRequest), ApiError> {
+    let mut violations = Vec::new();
+    let mut states = Vec::new();
+    for (i, value) in request.statuses.iter().enumerate() {
+        match convert::run_state(*value) {
+            Some(state) => states.push(state),
+            None => violations.push(Violation::new(
+                format!("statuses[{i}]"),
+                "must be a state runs can be in (QUEUED, PROCESSING, READY, DEGRADED, FAILED, STALE, CANCELLED, VALIDATION_ERROR)",
+            )),
+        }
+    }
+    let role = parse_optional(&request.role_id, RoleId::parse, "role_id", &mut violations);
+    let batch = parse_optional(&request.batch_id, BatchId::parse, "batch_id", &mut violations);
+    let created_after = time(request.create_time_after.as_ref(), "create_time_after", &mut violations);
+    let created_before = time(request.create_time_before.as_ref(), "create_time_before", &mut violations);
+    if let (Some(after), Some(before)) = (created_after, created_before)
+        && after >= before
+    {
+        violations.push(Violation::new("create_time_before", "must be later than create_time_after"));
+    }
+    if request.page_size < 0 {
+        violations.push(Violation::new("page_size", "must not be negative (0 = the default of 50)"));
+    }
+    let token = match request.page_token.split_once('.') {
+        None if request.page_token.is_empty() => None,
+        Some((binding, token)) if binding == filter_binding(request) => Some(token.to_owned()),
+        Some((binding, _)) if binding.len() == BINDING_LEN => {
+            violations.push(Violation::new(
+                "page_token",
+                "was issued for other filters; send the same filters as on the first page, or start again without a page_token",
+            ));
+            None
+        }
+        _ => {
+            violations.push(Violation::new(
+                "page_token",
+                "is not a token this server issued; start again from the first page with an empty page_token",
+            ));
+            None
+        }
+    };
+    if !violations.is_empty() {
+        return Err(ApiError::InvalidArgument { reason: INVALID_HISTORY, violations });
+    }
+    let filter =
+        RunFilter { company, states, role, batch, created_after, created_before, needs_review: request.needs_review };
+    // Larger than the maximum is served at the maximum (AIP-158).
+    let size = u32::try_from(request.page_size).unwrap_or(0).min(store::MAX_PAGE_SIZE);
+    Ok((filter, PageRequest { size, token }))
+}
+
+fn parse_optional<T, E: std::fmt::Display>(
+    value: &str,
+    parse: impl Fn(&str) -> Result<T, E>,
+    field: &str,
+    violations: &mut Vec<Violation>,
+) -> Option<T> {
+    if value.is_empty() {
+        return None;
+    }
+    parse(value).map_err(|e| violations.push(Violation::new(field, e.to_string()))).ok()
+}
+
+fn time(value: Option<&prost_types::Timestamp>, field: &str, violations: &mut Vec<Violation>) -> Option<Timestamp> {
+    let value = value?;
+    let parsed =
+        u32::try_from(value.nanos).ok().and_then(|nanos| chrono::DateTime::from_timestamp(value.seconds, nanos));
+    if parsed.is_none() {
+        violations.push(Violation::new(field, "is not a valid timestamp"));
+    }
+    parsed
+}
+
+/// Hex characters of a filter binding.
+const BINDING_LEN: usize = 16;
+
+/// A short hash of the request's filters (everything but `page_size` and `page_token`), prefixed
+/// to the store's page token.
+fn filter_binding(request: &pb::HistoryRequest) -> String {
+    let mut filters = request.clone();
+    filters.page_size = 0;
+    filters.page_token.clear();
+    let digest = Sha256::digest(prost::Message::encode_to_vec(&filters));
+    digest.iter().take(BINDING_LEN / 2).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> pb::HistoryRequest {
+        pb::HistoryRequest { company_id: "acme".into(), ..Default::default() }
+    }
+
+    fn company() -> CompanyId {
+        CompanyId::parse("acme").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn fields(err: ApiError) -> Vec<String> {
+        match err {
+            ApiError::InvalidArgument { violations, .. } => violations.into_iter().map(|v| v.field).collect(),
+            other => vec![format!("{other:?}")],
+        }
+    }
+
+    #[test]
+    fn every_invalid_filter_is_reported() {
+        let mut bad = request();
+        bad.statuses = vec![pb::RoleStatus::Ready as i32, pb::RoleStatus::Draft as i32, 99];
+        bad.role_id = "Claims".into();
+        bad.batch_id = "nope".into();
+        bad.create_time_after = Some(prost_types::Timestamp { seconds: 2_000, nanos: 0 });
+        bad.create_time_before = Some(prost_types::Timestamp { seconds: 1_000, nanos: 0 });
+        bad.page_size = -1;
+        bad.page_token = "garbage".into();
+        let got = validate(company(), &bad).err().map(fields).unwrap_or_default();
+        assert_eq!(
+            got,
+            ["statuses[1]", "statuses[2]", "role_id", "batch_id", "create_time_before", "page_size", "page_token"]
+        );
+    }
+
+    #[test]
+    fn a_page_token_only_serves_the_filters_it_was_issued_for() -> anyhow::Result<()> {
+        let mut first = request();
+        first.statuses = vec![pb::RoleStatus::Ready as i32];
+        let mut next = first.clone();
+        next.page_token = format!("{}.store-token", filter_binding(&first));
+        next.page_size = 200;
+        let (_, page) = validate(company(), &next)?;
+        assert_eq!(page.token.as_deref(), Some("store-token"), "page size may change between pages");
+        assert_eq!(page.size, 200);
+
+        let mut other = next.clone();
+        other.statuses = vec![pb::RoleStatus::Failed as i32];
+        assert_eq!(validate(company(), &other).err().map(fields).unwrap_or_default(), ["page_token"]);
+        Ok(())
+    }
+
+    #[test]
+    fn page_sizes_are_capped_not_refused() -> anyhow::Result<()> {
+        let mut big = request();
+        big.page_size = 10_000;
+        assert_eq!(validate(company(), &big)?.1.size, store::MAX_PAGE_SIZE);
+        Ok(())
+    }
+}
