@@ -8,6 +8,7 @@
 mod batch;
 mod graph;
 mod rerun;
+mod watch_scope;
 
 use std::time::Duration;
 
@@ -222,9 +223,38 @@ async fn callers_see_and_change_only_what_their_role_and_companies_allow() -> an
     let watch = WatchStatusRequest { scope: Some(Scope::WorkflowId(run.workflow_id.clone())), ..Default::default() };
     let hidden = api.watch_status(with_token(watch, &other)?).await.err().context("another company's watch")?;
     assert_eq!(hidden.code(), Code::NotFound, "{hidden:?}");
-    let batch = WatchStatusRequest { scope: Some(Scope::BatchId("batch-00ff".into())), ..Default::default() };
-    let unserved = api.watch_status(with_token(batch, &operator)?).await.err().context("batch scope")?;
-    assert_eq!(unserved.code(), Code::Unimplemented, "{unserved:?}");
+    // A batch of another company is as invisible as one that does not exist; another company's
+    // active runs are refused by name; the company's viewer may watch them.
+    let items = vec![pb::PushBatchItem {
+        role_name: "Batch Adjuster".into(),
+        documents: vec![pb::Document {
+            r#type: pb::DocumentType::JobDescription as i32,
+            uri: doc_uri(&server, "b.pdf"),
+        }],
+        draup_role_id: "draup-role-12345".into(),
+        options: None,
+        client_ref: String::new(),
+    }];
+    let batch_request =
+        pb::PushBatchRequest { company_id: acme(), items, default_options: None, request_id: String::new() };
+    let denied = api.push_batch(with_token(batch_request.clone(), &viewer)?).await.err().context("viewer batch")?;
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    let batch = api.push_batch(with_token(batch_request, &operator)?).await?.into_inner();
+    let watch_batch = WatchStatusRequest { scope: Some(Scope::BatchId(batch.batch_id.clone())), ..Default::default() };
+    let hidden = api.watch_status(with_token(watch_batch.clone(), &other)?).await.err().context("foreign batch")?;
+    assert_eq!(hidden.code(), Code::NotFound, "{hidden:?}");
+    let missing = WatchStatusRequest { scope: Some(Scope::BatchId("batch-00ff".into())), ..Default::default() };
+    let absent = api.watch_status(with_token(missing, &operator)?).await.err().context("no such batch")?;
+    assert_eq!(absent.code(), Code::NotFound, "{absent:?}");
+    api.watch_status(with_token(watch_batch, &viewer)?).await?;
+    let company = WatchStatusRequest { scope: Some(Scope::CompanyId(acme())), ..Default::default() };
+    let refused = api.watch_status(with_token(company.clone(), &other)?).await.err().context("foreign company")?;
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    api.watch_status(with_token(company, &viewer)?).await?;
+    let history = pb::HistoryRequest { company_id: acme(), ..Default::default() };
+    let refused = api.history(with_token(history.clone(), &other)?).await.err().context("foreign history")?;
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(!api.history(with_token(history, &viewer)?).await?.into_inner().runs.is_empty());
     Ok(())
 }
 

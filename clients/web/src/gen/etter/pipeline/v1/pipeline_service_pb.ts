@@ -458,8 +458,8 @@ export type WatchStatusRequest = Message<"etter.pipeline.v1.WatchStatusRequest">
   afterSequence: bigint;
 
   /**
-   * Any scope: resume a previous stream from the `resume_token` of the last message received.
-   * Takes precedence over `after_sequence`.
+   * Batch and company scopes: resume a previous stream of the same scope from the
+   * `resume_token` of the last message received. A token of another scope is INVALID_ARGUMENT.
    *
    * @generated from field: string resume_token = 5;
    */
@@ -511,8 +511,10 @@ export type WatchStatusResponse = Message<"etter.pipeline.v1.WatchStatusResponse
   } | { case: undefined; value?: undefined };
 
   /**
-   * Opaque token to resume the stream after this message (per-run high-water marks). Empty for
-   * one-run scopes, which resume with `after_sequence`.
+   * Opaque token to resume the stream after this message (per-run high-water marks): pass the
+   * last one received as `WatchStatusRequest.resume_token` and the new stream sends exactly the
+   * events not yet received, without a snapshot. Empty for one-run scopes (which resume with
+   * `after_sequence`) and on snapshot messages other than the last.
    *
    * @generated from field: string resume_token = 4;
    */
@@ -1118,7 +1120,8 @@ export const PipelineService: GenService<{
    * A stream of status changes for one run, one batch, or every active run of a company. Sends the
    * current state first, then every change with its per-run `sequence`, plus periodic heartbeats
    * carrying queue positions. The server ends a stream after its maximum lifetime; clients resume
-   * with `resume_token` (any scope) or `after_sequence` (one run) and miss and repeat nothing.
+   * with `resume_token` (batch and company scopes) or `after_sequence` (one run) and miss and
+   * repeat nothing. A batch stream ends once every run of the batch has ended.
    *
    * @generated from rpc etter.pipeline.v1.PipelineService.WatchStatus
    */

@@ -381,8 +381,8 @@ class WatchStatusRequest(google.protobuf.message.Message):
     no snapshot is sent). 0 = start with a snapshot.
     """
     resume_token: builtins.str
-    """Any scope: resume a previous stream from the `resume_token` of the last message received.
-    Takes precedence over `after_sequence`.
+    """Batch and company scopes: resume a previous stream of the same scope from the
+    `resume_token` of the last message received. A token of another scope is INVALID_ARGUMENT.
     """
     def __init__(
         self,
@@ -410,8 +410,10 @@ class WatchStatusResponse(google.protobuf.message.Message):
     HEARTBEAT_FIELD_NUMBER: builtins.int
     RESUME_TOKEN_FIELD_NUMBER: builtins.int
     resume_token: builtins.str
-    """Opaque token to resume the stream after this message (per-run high-water marks). Empty for
-    one-run scopes, which resume with `after_sequence`.
+    """Opaque token to resume the stream after this message (per-run high-water marks): pass the
+    last one received as `WatchStatusRequest.resume_token` and the new stream sends exactly the
+    events not yet received, without a snapshot. Empty for one-run scopes (which resume with
+    `after_sequence`) and on snapshot messages other than the last.
     """
     @property
     def snapshot(self) -> Global___Snapshot:

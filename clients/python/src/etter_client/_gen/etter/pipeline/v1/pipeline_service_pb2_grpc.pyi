@@ -234,7 +234,8 @@ class PipelineServiceStub(typing.Generic[_PipelineServicePushType, _PipelineServ
     """A stream of status changes for one run, one batch, or every active run of a company. Sends the
     current state first, then every change with its per-run `sequence`, plus periodic heartbeats
     carrying queue positions. The server ends a stream after its maximum lifetime; clients resume
-    with `resume_token` (any scope) or `after_sequence` (one run) and miss and repeat nothing.
+    with `resume_token` (batch and company scopes) or `after_sequence` (one run) and miss and
+    repeat nothing. A batch stream ends once every run of the batch has ended.
     """
 
     Retry: _PipelineServiceRetryType
@@ -337,7 +338,8 @@ class PipelineServiceServicer(metaclass=abc.ABCMeta):
         """A stream of status changes for one run, one batch, or every active run of a company. Sends the
         current state first, then every change with its per-run `sequence`, plus periodic heartbeats
         carrying queue positions. The server ends a stream after its maximum lifetime; clients resume
-        with `resume_token` (any scope) or `after_sequence` (one run) and miss and repeat nothing.
+        with `resume_token` (batch and company scopes) or `after_sequence` (one run) and miss and
+        repeat nothing. A batch stream ends once every run of the batch has ended.
         """
 
     @abc.abstractmethod

@@ -1,5 +1,6 @@
-//! `WatchStatus` for one run: the snapshot, then every event in sequence order, heartbeats while
-//! quiet, and a clean end when the run is over or the stream's lifetime is up.
+//! `WatchStatus`. For one run (here): the snapshot, then every event in sequence order,
+//! heartbeats while quiet, and a clean end when the run is over or the stream's lifetime is up.
+//! For a batch or a company's active runs: [`scoped`], resumed with a [`token`].
 //!
 //! Events come from the run store (the source of truth), polled every
 //! `server.watch_poll_interval`; sequences are gap-free and commit in order, so a cursor that
@@ -8,6 +9,9 @@
 //!
 //! Each event carries the run's status as read when the event was sent, which may already include
 //! later changes; the events themselves are exact.
+
+mod scoped;
+mod token;
 
 use std::{sync::Arc, time::Duration};
 
@@ -66,13 +70,22 @@ pub async fn watch_status(
     use pb::watch_status_request::Scope;
     let workflow_id = match request.scope {
         Some(Scope::WorkflowId(id)) => id,
-        Some(Scope::BatchId(_)) | Some(Scope::CompanyId(_)) => {
-            return Err(ApiError::Unimplemented {
-                rpc: "WatchStatus",
-                detail: "batch and company scopes are not served yet; watch each run by workflow_id",
-            });
+        Some(Scope::BatchId(_) | Scope::CompanyId(_)) if request.after_sequence != 0 => {
+            return Err(ApiError::invalid(
+                "INVALID_REQUEST",
+                "after_sequence",
+                "belongs to one-run watches; batch and company watches resume with resume_token",
+            ));
         }
-        None => return Err(ApiError::invalid("INVALID_REQUEST", "scope", "set workflow_id")),
+        Some(Scope::BatchId(id)) => {
+            return scoped::open(cx, principal, scoped::Requested::Batch(id), &request.resume_token).await;
+        }
+        Some(Scope::CompanyId(id)) => {
+            return scoped::open(cx, principal, scoped::Requested::Company(id), &request.resume_token).await;
+        }
+        None => {
+            return Err(ApiError::invalid("INVALID_REQUEST", "scope", "set workflow_id, batch_id or company_id"));
+        }
     };
     if !request.resume_token.is_empty() {
         return Err(ApiError::invalid(

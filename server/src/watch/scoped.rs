@@ -1,0 +1,370 @@
+//! `WatchStatus` for a batch or for a company's active runs: one stream carries many runs (a
+//! browser has few connections).
+//!
+//! The stream keeps a high-water mark per run (the last sequence sent). Each poll reads the
+//! scope's sequence heads, asks the store for the events after the marks of the runs that moved
+//! (plus runs new to the scope, from sequence 1), and sends them in order, each with a
+//! `resume_token` that encodes the marks after it ([`super::token`]). A resumed stream starts
+//! from the token's marks: it sends no snapshot, and exactly the events the client has not seen.
+//!
+//! - **Batch scope:** every run of the batch; the stream ends once every run has ended and its
+//!   events were sent.
+//! - **Company scope:** the company's QUEUED and PROCESSING runs, including runs pushed after the
+//!   watch started; a run that ends is followed until its final event, then dropped.
+//!
+//! Queue positions and ETAs travel in heartbeats (and batch progress, for batch scopes), never
+//! as one event per queued run.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use etter_pipeline::{
+    ids::{BatchId, CompanyId, WorkflowId},
+    lifecycle::RunState,
+    steps::Plan,
+    store::{self, Batch, PageRequest, Run, RunFilter, WatchScope},
+};
+use etter_proto::v1 as pb;
+use pb::watch_status_response::Kind;
+use tokio::{sync::mpsc, time::Instant};
+use tonic::Status;
+
+use super::{
+    EVENT_PAGE, Sender, WatchContext,
+    token::{self, TokenScope},
+};
+use crate::{api::WatchStream, auth::Principal, batch, convert, error::ApiError, status};
+
+/// Runs per snapshot message.
+const SNAPSHOT_CHUNK: usize = 100;
+
+/// What a scoped watch follows.
+pub enum Scope {
+    /// Every run of a batch.
+    Batch(Batch),
+    /// A company's active runs.
+    Company(CompanyId),
+}
+
+impl Scope {
+    /// The scope a request names, once the caller may see it: a batch of another company is
+    /// `NOT_FOUND`, a company the caller does not act for is `PERMISSION_DENIED`.
+    pub async fn authorize(cx: &WatchContext, principal: &Principal, scope: Requested) -> Result<Self, ApiError> {
+        match scope {
+            Requested::Batch(id) => {
+                let batch_id =
+                    BatchId::parse(&id).map_err(|e| ApiError::invalid("INVALID_REQUEST", "batch_id", e.to_string()))?;
+                let batch = cx.store.get_batch(&batch_id).await?;
+                principal.authorize_read(&batch.company, "batch", &id)?;
+                Ok(Scope::Batch(batch))
+            }
+            Requested::Company(id) => {
+                let company = CompanyId::parse(&id)
+                    .map_err(|e| ApiError::invalid("INVALID_REQUEST", "company_id", e.to_string()))?;
+                principal.authorize_company(&company)?;
+                Ok(Scope::Company(company))
+            }
+        }
+    }
+
+    fn company(&self) -> &CompanyId {
+        match self {
+            Scope::Batch(batch) => &batch.company,
+            Scope::Company(company) => company,
+        }
+    }
+
+    fn token_scope(&self) -> TokenScope {
+        match self {
+            Scope::Batch(batch) => TokenScope::Batch(batch.id.to_string()),
+            Scope::Company(company) => TokenScope::Company(company.to_string()),
+        }
+    }
+
+    fn store_scope(&self) -> WatchScope {
+        match self {
+            Scope::Batch(batch) => WatchScope::Batch(batch.id.clone()),
+            Scope::Company(company) => WatchScope::ActiveInCompany(company.clone()),
+        }
+    }
+
+    /// The runs in scope now, for the snapshot.
+    fn filter(&self) -> RunFilter {
+        let (batch, states) = match self {
+            Scope::Batch(batch) => (Some(batch.id.clone()), Vec::new()),
+            Scope::Company(_) => (None, vec![RunState::Queued, RunState::Processing]),
+        };
+        RunFilter {
+            company: self.company().clone(),
+            states,
+            role: None,
+            batch,
+            created_after: None,
+            created_before: None,
+            needs_review: None,
+        }
+    }
+}
+
+/// A scope as the request names it, before it is checked.
+pub enum Requested {
+    /// `batch_id`.
+    Batch(String),
+    /// `company_id`.
+    Company(String),
+}
+
+/// Opens a scoped watch: from `resume_token` when given (which must be of the same scope), else
+/// with a snapshot.
+pub async fn open(
+    cx: WatchContext,
+    principal: &Principal,
+    requested: Requested,
+    resume_token: &str,
+) -> Result<WatchStream, ApiError> {
+    let scope = Scope::authorize(&cx, principal, requested).await?;
+    let marks = if resume_token.is_empty() {
+        None
+    } else {
+        let (token_scope, marks) = token::decode(resume_token)
+            .map_err(|e| ApiError::invalid("INVALID_REQUEST", "resume_token", e.to_string()))?;
+        if token_scope != scope.token_scope() {
+            return Err(ApiError::invalid(
+                "INVALID_REQUEST",
+                "resume_token",
+                "was issued for another scope; resume with the scope the token came from",
+            ));
+        }
+        Some(marks)
+    };
+    let (tx, rx) = mpsc::channel(64);
+    let deadline = Instant::now() + cx.settings.max_lifetime;
+    let watch = Watch { cx, scope, marks: BTreeMap::new(), plans: HashMap::new(), tx, deadline };
+    tokio::spawn(watch.run(marks));
+    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+/// The client is gone: stop quietly.
+struct Gone;
+
+struct Watch {
+    cx: WatchContext,
+    scope: Scope,
+    /// The last sequence sent, per run.
+    marks: BTreeMap<WorkflowId, u64>,
+    /// The plans of runs read so far (heartbeat ETAs).
+    plans: HashMap<WorkflowId, Plan>,
+    tx: Sender,
+    deadline: Instant,
+}
+
+impl Watch {
+    async fn run(mut self, resumed: Option<BTreeMap<WorkflowId, u64>>) {
+        let result = match resumed {
+            Some(marks) => {
+                self.marks = marks;
+                self.follow().await
+            }
+            None => match self.snapshot().await {
+                Ok(Ok(())) => self.follow().await,
+                other => other,
+            },
+        };
+        if let Err(e) = result {
+            // The client may be gone already; then there is no one to tell.
+            let _ = self.tx.send(Err(Status::from(e))).await;
+        }
+    }
+
+    fn token(&self) -> String {
+        token::encode(&self.scope.token_scope(), &self.marks)
+    }
+
+    async fn send(&self, kind: Kind, resume_token: String) -> Result<(), Gone> {
+        let message = pb::WatchStatusResponse { kind: Some(kind), resume_token };
+        self.tx.send(Ok(message)).await.map_err(|_| Gone)
+    }
+
+    /// Sends the runs in scope now, in chunks; the last chunk carries the batch's progress and
+    /// the first token.
+    async fn snapshot(&mut self) -> Result<Result<(), Gone>, ApiError> {
+        let store = self.cx.store.clone();
+        let filter = self.scope.filter();
+        let positions = self.positions().await?;
+        let mut runs = Vec::new();
+        let mut page = PageRequest { size: store::MAX_PAGE_SIZE, token: None };
+        loop {
+            let listed = store.list_runs(&filter, &page).await?;
+            runs.extend(listed.runs);
+            match listed.next_page_token {
+                Some(token) => page.token = Some(token),
+                None => break,
+            }
+        }
+        let mut chunks = runs.chunks(SNAPSHOT_CHUNK).peekable();
+        if chunks.peek().is_none() {
+            let snapshot = pb::Snapshot { runs: Vec::new(), last: true, batch: self.batch_progress().await? };
+            return Ok(self.send(Kind::Snapshot(snapshot), self.token()).await);
+        }
+        while let Some(chunk) = chunks.next() {
+            let mut statuses = Vec::with_capacity(chunk.len());
+            for run in chunk {
+                let attempts = store.steps(&run.workflow_id).await?;
+                statuses.push(status::assemble(
+                    run,
+                    &attempts,
+                    positions.get(&run.workflow_id).copied(),
+                    &self.cx.estimator,
+                ));
+                self.marks.insert(run.workflow_id.clone(), run.sequence);
+                self.plans.insert(run.workflow_id.clone(), status::plan_of(run));
+            }
+            let last = chunks.peek().is_none();
+            let batch = if last { self.batch_progress().await? } else { None };
+            let token = if last { self.token() } else { String::new() };
+            if self.send(Kind::Snapshot(pb::Snapshot { runs: statuses, last, batch }), token).await.is_err() {
+                return Ok(Err(Gone));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Sends events as they are recorded until the scope is over (batch), the lifetime is up, the
+    /// server drains or the client leaves.
+    async fn follow(&mut self) -> Result<Result<(), Gone>, ApiError> {
+        let store = self.cx.store.clone();
+        let mut last_sent = Instant::now();
+        loop {
+            let heads: BTreeMap<WorkflowId, u64> =
+                store.sequence_heads(&self.scope.store_scope()).await?.into_iter().collect();
+            for run in heads.keys() {
+                self.marks.entry(run.clone()).or_insert(0);
+            }
+            // Runs that moved, and runs that left the scope (their last events may be unsent).
+            let wanted: Vec<(WorkflowId, u64)> = self
+                .marks
+                .iter()
+                .filter(|(run, mark)| heads.get(*run).is_none_or(|head| head > *mark))
+                .map(|(run, mark)| (run.clone(), *mark))
+                .collect();
+            let events =
+                if wanted.is_empty() { Vec::new() } else { store.events_after_marks(&wanted, EVENT_PAGE).await? };
+            let full = events.len() == EVENT_PAGE as usize;
+            if !events.is_empty() {
+                if self.send_events(&events).await?.is_err() {
+                    return Ok(Err(Gone));
+                }
+                last_sent = Instant::now();
+            }
+            if !full {
+                // A run that left the company's active runs and has nothing more to send is done.
+                let moved: HashSet<&WorkflowId> = events.iter().map(|e| &e.workflow_id).collect();
+                let done: Vec<WorkflowId> = wanted
+                    .iter()
+                    .filter(|(run, _)| !heads.contains_key(run) && !moved.contains(run))
+                    .map(|(run, _)| run.clone())
+                    .collect();
+                for run in done {
+                    self.marks.remove(&run);
+                    self.plans.remove(&run);
+                }
+            }
+            if events.is_empty() {
+                if let Scope::Batch(batch) = &self.scope
+                    && heads.iter().all(|(run, head)| self.marks.get(run) == Some(head))
+                    && store.batch_counts(&batch.id).await?.iter().all(|(state, _)| !state.is_active())
+                {
+                    return Ok(Ok(()));
+                }
+                if last_sent.elapsed() >= self.cx.settings.heartbeat_interval {
+                    if self.heartbeat().await?.is_err() {
+                        return Ok(Err(Gone));
+                    }
+                    last_sent = Instant::now();
+                }
+            }
+            let now = Instant::now();
+            if now >= self.deadline {
+                // Clients resume with the last resume_token they received.
+                return Ok(Ok(()));
+            }
+            if full {
+                continue;
+            }
+            let nap = self.cx.settings.poll_interval.min(self.deadline - now);
+            tokio::select! {
+                () = tokio::time::sleep(nap) => {}
+                () = self.tx.closed() => return Ok(Err(Gone)),
+                _ = self.cx.drain.changed() => return Ok(Ok(())),
+            }
+        }
+    }
+
+    /// Sends `events` (ordered by run, then sequence), each with the run's status as read now and
+    /// the token after it.
+    async fn send_events(&mut self, events: &[store::RunEvent]) -> Result<Result<(), Gone>, ApiError> {
+        let store = self.cx.store.clone();
+        let (graph, config) = (self.cx.graph.clone(), self.cx.config.clone());
+        let sources = status::StatusContext {
+            store: store.as_ref(),
+            estimator: &self.cx.estimator,
+            finished: Some(status::Finished { graph: graph.as_ref(), server: &config.server }),
+        };
+        let mut current: Option<(WorkflowId, pb::RunStatus)> = None;
+        for event in events {
+            if current.as_ref().is_none_or(|(run, _)| *run != event.workflow_id) {
+                let run: Run = store.get_run(&event.workflow_id).await?;
+                self.plans.insert(run.workflow_id.clone(), status::plan_of(&run));
+                current = Some((run.workflow_id.clone(), status::run_status(&sources, &run).await?));
+            }
+            let run_status = current.as_ref().map(|(_, s)| s.clone());
+            self.marks.insert(event.workflow_id.clone(), event.sequence);
+            if self.send(Kind::Event(convert::event(event, run_status)), self.token()).await.is_err() {
+                return Ok(Err(Gone));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Queue positions (with ETAs) of the queued runs in scope, and the batch's progress.
+    async fn heartbeat(&mut self) -> Result<Result<(), Gone>, ApiError> {
+        let positions = self.positions().await?;
+        let mut queue = Vec::new();
+        for (run, position) in &positions {
+            if !self.marks.contains_key(run) {
+                continue;
+            }
+            let plan = match self.plans.get(run) {
+                Some(plan) => plan.clone(),
+                None => {
+                    let plan = status::plan_of(&self.cx.store.get_run(run).await?);
+                    self.plans.insert(run.clone(), plan.clone());
+                    plan
+                }
+            };
+            queue.push(pb::QueuePosition {
+                workflow_id: run.to_string(),
+                position_in_queue: i32::try_from(*position).unwrap_or(i32::MAX),
+                estimated_duration_seconds: self.cx.estimator.remaining_seconds(&plan, Some(*position), 0),
+            });
+        }
+        queue.sort_by_key(|q| q.position_in_queue);
+        let heartbeat = pb::Heartbeat {
+            server_time: Some(convert::timestamp(store::now())),
+            queue,
+            batch: self.batch_progress().await?,
+        };
+        Ok(self.send(Kind::Heartbeat(heartbeat), self.token()).await)
+    }
+
+    async fn positions(&self) -> Result<HashMap<WorkflowId, u32>, ApiError> {
+        let positions = self.cx.store.queue_positions(self.scope.company()).await?;
+        Ok(positions.into_iter().map(|p| (p.workflow_id, p.position)).collect())
+    }
+
+    async fn batch_progress(&self) -> Result<Option<pb::BatchProgress>, ApiError> {
+        match &self.scope {
+            Scope::Batch(batch) => Ok(Some(batch::progress(self.cx.store.as_ref(), &self.cx.estimator, batch).await?)),
+            Scope::Company(_) => Ok(None),
+        }
+    }
+}

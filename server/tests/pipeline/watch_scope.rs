@@ -1,0 +1,254 @@
+//! WatchStatus over a batch and over a company's active runs: one stream carries many runs, and a
+//! stream resumed with its `resume_token` misses nothing and repeats nothing. The test plays the
+//! worker's part through the run store (Temporal is unreachable, so nothing else moves the runs).
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, bail, ensure};
+use etter_pipeline::{
+    config::StoreLocation,
+    ids::WorkflowId,
+    lifecycle::RunState,
+    store::{self, Transition},
+};
+use etter_proto::v1::{
+    self as pb, PushBatchItem, PushBatchRequest, WatchStatusRequest, pipeline_service_client::PipelineServiceClient,
+    watch_status_request::Scope, watch_status_response::Kind,
+};
+use tonic::{Code, Streaming};
+
+use super::{DEADLINE, acme, closed_port_url, play_worker};
+use crate::{Server, with_token};
+
+type Stream = Streaming<pb::WatchStatusResponse>;
+
+/// Everything one stream delivered.
+#[derive(Default)]
+struct Seen {
+    /// Runs of the snapshot, with the sequence they were at.
+    snapshot: BTreeMap<String, u64>,
+    /// Event sequences per run, in arrival order.
+    events: BTreeMap<String, Vec<u64>>,
+    /// Queue positions of the heartbeats that carried any.
+    queues: Vec<Vec<(String, i32)>>,
+    /// The last batch progress received.
+    batch: Option<pb::BatchProgress>,
+    /// The last resume token.
+    token: String,
+    /// Whether the server ended the stream.
+    ended: bool,
+}
+
+impl Seen {
+    /// Reads until `stop` says so or the stream ends.
+    async fn read(&mut self, stream: &mut Stream, mut stop: impl FnMut(&Seen) -> bool) -> anyhow::Result<()> {
+        let started = tokio::time::Instant::now();
+        while !stop(self) {
+            ensure!(
+                started.elapsed() < DEADLINE,
+                "the awaited messages did not arrive within {DEADLINE:?}: snapshot of {} runs, {} events of {} runs, {} heartbeats with queues; events of the first runs {:?}",
+                self.snapshot.len(),
+                self.event_count(),
+                self.events.len(),
+                self.queues.len(),
+                self.events.iter().take(3).collect::<Vec<_>>()
+            );
+            let message =
+                tokio::time::timeout(DEADLINE, stream.message()).await.context("no watch message in time")??;
+            let Some(message) = message else {
+                self.ended = true;
+                return Ok(());
+            };
+            if !message.resume_token.is_empty() {
+                self.token = message.resume_token;
+            }
+            match message.kind.context("a message without a kind")? {
+                Kind::Snapshot(snapshot) => {
+                    ensure!(self.events.is_empty(), "a snapshot after events");
+                    for run in snapshot.runs {
+                        self.snapshot.insert(run.workflow_id, run.sequence);
+                    }
+                    if snapshot.batch.is_some() {
+                        self.batch = snapshot.batch;
+                    }
+                }
+                Kind::Event(event) => self.events.entry(event.workflow_id).or_default().push(event.sequence),
+                Kind::Heartbeat(heartbeat) => {
+                    if !heartbeat.queue.is_empty() {
+                        self.queues
+                            .push(heartbeat.queue.into_iter().map(|q| (q.workflow_id, q.position_in_queue)).collect());
+                    }
+                    if heartbeat.batch.is_some() {
+                        self.batch = heartbeat.batch;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn event_count(&self) -> usize {
+        self.events.values().map(Vec::len).sum()
+    }
+}
+
+#[tokio::test]
+async fn batch_and_company_watches_carry_every_run_and_resume_exactly() -> anyhow::Result<()> {
+    let closed = closed_port_url()?;
+    let server = Server::start(&[("ETTER_TEMPORAL__ADDRESS", closed.as_str())]).await?;
+    let company = format!("{}watch", acme());
+    let token = server.token(&["--company", &company, "--role", "operator"])?;
+    let mut api = PipelineServiceClient::new(server.channel().await?);
+    let store = store::connect(&StoreLocation::Sqlite(server.data_dir.join("etter.db"))).await?;
+    let doc = |i: usize| format!("file://{}", server.data_dir.join("docs").join(format!("jd-{i}.pdf")).display());
+
+    let items: Vec<PushBatchItem> = (0..40)
+        .map(|i| PushBatchItem {
+            role_name: format!("Watched Role {i:02}"),
+            documents: vec![pb::Document { r#type: pb::DocumentType::JobDescription as i32, uri: doc(i) }],
+            // Every eighth item lacks its Draup role: 5 rejected items.
+            draup_role_id: if i % 8 == 7 { String::new() } else { format!("draup-role-{i}") },
+            options: None,
+            client_ref: String::new(),
+        })
+        .collect();
+    let batch = api
+        .push_batch(with_token(
+            PushBatchRequest {
+                company_id: company.clone(),
+                items,
+                default_options: Some(pb::RunOptions { skip_enhancement_workflows: true, ..Default::default() }),
+                request_id: String::new(),
+            },
+            &token,
+        )?)
+        .await?
+        .into_inner();
+    let accepted: Vec<String> = batch
+        .items
+        .iter()
+        .filter(|i| i.outcome == pb::BatchItemOutcome::Accepted as i32)
+        .map(|i| i.workflow_id.clone())
+        .collect();
+    ensure!(accepted.len() == 35);
+
+    let watch =
+        |scope: Scope, resume_token: String| WatchStatusRequest { scope: Some(scope), after_sequence: 0, resume_token };
+    let company_scope = || Scope::CompanyId(company.clone());
+    let batch_scope = || Scope::BatchId(batch.batch_id.clone());
+    let mut whole = api.watch_status(with_token(watch(company_scope(), String::new()), &token)?).await?.into_inner();
+    let mut of_batch = api.watch_status(with_token(watch(batch_scope(), String::new()), &token)?).await?.into_inner();
+    let mut hopping = api.watch_status(with_token(watch(company_scope(), String::new()), &token)?).await?.into_inner();
+    let (mut seen_whole, mut seen_batch, mut seen_hopping) = (Seen::default(), Seen::default(), Seen::default());
+
+    // Snapshots: the company's 35 queued runs; the batch's 40 runs with its progress. Then a
+    // heartbeat with queue positions (the test server beats every 200 ms).
+    seen_whole.read(&mut whole, |s| !s.queues.is_empty()).await?;
+    ensure!(
+        seen_whole.snapshot.len() == 35 && seen_whole.snapshot.values().all(|s| *s == 1),
+        "{:?}",
+        seen_whole.snapshot
+    );
+    let positions: Vec<i32> = seen_whole.queues[0].iter().map(|(_, p)| *p).collect();
+    ensure!(positions == (1..=35).collect::<Vec<_>>(), "queue positions in dispatch order: {positions:?}");
+    seen_batch.read(&mut of_batch, |s| s.batch.is_some() && !s.snapshot.is_empty()).await?;
+    ensure!(seen_batch.snapshot.len() == 40, "{}", seen_batch.snapshot.len());
+    let progress = seen_batch.batch.clone().context("batch progress")?;
+    ensure!(progress.total == 40 && progress.done == 5, "{progress:?}");
+    seen_hopping.read(&mut hopping, |s| !s.token.is_empty()).await?;
+
+    // The worker's part: each run goes PROCESSING, four steps, READY: events 2 to 11. A single push
+    // arrives half-way; the hopping watcher reconnects with its token twice.
+    let critical = ["role_setup", "document_linking", "ai_assessment", "finalize"];
+    let mut late = None;
+    for (n, run) in accepted.iter().enumerate() {
+        let run = WorkflowId::parse(run)?;
+        store.transition(&run, Transition::to(RunState::Processing, "dispatched by the test")).await?;
+        play_worker(store.as_ref(), &run, &critical).await?;
+        store.transition(&run, Transition::to(RunState::Ready, "finalized by the test")).await?;
+        if n == 12 || n == 24 {
+            // Leave mid-stream, after some of what was just written, and come back with the token.
+            let target = seen_hopping.event_count() + 17;
+            seen_hopping.read(&mut hopping, |s| s.event_count() >= target).await?;
+            drop(hopping);
+            hopping = api
+                .watch_status(with_token(watch(company_scope(), seen_hopping.token.clone()), &token)?)
+                .await?
+                .into_inner();
+        }
+        if n == 17 {
+            let pushed = api
+                .push(with_token(
+                    pb::PushRequest {
+                        company_id: company.clone(),
+                        role_name: "Late Role".into(),
+                        documents: vec![pb::Document { r#type: pb::DocumentType::JobDescription as i32, uri: doc(99) }],
+                        draup_role_id: "draup-role-99".into(),
+                        options: Some(pb::RunOptions { skip_enhancement_workflows: true, ..Default::default() }),
+                        request_id: String::new(),
+                    },
+                    &token,
+                )?)
+                .await?
+                .into_inner();
+            late = Some(WorkflowId::parse(&pushed.workflow_id)?);
+        }
+    }
+    let late = late.context("the late push")?;
+    store.transition(&late, Transition::to(RunState::Processing, "dispatched by the test")).await?;
+    play_worker(store.as_ref(), &late, &critical).await?;
+    store.transition(&late, Transition::to(RunState::Ready, "finalized by the test")).await?;
+
+    // Every run's events after the snapshot, exactly once and in order: 2..=11 for the batch's
+    // runs, 1..=11 for the run pushed while the watches were open.
+    let expected =
+        |run: &str| -> Vec<u64> { if run == late.as_str() { (1..=11).collect() } else { (2..=11).collect() } };
+    let all_runs: Vec<String> = accepted.iter().cloned().chain([late.to_string()]).collect();
+    let complete = |s: &Seen| all_runs.iter().all(|r| s.events.get(r).is_some_and(|e| e.len() >= expected(r).len()));
+    seen_whole.read(&mut whole, complete).await?;
+    seen_hopping.read(&mut hopping, complete).await?;
+    for (name, seen) in [("continuous", &seen_whole), ("resumed twice", &seen_hopping)] {
+        for run in &all_runs {
+            let got = seen.events.get(run).cloned().unwrap_or_default();
+            ensure!(got == expected(run), "{name} watcher, {run}: {got:?}");
+        }
+        ensure!(seen.events.len() == all_runs.len(), "{name}: events of runs outside the scope");
+    }
+
+    // The batch watch ends by itself once every run of the batch ended; the late push is not in it.
+    seen_batch.read(&mut of_batch, |_| false).await?;
+    ensure!(seen_batch.ended);
+    for run in &accepted {
+        ensure!(seen_batch.events.get(run) == Some(&(2..=11).collect()), "batch watcher, {run}");
+    }
+    ensure!(!seen_batch.events.contains_key(late.as_str()) && seen_batch.events.len() == 35);
+
+    // Resuming an ended batch with its last token: nothing to send, the stream ends.
+    let mut again =
+        api.watch_status(with_token(watch(batch_scope(), seen_batch.token.clone()), &token)?).await?.into_inner();
+    let mut nothing = Seen::default();
+    nothing.read(&mut again, |_| false).await?;
+    ensure!(nothing.ended && nothing.events.is_empty() && nothing.snapshot.is_empty());
+
+    // Wrong uses are refused with the field that is wrong.
+    let refused = |scope: Scope, token: String, after_sequence: u64| WatchStatusRequest {
+        scope: Some(scope),
+        after_sequence,
+        resume_token: token,
+    };
+    let cases = [
+        (refused(company_scope(), seen_batch.token.clone(), 0), Code::InvalidArgument),
+        (refused(batch_scope(), "w1.garbage".into(), 0), Code::InvalidArgument),
+        (refused(batch_scope(), String::new(), 3), Code::InvalidArgument),
+        (refused(Scope::CompanyId("globex".into()), String::new(), 0), Code::PermissionDenied),
+        (refused(Scope::BatchId("batch-0000000000000000000000000000beef".into()), String::new(), 0), Code::NotFound),
+    ];
+    for (request, code) in cases {
+        match api.watch_status(with_token(request.clone(), &token)?).await {
+            Err(status) => ensure!(status.code() == code, "{request:?}: {status:?}"),
+            Ok(_) => bail!("{request:?} must be refused"),
+        }
+    }
+    store.close().await;
+    Ok(())
+}
