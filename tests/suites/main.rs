@@ -1,5 +1,6 @@
 //! End-to-end suites across processes and real services.
 
+mod batch;
 mod onboarding;
 mod rerun;
 mod services;
