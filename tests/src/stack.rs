@@ -226,7 +226,13 @@ impl Stack {
 
     /// Starts `etter-server serve`.
     pub async fn start_server(&self) -> Result<Process> {
-        self.spawn("etter-server", &["serve"], &[]).await
+        self.start_server_with(&[]).await
+    }
+
+    /// Starts `etter-server serve` with extra environment (another replica, other dispatch
+    /// settings).
+    pub async fn start_server_with(&self, extra: &[(&str, &str)]) -> Result<Process> {
+        self.spawn("etter-server", &["serve"], extra).await
     }
 
     /// Starts `etter-worker` with extra environment (e.g. `ETTER_TEST_FAULTS`).
@@ -262,7 +268,12 @@ impl Stack {
 
     /// A client of `server` acting as an operator of the test's company.
     pub async fn client(&self, server: &Process) -> Result<Client> {
-        let token = self.token("operator").await?;
+        self.client_as(server, "operator").await
+    }
+
+    /// A client of `server` acting as `role` (viewer, operator, admin) of the test's company.
+    pub async fn client_as(&self, server: &Process, role: &str) -> Result<Client> {
+        let token = self.token(role).await?;
         let addr = server.field("grpc_addr")?;
         let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
         let bearer = BearerToken(format!("Bearer {token}").parse()?);

@@ -2,5 +2,6 @@
 
 mod batch;
 mod onboarding;
+mod replicas;
 mod rerun;
 mod services;
