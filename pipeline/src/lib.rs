@@ -13,6 +13,7 @@ pub mod ids;
 pub mod lifecycle;
 #[cfg(feature = "llm")]
 pub mod llm;
+pub mod observe;
 pub mod orchestrator;
 pub mod outputs;
 pub mod process;

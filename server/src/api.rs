@@ -2,11 +2,11 @@
 
 use std::{pin::Pin, sync::Arc};
 
-use etter_pipeline::{config::Config, orchestrator::Orchestrator, store::RunStore};
+use etter_pipeline::{config::Config, observe, orchestrator::Orchestrator, store::RunStore};
 use etter_proto::v1::{
-    CancelRequest, CancelResponse, GetStatusRequest, GetStatusResponse, HistoryRequest, HistoryResponse,
-    PushBatchRequest, PushBatchResponse, PushRequest, PushResponse, RetryRequest, RetryResponse, WatchStatusRequest,
-    WatchStatusResponse, pipeline_service_server::PipelineService,
+    BatchItemOutcome, CancelRequest, CancelResponse, GetStatusRequest, GetStatusResponse, HistoryRequest,
+    HistoryResponse, PushBatchRequest, PushBatchResponse, PushRequest, PushResponse, RetryRequest, RetryResponse,
+    WatchStatusRequest, WatchStatusResponse, pipeline_service_server::PipelineService,
 };
 use tokio::sync::{Notify, watch};
 use tokio_stream::Stream;
@@ -72,6 +72,7 @@ impl PipelineService for PipelineApi {
         };
         let response = push::push(&cx, &principal, request.into_inner()).await?;
         if response.created {
+            observe::runs_created("push", 1);
             self.wake_dispatcher.notify_one();
         }
         Ok(Response::new(response))
@@ -87,6 +88,8 @@ impl PipelineService for PipelineApi {
         };
         let response = batch::push_batch(&cx, &principal, request.into_inner()).await?;
         if response.created {
+            let accepted = response.items.iter().filter(|i| i.outcome == BatchItemOutcome::Accepted as i32).count();
+            observe::runs_created("batch", accepted as u64);
             self.wake_dispatcher.notify_one();
         }
         Ok(Response::new(response))

@@ -27,6 +27,7 @@ use etter_pipeline::{
     config::DispatchConfig,
     ids::CompanyId,
     lifecycle::RunState,
+    observe,
     orchestrator::{ClosedStatus, Orchestrator, OrchestratorError, StartOutcome, WorkflowState},
     store::{self, Claim, PageRequest, PipelineError, Run, RunFilter, RunStore, StoreError, Transition},
     workflow::RoleOnboardingInput,
@@ -198,7 +199,10 @@ impl Dispatcher {
             }
         };
         match self.store.transition(&run.workflow_id, Transition::to(RunState::Processing, reason)).await {
-            Ok(_) => Outcome::Started,
+            Ok(started) => {
+                observe::run_started(&started);
+                Outcome::Started
+            }
             Err(StoreError::IllegalTransition(t)) if t.from == RunState::Cancelled => {
                 // Cancelled while its start was in flight: the workflow just started must not run.
                 tracing::info!("run cancelled while its workflow started; cancelling the workflow");
@@ -340,8 +344,9 @@ impl Reconciler {
         };
         let change = Transition { to, reason: message, error: Some(error) };
         match self.store.transition(&run.workflow_id, change).await {
-            Ok(_) => {
-                tracing::warn!(workflow_id = %run.workflow_id, code, "closed a run whose workflow ended without an outcome")
+            Ok(closed) => {
+                observe::run_finished(&closed);
+                tracing::warn!(workflow_id = %run.workflow_id, code, "closed a run whose workflow ended without an outcome");
             }
             // The worker recorded the outcome in the meantime.
             Err(StoreError::IllegalTransition(_)) => {}

@@ -88,6 +88,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
     let metrics_addr =
         process::serve_metrics(config.server.metrics_listen, "etter-server", draining(drain_rx.clone())).await?;
+    etter_pipeline::observe::describe();
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     // Older grpcurl speaks only v1alpha; both dialects serve the contract and health.
@@ -154,6 +155,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     let background = [
         tokio::spawn(dispatcher.run(drain_rx.clone())),
         tokio::spawn(reconciler.run(drain_rx.clone())),
+        tokio::spawn(observe_queue(Arc::clone(&store), config.server.health_check_interval, drain_rx.clone())),
         tokio::spawn(health::run(
             health_reporter.clone(),
             health::Checked { store: Arc::clone(&store), orchestrator, graph },
@@ -225,6 +227,28 @@ async fn grace_elapsed(drain: tokio::sync::watch::Receiver<bool>, grace: Duratio
 
 /// CORS for grpc-web callers. `authorization` is never covered by a wildcard, so every header a
 /// browser client sends is listed, and the gRPC trailers it must read are exposed.
+/// Keeps the queue gauges (`etter_queue_depth`, `etter_runs_processing`) current from the store,
+/// every `every`, until the server drains. Every replica reports the same numbers.
+async fn observe_queue(
+    store: Arc<dyn store::RunStore>,
+    every: Duration,
+    mut drain: tokio::sync::watch::Receiver<bool>,
+) {
+    use etter_pipeline::{lifecycle::RunState, observe};
+    loop {
+        let queued = store.count_runs(None, &[RunState::Queued]).await;
+        let processing = store.count_runs(None, &[RunState::Processing]).await;
+        match (queued, processing) {
+            (Ok(queued), Ok(processing)) => observe::queue(queued, processing),
+            (Err(e), _) | (_, Err(e)) => tracing::debug!(error = %e, "cannot count queued runs for /metrics"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = drain.changed() => return,
+        }
+    }
+}
+
 fn cors_layer(allowed_origins: &[String]) -> CorsLayer {
     let origin = if allowed_origins.iter().any(|o| o == "*") {
         AllowOrigin::any()

@@ -199,6 +199,9 @@ pub async fn retry(
         }
         Err(e) => return Err(e.into()),
     };
+    if created.created {
+        etter_pipeline::observe::runs_created("retry", 1);
+    }
     // Like a push, the answer comes from the store alone (no outputs summary).
     let sources = status::StatusContext { store: cx.store, estimator: cx.estimator, finished: None };
     let response = pb::RetryResponse {

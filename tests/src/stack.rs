@@ -72,6 +72,28 @@ impl Process {
         }
     }
 
+    /// The samples of the process's `/metrics` (at `metrics_addr`), keyed by name with labels as
+    /// printed (`etter_runs_finished_total{state="READY"}`).
+    pub async fn metrics(&self) -> Result<std::collections::BTreeMap<String, f64>> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let addr = self.field("metrics_addr")?;
+        let mut stream = tokio::net::TcpStream::connect(&addr).await?;
+        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = String::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut response))
+            .await
+            .context("/metrics did not answer in time")??;
+        let (head, body) = response.split_once("\r\n\r\n").context("an HTTP response without a body")?;
+        ensure!(head.starts_with("HTTP/1.1 200"), "/metrics answered {head}");
+        let mut samples = std::collections::BTreeMap::new();
+        for line in body.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+            let (name, value) = line.rsplit_once(' ').with_context(|| format!("a sample without a value: {line}"))?;
+            samples.insert(name.to_owned(), value.parse::<f64>().with_context(|| format!("sample {line}"))?);
+        }
+        Ok(samples)
+    }
+
     /// SIGKILL: no drain, no cleanup — a crash.
     pub async fn kill(mut self) -> Result<()> {
         self.child.kill().await.with_context(|| format!("killing {}", self.name))

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use etter_pipeline::ids::WorkflowId;
 use etter_pipeline::lifecycle::RunState;
+use etter_pipeline::observe;
 use etter_pipeline::steps::{Action, PriorOutcome, PriorStep, StepName, decide, hashed_upstream};
 use etter_pipeline::store::{
     PipelineError, Run, StepAttempt, StepStatus, StepTransition, StoreError, TokenCount, Transition,
@@ -118,7 +119,10 @@ impl PipelineActivities {
         let heartbeat_every = heartbeat_interval(ctx.info().heartbeat_timeout);
         let step = input.step;
         let started = Instant::now();
-        let result = self.run_step(&ctx, &input, attempt, heartbeat_every).await;
+        let result = {
+            let _busy = InFlight::enter();
+            self.run_step(&ctx, &input, attempt, heartbeat_every).await
+        };
         let outcome = match &result {
             Ok(_) => "completed",
             Err(StepEnd::Cancelled) => "cancelled",
@@ -128,6 +132,10 @@ impl PipelineActivities {
         metrics::counter!("etter_worker_step_attempts_total", "step" => step.as_str(), "outcome" => outcome)
             .increment(1);
         metrics::histogram!("etter_worker_step_seconds", "step" => step.as_str()).record(started.elapsed());
+        if let Err(StepEnd::Failed(failure)) = &result {
+            metrics::counter!(observe::STEP_ERRORS, "step" => step.as_str(), "code" => failure.code.clone())
+                .increment(1);
+        }
         match result {
             Ok(report) => Ok(report),
             Err(StepEnd::Cancelled) => {
@@ -273,6 +281,22 @@ impl PipelineActivities {
         if let Err(err) = self.runner.store().record_step(run, record).await {
             tracing::warn!(%run, "cannot record a step transition: {err}");
         }
+    }
+}
+
+/// Counts an activity in `etter_worker_activities_in_flight` while it lives.
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> Self {
+        metrics::gauge!(observe::ACTIVITIES_IN_FLIGHT).increment(1.0);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!(observe::ACTIVITIES_IN_FLIGHT).decrement(1.0);
     }
 }
 
@@ -551,7 +575,7 @@ impl PipelineActivities {
             change.error = self.first_error(&input.workflow_id, &failed).await?;
         }
         match store.transition(&input.workflow_id, change).await {
-            Ok(_) => {}
+            Ok(finished) => observe::run_finished(&finished),
             // A concurrent close (a cancel, the reconciler) got there first: that outcome stands.
             Err(StoreError::IllegalTransition(refused)) => {
                 tracing::info!(run = %input.workflow_id, "outcome not recorded: {refused}");
@@ -560,7 +584,6 @@ impl PipelineActivities {
             }
             Err(err) => return Err(err.into()),
         }
-        metrics::counter!("etter_worker_runs_total", "state" => state.as_str()).increment(1);
         Ok(OutcomeReport { state })
     }
 

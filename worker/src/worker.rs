@@ -121,6 +121,9 @@ pub async fn run_with_faults(
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let metrics_addr = process::serve_metrics(config.worker.metrics_listen, "etter-worker", stopped(stop_rx)).await?;
+    etter_pipeline::observe::describe();
+    metrics::gauge!(etter_pipeline::observe::ACTIVITY_SLOTS).set(config.worker.max_concurrent_activities as f64);
+    metrics::gauge!(etter_pipeline::observe::ACTIVITIES_IN_FLIGHT).increment(0.0);
     process::print_ready_line(
         "etter-worker",
         &[

@@ -1,0 +1,88 @@
+//! The pipeline's metrics (seed §10), named once for both binaries. `etter-server` exports the
+//! control plane's view (queue depth, queue wait, runs created, runs its reconciler closed),
+//! `etter-worker` the execution's (processing time, outcomes, tokens per role, errors by step and
+//! type, utilisation); Prometheus scrapes both.
+//!
+//! | seed §10 | metric |
+//! |---|---|
+//! | queue depth | `etter_queue_depth` (gauge) |
+//! | processing time p50/p99 | `etter_run_processing_seconds` (summary: quantiles 0.5, 0.99, …) |
+//! | success rate | `etter_runs_finished_total{state="READY"}` over all `etter_runs_finished_total` |
+//! | queue wait | `etter_run_queue_wait_seconds` (summary) |
+//! | retry rate | `etter_runs_created_total{via="retry"}` over all `etter_runs_created_total` |
+//! | tokens per role | `etter_run_tokens` (summary) |
+//! | errors by step/type | `etter_step_errors_total{step, code}` |
+//! | worker utilisation | `etter_worker_activities_in_flight` over `etter_worker_activity_slots` |
+
+use crate::store::Run;
+
+/// Runs created, by how (`push`, `batch`, `retry`).
+pub const RUNS_CREATED: &str = "etter_runs_created_total";
+/// Runs that reached a final state, by state.
+pub const RUNS_FINISHED: &str = "etter_runs_finished_total";
+/// Seconds from a run's start (PROCESSING) to its end.
+pub const RUN_PROCESSING_SECONDS: &str = "etter_run_processing_seconds";
+/// Seconds from a run's push to its start.
+pub const RUN_QUEUE_WAIT_SECONDS: &str = "etter_run_queue_wait_seconds";
+/// LLM tokens one run used (input and output).
+pub const RUN_TOKENS: &str = "etter_run_tokens";
+/// QUEUED runs of every company.
+pub const QUEUE_DEPTH: &str = "etter_queue_depth";
+/// PROCESSING runs of every company.
+pub const RUNS_PROCESSING: &str = "etter_runs_processing";
+/// Failed step attempts, by step and error code.
+pub const STEP_ERRORS: &str = "etter_step_errors_total";
+/// Activities a worker is executing now.
+pub const ACTIVITIES_IN_FLIGHT: &str = "etter_worker_activities_in_flight";
+/// Activities a worker may execute at once.
+pub const ACTIVITY_SLOTS: &str = "etter_worker_activity_slots";
+
+/// Registers the help texts (shown on `/metrics`).
+pub fn describe() {
+    use metrics::Unit;
+    metrics::describe_counter!(RUNS_CREATED, "Runs created, by how: push, batch or retry.");
+    metrics::describe_counter!(RUNS_FINISHED, "Runs that reached a final state, by state.");
+    metrics::describe_histogram!(RUN_PROCESSING_SECONDS, Unit::Seconds, "From a run's start to its end.");
+    metrics::describe_histogram!(RUN_QUEUE_WAIT_SECONDS, Unit::Seconds, "From a run's push to its start.");
+    metrics::describe_histogram!(RUN_TOKENS, Unit::Count, "LLM tokens one finished run used.");
+    metrics::describe_gauge!(QUEUE_DEPTH, Unit::Count, "QUEUED runs of every company.");
+    metrics::describe_gauge!(RUNS_PROCESSING, Unit::Count, "PROCESSING runs of every company.");
+    metrics::describe_counter!(STEP_ERRORS, "Failed step attempts, by step and error code.");
+    metrics::describe_gauge!(ACTIVITIES_IN_FLIGHT, Unit::Count, "Activities this worker is executing.");
+    metrics::describe_gauge!(ACTIVITY_SLOTS, Unit::Count, "Activities this worker may execute at once.");
+}
+
+/// Counts runs created `via` push, batch or retry.
+pub fn runs_created(via: &'static str, count: u64) {
+    if count > 0 {
+        metrics::counter!(RUNS_CREATED, "via" => via).increment(count);
+    }
+}
+
+/// Records a run that just reached its final state: the outcome, its processing time (when it
+/// started) and its tokens.
+pub fn run_finished(run: &Run) {
+    metrics::counter!(RUNS_FINISHED, "state" => run.state.as_str()).increment(1);
+    if let (Some(start), Some(end)) = (run.start_time, run.end_time) {
+        metrics::histogram!(RUN_PROCESSING_SECONDS).record(seconds(end - start));
+    }
+    let tokens = run.tokens_used.input.saturating_add(run.tokens_used.output);
+    metrics::histogram!(RUN_TOKENS).record(tokens as f64);
+}
+
+/// Sets the queue gauges: QUEUED and PROCESSING runs of every company.
+pub fn queue(queued: u64, processing: u64) {
+    metrics::gauge!(QUEUE_DEPTH).set(queued as f64);
+    metrics::gauge!(RUNS_PROCESSING).set(processing as f64);
+}
+
+/// Records how long a run that just started waited in the queue.
+pub fn run_started(run: &Run) {
+    if let Some(start) = run.start_time {
+        metrics::histogram!(RUN_QUEUE_WAIT_SECONDS).record(seconds(start - run.create_time));
+    }
+}
+
+fn seconds(delta: chrono::TimeDelta) -> f64 {
+    delta.num_milliseconds().max(0) as f64 / 1000.0
+}

@@ -1,0 +1,113 @@
+//! The metrics of seed §10 at `/metrics` of both binaries (issue 6), with values that follow what
+//! the pipeline did: three pushes (one with its skills miner failing on every attempt), a retry.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, ensure};
+use etter_proto::v1::{
+    Document, DocumentType, GetStatusRequest, PushRequest, RetryRequest, RoleStatus, RunOptions, get_status_request,
+    retry_request,
+};
+use etter_tests::stack::{Client, Process, Stack};
+
+const WITHIN: Duration = Duration::from_secs(180);
+
+async fn wait_final(client: &mut Client, workflow_id: &str) -> Result<RoleStatus> {
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        let request = GetStatusRequest { target: Some(get_status_request::Target::WorkflowId(workflow_id.to_owned())) };
+        let run = client.get_status(request).await?.into_inner().run.context("GetStatus without a run")?;
+        let state = RoleStatus::try_from(run.status)?;
+        if !matches!(state, RoleStatus::Queued | RoleStatus::Processing) {
+            return Ok(state);
+        }
+        ensure!(tokio::time::Instant::now() < deadline, "{workflow_id} still {state:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Scrapes `process` until `ready` accepts its samples (gauges refresh on their own schedule).
+async fn scrape_until(
+    process: &Process,
+    ready: impl Fn(&BTreeMap<String, f64>) -> bool,
+) -> Result<BTreeMap<String, f64>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let samples = process.metrics().await?;
+        if ready(&samples) || tokio::time::Instant::now() > deadline {
+            return Ok(samples);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn value(samples: &BTreeMap<String, f64>, name: &str) -> f64 {
+    samples.get(name).copied().unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_binaries_export_the_seed_metrics_and_they_follow_the_runs() -> Result<()> {
+    let stack = Stack::new("metrics").await?;
+    let server = stack.start_server_with(&[("ETTER_SERVER__HEALTH_CHECK_INTERVAL", "200ms")]).await?;
+    let worker = stack.start_worker(&[("ETTER_TEST_FAULTS", "fail:skills_miner")]).await?;
+    let mut client = stack.client(&server).await?;
+    let jd = stack.document("software_engineer_jd.txt")?;
+
+    let mut runs = Vec::new();
+    for (i, skip) in [(0, false), (1, true), (2, true)] {
+        let request = PushRequest {
+            company_id: stack.company.clone(),
+            role_name: format!("Metered Engineer {i}"),
+            documents: vec![Document { r#type: DocumentType::JobDescription as i32, uri: jd.clone() }],
+            draup_role_id: format!("draup-role-{i}"),
+            options: Some(RunOptions { skip_enhancement_workflows: skip, ..Default::default() }),
+            request_id: String::new(),
+        };
+        runs.push(client.push(request).await?.into_inner());
+    }
+    let mut states = Vec::new();
+    for run in &runs {
+        states.push(wait_final(&mut client, &run.workflow_id).await?);
+    }
+    ensure!(states == [RoleStatus::Degraded, RoleStatus::Ready, RoleStatus::Ready], "{states:?}");
+    let retry = RetryRequest {
+        target: Some(retry_request::Target::WorkflowId(runs[0].workflow_id.clone())),
+        steps: Vec::new(),
+        request_id: String::new(),
+    };
+    let retried = client.retry(retry).await?.into_inner().run.context("Retry without a run")?;
+    ensure!(wait_final(&mut client, &retried.workflow_id).await? == RoleStatus::Degraded, "the fault is still there");
+
+    // The control plane: runs created by push and by retry, the queue wait of each started run,
+    // the queue gauges back at zero.
+    let served = scrape_until(&server, |s| {
+        value(s, "etter_run_queue_wait_seconds_count") >= 4.0 && s.contains_key("etter_queue_depth")
+    })
+    .await?;
+    ensure!(value(&served, r#"etter_runs_created_total{via="push"}"#) == 3.0, "{served:#?}");
+    ensure!(value(&served, r#"etter_runs_created_total{via="retry"}"#) == 1.0, "{served:#?}");
+    ensure!(value(&served, "etter_run_queue_wait_seconds_count") == 4.0, "{served:#?}");
+    ensure!(served.contains_key(r#"etter_run_queue_wait_seconds{quantile="0.99"}"#), "{served:#?}");
+    ensure!(value(&served, "etter_queue_depth") == 0.0 && served.contains_key("etter_runs_processing"));
+
+    // The worker: outcomes (success rate), processing time quantiles, tokens per role, errors by
+    // step and type, utilisation.
+    let executed = worker.metrics().await?;
+    ensure!(value(&executed, r#"etter_runs_finished_total{state="READY"}"#) == 2.0, "{executed:#?}");
+    ensure!(value(&executed, r#"etter_runs_finished_total{state="DEGRADED"}"#) == 2.0, "{executed:#?}");
+    ensure!(value(&executed, "etter_run_processing_seconds_count") == 4.0, "{executed:#?}");
+    for quantile in ["0.5", "0.99"] {
+        let key = format!(r#"etter_run_processing_seconds{{quantile="{quantile}"}}"#);
+        ensure!(value(&executed, &key) > 0.0, "{key}: {executed:#?}");
+    }
+    ensure!(value(&executed, "etter_run_tokens_count") == 4.0 && value(&executed, "etter_run_tokens_sum") > 0.0);
+    let miner_errors = value(&executed, r#"etter_step_errors_total{step="skills_miner",code="INJECTED_FAULT"}"#);
+    ensure!(miner_errors >= 2.0, "every failed attempt of both runs counts: {executed:#?}");
+    ensure!(value(&executed, "etter_worker_activity_slots") >= 1.0, "{executed:#?}");
+    ensure!(value(&executed, "etter_worker_activities_in_flight") == 0.0, "idle at the end: {executed:#?}");
+
+    worker.stop().await?;
+    server.stop().await?;
+    stack.cleanup().await
+}
