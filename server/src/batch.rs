@@ -266,6 +266,8 @@ fn rejected_run(
         ),
         plan: None,
         reason: format!("rejected from a batch pushed by {}", principal.user),
+        // A rejected item never runs, so it never ends: nothing to announce.
+        notify: false,
     }
 }
 

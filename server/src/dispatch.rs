@@ -458,6 +458,7 @@ mod tests {
                 admission: Admission::Queue,
                 plan: Some(etter_pipeline::steps::plan_new(false)),
                 reason: "pushed by test".to_owned(),
+                notify: false,
             })
             .await?;
         let run = created.run;

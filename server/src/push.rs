@@ -85,6 +85,7 @@ impl ValidPush {
             admission: Admission::Queue,
             plan: Some(plan),
             reason: format!("pushed by {}", principal.user),
+            notify: self.options.notify_on_complete,
         }
     }
 }

@@ -187,6 +187,7 @@ pub async fn retry(
         admission: Admission::Queue,
         plan: Some(plan),
         reason: format!("retry of {} by {}", old.workflow_id, principal.user),
+        notify: old.notify,
     };
     let created = match cx.store.create_run(new).await {
         Ok(created) => created,

@@ -386,6 +386,8 @@ pub struct NewRun {
     pub plan: Option<Plan>,
     /// Why the run exists, for its first event (`pushed by jane@example.com`, `retry of …`).
     pub reason: String,
+    /// Announce the run's end to the company's webhook (`notify_on_complete`).
+    pub notify: bool,
 }
 
 /// The answer to creating a run: the run, and whether this call created it (`false`: the role's
@@ -507,6 +509,8 @@ pub struct Run {
     /// What the run does with each step; `None` for runs stored before plans were kept and for
     /// rejected batch items.
     pub plan: Option<Plan>,
+    /// Whether its end is announced to the company's webhook (`notify_on_complete`).
+    pub notify: bool,
 }
 
 impl Run {
@@ -784,6 +788,55 @@ pub struct UsageRow {
     pub tokens: TokenCount,
 }
 
+/// A run's end waiting to be announced to its company's webhook ([`RunStore::claim_notifications`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    /// The outbox entry's id (stable across attempts: the receiver's idempotency key).
+    pub id: i64,
+    /// The run that ended.
+    pub workflow_id: WorkflowId,
+    /// Its company.
+    pub company: CompanyId,
+    /// The final state it reached.
+    pub state: RunState,
+    /// When it ended.
+    pub create_time: Timestamp,
+    /// Delivery attempts made so far.
+    pub attempts: u32,
+}
+
+/// Who claims due notifications, how many, and for how long.
+#[derive(Debug, Clone)]
+pub struct NotificationClaim {
+    /// The claiming deliverer (one per server replica).
+    pub claimer: String,
+    /// At most this many.
+    pub limit: u32,
+    /// The claim lapses after this long (a deliverer that died mid-delivery).
+    pub lease: std::time::Duration,
+    /// The current time: entries whose next attempt is due by then are claimable.
+    pub now: Timestamp,
+}
+
+/// How one delivery attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// The receiver accepted it.
+    Delivered,
+    /// Failed; try again at `next_attempt`.
+    Retry {
+        /// What went wrong.
+        error: String,
+        /// When to try again.
+        next_attempt: Timestamp,
+    },
+    /// Failed for the last time.
+    GiveUp {
+        /// What went wrong.
+        error: String,
+    },
+}
+
 /// The run store. Object-safe (`Arc<dyn RunStore>`), hence `async_trait`: native `async fn` in traits
 /// cannot be called through `dyn` yet, and `async_trait`'s boxed `Send` futures are exactly what a
 /// hand-written `Pin<Box<dyn Future + Send>>` signature would be, with readable signatures.
@@ -858,6 +911,20 @@ pub trait RunStore: Send + Sync {
 
     /// How many runs (of one company, or of all) are in one of `states`.
     async fn count_runs(&self, company: Option<&CompanyId>, states: &[RunState]) -> Result<u64, StoreError>;
+
+    /// Claims up to `claim.limit` due, undelivered notifications (oldest due first) not claimed by
+    /// anyone else (or whose claim lapsed). Concurrent claimers get disjoint entries.
+    async fn claim_notifications(&self, claim: &NotificationClaim) -> Result<Vec<Notification>, StoreError>;
+
+    /// Records how a claimed notification's delivery attempt ended and releases the claim. False
+    /// (and nothing written) when `claimer` no longer holds the claim or it was settled already.
+    async fn settle_notification(
+        &self,
+        id: i64,
+        claimer: &str,
+        delivery: Delivery,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
 
     /// Runs of every company in one of `states`, by workflow id, after `after` (keyset paging for
     /// scans such as the staleness scan), at most `limit` (capped at [`MAX_PAGE_SIZE`]).

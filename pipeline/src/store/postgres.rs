@@ -16,14 +16,15 @@ use sqlx::{
 };
 
 use super::{
-    Batch, Claim, CompanyLoad, DocumentHash, QueuePosition, RequestKey, Run, RunEvent, RunFilter, StepAttempt,
-    StepStats, StepStatus, StoreError, StoreOptions, Timestamp, TokenCount, UsageRow, WatchScope,
+    Batch, Claim, CompanyLoad, Delivery, DocumentHash, Notification, NotificationClaim, QueuePosition, RequestKey, Run,
+    RunEvent, RunFilter, StepAttempt, StepStats, StepStatus, StoreError, StoreOptions, Timestamp, TokenCount, UsageRow,
+    WatchScope,
     shared::{
         self, ADD_USAGE, BATCH_COUNTS, COMPANY_LOADS, EVENTS_AFTER, HEADS_OF_ACTIVE, HEADS_OF_BATCH, INSERT_BATCH,
-        INSERT_EVENT, INSERT_REQUEST, INSERT_RUN, LOCK_ROLE, PURGE_REQUESTS, QUEUE_POSITION, QUEUE_POSITIONS,
-        RELEASE_CLAIM, Row, SELECT_BATCH, SELECT_DOCUMENT, SELECT_LATEST_RUN, SELECT_REQUEST, SELECT_RUN, SELECT_STEP,
-        SELECT_STEPS, SELECT_USAGE, SET_NEEDS_REVIEW, SET_ROLE_LATEST, STEP_EVENT, UPDATE_RUN, UPSERT_DOCUMENT,
-        UPSERT_STEP, event_columns, run_columns, to_i64,
+        INSERT_EVENT, INSERT_NOTIFICATION, INSERT_REQUEST, INSERT_RUN, LOCK_ROLE, PURGE_REQUESTS, QUEUE_POSITION,
+        QUEUE_POSITIONS, RELEASE_CLAIM, Row, SELECT_BATCH, SELECT_DOCUMENT, SELECT_LATEST_RUN, SELECT_REQUEST,
+        SELECT_RUN, SELECT_STEP, SELECT_STEPS, SELECT_USAGE, SET_NEEDS_REVIEW, SET_ROLE_LATEST, SETTLE_NOTIFICATION,
+        STEP_EVENT, UPDATE_RUN, UPSERT_DOCUMENT, UPSERT_STEP, event_columns, run_columns, to_i64,
     },
     sql::{Backend, Cursor, RoleRow, StoredRequest, Tx},
 };
@@ -222,6 +223,32 @@ impl Tx for PgTx {
             .fetch_all(&mut *self.0)
             .await?;
         decode_all(rows, shared::decode_workflow_id)
+    }
+
+    async fn claim_notifications(
+        &mut self,
+        claim: &NotificationClaim,
+        until: Timestamp,
+    ) -> Result<Vec<Notification>, StoreError> {
+        const SQL: &str = concat!(
+            "WITH picked AS ( \
+               SELECT id FROM notifications \
+               WHERE delivered_time IS NULL AND NOT gave_up AND next_attempt_time <= $1 \
+                 AND (claim_expires_at IS NULL OR claim_expires_at <= $1) \
+               ORDER BY next_attempt_time, id LIMIT $2 \
+               FOR UPDATE SKIP LOCKED) \
+             UPDATE notifications SET claimed_by = $3, claim_expires_at = $4 \
+             FROM picked WHERE notifications.id = picked.id RETURNING ",
+            "notifications.id, workflow_id, company_id, state, create_time, attempts"
+        );
+        let rows = sqlx::query(SQL)
+            .bind(claim.now)
+            .bind(i64::from(claim.limit))
+            .bind(claim.claimer.as_str())
+            .bind(until)
+            .fetch_all(&mut *self.0)
+            .await?;
+        decode_all(rows, shared::decode_notification)
     }
 
     async fn events_after_marks(

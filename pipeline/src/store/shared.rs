@@ -6,8 +6,8 @@ use chrono::NaiveDate;
 use serde::de::DeserializeOwned;
 
 use super::{
-    Batch, Change, CompanyLoad, DocumentHash, Priority, QueuePosition, Run, RunEvent, StepAttempt, StepStats,
-    StepStatus, StoreError, Timestamp, TokenCount, UsageRow, sql::StoredRequest,
+    Batch, Change, CompanyLoad, DocumentHash, Notification, Priority, QueuePosition, Run, RunEvent, StepAttempt,
+    StepStats, StepStatus, StoreError, Timestamp, TokenCount, UsageRow, sql::StoredRequest,
 };
 use crate::{
     ids::{BatchId, CompanyId, DraupRoleId, InvalidId, RequestId, RoleId, RoleName, WorkflowId},
@@ -20,7 +20,8 @@ macro_rules! run_columns {
     () => {
         "workflow_id, role_id, company_id, role_name, draup_role_id, run_number, input_identity, state, \
          superseded_by, supersedes, batch_id, priority, options, documents, error, needs_review, field_violations, \
-         token_estimate, tokens_in, tokens_out, last_sequence, create_time, start_time, end_time, update_time, plan"
+         token_estimate, tokens_in, tokens_out, last_sequence, create_time, start_time, end_time, update_time, plan, \
+         notify"
     };
 }
 pub(super) use run_columns;
@@ -59,7 +60,7 @@ pub(super) const INSERT_RUN: &str = concat!(
     "INSERT INTO runs (",
     run_columns!(),
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
-     $22, $23, $24, $25, $26)"
+     $22, $23, $24, $25, $26, $27)"
 );
 /// Writes a run's mutable fields back; a run that leaves QUEUED drops its dispatch claim.
 pub(super) const UPDATE_RUN: &str = "UPDATE runs SET state = $2, superseded_by = $3, error = $4, \
@@ -131,6 +132,21 @@ pub(super) const INSERT_REQUEST: &str = "INSERT INTO idempotency_keys \
      response = excluded.response, create_time = excluded.create_time, expire_time = excluded.expire_time \
      WHERE idempotency_keys.expire_time <= excluded.create_time";
 pub(super) const PURGE_REQUESTS: &str = "DELETE FROM idempotency_keys WHERE expire_time <= $1";
+pub(super) const INSERT_NOTIFICATION: &str = "INSERT INTO notifications \
+     (workflow_id, company_id, state, create_time, next_attempt_time) VALUES ($1, $2, $3, $4, $4) \
+     ON CONFLICT (workflow_id) DO NOTHING";
+/// Records a delivery attempt of a notification still claimed by `$2`.
+pub(super) const SETTLE_NOTIFICATION: &str = "UPDATE notifications SET attempts = attempts + 1, \
+     delivered_time = $3, gave_up = $4, last_error = $5, next_attempt_time = COALESCE($6, next_attempt_time), \
+     claimed_by = NULL, claim_expires_at = NULL \
+     WHERE id = $1 AND claimed_by = $2 AND delivered_time IS NULL AND NOT gave_up";
+/// Columns of `notifications` that [`decode_notification`] reads.
+macro_rules! notification_columns {
+    () => {
+        "id, workflow_id, company_id, state, create_time, attempts"
+    };
+}
+pub(super) use notification_columns;
 pub(super) const SELECT_DOCUMENT: &str = "SELECT uri, content_hash, seen_time FROM document_hashes WHERE uri = $1";
 pub(super) const UPSERT_DOCUMENT: &str = "INSERT INTO document_hashes (uri, content_hash, seen_time) \
      VALUES ($1, $2, $3) ON CONFLICT (uri) DO UPDATE SET content_hash = excluded.content_hash, \
@@ -222,6 +238,7 @@ macro_rules! shared_primitives {
                 .bind($opt_time(run.end_time))
                 .bind($time(run.update_time))
                 .bind(run.plan.as_ref().map(Json))
+                .bind(run.notify)
                 .execute(&mut *self.0)
                 .await?;
             Ok(())
@@ -469,6 +486,41 @@ macro_rules! shared_primitives {
                 .await?;
             Ok(())
         }
+
+        async fn insert_notification(&mut self, run: &Run, now: Timestamp) -> Result<(), StoreError> {
+            sqlx::query(INSERT_NOTIFICATION)
+                .bind(run.workflow_id.as_str())
+                .bind(run.company_id.as_str())
+                .bind(run.state.as_str())
+                .bind($time(now))
+                .execute(&mut *self.0)
+                .await?;
+            Ok(())
+        }
+
+        async fn settle_notification(
+            &mut self,
+            id: i64,
+            claimer: &str,
+            delivery: &Delivery,
+            now: Timestamp,
+        ) -> Result<bool, StoreError> {
+            let (delivered, gave_up, error, next) = match delivery {
+                Delivery::Delivered => (Some(now), false, None, None),
+                Delivery::Retry { error, next_attempt } => (None, false, Some(error.as_str()), Some(*next_attempt)),
+                Delivery::GiveUp { error } => (None, true, Some(error.as_str()), None),
+            };
+            let done = sqlx::query(SETTLE_NOTIFICATION)
+                .bind(id)
+                .bind(claimer)
+                .bind($opt_time(delivered))
+                .bind(gave_up)
+                .bind(error)
+                .bind($opt_time(next))
+                .execute(&mut *self.0)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        }
     };
 }
 pub(super) use shared_primitives;
@@ -567,6 +619,7 @@ pub(super) fn decode_run(row: &impl Row) -> Result<Run, StoreError> {
         end_time: row.opt_time("end_time")?,
         update_time: row.time("update_time")?,
         plan: row.opt_json("plan")?,
+        notify: row.boolean("notify")?,
     })
 }
 
@@ -613,6 +666,17 @@ pub(super) fn decode_batch(row: &impl Row) -> Result<Batch, StoreError> {
         request_id: opt_id(row.opt_text("request_id")?, RequestId::parse)?,
         item_count: number("item count", row.int("item_count")?)?,
         create_time: row.time("create_time")?,
+    })
+}
+
+pub(super) fn decode_notification(row: &impl Row) -> Result<Notification, StoreError> {
+    Ok(Notification {
+        id: row.int("id")?,
+        workflow_id: id(row.text("workflow_id")?, WorkflowId::parse)?,
+        company: id(row.text("company_id")?, CompanyId::parse)?,
+        state: run_state(&row.text("state")?)?,
+        create_time: row.time("create_time")?,
+        attempts: number("attempts", row.int("attempts")?)?,
     })
 }
 

@@ -13,10 +13,10 @@ use async_trait::async_trait;
 use chrono::{NaiveDate, TimeDelta};
 
 use super::{
-    Admission, Batch, BatchCreated, Change, Claim, CompanyLoad, Created, DEFAULT_PAGE_SIZE, DocumentHash,
-    IDEMPOTENCY_TTL, MAX_PAGE_SIZE, NewBatch, NewRun, PageRequest, PipelineError, PutRequest, QueuePosition,
-    RequestKey, Run, RunEvent, RunFilter, RunPage, RunStore, StepAttempt, StepRecorded, StepStats, StepStatus,
-    StepTransition, StoreError, Timestamp, TokenCount, Transition, UsageRow, WatchScope, now,
+    Admission, Batch, BatchCreated, Change, Claim, CompanyLoad, Created, DEFAULT_PAGE_SIZE, Delivery, DocumentHash,
+    IDEMPOTENCY_TTL, MAX_PAGE_SIZE, NewBatch, NewRun, Notification, NotificationClaim, PageRequest, PipelineError,
+    PutRequest, QueuePosition, RequestKey, Run, RunEvent, RunFilter, RunPage, RunStore, StepAttempt, StepRecorded,
+    StepStats, StepStatus, StepTransition, StoreError, Timestamp, TokenCount, Transition, UsageRow, WatchScope, now,
     shared::{corrupt, id, number, to_i64},
 };
 use crate::{
@@ -193,6 +193,24 @@ pub(super) trait Tx: Send {
 
     fn document_hash(&mut self, uri: &str) -> impl Future<Output = Result<Option<DocumentHash>, StoreError>> + Send;
     fn put_document_hash(&mut self, hash: &DocumentHash) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Queues the announcement of `run`'s end (once per run).
+    fn insert_notification(&mut self, run: &Run, now: Timestamp)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Claims due notifications; answers them.
+    fn claim_notifications(
+        &mut self,
+        claim: &NotificationClaim,
+        until: Timestamp,
+    ) -> impl Future<Output = Result<Vec<Notification>, StoreError>> + Send;
+    /// Records a delivery attempt; false when the claim was lost (expired and taken over).
+    fn settle_notification(
+        &mut self,
+        id: i64,
+        claimer: &str,
+        delivery: &Delivery,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     fn document_hashes(
         &mut self,
         uris: &[String],
@@ -350,6 +368,7 @@ async fn create_in<T: Tx>(
         end_time,
         update_time: now,
         plan: new.plan,
+        notify: new.notify,
     };
     tx.insert_run(&run).await?;
     tx.set_role_latest(&role_id, number, run.draup_role_id.as_ref(), now).await?;
@@ -464,8 +483,34 @@ impl<B: Backend> RunStore for SqlStore<B> {
             Change::Status { previous: Some(previous), status: change.to, reason: change.reason },
         )
         .await?;
+        // The run just ended: its announcement is queued in the same transaction (never lost,
+        // never twice: one row per run).
+        if stored.notify && previous.is_active() && change.to.is_final() {
+            tx.insert_notification(&stored, now).await?;
+        }
         tx.commit().await?;
         Ok(stored)
+    }
+
+    async fn claim_notifications(&self, claim: &NotificationClaim) -> Result<Vec<Notification>, StoreError> {
+        let until = delta(claim.now, claim.lease)?;
+        let mut tx = self.backend.write().await?;
+        let claimed = tx.claim_notifications(claim, until).await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn settle_notification(
+        &self,
+        id: i64,
+        claimer: &str,
+        delivery: Delivery,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.backend.write().await?;
+        let settled = tx.settle_notification(id, claimer, &delivery, now).await?;
+        tx.commit().await?;
+        Ok(settled)
     }
 
     async fn set_needs_review(&self, run: &WorkflowId, needs_review: bool) -> Result<(), StoreError> {

@@ -86,6 +86,7 @@ impl World {
                 admission: Admission::Queue,
                 plan: Some(plan_new(false)),
                 reason: "pushed by the worker tests".to_owned(),
+                notify: false,
             })
             .await?;
         let run =
@@ -124,6 +125,7 @@ impl World {
                 admission: Admission::Queue,
                 plan: Some(plan),
                 reason: "re-run by the worker tests".to_owned(),
+                notify: false,
             })
             .await?;
         Ok(self.store.transition(&created.run.workflow_id, Transition::to(RunState::Processing, "dispatched")).await?)
