@@ -103,6 +103,20 @@ pub struct ServerConfig {
     pub dashboard_url: String,
     /// Most items one `PushBatch` may carry (seed §7.1: 2,500).
     pub max_batch_size: u32,
+    /// The companies file (TOML: each company's webhook URL and secret, …), re-read when it
+    /// changes. Empty = no company settings (no webhooks).
+    pub companies_file: std::path::PathBuf,
+    /// How long one webhook delivery may take.
+    #[serde(with = "humantime_serde")]
+    pub webhook_timeout: Duration,
+    /// Delivery attempts of one webhook event before it is given up.
+    pub webhook_max_attempts: u32,
+    /// Wait after the first failed delivery; doubles per attempt up to `webhook_retry_max`.
+    #[serde(with = "humantime_serde")]
+    pub webhook_retry_initial: Duration,
+    /// Longest wait between two delivery attempts.
+    #[serde(with = "humantime_serde")]
+    pub webhook_retry_max: Duration,
 }
 
 /// The placeholders of `server.dashboard_url`.
@@ -422,6 +436,11 @@ impl Default for ServerConfig {
             watch_max_lifetime: Duration::from_secs(30 * 60),
             dashboard_url: String::new(),
             max_batch_size: 2_500,
+            companies_file: std::path::PathBuf::new(),
+            webhook_timeout: Duration::from_secs(10),
+            webhook_max_attempts: 15,
+            webhook_retry_initial: Duration::from_secs(5),
+            webhook_retry_max: Duration::from_secs(3600),
         }
     }
 }
@@ -639,6 +658,12 @@ impl Config {
         if self.server.max_batch_size == 0 {
             return invalid("server.max_batch_size", "must be at least 1");
         }
+        if self.server.webhook_max_attempts == 0 {
+            return invalid("server.webhook_max_attempts", "must be at least 1");
+        }
+        if self.server.webhook_retry_max < self.server.webhook_retry_initial {
+            return invalid("server.webhook_retry_max", "must be at least server.webhook_retry_initial");
+        }
         if self.llm.max_attempts == 0 {
             return invalid("llm.max_attempts", "must be at least 1");
         }
@@ -647,6 +672,8 @@ impl Config {
             ("server.watch_poll_interval", self.server.watch_poll_interval),
             ("server.watch_heartbeat_interval", self.server.watch_heartbeat_interval),
             ("server.watch_max_lifetime", self.server.watch_max_lifetime),
+            ("server.webhook_timeout", self.server.webhook_timeout),
+            ("server.webhook_retry_initial", self.server.webhook_retry_initial),
             ("dispatch.poll_interval", self.dispatch.poll_interval),
             ("dispatch.lease", self.dispatch.lease),
             ("dispatch.temporal_timeout", self.dispatch.temporal_timeout),
@@ -780,6 +807,31 @@ pub const KEYS: &[KeyDoc] = &[
         key: "server.max_batch_size",
         used_by: "server",
         description: "Most items one `PushBatch` may carry; a larger batch is refused whole with `INVALID_ARGUMENT`.",
+    },
+    KeyDoc {
+        key: "server.companies_file",
+        used_by: "server",
+        description: "TOML file of per-company settings: `[companies.<id>]` with `webhook_url` and `webhook_secret` (the HMAC key of `notify_on_complete` events). Re-read when it changes; an invalid file keeps the previous settings. Empty = none.",
+    },
+    KeyDoc {
+        key: "server.webhook_timeout",
+        used_by: "server",
+        description: "How long one webhook delivery may take before it counts as failed.",
+    },
+    KeyDoc {
+        key: "server.webhook_max_attempts",
+        used_by: "server",
+        description: "Delivery attempts of one webhook event before it is given up.",
+    },
+    KeyDoc {
+        key: "server.webhook_retry_initial",
+        used_by: "server",
+        description: "Wait after a failed webhook delivery; doubles per attempt up to `server.webhook_retry_max`.",
+    },
+    KeyDoc {
+        key: "server.webhook_retry_max",
+        used_by: "server",
+        description: "Longest wait between two webhook delivery attempts.",
     },
     KeyDoc {
         key: "dispatch.poll_interval",

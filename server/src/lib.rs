@@ -7,6 +7,7 @@ mod api;
 pub mod auth;
 mod batch;
 mod cancel;
+mod companies;
 mod convert;
 mod dispatch;
 mod error;
@@ -19,6 +20,7 @@ mod push;
 mod retry;
 mod status;
 mod watch;
+mod webhook;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -63,6 +65,12 @@ pub enum ServeError {
     /// The run store could not be opened or migrated.
     #[error("cannot open the run store: {0}")]
     Store(#[from] StoreError),
+    /// The companies file is unreadable or invalid.
+    #[error(transparent)]
+    Companies(#[from] companies::CompaniesError),
+    /// The webhook client could not be built.
+    #[error("cannot build the webhook client: {0}")]
+    Webhooks(#[from] reqwest::Error),
     /// The transport failed while serving.
     #[error("transport error: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -109,6 +117,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         config.dispatch.temporal_timeout,
         instance.clone(),
     )));
+    let companies = Arc::new(companies::Companies::load(&config.server.companies_file)?);
+    let deliverer =
+        webhook::Deliverer::new(Arc::clone(&store), Arc::clone(&companies), config.server.clone(), instance.clone())?;
     let wake_dispatcher = Arc::new(tokio::sync::Notify::new());
     let config = Arc::new(config);
     let dispatcher = dispatch::Dispatcher::new(
@@ -155,6 +166,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     let background = [
         tokio::spawn(dispatcher.run(drain_rx.clone())),
         tokio::spawn(reconciler.run(drain_rx.clone())),
+        tokio::spawn(deliverer.run(drain_rx.clone())),
+        tokio::spawn(Arc::clone(&companies).watch(drain_rx.clone())),
         tokio::spawn(observe_queue(Arc::clone(&store), config.server.health_check_interval, drain_rx.clone())),
         tokio::spawn(health::run(
             health_reporter.clone(),

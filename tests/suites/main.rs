@@ -6,3 +6,4 @@ mod onboarding;
 mod replicas;
 mod rerun;
 mod services;
+mod webhooks;

@@ -137,7 +137,7 @@ pub(super) const INSERT_NOTIFICATION: &str = "INSERT INTO notifications \
      ON CONFLICT (workflow_id) DO NOTHING";
 /// Records a delivery attempt of a notification still claimed by `$2`.
 pub(super) const SETTLE_NOTIFICATION: &str = "UPDATE notifications SET attempts = attempts + 1, \
-     delivered_time = $3, gave_up = $4, last_error = $5, next_attempt_time = COALESCE($6, next_attempt_time), \
+     delivered_time = $3, gave_up = $4, last_error = COALESCE($5, last_error), next_attempt_time = COALESCE($6, next_attempt_time), \
      claimed_by = NULL, claim_expires_at = NULL \
      WHERE id = $1 AND claimed_by = $2 AND delivered_time IS NULL AND NOT gave_up";
 /// Columns of `notifications` that [`decode_notification`] reads.
