@@ -7,6 +7,8 @@
 
 pub mod config;
 pub mod documents;
+#[cfg(feature = "fanout")]
+pub mod fanout;
 #[cfg(feature = "graph")]
 pub mod graph;
 pub mod ids;

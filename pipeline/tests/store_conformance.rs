@@ -669,9 +669,17 @@ async fn events_after_marks_and_sequence_heads(ctx: Ctx) -> Result<()> {
 
     let heads: BTreeMap<_, _> = store.sequence_heads(&WatchScope::Batch(batch.clone())).await?.into_iter().collect();
     ensure!(heads.len() == 3 && heads[a] == 5 && heads[b] == 2 && heads[c] == 2, "{heads:?}");
-    let active: BTreeMap<_, _> =
-        store.sequence_heads(&WatchScope::ActiveInCompany(company("acme")?)).await?.into_iter().collect();
+    let scope = |ended_since| WatchScope::ActiveInCompany {
+        company: company("acme").unwrap_or_else(|e| panic!("{e}")),
+        ended_since,
+    };
+    let later = store::now() + chrono::TimeDelta::seconds(60);
+    let active: BTreeMap<_, _> = store.sequence_heads(&scope(later)).await?.into_iter().collect();
     ensure!(active.len() == 2 && active.contains_key(a) && active.contains_key(b), "{active:?}");
+    // The cancelled run ended just now: a look that counts recent ends sees it too.
+    let earlier = store::now() - chrono::TimeDelta::seconds(60);
+    let recent: BTreeMap<_, _> = store.sequence_heads(&scope(earlier)).await?.into_iter().collect();
+    ensure!(recent.len() == 3 && recent[c] == 2, "{recent:?}");
 
     // A watcher that saw A up to 2, B up to 1 and C not at all pages through with a small limit.
     let mut marks = vec![(a.clone(), 2), (b.clone(), 1), (c.clone(), 0)];

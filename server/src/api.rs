@@ -2,7 +2,7 @@
 
 use std::{pin::Pin, sync::Arc};
 
-use etter_pipeline::{config::Config, observe, orchestrator::Orchestrator, store::RunStore};
+use etter_pipeline::{config::Config, fanout, observe, orchestrator::Orchestrator, store::RunStore};
 use etter_proto::v1::{
     BatchItemOutcome, CancelRequest, CancelResponse, GetStatusRequest, GetStatusResponse, HistoryRequest,
     HistoryResponse, PushBatchRequest, PushBatchResponse, PushRequest, PushResponse, RetryRequest, RetryResponse,
@@ -20,31 +20,25 @@ pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchStatusResponse, Sta
 
 /// The service and what its handlers share.
 pub struct PipelineApi {
-    store: Arc<dyn RunStore>,
-    orchestrator: Arc<dyn Orchestrator>,
-    graph: Arc<GraphReader>,
-    config: Arc<Config>,
-    estimator: Arc<Estimator>,
-    wake_dispatcher: Arc<Notify>,
-    drain: watch::Receiver<bool>,
+    /// The run store.
+    pub store: Arc<dyn RunStore>,
+    /// Cancel stops running workflows through it.
+    pub orchestrator: Arc<dyn Orchestrator>,
+    /// Finished roles' outputs summaries.
+    pub graph: Arc<GraphReader>,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// ETAs and token estimates.
+    pub estimator: Arc<Estimator>,
+    /// Notified when a push or a retry queued a run.
+    pub wake_dispatcher: Arc<Notify>,
+    /// Turns true when the server drains (watch streams end).
+    pub drain: watch::Receiver<bool>,
+    /// Wakes watch streams when runs move.
+    pub moved: fanout::Hub,
 }
 
 impl PipelineApi {
-    /// A service over `store`, `orchestrator` (Cancel stops running workflows through it),
-    /// `graph` (finished roles' outputs summaries) and `estimator` (ETAs and token estimates); `wake_dispatcher` is notified when a push or a
-    /// retry queued a run, `drain` turns true when the server drains (watch streams end).
-    pub fn new(
-        store: Arc<dyn RunStore>,
-        orchestrator: Arc<dyn Orchestrator>,
-        graph: Arc<GraphReader>,
-        config: Arc<Config>,
-        estimator: Arc<Estimator>,
-        wake_dispatcher: Arc<Notify>,
-        drain: watch::Receiver<bool>,
-    ) -> Self {
-        Self { store, orchestrator, graph, config, estimator, wake_dispatcher, drain }
-    }
-
     fn watch_context(&self) -> watching::WatchContext {
         watching::WatchContext {
             store: Arc::clone(&self.store),
@@ -57,6 +51,7 @@ impl PipelineApi {
                 max_lifetime: self.config.server.watch_max_lifetime,
             },
             drain: self.drain.clone(),
+            moved: self.moved.clone(),
         }
     }
 }

@@ -25,7 +25,7 @@ mod webhook;
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use etter_pipeline::{
-    Config, ConfigError,
+    Config, ConfigError, fanout,
     orchestrator::{Orchestrator, TemporalOrchestrator, TemporalSettings},
     process,
     store::{self, StoreError, StoreOptions},
@@ -71,6 +71,9 @@ pub enum ServeError {
     /// The webhook client could not be built.
     #[error("cannot build the webhook client: {0}")]
     Webhooks(#[from] reqwest::Error),
+    /// `redis.url` is unusable.
+    #[error(transparent)]
+    Fanout(#[from] fanout::FanoutError),
     /// The transport failed while serving.
     #[error("transport error: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -89,11 +92,25 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
 
     // The run store first: nothing is acknowledged that is not stored. Migrations run here.
     let location = config.store_location()?;
-    let options = StoreOptions { max_connections: config.store.max_connections, ..StoreOptions::default() };
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    // Watch streams wake when runs move: through Redis (every replica, the worker's steps too)
+    // when configured, else from this server's own writes; they poll the store either way.
+    let hub = fanout::Hub::new();
+    let announce: Arc<dyn store::Announce> = match config.redis.url.expose() {
+        Some(url) => {
+            hub.follow_redis(url, drain_rx.clone())?;
+            fanout::Publisher::start(url)?
+        }
+        None => Arc::new(hub.clone()),
+    };
+    let options = StoreOptions {
+        max_connections: config.store.max_connections,
+        announce: Some(announce),
+        ..StoreOptions::default()
+    };
     let store = store::connect_with(&location, &options).await?;
     tracing::info!(backend = store.backend(), "run store ready");
 
-    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
     let metrics_addr =
         process::serve_metrics(config.server.metrics_listen, "etter-server", draining(drain_rx.clone())).await?;
     etter_pipeline::observe::describe();
@@ -143,15 +160,16 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         Arc::clone(&store),
         draining(drain_rx.clone()),
     ));
-    let api = api::PipelineApi::new(
-        Arc::clone(&store),
-        Arc::clone(&orchestrator),
-        Arc::clone(&graph),
-        Arc::clone(&config),
+    let api = api::PipelineApi {
+        store: Arc::clone(&store),
+        orchestrator: Arc::clone(&orchestrator),
+        graph: Arc::clone(&graph),
+        config: Arc::clone(&config),
         estimator,
         wake_dispatcher,
-        drain_rx.clone(),
-    );
+        drain: drain_rx.clone(),
+        moved: hub,
+    };
     // Health and reflection stay open; every PipelineService call is authenticated.
     let pipeline = tonic::service::interceptor::InterceptedService::new(
         PipelineServiceServer::new(api).max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),

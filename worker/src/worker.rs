@@ -53,6 +53,9 @@ pub enum RunError {
     /// Temporal could not be reached, or the worker failed.
     #[error("temporal: {0}")]
     Temporal(String),
+    /// `redis.url` is unusable.
+    #[error(transparent)]
+    Fanout(#[from] etter_pipeline::fanout::FanoutError),
 }
 
 fn temporal(err: impl std::fmt::Display) -> RunError {
@@ -73,7 +76,12 @@ pub async fn run_with_faults(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let location = config.store_location()?;
-    let options = StoreOptions { max_connections: config.store.max_connections, ..StoreOptions::default() };
+    // Step transitions are announced through Redis when configured, so watchers see them at once.
+    let announce = match config.redis.url.expose() {
+        Some(url) => Some(etter_pipeline::fanout::Publisher::start(url)? as Arc<dyn etter_pipeline::store::Announce>),
+        None => None,
+    };
+    let options = StoreOptions { max_connections: config.store.max_connections, announce, ..StoreOptions::default() };
     let store = etter_pipeline::store::connect_with(&location, &options).await?;
     let graph = etter_pipeline::graph::open(&config.graph, &config.data_dir).await?;
     graph.ensure_schema().await?;

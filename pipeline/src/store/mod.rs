@@ -643,8 +643,15 @@ pub struct RunEvent {
 pub enum WatchScope {
     /// Every run of a batch.
     Batch(BatchId),
-    /// Every QUEUED or PROCESSING run of a company.
-    ActiveInCompany(CompanyId),
+    /// Every QUEUED or PROCESSING run of a company, and those that ended at or after
+    /// `ended_since` (a run that started and ended between two looks is not missed); rejected
+    /// batch items (VALIDATION_ERROR), never active, are not among them.
+    ActiveInCompany {
+        /// The company.
+        company: CompanyId,
+        /// Ended runs count from this time on.
+        ended_since: Timestamp,
+    },
 }
 
 /// History filters ([`RunStore::list_runs`]). Every set field must match.
@@ -1023,18 +1030,37 @@ pub fn prior_steps(attempts: &[StepAttempt]) -> BTreeMap<StepName, PriorStep> {
         .collect()
 }
 
+/// Told after a write committed new events of a run (for live fan-out: [`crate::fanout`]). Must
+/// not block: the writer calls it on its path.
+pub trait Announce: Send + Sync {
+    /// `run` has new events.
+    fn moved(&self, run: &WorkflowId);
+}
+
 /// How to connect.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoreOptions {
     /// Pooled connections at most (`store.max_connections`).
     pub max_connections: u32,
     /// How long an SQLite writer waits for the write lock before failing.
     pub sqlite_busy_timeout: Duration,
+    /// Told of every run with new events, once they are committed.
+    pub announce: Option<Arc<dyn Announce>>,
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("max_connections", &self.max_connections)
+            .field("sqlite_busy_timeout", &self.sqlite_busy_timeout)
+            .field("announce", &self.announce.is_some())
+            .finish()
+    }
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { max_connections: 16, sqlite_busy_timeout: Duration::from_secs(30) }
+        StoreOptions { max_connections: 16, sqlite_busy_timeout: Duration::from_secs(30), announce: None }
     }
 }
 
@@ -1048,8 +1074,12 @@ pub async fn connect(location: &StoreLocation) -> Result<Arc<dyn RunStore>, Stor
 /// and its directory, in WAL mode with foreign keys on.
 pub async fn connect_with(location: &StoreLocation, options: &StoreOptions) -> Result<Arc<dyn RunStore>, StoreError> {
     Ok(match location {
-        StoreLocation::Postgres(url) => Arc::new(sql::SqlStore::new(postgres::Postgres::connect(url, options).await?)),
-        StoreLocation::Sqlite(path) => Arc::new(sql::SqlStore::new(sqlite::Sqlite::connect(path, options).await?)),
+        StoreLocation::Postgres(url) => {
+            Arc::new(sql::SqlStore::new(postgres::Postgres::connect(url, options).await?, options.announce.clone()))
+        }
+        StoreLocation::Sqlite(path) => {
+            Arc::new(sql::SqlStore::new(sqlite::Sqlite::connect(path, options).await?, options.announce.clone()))
+        }
     })
 }
 

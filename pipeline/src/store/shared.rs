@@ -122,7 +122,8 @@ pub(super) const EVENTS_AFTER: &str = concat!(
 pub(super) const HEADS_OF_BATCH: &str =
     "SELECT workflow_id, last_sequence FROM runs WHERE batch_id = $1 ORDER BY workflow_id";
 pub(super) const HEADS_OF_ACTIVE: &str = "SELECT workflow_id, last_sequence FROM runs \
-     WHERE company_id = $1 AND state IN ('QUEUED', 'PROCESSING') ORDER BY workflow_id";
+     WHERE company_id = $1 AND (state IN ('QUEUED', 'PROCESSING') \
+       OR (end_time >= $2 AND state <> 'VALIDATION_ERROR')) ORDER BY workflow_id";
 pub(super) const SELECT_REQUEST: &str = "SELECT payload_hash, response, create_time, expire_time \
      FROM idempotency_keys WHERE company_id = $1 AND request_id = $2";
 /// Inserts a request key, replacing an expired one; affects no row when an unexpired one exists.
@@ -343,7 +344,9 @@ macro_rules! shared_primitives {
         async fn sequence_heads(&mut self, scope: &WatchScope) -> Result<Vec<(WorkflowId, u64)>, StoreError> {
             let query = match scope {
                 WatchScope::Batch(batch) => sqlx::query(HEADS_OF_BATCH).bind(batch.as_str()),
-                WatchScope::ActiveInCompany(company) => sqlx::query(HEADS_OF_ACTIVE).bind(company.as_str()),
+                WatchScope::ActiveInCompany { company, ended_since } => {
+                    sqlx::query(HEADS_OF_ACTIVE).bind(company.as_str()).bind($time(*ended_since))
+                }
             };
             let rows = query.fetch_all(&mut *self.0).await?;
             decode_all(rows, shared::decode_head)

@@ -8,15 +8,17 @@
 //! — so the two stores cannot drift apart in behaviour.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{NaiveDate, TimeDelta};
 
 use super::{
-    Admission, Batch, BatchCreated, Change, Claim, CompanyLoad, Created, DEFAULT_PAGE_SIZE, Delivery, DocumentHash,
-    IDEMPOTENCY_TTL, MAX_PAGE_SIZE, NewBatch, NewRun, Notification, NotificationClaim, PageRequest, PipelineError,
-    PutRequest, QueuePosition, RequestKey, Run, RunEvent, RunFilter, RunPage, RunStore, StepAttempt, StepRecorded,
-    StepStats, StepStatus, StepTransition, StoreError, Timestamp, TokenCount, Transition, UsageRow, WatchScope, now,
+    Admission, Announce, Batch, BatchCreated, Change, Claim, CompanyLoad, Created, DEFAULT_PAGE_SIZE, Delivery,
+    DocumentHash, IDEMPOTENCY_TTL, MAX_PAGE_SIZE, NewBatch, NewRun, Notification, NotificationClaim, PageRequest,
+    PipelineError, PutRequest, QueuePosition, RequestKey, Run, RunEvent, RunFilter, RunPage, RunStore, StepAttempt,
+    StepRecorded, StepStats, StepStatus, StepTransition, StoreError, Timestamp, TokenCount, Transition, UsageRow,
+    WatchScope, now,
     shared::{corrupt, id, number, to_i64},
 };
 use crate::{
@@ -255,11 +257,19 @@ fn delta(from: Timestamp, by: std::time::Duration) -> Result<Timestamp, StoreErr
 /// The [`RunStore`] over one backend.
 pub(super) struct SqlStore<B> {
     backend: B,
+    announce: Option<Arc<dyn Announce>>,
 }
 
 impl<B: Backend> SqlStore<B> {
-    pub(super) fn new(backend: B) -> Self {
-        SqlStore { backend }
+    pub(super) fn new(backend: B, announce: Option<Arc<dyn Announce>>) -> Self {
+        SqlStore { backend, announce }
+    }
+
+    /// Tells the announcer (if any) that `run` has new, committed events.
+    fn moved(&self, run: &WorkflowId) {
+        if let Some(announce) = &self.announce {
+            announce.moved(run);
+        }
     }
 }
 
@@ -408,6 +418,9 @@ impl<B: Backend> RunStore for SqlStore<B> {
         let mut tx = self.backend.write().await?;
         let created = create_in(&mut tx, new, None, now()).await?;
         tx.commit().await?;
+        if created.created {
+            self.moved(&created.run.workflow_id);
+        }
         Ok(created)
     }
 
@@ -452,10 +465,13 @@ impl<B: Backend> RunStore for SqlStore<B> {
             }
             tx.commit().await?;
         }
-        let items = results
+        let items: Vec<Result<Created, StoreError>> = results
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(StoreError::Conflict("batch item was not processed".to_owned()))))
             .collect();
+        for created in items.iter().flatten().filter(|c| c.created) {
+            self.moved(&created.run.workflow_id);
+        }
         Ok(BatchCreated { batch: stored, items })
     }
 
@@ -489,6 +505,7 @@ impl<B: Backend> RunStore for SqlStore<B> {
             tx.insert_notification(&stored, now).await?;
         }
         tx.commit().await?;
+        self.moved(run);
         Ok(stored)
     }
 
@@ -571,6 +588,7 @@ impl<B: Backend> RunStore for SqlStore<B> {
         let change = Change::Step { step: step.step, status: step.status, attempt: step.attempt, error: step.error };
         let sequence = append(&mut tx, &mut stored, now, change).await?;
         tx.commit().await?;
+        self.moved(run);
         Ok(StepRecorded { sequence, recorded: true })
     }
 

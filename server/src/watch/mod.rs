@@ -17,11 +17,13 @@ use std::{sync::Arc, time::Duration};
 
 use etter_pipeline::{
     config::Config,
+    fanout,
+    ids::WorkflowId,
     store::{Run, RunStore},
 };
 use etter_proto::v1 as pb;
 use tokio::{
-    sync::{mpsc, watch},
+    sync::{broadcast, mpsc, watch},
     time::Instant,
 };
 use tonic::Status;
@@ -59,6 +61,32 @@ pub struct WatchContext {
     pub settings: WatchSettings,
     /// Turns true when the server drains: streams end so clients reconnect elsewhere.
     pub drain: watch::Receiver<bool>,
+    /// Ids of runs that moved, to poll the store at once rather than at the next interval.
+    pub moved: fanout::Hub,
+}
+
+/// Waits `nap`, or less: until a run `relevant` accepts has moved, or wake-ups were lost.
+async fn nap_until_moved(
+    nap: Duration,
+    moved: &mut broadcast::Receiver<WorkflowId>,
+    relevant: impl Fn(&WorkflowId) -> bool,
+) {
+    let sleep = tokio::time::sleep(nap);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            () = &mut sleep => return,
+            received = moved.recv() => match received {
+                Ok(run) if relevant(&run) => return,
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => return,
+                Err(broadcast::error::RecvError::Closed) => {
+                    (&mut sleep).await;
+                    return;
+                }
+            },
+        }
+    }
 }
 
 /// Opens a watch: validates and authorizes the request, then streams from a task of its own.
@@ -138,6 +166,7 @@ async fn stream_until_done(
         finished: Some(status::Finished { graph: graph.as_ref(), server: &config.server }),
     };
     let wf = run.workflow_id.clone();
+    let mut moved = cx.moved.subscribe();
     let mut cursor = after;
     let mut last = run;
     if after == 0 {
@@ -201,7 +230,7 @@ async fn stream_until_done(
         }
         let nap = cx.settings.poll_interval.min(deadline - now);
         tokio::select! {
-            () = tokio::time::sleep(nap) => {}
+            () = nap_until_moved(nap, &mut moved, |run| *run == wf) => {}
             () = tx.closed() => return Ok(()),
             _ = cx.drain.changed() => return Ok(()),
         }

@@ -10,7 +10,9 @@
 //! - **Batch scope:** every run of the batch; the stream ends once every run has ended and its
 //!   events were sent.
 //! - **Company scope:** the company's QUEUED and PROCESSING runs, including runs pushed after the
-//!   watch started; a run that ends is followed until its final event, then dropped.
+//!   watch started; a run that ends is followed until its final event. The store is asked for
+//!   runs that ended in the last [`RECENT_ENDS`] too, so a run that starts and ends between two
+//!   looks is still followed; a run leaves the stream's marks once it is older than that.
 //!
 //! Queue positions and ETAs travel in heartbeats (and batch progress, for batch scopes), never
 //! as one event per queued run.
@@ -36,6 +38,9 @@ use crate::{api::WatchStream, auth::Principal, batch, convert, error::ApiError, 
 
 /// Runs per snapshot message.
 const SNAPSHOT_CHUNK: usize = 100;
+/// A company stream also looks at runs that ended this recently, so a run that starts and ends
+/// between two looks (or while a client reconnects) is not missed.
+const RECENT_ENDS: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 
 /// What a scoped watch follows.
 pub enum Scope {
@@ -83,7 +88,9 @@ impl Scope {
     fn store_scope(&self) -> WatchScope {
         match self {
             Scope::Batch(batch) => WatchScope::Batch(batch.id.clone()),
-            Scope::Company(company) => WatchScope::ActiveInCompany(company.clone()),
+            Scope::Company(company) => {
+                WatchScope::ActiveInCompany { company: company.clone(), ended_since: store::now() - RECENT_ENDS }
+            }
         }
     }
 
@@ -189,6 +196,10 @@ impl Watch {
     async fn snapshot(&mut self) -> Result<Result<(), Gone>, ApiError> {
         let store = self.cx.store.clone();
         let filter = self.scope.filter();
+        if let Scope::Company(_) = self.scope {
+            // Runs that ended a moment ago are not shown, but their past is not news either.
+            self.marks = store.sequence_heads(&self.scope.store_scope()).await?.into_iter().collect();
+        }
         let positions = self.positions().await?;
         let mut runs = Vec::new();
         let mut page = PageRequest { size: store::MAX_PAGE_SIZE, token: None };
@@ -232,6 +243,10 @@ impl Watch {
     /// server drains or the client leaves.
     async fn follow(&mut self) -> Result<Result<(), Gone>, ApiError> {
         let store = self.cx.store.clone();
+        let mut moved = self.cx.moved.subscribe();
+        // Workflow ids of the company's runs start so (a company whose id extends this one's
+        // matches too: an extra look at the store, never a missed one).
+        let prefix = format!("role-onboard-cr-{}-", self.scope.company());
         let mut last_sent = Instant::now();
         loop {
             let heads: BTreeMap<WorkflowId, u64> =
@@ -292,7 +307,7 @@ impl Watch {
             }
             let nap = self.cx.settings.poll_interval.min(self.deadline - now);
             tokio::select! {
-                () = tokio::time::sleep(nap) => {}
+                () = super::nap_until_moved(nap, &mut moved, |run| run.as_str().starts_with(&prefix)) => {}
                 () = self.tx.closed() => return Ok(Err(Gone)),
                 _ = self.cx.drain.changed() => return Ok(Ok(())),
             }

@@ -441,7 +441,8 @@ export type WatchStatusRequest = Message<"etter.pipeline.v1.WatchStatusRequest">
   } | {
     /**
      * Every active run of a company (QUEUED or PROCESSING), including runs pushed after the watch
-     * started, plus the final event of each run that ends while watched.
+     * started, plus the final event of each run that ends while watched. A stream resumed within
+     * 10 minutes misses nothing; after longer, runs that started and ended in between are skipped.
      *
      * @generated from field: string company_id = 3;
      */

@@ -374,7 +374,8 @@ class WatchStatusRequest(google.protobuf.message.Message):
     """Every run of one batch."""
     company_id: builtins.str
     """Every active run of a company (QUEUED or PROCESSING), including runs pushed after the watch
-    started, plus the final event of each run that ends while watched.
+    started, plus the final event of each run that ends while watched. A stream resumed within
+    10 minutes misses nothing; after longer, runs that started and ended in between are skipped.
     """
     after_sequence: builtins.int
     """One-run scope only: resume after this sequence number (events with a greater sequence follow;

@@ -1,0 +1,164 @@
+//! Live-progress fan-out through Redis pub/sub (DESIGN §7, `redis.url`): whoever commits events
+//! of a run (the worker recording steps, a server replica pushing, dispatching, cancelling)
+//! publishes the run's workflow id; every server replica subscribes and wakes the watch streams
+//! the run concerns, so they read the new events from the store at once instead of at their next
+//! poll.
+//!
+//! Redis only makes streams faster. The store stays the source of truth: a lost message, a Redis
+//! that is down or restarting, costs latency (streams still poll), never an event. Publishing
+//! never blocks a writer: ids go through a bounded queue to a background task, and are dropped
+//! when the queue is full or Redis is away.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt as _;
+use redis::AsyncCommands as _;
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::{ids::WorkflowId, store::Announce};
+
+/// The pub/sub channel.
+pub const CHANNEL: &str = "etter:run-events";
+/// Ids waiting to be published at most; more are dropped (streams still poll).
+const QUEUE: usize = 4096;
+/// Between reconnection attempts.
+const RECONNECT: Duration = Duration::from_secs(1);
+
+/// Why fan-out cannot start.
+#[derive(Debug, thiserror::Error)]
+#[error("redis.url is not usable: {0}")]
+pub struct FanoutError(String);
+
+/// Publishes the ids of runs with new events ([`Announce`] for the store).
+pub struct Publisher {
+    queue: mpsc::Sender<WorkflowId>,
+}
+
+impl Publisher {
+    /// Starts publishing to the Redis at `url` (connecting lazily, reconnecting as needed).
+    pub fn start(url: &str) -> Result<Arc<Self>, FanoutError> {
+        let client = redis::Client::open(url).map_err(|e| FanoutError(e.to_string()))?;
+        let (queue, mut ids) = mpsc::channel::<WorkflowId>(QUEUE);
+        tokio::spawn(async move {
+            let mut connection = None;
+            let mut warned = false;
+            while let Some(id) = ids.recv().await {
+                if connection.is_none() {
+                    match client.get_multiplexed_async_connection().await {
+                        Ok(c) => connection = Some(c),
+                        Err(e) => {
+                            if !warned {
+                                tracing::warn!(error = %e, "redis unavailable; live updates fall back to polling");
+                                warned = true;
+                            }
+                            continue;
+                        }
+                    }
+                }
+                if let Some(c) = connection.as_mut() {
+                    let published: redis::RedisResult<i64> = c.publish(CHANNEL, id.as_str()).await;
+                    match published {
+                        Ok(_) => warned = false,
+                        Err(e) => {
+                            if !warned {
+                                tracing::warn!(error = %e, "cannot publish to redis; live updates fall back to polling");
+                                warned = true;
+                            }
+                            connection = None;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Arc::new(Self { queue }))
+    }
+}
+
+impl Announce for Publisher {
+    fn moved(&self, run: &WorkflowId) {
+        // Full queue or no task: drop it; streams poll anyway.
+        let _ = self.queue.try_send(run.clone());
+    }
+}
+
+/// Where a server's watch streams learn that runs moved: fed by the Redis subscription, or, without
+/// Redis, by the server's own writes.
+#[derive(Clone)]
+pub struct Hub {
+    sender: broadcast::Sender<WorkflowId>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Hub {
+    /// A hub nobody feeds yet.
+    pub fn new() -> Self {
+        Self { sender: broadcast::channel(QUEUE).0 }
+    }
+
+    /// A receiver of the ids of runs that moved from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<WorkflowId> {
+        self.sender.subscribe()
+    }
+
+    /// Feeds the hub from the Redis at `url` until `drain` turns true, reconnecting after failures.
+    pub fn follow_redis(&self, url: &str, mut drain: watch::Receiver<bool>) -> Result<(), FanoutError> {
+        let client = redis::Client::open(url).map_err(|e| FanoutError(e.to_string()))?;
+        let sender = self.sender.clone();
+        tokio::spawn(async move {
+            let mut warned = false;
+            loop {
+                let subscribed = async {
+                    let mut pubsub = client.get_async_pubsub().await?;
+                    pubsub.subscribe(CHANNEL).await?;
+                    Ok::<_, redis::RedisError>(pubsub)
+                };
+                match subscribed.await {
+                    Ok(pubsub) => {
+                        tracing::info!("following live updates through redis");
+                        warned = false;
+                        let mut messages = pubsub.into_on_message();
+                        loop {
+                            tokio::select! {
+                                message = messages.next() => match message {
+                                    Some(message) => {
+                                        if let Ok(id) = message.get_payload::<String>()
+                                            && let Ok(id) = WorkflowId::parse(&id)
+                                        {
+                                            let _ = sender.send(id);
+                                        }
+                                    }
+                                    None => break,
+                                },
+                                _ = drain.changed() => return,
+                            }
+                        }
+                        tracing::warn!("the redis subscription ended; live updates poll until it is back");
+                    }
+                    Err(e) => {
+                        if !warned {
+                            tracing::warn!(error = %e, "cannot subscribe to redis; live updates poll until it is back");
+                            warned = true;
+                        }
+                    }
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(RECONNECT) => {}
+                    _ = drain.changed() => return,
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+impl Announce for Hub {
+    fn moved(&self, run: &WorkflowId) {
+        // No receivers: nobody watches.
+        let _ = self.sender.send(run.clone());
+    }
+}
