@@ -4,6 +4,7 @@ mod batch;
 mod fanout;
 mod metrics;
 mod onboarding;
+mod reconcile;
 mod replicas;
 mod rerun;
 mod services;

@@ -173,6 +173,19 @@ impl PipelineActivities {
         let run = store.get_run(&input.workflow_id).await.map_err(StepFailure::from)?;
         let attempts = store.steps(&input.workflow_id).await.map_err(StepFailure::from)?;
         self.close_lost_attempts(&run, step, attempt, &attempts).await?;
+        // An earlier attempt did the work but its completion never reached Temporal (it timed out
+        // on a busy worker): its recorded result stands; running the step again would only spend
+        // tokens for the same output.
+        if let Some(done) = attempts
+            .iter()
+            .filter(|a| a.step == step.as_str() && a.attempt < attempt && a.status == StepStatus::Completed)
+            .max_by_key(|a| a.attempt)
+            && let Some(output_hash) = done.output_hash.clone()
+        {
+            tracing::info!(run = %run.workflow_id, %step, attempt, completed = done.attempt,
+                "an earlier attempt completed the step; its result stands");
+            return Ok(StepReport { step, output_hash });
+        }
         let upstream = upstream_outputs(step, &attempts)?;
         if let Some(earlier) = &input.cutoff_from
             && let Some(report) = self.reuse_if_unchanged(&run, step, attempt, earlier, &upstream).await?
@@ -257,8 +270,9 @@ impl PipelineActivities {
         Ok(Some(StepReport { step, output_hash }))
     }
 
-    /// Earlier attempts of `step` still marked running lost their worker (or timed out): close
-    /// them as retrying, so the step's history says what happened.
+    /// Earlier attempts of `step` still marked running lost their worker (or timed out), and
+    /// earlier attempts with no record never began: close them as retrying, so the step's history
+    /// says what happened.
     async fn close_lost_attempts(
         &self,
         run: &Run,
@@ -266,13 +280,15 @@ impl PipelineActivities {
         attempt: u32,
         attempts: &[StepAttempt],
     ) -> Result<(), StepFailure> {
-        for lost in attempts
-            .iter()
-            .filter(|a| a.step == step.as_str() && a.attempt < attempt && a.status == StepStatus::Running)
-        {
-            let mut record = StepTransition::new(step.as_str(), lost.attempt, StepStatus::Retrying);
-            record.error = Some(lost_attempt_error(step));
-            self.runner.store().record_step(&run.workflow_id, record).await?;
+        // Attempts still marked running, and attempts that left no record at all (timed out
+        // before they began, on a worker too busy to start them).
+        let recorded = |n: u32| attempts.iter().find(|a| a.step == step.as_str() && a.attempt == n);
+        for earlier in 1..attempt {
+            if recorded(earlier).is_none_or(|a| a.status == StepStatus::Running) {
+                let mut record = StepTransition::new(step.as_str(), earlier, StepStatus::Retrying);
+                record.error = Some(lost_attempt_error(step));
+                self.runner.store().record_step(&run.workflow_id, record).await?;
+            }
         }
         Ok(())
     }

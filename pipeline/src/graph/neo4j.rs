@@ -210,7 +210,13 @@ fn classify_code(code: &str, e: &neo4rs::Error) -> GraphError {
     if code.starts_with("Neo.TransientError.Transaction.") {
         // Deadlocks, lock timeouts, terminated-by-conflict: the transaction lost a race.
         GraphError::Conflict(e.to_string())
-    } else if code.starts_with("Neo.TransientError.") || code.starts_with("Neo.ClientError.Cluster.") {
+    } else if code.starts_with("Neo.TransientError.")
+        || code.starts_with("Neo.ClientError.Cluster.")
+        || code.starts_with("Neo.ClientError.Request.")
+    {
+        // Request errors are about the Bolt exchange, not the data (under load neo4rs has been
+        // seen to PULL a statement the server had already dropped: `No such statement`); a new
+        // transaction on another connection succeeds.
         GraphError::Unavailable(e.to_string())
     } else if code.starts_with("Neo.ClientError.Security.") {
         GraphError::Config(e.to_string())
@@ -468,6 +474,13 @@ mod tests {
         let e = neo4rs::Error::UnexpectedMessage("unexpected response for PULL: Ok(Ignored)".to_owned());
         assert!(matches!(classify(&e), GraphError::Query(_)));
         assert!(matches!(classify(&neo4rs::Error::ConnectionError), GraphError::Unavailable(_)));
+        // Seen with 270 concurrent runs: a protocol-level refusal, retryable.
+        let e = neo4rs::Error::UnexpectedMessage(
+            "unexpected response for PULL: Ok(Failure(Failure { metadata: BoltMap { value: {BoltString { value: \
+             \"code\" }: String(BoltString { value: \"Neo.ClientError.Request.InvalidFormat\" })} } }))"
+                .to_owned(),
+        );
+        assert!(classify(&e).is_retryable(), "{:?}", classify(&e));
     }
 
     #[test]

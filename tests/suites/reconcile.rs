@@ -1,0 +1,61 @@
+//! A workflow an operator terminates from the Temporal CLI (issue 6): its run never records an
+//! outcome, so the server's reconciler closes it FAILED with an error that says what happened and
+//! what to do.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, ensure};
+use etter_proto::v1::{Document, DocumentType, GetStatusRequest, PushRequest, RoleStatus, get_status_request};
+use etter_tests::{service_setting, stack::Stack};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_terminated_from_the_temporal_cli_is_closed_by_the_reconciler() -> Result<()> {
+    let temporal_cli = service_setting("ETTER_TOOLS__TEMPORAL", "temporal")?;
+    let stack = Stack::new("reconcile").await?;
+    let server = stack.start_server_with(&[("ETTER_DISPATCH__RECONCILE_INTERVAL", "500ms")]).await?;
+    // The run stops after its first step, as if that step were slow.
+    let mut worker = stack.start_worker(&[("ETTER_TEST_FAULTS", "pause_after:role_setup")]).await?;
+    let mut client = stack.client(&server).await?;
+    let jd = stack.document("software_engineer_jd.txt")?;
+    let request = PushRequest {
+        company_id: stack.company.clone(),
+        role_name: "Terminated Engineer".into(),
+        documents: vec![Document { r#type: DocumentType::JobDescription as i32, uri: jd }],
+        draup_role_id: "draup-role-5".into(),
+        options: None,
+        request_id: String::new(),
+    };
+    let run = client.push(request).await?.into_inner().workflow_id;
+    worker
+        .wait_for_line(Duration::from_secs(120), |l| l.contains("\"fault\":\"paused\"") && l.contains("role_setup"))
+        .await?;
+
+    let env = |key: &str| stack.env().iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).context(key.to_owned());
+    let address = env("ETTER_TEMPORAL__ADDRESS")?;
+    let address = address.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let output = tokio::process::Command::new(&temporal_cli)
+        .args(["workflow", "terminate", "--workflow-id", &run, "--reason", "stopped by an operator"])
+        .args(["--address", &address, "--namespace", &env("ETTER_TEMPORAL__NAMESPACE")?])
+        .output()
+        .await?;
+    ensure!(output.status.success(), "temporal workflow terminate: {}", String::from_utf8_lossy(&output.stderr));
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let closed = loop {
+        let request = GetStatusRequest { target: Some(get_status_request::Target::WorkflowId(run.clone())) };
+        let status = client.get_status(request).await?.into_inner().run.context("GetStatus without a run")?;
+        if status.status != RoleStatus::Processing as i32 {
+            break status;
+        }
+        ensure!(tokio::time::Instant::now() < deadline, "the reconciler did not close the run: {status:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    ensure!(closed.status == RoleStatus::Failed as i32, "{closed:?}");
+    let error = closed.error.context("a closed run says why")?;
+    ensure!(error.code == "WORKFLOW_TERMINATED" && error.message.contains("terminated in Temporal"), "{error:?}");
+    ensure!(error.recoverable && error.action.contains("Retry"), "{error:?}");
+
+    worker.kill().await?;
+    server.stop().await?;
+    stack.cleanup().await
+}
