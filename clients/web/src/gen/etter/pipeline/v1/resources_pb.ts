@@ -660,14 +660,15 @@ export type BatchProgress = Message<"etter.pipeline.v1.BatchProgress"> & {
   companyId: string;
 
   /**
-   * Items in the batch (accepted, existing and rejected).
+   * Runs the batch created: its accepted items and its rejected items stored as VALIDATION_ERROR.
+   * Items answered EXISTING belong to the push that created their run and are not counted here.
    *
    * @generated from field: int32 total = 3;
    */
   total: number;
 
   /**
-   * Items whose run has ended (READY, DEGRADED, FAILED, CANCELLED) or that were rejected.
+   * Of those, runs that ended (READY, DEGRADED, FAILED, CANCELLED, STALE) or were rejected.
    *
    * @generated from field: int32 done = 4;
    */

@@ -688,9 +688,11 @@ class BatchProgress(google.protobuf.message.Message):
     company_id: builtins.str
     """The company of the batch."""
     total: builtins.int
-    """Items in the batch (accepted, existing and rejected)."""
+    """Runs the batch created: its accepted items and its rejected items stored as VALIDATION_ERROR.
+    Items answered EXISTING belong to the push that created their run and are not counted here.
+    """
     done: builtins.int
-    """Items whose run has ended (READY, DEGRADED, FAILED, CANCELLED) or that were rejected."""
+    """Of those, runs that ended (READY, DEGRADED, FAILED, CANCELLED, STALE) or were rejected."""
     estimated_duration_seconds: builtins.int
     """Estimated seconds until every run of the batch has ended, from measured data."""
     @property
