@@ -148,7 +148,14 @@ impl Backend for Neo4jGraph {
     }
 
     fn apply<'a>(&'a self, plan: &'a Plan) -> GraphFuture<'a, ()> {
-        Box::pin(retry(move || self.apply_once(plan)))
+        // The write runs in a task of its own: a caller that gives up (an activity cancelled or
+        // timed out) must not drop a transaction mid-exchange, which would hand neo4rs's pool a
+        // connection with unread responses and desynchronise the next transaction on it.
+        let (graph, plan) = (self.clone(), plan.clone());
+        let write = tokio::spawn(async move { retry(|| graph.apply_once(&plan)).await });
+        Box::pin(async move {
+            write.await.map_err(|e| GraphError::Unavailable(format!("the graph write did not finish: {e}")))?
+        })
     }
 
     fn role_subgraph<'a>(&'a self, role: &'a str) -> GraphFuture<'a, Subgraph> {
