@@ -314,3 +314,23 @@ impl Stack {
         Ok(())
     }
 }
+
+/// Polls GetStatus until `workflow_id` leaves QUEUED and PROCESSING; answers the state it ended in.
+pub async fn wait_final(
+    client: &mut Client,
+    workflow_id: &str,
+    within: Duration,
+) -> Result<etter_proto::v1::RoleStatus> {
+    use etter_proto::v1::{GetStatusRequest, RoleStatus, get_status_request::Target};
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let request = GetStatusRequest { target: Some(Target::WorkflowId(workflow_id.to_owned())) };
+        let run = client.get_status(request).await?.into_inner().run.context("GetStatus without a run")?;
+        let state = RoleStatus::try_from(run.status)?;
+        if !matches!(state, RoleStatus::Queued | RoleStatus::Processing) {
+            return Ok(state);
+        }
+        ensure!(tokio::time::Instant::now() < deadline, "{workflow_id} still {state:?} after {within:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

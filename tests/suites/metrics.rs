@@ -5,27 +5,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use etter_proto::v1::{
-    Document, DocumentType, GetStatusRequest, PushRequest, RetryRequest, RoleStatus, RunOptions, get_status_request,
-    retry_request,
-};
-use etter_tests::stack::{Client, Process, Stack};
+use etter_proto::v1::{Document, DocumentType, PushRequest, RetryRequest, RoleStatus, RunOptions, retry_request};
+use etter_tests::stack::{Process, Stack, wait_final};
 
 const WITHIN: Duration = Duration::from_secs(180);
-
-async fn wait_final(client: &mut Client, workflow_id: &str) -> Result<RoleStatus> {
-    let deadline = tokio::time::Instant::now() + WITHIN;
-    loop {
-        let request = GetStatusRequest { target: Some(get_status_request::Target::WorkflowId(workflow_id.to_owned())) };
-        let run = client.get_status(request).await?.into_inner().run.context("GetStatus without a run")?;
-        let state = RoleStatus::try_from(run.status)?;
-        if !matches!(state, RoleStatus::Queued | RoleStatus::Processing) {
-            return Ok(state);
-        }
-        ensure!(tokio::time::Instant::now() < deadline, "{workflow_id} still {state:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 /// Scrapes `process` until `ready` accepts its samples (gauges refresh on their own schedule).
 async fn scrape_until(
@@ -68,7 +51,7 @@ async fn both_binaries_export_the_seed_metrics_and_they_follow_the_runs() -> Res
     }
     let mut states = Vec::new();
     for run in &runs {
-        states.push(wait_final(&mut client, &run.workflow_id).await?);
+        states.push(wait_final(&mut client, &run.workflow_id, WITHIN).await?);
     }
     ensure!(states == [RoleStatus::Degraded, RoleStatus::Ready, RoleStatus::Ready], "{states:?}");
     let retry = RetryRequest {
@@ -77,7 +60,10 @@ async fn both_binaries_export_the_seed_metrics_and_they_follow_the_runs() -> Res
         request_id: String::new(),
     };
     let retried = client.retry(retry).await?.into_inner().run.context("Retry without a run")?;
-    ensure!(wait_final(&mut client, &retried.workflow_id).await? == RoleStatus::Degraded, "the fault is still there");
+    ensure!(
+        wait_final(&mut client, &retried.workflow_id, WITHIN).await? == RoleStatus::Degraded,
+        "the fault is still there"
+    );
 
     // The control plane: runs created by push and by retry, the queue wait of each started run,
     // the queue gauges back at zero.

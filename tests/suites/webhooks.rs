@@ -6,10 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use etter_proto::v1::{
-    Document, DocumentType, GetStatusRequest, PushRequest, RoleStatus, RunOptions, get_status_request,
-};
-use etter_tests::stack::{Client, Stack};
+use etter_proto::v1::{Document, DocumentType, PushRequest, RoleStatus, RunOptions};
+use etter_tests::stack::{Stack, wait_final};
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
@@ -67,20 +65,6 @@ async fn receive(listener: tokio::net::TcpListener, received: Arc<Mutex<Vec<Rece
     }
 }
 
-async fn wait_final(client: &mut Client, workflow_id: &str) -> Result<RoleStatus> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-    loop {
-        let request = GetStatusRequest { target: Some(get_status_request::Target::WorkflowId(workflow_id.to_owned())) };
-        let run = client.get_status(request).await?.into_inner().run.context("GetStatus without a run")?;
-        let state = RoleStatus::try_from(run.status)?;
-        if !matches!(state, RoleStatus::Queued | RoleStatus::Processing) {
-            return Ok(state);
-        }
-        ensure!(tokio::time::Instant::now() < deadline, "{workflow_id} still {state:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_finished_run_that_asked_is_announced_once_signed_even_after_the_receiver_was_down() -> Result<()> {
     let stack = Stack::new("webhooks").await?;
@@ -128,7 +112,7 @@ async fn each_finished_run_that_asked_is_announced_once_signed_even_after_the_re
         runs.push(pushed.workflow_id);
     }
     for run in &runs {
-        ensure!(wait_final(&mut client, run).await? == RoleStatus::Ready, "{run}");
+        ensure!(wait_final(&mut client, run, Duration::from_secs(180)).await? == RoleStatus::Ready, "{run}");
     }
     // Let deliveries fail against the closed port at least once, then bring the receiver up.
     tokio::time::sleep(Duration::from_secs(2)).await;
