@@ -86,7 +86,7 @@ pub struct ServerConfig {
     /// How long a graceful shutdown waits for in-flight calls and streams.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
-    /// How often health checks ask the store, Temporal and the role graph whether they answer.
+    /// How often health checks ask the store, Temporal, the role graph and Redis whether they answer.
     #[serde(with = "humantime_serde")]
     pub health_check_interval: Duration,
     /// How often a `WatchStatus` stream polls the store for new events.
@@ -781,7 +781,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: "server.health_check_interval",
         used_by: "server",
-        description: "How often health checks ask the store, Temporal and the role graph whether they answer.",
+        description: "How often health checks ask the store, Temporal, the role graph and Redis whether they answer.",
     },
     KeyDoc {
         key: "server.watch_poll_interval",

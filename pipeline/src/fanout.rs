@@ -24,10 +24,16 @@ const QUEUE: usize = 4096;
 /// Between reconnection attempts.
 const RECONNECT: Duration = Duration::from_secs(1);
 
-/// Why fan-out cannot start.
+/// Why fan-out cannot start, or Redis does not answer.
 #[derive(Debug, thiserror::Error)]
-#[error("redis.url is not usable: {0}")]
-pub struct FanoutError(String);
+pub enum FanoutError {
+    /// `redis.url` does not parse as a Redis URL.
+    #[error("redis.url is not usable: {0}")]
+    Url(String),
+    /// Redis did not answer a check.
+    #[error("redis does not answer: {0}")]
+    Unreachable(String),
+}
 
 /// Publishes the ids of runs with new events ([`Announce`] for the store).
 pub struct Publisher {
@@ -37,7 +43,7 @@ pub struct Publisher {
 impl Publisher {
     /// Starts publishing to the Redis at `url` (connecting lazily, reconnecting as needed).
     pub fn start(url: &str) -> Result<Arc<Self>, FanoutError> {
-        let client = redis::Client::open(url).map_err(|e| FanoutError(e.to_string()))?;
+        let client = redis::Client::open(url).map_err(|e| FanoutError::Url(e.to_string()))?;
         let (queue, mut ids) = mpsc::channel::<WorkflowId>(QUEUE);
         tokio::spawn(async move {
             let mut connection = None;
@@ -107,7 +113,7 @@ impl Hub {
 
     /// Feeds the hub from the Redis at `url` until `drain` turns true, reconnecting after failures.
     pub fn follow_redis(&self, url: &str, mut drain: watch::Receiver<bool>) -> Result<(), FanoutError> {
-        let client = redis::Client::open(url).map_err(|e| FanoutError(e.to_string()))?;
+        let client = redis::Client::open(url).map_err(|e| FanoutError::Url(e.to_string()))?;
         let sender = self.sender.clone();
         tokio::spawn(async move {
             let mut warned = false;
@@ -153,6 +159,44 @@ impl Hub {
             }
         });
         Ok(())
+    }
+}
+
+/// Answers whether the Redis of `redis.url` is reachable (the `etter.redis` health entry), over one
+/// connection kept between checks and reopened after a failure.
+pub struct Probe {
+    client: redis::Client,
+    connection: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+}
+
+impl Probe {
+    /// A probe of the Redis at `url` (nothing is connected until the first [`Probe::ping`]).
+    pub fn new(url: &str) -> Result<Self, FanoutError> {
+        let client = redis::Client::open(url).map_err(|e| FanoutError::Url(e.to_string()))?;
+        Ok(Self { client, connection: tokio::sync::Mutex::new(None) })
+    }
+
+    /// `PING`, answered with `PONG` within `bound`.
+    pub async fn ping(&self, bound: Duration) -> Result<(), FanoutError> {
+        let mut connection = self.connection.lock().await;
+        // The connection goes back only after a good answer: a failed one is reopened next time.
+        let answer = tokio::time::timeout(bound, async {
+            let mut c = match connection.take() {
+                Some(c) => c,
+                None => self.client.get_multiplexed_async_connection().await?,
+            };
+            let pong = redis::cmd("PING").query_async::<String>(&mut c).await?;
+            *connection = Some(c);
+            Ok::<_, redis::RedisError>(pong)
+        })
+        .await;
+        let failure = match answer {
+            Ok(Ok(pong)) if pong == "PONG" => return Ok(()),
+            Ok(Ok(other)) => format!("PING answered {other:?}"),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer to PING within {bound:?}"),
+        };
+        Err(FanoutError::Unreachable(failure))
     }
 }
 

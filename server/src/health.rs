@@ -5,9 +5,11 @@
 //! | `""` (the server) and `etter.pipeline.v1.PipelineService` | the run store answers |
 //! | `etter.temporal` | the Temporal frontend answers for the configured namespace |
 //! | `etter.graph` | the role graph (Neo4j, or the embedded `{data_dir}/graph.db`) opens and answers a ping |
+//! | `etter.redis` | only with `redis.url`: Redis answers `PING` (live fan-out; without it streams poll) |
 //!
 //! Pushes are accepted and queued while Temporal or the graph is down (statuses then omit the
-//! outputs summary), so the pipeline service stays SERVING then. While draining every entry is
+//! outputs summary), and watch streams fall back to polling the store while Redis is down, so the
+//! pipeline service stays SERVING then. While draining every entry is
 //! NOT_SERVING.
 
 use std::{sync::Arc, time::Duration};
@@ -16,6 +18,8 @@ use etter_pipeline::{orchestrator::Orchestrator, store::RunStore};
 use tokio::sync::watch;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
+use etter_pipeline::fanout::Probe;
+
 use crate::graph::GraphReader;
 
 /// The health entry of the Temporal cluster.
@@ -23,6 +27,9 @@ pub const TEMPORAL_SERVICE: &str = "etter.temporal";
 
 /// The health entry of the role graph.
 pub const GRAPH_SERVICE: &str = "etter.graph";
+
+/// The health entry of Redis (registered only when `redis.url` is set).
+pub const REDIS_SERVICE: &str = "etter.redis";
 
 /// The entries that follow the run store.
 const STORE_SERVICES: [&str; 2] = ["", etter_proto::PIPELINE_SERVICE_NAME];
@@ -39,10 +46,18 @@ pub async fn report_store(reporter: &HealthReporter, up: bool) {
 }
 
 /// Sets every entry NOT_SERVING (draining).
-pub async fn report_draining(reporter: &HealthReporter) {
+pub async fn report_draining(reporter: &HealthReporter, redis: bool) {
     report_store(reporter, false).await;
+    report_dependencies_down(reporter, redis).await;
+}
+
+/// Sets the dependencies' entries NOT_SERVING, as at start until their first check.
+pub async fn report_dependencies_down(reporter: &HealthReporter, redis: bool) {
     for service in [TEMPORAL_SERVICE, GRAPH_SERVICE] {
         reporter.set_service_status(service, ServingStatus::NotServing).await;
+    }
+    if redis {
+        reporter.set_service_status(REDIS_SERVICE, ServingStatus::NotServing).await;
     }
 }
 
@@ -54,9 +69,11 @@ pub(crate) struct Checked {
     pub orchestrator: Arc<dyn Orchestrator>,
     /// The role graph.
     pub graph: Arc<GraphReader>,
+    /// Redis, when configured.
+    pub redis: Option<Probe>,
 }
 
-/// Checks the store, Temporal and the graph every `interval` until `drain` turns true; then
+/// Checks the store, Temporal, the graph and Redis every `interval` until `drain` turns true; then
 /// reports every entry NOT_SERVING.
 pub(crate) async fn run(
     reporter: HealthReporter,
@@ -64,18 +81,25 @@ pub(crate) async fn run(
     interval: Duration,
     mut drain: watch::Receiver<bool>,
 ) {
-    let Checked { store, orchestrator, graph } = checked;
+    let Checked { store, orchestrator, graph, redis } = checked;
     let mut store_up = None;
     let mut temporal_up = None;
     let mut graph_up = None;
+    let mut redis_up = None;
     // Each check is bounded (Temporal by `dispatch.temporal_timeout`): a hung database must not
     // freeze the report. They run at once, so one slow service does not delay the others.
     let bound = interval.max(Duration::from_secs(1));
     while !*drain.borrow() {
-        let (store_ok, temporal, graph_result) = tokio::join!(
+        let (store_ok, temporal, graph_result, redis_result) = tokio::join!(
             async { matches!(tokio::time::timeout(bound, store.ping()).await, Ok(Ok(()))) },
             orchestrator.ping(),
             graph.ping(bound),
+            async {
+                match &redis {
+                    Some(probe) => Some(probe.ping(bound).await),
+                    None => None,
+                }
+            },
         );
         let temporal_ok = temporal.is_ok();
         let graph_ok = graph_result.is_ok();
@@ -97,10 +121,21 @@ pub(crate) async fn run(
             reporter.set_service_status(GRAPH_SERVICE, serving(graph_ok)).await;
             graph_up = Some(graph_ok);
         }
+        if let Some(result) = redis_result {
+            let redis_ok = result.is_ok();
+            if redis_up != Some(redis_ok) {
+                match &result {
+                    Ok(()) => tracing::info!("redis is reachable"),
+                    Err(e) => tracing::warn!(error = %e, "redis is not reachable; watch streams poll the store"),
+                }
+                reporter.set_service_status(REDIS_SERVICE, serving(redis_ok)).await;
+                redis_up = Some(redis_ok);
+            }
+        }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
             _ = drain.changed() => {}
         }
     }
-    report_draining(&reporter).await;
+    report_draining(&reporter, redis.is_some()).await;
 }

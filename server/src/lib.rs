@@ -108,6 +108,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         announce: Some(announce),
         ..StoreOptions::default()
     };
+    let redis_probe = config.redis.url.expose().map(fanout::Probe::new).transpose()?;
+    let with_redis = redis_probe.is_some();
     let store = store::connect_with(&location, &options).await?;
     tracing::info!(backend = store.backend(), "run store ready");
 
@@ -178,9 +180,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     // The store answered (it was just migrated); Temporal and the graph are unknown until their
     // first check.
     health::report_store(&health_reporter, true).await;
-    for service in [health::TEMPORAL_SERVICE, health::GRAPH_SERVICE] {
-        health_reporter.set_service_status(service, tonic_health::ServingStatus::NotServing).await;
-    }
+    health::report_dependencies_down(&health_reporter, redis_probe.is_some()).await;
     let background = [
         tokio::spawn(dispatcher.run(drain_rx.clone())),
         tokio::spawn(reconciler.run(drain_rx.clone())),
@@ -189,7 +189,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         tokio::spawn(observe_queue(Arc::clone(&store), config.server.health_check_interval, drain_rx.clone())),
         tokio::spawn(health::run(
             health_reporter.clone(),
-            health::Checked { store: Arc::clone(&store), orchestrator, graph },
+            health::Checked { store: Arc::clone(&store), orchestrator, graph, redis: redis_probe },
             config.server.health_check_interval,
             drain_rx.clone(),
         )),
@@ -199,7 +199,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     let reporter = health_reporter.clone();
     let stop = async move {
         shutdown.await;
-        health::report_draining(&reporter).await;
+        health::report_draining(&reporter, with_redis).await;
         let _ = drain_tx.send(true);
         tracing::info!("draining");
     };

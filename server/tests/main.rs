@@ -199,7 +199,7 @@ async fn reflection_v1alpha_lists_and_describes() -> anyhow::Result<()> {
 #[tokio::test]
 async fn health_reports_the_pipeline_service_serving() -> anyhow::Result<()> {
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
-    let server = Server::start(&[]).await?;
+    let server = Server::start(&[("ETTER_REDIS__URL", "")]).await?;
     let mut health = HealthClient::new(server.channel().await?);
     for service in ["", SERVICE] {
         let status = health.check(HealthCheckRequest { service: service.to_owned() }).await?.into_inner().status();
@@ -207,6 +207,9 @@ async fn health_reports_the_pipeline_service_serving() -> anyhow::Result<()> {
     }
     let unknown = health.check(HealthCheckRequest { service: "no.such.Service".to_owned() }).await;
     assert_eq!(unknown.err().map(|s| s.code()), Some(tonic::Code::NotFound));
+    // Without `redis.url` there is no Redis entry: nothing to be down.
+    let redis = health.check(HealthCheckRequest { service: "etter.redis".to_owned() }).await;
+    assert_eq!(redis.err().map(|s| s.code()), Some(tonic::Code::NotFound));
     Ok(())
 }
 

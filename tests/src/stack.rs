@@ -17,6 +17,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+pub use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::{service_setting, unique_name};
 
@@ -300,6 +302,39 @@ impl Stack {
         let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
         let bearer = BearerToken(format!("Bearer {token}").parse()?);
         Ok(PipelineServiceClient::with_interceptor(channel, bearer))
+    }
+
+    /// What `server`'s health service says of `service`; `None`: it has no such entry.
+    pub async fn health(&self, server: &Process, service: &str) -> Result<Option<ServingStatus>> {
+        let addr = server.field("grpc_addr")?;
+        let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
+        match HealthClient::new(channel).check(HealthCheckRequest { service: service.to_owned() }).await {
+            Ok(answer) => Ok(Some(answer.into_inner().status())),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+            Err(status) => Err(status.into()),
+        }
+    }
+
+    /// Polls `server`'s health of `service` until it is `wanted`.
+    pub async fn wait_health(
+        &self,
+        server: &Process,
+        service: &str,
+        wanted: ServingStatus,
+        within: Duration,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let now = self.health(server, service).await?;
+            if now == Some(wanted) {
+                return Ok(());
+            }
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "health of {service:?} stayed {now:?} for {within:?}, not {wanted:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Drops the test's database (call at the end of a passing test; a failing one keeps it for a look).

@@ -1,7 +1,8 @@
 //! Live fan-out through Redis (issue 6): with the store polled only every 20 s, a watcher on one
 //! server replica still sees a run pushed through another replica finish within moments — Redis
 //! woke it. Then Redis dies mid-run: the watcher falls back to polling the store and still sees
-//! the next run reach READY. The test runs its own Redis, since it kills it.
+//! the next run reach READY, and the `etter.redis` health entry turns NOT_SERVING. The test runs
+//! its own Redis, since it kills it.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use etter_proto::v1::{
     Document, DocumentType, GetStatusRequest, PushRequest, RoleStatus, RunOptions, WatchStatusRequest,
     get_status_request, run_event, watch_status_request, watch_status_response,
 };
-use etter_tests::stack::{Client, Stack};
+use etter_tests::stack::{Client, ServingStatus, Stack};
 
 /// The store poll of the watch streams: slower than any wake-up the test accepts.
 const POLL: &str = "20s";
@@ -100,6 +101,7 @@ async fn a_watcher_is_woken_through_redis_and_falls_back_to_the_store_when_redis
         resume_token: String::new(),
     };
     let mut stream = via_b.watch_status(watch).await?.into_inner();
+    stack.wait_health(&watching, "etter.redis", ServingStatus::Serving, Duration::from_secs(30)).await?;
 
     // Redis up: the READY of a run pushed through A reaches B's watcher right after it is stored,
     // not at B's next store poll.
@@ -115,6 +117,9 @@ async fn a_watcher_is_woken_through_redis_and_falls_back_to_the_store_when_redis
     redis.kill().await?;
     let second = via_a.push(push_request(&stack, "Fanned Engineer 2", &jd)).await?.into_inner().workflow_id;
     until_ready(&mut stream, &second, Duration::from_secs(150)).await?;
+    // Health says why streams are slower now; the pipeline itself stays SERVING.
+    stack.wait_health(&watching, "etter.redis", ServingStatus::NotServing, Duration::from_secs(30)).await?;
+    ensure!(stack.health(&watching, "etter.pipeline.v1.PipelineService").await? == Some(ServingStatus::Serving));
 
     worker.stop().await?;
     watching.stop().await?;
