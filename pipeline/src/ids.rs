@@ -90,6 +90,12 @@ string_id!(
     RequestId
 );
 string_id!(
+    /// The W3C trace id of the request behind a run: 32 lowercase hex digits, not all zero. It
+    /// travels from the request's `traceparent` header (or a fresh one) into the run, its
+    /// workflow and its activities' log spans.
+    TraceId
+);
+string_id!(
     /// A Draup role a company role maps to (for example `draup-role-12345`): 1–128 printable
     /// ASCII characters without spaces.
     DraupRoleId
@@ -292,10 +298,77 @@ impl DraupRoleId {
     }
 }
 
+impl TraceId {
+    /// Parses a trace id: 32 lowercase hex digits, not all zero (W3C Trace Context).
+    pub fn parse(value: &str) -> Result<Self, InvalidId> {
+        const WHAT: &str = "trace_id";
+        if value.len() != 32 || !value.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(invalid(WHAT, "must be 32 lowercase hex digits"));
+        }
+        if value.bytes().all(|b| b == b'0') {
+            return Err(invalid(WHAT, "must not be all zeros"));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    /// A trace id from 128 bits of the caller's randomness (zero bits become 1).
+    pub fn from_random(bits: u128) -> Self {
+        Self(format!("{:032x}", bits.max(1)))
+    }
+
+    /// The trace id of a W3C `traceparent` header
+    /// (`{version}-{trace id}-{parent id}-{flags}`), if the header is well formed.
+    pub fn from_traceparent(header: &str) -> Option<Self> {
+        let mut parts = header.trim().split('-');
+        let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        // Version ff is forbidden; a version 00 header has exactly four parts, later versions may add some.
+        if !hex(version, 2) || version == "ff" || (version == "00" && parts.next().is_some()) {
+            return None;
+        }
+        if !hex(parent, 16) || parent.bytes().all(|b| b == b'0') || !hex(flags, 2) {
+            return None;
+        }
+        Self::parse(trace).ok()
+    }
+
+    /// A `traceparent` header value that continues this trace from `parent` (16 hex digits of
+    /// the caller's span id), sampled.
+    pub fn traceparent(&self, parent: u64) -> String {
+        format!("00-{}-{:016x}-01", self.0, parent.max(1))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_trace_id_comes_from_a_well_formed_traceparent_only() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let header = format!("00-{id}-00f067aa0ba902b7-01");
+        assert_eq!(TraceId::from_traceparent(&header).map(String::from).as_deref(), Some(id));
+        // A later version may carry more fields.
+        assert!(TraceId::from_traceparent(&format!("01-{id}-00f067aa0ba902b7-01-extra")).is_some());
+        for bad in [
+            format!("ff-{id}-00f067aa0ba902b7-01"),
+            format!("00-{id}-00f067aa0ba902b7-01-extra"),
+            format!("00-{}-00f067aa0ba902b7-01", "0".repeat(32)),
+            format!("00-{id}-0000000000000000-01"),
+            format!("00-{}-00f067aa0ba902b7-01", id.to_uppercase()),
+            format!("00-{id}-00f067aa0ba902b7"),
+            format!("00-{id}x-00f067aa0ba902b7-01"),
+            String::new(),
+        ] {
+            assert_eq!(TraceId::from_traceparent(&bad), None, "{bad:?}");
+        }
+        let fresh = TraceId::from_random(0xabc);
+        assert_eq!(fresh.as_str(), "00000000000000000000000000000abc");
+        assert_eq!(TraceId::from_traceparent(&fresh.traceparent(7)), Some(fresh));
+        assert!(TraceId::parse(&"0".repeat(32)).is_err());
+        assert_eq!(TraceId::from_random(0).as_str(), "00000000000000000000000000000001");
+    }
 
     #[test]
     fn role_id_of_the_seed_example() -> Result<(), InvalidId> {

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{CompanyId, RoleId, WorkflowId};
+use crate::ids::{CompanyId, RoleId, TraceId, WorkflowId};
 use crate::lifecycle::RunState;
 use crate::steps::{Action, StepName};
 
@@ -43,7 +43,8 @@ pub struct RoleOnboardingInput {
     #[serde(default)]
     pub early_cutoff: bool,
     /// The trace id of the request that created the run, carried into activities' spans.
-    pub trace_id: Option<String>,
+    #[serde(default)]
+    pub trace_id: Option<TraceId>,
 }
 
 impl RoleOnboardingInput {
@@ -59,7 +60,7 @@ impl RoleOnboardingInput {
             reuse_from: if reuses { run.supersedes.clone() } else { None },
             early_cutoff: plan.early_cutoff,
             plan: plan.steps,
-            trace_id: None,
+            trace_id: run.trace_id.clone(),
         }
     }
 }
@@ -91,7 +92,7 @@ mod tests {
             plan: crate::steps::plan_new(false).steps,
             reuse_from: None,
             early_cutoff: false,
-            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+            trace_id: Some(TraceId::parse("4bf92f3577b34da6a3ce929d0e0e4736")?),
         };
         let json = serde_json::to_string(&input)?;
         assert_eq!(serde_json::from_str::<RoleOnboardingInput>(&json)?, input);

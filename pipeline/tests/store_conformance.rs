@@ -18,7 +18,7 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use etter_pipeline::{
     config::StoreLocation,
-    ids::{BatchId, CompanyId, DraupRoleId, RequestId, RoleId, RoleName, WorkflowId},
+    ids::{BatchId, CompanyId, DraupRoleId, RequestId, RoleId, RoleName, TraceId, WorkflowId},
     lifecycle::{self, RunState},
     outputs::ContentHash,
     store::{
@@ -227,6 +227,7 @@ fn push(company_id: &str, role: &str, identity: &str) -> Result<NewRun> {
         plan: Some(etter_pipeline::steps::plan_new(false)),
         reason: "pushed by test".to_owned(),
         notify: false,
+        trace_id: Some(TraceId::parse("4bf92f3577b34da6a3ce929d0e0e4736")?),
     })
 }
 
@@ -273,6 +274,11 @@ async fn create_and_get_run(ctx: Ctx) -> Result<()> {
     ensure!(stored.documents[0].uri == "file:///docs/aa01.md" && stored.options["skip_enhancement_workflows"] == false);
     ensure!(store.latest_run(&run.role_id).await? == run);
     ensure!(stored.plan == Some(etter_pipeline::steps::plan_new(false)), "the plan is kept: {:?}", stored.plan);
+    ensure!(
+        stored.trace_id.as_ref().map(TraceId::as_str) == Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+        "the request's trace id is kept: {:?}",
+        stored.trace_id
+    );
 
     // A STALE re-run's plan (reuse and early cutoff) round-trips too.
     let kept = etter_pipeline::steps::Plan {

@@ -13,7 +13,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::estimate::Estimator;
-use crate::{auth, batch, cancel, graph::GraphReader, history, push, retry, status, watch as watching};
+use crate::{auth, batch, cancel, graph::GraphReader, history, push, retry, status, trace, watch as watching};
 
 /// The stream type of `WatchStatus`.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchStatusResponse, Status>> + Send + 'static>>;
@@ -64,6 +64,7 @@ impl PipelineService for PipelineApi {
             store: self.store.as_ref(),
             documents: &self.config.documents,
             estimator: &self.estimator,
+            trace_id: trace::of(&request),
         };
         let response = push::push(&cx, &principal, request.into_inner()).await?;
         if response.created {
@@ -80,6 +81,7 @@ impl PipelineService for PipelineApi {
             documents: &self.config.documents,
             estimator: &self.estimator,
             max_batch_size: self.config.server.max_batch_size,
+            trace_id: trace::of(&request),
         };
         let response = batch::push_batch(&cx, &principal, request.into_inner()).await?;
         if response.created {
@@ -114,7 +116,11 @@ impl PipelineService for PipelineApi {
 
     async fn retry(&self, request: Request<RetryRequest>) -> Result<Response<RetryResponse>, Status> {
         let principal = auth::principal(&request)?;
-        let cx = retry::RetryContext { store: self.store.as_ref(), estimator: &self.estimator };
+        let cx = retry::RetryContext {
+            store: self.store.as_ref(),
+            estimator: &self.estimator,
+            trace_id: trace::of(&request),
+        };
         let response = retry::retry(&cx, &principal, request.into_inner()).await?;
         // A replayed answer's run may be queued still; waking an idle dispatcher is harmless.
         self.wake_dispatcher.notify_one();

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use etter_pipeline::{
     documents::DocumentsConfig,
-    ids::{BatchId, CompanyId, DraupRoleId, RoleId, RoleName, WorkflowId},
+    ids::{BatchId, CompanyId, DraupRoleId, RoleId, RoleName, TraceId, WorkflowId},
     lifecycle::RunState,
     steps,
     store::{Admission, Batch, DocumentRef, FieldViolation, NewBatch, NewRun, RunStore, StoreError},
@@ -53,6 +53,8 @@ pub struct BatchContext<'a> {
     pub estimator: &'a Estimator,
     /// `server.max_batch_size`.
     pub max_batch_size: u32,
+    /// The request's trace id, kept with every run the batch creates.
+    pub trace_id: Option<TraceId>,
 }
 
 /// What was decided about one item before anything is stored.
@@ -111,14 +113,21 @@ pub async fn push_batch(
         match push::validate(&as_push, cx.documents) {
             Ok(valid) => {
                 decided.push(Item::Stored(new_runs.len()));
-                let mut run = valid.to_new_run(cx.estimator, principal);
+                let mut run = valid.to_new_run(cx.estimator, principal, cx.trace_id.clone());
                 run.reason = format!("pushed by {} in a batch", principal.user);
                 new_runs.push(run);
             }
             Err(ApiError::InvalidArgument { violations, .. }) => match RoleName::parse(&item.role_name) {
                 Ok(role_name) => {
                     decided.push(Item::Stored(new_runs.len()));
-                    new_runs.push(rejected_run(&company, role_name, &as_push, &violations, principal));
+                    new_runs.push(rejected_run(
+                        &company,
+                        role_name,
+                        &as_push,
+                        &violations,
+                        principal,
+                        cx.trace_id.clone(),
+                    ));
                 }
                 Err(_) => decided.push(Item::Unstorable(violations)),
             },
@@ -126,7 +135,7 @@ pub async fn push_batch(
         }
     }
 
-    let batch = NewBatch { id: BatchId::from_random(random_u128()), company: company.clone(), request_id };
+    let batch = NewBatch { id: BatchId::from_random(crate::random_u128()), company: company.clone(), request_id };
     let created = cx.store.create_batch(batch, new_runs).await?;
     let positions: HashMap<WorkflowId, u32> =
         cx.store.queue_positions(&company).await?.into_iter().map(|p| (p.workflow_id, p.position)).collect();
@@ -231,6 +240,7 @@ fn rejected_run(
     item: &pb::PushRequest,
     violations: &[Violation],
     principal: &Principal,
+    trace_id: Option<TraceId>,
 ) -> NewRun {
     let options = item.options.unwrap_or_default();
     let stored_options = StoredOptions {
@@ -268,6 +278,7 @@ fn rejected_run(
         reason: format!("rejected from a batch pushed by {}", principal.user),
         // A rejected item never runs, so it never ends: nothing to announce.
         notify: false,
+        trace_id,
     }
 }
 
@@ -284,16 +295,6 @@ fn item_error(err: &StoreError) -> FieldViolationPb {
         other => other.to_string(),
     };
     FieldViolationPb { field: "role_name".to_owned(), description, ..Default::default() }
-}
-
-fn random_u128() -> u128 {
-    let mut bytes = [0_u8; 16];
-    // Without the OS's randomness the id still differs by time; uniqueness is checked on insert.
-    if getrandom::fill(&mut bytes).is_err() {
-        let nanos = etter_pipeline::store::now().timestamp_nanos_opt().unwrap_or_default();
-        bytes = (u128::from(nanos.unsigned_abs()) ^ u128::from(std::process::id()) << 64).to_le_bytes();
-    }
-    u128::from_le_bytes(bytes)
 }
 
 /// A batch's aggregate progress: its runs per state, how many ended, and an estimate of when the

@@ -25,7 +25,7 @@ use std::{sync::Arc, time::Duration};
 
 use etter_pipeline::{
     config::DispatchConfig,
-    ids::CompanyId,
+    ids::{CompanyId, TraceId},
     lifecycle::RunState,
     observe,
     orchestrator::{ClosedStatus, Orchestrator, OrchestratorError, StartOutcome, WorkflowState},
@@ -173,7 +173,11 @@ impl Dispatcher {
         })
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(workflow_id = %run.workflow_id))]
+    #[tracing::instrument(
+        level = "info",
+        skip_all,
+        fields(workflow_id = %run.workflow_id, trace_id = run.trace_id.as_ref().map(TraceId::as_str))
+    )]
     async fn dispatch_one(&self, run: Run) -> Outcome {
         let input = RoleOnboardingInput::for_run(&run, plan_of(&run));
         let reason = match self.orchestrator.start_onboarding(&input).await {
@@ -459,6 +463,7 @@ mod tests {
                 plan: Some(etter_pipeline::steps::plan_new(false)),
                 reason: "pushed by test".to_owned(),
                 notify: false,
+                trace_id: None,
             })
             .await?;
         let run = created.run;

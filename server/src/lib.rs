@@ -19,6 +19,7 @@ mod idempotency;
 mod push;
 mod retry;
 mod status;
+mod trace;
 mod watch;
 mod webhook;
 
@@ -130,7 +131,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     let secret = auth::signing_secret(&config.auth, &config.data_dir)?;
     let authenticator = auth::Authenticator::new(&config.auth, &secret);
 
-    let instance = format!("etter-server-{}-{:08x}", std::process::id(), random_u32());
+    let instance = format!("etter-server-{}-{:08x}", std::process::id(), random_u128() & 0xffff_ffff);
     let orchestrator: Arc<dyn Orchestrator> = Arc::new(TemporalOrchestrator::new(TemporalSettings::from_config(
         &config,
         config.dispatch.temporal_timeout,
@@ -208,6 +209,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         .accept_http1(true)
         .layer(cors_layer(&config.server.cors_allowed_origins))
         .layer(tonic_web::GrpcWebLayer::new())
+        .layer(trace::TraceLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -236,11 +238,15 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     Ok(())
 }
 
-fn random_u32() -> u32 {
-    let mut bytes = [0u8; 4];
-    // Only tells dispatcher instances apart; a fixed value on failure is harmless.
-    let _ = getrandom::fill(&mut bytes);
-    u32::from_le_bytes(bytes)
+/// 128 random bits (batch ids, trace ids, instance names). Without the OS's randomness they still
+/// differ by time and process; batch ids are checked for uniqueness on insert.
+pub(crate) fn random_u128() -> u128 {
+    let mut bytes = [0_u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = etter_pipeline::store::now().timestamp_nanos_opt().unwrap_or_default();
+        bytes = (u128::from(nanos.unsigned_abs()) ^ u128::from(std::process::id()) << 64).to_le_bytes();
+    }
+    u128::from_le_bytes(bytes)
 }
 
 /// Resolves when draining starts.
@@ -299,6 +305,11 @@ fn cors_layer(allowed_origins: &[String]) -> CorsLayer {
             header("x-request-id"),
             header("traceparent"),
         ])
-        .expose_headers([header("grpc-status"), header("grpc-message"), header("grpc-status-details-bin")])
+        .expose_headers([
+            header("grpc-status"),
+            header("grpc-message"),
+            header("grpc-status-details-bin"),
+            trace::TRACE_ID_HEADER,
+        ])
         .max_age(Duration::from_secs(24 * 60 * 60))
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use etter_pipeline::{
     documents::{DocumentUri, DocumentsConfig},
-    ids::{CompanyId, DraupRoleId, RequestId, RoleName},
+    ids::{CompanyId, DraupRoleId, RequestId, RoleName, TraceId},
     store::{Admission, DocumentRef, NewRun, RunStore},
 };
 use etter_proto::v1 as pb;
@@ -69,7 +69,7 @@ impl ValidPush {
 
 impl ValidPush {
     /// The run to queue for this push, planned as a first run.
-    pub fn to_new_run(&self, estimator: &Estimator, principal: &Principal) -> NewRun {
+    pub fn to_new_run(&self, estimator: &Estimator, principal: &Principal, trace_id: Option<TraceId>) -> NewRun {
         let plan = etter_pipeline::steps::plan_new(self.options.skip_enhancement_workflows);
         NewRun {
             company: self.company.clone(),
@@ -86,6 +86,7 @@ impl ValidPush {
             plan: Some(plan),
             reason: format!("pushed by {}", principal.user),
             notify: self.options.notify_on_complete,
+            trace_id,
         }
     }
 }
@@ -187,6 +188,8 @@ pub struct PushContext<'a> {
     pub documents: &'a DocumentsConfig,
     /// ETAs and token estimates from measured step costs.
     pub estimator: &'a Estimator,
+    /// The request's trace id, kept with the run.
+    pub trace_id: Option<TraceId>,
 }
 
 /// `Push`: authorize, validate, answer a retried `request_id` with its first answer, create (or
@@ -205,7 +208,7 @@ pub async fn push(
         return Ok(answer);
     }
 
-    let created = cx.store.create_run(valid.to_new_run(cx.estimator, principal)).await?;
+    let created = cx.store.create_run(valid.to_new_run(cx.estimator, principal, cx.trace_id.clone())).await?;
     let run = &created.run;
     // A push answers from the store alone: its response has no outputs summary.
     let sources = status::StatusContext { store: cx.store, estimator: cx.estimator, finished: None };

@@ -10,7 +10,7 @@
 //! inputs did not change).
 
 use etter_pipeline::{
-    ids::{RoleId, WorkflowId},
+    ids::{RoleId, TraceId, WorkflowId},
     lifecycle::RunState,
     steps::{self, DocumentKind, Plan, PlanError, StepName},
     store::{Admission, NewRun, Run, RunStore, StoreError},
@@ -35,6 +35,8 @@ pub struct RetryContext<'a> {
     pub store: &'a dyn RunStore,
     /// ETAs and token estimates from measured step costs.
     pub estimator: &'a Estimator,
+    /// The request's trace id, kept with the new run.
+    pub trace_id: Option<TraceId>,
 }
 
 /// The target and steps of a Retry, checked before anything is read.
@@ -188,6 +190,7 @@ pub async fn retry(
         plan: Some(plan),
         reason: format!("retry of {} by {}", old.workflow_id, principal.user),
         notify: old.notify,
+        trace_id: cx.trace_id.clone(),
     };
     let created = match cx.store.create_run(new).await {
         Ok(created) => created,

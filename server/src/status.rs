@@ -174,6 +174,7 @@ pub fn assemble(run: &Run, attempts: &[StepAttempt], position: Option<u32>, esti
         supersedes: run.supersedes.as_ref().map(ToString::to_string).unwrap_or_default(),
         batch_id: run.batch_id.as_ref().map(ToString::to_string).unwrap_or_default(),
         field_violations: run.field_violations.iter().map(convert::field_violation).collect(),
+        trace_id: run.trace_id.as_ref().map(|t| t.as_str().to_owned()).unwrap_or_default(),
         documents: run.documents.iter().map(convert::document).collect(),
         options: Some(options.to_pb()),
         outputs: None,

@@ -96,6 +96,11 @@ impl Process {
         Ok(samples)
     }
 
+    /// What the process logged so far (its stderr).
+    pub fn log_text(&self) -> Result<String> {
+        std::fs::read_to_string(&self.log).with_context(|| format!("reading the log of {}", self.name))
+    }
+
     /// SIGKILL: no drain, no cleanup — a crash.
     pub async fn kill(mut self) -> Result<()> {
         self.child.kill().await.with_context(|| format!("killing {}", self.name))
@@ -335,6 +340,11 @@ impl Stack {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// The test's own directory (data dir, documents, logs): removed by [`Self::cleanup`].
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// Drops the test's database (call at the end of a passing test; a failing one keeps it for a look).

@@ -2,7 +2,7 @@
 //! process → PostgreSQL, Neo4j → GetStatus and WatchStatus, with the crashes an operator meets —
 //! a worker killed mid-step, a server killed right after it acknowledged pushes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
@@ -122,8 +122,11 @@ async fn a_pushed_pdf_reaches_ready_and_every_watcher_sees_every_step() -> Resul
     let jd = stack.document("claims_adjuster_jd.pdf")?;
     let request = push_request(&stack, "Claims Adjuster", &[(DocumentType::JobDescription, jd)], "req-ready-1");
 
-    // Nothing runs it yet (no worker): the run is QUEUED or dispatched, never missing.
-    let pushed: PushResponse = client.push(request.clone()).await?.into_inner();
+    // Nothing runs it yet (no worker): the run is QUEUED or dispatched, never missing. The push
+    // carries the caller's trace.
+    let mut traced = tonic::Request::new(request.clone());
+    traced.metadata_mut().insert("traceparent", format!("00-{TRACE_ID}-b7ad6b7169203331-01").parse()?);
+    let pushed: PushResponse = client.push(traced).await?.into_inner();
     ensure!(pushed.created && pushed.workflow_id.ends_with("-1"), "{pushed:?}");
     let first = status(&mut client, &pushed.workflow_id).await?;
     ensure!(
@@ -161,11 +164,19 @@ async fn a_pushed_pdf_reaches_ready_and_every_watcher_sees_every_step() -> Resul
         }
     });
 
-    let worker = stack.start_worker(&[]).await?;
+    let worker = stack.start_worker(&[("ETTER_LOG__FORMAT", "json")]).await?;
     let done = wait_final(&mut client, &workflow_id).await?;
     ensure!(RoleStatus::try_from(done.status)? == RoleStatus::Ready, "{done:#?}");
     let progress = done.progress.context("progress")?;
     ensure!(progress.current == progress.total && progress.total == 11, "{progress:?}");
+    ensure!(done.trace_id == TRACE_ID, "the run keeps the push's trace id: {:?}", done.trace_id);
+    // The trace went through Temporal into every activity: the worker logged each step's
+    // completion, and the run's end, under the push's trace id.
+    let traced = traced_worker_lines(&worker.log_text()?, &workflow_id);
+    let completed: BTreeSet<&str> =
+        traced.iter().filter(|(message, _)| message == "step completed").map(|(_, step)| step.as_str()).collect();
+    ensure!(completed.len() == 11, "steps logged under the trace: {completed:?}");
+    ensure!(traced.iter().any(|(message, _)| message == "run ended"), "the run's end under the trace: {traced:?}");
 
     let steady = steady_watch.await??;
     ensure!(
@@ -217,6 +228,23 @@ async fn a_pushed_pdf_reaches_ready_and_every_watcher_sees_every_step() -> Resul
     worker.stop().await?;
     server.stop().await?;
     stack.cleanup().await
+}
+
+/// The trace id the first push sends in its `traceparent` header.
+const TRACE_ID: &str = "8e3a5a2b9c7d4f1e0a6b5c4d3e2f1a0b";
+
+/// The (message, step) of every JSON log line of the worker that was logged for `run` in a span
+/// carrying [`TRACE_ID`].
+fn traced_worker_lines(log: &str, run: &str) -> Vec<(String, String)> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["span"]["trace_id"] == TRACE_ID && line["span"]["run"] == run)
+        .map(|line| {
+            let message = line["fields"]["message"].as_str().unwrap_or_default().to_owned();
+            let step = line["span"]["step"].as_str().unwrap_or_default().to_owned();
+            (message, step)
+        })
+        .collect()
 }
 
 /// Node and relationship counts of a role's part of the graph, by label and type.

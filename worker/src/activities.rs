@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etter_pipeline::ids::WorkflowId;
+use etter_pipeline::ids::{TraceId, WorkflowId};
 use etter_pipeline::lifecycle::RunState;
 use etter_pipeline::observe;
 use etter_pipeline::steps::{Action, PriorOutcome, PriorStep, StepName, decide, hashed_upstream};
@@ -21,6 +21,7 @@ use etter_pipeline::store::{
 };
 use serde::{Deserialize, Serialize};
 use temporalio_sdk::activities::{ActivityContext, ActivityError, activities};
+use tracing::Instrument as _;
 
 use crate::failure::StepFailure;
 use crate::faults::Faults;
@@ -37,6 +38,9 @@ pub struct StepInput {
     /// when its input hash is unchanged ([`etter_pipeline::steps::decide`]).
     #[serde(default)]
     pub cutoff_from: Option<WorkflowId>,
+    /// The trace id of the request that created the run: the activity logs under it.
+    #[serde(default)]
+    pub trace_id: Option<TraceId>,
 }
 
 /// What a step activity returns to its workflow.
@@ -57,6 +61,9 @@ pub struct BeginInput {
     pub plan: Vec<(StepName, Action)>,
     /// The earlier run whose outputs `Reuse` steps keep.
     pub reuse_from: Option<WorkflowId>,
+    /// The trace id of the request that created the run: the activity logs under it.
+    #[serde(default)]
+    pub trace_id: Option<TraceId>,
 }
 
 /// A step the workflow saw fail, with what Temporal said (used when the activity could not record
@@ -80,6 +87,9 @@ pub struct OutcomeInput {
     pub failed: Vec<FailedStep>,
     /// The run was cancelled.
     pub cancelled: bool,
+    /// The trace id of the request that created the run: the activity logs under it.
+    #[serde(default)]
+    pub trace_id: Option<TraceId>,
 }
 
 /// The outcome recorded.
@@ -101,7 +111,18 @@ impl PipelineActivities {
         Self { runner, faults }
     }
 
+    /// Runs a step activity in a span of the run, the step and the request's trace id.
     async fn step(
+        &self,
+        ctx: ActivityContext,
+        input: StepInput,
+        expected: StepName,
+    ) -> Result<StepReport, ActivityError> {
+        let span = activity_span("step", &input.workflow_id, Some(input.step), input.trace_id.as_ref());
+        self.traced_step(ctx, input, expected).instrument(span).await
+    }
+
+    async fn traced_step(
         &self,
         ctx: ActivityContext,
         input: StepInput,
@@ -137,7 +158,10 @@ impl PipelineActivities {
                 .increment(1);
         }
         match result {
-            Ok(report) => Ok(report),
+            Ok(report) => {
+                tracing::info!(attempt, seconds = started.elapsed().as_secs_f64(), "step completed");
+                Ok(report)
+            }
             Err(StepEnd::Cancelled) => {
                 self.record_quietly(
                     &input.workflow_id,
@@ -159,6 +183,53 @@ impl PipelineActivities {
                 Err(failure.into_activity_error())
             }
         }
+    }
+
+    /// [`Self::begin_run`]'s work.
+    async fn begin(&self, input: BeginInput) -> Result<(), ActivityError> {
+        let store = self.runner.store();
+        // The dispatcher marks the run PROCESSING once Temporal accepted the start; if it died in
+        // between, the run is still QUEUED while its workflow runs. Whoever comes first wins.
+        match store.transition(&input.workflow_id, Transition::to(RunState::Processing, "started by the worker")).await
+        {
+            Ok(_) | Err(StoreError::IllegalTransition(_)) => {}
+            Err(err) => return Err(StepFailure::from(err).into_activity_error()),
+        }
+        let prior = match &input.reuse_from {
+            Some(old) => store.steps(old).await.map_err(|e| StepFailure::from(e).into_activity_error())?,
+            None => Vec::new(),
+        };
+        for (step, action) in &input.plan {
+            let record = match action {
+                Action::Run => continue,
+                Action::Skip => StepTransition::new(step.as_str(), 1, StepStatus::Skipped),
+                Action::Reuse => {
+                    let kept = prior
+                        .iter()
+                        .filter(|a| {
+                            a.step == step.as_str() && matches!(a.status, StepStatus::Completed | StepStatus::Reused)
+                        })
+                        .max_by_key(|a| a.attempt)
+                        .ok_or_else(|| {
+                            StepFailure::permanent(
+                                "REUSED_OUTPUT_MISSING",
+                                format!("step {step} was to reuse an earlier output, but the earlier run has none"),
+                            )
+                            .into_activity_error()
+                        })?;
+                    let mut record = StepTransition::new(step.as_str(), 1, StepStatus::Reused);
+                    record.input_hash = kept.input_hash.clone();
+                    record.output_hash = kept.output_hash.clone();
+                    record.reused_from = input.reuse_from.clone();
+                    record
+                }
+            };
+            store
+                .record_step(&input.workflow_id, record)
+                .await
+                .map_err(|e| StepFailure::from(e).into_activity_error())?;
+        }
+        Ok(())
     }
 
     async fn run_step(
@@ -367,6 +438,23 @@ fn upstream_outputs(step: StepName, attempts: &[StepAttempt]) -> Result<BTreeMap
     Ok(outputs)
 }
 
+/// The span an activity of `run` logs in: its step (if a step's), and the trace id of the request
+/// that created the run.
+fn activity_span(
+    activity: &'static str,
+    run: &WorkflowId,
+    step: Option<StepName>,
+    trace: Option<&TraceId>,
+) -> tracing::Span {
+    tracing::info_span!(
+        "activity",
+        name = activity,
+        run = %run,
+        step = step.map(StepName::as_str),
+        trace_id = trace.map(TraceId::as_str),
+    )
+}
+
 /// The outcome of a run from what its steps did (DESIGN §4): FAILED when a critical step failed,
 /// DEGRADED when only enhancement steps did, READY otherwise; CANCELLED wins over both.
 pub fn outcome_of(failed: &[StepName], cancelled: bool) -> RunState {
@@ -387,49 +475,8 @@ impl PipelineActivities {
     /// reused (with that output's hash, so the steps after them see the same inputs).
     #[activity(name = "BeginRun")]
     pub async fn begin_run(self: Arc<Self>, _ctx: ActivityContext, input: BeginInput) -> Result<(), ActivityError> {
-        let store = self.runner.store();
-        // The dispatcher marks the run PROCESSING once Temporal accepted the start; if it died in
-        // between, the run is still QUEUED while its workflow runs. Whoever comes first wins.
-        match store.transition(&input.workflow_id, Transition::to(RunState::Processing, "started by the worker")).await
-        {
-            Ok(_) | Err(StoreError::IllegalTransition(_)) => {}
-            Err(err) => return Err(StepFailure::from(err).into_activity_error()),
-        }
-        let prior = match &input.reuse_from {
-            Some(old) => store.steps(old).await.map_err(|e| StepFailure::from(e).into_activity_error())?,
-            None => Vec::new(),
-        };
-        for (step, action) in &input.plan {
-            let record = match action {
-                Action::Run => continue,
-                Action::Skip => StepTransition::new(step.as_str(), 1, StepStatus::Skipped),
-                Action::Reuse => {
-                    let kept = prior
-                        .iter()
-                        .filter(|a| {
-                            a.step == step.as_str() && matches!(a.status, StepStatus::Completed | StepStatus::Reused)
-                        })
-                        .max_by_key(|a| a.attempt)
-                        .ok_or_else(|| {
-                            StepFailure::permanent(
-                                "REUSED_OUTPUT_MISSING",
-                                format!("step {step} was to reuse an earlier output, but the earlier run has none"),
-                            )
-                            .into_activity_error()
-                        })?;
-                    let mut record = StepTransition::new(step.as_str(), 1, StepStatus::Reused);
-                    record.input_hash = kept.input_hash.clone();
-                    record.output_hash = kept.output_hash.clone();
-                    record.reused_from = input.reuse_from.clone();
-                    record
-                }
-            };
-            store
-                .record_step(&input.workflow_id, record)
-                .await
-                .map_err(|e| StepFailure::from(e).into_activity_error())?;
-        }
-        Ok(())
+        let span = activity_span("begin_run", &input.workflow_id, None, input.trace_id.as_ref());
+        self.begin(input).instrument(span).await
     }
 
     /// The workflow's last act on every path: closes the steps that never finished and moves the
@@ -440,7 +487,8 @@ impl PipelineActivities {
         _ctx: ActivityContext,
         input: OutcomeInput,
     ) -> Result<OutcomeReport, ActivityError> {
-        self.close_run(&input).await.map_err(StepFailure::into_activity_error)
+        let span = activity_span("record_outcome", &input.workflow_id, None, input.trace_id.as_ref());
+        self.close_run(&input).instrument(span).await.map_err(StepFailure::into_activity_error)
     }
 
     #[activity(name = "RoleSetupActivity")]
@@ -600,6 +648,7 @@ impl PipelineActivities {
             }
             Err(err) => return Err(err.into()),
         }
+        tracing::info!(%state, "run ended");
         Ok(OutcomeReport { state })
     }
 

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use etter_pipeline::config::WorkerConfig;
-use etter_pipeline::ids::WorkflowId;
+use etter_pipeline::ids::{TraceId, WorkflowId};
 use etter_pipeline::steps::{Action, StepName};
 use etter_pipeline::workflow::{
     AI_ASSESSMENT_WORKFLOW, ROLE_ONBOARDING_WORKFLOW, RoleOnboardingInput, RoleOnboardingOutput,
@@ -137,6 +137,9 @@ pub struct RunRef {
     /// its input hash came out unchanged.
     #[serde(default)]
     pub cutoff_from: Option<WorkflowId>,
+    /// The trace id of the request that created the run: the activity logs under it.
+    #[serde(default)]
+    pub trace_id: Option<TraceId>,
 }
 
 /// The input of a child workflow: the run, and the steps it runs, in order.
@@ -150,7 +153,12 @@ pub struct GroupInput {
 
 /// Runs one step's activity.
 async fn execute_step<W>(ctx: &WorkflowContext<W>, run: &RunRef, step: StepName) -> Result<(), FailedStep> {
-    let input = StepInput { workflow_id: run.workflow_id.clone(), step, cutoff_from: run.cutoff_from.clone() };
+    let input = StepInput {
+        workflow_id: run.workflow_id.clone(),
+        step,
+        cutoff_from: run.cutoff_from.clone(),
+        trace_id: run.trace_id.clone(),
+    };
     let opts = step_options();
     let result = match step {
         StepName::RoleSetup => ctx.execute_activity(PipelineActivities::role_setup, input, opts).await,
@@ -238,6 +246,7 @@ impl RoleOnboarding {
         let run = RunRef {
             workflow_id: input.workflow_id.clone(),
             cutoff_from: if input.early_cutoff { input.reuse_from.clone() } else { None },
+            trace_id: input.trace_id.clone(),
         };
         ctx.execute_activity(
             PipelineActivities::begin_run,
@@ -245,6 +254,7 @@ impl RoleOnboarding {
                 workflow_id: run.workflow_id.clone(),
                 plan: plan.clone(),
                 reuse_from: input.reuse_from.clone(),
+                trace_id: run.trace_id.clone(),
             },
             bookkeeping_options(),
         )
@@ -292,6 +302,7 @@ impl RoleOnboarding {
                     plan,
                     failed: done.failed.clone(),
                     cancelled: cancelled(),
+                    trace_id: run.trace_id.clone(),
                 },
                 bookkeeping_options(),
             )

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     config::StoreLocation,
-    ids::{BatchId, CompanyId, DraupRoleId, RequestId, RoleId, RoleName, WorkflowId},
+    ids::{BatchId, CompanyId, DraupRoleId, RequestId, RoleId, RoleName, TraceId, WorkflowId},
     lifecycle::{IllegalTransition, RunState, RunStillActive},
     outputs::ContentHash,
     steps::{DocumentKind, Plan, PriorOutcome, PriorStep, StepName},
@@ -388,6 +388,8 @@ pub struct NewRun {
     pub reason: String,
     /// Announce the run's end to the company's webhook (`notify_on_complete`).
     pub notify: bool,
+    /// The trace id of the request that created it.
+    pub trace_id: Option<TraceId>,
 }
 
 /// The answer to creating a run: the run, and whether this call created it (`false`: the role's
@@ -511,6 +513,9 @@ pub struct Run {
     pub plan: Option<Plan>,
     /// Whether its end is announced to the company's webhook (`notify_on_complete`).
     pub notify: bool,
+    /// The trace id of the request that created it (Push, PushBatch or Retry); its workflow and
+    /// activities log under it.
+    pub trace_id: Option<TraceId>,
 }
 
 impl Run {

@@ -10,7 +10,7 @@ use super::{
     StepStats, StepStatus, StoreError, Timestamp, TokenCount, UsageRow, sql::StoredRequest,
 };
 use crate::{
-    ids::{BatchId, CompanyId, DraupRoleId, InvalidId, RequestId, RoleId, RoleName, WorkflowId},
+    ids::{BatchId, CompanyId, DraupRoleId, InvalidId, RequestId, RoleId, RoleName, TraceId, WorkflowId},
     lifecycle::RunState,
     outputs::ContentHash,
 };
@@ -21,7 +21,7 @@ macro_rules! run_columns {
         "workflow_id, role_id, company_id, role_name, draup_role_id, run_number, input_identity, state, \
          superseded_by, supersedes, batch_id, priority, options, documents, error, needs_review, field_violations, \
          token_estimate, tokens_in, tokens_out, last_sequence, create_time, start_time, end_time, update_time, plan, \
-         notify"
+         notify, trace_id"
     };
 }
 pub(super) use run_columns;
@@ -60,7 +60,7 @@ pub(super) const INSERT_RUN: &str = concat!(
     "INSERT INTO runs (",
     run_columns!(),
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
-     $22, $23, $24, $25, $26, $27)"
+     $22, $23, $24, $25, $26, $27, $28)"
 );
 /// Writes a run's mutable fields back; a run that leaves QUEUED drops its dispatch claim.
 pub(super) const UPDATE_RUN: &str = "UPDATE runs SET state = $2, superseded_by = $3, error = $4, \
@@ -240,6 +240,7 @@ macro_rules! shared_primitives {
                 .bind($time(run.update_time))
                 .bind(run.plan.as_ref().map(Json))
                 .bind(run.notify)
+                .bind(run.trace_id.as_ref().map(crate::ids::TraceId::as_str))
                 .execute(&mut *self.0)
                 .await?;
             Ok(())
@@ -623,6 +624,7 @@ pub(super) fn decode_run(row: &impl Row) -> Result<Run, StoreError> {
         update_time: row.time("update_time")?,
         plan: row.opt_json("plan")?,
         notify: row.boolean("notify")?,
+        trace_id: opt_id(row.opt_text("trace_id")?, TraceId::parse)?,
     })
 }
 

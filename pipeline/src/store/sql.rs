@@ -379,6 +379,7 @@ async fn create_in<T: Tx>(
         update_time: now,
         plan: new.plan,
         notify: new.notify,
+        trace_id: new.trace_id,
     };
     tx.insert_run(&run).await?;
     tx.set_role_latest(&role_id, number, run.draup_role_id.as_ref(), now).await?;

@@ -8,6 +8,7 @@
 mod batch;
 mod graph;
 mod rerun;
+mod trace;
 mod watch_scope;
 
 use std::time::Duration;
@@ -53,6 +54,12 @@ fn closed_port_url() -> anyhow::Result<String> {
     let addr = listener.local_addr()?;
     drop(listener);
     Ok(format!("http://{addr}"))
+}
+
+/// A server whose Temporal is a closed port, answering fast.
+async fn server_without_temporal() -> anyhow::Result<Server> {
+    let closed = closed_port_url()?;
+    Server::start(&[("ETTER_TEMPORAL__ADDRESS", closed.as_str()), ("ETTER_DISPATCH__TEMPORAL_TIMEOUT", "500ms")]).await
 }
 
 /// Polls `probe` until it yields a value, failing after [`DEADLINE`] with `what`.
@@ -284,10 +291,7 @@ async fn expired_tokens_are_unauthenticated() -> anyhow::Result<()> {
 /// position), the pipeline service stays SERVING and the Temporal entry is NOT_SERVING.
 #[tokio::test]
 async fn with_temporal_unreachable_pushes_queue_and_health_says_so() -> anyhow::Result<()> {
-    let closed = closed_port_url()?;
-    let server =
-        Server::start(&[("ETTER_TEMPORAL__ADDRESS", closed.as_str()), ("ETTER_DISPATCH__TEMPORAL_TIMEOUT", "500ms")])
-            .await?;
+    let server = server_without_temporal().await?;
     let token = server.token(&["--company", &acme(), "--role", "operator"])?;
     let mut api = PipelineServiceClient::new(server.channel().await?);
     let run = api.push(with_token(push_request("Claims Adjuster", &doc_uri(&server, "jd.pdf")), &token)?).await?;

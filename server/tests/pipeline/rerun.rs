@@ -19,14 +19,9 @@ use tonic::Code;
 use tonic_types::StatusExt as _;
 
 use super::{
-    PipelineServiceClient, Server, acme, closed_port_url, doc_uri, push_request, status_of, violations, with_token,
+    PipelineServiceClient, Server, acme, doc_uri, push_request, server_without_temporal, status_of, violations,
+    with_token,
 };
-
-/// A server whose Temporal is a closed port, answering fast.
-async fn server_without_temporal() -> anyhow::Result<Server> {
-    let closed = closed_port_url()?;
-    Server::start(&[("ETTER_TEMPORAL__ADDRESS", closed.as_str()), ("ETTER_DISPATCH__TEMPORAL_TIMEOUT", "500ms")]).await
-}
 
 async fn open_store(server: &Server) -> anyhow::Result<std::sync::Arc<dyn RunStore>> {
     Ok(store::connect(&StoreLocation::Sqlite(server.data_dir.join("etter.db"))).await?)

@@ -87,6 +87,7 @@ impl World {
                 plan: Some(plan_new(false)),
                 reason: "pushed by the worker tests".to_owned(),
                 notify: false,
+                trace_id: None,
             })
             .await?;
         let run =
@@ -126,6 +127,7 @@ impl World {
                 plan: Some(plan),
                 reason: "re-run by the worker tests".to_owned(),
                 notify: false,
+                trace_id: None,
             })
             .await?;
         Ok(self.store.transition(&created.run.workflow_id, Transition::to(RunState::Processing, "dispatched")).await?)

@@ -542,6 +542,7 @@ class RunStatus(google.protobuf.message.Message):
     END_TIME_FIELD_NUMBER: builtins.int
     UPDATE_TIME_FIELD_NUMBER: builtins.int
     FIELD_VIOLATIONS_FIELD_NUMBER: builtins.int
+    TRACE_ID_FIELD_NUMBER: builtins.int
     workflow_id: builtins.str
     """The run's id, also its Temporal workflow id: `role-onboard-{role_id}-{n}`."""
     role_id: builtins.str
@@ -578,6 +579,12 @@ class RunStatus(google.protobuf.message.Message):
     """The batch this run was pushed in, if any."""
     sequence: builtins.int
     """The sequence number of the run's latest event (see `WatchStatus`)."""
+    trace_id: builtins.str
+    """The W3C trace id (32 lowercase hex digits) of the request that created this run (Push,
+    PushBatch or Retry): the caller's `traceparent` header, or one the server chose, answered in
+    the `etter-trace-id` response header. The server's and the worker's logs of the run carry it
+    as `trace_id`. Empty for runs created before trace ids were kept.
+    """
     @property
     def current_steps(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.str]:
         """Every step in progress (parallel branches run at once)."""
@@ -664,9 +671,10 @@ class RunStatus(google.protobuf.message.Message):
         end_time: google.protobuf.timestamp_pb2.Timestamp | None = ...,
         update_time: google.protobuf.timestamp_pb2.Timestamp | None = ...,
         field_violations: collections.abc.Iterable[google.rpc.error_details_pb2.BadRequest.FieldViolation] | None = ...,
+        trace_id: builtins.str = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "options", b"options", "outputs", b"outputs", "progress", b"progress", "start_time", b"start_time", "token_estimate", b"token_estimate", "tokens_used", b"tokens_used", "update_time", b"update_time"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["batch_id", b"batch_id", "company_id", b"company_id", "create_time", b"create_time", "current_step", b"current_step", "current_steps", b"current_steps", "dashboard_url", b"dashboard_url", "documents", b"documents", "draup_role_id", b"draup_role_id", "end_time", b"end_time", "error", b"error", "estimated_duration_seconds", b"estimated_duration_seconds", "field_violations", b"field_violations", "needs_review", b"needs_review", "options", b"options", "outputs", b"outputs", "position_in_queue", b"position_in_queue", "progress", b"progress", "role_id", b"role_id", "role_name", b"role_name", "run_number", b"run_number", "sequence", b"sequence", "start_time", b"start_time", "status", b"status", "superseded_by", b"superseded_by", "supersedes", b"supersedes", "token_estimate", b"token_estimate", "tokens_used", b"tokens_used", "update_time", b"update_time", "workflow_id", b"workflow_id"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["batch_id", b"batch_id", "company_id", b"company_id", "create_time", b"create_time", "current_step", b"current_step", "current_steps", b"current_steps", "dashboard_url", b"dashboard_url", "documents", b"documents", "draup_role_id", b"draup_role_id", "end_time", b"end_time", "error", b"error", "estimated_duration_seconds", b"estimated_duration_seconds", "field_violations", b"field_violations", "needs_review", b"needs_review", "options", b"options", "outputs", b"outputs", "position_in_queue", b"position_in_queue", "progress", b"progress", "role_id", b"role_id", "role_name", b"role_name", "run_number", b"run_number", "sequence", b"sequence", "start_time", b"start_time", "status", b"status", "superseded_by", b"superseded_by", "supersedes", b"supersedes", "token_estimate", b"token_estimate", "tokens_used", b"tokens_used", "trace_id", b"trace_id", "update_time", b"update_time", "workflow_id", b"workflow_id"]) -> None: ...
 
 Global___RunStatus: typing_extensions.TypeAlias = RunStatus
 

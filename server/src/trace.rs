@@ -1,0 +1,79 @@
+//! The trace id of every request (W3C Trace Context): taken from the caller's `traceparent`
+//! header when it is well formed, else a fresh one. Every call runs in a `tracing` span carrying
+//! it, answers it in the `etter-trace-id` response header (so a user can quote it), and a run a
+//! request creates keeps it: the dispatcher hands it to the workflow, whose activities log their
+//! steps under it.
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use etter_pipeline::ids::TraceId;
+use http::{HeaderName, HeaderValue, Request, Response};
+use tracing::Instrument as _;
+
+/// The request header a trace id arrives in.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// The response header that answers the request's trace id.
+pub const TRACE_ID_HEADER: HeaderName = HeaderName::from_static("etter-trace-id");
+
+/// The trace id of a request that went through [`TraceLayer`].
+pub fn of<T>(request: &tonic::Request<T>) -> Option<TraceId> {
+    request.extensions().get::<TraceId>().cloned()
+}
+
+/// Gives every request a trace id and a span (see the module docs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TraceLayer;
+
+impl<S> tower::Layer<S> for TraceLayer {
+    type Service = Traced<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Traced { inner }
+    }
+}
+
+/// The service [`TraceLayer`] wraps.
+#[derive(Debug, Clone)]
+pub struct Traced<S> {
+    inner: S,
+}
+
+impl<S, B, R> tower::Service<Request<B>> for Traced<S>
+where
+    S: tower::Service<Request<B>, Response = Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<R>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let given =
+            request.headers().get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceId::from_traceparent);
+        let trace = given.unwrap_or_else(|| TraceId::from_random(crate::random_u128()));
+        let span = tracing::info_span!("rpc", method = %request.uri().path(), trace_id = %trace);
+        let answer = HeaderValue::from_str(trace.as_str()).ok();
+        request.extensions_mut().insert(trace);
+        let future = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        Box::pin(
+            async move {
+                let mut response = future.await?;
+                if let Some(value) = answer {
+                    response.headers_mut().insert(TRACE_ID_HEADER, value);
+                }
+                Ok(response)
+            }
+            .instrument(span),
+        )
+    }
+}
