@@ -8,4 +8,5 @@ mod reconcile;
 mod replicas;
 mod rerun;
 mod services;
+mod temporal_outage;
 mod webhooks;

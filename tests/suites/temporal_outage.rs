@@ -1,0 +1,162 @@
+//! Temporal goes away while pushes arrive (issue 6): every push is still accepted and QUEUED (the
+//! store is the source of truth, not Temporal), health says Temporal is down, and once the same
+//! Temporal is back every queued run is dispatched once and ends READY — none lost, none run
+//! twice. The test runs its own Temporal dev server (persisting to a file, as a restarted cluster
+//! keeps its history), since it stops it.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, ensure};
+use etter_proto::v1::{
+    Document, DocumentType, GetStatusRequest, HistoryRequest, PushRequest, RoleStatus, RunOptions, get_status_request,
+};
+use etter_tests::service_setting;
+use etter_tests::stack::{ServingStatus, Stack, wait_final};
+use tokio::process::{Child, Command};
+
+const NAMESPACE: &str = "etter-outage";
+/// Pushes while Temporal is down.
+const WHILE_DOWN: usize = 6;
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A Temporal dev server of the test's own, on fixed ports and a database file, so a restart
+/// comes back at the same address with the same history.
+struct PrivateTemporal {
+    cli: String,
+    db: std::path::PathBuf,
+    ports: [u16; 3],
+    child: Option<Child>,
+}
+
+impl PrivateTemporal {
+    fn new(dir: &Path) -> Result<Self> {
+        Ok(Self {
+            cli: service_setting("ETTER_TOOLS__TEMPORAL", "temporal")?,
+            db: dir.join("temporal-outage.db"),
+            ports: [free_port()?, free_port()?, free_port()?],
+            child: None,
+        })
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.ports[0])
+    }
+
+    /// Starts it and waits until the namespace answers.
+    async fn start(&mut self) -> Result<()> {
+        let [grpc, http, metrics] = self.ports.map(|p| p.to_string());
+        let child = Command::new(&self.cli)
+            .args(["server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", &grpc])
+            .args(["--http-port", &http, "--metrics-port", &metrics, "--namespace", NAMESPACE])
+            .args(["--log-level", "error", "--db-filename"])
+            .arg(&self.db)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting a private temporal dev server")?;
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let described = Command::new(&self.cli)
+                .args(["operator", "namespace", "describe", "--address", &self.address(), "--namespace", NAMESPACE])
+                .output()
+                .await?;
+            if described.status.success() {
+                return Ok(());
+            }
+            ensure!(tokio::time::Instant::now() < deadline, "the private temporal did not answer within 90 s");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Stops it (SIGKILL: an outage, not a maintenance window).
+    async fn stop(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+}
+
+fn push_request(stack: &Stack, role: &str, jd: &str) -> PushRequest {
+    PushRequest {
+        company_id: stack.company.clone(),
+        role_name: role.to_owned(),
+        documents: vec![Document { r#type: DocumentType::JobDescription as i32, uri: jd.to_owned() }],
+        draup_role_id: "draup-role-31".to_owned(),
+        options: Some(RunOptions { skip_enhancement_workflows: true, ..Default::default() }),
+        request_id: String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_during_a_temporal_outage_are_queued_and_run_once_after_it() -> Result<()> {
+    let stack = Stack::new("outage").await?;
+    let mut temporal = PrivateTemporal::new(stack.root())?;
+    temporal.start().await?;
+    let address = format!("http://{}", temporal.address());
+    let settings = [
+        ("ETTER_TEMPORAL__ADDRESS", address.as_str()),
+        ("ETTER_TEMPORAL__NAMESPACE", NAMESPACE),
+        ("ETTER_DISPATCH__TEMPORAL_TIMEOUT", "2s"),
+        ("ETTER_DISPATCH__RETRY_MAX_BACKOFF", "1s"),
+        ("ETTER_SERVER__HEALTH_CHECK_INTERVAL", "500ms"),
+    ];
+    let server = stack.start_server_with(&settings).await?;
+    let worker = stack.start_worker(&settings).await?;
+    let mut client = stack.client(&server).await?;
+    let jd = stack.document("software_engineer_jd.txt")?;
+
+    // Up: a run goes through.
+    let before = client.push(push_request(&stack, "Outage Engineer 0", &jd)).await?.into_inner().workflow_id;
+    ensure!(wait_final(&mut client, &before, Duration::from_secs(120)).await? == RoleStatus::Ready);
+
+    // Down: pushes are accepted and stay QUEUED; health says why.
+    temporal.stop().await?;
+    stack.wait_health(&server, "etter.temporal", ServingStatus::NotServing, Duration::from_secs(30)).await?;
+    let mut queued = Vec::new();
+    for n in 1..=WHILE_DOWN {
+        let pushed = client.push(push_request(&stack, &format!("Outage Engineer {n}"), &jd)).await?.into_inner();
+        ensure!(pushed.created, "{pushed:?}");
+        queued.push(pushed.workflow_id);
+    }
+    // Several dispatch attempts later, nothing moved and nothing is lost.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for run in &queued {
+        let request = GetStatusRequest { target: Some(get_status_request::Target::WorkflowId(run.clone())) };
+        let status = client.get_status(request).await?.into_inner().run.context("GetStatus without a run")?;
+        ensure!(status.status == RoleStatus::Queued as i32, "while Temporal is down: {status:?}");
+    }
+    ensure!(
+        stack.health(&server, "etter.pipeline.v1.PipelineService").await? == Some(ServingStatus::Serving),
+        "the pipeline keeps accepting pushes"
+    );
+
+    // Back: every queued run is dispatched and ends READY.
+    temporal.start().await?;
+    for run in &queued {
+        let end = wait_final(&mut client, run, Duration::from_secs(240)).await?;
+        ensure!(end == RoleStatus::Ready, "{run} ended {end:?}");
+    }
+
+    // Exactly one run per role: none lost, none started twice.
+    let history = client
+        .history(HistoryRequest { company_id: stack.company.clone(), page_size: 100, ..Default::default() })
+        .await?
+        .into_inner();
+    let runs: BTreeSet<String> = history.runs.iter().map(|r| r.workflow_id.clone()).collect();
+    let expected: BTreeSet<String> = queued.iter().cloned().chain([before]).collect();
+    ensure!(runs == expected, "history {runs:#?}\nvs pushed {expected:#?}");
+    ensure!(history.runs.iter().all(|r| r.workflow_id.ends_with("-1")), "a role ran twice: {runs:#?}");
+
+    worker.stop().await?;
+    server.stop().await?;
+    temporal.stop().await?;
+    stack.cleanup().await
+}
