@@ -230,6 +230,25 @@ pub struct AuthConfig {
     /// Clock skew tolerated on `exp` and `nbf`.
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
+    /// PEM files of the identity provider's public keys: an RSA key verifies RS256 tokens, an EC
+    /// P-256 key ES256 tokens.
+    pub public_key_files: Vec<PathBuf>,
+    /// A JWKS file (JSON Web Key Set) of the identity provider's RSA and EC P-256 keys, chosen by
+    /// the token's `kid`. Empty = none.
+    pub jwks_file: PathBuf,
+    /// The claim naming the caller (dotted for a nested claim, e.g. `ext.user`).
+    pub user_claim: String,
+    /// The claim giving the caller's role: a string or a list of strings; the highest of
+    /// `viewer`, `operator`, `admin` (after `role_prefix`) found counts.
+    pub role_claim: String,
+    /// A prefix the identity provider puts before role names (`etter-` for `etter-operator`).
+    pub role_prefix: String,
+    /// The claim listing the caller's companies: a list of ids, or one string of ids separated
+    /// by spaces or commas.
+    pub companies_claim: String,
+    /// Calls refused as unauthenticated a peer address may make per minute; past it the address
+    /// is answered `RESOURCE_EXHAUSTED` until it slows down.
+    pub unauthenticated_per_minute: u32,
 }
 
 impl Default for AuthConfig {
@@ -239,6 +258,13 @@ impl Default for AuthConfig {
             issuer: "etter".to_owned(),
             audience: "etter-pipeline".to_owned(),
             leeway: Duration::from_secs(30),
+            public_key_files: Vec::new(),
+            jwks_file: PathBuf::new(),
+            user_claim: "sub".to_owned(),
+            role_claim: "role".to_owned(),
+            role_prefix: String::new(),
+            companies_claim: "companies".to_owned(),
+            unauthenticated_per_minute: 60,
         }
     }
 }
@@ -603,6 +629,18 @@ impl Config {
         if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
             return invalid("auth.issuer", "issuer and audience must not be empty");
         }
+        for (key, claim) in [
+            ("auth.user_claim", &self.auth.user_claim),
+            ("auth.role_claim", &self.auth.role_claim),
+            ("auth.companies_claim", &self.auth.companies_claim),
+        ] {
+            if claim.is_empty() || claim.split('.').any(str::is_empty) {
+                return invalid(key, "must name a claim (dotted for a nested one)");
+            }
+        }
+        if self.auth.unauthenticated_per_minute == 0 {
+            return invalid("auth.unauthenticated_per_minute", "must be at least 1");
+        }
         if !self.server.dashboard_url.is_empty()
             && let Err(problem) = validate_dashboard_url(&self.server.dashboard_url)
         {
@@ -901,6 +939,41 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "auth.issuer", used_by: "server", description: "Required `iss` claim of bearer tokens." },
     KeyDoc { key: "auth.audience", used_by: "server", description: "Required `aud` claim of bearer tokens." },
     KeyDoc { key: "auth.leeway", used_by: "server", description: "Clock skew tolerated on `exp` and `nbf`." },
+    KeyDoc {
+        key: "auth.public_key_files",
+        used_by: "server",
+        description: "PEM files of the identity provider's public keys: RSA keys verify RS256 tokens, EC P-256 keys ES256 tokens. With keys (here or in `auth.jwks_file`) and no `auth.hs256_secret`, HS256 tokens are refused.",
+    },
+    KeyDoc {
+        key: "auth.jwks_file",
+        used_by: "server",
+        description: "JWKS file (JSON Web Key Set) of the identity provider's RSA and EC P-256 keys, chosen by the token's `kid`. Empty = none.",
+    },
+    KeyDoc {
+        key: "auth.user_claim",
+        used_by: "server",
+        description: "Claim naming the caller; dotted for a nested claim.",
+    },
+    KeyDoc {
+        key: "auth.role_claim",
+        used_by: "server",
+        description: "Claim with the caller's role (`viewer`, `operator`, `admin`): a string or a list, the highest counts.",
+    },
+    KeyDoc {
+        key: "auth.role_prefix",
+        used_by: "server",
+        description: "Prefix the identity provider puts before role names (`etter-` for `etter-operator`).",
+    },
+    KeyDoc {
+        key: "auth.companies_claim",
+        used_by: "server",
+        description: "Claim listing the caller's company ids: a list, or one string separated by spaces or commas.",
+    },
+    KeyDoc {
+        key: "auth.unauthenticated_per_minute",
+        used_by: "server",
+        description: "Calls refused as unauthenticated one peer address may make per minute; past it, `RESOURCE_EXHAUSTED` with `RetryInfo`.",
+    },
     KeyDoc {
         key: "store.url",
         used_by: "both",

@@ -1,10 +1,17 @@
 //! Authentication of `PipelineService` calls: `authorization: Bearer <JWT>`.
 //!
-//! Tokens are HS256 JWTs with `iss`, `aud`, `exp` (and optionally `nbf`) checked with a small
-//! leeway, and claims naming the caller: `sub` (user id), `role` (`viewer`, `operator`, `admin`)
-//! and `companies` (the company ids the caller acts for; admins act for all). The verified
-//! [`Principal`] is put into the request's extensions for the handlers. Health and reflection stay
-//! open; there is no switch that turns authentication off.
+//! Tokens are JWTs signed with the identity provider's keys (RS256 or ES256: PEM public keys in
+//! `auth.public_key_files`, or a JWKS file chosen by `kid`) or with an HS256 shared secret (the
+//! development default, or `auth.hs256_secret`; off when the provider's keys are configured
+//! without a secret). The algorithm a token declares must be one a configured key is for, so
+//! `alg: none` and HS/RS key confusion never reach a verifier. `iss`, `aud`, `exp` (and `nbf`)
+//! are checked with a small leeway. Claims, named as the provider names them (dotted for nested
+//! ones), give the caller: a user id, a role (`viewer`, `operator`, `admin`, possibly prefixed,
+//! the highest of a list counts) and the company ids the caller acts for (admins act for all).
+//!
+//! The verified [`Principal`] is put into the request's extensions for the handlers. Health and
+//! reflection stay open; there is no switch that turns authentication off. A peer address whose
+//! calls keep being refused is slowed down (`auth.unauthenticated_per_minute`).
 
 use std::{
     io::Write as _,
@@ -100,29 +107,10 @@ impl Principal {
 
 /// The authenticated caller of a request, as the [`Authenticator`] left it.
 pub fn principal<T>(request: &Request<T>) -> Result<Principal, ApiError> {
-    request
-        .extensions()
-        .get::<Principal>()
-        .cloned()
-        .ok_or(ApiError::Unauthenticated("the request was not authenticated"))
+    request.extensions().get::<Principal>().cloned().ok_or_else(|| unauthenticated("the request was not authenticated"))
 }
 
-/// The claims of an Etter bearer token.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Claims {
-    sub: String,
-    role: Role,
-    #[serde(default)]
-    companies: Vec<String>,
-    iss: String,
-    aud: String,
-    exp: u64,
-    iat: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    nbf: Option<u64>,
-}
-
-/// Why the signing key could not be prepared.
+/// Why the keys tokens are verified with could not be prepared.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// The generated development secret could not be read or written.
@@ -141,13 +129,38 @@ pub enum KeyError {
     /// No randomness for a new secret.
     #[error("cannot generate a signing secret: {0}")]
     Random(String),
+    /// A configured public key file or JWKS file cannot be used.
+    #[error("{key} {path}: {problem}")]
+    PublicKey {
+        /// `auth.public_key_files` or `auth.jwks_file`.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// This deployment verifies only its identity provider's tokens: it has no key to sign with.
+    #[error(
+        "this server accepts only tokens of the identity provider (auth.public_key_files / auth.jwks_file); set auth.hs256_secret to also issue tokens here"
+    )]
+    NoSigningKey,
+}
+
+/// Whether HS256 tokens are accepted: with `auth.hs256_secret`, or on a deployment without an
+/// identity provider's keys (the embedded default).
+fn hs256_enabled(auth: &AuthConfig) -> bool {
+    auth.hs256_secret.expose().is_some() || (auth.public_key_files.is_empty() && auth.jwks_file.as_os_str().is_empty())
 }
 
 /// The HS256 secret: `auth.hs256_secret`, or the embedded default's generated one, created on
 /// first use under `{data_dir}/auth/` with owner-only permissions and kept across restarts.
+/// [`KeyError::NoSigningKey`] when HS256 is off (an identity provider's keys and no secret).
 pub fn signing_secret(auth: &AuthConfig, data_dir: &Path) -> Result<Vec<u8>, KeyError> {
     if let Some(secret) = auth.hs256_secret.expose() {
         return Ok(secret.as_bytes().to_vec());
+    }
+    if !hs256_enabled(auth) {
+        return Err(KeyError::NoSigningKey);
     }
     let path = data_dir.join("auth").join("hs256.secret");
     let io = |source| KeyError::Io { path: path.clone(), source };
@@ -184,7 +197,30 @@ pub fn signing_secret(auth: &AuthConfig, data_dir: &Path) -> Result<Vec<u8>, Key
     }
 }
 
-/// Signs a token for `etter-server token`.
+/// Sets `value` at the dotted claim `path` of `claims`, creating nested objects.
+fn set_claim(claims: &mut serde_json::Map<String, serde_json::Value>, path: &str, value: serde_json::Value) {
+    match path.split_once('.') {
+        None => {
+            claims.insert(path.to_owned(), value);
+        }
+        Some((head, rest)) => {
+            let inner = claims.entry(head.to_owned()).or_insert_with(|| serde_json::json!({}));
+            if !inner.is_object() {
+                *inner = serde_json::json!({});
+            }
+            if let Some(map) = inner.as_object_mut() {
+                set_claim(map, rest, value);
+            }
+        }
+    }
+}
+
+/// The value of the dotted claim `path`.
+fn claim<'a>(claims: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    path.split('.').try_fold(claims, |value, part| value.get(part))
+}
+
+/// Signs an HS256 token for `etter-server token`, with the configured claim names.
 pub fn issue_token(
     auth: &AuthConfig,
     secret: &[u8],
@@ -194,96 +230,316 @@ pub fn issue_token(
     ttl: Duration,
 ) -> Result<String, jsonwebtoken::errors::Error> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let claims = Claims {
-        sub: user.to_owned(),
-        role,
-        companies: companies.iter().map(ToString::to_string).collect(),
-        iss: auth.issuer.clone(),
-        aud: auth.audience.clone(),
-        exp: now.saturating_add(ttl.as_secs()),
-        iat: now,
-        nbf: None,
+    let mut claims = serde_json::Map::new();
+    claims.insert("iss".into(), auth.issuer.clone().into());
+    claims.insert("aud".into(), auth.audience.clone().into());
+    claims.insert("exp".into(), now.saturating_add(ttl.as_secs()).into());
+    claims.insert("iat".into(), now.into());
+    set_claim(&mut claims, &auth.user_claim, user.into());
+    let role_name = match role {
+        Role::Viewer => "viewer",
+        Role::Operator => "operator",
+        Role::Admin => "admin",
     };
+    set_claim(&mut claims, &auth.role_claim, format!("{}{role_name}", auth.role_prefix).into());
+    let companies: Vec<serde_json::Value> = companies.iter().map(|c| c.to_string().into()).collect();
+    set_claim(&mut claims, &auth.companies_claim, companies.into());
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))
+}
+
+/// A key tokens may be signed with.
+#[derive(Clone)]
+struct VerifyingKey {
+    /// The JWKS `kid`; PEM keys have none and serve any token of their algorithm.
+    kid: Option<String>,
+    algorithm: Algorithm,
+    key: DecodingKey,
+}
+
+/// Reads `auth.public_key_files` and `auth.jwks_file`.
+fn public_keys(auth: &AuthConfig) -> Result<Vec<VerifyingKey>, KeyError> {
+    let mut keys = Vec::new();
+    for path in &auth.public_key_files {
+        let problem =
+            |problem: String| KeyError::PublicKey { key: "auth.public_key_files", path: path.clone(), problem };
+        let pem = std::fs::read(path).map_err(|e| problem(e.to_string()))?;
+        let key = if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
+            VerifyingKey { kid: None, algorithm: Algorithm::RS256, key }
+        } else if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
+            VerifyingKey { kid: None, algorithm: Algorithm::ES256, key }
+        } else {
+            return Err(problem("is not a PEM RSA or EC P-256 public key".into()));
+        };
+        keys.push(key);
+    }
+    if !auth.jwks_file.as_os_str().is_empty() {
+        let path = &auth.jwks_file;
+        let problem = |problem: String| KeyError::PublicKey { key: "auth.jwks_file", path: path.clone(), problem };
+        let text = std::fs::read_to_string(path).map_err(|e| problem(e.to_string()))?;
+        let set: jsonwebtoken::jwk::JwkSet =
+            serde_json::from_str(&text).map_err(|e| problem(format!("is not a JWKS document: {e}")))?;
+        for jwk in &set.keys {
+            use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, PublicKeyUse};
+            let kid = jwk.common.key_id.clone();
+            let name = kid.clone().unwrap_or_else(|| "(no kid)".into());
+            if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+                continue;
+            }
+            // Only asymmetric signing keys: a shared secret in a key set is a confusion risk.
+            let algorithm = match &jwk.algorithm {
+                AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => Algorithm::ES256,
+                _ => {
+                    tracing::warn!(kid = %name, "skipping a JWKS key that is neither RSA nor EC P-256");
+                    continue;
+                }
+            };
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| problem(format!("key {name}: {e}")))?;
+            keys.push(VerifyingKey { kid, algorithm, key });
+        }
+    }
+    if keys.is_empty() && !hs256_enabled(auth) {
+        return Err(KeyError::PublicKey {
+            key: "auth.jwks_file",
+            path: auth.jwks_file.clone(),
+            problem: "holds no RSA or EC P-256 signing key".into(),
+        });
+    }
+    Ok(keys)
 }
 
 /// Verifies bearer tokens; a tonic interceptor on `PipelineService`.
 #[derive(Clone)]
 pub struct Authenticator {
-    key: DecodingKey,
-    validation: Validation,
+    keys: Vec<VerifyingKey>,
+    issuer: String,
+    audience: String,
+    leeway: u64,
+    user_claim: String,
+    role_claim: String,
+    role_prefix: String,
+    companies_claim: String,
+    unauthenticated: std::sync::Arc<PeerLimiter>,
 }
+
+type PeerLimiter = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authenticator").finish_non_exhaustive()
+        f.debug_struct("Authenticator").field("keys", &self.keys.len()).finish_non_exhaustive()
     }
 }
 
+fn unauthenticated(why: impl Into<std::borrow::Cow<'static, str>>) -> ApiError {
+    ApiError::Unauthenticated(why.into())
+}
+
 impl Authenticator {
-    /// An authenticator for HS256 tokens signed with `secret`.
-    pub fn new(auth: &AuthConfig, secret: &[u8]) -> Self {
-        // Only HS256 is accepted: a token claiming any other algorithm (including `none`) fails.
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_issuer(&[&auth.issuer]);
-        validation.set_audience(&[&auth.audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = auth.leeway.as_secs();
-        validation.validate_nbf = true;
-        Self { key: DecodingKey::from_secret(secret), validation }
+    /// An authenticator for tokens signed with the HS256 secret (when HS256 is on, see
+    /// [`signing_secret`]) or the identity provider's keys of `auth`.
+    pub fn new(auth: &AuthConfig, data_dir: &Path) -> Result<Self, KeyError> {
+        let mut keys = public_keys(auth)?;
+        if hs256_enabled(auth) {
+            let secret = signing_secret(auth, data_dir)?;
+            keys.push(VerifyingKey { kid: None, algorithm: Algorithm::HS256, key: DecodingKey::from_secret(&secret) });
+        }
+        let per_minute =
+            std::num::NonZeroU32::new(auth.unauthenticated_per_minute).unwrap_or(std::num::NonZeroU32::MIN);
+        Ok(Self {
+            keys,
+            issuer: auth.issuer.clone(),
+            audience: auth.audience.clone(),
+            leeway: auth.leeway.as_secs(),
+            user_claim: auth.user_claim.clone(),
+            role_claim: auth.role_claim.clone(),
+            role_prefix: auth.role_prefix.clone(),
+            companies_claim: auth.companies_claim.clone(),
+            unauthenticated: std::sync::Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(per_minute))),
+        })
+    }
+
+    /// The algorithms accepted, for messages.
+    fn accepted(&self) -> String {
+        let mut names: Vec<String> = self.keys.iter().map(|k| format!("{:?}", k.algorithm)).collect();
+        names.sort();
+        names.dedup();
+        names.join(", ")
     }
 
     /// The principal of a request's `authorization` metadata.
     pub fn authenticate(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Principal, ApiError> {
         let header = metadata
             .get("authorization")
-            .ok_or(ApiError::Unauthenticated("missing `authorization: Bearer <token>` metadata"))?;
-        let value = header.to_str().map_err(|_| ApiError::Unauthenticated("the authorization metadata is not text"))?;
+            .ok_or_else(|| unauthenticated("missing `authorization: Bearer <token>` metadata"))?;
+        let value = header.to_str().map_err(|_| unauthenticated("the authorization metadata is not text"))?;
         let token = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
-            .ok_or(ApiError::Unauthenticated("the authorization metadata must be `Bearer <token>`"))?;
-        let data = jsonwebtoken::decode::<Claims>(token.trim(), &self.key, &self.validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind as K;
-            ApiError::Unauthenticated(match e.kind() {
-                K::ExpiredSignature => "the token has expired",
-                K::ImmatureSignature => "the token is not valid yet (nbf)",
-                K::InvalidSignature => "the token's signature does not verify",
-                K::InvalidIssuer => "the token's issuer is not accepted",
-                K::InvalidAudience => "the token's audience is not accepted",
-                K::InvalidAlgorithm | K::InvalidAlgorithmName => "the token's algorithm is not accepted",
-                K::MissingRequiredClaim(_) => "the token lacks a required claim (sub, exp, iss, aud)",
-                _ => "the token is malformed",
-            })
-        })?;
-        let claims = data.claims;
-        let companies = claims
-            .companies
+            .ok_or_else(|| unauthenticated("the authorization metadata must be `Bearer <token>`"))?
+            .trim();
+        // The algorithm is read before anything else, so `none` or an algorithm this deployment
+        // has no key for is named as such (and never reaches a verifier).
+        let alg = declared_algorithm(token)?;
+        let candidates: Vec<&VerifyingKey> = self.keys.iter().filter(|k| format!("{:?}", k.algorithm) == alg).collect();
+        if candidates.is_empty() {
+            return Err(unauthenticated(format!(
+                "the token's algorithm `{alg}` is not accepted here (accepted: {})",
+                self.accepted()
+            )));
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| unauthenticated("the token is malformed"))?;
+        let candidates: Vec<&VerifyingKey> = match &header.kid {
+            Some(kid) if candidates.iter().any(|k| k.kid.as_deref() == Some(kid)) => {
+                candidates.into_iter().filter(|k| k.kid.as_deref() == Some(kid)).collect()
+            }
+            Some(kid) => {
+                let anonymous: Vec<&VerifyingKey> = candidates.into_iter().filter(|k| k.kid.is_none()).collect();
+                if anonymous.is_empty() {
+                    return Err(unauthenticated(format!("the token's key id `{kid}` is not among the accepted keys")));
+                }
+                anonymous
+            }
+            None => candidates,
+        };
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.leeway = self.leeway;
+        validation.validate_nbf = true;
+        let mut refused = None;
+        for key in candidates {
+            match jsonwebtoken::decode::<serde_json::Value>(token, &key.key, &validation) {
+                Ok(data) => return self.principal(&data.claims),
+                Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) => refused = Some(e),
+                Err(e) => return Err(verification_error(&e)),
+            }
+        }
+        Err(refused
+            .map_or_else(|| unauthenticated("the token's signature does not verify"), |e| verification_error(&e)))
+    }
+
+    /// The caller the verified `claims` name.
+    fn principal(&self, claims: &serde_json::Value) -> Result<Principal, ApiError> {
+        let user = claim(claims, &self.user_claim)
+            .and_then(serde_json::Value::as_str)
+            .filter(|u| !u.trim().is_empty())
+            .ok_or_else(|| unauthenticated(format!("the token lacks the user claim `{}`", self.user_claim)))?;
+        let names: Vec<&str> = match claim(claims, &self.role_claim) {
+            Some(serde_json::Value::String(one)) => vec![one.as_str()],
+            Some(serde_json::Value::Array(many)) => many.iter().filter_map(serde_json::Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        let role = names
+            .iter()
+            .filter_map(|name| name.strip_prefix(self.role_prefix.as_str()))
+            .filter_map(|name| name.to_ascii_lowercase().parse::<Role>().ok())
+            .max()
+            .ok_or_else(|| {
+                unauthenticated(format!(
+                    "the token's claim `{}` names no role of {}viewer, {}operator or {}admin",
+                    self.role_claim, self.role_prefix, self.role_prefix, self.role_prefix
+                ))
+            })?;
+        let listed: Vec<&str> = match claim(claims, &self.companies_claim) {
+            Some(serde_json::Value::String(text)) => {
+                text.split(|c: char| c == ',' || c.is_whitespace()).filter(|c| !c.is_empty()).collect()
+            }
+            Some(serde_json::Value::Array(many)) => many.iter().filter_map(serde_json::Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        let companies = listed
             .iter()
             .map(|c| CompanyId::parse(c))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| ApiError::Unauthenticated("the token names an invalid company id"))?;
-        if claims.role != Role::Admin && companies.is_empty() {
-            return Err(ApiError::Unauthenticated("the token names no company"));
+            .map_err(|e| unauthenticated(format!("the token's claim `{}`: {e}", self.companies_claim)))?;
+        if role != Role::Admin && companies.is_empty() {
+            return Err(unauthenticated(format!("the token names no company (claim `{}`)", self.companies_claim)));
         }
-        Ok(Principal { user: claims.sub, role: claims.role, companies })
+        Ok(Principal { user: user.to_owned(), role, companies })
     }
+
+    /// Counts a refused call of `peer`; past `auth.unauthenticated_per_minute` the refusal
+    /// becomes `RESOURCE_EXHAUSTED` with when to try again.
+    fn refuse(&self, peer: Option<std::net::IpAddr>, error: ApiError) -> ApiError {
+        let Some(peer) = peer else { return error };
+        match self.unauthenticated.check_key(&peer) {
+            Ok(()) => error,
+            Err(not_until) => {
+                let wait =
+                    not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+                ApiError::ResourceExhausted {
+                    reason: "UNAUTHENTICATED_RATE_LIMITED",
+                    description: format!(
+                        "too many calls without a valid token from {peer}; retry in {} ms with a valid bearer token",
+                        wait.as_millis()
+                    ),
+                    retry_after: Some(wait),
+                    quota: Vec::new(),
+                }
+            }
+        }
+    }
+
+    /// Forgets peers that have not been refused lately (call now and then).
+    pub fn prune(&self) {
+        self.unauthenticated.retain_recent();
+        self.unauthenticated.shrink_to_fit();
+    }
+}
+
+/// The `alg` a token's header declares, read without trusting anything else in it.
+fn declared_algorithm(token: &str) -> Result<String, ApiError> {
+    use base64::Engine as _;
+    let malformed = || unauthenticated("the token is malformed (not a JWT: header.payload.signature)");
+    let header = token.split('.').next().ok_or_else(malformed)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header.trim_end_matches('='))
+        .map_err(|_| malformed())?;
+    let header: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| malformed())?;
+    header.get("alg").and_then(serde_json::Value::as_str).map(str::to_owned).ok_or_else(malformed)
+}
+
+fn verification_error(e: &jsonwebtoken::errors::Error) -> ApiError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    unauthenticated(match e.kind() {
+        K::ExpiredSignature => "the token has expired",
+        K::ImmatureSignature => "the token is not valid yet (nbf)",
+        K::InvalidSignature => "the token's signature does not verify",
+        K::InvalidIssuer => "the token's issuer is not accepted",
+        K::InvalidAudience => "the token's audience is not accepted",
+        K::InvalidAlgorithm | K::InvalidAlgorithmName => "the token's algorithm is not accepted",
+        K::MissingRequiredClaim(_) => "the token lacks a required claim (exp, iss, aud)",
+        _ => "the token is malformed",
+    })
 }
 
 impl tonic::service::Interceptor for Authenticator {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let principal = self.authenticate(request.metadata())?;
-        request.extensions_mut().insert(principal);
-        Ok(request)
+        match self.authenticate(request.metadata()) {
+            Ok(principal) => {
+                request.extensions_mut().insert(principal);
+                Ok(request)
+            }
+            Err(error) => {
+                let peer = request.remote_addr().map(|a| a.ip());
+                Err(self.refuse(peer, error).into())
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use etter_pipeline::config::Secret;
     use tonic::metadata::MetadataMap;
 
-    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/auth").join(name)
+    }
 
     fn bearer(token: &str) -> anyhow::Result<MetadataMap> {
         let mut md = MetadataMap::new();
@@ -293,18 +549,68 @@ mod tests {
 
     fn reason(result: Result<Principal, ApiError>) -> String {
         match result {
-            Err(ApiError::Unauthenticated(why)) => why.to_owned(),
+            Err(ApiError::Unauthenticated(why)) => why.into_owned(),
             other => format!("{other:?}"),
         }
     }
 
+    fn now() -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    }
+
+    /// Claims of a valid operator of acme, for the default claim names.
+    fn claims() -> serde_json::Value {
+        serde_json::json!({
+            "sub": "jane", "role": "operator", "companies": ["acme"],
+            "iss": "etter", "aud": "etter-pipeline", "exp": now() + 300, "iat": now(),
+        })
+    }
+
+    fn sign(
+        alg: Algorithm,
+        kid: Option<&str>,
+        key: &EncodingKey,
+        claims: &serde_json::Value,
+    ) -> anyhow::Result<String> {
+        let mut header = Header::new(alg);
+        header.kid = kid.map(str::to_owned);
+        Ok(jsonwebtoken::encode(&header, claims, key)?)
+    }
+
+    fn rsa(name: &str) -> anyhow::Result<EncodingKey> {
+        Ok(EncodingKey::from_rsa_pem(&std::fs::read(fixture(name))?)?)
+    }
+
+    fn hs_only() -> AuthConfig {
+        AuthConfig { hs256_secret: Secret::from(SECRET), ..AuthConfig::default() }
+    }
+
+    /// An identity provider's keys only: a PEM RSA key and the JWKS file.
+    fn idp() -> AuthConfig {
+        AuthConfig {
+            public_key_files: vec![fixture("rsa-public.pem")],
+            jwks_file: fixture("jwks.json"),
+            ..AuthConfig::default()
+        }
+    }
+
+    fn scratch() -> PathBuf {
+        std::env::temp_dir().join(format!("etter-auth-test-{}-{}", std::process::id(), crate::random_u128()))
+    }
+
     #[test]
     fn a_signed_token_gives_its_principal() -> anyhow::Result<()> {
-        let auth = AuthConfig::default();
+        let auth = hs_only();
         let acme = CompanyId::parse("acme")?;
-        let token =
-            issue_token(&auth, SECRET, "jane", Role::Operator, std::slice::from_ref(&acme), Duration::from_secs(60))?;
-        let principal = Authenticator::new(&auth, SECRET).authenticate(&bearer(&token)?)?;
+        let token = issue_token(
+            &auth,
+            SECRET.as_bytes(),
+            "jane",
+            Role::Operator,
+            std::slice::from_ref(&acme),
+            Duration::from_secs(60),
+        )?;
+        let principal = Authenticator::new(&auth, &scratch())?.authenticate(&bearer(&token)?)?;
         assert_eq!(principal, Principal { user: "jane".into(), role: Role::Operator, companies: vec![acme.clone()] });
         assert!(principal.is_member_of(&acme));
         assert!(!principal.is_member_of(&CompanyId::parse("globex")?));
@@ -313,58 +619,187 @@ mod tests {
 
     #[test]
     fn bad_tokens_are_refused_with_the_reason() -> anyhow::Result<()> {
-        let auth = AuthConfig::default();
-        let authn = Authenticator::new(&auth, SECRET);
-        let acme = [CompanyId::parse("acme")?];
+        let auth = hs_only();
+        let authn = Authenticator::new(&auth, &scratch())?;
+        let hs = EncodingKey::from_secret(SECRET.as_bytes());
         assert!(reason(authn.authenticate(&MetadataMap::new())).contains("missing"));
         assert!(reason(authn.authenticate(&bearer("not.a.jwt")?)).contains("malformed"));
-        let other =
-            issue_token(&auth, b"another-secret-another-secret-xx", "jane", Role::Admin, &[], Duration::from_secs(60))?;
-        assert!(reason(authn.authenticate(&bearer(&other)?)).contains("signature"));
-        // `alg: none` with the same claims: never accepted.
-        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-        let body = serde_json::json!({"sub":"jane","role":"admin","iss":"etter","aud":"etter-pipeline","exp":now+60,"iat":now});
+        let other = EncodingKey::from_secret(b"another-secret-another-secret-xx");
+        assert!(
+            reason(authn.authenticate(&bearer(&sign(Algorithm::HS256, None, &other, &claims())?)?))
+                .contains("signature")
+        );
+        // `alg: none` with the same claims: named, never accepted.
         let b64 = |v: &serde_json::Value| {
             use base64::Engine as _;
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
         };
-        let none = format!("{}.{}.", b64(&serde_json::json!({"alg":"none","typ":"JWT"})), b64(&body));
+        let none = format!("{}.{}.", b64(&serde_json::json!({"alg":"none","typ":"JWT"})), b64(&claims()));
         let why = reason(authn.authenticate(&bearer(&none)?));
-        assert!(why.contains("algorithm") || why.contains("malformed"), "{why}");
-        let wrong_aud = AuthConfig { audience: "someone-else".into(), ..AuthConfig::default() };
-        let token = issue_token(&wrong_aud, SECRET, "jane", Role::Operator, &acme, Duration::from_secs(60))?;
-        assert!(reason(authn.authenticate(&bearer(&token)?)).contains("audience"));
-        let no_company = issue_token(&auth, SECRET, "jane", Role::Viewer, &[], Duration::from_secs(60))?;
-        assert!(reason(authn.authenticate(&bearer(&no_company)?)).contains("no company"));
+        assert!(why.contains("algorithm `none` is not accepted"), "{why}");
+        let mut wrong_aud = claims();
+        wrong_aud["aud"] = "someone-else".into();
+        assert!(
+            reason(authn.authenticate(&bearer(&sign(Algorithm::HS256, None, &hs, &wrong_aud)?)?)).contains("audience")
+        );
+        let mut wrong_iss = claims();
+        wrong_iss["iss"] = "evil".into();
+        assert!(
+            reason(authn.authenticate(&bearer(&sign(Algorithm::HS256, None, &hs, &wrong_iss)?)?)).contains("issuer")
+        );
+        let mut no_company = claims();
+        no_company["companies"] = serde_json::json!([]);
+        assert!(
+            reason(authn.authenticate(&bearer(&sign(Algorithm::HS256, None, &hs, &no_company)?)?))
+                .contains("no company")
+        );
+        let mut no_role = claims();
+        no_role["role"] = "superuser".into();
+        assert!(
+            reason(authn.authenticate(&bearer(&sign(Algorithm::HS256, None, &hs, &no_role)?)?)).contains("no role")
+        );
+        let mut later = claims();
+        later["nbf"] = (now() + 600).into();
+        assert!(
+            reason(authn.authenticate(&bearer(&sign(Algorithm::HS256, None, &hs, &later)?)?)).contains("not valid yet")
+        );
+        // An RS256 token where only HS256 is configured: its algorithm is refused by name.
+        let rs = sign(Algorithm::RS256, None, &rsa("rsa-private.pem")?, &claims())?;
+        assert!(reason(authn.authenticate(&bearer(&rs)?)).contains("`RS256` is not accepted"));
         Ok(())
     }
 
     #[test]
     fn expiry_allows_the_leeway_and_no_more() -> anyhow::Result<()> {
-        let auth = AuthConfig { leeway: Duration::from_secs(30), ..AuthConfig::default() };
-        let authn = Authenticator::new(&auth, SECRET);
-        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-        let sign = |exp: u64| {
-            let claims = Claims {
-                sub: "jane".into(),
-                role: Role::Admin,
-                companies: vec![],
-                iss: "etter".into(),
-                aud: "etter-pipeline".into(),
-                exp,
-                iat: now - 3600,
-                nbf: None,
-            };
-            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET))
+        let auth = AuthConfig { leeway: Duration::from_secs(30), ..hs_only() };
+        let authn = Authenticator::new(&auth, &scratch())?;
+        let hs = EncodingKey::from_secret(SECRET.as_bytes());
+        let at = |exp: u64| {
+            let mut c = claims();
+            c["exp"] = exp.into();
+            sign(Algorithm::HS256, None, &hs, &c)
         };
-        assert!(authn.authenticate(&bearer(&sign(now - 10)?)?).is_ok(), "10 s past exp is within the leeway");
-        assert!(reason(authn.authenticate(&bearer(&sign(now - 120)?)?)).contains("expired"));
+        assert!(authn.authenticate(&bearer(&at(now() - 10)?)?).is_ok(), "10 s past exp is within the leeway");
+        assert!(reason(authn.authenticate(&bearer(&at(now() - 120)?)?)).contains("expired"));
+        let mut no_exp = claims();
+        no_exp.as_object_mut().map(|c| c.remove("exp"));
+        assert!(
+            reason(authn.authenticate(&bearer(&sign(Algorithm::HS256, None, &hs, &no_exp)?)?))
+                .contains("required claim")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn identity_provider_keys_verify_rs256_and_es256_and_turn_hs256_off() -> anyhow::Result<()> {
+        let authn = Authenticator::new(&idp(), &scratch())?;
+        // The PEM key (no kid), and the JWKS keys by kid.
+        let pem = sign(Algorithm::RS256, None, &rsa("rsa-private.pem")?, &claims())?;
+        assert_eq!(authn.authenticate(&bearer(&pem)?)?.user, "jane");
+        let jwks_rsa = sign(Algorithm::RS256, Some("idp-rsa-2026"), &rsa("rsa2-private.pem")?, &claims())?;
+        assert_eq!(authn.authenticate(&bearer(&jwks_rsa)?)?.role, Role::Operator);
+        let ec = EncodingKey::from_ec_pem(&std::fs::read(fixture("ec-private.pem"))?)?;
+        let jwks_ec = sign(Algorithm::ES256, Some("idp-ec-2026"), &ec, &claims())?;
+        assert_eq!(authn.authenticate(&bearer(&jwks_ec)?)?.companies, [CompanyId::parse("acme")?]);
+        // A kid naming another key than the one that signed: the signature fails.
+        let swapped = sign(Algorithm::RS256, Some("idp-rsa-2026"), &rsa("rsa-private.pem")?, &claims())?;
+        assert!(reason(authn.authenticate(&bearer(&swapped)?)).contains("signature"));
+        // Without the HS256 secret, HS256 is off: the classic key confusion (the public key's PEM
+        // bytes used as an HMAC secret) and any shared-secret token are refused by algorithm.
+        let confused = EncodingKey::from_secret(&std::fs::read(fixture("rsa-public.pem"))?);
+        let why = reason(authn.authenticate(&bearer(&sign(Algorithm::HS256, None, &confused, &claims())?)?));
+        assert!(why.contains("`HS256` is not accepted") && why.contains("ES256, RS256"), "{why}");
+        // An ES256 token carrying an RSA key's kid finds no EC key of that id.
+        let odd = sign(Algorithm::ES256, Some("idp-rsa-2026"), &ec, &claims())?;
+        assert!(
+            reason(authn.authenticate(&bearer(&odd)?)).contains("signature")
+                || reason(authn.authenticate(&bearer(&odd)?)).contains("key id")
+        );
+        // And this server cannot issue tokens.
+        assert!(matches!(signing_secret(&idp(), &scratch()), Err(KeyError::NoSigningKey)));
+        Ok(())
+    }
+
+    #[test]
+    fn claim_names_and_role_values_follow_the_identity_provider() -> anyhow::Result<()> {
+        let auth = AuthConfig {
+            user_claim: "email".into(),
+            role_claim: "realm_access.roles".into(),
+            role_prefix: "etter-".into(),
+            companies_claim: "ext.companies".into(),
+            ..idp()
+        };
+        let authn = Authenticator::new(&auth, &scratch())?;
+        let key = rsa("rsa-private.pem")?;
+        let claims = serde_json::json!({
+            "email": "jane@acme.example", "realm_access": {"roles": ["offline_access", "etter-viewer", "etter-admin"]},
+            "ext": {"companies": "acme, globex"},
+            "iss": "etter", "aud": "etter-pipeline", "exp": now() + 300,
+        });
+        let principal = authn.authenticate(&bearer(&sign(Algorithm::RS256, None, &key, &claims)?)?)?;
+        assert_eq!(principal.user, "jane@acme.example");
+        assert_eq!(principal.role, Role::Admin, "the highest role listed counts");
+        assert_eq!(principal.companies, [CompanyId::parse("acme")?, CompanyId::parse("globex")?]);
+        // Without the prefix a role name does not count.
+        let mut plain = claims.clone();
+        plain["realm_access"]["roles"] = serde_json::json!(["admin"]);
+        let why = reason(authn.authenticate(&bearer(&sign(Algorithm::RS256, None, &key, &plain)?)?));
+        assert!(why.contains("realm_access.roles") && why.contains("etter-operator"), "{why}");
+        let mut nameless = claims;
+        nameless.as_object_mut().map(|c| c.remove("email"));
+        assert!(
+            reason(authn.authenticate(&bearer(&sign(Algorithm::RS256, None, &key, &nameless)?)?)).contains("`email`")
+        );
+        // The server's own tokens use the configured names too.
+        let issuing = AuthConfig { hs256_secret: Secret::from(SECRET), ..auth };
+        let token = issue_token(
+            &issuing,
+            SECRET.as_bytes(),
+            "ops@etter",
+            Role::Viewer,
+            &[CompanyId::parse("acme")?],
+            Duration::from_secs(60),
+        )?;
+        let principal = Authenticator::new(&issuing, &scratch())?.authenticate(&bearer(&token)?)?;
+        assert_eq!((principal.user.as_str(), principal.role), ("ops@etter", Role::Viewer));
+        Ok(())
+    }
+
+    #[test]
+    fn unusable_key_files_are_named() -> anyhow::Result<()> {
+        let not_a_key = AuthConfig { public_key_files: vec![fixture("jwks.json")], ..AuthConfig::default() };
+        let err = Authenticator::new(&not_a_key, &scratch()).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("auth.public_key_files") && err.contains("jwks.json"), "{err}");
+        let not_jwks = AuthConfig { jwks_file: fixture("rsa-public.pem"), ..AuthConfig::default() };
+        let err = Authenticator::new(&not_jwks, &scratch()).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("auth.jwks_file") && err.contains("not a JWKS"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn refused_peers_are_slowed_down_past_their_quota() -> anyhow::Result<()> {
+        let auth = AuthConfig { unauthenticated_per_minute: 3, ..hs_only() };
+        let authn = Authenticator::new(&auth, &scratch())?;
+        let peer: std::net::IpAddr = "127.0.0.9".parse()?;
+        let other: std::net::IpAddr = "127.0.0.10".parse()?;
+        let refusal = || authn.authenticate(&MetadataMap::new()).err().unwrap_or(ApiError::Internal(String::new()));
+        for _ in 0..3 {
+            assert!(matches!(authn.refuse(Some(peer), refusal()), ApiError::Unauthenticated(_)));
+        }
+        match authn.refuse(Some(peer), refusal()) {
+            ApiError::ResourceExhausted { retry_after: Some(wait), .. } => assert!(wait > Duration::ZERO),
+            other => panic!("the fourth refusal within a minute must be RESOURCE_EXHAUSTED: {other:?}"),
+        }
+        assert!(
+            matches!(authn.refuse(Some(other), refusal()), ApiError::Unauthenticated(_)),
+            "another peer is not slowed"
+        );
         Ok(())
     }
 
     #[test]
     fn the_generated_secret_is_kept() -> anyhow::Result<()> {
-        let dir = std::env::temp_dir().join(format!("etter-auth-test-{}", std::process::id()));
+        let dir = scratch();
         let auth = AuthConfig::default();
         let first = signing_secret(&auth, &dir)?;
         let second = signing_secret(&auth, &dir)?;

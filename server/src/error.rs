@@ -32,7 +32,7 @@ impl Violation {
 pub enum ApiError {
     /// The call carries no valid bearer token.
     #[error("unauthenticated: {0}")]
-    Unauthenticated(&'static str),
+    Unauthenticated(std::borrow::Cow<'static, str>),
     /// The caller may not do this.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
@@ -76,6 +76,20 @@ pub enum ApiError {
         /// What happened and what to do.
         description: String,
     },
+    /// A limit refuses the call for now: a rate limit (`retry_after` says when to try again, sent
+    /// as `RetryInfo`), a cap or a budget (`quota` names what is exhausted, sent as
+    /// `QuotaFailure`). Nothing was stored.
+    #[error("{description}")]
+    ResourceExhausted {
+        /// The stable reason (`RATE_LIMITED`, `QUEUE_FULL`, `BUDGET_EXCEEDED`, …).
+        reason: &'static str,
+        /// What was exceeded, with the numbers, and what to do.
+        description: String,
+        /// When trying again can succeed.
+        retry_after: Option<std::time::Duration>,
+        /// (subject, description) of each exhausted quota.
+        quota: Vec<(String, String)>,
+    },
     /// The RPC (or this form of it) is part of the contract but not served by this version yet.
     #[error("{rpc} is not available yet: {detail}")]
     Unimplemented {
@@ -118,7 +132,9 @@ impl ApiError {
             Self::NotFound { what: "role", .. } => "ROLE_NOT_FOUND",
             Self::NotFound { what: "batch", .. } => "BATCH_NOT_FOUND",
             Self::NotFound { .. } => "RUN_NOT_FOUND",
-            Self::FailedPrecondition { reason, .. } | Self::Aborted { reason, .. } => reason,
+            Self::FailedPrecondition { reason, .. }
+            | Self::Aborted { reason, .. }
+            | Self::ResourceExhausted { reason, .. } => reason,
             Self::Unimplemented { .. } => "NOT_IMPLEMENTED",
             Self::Unavailable(_) => "UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
@@ -133,6 +149,7 @@ impl ApiError {
             Self::NotFound { .. } => Code::NotFound,
             Self::FailedPrecondition { .. } => Code::FailedPrecondition,
             Self::Aborted { .. } => Code::Aborted,
+            Self::ResourceExhausted { .. } => Code::ResourceExhausted,
             Self::Unimplemented { .. } => Code::Unimplemented,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
@@ -180,6 +197,14 @@ impl From<ApiError> for Status {
             ApiError::FailedPrecondition { reason, subject, description }
             | ApiError::Aborted { reason, subject, description } => {
                 details.add_precondition_failure_violation(*reason, subject.clone(), description.clone());
+            }
+            ApiError::ResourceExhausted { retry_after, quota, .. } => {
+                if retry_after.is_some() {
+                    details.set_retry_info(*retry_after);
+                }
+                for (subject, description) in quota {
+                    details.add_quota_failure_violation(subject.clone(), description.clone());
+                }
             }
             ApiError::Internal(detail) | ApiError::Unavailable(detail) => {
                 tracing::error!(error = %detail, code = ?err.code(), "request failed");

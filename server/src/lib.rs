@@ -128,8 +128,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let secret = auth::signing_secret(&config.auth, &config.data_dir)?;
-    let authenticator = auth::Authenticator::new(&config.auth, &secret);
+    let authenticator = auth::Authenticator::new(&config.auth, &config.data_dir)?;
+    let pruned = authenticator.clone();
 
     let instance = format!("etter-server-{}-{:08x}", std::process::id(), random_u128() & 0xffff_ffff);
     let orchestrator: Arc<dyn Orchestrator> = Arc::new(TemporalOrchestrator::new(TemporalSettings::from_config(
@@ -187,6 +187,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         tokio::spawn(reconciler.run(drain_rx.clone())),
         tokio::spawn(deliverer.run(drain_rx.clone())),
         tokio::spawn(Arc::clone(&companies).watch(drain_rx.clone())),
+        tokio::spawn(prune_periodically(pruned, drain_rx.clone())),
         tokio::spawn(observe_queue(Arc::clone(&store), config.server.health_check_interval, drain_rx.clone())),
         tokio::spawn(health::run(
             health_reporter.clone(),
@@ -247,6 +248,16 @@ pub(crate) fn random_u128() -> u128 {
         bytes = (u128::from(nanos.unsigned_abs()) ^ u128::from(std::process::id()) << 64).to_le_bytes();
     }
     u128::from_le_bytes(bytes)
+}
+
+/// Forgets the unauthenticated peers that stopped calling, once a minute.
+async fn prune_periodically(authenticator: auth::Authenticator, mut drain: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(60)) => authenticator.prune(),
+            _ = drain.changed() => return,
+        }
+    }
 }
 
 /// Resolves when draining starts.

@@ -5,6 +5,7 @@
 //! No worker runs here: the tests that need a run to move play the worker's part by writing step
 //! transitions into the same store, through the same `RunStore` API the worker uses.
 
+mod authz;
 mod batch;
 mod graph;
 mod rerun;
@@ -58,8 +59,15 @@ fn closed_port_url() -> anyhow::Result<String> {
 
 /// A server whose Temporal is a closed port, answering fast.
 async fn server_without_temporal() -> anyhow::Result<Server> {
+    server_without_temporal_with(&[]).await
+}
+
+/// [`server_without_temporal`] with more settings.
+async fn server_without_temporal_with(extra: &[(&str, &str)]) -> anyhow::Result<Server> {
     let closed = closed_port_url()?;
-    Server::start(&[("ETTER_TEMPORAL__ADDRESS", closed.as_str()), ("ETTER_DISPATCH__TEMPORAL_TIMEOUT", "500ms")]).await
+    let mut env = vec![("ETTER_TEMPORAL__ADDRESS", closed.as_str()), ("ETTER_DISPATCH__TEMPORAL_TIMEOUT", "500ms")];
+    env.extend_from_slice(extra);
+    Server::start(&env).await
 }
 
 /// Polls `probe` until it yields a value, failing after [`DEADLINE`] with `what`.
