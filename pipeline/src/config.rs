@@ -32,6 +32,7 @@ const SECTIONS: &[&str] = &[
     "data_dir",
     "server",
     "dispatch",
+    "limits",
     "auth",
     "store",
     "redis",
@@ -53,6 +54,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// The server's dispatcher: how queued runs are started in Temporal.
     pub dispatch: DispatchConfig,
+    /// What one company may use unless the companies file says otherwise.
+    pub limits: LimitsConfig,
     /// Who may call the control plane.
     pub auth: AuthConfig,
     /// The run store.
@@ -155,6 +158,27 @@ fn validate_dashboard_url(template: &str) -> Result<(), String> {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
         Ok(_) => Err(format!("must be an http:// or https:// URL with a host, got {url}")),
         Err(e) => Err(format!("is not a URL after substitution ({url}): {e}")),
+    }
+}
+
+/// `[limits]`: admission limits (DESIGN §6). The per-company ones are the default tier: the
+/// companies file (`server.companies_file`) may give a company, or a tier of companies, others.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Calls one company's callers may make per minute, on average.
+    pub calls_per_minute: u32,
+    /// Calls one company's callers may make at once above the average.
+    pub burst: u32,
+    /// Runs one company may have QUEUED; a push or batch past it is refused whole.
+    pub max_queued_per_company: u64,
+    /// Runs all companies together may have QUEUED.
+    pub max_queued: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { calls_per_minute: 1200, burst: 120, max_queued_per_company: 5000, max_queued: 50_000 }
     }
 }
 
@@ -436,6 +460,7 @@ impl Default for Config {
             data_dir: PathBuf::from(".etter/data"),
             server: ServerConfig::default(),
             dispatch: DispatchConfig::default(),
+            limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             store: StoreConfig::default(),
             redis: RedisConfig::default(),
@@ -637,6 +662,16 @@ impl Config {
             if claim.is_empty() || claim.split('.').any(str::is_empty) {
                 return invalid(key, "must name a claim (dotted for a nested one)");
             }
+        }
+        let limits = &self.limits;
+        if limits.calls_per_minute == 0 || limits.burst == 0 {
+            return invalid("limits.calls_per_minute", "calls_per_minute and burst must be at least 1");
+        }
+        if limits.max_queued_per_company == 0 || limits.max_queued < limits.max_queued_per_company {
+            return invalid(
+                "limits.max_queued",
+                "max_queued_per_company must be at least 1 and max_queued at least max_queued_per_company",
+            );
         }
         if self.auth.unauthenticated_per_minute == 0 {
             return invalid("auth.unauthenticated_per_minute", "must be at least 1");
@@ -930,6 +965,26 @@ pub const KEYS: &[KeyDoc] = &[
         key: "dispatch.estimate_llm_step_tokens",
         used_by: "server",
         description: "Estimated LLM tokens of one LLM-using step, for token estimates.",
+    },
+    KeyDoc {
+        key: "limits.calls_per_minute",
+        used_by: "server",
+        description: "Calls one company's callers may make per minute on average (the default tier); past it, `RESOURCE_EXHAUSTED` with `RetryInfo`.",
+    },
+    KeyDoc {
+        key: "limits.burst",
+        used_by: "server",
+        description: "Calls one company may make at once above the average.",
+    },
+    KeyDoc {
+        key: "limits.max_queued_per_company",
+        used_by: "server",
+        description: "Runs one company may have QUEUED (the default tier); a push or batch past it is refused whole with the numbers.",
+    },
+    KeyDoc {
+        key: "limits.max_queued",
+        used_by: "server",
+        description: "Runs all companies together may have QUEUED; a push or batch past it is refused whole.",
     },
     KeyDoc {
         key: "auth.hs256_secret",

@@ -13,6 +13,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::estimate::Estimator;
+use crate::limits::Limits;
 use crate::{auth, batch, cancel, graph::GraphReader, history, push, retry, status, trace, watch as watching};
 
 /// The stream type of `WatchStatus`.
@@ -36,6 +37,8 @@ pub struct PipelineApi {
     pub drain: watch::Receiver<bool>,
     /// Wakes watch streams when runs move.
     pub moved: fanout::Hub,
+    /// Calls per minute and queued-run caps per company.
+    pub limits: Arc<Limits>,
 }
 
 impl PipelineApi {
@@ -52,6 +55,7 @@ impl PipelineApi {
             },
             drain: self.drain.clone(),
             moved: self.moved.clone(),
+            limits: Arc::clone(&self.limits),
         }
     }
 }
@@ -65,6 +69,7 @@ impl PipelineService for PipelineApi {
             documents: &self.config.documents,
             estimator: &self.estimator,
             trace_id: trace::of(&request),
+            limits: &self.limits,
         };
         let response = push::push(&cx, &principal, request.into_inner()).await?;
         if response.created {
@@ -82,6 +87,7 @@ impl PipelineService for PipelineApi {
             estimator: &self.estimator,
             max_batch_size: self.config.server.max_batch_size,
             trace_id: trace::of(&request),
+            limits: &self.limits,
         };
         let response = batch::push_batch(&cx, &principal, request.into_inner()).await?;
         if response.created {
@@ -99,7 +105,7 @@ impl PipelineService for PipelineApi {
             estimator: &self.estimator,
             finished: Some(status::Finished { graph: &self.graph, server: &self.config.server }),
         };
-        let response = status::get_status(&cx, &principal, request.into_inner()).await?;
+        let response = status::get_status(&cx, &self.limits, &principal, request.into_inner()).await?;
         Ok(Response::new(response))
     }
 
@@ -120,6 +126,7 @@ impl PipelineService for PipelineApi {
             store: self.store.as_ref(),
             estimator: &self.estimator,
             trace_id: trace::of(&request),
+            limits: &self.limits,
         };
         let response = retry::retry(&cx, &principal, request.into_inner()).await?;
         // A replayed answer's run may be queued still; waking an idle dispatcher is harmless.
@@ -133,6 +140,7 @@ impl PipelineService for PipelineApi {
             store: self.store.as_ref(),
             orchestrator: self.orchestrator.as_ref(),
             estimator: &self.estimator,
+            limits: &self.limits,
         };
         let response = cancel::cancel(&cx, &principal, request.into_inner()).await?;
         Ok(Response::new(response))
@@ -140,7 +148,8 @@ impl PipelineService for PipelineApi {
 
     async fn history(&self, request: Request<HistoryRequest>) -> Result<Response<HistoryResponse>, Status> {
         let principal = auth::principal(&request)?;
-        let cx = history::HistoryContext { store: self.store.as_ref(), estimator: &self.estimator };
+        let cx =
+            history::HistoryContext { store: self.store.as_ref(), estimator: &self.estimator, limits: &self.limits };
         let response = history::history(&cx, &principal, request.into_inner()).await?;
         Ok(Response::new(response))
     }

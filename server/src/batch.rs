@@ -31,6 +31,7 @@ use prost::Message as _;
 use sha2::{Digest as _, Sha256};
 use tonic_types::pb::bad_request::FieldViolation as FieldViolationPb;
 
+use crate::limits::Limits;
 use crate::{
     auth::Principal,
     convert::{self, StoredOptions},
@@ -55,6 +56,8 @@ pub struct BatchContext<'a> {
     pub max_batch_size: u32,
     /// The request's trace id, kept with every run the batch creates.
     pub trace_id: Option<TraceId>,
+    /// Calls per minute and queued-run caps.
+    pub limits: &'a Limits,
 }
 
 /// What was decided about one item before anything is stored.
@@ -79,6 +82,7 @@ pub async fn push_batch(
     let company = CompanyId::parse(&request.company_id)
         .map_err(|e| ApiError::invalid(INVALID_BATCH, "company_id", e.to_string()))?;
     principal.authorize_write(&company)?;
+    cx.limits.admit_call(&company)?;
     let request_id = idempotency::request_id(&request.request_id, INVALID_BATCH)?;
     check_whole(&request, cx.max_batch_size)?;
     let mut payload = request.clone();
@@ -135,6 +139,9 @@ pub async fn push_batch(
         }
     }
 
+    // The whole batch fits under the queue caps, or none of it is stored.
+    let queuing = new_runs.iter().filter(|r| matches!(r.admission, Admission::Queue)).count();
+    cx.limits.admit_queued(cx.store, &company, u64::try_from(queuing).unwrap_or(u64::MAX)).await?;
     let batch = NewBatch { id: BatchId::from_random(crate::random_u128()), company: company.clone(), request_id };
     let created = cx.store.create_batch(batch, new_runs).await?;
     let positions: HashMap<WorkflowId, u32> =

@@ -17,6 +17,7 @@ use etter_pipeline::{
 };
 use etter_proto::v1 as pb;
 
+use crate::limits::Limits;
 use crate::{
     auth::Principal,
     error::ApiError,
@@ -39,6 +40,8 @@ pub struct CancelContext<'a> {
     pub orchestrator: &'a dyn Orchestrator,
     /// `[dispatch]`, for the status estimates.
     pub estimator: &'a Estimator,
+    /// Calls per minute and queued-run caps.
+    pub limits: &'a Limits,
 }
 
 /// The run's error once cancelled.
@@ -92,6 +95,7 @@ pub async fn cancel(
     let request_id = idempotency::request_id(&request.request_id, INVALID_REQUEST)?;
     let run = status::visible_run(cx.store, principal, &request.workflow_id).await?;
     principal.authorize_write(&run.company_id)?;
+    cx.limits.admit_call(&run.company_id)?;
     let mut payload = request.clone();
     payload.request_id.clear();
     let idempotency =

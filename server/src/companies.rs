@@ -2,10 +2,19 @@
 //! so an operator edits them without a restart:
 //!
 //! ```toml
+//! [tiers.enterprise]            # limits shared by several companies
+//! calls_per_minute = 6000
+//! burst = 600
+//! max_queued = 20000
+//!
 //! [companies.acme]
+//! tier = "enterprise"
+//! calls_per_minute = 3000       # a company's own value wins over its tier's
 //! webhook_url = "https://hooks.acme.example/etter"
 //! webhook_secret = "a long random string shared with the receiver"
 //! ```
+//!
+//! A limit neither the company nor its tier sets is `[limits]`'s (the default tier).
 //!
 //! A file that does not parse, or names an invalid company id or URL, is refused at startup with
 //! the reason; after startup it is logged and the previous settings stay in force.
@@ -17,7 +26,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use etter_pipeline::ids::CompanyId;
+use etter_pipeline::{config::LimitsConfig, ids::CompanyId};
 use serde::Deserialize;
 
 /// Shortest webhook secret accepted: an HMAC key guessable by brute force protects nothing.
@@ -61,16 +70,69 @@ impl std::fmt::Debug for Webhook {
     }
 }
 
+/// What one company may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CompanyLimits {
+    /// Calls per minute, on average.
+    pub calls_per_minute: u32,
+    /// Calls at once above the average.
+    pub burst: u32,
+    /// Runs it may have QUEUED.
+    pub max_queued: u64,
+}
+
+impl CompanyLimits {
+    /// The default tier, `[limits]`.
+    pub fn defaults(config: &LimitsConfig) -> Self {
+        Self {
+            calls_per_minute: config.calls_per_minute,
+            burst: config.burst,
+            max_queued: config.max_queued_per_company,
+        }
+    }
+}
+
 /// One company's settings.
 #[derive(Debug, Clone, Default)]
 pub struct CompanySettings {
     /// Its webhook, if it has one.
     pub webhook: Option<Webhook>,
+    /// Its limits where it or its tier sets them (else the defaults).
+    limits: FileLimits,
+}
+
+/// Limits as the file gives them: each may be left to the tier or the defaults.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    calls_per_minute: Option<u32>,
+    burst: Option<u32>,
+    max_queued: Option<u64>,
+}
+
+impl FileLimits {
+    /// These limits, each unset one taken from `under`.
+    fn over(self, under: Self) -> Self {
+        Self {
+            calls_per_minute: self.calls_per_minute.or(under.calls_per_minute),
+            burst: self.burst.or(under.burst),
+            max_queued: self.max_queued.or(under.max_queued),
+        }
+    }
+
+    fn check(&self, table: &str) -> Result<(), String> {
+        if self.calls_per_minute == Some(0) || self.burst == Some(0) || self.max_queued == Some(0) {
+            return Err(format!("[{table}]: calls_per_minute, burst and max_queued must be at least 1"));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileRoot {
+    #[serde(default)]
+    tiers: BTreeMap<String, FileLimits>,
     #[serde(default)]
     companies: BTreeMap<String, FileCompany>,
 }
@@ -78,17 +140,31 @@ struct FileRoot {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileCompany {
+    tier: Option<String>,
     webhook_url: Option<String>,
     webhook_secret: Option<String>,
+    #[serde(flatten)]
+    limits: FileLimits,
 }
 
 /// Parses the companies file's text.
 fn parse(path: &Path, text: &str) -> Result<BTreeMap<CompanyId, CompanySettings>, CompaniesError> {
     let invalid = |reason: String| CompaniesError::Invalid { path: path.to_owned(), reason };
     let root: FileRoot = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+    for (name, tier) in &root.tiers {
+        tier.check(&format!("tiers.{name}")).map_err(invalid)?;
+    }
     let mut companies = BTreeMap::new();
     for (id, company) in root.companies {
         let company_id = CompanyId::parse(&id).map_err(|e| invalid(format!("[companies.{id}]: {e}")))?;
+        company.limits.check(&format!("companies.{id}")).map_err(invalid)?;
+        let tier = match &company.tier {
+            None => FileLimits::default(),
+            Some(name) => *root.tiers.get(name).ok_or_else(|| {
+                invalid(format!("[companies.{id}] names tier {name:?}, which has no [tiers.{name}] table"))
+            })?,
+        };
+        let limits = company.limits.over(tier);
         let webhook = match (company.webhook_url, company.webhook_secret) {
             (None, None) => None,
             (Some(url), Some(secret)) => {
@@ -107,7 +183,7 @@ fn parse(path: &Path, text: &str) -> Result<BTreeMap<CompanyId, CompanySettings>
             (Some(_), None) => return Err(invalid(format!("[companies.{id}] has webhook_url without webhook_secret"))),
             (None, Some(_)) => return Err(invalid(format!("[companies.{id}] has webhook_secret without webhook_url"))),
         };
-        companies.insert(company_id, CompanySettings { webhook });
+        companies.insert(company_id, CompanySettings { webhook, limits });
     }
     Ok(companies)
 }
@@ -120,14 +196,27 @@ struct Loaded {
 /// The current company settings, shared by the server's tasks.
 pub struct Companies {
     path: PathBuf,
+    defaults: CompanyLimits,
     loaded: RwLock<Loaded>,
 }
 
 impl Companies {
-    /// Loads `path` (an empty path: no settings). An unreadable or invalid file is an error.
-    pub fn load(path: &Path) -> Result<Self, CompaniesError> {
+    /// Loads `path` (an empty path: no settings); limits it does not set are `defaults`. An
+    /// unreadable or invalid file is an error.
+    pub fn load(path: &Path, defaults: CompanyLimits) -> Result<Self, CompaniesError> {
         let (modified, companies) = if path.as_os_str().is_empty() { (None, BTreeMap::new()) } else { read(path)? };
-        Ok(Self { path: path.to_owned(), loaded: RwLock::new(Loaded { modified, companies: Arc::new(companies) }) })
+        let loaded = RwLock::new(Loaded { modified, companies: Arc::new(companies) });
+        Ok(Self { path: path.to_owned(), defaults, loaded })
+    }
+
+    /// What `company` may use now.
+    pub fn limits(&self, company: &CompanyId) -> CompanyLimits {
+        let set = self.get(company).limits;
+        CompanyLimits {
+            calls_per_minute: set.calls_per_minute.unwrap_or(self.defaults.calls_per_minute),
+            burst: set.burst.unwrap_or(self.defaults.burst),
+            max_queued: set.max_queued.unwrap_or(self.defaults.max_queued),
+        }
     }
 
     /// A company's settings (defaults when the file does not name it).
@@ -215,6 +304,27 @@ mod tests {
     }
 
     #[test]
+    fn limits_come_from_the_company_then_its_tier_then_the_defaults() -> anyhow::Result<()> {
+        let dir = std::env::temp_dir().join(format!("etter-companies-tiers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("companies.toml");
+        std::fs::write(
+            &path,
+            "[tiers.enterprise]\ncalls_per_minute = 6000\nburst = 600\n\n\
+             [companies.acme]\ntier = \"enterprise\"\ncalls_per_minute = 3000\n\n[companies.globex]\nmax_queued = 7\n",
+        )?;
+        let defaults = CompanyLimits::defaults(&LimitsConfig::default());
+        let companies = Companies::load(&path, defaults)?;
+        let acme = companies.limits(&CompanyId::parse("acme")?);
+        assert_eq!((acme.calls_per_minute, acme.burst, acme.max_queued), (3000, 600, defaults.max_queued));
+        let globex = companies.limits(&CompanyId::parse("globex")?);
+        assert_eq!(globex, CompanyLimits { max_queued: 7, ..defaults });
+        assert_eq!(companies.limits(&CompanyId::parse("initech")?), defaults, "unnamed: the defaults");
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    #[test]
     fn invalid_files_say_what_is_wrong() {
         let cases = [
             ("[companies.Acme]\n", "company_id"),
@@ -222,6 +332,10 @@ mod tests {
             ("[companies.acme]\nwebhook_url = \"https://x.example/y\"\n", "without webhook_secret"),
             ("[companies.acme]\nwebhook_url = \"https://x.example/y\"\nwebhook_secret = \"short\"\n", "at least 16"),
             ("[companies.acme]\nwebhook = 1\n", "unknown field"),
+            ("[companies.acme]\ntier = \"gold\"\n", "no [tiers.gold] table"),
+            ("[tiers.gold]\nburst = 0\n", "at least 1"),
+            ("[companies.acme]\ncalls_per_minute = 0\n", "at least 1"),
+            ("[tiers.gold]\nspeed = 1\n", "unknown field"),
             ("not toml", "invalid"),
         ];
         for (text, expected) in cases {
@@ -236,7 +350,7 @@ mod tests {
         std::fs::create_dir_all(&dir)?;
         let path = dir.join("companies.toml");
         std::fs::write(&path, "[companies.acme]\n")?;
-        let companies = Companies::load(&path)?;
+        let companies = Companies::load(&path, CompanyLimits::defaults(&LimitsConfig::default()))?;
         let acme = CompanyId::parse("acme")?;
         assert!(companies.get(&acme).webhook.is_none());
         let hook =

@@ -13,6 +13,7 @@ use etter_pipeline::{
 use etter_proto::v1 as pb;
 use sha2::{Digest as _, Sha256};
 
+use crate::limits::Limits;
 use crate::{
     auth::Principal,
     convert,
@@ -30,6 +31,8 @@ pub struct HistoryContext<'a> {
     pub store: &'a dyn RunStore,
     /// ETAs of the active runs listed.
     pub estimator: &'a Estimator,
+    /// Calls per minute and queued-run caps.
+    pub limits: &'a Limits,
 }
 
 /// `History`: authorize, validate the filters, list one page.
@@ -41,6 +44,7 @@ pub async fn history(
     let company = CompanyId::parse(&request.company_id)
         .map_err(|e| ApiError::invalid(INVALID_HISTORY, "company_id", e.to_string()))?;
     principal.authorize_company(&company)?;
+    cx.limits.admit_call(&company)?;
     let (filter, page) = validate(company, &request)?;
     let listed = cx.store.list_runs(&filter, &page).await.map_err(|e| match e {
         store::StoreError::InvalidPageToken => ApiError::invalid(INVALID_HISTORY, "page_token", e.to_string()),

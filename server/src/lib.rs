@@ -16,6 +16,7 @@ mod graph;
 pub mod health;
 mod history;
 mod idempotency;
+mod limits;
 mod push;
 mod retry;
 mod status;
@@ -137,7 +138,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         config.dispatch.temporal_timeout,
         instance.clone(),
     )));
-    let companies = Arc::new(companies::Companies::load(&config.server.companies_file)?);
+    let companies = Arc::new(companies::Companies::load(
+        &config.server.companies_file,
+        companies::CompanyLimits::defaults(&config.limits),
+    )?);
+    let limits = Arc::new(limits::Limits::new(Arc::clone(&companies), &config.limits));
     let deliverer =
         webhook::Deliverer::new(Arc::clone(&store), Arc::clone(&companies), config.server.clone(), instance.clone())?;
     let wake_dispatcher = Arc::new(tokio::sync::Notify::new());
@@ -172,6 +177,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         wake_dispatcher,
         drain: drain_rx.clone(),
         moved: hub,
+        limits: Arc::clone(&limits),
     };
     // Health and reflection stay open; every PipelineService call is authenticated.
     let pipeline = tonic::service::interceptor::InterceptedService::new(
@@ -187,7 +193,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         tokio::spawn(reconciler.run(drain_rx.clone())),
         tokio::spawn(deliverer.run(drain_rx.clone())),
         tokio::spawn(Arc::clone(&companies).watch(drain_rx.clone())),
-        tokio::spawn(prune_periodically(pruned, drain_rx.clone())),
+        tokio::spawn(prune_periodically(pruned, limits, drain_rx.clone())),
         tokio::spawn(observe_queue(Arc::clone(&store), config.server.health_check_interval, drain_rx.clone())),
         tokio::spawn(health::run(
             health_reporter.clone(),
@@ -250,11 +256,18 @@ pub(crate) fn random_u128() -> u128 {
     u128::from_le_bytes(bytes)
 }
 
-/// Forgets the unauthenticated peers that stopped calling, once a minute.
-async fn prune_periodically(authenticator: auth::Authenticator, mut drain: tokio::sync::watch::Receiver<bool>) {
+/// Forgets the unauthenticated peers and the companies that stopped calling, once a minute.
+async fn prune_periodically(
+    authenticator: auth::Authenticator,
+    limits: Arc<limits::Limits>,
+    mut drain: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(60)) => authenticator.prune(),
+            () = tokio::time::sleep(Duration::from_secs(60)) => {
+                authenticator.prune();
+                limits.prune();
+            }
             _ = drain.changed() => return,
         }
     }

@@ -10,6 +10,7 @@ use etter_pipeline::{
 use etter_proto::v1 as pb;
 use sha2::{Digest as _, Sha256};
 
+use crate::limits::Limits;
 use crate::{
     auth::Principal,
     convert::{self, StoredOptions},
@@ -190,6 +191,8 @@ pub struct PushContext<'a> {
     pub estimator: &'a Estimator,
     /// The request's trace id, kept with the run.
     pub trace_id: Option<TraceId>,
+    /// Calls per minute and queued-run caps.
+    pub limits: &'a Limits,
 }
 
 /// `Push`: authorize, validate, answer a retried `request_id` with its first answer, create (or
@@ -202,11 +205,13 @@ pub async fn push(
     principal.require_operator()?;
     let company = company_of(&request)?;
     principal.authorize_write(&company)?;
+    cx.limits.admit_call(&company)?;
     let valid = validate(&request, cx.documents)?;
     let idempotency = Idempotency::new(cx.store, "Push", &company, valid.request_id.clone(), payload_hash(&request));
     if let Some(answer) = idempotency.replay().await? {
         return Ok(answer);
     }
+    cx.limits.admit_queued(cx.store, &company, 1).await?;
 
     let created = cx.store.create_run(valid.to_new_run(cx.estimator, principal, cx.trace_id.clone())).await?;
     let run = &created.run;

@@ -17,6 +17,7 @@ use etter_pipeline::{
 };
 use etter_proto::v1 as pb;
 
+use crate::limits::Limits;
 use crate::{
     auth::Principal,
     convert::StoredOptions,
@@ -37,6 +38,8 @@ pub struct RetryContext<'a> {
     pub estimator: &'a Estimator,
     /// The request's trace id, kept with the new run.
     pub trace_id: Option<TraceId>,
+    /// Calls per minute and queued-run caps.
+    pub limits: &'a Limits,
 }
 
 /// The target and steps of a Retry, checked before anything is read.
@@ -153,6 +156,7 @@ pub async fn retry(
     let valid = validate(&request)?;
     let old = target_run(cx.store, principal, &valid.target).await?;
     principal.authorize_write(&old.company_id)?;
+    cx.limits.admit_call(&old.company_id)?;
     let mut payload = request.clone();
     payload.request_id.clear();
     let idempotency =
@@ -174,6 +178,7 @@ pub async fn retry(
         ));
     }
     check_retryable(&old)?;
+    cx.limits.admit_queued(cx.store, &old.company_id, 1).await?;
     let plan = plan(cx.store, &old, &valid.steps).await?;
     let new = NewRun {
         company: old.company_id.clone(),

@@ -11,6 +11,7 @@ use etter_pipeline::{
 };
 use etter_proto::v1 as pb;
 
+use crate::limits::Limits;
 use crate::{
     auth::Principal,
     convert::{self, StoredOptions},
@@ -198,6 +199,7 @@ pub async fn visible_run(store: &dyn RunStore, principal: &Principal, workflow_i
 /// `GetStatus`: a run by workflow id, or a role's latest run by role id.
 pub async fn get_status(
     cx: &StatusContext<'_>,
+    limits: &Limits,
     principal: &Principal,
     request: pb::GetStatusRequest,
 ) -> Result<pb::GetStatusResponse, ApiError> {
@@ -214,5 +216,6 @@ pub async fn get_status(
         }
         None => return Err(ApiError::invalid("INVALID_REQUEST", "target", "set workflow_id or role_id")),
     };
+    limits.admit_call(&run.company_id)?;
     Ok(pb::GetStatusResponse { run: Some(run_status(cx, &run).await?) })
 }

@@ -50,6 +50,9 @@ impl Server {
             .env("ETTER_SERVER__HEALTH_CHECK_INTERVAL", "200ms")
             .env("ETTER_SERVER__WATCH_POLL_INTERVAL", "50ms")
             .env("ETTER_SERVER__WATCH_HEARTBEAT_INTERVAL", "200ms")
+            // Tests poll fast; the call limits are tested on their own (tests/pipeline/limits.rs).
+            .env("ETTER_LIMITS__CALLS_PER_MINUTE", "1000000")
+            .env("ETTER_LIMITS__BURST", "100000")
             // No worker polls the tests' task queues: workflows they start close by themselves soon.
             .env("ETTER_WORKER__WORKFLOW_EXECUTION_TIMEOUT", "2m")
             .envs(extra_env.iter().copied())

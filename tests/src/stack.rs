@@ -195,6 +195,9 @@ impl Stack {
             // No staleness schedule per test: the dev server outlives the tests.
             ("ETTER_WORKER__STALENESS_SCAN_INTERVAL", "0s".to_owned()),
             ("ETTER_LOG__FILTER", "info".to_owned()),
+            // The suites poll statuses fast; call limits have tests of their own.
+            ("ETTER_LIMITS__CALLS_PER_MINUTE", "1000000".to_owned()),
+            ("ETTER_LIMITS__BURST", "100000".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

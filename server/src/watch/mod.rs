@@ -28,6 +28,7 @@ use tokio::{
 };
 use tonic::Status;
 
+use crate::limits::Limits;
 use crate::{
     api::WatchStream, auth::Principal, convert, error::ApiError, estimate::Estimator, graph::GraphReader, status,
 };
@@ -63,6 +64,8 @@ pub struct WatchContext {
     pub drain: watch::Receiver<bool>,
     /// Ids of runs that moved, to poll the store at once rather than at the next interval.
     pub moved: fanout::Hub,
+    /// Calls per minute (opening a stream is one call).
+    pub limits: Arc<Limits>,
 }
 
 /// Waits `nap`, or less: until a run `relevant` accepts has moved, or wake-ups were lost.
@@ -123,6 +126,7 @@ pub async fn watch_status(
         ));
     }
     let run = status::visible_run(cx.store.as_ref(), principal, &workflow_id).await?;
+    cx.limits.admit_call(&run.company_id)?;
     if request.after_sequence > run.sequence {
         return Err(ApiError::invalid(
             "INVALID_REQUEST",

@@ -60,12 +60,14 @@ impl Scope {
                     BatchId::parse(&id).map_err(|e| ApiError::invalid("INVALID_REQUEST", "batch_id", e.to_string()))?;
                 let batch = cx.store.get_batch(&batch_id).await?;
                 principal.authorize_read(&batch.company, "batch", &id)?;
+                cx.limits.admit_call(&batch.company)?;
                 Ok(Scope::Batch(batch))
             }
             Requested::Company(id) => {
                 let company = CompanyId::parse(&id)
                     .map_err(|e| ApiError::invalid("INVALID_REQUEST", "company_id", e.to_string()))?;
                 principal.authorize_company(&company)?;
+                cx.limits.admit_call(&company)?;
                 Ok(Scope::Company(company))
             }
         }

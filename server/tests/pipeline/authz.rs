@@ -11,14 +11,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use etter_proto::v1::{
-    self as pb, CancelRequest, GetStatusRequest, HistoryRequest, PushBatchRequest, RetryRequest, WatchStatusRequest,
+    self as pb, CancelRequest, GetStatusRequest, HistoryRequest, RetryRequest, WatchStatusRequest,
     get_status_request::Target, retry_request, watch_status_request::Scope,
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use tonic::Code;
 
 use super::{
-    Api, PipelineServiceClient, Server, acme, doc_uri, push_request, server_without_temporal_with, with_token,
+    Api, PipelineServiceClient, Server, acme, batch_of, doc_uri, push_request, server_without_temporal_with, with_token,
 };
 
 /// Every kind of caller of the matrix.
@@ -183,24 +183,6 @@ async fn push_as(api: &mut Api, admin: &str, server: &Server, company: &str, rol
     Ok(api.push(with_token(push, admin)?).await?.into_inner().workflow_id)
 }
 
-fn batch_request(server: &Server, company: &str, role: &str) -> PushBatchRequest {
-    PushBatchRequest {
-        company_id: company.to_owned(),
-        items: vec![pb::PushBatchItem {
-            role_name: role.to_owned(),
-            documents: vec![pb::Document {
-                r#type: pb::DocumentType::JobDescription as i32,
-                uri: doc_uri(server, "m.pdf"),
-            }],
-            draup_role_id: "draup-role-12345".into(),
-            options: None,
-            client_ref: String::new(),
-        }],
-        default_options: None,
-        request_id: String::new(),
-    }
-}
-
 /// Calls `rpc` as `token` against `company`; answers the status code (OK when it succeeded).
 async fn call(
     api: &mut Api,
@@ -219,9 +201,9 @@ async fn call(
                 pb::PushRequest { company_id: company.id.clone(), ..push_request(&role, &doc_uri(server, "m.pdf")) };
             code(api.push(request(push, token)?).await.map(drop))
         }
-        Rpc::PushBatch => {
-            code(api.push_batch(request(batch_request(server, &company.id, &role), token)?).await.map(drop))
-        }
+        Rpc::PushBatch => code(
+            api.push_batch(request(batch_of(server, &company.id, std::slice::from_ref(&role)), token)?).await.map(drop),
+        ),
         Rpc::GetStatus => {
             let get = GetStatusRequest { target: Some(Target::WorkflowId(company.run.clone())) };
             code(api.get_status(request(get, token)?).await.map(drop))
@@ -275,7 +257,7 @@ async fn every_rpc_answers_every_caller_with_the_exact_code() -> anyhow::Result<
     for id in [&own_id, &other_id] {
         let run = push_as(&mut api, &tokens.admin, &server, id, "Matrix Target").await?;
         let batch = api
-            .push_batch(with_token(batch_request(&server, id, "Matrix Batch Target"), &tokens.admin)?)
+            .push_batch(with_token(batch_of(&server, id, &["Matrix Batch Target".to_owned()]), &tokens.admin)?)
             .await?
             .into_inner()
             .batch_id;

@@ -8,6 +8,7 @@
 mod authz;
 mod batch;
 mod graph;
+mod limits;
 mod rerun;
 mod trace;
 mod watch_scope;
@@ -102,6 +103,28 @@ fn push_request(role: &str, uri: &str) -> PushRequest {
         documents: vec![pb::Document { r#type: pb::DocumentType::JobDescription as i32, uri: uri.into() }],
         draup_role_id: "draup-role-12345".into(),
         options: Some(pb::RunOptions { skip_enhancement_workflows: true, ..Default::default() }),
+        request_id: String::new(),
+    }
+}
+
+/// A batch of `company` with one valid item per role name.
+fn batch_of(server: &Server, company: &str, names: &[String]) -> pb::PushBatchRequest {
+    pb::PushBatchRequest {
+        company_id: company.to_owned(),
+        items: names
+            .iter()
+            .map(|name| pb::PushBatchItem {
+                role_name: name.clone(),
+                documents: vec![pb::Document {
+                    r#type: pb::DocumentType::JobDescription as i32,
+                    uri: doc_uri(server, "batch.pdf"),
+                }],
+                draup_role_id: "draup-role-12345".into(),
+                options: None,
+                client_ref: String::new(),
+            })
+            .collect(),
+        default_options: None,
         request_id: String::new(),
     }
 }

@@ -1,0 +1,207 @@
+//! Admission limits per company (DESIGN §6.3): how many calls a company's callers may make per
+//! minute, and how many runs it (and everyone together) may have QUEUED.
+//!
+//! **Calls.** governor's GCRA limiters, keyed by company: no timer or task per key, a few bytes
+//! of state per company, and exact answers for when a refused call may be made again (sent as
+//! `RetryInfo`). Companies of one quota share one keyed limiter; a company whose quota the
+//! companies file changes moves to the limiter of its new quota. Keys whose state is back to
+//! fresh are pruned, and limiters nobody uses any more are dropped.
+//!
+//! **Queued runs (backpressure).** A push, batch or retry that would take a company past its
+//! `max_queued`, or everyone past `limits.max_queued`, is refused whole with the numbers
+//! (`QuotaFailure`), never half-admitted. The check reads the store's counts before the write, so
+//! concurrent admissions can overshoot a cap by at most what they add together.
+
+use std::{
+    collections::HashMap,
+    num::NonZeroU32,
+    sync::{Arc, Mutex},
+};
+
+use etter_pipeline::{config::LimitsConfig, ids::CompanyId, lifecycle::RunState, store::RunStore};
+use governor::{
+    Quota, RateLimiter,
+    clock::{Clock, DefaultClock},
+    middleware::NoOpMiddleware,
+    state::keyed::DefaultKeyedStateStore,
+};
+
+use crate::{
+    companies::{Companies, CompanyLimits},
+    error::ApiError,
+};
+
+type Keyed<C> = RateLimiter<CompanyId, DefaultKeyedStateStore<CompanyId>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+/// The keyed limiters by (calls per minute, burst).
+type ByQuota<C> = HashMap<(u32, u32), Arc<Keyed<C>>>;
+
+/// The admission limits of one server.
+pub struct Limits<C: Clock = DefaultClock> {
+    companies: Arc<Companies>,
+    max_queued: u64,
+    clock: C,
+    /// One keyed limiter per (calls per minute, burst).
+    limiters: Mutex<ByQuota<C>>,
+}
+
+impl Limits {
+    /// The limits of `companies`, on the real clock.
+    pub fn new(companies: Arc<Companies>, config: &LimitsConfig) -> Self {
+        Self::with_clock(companies, config, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> Limits<C> {
+    /// The limits of `companies`, measured on `clock`.
+    pub fn with_clock(companies: Arc<Companies>, config: &LimitsConfig, clock: C) -> Self {
+        Self { companies, max_queued: config.max_queued, clock, limiters: Mutex::new(HashMap::new()) }
+    }
+
+    fn limiter(&self, limits: CompanyLimits) -> Arc<Keyed<C>> {
+        let key = (limits.calls_per_minute, limits.burst);
+        let mut limiters = self.limiters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(limiters.entry(key).or_insert_with(|| {
+            let per_minute = NonZeroU32::new(limits.calls_per_minute).unwrap_or(NonZeroU32::MIN);
+            let burst = NonZeroU32::new(limits.burst).unwrap_or(NonZeroU32::MIN);
+            Arc::new(RateLimiter::dashmap_with_clock(
+                Quota::per_minute(per_minute).allow_burst(burst),
+                self.clock.clone(),
+            ))
+        }))
+    }
+
+    /// Counts one call concerning `company`; past its rate, `RESOURCE_EXHAUSTED` with when to
+    /// try again.
+    pub fn admit_call(&self, company: &CompanyId) -> Result<(), ApiError> {
+        let limits = self.companies.limits(company);
+        match self.limiter(limits).check_key(company) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.clock.now());
+                let rate = format!("{} calls per minute, burst {}", limits.calls_per_minute, limits.burst);
+                Err(ApiError::ResourceExhausted {
+                    reason: "RATE_LIMITED",
+                    description: format!(
+                        "company {company} is over its limit of {rate}; retry in {} ms",
+                        wait.as_millis().max(1)
+                    ),
+                    retry_after: Some(wait),
+                    quota: vec![(format!("company:{company}"), rate)],
+                })
+            }
+        }
+    }
+
+    /// Checks that `adding` more QUEUED runs of `company` fit under its cap and the global one.
+    pub async fn admit_queued(&self, store: &dyn RunStore, company: &CompanyId, adding: u64) -> Result<(), ApiError> {
+        if adding == 0 {
+            return Ok(());
+        }
+        let cap = self.companies.limits(company).max_queued;
+        let queued = store.count_runs(Some(company), &[RunState::Queued]).await?;
+        let everyone = store.count_runs(None, &[RunState::Queued]).await?;
+        let full = |subject: String, queued: u64, cap: u64| ApiError::ResourceExhausted {
+            reason: "QUEUE_FULL",
+            description: format!(
+                "{subject} has {queued} queued runs of at most {cap}; this request adds {adding}, room is left for {}: \
+                 push fewer roles, or wait for queued runs to start",
+                cap.saturating_sub(queued)
+            ),
+            retry_after: None,
+            quota: vec![(subject.clone(), format!("at most {cap} queued runs; {queued} queued, {adding} more asked"))],
+        };
+        if queued.saturating_add(adding) > cap {
+            return Err(full(format!("company {company}"), queued, cap));
+        }
+        if everyone.saturating_add(adding) > self.max_queued {
+            return Err(full("the service".to_owned(), everyone, self.max_queued));
+        }
+        Ok(())
+    }
+
+    /// Forgets companies whose call state is fresh again, and limiters of quotas nobody has any
+    /// more (call now and then).
+    pub fn prune(&self) {
+        let mut limiters = self.limiters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        limiters.retain(|_, limiter| {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+            !limiter.is_empty()
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use governor::clock::FakeRelativeClock;
+
+    use super::*;
+
+    fn limits(
+        clock: &FakeRelativeClock,
+        calls_per_minute: u32,
+        burst: u32,
+    ) -> anyhow::Result<Limits<FakeRelativeClock>> {
+        let config = LimitsConfig { calls_per_minute, burst, ..LimitsConfig::default() };
+        let companies = Arc::new(Companies::load(std::path::Path::new(""), CompanyLimits::defaults(&config))?);
+        Ok(Limits::with_clock(companies, &config, clock.clone()))
+    }
+
+    fn retry_after(result: Result<(), ApiError>) -> Option<Duration> {
+        match result {
+            Err(ApiError::ResourceExhausted { reason: "RATE_LIMITED", retry_after, .. }) => retry_after,
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn exactly_the_quota_is_admitted_and_refusals_say_when_to_return() -> anyhow::Result<()> {
+        let clock = FakeRelativeClock::default();
+        // 60 a minute: one a second, five at once.
+        let limits = limits(&clock, 60, 5)?;
+        let acme = CompanyId::parse("acme")?;
+        for n in 0..5 {
+            assert!(limits.admit_call(&acme).is_ok(), "call {n} of the burst");
+        }
+        assert_eq!(retry_after(limits.admit_call(&acme)), Some(Duration::from_secs(1)));
+        clock.advance(Duration::from_millis(400));
+        assert_eq!(retry_after(limits.admit_call(&acme)), Some(Duration::from_millis(600)));
+        clock.advance(Duration::from_millis(600));
+        assert!(limits.admit_call(&acme).is_ok(), "one more after a second");
+        assert!(retry_after(limits.admit_call(&acme)).is_some());
+        // Across a minute, exactly the rate.
+        let mut admitted = 0;
+        for _ in 0..600 {
+            clock.advance(Duration::from_millis(100));
+            admitted += u32::from(limits.admit_call(&acme).is_ok());
+        }
+        assert_eq!(admitted, 60);
+        Ok(())
+    }
+
+    #[test]
+    fn one_companys_limit_never_affects_another() -> anyhow::Result<()> {
+        let clock = FakeRelativeClock::default();
+        let limits = limits(&clock, 60, 2)?;
+        let (acme, globex) = (CompanyId::parse("acme")?, CompanyId::parse("globex")?);
+        assert!(limits.admit_call(&acme).is_ok() && limits.admit_call(&acme).is_ok());
+        assert!(limits.admit_call(&acme).is_err());
+        assert!(limits.admit_call(&globex).is_ok() && limits.admit_call(&globex).is_ok(), "globex has its own");
+        Ok(())
+    }
+
+    #[test]
+    fn fresh_keys_and_unused_limiters_are_pruned() -> anyhow::Result<()> {
+        let clock = FakeRelativeClock::default();
+        let limits = limits(&clock, 60, 2)?;
+        limits.admit_call(&CompanyId::parse("acme")?).ok();
+        limits.prune();
+        assert_eq!(limits.limiters.lock().map(|l| l.len()).unwrap_or_default(), 1, "acme's state is recent");
+        clock.advance(Duration::from_secs(120));
+        limits.prune();
+        assert_eq!(limits.limiters.lock().map(|l| l.len()).unwrap_or_default(), 0, "nothing left to remember");
+        Ok(())
+    }
+}
