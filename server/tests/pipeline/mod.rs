@@ -7,6 +7,7 @@
 
 mod authz;
 mod batch;
+mod fairness;
 mod graph;
 mod limits;
 mod rerun;
