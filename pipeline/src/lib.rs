@@ -5,6 +5,7 @@
 //! pipeline grows — ids, the role lifecycle, the step graph, input hashing, validation, and the
 //! store, graph, document and LLM traits with their implementations.
 
+pub mod audit;
 pub mod config;
 pub mod documents;
 #[cfg(feature = "fanout")]

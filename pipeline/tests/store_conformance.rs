@@ -71,6 +71,8 @@ store_suite!(
     runs_in_states_pages_across_companies,
     step_stats_measure_recent_completed_attempts,
     a_run_that_ends_queues_one_notification_until_delivered,
+    the_audit_chain_detects_edits_deletions_and_truncation,
+    concurrent_audit_appenders_keep_one_chain,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1149,5 +1151,106 @@ async fn a_run_that_ends_queues_one_notification_until_delivered(ctx: Ctx) -> Re
     ensure!(claimed.len() == 1 && claimed[0].state == RunState::Cancelled, "{claimed:?}");
     ensure!(store.settle_notification(claimed[0].id, "c", Delivery::GiveUp { error: "gone".into() }, far).await?);
     ensure!(store.claim_notifications(&claim("c", far + chrono::TimeDelta::days(9))).await?.is_empty());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit log
+
+fn audit_event(n: u32, company: &str, outcome: &str) -> Result<etter_pipeline::audit::AuditEvent> {
+    // Whole microseconds: what both backends store.
+    let time = store::now();
+    Ok(etter_pipeline::audit::AuditEvent {
+        time: chrono::DateTime::from_timestamp_micros(time.timestamp_micros()).unwrap_or(time),
+        actor: format!("user-{n}"),
+        role: "operator".into(),
+        company: Some(CompanyId::parse(company)?),
+        action: if n.is_multiple_of(2) { "Push".into() } else { "Cancel".into() },
+        target: format!("cr-{company}-role-{n}"),
+        outcome: outcome.into(),
+        reason: String::new(),
+        request_id: n.is_multiple_of(3).then(|| format!("req-{n}")),
+        trace_id: Some(TraceId::from_random(u128::from(n) + 1)),
+        peer: Some("127.0.0.1".into()),
+    })
+}
+
+/// Runs one statement on the store's database directly, as someone with database access would.
+async fn tamper(location: &StoreLocation, sql: &str) -> Result<()> {
+    use sqlx::Connection as _;
+    match location {
+        StoreLocation::Postgres(url) => {
+            let mut c = sqlx::PgConnection::connect(url).await?;
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut c).await?;
+        }
+        StoreLocation::Sqlite(path) => {
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await?;
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut c).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn broken_at(store: &dyn RunStore) -> Result<u64> {
+    match etter_pipeline::audit::verify(store).await {
+        Err(etter_pipeline::audit::VerifyError::Broken(b)) => Ok(b.seq),
+        other => bail!("expected a broken chain, got {other:?}"),
+    }
+}
+
+async fn the_audit_chain_detects_edits_deletions_and_truncation(ctx: Ctx) -> Result<()> {
+    use etter_pipeline::audit::{AuditFilter, verify};
+    let store = ctx.store.as_ref();
+    ensure!(verify(store).await?.seq == 0, "an empty log verifies");
+    let events = (1..=4).map(|n| audit_event(n, "acme", "OK")).collect::<Result<Vec<_>>>()?;
+    store.append_audit(events.clone()).await?;
+    let head =
+        store.append_audit(vec![audit_event(5, "globex", "PERMISSION_DENIED")?, audit_event(6, "acme", "OK")?]).await?;
+    ensure!(head.seq == 6 && verify(store).await? == head, "{head:?}");
+    let stored = store.audit_entries(0, 100).await?;
+    ensure!(stored.iter().map(|e| e.event.clone()).take(4).collect::<Vec<_>>() == events, "events round-trip");
+
+    // Listing: newest first, filtered, paged by sequence.
+    let acme = AuditFilter { company: Some(CompanyId::parse("acme")?), ..AuditFilter::default() };
+    let listed = store.list_audit(&acme, 100).await?;
+    ensure!(listed.iter().map(|e| e.seq).collect::<Vec<_>>() == [6, 4, 3, 2, 1]);
+    let denied = store.list_audit(&AuditFilter { denied_only: true, ..AuditFilter::default() }, 100).await?;
+    ensure!(denied.iter().map(|e| e.seq).collect::<Vec<_>>() == [5]);
+    let page = store.list_audit(&AuditFilter { before_seq: Some(4), action: Some("Push".into()), ..acme }, 100).await?;
+    ensure!(page.iter().map(|e| e.seq).collect::<Vec<_>>() == [2]);
+
+    // An edited entry is named.
+    tamper(&ctx.location, "UPDATE audit_log SET outcome = 'OK' WHERE seq = 5").await?;
+    ensure!(broken_at(store).await? == 5);
+    tamper(&ctx.location, "UPDATE audit_log SET outcome = 'PERMISSION_DENIED' WHERE seq = 5").await?;
+    ensure!(verify(store).await? == head, "restored");
+    // A deleted entry is named.
+    tamper(&ctx.location, "DELETE FROM audit_log WHERE seq = 3").await?;
+    ensure!(broken_at(store).await? == 3);
+    // A truncated tail is named, from the checkpointed head.
+    tamper(&ctx.location, "DELETE FROM audit_log WHERE seq >= 3").await?;
+    ensure!(broken_at(store).await? == 3);
+    Ok(())
+}
+
+async fn concurrent_audit_appenders_keep_one_chain(ctx: Ctx) -> Result<()> {
+    let mut tasks = Vec::new();
+    for writer in 0..4 {
+        let store = Arc::clone(&ctx.store);
+        tasks.push(tokio::spawn(async move {
+            for batch in 0..5 {
+                let events = (0..10)
+                    .map(|n| audit_event(writer * 1000 + batch * 10 + n, "acme", "OK"))
+                    .collect::<Result<Vec<_>>>()?;
+                store.append_audit(events).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let head = etter_pipeline::audit::verify(ctx.store.as_ref()).await?;
+    ensure!(head.seq == 200, "{head:?}");
     Ok(())
 }

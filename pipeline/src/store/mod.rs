@@ -26,6 +26,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{AuditEntry, AuditEvent, AuditFilter, AuditHead};
 use crate::{
     config::StoreLocation,
     ids::{BatchId, CompanyId, DraupRoleId, RequestId, RoleId, RoleName, TraceId, WorkflowId},
@@ -1009,6 +1010,20 @@ pub trait RunStore: Send + Sync {
 
     /// A company's token usage per day and step, for days `from..=to`.
     async fn usage(&self, company: &CompanyId, from: NaiveDate, to: NaiveDate) -> Result<Vec<UsageRow>, StoreError>;
+
+    /// Appends `events` to the audit log's hash chain, in order, in one transaction that also
+    /// moves the checkpointed head; answers the new head. Concurrent appenders (replicas) are
+    /// serialised on the head row.
+    async fn append_audit(&self, events: Vec<AuditEvent>) -> Result<AuditHead, StoreError>;
+
+    /// Up to `limit` audit entries after sequence number `after`, in chain order (verification).
+    async fn audit_entries(&self, after: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// The checkpointed head of the audit chain.
+    async fn audit_head(&self) -> Result<AuditHead, StoreError>;
+
+    /// Up to `limit` audit entries matching `filter`, newest first.
+    async fn list_audit(&self, filter: &AuditFilter, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
 }
 
 /// What an earlier run left for each step, as the planners read it ([`crate::steps::plan_retry`],

@@ -20,14 +20,16 @@ use super::{
     RunEvent, RunFilter, StepAttempt, StepStats, StepStatus, StoreError, StoreOptions, Timestamp, TokenCount, UsageRow,
     WatchScope,
     shared::{
-        self, ADD_USAGE, BATCH_COUNTS, COMPANY_LOADS, EVENTS_AFTER, HEADS_OF_ACTIVE, HEADS_OF_BATCH, INSERT_BATCH,
-        INSERT_EVENT, INSERT_NOTIFICATION, INSERT_REQUEST, INSERT_RUN, LOCK_ROLE, PURGE_REQUESTS, QUEUE_POSITION,
-        QUEUE_POSITIONS, RELEASE_CLAIM, Row, SELECT_BATCH, SELECT_DOCUMENT, SELECT_LATEST_RUN, SELECT_REQUEST,
-        SELECT_RUN, SELECT_STEP, SELECT_STEPS, SELECT_USAGE, SET_NEEDS_REVIEW, SET_ROLE_LATEST, SETTLE_NOTIFICATION,
-        STEP_EVENT, UPDATE_RUN, UPSERT_DOCUMENT, UPSERT_STEP, event_columns, run_columns, to_i64,
+        self, ADD_USAGE, AUDIT_AFTER, BATCH_COUNTS, COMPANY_LOADS, EVENTS_AFTER, HEADS_OF_ACTIVE, HEADS_OF_BATCH,
+        INSERT_AUDIT, INSERT_BATCH, INSERT_EVENT, INSERT_NOTIFICATION, INSERT_REQUEST, INSERT_RUN, LOCK_AUDIT_HEAD,
+        LOCK_ROLE, PURGE_REQUESTS, QUEUE_POSITION, QUEUE_POSITIONS, RELEASE_CLAIM, Row, SELECT_AUDIT_HEAD,
+        SELECT_BATCH, SELECT_DOCUMENT, SELECT_LATEST_RUN, SELECT_REQUEST, SELECT_RUN, SELECT_STEP, SELECT_STEPS,
+        SELECT_USAGE, SET_AUDIT_HEAD, SET_NEEDS_REVIEW, SET_ROLE_LATEST, SETTLE_NOTIFICATION, STEP_EVENT, UPDATE_RUN,
+        UPSERT_DOCUMENT, UPSERT_STEP, audit_columns, event_columns, run_columns, to_i64,
     },
     sql::{Backend, Cursor, RoleRow, StoredRequest, Tx},
 };
+use crate::audit::{AuditEntry, AuditFilter, AuditHead};
 use crate::{
     ids::{BatchId, CompanyId, DraupRoleId, RoleId, RoleName, WorkflowId},
     lifecycle::RunState,
@@ -267,6 +269,29 @@ impl Tx for PgTx {
         let afters: Vec<i64> = marks.iter().map(|(_, after)| to_i64(*after)).collect();
         let rows = sqlx::query(SQL).bind(runs).bind(afters).bind(i64::from(limit)).fetch_all(&mut *self.0).await?;
         decode_all(rows, shared::decode_event)
+    }
+
+    async fn list_audit(&mut self, filter: &AuditFilter, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            audit_columns!(),
+            " FROM audit_log WHERE ($1::text IS NULL OR company_id = $1) \
+             AND ($2::text IS NULL OR actor = $2) \
+             AND ($3::text IS NULL OR action = $3) \
+             AND (NOT $4 OR outcome <> 'OK') \
+             AND ($5::bigint IS NULL OR seq < $5) \
+             ORDER BY seq DESC LIMIT $6"
+        );
+        let rows = sqlx::query(SQL)
+            .bind(filter.company.as_ref().map(CompanyId::as_str))
+            .bind(filter.actor.as_deref())
+            .bind(filter.action.as_deref())
+            .bind(filter.denied_only)
+            .bind(filter.before_seq.map(to_i64))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *self.0)
+            .await?;
+        decode_all(rows, shared::decode_audit)
     }
 
     async fn document_hashes(&mut self, uris: &[String]) -> Result<Vec<DocumentHash>, StoreError> {

@@ -9,6 +9,7 @@ use super::{
     Batch, Change, CompanyLoad, DocumentHash, Notification, Priority, QueuePosition, Run, RunEvent, StepAttempt,
     StepStats, StepStatus, StoreError, Timestamp, TokenCount, UsageRow, sql::StoredRequest,
 };
+use crate::audit::{AuditEntry, AuditEvent, AuditHead};
 use crate::{
     ids::{BatchId, CompanyId, DraupRoleId, InvalidId, RequestId, RoleId, RoleName, TraceId, WorkflowId},
     lifecycle::RunState,
@@ -152,6 +153,27 @@ pub(super) const SELECT_DOCUMENT: &str = "SELECT uri, content_hash, seen_time FR
 pub(super) const UPSERT_DOCUMENT: &str = "INSERT INTO document_hashes (uri, content_hash, seen_time) \
      VALUES ($1, $2, $3) ON CONFLICT (uri) DO UPDATE SET content_hash = excluded.content_hash, \
      seen_time = excluded.seen_time";
+
+/// Columns of `audit_log` that [`decode_audit`] reads.
+macro_rules! audit_columns {
+    () => {
+        "seq, time, actor, role, company_id, action, target, outcome, reason, request_id, trace_id, peer, \
+         prev_hash, hash"
+    };
+}
+pub(super) use audit_columns;
+/// Locks the chain head until the transaction ends (an UPDATE locks the row on PostgreSQL; SQLite
+/// has one writer) and answers it.
+pub(super) const LOCK_AUDIT_HEAD: &str = "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash";
+pub(super) const SELECT_AUDIT_HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
+pub(super) const SET_AUDIT_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2, update_time = $3 WHERE id = 1";
+pub(super) const INSERT_AUDIT: &str = concat!(
+    "INSERT INTO audit_log (",
+    audit_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+);
+pub(super) const AUDIT_AFTER: &str =
+    concat!("SELECT ", audit_columns!(), " FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2");
 
 /// The `Tx` primitives whose SQL both dialects share, expanded inside a backend's `impl Tx` (a
 /// tuple struct over an `sqlx::Transaction`, in a module that imports the names used here). The
@@ -491,6 +513,54 @@ macro_rules! shared_primitives {
             Ok(())
         }
 
+        async fn lock_audit_head(&mut self) -> Result<AuditHead, StoreError> {
+            let row = sqlx::query(LOCK_AUDIT_HEAD).fetch_one(&mut *self.0).await?;
+            shared::decode_audit_head(&row)
+        }
+
+        async fn audit_head(&mut self) -> Result<AuditHead, StoreError> {
+            let row = sqlx::query(SELECT_AUDIT_HEAD).fetch_one(&mut *self.0).await?;
+            shared::decode_audit_head(&row)
+        }
+
+        async fn set_audit_head(&mut self, head: &AuditHead, now: Timestamp) -> Result<(), StoreError> {
+            sqlx::query(SET_AUDIT_HEAD)
+                .bind(to_i64(head.seq))
+                .bind(head.hash.as_str())
+                .bind($time(now))
+                .execute(&mut *self.0)
+                .await?;
+            Ok(())
+        }
+
+        async fn insert_audit(&mut self, entry: &AuditEntry) -> Result<(), StoreError> {
+            let event = &entry.event;
+            sqlx::query(INSERT_AUDIT)
+                .bind(to_i64(entry.seq))
+                .bind($time(event.time))
+                .bind(event.actor.as_str())
+                .bind(event.role.as_str())
+                .bind(event.company.as_ref().map(CompanyId::as_str))
+                .bind(event.action.as_str())
+                .bind(event.target.as_str())
+                .bind(event.outcome.as_str())
+                .bind(event.reason.as_str())
+                .bind(event.request_id.as_deref())
+                .bind(event.trace_id.as_ref().map(crate::ids::TraceId::as_str))
+                .bind(event.peer.as_deref())
+                .bind(entry.prev_hash.as_str())
+                .bind(entry.hash.as_str())
+                .execute(&mut *self.0)
+                .await?;
+            Ok(())
+        }
+
+        async fn audit_entries(&mut self, after: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+            let rows =
+                sqlx::query(AUDIT_AFTER).bind(to_i64(after)).bind(i64::from(limit)).fetch_all(&mut *self.0).await?;
+            decode_all(rows, shared::decode_audit)
+        }
+
         async fn insert_notification(&mut self, run: &Run, now: Timestamp) -> Result<(), StoreError> {
             sqlx::query(INSERT_NOTIFICATION)
                 .bind(run.workflow_id.as_str())
@@ -625,6 +695,31 @@ pub(super) fn decode_run(row: &impl Row) -> Result<Run, StoreError> {
         plan: row.opt_json("plan")?,
         notify: row.boolean("notify")?,
         trace_id: opt_id(row.opt_text("trace_id")?, TraceId::parse)?,
+    })
+}
+
+pub(super) fn decode_audit_head(row: &impl Row) -> Result<AuditHead, StoreError> {
+    Ok(AuditHead { seq: number("audit seq", row.int("seq")?)?, hash: row.text("hash")? })
+}
+
+pub(super) fn decode_audit(row: &impl Row) -> Result<AuditEntry, StoreError> {
+    Ok(AuditEntry {
+        seq: number("audit seq", row.int("seq")?)?,
+        event: AuditEvent {
+            time: row.time("time")?,
+            actor: row.text("actor")?,
+            role: row.text("role")?,
+            company: opt_id(row.opt_text("company_id")?, CompanyId::parse)?,
+            action: row.text("action")?,
+            target: row.text("target")?,
+            outcome: row.text("outcome")?,
+            reason: row.text("reason")?,
+            request_id: row.opt_text("request_id")?,
+            trace_id: opt_id(row.opt_text("trace_id")?, TraceId::parse)?,
+            peer: row.opt_text("peer")?,
+        },
+        prev_hash: row.text("prev_hash")?,
+        hash: row.text("hash")?,
     })
 }
 

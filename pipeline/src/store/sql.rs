@@ -21,6 +21,7 @@ use super::{
     WatchScope, now,
     shared::{corrupt, id, number, to_i64},
 };
+use crate::audit::{AuditEntry, AuditEvent, AuditFilter, AuditHead};
 use crate::{
     ids::{BatchId, CompanyId, DraupRoleId, RoleId, RoleName, WorkflowId},
     lifecycle::{self, RunState},
@@ -217,6 +218,26 @@ pub(super) trait Tx: Send {
         &mut self,
         uris: &[String],
     ) -> impl Future<Output = Result<Vec<DocumentHash>, StoreError>> + Send;
+
+    /// The audit chain's head, locked until the transaction ends.
+    fn lock_audit_head(&mut self) -> impl Future<Output = Result<AuditHead, StoreError>> + Send;
+    fn audit_head(&mut self) -> impl Future<Output = Result<AuditHead, StoreError>> + Send;
+    fn set_audit_head(
+        &mut self,
+        head: &AuditHead,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn insert_audit(&mut self, entry: &AuditEntry) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn audit_entries(
+        &mut self,
+        after: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<AuditEntry>, StoreError>> + Send;
+    fn list_audit(
+        &mut self,
+        filter: &AuditFilter,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<AuditEntry>, StoreError>> + Send;
 }
 
 const PAGE_TOKEN_VERSION: &str = "v1";
@@ -821,6 +842,42 @@ impl<B: Backend> RunStore for SqlStore<B> {
         let rows = tx.usage(company, from, to).await?;
         tx.commit().await?;
         Ok(rows)
+    }
+
+    async fn append_audit(&self, events: Vec<AuditEvent>) -> Result<AuditHead, StoreError> {
+        let mut tx = self.backend.write().await?;
+        let head = tx.lock_audit_head().await?;
+        if events.is_empty() {
+            return Ok(head);
+        }
+        let (entries, head) = crate::audit::chain(&head, events);
+        for entry in &entries {
+            tx.insert_audit(entry).await?;
+        }
+        tx.set_audit_head(&head, now()).await?;
+        tx.commit().await?;
+        Ok(head)
+    }
+
+    async fn audit_entries(&self, after: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut tx = self.backend.read().await?;
+        let entries = tx.audit_entries(after, limit.clamp(1, 10_000)).await?;
+        tx.commit().await?;
+        Ok(entries)
+    }
+
+    async fn audit_head(&self) -> Result<AuditHead, StoreError> {
+        let mut tx = self.backend.read().await?;
+        let head = tx.audit_head().await?;
+        tx.commit().await?;
+        Ok(head)
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut tx = self.backend.read().await?;
+        let entries = tx.list_audit(filter, limit.clamp(1, MAX_PAGE_SIZE)).await?;
+        tx.commit().await?;
+        Ok(entries)
     }
 }
 

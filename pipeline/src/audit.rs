@@ -1,0 +1,247 @@
+//! The audit log (DESIGN §6.7): every mutating call, allowed or denied, and every denied read —
+//! who, company, action, target, outcome, request id, trace id, time — append-only and
+//! tamper-evident.
+//!
+//! Entries form a hash chain: entry `n` stores the hash of entry `n - 1` and its own hash, SHA-256
+//! over its canonical JSON (which includes that previous hash). The chain head (the last sequence
+//! number and hash) is checkpointed in the same transaction as every append, so an edited entry
+//! (its hash no longer matches), a deleted one (a gap, and the next entry's previous hash
+//! mismatches) and a truncated tail (the head names entries that are gone) are all detected by
+//! [`verify`], which names the first bad entry. The server also logs the head as it advances, so a
+//! copy of it lives outside the database.
+
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::{
+    ids::{CompanyId, TraceId},
+    store::{RunStore, StoreError, Timestamp},
+};
+
+/// The previous hash of the first entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One audited call, as the server records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// When the call was answered (microsecond precision, as stored).
+    pub time: Timestamp,
+    /// The caller's user id; `anonymous` when the call was not authenticated.
+    pub actor: String,
+    /// The caller's role (`viewer`, `operator`, `admin`), empty when not authenticated.
+    pub role: String,
+    /// The company the call concerned, when known.
+    pub company: Option<CompanyId>,
+    /// The RPC (`Push`, `Cancel`, …).
+    pub action: String,
+    /// What it acted on: a run, role, batch or company id.
+    pub target: String,
+    /// `OK` or the gRPC status code's name (`PERMISSION_DENIED`, …).
+    pub outcome: String,
+    /// Why, for a refusal: the error's message.
+    pub reason: String,
+    /// The client's idempotency key, if it sent one.
+    pub request_id: Option<String>,
+    /// The call's trace id.
+    pub trace_id: Option<TraceId>,
+    /// The caller's address.
+    pub peer: Option<String>,
+}
+
+/// A stored entry: the event and its place in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Its position, from 1, without gaps.
+    pub seq: u64,
+    /// What was recorded.
+    pub event: AuditEvent,
+    /// The hash of the entry before it ([`GENESIS`] for the first).
+    pub prev_hash: String,
+    /// Its own hash ([`entry_hash`]).
+    pub hash: String,
+}
+
+/// The checkpointed end of the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditHead {
+    /// The last entry's sequence number (0: none yet).
+    pub seq: u64,
+    /// The last entry's hash ([`GENESIS`] when none).
+    pub hash: String,
+}
+
+/// Which entries an admin lists (all set filters must match).
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only this company's.
+    pub company: Option<CompanyId>,
+    /// Only this caller's.
+    pub actor: Option<String>,
+    /// Only this RPC's.
+    pub action: Option<String>,
+    /// Only refused calls.
+    pub denied_only: bool,
+    /// Only entries before this sequence number (the page cursor; newest first).
+    pub before_seq: Option<u64>,
+}
+
+/// What the hash covers, in a fixed order.
+#[derive(Serialize)]
+struct Hashed<'a> {
+    seq: u64,
+    time_micros: i64,
+    actor: &'a str,
+    role: &'a str,
+    company: Option<&'a str>,
+    action: &'a str,
+    target: &'a str,
+    outcome: &'a str,
+    reason: &'a str,
+    request_id: Option<&'a str>,
+    trace_id: Option<&'a str>,
+    peer: Option<&'a str>,
+    prev_hash: &'a str,
+}
+
+/// The hash of entry `seq` holding `event` after an entry hashed `prev_hash`: lowercase hex
+/// SHA-256 of its canonical JSON.
+pub fn entry_hash(seq: u64, event: &AuditEvent, prev_hash: &str) -> String {
+    let hashed = Hashed {
+        seq,
+        time_micros: event.time.timestamp_micros(),
+        actor: &event.actor,
+        role: &event.role,
+        company: event.company.as_ref().map(CompanyId::as_str),
+        action: &event.action,
+        target: &event.target,
+        outcome: &event.outcome,
+        reason: &event.reason,
+        request_id: event.request_id.as_deref(),
+        trace_id: event.trace_id.as_ref().map(TraceId::as_str),
+        peer: event.peer.as_deref(),
+        prev_hash,
+    };
+    // Serializing a struct of strings and integers cannot fail.
+    let json = serde_json::to_vec(&hashed).unwrap_or_default();
+    Sha256::digest(&json).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Chains `events` after `head`: the entries to store and the new head.
+pub fn chain(head: &AuditHead, events: Vec<AuditEvent>) -> (Vec<AuditEntry>, AuditHead) {
+    let mut prev = head.clone();
+    let mut entries = Vec::with_capacity(events.len());
+    for event in events {
+        let seq = prev.seq + 1;
+        let hash = entry_hash(seq, &event, &prev.hash);
+        entries.push(AuditEntry { seq, event, prev_hash: prev.hash.clone(), hash: hash.clone() });
+        prev = AuditHead { seq, hash };
+    }
+    (entries, prev)
+}
+
+/// Where the chain is broken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("audit entry #{seq}: {problem}")]
+pub struct ChainBreak {
+    /// The first bad entry (or the first missing one).
+    pub seq: u64,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+/// Why the log could not be verified.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The chain is broken.
+    #[error(transparent)]
+    Broken(#[from] ChainBreak),
+    /// The store could not be read.
+    #[error("cannot read the audit log: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Walks the whole log in order and checks every link and the head; answers the head verified.
+pub async fn verify(store: &dyn RunStore) -> Result<AuditHead, VerifyError> {
+    const PAGE: u32 = 1000;
+    let head = store.audit_head().await?;
+    let mut last = AuditHead { seq: 0, hash: GENESIS.to_owned() };
+    loop {
+        let page = store.audit_entries(last.seq, PAGE).await?;
+        let more = page.len() == PAGE as usize;
+        for entry in page {
+            let break_at = |problem: String| ChainBreak { seq: entry.seq, problem };
+            if entry.seq != last.seq + 1 {
+                return Err(ChainBreak {
+                    seq: last.seq + 1,
+                    problem: format!("is missing (the next entry stored is #{})", entry.seq),
+                }
+                .into());
+            }
+            if entry.prev_hash != last.hash {
+                return Err(break_at("does not follow the entry before it (its previous hash differs)".into()).into());
+            }
+            if entry_hash(entry.seq, &entry.event, &entry.prev_hash) != entry.hash {
+                return Err(break_at("was changed after it was written (its hash does not match)".into()).into());
+            }
+            last = AuditHead { seq: entry.seq, hash: entry.hash };
+        }
+        if !more {
+            break;
+        }
+    }
+    if last.seq < head.seq {
+        return Err(ChainBreak {
+            seq: last.seq + 1,
+            problem: format!("and every entry up to #{} are missing (the log was truncated)", head.seq),
+        }
+        .into());
+    }
+    if last != head {
+        return Err(ChainBreak {
+            seq: head.seq.max(1),
+            problem: format!(
+                "the checkpointed head (#{} {}) does not match the last entry (#{} {})",
+                head.seq, head.hash, last.seq, last.hash
+            ),
+        }
+        .into());
+    }
+    Ok(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: u32) -> AuditEvent {
+        AuditEvent {
+            time: crate::store::now(),
+            actor: format!("user-{n}"),
+            role: "operator".into(),
+            company: CompanyId::parse("acme").ok(),
+            action: "Push".into(),
+            target: "cr-acme-analyst".into(),
+            outcome: "OK".into(),
+            reason: String::new(),
+            request_id: None,
+            trace_id: None,
+            peer: Some("127.0.0.1".into()),
+        }
+    }
+
+    #[test]
+    fn a_chain_links_every_entry_to_the_one_before() {
+        let genesis = AuditHead { seq: 0, hash: GENESIS.into() };
+        let (first, head) = chain(&genesis, vec![event(1), event(2)]);
+        let (more, head) = chain(&head, vec![event(3)]);
+        let all: Vec<_> = first.into_iter().chain(more).collect();
+        assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(all[0].prev_hash, GENESIS);
+        assert!(all.windows(2).all(|w| w[1].prev_hash == w[0].hash));
+        assert_eq!(head, AuditHead { seq: 3, hash: all[2].hash.clone() });
+        // Any field changes the hash.
+        let mut edited = all[1].event.clone();
+        edited.outcome = "PERMISSION_DENIED".into();
+        assert_ne!(entry_hash(2, &edited, &all[1].prev_hash), all[1].hash);
+    }
+}
