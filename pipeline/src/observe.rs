@@ -36,6 +36,8 @@ pub const STEP_ERRORS: &str = "etter_step_errors_total";
 pub const ACTIVITIES_IN_FLIGHT: &str = "etter_worker_activities_in_flight";
 /// Activities a worker may execute at once.
 pub const ACTIVITY_SLOTS: &str = "etter_worker_activity_slots";
+/// Gauge: audit entries waiting to be written.
+pub const AUDIT_PENDING: &str = "etter_audit_pending_entries";
 
 /// Registers the help texts (shown on `/metrics`).
 pub fn describe() {
@@ -50,6 +52,12 @@ pub fn describe() {
     metrics::describe_counter!(STEP_ERRORS, "Failed step attempts, by step and error code.");
     metrics::describe_gauge!(ACTIVITIES_IN_FLIGHT, Unit::Count, "Activities this worker is executing.");
     metrics::describe_gauge!(ACTIVITY_SLOTS, Unit::Count, "Activities this worker may execute at once.");
+    metrics::describe_gauge!(AUDIT_PENDING, Unit::Count, "Audit entries queued and not yet written.");
+}
+
+/// Audit entries were queued (a positive `change`) or written (a negative one).
+pub fn audit_pending(change: f64) {
+    metrics::gauge!(AUDIT_PENDING).increment(change);
 }
 
 /// Counts runs created `via` push, batch or retry.

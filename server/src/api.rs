@@ -5,8 +5,9 @@ use std::{pin::Pin, sync::Arc};
 use etter_pipeline::{config::Config, fanout, observe, orchestrator::Orchestrator, store::RunStore};
 use etter_proto::v1::{
     BatchItemOutcome, CancelRequest, CancelResponse, GetStatusRequest, GetStatusResponse, HistoryRequest,
-    HistoryResponse, PushBatchRequest, PushBatchResponse, PushRequest, PushResponse, RetryRequest, RetryResponse,
-    WatchStatusRequest, WatchStatusResponse, pipeline_service_server::PipelineService,
+    HistoryResponse, ListAuditEntriesRequest, ListAuditEntriesResponse, PushBatchRequest, PushBatchResponse,
+    PushRequest, PushResponse, RetryRequest, RetryResponse, WatchStatusRequest, WatchStatusResponse,
+    pipeline_service_server::PipelineService,
 };
 use tokio::sync::{Notify, watch};
 use tokio_stream::Stream;
@@ -14,7 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::estimate::Estimator;
 use crate::limits::Limits;
-use crate::{auth, batch, cancel, graph::GraphReader, history, push, retry, status, trace, watch as watching};
+use crate::{audit, auth, batch, cancel, graph::GraphReader, history, push, retry, status, trace, watch as watching};
 
 /// The stream type of `WatchStatus`.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchStatusResponse, Status>> + Send + 'static>>;
@@ -39,6 +40,8 @@ pub struct PipelineApi {
     pub moved: fanout::Hub,
     /// Calls per minute and queued-run caps per company.
     pub limits: Arc<Limits>,
+    /// Where calls are recorded.
+    pub audit: audit::AuditLog,
 }
 
 impl PipelineApi {
@@ -63,50 +66,91 @@ impl PipelineApi {
 #[tonic::async_trait]
 impl PipelineService for PipelineApi {
     async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
-        let principal = auth::principal(&request)?;
-        let cx = push::PushContext {
-            store: self.store.as_ref(),
-            documents: &self.config.documents,
-            estimator: &self.estimator,
-            trace_id: trace::of(&request),
-            limits: &self.limits,
+        let call = audit::Call::of(&request);
+        let asked = request.get_ref();
+        let mut subject = audit::Subject {
+            company: Some(asked.company_id.clone()),
+            target: asked.role_name.clone(),
+            request_id: asked.request_id.clone(),
         };
-        let response = push::push(&cx, &principal, request.into_inner()).await?;
-        if response.created {
-            observe::runs_created("push", 1);
-            self.wake_dispatcher.notify_one();
+        let result = async {
+            let principal = auth::principal(&request)?;
+            let cx = push::PushContext {
+                store: self.store.as_ref(),
+                documents: &self.config.documents,
+                estimator: &self.estimator,
+                trace_id: trace::of(&request),
+                limits: &self.limits,
+            };
+            let response = push::push(&cx, &principal, request.into_inner()).await?;
+            if response.created {
+                observe::runs_created("push", 1);
+                self.wake_dispatcher.notify_one();
+            }
+            Ok(Response::new(response))
         }
-        Ok(Response::new(response))
+        .await;
+        if let Ok(answer) = &result {
+            subject.target.clone_from(&answer.get_ref().workflow_id);
+        }
+        self.audit.record(&call, "Push", true, subject, &result);
+        result
     }
 
     async fn push_batch(&self, request: Request<PushBatchRequest>) -> Result<Response<PushBatchResponse>, Status> {
-        let principal = auth::principal(&request)?;
-        let cx = batch::BatchContext {
-            store: self.store.as_ref(),
-            documents: &self.config.documents,
-            estimator: &self.estimator,
-            max_batch_size: self.config.server.max_batch_size,
-            trace_id: trace::of(&request),
-            limits: &self.limits,
+        let call = audit::Call::of(&request);
+        let asked = request.get_ref();
+        let mut subject = audit::Subject {
+            company: Some(asked.company_id.clone()),
+            target: format!("{} items", asked.items.len()),
+            request_id: asked.request_id.clone(),
         };
-        let response = batch::push_batch(&cx, &principal, request.into_inner()).await?;
-        if response.created {
-            let accepted = response.items.iter().filter(|i| i.outcome == BatchItemOutcome::Accepted as i32).count();
-            observe::runs_created("batch", accepted as u64);
-            self.wake_dispatcher.notify_one();
+        let result = async {
+            let principal = auth::principal(&request)?;
+            let cx = batch::BatchContext {
+                store: self.store.as_ref(),
+                documents: &self.config.documents,
+                estimator: &self.estimator,
+                max_batch_size: self.config.server.max_batch_size,
+                trace_id: trace::of(&request),
+                limits: &self.limits,
+            };
+            let response = batch::push_batch(&cx, &principal, request.into_inner()).await?;
+            if response.created {
+                let accepted = response.items.iter().filter(|i| i.outcome == BatchItemOutcome::Accepted as i32).count();
+                observe::runs_created("batch", accepted as u64);
+                self.wake_dispatcher.notify_one();
+            }
+            Ok(Response::new(response))
         }
-        Ok(Response::new(response))
+        .await;
+        if let Ok(answer) = &result {
+            subject.target.clone_from(&answer.get_ref().batch_id);
+        }
+        self.audit.record(&call, "PushBatch", true, subject, &result);
+        result
     }
 
     async fn get_status(&self, request: Request<GetStatusRequest>) -> Result<Response<GetStatusResponse>, Status> {
-        let principal = auth::principal(&request)?;
-        let cx = status::StatusContext {
-            store: self.store.as_ref(),
-            estimator: &self.estimator,
-            finished: Some(status::Finished { graph: &self.graph, server: &self.config.server }),
+        use etter_proto::v1::get_status_request::Target;
+        let call = audit::Call::of(&request);
+        let target = match &request.get_ref().target {
+            Some(Target::WorkflowId(id) | Target::RoleId(id)) => id.clone(),
+            None => String::new(),
         };
-        let response = status::get_status(&cx, &self.limits, &principal, request.into_inner()).await?;
-        Ok(Response::new(response))
+        let result = async {
+            let principal = auth::principal(&request)?;
+            let cx = status::StatusContext {
+                store: self.store.as_ref(),
+                estimator: &self.estimator,
+                finished: Some(status::Finished { graph: &self.graph, server: &self.config.server }),
+            };
+            let response = status::get_status(&cx, &self.limits, &principal, request.into_inner()).await?;
+            Ok(Response::new(response))
+        }
+        .await;
+        self.audit.record(&call, "GetStatus", false, audit::Subject { target, ..Default::default() }, &result);
+        result
     }
 
     type WatchStatusStream = WatchStream;
@@ -115,42 +159,125 @@ impl PipelineService for PipelineApi {
         &self,
         request: Request<WatchStatusRequest>,
     ) -> Result<Response<Self::WatchStatusStream>, Status> {
-        let principal = auth::principal(&request)?;
-        let stream = watching::watch_status(self.watch_context(), &principal, request.into_inner()).await?;
-        Ok(Response::new(stream))
+        use etter_proto::v1::watch_status_request::Scope;
+        let call = audit::Call::of(&request);
+        let subject = match &request.get_ref().scope {
+            Some(Scope::CompanyId(id)) => {
+                audit::Subject { company: Some(id.clone()), target: id.clone(), ..Default::default() }
+            }
+            Some(Scope::WorkflowId(id) | Scope::BatchId(id)) => {
+                audit::Subject { target: id.clone(), ..Default::default() }
+            }
+            None => audit::Subject::default(),
+        };
+        let result = async {
+            let principal = auth::principal(&request)?;
+            let stream = watching::watch_status(self.watch_context(), &principal, request.into_inner()).await?;
+            Ok(Response::new(stream))
+        }
+        .await;
+        self.audit.record(&call, "WatchStatus", false, subject, &result);
+        result
     }
 
     async fn retry(&self, request: Request<RetryRequest>) -> Result<Response<RetryResponse>, Status> {
-        let principal = auth::principal(&request)?;
-        let cx = retry::RetryContext {
-            store: self.store.as_ref(),
-            estimator: &self.estimator,
-            trace_id: trace::of(&request),
-            limits: &self.limits,
+        use etter_proto::v1::retry_request::Target;
+        let call = audit::Call::of(&request);
+        let asked = request.get_ref();
+        let mut subject = audit::Subject {
+            company: None,
+            target: match &asked.target {
+                Some(Target::WorkflowId(id) | Target::RoleId(id)) => id.clone(),
+                None => String::new(),
+            },
+            request_id: asked.request_id.clone(),
         };
-        let response = retry::retry(&cx, &principal, request.into_inner()).await?;
-        // A replayed answer's run may be queued still; waking an idle dispatcher is harmless.
-        self.wake_dispatcher.notify_one();
-        Ok(Response::new(response))
+        let result = async {
+            let principal = auth::principal(&request)?;
+            let cx = retry::RetryContext {
+                store: self.store.as_ref(),
+                estimator: &self.estimator,
+                trace_id: trace::of(&request),
+                limits: &self.limits,
+            };
+            let response = retry::retry(&cx, &principal, request.into_inner()).await?;
+            // A replayed answer's run may be queued still; waking an idle dispatcher is harmless.
+            self.wake_dispatcher.notify_one();
+            Ok(Response::new(response))
+        }
+        .await;
+        if let Ok(answer) = &result
+            && let Some(run) = &answer.get_ref().run
+        {
+            subject.company = Some(run.company_id.clone());
+        }
+        self.audit.record(&call, "Retry", true, subject, &result);
+        result
     }
 
     async fn cancel(&self, request: Request<CancelRequest>) -> Result<Response<CancelResponse>, Status> {
-        let principal = auth::principal(&request)?;
-        let cx = cancel::CancelContext {
-            store: self.store.as_ref(),
-            orchestrator: self.orchestrator.as_ref(),
-            estimator: &self.estimator,
-            limits: &self.limits,
-        };
-        let response = cancel::cancel(&cx, &principal, request.into_inner()).await?;
-        Ok(Response::new(response))
+        let call = audit::Call::of(&request);
+        let asked = request.get_ref();
+        let mut subject =
+            audit::Subject { company: None, target: asked.workflow_id.clone(), request_id: asked.request_id.clone() };
+        let result = async {
+            let principal = auth::principal(&request)?;
+            let cx = cancel::CancelContext {
+                store: self.store.as_ref(),
+                orchestrator: self.orchestrator.as_ref(),
+                estimator: &self.estimator,
+                limits: &self.limits,
+            };
+            let response = cancel::cancel(&cx, &principal, request.into_inner()).await?;
+            Ok(Response::new(response))
+        }
+        .await;
+        if let Ok(answer) = &result
+            && let Some(run) = &answer.get_ref().run
+        {
+            subject.company = Some(run.company_id.clone());
+        }
+        self.audit.record(&call, "Cancel", true, subject, &result);
+        result
     }
 
     async fn history(&self, request: Request<HistoryRequest>) -> Result<Response<HistoryResponse>, Status> {
-        let principal = auth::principal(&request)?;
-        let cx =
-            history::HistoryContext { store: self.store.as_ref(), estimator: &self.estimator, limits: &self.limits };
-        let response = history::history(&cx, &principal, request.into_inner()).await?;
-        Ok(Response::new(response))
+        let call = audit::Call::of(&request);
+        let company = request.get_ref().company_id.clone();
+        let result = async {
+            let principal = auth::principal(&request)?;
+            let cx = history::HistoryContext {
+                store: self.store.as_ref(),
+                estimator: &self.estimator,
+                limits: &self.limits,
+            };
+            let response = history::history(&cx, &principal, request.into_inner()).await?;
+            Ok(Response::new(response))
+        }
+        .await;
+        let subject = audit::Subject { company: Some(company.clone()), target: company, ..Default::default() };
+        self.audit.record(&call, "History", false, subject, &result);
+        result
+    }
+
+    async fn list_audit_entries(
+        &self,
+        request: Request<ListAuditEntriesRequest>,
+    ) -> Result<Response<ListAuditEntriesResponse>, Status> {
+        let call = audit::Call::of(&request);
+        let company = request.get_ref().company_id.clone();
+        let result = async {
+            let principal = auth::principal(&request)?;
+            let response = audit::list(self.store.as_ref(), &principal, request.into_inner()).await?;
+            Ok(Response::new(response))
+        }
+        .await;
+        let subject = audit::Subject {
+            company: Some(company.clone()).filter(|c| !c.is_empty()),
+            target: company,
+            ..Default::default()
+        };
+        self.audit.record(&call, "ListAuditEntries", false, subject, &result);
+        result
     }
 }

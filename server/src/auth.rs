@@ -320,6 +320,7 @@ pub struct Authenticator {
     role_prefix: String,
     companies_claim: String,
     unauthenticated: std::sync::Arc<PeerLimiter>,
+    audit: Option<crate::audit::AuditLog>,
 }
 
 type PeerLimiter = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
@@ -355,7 +356,14 @@ impl Authenticator {
             role_prefix: auth.role_prefix.clone(),
             companies_claim: auth.companies_claim.clone(),
             unauthenticated: std::sync::Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(per_minute))),
+            audit: None,
         })
+    }
+
+    /// Records refused calls in `audit` (those refused for their rate excepted).
+    pub fn with_audit(mut self, audit: crate::audit::AuditLog) -> Self {
+        self.audit = Some(audit);
+        self
     }
 
     /// The algorithms accepted, for messages.
@@ -523,7 +531,13 @@ impl tonic::service::Interceptor for Authenticator {
             }
             Err(error) => {
                 let peer = request.remote_addr().map(|a| a.ip());
-                Err(self.refuse(peer, error).into())
+                let refusal = self.refuse(peer, error);
+                if let (Some(audit), ApiError::Unauthenticated(reason)) = (&self.audit, &refusal) {
+                    let call = crate::audit::Call::of(&request);
+                    let method = request.extensions().get::<crate::trace::Method>().map_or("", |m| m.0.as_str());
+                    audit.refused_unauthenticated(&call, method, reason);
+                }
+                Err(refusal.into())
             }
         }
     }

@@ -92,21 +92,10 @@ fn validate(company: CompanyId, request: &pb::HistoryRequest) -> Result<(RunFilt
     if request.page_size < 0 {
         violations.push(Violation::new("page_size", "must not be negative (0 = the default of 50)"));
     }
-    let token = match request.page_token.split_once('.') {
-        None if request.page_token.is_empty() => None,
-        Some((binding, token)) if binding == filter_binding(request) => Some(token.to_owned()),
-        Some((binding, _)) if binding.len() == BINDING_LEN => {
-            violations.push(Violation::new(
-                "page_token",
-                "was issued for other filters; send the same filters as on the first page, or start again without a page_token",
-            ));
-            None
-        }
-        _ => {
-            violations.push(Violation::new(
-                "page_token",
-                "is not a token this server issued; start again from the first page with an empty page_token",
-            ));
+    let token = match page_token(&request.page_token, &filter_binding(request)) {
+        Ok(token) => token,
+        Err(violation) => {
+            violations.push(violation);
             None
         }
     };
@@ -151,8 +140,31 @@ fn filter_binding(request: &pb::HistoryRequest) -> String {
     let mut filters = request.clone();
     filters.page_size = 0;
     filters.page_token.clear();
-    let digest = Sha256::digest(prost::Message::encode_to_vec(&filters));
+    binding_of(&filters)
+}
+
+/// What binds a page token to the filters it was issued for (AIP-158): a short hash of the
+/// request with its page fields cleared.
+pub(crate) fn binding_of(filters: &impl prost::Message) -> String {
+    let digest = Sha256::digest(filters.encode_to_vec());
     digest.iter().take(BINDING_LEN / 2).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The store's token inside a `page_token` issued as `{binding}.{token}`: `None` for the first
+/// page; a violation when the token was issued for other filters or not by this server.
+pub(crate) fn page_token(page_token: &str, binding: &str) -> Result<Option<String>, Violation> {
+    match page_token.split_once('.') {
+        None if page_token.is_empty() => Ok(None),
+        Some((issued, token)) if issued == binding => Ok(Some(token.to_owned())),
+        Some((issued, _)) if issued.len() == BINDING_LEN => Err(Violation::new(
+            "page_token",
+            "was issued for other filters; send the same filters as on the first page, or start again without a page_token",
+        )),
+        _ => Err(Violation::new(
+            "page_token",
+            "is not a token this server issued; start again from the first page with an empty page_token",
+        )),
+    }
 }
 
 #[cfg(test)]

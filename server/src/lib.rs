@@ -4,6 +4,7 @@
 //! [`serve`] takes its shutdown as a future, so `main` owns the signals and tests own the lifetime.
 
 mod api;
+mod audit;
 pub mod auth;
 mod batch;
 mod cancel;
@@ -129,7 +130,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let authenticator = auth::Authenticator::new(&config.auth, &config.data_dir)?;
+    let (audit_log, audit_writer) = audit::AuditLog::new(Arc::clone(&store));
+    let audit_writer = tokio::spawn(audit_writer.run());
+    let authenticator = auth::Authenticator::new(&config.auth, &config.data_dir)?.with_audit(audit_log.clone());
     let pruned = authenticator.clone();
 
     let instance = format!("etter-server-{}-{:08x}", std::process::id(), random_u128() & 0xffff_ffff);
@@ -178,6 +181,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         drain: drain_rx.clone(),
         moved: hub,
         limits: Arc::clone(&limits),
+        audit: audit_log,
     };
     // Health and reflection stay open; every PipelineService call is authenticated.
     let pipeline = tonic::service::interceptor::InterceptedService::new(
@@ -239,6 +243,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         if tokio::time::timeout(grace, task).await.is_err() {
             tracing::warn!("a background task did not stop within the shutdown grace");
         }
+    }
+    // Every handle on the audit log went with the server: the writer writes what is queued, then
+    // ends.
+    if tokio::time::timeout(grace, audit_writer).await.is_err() {
+        tracing::error!("the audit writer did not finish within the shutdown grace; queued entries are lost");
     }
     store.close().await;
     tracing::info!("etter-server stopped");

@@ -32,6 +32,11 @@ enum Command {
     Serve,
     /// Print the configuration key table of `docs/configuration.md`.
     ConfigTable,
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Print a bearer token signed with this server's key.
     Token {
         /// A company the caller acts for (repeat for several; admins need none).
@@ -47,6 +52,35 @@ enum Command {
         #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the audit log's hash chain and its checkpointed head; name the first bad entry
+    /// (exit status 1) or print the verified head.
+    Verify,
+}
+
+/// `etter-server audit verify`.
+fn verify_audit(config: &Config) -> anyhow::Result<()> {
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the tokio runtime")?;
+    runtime.block_on(async {
+        let store = etter_pipeline::store::connect(&config.store_location()?).await?;
+        let verified = etter_pipeline::audit::verify(store.as_ref()).await;
+        store.close().await;
+        match verified {
+            Ok(head) => {
+                println!("audit log verified: {} entries, head {}", head.seq, head.hash);
+                Ok(())
+            }
+            Err(etter_pipeline::audit::VerifyError::Broken(broken)) => {
+                eprintln!("audit log broken: {broken}");
+                std::process::exit(1);
+            }
+            Err(other) => Err(other.into()),
+        }
+    })
 }
 
 fn main() -> anyhow::Result<()> {
@@ -66,6 +100,9 @@ fn main() -> anyhow::Result<()> {
     if cli.dump_config {
         print!("{}", config.to_masked_toml());
         return Ok(());
+    }
+    if matches!(cli.command, Some(Command::Audit { command: AuditCommand::Verify })) {
+        return verify_audit(&config);
     }
     if let Some(Command::Token { companies, role, user, ttl }) = &cli.command {
         let companies =

@@ -18,6 +18,11 @@ pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// The response header that answers the request's trace id.
 pub const TRACE_ID_HEADER: HeaderName = HeaderName::from_static("etter-trace-id");
 
+/// The RPC a request calls (the last segment of its path: `Push`, `Cancel`, …), for the layers
+/// and interceptors inside [`TraceLayer`].
+#[derive(Debug, Clone)]
+pub struct Method(pub String);
+
 /// The trace id of a request that went through [`TraceLayer`].
 pub fn of<T>(request: &tonic::Request<T>) -> Option<TraceId> {
     request.extensions().get::<TraceId>().cloned()
@@ -60,7 +65,9 @@ where
         let trace = given.unwrap_or_else(|| TraceId::from_random(crate::random_u128()));
         let span = tracing::info_span!("rpc", method = %request.uri().path(), trace_id = %trace);
         let answer = HeaderValue::from_str(trace.as_str()).ok();
+        let method = request.uri().path().rsplit('/').next().unwrap_or_default().to_owned();
         request.extensions_mut().insert(trace);
+        request.extensions_mut().insert(Method(method));
         let future = {
             let _entered = span.enter();
             self.inner.call(request)

@@ -4,12 +4,22 @@
 //! PERMISSION_DENIED; a run or batch of another company is NOT_FOUND, as if it did not exist;
 //! a viewer only reads; an admin may do everything everywhere.
 //!
+//! Every call of the matrix is audited exactly as DESIGN §6.7 says: each mutating or refused call
+//! leaves exactly one entry (found by the call's trace id), each allowed read none; and
+//! `etter-server audit verify` accepts the log, then names the entry an edit or a truncation
+//! broke.
+//!
 //! Temporal is unreachable, so runs stay where the setup put them (QUEUED, or CANCELLED for
 //! Retry to have something to retry).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use anyhow::Context as _;
+use etter_pipeline::{config::StoreLocation, store};
 use etter_proto::v1::{
     self as pb, CancelRequest, GetStatusRequest, HistoryRequest, RetryRequest, WatchStatusRequest,
     get_status_request::Target, retry_request, watch_status_request::Scope,
@@ -18,7 +28,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use tonic::Code;
 
 use super::{
-    Api, PipelineServiceClient, Server, acme, batch_of, doc_uri, push_request, server_without_temporal_with, with_token,
+    Api, PipelineServiceClient, Server, acme, batch_of, doc_uri, eventually, push_request,
+    server_without_temporal_with, with_token,
 };
 
 /// Every kind of caller of the matrix.
@@ -57,9 +68,10 @@ enum Rpc {
     Retry,
     Cancel,
     History,
+    ListAudit,
 }
 
-const RPCS: [Rpc; 9] = [
+const RPCS: [Rpc; 10] = [
     Rpc::Push,
     Rpc::PushBatch,
     Rpc::GetStatus,
@@ -69,6 +81,7 @@ const RPCS: [Rpc; 9] = [
     Rpc::Retry,
     Rpc::Cancel,
     Rpc::History,
+    Rpc::ListAudit,
 ];
 
 impl Rpc {
@@ -78,7 +91,7 @@ impl Rpc {
 
     /// Whether the request names a company (else a run or a batch).
     fn names_company(self) -> bool {
-        matches!(self, Rpc::Push | Rpc::PushBatch | Rpc::WatchCompany | Rpc::History)
+        matches!(self, Rpc::Push | Rpc::PushBatch | Rpc::WatchCompany | Rpc::History | Rpc::ListAudit)
     }
 }
 
@@ -90,6 +103,8 @@ fn expected(rpc: Rpc, caller: Caller, own: bool) -> Code {
             Code::Unauthenticated
         }
         Caller::Admin => Code::Ok,
+        // The audit log is for admins only.
+        Caller::Viewer | Caller::Operator if rpc == Rpc::ListAudit => Code::PermissionDenied,
         // A viewer may change nothing, anywhere: that is said before anything is looked up.
         Caller::Viewer if rpc.writes() => Code::PermissionDenied,
         Caller::Viewer | Caller::Operator if own => Code::Ok,
@@ -169,6 +184,18 @@ fn request<T>(message: T, token: Option<&str>) -> anyhow::Result<tonic::Request<
     }
 }
 
+/// The trace id of a cell's call, so its audit entries can be found.
+fn cell_trace(cell: usize) -> String {
+    format!("{:032x}", 0xa0d1_7000_0000_u128 + cell as u128)
+}
+
+/// [`request`] carrying the cell's trace id.
+fn traced<T>(message: T, token: Option<&str>, cell: usize) -> anyhow::Result<tonic::Request<T>> {
+    let mut request = request(message, token)?;
+    request.metadata_mut().insert("traceparent", format!("00-{}-00f067aa0ba902b7-01", cell_trace(cell)).parse()?);
+    Ok(request)
+}
+
 /// What the cells of one company act on: made by an admin before the cell runs.
 struct Company {
     id: String,
@@ -199,14 +226,16 @@ async fn call(
         Rpc::Push => {
             let push =
                 pb::PushRequest { company_id: company.id.clone(), ..push_request(&role, &doc_uri(server, "m.pdf")) };
-            code(api.push(request(push, token)?).await.map(drop))
+            code(api.push(traced(push, token, cell)?).await.map(drop))
         }
         Rpc::PushBatch => code(
-            api.push_batch(request(batch_of(server, &company.id, std::slice::from_ref(&role)), token)?).await.map(drop),
+            api.push_batch(traced(batch_of(server, &company.id, std::slice::from_ref(&role)), token, cell)?)
+                .await
+                .map(drop),
         ),
         Rpc::GetStatus => {
             let get = GetStatusRequest { target: Some(Target::WorkflowId(company.run.clone())) };
-            code(api.get_status(request(get, token)?).await.map(drop))
+            code(api.get_status(traced(get, token, cell)?).await.map(drop))
         }
         Rpc::WatchRun | Rpc::WatchBatch | Rpc::WatchCompany => {
             let scope = match rpc {
@@ -215,7 +244,7 @@ async fn call(
                 _ => Scope::CompanyId(company.id.clone()),
             };
             let watch = WatchStatusRequest { scope: Some(scope), ..Default::default() };
-            match api.watch_status(request(watch, token)?).await {
+            match api.watch_status(traced(watch, token, cell)?).await {
                 // Allowed: the stream opens with its snapshot.
                 Ok(stream) => code(stream.into_inner().message().await.map(drop)),
                 Err(status) => status.code(),
@@ -231,16 +260,20 @@ async fn call(
                 steps: Vec::new(),
                 request_id: String::new(),
             };
-            code(api.retry(request(retry, token)?).await.map(drop))
+            code(api.retry(traced(retry, token, cell)?).await.map(drop))
         }
         Rpc::Cancel => {
             let run = push_as(api, admin, server, &company.id, &role).await?;
             let cancel = CancelRequest { workflow_id: run, reason: "matrix".into(), request_id: String::new() };
-            code(api.cancel(request(cancel, token)?).await.map(drop))
+            code(api.cancel(traced(cancel, token, cell)?).await.map(drop))
         }
         Rpc::History => {
             let history = HistoryRequest { company_id: company.id.clone(), ..Default::default() };
-            code(api.history(request(history, token)?).await.map(drop))
+            code(api.history(traced(history, token, cell)?).await.map(drop))
+        }
+        Rpc::ListAudit => {
+            let list = pb::ListAuditEntriesRequest { company_id: company.id.clone(), ..Default::default() };
+            code(api.list_audit_entries(traced(list, token, cell)?).await.map(drop))
         }
     })
 }
@@ -265,6 +298,7 @@ async fn every_rpc_answers_every_caller_with_the_exact_code() -> anyhow::Result<
     }
 
     let mut wrong = Vec::new();
+    let mut audited = BTreeMap::new();
     let mut cell = 0;
     for rpc in RPCS {
         for caller in CALLERS {
@@ -273,16 +307,93 @@ async fn every_rpc_answers_every_caller_with_the_exact_code() -> anyhow::Result<
                 let want = expected(rpc, caller, own);
                 let got = call(&mut api, &server, &tokens.admin, company, rpc, tokens.of(caller), cell).await?;
                 if got != want {
-                    wrong.push(format!(
-                        "{rpc:?} as {caller:?} on {} company: {got:?}, expected {want:?}",
-                        if own { "own" } else { "other" }
-                    ));
+                    let whose = if own { "own" } else { "other" };
+                    wrong.push(format!("{rpc:?} as {caller:?} on {whose} company: {got:?}, expected {want:?}"));
                 }
+                // DESIGN §6.7: every mutating call, and every read refused for who asks.
+                let refused = matches!(got, Code::Unauthenticated | Code::PermissionDenied | Code::NotFound);
+                audited.insert(
+                    cell_trace(cell),
+                    (usize::from(rpc.writes() || refused), format!("{rpc:?} as {caller:?}, own={own}")),
+                );
             }
         }
     }
-    assert_eq!(cell, 9 * 8 * 2);
+    assert_eq!(cell, 10 * 8 * 2);
     assert!(wrong.is_empty(), "{} of {cell} cells answered wrongly:\n{}", wrong.len(), wrong.join("\n"));
+
+    // The audit log: exactly one entry per mutating or refused call, none per allowed read.
+    let store = store::connect(&StoreLocation::Sqlite(server.data_dir.join("etter.db"))).await?;
+    let expected_total: usize = audited.values().map(|(n, _)| n).sum();
+    let per_cell = eventually("the audit writer to write the matrix's entries", || {
+        let (store, audited) = (Arc::clone(&store), audited.clone());
+        async move {
+            let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+            for entry in store.audit_entries(0, 10_000).await? {
+                if let Some(trace) = entry.event.trace_id.map(String::from)
+                    && audited.contains_key(&trace)
+                {
+                    *seen.entry(trace).or_default() += 1;
+                }
+            }
+            Ok((seen.values().sum::<usize>() >= expected_total).then_some(seen))
+        }
+    })
+    .await?;
+    let mismatched: Vec<String> = audited
+        .iter()
+        .filter(|(trace, (want, _))| per_cell.get(*trace).copied().unwrap_or(0) != *want)
+        .map(|(trace, (want, what))| {
+            format!("{what}: {} entries, expected {want}", per_cell.get(trace).copied().unwrap_or(0))
+        })
+        .collect();
+    assert!(mismatched.is_empty(), "audit entries per call:\n{}", mismatched.join("\n"));
+
+    // The refusals read back through the RPC, as an admin sees them.
+    let refusals = api
+        .list_audit_entries(with_token(
+            pb::ListAuditEntriesRequest {
+                denied_only: true,
+                action: "Cancel".into(),
+                page_size: 500,
+                ..Default::default()
+            },
+            &tokens.admin,
+        )?)
+        .await?
+        .into_inner();
+    let mallory = refusals.entries.iter().filter(|e| e.actor == "anonymous" && e.outcome == "UNAUTHENTICATED").count();
+    assert_eq!(mallory, 2 * 5, "five bad tokens, two companies: {:?}", refusals.entries.len());
+    assert!(refusals.entries.iter().all(|e| e.action == "Cancel" && e.outcome != "OK"));
+    assert!(refusals.entries.windows(2).all(|w| w[0].sequence > w[1].sequence), "newest first");
+
+    // `etter-server audit verify` accepts the log, then names what an edit or a truncation broke.
+    let verify = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_etter-server"))
+            .args(["audit", "verify"])
+            .env("ETTER_DATA_DIR", &server.data_dir)
+            .env("ETTER_STORE__URL", "")
+            .output()
+    };
+    let fine = verify()?;
+    let said = String::from_utf8_lossy(&fine.stdout);
+    assert!(
+        fine.status.success() && said.contains("audit log verified"),
+        "{said} {}",
+        String::from_utf8_lossy(&fine.stderr)
+    );
+    let raw = || async {
+        use sqlx::Connection as _;
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}", server.data_dir.join("etter.db").display())).await
+    };
+    sqlx::query("UPDATE audit_log SET outcome = 'OK' WHERE seq = 42").execute(&mut raw().await?).await?;
+    let edited = verify()?;
+    let said = String::from_utf8_lossy(&edited.stderr);
+    assert!(!edited.status.success() && said.contains("audit entry #42") && said.contains("changed"), "{said}");
+    sqlx::query("DELETE FROM audit_log WHERE seq >= 40").execute(&mut raw().await?).await?;
+    let truncated = verify()?;
+    let said = String::from_utf8_lossy(&truncated.stderr);
+    assert!(!truncated.status.success() && said.contains("audit entry #40") && said.contains("truncated"), "{said}");
     Ok(())
 }
 

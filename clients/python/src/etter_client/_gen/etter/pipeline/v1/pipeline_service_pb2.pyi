@@ -832,3 +832,65 @@ class HistoryResponse(google.protobuf.message.Message):
     def ClearField(self, field_name: typing.Literal["next_page_token", b"next_page_token", "runs", b"runs"]) -> None: ...
 
 Global___HistoryResponse: typing_extensions.TypeAlias = HistoryResponse
+
+@typing.final
+class ListAuditEntriesRequest(google.protobuf.message.Message):
+    """Request of `ListAuditEntries`. Set filters must all match."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    COMPANY_ID_FIELD_NUMBER: builtins.int
+    ACTOR_FIELD_NUMBER: builtins.int
+    ACTION_FIELD_NUMBER: builtins.int
+    DENIED_ONLY_FIELD_NUMBER: builtins.int
+    PAGE_SIZE_FIELD_NUMBER: builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: builtins.int
+    company_id: builtins.str
+    """Only entries of this company."""
+    actor: builtins.str
+    """Only calls of this user id (`anonymous` for unauthenticated calls)."""
+    action: builtins.str
+    """Only calls of this RPC (`Push`, `PushBatch`, `Retry`, `Cancel`, `GetStatus`, …)."""
+    denied_only: builtins.bool
+    """Only refused calls (outcome other than `OK`)."""
+    page_size: builtins.int
+    """Maximum entries per page, 1–500; 0 = 50."""
+    page_token: builtins.str
+    """`next_page_token` of the previous page, sent with the same filters; empty for the first."""
+    def __init__(
+        self,
+        *,
+        company_id: builtins.str = ...,
+        actor: builtins.str = ...,
+        action: builtins.str = ...,
+        denied_only: builtins.bool = ...,
+        page_size: builtins.int = ...,
+        page_token: builtins.str = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["action", b"action", "actor", b"actor", "company_id", b"company_id", "denied_only", b"denied_only", "page_size", b"page_size", "page_token", b"page_token"]) -> None: ...
+
+Global___ListAuditEntriesRequest: typing_extensions.TypeAlias = ListAuditEntriesRequest
+
+@typing.final
+class ListAuditEntriesResponse(google.protobuf.message.Message):
+    """Response of `ListAuditEntries`."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: builtins.int
+    next_page_token: builtins.str
+    """Token of the next page; empty on the last page."""
+    @property
+    def entries(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[etter_client._gen.etter.pipeline.v1.resources_pb2.AuditEntry]:
+        """The entries, newest first."""
+
+    def __init__(
+        self,
+        *,
+        entries: collections.abc.Iterable[etter_client._gen.etter.pipeline.v1.resources_pb2.AuditEntry] | None = ...,
+        next_page_token: builtins.str = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["entries", b"entries", "next_page_token", b"next_page_token"]) -> None: ...
+
+Global___ListAuditEntriesResponse: typing_extensions.TypeAlias = ListAuditEntriesResponse

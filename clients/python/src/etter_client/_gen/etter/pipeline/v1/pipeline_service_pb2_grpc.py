@@ -79,6 +79,11 @@ class PipelineServiceStub:
                 request_serializer=etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.HistoryRequest.SerializeToString,
                 response_deserializer=etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.HistoryResponse.FromString,
                 _registered_method=True)
+        self.ListAuditEntries = channel.unary_unary(
+                '/etter.pipeline.v1.PipelineService/ListAuditEntries',
+                request_serializer=etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.ListAuditEntriesRequest.SerializeToString,
+                response_deserializer=etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.ListAuditEntriesResponse.FromString,
+                _registered_method=True)
 
 
 class PipelineServiceServicer:
@@ -156,6 +161,15 @@ class PipelineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditEntries(self, request, context):
+        """Lists the audit log, newest first: every mutating call (allowed or refused) and every refused
+        read, with who, company, action, target, outcome, request id, trace id and time, each entry
+        hash-chained to the one before (`etter-server audit verify` checks the chain). Admins only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PipelineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -193,6 +207,11 @@ def add_PipelineServiceServicer_to_server(servicer, server):
                     servicer.History,
                     request_deserializer=etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.HistoryRequest.FromString,
                     response_serializer=etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.HistoryResponse.SerializeToString,
+            ),
+            'ListAuditEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEntries,
+                    request_deserializer=etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.ListAuditEntriesRequest.FromString,
+                    response_serializer=etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.ListAuditEntriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -394,6 +413,33 @@ class PipelineService:
             '/etter.pipeline.v1.PipelineService/History',
             etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.HistoryRequest.SerializeToString,
             etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.HistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/etter.pipeline.v1.PipelineService/ListAuditEntries',
+            etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.ListAuditEntriesRequest.SerializeToString,
+            etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.ListAuditEntriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -137,7 +137,23 @@ _PipelineServiceHistoryType = typing_extensions.TypeVar(
     ],
 )
 
-class PipelineServiceStub(typing.Generic[_PipelineServicePushType, _PipelineServicePushBatchType, _PipelineServiceGetStatusType, _PipelineServiceWatchStatusType, _PipelineServiceRetryType, _PipelineServiceCancelType, _PipelineServiceHistoryType]):
+_PipelineServiceListAuditEntriesType = typing_extensions.TypeVar(
+    '_PipelineServiceListAuditEntriesType',
+    grpc.UnaryUnaryMultiCallable[
+        etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.ListAuditEntriesRequest,
+        etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.ListAuditEntriesResponse,
+    ],
+    grpc.aio.UnaryUnaryMultiCallable[
+        etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.ListAuditEntriesRequest,
+        etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.ListAuditEntriesResponse,
+    ],
+    default=grpc.UnaryUnaryMultiCallable[
+        etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.ListAuditEntriesRequest,
+        etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.ListAuditEntriesResponse,
+    ],
+)
+
+class PipelineServiceStub(typing.Generic[_PipelineServicePushType, _PipelineServicePushBatchType, _PipelineServiceGetStatusType, _PipelineServiceWatchStatusType, _PipelineServiceRetryType, _PipelineServiceCancelType, _PipelineServiceHistoryType, _PipelineServiceListAuditEntriesType]):
     """Onboards a company's job roles into Etter: push roles, watch them go through the pipeline,
     retry what failed, cancel, and list history.
 
@@ -180,6 +196,10 @@ class PipelineServiceStub(typing.Generic[_PipelineServicePushType, _PipelineServ
             etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.HistoryRequest,
             etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.HistoryResponse,
         ],
+        grpc.UnaryUnaryMultiCallable[
+            etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.ListAuditEntriesRequest,
+            etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.ListAuditEntriesResponse,
+        ],
     ], channel: grpc.Channel) -> None: ...
 
     @typing.overload
@@ -211,6 +231,10 @@ class PipelineServiceStub(typing.Generic[_PipelineServicePushType, _PipelineServ
         grpc.aio.UnaryUnaryMultiCallable[
             etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.HistoryRequest,
             etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.HistoryResponse,
+        ],
+        grpc.aio.UnaryUnaryMultiCallable[
+            etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.ListAuditEntriesRequest,
+            etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.ListAuditEntriesResponse,
         ],
     ], channel: grpc.aio.Channel) -> None: ...
 
@@ -254,6 +278,12 @@ class PipelineServiceStub(typing.Generic[_PipelineServicePushType, _PipelineServ
     paging do not cause gaps or repeats.
     """
 
+    ListAuditEntries: _PipelineServiceListAuditEntriesType
+    """Lists the audit log, newest first: every mutating call (allowed or refused) and every refused
+    read, with who, company, action, target, outcome, request id, trace id and time, each entry
+    hash-chained to the one before (`etter-server audit verify` checks the chain). Admins only.
+    """
+
 PipelineServiceAsyncStub: typing_extensions.TypeAlias = PipelineServiceStub[
     grpc.aio.UnaryUnaryMultiCallable[
         etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.PushRequest,
@@ -282,6 +312,10 @@ PipelineServiceAsyncStub: typing_extensions.TypeAlias = PipelineServiceStub[
     grpc.aio.UnaryUnaryMultiCallable[
         etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.HistoryRequest,
         etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.HistoryResponse,
+    ],
+    grpc.aio.UnaryUnaryMultiCallable[
+        etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.ListAuditEntriesRequest,
+        etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.ListAuditEntriesResponse,
     ],
 ]
 
@@ -371,6 +405,17 @@ class PipelineServiceServicer(metaclass=abc.ABCMeta):
     ) -> typing.Union[etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.HistoryResponse, collections.abc.Awaitable[etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.HistoryResponse]]:
         """A company's runs, newest first, with filters and pagination. Pages are stable: runs added while
         paging do not cause gaps or repeats.
+        """
+
+    @abc.abstractmethod
+    def ListAuditEntries(
+        self,
+        request: etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.ListAuditEntriesRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.ListAuditEntriesResponse, collections.abc.Awaitable[etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.ListAuditEntriesResponse]]:
+        """Lists the audit log, newest first: every mutating call (allowed or refused) and every refused
+        read, with who, company, action, target, outcome, request id, trace id and time, each entry
+        hash-chained to the one before (`etter-server audit verify` checks the chain). Admins only.
         """
 
 def add_PipelineServiceServicer_to_server(servicer: PipelineServiceServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...

@@ -748,3 +748,76 @@ class StatusCount(google.protobuf.message.Message):
     def ClearField(self, field_name: typing.Literal["count", b"count", "status", b"status"]) -> None: ...
 
 Global___StatusCount: typing_extensions.TypeAlias = StatusCount
+
+@typing.final
+class AuditEntry(google.protobuf.message.Message):
+    """One entry of the audit log."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: builtins.int
+    TIME_FIELD_NUMBER: builtins.int
+    ACTOR_FIELD_NUMBER: builtins.int
+    ROLE_FIELD_NUMBER: builtins.int
+    COMPANY_ID_FIELD_NUMBER: builtins.int
+    ACTION_FIELD_NUMBER: builtins.int
+    TARGET_FIELD_NUMBER: builtins.int
+    OUTCOME_FIELD_NUMBER: builtins.int
+    REASON_FIELD_NUMBER: builtins.int
+    REQUEST_ID_FIELD_NUMBER: builtins.int
+    TRACE_ID_FIELD_NUMBER: builtins.int
+    PEER_FIELD_NUMBER: builtins.int
+    HASH_FIELD_NUMBER: builtins.int
+    PREVIOUS_HASH_FIELD_NUMBER: builtins.int
+    sequence: builtins.int
+    """Its position in the log, from 1, without gaps."""
+    actor: builtins.str
+    """The caller's user id; `anonymous` when the call carried no valid token."""
+    role: builtins.str
+    """The caller's role (`viewer`, `operator`, `admin`); empty when not authenticated."""
+    company_id: builtins.str
+    """The company the call concerned, when the request named it."""
+    action: builtins.str
+    """The RPC (`Push`, `Cancel`, …)."""
+    target: builtins.str
+    """What the call acted on: a run, role, batch or company id."""
+    outcome: builtins.str
+    """`OK`, or the gRPC status code's name (`PERMISSION_DENIED`, `NOT_FOUND`, …)."""
+    reason: builtins.str
+    """For a refused call, why (the error's message)."""
+    request_id: builtins.str
+    """The client's `request_id`, if it sent one."""
+    trace_id: builtins.str
+    """The call's trace id (see `RunStatus.trace_id`)."""
+    peer: builtins.str
+    """The caller's network address."""
+    hash: builtins.str
+    """This entry's hash (hex SHA-256 over its fields and `previous_hash`)."""
+    previous_hash: builtins.str
+    """The hash of the entry before it."""
+    @property
+    def time(self) -> google.protobuf.timestamp_pb2.Timestamp:
+        """When the call was answered."""
+
+    def __init__(
+        self,
+        *,
+        sequence: builtins.int = ...,
+        time: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        actor: builtins.str = ...,
+        role: builtins.str = ...,
+        company_id: builtins.str = ...,
+        action: builtins.str = ...,
+        target: builtins.str = ...,
+        outcome: builtins.str = ...,
+        reason: builtins.str = ...,
+        request_id: builtins.str = ...,
+        trace_id: builtins.str = ...,
+        peer: builtins.str = ...,
+        hash: builtins.str = ...,
+        previous_hash: builtins.str = ...,
+    ) -> None: ...
+    def HasField(self, field_name: typing.Literal["time", b"time"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["action", b"action", "actor", b"actor", "company_id", b"company_id", "hash", b"hash", "outcome", b"outcome", "peer", b"peer", "previous_hash", b"previous_hash", "reason", b"reason", "request_id", b"request_id", "role", b"role", "sequence", b"sequence", "target", b"target", "time", b"time", "trace_id", b"trace_id"]) -> None: ...
+
+Global___AuditEntry: typing_extensions.TypeAlias = AuditEntry

@@ -1,0 +1,317 @@
+//! Who did what (DESIGN §6.7): every mutating call, allowed or refused, and every refused read
+//! becomes an entry of the store's hash-chained audit log ([`etter_pipeline::audit`]).
+//!
+//! Handlers and the authenticator only hand entries to [`AuditLog`] (an unbounded queue: the
+//! request path never waits on the log); one writer task appends them in batches, each batch one
+//! transaction that moves the chain head, and retries a batch the store refused until it is
+//! written, so nothing accepted into the queue is lost while the store is away. At shutdown it
+//! writes what is queued before the server exits. Calls refused for their rate
+//! (`RESOURCE_EXHAUSTED`) are not logged: an unauthenticated flood is slowed per peer address
+//! before it reaches the log. The head is logged as it advances (at most once a minute) so a copy
+//! of it lives outside the database.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use etter_pipeline::{
+    audit::{AuditEntry, AuditEvent, AuditFilter},
+    ids::{CompanyId, TraceId},
+    observe,
+    store::{self, RunStore},
+};
+use etter_proto::v1 as pb;
+use tokio::sync::mpsc;
+use tonic::{Code, Status};
+
+use crate::{
+    auth::{Principal, Role},
+    convert,
+    error::{ApiError, Violation},
+    history,
+};
+
+/// Entries written per transaction at most.
+const BATCH: usize = 500;
+/// How often the head is logged at info while it advances.
+const LOG_HEAD_EVERY: Duration = Duration::from_secs(60);
+
+/// Hands audit entries to the writer. Cheap to clone.
+#[derive(Clone)]
+pub struct AuditLog {
+    queue: mpsc::UnboundedSender<AuditEvent>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").finish_non_exhaustive()
+    }
+}
+
+/// What a call was, for its entry.
+#[derive(Debug, Clone, Default)]
+pub struct Call {
+    /// The caller, when authenticated.
+    pub principal: Option<Principal>,
+    /// The call's trace id.
+    pub trace_id: Option<TraceId>,
+    /// The caller's address.
+    pub peer: Option<String>,
+}
+
+impl Call {
+    /// The call a request is.
+    pub fn of<T>(request: &tonic::Request<T>) -> Self {
+        Self {
+            principal: request.extensions().get::<Principal>().cloned(),
+            trace_id: crate::trace::of(request),
+            peer: request.remote_addr().map(|a| a.ip().to_string()),
+        }
+    }
+}
+
+/// What a call concerned and asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Subject {
+    /// The company the request named (or whose run it created).
+    pub company: Option<String>,
+    /// The run, role, batch or company it acted on.
+    pub target: String,
+    /// The client's idempotency key.
+    pub request_id: String,
+}
+
+/// The name of a status code as the audit log writes it (`PERMISSION_DENIED`).
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Viewer => "viewer",
+        Role::Operator => "operator",
+        Role::Admin => "admin",
+    }
+}
+
+/// Whether a read refused with `code` is logged: refused for who is asking, not for what.
+fn refused_read(code: Code) -> bool {
+    matches!(code, Code::Unauthenticated | Code::PermissionDenied | Code::NotFound)
+}
+
+impl AuditLog {
+    /// A log and the writer task that appends its entries to `store` (spawn [`Writer::run`]).
+    pub fn new(store: Arc<dyn RunStore>) -> (Self, Writer) {
+        let (queue, entries) = mpsc::unbounded_channel();
+        (Self { queue }, Writer { store, entries })
+    }
+
+    fn push(&self, event: AuditEvent) {
+        observe::audit_pending(1.0);
+        if self.queue.send(event).is_err() {
+            // Only after the writer stopped, at the very end of a shutdown.
+            observe::audit_pending(-1.0);
+            tracing::error!("the audit writer has stopped; an audit entry was not written");
+        }
+    }
+
+    /// Records a call's outcome: always for a mutating call, only when refused for a read, never
+    /// when refused for its rate.
+    pub fn record<T>(
+        &self,
+        call: &Call,
+        action: &str,
+        mutating: bool,
+        subject: Subject,
+        result: &Result<tonic::Response<T>, Status>,
+    ) {
+        let (code, reason) = match result {
+            Ok(_) => (Code::Ok, String::new()),
+            Err(status) => (status.code(), status.message().to_owned()),
+        };
+        if code == Code::ResourceExhausted && !mutating {
+            return;
+        }
+        if !mutating && !refused_read(code) {
+            return;
+        }
+        let principal = call.principal.as_ref();
+        self.push(AuditEvent {
+            time: whole_micros(store::now()),
+            actor: principal.map_or_else(|| "anonymous".to_owned(), |p| p.user.clone()),
+            role: principal.map_or("", |p| role_name(p.role)).to_owned(),
+            company: subject.company.as_deref().and_then(|c| CompanyId::parse(c).ok()),
+            action: action.to_owned(),
+            target: subject.target,
+            outcome: code_name(code).to_owned(),
+            reason,
+            request_id: Some(subject.request_id).filter(|r| !r.is_empty()),
+            trace_id: call.trace_id.clone(),
+            peer: call.peer.clone(),
+        });
+    }
+
+    /// Records a call the authenticator refused (its RPC from the request path).
+    pub fn refused_unauthenticated(&self, call: &Call, action: &str, reason: &str) {
+        self.push(AuditEvent {
+            time: whole_micros(store::now()),
+            actor: "anonymous".to_owned(),
+            role: String::new(),
+            company: None,
+            action: action.to_owned(),
+            target: String::new(),
+            outcome: code_name(Code::Unauthenticated).to_owned(),
+            reason: reason.to_owned(),
+            request_id: None,
+            trace_id: call.trace_id.clone(),
+            peer: call.peer.clone(),
+        });
+    }
+}
+
+/// The store keeps microseconds; the hash is computed over what is stored.
+fn whole_micros(time: store::Timestamp) -> store::Timestamp {
+    chrono::DateTime::from_timestamp_micros(time.timestamp_micros()).unwrap_or(time)
+}
+
+/// Appends queued entries to the store.
+pub struct Writer {
+    store: Arc<dyn RunStore>,
+    entries: mpsc::UnboundedReceiver<AuditEvent>,
+}
+
+impl Writer {
+    /// Writes entries as they come, in batches, until every [`AuditLog`] is dropped and the queue
+    /// is empty.
+    pub async fn run(mut self) {
+        let mut last_logged = Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        let mut batch = Vec::with_capacity(BATCH);
+        while self.entries.recv_many(&mut batch, BATCH).await > 0 {
+            loop {
+                match self.store.append_audit(batch.clone()).await {
+                    Ok(head) => {
+                        observe::audit_pending(-(batch.len() as f64));
+                        if last_logged.elapsed() >= LOG_HEAD_EVERY || self.entries.is_closed() {
+                            tracing::info!(seq = head.seq, hash = %head.hash, "audit log head");
+                            last_logged = Instant::now();
+                        }
+                        backoff = Duration::from_millis(100);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, entries = batch.len(), "cannot write audit entries yet; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            batch.clear();
+        }
+        if let Ok(head) = self.store.audit_head().await {
+            tracing::info!(seq = head.seq, hash = %head.hash, "audit log head at shutdown");
+        }
+    }
+}
+
+/// `ListAuditEntries`: admins only; filters, newest first, pages bound to their filters.
+pub async fn list(
+    store: &dyn RunStore,
+    principal: &Principal,
+    request: pb::ListAuditEntriesRequest,
+) -> Result<pb::ListAuditEntriesResponse, ApiError> {
+    const INVALID: &str = "INVALID_AUDIT_QUERY";
+    if principal.role != Role::Admin {
+        return Err(ApiError::PermissionDenied(format!(
+            "user {} is not an admin; the audit log is for admins",
+            principal.user
+        )));
+    }
+    let mut violations = Vec::new();
+    let company = if request.company_id.is_empty() {
+        None
+    } else {
+        CompanyId::parse(&request.company_id)
+            .map_err(|e| violations.push(Violation::new("company_id", e.to_string())))
+            .ok()
+    };
+    let mut filters = request.clone();
+    filters.page_size = 0;
+    filters.page_token.clear();
+    let binding = history::binding_of(&filters);
+    let before_seq = match history::page_token(&request.page_token, &binding) {
+        Ok(None) => None,
+        Ok(Some(token)) => match token.parse::<u64>() {
+            Ok(seq) => Some(seq),
+            Err(_) => {
+                violations.push(Violation::new("page_token", "is not a token this server issued"));
+                None
+            }
+        },
+        Err(violation) => {
+            violations.push(violation);
+            None
+        }
+    };
+    if !violations.is_empty() {
+        return Err(ApiError::InvalidArgument { reason: INVALID, violations });
+    }
+    let size = match u32::try_from(request.page_size).unwrap_or(0) {
+        0 => store::DEFAULT_PAGE_SIZE,
+        n => n.min(store::MAX_PAGE_SIZE),
+    };
+    let filter = AuditFilter {
+        company,
+        actor: Some(request.actor).filter(|a| !a.is_empty()),
+        action: Some(request.action).filter(|a| !a.is_empty()),
+        denied_only: request.denied_only,
+        before_seq,
+    };
+    let entries = store.list_audit(&filter, size + 1).await?;
+    let more = entries.len() > size as usize;
+    let entries: Vec<AuditEntry> = entries.into_iter().take(size as usize).collect();
+    let next_page_token = match (more, entries.last()) {
+        (true, Some(last)) => format!("{binding}.{}", last.seq),
+        _ => String::new(),
+    };
+    Ok(pb::ListAuditEntriesResponse { entries: entries.into_iter().map(to_proto).collect(), next_page_token })
+}
+
+fn to_proto(entry: AuditEntry) -> pb::AuditEntry {
+    let event = entry.event;
+    pb::AuditEntry {
+        sequence: entry.seq,
+        time: Some(convert::timestamp(event.time)),
+        actor: event.actor,
+        role: event.role,
+        company_id: event.company.map(String::from).unwrap_or_default(),
+        action: event.action,
+        target: event.target,
+        outcome: event.outcome,
+        reason: event.reason,
+        request_id: event.request_id.unwrap_or_default(),
+        trace_id: event.trace_id.map(String::from).unwrap_or_default(),
+        peer: event.peer.unwrap_or_default(),
+        hash: entry.hash,
+        previous_hash: entry.prev_hash,
+    }
+}
