@@ -214,8 +214,14 @@ impl Dispatcher {
                 Outcome::Started
             }
             Err(StoreError::IllegalTransition(t)) => {
-                // Moved on while its start was in flight (the worker booked it first): nothing to book.
+                // Moved on while its start was in flight (the worker booked it first): nothing to
+                // book, but its queue wait is still this dispatch's to count.
                 tracing::info!(from = %t.from, "run left QUEUED while its workflow started");
+                match self.store.get_run(&run.workflow_id).await {
+                    Ok(started) if started.start_time.is_some() => observe::run_started(&started),
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "cannot read the started run for its queue wait"),
+                }
                 Outcome::Started
             }
             Err(e) => {

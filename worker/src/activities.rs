@@ -163,11 +163,11 @@ impl PipelineActivities {
                 Ok(report)
             }
             Err(StepEnd::Cancelled) => {
-                self.record_quietly(
-                    &input.workflow_id,
-                    StepTransition::new(step.as_str(), attempt, StepStatus::Cancelled),
-                )
-                .await;
+                // Temporal stopped this attempt: the run was cancelled, or the attempt timed out
+                // (its heartbeats came late on a busy worker) and another attempt replaces it. The
+                // SDK does not say which, so the attempt stays open here and whoever knows closes
+                // it: the run's outcome (CANCELLED) or the next attempt (lost, retried).
+                tracing::info!(attempt, "attempt stopped by Temporal before it finished");
                 Err(ActivityError::cancelled())
             }
             Err(StepEnd::Failed(failure)) => {
@@ -362,12 +362,6 @@ impl PipelineActivities {
             }
         }
         Ok(())
-    }
-
-    async fn record_quietly(&self, run: &WorkflowId, record: StepTransition) {
-        if let Err(err) = self.runner.store().record_step(run, record).await {
-            tracing::warn!(%run, "cannot record a step transition: {err}");
-        }
     }
 }
 
@@ -603,6 +597,13 @@ impl PipelineActivities {
             match latest(failed.step) {
                 Some(a) if a.status == StepStatus::Failed => {}
                 Some(a) if a.status.is_finished() => {}
+                // An attempt stopped by the run's cancel ends the workflow's activity with a
+                // cancellation; it leaves its attempt open, and it is closed as cancelled here.
+                other if input.cancelled => {
+                    let attempt = other.map_or(1, |a| a.attempt);
+                    let record = StepTransition::new(failed.step.as_str(), attempt, StepStatus::Cancelled);
+                    store.record_step(&input.workflow_id, record).await?;
+                }
                 other => {
                     let attempt = other.map_or(1, |a| a.attempt);
                     let mut record = StepTransition::new(failed.step.as_str(), attempt, StepStatus::Failed);

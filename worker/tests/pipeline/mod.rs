@@ -409,8 +409,8 @@ async fn a_cancelled_run_stops_its_running_step_and_keeps_what_finished() -> Res
     ensure!(stored.state == RunState::Cancelled && stored.end_time.is_some(), "{stored:?}");
     let states = step_states(world.store.as_ref(), &run).await?;
     let state_of = |step: StepName| states.iter().find(|(s, _)| s == step.as_str()).map(|(_, st)| *st);
-    // What finished is kept; the step that was running observed the cancel and recorded it; the
-    // rest never ran.
+    // What finished is kept; the step that was running stopped and the run's outcome closed it
+    // as cancelled; the rest never ran.
     ensure!(state_of(StepName::RoleSetup) == Some(StepStatus::Completed), "{states:?}");
     ensure!(state_of(StepName::DocumentLinking) == Some(StepStatus::Completed), "{states:?}");
     ensure!(state_of(StepName::AiAssessment) == Some(StepStatus::Cancelled), "{states:?}");
