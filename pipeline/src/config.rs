@@ -174,11 +174,26 @@ pub struct LimitsConfig {
     pub max_queued_per_company: u64,
     /// Runs all companies together may have QUEUED.
     pub max_queued: u64,
+    /// LLM tokens one company may use per calendar month (UTC), counting what its queued and
+    /// running runs are estimated to still use; 0 = no budget.
+    pub token_budget_per_month: u64,
+    /// The currency of `price_per_million_tokens` (ISO 4217, e.g. `USD`); empty = no prices.
+    pub currency: String,
+    /// What a million LLM tokens cost, in `currency` units, for the cost of estimates.
+    pub price_per_million_tokens: f64,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { calls_per_minute: 1200, burst: 120, max_queued_per_company: 5000, max_queued: 50_000 }
+        Self {
+            calls_per_minute: 1200,
+            burst: 120,
+            max_queued_per_company: 5000,
+            max_queued: 50_000,
+            token_budget_per_month: 0,
+            currency: String::new(),
+            price_per_million_tokens: 0.0,
+        }
     }
 }
 
@@ -673,6 +688,14 @@ impl Config {
                 "max_queued_per_company must be at least 1 and max_queued at least max_queued_per_company",
             );
         }
+        if !limits.price_per_million_tokens.is_finite() || limits.price_per_million_tokens < 0.0 {
+            return invalid("limits.price_per_million_tokens", "must be a price of zero or more");
+        }
+        if !limits.currency.is_empty()
+            && (limits.currency.len() != 3 || !limits.currency.bytes().all(|b| b.is_ascii_uppercase()))
+        {
+            return invalid("limits.currency", "must be an ISO 4217 code such as USD, or empty");
+        }
         if self.auth.unauthenticated_per_minute == 0 {
             return invalid("auth.unauthenticated_per_minute", "must be at least 1");
         }
@@ -985,6 +1008,21 @@ pub const KEYS: &[KeyDoc] = &[
         key: "limits.max_queued",
         used_by: "server",
         description: "Runs all companies together may have QUEUED; a push or batch past it is refused whole.",
+    },
+    KeyDoc {
+        key: "limits.token_budget_per_month",
+        used_by: "server",
+        description: "LLM tokens one company may use per calendar month (UTC), counting the estimates of its queued and running runs (the default tier); 0 = no budget. Past it, pushes are refused with `QuotaFailure`.",
+    },
+    KeyDoc {
+        key: "limits.currency",
+        used_by: "server",
+        description: "ISO 4217 currency of `limits.price_per_million_tokens`; empty = estimates carry no cost.",
+    },
+    KeyDoc {
+        key: "limits.price_per_million_tokens",
+        used_by: "server",
+        description: "What a million LLM tokens cost in `limits.currency`, for the cost of estimates and usage.",
     },
     KeyDoc {
         key: "auth.hs256_secret",

@@ -4,10 +4,10 @@ use std::{pin::Pin, sync::Arc};
 
 use etter_pipeline::{config::Config, fanout, observe, orchestrator::Orchestrator, store::RunStore};
 use etter_proto::v1::{
-    BatchItemOutcome, CancelRequest, CancelResponse, GetStatusRequest, GetStatusResponse, HistoryRequest,
-    HistoryResponse, ListAuditEntriesRequest, ListAuditEntriesResponse, PushBatchRequest, PushBatchResponse,
-    PushRequest, PushResponse, RetryRequest, RetryResponse, WatchStatusRequest, WatchStatusResponse,
-    pipeline_service_server::PipelineService,
+    BatchItemOutcome, CancelRequest, CancelResponse, GetStatusRequest, GetStatusResponse, GetUsageRequest,
+    GetUsageResponse, HistoryRequest, HistoryResponse, ListAuditEntriesRequest, ListAuditEntriesResponse,
+    PushBatchRequest, PushBatchResponse, PushRequest, PushResponse, RetryRequest, RetryResponse, WatchStatusRequest,
+    WatchStatusResponse, pipeline_service_server::PipelineService,
 };
 use tokio::sync::{Notify, watch};
 use tokio_stream::Stream;
@@ -15,7 +15,9 @@ use tonic::{Request, Response, Status};
 
 use crate::estimate::Estimator;
 use crate::limits::Limits;
-use crate::{audit, auth, batch, cancel, graph::GraphReader, history, push, retry, status, trace, watch as watching};
+use crate::{
+    audit, auth, batch, cancel, graph::GraphReader, history, push, retry, status, trace, usage, watch as watching,
+};
 
 /// The stream type of `WatchStatus`.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchStatusResponse, Status>> + Send + 'static>>;
@@ -257,6 +259,22 @@ impl PipelineService for PipelineApi {
         .await;
         let subject = audit::Subject { company: Some(company.clone()), target: company, ..Default::default() };
         self.audit.record(&call, "History", false, subject, &result);
+        result
+    }
+
+    async fn get_usage(&self, request: Request<GetUsageRequest>) -> Result<Response<GetUsageResponse>, Status> {
+        let call = audit::Call::of(&request);
+        let company = request.get_ref().company_id.clone();
+        let result = async {
+            let principal = auth::principal(&request)?;
+            let cx =
+                usage::UsageContext { store: self.store.as_ref(), limits: &self.limits, estimator: &self.estimator };
+            let response = usage::get_usage(&cx, &principal, request.into_inner()).await?;
+            Ok(Response::new(response))
+        }
+        .await;
+        let subject = audit::Subject { company: Some(company.clone()), target: company, ..Default::default() };
+        self.audit.record(&call, "GetUsage", false, subject, &result);
         result
     }
 

@@ -142,6 +142,12 @@ pub async fn push_batch(
     // The whole batch fits under the queue caps, or none of it is stored.
     let queuing = new_runs.iter().filter(|r| matches!(r.admission, Admission::Queue)).count();
     cx.limits.admit_queued(cx.store, &company, u64::try_from(queuing).unwrap_or(u64::MAX)).await?;
+    let estimated: i64 = new_runs
+        .iter()
+        .filter(|r| matches!(r.admission, Admission::Queue))
+        .map(|r| r.token_estimate)
+        .fold(0, i64::saturating_add);
+    cx.limits.admit_tokens(cx.store, &company, estimated).await?;
     let batch = NewBatch { id: BatchId::from_random(crate::random_u128()), company: company.clone(), request_id };
     let created = cx.store.create_batch(batch, new_runs).await?;
     let positions: HashMap<WorkflowId, u32> =
@@ -209,7 +215,7 @@ pub async fn push_batch(
         batch_id: created.batch.id.to_string(),
         items,
         progress: Some(progress(cx.store, cx.estimator, &created.batch).await?),
-        token_estimate: Some(pb::TokenEstimate { total_tokens: tokens, cost_micros: 0, currency: String::new() }),
+        token_estimate: Some(cx.estimator.token_estimate(tokens)),
         created: true,
     };
     idempotency.remember(response).await

@@ -6,6 +6,7 @@
 //! calls_per_minute = 6000
 //! burst = 600
 //! max_queued = 20000
+//! token_budget = 50000000      # LLM tokens per calendar month; 0 = none
 //!
 //! [companies.acme]
 //! tier = "enterprise"
@@ -79,6 +80,8 @@ pub struct CompanyLimits {
     pub burst: u32,
     /// Runs it may have QUEUED.
     pub max_queued: u64,
+    /// LLM tokens it may use per calendar month; 0 = no budget.
+    pub token_budget: u64,
 }
 
 impl CompanyLimits {
@@ -88,6 +91,7 @@ impl CompanyLimits {
             calls_per_minute: config.calls_per_minute,
             burst: config.burst,
             max_queued: config.max_queued_per_company,
+            token_budget: config.token_budget_per_month,
         }
     }
 }
@@ -108,6 +112,7 @@ struct FileLimits {
     calls_per_minute: Option<u32>,
     burst: Option<u32>,
     max_queued: Option<u64>,
+    token_budget: Option<u64>,
 }
 
 impl FileLimits {
@@ -117,6 +122,7 @@ impl FileLimits {
             calls_per_minute: self.calls_per_minute.or(under.calls_per_minute),
             burst: self.burst.or(under.burst),
             max_queued: self.max_queued.or(under.max_queued),
+            token_budget: self.token_budget.or(under.token_budget),
         }
     }
 
@@ -216,6 +222,7 @@ impl Companies {
             calls_per_minute: set.calls_per_minute.unwrap_or(self.defaults.calls_per_minute),
             burst: set.burst.unwrap_or(self.defaults.burst),
             max_queued: set.max_queued.unwrap_or(self.defaults.max_queued),
+            token_budget: set.token_budget.unwrap_or(self.defaults.token_budget),
         }
     }
 

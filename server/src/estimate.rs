@@ -35,12 +35,37 @@ struct StepCost {
 pub struct Estimator {
     config: DispatchConfig,
     measured: RwLock<BTreeMap<StepName, StepCost>>,
+    /// (currency, price of a million tokens), when prices are configured.
+    price: Option<(String, f64)>,
 }
 
 impl Estimator {
     /// An estimator with nothing measured yet (the configured defaults).
     pub fn new(config: DispatchConfig) -> Self {
-        Self { config, measured: RwLock::new(BTreeMap::new()) }
+        Self { config, measured: RwLock::new(BTreeMap::new()), price: None }
+    }
+
+    /// Prices estimates and usage with `limits.currency` and `limits.price_per_million_tokens`.
+    pub fn with_prices(mut self, limits: &etter_pipeline::config::LimitsConfig) -> Self {
+        self.price = (!limits.currency.is_empty()).then(|| (limits.currency.clone(), limits.price_per_million_tokens));
+        self
+    }
+
+    /// What `tokens` cost, in millionths of the currency, and the currency (0 and empty without
+    /// prices).
+    pub fn price(&self, tokens: i64) -> (i64, String) {
+        match &self.price {
+            // A price per million tokens is, per token, that many millionths.
+            #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+            Some((currency, per_million)) => (((tokens as f64) * per_million).round() as i64, currency.clone()),
+            None => (0, String::new()),
+        }
+    }
+
+    /// The contract's estimate of `tokens`.
+    pub fn token_estimate(&self, tokens: i64) -> etter_proto::v1::TokenEstimate {
+        let (cost_micros, currency) = self.price(tokens);
+        etter_proto::v1::TokenEstimate { total_tokens: tokens, cost_micros, currency }
     }
 
     /// Re-reads the measurements from the store.

@@ -22,6 +22,7 @@ mod push;
 mod retry;
 mod status;
 mod trace;
+mod usage;
 mod watch;
 mod webhook;
 
@@ -162,7 +163,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     // The role graph opens on first use: a graph that is down never keeps the server from starting.
     let graph = Arc::new(graph::GraphReader::new(config.graph.clone(), config.data_dir.clone()));
     // Estimates follow measured step costs, re-read in the background.
-    let estimator = Arc::new(estimate::Estimator::new(config.dispatch.clone()));
+    let estimator = Arc::new(estimate::Estimator::new(config.dispatch.clone()).with_prices(&config.limits));
     if let Err(e) = estimator.refresh(store.as_ref()).await {
         tracing::warn!(error = %e, "cannot read step measurements; estimates use the configured defaults");
     }

@@ -18,7 +18,13 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use etter_pipeline::{config::LimitsConfig, ids::CompanyId, lifecycle::RunState, store::RunStore};
+use chrono::{Datelike as _, NaiveDate};
+use etter_pipeline::{
+    config::LimitsConfig,
+    ids::CompanyId,
+    lifecycle::RunState,
+    store::{self, RunStore},
+};
 use governor::{
     Quota, RateLimiter,
     clock::{Clock, DefaultClock},
@@ -30,6 +36,59 @@ use crate::{
     companies::{Companies, CompanyLimits},
     error::ApiError,
 };
+
+/// A calendar month (UTC), the period of token budgets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Month {
+    /// Its first day.
+    pub first: NaiveDate,
+    /// Its last day.
+    pub last: NaiveDate,
+    /// `YYYY-MM`.
+    pub label: String,
+}
+
+impl Month {
+    /// The month `day` is in.
+    pub fn containing(day: NaiveDate) -> Self {
+        let first = day.with_day(1).unwrap_or(day);
+        let next = if first.month() == 12 {
+            NaiveDate::from_ymd_opt(first.year() + 1, 1, 1)
+        } else {
+            NaiveDate::from_ymd_opt(first.year(), first.month() + 1, 1)
+        };
+        let last = next.and_then(|n| n.pred_opt()).unwrap_or(first);
+        Self { first, last, label: first.format("%Y-%m").to_string() }
+    }
+
+    /// The month `YYYY-MM` names.
+    pub fn parse(label: &str) -> Option<Self> {
+        NaiveDate::parse_from_str(&format!("{label}-01"), "%Y-%m-%d").ok().map(Self::containing)
+    }
+}
+
+/// A company's token budget in one month.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    /// The month.
+    pub month: Month,
+    /// Tokens it may use in the month; 0 = no budget.
+    pub limit: u64,
+    /// Tokens its steps used in the month.
+    pub used: i64,
+    /// Tokens its active runs are still estimated to use.
+    pub reserved: i64,
+}
+
+impl Budget {
+    /// What is left to admit (unbounded without a budget).
+    pub fn remaining(&self) -> i64 {
+        if self.limit == 0 {
+            return i64::MAX;
+        }
+        i64::try_from(self.limit).unwrap_or(i64::MAX).saturating_sub(self.used).saturating_sub(self.reserved).max(0)
+    }
+}
 
 type Keyed<C> = RateLimiter<CompanyId, DefaultKeyedStateStore<CompanyId>, C, NoOpMiddleware<<C as Clock>::Instant>>;
 /// The keyed limiters by (calls per minute, burst).
@@ -115,6 +174,49 @@ impl<C: Clock + Clone> Limits<C> {
         }
         if everyone.saturating_add(adding) > self.max_queued {
             return Err(full("the service".to_owned(), everyone, self.max_queued));
+        }
+        Ok(())
+    }
+
+    /// The company's token budget in `month`: its budget per month (0 = none), what its steps
+    /// used in that month and, for the current month, what its active runs still reserve.
+    pub async fn budget(&self, store: &dyn RunStore, company: &CompanyId, month: Month) -> Result<Budget, ApiError> {
+        let current = month == Month::containing(store::now().date_naive());
+        let used = store
+            .usage(company, month.first, month.last)
+            .await?
+            .iter()
+            .map(|row| row.tokens.input.saturating_add(row.tokens.output))
+            .sum::<i64>();
+        let reserved = if current { store.token_reservations(company).await? } else { 0 };
+        Ok(Budget { month, limit: self.companies.limits(company).token_budget, used, reserved })
+    }
+
+    /// Checks that `adding` more estimated tokens fit in the company's budget this month
+    /// (admission reserves them: they count until the runs end); past it, `RESOURCE_EXHAUSTED`
+    /// with a `QuotaFailure` saying what remains.
+    pub async fn admit_tokens(&self, store: &dyn RunStore, company: &CompanyId, adding: i64) -> Result<(), ApiError> {
+        if self.companies.limits(company).token_budget == 0 || adding <= 0 {
+            return Ok(());
+        }
+        let budget = self.budget(store, company, Month::containing(store::now().date_naive())).await?;
+        let remaining = budget.remaining();
+        if adding > remaining {
+            let subject = format!("company:{company}:tokens:{}", budget.month.label);
+            let numbers = format!(
+                "budget {} tokens for {}; used {}, reserved by queued and running runs {}, remaining {remaining}; this \
+                 request needs {adding}",
+                budget.limit, budget.month.label, budget.used, budget.reserved
+            );
+            return Err(ApiError::ResourceExhausted {
+                reason: "BUDGET_EXCEEDED",
+                description: format!(
+                    "company {company} has no token budget left for this: {numbers}; push fewer roles, wait for \
+                     next month, or ask for a larger budget"
+                ),
+                retry_after: None,
+                quota: vec![(subject, numbers)],
+            });
         }
         Ok(())
     }

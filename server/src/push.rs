@@ -212,8 +212,10 @@ pub async fn push(
         return Ok(answer);
     }
     cx.limits.admit_queued(cx.store, &company, 1).await?;
+    let new_run = valid.to_new_run(cx.estimator, principal, cx.trace_id.clone());
+    cx.limits.admit_tokens(cx.store, &company, new_run.token_estimate).await?;
 
-    let created = cx.store.create_run(valid.to_new_run(cx.estimator, principal, cx.trace_id.clone())).await?;
+    let created = cx.store.create_run(new_run).await?;
     let run = &created.run;
     // A push answers from the store alone: its response has no outputs summary.
     let sources = status::StatusContext { store: cx.store, estimator: cx.estimator, finished: None };

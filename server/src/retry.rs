@@ -197,6 +197,7 @@ pub async fn retry(
         notify: old.notify,
         trace_id: cx.trace_id.clone(),
     };
+    cx.limits.admit_tokens(cx.store, &new.company, new.token_estimate).await?;
     let created = match cx.store.create_run(new).await {
         Ok(created) => created,
         Err(StoreError::Conflict(message)) => {

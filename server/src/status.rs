@@ -161,11 +161,7 @@ pub fn assemble(run: &Run, attempts: &[StepAttempt], position: Option<u32>, esti
         }),
         position_in_queue: position.map_or(0, |p| i32::try_from(p).unwrap_or(i32::MAX)),
         estimated_duration_seconds,
-        token_estimate: Some(pb::TokenEstimate {
-            total_tokens: run.token_estimate,
-            cost_micros: 0,
-            currency: String::new(),
-        }),
+        token_estimate: Some(estimator.token_estimate(run.token_estimate)),
         tokens_used: Some(convert::tokens(run.tokens_used)),
         // The dashboard URL and the outputs summary are filled by `run_status` (graph and config).
         dashboard_url: String::new(),

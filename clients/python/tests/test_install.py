@@ -22,7 +22,7 @@ import pytest
 
 CLIENT_DIR = Path(__file__).resolve().parents[1]
 
-RPCS = ["Push", "PushBatch", "GetStatus", "WatchStatus", "Retry", "Cancel", "History"]
+RPCS = ["Push", "PushBatch", "GetStatus", "WatchStatus", "Retry", "Cancel", "History", "ListAuditEntries", "GetUsage"]
 
 # Runs inside the fresh venv; prints one JSON object of observations for the asserts below.
 PROBE = textwrap.dedent(

@@ -1011,6 +1011,11 @@ pub trait RunStore: Send + Sync {
     /// A company's token usage per day and step, for days `from..=to`.
     async fn usage(&self, company: &CompanyId, from: NaiveDate, to: NaiveDate) -> Result<Vec<UsageRow>, StoreError>;
 
+    /// The LLM tokens `company`'s QUEUED and PROCESSING runs are still estimated to use: each
+    /// run's estimate less what its steps used so far (never below zero). A run's reservation
+    /// shrinks as its steps record their usage and is released when it ends.
+    async fn token_reservations(&self, company: &CompanyId) -> Result<i64, StoreError>;
+
     /// Appends `events` to the audit log's hash chain, in order, in one transaction that also
     /// moves the checkpointed head; answers the new head. Concurrent appenders (replicas) are
     /// serialised on the head row.

@@ -95,6 +95,10 @@ pub(super) const ADD_USAGE: &str = "INSERT INTO token_usage (company_id, day, st
      output_tokens = token_usage.output_tokens + excluded.output_tokens";
 pub(super) const SELECT_USAGE: &str = "SELECT day, step, input_tokens, output_tokens FROM token_usage \
      WHERE company_id = $1 AND day >= $2 AND day <= $3 ORDER BY day, step";
+/// The tokens a company's active runs are still estimated to use (estimate minus what they used).
+pub(super) const TOKEN_RESERVATIONS: &str = "SELECT COALESCE(SUM(CASE WHEN token_estimate > tokens_in + tokens_out \
+     THEN token_estimate - tokens_in - tokens_out ELSE 0 END), 0) AS reserved FROM runs \
+     WHERE company_id = $1 AND state IN ('QUEUED', 'PROCESSING')";
 pub(super) const INSERT_BATCH: &str = "INSERT INTO batches (batch_id, company_id, request_id, item_count, \
      create_time) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (batch_id) DO NOTHING";
 pub(super) const SELECT_BATCH: &str =
@@ -511,6 +515,11 @@ macro_rules! shared_primitives {
                 .execute(&mut *self.0)
                 .await?;
             Ok(())
+        }
+
+        async fn token_reservations(&mut self, company: &CompanyId) -> Result<i64, StoreError> {
+            let row = sqlx::query(TOKEN_RESERVATIONS).bind(company.as_str()).fetch_one(&mut *self.0).await?;
+            row.int("reserved")
         }
 
         async fn lock_audit_head(&mut self) -> Result<AuditHead, StoreError> {

@@ -219,6 +219,7 @@ pub(super) trait Tx: Send {
         uris: &[String],
     ) -> impl Future<Output = Result<Vec<DocumentHash>, StoreError>> + Send;
 
+    fn token_reservations(&mut self, company: &CompanyId) -> impl Future<Output = Result<i64, StoreError>> + Send;
     /// The audit chain's head, locked until the transaction ends.
     fn lock_audit_head(&mut self) -> impl Future<Output = Result<AuditHead, StoreError>> + Send;
     fn audit_head(&mut self) -> impl Future<Output = Result<AuditHead, StoreError>> + Send;
@@ -842,6 +843,13 @@ impl<B: Backend> RunStore for SqlStore<B> {
         let rows = tx.usage(company, from, to).await?;
         tx.commit().await?;
         Ok(rows)
+    }
+
+    async fn token_reservations(&self, company: &CompanyId) -> Result<i64, StoreError> {
+        let mut tx = self.backend.read().await?;
+        let reserved = tx.token_reservations(company).await?;
+        tx.commit().await?;
+        Ok(reserved)
     }
 
     async fn append_audit(&self, events: Vec<AuditEvent>) -> Result<AuditHead, StoreError> {

@@ -7,6 +7,7 @@
 
 mod authz;
 mod batch;
+mod budget;
 mod fairness;
 mod graph;
 mod limits;

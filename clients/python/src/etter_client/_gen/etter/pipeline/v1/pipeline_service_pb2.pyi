@@ -894,3 +894,120 @@ class ListAuditEntriesResponse(google.protobuf.message.Message):
     def ClearField(self, field_name: typing.Literal["entries", b"entries", "next_page_token", b"next_page_token"]) -> None: ...
 
 Global___ListAuditEntriesResponse: typing_extensions.TypeAlias = ListAuditEntriesResponse
+
+@typing.final
+class GetUsageRequest(google.protobuf.message.Message):
+    """Request of `GetUsage`."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    COMPANY_ID_FIELD_NUMBER: builtins.int
+    PERIOD_FIELD_NUMBER: builtins.int
+    company_id: builtins.str
+    """The company."""
+    period: builtins.str
+    """The month, `YYYY-MM` (UTC); empty = the current month."""
+    def __init__(
+        self,
+        *,
+        company_id: builtins.str = ...,
+        period: builtins.str = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["company_id", b"company_id", "period", b"period"]) -> None: ...
+
+Global___GetUsageRequest: typing_extensions.TypeAlias = GetUsageRequest
+
+@typing.final
+class GetUsageResponse(google.protobuf.message.Message):
+    """Response of `GetUsage`."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    COMPANY_ID_FIELD_NUMBER: builtins.int
+    PERIOD_FIELD_NUMBER: builtins.int
+    PERIOD_START_FIELD_NUMBER: builtins.int
+    PERIOD_END_FIELD_NUMBER: builtins.int
+    BUDGET_TOKENS_FIELD_NUMBER: builtins.int
+    USED_TOKENS_FIELD_NUMBER: builtins.int
+    RESERVED_TOKENS_FIELD_NUMBER: builtins.int
+    REMAINING_TOKENS_FIELD_NUMBER: builtins.int
+    STEPS_FIELD_NUMBER: builtins.int
+    USED_COST_MICROS_FIELD_NUMBER: builtins.int
+    CURRENCY_FIELD_NUMBER: builtins.int
+    company_id: builtins.str
+    """The company."""
+    period: builtins.str
+    """The month, `YYYY-MM`."""
+    budget_tokens: builtins.int
+    """LLM tokens the company may use in the month; 0 = no budget."""
+    used_tokens: builtins.int
+    """Tokens its steps used in the month."""
+    reserved_tokens: builtins.int
+    """Tokens its queued and running runs are still estimated to use (current month only)."""
+    remaining_tokens: builtins.int
+    """`budget_tokens - used_tokens - reserved_tokens`, never below 0; 0 when there is no budget."""
+    used_cost_micros: builtins.int
+    """What `used_tokens` cost, in millionths of `currency` (0 when no prices are configured)."""
+    currency: builtins.str
+    """ISO 4217 currency of the costs; empty when no prices are configured."""
+    @property
+    def period_start(self) -> google.protobuf.timestamp_pb2.Timestamp:
+        """The month's first instant (UTC)."""
+
+    @property
+    def period_end(self) -> google.protobuf.timestamp_pb2.Timestamp:
+        """The next month's first instant (UTC), exclusive."""
+
+    @property
+    def steps(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___StepUsage]:
+        """What each step used in the month."""
+
+    def __init__(
+        self,
+        *,
+        company_id: builtins.str = ...,
+        period: builtins.str = ...,
+        period_start: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        period_end: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        budget_tokens: builtins.int = ...,
+        used_tokens: builtins.int = ...,
+        reserved_tokens: builtins.int = ...,
+        remaining_tokens: builtins.int = ...,
+        steps: collections.abc.Iterable[Global___StepUsage] | None = ...,
+        used_cost_micros: builtins.int = ...,
+        currency: builtins.str = ...,
+    ) -> None: ...
+    def HasField(self, field_name: typing.Literal["period_end", b"period_end", "period_start", b"period_start"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["budget_tokens", b"budget_tokens", "company_id", b"company_id", "currency", b"currency", "period", b"period", "period_end", b"period_end", "period_start", b"period_start", "remaining_tokens", b"remaining_tokens", "reserved_tokens", b"reserved_tokens", "steps", b"steps", "used_cost_micros", b"used_cost_micros", "used_tokens", b"used_tokens"]) -> None: ...
+
+Global___GetUsageResponse: typing_extensions.TypeAlias = GetUsageResponse
+
+@typing.final
+class StepUsage(google.protobuf.message.Message):
+    """The tokens one step used."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: builtins.int
+    INPUT_TOKENS_FIELD_NUMBER: builtins.int
+    OUTPUT_TOKENS_FIELD_NUMBER: builtins.int
+    TOTAL_TOKENS_FIELD_NUMBER: builtins.int
+    step: builtins.str
+    """The step (`ai_assessment`, …)."""
+    input_tokens: builtins.int
+    """Prompt tokens."""
+    output_tokens: builtins.int
+    """Completion tokens."""
+    total_tokens: builtins.int
+    """`input_tokens + output_tokens`."""
+    def __init__(
+        self,
+        *,
+        step: builtins.str = ...,
+        input_tokens: builtins.int = ...,
+        output_tokens: builtins.int = ...,
+        total_tokens: builtins.int = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "step", b"step", "total_tokens", b"total_tokens"]) -> None: ...
+
+Global___StepUsage: typing_extensions.TypeAlias = StepUsage

@@ -84,6 +84,11 @@ class PipelineServiceStub:
                 request_serializer=etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.ListAuditEntriesRequest.SerializeToString,
                 response_deserializer=etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.ListAuditEntriesResponse.FromString,
                 _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/etter.pipeline.v1.PipelineService/GetUsage',
+                request_serializer=etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
 
 
 class PipelineServiceServicer:
@@ -170,6 +175,15 @@ class PipelineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUsage(self, request, context):
+        """A company's LLM token budget and usage in one month (UTC): the budget, what its steps used
+        (per step), what its queued and running runs are still estimated to use (reserved at
+        admission, released as they finish), and what remains for new pushes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PipelineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -212,6 +226,11 @@ def add_PipelineServiceServicer_to_server(servicer, server):
                     servicer.ListAuditEntries,
                     request_deserializer=etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.ListAuditEntriesRequest.FromString,
                     response_serializer=etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.ListAuditEntriesResponse.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.GetUsageRequest.FromString,
+                    response_serializer=etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.GetUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -440,6 +459,33 @@ class PipelineService:
             '/etter.pipeline.v1.PipelineService/ListAuditEntries',
             etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.ListAuditEntriesRequest.SerializeToString,
             etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.ListAuditEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/etter.pipeline.v1.PipelineService/GetUsage',
+            etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.GetUsageRequest.SerializeToString,
+            etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.GetUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

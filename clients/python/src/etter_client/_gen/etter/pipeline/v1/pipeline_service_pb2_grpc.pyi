@@ -153,7 +153,23 @@ _PipelineServiceListAuditEntriesType = typing_extensions.TypeVar(
     ],
 )
 
-class PipelineServiceStub(typing.Generic[_PipelineServicePushType, _PipelineServicePushBatchType, _PipelineServiceGetStatusType, _PipelineServiceWatchStatusType, _PipelineServiceRetryType, _PipelineServiceCancelType, _PipelineServiceHistoryType, _PipelineServiceListAuditEntriesType]):
+_PipelineServiceGetUsageType = typing_extensions.TypeVar(
+    '_PipelineServiceGetUsageType',
+    grpc.UnaryUnaryMultiCallable[
+        etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.GetUsageRequest,
+        etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.GetUsageResponse,
+    ],
+    grpc.aio.UnaryUnaryMultiCallable[
+        etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.GetUsageRequest,
+        etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.GetUsageResponse,
+    ],
+    default=grpc.UnaryUnaryMultiCallable[
+        etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.GetUsageRequest,
+        etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.GetUsageResponse,
+    ],
+)
+
+class PipelineServiceStub(typing.Generic[_PipelineServicePushType, _PipelineServicePushBatchType, _PipelineServiceGetStatusType, _PipelineServiceWatchStatusType, _PipelineServiceRetryType, _PipelineServiceCancelType, _PipelineServiceHistoryType, _PipelineServiceListAuditEntriesType, _PipelineServiceGetUsageType]):
     """Onboards a company's job roles into Etter: push roles, watch them go through the pipeline,
     retry what failed, cancel, and list history.
 
@@ -200,6 +216,10 @@ class PipelineServiceStub(typing.Generic[_PipelineServicePushType, _PipelineServ
             etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.ListAuditEntriesRequest,
             etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.ListAuditEntriesResponse,
         ],
+        grpc.UnaryUnaryMultiCallable[
+            etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.GetUsageRequest,
+            etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.GetUsageResponse,
+        ],
     ], channel: grpc.Channel) -> None: ...
 
     @typing.overload
@@ -235,6 +255,10 @@ class PipelineServiceStub(typing.Generic[_PipelineServicePushType, _PipelineServ
         grpc.aio.UnaryUnaryMultiCallable[
             etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.ListAuditEntriesRequest,
             etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.ListAuditEntriesResponse,
+        ],
+        grpc.aio.UnaryUnaryMultiCallable[
+            etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.GetUsageRequest,
+            etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.GetUsageResponse,
         ],
     ], channel: grpc.aio.Channel) -> None: ...
 
@@ -284,6 +308,12 @@ class PipelineServiceStub(typing.Generic[_PipelineServicePushType, _PipelineServ
     hash-chained to the one before (`etter-server audit verify` checks the chain). Admins only.
     """
 
+    GetUsage: _PipelineServiceGetUsageType
+    """A company's LLM token budget and usage in one month (UTC): the budget, what its steps used
+    (per step), what its queued and running runs are still estimated to use (reserved at
+    admission, released as they finish), and what remains for new pushes.
+    """
+
 PipelineServiceAsyncStub: typing_extensions.TypeAlias = PipelineServiceStub[
     grpc.aio.UnaryUnaryMultiCallable[
         etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.PushRequest,
@@ -316,6 +346,10 @@ PipelineServiceAsyncStub: typing_extensions.TypeAlias = PipelineServiceStub[
     grpc.aio.UnaryUnaryMultiCallable[
         etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.ListAuditEntriesRequest,
         etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.ListAuditEntriesResponse,
+    ],
+    grpc.aio.UnaryUnaryMultiCallable[
+        etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.GetUsageRequest,
+        etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.GetUsageResponse,
     ],
 ]
 
@@ -416,6 +450,17 @@ class PipelineServiceServicer(metaclass=abc.ABCMeta):
         """Lists the audit log, newest first: every mutating call (allowed or refused) and every refused
         read, with who, company, action, target, outcome, request id, trace id and time, each entry
         hash-chained to the one before (`etter-server audit verify` checks the chain). Admins only.
+        """
+
+    @abc.abstractmethod
+    def GetUsage(
+        self,
+        request: etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.GetUsageRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.GetUsageResponse, collections.abc.Awaitable[etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.GetUsageResponse]]:
+        """A company's LLM token budget and usage in one month (UTC): the budget, what its steps used
+        (per step), what its queued and running runs are still estimated to use (reserved at
+        admission, released as they finish), and what remains for new pushes.
         """
 
 def add_PipelineServiceServicer_to_server(servicer: PipelineServiceServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...
