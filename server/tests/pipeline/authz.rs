@@ -68,10 +68,11 @@ enum Rpc {
     Retry,
     Cancel,
     History,
+    GetUsage,
     ListAudit,
 }
 
-const RPCS: [Rpc; 10] = [
+const RPCS: [Rpc; 11] = [
     Rpc::Push,
     Rpc::PushBatch,
     Rpc::GetStatus,
@@ -81,6 +82,7 @@ const RPCS: [Rpc; 10] = [
     Rpc::Retry,
     Rpc::Cancel,
     Rpc::History,
+    Rpc::GetUsage,
     Rpc::ListAudit,
 ];
 
@@ -91,7 +93,7 @@ impl Rpc {
 
     /// Whether the request names a company (else a run or a batch).
     fn names_company(self) -> bool {
-        matches!(self, Rpc::Push | Rpc::PushBatch | Rpc::WatchCompany | Rpc::History | Rpc::ListAudit)
+        matches!(self, Rpc::Push | Rpc::PushBatch | Rpc::WatchCompany | Rpc::History | Rpc::GetUsage | Rpc::ListAudit)
     }
 }
 
@@ -271,6 +273,10 @@ async fn call(
             let history = HistoryRequest { company_id: company.id.clone(), ..Default::default() };
             code(api.history(traced(history, token, cell)?).await.map(drop))
         }
+        Rpc::GetUsage => {
+            let usage = pb::GetUsageRequest { company_id: company.id.clone(), period: String::new() };
+            code(api.get_usage(traced(usage, token, cell)?).await.map(drop))
+        }
         Rpc::ListAudit => {
             let list = pb::ListAuditEntriesRequest { company_id: company.id.clone(), ..Default::default() };
             code(api.list_audit_entries(traced(list, token, cell)?).await.map(drop))
@@ -319,7 +325,7 @@ async fn every_rpc_answers_every_caller_with_the_exact_code() -> anyhow::Result<
             }
         }
     }
-    assert_eq!(cell, 10 * 8 * 2);
+    assert_eq!(cell, RPCS.len() * CALLERS.len() * 2);
     assert!(wrong.is_empty(), "{} of {cell} cells answered wrongly:\n{}", wrong.len(), wrong.join("\n"));
 
     // The audit log: exactly one entry per mutating or refused call, none per allowed read.
