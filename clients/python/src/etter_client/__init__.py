@@ -1,5 +1,9 @@
 """Python client of the Etter pipeline's control plane, ``etter.pipeline.v1.PipelineService``.
 
+Most users want :class:`PipelineClient` (``etter_client.client``): plain arguments, typed errors
+(``etter_client.errors``), a resuming ``watch`` and paging ``history``. The generated stub below
+is there for everything else.
+
 The modules here are generated from ``proto/`` by ``scripts/codegen`` (grpcio-tools and
 mypy-protobuf) into ``etter_client._gen``; do not edit them by hand. The ``google.rpc`` error
 details the server attaches to errors come from ``googleapis-common-protos``
@@ -22,6 +26,7 @@ details the server attaches to errors come from ``googleapis-common-protos``
     )
 """
 
+from etter_client import errors
 from etter_client._gen.etter.pipeline.v1 import (
     pipeline_service_pb2,
     pipeline_service_pb2_grpc,
@@ -32,13 +37,24 @@ from etter_client._gen.etter.pipeline.v1.pipeline_service_pb2_grpc import (
     PipelineServiceStub,
 )
 
+from etter_client.client import BatchResult, PipelineClient, Run, Usage, WatchEvent, to_dataframe
+from etter_client.errors import EtterError
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchResult",
+    "EtterError",
+    "PipelineClient",
     "PipelineServiceServicer",
     "PipelineServiceStub",
+    "Run",
+    "Usage",
+    "WatchEvent",
     "__version__",
+    "errors",
     "pipeline_service_pb2",
     "pipeline_service_pb2_grpc",
     "resources_pb2",
+    "to_dataframe",
 ]
