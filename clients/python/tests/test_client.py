@@ -27,7 +27,8 @@ sys.path.insert(0, str(REPO / "clients" / "python" / "src"))
 
 from etter_client import PipelineClient, errors  # noqa: E402
 
-BIN = REPO / "target" / "debug"
+# The binaries `cargo build` made (./etter test builds them before the Python phase).
+BIN = Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target") / "debug"
 FIXTURES = REPO / "pipeline" / "tests" / "fixtures" / "documents"
 
 
