@@ -1033,6 +1033,13 @@ async fn document_hashes_and_usage(ctx: Ctx) -> Result<()> {
     ensure!(by_step["skills_miner"] == TokenCount { input: 10, output: 2 }, "{usage:?}");
     ensure!(store.get_run(&run.workflow_id).await?.tokens_used == TokenCount { input: 30, output: 4 });
     ensure!(store.usage(&company("globex")?, today, today).await?.is_empty());
+
+    // The active run still reserves its estimate less what it used; an ended run reserves nothing.
+    let estimate = store.get_run(&run.workflow_id).await?.token_estimate;
+    ensure!(store.token_reservations(&company("acme")?).await? == estimate - 34);
+    ensure!(store.token_reservations(&company("globex")?).await? == 0);
+    store.transition(&run.workflow_id, Transition::to(RunState::Cancelled, "test")).await?;
+    ensure!(store.token_reservations(&company("acme")?).await? == 0);
     Ok(())
 }
 

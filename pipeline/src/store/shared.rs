@@ -96,8 +96,9 @@ pub(super) const ADD_USAGE: &str = "INSERT INTO token_usage (company_id, day, st
 pub(super) const SELECT_USAGE: &str = "SELECT day, step, input_tokens, output_tokens FROM token_usage \
      WHERE company_id = $1 AND day >= $2 AND day <= $3 ORDER BY day, step";
 /// The tokens a company's active runs are still estimated to use (estimate minus what they used).
-pub(super) const TOKEN_RESERVATIONS: &str = "SELECT COALESCE(SUM(CASE WHEN token_estimate > tokens_in + tokens_out \
-     THEN token_estimate - tokens_in - tokens_out ELSE 0 END), 0) AS reserved FROM runs \
+/// (PostgreSQL sums BIGINTs as NUMERIC: the cast keeps the answer an integer on both dialects.)
+pub(super) const TOKEN_RESERVATIONS: &str = "SELECT CAST(COALESCE(SUM(CASE WHEN token_estimate > tokens_in + tokens_out \
+     THEN token_estimate - tokens_in - tokens_out ELSE 0 END), 0) AS BIGINT) AS reserved FROM runs \
      WHERE company_id = $1 AND state IN ('QUEUED', 'PROCESSING')";
 pub(super) const INSERT_BATCH: &str = "INSERT INTO batches (batch_id, company_id, request_id, item_count, \
      create_time) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (batch_id) DO NOTHING";
