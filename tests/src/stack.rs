@@ -127,9 +127,9 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
-/// The directory of the workspace's built binaries (`target/debug`), found from this test binary
+/// A built binary of the workspace (`target/debug/<name>`), found from this test binary
 /// (`target/debug/deps/suites-…`).
-fn binary(name: &str) -> Result<PathBuf> {
+pub fn binary(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe.parent().and_then(Path::parent).context("test binary outside target/<profile>/deps")?;
     let path = dir.join(name);

@@ -7,6 +7,7 @@ mod onboarding;
 mod reconcile;
 mod replicas;
 mod rerun;
+mod runbook;
 mod services;
 mod temporal_outage;
 mod webhooks;
