@@ -207,14 +207,22 @@ stop_pid() {
 
 # wait_ready NAME DEADLINE_S LOG PIDFILE PATTERN CHECK_CMD... : poll CHECK_CMD until it
 # succeeds; fail early if the process died, or at the deadline, with a log tail
+# A process seen not running twice in a row (0.5 s apart) has exited: a single miss can be the
+# moment between fork and exec, or a launcher re-executing itself (the JVM's does), when
+# /proc/PID/cmdline does not show the program yet.
 wait_ready() {
   local name=$1 deadline=$2 log=$3 pidfile=$4 pattern=$5
   shift 5
-  local end=$((SECONDS + deadline))
+  local end=$((SECONDS + deadline)) missed=0
   while :; do
     if "$@" >/dev/null 2>&1; then return 0; fi
     if [[ -n $pidfile ]] && ! pid_alive "$pidfile" "$pattern"; then
-      die_with_log "$name exited during startup" "$log"
+      missed=$((missed + 1))
+      if ((missed >= 2)); then
+        die_with_log "$name exited during startup" "$log"
+      fi
+    else
+      missed=0
     fi
     if ((SECONDS >= end)); then
       die_with_log "$name not ready within ${deadline}s" "$log"
