@@ -148,9 +148,6 @@ impl AuditLog {
             Ok(_) => (Code::Ok, String::new()),
             Err(status) => (status.code(), status.message().to_owned()),
         };
-        if code == Code::ResourceExhausted && !mutating {
-            return;
-        }
         if !mutating && !refused_read(code) {
             return;
         }
