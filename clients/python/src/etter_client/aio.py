@@ -18,7 +18,6 @@ from grpc import aio
 from grpc_status import rpc_status
 
 from etter_client._gen.etter.pipeline.v1 import pipeline_service_pb2 as pb
-from etter_client._gen.etter.pipeline.v1 import resources_pb2 as res
 from etter_client._gen.etter.pipeline.v1.pipeline_service_pb2_grpc import PipelineServiceStub
 from etter_client.client import (
     _FINAL,
@@ -26,8 +25,9 @@ from etter_client.client import (
     Run,
     Usage,
     WatchEvent,
-    _document,
     _options,
+    batch_request,
+    history_request,
     push_request,
     status_request,
     watch_request,
@@ -97,20 +97,7 @@ class AsyncPipelineClient:
 
     async def push_batch(self, company_id: str, items: Sequence[Mapping[str, Any]], *, skip_enhancement: bool = False) -> BatchResult:
         """See :meth:`etter_client.PipelineClient.push_batch` (dicts only)."""
-        request = pb.PushBatchRequest(
-            company_id=company_id,
-            items=[
-                pb.PushBatchItem(
-                    role_name=str(row.get("role_name", "")),
-                    draup_role_id=str(row.get("draup_role_id", "")),
-                    documents=[_document(d) for d in row.get("documents", ())],
-                    client_ref=str(row.get("client_ref", "")),
-                )
-                for row in items
-            ],
-            default_options=_options(skip_enhancement),
-            request_id=str(uuid.uuid4()),
-        )
+        request = batch_request(company_id, items, _options(skip_enhancement), None)
         return BatchResult.from_proto(await self._call("PushBatch", request))
 
     async def status(self, workflow_id: str | None = None, *, role_id: str | None = None) -> Run:
@@ -141,11 +128,7 @@ class AsyncPipelineClient:
 
     async def history(self, company_id: str, *, statuses: Sequence[str] = (), page_size: int = 100) -> AsyncIterator[Run]:
         """Every run of a company, newest first, page after page."""
-        request = pb.HistoryRequest(
-            company_id=company_id,
-            statuses=[res.RoleStatus.Value("ROLE_STATUS_" + s.upper()) for s in statuses],
-            page_size=page_size,
-        )
+        request = history_request(company_id, statuses, page_size)
         while True:
             page = await self._call("History", request)
             for run in page.runs:

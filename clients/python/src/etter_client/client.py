@@ -305,6 +305,39 @@ def push_request(
     )
 
 
+def batch_request(
+    company_id: str, rows: Iterable[Mapping[str, Any]], options: res.RunOptions, request_id: str | None
+) -> pb.PushBatchRequest:
+    """The PushBatchRequest of :meth:`PipelineClient.push_batch` from item dicts."""
+    return pb.PushBatchRequest(
+        company_id=company_id,
+        items=[
+            pb.PushBatchItem(
+                role_name=str(row.get("role_name", "")),
+                draup_role_id=str(row.get("draup_role_id", "")),
+                documents=[_document(d) for d in row.get("documents", ())],
+                client_ref=str(row.get("client_ref", "")),
+            )
+            for row in rows
+        ],
+        default_options=options,
+        request_id=request_id or str(uuid.uuid4()),
+    )
+
+
+def history_request(company_id: str, statuses: Sequence[str], page_size: int, **filters: Any) -> pb.HistoryRequest:
+    """The first HistoryRequest of a company's runs (``filters``: role_id, batch_id, needs_review)."""
+    request = pb.HistoryRequest(
+        company_id=company_id,
+        statuses=[res.RoleStatus.Value("ROLE_STATUS_" + s.upper()) for s in statuses],
+        page_size=page_size,
+    )
+    for name, value in filters.items():
+        if value not in (None, ""):
+            setattr(request, name, value)
+    return request
+
+
 def status_request(workflow_id: str | None, role_id: str | None) -> pb.GetStatusRequest:
     """The GetStatusRequest of a run or of a role's latest run."""
     if (workflow_id is None) == (role_id is None):
@@ -408,20 +441,7 @@ class PipelineClient:
         ``documents``, optional ``client_ref`` and ``options``) or the path of a CSV with those
         columns. Invalid items are answered per item, not raised."""
         rows = _csv_items(Path(items)) if isinstance(items, (str, Path)) else list(items)
-        request = pb.PushBatchRequest(
-            company_id=company_id,
-            items=[
-                pb.PushBatchItem(
-                    role_name=str(row.get("role_name", "")),
-                    draup_role_id=str(row.get("draup_role_id", "")),
-                    documents=[_document(d) for d in row.get("documents", ())],
-                    client_ref=str(row.get("client_ref", "")),
-                )
-                for row in rows
-            ],
-            default_options=_options(skip_enhancement, priority),
-            request_id=request_id or str(uuid.uuid4()),
-        )
+        request = batch_request(company_id, rows, _options(skip_enhancement, priority), request_id)
         return BatchResult.from_proto(self._call("PushBatch", request))
 
     def status(self, workflow_id: str | None = None, *, role_id: str | None = None) -> Run:
@@ -459,9 +479,7 @@ class PipelineClient:
                     for event in WatchEvent.from_proto(message):
                         if event.workflow_id and event.status:
                             open_runs[event.workflow_id] = event.status
-                        if event.kind == "event" and workflow_id:
-                            after = max(after, event.sequence)
-                        elif event.kind == "snapshot" and workflow_id:
+                        if workflow_id and event.kind in ("event", "snapshot"):
                             after = max(after, event.sequence)
                         yield event
                     if until_final and not company_id and self._all_final(message, open_runs):
@@ -525,15 +543,9 @@ class PipelineClient:
         page_size: int = 100,
     ) -> Iterator[Run]:
         """Every run of a company matching the filters, newest first, page after page."""
-        request = pb.HistoryRequest(
-            company_id=company_id,
-            statuses=[res.RoleStatus.Value("ROLE_STATUS_" + s.upper()) for s in statuses],
-            role_id=role_id,
-            batch_id=batch_id,
-            page_size=page_size,
+        request = history_request(
+            company_id, statuses, page_size, role_id=role_id, batch_id=batch_id, needs_review=needs_review
         )
-        if needs_review is not None:
-            request.needs_review = needs_review
         while True:
             page = self._call("History", request)
             for run in page.runs:
