@@ -10,129 +10,12 @@ Run: ./etter test (or, with the services up and the workspace built:
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "clients" / "python" / "src"))
-
-from etter_client import PipelineClient, errors  # noqa: E402
-
-# The binaries `cargo build` made (./etter test builds them before the Python phase).
-BIN = Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target") / "debug"
-FIXTURES = REPO / "pipeline" / "tests" / "fixtures" / "documents"
-
-
-def _env(name: str) -> str:
-    value = os.environ.get(name, "")
-    if not value:
-        pytest.fail(f"{name} is not set: run `scripts/services up` and source .etter/services.env")
-    return value
-
-
-class Deployment:
-    """One server (and, once started, one worker) on a private data dir and task queue."""
-
-    def __init__(self, root: Path) -> None:
-        for binary in ("etter-server", "etter-worker"):
-            if not (BIN / binary).exists():
-                pytest.fail(f"{BIN / binary} is not built: cargo build --workspace --all-targets --all-features")
-        self.root = root
-        self.docs = root / "docs"
-        self.docs.mkdir(parents=True)
-        shutil.copy(FIXTURES / "software_engineer_jd.txt", self.docs / "jd.txt")
-        self.company = "py" + uuid.uuid4().hex[:12]
-        self.slow = self.company + "slow"
-        companies = root / "companies.toml"
-        companies.write_text(f"[companies.{self.slow}]\ncalls_per_minute = 60\nburst = 2\n")
-        self.env = {
-            **os.environ,
-            "ETTER_DATA_DIR": str(root / "data"),
-            "ETTER_STORE__URL": "",
-            "ETTER_GRAPH__URI": "",
-            "ETTER_REDIS__URL": "",
-            "ETTER_TEMPORAL__ADDRESS": _env("ETTER_TEMPORAL__ADDRESS"),
-            "ETTER_TEMPORAL__NAMESPACE": _env("ETTER_TEMPORAL__NAMESPACE"),
-            "ETTER_TEMPORAL__TASK_QUEUE": f"etter-python-{self.company}",
-            "ETTER_DOCUMENTS__FILE_ROOT": str(self.docs),
-            "ETTER_SERVER__LISTEN": "127.0.0.1:0",
-            "ETTER_SERVER__METRICS_LISTEN": "127.0.0.1:0",
-            "ETTER_SERVER__COMPANIES_FILE": str(companies),
-            "ETTER_SERVER__WATCH_POLL_INTERVAL": "100ms",
-            "ETTER_SERVER__WATCH_HEARTBEAT_INTERVAL": "1s",
-            "ETTER_DISPATCH__POLL_INTERVAL": "200ms",
-            "ETTER_WORKER__METRICS_LISTEN": "127.0.0.1:0",
-            "ETTER_WORKER__STALENESS_SCAN_INTERVAL": "0s",
-            "ETTER_LOG__FILTER": "warn",
-        }
-        self.processes: list[subprocess.Popen[str]] = []
-        self.addr = self._start("etter-server", "serve")["grpc_addr"]
-
-    def _start(self, binary: str, command: str) -> dict:
-        log = (self.root / f"{binary}.log").open("w")
-        proc = subprocess.Popen(
-            [str(BIN / binary), command], env=self.env, stdout=subprocess.PIPE, stderr=log, text=True
-        )
-        self.processes.append(proc)
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                pytest.fail(f"{binary} exited before it was ready; see {self.root / (binary + '.log')}")
-            try:
-                ready = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if "ready" in ready:
-                return ready
-        pytest.fail(f"{binary} printed no readiness line within 60 s")
-
-    def start_worker(self) -> None:
-        self._start("etter-worker", "run")
-
-    def token(self, *args: str) -> str:
-        out = subprocess.run(
-            [str(BIN / "etter-server"), "token", *args], env=self.env, capture_output=True, text=True, check=True
-        )
-        return out.stdout.strip()
-
-    def client(self, *args: str) -> PipelineClient:
-        return PipelineClient(self.addr, self.token(*args))
-
-    def uri(self) -> str:
-        return f"file://{self.docs / 'jd.txt'}"
-
-    def stop(self) -> None:
-        for proc in self.processes:
-            proc.terminate()
-        for proc in self.processes:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    deployment = Deployment(tmp_path_factory.mktemp("etter-client-live"))
-    yield deployment
-    deployment.stop()
-
-
-@pytest.fixture(scope="module")
-def client(deployment: Deployment) -> Iterator[PipelineClient]:
-    with deployment.client("--company", deployment.company, "--company", deployment.slow, "--role", "operator") as c:
-        yield c
+from conftest import Deployment
+from etter_client import PipelineClient, errors
 
 
 def test_bad_tokens_and_invalid_pushes_are_typed_errors_with_details(deployment: Deployment, client: PipelineClient) -> None:
@@ -187,6 +70,42 @@ def test_a_batch_answers_per_item_and_history_pages_through_it(deployment: Deplo
     assert index == 5 and any(p.startswith("documents") for p in problems) and any("draup_role_id" in p for p in problems)
     seen = [run.workflow_id for run in client.history(deployment.company, batch_id=batch.batch_id, page_size=2)]
     assert len(seen) == len(set(seen)) == 6, seen
+
+    # No worker runs yet: a batch watch opens on a snapshot carrying the batch's progress.
+    stream = client.watch(batch_id=batch.batch_id)
+    opening = next(stream)
+    stream.close()
+    progress = opening.batch
+    assert opening.kind == "snapshot" and progress is not None, opening
+    assert (progress.total, progress.done, progress.counts["VALIDATION_ERROR"]) == (6, 1, 1), progress
+    assert not progress.finished and str(progress).startswith("1/6 ended ("), str(progress)
+
+
+def test_a_batch_sent_again_with_its_request_id_creates_nothing(deployment: Deployment, client: PipelineClient) -> None:
+    items = [
+        {"role_name": f"Replayed Engineer {n}", "draup_role_id": f"draup-r{n}", "documents": [deployment.uri()]}
+        for n in range(3)
+    ]
+    first = client.push_batch(deployment.company, items, request_id="py-replay-1")
+    again = client.push_batch(deployment.company, items, request_id="py-replay-1")
+    assert first.created and not again.created, (first, again)
+    assert again.batch_id == first.batch_id and again.workflow_ids == first.workflow_ids
+    runs = [run.workflow_id for run in client.history(deployment.company, batch_id=first.batch_id)]
+    assert sorted(runs) == sorted(first.workflow_ids), "the replay queued no new run"
+
+
+def test_admins_read_the_audit_log_and_operators_are_refused(deployment: Deployment, client: PipelineClient) -> None:
+    run = client.push(deployment.company, "Audited Engineer", [deployment.uri()], draup_role_id="draup-au")
+    with pytest.raises(errors.PermissionDenied):
+        next(client.audit(company_id=deployment.company))
+    with deployment.client("--role", "admin", "--user", "py-admin") as admin:
+        pushes = [e for e in admin.audit(company_id=deployment.company, action="Push", page_size=2)]
+        denied = list(admin.audit(actor="dev", denied_only=True))
+    assert run.status in {"QUEUED", "PROCESSING"}
+    assert any(e.target == run.workflow_id and e.outcome == "OK" for e in pushes), [e.target for e in pushes]
+    assert all(e.company_id == deployment.company and e.action == "Push" for e in pushes)
+    assert len({e.sequence for e in pushes}) == len(pushes) > 1, "paged without repeats"
+    assert any(e.action == "ListAuditEntries" and e.outcome == "PERMISSION_DENIED" for e in denied), denied[:3]
 
 
 def test_watch_to_ready_resuming_in_the_middle_then_usage(deployment: Deployment, client: PipelineClient) -> None:

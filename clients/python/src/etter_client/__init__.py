@@ -37,12 +37,13 @@ from etter_client._gen.etter.pipeline.v1.pipeline_service_pb2_grpc import (
     PipelineServiceStub,
 )
 
-from etter_client.client import BatchResult, PipelineClient, Run, Usage, WatchEvent, to_dataframe
+from etter_client.client import BatchProgress, BatchResult, PipelineClient, Run, Usage, WatchEvent, to_dataframe
 from etter_client.errors import EtterError
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchProgress",
     "BatchResult",
     "EtterError",
     "PipelineClient",

@@ -32,7 +32,7 @@ from etter_client.client import (
     status_request,
     watch_request,
 )
-from etter_client.errors import EtterError, from_status
+from etter_client.errors import EtterError, from_status, metadata_value
 
 __all__ = ["AsyncPipelineClient"]
 
@@ -40,14 +40,12 @@ __all__ = ["AsyncPipelineClient"]
 async def _typed(err: aio.AioRpcError) -> EtterError:
     status = None
     try:
-        status = await rpc_status.aio.from_call(err)  # type: ignore[attr-defined]
+        status = await rpc_status.aio.from_call(err)  # type: ignore[attr-defined]  # present at run time, not in the stubs
     except (AttributeError, ValueError, TypeError):
         status = None
-    trace_id = ""
-    for metadata in (err.initial_metadata(), err.trailing_metadata()):
-        for key, value in metadata or ():
-            if key == "etter-trace-id" and not trace_id:
-                trace_id = value.decode() if isinstance(value, bytes) else str(value)
+    trace_id = metadata_value(err.initial_metadata(), "etter-trace-id") or metadata_value(
+        err.trailing_metadata(), "etter-trace-id"
+    )
     return from_status(err.code(), err.details() or "", status, trace_id)
 
 
@@ -65,7 +63,7 @@ class AsyncPipelineClient:
         return f"AsyncPipelineClient({self.target!r})"
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channel.close(grace=None)
 
     async def __aenter__(self) -> AsyncPipelineClient:
         return self

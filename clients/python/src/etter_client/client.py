@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from etter_client._gen.etter.pipeline.v1 import pipeline_service_pb2 as pb
 from etter_client._gen.etter.pipeline.v1 import resources_pb2 as res
 from etter_client._gen.etter.pipeline.v1.pipeline_service_pb2_grpc import PipelineServiceStub
 from etter_client.errors import EtterError, from_rpc_error
 
-__all__ = ["BatchResult", "PipelineClient", "Run", "Usage", "WatchEvent", "to_dataframe"]
+__all__ = ["BatchProgress", "BatchResult", "PipelineClient", "Run", "Usage", "WatchEvent", "to_dataframe"]
 
 _DOCUMENT_TYPES = {
     "job_description": res.DOCUMENT_TYPE_JOB_DESCRIPTION,
@@ -40,11 +41,11 @@ _DOCUMENT_TYPES = {
 _FINAL = {"READY", "DEGRADED", "FAILED", "CANCELLED", "VALIDATION_ERROR", "STALE"}
 
 
-def _status_name(value: int) -> str:
+def _status_name(value: res.RoleStatus.ValueType) -> str:
     return res.RoleStatus.Name(value).removeprefix("ROLE_STATUS_")
 
 
-def _time(ts: Any) -> _dt.datetime | None:
+def _time(ts: Timestamp | None) -> _dt.datetime | None:
     if ts is None or (ts.seconds == 0 and ts.nanos == 0):
         return None
     return ts.ToDatetime(tzinfo=_dt.timezone.utc)
@@ -182,6 +183,37 @@ class BatchResult:
 
 
 @dataclass
+class BatchProgress:
+    """A batch's aggregate progress, as watch snapshots and heartbeats carry it."""
+
+    batch_id: str
+    done: int
+    total: int
+    counts: dict[str, int]
+    estimated_seconds: int
+
+    @classmethod
+    def from_proto(cls, batch: res.BatchProgress) -> BatchProgress:
+        return cls(
+            batch_id=batch.batch_id,
+            done=batch.done,
+            total=batch.total,
+            counts={_status_name(c.status): c.count for c in batch.counts},
+            estimated_seconds=batch.estimated_duration_seconds,
+        )
+
+    @property
+    def finished(self) -> bool:
+        """Whether every run of the batch has ended."""
+        return self.total > 0 and self.done >= self.total
+
+    def __str__(self) -> str:
+        states = ", ".join(f"{state} {n}" for state, n in sorted(self.counts.items()))
+        left = "" if self.finished else f" · about {self.estimated_seconds} s left"
+        return f"{self.done}/{self.total} ended ({states}){left}"
+
+
+@dataclass
 class WatchEvent:
     """One message of a watch stream: a snapshot run, an event of a run, or a heartbeat."""
 
@@ -194,16 +226,22 @@ class WatchEvent:
     run: Run | None
     resume_token: str = field(repr=False)
     proto: pb.WatchStatusResponse = field(repr=False)
+    #: A batch watch's aggregate progress, on snapshots and heartbeats.
+    batch: BatchProgress | None = None
 
     @classmethod
     def from_proto(cls, message: pb.WatchStatusResponse) -> list[WatchEvent]:
         kind = message.WhichOneof("kind")
         if kind == "snapshot":
             token = message.resume_token
+            batch = BatchProgress.from_proto(message.snapshot.batch) if message.snapshot.HasField("batch") else None
             return [
-                cls("snapshot", r.workflow_id, r.sequence, _status_name(r.status), r.current_step, "", Run.from_proto(r), token, message)
+                cls(
+                    "snapshot", r.workflow_id, r.sequence, _status_name(r.status), r.current_step, "",
+                    Run.from_proto(r), token, message, batch,
+                )
                 for r in message.snapshot.runs
-            ]
+            ] or [cls("snapshot", "", 0, "", "", "", None, token, message, batch)]
         if kind == "event":
             event = message.event
             change = event.WhichOneof("change")
@@ -212,7 +250,8 @@ class WatchEvent:
             step_status = res.StepState.Name(event.step_change.status).removeprefix("STEP_STATE_") if step else ""
             run = Run.from_proto(event.run) if event.HasField("run") else None
             return [cls("event", event.workflow_id, event.sequence, status, step, step_status, run, message.resume_token, message)]
-        return [cls("heartbeat", "", 0, "", "", "", None, message.resume_token, message)]
+        batch = BatchProgress.from_proto(message.heartbeat.batch) if message.heartbeat.HasField("batch") else None
+        return [cls("heartbeat", "", 0, "", "", "", None, message.resume_token, message, batch)]
 
     def __str__(self) -> str:
         if self.kind == "heartbeat":
@@ -255,7 +294,7 @@ class Usage:
 def to_dataframe(rows: Iterable[Any]) -> Any:
     """A pandas DataFrame of runs, events or audit entries (needs pandas installed)."""
     try:
-        import pandas as pd  # type: ignore[import-not-found]
+        import pandas as pd
     except ImportError as missing:  # pragma: no cover - depends on the environment
         raise ImportError("to_dataframe needs pandas: pip install pandas") from missing
     records = []
@@ -342,7 +381,7 @@ def status_request(workflow_id: str | None, role_id: str | None) -> pb.GetStatus
     """The GetStatusRequest of a run or of a role's latest run."""
     if (workflow_id is None) == (role_id is None):
         raise ValueError("give workflow_id or role_id")
-    return pb.GetStatusRequest(workflow_id=workflow_id) if workflow_id else pb.GetStatusRequest(role_id=role_id)
+    return pb.GetStatusRequest(workflow_id=workflow_id) if workflow_id else pb.GetStatusRequest(role_id=role_id or "")
 
 
 def watch_request(

@@ -137,7 +137,8 @@ _BY_CODE: dict[grpc.StatusCode, type[EtterError]] = {
 }
 
 
-def _metadata_value(metadata: Any, key: str) -> str:
+def metadata_value(metadata: Any, key: str) -> str:
+    """The first value of ``key`` in call metadata (sync tuples or ``grpc.aio`` Metadata)."""
     for item in metadata or ():
         k, v = item[0], item[1]
         if k == key:
@@ -181,10 +182,10 @@ def from_rpc_error(err: grpc.RpcError) -> EtterError:
     trace_id = ""
     for part in ("initial_metadata", "trailing_metadata"):
         if not trace_id and callable(getattr(err, part, None)):
-            trace_id = _metadata_value(getattr(err, part)(), "etter-trace-id")
+            trace_id = metadata_value(getattr(err, part)(), "etter-trace-id")
     status = None
     try:
-        status = rpc_status.from_call(err)  # type: ignore[arg-type]
+        status = rpc_status.from_call(err)  # type: ignore[arg-type]  # any RpcError that is also a Call
     except (AttributeError, ValueError, TypeError):
         status = None
     return from_status(code, message or "", status, trace_id)
