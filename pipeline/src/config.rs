@@ -120,6 +120,12 @@ pub struct ServerConfig {
     /// Longest wait between two delivery attempts.
     #[serde(with = "humantime_serde")]
     pub webhook_retry_max: Duration,
+    /// Serve the operator console (a web page over grpc-web) at `/console/` on the gRPC port.
+    pub console: bool,
+    /// Let the console sign in anyone as an operator of any company they type, with no password:
+    /// for a developer's own machine only, so the server refuses it unless `listen` is a loopback
+    /// address, and it needs the HS256 key that signs dev tokens.
+    pub console_dev_login: bool,
 }
 
 /// The placeholders of `server.dashboard_url`.
@@ -507,6 +513,8 @@ impl Default for ServerConfig {
             webhook_max_attempts: 15,
             webhook_retry_initial: Duration::from_secs(5),
             webhook_retry_max: Duration::from_secs(3600),
+            console: true,
+            console_dev_login: false,
         }
     }
 }
@@ -757,6 +765,12 @@ impl Config {
         if self.server.webhook_max_attempts == 0 {
             return invalid("server.webhook_max_attempts", "must be at least 1");
         }
+        if self.server.console_dev_login && !self.server.listen.ip().is_loopback() {
+            return invalid(
+                "server.console_dev_login",
+                "signs in anyone without a password, so it is refused unless server.listen is a loopback address",
+            );
+        }
         if self.server.webhook_retry_max < self.server.webhook_retry_initial {
             return invalid("server.webhook_retry_max", "must be at least server.webhook_retry_initial");
         }
@@ -928,6 +942,16 @@ pub const KEYS: &[KeyDoc] = &[
         key: "server.webhook_retry_max",
         used_by: "server",
         description: "Longest wait between two webhook delivery attempts.",
+    },
+    KeyDoc {
+        key: "server.console",
+        used_by: "server",
+        description: "Serve the operator console (web page over grpc-web) at `/console/` on the gRPC port.",
+    },
+    KeyDoc {
+        key: "server.console_dev_login",
+        used_by: "server",
+        description: "Console sign-in without a password as an operator of any company; loopback `listen` only.",
     },
     KeyDoc {
         key: "dispatch.poll_interval",
@@ -1323,6 +1347,19 @@ mod tests {
         });
         let missing = Config::load(Some(Path::new("/nonexistent/etter.toml")), &[]);
         assert!(matches!(missing, Err(ConfigError::MissingFile(_))));
+    }
+
+    #[test]
+    fn the_console_dev_login_is_refused_off_a_loopback_listener() -> anyhow::Result<()> {
+        let mut config = Config::default();
+        config.server.console_dev_login = true;
+        config.validate()?;
+        config.server.listen = SocketAddr::from(([0, 0, 0, 0], 50051));
+        let err = config.validate().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("server.console_dev_login") && err.contains("loopback"), "{err}");
+        config.server.console_dev_login = false;
+        config.validate()?;
+        Ok(())
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod auth;
 mod batch;
 mod cancel;
 mod companies;
+mod console;
 mod convert;
 mod dispatch;
 mod error;
@@ -172,6 +173,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         Arc::clone(&store),
         draining(drain_rx.clone()),
     ));
+    let console_routes = console::router(Arc::clone(&config))?;
     let api = api::PipelineApi {
         store: Arc::clone(&store),
         orchestrator: Arc::clone(&orchestrator),
@@ -217,15 +219,23 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         tracing::info!("draining");
     };
 
-    let server = Server::builder()
-        .accept_http1(true)
-        .layer(cors_layer(&config.server.cors_allowed_origins))
-        .layer(tonic_web::GrpcWebLayer::new())
-        .layer(trace::TraceLayer)
-        .add_service(health_service)
+    // grpc-web is translated for the gRPC services only: tonic-web answers any other HTTP/1
+    // request 400, and the console's page is plain HTTP/1 on the same port.
+    let grpc = tonic::service::Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(pipeline)
+        .into_axum_router()
+        .layer(tonic_web::GrpcWebLayer::new());
+    let routes = match console_routes {
+        Some(page) => grpc.merge(page),
+        None => grpc,
+    };
+    let server = Server::builder()
+        .accept_http1(true)
+        .layer(cors_layer(&config.server.cors_allowed_origins))
+        .layer(trace::TraceLayer)
+        .add_routes(tonic::service::Routes::from(routes))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop);
 
     tracing::info!(addr = %local_addr, "etter-server listening");

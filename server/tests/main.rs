@@ -338,6 +338,73 @@ async fn grpc_web_with_cors_from_a_browser_origin() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `GET path` over HTTP/1.1: the status line and the body.
+async fn http_get(addr: &str, path: &str) -> anyhow::Result<(String, String)> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let raw = String::from_utf8(http1(addr, request.as_bytes()).await?)?;
+    let (head, body) = raw.split_once("\r\n\r\n").context("no header end")?;
+    Ok((head.to_lowercase(), body.to_owned()))
+}
+
+async fn dev_login(addr: &str, body: &str) -> anyhow::Result<(String, serde_json::Value)> {
+    let request = format!(
+        "POST /console/dev-login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let raw = String::from_utf8(http1(addr, request.as_bytes()).await?)?;
+    let (head, body) = raw.split_once("\r\n\r\n").context("no header end")?;
+    Ok((head.lines().next().unwrap_or_default().to_owned(), serde_json::from_str(body)?))
+}
+
+#[tokio::test]
+async fn the_console_is_served_on_the_grpc_port_and_dev_login_is_off_by_default() -> anyhow::Result<()> {
+    let server = Server::start(&[]).await?;
+    let (head, _) = http_get(&server.addr, "/").await?;
+    assert!(head.starts_with("http/1.1 303") && head.contains("location: /console/"), "{head}");
+    let (head, page) = http_get(&server.addr, "/console/").await?;
+    assert!(head.starts_with("http/1.1 200") && head.contains("content-type: text/html"), "{head}");
+    assert!(head.contains("content-security-policy: default-src 'self'"), "{head}");
+    assert!(page.contains(r#"<script type="module" src="app.js">"#), "{page}");
+    let (head, script) = http_get(&server.addr, "/console/app.js").await?;
+    assert!(head.starts_with("http/1.1 200") && head.contains("text/javascript"), "{head}");
+    assert!(script.contains("Development sign-in"), "the bundle is the console");
+    let (_, config) = http_get(&server.addr, "/console/config.json").await?;
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&config)?["dev_login"], false);
+    let (status, answer) = dev_login(&server.addr, r#"{"company":"acme"}"#).await?;
+    assert!(status.contains(" 404 "), "{status}");
+    assert!(answer["error"].as_str().unwrap_or_default().contains("server.console_dev_login"), "{answer}");
+    // gRPC on the same port is untouched.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await?);
+    health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_console_dev_login_signs_an_operator_of_the_named_company_only() -> anyhow::Result<()> {
+    use etter_proto::v1::{self as pb, pipeline_service_client::PipelineServiceClient};
+    let server = Server::start(&[("ETTER_SERVER__CONSOLE_DEV_LOGIN", "true")]).await?;
+    let (status, answer) = dev_login(&server.addr, r#"{"company":"Not A Company"}"#).await?;
+    assert!(status.contains(" 400 "), "{status}");
+    assert!(answer["error"].as_str().unwrap_or_default().starts_with("company: "), "{answer}");
+
+    let (status, answer) = dev_login(&server.addr, r#"{"company":"acme"}"#).await?;
+    assert!(status.contains(" 200 "), "{status} {answer}");
+    assert_eq!((answer["company"].as_str(), answer["role"].as_str()), (Some("acme"), Some("operator")));
+    let token = answer["token"].as_str().context("no token")?;
+    let mut client = PipelineServiceClient::new(server.channel().await?);
+    client
+        .get_usage(with_token(pb::GetUsageRequest { company_id: "acme".into(), period: String::new() }, token)?)
+        .await?;
+    let other = client
+        .get_usage(with_token(pb::GetUsageRequest { company_id: "other".into(), period: String::new() }, token)?)
+        .await
+        .err()
+        .context("another company's usage was answered")?;
+    assert_eq!(other.code(), tonic::Code::PermissionDenied);
+    Ok(())
+}
+
 #[tokio::test]
 async fn sigterm_drains_and_exits_cleanly() -> anyhow::Result<()> {
     let mut server = Server::start(&[]).await?;

@@ -7,9 +7,10 @@
  * the `google.rpc` error details the server attaches to errors (decode them with
  * `ConnectError.findDetails(BadRequestSchema)` and friends).
  */
-import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 
+import { bearerAuth, type TokenSource } from "./auth.js";
 import { PipelineService } from "./gen/etter/pipeline/v1/pipeline_service_pb.js";
 
 export * from "./gen/etter/pipeline/v1/pipeline_service_pb.js";
@@ -21,17 +22,10 @@ export * from "./gen/google/rpc/status_pb.js";
 /** A typed client of `PipelineService`: one async method per RPC (`watchStatus` is an async iterable). */
 export type PipelineClient = Client<typeof PipelineService>;
 
-/** The caller's bearer token (a JWT), or a function returning the current one (called per request). */
-export type TokenSource = string | (() => string | Promise<string>);
-
-/** An interceptor that sends `authorization: Bearer <token>` with every call. */
-export function bearerAuth(token: TokenSource): Interceptor {
-  return (next) => async (req) => {
-    const value = typeof token === "function" ? await token() : token;
-    req.header.set("authorization", `Bearer ${value}`);
-    return next(req);
-  };
-}
+export { bearerAuth, tokenClaims, type TokenSource } from "./auth.js";
+export * from "./client.js";
+export * from "./csv.js";
+export * from "./errors.js";
 
 /**
  * Creates a `PipelineService` client that talks grpc-web to `baseUrl` (the server's origin, for

@@ -1,0 +1,264 @@
+import { useEffect, useState } from "preact/hooks";
+
+import { type EtterClient, type GetUsageResponse, type HistoryResponse, isFinal, RoleStatus } from "../src/index.js";
+import { CallError, Empty, Loading, Progress, StatusBadge } from "./common.js";
+import { seconds, stepName, time, tokens } from "./format.js";
+import type { LiveRuns } from "./live.js";
+
+/** The company's active runs (and those that ended while the page was open), live. */
+export function LiveView(props: { live: LiveRuns }) {
+  const { runs, queue, loaded } = props.live.state;
+  const all = [...runs.values()].sort((a, b) => Number((b.createTime?.seconds ?? 0n) - (a.createTime?.seconds ?? 0n)));
+  const active = all.filter((r) => !isFinal(r.status));
+  const ended = all.filter((r) => isFinal(r.status));
+  if (!loaded && all.length === 0) return <Loading what="the company's runs" />;
+  return (
+    <section>
+      <h1>Live</h1>
+      <p class="muted">
+        {active.length} active · {ended.length} ended since you opened this page. Updates arrive as they happen.
+      </p>
+      {all.length === 0 ? (
+        <Empty>
+          No runs are active for this company. <a href="#/push">Push a role</a> or <a href="#/batch">upload a CSV</a> to start.
+        </Empty>
+      ) : (
+        <table class="runs" data-testid="live-runs">
+          <thead>
+            <tr>
+              <th>Role</th>
+              <th>Status</th>
+              <th>Step</th>
+              <th>Progress</th>
+              <th>Queue / ETA</th>
+              <th>Tokens</th>
+            </tr>
+          </thead>
+          <tbody>
+            {all.map((run) => {
+              const position = queue.get(run.workflowId);
+              const place = position?.positionInQueue ?? run.positionInQueue;
+              const eta = position?.estimatedDurationSeconds ?? run.estimatedDurationSeconds;
+              return (
+                <tr key={run.workflowId} data-workflow-id={run.workflowId} data-role={run.roleName}>
+                  <td>
+                    <a href={`#/run/${encodeURIComponent(run.workflowId)}`}>{run.roleName}</a>
+                    <div class="muted small">{run.workflowId}</div>
+                  </td>
+                  <td><StatusBadge status={run.status} /></td>
+                  <td>{run.currentStep ? stepName(run.currentStep) : isFinal(run.status) ? "—" : "waiting"}</td>
+                  <td><Progress run={run} /></td>
+                  <td>
+                    {run.status === RoleStatus.QUEUED && place > 0 ? `#${place} · ` : ""}
+                    {isFinal(run.status) ? "done" : eta > 0n ? `about ${seconds(eta)}` : "—"}
+                  </td>
+                  <td>{tokens(run.tokensUsed?.totalTokens ?? 0)}</td>
+                </tr>
+              );
+            })}
+          </tbody>
+        </table>
+      )}
+    </section>
+  );
+}
+
+const FILTER_STATUSES = [
+  RoleStatus.QUEUED,
+  RoleStatus.PROCESSING,
+  RoleStatus.READY,
+  RoleStatus.DEGRADED,
+  RoleStatus.FAILED,
+  RoleStatus.CANCELLED,
+  RoleStatus.STALE,
+  RoleStatus.VALIDATION_ERROR,
+];
+
+/** Every run of the company, newest first, a page at a time, with filters. */
+export function HistoryView(props: { client: EtterClient; company: string }) {
+  const [status, setStatus] = useState<RoleStatus | 0>(0);
+  const [batchId, setBatchId] = useState("");
+  const [roleId, setRoleId] = useState("");
+  const [needsReview, setNeedsReview] = useState(false);
+  const [after, setAfter] = useState("");
+  const [tokensStack, setTokensStack] = useState<string[]>([""]);
+  const [page, setPage] = useState<HistoryResponse>();
+  const [error, setError] = useState<unknown>();
+  const [loading, setLoading] = useState(true);
+  const pageToken = tokensStack[tokensStack.length - 1] ?? "";
+
+  useEffect(() => {
+    let stale = false;
+    setLoading(true);
+    props.client
+      .history(props.company, {
+        statuses: status ? [status] : [],
+        batchId: batchId.trim(),
+        roleId: roleId.trim(),
+        ...(needsReview ? { needsReview: true } : {}),
+        ...(after ? { createdAfter: new Date(after) } : {}),
+        pageSize: 25,
+        pageToken,
+      })
+      .then((p) => !stale && (setPage(p), setError(undefined)))
+      .catch((e: unknown) => !stale && setError(e))
+      .finally(() => !stale && setLoading(false));
+    return () => {
+      stale = true;
+    };
+  }, [props.client, props.company, status, batchId, roleId, needsReview, after, pageToken]);
+
+  const refilter = <T,>(set: (v: T) => void) => (v: T) => {
+    set(v);
+    setTokensStack([""]);
+  };
+
+  return (
+    <section>
+      <h1>History</h1>
+      <form class="filters" onSubmit={(e) => e.preventDefault()}>
+        <label>
+          Status
+          <select name="status" value={status} onChange={(e) => refilter(setStatus)(Number(e.currentTarget.value) as RoleStatus)}>
+            <option value={0}>any</option>
+            {FILTER_STATUSES.map((s) => (
+              <option key={s} value={s}>{RoleStatus[s]}</option>
+            ))}
+          </select>
+        </label>
+        <label>
+          Batch
+          <input name="batch" placeholder="batch-…" value={batchId} onChange={(e) => refilter(setBatchId)(e.currentTarget.value)} />
+        </label>
+        <label>
+          Role id
+          <input name="role" placeholder="cr-…" value={roleId} onChange={(e) => refilter(setRoleId)(e.currentTarget.value)} />
+        </label>
+        <label>
+          Since
+          <input name="after" type="date" value={after} onChange={(e) => refilter(setAfter)(e.currentTarget.value)} />
+        </label>
+        <label class="check">
+          <input name="review" type="checkbox" checked={needsReview} onChange={(e) => refilter(setNeedsReview)(e.currentTarget.checked)} />
+          needs review
+        </label>
+      </form>
+      {error !== undefined && <CallError error={error} />}
+      {loading && !page ? (
+        <Loading what="history" />
+      ) : page && page.runs.length === 0 ? (
+        <Empty>No runs match these filters.</Empty>
+      ) : (
+        page && (
+          <table class="runs" data-testid="history">
+            <thead>
+              <tr>
+                <th>Role</th>
+                <th>Status</th>
+                <th>Created</th>
+                <th>Ended</th>
+                <th>Tokens</th>
+                <th>Batch</th>
+              </tr>
+            </thead>
+            <tbody>
+              {page.runs.map((run) => (
+                <tr key={run.workflowId} data-workflow-id={run.workflowId}>
+                  <td>
+                    <a href={`#/run/${encodeURIComponent(run.workflowId)}`}>{run.roleName}</a>
+                    {run.needsReview && <span class="badge warn">review</span>}
+                  </td>
+                  <td><StatusBadge status={run.status} /></td>
+                  <td>{time(run.createTime)}</td>
+                  <td>{time(run.endTime)}</td>
+                  <td>{tokens(run.tokensUsed?.totalTokens ?? 0)}</td>
+                  <td class="small">{run.batchId || "—"}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        )
+      )}
+      <div class="pager">
+        <button disabled={tokensStack.length <= 1 || loading} onClick={() => setTokensStack(tokensStack.slice(0, -1))}>
+          ← Newer
+        </button>
+        <span class="muted">Page {tokensStack.length}</span>
+        <button
+          disabled={!page?.nextPageToken || loading}
+          onClick={() => page?.nextPageToken && setTokensStack([...tokensStack, page.nextPageToken])}
+        >
+          Older →
+        </button>
+      </div>
+    </section>
+  );
+}
+
+/** This month's token use against the budget, per step. */
+export function UsageView(props: { client: EtterClient; company: string }) {
+  const [period, setPeriod] = useState(new Date().toISOString().slice(0, 7));
+  const [usage, setUsage] = useState<GetUsageResponse>();
+  const [error, setError] = useState<unknown>();
+  useEffect(() => {
+    setUsage(undefined);
+    props.client
+      .usage(props.company, period)
+      .then((u) => (setUsage(u), setError(undefined)))
+      .catch(setError);
+  }, [props.client, props.company, period]);
+
+  const budget = Number(usage?.budgetTokens ?? 0n);
+  const used = Number(usage?.usedTokens ?? 0n);
+  const reserved = Number(usage?.reservedTokens ?? 0n);
+  const pct = (n: number) => `${budget ? Math.min(100, (n / budget) * 100) : 0}%`;
+  return (
+    <section>
+      <h1>Usage</h1>
+      <label>
+        Month <input name="period" type="month" value={period} onChange={(e) => setPeriod(e.currentTarget.value)} />
+      </label>
+      {error !== undefined && <CallError error={error} />}
+      {!usage && error === undefined && <Loading what="usage" />}
+      {usage && (
+        <div data-testid="usage">
+          <p class="usage-line">
+            <strong>{tokens(used)}</strong> tokens used, {tokens(reserved)} reserved by queued and running runs
+            {budget ? <>, of a budget of {tokens(budget)} ({tokens(Number(usage.remainingTokens))} left)</> : <>; no budget is set</>}.
+            {usage.currency && <> Cost so far: {(Number(usage.usedCostMicros) / 1e6).toFixed(2)} {usage.currency}.</>}
+          </p>
+          {budget > 0 && (
+            <div class="budget" title="used · reserved · left">
+              <span class="used" style={{ width: pct(used) }} />
+              <span class="reserved" style={{ width: pct(reserved) }} />
+            </div>
+          )}
+          {usage.steps.length === 0 ? (
+            <Empty>No tokens were used in {usage.period}.</Empty>
+          ) : (
+            <table class="steps">
+              <thead>
+                <tr>
+                  <th>Step</th>
+                  <th>Tokens</th>
+                  <th>Share</th>
+                </tr>
+              </thead>
+              <tbody>
+                {[...usage.steps]
+                  .sort((a, b) => Number(b.totalTokens - a.totalTokens))
+                  .map((s) => (
+                    <tr key={s.step}>
+                      <td>{stepName(s.step)}</td>
+                      <td>{tokens(s.totalTokens)}</td>
+                      <td>{used ? `${Math.round((Number(s.totalTokens) / used) * 100)} %` : "—"}</td>
+                    </tr>
+                  ))}
+              </tbody>
+            </table>
+          )}
+        </div>
+      )}
+    </section>
+  );
+}

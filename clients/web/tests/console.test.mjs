@@ -1,0 +1,214 @@
+// The operator console in Chromium against a live server and worker: what a customer-success
+// manager sees. Assertions are on the page's text and state, never on network responses.
+//
+//   node --test clients/web/tests/        (./etter test runs it after the workspace build)
+import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+
+import { Deployment, launchBrowser, screenshot } from "./harness.mjs";
+
+const READY = 90_000;
+let deployment;
+let browser;
+let page;
+
+before(async () => {
+  deployment = new Deployment();
+  await deployment.startServer();
+  await deployment.start("etter-worker", "run");
+  browser = await launchBrowser();
+  page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  page.on("pageerror", (err) => console.error("page error:", err));
+});
+
+after(async () => {
+  await browser?.close();
+  await deployment?.stopAll();
+});
+
+/** A marker that a reload would wipe: set once, checked after live updates. */
+async function markPage() {
+  await page.evaluate(() => {
+    window.__notReloaded = true;
+  });
+}
+async function assertNotReloaded() {
+  assert.equal(await page.evaluate(() => window.__notReloaded === true), true, "the page was reloaded");
+}
+
+/** Follows a link of the top navigation. */
+async function go(name) {
+  await page.getByRole("navigation").getByRole("link", { name, exact: true }).click();
+}
+
+/** Fills the push form and presses Push; resolves with the result banner. */
+async function pushRole(role, draupRoleId, documentUri) {
+  await page.fill("input[name=role_name]", role);
+  await page.fill("input[name=draup_role_id]", draupRoleId);
+  await page.fill("textarea[name=documents]", documentUri);
+  await page.getByRole("button", { name: "Push", exact: true }).click();
+  const result = page.getByTestId("push-result").filter({ hasText: role.toLowerCase().replace(/ /g, "-") });
+  await result.waitFor();
+  return result;
+}
+
+/** The status badge of the live row of a role. */
+function liveStatus(role) {
+  return page.locator(`[data-testid=live-runs] tr[data-role="${role}"] .badge`);
+}
+
+test("the dev login signs a CSM in and the live view is empty but connected", async () => {
+  await page.goto(deployment.url);
+  await assert.doesNotReject(page.getByRole("heading", { name: "Development sign-in" }).waitFor());
+  await screenshot(page, "01-login");
+  await page.fill("input[name=dev-company]", deployment.company);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByTestId("connection").filter({ hasText: "Live" }).waitFor();
+  assert.equal(await page.getByTestId("company").textContent(), deployment.company);
+  await page.getByText("No runs are active for this company").waitFor();
+  await screenshot(page, "02-live-empty");
+});
+
+test("a pushed role reaches READY on the live view without reloading", async () => {
+  await go("Push a role");
+  const pushed = await pushRole("Claims Adjuster", "draup-1001", deployment.uri("jd.txt"));
+  assert.match(await pushed.textContent(), /^Queued: role-onboard-/);
+  await screenshot(page, "03-pushed");
+
+  await markPage();
+  await go("Live");
+  await liveStatus("Claims Adjuster").filter({ hasText: "Ready" }).waitFor({ timeout: READY });
+  await assertNotReloaded();
+  await screenshot(page, "04-live-ready");
+
+  // Its page: every planned step finished, with durations and tokens.
+  await page.locator('[data-testid=live-runs] tr[data-role="Claims Adjuster"] a').click();
+  const steps = page.locator("[data-testid=steps] tbody tr");
+  await steps.first().waitFor();
+  const rows = await steps.allTextContents();
+  assert.ok(rows.some((r) => r.startsWith("AI assessment") && r.includes("Completed")), rows.join("\n"));
+  assert.ok(rows.filter((r) => r.includes("Completed")).length >= 4, rows.join("\n"));
+  assert.match(await page.getByTestId("run").textContent(), /used of about .* estimated/);
+  await screenshot(page, "05-run-ready");
+});
+
+test("a CSV with bad rows is answered row by row, the bad ones explained", async () => {
+  await go("Upload CSV");
+  // A file without the needed columns is refused before anything is sent.
+  await page.setInputFiles("input[name=csv]", { name: "wrong.csv", mimeType: "text/csv", buffer: Buffer.from("name,id\nA,1\n") });
+  const fileError = page.getByTestId("csv-error");
+  await fileError.waitFor();
+  assert.match(await fileError.textContent(), /draup_role_id, documents are missing/);
+
+  const csv = [
+    "role_name,draup_role_id,documents,client_ref",
+    `Underwriter,draup-2001,${deployment.uri("jd.txt")},uw`,
+    `Actuary,,${deployment.uri("jd.txt")},act`,
+    "Fraud Investigator,draup-2003,,fraud",
+    `Underwriter,draup-2001,${deployment.uri("jd.txt")},uw-again`,
+  ].join("\n");
+  await page.setInputFiles("input[name=csv]", { name: "roles.csv", mimeType: "text/csv", buffer: Buffer.from(csv) });
+  await page.getByTestId("csv-summary").filter({ hasText: "4 roles read" }).waitFor();
+  await page.getByRole("button", { name: "Push the batch" }).click();
+  const rows = page.locator("[data-testid=batch-rows] tbody tr");
+  await rows.first().waitFor();
+  const text = await rows.allTextContents();
+  assert.equal(text.length, 4, text.join("\n"));
+  assert.match(text[0], /^2Underwriter.*Queued/);
+  assert.match(text[1], /^3Actuary.*Rejected.*Draup role ID: /);
+  assert.match(text[2], /^4Fraud Investigator.*Rejected.*Documents: /);
+  assert.match(text[3], /^5Underwriter.*Duplicate in this file.*Same role as row 2; this row was ignored/);
+  assert.match(await page.getByTestId("batch-result").textContent(), /1 queued, 2 rejected, 1 duplicate in this file/);
+  await screenshot(page, "06-batch-rows");
+});
+
+test("a failed run says what went wrong and what to do; Retry after the fix ends READY", async () => {
+  await go("Push a role");
+  const pushed = await pushRole("Policy Administrator", "draup-3001", deployment.uri("policy_admin_jd.txt"));
+  await pushed.locator("a").click();
+
+  const explanation = page.getByTestId("explanation");
+  await explanation.waitFor({ timeout: READY });
+  const said = await explanation.textContent();
+  assert.match(said, /could not be found at the address given/);
+  assert.match(said, /Check the address \(or upload the file there\), then press Retry/);
+  assert.match(said, /DOCUMENT_NOT_FOUND/);
+  assert.match(await page.getByTestId("run").locator("h1").textContent(), /Failed/);
+  await screenshot(page, "07-run-failed");
+
+  // The CSM puts the document where it was said to be, and retries.
+  writeFileSync(join(deployment.docs, "policy_admin_jd.txt"), "Policy Administrator\n\nMaintains insurance policies: issues, renews and amends them.\n");
+  const failedRun = await page.getByTestId("run").getAttribute("data-workflow-id");
+  await page.getByTestId("retry").click();
+  await page.waitForFunction((old) => {
+    const run = document.querySelector("[data-testid=run]");
+    return run && run.getAttribute("data-workflow-id") !== old;
+  }, failedRun);
+  assert.match(await page.getByTestId("run").getAttribute("data-workflow-id"), /-2$/);
+  await page.getByTestId("run").locator("h1 .badge", { hasText: "Ready" }).waitFor({ timeout: READY });
+  await screenshot(page, "08-retried-ready");
+});
+
+test("the live stream survives a server restart: it reconnects and catches up", async () => {
+  await go("Push a role");
+  for (const [n, role] of ["Customer Service Representative", "Actuarial Analyst"].entries()) {
+    await pushRole(role, `draup-40${n}`, deployment.uri("jd.txt"));
+  }
+  await markPage();
+  await go("Live");
+  await liveStatus("Actuarial Analyst").waitFor();
+
+  await deployment.stop("etter-server", "SIGKILL");
+  await page.getByTestId("reconnecting").waitFor();
+  assert.match(await page.getByTestId("connection").textContent(), /Reconnecting/);
+  await screenshot(page, "09-reconnecting");
+
+  await deployment.startServer();
+  await page.getByTestId("connection").filter({ hasText: "Live" }).waitFor({ timeout: 30_000 });
+  for (const role of ["Customer Service Representative", "Actuarial Analyst"]) {
+    await liveStatus(role).filter({ hasText: "Ready" }).waitFor({ timeout: READY });
+  }
+  assert.equal(await page.getByTestId("reconnecting").count(), 0);
+  await assertNotReloaded();
+  await screenshot(page, "10-caught-up");
+});
+
+test("history pages with filters, and usage shows this month's tokens by step", async () => {
+  await go("History");
+  const rows = page.locator("[data-testid=history] tbody tr");
+  await rows.first().waitFor();
+  const all = await rows.allTextContents();
+  assert.ok(all.length >= 6, all.join("\n"));
+  await page.selectOption("select[name=status]", { label: "FAILED" });
+  await page.waitForFunction(() => {
+    const cells = [...document.querySelectorAll("[data-testid=history] tbody tr")];
+    return cells.length > 0 && cells.every((r) => r.textContent.includes("Failed"));
+  });
+  assert.match((await rows.allTextContents()).join("\n"), /Policy Administrator/);
+  await screenshot(page, "11-history-failed");
+
+  await go("Usage");
+  const usage = page.getByTestId("usage");
+  await usage.waitFor();
+  assert.match(await usage.textContent(), /[\d,]+ tokens used/);
+  assert.match(await usage.locator("table").textContent(), /AI assessment/);
+  await screenshot(page, "12-usage");
+});
+
+test("with no worker a run waits with an ETA, and Cancel stops it", async () => {
+  await deployment.stop("etter-worker");
+  await go("Push a role");
+  const pushed = await pushRole("Fraud Investigator", "draup-5001", deployment.uri("jd.txt"));
+  await pushed.locator("a").click();
+  const run = page.getByTestId("run");
+  await run.locator("h1 .badge", { hasText: /Queued|Processing/ }).waitFor();
+  assert.match(await page.getByTestId("eta").textContent(), /^done in (about \d+|under a second)/);
+  await screenshot(page, "13-waiting");
+  await page.getByTestId("cancel").click();
+  await run.locator("h1 .badge", { hasText: "Cancelled" }).waitFor();
+  assert.match(await page.getByTestId("explanation").textContent(), /^The run was cancelled: nothing more runs for it\.Press Retry/);
+  assert.equal(await page.getByTestId("retry").count(), 1, "a cancelled run can be retried");
+  await screenshot(page, "14-cancelled");
+});
