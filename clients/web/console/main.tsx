@@ -123,7 +123,9 @@ function Console(props: { session: Session; config: PageConfig | undefined; hash
         {route === "run" && <RunView client={client} live={live} workflowId={decodeURIComponent(arg)} config={props.config} />}
         {route === "push" && <PushView client={client} live={live} company={session.company} />}
         {route === "batch" && <BatchView client={client} company={session.company} />}
-        {route === "history" && <HistoryView client={client} company={session.company} />}
+        {route === "history" && (
+          <HistoryView key={arg} client={client} company={session.company} {...(arg ? { batchId: decodeURIComponent(arg) } : {})} />
+        )}
         {route === "usage" && <UsageView client={client} company={session.company} />}
       </main>
     </div>

@@ -186,7 +186,7 @@ export function BatchView(props: { client: EtterClient; company: string }) {
       {result && (
         <div data-testid="batch-result">
           <div class="banner ok" role="status">
-            Batch <a href={`#/history`}>{result.batchId}</a>:{" "}
+            Batch <a href={`#/history/${encodeURIComponent(result.batchId)}`}>{result.batchId}</a>:{" "}
             {[...counts.entries()].map(([outcome, n]) => `${n} ${OUTCOME_LABEL[outcome]?.toLowerCase() ?? "other"}`).join(", ")}.
             {result.tokenEstimate && <> About {tokens(result.tokenEstimate.totalTokens)} tokens.</>} Follow them in <a href="#/live">Live</a>.
           </div>

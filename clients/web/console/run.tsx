@@ -98,7 +98,7 @@ export function RunView(props: { client: EtterClient; live: LiveRuns; workflowId
         {run.batchId && (
           <>
             <dt>Batch</dt>
-            <dd><a href={`#/history`}>{run.batchId}</a></dd>
+            <dd><a href={`#/history/${encodeURIComponent(run.batchId)}`}>{run.batchId}</a></dd>
           </>
         )}
         {run.supersededBy && (

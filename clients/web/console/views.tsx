@@ -75,9 +75,9 @@ const FILTER_STATUSES = [
 ];
 
 /** Every run of the company, newest first, a page at a time, with filters. */
-export function HistoryView(props: { client: EtterClient; company: string }) {
+export function HistoryView(props: { client: EtterClient; company: string; batchId?: string }) {
   const [status, setStatus] = useState<RoleStatus | 0>(0);
-  const [batchId, setBatchId] = useState("");
+  const [batchId, setBatchId] = useState(props.batchId ?? "");
   const [roleId, setRoleId] = useState("");
   const [needsReview, setNeedsReview] = useState(false);
   const [after, setAfter] = useState("");

@@ -122,6 +122,14 @@ test("a CSV with bad rows is answered row by row, the bad ones explained", async
   assert.match(text[3], /^5Underwriter.*Duplicate in this file.*Same role as row 2; this row was ignored/);
   assert.match(await page.getByTestId("batch-result").textContent(), /1 queued, 2 rejected, 1 duplicate in this file/);
   await screenshot(page, "06-batch-rows");
+
+  // The batch's link opens its history: the queued row and the two rejected ones, explained.
+  await page.getByTestId("batch-result").getByRole("link", { name: /^batch-/ }).click();
+  const history = page.locator("[data-testid=history] tbody tr");
+  await page.waitForFunction(() => document.querySelectorAll("[data-testid=history] tbody tr").length === 3);
+  const runs = (await history.allTextContents()).join("\n");
+  assert.match(runs, /Underwriter/);
+  assert.equal((runs.match(/Rejected/g) ?? []).length, 2, runs);
 });
 
 test("a failed run says what went wrong and what to do; Retry after the fix ends READY", async () => {
