@@ -304,7 +304,7 @@ def to_dataframe(rows: Iterable[Any]) -> Any:
     return pd.DataFrame.from_records(records)
 
 
-def _csv_items(path: Path) -> list[dict[str, Any]]:
+def csv_items(path: Path) -> list[dict[str, Any]]:
     """Batch items from a CSV with columns role_name, draup_role_id, documents (URIs separated by
     ``;``, each optionally ``type=uri``) and optionally client_ref."""
     items = []
@@ -479,7 +479,7 @@ class PipelineClient:
         """Queues many roles at once: a list of dicts (``role_name``, ``draup_role_id``,
         ``documents``, optional ``client_ref`` and ``options``) or the path of a CSV with those
         columns. Invalid items are answered per item, not raised."""
-        rows = _csv_items(Path(items)) if isinstance(items, (str, Path)) else list(items)
+        rows = csv_items(Path(items)) if isinstance(items, (str, Path)) else list(items)
         request = batch_request(company_id, rows, _options(skip_enhancement, priority), request_id)
         return BatchResult.from_proto(self._call("PushBatch", request))
 
