@@ -48,6 +48,9 @@ const SECTIONS: &[&str] = &[
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// `embedded` (the default: anything unset falls back to an embedded part) or `production`
+    /// (every part must be a real one, with its secrets: see [`Config::validate_production`]).
+    pub profile: Profile,
     /// Where the embedded default keeps its files (SQLite databases, generated dev secrets).
     pub data_dir: PathBuf,
     /// The gRPC control plane.
@@ -344,6 +347,18 @@ pub struct GraphConfig {
     pub password: Secret,
 }
 
+/// How strict the configuration is about its parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// An unset store, graph or model falls back to SQLite, the embedded graph, the offline model.
+    #[default]
+    Embedded,
+    /// PostgreSQL, the identity provider's keys (or a configured HS256 secret), and the secrets of
+    /// every configured part are required; the console's dev login is refused.
+    Production,
+}
+
 /// Which model answers the AI steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -478,6 +493,7 @@ pub enum LogFormat {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            profile: Profile::Embedded,
             data_dir: PathBuf::from(".etter/data"),
             server: ServerConfig::default(),
             dispatch: DispatchConfig::default(),
@@ -666,8 +682,49 @@ impl Config {
         Ok(config)
     }
 
+    /// The production profile's requirements. Secrets are expected from the environment
+    /// (`ETTER_STORE__URL`, …), so each message says which variable to set.
+    fn validate_production(&self) -> Result<(), ConfigError> {
+        let missing = |key, problem: &str| Err(ConfigError::Invalid { key, problem: problem.to_owned() });
+        if !self.store.url.is_set() {
+            return missing(
+                "store.url",
+                "is required by the production profile (a postgres:// URL with its credentials); set ETTER_STORE__URL",
+            );
+        }
+        if self.auth.hs256_secret.expose().is_none()
+            && self.auth.public_key_files.is_empty()
+            && self.auth.jwks_file.as_os_str().is_empty()
+        {
+            return missing(
+                "auth.jwks_file",
+                "the production profile needs the identity provider's keys (auth.jwks_file or auth.public_key_files) \
+                 or ETTER_AUTH__HS256_SECRET; the generated development key is refused",
+            );
+        }
+        if !self.graph.uri.is_empty() && !self.graph.password.is_set() {
+            return missing(
+                "graph.password",
+                "is required by the production profile for Neo4j; set ETTER_GRAPH__PASSWORD",
+            );
+        }
+        if self.llm.provider == LlmProvider::OpenAi && !self.llm.api_key.is_set() {
+            return missing("llm.api_key", "is required by the production profile; set ETTER_LLM__API_KEY");
+        }
+        if self.server.console_dev_login {
+            return missing(
+                "server.console_dev_login",
+                "signs anyone in without a password: refused by the production profile",
+            );
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, problem: &str| Err(ConfigError::Invalid { key, problem: problem.to_owned() });
+        if self.profile == Profile::Production {
+            self.validate_production()?;
+        }
         self.store_location()?;
         if let Some(secret) = self.auth.hs256_secret.expose()
             && secret.len() < 32
@@ -863,6 +920,11 @@ pub struct KeyDoc {
 
 /// Every configuration key, in table order.
 pub const KEYS: &[KeyDoc] = &[
+    KeyDoc {
+        key: "profile",
+        used_by: "both",
+        description: "`embedded` (unset parts fall back to embedded ones) or `production` (PostgreSQL, real keys and every secret required).",
+    },
     KeyDoc {
         key: "data_dir",
         used_by: "both",
@@ -1347,6 +1409,48 @@ mod tests {
         });
         let missing = Config::load(Some(Path::new("/nonexistent/etter.toml")), &[]);
         assert!(matches!(missing, Err(ConfigError::MissingFile(_))));
+    }
+
+    /// `examples/etter.production.toml`, the file the README points at for production.
+    const PRODUCTION_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/etter.production.toml");
+
+    #[test]
+    fn the_production_example_loads_with_its_secrets_and_names_each_missing_one() {
+        figment::Jail::expect_with(|jail| {
+            let example = Path::new(PRODUCTION_EXAMPLE);
+            // A sourced .etter/services.env must not fill in what this test leaves out.
+            for key in ["ETTER_STORE__URL", "ETTER_GRAPH__PASSWORD", "ETTER_LLM__API_KEY", "ETTER_AUTH__HS256_SECRET"] {
+                jail.set_env(key, "");
+            }
+            let refused = |missing_key: &str| -> Result<(), figment::Error> {
+                let err = Config::load(Some(example), &[]).err().map(|e| e.to_string()).unwrap_or_default();
+                assert!(err.contains(missing_key), "want {missing_key} named: {err}");
+                Ok(())
+            };
+            refused("store.url")?;
+            assert!(
+                Config::load(Some(example), &[])
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default()
+                    .contains("ETTER_STORE__URL"),
+                "the message says which variable to set"
+            );
+            jail.set_env("ETTER_STORE__URL", "postgres://etter:pw@db.internal:5432/etter");
+            refused("graph.password")?;
+            jail.set_env("ETTER_GRAPH__PASSWORD", "neo4j-secret");
+            refused("llm.api_key")?;
+            jail.set_env("ETTER_LLM__API_KEY", "sk-test");
+            let config = Config::load(Some(example), &[]).map_err(|e| e.to_string())?;
+            assert_eq!(config.profile, Profile::Production);
+            assert_eq!(config.llm.provider, LlmProvider::OpenAi);
+            assert!(!config.auth.jwks_file.as_os_str().is_empty() && config.redis.url.is_set());
+            // The dev login is refused in production even on loopback.
+            jail.set_env("ETTER_SERVER__CONSOLE_DEV_LOGIN", "true");
+            jail.set_env("ETTER_SERVER__LISTEN", "127.0.0.1:50051");
+            refused("server.console_dev_login")?;
+            Ok(())
+        });
     }
 
     #[test]
