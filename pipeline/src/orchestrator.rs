@@ -121,13 +121,18 @@ mod temporal {
         tonic::{self, Code, Status},
     };
     use temporalio_common::{
+        MemoValues,
         data_converters::{GenericPayloadConverter as _, RawValue, SerializationContext, SerializationContextData},
         protos::temporal::api::workflowservice::v1::DescribeNamespaceRequest,
     };
     use tokio::sync::Mutex;
 
     use super::{ClosedStatus, Orchestrator, OrchestratorError, StartOutcome, WorkflowState};
-    use crate::{config::Config, ids::WorkflowId, workflow::ROLE_ONBOARDING_WORKFLOW, workflow::RoleOnboardingInput};
+    use crate::{
+        config::Config,
+        ids::WorkflowId,
+        workflow::{ROLE_ONBOARDING_WORKFLOW, RUN_KEY_MEMO, RoleOnboardingInput},
+    };
 
     /// Where and how workflows are started.
     #[derive(Debug, Clone)]
@@ -213,6 +218,15 @@ mod temporal {
                 .map_err(|e| OrchestratorError::Rejected(format!("cannot encode the workflow input: {e}")))?;
             Ok(RawValue::new(vec![payload]))
         }
+
+        async fn closed_one_is_ours(
+            &self,
+            client: &Client,
+            input: &RoleOnboardingInput,
+        ) -> Result<bool, OrchestratorError> {
+            let key = self.bounded("describing the workflow", memo_run_key(client, &input.workflow_id)).await??;
+            Ok(key.is_some_and(|key| !key.is_empty() && key == input.run_key))
+        }
     }
 
     /// gRPC codes that mean "try again later" rather than "this request is wrong".
@@ -229,6 +243,22 @@ mod temporal {
         )
     }
 
+    /// The run key in the memo of the (latest) workflow under `workflow_id`, if it has one.
+    /// A closed workflow is this run's own only when the keys match. One without a key (another
+    /// store's, or started before keys were kept) is not: at worst a run whose start bookkeeping
+    /// was lost runs once more, never a run settled from a stranger's end.
+    async fn memo_run_key(client: &Client, workflow_id: &WorkflowId) -> Result<Option<String>, OrchestratorError> {
+        let handle = client.get_workflow_handle::<UntypedWorkflow>(workflow_id.to_string());
+        match handle.describe(WorkflowDescribeOptions::default()).await {
+            Ok(description) => description
+                .memo()
+                .get::<String>(RUN_KEY_MEMO)
+                .map_err(|e| OrchestratorError::Rejected(format!("reading the workflow's memo: {e}"))),
+            Err(WorkflowInteractionError::Rpc(status)) => Err(rpc_error("describing the workflow", &status)),
+            Err(other) => Err(OrchestratorError::Unavailable(format!("describing the workflow: {other}"))),
+        }
+    }
+
     fn rpc_error(what: &str, status: &Status) -> OrchestratorError {
         let message = format!("{what}: {} ({:?})", status.message(), status.code());
         if is_transient(status) {
@@ -243,17 +273,36 @@ mod temporal {
         async fn start_onboarding(&self, input: &RoleOnboardingInput) -> Result<StartOutcome, OrchestratorError> {
             let client = self.client().await?;
             let payload = Self::encode(&client, input)?;
-            let options = WorkflowStartOptions::new(self.settings.task_queue.clone(), input.workflow_id.to_string())
-                .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
-                .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
-                .execution_timeout(self.settings.execution_timeout)
-                .build();
-            let started = self
-                .bounded(
-                    "starting the workflow",
-                    client.start_workflow(UntypedWorkflow::new(ROLE_ONBOARDING_WORKFLOW), payload, options),
-                )
-                .await?;
+            let options = |reuse| {
+                let mut memo = MemoValues::new();
+                memo.insert(RUN_KEY_MEMO, input.run_key.clone());
+                WorkflowStartOptions::new(self.settings.task_queue.clone(), input.workflow_id.to_string())
+                    .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+                    .id_reuse_policy(reuse)
+                    .execution_timeout(self.settings.execution_timeout)
+                    .memo(memo)
+                    .build()
+            };
+            let start = |reuse| {
+                let workflow = UntypedWorkflow::new(ROLE_ONBOARDING_WORKFLOW);
+                self.bounded("starting the workflow", client.start_workflow(workflow, payload.clone(), options(reuse)))
+            };
+            let started = match start(WorkflowIdReusePolicy::RejectDuplicate).await? {
+                // A closed workflow has this id: this run's own (its dispatch bookkeeping was
+                // lost), or another run store's, whose ids also start at -1. Only ours is settled
+                // from its end; another's id is reused for a new execution of this run.
+                Err(WorkflowStartError::AlreadyStarted { .. }) => {
+                    if self.closed_one_is_ours(&client, input).await? {
+                        return Ok(StartOutcome::AlreadyClosed);
+                    }
+                    tracing::warn!(
+                        workflow_id = %input.workflow_id,
+                        "a closed workflow of another run store has this id; starting this run's own execution under it"
+                    );
+                    start(WorkflowIdReusePolicy::AllowDuplicate).await?
+                }
+                other => other,
+            };
             match started {
                 Ok(handle) => Ok(StartOutcome::Running { run_id: handle.run_id().map(str::to_owned) }),
                 Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(StartOutcome::AlreadyClosed),

@@ -45,7 +45,15 @@ pub struct RoleOnboardingInput {
     /// The trace id of the request that created the run, carried into activities' spans.
     #[serde(default)]
     pub trace_id: Option<TraceId>,
+    /// Tells this run from another with the same workflow id: ids restart from `-1` in a new run
+    /// store while Temporal keeps the closed workflows of an old one. The run's creation time and
+    /// trace id, kept in the workflow's memo ([`RUN_KEY_MEMO`]); empty for inputs of older servers.
+    #[serde(default)]
+    pub run_key: String,
 }
+
+/// The memo field of an onboarding workflow holding its input's `run_key`.
+pub const RUN_KEY_MEMO: &str = "etter_run_key";
 
 impl RoleOnboardingInput {
     /// The input that executes `run` with `plan` (its kept plan): reused steps and the early
@@ -61,6 +69,11 @@ impl RoleOnboardingInput {
             early_cutoff: plan.early_cutoff,
             plan: plan.steps,
             trace_id: run.trace_id.clone(),
+            run_key: format!(
+                "{}/{}",
+                run.create_time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                run.trace_id.as_ref().map_or("", |t| t.as_str())
+            ),
         }
     }
 }
@@ -93,6 +106,7 @@ mod tests {
             reuse_from: None,
             early_cutoff: false,
             trace_id: Some(TraceId::parse("4bf92f3577b34da6a3ce929d0e0e4736")?),
+            run_key: "2026-11-26T09:00:00.000000Z/4bf92f3577b34da6a3ce929d0e0e4736".to_owned(),
         };
         let json = serde_json::to_string(&input)?;
         assert_eq!(serde_json::from_str::<RoleOnboardingInput>(&json)?, input);
