@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from etter_client import PipelineClient, errors
+from etter_client import resources_pb2 as res
 from etter_client.client import csv_items
 
 FINAL = {"READY", "DEGRADED", "FAILED", "CANCELLED", "STALE", "VALIDATION_ERROR"}
@@ -104,7 +105,8 @@ def main() -> int:
                 continue
             entry = runs[run.workflow_id]
             entry.update(status=run.status, step=run.current_step, total=run.steps_total)
-            entry["done"] = sum(1 for s in run.proto.progress.steps if s.status in (4, 7))  # COMPLETED, REUSED
+            produced = (res.STEP_STATE_COMPLETED, res.STEP_STATE_REUSED)
+            entry["done"] = sum(1 for s in run.proto.progress.steps if s.status in produced)
             if run.create_time:
                 end = run.end_time or None
                 now = end.timestamp() if end else time.time()

@@ -15,8 +15,6 @@ export interface LiveState {
   connection: ConnectionState | { state: "failed"; error: EtterError };
   /** Whether the opening snapshot has arrived. */
   loaded: boolean;
-  /** Bumped per event of a run, so an open run page knows to refresh. */
-  touched: Map<string, number>;
 }
 
 /**
@@ -24,7 +22,7 @@ export interface LiveState {
  * the browser has only ~6 connections per origin, so nothing else streams.
  */
 export class LiveRuns {
-  state: LiveState = { runs: new Map(), queue: new Map(), connection: { state: "connecting" }, loaded: false, touched: new Map() };
+  state: LiveState = { runs: new Map(), queue: new Map(), connection: { state: "connecting" }, loaded: false };
   private listeners = new Set<() => void>();
   private abort = new AbortController();
 
@@ -67,7 +65,7 @@ export class LiveRuns {
           },
         },
       )) {
-        const { runs, queue, touched } = this.state;
+        const { runs, queue } = this.state;
         switch (message.kind.case) {
           case "snapshot":
             for (const run of message.kind.value.runs) runs.set(run.workflowId, run);
@@ -76,7 +74,6 @@ export class LiveRuns {
           case "event": {
             const event = message.kind.value;
             if (event.run) runs.set(event.workflowId, event.run);
-            touched.set(event.workflowId, (touched.get(event.workflowId) ?? 0) + 1);
             if (event.run && isFinal(event.run.status)) queue.delete(event.workflowId);
             this.state.loaded = true;
             break;

@@ -18,24 +18,29 @@ const CANCELLABLE = [RoleStatus.QUEUED, RoleStatus.PROCESSING];
 /** One run: where it is, its steps with durations, tokens and errors, and what to do next. */
 export function RunView(props: { client: EtterClient; live: LiveRuns; workflowId: string; config: PageConfig | undefined }) {
   const { client, live, workflowId } = props;
-  const [run, setRun] = useState<RunStatus>();
+  const [fetched, setFetched] = useState<RunStatus>();
   const [error, setError] = useState<unknown>();
   const [actionError, setActionError] = useState<unknown>();
   const [busy, setBusy] = useState("");
-  const touched = live.state.touched.get(workflowId) ?? 0;
   const livePosition = live.state.queue.get(workflowId);
-
-  // Read again whenever the live stream reports an event of this run.
+  // Read once; after that the company stream's events carry the run's whole status, so the
+  // newer of the two is shown without another call per event.
   useEffect(() => {
     let stale = false;
     client
       .status(workflowId)
-      .then((r) => !stale && (setRun(r), setError(undefined)))
+      .then((r) => !stale && (setFetched(r), setError(undefined)))
       .catch((e: unknown) => !stale && setError(e));
     return () => {
       stale = true;
     };
-  }, [client, workflowId, touched]);
+  }, [client, workflowId]);
+  const streamed = live.state.runs.get(workflowId);
+  const run = streamed && (!fetched || streamed.sequence >= fetched.sequence) ? streamed : fetched;
+  const setRun = (next: RunStatus) => {
+    setFetched(next);
+    live.upsert(next);
+  };
 
   if (error !== undefined && !run) return <CallError error={error} />;
   if (!run) return <Loading what="the run" />;
@@ -49,9 +54,7 @@ export function RunView(props: { client: EtterClient; live: LiveRuns; workflowId
         live.upsert(next);
         location.hash = `#/run/${encodeURIComponent(next.workflowId)}`;
       } else {
-        const cancelled = await client.cancel(run.workflowId, "cancelled from the console");
-        setRun(cancelled);
-        live.upsert(cancelled);
+        setRun(await client.cancel(run.workflowId, "cancelled from the console"));
       }
     } catch (e) {
       setActionError(e);

@@ -1,6 +1,6 @@
 import { useEffect, useState } from "preact/hooks";
 
-import { type EtterClient, type GetUsageResponse, type HistoryResponse, isFinal, RoleStatus } from "../src/index.js";
+import { type EtterClient, FINAL_STATUSES, type GetUsageResponse, type HistoryResponse, isFinal, RoleStatus } from "../src/index.js";
 import { CallError, Empty, Loading, Progress, StatusBadge } from "./common.js";
 import { seconds, stepName, time, tokens } from "./format.js";
 import type { LiveRuns } from "./live.js";
@@ -63,16 +63,7 @@ export function LiveView(props: { live: LiveRuns }) {
   );
 }
 
-const FILTER_STATUSES = [
-  RoleStatus.QUEUED,
-  RoleStatus.PROCESSING,
-  RoleStatus.READY,
-  RoleStatus.DEGRADED,
-  RoleStatus.FAILED,
-  RoleStatus.CANCELLED,
-  RoleStatus.STALE,
-  RoleStatus.VALIDATION_ERROR,
-];
+const FILTER_STATUSES = [RoleStatus.QUEUED, RoleStatus.PROCESSING, ...FINAL_STATUSES];
 
 /** Every run of the company, newest first, a page at a time, with filters. */
 export function HistoryView(props: { client: EtterClient; company: string; batchId?: string }) {

@@ -118,16 +118,19 @@ export function requestId(): string {
   return globalThis.crypto.randomUUID();
 }
 
+/** The states a run ends in. */
+export const FINAL_STATUSES: readonly RoleStatus[] = [
+  RoleStatus.READY,
+  RoleStatus.DEGRADED,
+  RoleStatus.FAILED,
+  RoleStatus.CANCELLED,
+  RoleStatus.STALE,
+  RoleStatus.VALIDATION_ERROR,
+];
+
 /** Whether a run has ended. */
 export function isFinal(status: RoleStatus): boolean {
-  return [
-    RoleStatus.READY,
-    RoleStatus.DEGRADED,
-    RoleStatus.FAILED,
-    RoleStatus.CANCELLED,
-    RoleStatus.STALE,
-    RoleStatus.VALIDATION_ERROR,
-  ].includes(status);
+  return FINAL_STATUSES.includes(status);
 }
 
 /** `READY`, `PROCESSING`, … */
