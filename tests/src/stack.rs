@@ -1,6 +1,7 @@
-//! A private deployment for one test: the built `etter-server` and `etter-worker` binaries as
-//! separate processes, over a fresh PostgreSQL database, the shared Temporal dev server (on the
-//! test's own task queue), Neo4j (the test's own company ids) and a documents root of its own.
+//! A private deployment for one test (or benchmark): the built `etter-server` and `etter-worker`
+//! binaries as separate processes, over a fresh PostgreSQL database, the shared Temporal dev
+//! server (on the test's own task queue), Neo4j (the test's own company ids) and a documents root
+//! of its own — or, in the [`Profile::Embedded`] profile, over SQLite files in its own data dir.
 //!
 //! Processes are started the way an operator starts them (environment configuration, port 0,
 //! one readiness line on stdout) and can be killed with SIGKILL and started again on the same
@@ -58,6 +59,11 @@ impl Process {
             .and_then(|v| v.as_str())
             .map(str::to_owned)
             .with_context(|| format!("{} readiness line has no {name}: {}", self.name, self.ready))
+    }
+
+    /// The process id (none once it was reaped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// Waits for a stdout line that `wanted` accepts.
@@ -127,19 +133,50 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
-/// A built binary of the workspace (`target/debug/<name>`), found from this test binary
-/// (`target/debug/deps/suites-…`).
+/// A client of the `PipelineService` at `addr` (`host:port`) sending `token` on every call.
+pub async fn connect(addr: &str, token: &str) -> Result<Client> {
+    let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
+    let bearer = BearerToken(format!("Bearer {token}").parse()?);
+    Ok(PipelineServiceClient::with_interceptor(channel, bearer))
+}
+
+/// A built binary of the workspace (`target/<profile>/<name>`), found beside the running binary
+/// (`etter-bench`) or one directory up from it (a test binary in `target/<profile>/deps/`).
 pub fn binary(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(Path::parent).context("test binary outside target/<profile>/deps")?;
-    let path = dir.join(name);
-    ensure!(
-        path.exists(),
-        "{} is not built: run `cargo build --workspace --all-targets --all-features` first (./etter test does)",
-        path.display()
-    );
-    Ok(path)
+    let here = exe.parent().context("a binary without a directory")?;
+    let candidates = [Some(here), here.parent()];
+    if let Some(path) = candidates.into_iter().flatten().map(|dir| dir.join(name)).find(|p| p.exists()) {
+        return Ok(path);
+    }
+    bail!(
+        "{name} is not built beside {}: run `cargo build --workspace --all-targets --all-features` first (./etter test does)",
+        exe.display()
+    )
 }
+
+/// Where a stack keeps its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// PostgreSQL run store, Redis fan-out and the Neo4j role graph: the production shape.
+    Postgres,
+    /// The embedded default: SQLite run store and role graph in the data dir, no Redis, no Neo4j.
+    Embedded,
+}
+
+impl Profile {
+    /// The profile's name in reports (`postgres`, `sqlite`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Postgres => "postgres",
+            Profile::Embedded => "sqlite",
+        }
+    }
+}
+
+/// Settings that `scripts/services up` exports and that select the PostgreSQL profile's parts.
+const SERVICE_PARTS: [&str; 5] =
+    ["ETTER_STORE__URL", "ETTER_REDIS__URL", "ETTER_GRAPH__URI", "ETTER_GRAPH__USER", "ETTER_GRAPH__PASSWORD"];
 
 /// A test's private deployment.
 pub struct Stack {
@@ -151,23 +188,45 @@ pub struct Stack {
     pub task_queue: String,
     root: PathBuf,
     env: Vec<(String, String)>,
-    database: String,
+    /// Inherited settings the binaries must not see (the embedded profile's absent services).
+    unset: Vec<String>,
+    /// The PostgreSQL database of the stack (none in the embedded profile).
+    database: Option<String>,
 }
 
 impl Stack {
-    /// A fresh deployment (nothing started yet).
+    /// A fresh deployment on PostgreSQL (nothing started yet).
     pub async fn new(test: &str) -> Result<Self> {
+        Self::with_profile(test, Profile::Postgres).await
+    }
+
+    /// A fresh deployment in `profile` (nothing started yet).
+    pub async fn with_profile(test: &str, profile: Profile) -> Result<Self> {
         use sqlx::{Connection as _, Executor as _};
-        let admin_url = service_setting("ETTER_TEST__POSTGRES_ADMIN_URL", "postgres")?;
         let temporal = service_setting("ETTER_TEMPORAL__ADDRESS", "temporal")?;
         let namespace = service_setting("ETTER_TEMPORAL__NAMESPACE", "temporal")?;
-        let graph = service_setting("ETTER_GRAPH__URI", "neo4j")?;
         let name = unique_name(&format!("e2e_{test}"));
-        let database = name.to_lowercase();
-        let mut admin = sqlx::PgConnection::connect(&admin_url).await.context("connecting to PostgreSQL as admin")?;
-        admin.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}"))).await?;
-        admin.close().await?;
-        let (base, _) = admin_url.rsplit_once('/').context("admin URL without a database")?;
+        let mut parts = Vec::new();
+        let mut database = None;
+        match profile {
+            Profile::Postgres => {
+                let admin_url = service_setting("ETTER_TEST__POSTGRES_ADMIN_URL", "postgres")?;
+                parts.push(("ETTER_GRAPH__URI", service_setting("ETTER_GRAPH__URI", "neo4j")?));
+                let db = name.to_lowercase();
+                let mut admin =
+                    sqlx::PgConnection::connect(&admin_url).await.context("connecting to PostgreSQL as admin")?;
+                admin.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}"))).await?;
+                admin.close().await?;
+                let (base, _) = admin_url.rsplit_once('/').context("admin URL without a database")?;
+                parts.push(("ETTER_STORE__URL", format!("{base}/{db}")));
+                database = Some(db);
+            }
+            Profile::Embedded => {}
+        }
+        let unset = match profile {
+            Profile::Postgres => Vec::new(),
+            Profile::Embedded => SERVICE_PARTS.iter().map(|k| (*k).to_owned()).collect(),
+        };
         let root = std::env::temp_dir().join(format!("etter-{name}"));
         let docs = root.join("docs");
         std::fs::create_dir_all(&docs)?;
@@ -176,11 +235,9 @@ impl Stack {
         let task_queue = format!("etter-{name}");
         let env = [
             ("ETTER_DATA_DIR", root.join("data").display().to_string()),
-            ("ETTER_STORE__URL", format!("{base}/{database}")),
             ("ETTER_TEMPORAL__ADDRESS", temporal),
             ("ETTER_TEMPORAL__NAMESPACE", namespace),
             ("ETTER_TEMPORAL__TASK_QUEUE", task_queue.clone()),
-            ("ETTER_GRAPH__URI", graph),
             ("ETTER_DOCUMENTS__FILE_ROOT", docs.display().to_string()),
             ("ETTER_SERVER__LISTEN", "127.0.0.1:0".to_owned()),
             ("ETTER_SERVER__METRICS_LISTEN", "127.0.0.1:0".to_owned()),
@@ -200,15 +257,44 @@ impl Stack {
             ("ETTER_LIMITS__BURST", "100000".to_owned()),
         ]
         .into_iter()
+        .chain(parts)
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         let company = format!("e2e{}", name.replace('_', "").to_lowercase()).chars().take(40).collect();
-        Ok(Self { company, docs, task_queue, root, env, database })
+        Ok(Self { company, docs, task_queue, root, env, unset, database })
     }
 
     /// The environment the binaries get (the test's own settings over the inherited ones).
     pub fn env(&self) -> &[(String, String)] {
         &self.env
+    }
+
+    /// Sets `key` for every process started from now on (replacing the stack's own value).
+    pub fn set(&mut self, key: &str, value: impl Into<String>) {
+        let value = value.into();
+        match self.env.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.env.push((key.to_owned(), value)),
+        }
+    }
+
+    /// Removes `key` (the stack's own or an inherited one) for every process started from now on:
+    /// the binaries fall back to their built-in default.
+    pub fn unset(&mut self, key: &str) {
+        self.env.retain(|(k, _)| k != key);
+        if !self.unset.iter().any(|k| k == key) {
+            self.unset.push(key.to_owned());
+        }
+    }
+
+    /// A command running the workspace binary `name` with the stack's environment.
+    fn command(&self, name: &str) -> Result<Command> {
+        let mut command = Command::new(binary(name)?);
+        command.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        for key in &self.unset {
+            command.env_remove(key);
+        }
+        Ok(command)
     }
 
     /// Copies a document fixture into the documents root; answers its `file://` URI.
@@ -222,9 +308,9 @@ impl Stack {
     async fn spawn(&self, name: &'static str, args: &[&str], extra: &[(&str, &str)]) -> Result<Process> {
         let log = self.root.join("logs").join(format!("{name}-{}.log", crate::unique_name("p")));
         let stderr = std::fs::File::create(&log)?;
-        let mut child = Command::new(binary(name)?)
+        let mut child = self
+            .command(name)?
             .args(args)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(extra.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -275,11 +361,7 @@ impl Stack {
     /// Runs a staleness scan now (`etter-worker scan`, executed by the stack's running workers);
     /// answers its JSON report.
     pub async fn scan(&self) -> Result<serde_json::Value> {
-        let output = Command::new(binary("etter-worker")?)
-            .arg("scan")
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .output()
-            .await?;
+        let output = self.command("etter-worker")?.arg("scan").output().await?;
         ensure!(output.status.success(), "etter-worker scan failed: {}", String::from_utf8_lossy(&output.stderr));
         let stdout = String::from_utf8(output.stdout)?;
         let report =
@@ -289,9 +371,9 @@ impl Stack {
 
     /// A token for `role` (viewer, operator, admin) in the test's company, from `etter-server token`.
     pub async fn token(&self, role: &str) -> Result<String> {
-        let output = Command::new(binary("etter-server")?)
+        let output = self
+            .command("etter-server")?
             .args(["token", "--company", &self.company, "--role", role, "--user", "e2e@example.com"])
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output()
             .await?;
         ensure!(output.status.success(), "etter-server token failed: {}", String::from_utf8_lossy(&output.stderr));
@@ -306,10 +388,7 @@ impl Stack {
     /// A client of `server` acting as `role` (viewer, operator, admin) of the test's company.
     pub async fn client_as(&self, server: &Process, role: &str) -> Result<Client> {
         let token = self.token(role).await?;
-        let addr = server.field("grpc_addr")?;
-        let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
-        let bearer = BearerToken(format!("Bearer {token}").parse()?);
-        Ok(PipelineServiceClient::with_interceptor(channel, bearer))
+        connect(&server.field("grpc_addr")?, &token).await
     }
 
     /// What `server`'s health service says of `service`; `None`: it has no such entry.
@@ -350,12 +429,15 @@ impl Stack {
         &self.root
     }
 
-    /// Drops the test's database (call at the end of a passing test; a failing one keeps it for a look).
+    /// Drops the test's database and directory (call at the end of a passing test; a failing one
+    /// keeps them for a look).
     pub async fn cleanup(self) -> Result<()> {
         use sqlx::{Connection as _, Executor as _};
-        let admin_url = service_setting("ETTER_TEST__POSTGRES_ADMIN_URL", "postgres")?;
-        let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
-        admin.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database))).await?;
+        if let Some(database) = &self.database {
+            let admin_url = service_setting("ETTER_TEST__POSTGRES_ADMIN_URL", "postgres")?;
+            let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+            admin.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))).await?;
+        }
         if let Err(err) = std::fs::remove_dir_all(&self.root) {
             bail!("cannot remove {}: {err}", self.root.display());
         }

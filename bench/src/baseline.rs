@@ -1,0 +1,193 @@
+//! The baselines the control plane is measured against, on the same machine in the same run:
+//! a bare `StartWorkflowExecution` to the same Temporal dev server, a worker of no-op workflows on
+//! it, and a bare tonic server answering `GetStatus` with a canned response.
+
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use etter_proto::v1::pipeline_service_server::{PipelineService, PipelineServiceServer};
+use etter_proto::v1::{
+    CancelRequest, CancelResponse, GetStatusRequest, GetStatusResponse, GetUsageRequest, GetUsageResponse,
+    HistoryRequest, HistoryResponse, ListAuditEntriesRequest, ListAuditEntriesResponse, PushBatchRequest,
+    PushBatchResponse, PushRequest, PushResponse, RetryRequest, RetryResponse, WatchStatusRequest, WatchStatusResponse,
+};
+use etter_tests::service_setting;
+use prost::Message as _;
+use serde::{Deserialize, Serialize};
+use temporalio_client::{
+    Client, ClientOptions, Connection, ConnectionOptions, Url, WorkflowGetResultOptions, WorkflowStartOptions,
+};
+use temporalio_sdk::activities::{ActivityContext, ActivityError, activities};
+use temporalio_sdk::workflows::{workflow, workflow_methods};
+use temporalio_sdk::{ActivityOptions, Runtime, Worker, WorkerOptions, WorkflowContext, WorkflowResult};
+use tonic::{Request, Response, Status};
+
+/// A Temporal client of the dev server the stacks use (`ETTER_TEMPORAL__*`).
+pub async fn temporal_client() -> Result<Client> {
+    let address = service_setting("ETTER_TEMPORAL__ADDRESS", "temporal")?;
+    let namespace = service_setting("ETTER_TEMPORAL__NAMESPACE", "temporal")?;
+    let url = Url::parse(&address).context("ETTER_TEMPORAL__ADDRESS is not a URL")?;
+    let connection = Connection::connect(ConnectionOptions::new(url).identity("etter-bench".to_owned()).build())
+        .await
+        .with_context(|| format!("connecting to Temporal at {address}"))?;
+    Ok(Client::new(connection, ClientOptions::new(namespace).build())?)
+}
+
+/// The no-op workflow's input: how many no-op activities to run, and padding that makes the start
+/// request as large as a role's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NoopInput {
+    /// No-op activities to run one after the other.
+    pub activities: u32,
+    /// Ignored bytes.
+    pub padding: String,
+}
+
+/// A workflow that runs `activities` no-op activities and ends.
+#[workflow]
+#[derive(Default)]
+pub struct BenchNoop;
+
+#[workflow_methods]
+impl BenchNoop {
+    /// Runs the activities one by one.
+    #[run(name = "EtterBenchNoopWorkflow")]
+    pub async fn run(ctx: &mut WorkflowContext<Self>, input: NoopInput) -> WorkflowResult<u32> {
+        let options = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60)).build();
+        for _ in 0..input.activities {
+            ctx.execute_activity(NoopActivities::noop, (), options.clone()).await?;
+        }
+        Ok(input.activities)
+    }
+}
+
+/// The no-op activity.
+pub struct NoopActivities;
+
+#[activities]
+impl NoopActivities {
+    /// Does nothing.
+    #[activity(name = "EtterBenchNoopActivity")]
+    pub async fn noop(self: Arc<Self>, _ctx: ActivityContext, _input: ()) -> Result<(), ActivityError> {
+        Ok(())
+    }
+}
+
+/// Runs `work` while a worker of [`BenchNoop`] polls `task_queue` in this process, with
+/// `activity_slots` activity slots; stops the worker when `work` is done.
+pub async fn with_noop_worker<T>(
+    task_queue: &str,
+    activity_slots: usize,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    use temporalio_sdk::runtime::worker_tuner::{FixedSizeSlotSupplier, TunerHolder, WorkerTuner};
+    let client = temporal_client().await?;
+    let runtime = Runtime::from_current_tokio(Default::default())?;
+    let tuner: WorkerTuner = TunerHolder::builder()
+        .workflow_task_slot_supplier(FixedSizeSlotSupplier::new(100))
+        .activity_task_slot_supplier(FixedSizeSlotSupplier::new(activity_slots.max(1)))
+        .local_activity_task_slot_supplier(FixedSizeSlotSupplier::new(1))
+        .nexus_task_slot_supplier(FixedSizeSlotSupplier::new(1))
+        .build()
+        .into();
+    let options = WorkerOptions::new(task_queue.to_owned())
+        .register_workflow::<BenchNoop>()?
+        .register_activities(NoopActivities)
+        .tuner(tuner)
+        .build();
+    let mut worker = Worker::new(&runtime, client, options)?;
+    let stop = worker.shutdown_handle();
+    let running = worker.run();
+    tokio::pin!(running);
+    let out = tokio::select! {
+        ran = &mut running => bail!("the no-op worker stopped by itself: {ran:?}"),
+        out = work => out,
+    };
+    stop();
+    (&mut running).await?;
+    out
+}
+
+/// Starts a [`BenchNoop`] with `input` under `id` on `task_queue` (no conflict: ids are unique);
+/// answers when Temporal acknowledged the start.
+pub async fn start_noop(client: &Client, task_queue: &str, id: String, input: NoopInput) -> Result<()> {
+    let options = WorkflowStartOptions::new(task_queue.to_owned(), id)
+        // Nobody may run the starts of the push baseline: Temporal ends them by itself.
+        .execution_timeout(Duration::from_secs(300))
+        .build();
+    client.start_workflow(BenchNoop::run, input, options).await?;
+    Ok(())
+}
+
+/// Starts a [`BenchNoop`] and waits for its result.
+pub async fn run_noop(client: &Client, task_queue: &str, id: String, input: NoopInput) -> Result<u32> {
+    let options =
+        WorkflowStartOptions::new(task_queue.to_owned(), id).execution_timeout(Duration::from_secs(600)).build();
+    let handle = client.start_workflow(BenchNoop::run, input, options).await?;
+    Ok(handle.get_result(WorkflowGetResultOptions::default()).await?)
+}
+
+/// A bare tonic server of `PipelineService` whose `GetStatus` answers a canned response, without
+/// authentication, limits, store or audit: what serving the same bytes costs by itself.
+struct Echo {
+    response: GetStatusResponse,
+}
+
+type EchoStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<WatchStatusResponse, Status>> + Send>>;
+
+fn baseline_only() -> Status {
+    Status::unimplemented("the benchmark baseline serves GetStatus only")
+}
+
+#[tonic::async_trait]
+impl PipelineService for Echo {
+    async fn push(&self, _: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
+        Err(baseline_only())
+    }
+    async fn push_batch(&self, _: Request<PushBatchRequest>) -> Result<Response<PushBatchResponse>, Status> {
+        Err(baseline_only())
+    }
+    async fn get_status(&self, _: Request<GetStatusRequest>) -> Result<Response<GetStatusResponse>, Status> {
+        Ok(Response::new(self.response.clone()))
+    }
+    type WatchStatusStream = EchoStream;
+    async fn watch_status(&self, _: Request<WatchStatusRequest>) -> Result<Response<EchoStream>, Status> {
+        Err(baseline_only())
+    }
+    async fn retry(&self, _: Request<RetryRequest>) -> Result<Response<RetryResponse>, Status> {
+        Err(baseline_only())
+    }
+    async fn cancel(&self, _: Request<CancelRequest>) -> Result<Response<CancelResponse>, Status> {
+        Err(baseline_only())
+    }
+    async fn history(&self, _: Request<HistoryRequest>) -> Result<Response<HistoryResponse>, Status> {
+        Err(baseline_only())
+    }
+    async fn list_audit_entries(
+        &self,
+        _: Request<ListAuditEntriesRequest>,
+    ) -> Result<Response<ListAuditEntriesResponse>, Status> {
+        Err(baseline_only())
+    }
+    async fn get_usage(&self, _: Request<GetUsageRequest>) -> Result<Response<GetUsageResponse>, Status> {
+        Err(baseline_only())
+    }
+}
+
+/// `etter-bench echo <file>`: serves the [`Echo`] baseline on a loopback port of its own (a
+/// process of its own, like etter-server) and prints one readiness line with the address.
+pub async fn serve_echo(response: &Path) -> Result<()> {
+    let bytes = std::fs::read(response).with_context(|| format!("reading {}", response.display()))?;
+    let response = GetStatusResponse::decode(bytes.as_slice()).context("not an encoded GetStatusResponse")?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    println!("{}", serde_json::json!({ "ready": "etter-bench echo", "grpc_addr": addr.to_string() }));
+    tonic::transport::Server::builder()
+        .add_service(PipelineServiceServer::new(Echo { response }))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .await?;
+    Ok(())
+}

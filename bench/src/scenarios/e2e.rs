@@ -1,0 +1,165 @@
+//! End to end (issue 11, item 5): 1,000 roles with the offline model through the real worker and
+//! Temporal dev server — time until all are READY, success rate, per-run processing time, worker
+//! utilisation — against the same dev server's throughput of bare no-op workflows, with no
+//! activity and with one no-op activity per pipeline step.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Result, ensure};
+use etter_pipeline::steps::StepName;
+use etter_proto::v1::{HistoryRequest, PushBatchItem, PushBatchRequest, RoleStatus, RunStatus};
+use etter_tests::stack::Profile;
+use etter_tests::unique_name;
+
+use crate::Mode;
+use crate::baseline::{NoopInput, run_noop, temporal_client, with_noop_worker};
+use crate::deploy::Deployment;
+use crate::measure::{Samples, between, closed_loop, proc_stats, ratio, wall};
+use crate::report::{Section, num, times};
+
+/// The pipeline worker's activity slots by default (`worker.max_concurrent_activities`); the no-op
+/// worker gets as many.
+const ACTIVITY_SLOTS: usize = 10;
+
+pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
+    let roles = mode.pick(1_000, 10);
+    let mut section = Section::new(
+        "e2e",
+        profile.name(),
+        &["what", "workflows", "time to all done s", "per second", "ratio to ours", "notes"],
+    );
+    let noop = noop_throughput(roles, 0).await?;
+    let shaped = noop_throughput(roles, StepName::ALL.len() as u32).await?;
+
+    let deployment = Deployment::start("e2e", profile, true, &[]).await?;
+    let (server, worker) = (deployment.server_pid()?, deployment.worker_pid()?);
+    let (server_before, worker_before) = (proc_stats(server)?, proc_stats(worker)?);
+    let batch = PushBatchRequest {
+        company_id: deployment.stack.company.clone(),
+        items: (0..roles)
+            .map(|i| PushBatchItem {
+                role_name: format!("End to End Role {i}"),
+                documents: vec![deployment.document.clone()],
+                draup_role_id: format!("draup-role-{i}"),
+                ..PushBatchItem::default()
+            })
+            .collect(),
+        request_id: unique_name("e2e"),
+        ..PushBatchRequest::default()
+    };
+    let sent = SystemTime::now();
+    let t0 = Instant::now();
+    let batch_id = deployment.client.clone().push_batch(batch).await?.into_inner().batch_id;
+    let mut utilisation = Vec::new();
+    let runs = loop {
+        let runs = history(&deployment, &batch_id).await?;
+        if runs.len() == roles
+            && runs.iter().all(|r| !matches!(r.status(), RoleStatus::Queued | RoleStatus::Processing))
+        {
+            break runs;
+        }
+        ensure!(t0.elapsed() < Duration::from_secs(mode.pick(3_600, 600)), "the roles did not all end in time");
+        if let Some(worker) = &deployment.worker {
+            let samples = worker.metrics().await?;
+            let in_flight = samples.get("etter_worker_activities_in_flight").copied().unwrap_or(0.0);
+            let slots = samples.get("etter_worker_activity_slots").copied().unwrap_or(f64::NAN);
+            utilisation.push(in_flight / slots);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let wall_time = t0.elapsed();
+    let (server_cpu, worker_cpu) = (
+        proc_stats(server)?.cpu.saturating_sub(server_before.cpu),
+        proc_stats(worker)?.cpu.saturating_sub(worker_before.cpu),
+    );
+    let ready = runs.iter().filter(|r| r.status() == RoleStatus::Ready).count();
+    let mut processing = Samples::default();
+    let mut last_end = sent;
+    for run in &runs {
+        if let (Some(start), Some(end)) = (&run.start_time, &run.end_time) {
+            processing.push(between(wall(start), wall(end)));
+            last_end = last_end.max(wall(end));
+        }
+    }
+    let to_all = between(sent, last_end);
+    let ours = roles as f64 / to_all.as_secs_f64();
+    let mean_utilisation = utilisation.iter().sum::<f64>() / utilisation.len().max(1) as f64;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+    section.row(vec![
+        "etter: roles pushed in one batch, offline model".to_owned(),
+        roles.to_string(),
+        num(to_all.as_secs_f64(), 1),
+        num(ours, 2),
+        times(1.0),
+        format!(
+            "READY {ready}/{roles}; processing p50 {} s, p99 {} s; worker slots busy {:.0} % on average; \
+             CPU: worker {:.0} %, server {:.0} % of the {cores} cores",
+            num(processing.p50().as_secs_f64(), 1),
+            num(processing.p99().as_secs_f64(), 1),
+            mean_utilisation * 100.0,
+            worker_cpu.as_secs_f64() / wall_time.as_secs_f64() / cores * 100.0,
+            server_cpu.as_secs_f64() / wall_time.as_secs_f64() / cores * 100.0,
+        ),
+    ]);
+    let shaped_label = format!("no-op workflow, {} sequential no-op activities", StepName::ALL.len());
+    for (label, baseline) in [("bare no-op workflow", &noop), (shaped_label.as_str(), &shaped)] {
+        section.row(vec![
+            label.to_owned(),
+            roles.to_string(),
+            num(baseline.as_secs_f64(), 1),
+            num(roles as f64 / baseline.as_secs_f64(), 2),
+            times(ratio(ours, roles as f64 / baseline.as_secs_f64())),
+            "started 64 at a time, same dev server".to_owned(),
+        ]);
+    }
+    section.notes.push(format!(
+        "The pipeline runs 11 steps per role as activities of a workflow and three child workflows; its worker \
+         has {ACTIVITY_SLOTS} activity slots, as the no-op worker does. Per-run processing time: `start_time` to \
+         `end_time`."
+    ));
+    let success = ready as f64 / roles as f64;
+    section.check(format!("roles READY of {roles}"), "100 %", format!("{:.1} %", success * 100.0), ready == roles);
+    deployment.stop().await?;
+    Ok(section)
+}
+
+/// Every run of `batch_id`, paging through History.
+async fn history(deployment: &Deployment, batch_id: &str) -> Result<Vec<RunStatus>> {
+    let mut runs = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = HistoryRequest {
+            company_id: deployment.stack.company.clone(),
+            batch_id: batch_id.to_owned(),
+            page_size: 500,
+            page_token,
+            ..HistoryRequest::default()
+        };
+        let page = deployment.client.clone().history(request).await?.into_inner();
+        runs.extend(page.runs);
+        if page.next_page_token.is_empty() {
+            return Ok(runs);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// How long the dev server takes to run `count` no-op workflows of `activities` activities each,
+/// started 64 at a time, on a worker in this process.
+async fn noop_throughput(count: usize, activities: u32) -> Result<Duration> {
+    let queue = unique_name("etter-bench-noop");
+    let client = temporal_client().await?;
+    let prefix = unique_name("noop");
+    let work = {
+        let queue = queue.clone();
+        closed_loop(64, count, move |i| {
+            let (client, queue, id) = (client.clone(), queue.clone(), format!("{prefix}-{i}"));
+            async move {
+                let done = run_noop(&client, &queue, id, NoopInput { activities, padding: String::new() }).await?;
+                ensure!(done == activities, "a no-op workflow ran {done} activities, not {activities}");
+                Ok(())
+            }
+        })
+    };
+    Ok(with_noop_worker(&queue, ACTIVITY_SLOTS, work).await?.elapsed)
+}

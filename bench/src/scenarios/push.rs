@@ -1,0 +1,175 @@
+//! Push cost (issue 11, item 1): `Push` through every guard (JWT, rate limit, quota, validation,
+//! audit, durable persist) against a bare `StartWorkflowExecution` to the same Temporal dev server
+//! from the same process, at 1, 8 and 64 concurrent clients; then how long each pushed run took to
+//! have its workflow started by the dispatcher.
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context as _, Result, ensure};
+use etter_proto::v1::{PushRequest, RoleStatus};
+use etter_tests::stack::Profile;
+use etter_tests::unique_name;
+
+use crate::Mode;
+use crate::baseline::{NoopInput, start_noop, temporal_client};
+use crate::deploy::{Deployment, poll};
+use crate::measure::{Samples, between, closed_loop, ms, ratio, wall};
+use crate::report::{Section, num, pair, times};
+
+/// Concurrent clients per level.
+const LEVELS: [usize; 3] = [1, 8, 64];
+
+pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
+    // Every pushed run is started at once (no worker runs them: Temporal times them out), so the
+    // processing caps are raised; queue caps and quotas are still checked on every push.
+    let deployment = Deployment::start(
+        "push",
+        profile,
+        false,
+        &[
+            ("ETTER_DISPATCH__MAX_PROCESSING_PER_COMPANY", "1000000"),
+            ("ETTER_DISPATCH__MAX_PROCESSING", "1000000"),
+            ("ETTER_WORKER__WORKFLOW_EXECUTION_TIMEOUT", "5m"),
+        ],
+    )
+    .await?;
+    let temporal = temporal_client().await?;
+    let bare_queue = unique_name("etter-bench-bare");
+    // A role's workflow input is about this large (ids, names, documents, options, plan).
+    let padding = "x".repeat(1200);
+
+    let mut section = Section::new(
+        "push",
+        profile.name(),
+        &[
+            "clients",
+            "calls",
+            "bare start p50 / p99 ms",
+            "bare starts/s",
+            "Push ack p50 / p99 ms",
+            "Pushes/s",
+            "ack ÷ bare (p50)",
+            "push → workflow started p50 / p99 ms",
+            "started ÷ bare (p50)",
+            "dispatch p50 / p99 ms",
+        ],
+    );
+    section.notes.push(format!(
+        "Closed loop: each client sends its next call when the previous one answered; {} calls per client \
+         (at least {}). One HTTP/2 connection per side, as one client process has.",
+        mode.pick(20, 2),
+        mode.pick(100, 4)
+    ));
+    section.notes.push(
+        "push → workflow started: from sending Push to the run's `start_time` (the dispatcher's \
+         StartWorkflowExecution answered); dispatch: from the run's `create_time` (committed) to `start_time`."
+            .to_owned(),
+    );
+
+    // Warm both paths (connections, prepared statements, Temporal's caches).
+    for i in 0..5 {
+        start_noop(&temporal, &bare_queue, format!("{bare_queue}-warm-{i}"), NoopInput::default()).await?;
+        push(&deployment, format!("warm-up {i}")).await?;
+    }
+
+    for clients in LEVELS {
+        let calls = (clients * mode.pick(20, 2)).max(mode.pick(100, 4));
+        let bare = {
+            let (temporal, queue, padding) = (temporal.clone(), bare_queue.clone(), padding.clone());
+            let prefix = unique_name("bare");
+            closed_loop(clients, calls, move |i| {
+                let (temporal, queue, input) =
+                    (temporal.clone(), queue.clone(), NoopInput { activities: 0, padding: padding.clone() });
+                let id = format!("{prefix}-{i}");
+                async move { start_noop(&temporal, &queue, id, input).await }
+            })
+            .await?
+        };
+        let ours = {
+            let client = deployment.client.clone();
+            let (company, document) = (deployment.stack.company.clone(), deployment.document.clone());
+            let prefix = unique_name("role");
+            closed_loop(clients, calls, move |i| {
+                let mut client = client.clone();
+                let request = PushRequest {
+                    company_id: company.clone(),
+                    role_name: format!("Bench {prefix} {i}"),
+                    documents: vec![document.clone()],
+                    draup_role_id: format!("draup-role-{i}"),
+                    request_id: format!("{prefix}-{i}"),
+                    ..PushRequest::default()
+                };
+                async move {
+                    let answer = client.push(request).await?.into_inner();
+                    ensure!(answer.created && answer.status() == RoleStatus::Queued, "push not queued: {answer:?}");
+                    Ok(answer.workflow_id)
+                }
+            })
+            .await?
+        };
+        let (started, dispatch) = starts(&deployment, &ours.answers).await?;
+        let ack_ratio = ratio(ms(ours.latencies.p50()), ms(bare.latencies.p50()));
+        let started_ratio = ratio(ms(started.p50()), ms(bare.latencies.p50()));
+        section.row(vec![
+            clients.to_string(),
+            calls.to_string(),
+            pair(&bare.latencies),
+            num(bare.throughput(), 0),
+            pair(&ours.latencies),
+            num(ours.throughput(), 0),
+            times(ack_ratio),
+            pair(&started),
+            times(started_ratio),
+            pair(&dispatch),
+        ]);
+        section.check(
+            format!("Push ack ÷ bare start (p50), {clients} clients"),
+            "≤ 1.0×",
+            times(ack_ratio),
+            ack_ratio <= 1.0,
+        );
+        section.check(
+            format!("push → workflow started ÷ bare start (p50), {clients} clients"),
+            "≤ 1.2×",
+            times(started_ratio),
+            started_ratio <= 1.2,
+        );
+        section.check(
+            format!("dispatch of an admitted run (p50), {clients} clients"),
+            "< 25 ms",
+            format!("{} ms", num(ms(dispatch.p50()), 1)),
+            dispatch.p50() < Duration::from_millis(25),
+        );
+    }
+    deployment.stop().await?;
+    Ok(section)
+}
+
+async fn push(deployment: &Deployment, name: String) -> Result<String> {
+    let request = PushRequest {
+        company_id: deployment.stack.company.clone(),
+        role_name: name.clone(),
+        documents: vec![deployment.document.clone()],
+        draup_role_id: "draup-role-1".to_owned(),
+        request_id: unique_name("warm"),
+        ..PushRequest::default()
+    };
+    Ok(deployment.client.clone().push(request).await?.into_inner().workflow_id)
+}
+
+/// For each pushed run: from sending Push to its workflow's start, and from its commit to its start.
+async fn starts(deployment: &Deployment, pushed: &[(usize, SystemTime, String)]) -> Result<(Samples, Samples)> {
+    let (mut started, mut dispatch) = (Samples::default(), Samples::default());
+    for (_, sent, workflow_id) in pushed {
+        let run = poll("the dispatcher starting the run", Duration::from_secs(120), || async {
+            let run = deployment.status(workflow_id).await?;
+            Ok(run.start_time.is_some().then_some(run))
+        })
+        .await?;
+        let start = wall(run.start_time.as_ref().context("no start time")?);
+        let create = wall(run.create_time.as_ref().context("no create time")?);
+        started.push(between(*sent, start));
+        dispatch.push(between(create, start));
+    }
+    Ok((started, dispatch))
+}
