@@ -11,6 +11,7 @@
 mod baseline;
 mod deploy;
 mod measure;
+mod micro;
 mod report;
 mod scenarios;
 
@@ -84,6 +85,10 @@ enum Command {
         /// Writes the results as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Adds the criterion micro-benchmarks' results from this directory (`target/criterion`
+        /// after `cargo bench`).
+        #[arg(long)]
+        criterion: Option<PathBuf>,
         /// The scenarios to run.
         #[arg(value_enum)]
         scenarios: Vec<Scenario>,
@@ -100,7 +105,7 @@ enum Command {
 async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Echo { file } => baseline::serve_echo(&file).await,
-        Command::Run { short, profiles, markdown, json, scenarios } => {
+        Command::Run { short, profiles, markdown, json, criterion, scenarios } => {
             let mode = if short { Mode::Short } else { Mode::Full };
             let scenarios = if scenarios.is_empty() {
                 vec![Scenario::Push, Scenario::Read, Scenario::Batch, Scenario::Fanout, Scenario::E2e]
@@ -127,6 +132,9 @@ async fn main() -> Result<()> {
                     eprintln!("etter-bench: {scenario:?} on {} done in {:.0?}", profile.name(), started.elapsed());
                     sections.push(section);
                 }
+            }
+            if let Some(dir) = criterion {
+                sections.push(micro::section(&dir)?);
             }
             let report = report::Report {
                 mode: mode.pick("full", "short"),

@@ -1,14 +1,24 @@
-//! Micro-benchmark of authenticating one call (issue 11, item 6): `Authenticator::authenticate`
-//! (bearer header → declared algorithm check → signature → `exp`/`nbf`/`iss`/`aud` → claims →
-//! principal) beside the bare `jsonwebtoken::decode` of the same token, measured in the same run.
+//! Micro-benchmarks of the guards every call passes (issue 11, item 6), each beside a baseline
+//! measured in the same run:
+//! - JWT verify: `Authenticator::authenticate` (bearer header → declared algorithm check →
+//!   signature → `exp`/`nbf`/`iss`/`aud` → claims → principal) vs the bare
+//!   `jsonwebtoken::decode` of the same token;
+//! - rate-limit check: `Limits::admit_call` (the company's limits from the companies file →
+//!   its quota's keyed limiter → GCRA check) vs a bare governor keyed check of the same quota.
 //!
-//! `cargo bench -p etter-server --bench auth` measures; `cargo test` (all targets) runs each once.
+//! `cargo bench -p etter-server --bench guards` measures; `cargo test` (all targets) runs each once.
 
 use std::{hint::black_box, time::Duration};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use etter_pipeline::{config::AuthConfig, ids::CompanyId};
+use etter_pipeline::{
+    config::{AuthConfig, LimitsConfig},
+    ids::CompanyId,
+};
 use etter_server::auth::{Authenticator, Role, issue_token, signing_secret};
+use etter_server::companies::{Companies, CompanyLimits};
+use etter_server::limits::Limits;
+use governor::{Quota, RateLimiter};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
 use tonic::metadata::MetadataMap;
 
@@ -66,5 +76,34 @@ fn authenticate(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(micro, authenticate);
+fn rate_limit(c: &mut Criterion) {
+    // A rate no benchmark reaches: every check admits, as almost every real call is.
+    let config = LimitsConfig { calls_per_minute: u32::MAX, burst: u32::MAX, ..LimitsConfig::default() };
+    let companies = match Companies::load(std::path::Path::new(""), CompanyLimits::defaults(&config)) {
+        Ok(companies) => std::sync::Arc::new(companies),
+        Err(e) => {
+            eprintln!("cannot set up the benchmark: {e}");
+            std::process::exit(1);
+        }
+    };
+    let limits = Limits::new(companies, &config);
+    let Ok(company) = CompanyId::parse("acme") else {
+        eprintln!("the benchmark company id is refused");
+        std::process::exit(1);
+    };
+    let quota = Quota::per_minute(std::num::NonZeroU32::MAX).allow_burst(std::num::NonZeroU32::MAX);
+    let bare = RateLimiter::dashmap(quota);
+    if limits.admit_call(&company).is_err() || bare.check_key(&company).is_err() {
+        eprintln!("the benchmark call is refused");
+        std::process::exit(1);
+    }
+    let mut group = c.benchmark_group("rate-limit check");
+    group.bench_function("baseline: governor keyed check_key", |b| b.iter(|| bare.check_key(black_box(&company))));
+    group.bench_function("Limits::admit_call (companies file → quota's limiter → check)", |b| {
+        b.iter(|| limits.admit_call(black_box(&company)))
+    });
+    group.finish();
+}
+
+criterion_group!(micro, authenticate, rate_limit);
 criterion_main!(micro);
