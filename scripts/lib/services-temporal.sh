@@ -110,7 +110,9 @@ svc_temporal_up() {
       "$TEMPORAL_BIN" server start-dev \
       --ip "$ETTER_HOST" --port "$TEMPORAL_PORT" --ui-port "$TEMPORAL_UI_PORT" \
       --db-filename "$TEMPORAL_DIR/dev.db" --namespace "$TEMPORAL_NS" \
-      --ui-disable-news-fetch --log-level warn
+      --ui-disable-news-fetch --log-level warn \
+      --dynamic-config-value matching.numTaskqueueReadPartitions=1 \
+      --dynamic-config-value matching.numTaskqueueWritePartitions=1
   fi
   wait_ready temporal 120 "$TEMPORAL_LOG" "$TEMPORAL_PID" start-dev _temporal_ns_ok
   wait_ready "temporal web UI" 60 "$TEMPORAL_LOG" "$TEMPORAL_PID" start-dev _temporal_ui_ok
