@@ -44,6 +44,8 @@ pub struct PipelineApi {
     pub limits: Arc<Limits>,
     /// Where calls are recorded.
     pub audit: audit::AuditLog,
+    /// Store reads the watch streams share.
+    pub watch_reads: Arc<watching::SharedReads>,
 }
 
 impl PipelineApi {
@@ -61,6 +63,7 @@ impl PipelineApi {
             drain: self.drain.clone(),
             moved: self.moved.clone(),
             limits: Arc::clone(&self.limits),
+            shared: Arc::clone(&self.watch_reads),
         }
     }
 }

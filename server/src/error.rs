@@ -28,7 +28,7 @@ impl Violation {
 }
 
 /// An error of the control plane's API.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     /// The call carries no valid bearer token.
     #[error("unauthenticated: {0}")]

@@ -11,7 +11,10 @@
 //! later changes; the events themselves are exact.
 
 mod scoped;
+mod shared;
 mod token;
+
+pub use shared::SharedReads;
 
 use std::{sync::Arc, time::Duration};
 
@@ -66,6 +69,8 @@ pub struct WatchContext {
     pub moved: fanout::Hub,
     /// Calls per minute (opening a stream is one call).
     pub limits: Arc<Limits>,
+    /// Store reads shared by the streams (see [`shared`]).
+    pub shared: Arc<SharedReads>,
 }
 
 /// Waits `nap`, or less: until a run `relevant` accepts has moved, or wake-ups were lost.

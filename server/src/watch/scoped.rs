@@ -18,6 +18,7 @@
 //! as one event per queued run.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use etter_pipeline::{
     ids::{BatchId, CompanyId, WorkflowId},
@@ -77,6 +78,14 @@ impl Scope {
         match self {
             Scope::Batch(batch) => &batch.company,
             Scope::Company(company) => company,
+        }
+    }
+
+    /// The key of the scope's shared reads.
+    fn key(&self) -> String {
+        match self {
+            Scope::Batch(batch) => format!("batch:{}", batch.id),
+            Scope::Company(company) => format!("company:{company}"),
         }
     }
 
@@ -245,14 +254,21 @@ impl Watch {
     /// server drains or the client leaves.
     async fn follow(&mut self) -> Result<Result<(), Gone>, ApiError> {
         let store = self.cx.store.clone();
+        let shared = self.cx.shared.clone();
         let mut moved = self.cx.moved.subscribe();
         // Workflow ids of the company's runs start so (a company whose id extends this one's
         // matches too: an extra look at the store, never a missed one).
         let prefix = format!("role-onboard-cr-{}-", self.scope.company());
         let mut last_sent = Instant::now();
         loop {
-            let heads: BTreeMap<WorkflowId, u64> =
-                store.sequence_heads(&self.scope.store_scope()).await?.into_iter().collect();
+            // Every read below starts after this instant: reads shared with other streams too, so
+            // none answers from before the change that woke this stream.
+            let looked = Instant::now();
+            let heads: BTreeMap<WorkflowId, u64> = {
+                let (store, scope) = (store.clone(), self.scope.store_scope());
+                let read = || async move { Ok(store.sequence_heads(&scope).await?) };
+                shared.heads.get(&self.scope.key(), looked, read).await?.iter().cloned().collect()
+            };
             for run in heads.keys() {
                 self.marks.entry(run.clone()).or_insert(0);
             }
@@ -263,11 +279,16 @@ impl Watch {
                 .filter(|(run, mark)| heads.get(*run).is_none_or(|head| head > *mark))
                 .map(|(run, mark)| (run.clone(), *mark))
                 .collect();
-            let events =
-                if wanted.is_empty() { Vec::new() } else { store.events_after_marks(&wanted, EVENT_PAGE).await? };
+            let events = if wanted.is_empty() {
+                Arc::default()
+            } else {
+                let (store, marks) = (store.clone(), wanted.clone());
+                let read = || async move { Ok(store.events_after_marks(&marks, EVENT_PAGE).await?) };
+                shared.events.get(&wanted, looked, read).await?
+            };
             let full = events.len() == EVENT_PAGE as usize;
             if !events.is_empty() {
-                if self.send_events(&events).await?.is_err() {
+                if self.send_events(&events, looked).await?.is_err() {
                     return Ok(Err(Gone));
                 }
                 last_sent = Instant::now();
@@ -316,24 +337,29 @@ impl Watch {
         }
     }
 
-    /// Sends `events` (ordered by run, then sequence), each with the run's status as read now and
-    /// the token after it.
-    async fn send_events(&mut self, events: &[store::RunEvent]) -> Result<Result<(), Gone>, ApiError> {
-        let store = self.cx.store.clone();
-        let (graph, config) = (self.cx.graph.clone(), self.cx.config.clone());
-        let sources = status::StatusContext {
-            store: store.as_ref(),
-            estimator: &self.cx.estimator,
-            finished: Some(status::Finished { graph: graph.as_ref(), server: &config.server }),
-        };
-        let mut current: Option<(WorkflowId, pb::RunStatus)> = None;
+    /// Sends `events` (ordered by run, then sequence), each with the run's status as read after
+    /// `looked` and the token after it.
+    async fn send_events(&mut self, events: &[store::RunEvent], looked: Instant) -> Result<Result<(), Gone>, ApiError> {
+        let mut current: Option<(WorkflowId, Arc<(Plan, pb::RunStatus)>)> = None;
         for event in events {
             if current.as_ref().is_none_or(|(run, _)| *run != event.workflow_id) {
-                let run: Run = store.get_run(&event.workflow_id).await?;
-                self.plans.insert(run.workflow_id.clone(), status::plan_of(&run));
-                current = Some((run.workflow_id.clone(), status::run_status(&sources, &run).await?));
+                let read = self.cx.shared.statuses.get(&event.workflow_id, looked, || {
+                    let (cx, workflow_id) = (self.cx.clone(), event.workflow_id.clone());
+                    async move {
+                        let sources = status::StatusContext {
+                            store: cx.store.as_ref(),
+                            estimator: &cx.estimator,
+                            finished: Some(status::Finished { graph: cx.graph.as_ref(), server: &cx.config.server }),
+                        };
+                        let run: Run = cx.store.get_run(&workflow_id).await?;
+                        Ok((status::plan_of(&run), status::run_status(&sources, &run).await?))
+                    }
+                });
+                let read = read.await?;
+                self.plans.insert(event.workflow_id.clone(), read.0.clone());
+                current = Some((event.workflow_id.clone(), read));
             }
-            let run_status = current.as_ref().map(|(_, s)| s.clone());
+            let run_status = current.as_ref().map(|(_, read)| read.1.clone());
             self.marks.insert(event.workflow_id.clone(), event.sequence);
             if self.send(Kind::Event(convert::event(event, run_status)), self.token()).await.is_err() {
                 return Ok(Err(Gone));
@@ -344,7 +370,7 @@ impl Watch {
 
     /// Queue positions (with ETAs) of the queued runs in scope, and the batch's progress.
     async fn heartbeat(&mut self) -> Result<Result<(), Gone>, ApiError> {
-        let positions = self.positions().await?;
+        let positions = self.shared_positions().await?;
         let mut queue = Vec::new();
         for (run, position) in &positions {
             if !self.marks.contains_key(run) {
@@ -371,6 +397,17 @@ impl Watch {
             batch: self.batch_progress().await?,
         };
         Ok(self.send(Kind::Heartbeat(heartbeat), self.token()).await)
+    }
+
+    /// [`Self::positions`], shared with the other streams of the company.
+    async fn shared_positions(&self) -> Result<HashMap<WorkflowId, u32>, ApiError> {
+        let (store, company) = (self.cx.store.clone(), self.scope.company().clone());
+        let read = || async move {
+            let positions = store.queue_positions(&company).await?;
+            Ok(positions.into_iter().map(|p| (p.workflow_id, p.position)).collect::<Vec<_>>())
+        };
+        let positions = self.cx.shared.positions.get(self.scope.company(), Instant::now(), read).await?;
+        Ok(positions.iter().cloned().collect())
     }
 
     async fn positions(&self) -> Result<HashMap<WorkflowId, u32>, ApiError> {

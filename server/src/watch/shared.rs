@@ -1,0 +1,133 @@
+//! Store reads that the streams of one server share.
+//!
+//! Every scoped stream looks at the store when a run in its scope moved: the scope's sequence
+//! heads, the events after its marks, the status of each run with news. A thousand streams of one
+//! company woken by one event would ask the same questions a thousand times at once (measured in
+//! `docs/BENCHMARKS.md`, fan-out). Here a read already under way, or just finished, answers every
+//! stream that asks the same question — provided the read *started after* the moment that
+//! stream decided to look, so that no stream is answered from before the change that woke it.
+//! The store stays the source of truth and each stream's cursor logic is unchanged: sharing only
+//! removes repeated reads.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::FutureExt as _;
+use futures::future::{BoxFuture, Shared};
+use tokio::time::Instant;
+
+use etter_pipeline::ids::{CompanyId, WorkflowId};
+use etter_pipeline::steps::Plan;
+use etter_pipeline::store::RunEvent;
+use etter_proto::v1 as pb;
+
+use crate::error::ApiError;
+
+/// The reads the scoped streams of one server share.
+#[derive(Default)]
+pub struct SharedReads {
+    /// Sequence heads, by scope (`batch:{id}`, `company:{id}`).
+    pub heads: Coalesced<String, Vec<(WorkflowId, u64)>>,
+    /// Events after a set of marks, by the marks.
+    pub events: Coalesced<Vec<(WorkflowId, u64)>, Vec<RunEvent>>,
+    /// A run's plan and status, by run.
+    pub statuses: Coalesced<WorkflowId, (Plan, pb::RunStatus)>,
+    /// Queue positions of a company's queued runs, by company.
+    pub positions: Coalesced<CompanyId, Vec<(WorkflowId, u32)>>,
+}
+
+/// Finished reads older than this are forgotten when the table grows (a stream woken later
+/// cannot use them anyway).
+const KEEP: Duration = Duration::from_secs(1);
+/// The table is swept of old reads once it holds this many.
+const SWEEP_AT: usize = 256;
+
+type Flight<V> = Shared<BoxFuture<'static, Result<Arc<V>, ApiError>>>;
+
+/// Identical reads by key, shared among callers that may use them (see the module).
+pub struct Coalesced<K, V> {
+    reads: Mutex<HashMap<K, (Instant, Flight<V>)>>,
+}
+
+impl<K, V> Default for Coalesced<K, V> {
+    fn default() -> Self {
+        Self { reads: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl<K, V> Coalesced<K, V>
+where
+    K: Hash + Eq + Clone,
+    V: Send + Sync + 'static,
+{
+    /// The answer of the latest read of `key` if it started at or after `not_before` (under way
+    /// or finished); otherwise starts `read` and answers what it reads.
+    pub async fn get<Fut>(&self, key: &K, not_before: Instant, read: impl FnOnce() -> Fut) -> Result<Arc<V>, ApiError>
+    where
+        Fut: Future<Output = Result<V, ApiError>> + Send + 'static,
+    {
+        let flight = {
+            let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
+            match reads.get(key) {
+                Some((started, flight)) if *started >= not_before => flight.clone(),
+                _ => {
+                    let now = Instant::now();
+                    if reads.len() >= SWEEP_AT {
+                        reads.retain(|_, (started, _)| now.duration_since(*started) < KEEP);
+                    }
+                    let flight = read().map(|answer| answer.map(Arc::new)).boxed().shared();
+                    reads.insert(key.clone(), (now, flight.clone()));
+                    flight
+                }
+            }
+        };
+        flight.await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn callers_share_a_read_that_started_after_they_looked_and_never_an_older_one() {
+        let reads = Arc::new(AtomicUsize::new(0));
+        let coalesced: Coalesced<&str, usize> = Coalesced::default();
+        let read = || {
+            let reads = Arc::clone(&reads);
+            async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(reads.fetch_add(1, Ordering::SeqCst) + 1)
+            }
+        };
+        let looked = Instant::now();
+        // Ten callers at once: one read.
+        let answers = futures::future::join_all((0..10).map(|_| coalesced.get(&"company", looked, read))).await;
+        assert!(answers.iter().all(|a| a.as_ref().is_ok_and(|v| **v == 1)), "{answers:?}");
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        // A caller that looked before that read started may use it, finished as it is.
+        assert_eq!(*coalesced.get(&"company", looked, read).await.unwrap_or_default(), 1);
+        // A caller woken after it started must not: it gets a read of its own.
+        let woken = Instant::now();
+        assert_eq!(*coalesced.get(&"company", woken, read).await.unwrap_or_default(), 2);
+        // Other keys are other reads.
+        assert_eq!(*coalesced.get(&"batch", looked, read).await.unwrap_or_default(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_fails_every_caller_that_shared_it_and_the_next_look_reads_again() {
+        let coalesced: Coalesced<u8, u8> = Coalesced::default();
+        let looked = Instant::now();
+        let failing = || async { Err(ApiError::Unavailable("the store is down".to_owned())) };
+        let answers =
+            futures::future::join(coalesced.get(&1, looked, failing), coalesced.get(&1, looked, failing)).await;
+        assert!(matches!(answers, (Err(ApiError::Unavailable(_)), Err(ApiError::Unavailable(_)))));
+        let later = Instant::now();
+        assert_eq!(*coalesced.get(&1, later, || async { Ok(7) }).await.unwrap_or_default(), 7);
+    }
+}
