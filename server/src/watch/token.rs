@@ -2,20 +2,30 @@
 //! mark (the last sequence the client received), so a resumed stream sends exactly the events
 //! after them — nothing missed, nothing repeated (DESIGN §4).
 //!
-//! Encoding: `w1.` + URL-safe base64 (no padding) of the deflated body. The body is the scope
-//! (kind byte, length-prefixed id) and the marks sorted by workflow id, each id front-coded
-//! against the previous one (shared prefix length, then the rest), with LEB128 varints for
-//! numbers. Ids of one company share most of their characters, so a 2,500-run batch stays a
-//! few kilobytes.
+//! Encoding: `w1.` + URL-safe base64 (no padding) of the deflated body, or `w2.` + the same of
+//! the body as it is when it is small. The body is the scope (kind byte, length-prefixed id) and
+//! the marks sorted by workflow id, each id front-coded against the previous one (shared prefix
+//! length, then the rest), with LEB128 varints for numbers. Ids of one company share most of
+//! their characters, so a 2,500-run batch stays a few kilobytes.
+//!
+//! Every event of a scoped stream carries a token, so encoding is on the fan-out's hot path
+//! (`docs/BENCHMARKS.md`): a small body (a company's few active runs) is not deflated at all,
+//! and a large one reuses its thread's compressor instead of allocating and zeroing a new one.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 
 use base64::Engine as _;
 use etter_pipeline::ids::WorkflowId;
-use flate2::{Compression, read::DeflateDecoder, write::DeflateEncoder};
+use flate2::{Compress, Compression, FlushCompress, Status, read::DeflateDecoder};
 
-const PREFIX: &str = "w1.";
+/// A deflated body.
+const DEFLATED: &str = "w1.";
+/// A body as it is.
+const PLAIN: &str = "w2.";
+/// Bodies up to this size are sent as they are: deflating them saves a few bytes at most.
+const PLAIN_UP_TO: usize = 512;
 /// Refuse tokens that inflate beyond this (a token for far more runs than any scope holds).
 const MAX_BODY: u64 = 16 * 1024 * 1024;
 
@@ -52,19 +62,54 @@ pub fn encode(scope: &TokenScope, marks: &BTreeMap<WorkflowId, u64>) -> String {
         put_varint(&mut body, *mark);
         previous = run;
     }
-    let mut encoder = DeflateEncoder::new(Vec::new(), Compression::fast());
-    // Writing into a Vec cannot fail.
-    let deflated = encoder.write_all(&body).and_then(|()| encoder.finish()).unwrap_or_default();
-    format!("{PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(deflated))
+    let base64 = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    match deflate(&body) {
+        Some(deflated) if body.len() > PLAIN_UP_TO => format!("{DEFLATED}{}", base64.encode(deflated)),
+        _ => format!("{PLAIN}{}", base64.encode(body)),
+    }
+}
+
+thread_local! {
+    /// Raw deflate at the fast level, reset between tokens.
+    static COMPRESSOR: RefCell<Compress> = RefCell::new(Compress::new(Compression::fast(), false));
+}
+
+/// `body` deflated by this thread's compressor; `None` for a small body (not worth it) or should
+/// the compressor fail (the body is then sent as it is).
+fn deflate(body: &[u8]) -> Option<Vec<u8>> {
+    if body.len() <= PLAIN_UP_TO {
+        return None;
+    }
+    COMPRESSOR.with(|compressor| {
+        let mut compressor = compressor.borrow_mut();
+        compressor.reset();
+        let mut out = Vec::with_capacity(body.len() / 2 + 64);
+        loop {
+            let consumed = usize::try_from(compressor.total_in()).ok()?;
+            match compressor.compress_vec(body.get(consumed..)?, &mut out, FlushCompress::Finish).ok()? {
+                Status::StreamEnd => return Some(out),
+                Status::Ok | Status::BufError => out.reserve(out.capacity().max(64)),
+            }
+        }
+    })
 }
 
 /// Decodes a token from [`encode`].
 pub fn decode(token: &str) -> Result<(TokenScope, BTreeMap<WorkflowId, u64>), BadToken> {
-    let encoded = token.strip_prefix(PREFIX).ok_or(BadToken("unknown version"))?;
-    let deflated =
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded).map_err(|_| BadToken("not base64"))?;
-    let mut body = Vec::new();
-    DeflateDecoder::new(deflated.as_slice()).take(MAX_BODY).read_to_end(&mut body).map_err(|_| BadToken("corrupt"))?;
+    let base64 = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let body = if let Some(encoded) = token.strip_prefix(DEFLATED) {
+        let deflated = base64.decode(encoded).map_err(|_| BadToken("not base64"))?;
+        let mut body = Vec::new();
+        DeflateDecoder::new(deflated.as_slice())
+            .take(MAX_BODY)
+            .read_to_end(&mut body)
+            .map_err(|_| BadToken("corrupt"))?;
+        body
+    } else if let Some(encoded) = token.strip_prefix(PLAIN) {
+        base64.decode(encoded).map_err(|_| BadToken("not base64"))?
+    } else {
+        return Err(BadToken("unknown version"));
+    };
     let mut reader = Reader { bytes: &body };
     let kind = reader.byte()?;
     let id = String::from_utf8(reader.bytes()?.to_vec()).map_err(|_| BadToken("corrupt scope"))?;
@@ -157,6 +202,36 @@ mod tests {
         let token = encode(&scope, &marks);
         assert!(token.len() < 12_000, "{} bytes", token.len());
         assert_eq!(decode(&token)?, (scope, marks));
+        Ok(())
+    }
+
+    #[test]
+    fn a_small_body_is_not_deflated_and_a_reused_compressor_gives_the_same_token() -> Result<(), BadToken> {
+        let company = TokenScope::Company("acme".into());
+        let few = BTreeMap::from([(run("analyst", 1), 3), (run("claims-adjuster", 2), 17)]);
+        assert!(encode(&company, &few).starts_with(PLAIN));
+        let many: BTreeMap<WorkflowId, u64> = (0..200).map(|i| (run(&format!("role-{i}"), 1), i)).collect();
+        let first = encode(&company, &many);
+        assert!(first.starts_with(DEFLATED));
+        assert_eq!(encode(&company, &many), first, "the thread's compressor was not reset");
+        assert_eq!(decode(&first)?, (company, many));
+        Ok(())
+    }
+
+    #[test]
+    fn a_deflated_token_of_a_small_body_from_an_earlier_server_still_resumes() -> Result<(), BadToken> {
+        use std::io::Write as _;
+        // Servers before the plain form deflated every body; their clients keep such tokens.
+        let marks = BTreeMap::from([(run("analyst", 1), 3)]);
+        let plain = encode(&TokenScope::Company("acme".into()), &marks);
+        let body = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(plain.trim_start_matches(PLAIN))
+            .map_err(|_| BadToken("test body"))?;
+        let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), Compression::fast());
+        encoder.write_all(&body).map_err(|_| BadToken("test deflate"))?;
+        let deflated = encoder.finish().map_err(|_| BadToken("test deflate"))?;
+        let earlier = format!("{DEFLATED}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(deflated));
+        assert_eq!(decode(&earlier)?, (TokenScope::Company("acme".into()), marks));
         Ok(())
     }
 
