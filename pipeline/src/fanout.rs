@@ -87,11 +87,20 @@ impl Announce for Publisher {
     }
 }
 
+/// A run moved (a change of it was committed), as a server learned it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    /// The run.
+    pub run: WorkflowId,
+    /// When this server learned it: a store read started after it sees the change.
+    pub at: std::time::Instant,
+}
+
 /// Where a server's watch streams learn that runs moved: fed by the Redis subscription, or, without
 /// Redis, by the server's own writes.
 #[derive(Clone)]
 pub struct Hub {
-    sender: broadcast::Sender<WorkflowId>,
+    sender: broadcast::Sender<Moved>,
 }
 
 impl Default for Hub {
@@ -106,8 +115,8 @@ impl Hub {
         Self { sender: broadcast::channel(QUEUE).0 }
     }
 
-    /// A receiver of the ids of runs that moved from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<WorkflowId> {
+    /// A receiver of the runs that move from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Moved> {
         self.sender.subscribe()
     }
 
@@ -135,7 +144,7 @@ impl Hub {
                                         if let Ok(id) = message.get_payload::<String>()
                                             && let Ok(id) = WorkflowId::parse(&id)
                                         {
-                                            let _ = sender.send(id);
+                                            let _ = sender.send(Moved { run: id, at: std::time::Instant::now() });
                                         }
                                     }
                                     None => break,
@@ -203,6 +212,6 @@ impl Probe {
 impl Announce for Hub {
     fn moved(&self, run: &WorkflowId) {
         // No receivers: nobody watches.
-        let _ = self.sender.send(run.clone());
+        let _ = self.sender.send(Moved { run: run.clone(), at: std::time::Instant::now() });
     }
 }

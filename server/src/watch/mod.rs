@@ -74,23 +74,26 @@ pub struct WatchContext {
 }
 
 /// Waits `nap`, or less: until a run `relevant` accepts has moved, or wake-ups were lost.
+/// Answers the instant the stream's next look must start from: when the server learned of the
+/// move that woke it, or when the nap ended. Reads started since then (shared with other streams
+/// or not) see everything that woke it.
 async fn nap_until_moved(
     nap: Duration,
-    moved: &mut broadcast::Receiver<WorkflowId>,
+    moved: &mut broadcast::Receiver<fanout::Moved>,
     relevant: impl Fn(&WorkflowId) -> bool,
-) {
+) -> Instant {
     let sleep = tokio::time::sleep(nap);
     tokio::pin!(sleep);
     loop {
         tokio::select! {
-            () = &mut sleep => return,
+            () = &mut sleep => return sleep.deadline(),
             received = moved.recv() => match received {
-                Ok(run) if relevant(&run) => return,
+                Ok(moved) if relevant(&moved.run) => return Instant::from_std(moved.at),
                 Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => return,
+                Err(broadcast::error::RecvError::Lagged(_)) => return Instant::now(),
                 Err(broadcast::error::RecvError::Closed) => {
                     (&mut sleep).await;
-                    return;
+                    return sleep.deadline();
                 }
             },
         }
@@ -239,9 +242,42 @@ async fn stream_until_done(
         }
         let nap = cx.settings.poll_interval.min(deadline - now);
         tokio::select! {
-            () = nap_until_moved(nap, &mut moved, |run| *run == wf) => {}
+            _ = nap_until_moved(nap, &mut moved, |run| *run == wf) => {}
             () = tx.closed() => return Ok(()),
             _ = cx.drain.changed() => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use etter_pipeline::store::Announce as _;
+
+    use super::*;
+
+    fn run(role: &str) -> WorkflowId {
+        WorkflowId::parse(&format!("role-onboard-cr-acme-{role}-1")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[tokio::test]
+    async fn a_stream_woken_by_a_move_looks_from_when_the_server_learned_it() {
+        let hub = fanout::Hub::new();
+        let mut moved = hub.subscribe();
+        let before = Instant::now();
+        hub.moved(&run("other"));
+        hub.moved(&run("analyst"));
+        let after = Instant::now();
+        let woken = nap_until_moved(Duration::from_secs(30), &mut moved, |r| *r == run("analyst")).await;
+        // The move's own instant, not when this stream got to run (nor the irrelevant move's).
+        assert!(before <= woken && woken <= after, "{woken:?} not within {before:?}..{after:?}");
+    }
+
+    #[tokio::test]
+    async fn a_stream_woken_by_its_nap_looks_from_the_nap_s_end() {
+        let hub = fanout::Hub::new();
+        let mut moved = hub.subscribe();
+        let started = Instant::now();
+        let woken = nap_until_moved(Duration::from_millis(30), &mut moved, |_| true).await;
+        assert!(woken >= started + Duration::from_millis(30) && woken <= Instant::now());
     }
 }

@@ -260,10 +260,11 @@ impl Watch {
         // matches too: an extra look at the store, never a missed one).
         let prefix = format!("role-onboard-cr-{}-", self.scope.company());
         let mut last_sent = Instant::now();
+        // Every read of a pass starts after `looked`: when the stream was woken, i.e. when the
+        // server learned of the move (reads shared with other streams too, so none answers from
+        // before the change that woke this stream).
+        let mut looked = Instant::now();
         loop {
-            // Every read below starts after this instant: reads shared with other streams too, so
-            // none answers from before the change that woke this stream.
-            let looked = Instant::now();
             let heads: BTreeMap<WorkflowId, u64> = {
                 let (store, scope) = (store.clone(), self.scope.store_scope());
                 let read = || async move { Ok(store.sequence_heads(&scope).await?) };
@@ -326,11 +327,14 @@ impl Watch {
                 return Ok(Ok(()));
             }
             if full {
+                looked = Instant::now();
                 continue;
             }
             let nap = self.cx.settings.poll_interval.min(self.deadline - now);
             tokio::select! {
-                () = super::nap_until_moved(nap, &mut moved, |run| run.as_str().starts_with(&prefix)) => {}
+                woken = super::nap_until_moved(nap, &mut moved, |run| run.as_str().starts_with(&prefix)) => {
+                    looked = woken;
+                }
                 () = self.tx.closed() => return Ok(Err(Gone)),
                 _ = self.cx.drain.changed() => return Ok(Ok(())),
             }
