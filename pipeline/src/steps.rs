@@ -19,6 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::io::Write as _;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -321,19 +322,28 @@ pub fn input_hash(
     let mut docs: Vec<&(DocumentKind, ContentHash)> =
         documents.iter().filter(|(kind, _)| spec.consumes.contains(kind)).collect();
     docs.sort();
+    // Formatted straight into the hasher (no string per part): the same bytes as
+    // `format!("{kind:?}:{hash}\n")` and `format!("{need}:{output}\n")`, which stored hashes used.
     for (kind, hash) in docs {
-        hasher.update(format!("{kind:?}:{}\n", hash.0).as_bytes());
+        let _ = writeln!(hasher, "{kind:?}:{}", hash.0);
     }
     hasher.update([0]);
     for need in hashed_upstream(step) {
         let output = upstream_outputs.get(&need).map(String::as_str).unwrap_or("");
-        hasher.update(format!("{need}:{output}\n").as_bytes());
+        let _ = writeln!(hasher, "{need}:{output}");
     }
     hex(&hasher.finalize())
 }
 
+/// Lowercase hex of `bytes`.
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// What an earlier run of the role left for a step.
@@ -609,6 +619,20 @@ mod tests {
         Ok(())
     }
 
+    /// Input hashes are stored with every step and compared across runs and server versions: a
+    /// change to how they are computed would make every earlier output look stale. Pinned.
+    #[test]
+    fn input_hashes_are_the_ones_earlier_versions_stored() {
+        let docs = [
+            (DocumentKind::ProcessMap, ContentHash("b".repeat(64))),
+            (DocumentKind::JobDescription, ContentHash("a".repeat(64))),
+        ];
+        let upstream: BTreeMap<StepName, String> = StepName::ALL.into_iter().map(|s| (s, format!("out-{s}"))).collect();
+        let hashes: Vec<String> =
+            StepName::ALL.into_iter().map(|s| input_hash(s, "acme/Claims Adjuster", &docs, &upstream)).collect();
+        assert_eq!(hashes, PINNED.map(str::to_owned).to_vec());
+    }
+
     /// A deterministic stand-in for a step's work: its output hash as a function of its input
     /// hash, where some inputs "don't matter" (the step produces the same output anyway).
     fn simulate_output(step: StepName, input: &str, insensitive: &BTreeSet<StepName>) -> String {
@@ -725,4 +749,20 @@ mod tests {
             }
         }
     }
+
+    /// [`input_hash`] of every step for the inputs of `input_hashes_are_the_ones_earlier_versions_stored`,
+    /// as computed when hashes were first stored.
+    const PINNED: [&str; 11] = [
+        "fd5f80085e206049b31b23a8063f183bd127d2d48b286ca5181d13f5c3595d3e",
+        "ea4876854773bbd6064e181d775b69986d6ac42237c9e81201867ffc801d38d4",
+        "1fe9f35b1a3cf0588356856622440f9c726ab577d1a59418c6932b408a322e96",
+        "a56c6c6fe81c045c7c170f65d4ffc0383c665400b473985374c2eec928707ca4",
+        "93ec3a2c9a9d1ab9b7bf0cd2ddc434be0786bfa511b925789af68bcfbfcb4ed3",
+        "8fb1bf11cca019ad4946c40e284290aea4d586a7266f04ecc59c27b0b585bea8",
+        "196f4355fda0f448f8b81b3e79009e75901aa698ecfad3ce7aee6dcd0edd8a28",
+        "55e76194f45963e08f4c71b0cd08b6c08c40c09edf3aff03a99011a32f7381a5",
+        "a02ceca4f8d7b76786198d3487355ddb627a5cc178abbf1d150ccdbeb7a25bf8",
+        "9207845477e22d527dde3348c26d25ccb7f6801f884950e22438dbd91a9689be",
+        "4c9c6b9e750e3bdcb344e2415de8b078ef3530a531c4492de69b429ae0607167",
+    ];
 }
