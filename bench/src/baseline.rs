@@ -122,6 +122,34 @@ pub async fn start_noop(client: &Client, task_queue: &str, id: String, input: No
     Ok(())
 }
 
+/// Terminates the workflows `ids` that a scenario started and nobody runs, so that they do not
+/// load the dev server under the next scenarios (their timeouts firing by the thousand). One that
+/// already ended is fine; answers how many could not be terminated for another reason.
+pub async fn terminate_all(client: &Client, ids: Vec<String>) -> usize {
+    use futures::StreamExt as _;
+    use temporalio_client::errors::WorkflowInteractionError;
+    use temporalio_client::{UntypedWorkflow, WorkflowTerminateOptions};
+    futures::stream::iter(ids)
+        .map(|id| {
+            let client = client.clone();
+            async move {
+                let options = WorkflowTerminateOptions::builder().reason("etter-bench: measured").build();
+                match client.get_workflow_handle::<UntypedWorkflow>(id).terminate(options).await {
+                    Ok(()) | Err(WorkflowInteractionError::NotFound(_)) => 0,
+                    Err(WorkflowInteractionError::Rpc(status))
+                        if matches!(status.code(), tonic::Code::NotFound | tonic::Code::FailedPrecondition) =>
+                    {
+                        0
+                    }
+                    Err(_) => 1,
+                }
+            }
+        })
+        .buffer_unordered(16)
+        .fold(0, |failed, one| async move { failed + one })
+        .await
+}
+
 /// Starts a [`BenchNoop`] and waits for its result.
 pub async fn run_noop(client: &Client, task_queue: &str, id: String, input: NoopInput) -> Result<u32> {
     let options =

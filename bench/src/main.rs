@@ -112,7 +112,16 @@ async fn main() -> Result<()> {
             } else {
                 scenarios
             };
-            let mut sections = Vec::new();
+            let mut report = report::Report {
+                mode: mode.pick("full", "short"),
+                build: if cfg!(debug_assertions) { "debug" } else { "release" },
+                machine: report::machine(),
+                sections: Vec::new(),
+            };
+            // The micro-benchmarks were measured before the run: their section comes first.
+            if let Some(dir) = &criterion {
+                report.sections.push(micro::section(dir)?);
+            }
             for scenario in scenarios {
                 for profile in &profiles {
                     let profile = match profile {
@@ -130,21 +139,16 @@ async fn main() -> Result<()> {
                     }
                     .with_context(|| format!("{scenario:?} on {}", profile.name()))?;
                     eprintln!("etter-bench: {scenario:?} on {} done in {:.0?}", profile.name(), started.elapsed());
-                    sections.push(section);
+                    report.sections.push(section);
+                    // Written after every section: a long run stopped part-way keeps what it measured.
+                    if let Some(path) = &markdown {
+                        report.write_into(path)?;
+                    }
                 }
             }
-            if let Some(dir) = criterion {
-                sections.push(micro::section(&dir)?);
-            }
-            let report = report::Report {
-                mode: mode.pick("full", "short"),
-                build: if cfg!(debug_assertions) { "debug" } else { "release" },
-                machine: report::machine(),
-                sections,
-            };
             print!("{}", report.markdown());
-            if let Some(path) = markdown {
-                report.write_into(&path)?;
+            if let Some(path) = &markdown {
+                report.write_into(path)?;
             }
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_vec_pretty(&report)?)

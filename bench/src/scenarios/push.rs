@@ -11,7 +11,7 @@ use etter_tests::stack::Profile;
 use etter_tests::unique_name;
 
 use crate::Mode;
-use crate::baseline::{NoopInput, start_noop, temporal_client};
+use crate::baseline::{NoopInput, start_noop, temporal_client, terminate_all};
 use crate::deploy::{Deployment, poll};
 use crate::measure::{Samples, between, closed_loop, ms, ratio, wall};
 use crate::report::{Section, num, pair, times};
@@ -72,6 +72,7 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
         push(&deployment, format!("warm-up {i}")).await?;
     }
 
+    let mut started_ids = Vec::new();
     for clients in LEVELS {
         let calls = (clients * mode.pick(20, 2)).max(mode.pick(100, 4));
         let bare = {
@@ -81,7 +82,10 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
                 let (temporal, queue, input) =
                     (temporal.clone(), queue.clone(), NoopInput { activities: 0, padding: padding.clone() });
                 let id = format!("{prefix}-{i}");
-                async move { start_noop(&temporal, &queue, id, input).await }
+                async move {
+                    start_noop(&temporal, &queue, id.clone(), input).await?;
+                    Ok(id)
+                }
             })
             .await?
         };
@@ -108,6 +112,8 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
             .await?
         };
         let (started, dispatch) = starts(&deployment, &ours.answers).await?;
+        started_ids.extend(ours.answers.iter().map(|(_, _, id)| id.clone()));
+        started_ids.extend(bare.answers.iter().map(|(_, _, id)| id.clone()));
         let ack_ratio = ratio(ms(ours.latencies.p50()), ms(bare.latencies.p50()));
         let started_ratio = ratio(ms(started.p50()), ms(bare.latencies.p50()));
         section.row(vec![
@@ -139,6 +145,12 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
             "< 25 ms",
             format!("{} ms", num(ms(dispatch.p50()), 1)),
             dispatch.p50() < Duration::from_millis(25),
+        );
+    }
+    let failed = terminate_all(&temporal, started_ids).await;
+    if failed > 0 {
+        eprintln!(
+            "etter-bench: {failed} workflows of the push scenario could not be terminated; they time out in 5 minutes"
         );
     }
     deployment.stop().await?;
