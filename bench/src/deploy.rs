@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use etter_proto::v1::{Document, DocumentType, GetStatusRequest, RunStatus, get_status_request::Target};
+use etter_proto::v1::{
+    Document, DocumentType, GetStatusRequest, PushBatchItem, PushBatchRequest, RunStatus, get_status_request::Target,
+};
 use etter_tests::stack::{Client, Process, Profile, Stack};
 
 /// The test harness's fast timings, reset to the production defaults for benchmarks.
@@ -67,6 +69,25 @@ impl Deployment {
     pub async fn status(&self, workflow_id: &str) -> Result<RunStatus> {
         let request = GetStatusRequest { target: Some(Target::WorkflowId(workflow_id.to_owned())) };
         self.client.clone().get_status(request).await?.into_inner().run.context("GetStatus without a run")
+    }
+
+    /// A batch of `count` roles of the company, each named by `name` and referring to the
+    /// deployment's document, with a request id of its own.
+    pub fn batch(&self, count: usize, name: impl Fn(usize) -> String) -> PushBatchRequest {
+        PushBatchRequest {
+            company_id: self.stack.company.clone(),
+            items: (0..count)
+                .map(|i| PushBatchItem {
+                    role_name: name(i),
+                    documents: vec![self.document.clone()],
+                    draup_role_id: format!("draup-role-{i}"),
+                    client_ref: (i + 2).to_string(),
+                    ..PushBatchItem::default()
+                })
+                .collect(),
+            request_id: etter_tests::unique_name("batch"),
+            ..PushBatchRequest::default()
+        }
     }
 
     /// Stops the processes and removes the stack's database and files.

@@ -5,9 +5,8 @@
 use std::time::Instant;
 
 use anyhow::{Result, ensure};
-use etter_proto::v1::{BatchItemOutcome, PushBatchItem, PushBatchRequest};
+use etter_proto::v1::BatchItemOutcome;
 use etter_tests::stack::Profile;
-use etter_tests::unique_name;
 
 use crate::Mode;
 use crate::deploy::Deployment;
@@ -43,20 +42,7 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
     ));
     let mut acks = Samples::default();
     for round in 1..=rounds {
-        let batch = PushBatchRequest {
-            company_id: deployment.stack.company.clone(),
-            items: (0..items)
-                .map(|i| PushBatchItem {
-                    role_name: format!("Batch {round} Role {i}"),
-                    documents: vec![deployment.document.clone()],
-                    draup_role_id: format!("draup-role-{i}"),
-                    client_ref: (i + 2).to_string(),
-                    ..PushBatchItem::default()
-                })
-                .collect(),
-            request_id: unique_name("batch"),
-            ..PushBatchRequest::default()
-        };
+        let batch = deployment.batch(items, |i| format!("Batch {round} Role {i}"));
         let before = proc_stats(pid)?;
         let t0 = Instant::now();
         let answer = deployment.client.clone().push_batch(batch).await?.into_inner();

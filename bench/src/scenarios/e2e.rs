@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Result, ensure};
 use etter_pipeline::steps::StepName;
-use etter_proto::v1::{HistoryRequest, PushBatchItem, PushBatchRequest, RoleStatus, RunStatus};
+use etter_proto::v1::{HistoryRequest, RoleStatus, RunStatus};
 use etter_tests::stack::Profile;
 use etter_tests::unique_name;
 
@@ -34,19 +34,7 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
     let deployment = Deployment::start("e2e", profile, true, &[]).await?;
     let (server, worker) = (deployment.server_pid()?, deployment.worker_pid()?);
     let (server_before, worker_before) = (proc_stats(server)?, proc_stats(worker)?);
-    let batch = PushBatchRequest {
-        company_id: deployment.stack.company.clone(),
-        items: (0..roles)
-            .map(|i| PushBatchItem {
-                role_name: format!("End to End Role {i}"),
-                documents: vec![deployment.document.clone()],
-                draup_role_id: format!("draup-role-{i}"),
-                ..PushBatchItem::default()
-            })
-            .collect(),
-        request_id: unique_name("e2e"),
-        ..PushBatchRequest::default()
-    };
+    let batch = deployment.batch(roles, |i| format!("End to End Role {i}"));
     let sent = SystemTime::now();
     let t0 = Instant::now();
     let batch_id = deployment.client.clone().push_batch(batch).await?.into_inner().batch_id;

@@ -6,10 +6,7 @@
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, Result, ensure};
-use etter_proto::v1::{
-    PushBatchItem, PushBatchRequest, RoleStatus, WatchStatusRequest, run_event, watch_status_request,
-    watch_status_response,
-};
+use etter_proto::v1::{RoleStatus, WatchStatusRequest, run_event, watch_status_request, watch_status_response};
 use etter_tests::stack::{Profile, connect};
 use etter_tests::unique_name;
 
@@ -141,19 +138,8 @@ async fn phase(deployment: &Deployment, streams: usize, roles: usize) -> Result<
             .context("streams did not all receive their snapshot")?
             .context("a stream failed before its snapshot")?;
     }
-    let batch = PushBatchRequest {
-        company_id: deployment.stack.company.clone(),
-        items: (0..roles)
-            .map(|i| PushBatchItem {
-                role_name: format!("Fan-out {} {i}", unique_name("r")),
-                documents: vec![deployment.document.clone()],
-                draup_role_id: format!("draup-role-{i}"),
-                ..PushBatchItem::default()
-            })
-            .collect(),
-        request_id: unique_name("fanout"),
-        ..PushBatchRequest::default()
-    };
+    let prefix = unique_name("r");
+    let batch = deployment.batch(roles, |i| format!("Fan-out {prefix} {i}"));
     deployment.client.clone().push_batch(batch).await?;
     let mut latencies = Vec::new();
     let mut counts = Vec::new();
