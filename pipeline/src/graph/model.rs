@@ -206,7 +206,11 @@ impl fmt::Display for Rel {
 
 /// A property value. The graph stores only these four kinds; all are exact in both backends
 /// (floats are IEEE doubles in Bolt and in the embedded JSON, parsed with round-trip precision).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Stored as the bare JSON value. It is read by a visitor of its own rather than
+/// `#[serde(untagged)]`, which buffers every value and formats an error for each kind it rules
+/// out: that was most of the cost of reading a role's outputs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum PropValue {
     /// A boolean.
@@ -217,6 +221,48 @@ pub enum PropValue {
     Float(f64),
     /// A string.
     Str(String),
+}
+
+impl<'de> Deserialize<'de> for PropValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(PropVisitor)
+    }
+}
+
+struct PropVisitor;
+
+impl serde::de::Visitor<'_> for PropVisitor {
+    type Value = PropValue;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a boolean, an integer, a number or a string")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<PropValue, E> {
+        Ok(PropValue::Bool(v))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<PropValue, E> {
+        Ok(PropValue::Int(v))
+    }
+
+    /// Beyond `i64` an integer is kept as the nearest double, as the untagged form did.
+    #[allow(clippy::cast_precision_loss)]
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<PropValue, E> {
+        Ok(i64::try_from(v).map_or(PropValue::Float(v as f64), PropValue::Int))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<PropValue, E> {
+        Ok(PropValue::Float(v))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PropValue, E> {
+        Ok(PropValue::Str(v.to_owned()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<PropValue, E> {
+        Ok(PropValue::Str(v))
+    }
 }
 
 impl PropValue {
@@ -332,5 +378,41 @@ impl fmt::Display for NodeRef {
             write!(f, "{p}: {v:?}")?;
         }
         f.write_str("})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PropValue, Props};
+
+    #[test]
+    fn prop_values_read_back_as_the_kind_they_were_written() -> serde_json::Result<()> {
+        let props: Props = [
+            ("flag", PropValue::Bool(true)),
+            ("count", PropValue::Int(-42)),
+            ("whole_double", PropValue::Float(3.0)),
+            ("share", PropValue::Float(0.1 + 0.2)),
+            ("name", PropValue::Str("Software \"Engineer\" ✓".to_owned())),
+            ("numeric_text", PropValue::Str("17".to_owned())),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let text = serde_json::to_string(&props)?;
+        let back: Props = serde_json::from_str(&text)?;
+        assert_eq!(back, props, "stored as {text}");
+        Ok(())
+    }
+
+    #[test]
+    fn integers_beyond_i64_become_doubles_and_other_json_is_refused() -> serde_json::Result<()> {
+        let big: PropValue = serde_json::from_str("18446744073709551615")?;
+        assert_eq!(big, PropValue::Float(18_446_744_073_709_551_615_f64));
+        for refused in ["null", "[1]", "{\"a\":1}"] {
+            let read = serde_json::from_str::<PropValue>(refused);
+            let error = read.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(error.contains("a boolean, an integer, a number or a string"), "{refused}: {error:?}");
+        }
+        Ok(())
     }
 }
