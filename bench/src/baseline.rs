@@ -215,7 +215,8 @@ pub async fn serve_echo(response: &Path) -> Result<()> {
     println!("{}", serde_json::json!({ "ready": "etter-bench echo", "grpc_addr": addr.to_string() }));
     tonic::transport::Server::builder()
         .add_service(PipelineServiceServer::new(Echo { response }))
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        // Nagle off, as etter-server has it: the baseline must not wait on delayed ACKs either.
+        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)))
         .await?;
     Ok(())
 }
