@@ -46,6 +46,8 @@ pub struct PipelineApi {
     pub audit: audit::AuditLog,
     /// Store reads the watch streams share.
     pub watch_reads: Arc<watching::SharedReads>,
+    /// Step attempts kept from earlier status reads.
+    pub kept_steps: Arc<status::KeptSteps>,
 }
 
 impl PipelineApi {
@@ -64,6 +66,7 @@ impl PipelineApi {
             moved: self.moved.clone(),
             limits: Arc::clone(&self.limits),
             shared: Arc::clone(&self.watch_reads),
+            kept_steps: Arc::clone(&self.kept_steps),
         }
     }
 }
@@ -149,6 +152,7 @@ impl PipelineService for PipelineApi {
                 store: self.store.as_ref(),
                 estimator: &self.estimator,
                 finished: Some(status::Finished { graph: &self.graph, server: &self.config.server }),
+                kept: Some(&self.kept_steps),
             };
             let response = status::get_status(&cx, &self.limits, &principal, request.into_inner()).await?;
             Ok(Response::new(response))

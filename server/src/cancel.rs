@@ -110,7 +110,7 @@ pub async fn cancel(
         reason = format!("{reason}: {given}");
     }
     let cancelled = cancel_run(cx, run, &reason).await?;
-    let sources = status::StatusContext { store: cx.store, estimator: cx.estimator, finished: None };
+    let sources = status::StatusContext { store: cx.store, estimator: cx.estimator, finished: None, kept: None };
     let response = pb::CancelResponse { run: Some(status::run_status(&sources, &cancelled).await?) };
     idempotency.remember(response).await
 }

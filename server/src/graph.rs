@@ -9,8 +9,14 @@
 //!
 //! The embedded graph (`{data_dir}/graph.db`) is the worker's SQLite file in WAL mode, so reading
 //! it here while the worker writes is safe.
+//!
+//! A summary is counted from the role's whole subgraph, so summaries are kept: one read answers
+//! every status of the same run at the same sequence for [`SUMMARY_TTL`]. The worker writes a
+//! step's output before it records the step, so the run's own writes always show at once; a
+//! newer run of the same role rewriting the graph shows on the older run within the TTL.
 
 use std::{
+    collections::HashMap,
     path::PathBuf,
     sync::{Arc, Mutex},
     time::Duration,
@@ -19,7 +25,7 @@ use std::{
 use etter_pipeline::{
     config::GraphConfig,
     graph::{self, GraphError, RoleGraph, RoleSummary},
-    ids::RoleId,
+    ids::{RoleId, WorkflowId},
 };
 use tokio::{sync::OnceCell, time::Instant};
 
@@ -29,6 +35,10 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// After a failure, reads skip the graph for this long (unless a health ping succeeds first).
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// Longest a kept summary answers for a run that has not moved.
+pub const SUMMARY_TTL: Duration = Duration::from_secs(5);
+/// Kept summaries past which the expired ones are swept.
+const KEPT_SUMMARIES: usize = 1024;
 
 /// The role graph as the server uses it: opened on first use, shared by every call.
 pub struct GraphReader {
@@ -36,6 +46,18 @@ pub struct GraphReader {
     data_dir: PathBuf,
     graph: OnceCell<Arc<dyn RoleGraph>>,
     health: Mutex<Health>,
+    /// Summaries read, by role, with the run and sequence they were read for.
+    kept: Mutex<HashMap<RoleId, Kept>>,
+    /// [`SUMMARY_TTL`] (shorter in tests).
+    summary_ttl: Duration,
+}
+
+/// A summary read for a run at a sequence.
+struct Kept {
+    run: WorkflowId,
+    sequence: u64,
+    read_at: Instant,
+    summary: Option<RoleSummary>,
 }
 
 /// What the last graph operations said, for pausing reads and for logging once per outage.
@@ -51,7 +73,14 @@ impl GraphReader {
     /// A reader of the graph `config` names (the embedded graph under `data_dir` when
     /// `graph.uri` is empty). Nothing is opened yet.
     pub fn new(config: GraphConfig, data_dir: PathBuf) -> Self {
-        Self { config, data_dir, graph: OnceCell::new(), health: Mutex::new(Health::default()) }
+        Self {
+            config,
+            data_dir,
+            graph: OnceCell::new(),
+            health: Mutex::new(Health::default()),
+            kept: Mutex::new(HashMap::new()),
+            summary_ttl: SUMMARY_TTL,
+        }
     }
 
     /// Which backend this reader opens, for logs.
@@ -92,13 +121,18 @@ impl GraphReader {
         result
     }
 
-    /// The outputs summary of `role`, or `None` when the role is not in the graph or the graph
-    /// cannot answer now (logged, at WARN once per outage). Opening and reading together take at
-    /// most [`READ_TIMEOUT`].
-    pub async fn summary(&self, role: &RoleId) -> Option<RoleSummary> {
+    /// The outputs summary of `role` for the status of `run` at `sequence`, or `None` when the
+    /// role is not in the graph or the graph cannot answer now (logged, at WARN once per outage).
+    /// A summary read for the same run at the same sequence less than [`SUMMARY_TTL`] ago is
+    /// reused; otherwise opening and reading together take at most [`READ_TIMEOUT`].
+    pub async fn summary(&self, role: &RoleId, run: &WorkflowId, sequence: u64) -> Option<RoleSummary> {
+        if let Some(kept) = self.kept_summary(role, run, sequence) {
+            return kept;
+        }
         if self.paused() {
             return None;
         }
+        let read_at = Instant::now();
         let read = async { self.graph().await?.role_summary(role).await };
         let result = tokio::time::timeout(READ_TIMEOUT, read)
             .await
@@ -106,12 +140,31 @@ impl GraphReader {
         match result {
             Ok(summary) => {
                 self.succeeded();
+                self.keep(role, Kept { run: run.clone(), sequence, read_at, summary });
                 summary
             }
             Err(e) => {
                 self.failed("reading an outputs summary", &e);
                 None
             }
+        }
+    }
+
+    fn kept_summary(&self, role: &RoleId, run: &WorkflowId, sequence: u64) -> Option<Option<RoleSummary>> {
+        let kept = self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        kept.get(role)
+            .filter(|k| k.run == *run && k.sequence == sequence && k.read_at.elapsed() < self.summary_ttl)
+            .map(|k| k.summary)
+    }
+
+    fn keep(&self, role: &RoleId, read: Kept) {
+        let mut kept = self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if kept.len() >= KEPT_SUMMARIES {
+            kept.retain(|_, k| k.read_at.elapsed() < self.summary_ttl);
+        }
+        // A read that started before the kept one must not replace it.
+        if kept.get(role).is_none_or(|k| k.read_at <= read.read_at) {
+            kept.insert(role.clone(), read);
         }
     }
 

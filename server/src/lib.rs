@@ -185,6 +185,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         limits: Arc::clone(&limits),
         audit: audit_log,
         watch_reads: Arc::default(),
+        kept_steps: Arc::default(),
     };
     // Health and reflection stay open; every PipelineService call is authenticated.
     let pipeline = tonic::service::interceptor::InterceptedService::new(

@@ -218,7 +218,7 @@ pub async fn push(
     let created = cx.store.create_run(new_run).await?;
     let run = &created.run;
     // A push answers from the store alone: its response has no outputs summary.
-    let sources = status::StatusContext { store: cx.store, estimator: cx.estimator, finished: None };
+    let sources = status::StatusContext { store: cx.store, estimator: cx.estimator, finished: None, kept: None };
     let snapshot = status::run_status(&sources, run).await?;
     let response = pb::PushResponse {
         workflow_id: run.workflow_id.to_string(),

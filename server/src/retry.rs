@@ -213,7 +213,7 @@ pub async fn retry(
         etter_pipeline::observe::runs_created("retry", 1);
     }
     // Like a push, the answer comes from the store alone (no outputs summary).
-    let sources = status::StatusContext { store: cx.store, estimator: cx.estimator, finished: None };
+    let sources = status::StatusContext { store: cx.store, estimator: cx.estimator, finished: None, kept: None };
     let response = pb::RetryResponse {
         run: Some(status::run_status(&sources, &created.run).await?),
         superseded_workflow_id: old.workflow_id.to_string(),

@@ -1,13 +1,15 @@
 //! The full status of a run (`RunStatus`), as `GetStatus` answers and `WatchStatus` streams it.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
 
 use etter_pipeline::{
     config::ServerConfig,
     ids::{RoleId, WorkflowId},
     lifecycle::RunState,
     steps::{self, Action, Plan, StepName},
-    store::{Run, RunStore, StepAttempt, StepStatus, TokenCount},
+    store::{Run, RunStore, StepAttempt, StepStatus, StoreError, TokenCount},
 };
 use etter_proto::v1 as pb;
 
@@ -30,6 +32,50 @@ pub struct StatusContext<'a> {
     /// Where a finished role's outputs summary and dashboard URL come from; `None` leaves both
     /// unset (a Push answer carries neither).
     pub finished: Option<Finished<'a>>,
+    /// Step attempts kept from earlier reads; `None` reads them from the store every time.
+    pub kept: Option<&'a KeptSteps>,
+}
+
+/// Runs whose step attempts are kept.
+const KEPT_RUNS: NonZeroUsize = NonZeroUsize::new(1024).expect("non-zero");
+
+/// The step attempts last read per run, with the run's sequence then. A run's attempts change
+/// only together with its sequence (the store appends an event in the transaction that records a
+/// step), so attempts read for a sequence answer every later read of the run at that sequence:
+/// reading a status costs one store read instead of two. The least recently used runs go first.
+pub struct KeptSteps {
+    runs: Mutex<KeptRuns>,
+}
+
+/// Per run: the sequence the attempts were read for, and the attempts.
+type KeptRuns = lru::LruCache<WorkflowId, (u64, Arc<[StepAttempt]>)>;
+
+impl Default for KeptSteps {
+    fn default() -> Self {
+        Self { runs: Mutex::new(lru::LruCache::new(KEPT_RUNS)) }
+    }
+}
+
+impl KeptSteps {
+    /// The attempts of `run` as of its sequence (or later).
+    pub async fn steps(&self, store: &dyn RunStore, run: &Run) -> Result<Arc<[StepAttempt]>, StoreError> {
+        if let Some((_, kept)) = self.lock().get(&run.workflow_id).filter(|(sequence, _)| *sequence == run.sequence) {
+            return Ok(Arc::clone(kept));
+        }
+        // Read after the run, so these attempts are of its sequence or a later one.
+        let read: Arc<[StepAttempt]> = store.steps(&run.workflow_id).await?.into();
+        let mut runs = self.lock();
+        // A slower read of an older sequence must not replace a newer one.
+        if runs.peek(&run.workflow_id).is_none_or(|(sequence, _)| *sequence <= run.sequence) {
+            runs.put(run.workflow_id.clone(), (run.sequence, Arc::clone(&read)));
+        }
+        Ok(read)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeptRuns> {
+        // A plain map: a panic elsewhere cannot leave it inconsistent.
+        self.runs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// The sources of what a status shows about a finished role.
@@ -91,14 +137,22 @@ fn step_progress(
 /// once it finished (READY, DEGRADED, STALE), its dashboard URL and its outputs summary from the
 /// role graph. A graph that cannot answer leaves `outputs` unset; the status is still served.
 pub async fn run_status(cx: &StatusContext<'_>, run: &Run) -> Result<pb::RunStatus, ApiError> {
-    let attempts = cx.store.steps(&run.workflow_id).await?;
+    let attempts = match cx.kept {
+        Some(kept) => kept.steps(cx.store, run).await?,
+        None => cx.store.steps(&run.workflow_id).await?.into(),
+    };
     let position = if run.state == RunState::Queued { cx.store.queue_position(&run.workflow_id).await? } else { None };
     let mut status = assemble(run, &attempts, position, cx.estimator);
     if let Some(finished) = cx.finished
         && has_outputs(run.state)
     {
         status.dashboard_url = finished.server.dashboard_url_for(&run.role_id, &run.company_id).unwrap_or_default();
-        status.outputs = finished.graph.summary(&run.role_id).await.as_ref().map(graph::outputs_summary);
+        status.outputs = finished
+            .graph
+            .summary(&run.role_id, &run.workflow_id, run.sequence)
+            .await
+            .as_ref()
+            .map(graph::outputs_summary);
     }
     Ok(status)
 }
@@ -214,4 +268,69 @@ pub async fn get_status(
     };
     limits.admit_call(&run.company_id)?;
     Ok(pb::GetStatusResponse { run: Some(run_status(cx, &run).await?) })
+}
+
+#[cfg(test)]
+mod tests {
+    use anyhow::Result;
+    use etter_pipeline::{
+        config::StoreLocation,
+        ids::{CompanyId, RoleName},
+        store::{self, Admission, DocumentRef, NewRun, Priority, StepTransition},
+    };
+
+    use super::{KeptSteps, StepStatus};
+
+    /// Kept attempts answer the run at the sequence they were read for; a recorded step moves the
+    /// run, and its next status shows the step.
+    #[tokio::test]
+    async fn kept_steps_follow_the_runs_sequence() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("etter-kept-steps-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let store = store::connect(&StoreLocation::Sqlite(dir.join("runs.db"))).await?;
+        let created = store
+            .create_run(NewRun {
+                company: CompanyId::parse("acme")?,
+                role_name: RoleName::parse("Claims Adjuster")?,
+                draup_role_id: None,
+                input_identity: "kept-steps".to_owned(),
+                documents: vec![DocumentRef { kind: "job_description".to_owned(), uri: "file:///jd.md".to_owned() }],
+                options: serde_json::json!({}),
+                priority: Priority::Normal,
+                token_estimate: 0,
+                force: false,
+                expected_latest: None,
+                admission: Admission::Queue,
+                plan: Some(etter_pipeline::steps::plan_new(false)),
+                reason: "pushed by test".to_owned(),
+                notify: false,
+                trace_id: None,
+            })
+            .await?;
+        let wf = created.run.workflow_id.clone();
+        let kept = KeptSteps::default();
+        assert!(kept.steps(store.as_ref(), &created.run).await?.is_empty(), "a new run has no attempts");
+
+        store.record_step(&wf, StepTransition::new("role_setup", 1, StepStatus::Running)).await?;
+        let moved = store.get_run(&wf).await?;
+        let attempts = kept.steps(store.as_ref(), &moved).await?;
+        assert_eq!(
+            attempts.iter().map(|a| (a.step.as_str(), a.status)).collect::<Vec<_>>(),
+            [("role_setup", StepStatus::Running)]
+        );
+
+        store.record_step(&wf, StepTransition::new("role_setup", 1, StepStatus::Completed)).await?;
+        let finished = store.get_run(&wf).await?;
+        assert!(finished.sequence > moved.sequence);
+        let attempts = kept.steps(store.as_ref(), &finished).await?;
+        assert_eq!(attempts.iter().map(|a| a.status).collect::<Vec<_>>(), [StepStatus::Completed]);
+        // A read for the earlier sequence (a request that read the run before the step was
+        // recorded) is answered from a fresh read, never replaces the newer attempts.
+        kept.steps(store.as_ref(), &moved).await?;
+        let again = kept.steps(store.as_ref(), &finished).await?;
+        assert_eq!(again.iter().map(|a| a.status).collect::<Vec<_>>(), [StepStatus::Completed]);
+        store.close().await;
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
 }

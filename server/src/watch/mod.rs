@@ -71,6 +71,8 @@ pub struct WatchContext {
     pub limits: Arc<Limits>,
     /// Store reads shared by the streams (see [`shared`]).
     pub shared: Arc<SharedReads>,
+    /// Step attempts kept from earlier status reads.
+    pub kept_steps: Arc<status::KeptSteps>,
 }
 
 /// Waits `nap`, or less: until a run `relevant` accepts has moved, or wake-ups were lost.
@@ -176,6 +178,7 @@ async fn stream_until_done(
         store: store.as_ref(),
         estimator: &cx.estimator,
         finished: Some(status::Finished { graph: graph.as_ref(), server: &config.server }),
+        kept: Some(&cx.kept_steps),
     };
     let wf = run.workflow_id.clone();
     let mut moved = cx.moved.subscribe();

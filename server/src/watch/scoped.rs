@@ -230,7 +230,7 @@ impl Watch {
         while let Some(chunk) = chunks.next() {
             let mut statuses = Vec::with_capacity(chunk.len());
             for run in chunk {
-                let attempts = store.steps(&run.workflow_id).await?;
+                let attempts = self.cx.kept_steps.steps(store.as_ref(), run).await?;
                 statuses.push(status::assemble(
                     run,
                     &attempts,
@@ -354,6 +354,7 @@ impl Watch {
                             store: cx.store.as_ref(),
                             estimator: &cx.estimator,
                             finished: Some(status::Finished { graph: cx.graph.as_ref(), server: &cx.config.server }),
+                            kept: Some(&cx.kept_steps),
                         };
                         let run: Run = cx.store.get_run(&workflow_id).await?;
                         Ok((status::plan_of(&run), status::run_status(&sources, &run).await?))

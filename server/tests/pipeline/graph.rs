@@ -129,6 +129,19 @@ async fn a_ready_role_shows_its_outputs_summary_and_dashboard_url() -> anyhow::R
         assert_eq!(ready.dashboard_url, want_url, "{target:?}");
     }
 
+    // The summary read for the run at this sequence is kept; once the run moves, the graph is
+    // read again (here: a newer run's top tasks, then this run marked STALE).
+    let graph = graph::open(&GraphConfig::default(), &server.data_dir).await?;
+    graph.write(&role, StepOutput::TopTasks(&TopTasks { ranked: vec![assessment.tasks[2].key.clone()] })).await?;
+    let kept = status_of(&mut api, &token, Target::WorkflowId(wf.to_string())).await?;
+    assert_eq!(kept.outputs.map(|o| o.top_tasks), Some(2), "the run has not moved: its summary is kept");
+    let store = store::connect(&StoreLocation::Sqlite(server.data_dir.join("etter.db"))).await?;
+    store.transition(&wf, Transition::to(RunState::Stale, "a newer run rewrote the role")).await?;
+    store.close().await;
+    let stale = status_of(&mut api, &token, Target::WorkflowId(wf.to_string())).await?;
+    assert_eq!(stale.status(), pb::RoleStatus::Stale);
+    assert_eq!(stale.outputs.map(|o| o.top_tasks), Some(1), "the run moved: the graph is read again");
+
     let watch = WatchStatusRequest { scope: Some(Scope::WorkflowId(wf.to_string())), ..Default::default() };
     let mut stream = api.watch_status(with_token(watch, &token)?).await?.into_inner();
     match next(&mut stream).await?.context("no snapshot")? {
