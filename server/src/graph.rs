@@ -48,8 +48,6 @@ pub struct GraphReader {
     health: Mutex<Health>,
     /// Summaries read, by role, with the run and sequence they were read for.
     kept: Mutex<HashMap<RoleId, Kept>>,
-    /// [`SUMMARY_TTL`] (shorter in tests).
-    summary_ttl: Duration,
 }
 
 /// A summary read for a run at a sequence.
@@ -79,7 +77,6 @@ impl GraphReader {
             graph: OnceCell::new(),
             health: Mutex::new(Health::default()),
             kept: Mutex::new(HashMap::new()),
-            summary_ttl: SUMMARY_TTL,
         }
     }
 
@@ -153,14 +150,14 @@ impl GraphReader {
     fn kept_summary(&self, role: &RoleId, run: &WorkflowId, sequence: u64) -> Option<Option<RoleSummary>> {
         let kept = self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         kept.get(role)
-            .filter(|k| k.run == *run && k.sequence == sequence && k.read_at.elapsed() < self.summary_ttl)
+            .filter(|k| k.run == *run && k.sequence == sequence && k.read_at.elapsed() < SUMMARY_TTL)
             .map(|k| k.summary)
     }
 
     fn keep(&self, role: &RoleId, read: Kept) {
         let mut kept = self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if kept.len() >= KEPT_SUMMARIES {
-            kept.retain(|_, k| k.read_at.elapsed() < self.summary_ttl);
+            kept.retain(|_, k| k.read_at.elapsed() < SUMMARY_TTL);
         }
         // A read that started before the kept one must not replace it.
         if kept.get(role).is_none_or(|k| k.read_at <= read.read_at) {
