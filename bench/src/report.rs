@@ -137,17 +137,77 @@ impl Report {
         out
     }
 
-    /// Replaces the generated part of `path` (or appends it when the markers are missing).
+    /// Replaces the generated part of `path` (or appends it when the markers are missing). The
+    /// sections of scenarios this run did not measure are kept from the part it replaces, with
+    /// their targets, under a heading that says so: `etter-bench run push` refreshes the push
+    /// sections and leaves the rest of the last full run in place.
     pub fn write_into(&self, path: &Path) -> Result<()> {
         let current = std::fs::read_to_string(path).unwrap_or_default();
-        let generated = self.markdown();
         let next = match (current.find(BEGIN), current.find(END)) {
             (Some(begin), Some(end)) if begin < end => {
+                let generated = self.merged(&current[begin + BEGIN.len()..end]);
                 format!("{}{}{}", &current[..begin], generated.trim_end(), &current[end + END.len()..])
             }
-            _ => format!("{current}\n{generated}"),
+            _ => format!("{current}\n{}", self.markdown()),
         };
         std::fs::write(path, next).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// This run's Markdown, followed by the sections of `earlier` (a generated part) that this run
+    /// has no section for, with their rows of the targets table.
+    fn merged(&self, earlier: &str) -> String {
+        let measured: Vec<String> = self.sections.iter().map(|s| format!("{} — {}", s.scenario, s.profile)).collect();
+        // `| scenario | profile | what | target | measured | met |` rows of sections not measured now.
+        let kept_target = |line: &&str| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            cells.len() == 8
+                && cells[1] != "scenario"
+                && !cells[1].starts_with("---")
+                && !measured.contains(&format!("{} — {}", cells[1], cells[2]))
+        };
+        let mut kept_targets = Vec::new();
+        let mut kept_sections = Vec::new();
+        for chunk in earlier.split("\n### ").skip(1) {
+            let (heading, body) = chunk.split_once('\n').unwrap_or((chunk, ""));
+            match heading.trim() {
+                "Machine and run" => {}
+                "Targets" => kept_targets.extend(body.lines().filter(kept_target)),
+                "Kept from an earlier run" => {
+                    // Kept by an earlier merge: its targets, then `#### scenario — profile` parts.
+                    let mut parts = body.split("\n#### ");
+                    kept_targets.extend(parts.next().unwrap_or_default().lines().filter(kept_target));
+                    for part in parts {
+                        let (name, table) = part.split_once('\n').unwrap_or((part, ""));
+                        if !measured.iter().any(|m| m == name.trim()) {
+                            kept_sections.push(format!("#### {}\n{}", name.trim(), table.trim_end()));
+                        }
+                    }
+                }
+                name if !measured.iter().any(|m| m == name) => {
+                    kept_sections.push(format!("#### {name}\n{}", body.trim_end()));
+                }
+                _ => {}
+            }
+        }
+        let mut out = self.markdown();
+        if kept_sections.is_empty() {
+            return out;
+        }
+        out.truncate(out.len() - END.len() - 1);
+        let _ = writeln!(out, "### Kept from an earlier run\n");
+        let _ = writeln!(out, "Not measured by this run; as an earlier run of `etter-bench` wrote them.\n");
+        if !kept_targets.is_empty() {
+            let _ = writeln!(out, "| scenario | profile | what | target | measured | met |\n|---|---|---|---|---|---|");
+            for line in kept_targets {
+                let _ = writeln!(out, "{line}");
+            }
+            out.push('\n');
+        }
+        for section in kept_sections {
+            let _ = writeln!(out, "{section}\n");
+        }
+        let _ = writeln!(out, "{END}");
+        out
     }
 }
 
@@ -204,6 +264,39 @@ mod tests {
         assert!(!text.contains("old numbers"));
         assert!(text.contains("| push | sqlite | ack p50 / bare start p50 | ≤ 1.0× | 0.90× | yes |"));
         assert!(text.contains("| 1 | 1.20 |"));
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    /// A run of some scenarios keeps the others' sections and targets from the part it replaces,
+    /// and a later run of those scenarios takes them back out of the kept part.
+    #[test]
+    fn sections_this_run_did_not_measure_are_kept() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("etter-bench-merge-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("BENCHMARKS.md");
+        std::fs::write(&path, format!("# Title\n\n{BEGIN}\n{END}\n"))?;
+        report().write_into(&path)?;
+        let mut read = Section::new("read", "postgres", &["round", "ratio"]);
+        read.row(vec!["1".into(), "0.20×".into()]);
+        read.check("GetStatus/s ÷ bare", "≥ 0.50×", "0.20×", false);
+        let read_only = Report { mode: "full", build: "release", machine: vec![], sections: vec![read] };
+        read_only.write_into(&path)?;
+        let text = std::fs::read_to_string(&path)?;
+        assert!(text.contains("### read — postgres") && text.contains("| 1 | 0.20× |"), "{text}");
+        let kept = text.find("### Kept from an earlier run").context("nothing kept")?;
+        assert!(text[kept..].contains("| push | sqlite | ack p50 / bare start p50 | ≤ 1.0× | 0.90× | yes |"), "{text}");
+        assert!(text[kept..].contains("#### push — sqlite") && text[kept..].contains("| 1 | 1.20 |"), "{text}");
+
+        // Push measured again: the read section is kept (once), push is no longer in the kept part.
+        report().write_into(&path)?;
+        let text = std::fs::read_to_string(&path)?;
+        let kept = text.find("### Kept from an earlier run").context("nothing kept")?;
+        assert!(text[..kept].contains("### push — sqlite"), "{text}");
+        assert!(!text[kept..].contains("push"), "{text}");
+        assert_eq!(text.matches("| 1 | 0.20× |").count(), 1, "{text}");
+        assert!(text[kept..].contains("| read | postgres | GetStatus/s ÷ bare | ≥ 0.50× | 0.20× | **no** |"), "{text}");
+        assert!(text.trim_end().ends_with(END), "{text}");
         std::fs::remove_dir_all(&dir)?;
         Ok(())
     }
