@@ -377,9 +377,8 @@ mod tests {
     use async_trait::async_trait;
     use etter_pipeline::{
         config::StoreLocation,
-        ids::{CompanyId, DraupRoleId, RoleName, WorkflowId},
+        ids::WorkflowId,
         orchestrator::{TemporalOrchestrator, TemporalSettings},
-        store::{Admission, DocumentRef, NewRun, Priority},
     };
     use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions, UntypedWorkflow, Url};
     use temporalio_common::protos::temporal::api::enums::v1::EventType;
@@ -450,28 +449,7 @@ mod tests {
         });
         // Unique per run of the suite: the dev server keeps closed workflow ids reserved.
         let role = format!("Adjuster {}", suffix.replace('-', " "));
-        let created = store
-            .create_run(NewRun {
-                company: CompanyId::parse("acme")?,
-                role_name: RoleName::parse(&role)?,
-                draup_role_id: Some(DraupRoleId::parse("draup-role-12345")?),
-                input_identity: suffix.clone(),
-                documents: vec![DocumentRef {
-                    kind: "job_description".to_owned(),
-                    uri: "file:///docs/jd.md".to_owned(),
-                }],
-                options: serde_json::json!({}),
-                priority: Priority::Normal,
-                token_estimate: 0,
-                force: false,
-                expected_latest: None,
-                admission: Admission::Queue,
-                plan: Some(etter_pipeline::steps::plan_new(false)),
-                reason: "pushed by test".to_owned(),
-                notify: false,
-                trace_id: None,
-            })
-            .await?;
+        let created = store.create_run(crate::testing::queued_run(&role, &suffix)?).await?;
         let run = created.run;
 
         let dispatcher = Dispatcher::new(

@@ -22,6 +22,8 @@ pub mod limits;
 mod push;
 mod retry;
 mod status;
+#[cfg(test)]
+mod testing;
 mod trace;
 mod usage;
 mod watch;

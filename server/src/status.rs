@@ -275,8 +275,7 @@ mod tests {
     use anyhow::Result;
     use etter_pipeline::{
         config::StoreLocation,
-        ids::{CompanyId, RoleName},
-        store::{self, Admission, DocumentRef, NewRun, Priority, StepTransition},
+        store::{self, StepTransition},
     };
 
     use super::{KeptSteps, StepStatus};
@@ -288,25 +287,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("etter-kept-steps-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let store = store::connect(&StoreLocation::Sqlite(dir.join("runs.db"))).await?;
-        let created = store
-            .create_run(NewRun {
-                company: CompanyId::parse("acme")?,
-                role_name: RoleName::parse("Claims Adjuster")?,
-                draup_role_id: None,
-                input_identity: "kept-steps".to_owned(),
-                documents: vec![DocumentRef { kind: "job_description".to_owned(), uri: "file:///jd.md".to_owned() }],
-                options: serde_json::json!({}),
-                priority: Priority::Normal,
-                token_estimate: 0,
-                force: false,
-                expected_latest: None,
-                admission: Admission::Queue,
-                plan: Some(etter_pipeline::steps::plan_new(false)),
-                reason: "pushed by test".to_owned(),
-                notify: false,
-                trace_id: None,
-            })
-            .await?;
+        let created = store.create_run(crate::testing::queued_run("Claims Adjuster", "kept-steps")?).await?;
         let wf = created.run.workflow_id.clone();
         let kept = KeptSteps::default();
         assert!(kept.steps(store.as_ref(), &created.run).await?.is_empty(), "a new run has no attempts");
