@@ -156,20 +156,21 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
     // One push at a time: nothing queues for Temporal.
     let (bare_one, bare_one_rate) = bare_one.context("no 1-client round")?;
     let prefix = unique_name("paced");
-    let (mut acks, mut pushed) = (Samples::default(), Vec::new());
+    let (mut acks, mut started, mut dispatch, mut pushed) =
+        (Samples::default(), Samples::default(), Samples::default(), Vec::new());
     let phase = std::time::Instant::now();
     for i in 0..paced_calls {
         let sent = SystemTime::now();
         let clock = std::time::Instant::now();
         let workflow_id = push(&deployment, format!("Bench {prefix} {i}")).await?;
         acks.push(clock.elapsed());
-        let entry = (i, sent, workflow_id);
-        starts(&deployment, std::slice::from_ref(&entry)).await?;
-        pushed.push(entry);
+        let (to_start, to_dispatch) = start_of(&deployment, sent, &workflow_id).await?;
+        started.push(to_start);
+        dispatch.push(to_dispatch);
+        pushed.push(workflow_id);
     }
     let pushes_per_second = paced_calls as f64 / phase.elapsed().as_secs_f64();
-    let (started, dispatch) = starts(&deployment, &pushed).await?;
-    started_ids.extend(pushed.into_iter().map(|(_, _, id)| id));
+    started_ids.extend(pushed);
     let started_ratio = ratio(ms(started.p50()), ms(bare_one.p50()));
     section.row(vec![
         "1 (one at a time)".to_owned(),
@@ -218,15 +219,21 @@ async fn push(deployment: &Deployment, name: String) -> Result<String> {
 async fn starts(deployment: &Deployment, pushed: &[(usize, SystemTime, String)]) -> Result<(Samples, Samples)> {
     let (mut started, mut dispatch) = (Samples::default(), Samples::default());
     for (_, sent, workflow_id) in pushed {
-        let run = poll("the dispatcher starting the run", Duration::from_secs(120), || async {
-            let run = deployment.status(workflow_id).await?;
-            Ok(run.start_time.is_some().then_some(run))
-        })
-        .await?;
-        let start = wall(run.start_time.as_ref().context("no start time")?);
-        let create = wall(run.create_time.as_ref().context("no create time")?);
-        started.push(between(*sent, start));
-        dispatch.push(between(create, start));
+        let (to_start, to_dispatch) = start_of(deployment, *sent, workflow_id).await?;
+        started.push(to_start);
+        dispatch.push(to_dispatch);
     }
     Ok((started, dispatch))
+}
+
+/// Once the run's workflow started: from sending its Push to the start, and from its commit to the start.
+async fn start_of(deployment: &Deployment, sent: SystemTime, workflow_id: &str) -> Result<(Duration, Duration)> {
+    let run = poll("the dispatcher starting the run", Duration::from_secs(120), || async {
+        let run = deployment.status(workflow_id).await?;
+        Ok(run.start_time.is_some().then_some(run))
+    })
+    .await?;
+    let start = wall(run.start_time.as_ref().context("no start time")?);
+    let create = wall(run.create_time.as_ref().context("no create time")?);
+    Ok((between(sent, start), between(create, start)))
 }
