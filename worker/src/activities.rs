@@ -275,7 +275,9 @@ impl PipelineActivities {
             Ok::<_, StepFailure>(outcome)
         };
         tokio::pin!(work);
-        let mut beat = tokio::time::interval(heartbeat_every);
+        // The first heartbeat is due one interval in, not at once: each heartbeat is a write to
+        // the workflow's state in Temporal, and most steps end well before the first is due.
+        let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat_every, heartbeat_every);
         let mut beats: u64 = 0;
         let outcome: StepOutcome = loop {
             tokio::select! {
