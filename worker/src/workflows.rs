@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use temporalio_common::RetryPolicy;
 use temporalio_sdk::workflows::{join, workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityCancellationType, ActivityOptions, ChildWorkflowOptions, WorkflowCancellationToken, WorkflowContext,
-    WorkflowResult, WorkflowTermination,
+    ActivityCancellationType, ActivityOptions, ChildWorkflowOptions, LocalActivityOptions, WorkflowCancellationToken,
+    WorkflowContext, WorkflowResult, WorkflowTermination,
 };
 
 use crate::activities::{BeginInput, FailedStep, OutcomeInput, PipelineActivities, StepInput};
@@ -94,16 +94,36 @@ fn step_options() -> ActivityOptions {
 
 /// Bookkeeping must not be lost to a short store outage: retried without an attempt limit (the
 /// workflow's execution timeout bounds it), quickly at first.
-fn bookkeeping_options() -> ActivityOptions {
-    let retry = RetryPolicy::builder()
+fn bookkeeping_retry() -> RetryPolicy {
+    RetryPolicy::builder()
         .initial_interval(Duration::from_secs(1))
         .backoff_coefficient(2.0)
         .maximum_interval(Duration::from_secs(30))
         .non_retryable_error_types([PERMANENT_FAILURE_TYPE])
-        .build();
+        .build()
+}
+
+/// The options of the bookkeeping activities of runs started before [`LOCAL_BOOKKEEPING_PATCH`].
+fn bookkeeping_options() -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
-        .retry_policy(retry)
+        .retry_policy(bookkeeping_retry())
         // Detached from the workflow's cancellation: a cancelled run still records its outcome.
+        .cancellation_token(WorkflowCancellationToken::new())
+        .build()
+}
+
+/// Runs started by this version keep their books with local activities: run on the worker that
+/// runs the workflow task, recorded as a marker in that task's completion, they spare Temporal an
+/// activity task and a workflow task each. Runs started before keep the activities their history
+/// has, so a deploy never breaks the replay of a run in flight.
+const LOCAL_BOOKKEEPING_PATCH: &str = "local-bookkeeping";
+
+/// [`bookkeeping_options`] for a local activity: the same unlimited retries and detachment from
+/// the workflow's cancellation.
+fn local_bookkeeping_options() -> LocalActivityOptions {
+    LocalActivityOptions::builder()
+        .retry_policy(bookkeeping_retry())
+        .start_to_close_timeout(Duration::from_secs(60))
         .cancellation_token(WorkflowCancellationToken::new())
         .build()
 }
@@ -248,17 +268,18 @@ impl RoleOnboarding {
             cutoff_from: if input.early_cutoff { input.reuse_from.clone() } else { None },
             trace_id: input.trace_id.clone(),
         };
-        ctx.execute_activity(
-            PipelineActivities::begin_run,
-            BeginInput {
-                workflow_id: run.workflow_id.clone(),
-                plan: plan.clone(),
-                reuse_from: input.reuse_from.clone(),
-                trace_id: run.trace_id.clone(),
-            },
-            bookkeeping_options(),
-        )
-        .await?;
+        let local_bookkeeping = ctx.patched(LOCAL_BOOKKEEPING_PATCH);
+        let begin = BeginInput {
+            workflow_id: run.workflow_id.clone(),
+            plan: plan.clone(),
+            reuse_from: input.reuse_from.clone(),
+            trace_id: run.trace_id.clone(),
+        };
+        if local_bookkeeping {
+            ctx.execute_local_activity(PipelineActivities::begin_run, begin, local_bookkeeping_options()).await?;
+        } else {
+            ctx.execute_activity(PipelineActivities::begin_run, begin, bookkeeping_options()).await?;
+        }
 
         let cancelled = || ctx.cancellation_token().is_cancelled();
         let mut done = run_chain(ctx, &run, &planned(&plan, &[StepName::RoleSetup, StepName::DocumentLinking])).await;
@@ -294,19 +315,18 @@ impl RoleOnboarding {
             done.merge(run_chain(ctx, &run, &planned(&plan, &[StepName::Finalize])).await);
         }
 
-        let report = ctx
-            .execute_activity(
-                PipelineActivities::record_outcome,
-                OutcomeInput {
-                    workflow_id: run.workflow_id.clone(),
-                    plan,
-                    failed: done.failed.clone(),
-                    cancelled: cancelled(),
-                    trace_id: run.trace_id.clone(),
-                },
-                bookkeeping_options(),
-            )
-            .await?;
+        let outcome = OutcomeInput {
+            workflow_id: run.workflow_id.clone(),
+            plan,
+            failed: done.failed.clone(),
+            cancelled: cancelled(),
+            trace_id: run.trace_id.clone(),
+        };
+        let report = if local_bookkeeping {
+            ctx.execute_local_activity(PipelineActivities::record_outcome, outcome, local_bookkeeping_options()).await?
+        } else {
+            ctx.execute_activity(PipelineActivities::record_outcome, outcome, bookkeeping_options()).await?
+        };
         if cancelled() {
             // Recorded CANCELLED (outputs kept); Temporal shows the workflow cancelled too.
             return Err(WorkflowTermination::cancelled());

@@ -8,6 +8,7 @@
 mod harness;
 mod pipeline;
 mod probe;
+mod replay;
 
 use anyhow::{Context, Result, bail, ensure};
 use temporalio_client::errors::{WorkflowGetResultError, WorkflowStartError};

@@ -309,7 +309,36 @@ async fn a_pdf_job_description_reaches_ready_with_its_tasks_in_the_graph() -> Re
         .into_events()
         .await?;
     ensure!(branches_overlap(&history)?, "the enhancement branches ran one after another");
+    // The run's bookkeeping (BeginRun, RecordOutcome) ran as local activities: markers in the
+    // parent's history, not activity tasks Temporal had to dispatch.
+    let (local, dispatched) = bookkeeping(&history);
+    ensure!(local == 2 && dispatched.is_empty(), "local activities: {local}; dispatched bookkeeping: {dispatched:?}");
     Ok(())
+}
+
+/// The local activities recorded in a history, and the bookkeeping activities it dispatched.
+pub fn bookkeeping(
+    history: &[temporalio_common::protos::temporal::api::history::v1::HistoryEvent],
+) -> (usize, Vec<String>) {
+    use temporalio_common::protos::constants::LOCAL_ACTIVITY_MARKER_NAME;
+    use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+    let mut local = 0;
+    let mut dispatched = Vec::new();
+    for event in history {
+        match &event.attributes {
+            Some(Attributes::MarkerRecordedEventAttributes(a)) if a.marker_name == LOCAL_ACTIVITY_MARKER_NAME => {
+                local += 1
+            }
+            Some(Attributes::ActivityTaskScheduledEventAttributes(a)) => {
+                if let Some(t) = a.activity_type.as_ref().filter(|t| t.name == "BeginRun" || t.name == "RecordOutcome")
+                {
+                    dispatched.push(t.name.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    (local, dispatched)
 }
 
 /// Whether `TopTasksWorkflow`, `SkillsAnalysisWorkflow` and the task feasibility activity were

@@ -1,0 +1,38 @@
+//! Workflow code changes must replay the histories of runs already in flight: a deploy happens
+//! while runs are processing. These tests replay recorded histories against this version's
+//! workflows, offline (no Temporal server needed).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, ensure};
+use etter_worker::workflows::RoleOnboarding;
+use temporalio_client::WorkflowHistory;
+use temporalio_common::protos::temporal::api::history::v1::History;
+use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
+
+use crate::pipeline::bookkeeping;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// A run started before the bookkeeping became local activities — its history dispatched
+/// `BeginRun` and `RecordOutcome` as activity tasks — replays on this version to the same end.
+/// The fixture is the parent history of a READY run of commit 275678b, written with
+/// `WorkflowHistory::to_json`.
+#[tokio::test]
+async fn a_run_started_with_bookkeeping_activities_replays_on_this_version() -> Result<()> {
+    let path = fixture("role_onboarding_bookkeeping_activities.json");
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let recorded: History = serde_json::from_slice(&bytes)?;
+    let (local, dispatched) = bookkeeping(&recorded.events);
+    ensure!(
+        local == 0 && dispatched == ["BeginRun", "RecordOutcome"],
+        "the fixture is not a history of the earlier version: {local} local, dispatched {dispatched:?}"
+    );
+
+    let options = WorkflowReplayerOptions::new().register_workflow::<RoleOnboarding>()?.build();
+    let replayer = WorkflowReplayer::new(options)?;
+    replayer.replay_workflow(WorkflowHistory::from_json(&bytes)?).await?;
+    Ok(())
+}
