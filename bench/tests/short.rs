@@ -60,6 +60,15 @@ fn every_scenario_runs_on_both_profiles_and_reports_its_measurements() -> Result
         let check = &section["checks"][0];
         assert_eq!(check["met"], true, "e2e on {}: {check}", section["profile"]);
     }
+    // Temporal's own counts of its work per role were read (`scripts/services` serves them).
+    for section in sections.iter().filter(|s| s["scenario"] == "e2e") {
+        let notes = section["notes"].as_array().context("no notes")?;
+        assert!(
+            notes.iter().filter_map(|n| n.as_str()).any(|n| n.starts_with("Temporal's work, from")),
+            "e2e on {}: {notes:?}",
+            section["profile"]
+        );
+    }
     let text = std::fs::read_to_string(&markdown)?;
     assert!(text.starts_with("# Benchmarks\n\nkept\n"), "the hand-written part was not kept");
     assert!(text.contains("### e2e — sqlite") && text.contains("| mode | short (debug build) |"));

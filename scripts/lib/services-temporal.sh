@@ -65,6 +65,9 @@ tool_python_status() {
 
 TEMPORAL_PORT="${ETTER_TEMPORAL_PORT:-57233}"
 TEMPORAL_UI_PORT="${ETTER_TEMPORAL_UI_PORT:-58233}"
+# The dev server's own Prometheus /metrics (requests and persistence operations per kind): the
+# benchmarks read Temporal's work per workflow from it. Without the flag it picks a random port.
+TEMPORAL_METRICS_PORT="${ETTER_TEMPORAL_METRICS_PORT:-$((TEMPORAL_PORT + 1))}"
 TEMPORAL_NS="${ETTER_TEMPORAL_NAMESPACE:-etter-dev}"
 TEMPORAL_DIR="$ETTER_DIR/temporal"
 TEMPORAL_PID="$ETTER_RUN_DIR/temporal.pid"
@@ -94,21 +97,22 @@ svc_temporal_up() {
   tool_python
   t0=$(_now_us)
   mkdir -p "$TEMPORAL_DIR"
-  if _temporal_running && [[ "$(pid_arg "$TEMPORAL_PID" --port) $(pid_arg "$TEMPORAL_PID" --ui-port) $(pid_arg "$TEMPORAL_PID" --namespace)" != "$TEMPORAL_PORT $TEMPORAL_UI_PORT $TEMPORAL_NS" ]]; then
+  if _temporal_running && [[ "$(pid_arg "$TEMPORAL_PID" --port) $(pid_arg "$TEMPORAL_PID" --ui-port) $(pid_arg "$TEMPORAL_PID" --metrics-port) $(pid_arg "$TEMPORAL_PID" --namespace)" != "$TEMPORAL_PORT $TEMPORAL_UI_PORT $TEMPORAL_METRICS_PORT $TEMPORAL_NS" ]]; then
     say "temporal: running with other ports/namespace; restarting"
     svc_temporal_down
   fi
   if ! _temporal_running; then
     rm -f "$TEMPORAL_PID"
     local p
-    for p in "$TEMPORAL_PORT" "$TEMPORAL_UI_PORT"; do
+    for p in "$TEMPORAL_PORT" "$TEMPORAL_UI_PORT" "$TEMPORAL_METRICS_PORT"; do
       if port_open "$p"; then
-        die "temporal: port $p is already in use by another program (set ETTER_TEMPORAL_PORT / ETTER_TEMPORAL_UI_PORT)"
+        die "temporal: port $p is already in use by another program (set ETTER_TEMPORAL_PORT / ETTER_TEMPORAL_UI_PORT / ETTER_TEMPORAL_METRICS_PORT)"
       fi
     done
     start_bg "$TEMPORAL_PID" "$TEMPORAL_LOG" \
       "$TEMPORAL_BIN" server start-dev \
       --ip "$ETTER_HOST" --port "$TEMPORAL_PORT" --ui-port "$TEMPORAL_UI_PORT" \
+      --metrics-port "$TEMPORAL_METRICS_PORT" \
       --db-filename "$TEMPORAL_DIR/dev.db" --namespace "$TEMPORAL_NS" \
       --ui-disable-news-fetch --log-level warn \
       --dynamic-config-value matching.numTaskqueueReadPartitions=1 \
@@ -120,6 +124,7 @@ svc_temporal_up() {
   env_set ETTER_TEMPORAL__NAMESPACE "$TEMPORAL_NS"
   env_set ETTER_TEMPORAL__UI_URL "http://$ETTER_HOST:$TEMPORAL_UI_PORT"
   env_set ETTER_TOOLS__TEMPORAL "$TEMPORAL_BIN"
+  env_set ETTER_TOOLS__TEMPORAL_METRICS "$ETTER_HOST:$TEMPORAL_METRICS_PORT"
   say "temporal ready on $ETTER_HOST:$TEMPORAL_PORT, ui http://$ETTER_HOST:$TEMPORAL_UI_PORT ($(_elapsed "$t0"))"
 }
 

@@ -83,23 +83,7 @@ impl Process {
     /// The samples of the process's `/metrics` (at `metrics_addr`), keyed by name with labels as
     /// printed (`etter_runs_finished_total{state="READY"}`).
     pub async fn metrics(&self) -> Result<std::collections::BTreeMap<String, f64>> {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let addr = self.field("metrics_addr")?;
-        let mut stream = tokio::net::TcpStream::connect(&addr).await?;
-        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = String::new();
-        tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut response))
-            .await
-            .context("/metrics did not answer in time")??;
-        let (head, body) = response.split_once("\r\n\r\n").context("an HTTP response without a body")?;
-        ensure!(head.starts_with("HTTP/1.1 200"), "/metrics answered {head}");
-        let mut samples = std::collections::BTreeMap::new();
-        for line in body.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-            let (name, value) = line.rsplit_once(' ').with_context(|| format!("a sample without a value: {line}"))?;
-            samples.insert(name.to_owned(), value.parse::<f64>().with_context(|| format!("sample {line}"))?);
-        }
-        Ok(samples)
+        scrape(&self.field("metrics_addr")?).await
     }
 
     /// What the process logged so far (its stderr).
@@ -127,6 +111,27 @@ impl Process {
 }
 
 /// The last lines of a log file, for failure messages.
+/// The samples of the Prometheus `/metrics` at `addr` (`host:port`), keyed by name with labels as
+/// printed. Asks in HTTP/1.0, so the answer is never chunked.
+pub async fn scrape(addr: &str) -> Result<std::collections::BTreeMap<String, f64>> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+    let request = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut response))
+        .await
+        .with_context(|| format!("{addr}/metrics did not answer in time"))??;
+    let (head, body) = response.split_once("\r\n\r\n").context("an HTTP response without a body")?;
+    ensure!(head.split_whitespace().nth(1) == Some("200"), "{addr}/metrics answered {head}");
+    let mut samples = std::collections::BTreeMap::new();
+    for line in body.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let (name, value) = line.rsplit_once(' ').with_context(|| format!("a sample without a value: {line}"))?;
+        samples.insert(name.to_owned(), value.parse::<f64>().with_context(|| format!("sample {line}"))?);
+    }
+    Ok(samples)
+}
+
 fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();

@@ -29,12 +29,15 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
         &["what", "workflows", "time to all done s", "per second", "ratio to ours", "notes"],
     );
     let noop = noop_throughput(roles, 0).await?;
+    let shaped_work = TemporalWork::read().await?;
     let shaped = noop_throughput(roles, StepName::ALL.len() as u32).await?;
+    let shaped_work = TemporalWork::since(shaped_work, TemporalWork::read().await?);
 
     let deployment = Deployment::start("e2e", profile, true, &[]).await?;
     let (server, worker) = (deployment.server_pid()?, deployment.worker_pid()?);
     let (server_before, worker_before) = (proc_stats(server)?, proc_stats(worker)?);
     let batch = deployment.batch(roles, |i| format!("End to End Role {i}"));
+    let work = TemporalWork::read().await?;
     let sent = SystemTime::now();
     let t0 = Instant::now();
     let batch_id = deployment.client.clone().push_batch(batch).await?.into_inner().batch_id;
@@ -56,6 +59,7 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     let wall_time = t0.elapsed();
+    let work = TemporalWork::since(work, TemporalWork::read().await?);
     let (server_cpu, worker_cpu) = (
         proc_stats(server)?.cpu.saturating_sub(server_before.cpu),
         proc_stats(worker)?.cpu.saturating_sub(worker_before.cpu),
@@ -105,6 +109,20 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
          has {ACTIVITY_SLOTS} activity slots, as the no-op worker does. Per-run processing time: `start_time` to \
          `end_time`."
     ));
+    section.notes.push(match (work, shaped_work) {
+        (Some(ours), Some(shaped)) if ours.workflow_tasks > 0.0 && shaped.workflow_tasks > 0.0 => format!(
+            "Temporal's work, from the dev server's own /metrics: per role {}; per no-op workflow of {} activities {}.",
+            ours.per(roles),
+            StepName::ALL.len(),
+            shaped.per(roles)
+        ),
+        (Some(_), Some(_)) => {
+            anyhow::bail!("the dev server's /metrics counted no workflow task: are these its metric names?")
+        }
+        _ => format!(
+            "Temporal's work per role: not measured ({TEMPORAL_METRICS_VAR} is not set; `scripts/services up` sets it)."
+        ),
+    });
     let success = ready as f64 / roles as f64;
     section.check(format!("roles READY of {roles}"), "100 %", format!("{:.1} %", success * 100.0), ready == roles);
     deployment.stop().await?;
@@ -150,4 +168,75 @@ async fn noop_throughput(count: usize, activities: u32) -> Result<Duration> {
         })
     };
     Ok(with_noop_worker(&queue, ACTIVITY_SLOTS, work).await?.elapsed)
+}
+
+/// Where the dev server serves its own Prometheus metrics (`host:port`; `scripts/services`).
+const TEMPORAL_METRICS_VAR: &str = "ETTER_TOOLS__TEMPORAL_METRICS";
+
+/// Counts of Temporal's work, from the dev server's `/metrics`: what a workflow costs it whatever
+/// the worker does.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct TemporalWork {
+    /// Writes of a workflow's mutable state (`UpdateWorkflowExecution`).
+    state_writes: f64,
+    /// Workflow tasks completed.
+    workflow_tasks: f64,
+    /// Activity tasks completed.
+    activity_tasks: f64,
+    /// Activity heartbeats recorded.
+    heartbeats: f64,
+    /// Workflow executions created (a run's children count).
+    executions: f64,
+}
+
+impl TemporalWork {
+    /// The dev server's counters now, or `None` when no metrics address is configured.
+    async fn read() -> Result<Option<Self>> {
+        let Ok(addr) = std::env::var(TEMPORAL_METRICS_VAR) else {
+            return Ok(None);
+        };
+        let samples = etter_tests::stack::scrape(&addr).await?;
+        // Summed over every other label (namespace, shard, …) of the samples of one operation.
+        let sum = |metric: &str, operation: &str| {
+            let (name, op) = (format!("{metric}{{"), format!("operation=\"{operation}\""));
+            samples
+                .iter()
+                .filter(|(key, _)| key.starts_with(&name) && key.contains(&op))
+                .filter(|(key, _)| metric != "service_requests" || key.contains("service_name=\"history\""))
+                .map(|(_, value)| value)
+                .sum::<f64>()
+        };
+        Ok(Some(Self {
+            state_writes: sum("persistence_requests", "UpdateWorkflowExecution"),
+            workflow_tasks: sum("service_requests", "RespondWorkflowTaskCompleted"),
+            activity_tasks: sum("service_requests", "RespondActivityTaskCompleted"),
+            heartbeats: sum("service_requests", "RecordActivityTaskHeartbeat"),
+            executions: sum("persistence_requests", "CreateWorkflowExecution"),
+        }))
+    }
+
+    /// The work done between two readings.
+    fn since(before: Option<Self>, after: Option<Self>) -> Option<Self> {
+        let (before, after) = (before?, after?);
+        Some(Self {
+            state_writes: after.state_writes - before.state_writes,
+            workflow_tasks: after.workflow_tasks - before.workflow_tasks,
+            activity_tasks: after.activity_tasks - before.activity_tasks,
+            heartbeats: after.heartbeats - before.heartbeats,
+            executions: after.executions - before.executions,
+        })
+    }
+
+    /// The work per workflow of `count`, in words.
+    fn per(self, count: usize) -> String {
+        let n = count.max(1) as f64;
+        format!(
+            "{} state writes, {} workflow tasks, {} activity tasks, {} heartbeats, {} executions",
+            num(self.state_writes / n, 1),
+            num(self.workflow_tasks / n, 1),
+            num(self.activity_tasks / n, 1),
+            num(self.heartbeats / n, 1),
+            num(self.executions / n, 1)
+        )
+    }
 }
