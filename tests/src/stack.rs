@@ -110,7 +110,6 @@ impl Process {
     }
 }
 
-/// The last lines of a log file, for failure messages.
 /// The samples of the Prometheus `/metrics` at `addr` (`host:port`), keyed by name with labels as
 /// printed. Asks in HTTP/1.0, so the answer is never chunked.
 pub async fn scrape(addr: &str) -> Result<std::collections::BTreeMap<String, f64>> {
@@ -132,6 +131,7 @@ pub async fn scrape(addr: &str) -> Result<std::collections::BTreeMap<String, f64
     Ok(samples)
 }
 
+/// The last lines of a log file, for failure messages.
 fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
