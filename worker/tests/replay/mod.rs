@@ -33,6 +33,6 @@ async fn a_run_started_with_bookkeeping_activities_replays_on_this_version() -> 
 
     let options = WorkflowReplayerOptions::new().register_workflow::<RoleOnboarding>()?.build();
     let replayer = WorkflowReplayer::new(options)?;
-    replayer.replay_workflow(WorkflowHistory::from_json(&bytes)?).await?;
+    replayer.replay_workflow(WorkflowHistory::from(recorded)).await?;
     Ok(())
 }
