@@ -2,8 +2,8 @@
 //!
 //! Writes run in READ COMMITTED transactions that lock what they change: the run row
 //! (`SELECT … FOR UPDATE`) before appending an event, the role row (an upsert) before numbering a
-//! new run. Dispatch claims skip rows another claimer holds (`FOR UPDATE SKIP LOCKED`). Reads run
-//! in REPEATABLE READ READ ONLY transactions so a status read of several statements is one snapshot.
+//! new run. Dispatch claims skip rows another claimer holds (`FOR UPDATE SKIP LOCKED`). Reads are
+//! single statements, autocommitted: each sees one snapshot without a transaction around it.
 
 use std::str::FromStr;
 
@@ -21,18 +21,18 @@ use super::{
     WatchScope,
     shared::{
         self, ADD_USAGE, AUDIT_AFTER, BATCH_COUNTS, COMPANY_LOADS, EVENTS_AFTER, HEADS_OF_ACTIVE, HEADS_OF_BATCH,
-        INSERT_AUDIT, INSERT_BATCH, INSERT_EVENT, INSERT_NOTIFICATION, INSERT_REQUEST, INSERT_RUN, LOCK_AUDIT_HEAD,
-        LOCK_ROLE, PURGE_REQUESTS, QUEUE_POSITION, QUEUE_POSITIONS, RELEASE_CLAIM, Row, SELECT_AUDIT_HEAD,
-        SELECT_BATCH, SELECT_DOCUMENT, SELECT_LATEST_RUN, SELECT_REQUEST, SELECT_RUN, SELECT_STEP, SELECT_STEPS,
-        SELECT_USAGE, SET_AUDIT_HEAD, SET_NEEDS_REVIEW, SET_ROLE_LATEST, SETTLE_NOTIFICATION, STEP_EVENT,
-        TOKEN_RESERVATIONS, UPDATE_RUN, UPSERT_DOCUMENT, UPSERT_STEP, audit_columns, event_columns, run_columns,
-        to_i64,
+        INSERT_AUDIT, INSERT_BATCH, INSERT_EVENT, INSERT_EVENTS_HEAD, INSERT_NOTIFICATION, INSERT_REQUEST,
+        LOCK_AUDIT_HEAD, LOCK_ROLES_TAIL, PURGE_REQUESTS, QUEUE_POSITION, QUEUE_POSITIONS, RELEASE_CLAIM, Row,
+        SELECT_AUDIT_HEAD, SELECT_BATCH, SELECT_DOCUMENT, SELECT_LATEST_RUN, SELECT_REQUEST, SELECT_RUN, SELECT_STEP,
+        SELECT_STEPS, SELECT_USAGE, SET_AUDIT_HEAD, SET_NEEDS_REVIEW, SET_ROLES_LATEST_TAIL, SETTLE_NOTIFICATION,
+        STEP_EVENT, SUPERSEDE_TAIL, TOKEN_RESERVATIONS, UPDATE_RUN, UPSERT_DOCUMENT, UPSERT_STEP, audit_columns,
+        event_columns, run_columns, to_i64,
     },
-    sql::{Backend, Cursor, RoleRow, StoredRequest, Tx},
+    sql::{Backend, Conn, Cursor, RoleKey, RoleLatest, RoleRow, StoredRequest, Tx},
 };
 use crate::audit::{AuditEntry, AuditFilter, AuditHead};
 use crate::{
-    ids::{BatchId, CompanyId, DraupRoleId, RoleId, RoleName, WorkflowId},
+    ids::{BatchId, CompanyId, DraupRoleId, RoleId, WorkflowId},
     lifecycle::RunState,
 };
 
@@ -57,11 +57,11 @@ impl Backend for Postgres {
     const NAME: &'static str = "postgres";
 
     async fn write(&self) -> Result<PgTx, StoreError> {
-        Ok(PgTx(self.pool.begin().await?))
+        Ok(PgTx(Conn::Transaction(self.pool.begin().await?)))
     }
 
     async fn read(&self) -> Result<PgTx, StoreError> {
-        Ok(PgTx(self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?))
+        Ok(PgTx(Conn::Autocommit(self.pool.acquire().await?)))
     }
 
     async fn close(&self) {
@@ -108,8 +108,8 @@ fn states(values: &[RunState]) -> Vec<&'static str> {
     values.iter().map(|s| s.as_str()).collect()
 }
 
-/// A PostgreSQL transaction.
-pub(super) struct PgTx(sqlx::Transaction<'static, sqlx::Postgres>);
+/// Statements on a PostgreSQL connection: a transaction, or one autocommitted read.
+pub(super) struct PgTx(Conn<sqlx::Postgres>);
 
 impl Tx for PgTx {
     super::shared::shared_primitives!(time: timestamptz, opt_time: opt_timestamptz, day: date);
@@ -121,9 +121,18 @@ impl Tx for PgTx {
         row.as_ref().map(shared::decode_run).transpose()
     }
 
-    async fn runs(&mut self, ids: &[WorkflowId]) -> Result<Vec<Run>, StoreError> {
+    async fn runs(&mut self, ids: &[WorkflowId], lock: bool) -> Result<Vec<Run>, StoreError> {
         const SQL: &str = concat!("SELECT ", run_columns!(), " FROM runs WHERE workflow_id = ANY($1)");
-        let rows = sqlx::query(SQL).bind(strs(ids.iter().map(WorkflowId::as_str))).fetch_all(&mut *self.0).await?;
+        // Locked in one order (by id), as every writer locks several runs.
+        const LOCKED: &str = concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE workflow_id = ANY($1) ORDER BY workflow_id FOR UPDATE"
+        );
+        let rows = sqlx::query(if lock { LOCKED } else { SQL })
+            .bind(strs(ids.iter().map(WorkflowId::as_str)))
+            .fetch_all(&mut *self.0)
+            .await?;
         decode_all(rows, shared::decode_run)
     }
 

@@ -43,25 +43,22 @@ macro_rules! event_columns {
 }
 pub(super) use event_columns;
 
-/// Inserts a role if absent and returns it, locking its row until the transaction ends (an
-/// `ON CONFLICT DO UPDATE` locks the existing row on PostgreSQL; SQLite has one writer anyway).
-pub(super) const LOCK_ROLE: &str = "INSERT INTO roles (role_id, company_id, role_name, create_time, update_time) \
-     VALUES ($1, $2, $3, $4, $4) \
-     ON CONFLICT (role_id) DO UPDATE SET update_time = roles.update_time \
-     RETURNING company_id, role_name, last_run_number";
-pub(super) const SET_ROLE_LATEST: &str = "UPDATE roles SET last_run_number = $2, \
-     draup_role_id = COALESCE($3, draup_role_id), update_time = $4 WHERE role_id = $1";
+/// After `INSERT INTO roles (…) VALUES …`: inserts the roles that are absent and returns every
+/// one, its row locked until the transaction ends (an `ON CONFLICT DO UPDATE` locks the existing
+/// row on PostgreSQL; SQLite has one writer anyway). Rows are inserted and locked in VALUES order.
+pub(super) const LOCK_ROLES_TAIL: &str = " ON CONFLICT (role_id) DO UPDATE SET update_time = roles.update_time \
+     RETURNING role_id, company_id, role_name, last_run_number";
+/// After `WITH v (role_id, n, draup, t) AS (VALUES …`: sets each role's latest run number.
+pub(super) const SET_ROLES_LATEST_TAIL: &str = ") UPDATE roles SET last_run_number = v.n, \
+     draup_role_id = COALESCE(v.draup, roles.draup_role_id), update_time = v.t FROM v WHERE roles.role_id = v.role_id";
+/// After `WITH v (workflow_id, by_run, t) AS (VALUES …`: marks each run superseded by `by_run`.
+pub(super) const SUPERSEDE_TAIL: &str = ") UPDATE runs SET superseded_by = v.by_run, update_time = v.t \
+     FROM v WHERE runs.workflow_id = v.workflow_id";
 pub(super) const SELECT_RUN: &str = concat!("SELECT ", run_columns!(), " FROM runs WHERE workflow_id = $1");
 pub(super) const SELECT_LATEST_RUN: &str = concat!(
     "SELECT ",
     run_columns!(),
     " FROM runs WHERE role_id = $1 AND run_number = (SELECT last_run_number FROM roles WHERE role_id = $1)"
-);
-pub(super) const INSERT_RUN: &str = concat!(
-    "INSERT INTO runs (",
-    run_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
-     $22, $23, $24, $25, $26, $27, $28)"
 );
 /// Writes a run's mutable fields back; a run that leaves QUEUED drops its dispatch claim.
 pub(super) const UPDATE_RUN: &str = "UPDATE runs SET state = $2, superseded_by = $3, error = $4, \
@@ -71,9 +68,14 @@ pub(super) const UPDATE_RUN: &str = "UPDATE runs SET state = $2, superseded_by =
      claim_expires_at = CASE WHEN $2 = 'QUEUED' THEN claim_expires_at ELSE NULL END \
      WHERE workflow_id = $1";
 pub(super) const SET_NEEDS_REVIEW: &str = "UPDATE runs SET needs_review = $2, update_time = $3 WHERE workflow_id = $1";
-pub(super) const INSERT_EVENT: &str = "INSERT INTO run_events \
-     (workflow_id, sequence, event_time, kind, step, attempt, step_status, payload) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+/// `INSERT INTO run_events (…) `, before its `VALUES`.
+macro_rules! insert_events_head {
+    () => {
+        "INSERT INTO run_events (workflow_id, sequence, event_time, kind, step, attempt, step_status, payload) "
+    };
+}
+pub(super) const INSERT_EVENT: &str = concat!(insert_events_head!(), "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
+pub(super) const INSERT_EVENTS_HEAD: &str = insert_events_head!();
 pub(super) const STEP_EVENT: &str = "SELECT sequence FROM run_events \
      WHERE workflow_id = $1 AND kind = 'step' AND step = $2 AND attempt = $3 AND step_status = $4";
 pub(super) const SELECT_STEP: &str =
@@ -181,13 +183,13 @@ pub(super) const AUDIT_AFTER: &str =
     concat!("SELECT ", audit_columns!(), " FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2");
 
 /// The `Tx` primitives whose SQL both dialects share, expanded inside a backend's `impl Tx` (a
-/// tuple struct over an `sqlx::Transaction`, in a module that imports the names used here). The
+/// tuple struct over a [`super::sql::Conn`], in a module that imports the names used here). The
 /// backend passes how it encodes a time (`time`, `opt_time`) and a day (`day`): PostgreSQL binds
 /// them as they are, SQLite as integer microseconds and `YYYY-MM-DD` text.
 macro_rules! shared_primitives {
     (time: $time:ident, opt_time: $opt_time:ident, day: $day:ident) => {
         async fn commit(self) -> Result<(), StoreError> {
-            Ok(self.0.commit().await?)
+            self.0.commit().await
         }
 
         async fn ping(&mut self) -> Result<(), StoreError> {
@@ -195,41 +197,41 @@ macro_rules! shared_primitives {
             Ok(())
         }
 
-        async fn lock_role(
-            &mut self,
-            role: &RoleId,
-            company: &CompanyId,
-            name: &RoleName,
-            now: Timestamp,
-        ) -> Result<RoleRow, StoreError> {
-            let row = sqlx::query(LOCK_ROLE)
-                .bind(role.as_str())
-                .bind(company.as_str())
-                .bind(name.as_str())
-                .bind($time(now))
-                .fetch_one(&mut *self.0)
-                .await?;
-            Ok(RoleRow {
-                company: row.text("company_id")?,
-                name: row.text("role_name")?,
-                last_run_number: row.int("last_run_number")?,
-            })
+        async fn lock_roles(&mut self, roles: &[RoleKey<'_>], now: Timestamp) -> Result<Vec<RoleRow>, StoreError> {
+            let mut sql = sqlx::QueryBuilder::new(
+                "INSERT INTO roles (role_id, company_id, role_name, create_time, update_time) ",
+            );
+            sql.push_values(roles, |mut row, role| {
+                row.push_bind(role.id.as_str())
+                    .push_bind(role.company.as_str())
+                    .push_bind(role.name.as_str())
+                    .push_bind($time(now))
+                    .push_bind($time(now));
+            });
+            sql.push(LOCK_ROLES_TAIL);
+            let rows = sql.build().fetch_all(&mut *self.0).await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(RoleRow {
+                        role_id: row.text("role_id")?,
+                        company: row.text("company_id")?,
+                        name: row.text("role_name")?,
+                        last_run_number: row.int("last_run_number")?,
+                    })
+                })
+                .collect()
         }
 
-        async fn set_role_latest(
-            &mut self,
-            role: &RoleId,
-            number: u32,
-            draup: Option<&DraupRoleId>,
-            now: Timestamp,
-        ) -> Result<(), StoreError> {
-            sqlx::query(SET_ROLE_LATEST)
-                .bind(role.as_str())
-                .bind(i64::from(number))
-                .bind(draup.map(DraupRoleId::as_str))
-                .bind($time(now))
-                .execute(&mut *self.0)
-                .await?;
+        async fn set_roles_latest(&mut self, roles: &[RoleLatest<'_>], now: Timestamp) -> Result<(), StoreError> {
+            let mut sql = sqlx::QueryBuilder::new("WITH v (role_id, n, draup, t) AS (");
+            sql.push_values(roles, |mut row, role| {
+                row.push_bind(role.id.as_str())
+                    .push_bind(i64::from(role.number))
+                    .push_bind(role.draup.map(DraupRoleId::as_str))
+                    .push_bind($time(now));
+            });
+            sql.push(SET_ROLES_LATEST_TAIL);
+            sql.build().execute(&mut *self.0).await?;
             Ok(())
         }
 
@@ -238,38 +240,49 @@ macro_rules! shared_primitives {
             row.as_ref().map(shared::decode_run).transpose()
         }
 
-        async fn insert_run(&mut self, run: &Run) -> Result<(), StoreError> {
-            sqlx::query(INSERT_RUN)
-                .bind(run.workflow_id.as_str())
-                .bind(run.role_id.as_str())
-                .bind(run.company_id.as_str())
-                .bind(run.role_name.as_str())
-                .bind(run.draup_role_id.as_ref().map(DraupRoleId::as_str))
-                .bind(i64::from(run.run_number))
-                .bind(run.input_identity.as_str())
-                .bind(run.state.as_str())
-                .bind(run.superseded_by.as_ref().map(WorkflowId::as_str))
-                .bind(run.supersedes.as_ref().map(WorkflowId::as_str))
-                .bind(run.batch_id.as_ref().map(BatchId::as_str))
-                .bind(run.priority.rank())
-                .bind(Json(&run.options))
-                .bind(Json(&run.documents))
-                .bind(run.error.as_ref().map(Json))
-                .bind(run.needs_review)
-                .bind(Json(&run.field_violations))
-                .bind(run.token_estimate)
-                .bind(run.tokens_used.input)
-                .bind(run.tokens_used.output)
-                .bind(to_i64(run.sequence))
-                .bind($time(run.create_time))
-                .bind($opt_time(run.start_time))
-                .bind($opt_time(run.end_time))
-                .bind($time(run.update_time))
-                .bind(run.plan.as_ref().map(Json))
-                .bind(run.notify)
-                .bind(run.trace_id.as_ref().map(crate::ids::TraceId::as_str))
-                .execute(&mut *self.0)
-                .await?;
+        async fn insert_runs(&mut self, runs: &[Run]) -> Result<(), StoreError> {
+            let mut sql = sqlx::QueryBuilder::new(concat!("INSERT INTO runs (", run_columns!(), ") "));
+            sql.push_values(runs, |mut row, run| {
+                row.push_bind(run.workflow_id.as_str())
+                    .push_bind(run.role_id.as_str())
+                    .push_bind(run.company_id.as_str())
+                    .push_bind(run.role_name.as_str())
+                    .push_bind(run.draup_role_id.as_ref().map(DraupRoleId::as_str))
+                    .push_bind(i64::from(run.run_number))
+                    .push_bind(run.input_identity.as_str())
+                    .push_bind(run.state.as_str())
+                    .push_bind(run.superseded_by.as_ref().map(WorkflowId::as_str))
+                    .push_bind(run.supersedes.as_ref().map(WorkflowId::as_str))
+                    .push_bind(run.batch_id.as_ref().map(BatchId::as_str))
+                    .push_bind(run.priority.rank())
+                    .push_bind(Json(&run.options))
+                    .push_bind(Json(&run.documents))
+                    .push_bind(run.error.as_ref().map(Json))
+                    .push_bind(run.needs_review)
+                    .push_bind(Json(&run.field_violations))
+                    .push_bind(run.token_estimate)
+                    .push_bind(run.tokens_used.input)
+                    .push_bind(run.tokens_used.output)
+                    .push_bind(to_i64(run.sequence))
+                    .push_bind($time(run.create_time))
+                    .push_bind($opt_time(run.start_time))
+                    .push_bind($opt_time(run.end_time))
+                    .push_bind($time(run.update_time))
+                    .push_bind(run.plan.as_ref().map(Json))
+                    .push_bind(run.notify)
+                    .push_bind(run.trace_id.as_ref().map(crate::ids::TraceId::as_str));
+            });
+            sql.build().execute(&mut *self.0).await?;
+            Ok(())
+        }
+
+        async fn supersede(&mut self, runs: &[(WorkflowId, WorkflowId)], now: Timestamp) -> Result<(), StoreError> {
+            let mut sql = sqlx::QueryBuilder::new("WITH v (workflow_id, by_run, t) AS (");
+            sql.push_values(runs, |mut row, (run, by)| {
+                row.push_bind(run.as_str()).push_bind(by.as_str()).push_bind($time(now));
+            });
+            sql.push(SUPERSEDE_TAIL);
+            sql.build().execute(&mut *self.0).await?;
             Ok(())
         }
 
@@ -339,6 +352,23 @@ macro_rules! shared_primitives {
                 .bind(Json(&event.change))
                 .execute(&mut *self.0)
                 .await?;
+            Ok(())
+        }
+
+        async fn insert_events(&mut self, events: &[RunEvent]) -> Result<(), StoreError> {
+            let mut sql = sqlx::QueryBuilder::new(INSERT_EVENTS_HEAD);
+            sql.push_values(events, |mut row, event| {
+                let (kind, step, attempt, status) = shared::event_key(&event.change);
+                row.push_bind(event.workflow_id.as_str())
+                    .push_bind(to_i64(event.sequence))
+                    .push_bind($time(event.time))
+                    .push_bind(kind)
+                    .push_bind(step)
+                    .push_bind(attempt)
+                    .push_bind(status)
+                    .push_bind(Json(&event.change));
+            });
+            sql.build().execute(&mut *self.0).await?;
             Ok(())
         }
 

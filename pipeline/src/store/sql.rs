@@ -7,6 +7,7 @@
 //! dialects share (`shared`), the rest where the dialects differ (arrays, row locks, `SKIP LOCKED`)
 //! — so the two stores cannot drift apart in behaviour.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -28,11 +29,27 @@ use crate::{
     outputs::ContentHash,
 };
 
-/// A role row as [`Tx::lock_role`] returns it.
+/// A role as [`Tx::lock_roles`] locks it (and inserts it, if absent).
+pub(super) struct RoleKey<'a> {
+    pub id: &'a RoleId,
+    pub company: &'a CompanyId,
+    pub name: &'a RoleName,
+}
+
+/// A role row as [`Tx::lock_roles`] returns it.
 pub(super) struct RoleRow {
+    pub role_id: String,
     pub company: String,
     pub name: String,
     pub last_run_number: i64,
+}
+
+/// A role's latest run, as [`Tx::set_roles_latest`] records it.
+pub(super) struct RoleLatest<'a> {
+    pub id: &'a RoleId,
+    pub number: u32,
+    /// The Draup role of its latest run that had one; `None` keeps the stored one.
+    pub draup: Option<&'a DraupRoleId>,
 }
 
 /// A stored idempotency record.
@@ -58,30 +75,72 @@ pub(super) trait Backend: Send + Sync + 'static {
     /// A transaction for writes (SQLite: `BEGIN IMMEDIATE`, the write lock up front, so two writers
     /// never deadlock upgrading read locks).
     fn write(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
-    /// A read-only transaction (one consistent snapshot for reads of several statements).
+    /// A pooled connection for a read of one statement, outside any transaction: a single
+    /// statement reads one consistent snapshot by itself, and `BEGIN` … `COMMIT` around it would
+    /// cost two more round trips to the database (on PostgreSQL, two thirds of a status read).
     fn read(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
     /// Closes the pool.
     fn close(&self) -> impl Future<Output = ()> + Send;
 }
 
-/// The SQL primitives of one backend, each one statement inside a transaction. Dropping a `Tx`
-/// without [`Tx::commit`] rolls it back.
+/// What a backend's `Tx` runs its statements on: a transaction ([`Backend::write`]) or a pooled
+/// connection in autocommit ([`Backend::read`]). Both are the backend's connection underneath.
+pub(super) enum Conn<DB: sqlx::Database> {
+    /// Statements of one transaction; dropped without [`Conn::commit`], it rolls back.
+    Transaction(sqlx::Transaction<'static, DB>),
+    /// Each statement its own transaction (one-statement reads).
+    Autocommit(sqlx::pool::PoolConnection<DB>),
+}
+
+impl<DB: sqlx::Database> Conn<DB> {
+    /// Commits a transaction; a connection in autocommit has nothing to commit and goes back to
+    /// its pool.
+    pub(super) async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Conn::Transaction(tx) => Ok(tx.commit().await?),
+            Conn::Autocommit(_) => Ok(()),
+        }
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::Deref for Conn<DB> {
+    type Target = DB::Connection;
+
+    fn deref(&self) -> &DB::Connection {
+        match self {
+            Conn::Transaction(tx) => tx,
+            Conn::Autocommit(conn) => conn,
+        }
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::DerefMut for Conn<DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        match self {
+            Conn::Transaction(tx) => tx,
+            Conn::Autocommit(conn) => conn,
+        }
+    }
+}
+
+/// The SQL primitives of one backend, each one statement on a [`Conn`]. Dropping a `Tx` of a
+/// transaction without [`Tx::commit`] rolls it back.
 pub(super) trait Tx: Send {
     fn commit(self) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn ping(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    fn lock_role(
+    /// Inserts the roles that are absent and answers every one of them (in any order), each row
+    /// locked until the transaction ends. `roles` must hold each role id once, sorted by it: the
+    /// one order every writer locks roles in, so concurrent writers cannot deadlock.
+    fn lock_roles(
         &mut self,
-        role: &RoleId,
-        company: &CompanyId,
-        name: &RoleName,
+        roles: &[RoleKey<'_>],
         now: Timestamp,
-    ) -> impl Future<Output = Result<RoleRow, StoreError>> + Send;
-    fn set_role_latest(
+    ) -> impl Future<Output = Result<Vec<RoleRow>, StoreError>> + Send;
+    /// Sets the roles' latest run numbers (and their Draup roles, where given).
+    fn set_roles_latest(
         &mut self,
-        role: &RoleId,
-        number: u32,
-        draup: Option<&DraupRoleId>,
+        roles: &[RoleLatest<'_>],
         now: Timestamp,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
@@ -89,8 +148,16 @@ pub(super) trait Tx: Send {
     fn run(&mut self, id: &WorkflowId, lock: bool) -> impl Future<Output = Result<Option<Run>, StoreError>> + Send;
     /// The latest run of a role (the one numbered `roles.last_run_number`).
     fn latest_run(&mut self, role: &RoleId) -> impl Future<Output = Result<Option<Run>, StoreError>> + Send;
-    fn runs(&mut self, ids: &[WorkflowId]) -> impl Future<Output = Result<Vec<Run>, StoreError>> + Send;
-    fn insert_run(&mut self, run: &Run) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Runs (in any order); with `lock`, their rows stay locked until the transaction ends.
+    fn runs(&mut self, ids: &[WorkflowId], lock: bool) -> impl Future<Output = Result<Vec<Run>, StoreError>> + Send;
+    /// Inserts new runs, in one statement.
+    fn insert_runs(&mut self, runs: &[Run]) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Marks runs superseded: `(run, by)` pairs, in one statement.
+    fn supersede(
+        &mut self,
+        runs: &[(WorkflowId, WorkflowId)],
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn update_run(&mut self, run: &Run) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn set_needs_review(
         &mut self,
@@ -131,6 +198,8 @@ pub(super) trait Tx: Send {
     fn release_claim(&mut self, id: &WorkflowId, claimer: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn insert_event(&mut self, event: &RunEvent) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Inserts events, in one statement.
+    fn insert_events(&mut self, events: &[RunEvent]) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn step_event(
         &mut self,
         id: &WorkflowId,
@@ -306,50 +375,156 @@ async fn append<T: Tx>(tx: &mut T, run: &mut Run, now: Timestamp, change: Change
     Ok(run.sequence)
 }
 
-/// Creates one run inside `tx` (see [`RunStore::create_run`]). Item-level refusals are decided
-/// before any statement can fail, so a batch transaction survives them.
+/// What [`create_in`] knows of a role while it decides the chunk's items one after the other.
+struct RoleState {
+    row: RoleRow,
+    /// Its latest run number, counting the runs this chunk created.
+    last: u32,
+    /// Its latest run, and where that run is if this chunk created it (an index into the new runs).
+    latest: Option<(Run, Option<usize>)>,
+    /// The Draup role of the last run this chunk created for it that had one.
+    draup: Option<DraupRoleId>,
+}
+
+/// Creates runs inside `tx`, each as [`RunStore::create_run`] does and as if one after the other
+/// in the order given (a role twice in `items` sees the run its first item created), with the
+/// same statements whatever their number: the roles locked in one, their latest runs read (and
+/// locked) in one, then the new runs, the roles' numbers, the runs they supersede and their first
+/// events written in one each. An item's refusal is decided before any statement can fail, so the
+/// transaction survives it; a refusal of the whole call (a rejected item without violations) comes
+/// before any statement. At most [`super::BATCH_CHUNK_SIZE`] items: the statements' parameters
+/// stay within both databases' limits.
 async fn create_in<T: Tx>(
     tx: &mut T,
+    items: Vec<NewRun>,
+    batch: Option<&BatchId>,
+    now: Timestamp,
+) -> Result<Vec<Result<Created, StoreError>>, StoreError> {
+    if items.iter().any(|new| matches!(&new.admission, Admission::Reject(violations) if violations.is_empty())) {
+        return Err(StoreError::InvalidArgument("a rejected run needs at least one field violation".to_owned()));
+    }
+    let items: Vec<(RoleId, NewRun)> =
+        items.into_iter().map(|new| (RoleId::new(&new.company, &new.role_name), new)).collect();
+    let mut keys: Vec<RoleKey<'_>> =
+        items.iter().map(|(id, new)| RoleKey { id, company: &new.company, name: &new.role_name }).collect();
+    // Stable: of one role id's items, the first in request order inserts the role.
+    keys.sort_by(|a, b| a.id.cmp(b.id));
+    keys.dedup_by(|a, b| a.id == b.id);
+    let mut roles: HashMap<String, RoleState> = HashMap::with_capacity(keys.len());
+    for row in tx.lock_roles(&keys, now).await? {
+        let last = number("run number", row.last_run_number)?;
+        roles.insert(row.role_id.clone(), RoleState { row, last, latest: None, draup: None });
+    }
+    // The roles in lock order, for the statements after the items are decided.
+    let order: Vec<RoleId> = keys.into_iter().map(|key| key.id.clone()).collect();
+    let latest_ids: Vec<WorkflowId> = order
+        .iter()
+        .filter_map(|id| roles.get(id.as_str()).filter(|r| r.last > 0).map(|r| WorkflowId::for_run(id, r.last)))
+        .collect();
+    if !latest_ids.is_empty() {
+        let mut found: HashMap<WorkflowId, Run> =
+            tx.runs(&latest_ids, true).await?.into_iter().map(|run| (run.workflow_id.clone(), run)).collect();
+        for latest_id in latest_ids {
+            let run =
+                found.remove(&latest_id).ok_or_else(|| corrupt("latest run", latest_id.as_str(), "is missing"))?;
+            if let Some(role) = roles.get_mut(run.role_id.as_str()) {
+                role.latest = Some((run, None));
+            }
+        }
+    }
+
+    let mut runs: Vec<Run> = Vec::new();
+    let mut reasons: Vec<String> = Vec::new();
+    let mut superseded: Vec<(WorkflowId, WorkflowId)> = Vec::new();
+    let mut results = Vec::with_capacity(items.len());
+    for (role_id, new) in items {
+        let role =
+            roles.get_mut(role_id.as_str()).ok_or_else(|| corrupt("role", role_id.as_str(), "was not locked"))?;
+        let result = decide(role, &role_id, new, batch, now).map(|decided| match decided {
+            Decided::Existing(run) => Created { run, created: false },
+            Decided::New(run, reason) => {
+                if let Some((previous, pending)) = role.latest.take() {
+                    match pending {
+                        Some(index) => runs[index].superseded_by = Some(run.workflow_id.clone()),
+                        None => superseded.push((previous.workflow_id, run.workflow_id.clone())),
+                    }
+                }
+                role.last = run.run_number;
+                role.draup = run.draup_role_id.clone().or(role.draup.take());
+                role.latest = Some((run.clone(), Some(runs.len())));
+                runs.push(run.clone());
+                reasons.push(reason);
+                Created { run, created: true }
+            }
+        });
+        results.push(result);
+    }
+
+    if !runs.is_empty() {
+        tx.insert_runs(&runs).await?;
+        let latest: Vec<RoleLatest<'_>> = order
+            .iter()
+            .filter_map(|id| {
+                let role = roles.get(id.as_str())?;
+                role.latest.as_ref().filter(|(_, pending)| pending.is_some())?;
+                Some(RoleLatest { id, number: role.last, draup: role.draup.as_ref() })
+            })
+            .collect();
+        tx.set_roles_latest(&latest, now).await?;
+        if !superseded.is_empty() {
+            tx.supersede(&superseded, now).await?;
+        }
+        let events: Vec<RunEvent> = runs
+            .iter()
+            .zip(reasons)
+            .map(|(run, reason)| RunEvent {
+                workflow_id: run.workflow_id.clone(),
+                sequence: 1,
+                time: now,
+                change: Change::Status { previous: None, status: run.state, reason },
+            })
+            .collect();
+        tx.insert_events(&events).await?;
+    }
+    Ok(results)
+}
+
+/// One item, decided.
+enum Decided {
+    /// The role's latest run answers it: nothing is written.
+    Existing(Run),
+    /// A new run, and the reason for its first event.
+    New(Run, String),
+}
+
+/// Decides one item of [`create_in`] against what is known of its role then.
+fn decide(
+    role: &RoleState,
+    role_id: &RoleId,
     new: NewRun,
     batch: Option<&BatchId>,
     now: Timestamp,
-) -> Result<Created, StoreError> {
-    if matches!(&new.admission, Admission::Reject(violations) if violations.is_empty()) {
-        return Err(StoreError::InvalidArgument("a rejected run needs at least one field violation".to_owned()));
-    }
-    let role_id = RoleId::new(&new.company, &new.role_name);
-    let role = tx.lock_role(&role_id, &new.company, &new.role_name, now).await?;
-    if role.company != new.company.as_str() || role.name != new.role_name.as_str() {
+) -> Result<Decided, StoreError> {
+    if role.row.company != new.company.as_str() || role.row.name != new.role_name.as_str() {
         return Err(StoreError::RoleIdCollision {
-            role_id,
-            existing_company: id(role.company, CompanyId::parse)?,
-            existing_name: id(role.name, RoleName::parse)?,
+            role_id: role_id.clone(),
+            existing_company: id(role.row.company.clone(), CompanyId::parse)?,
+            existing_name: id(role.row.name.clone(), RoleName::parse)?,
             new_company: new.company,
             new_name: new.role_name,
         });
     }
-    let last: u32 = number("run number", role.last_run_number)?;
-    let latest = match last {
-        0 => None,
-        n => {
-            let latest_id = WorkflowId::for_run(&role_id, n);
-            Some(
-                tx.run(&latest_id, true)
-                    .await?
-                    .ok_or_else(|| corrupt("latest run", latest_id.as_str(), "is missing"))?,
-            )
-        }
-    };
+    let latest = role.latest.as_ref().map(|(run, _)| run);
     if let Some(expected) = &new.expected_latest
-        && latest.as_ref().map(|r| &r.workflow_id) != Some(expected)
+        && latest.map(|r| &r.workflow_id) != Some(expected)
     {
-        let actual = latest.as_ref().map_or_else(|| "none".to_owned(), |r| r.workflow_id.to_string());
+        let actual = latest.map_or_else(|| "none".to_owned(), |r| r.workflow_id.to_string());
         return Err(StoreError::Conflict(format!(
             "run {expected} is no longer the latest run of role {role_id} (the latest is {actual}); \
              look at the latest run and retry that one"
         )));
     }
-    if let Some(latest) = &latest
+    if let Some(latest) = latest
         && !new.force
         && latest.input_identity == new.input_identity
     {
@@ -360,13 +535,13 @@ async fn create_in<T: Tx>(
             Admission::Reject(_) => latest.state == RunState::ValidationError,
         };
         if same {
-            return Ok(Created { run: latest.clone(), created: false });
+            return Ok(Decided::Existing(latest.clone()));
         }
     }
-    lifecycle::may_start_new_run(latest.as_ref().map(|r| r.state))?;
+    lifecycle::may_start_new_run(latest.map(|r| r.state))?;
 
     let number =
-        last.checked_add(1).ok_or_else(|| StoreError::Conflict(format!("role {role_id} has too many runs")))?;
+        role.last.checked_add(1).ok_or_else(|| StoreError::Conflict(format!("role {role_id} has too many runs")))?;
     let (state, field_violations, error, end_time) = match new.admission {
         Admission::Queue => (RunState::Queued, Vec::new(), None, None),
         Admission::Reject(violations) => {
@@ -375,7 +550,7 @@ async fn create_in<T: Tx>(
         }
     };
     let run = Run {
-        workflow_id: WorkflowId::for_run(&role_id, number),
+        workflow_id: WorkflowId::for_run(role_id, number),
         role_id: role_id.clone(),
         company_id: new.company,
         role_name: new.role_name,
@@ -384,7 +559,7 @@ async fn create_in<T: Tx>(
         input_identity: new.input_identity,
         state,
         superseded_by: None,
-        supersedes: latest.as_ref().map(|r| r.workflow_id.clone()),
+        supersedes: latest.map(|r| r.workflow_id.clone()),
         batch_id: batch.cloned(),
         priority: new.priority,
         options: new.options,
@@ -403,21 +578,7 @@ async fn create_in<T: Tx>(
         notify: new.notify,
         trace_id: new.trace_id,
     };
-    tx.insert_run(&run).await?;
-    tx.set_role_latest(&role_id, number, run.draup_role_id.as_ref(), now).await?;
-    if let Some(mut previous) = latest {
-        previous.superseded_by = Some(run.workflow_id.clone());
-        previous.update_time = now;
-        tx.update_run(&previous).await?;
-    }
-    tx.insert_event(&RunEvent {
-        workflow_id: run.workflow_id.clone(),
-        sequence: 1,
-        time: now,
-        change: Change::Status { previous: None, status: state, reason: new.reason },
-    })
-    .await?;
-    Ok(Created { run, created: true })
+    Ok(Decided::New(run, new.reason))
 }
 
 #[async_trait]
@@ -439,7 +600,10 @@ impl<B: Backend> RunStore for SqlStore<B> {
     #[tracing::instrument(skip_all, fields(company = %new.company, role = %new.role_name))]
     async fn create_run(&self, new: NewRun) -> Result<Created, StoreError> {
         let mut tx = self.backend.write().await?;
-        let created = create_in(&mut tx, new, None, now()).await?;
+        let created = create_in(&mut tx, vec![new], None, now())
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Conflict("the run was not processed".to_owned()))??;
         tx.commit().await?;
         if created.created {
             self.moved(&created.run.workflow_id);
@@ -470,17 +634,16 @@ impl<B: Backend> RunStore for SqlStore<B> {
         // Always at least one transaction, so an empty batch is stored too.
         while first || !items.is_empty() {
             let rest = items.split_off(items.len().min(super::BATCH_CHUNK_SIZE));
-            let mut chunk = std::mem::replace(&mut items, rest);
-            // Lock roles in one global order (role id, the lock's key) so concurrent batches over the
-            // same roles cannot deadlock; within one role id request order decides who comes first.
-            chunk.sort_by_cached_key(|(index, item)| (RoleId::new(&item.company, &item.role_name), *index));
+            // In request order: of one role's items, the first decides first (`create_in` locks
+            // the roles themselves in the one order every writer uses).
+            let chunk = std::mem::replace(&mut items, rest);
             let mut tx = self.backend.write().await?;
             if first && !tx.insert_batch(&stored).await? {
                 return Err(StoreError::Conflict(format!("batch {} already exists", stored.id)));
             }
             first = false;
-            for (index, item) in chunk {
-                let result = create_in(&mut tx, item, Some(&stored.id), now).await;
+            let (indexes, chunk): (Vec<usize>, Vec<NewRun>) = chunk.into_iter().unzip();
+            for (index, result) in indexes.into_iter().zip(create_in(&mut tx, chunk, Some(&stored.id), now).await?) {
                 match result {
                     Err(e) if !e.is_item_error() => return Err(e),
                     result => results[index] = Some(result),
@@ -622,7 +785,7 @@ impl<B: Backend> RunStore for SqlStore<B> {
         let until = delta(claim.now, claim.lease)?;
         let mut tx = self.backend.write().await?;
         let ids = tx.claim(claim, until).await?;
-        let mut runs = tx.runs(&ids).await?;
+        let mut runs = tx.runs(&ids, false).await?;
         tx.commit().await?;
         runs.sort_by(|a, b| {
             (b.priority, a.create_time, &a.workflow_id).cmp(&(a.priority, b.create_time, &b.workflow_id))

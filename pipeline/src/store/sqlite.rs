@@ -21,18 +21,18 @@ use super::{
     WatchScope,
     shared::{
         self, ADD_USAGE, AUDIT_AFTER, BATCH_COUNTS, COMPANY_LOADS, EVENTS_AFTER, HEADS_OF_ACTIVE, HEADS_OF_BATCH,
-        INSERT_AUDIT, INSERT_BATCH, INSERT_EVENT, INSERT_NOTIFICATION, INSERT_REQUEST, INSERT_RUN, LOCK_AUDIT_HEAD,
-        LOCK_ROLE, PURGE_REQUESTS, QUEUE_POSITION, QUEUE_POSITIONS, RELEASE_CLAIM, Row, SELECT_AUDIT_HEAD,
-        SELECT_BATCH, SELECT_DOCUMENT, SELECT_LATEST_RUN, SELECT_REQUEST, SELECT_RUN, SELECT_STEP, SELECT_STEPS,
-        SELECT_USAGE, SET_AUDIT_HEAD, SET_NEEDS_REVIEW, SET_ROLE_LATEST, SETTLE_NOTIFICATION, STEP_EVENT,
-        TOKEN_RESERVATIONS, UPDATE_RUN, UPSERT_DOCUMENT, UPSERT_STEP, audit_columns, event_columns,
-        notification_columns, run_columns, to_i64,
+        INSERT_AUDIT, INSERT_BATCH, INSERT_EVENT, INSERT_EVENTS_HEAD, INSERT_NOTIFICATION, INSERT_REQUEST,
+        LOCK_AUDIT_HEAD, LOCK_ROLES_TAIL, PURGE_REQUESTS, QUEUE_POSITION, QUEUE_POSITIONS, RELEASE_CLAIM, Row,
+        SELECT_AUDIT_HEAD, SELECT_BATCH, SELECT_DOCUMENT, SELECT_LATEST_RUN, SELECT_REQUEST, SELECT_RUN, SELECT_STEP,
+        SELECT_STEPS, SELECT_USAGE, SET_AUDIT_HEAD, SET_NEEDS_REVIEW, SET_ROLES_LATEST_TAIL, SETTLE_NOTIFICATION,
+        STEP_EVENT, SUPERSEDE_TAIL, TOKEN_RESERVATIONS, UPDATE_RUN, UPSERT_DOCUMENT, UPSERT_STEP, audit_columns,
+        event_columns, notification_columns, run_columns, to_i64,
     },
-    sql::{Backend, Cursor, RoleRow, StoredRequest, Tx},
+    sql::{Backend, Conn, Cursor, RoleKey, RoleLatest, RoleRow, StoredRequest, Tx},
 };
 use crate::audit::{AuditEntry, AuditFilter, AuditHead};
 use crate::{
-    ids::{BatchId, CompanyId, DraupRoleId, RoleId, RoleName, WorkflowId},
+    ids::{BatchId, CompanyId, DraupRoleId, RoleId, WorkflowId},
     lifecycle::RunState,
 };
 
@@ -66,11 +66,11 @@ impl Backend for Sqlite {
     const NAME: &'static str = "sqlite";
 
     async fn write(&self) -> Result<SqliteTx, StoreError> {
-        Ok(SqliteTx(self.pool.begin_with("BEGIN IMMEDIATE").await?))
+        Ok(SqliteTx(Conn::Transaction(self.pool.begin_with("BEGIN IMMEDIATE").await?)))
     }
 
     async fn read(&self) -> Result<SqliteTx, StoreError> {
-        Ok(SqliteTx(self.pool.begin().await?))
+        Ok(SqliteTx(Conn::Autocommit(self.pool.acquire().await?)))
     }
 
     async fn close(&self) {
@@ -127,8 +127,8 @@ fn states(values: &[RunState]) -> Option<Json<Vec<&'static str>>> {
     (!values.is_empty()).then(|| Json(values.iter().map(|s| s.as_str()).collect()))
 }
 
-/// An SQLite transaction.
-pub(super) struct SqliteTx(sqlx::Transaction<'static, sqlx::Sqlite>);
+/// Statements on an SQLite connection: a transaction, or one autocommitted read.
+pub(super) struct SqliteTx(Conn<sqlx::Sqlite>);
 
 impl Tx for SqliteTx {
     super::shared::shared_primitives!(time: micros, opt_time: opt_micros, day: day_text);
@@ -139,7 +139,7 @@ impl Tx for SqliteTx {
         row.as_ref().map(shared::decode_run).transpose()
     }
 
-    async fn runs(&mut self, ids: &[WorkflowId]) -> Result<Vec<Run>, StoreError> {
+    async fn runs(&mut self, ids: &[WorkflowId], _lock: bool) -> Result<Vec<Run>, StoreError> {
         const SQL: &str =
             concat!("SELECT ", run_columns!(), " FROM runs WHERE workflow_id IN (SELECT value FROM json_each($1))");
         let rows = sqlx::query(SQL).bind(json_list(ids.iter().map(WorkflowId::as_str))).fetch_all(&mut *self.0).await?;
