@@ -60,7 +60,7 @@ impl Backend for Postgres {
         Ok(PgTx(Conn::Transaction(self.pool.begin().await?)))
     }
 
-    async fn read(&self) -> Result<PgTx, StoreError> {
+    async fn autocommit(&self) -> Result<PgTx, StoreError> {
         Ok(PgTx(Conn::Autocommit(self.pool.acquire().await?)))
     }
 
@@ -108,7 +108,7 @@ fn states(values: &[RunState]) -> Vec<&'static str> {
     values.iter().map(|s| s.as_str()).collect()
 }
 
-/// Statements on a PostgreSQL connection: a transaction, or one autocommitted read.
+/// Statements on a PostgreSQL connection: a transaction, or one autocommitted statement.
 pub(super) struct PgTx(Conn<sqlx::Postgres>);
 
 impl Tx for PgTx {
@@ -121,18 +121,14 @@ impl Tx for PgTx {
         row.as_ref().map(shared::decode_run).transpose()
     }
 
-    async fn runs(&mut self, ids: &[WorkflowId], lock: bool) -> Result<Vec<Run>, StoreError> {
-        const SQL: &str = concat!("SELECT ", run_columns!(), " FROM runs WHERE workflow_id = ANY($1)");
-        // Locked in one order (by id), as every writer locks several runs.
-        const LOCKED: &str = concat!(
+    async fn lock_runs(&mut self, ids: &[WorkflowId]) -> Result<Vec<Run>, StoreError> {
+        // Locked in one order (by id), as every writer locking several runs does.
+        const SQL: &str = concat!(
             "SELECT ",
             run_columns!(),
             " FROM runs WHERE workflow_id = ANY($1) ORDER BY workflow_id FOR UPDATE"
         );
-        let rows = sqlx::query(if lock { LOCKED } else { SQL })
-            .bind(strs(ids.iter().map(WorkflowId::as_str)))
-            .fetch_all(&mut *self.0)
-            .await?;
+        let rows = sqlx::query(SQL).bind(strs(ids.iter().map(WorkflowId::as_str))).fetch_all(&mut *self.0).await?;
         decode_all(rows, shared::decode_run)
     }
 
@@ -213,19 +209,22 @@ impl Tx for PgTx {
         decode_all(rows, shared::decode_step_stats)
     }
 
-    async fn claim(&mut self, claim: &Claim, until: Timestamp) -> Result<Vec<WorkflowId>, StoreError> {
+    async fn claim(&mut self, claim: &Claim, until: Timestamp) -> Result<Vec<Run>, StoreError> {
         // SKIP LOCKED: a row another claimer is taking right now is passed over, not waited for; the
         // re-check of the WHERE clause on the locked row keeps an already-claimed run out.
-        const SQL: &str = "WITH picked AS ( \
-               SELECT workflow_id FROM runs \
+        const SQL: &str = concat!(
+            "WITH picked AS ( \
+               SELECT workflow_id AS picked_id FROM runs \
                WHERE state = 'QUEUED' AND (claim_expires_at IS NULL OR claim_expires_at <= $1) \
                  AND ($2::text IS NULL OR company_id = $2) \
                ORDER BY priority DESC, create_time, workflow_id \
                LIMIT $3 \
                FOR UPDATE SKIP LOCKED) \
              UPDATE runs SET claimed_by = $4, claim_expires_at = $5 \
-             FROM picked WHERE runs.workflow_id = picked.workflow_id \
-             RETURNING runs.workflow_id";
+             FROM picked WHERE runs.workflow_id = picked.picked_id \
+             RETURNING ",
+            run_columns!()
+        );
         let rows = sqlx::query(SQL)
             .bind(claim.now)
             .bind(claim.company.as_ref().map(CompanyId::as_str))
@@ -234,7 +233,7 @@ impl Tx for PgTx {
             .bind(until)
             .fetch_all(&mut *self.0)
             .await?;
-        decode_all(rows, shared::decode_workflow_id)
+        decode_all(rows, shared::decode_run)
     }
 
     async fn claim_notifications(

@@ -820,10 +820,6 @@ pub(super) fn decode_notification(row: &impl Row) -> Result<Notification, StoreE
     })
 }
 
-pub(super) fn decode_workflow_id(row: &impl Row) -> Result<WorkflowId, StoreError> {
-    id(row.text("workflow_id")?, WorkflowId::parse)
-}
-
 pub(super) fn decode_head(row: &impl Row) -> Result<(WorkflowId, u64), StoreError> {
     Ok((id(row.text("workflow_id")?, WorkflowId::parse)?, number("sequence", row.int("last_sequence")?)?))
 }

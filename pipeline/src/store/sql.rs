@@ -75,20 +75,21 @@ pub(super) trait Backend: Send + Sync + 'static {
     /// A transaction for writes (SQLite: `BEGIN IMMEDIATE`, the write lock up front, so two writers
     /// never deadlock upgrading read locks).
     fn write(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
-    /// A pooled connection for a read of one statement, outside any transaction: a single
-    /// statement reads one consistent snapshot by itself, and `BEGIN` … `COMMIT` around it would
-    /// cost two more round trips to the database (on PostgreSQL, two thirds of a status read).
-    fn read(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
+    /// A pooled connection in autocommit, for work of one statement (every read; a claim): a
+    /// single statement is atomic and reads one consistent snapshot by itself, and `BEGIN` …
+    /// `COMMIT` around it would cost two more round trips to the database (on PostgreSQL, two
+    /// thirds of a status read).
+    fn autocommit(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
     /// Closes the pool.
     fn close(&self) -> impl Future<Output = ()> + Send;
 }
 
 /// What a backend's `Tx` runs its statements on: a transaction ([`Backend::write`]) or a pooled
-/// connection in autocommit ([`Backend::read`]). Both are the backend's connection underneath.
+/// connection in autocommit ([`Backend::autocommit`]). Both are the backend's connection underneath.
 pub(super) enum Conn<DB: sqlx::Database> {
     /// Statements of one transaction; dropped without [`Conn::commit`], it rolls back.
     Transaction(sqlx::Transaction<'static, DB>),
-    /// Each statement its own transaction (one-statement reads).
+    /// Each statement its own transaction (work of one statement).
     Autocommit(sqlx::pool::PoolConnection<DB>),
 }
 
@@ -148,8 +149,8 @@ pub(super) trait Tx: Send {
     fn run(&mut self, id: &WorkflowId, lock: bool) -> impl Future<Output = Result<Option<Run>, StoreError>> + Send;
     /// The latest run of a role (the one numbered `roles.last_run_number`).
     fn latest_run(&mut self, role: &RoleId) -> impl Future<Output = Result<Option<Run>, StoreError>> + Send;
-    /// Runs (in any order); with `lock`, their rows stay locked until the transaction ends.
-    fn runs(&mut self, ids: &[WorkflowId], lock: bool) -> impl Future<Output = Result<Vec<Run>, StoreError>> + Send;
+    /// Runs (in any order), their rows locked until the transaction ends.
+    fn lock_runs(&mut self, ids: &[WorkflowId]) -> impl Future<Output = Result<Vec<Run>, StoreError>> + Send;
     /// Inserts new runs, in one statement.
     fn insert_runs(&mut self, runs: &[Run]) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Marks runs superseded: `(run, by)` pairs, in one statement.
@@ -189,12 +190,9 @@ pub(super) trait Tx: Send {
         &mut self,
         company: &CompanyId,
     ) -> impl Future<Output = Result<Vec<QueuePosition>, StoreError>> + Send;
-    /// Marks up to `claim.limit` claimable queued runs as claimed; answers their ids.
-    fn claim(
-        &mut self,
-        claim: &Claim,
-        until: Timestamp,
-    ) -> impl Future<Output = Result<Vec<WorkflowId>, StoreError>> + Send;
+    /// Marks up to `claim.limit` claimable queued runs as claimed, in one statement; answers them
+    /// (in any order).
+    fn claim(&mut self, claim: &Claim, until: Timestamp) -> impl Future<Output = Result<Vec<Run>, StoreError>> + Send;
     fn release_claim(&mut self, id: &WorkflowId, claimer: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn insert_event(&mut self, event: &RunEvent) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -423,7 +421,7 @@ async fn create_in<T: Tx>(
         .collect();
     if !latest_ids.is_empty() {
         let mut found: HashMap<WorkflowId, Run> =
-            tx.runs(&latest_ids, true).await?.into_iter().map(|run| (run.workflow_id.clone(), run)).collect();
+            tx.lock_runs(&latest_ids).await?.into_iter().map(|run| (run.workflow_id.clone(), run)).collect();
         for latest_id in latest_ids {
             let run =
                 found.remove(&latest_id).ok_or_else(|| corrupt("latest run", latest_id.as_str(), "is missing"))?;
@@ -588,7 +586,7 @@ impl<B: Backend> RunStore for SqlStore<B> {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut tx = self.backend.read().await?;
+        let mut tx = self.backend.autocommit().await?;
         tx.ping().await?;
         tx.commit().await
     }
@@ -697,7 +695,7 @@ impl<B: Backend> RunStore for SqlStore<B> {
 
     async fn claim_notifications(&self, claim: &NotificationClaim) -> Result<Vec<Notification>, StoreError> {
         let until = delta(claim.now, claim.lease)?;
-        let mut tx = self.backend.write().await?;
+        let mut tx = self.backend.autocommit().await?;
         let claimed = tx.claim_notifications(claim, until).await?;
         tx.commit().await?;
         Ok(claimed)
@@ -710,14 +708,14 @@ impl<B: Backend> RunStore for SqlStore<B> {
         delivery: Delivery,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.backend.write().await?;
+        let mut tx = self.backend.autocommit().await?;
         let settled = tx.settle_notification(id, claimer, &delivery, now).await?;
         tx.commit().await?;
         Ok(settled)
     }
 
     async fn set_needs_review(&self, run: &WorkflowId, needs_review: bool) -> Result<(), StoreError> {
-        let mut tx = self.backend.write().await?;
+        let mut tx = self.backend.autocommit().await?;
         if !tx.set_needs_review(run, needs_review, now()).await? {
             return Err(StoreError::not_found("run", run));
         }
@@ -783,9 +781,8 @@ impl<B: Backend> RunStore for SqlStore<B> {
             return Ok(Vec::new());
         }
         let until = delta(claim.now, claim.lease)?;
-        let mut tx = self.backend.write().await?;
-        let ids = tx.claim(claim, until).await?;
-        let mut runs = tx.runs(&ids, false).await?;
+        let mut tx = self.backend.autocommit().await?;
+        let mut runs = tx.claim(claim, until).await?;
         tx.commit().await?;
         runs.sort_by(|a, b| {
             (b.priority, a.create_time, &a.workflow_id).cmp(&(a.priority, b.create_time, &b.workflow_id))
@@ -794,27 +791,27 @@ impl<B: Backend> RunStore for SqlStore<B> {
     }
 
     async fn release_claim(&self, run: &WorkflowId, claimer: &str) -> Result<(), StoreError> {
-        let mut tx = self.backend.write().await?;
+        let mut tx = self.backend.autocommit().await?;
         tx.release_claim(run, claimer).await?;
         tx.commit().await
     }
 
     async fn get_run(&self, run: &WorkflowId) -> Result<Run, StoreError> {
-        let mut tx = self.backend.read().await?;
+        let mut tx = self.backend.autocommit().await?;
         let stored = tx.run(run, false).await?.ok_or_else(|| StoreError::not_found("run", run))?;
         tx.commit().await?;
         Ok(stored)
     }
 
     async fn latest_run(&self, role: &RoleId) -> Result<Run, StoreError> {
-        let mut tx = self.backend.read().await?;
+        let mut tx = self.backend.autocommit().await?;
         let latest = tx.latest_run(role).await?;
         tx.commit().await?;
         latest.ok_or_else(|| StoreError::not_found("role", role))
     }
 
     async fn steps(&self, run: &WorkflowId) -> Result<Vec<StepAttempt>, StoreError> {
-        let mut tx = self.backend.read().await?;
+        let mut tx = self.backend.autocommit().await?;
         let steps = tx.steps(run).await?;
         tx.commit().await?;
         Ok(steps)
@@ -826,7 +823,7 @@ impl<B: Backend> RunStore for SqlStore<B> {
             n => n.min(MAX_PAGE_SIZE),
         };
         let cursor = page.token.as_deref().filter(|t| !t.is_empty()).map(decode_page_token).transpose()?;
-        let mut tx = self.backend.read().await?;
+        let mut tx = self.backend.autocommit().await?;
         // One more than asked tells whether another page exists.
         let mut runs = tx.list_runs(filter, cursor.as_ref(), size + 1).await?;
         tx.commit().await?;
@@ -843,21 +840,21 @@ impl<B: Backend> RunStore for SqlStore<B> {
     }
 
     async fn get_batch(&self, batch: &BatchId) -> Result<Batch, StoreError> {
-        let mut tx = self.backend.read().await?;
+        let mut tx = self.backend.autocommit().await?;
         let stored = tx.batch(batch).await?.ok_or_else(|| StoreError::not_found("batch", batch))?;
         tx.commit().await?;
         Ok(stored)
     }
 
     async fn batch_counts(&self, batch: &BatchId) -> Result<Vec<(RunState, u64)>, StoreError> {
-        let mut tx = self.backend.read().await?;
+        let mut tx = self.backend.autocommit().await?;
         let counts = tx.batch_counts(batch).await?;
         tx.commit().await?;
         Ok(counts)
     }
 
     async fn count_runs(&self, company: Option<&CompanyId>, states: &[RunState]) -> Result<u64, StoreError> {
-        let mut tx = self.backend.read().await?;
+        let mut tx = self.backend.autocommit().await?;
         let count = tx.count_runs(company, states).await?;
         tx.commit().await?;
         Ok(count)
@@ -869,28 +866,28 @@ impl<B: Backend> RunStore for SqlStore<B> {
         after: Option<&WorkflowId>,
         limit: u32,
     ) -> Result<Vec<Run>, StoreError> {
-        let mut tx = self.backend.read().await?;
+        let mut tx = self.backend.autocommit().await?;
         let runs = tx.runs_in_states(states, after, limit.min(MAX_PAGE_SIZE)).await?;
         tx.commit().await?;
         Ok(runs)
     }
 
     async fn step_stats(&self, per_step: u32) -> Result<Vec<StepStats>, StoreError> {
-        let mut tx = self.backend.read().await?;
+        let mut tx = self.backend.autocommit().await?;
         let stats = tx.step_stats(per_step.max(1)).await?;
         tx.commit().await?;
         Ok(stats)
     }
 
     async fn company_loads(&self) -> Result<Vec<CompanyLoad>, StoreError> {
-        let mut tx = self.backend.read().await?;
+        let mut tx = self.backend.autocommit().await?;
         let loads = tx.company_loads().await?;
         tx.commit().await?;
         Ok(loads)
     }
 
     async fn queue_position(&self, run: &WorkflowId) -> Result<Option<u32>, StoreError> {
-        let mut tx = self.backend.read().await?;
+        let mut tx = self.backend.autocommit().await?;
         let position = tx.queue_position(run).await?;
         tx.commit().await?;
         match position {
@@ -900,14 +897,14 @@ impl<B: Backend> RunStore for SqlStore<B> {
     }
 
     async fn queue_positions(&self, company: &CompanyId) -> Result<Vec<QueuePosition>, StoreError> {
-        let mut tx = self.backend.read().await?;
+        let mut tx = self.backend.autocommit().await?;
         let positions = tx.queue_positions(company).await?;
         tx.commit().await?;
         Ok(positions)
     }
 
     async fn events_after(&self, run: &WorkflowId, after: u64, limit: u32) -> Result<Vec<RunEvent>, StoreError> {
-        let mut tx = self.backend.read().await?;
+        let mut tx = self.backend.autocommit().await?;
         let events = tx.events_after(run, after, limit).await?;
         tx.commit().await?;
         Ok(events)
@@ -917,14 +914,14 @@ impl<B: Backend> RunStore for SqlStore<B> {
         if marks.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        let mut tx = self.backend.read().await?;
+        let mut tx = self.backend.autocommit().await?;
         let events = tx.events_after_marks(marks, limit).await?;
         tx.commit().await?;
         Ok(events)
     }
 
     async fn sequence_heads(&self, scope: &WatchScope) -> Result<Vec<(WorkflowId, u64)>, StoreError> {
-        let mut tx = self.backend.read().await?;
+        let mut tx = self.backend.autocommit().await?;
         let heads = tx.sequence_heads(scope).await?;
         tx.commit().await?;
         Ok(heads)
@@ -936,7 +933,7 @@ impl<B: Backend> RunStore for SqlStore<B> {
         payload_hash: &str,
         now: Timestamp,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut tx = self.backend.read().await?;
+        let mut tx = self.backend.autocommit().await?;
         let record = tx.request(key).await?;
         tx.commit().await?;
         match record {
@@ -958,7 +955,10 @@ impl<B: Backend> RunStore for SqlStore<B> {
             create_time: now,
             expire_time: delta(now, IDEMPOTENCY_TTL)?,
         };
-        let mut tx = self.backend.write().await?;
+        // Two statements, each its own transaction: the insert either takes the key or leaves an
+        // unexpired one in place, which the read then answers (a transaction at READ COMMITTED
+        // would see no more than this).
+        let mut tx = self.backend.autocommit().await?;
         if tx.insert_request(key, &record).await? {
             tx.commit().await?;
             return Ok(PutRequest::Inserted);
@@ -972,7 +972,7 @@ impl<B: Backend> RunStore for SqlStore<B> {
     }
 
     async fn purge_expired_requests(&self, now: Timestamp) -> Result<u64, StoreError> {
-        let mut tx = self.backend.write().await?;
+        let mut tx = self.backend.autocommit().await?;
         let purged = tx.purge_requests(now).await?;
         tx.commit().await?;
         Ok(purged)
@@ -995,21 +995,21 @@ impl<B: Backend> RunStore for SqlStore<B> {
         if uris.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.backend.read().await?;
+        let mut tx = self.backend.autocommit().await?;
         let hashes = tx.document_hashes(uris).await?;
         tx.commit().await?;
         Ok(hashes)
     }
 
     async fn usage(&self, company: &CompanyId, from: NaiveDate, to: NaiveDate) -> Result<Vec<UsageRow>, StoreError> {
-        let mut tx = self.backend.read().await?;
+        let mut tx = self.backend.autocommit().await?;
         let rows = tx.usage(company, from, to).await?;
         tx.commit().await?;
         Ok(rows)
     }
 
     async fn token_reservations(&self, company: &CompanyId) -> Result<i64, StoreError> {
-        let mut tx = self.backend.read().await?;
+        let mut tx = self.backend.autocommit().await?;
         let reserved = tx.token_reservations(company).await?;
         tx.commit().await?;
         Ok(reserved)
@@ -1031,21 +1031,21 @@ impl<B: Backend> RunStore for SqlStore<B> {
     }
 
     async fn audit_entries(&self, after: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut tx = self.backend.read().await?;
+        let mut tx = self.backend.autocommit().await?;
         let entries = tx.audit_entries(after, limit.clamp(1, 10_000)).await?;
         tx.commit().await?;
         Ok(entries)
     }
 
     async fn audit_head(&self) -> Result<AuditHead, StoreError> {
-        let mut tx = self.backend.read().await?;
+        let mut tx = self.backend.autocommit().await?;
         let head = tx.audit_head().await?;
         tx.commit().await?;
         Ok(head)
     }
 
     async fn list_audit(&self, filter: &AuditFilter, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut tx = self.backend.read().await?;
+        let mut tx = self.backend.autocommit().await?;
         let entries = tx.list_audit(filter, limit.clamp(1, MAX_PAGE_SIZE)).await?;
         tx.commit().await?;
         Ok(entries)

@@ -69,7 +69,7 @@ impl Backend for Sqlite {
         Ok(SqliteTx(Conn::Transaction(self.pool.begin_with("BEGIN IMMEDIATE").await?)))
     }
 
-    async fn read(&self) -> Result<SqliteTx, StoreError> {
+    async fn autocommit(&self) -> Result<SqliteTx, StoreError> {
         Ok(SqliteTx(Conn::Autocommit(self.pool.acquire().await?)))
     }
 
@@ -127,7 +127,7 @@ fn states(values: &[RunState]) -> Option<Json<Vec<&'static str>>> {
     (!values.is_empty()).then(|| Json(values.iter().map(|s| s.as_str()).collect()))
 }
 
-/// Statements on an SQLite connection: a transaction, or one autocommitted read.
+/// Statements on an SQLite connection: a transaction, or one autocommitted statement.
 pub(super) struct SqliteTx(Conn<sqlx::Sqlite>);
 
 impl Tx for SqliteTx {
@@ -139,7 +139,8 @@ impl Tx for SqliteTx {
         row.as_ref().map(shared::decode_run).transpose()
     }
 
-    async fn runs(&mut self, ids: &[WorkflowId], _lock: bool) -> Result<Vec<Run>, StoreError> {
+    async fn lock_runs(&mut self, ids: &[WorkflowId]) -> Result<Vec<Run>, StoreError> {
+        // No row locks in SQLite: the write transaction already excludes every other writer.
         const SQL: &str =
             concat!("SELECT ", run_columns!(), " FROM runs WHERE workflow_id IN (SELECT value FROM json_each($1))");
         let rows = sqlx::query(SQL).bind(json_list(ids.iter().map(WorkflowId::as_str))).fetch_all(&mut *self.0).await?;
@@ -223,14 +224,18 @@ impl Tx for SqliteTx {
         decode_all(rows, shared::decode_step_stats)
     }
 
-    async fn claim(&mut self, claim: &Claim, until: Timestamp) -> Result<Vec<WorkflowId>, StoreError> {
-        const SQL: &str = "UPDATE runs SET claimed_by = $4, claim_expires_at = $5 WHERE workflow_id IN ( \
+    async fn claim(&mut self, claim: &Claim, until: Timestamp) -> Result<Vec<Run>, StoreError> {
+        // One statement, so one write transaction: the sub-select and the update see the same rows.
+        const SQL: &str = concat!(
+            "UPDATE runs SET claimed_by = $4, claim_expires_at = $5 WHERE workflow_id IN ( \
                SELECT workflow_id FROM runs \
                WHERE state = 'QUEUED' AND (claim_expires_at IS NULL OR claim_expires_at <= $1) \
                  AND ($2 IS NULL OR company_id = $2) \
                ORDER BY priority DESC, create_time, workflow_id \
                LIMIT $3) \
-             RETURNING workflow_id";
+             RETURNING ",
+            run_columns!()
+        );
         let rows = sqlx::query(SQL)
             .bind(micros(claim.now))
             .bind(claim.company.as_ref().map(CompanyId::as_str))
@@ -239,7 +244,7 @@ impl Tx for SqliteTx {
             .bind(micros(until))
             .fetch_all(&mut *self.0)
             .await?;
-        decode_all(rows, shared::decode_workflow_id)
+        decode_all(rows, shared::decode_run)
     }
 
     async fn claim_notifications(
