@@ -48,6 +48,8 @@ pub struct PipelineApi {
     pub watch_reads: Arc<watching::SharedReads>,
     /// Step attempts kept from earlier status reads.
     pub kept_steps: Arc<status::KeptSteps>,
+    /// Ended runs kept for `GetStatus` (forgotten as they move).
+    pub ended_runs: Arc<status::EndedRuns>,
 }
 
 impl PipelineApi {
@@ -89,11 +91,11 @@ impl PipelineService for PipelineApi {
                 estimator: &self.estimator,
                 trace_id: trace::of(&request),
                 limits: &self.limits,
+                dispatcher: &self.wake_dispatcher,
             };
             let response = push::push(&cx, &principal, request.into_inner()).await?;
             if response.created {
                 observe::runs_created("push", 1);
-                self.wake_dispatcher.notify_one();
             }
             Ok(Response::new(response))
         }
@@ -154,7 +156,8 @@ impl PipelineService for PipelineApi {
                 finished: Some(status::Finished { graph: &self.graph, server: &self.config.server }),
                 kept: Some(&self.kept_steps),
             };
-            let response = status::get_status(&cx, &self.limits, &principal, request.into_inner()).await?;
+            let response =
+                status::get_status(&cx, &self.ended_runs, &self.limits, &principal, request.into_inner()).await?;
             Ok(Response::new(response))
         }
         .await;

@@ -109,6 +109,12 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         }
         None => Arc::new(hub.clone()),
     };
+    // GetStatus keeps ended runs; this server's writes make it forget them before they are
+    // acknowledged, others' writes as the hub learns of them.
+    let ended_runs = Arc::new(status::EndedRuns::default());
+    tokio::spawn(Arc::clone(&ended_runs).follow(hub.subscribe()));
+    let announce: Arc<dyn store::Announce> =
+        Arc::new(status::Forget { ended: Arc::clone(&ended_runs), then: announce });
     let options = StoreOptions {
         max_connections: config.store.max_connections,
         announce: Some(announce),
@@ -188,6 +194,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         audit: audit_log,
         watch_reads: Arc::default(),
         kept_steps: Arc::default(),
+        ended_runs,
     };
     // Health and reflection stay open; every PipelineService call is authenticated.
     let pipeline = tonic::service::interceptor::InterceptedService::new(

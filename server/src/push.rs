@@ -193,6 +193,8 @@ pub struct PushContext<'a> {
     pub trace_id: Option<TraceId>,
     /// Calls per minute and queued-run caps.
     pub limits: &'a Limits,
+    /// Woken as soon as a new run is stored, so its dispatch overlaps the rest of the answer.
+    pub dispatcher: &'a tokio::sync::Notify,
 }
 
 /// `Push`: authorize, validate, answer a retried `request_id` with its first answer, create (or
@@ -216,10 +218,23 @@ pub async fn push(
     cx.limits.admit_tokens(cx.store, &company, new_run.token_estimate).await?;
 
     let created = cx.store.create_run(new_run).await?;
+    if created.created {
+        cx.dispatcher.notify_one();
+    }
     let run = &created.run;
-    // A push answers from the store alone: its response has no outputs summary.
-    let sources = status::StatusContext { store: cx.store, estimator: cx.estimator, finished: None, kept: None };
-    let snapshot = status::run_status(&sources, run).await?;
+    // A push answers from the store alone: its response has no outputs summary. A run just
+    // created has no step attempts; one that answers the push again may have.
+    let snapshot = if created.created {
+        let position = if run.state == etter_pipeline::lifecycle::RunState::Queued {
+            cx.store.queue_position(&run.workflow_id).await?
+        } else {
+            None
+        };
+        status::assemble(run, &[], position, cx.estimator)
+    } else {
+        let sources = status::StatusContext { store: cx.store, estimator: cx.estimator, finished: None, kept: None };
+        status::run_status(&sources, run).await?
+    };
     let response = pb::PushResponse {
         workflow_id: run.workflow_id.to_string(),
         role_id: run.role_id.to_string(),

@@ -3,13 +3,15 @@
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use etter_pipeline::{
     config::ServerConfig,
+    fanout,
     ids::{RoleId, WorkflowId},
     lifecycle::RunState,
     steps::{self, Action, Plan, StepName},
-    store::{Run, RunStore, StepAttempt, StepStatus, StoreError, TokenCount},
+    store::{Announce, Run, RunStore, StepAttempt, StepStatus, StoreError, TokenCount},
 };
 use etter_proto::v1 as pb;
 
@@ -75,6 +77,118 @@ impl KeptSteps {
     fn lock(&self) -> std::sync::MutexGuard<'_, KeptRuns> {
         // A plain map: a panic elsewhere cannot leave it inconsistent.
         self.runs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Ended runs kept at most.
+const ENDED_RUNS: NonZeroUsize = NonZeroUsize::new(4096).expect("non-zero");
+/// Moves remembered at most, to refuse keeping a read that raced one (see [`EndedRuns`]).
+const RECENT_MOVES: NonZeroUsize = NonZeroUsize::new(4096).expect("non-zero");
+/// How long an ended run is served from memory without a move announced.
+pub const ENDED_RUN_TTL: Duration = Duration::from_secs(1);
+
+/// Runs that ended (READY, FAILED, CANCELLED, …), as last read, for `GetStatus` by workflow id.
+///
+/// An ended run still changes, rarely: a new run supersedes it, a staleness scan marks it STALE,
+/// a reviewer flags it. Each such change is announced once committed ([`Announce`]): this
+/// server's own writes at once, through [`Forget`], before the write is acknowledged; other
+/// processes' writes through the hub (Redis). A kept run is dropped when its move is announced,
+/// and is never kept longer than [`ENDED_RUN_TTL`] — the bound on what a lost Redis message (or
+/// a deployment without Redis, where the worker's writes are not announced) can cost. A read
+/// that raced a move (started before the move was learned) is not kept. Active runs are never
+/// kept: their status changes with each step and with time.
+pub struct EndedRuns {
+    kept: Mutex<Ended>,
+}
+
+struct Ended {
+    /// Per run: when the read that answered it started, and the run.
+    runs: lru::LruCache<WorkflowId, (Instant, Arc<Run>)>,
+    /// When each recently moved run's move was learned.
+    moves: lru::LruCache<WorkflowId, Instant>,
+    /// Reads that started before this are not kept (moves were missed then).
+    not_before: Instant,
+}
+
+impl Default for EndedRuns {
+    fn default() -> Self {
+        Self {
+            kept: Mutex::new(Ended {
+                runs: lru::LruCache::new(ENDED_RUNS),
+                moves: lru::LruCache::new(RECENT_MOVES),
+                not_before: Instant::now(),
+            }),
+        }
+    }
+}
+
+impl EndedRuns {
+    /// The run `id`: kept, or read from the store (and kept if it has ended).
+    pub async fn run(&self, store: &dyn RunStore, id: &WorkflowId) -> Result<Arc<Run>, StoreError> {
+        if let Some((read_at, run)) = self.lock().runs.get(id)
+            && read_at.elapsed() < ENDED_RUN_TTL
+        {
+            return Ok(Arc::clone(run));
+        }
+        let started = Instant::now();
+        let run = Arc::new(store.get_run(id).await?);
+        if run.state.is_final() {
+            let mut kept = self.lock();
+            let raced = started < kept.not_before || kept.moves.peek(id).is_some_and(|moved| *moved >= started);
+            if !raced {
+                kept.runs.put(id.clone(), (started, Arc::clone(&run)));
+            }
+        }
+        Ok(run)
+    }
+
+    /// `run` moved (learned at `at`): its kept status is dropped, and a read that started before
+    /// `at` is not kept.
+    pub fn moved(&self, run: &WorkflowId, at: Instant) {
+        let mut kept = self.lock();
+        kept.runs.pop(run);
+        let latest = kept.moves.peek(run).map_or(at, |seen| (*seen).max(at));
+        kept.moves.put(run.clone(), latest);
+    }
+
+    /// Moves may have been missed (the hub's receiver lagged): everything kept is dropped.
+    pub fn forget_all(&self) {
+        let mut kept = self.lock();
+        kept.runs.clear();
+        kept.not_before = Instant::now();
+    }
+
+    /// Drops kept runs as the hub learns of their moves, until the hub closes.
+    pub async fn follow(self: Arc<Self>, mut moves: tokio::sync::broadcast::Receiver<fanout::Moved>) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match moves.recv().await {
+                Ok(moved) => self.moved(&moved.run, moved.at),
+                Err(RecvError::Lagged(_)) => self.forget_all(),
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ended> {
+        // Plain maps: a panic elsewhere cannot leave them inconsistent.
+        self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// An [`Announce`] that first makes [`EndedRuns`] forget the run, then passes the move on: this
+/// server's writes are seen by its own next read.
+pub struct Forget {
+    /// What is forgotten.
+    pub ended: Arc<EndedRuns>,
+    /// Where moves go next (Redis, or the hub).
+    pub then: Arc<dyn Announce>,
+}
+
+impl Announce for Forget {
+    fn moved(&self, run: &WorkflowId) {
+        self.ended.moved(run, Instant::now());
+        self.then.moved(run);
     }
 }
 
@@ -246,9 +360,11 @@ pub async fn visible_run(store: &dyn RunStore, principal: &Principal, workflow_i
     Ok(run)
 }
 
-/// `GetStatus`: a run by workflow id, or a role's latest run by role id.
+/// `GetStatus`: a run by workflow id (an ended one kept in `ended`), or a role's latest run by
+/// role id.
 pub async fn get_status(
     cx: &StatusContext<'_>,
+    ended: &EndedRuns,
     limits: &Limits,
     principal: &Principal,
     request: pb::GetStatusRequest,
@@ -256,13 +372,19 @@ pub async fn get_status(
     use pb::get_status_request::Target;
     let store = cx.store;
     let run = match request.target {
-        Some(Target::WorkflowId(id)) => visible_run(store, principal, &id).await?,
+        Some(Target::WorkflowId(id)) => {
+            let workflow_id = WorkflowId::parse(&id)
+                .map_err(|e| ApiError::invalid("INVALID_REQUEST", "workflow_id", e.to_string()))?;
+            let run = ended.run(store, &workflow_id).await?;
+            principal.authorize_read(&run.company_id, "run", &id)?;
+            run
+        }
         Some(Target::RoleId(id)) => {
             let role =
                 RoleId::parse(&id).map_err(|e| ApiError::invalid("INVALID_REQUEST", "role_id", e.to_string()))?;
             let run = store.latest_run(&role).await?;
             principal.authorize_read(&run.company_id, "role", &id)?;
-            run
+            Arc::new(run)
         }
         None => return Err(ApiError::invalid("INVALID_REQUEST", "target", "set workflow_id or role_id")),
     };
@@ -278,7 +400,7 @@ mod tests {
         store::{self, StepTransition},
     };
 
-    use super::{KeptSteps, StepStatus};
+    use super::{EndedRuns, KeptSteps, StepStatus};
 
     /// Kept attempts answer the run at the sequence they were read for; a recorded step moves the
     /// run, and its next status shows the step.
@@ -311,6 +433,80 @@ mod tests {
         let again = kept.steps(store.as_ref(), &finished).await?;
         assert_eq!(again.iter().map(|a| a.status).collect::<Vec<_>>(), [StepStatus::Completed]);
         store.close().await;
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    /// An ended run is answered from memory until its move is announced (at once for writes
+    /// through a store that announces to [`super::Forget`]), and for at most the TTL otherwise;
+    /// active runs and reads that raced a move are never kept.
+    #[tokio::test]
+    async fn ended_runs_are_kept_until_they_move() -> Result<()> {
+        use std::sync::Arc;
+        use std::time::{Duration, Instant};
+
+        use etter_pipeline::{
+            fanout,
+            lifecycle::RunState,
+            store::{StoreOptions, Transition},
+        };
+
+        let dir = std::env::temp_dir().join(format!("etter-ended-runs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let location = StoreLocation::Sqlite(dir.join("runs.db"));
+        let ended = Arc::new(EndedRuns::default());
+        let hub = fanout::Hub::new();
+        // Two handles on one database: one announces its writes (this server), one does not (a
+        // worker without Redis).
+        let announce = Arc::new(super::Forget { ended: Arc::clone(&ended), then: Arc::new(hub.clone()) });
+        let server =
+            store::connect_with(&location, &StoreOptions { announce: Some(announce), ..Default::default() }).await?;
+        let silent = store::connect(&location).await?;
+
+        let queued = server.create_run(crate::testing::queued_run("Claims Adjuster", "ended-runs")?).await?.run;
+        let wf = queued.workflow_id.clone();
+        // Active: read afresh every time.
+        assert_eq!(ended.run(server.as_ref(), &wf).await?.state, RunState::Queued);
+        silent.transition(&wf, Transition::to(RunState::Processing, "started elsewhere")).await?;
+        assert_eq!(ended.run(server.as_ref(), &wf).await?.state, RunState::Processing);
+        silent.transition(&wf, Transition::to(RunState::Ready, "finished elsewhere")).await?;
+        let ready = ended.run(server.as_ref(), &wf).await?;
+        assert_eq!(ready.state, RunState::Ready);
+
+        // Kept: a change nobody announced is not seen yet...
+        silent.set_needs_review(&wf, true).await?;
+        assert!(!ended.run(server.as_ref(), &wf).await?.needs_review, "kept until it moves or expires");
+        // ...until the kept run expires.
+        tokio::time::sleep(super::ENDED_RUN_TTL + Duration::from_millis(100)).await;
+        assert!(ended.run(server.as_ref(), &wf).await?.needs_review, "re-read after the TTL");
+
+        // This server's own write is seen by its next read, without waiting.
+        server.set_needs_review(&wf, false).await?;
+        assert!(!ended.run(server.as_ref(), &wf).await?.needs_review, "own writes forget the kept run");
+
+        // A move learned from elsewhere (the hub) drops the kept run.
+        let follower = tokio::spawn(Arc::clone(&ended).follow(hub.subscribe()));
+        silent.set_needs_review(&wf, true).await?;
+        etter_pipeline::store::Announce::moved(&hub, &wf);
+        let mut seen = false;
+        for _ in 0..100 {
+            if ended.run(server.as_ref(), &wf).await?.needs_review {
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(seen, "a move from the hub drops the kept run");
+        follower.abort();
+
+        // A read that started before a move was learned is not kept: the move may be after it.
+        ended.moved(&wf, Instant::now() + Duration::from_secs(60));
+        assert!(ended.run(server.as_ref(), &wf).await?.needs_review);
+        silent.set_needs_review(&wf, false).await?;
+        assert!(!ended.run(server.as_ref(), &wf).await?.needs_review, "a raced read is not kept");
+
+        server.close().await;
+        silent.close().await;
         std::fs::remove_dir_all(&dir)?;
         Ok(())
     }

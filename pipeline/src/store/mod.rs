@@ -1055,10 +1055,11 @@ pub fn prior_steps(attempts: &[StepAttempt]) -> BTreeMap<StepName, PriorStep> {
         .collect()
 }
 
-/// Told after a write committed new events of a run (for live fan-out: [`crate::fanout`]). Must
-/// not block: the writer calls it on its path.
+/// Told after a write committed a change of a run: new events, or a field that changes without
+/// one (`superseded_by`, `needs_review`). For live fan-out ([`crate::fanout`]) and whatever a
+/// reader keeps of a run. Must not block: the writer calls it on its path.
 pub trait Announce: Send + Sync {
-    /// `run` has new events.
+    /// `run` changed.
     fn moved(&self, run: &WorkflowId);
 }
 
@@ -1069,7 +1070,7 @@ pub struct StoreOptions {
     pub max_connections: u32,
     /// How long an SQLite writer waits for the write lock before failing.
     pub sqlite_busy_timeout: Duration,
-    /// Told of every run with new events, once they are committed.
+    /// Told of every run that changed, once the change is committed.
     pub announce: Option<Arc<dyn Announce>>,
 }
 

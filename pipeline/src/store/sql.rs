@@ -354,10 +354,18 @@ impl<B: Backend> SqlStore<B> {
         SqlStore { backend, announce }
     }
 
-    /// Tells the announcer (if any) that `run` has new, committed events.
+    /// Tells the announcer (if any) that a change of `run` was committed.
     fn moved(&self, run: &WorkflowId) {
         if let Some(announce) = &self.announce {
             announce.moved(run);
+        }
+    }
+
+    /// Announces a new run, and the run it superseded (whose `superseded_by` changed).
+    fn created(&self, run: &Run) {
+        self.moved(&run.workflow_id);
+        if let Some(previous) = &run.supersedes {
+            self.moved(previous);
         }
     }
 }
@@ -604,7 +612,7 @@ impl<B: Backend> RunStore for SqlStore<B> {
             .ok_or_else(|| StoreError::Conflict("the run was not processed".to_owned()))??;
         tx.commit().await?;
         if created.created {
-            self.moved(&created.run.workflow_id);
+            self.created(&created.run);
         }
         Ok(created)
     }
@@ -654,7 +662,7 @@ impl<B: Backend> RunStore for SqlStore<B> {
             .map(|r| r.unwrap_or_else(|| Err(StoreError::Conflict("batch item was not processed".to_owned()))))
             .collect();
         for created in items.iter().flatten().filter(|c| c.created) {
-            self.moved(&created.run.workflow_id);
+            self.created(&created.run);
         }
         Ok(BatchCreated { batch: stored, items })
     }
@@ -719,7 +727,9 @@ impl<B: Backend> RunStore for SqlStore<B> {
         if !tx.set_needs_review(run, needs_review, now()).await? {
             return Err(StoreError::not_found("run", run));
         }
-        tx.commit().await
+        tx.commit().await?;
+        self.moved(run);
+        Ok(())
     }
 
     #[tracing::instrument(skip_all, fields(run = %run, step = %step.step, attempt = step.attempt, status = %step.status))]
