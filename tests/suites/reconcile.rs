@@ -124,19 +124,26 @@ async fn a_closed_workflow_of_another_store_with_the_same_id_does_not_take_the_r
     };
     ensure!(done.status == RoleStatus::Ready as i32, "the run ran on its own execution: {done:?}");
     // Both executions stay in Temporal under the one id: the stranger's, terminated, and the run's.
-    let listed = temporal(&["list", "--query", &format!("WorkflowId = '{taken}'"), "--output", "json"]).await?;
-    let executions: serde_json::Value = serde_json::from_slice(&listed.stdout)?;
-    let statuses: Vec<String> = executions
-        .as_array()
-        .context("temporal workflow list --output json gives an array")?
-        .iter()
-        .map(|e| e["status"].to_string())
-        .collect();
-    ensure!(statuses.len() == 2, "{statuses:?}");
-    ensure!(
-        statuses.iter().any(|s| s.contains("TERMINATED")) && statuses.iter().any(|s| s.contains("COMPLETED")),
-        "{statuses:?}"
-    );
+    // Temporal's visibility (what `list` reads) follows a workflow's close a moment later.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let listed = temporal(&["list", "--query", &format!("WorkflowId = '{taken}'"), "--output", "json"]).await?;
+        let executions: serde_json::Value = serde_json::from_slice(&listed.stdout)?;
+        let statuses: Vec<String> = executions
+            .as_array()
+            .context("temporal workflow list --output json gives an array")?
+            .iter()
+            .map(|e| e["status"].to_string())
+            .collect();
+        let both = statuses.len() == 2
+            && statuses.iter().any(|s| s.contains("TERMINATED"))
+            && statuses.iter().any(|s| s.contains("COMPLETED"));
+        if both {
+            break;
+        }
+        ensure!(tokio::time::Instant::now() < deadline, "executions under {taken}: {statuses:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     worker.kill().await?;
     server.stop().await?;
