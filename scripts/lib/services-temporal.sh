@@ -137,12 +137,14 @@ svc_temporal_down() {
 }
 
 svc_temporal_status() {
-  local port=$TEMPORAL_PORT ui=$TEMPORAL_UI_PORT ns=$TEMPORAL_NS state=stopped
+  local port=$TEMPORAL_PORT ui=$TEMPORAL_UI_PORT metrics=$ETTER_HOST:$TEMPORAL_METRICS_PORT ns=$TEMPORAL_NS state=stopped m
   if _temporal_running; then
     state=running
     port=$(pid_arg "$TEMPORAL_PID" --port) || port=$TEMPORAL_PORT
     ui=$(pid_arg "$TEMPORAL_PID" --ui-port) || ui=$TEMPORAL_UI_PORT
+    # An older start without --metrics-port serves none (the next `up` restarts it with one).
+    if m=$(pid_arg "$TEMPORAL_PID" --metrics-port); then metrics=$ETTER_HOST:$m; else metrics=none; fi
     ns=$(pid_arg "$TEMPORAL_PID" --namespace) || ns=$TEMPORAL_NS
   fi
-  echo "$state $ETTER_HOST:$port ns=$ns ui=http://$ETTER_HOST:$ui"
+  echo "$state $ETTER_HOST:$port ns=$ns ui=http://$ETTER_HOST:$ui metrics=$metrics"
 }
