@@ -157,8 +157,11 @@ impl<C: Clock + Clone> Limits<C> {
             return Ok(());
         }
         let cap = self.companies.limits(company).max_queued;
-        let queued = store.count_runs(Some(company), &[RunState::Queued]).await?;
-        let everyone = store.count_runs(None, &[RunState::Queued]).await?;
+        // Two reads on two pooled connections at once: the wait of one round trip, not two.
+        let (queued, everyone) = futures::try_join!(
+            store.count_runs(Some(company), &[RunState::Queued]),
+            store.count_runs(None, &[RunState::Queued])
+        )?;
         let full = |subject: String, queued: u64, cap: u64| ApiError::ResourceExhausted {
             reason: "QUEUE_FULL",
             description: format!(
@@ -182,13 +185,9 @@ impl<C: Clock + Clone> Limits<C> {
     /// used in that month and, for the current month, what its active runs still reserve.
     pub async fn budget(&self, store: &dyn RunStore, company: &CompanyId, month: Month) -> Result<Budget, ApiError> {
         let current = month == Month::containing(store::now().date_naive());
-        let used = store
-            .usage(company, month.first, month.last)
-            .await?
-            .iter()
-            .map(|row| row.tokens.input.saturating_add(row.tokens.output))
-            .sum::<i64>();
-        let reserved = if current { store.token_reservations(company).await? } else { 0 };
+        let reservations = async { if current { store.token_reservations(company).await } else { Ok(0) } };
+        let (usage, reserved) = futures::try_join!(store.usage(company, month.first, month.last), reservations)?;
+        let used = usage.iter().map(|row| row.tokens.input.saturating_add(row.tokens.output)).sum::<i64>();
         Ok(Budget { month, limit: self.companies.limits(company).token_budget, used, reserved })
     }
 
