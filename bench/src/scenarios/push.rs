@@ -182,7 +182,8 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
         pushed.push(workflow_id);
     }
     let settled = SETTLE * 2 * u32::try_from(paced_calls).unwrap_or(u32::MAX);
-    let pushes_per_second = paced_calls as f64 / (phase.elapsed() - bare_time - settled).as_secs_f64();
+    let pushes_per_second =
+        paced_calls as f64 / phase.elapsed().saturating_sub(bare_time + settled).as_secs_f64().max(f64::MIN_POSITIVE);
     let bare_per_second = paced_calls as f64 / bare_time.as_secs_f64();
     started_ids.extend(pushed);
     let started_ratio = ratio(ms(started.p50()), ms(bare_paced.p50()));
