@@ -222,19 +222,9 @@ pub async fn push(
         cx.dispatcher.notify_one();
     }
     let run = &created.run;
-    // A push answers from the store alone: its response has no outputs summary. A run just
-    // created has no step attempts; one that answers the push again may have.
-    let snapshot = if created.created {
-        let position = if run.state == etter_pipeline::lifecycle::RunState::Queued {
-            cx.store.queue_position(&run.workflow_id).await?
-        } else {
-            None
-        };
-        status::assemble(run, &[], position, cx.estimator)
-    } else {
-        let sources = status::StatusContext { store: cx.store, estimator: cx.estimator, finished: None, kept: None };
-        status::run_status(&sources, run).await?
-    };
+    // A push answers from the store alone: its response has no outputs summary.
+    let sources = status::StatusContext { store: cx.store, estimator: cx.estimator, finished: None, kept: None };
+    let snapshot = status::run_status(&sources, run).await?;
     let response = pb::PushResponse {
         workflow_id: run.workflow_id.to_string(),
         role_id: run.role_id.to_string(),

@@ -38,6 +38,12 @@ pub struct StatusContext<'a> {
     pub kept: Option<&'a KeptSteps>,
 }
 
+/// Whether `run` cannot have step attempts yet: the store records a step together with an event
+/// of the run, so a run still at its first event (its creation) has none, and needs no read.
+fn no_attempts_yet(run: &Run) -> bool {
+    run.sequence <= 1
+}
+
 /// Runs whose step attempts are kept.
 const KEPT_RUNS: NonZeroUsize = NonZeroUsize::new(1024).expect("non-zero");
 
@@ -61,6 +67,9 @@ impl Default for KeptSteps {
 impl KeptSteps {
     /// The attempts of `run` as of its sequence (or later).
     pub async fn steps(&self, store: &dyn RunStore, run: &Run) -> Result<Arc<[StepAttempt]>, StoreError> {
+        if no_attempts_yet(run) {
+            return Ok(Arc::from([]));
+        }
         if let Some((_, kept)) = self.lock().get(&run.workflow_id).filter(|(sequence, _)| *sequence == run.sequence) {
             return Ok(Arc::clone(kept));
         }
@@ -253,6 +262,7 @@ fn step_progress(
 pub async fn run_status(cx: &StatusContext<'_>, run: &Run) -> Result<pb::RunStatus, ApiError> {
     let attempts = match cx.kept {
         Some(kept) => kept.steps(cx.store, run).await?,
+        None if no_attempts_yet(run) => Arc::from([]),
         None => cx.store.steps(&run.workflow_id).await?.into(),
     };
     let position = if run.state == RunState::Queued { cx.store.queue_position(&run.workflow_id).await? } else { None };
