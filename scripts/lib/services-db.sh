@@ -152,6 +152,9 @@ DO $$ BEGIN
   END IF;
 END $$;
 ALTER ROLE etter LOGIN CREATEDB CREATEROLE PASSWORD 'etter';
+-- The tests drop their scratch databases WITH (FORCE) as etter; FORCE must also end an
+-- autovacuum worker busy in the database (a backend of no role), which takes pg_signal_backend.
+GRANT pg_signal_backend TO etter;
 SELECT 'CREATE DATABASE etter OWNER etter' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'etter')\gexec
 SQL
   # the real thing: a password login over TCP
