@@ -19,8 +19,11 @@ use crate::{
     audit, auth, batch, cancel, graph::GraphReader, history, push, retry, status, trace, usage, watch as watching,
 };
 
-/// The stream type of `WatchStatus`.
+/// The stream type of `WatchStatus` in the generated trait.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchStatusResponse, Status>> + Send + 'static>>;
+
+/// What a `WatchStatus` stream sends, as [`watching::wire::Route`] serves it.
+pub type FrameStream = Pin<Box<dyn Stream<Item = Result<watching::wire::Frame, Status>> + Send + 'static>>;
 
 /// The service and what its handlers share.
 pub struct PipelineApi {
@@ -53,6 +56,29 @@ pub struct PipelineApi {
 }
 
 impl PipelineApi {
+    /// `WatchStatus`: validates, authorizes and audits the request, then streams frames.
+    pub async fn watch_frames(&self, request: Request<WatchStatusRequest>) -> Result<Response<FrameStream>, Status> {
+        use etter_proto::v1::watch_status_request::Scope;
+        let call = audit::Call::of(&request);
+        let subject = match &request.get_ref().scope {
+            Some(Scope::CompanyId(id)) => {
+                audit::Subject { company: Some(id.clone()), target: id.clone(), ..Default::default() }
+            }
+            Some(Scope::WorkflowId(id) | Scope::BatchId(id)) => {
+                audit::Subject { target: id.clone(), ..Default::default() }
+            }
+            None => audit::Subject::default(),
+        };
+        let result = async {
+            let principal = auth::principal(&request)?;
+            let stream = watching::watch_status(self.watch_context(), &principal, request.into_inner()).await?;
+            Ok(Response::new(stream))
+        }
+        .await;
+        self.audit.record(&call, "WatchStatus", false, subject, &result);
+        result
+    }
+
     fn watch_context(&self) -> watching::WatchContext {
         watching::WatchContext {
             store: Arc::clone(&self.store),
@@ -167,29 +193,12 @@ impl PipelineService for PipelineApi {
 
     type WatchStatusStream = WatchStream;
 
+    /// Served by [`watching::wire::Route`] in the server; this answers other callers the same.
     async fn watch_status(
         &self,
         request: Request<WatchStatusRequest>,
     ) -> Result<Response<Self::WatchStatusStream>, Status> {
-        use etter_proto::v1::watch_status_request::Scope;
-        let call = audit::Call::of(&request);
-        let subject = match &request.get_ref().scope {
-            Some(Scope::CompanyId(id)) => {
-                audit::Subject { company: Some(id.clone()), target: id.clone(), ..Default::default() }
-            }
-            Some(Scope::WorkflowId(id) | Scope::BatchId(id)) => {
-                audit::Subject { target: id.clone(), ..Default::default() }
-            }
-            None => audit::Subject::default(),
-        };
-        let result = async {
-            let principal = auth::principal(&request)?;
-            let stream = watching::watch_status(self.watch_context(), &principal, request.into_inner()).await?;
-            Ok(Response::new(stream))
-        }
-        .await;
-        self.audit.record(&call, "WatchStatus", false, subject, &result);
-        result
+        Ok(self.watch_frames(request).await?.map(watching::wire::messages))
     }
 
     async fn retry(&self, request: Request<RetryRequest>) -> Result<Response<RetryResponse>, Status> {

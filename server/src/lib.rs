@@ -197,8 +197,15 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         ended_runs,
     };
     // Health and reflection stay open; every PipelineService call is authenticated.
+    let api = Arc::new(api);
     let pipeline = tonic::service::interceptor::InterceptedService::new(
-        PipelineServiceServer::new(api).max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+        PipelineServiceServer::from_arc(Arc::clone(&api)).max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+        authenticator.clone(),
+    );
+    // WatchStatus sends events encoded once for all its streams (watch::wire); the static path
+    // takes precedence over the service's wildcard route.
+    let watch_route = tonic::service::interceptor::InterceptedService::new(
+        watch::wire::Route::new(api, MAX_DECODING_MESSAGE_SIZE),
         authenticator,
     );
     // The store answered (it was just migrated); Temporal and the graph are unknown until their
@@ -236,6 +243,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         .add_service(reflection_v1alpha)
         .add_service(pipeline)
         .into_axum_router()
+        .route_service(watch::wire::PATH, watch_route)
         .layer(tonic_web::GrpcWebLayer::new());
     let routes = match console_routes {
         Some(page) => grpc.merge(page),

@@ -13,6 +13,7 @@
 mod scoped;
 mod shared;
 mod token;
+pub mod wire;
 
 pub use shared::SharedReads;
 
@@ -33,7 +34,7 @@ use tonic::Status;
 
 use crate::limits::Limits;
 use crate::{
-    api::WatchStream, auth::Principal, convert, error::ApiError, estimate::Estimator, graph::GraphReader, status,
+    api::FrameStream, auth::Principal, convert, error::ApiError, estimate::Estimator, graph::GraphReader, status,
 };
 
 /// Events read per store query.
@@ -107,7 +108,7 @@ pub async fn watch_status(
     cx: WatchContext,
     principal: &Principal,
     request: pb::WatchStatusRequest,
-) -> Result<WatchStream, ApiError> {
+) -> Result<FrameStream, ApiError> {
     use pb::watch_status_request::Scope;
     let workflow_id = match request.scope {
         Some(Scope::WorkflowId(id)) => id,
@@ -149,10 +150,10 @@ pub async fn watch_status(
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
 
-type Sender = mpsc::Sender<Result<pb::WatchStatusResponse, Status>>;
+type Sender = mpsc::Sender<Result<wire::Frame, Status>>;
 
-fn message(kind: pb::watch_status_response::Kind) -> Result<pb::WatchStatusResponse, Status> {
-    Ok(pb::WatchStatusResponse { kind: Some(kind), resume_token: String::new() })
+fn message(kind: pb::watch_status_response::Kind) -> Result<wire::Frame, Status> {
+    Ok(wire::Frame::Message(Box::new(pb::WatchStatusResponse { kind: Some(kind), resume_token: String::new() })))
 }
 
 /// Streams one run until it is over, the lifetime is up, the server drains or the client leaves.

@@ -20,6 +20,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use etter_pipeline::{
     ids::{BatchId, CompanyId, WorkflowId},
     lifecycle::RunState,
@@ -33,9 +35,11 @@ use tonic::Status;
 
 use super::{
     EVENT_PAGE, Sender, WatchContext,
+    shared::{MarksKey, StatusRead},
     token::{self, TokenScope},
+    wire::{self, Frame},
 };
-use crate::{api::WatchStream, auth::Principal, batch, convert, error::ApiError, status};
+use crate::{api::FrameStream, auth::Principal, batch, convert, error::ApiError, status};
 
 /// Runs per snapshot message.
 const SNAPSHOT_CHUNK: usize = 100;
@@ -44,6 +48,7 @@ const SNAPSHOT_CHUNK: usize = 100;
 const RECENT_ENDS: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 
 /// What a scoped watch follows.
+#[derive(Clone)]
 pub enum Scope {
     /// Every run of a batch.
     Batch(Batch),
@@ -138,7 +143,7 @@ pub async fn open(
     principal: &Principal,
     requested: Requested,
     resume_token: &str,
-) -> Result<WatchStream, ApiError> {
+) -> Result<FrameStream, ApiError> {
     let scope = Scope::authorize(&cx, principal, requested).await?;
     let marks = if resume_token.is_empty() {
         None
@@ -167,7 +172,7 @@ struct Gone;
 struct Watch {
     cx: WatchContext,
     scope: Scope,
-    /// The last sequence sent, per run.
+    /// The last sequence sent, per run, until the stream follows (which keeps them shared).
     marks: BTreeMap<WorkflowId, u64>,
     /// The plans of runs read so far (heartbeat ETAs).
     plans: HashMap<WorkflowId, Plan>,
@@ -198,8 +203,11 @@ impl Watch {
     }
 
     async fn send(&self, kind: Kind, resume_token: String) -> Result<(), Gone> {
-        let message = pb::WatchStatusResponse { kind: Some(kind), resume_token };
-        self.tx.send(Ok(message)).await.map_err(|_| Gone)
+        self.send_frame(Frame::Message(Box::new(pb::WatchStatusResponse { kind: Some(kind), resume_token }))).await
+    }
+
+    async fn send_frame(&self, frame: Frame) -> Result<(), Gone> {
+        self.tx.send(Ok(frame)).await.map_err(|_| Gone)
     }
 
     /// Sends the runs in scope now, in chunks; the last chunk carries the batch's progress and
@@ -253,80 +261,53 @@ impl Watch {
     /// Sends events as they are recorded until the scope is over (batch), the lifetime is up, the
     /// server drains or the client leaves.
     async fn follow(&mut self) -> Result<Result<(), Gone>, ApiError> {
-        let store = self.cx.store.clone();
-        let shared = self.cx.shared.clone();
         let mut moved = self.cx.moved.subscribe();
         // Workflow ids of the company's runs start so (a company whose id extends this one's
         // matches too: an extra look at the store, never a missed one).
         let prefix = format!("role-onboard-cr-{}-", self.scope.company());
+        let key: Arc<str> = self.scope.key().into();
+        let mut marks = MarksKey::new(std::mem::take(&mut self.marks));
         let mut last_sent = Instant::now();
-        // Every read of a pass starts after `looked`: when the stream was woken, i.e. when the
-        // server learned of the move (reads shared with other streams too, so none answers from
+        // Every read of a look starts after `looked`: when the stream was woken, i.e. when the
+        // server learned of the move (looks shared with other streams too, so none answers from
         // before the change that woke this stream).
         let mut looked = Instant::now();
         loop {
-            let heads: BTreeMap<WorkflowId, u64> = {
-                let (store, scope) = (store.clone(), self.scope.store_scope());
-                let read = || async move { Ok(store.sequence_heads(&scope).await?) };
-                shared.heads.get(&self.scope.key(), looked, read).await?.iter().cloned().collect()
-            };
-            for run in heads.keys() {
-                self.marks.entry(run.clone()).or_insert(0);
+            let pass = self
+                .cx
+                .shared
+                .passes
+                .get(&(Arc::clone(&key), marks.clone()), looked, || {
+                    look(self.cx.clone(), self.scope.clone(), Arc::clone(&key), marks.clone(), looked)
+                })
+                .await?;
+            for frame in &pass.frames {
+                if self.send_frame(Frame::Encoded(frame.clone())).await.is_err() {
+                    return Ok(Err(Gone));
+                }
             }
-            // Runs that moved, and runs that left the scope (their last events may be unsent).
-            let wanted: Vec<(WorkflowId, u64)> = self
-                .marks
-                .iter()
-                .filter(|(run, mark)| heads.get(*run).is_none_or(|head| head > *mark))
-                .map(|(run, mark)| (run.clone(), *mark))
-                .collect();
-            let events = if wanted.is_empty() {
-                Arc::default()
-            } else {
-                let (store, marks) = (store.clone(), wanted.clone());
-                let read = || async move { Ok(store.events_after_marks(&marks, EVENT_PAGE).await?) };
-                shared.events.get(&wanted, looked, read).await?
-            };
-            let full = events.len() == EVENT_PAGE as usize;
-            if !events.is_empty() {
-                if self.send_events(&events, looked).await?.is_err() {
+            marks = pass.marks.clone();
+            for (run, plan) in &pass.plans {
+                if !self.plans.contains_key(run) {
+                    self.plans.insert(run.clone(), plan.clone());
+                }
+            }
+            if !pass.frames.is_empty() {
+                last_sent = Instant::now();
+            } else if pass.over {
+                return Ok(Ok(()));
+            } else if last_sent.elapsed() >= self.cx.settings.heartbeat_interval {
+                if self.heartbeat(marks.marks()).await?.is_err() {
                     return Ok(Err(Gone));
                 }
                 last_sent = Instant::now();
-            }
-            if !full {
-                // A run that left the company's active runs and has nothing more to send is done.
-                let moved: HashSet<&WorkflowId> = events.iter().map(|e| &e.workflow_id).collect();
-                let done: Vec<WorkflowId> = wanted
-                    .iter()
-                    .filter(|(run, _)| !heads.contains_key(run) && !moved.contains(run))
-                    .map(|(run, _)| run.clone())
-                    .collect();
-                for run in done {
-                    self.marks.remove(&run);
-                    self.plans.remove(&run);
-                }
-            }
-            if events.is_empty() {
-                if let Scope::Batch(batch) = &self.scope
-                    && heads.iter().all(|(run, head)| self.marks.get(run) == Some(head))
-                    && store.batch_counts(&batch.id).await?.iter().all(|(state, _)| !state.is_active())
-                {
-                    return Ok(Ok(()));
-                }
-                if last_sent.elapsed() >= self.cx.settings.heartbeat_interval {
-                    if self.heartbeat().await?.is_err() {
-                        return Ok(Err(Gone));
-                    }
-                    last_sent = Instant::now();
-                }
             }
             let now = Instant::now();
             if now >= self.deadline {
                 // Clients resume with the last resume_token they received.
                 return Ok(Ok(()));
             }
-            if full {
+            if pass.full {
                 looked = Instant::now();
                 continue;
             }
@@ -341,44 +322,14 @@ impl Watch {
         }
     }
 
-    /// Sends `events` (ordered by run, then sequence), each with the run's status as read after
-    /// `looked` and the token after it.
-    async fn send_events(&mut self, events: &[store::RunEvent], looked: Instant) -> Result<Result<(), Gone>, ApiError> {
-        let mut current: Option<(WorkflowId, Arc<(Plan, pb::RunStatus)>)> = None;
-        for event in events {
-            if current.as_ref().is_none_or(|(run, _)| *run != event.workflow_id) {
-                let read = self.cx.shared.statuses.get(&event.workflow_id, looked, || {
-                    let (cx, workflow_id) = (self.cx.clone(), event.workflow_id.clone());
-                    async move {
-                        let sources = status::StatusContext {
-                            store: cx.store.as_ref(),
-                            estimator: &cx.estimator,
-                            finished: Some(status::Finished { graph: cx.graph.as_ref(), server: &cx.config.server }),
-                            kept: Some(&cx.kept_steps),
-                        };
-                        let run: Run = cx.store.get_run(&workflow_id).await?;
-                        Ok((status::plan_of(&run), status::run_status(&sources, &run).await?))
-                    }
-                });
-                let read = read.await?;
-                self.plans.insert(event.workflow_id.clone(), read.0.clone());
-                current = Some((event.workflow_id.clone(), read));
-            }
-            let run_status = current.as_ref().map(|(_, read)| read.1.clone());
-            self.marks.insert(event.workflow_id.clone(), event.sequence);
-            if self.send(Kind::Event(convert::event(event, run_status)), self.token()).await.is_err() {
-                return Ok(Err(Gone));
-            }
-        }
-        Ok(Ok(()))
-    }
-
     /// Queue positions (with ETAs) of the queued runs in scope, and the batch's progress.
-    async fn heartbeat(&mut self) -> Result<Result<(), Gone>, ApiError> {
+    async fn heartbeat(&mut self, marks: &BTreeMap<WorkflowId, u64>) -> Result<Result<(), Gone>, ApiError> {
+        // Runs that left the stream need no plan any more.
+        self.plans.retain(|run, _| marks.contains_key(run));
         let positions = self.shared_positions().await?;
         let mut queue = Vec::new();
         for (run, position) in &positions {
-            if !self.marks.contains_key(run) {
+            if !marks.contains_key(run) {
                 continue;
             }
             let plan = match self.plans.get(run) {
@@ -401,7 +352,7 @@ impl Watch {
             queue,
             batch: self.batch_progress().await?,
         };
-        Ok(self.send(Kind::Heartbeat(heartbeat), self.token()).await)
+        Ok(self.send(Kind::Heartbeat(heartbeat), token::encode(&self.scope.token_scope(), marks)).await)
     }
 
     /// [`Self::positions`], shared with the other streams of the company.
@@ -426,4 +377,112 @@ impl Watch {
             Scope::Company(_) => Ok(None),
         }
     }
+}
+
+/// What one look at the store found for the streams of a scope at the same marks: the frames to
+/// send (each event with its run's status and the token after it), and the marks after them.
+/// Streams at those marks woken before the look started share it ([`super::shared`]).
+pub struct Pass {
+    /// Encoded `WatchStatusResponse`s, in order.
+    frames: Vec<Bytes>,
+    /// The marks after the frames.
+    marks: MarksKey,
+    /// Plans of the runs the frames are about (heartbeat ETAs).
+    plans: Vec<(WorkflowId, Plan)>,
+    /// A full page of events was read: look again at once.
+    full: bool,
+    /// A batch whose runs have all ended, every event sent: the stream is over.
+    over: bool,
+}
+
+/// Reads the scope's sequence heads, the events after `from` of the runs that moved (and of runs
+/// new to the scope, from sequence 1), and each moved run's status, all started after `looked`.
+async fn look(
+    cx: WatchContext,
+    scope: Scope,
+    key: Arc<str>,
+    from: MarksKey,
+    looked: Instant,
+) -> Result<Pass, ApiError> {
+    let (store, shared) = (Arc::clone(&cx.store), Arc::clone(&cx.shared));
+    let heads = {
+        let (store, scope) = (Arc::clone(&store), scope.store_scope());
+        let read = || async move { Ok(store.sequence_heads(&scope).await?) };
+        shared.heads.get(&key, looked, read).await?
+    };
+    let heads: HashMap<&WorkflowId, u64> = heads.iter().map(|(run, head)| (run, *head)).collect();
+    let mut marks = from.marks().clone();
+    for run in heads.keys() {
+        if !marks.contains_key(*run) {
+            marks.insert((*run).clone(), 0);
+        }
+    }
+    // Runs that moved, and runs that left the scope (their last events may be unsent).
+    let wanted: Vec<(WorkflowId, u64)> = marks
+        .iter()
+        .filter(|(run, mark)| heads.get(run).is_none_or(|head| head > *mark))
+        .map(|(run, mark)| (run.clone(), *mark))
+        .collect();
+    let events = if wanted.is_empty() {
+        Arc::default()
+    } else {
+        let (store, marks) = (Arc::clone(&store), wanted.clone());
+        let read = || async move { Ok(store.events_after_marks(&marks, EVENT_PAGE).await?) };
+        shared.events.get(&wanted, looked, read).await?
+    };
+    let full = events.len() == EVENT_PAGE as usize;
+    let token_scope = scope.token_scope();
+    let (mut frames, mut plans) = (Vec::with_capacity(events.len()), Vec::new());
+    let mut current: Option<Arc<StatusRead>> = None;
+    for event in events.iter() {
+        let read = match &current {
+            Some(read) if read.status.workflow_id == event.workflow_id.as_str() => Arc::clone(read),
+            _ => {
+                let read = shared
+                    .statuses
+                    .get(&event.workflow_id, looked, || {
+                        let (cx, workflow_id) = (cx.clone(), event.workflow_id.clone());
+                        async move {
+                            let sources = status::StatusContext {
+                                store: cx.store.as_ref(),
+                                estimator: &cx.estimator,
+                                finished: Some(status::Finished {
+                                    graph: cx.graph.as_ref(),
+                                    server: &cx.config.server,
+                                }),
+                                kept: Some(&cx.kept_steps),
+                            };
+                            let run: Run = cx.store.get_run(&workflow_id).await?;
+                            Ok(StatusRead::new(status::plan_of(&run), status::run_status(&sources, &run).await?))
+                        }
+                    })
+                    .await?;
+                plans.push((event.workflow_id.clone(), read.plan.clone()));
+                current = Some(Arc::clone(&read));
+                read
+            }
+        };
+        if let Some(mark) = marks.get_mut(&event.workflow_id) {
+            *mark = event.sequence;
+        } else {
+            marks.insert(event.workflow_id.clone(), event.sequence);
+        }
+        frames.push(wire::event_bytes(&read.event(event), &token::encode(&token_scope, &marks)));
+    }
+    if !full {
+        // A run that left the company's active runs and has nothing more to send is done.
+        let moved: HashSet<&WorkflowId> = events.iter().map(|e| &e.workflow_id).collect();
+        for (run, _) in &wanted {
+            if !heads.contains_key(run) && !moved.contains(run) {
+                marks.remove(run);
+            }
+        }
+    }
+    let over = match &scope {
+        Scope::Batch(batch) if events.is_empty() && heads.iter().all(|(run, head)| marks.get(*run) == Some(head)) => {
+            store.batch_counts(&batch.id).await?.iter().all(|(state, _)| !state.is_active())
+        }
+        _ => false,
+    };
+    Ok(Pass { frames, marks: MarksKey::new(marks), plans, full, over })
 }

@@ -8,10 +8,14 @@
 //! stream decided to look, so that no stream is answered from before the change that woke it.
 //! The store stays the source of truth and each stream's cursor logic is unchanged: sharing only
 //! removes repeated reads.
+//!
+//! Streams of a scope that have sent the same events stand at the same marks, and from there one
+//! look serves them all ([`Pass`]): it reads, encodes each event with its run's status and the
+//! token after it, once; each stream then only copies the bytes out.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::hash::Hash;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -24,19 +28,85 @@ use etter_pipeline::steps::Plan;
 use etter_pipeline::store::RunEvent;
 use etter_proto::v1 as pb;
 
+use super::scoped::Pass;
+use super::wire::EncodedEvent;
+use crate::convert;
 use crate::error::ApiError;
 
 /// The reads the scoped streams of one server share.
 #[derive(Default)]
 pub struct SharedReads {
+    /// Whole looks at the store, by scope and the marks they start from: streams at the same
+    /// marks send the same frames, tokens included, so one look (and its encoding) serves them.
+    pub passes: Coalesced<(Arc<str>, MarksKey), Pass>,
     /// Sequence heads, by scope (`batch:{id}`, `company:{id}`).
-    pub heads: Coalesced<String, Vec<(WorkflowId, u64)>>,
+    pub heads: Coalesced<Arc<str>, Vec<(WorkflowId, u64)>>,
     /// Events after a set of marks, by the marks.
     pub events: Coalesced<Vec<(WorkflowId, u64)>, Vec<RunEvent>>,
     /// A run's plan and status, by run.
-    pub statuses: Coalesced<WorkflowId, (Plan, pb::RunStatus)>,
+    pub statuses: Coalesced<WorkflowId, StatusRead>,
     /// Queue positions of a company's queued runs, by company.
     pub positions: Coalesced<CompanyId, Vec<(WorkflowId, u32)>>,
+}
+
+/// A stream's marks (the last sequence sent, per run), shared by the streams that reach the same
+/// ones. Equal by content (pointer first: streams in step hold the same marks), hashed once.
+#[derive(Clone, Debug)]
+pub struct MarksKey(Arc<(BTreeMap<WorkflowId, u64>, u64)>);
+
+impl MarksKey {
+    /// Marks, hashed.
+    pub fn new(marks: BTreeMap<WorkflowId, u64>) -> Self {
+        let mut hasher = std::hash::DefaultHasher::new();
+        marks.hash(&mut hasher);
+        Self(Arc::new((marks, hasher.finish())))
+    }
+
+    /// The marks.
+    pub fn marks(&self) -> &BTreeMap<WorkflowId, u64> {
+        &self.0.0
+    }
+}
+
+impl Hash for MarksKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0.1);
+    }
+}
+
+impl PartialEq for MarksKey {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || (self.0.1 == other.0.1 && self.0.0 == other.0.0)
+    }
+}
+
+impl Eq for MarksKey {}
+
+/// One read of a run's status, and its events encoded with it: every stream that shares the
+/// read sends the same bytes for an event, so the first one encodes them for all.
+pub struct StatusRead {
+    /// The run's plan (heartbeat ETAs).
+    pub plan: Plan,
+    /// The run's status as read.
+    pub status: pb::RunStatus,
+    /// Events encoded with `status`, by sequence.
+    encoded: Mutex<HashMap<u64, EncodedEvent>>,
+}
+
+impl StatusRead {
+    /// A read of `status`, nothing encoded yet.
+    pub fn new(plan: Plan, status: pb::RunStatus) -> Self {
+        Self { plan, status, encoded: Mutex::default() }
+    }
+
+    /// `event` (one of this run's) carrying this read's status, encoded once per read.
+    pub fn event(&self, event: &RunEvent) -> EncodedEvent {
+        let mut encoded = self.encoded.lock().unwrap_or_else(PoisonError::into_inner);
+        encoded
+            .entry(event.sequence)
+            .or_insert_with(|| EncodedEvent::new(&convert::event(event, Some(self.status.clone()))))
+            .clone()
+    }
 }
 
 /// Finished reads older than this are forgotten when the table grows (a stream woken later
@@ -117,6 +187,26 @@ mod tests {
         assert_eq!(*coalesced.get(&"company", woken, read).await.unwrap_or_default(), 2);
         // Other keys are other reads.
         assert_eq!(*coalesced.get(&"batch", looked, read).await.unwrap_or_default(), 3);
+    }
+
+    #[tokio::test]
+    async fn streams_at_equal_marks_share_a_look_and_streams_elsewhere_do_not() {
+        let run = |n: u8| WorkflowId::parse(&format!("role-onboard-cr-acme-r{n}-1")).unwrap_or_else(|e| panic!("{e}"));
+        let marks = |heads: &[(u8, u64)]| MarksKey::new(heads.iter().map(|(n, s)| (run(*n), *s)).collect());
+        // Two streams that took their snapshots apart hold equal marks, not the same ones.
+        let (one, other, behind) = (marks(&[(1, 3), (2, 5)]), marks(&[(1, 3), (2, 5)]), marks(&[(1, 3), (2, 4)]));
+        let looks = Arc::new(AtomicUsize::new(0));
+        let coalesced: Coalesced<MarksKey, usize> = Coalesced::default();
+        let look = || {
+            let looks = Arc::clone(&looks);
+            async move { Ok(looks.fetch_add(1, Ordering::SeqCst) + 1) }
+        };
+        let looked = Instant::now();
+        assert_eq!(*coalesced.get(&one, looked, look).await.unwrap_or_default(), 1);
+        assert_eq!(*coalesced.get(&other, looked, look).await.unwrap_or_default(), 1);
+        assert_eq!(*coalesced.get(&one.clone(), looked, look).await.unwrap_or_default(), 1);
+        assert_eq!(*coalesced.get(&behind, looked, look).await.unwrap_or_default(), 2);
+        assert_eq!(looks.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

@@ -140,6 +140,13 @@ async fn batch_and_company_watches_carry_every_run_and_resume_exactly() -> anyho
     let mut of_batch = api.watch_status(with_token(watch(batch_scope(), String::new()), &token)?).await?.into_inner();
     let mut hopping = api.watch_status(with_token(watch(company_scope(), String::new()), &token)?).await?.into_inner();
     let (mut seen_whole, mut seen_batch, mut seen_hopping) = (Seen::default(), Seen::default(), Seen::default());
+    // A crowd of company watchers at the same marks as `whole` (nothing moves while they open):
+    // streams in step share the server's looks at the store, and each must still get every event
+    // exactly once, however they fall in and out of step (these are read only at the end).
+    let mut crowd = Vec::new();
+    for _ in 0..6 {
+        crowd.push(api.watch_status(with_token(watch(company_scope(), String::new()), &token)?).await?.into_inner());
+    }
 
     // Snapshots: the company's 35 queued runs; the batch's 40 runs with its progress. Then a
     // heartbeat with queue positions (the test server beats every 200 ms).
@@ -213,6 +220,12 @@ async fn batch_and_company_watches_carry_every_run_and_resume_exactly() -> anyho
             ensure!(got == expected(run), "{name} watcher, {run}: {got:?}");
         }
         ensure!(seen.events.len() == all_runs.len(), "{name}: events of runs outside the scope");
+    }
+    for (i, stream) in crowd.iter_mut().enumerate() {
+        let mut seen = Seen::default();
+        seen.read(stream, complete).await?;
+        ensure!(seen.snapshot == seen_whole.snapshot, "crowd watcher {i}: another snapshot");
+        ensure!(seen.events == seen_whole.events, "crowd watcher {i}: other events than the continuous watcher's");
     }
 
     // The batch watch ends by itself once every run of the batch ended; the late push is not in it.
