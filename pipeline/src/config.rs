@@ -98,6 +98,10 @@ pub struct ServerConfig {
     /// How often a `WatchStatus` stream polls the store for new events.
     #[serde(with = "humantime_serde")]
     pub watch_poll_interval: Duration,
+    /// Without Redis: how often the server looks for runs other processes changed, to wake the
+    /// watch streams they concern at once.
+    #[serde(with = "humantime_serde")]
+    pub change_poll_interval: Duration,
     /// A `WatchStatus` stream that sent nothing for this long sends a heartbeat.
     #[serde(with = "humantime_serde")]
     pub watch_heartbeat_interval: Duration,
@@ -520,6 +524,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             health_check_interval: Duration::from_secs(5),
             watch_poll_interval: Duration::from_millis(250),
+            change_poll_interval: Duration::from_millis(20),
             watch_heartbeat_interval: Duration::from_secs(15),
             watch_max_lifetime: Duration::from_secs(30 * 60),
             dashboard_url: String::new(),
@@ -837,6 +842,7 @@ impl Config {
         let positive = [
             ("server.health_check_interval", self.server.health_check_interval),
             ("server.watch_poll_interval", self.server.watch_poll_interval),
+            ("server.change_poll_interval", self.server.change_poll_interval),
             ("server.watch_heartbeat_interval", self.server.watch_heartbeat_interval),
             ("server.watch_max_lifetime", self.server.watch_max_lifetime),
             ("server.webhook_timeout", self.server.webhook_timeout),
@@ -959,6 +965,11 @@ pub const KEYS: &[KeyDoc] = &[
         key: "server.watch_poll_interval",
         used_by: "server",
         description: "How often a `WatchStatus` stream polls the run store for new events.",
+    },
+    KeyDoc {
+        key: "server.change_poll_interval",
+        used_by: "server",
+        description: "Without Redis: how often the server looks for runs other processes (the worker) changed, to wake the watch streams they concern at once; one indexed query a look.",
     },
     KeyDoc {
         key: "server.watch_heartbeat_interval",

@@ -8,6 +8,10 @@
 //! that is down or restarting, costs latency (streams still poll), never an event. Publishing
 //! never blocks a writer: ids go through a bounded queue to a background task, and are dropped
 //! when the queue is full or Redis is away.
+//!
+//! Without Redis (the embedded profile), a server learns of other processes' changes by one look
+//! at the store every few milliseconds ([`Hub::follow_store`]) instead of every stream polling on
+//! its own timer.
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,7 +19,10 @@ use futures::StreamExt as _;
 use redis::AsyncCommands as _;
 use tokio::sync::{broadcast, mpsc, watch};
 
-use crate::{ids::WorkflowId, store::Announce};
+use crate::{
+    ids::WorkflowId,
+    store::{self, Announce, RunStore, WatchScope},
+};
 
 /// The pub/sub channel.
 pub const CHANNEL: &str = "etter:run-events";
@@ -23,6 +30,9 @@ pub const CHANNEL: &str = "etter:run-events";
 const QUEUE: usize = 4096;
 /// Between reconnection attempts.
 const RECONNECT: Duration = Duration::from_secs(1);
+/// [`Hub::follow_store`] looks this far behind its previous look: a change is stamped with its
+/// writer's clock before it commits, so one that commits a little late is still found.
+const STORE_LOOKBACK: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 
 /// Why fan-out cannot start, or Redis does not answer.
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +178,50 @@ impl Hub {
             }
         });
         Ok(())
+    }
+}
+
+impl Hub {
+    /// Feeds the hub from the store until `drain` turns true: every `interval`, the runs changed
+    /// since the previous look (by any process: the worker's steps) whose sequence is new to it.
+    /// A missed change (a look that failed, a commit later than [`STORE_LOOKBACK`]) only waits
+    /// for the streams' own polls.
+    pub fn follow_store(&self, store: Arc<dyn RunStore>, interval: Duration, mut drain: watch::Receiver<bool>) {
+        let sender = self.sender.clone();
+        tokio::spawn(async move {
+            // Sequences seen in the previous look; a run missing from a look changed before it.
+            let mut seen: std::collections::HashMap<WorkflowId, u64> = std::collections::HashMap::new();
+            let mut since = store::now();
+            let mut warned = false;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    _ = drain.changed() => return,
+                }
+                let look = store::now();
+                match store.sequence_heads(&WatchScope::UpdatedSince(since - STORE_LOOKBACK)).await {
+                    Ok(heads) => {
+                        warned = false;
+                        let at = std::time::Instant::now();
+                        let mut now_seen = std::collections::HashMap::with_capacity(heads.len());
+                        for (run, head) in heads {
+                            if seen.get(&run).is_none_or(|seen| *seen < head) {
+                                let _ = sender.send(Moved { run: run.clone(), at });
+                            }
+                            now_seen.insert(run, head);
+                        }
+                        seen = now_seen;
+                        since = look;
+                    }
+                    Err(e) => {
+                        if !warned {
+                            tracing::warn!(error = %e, "cannot look for changed runs; live updates poll until it answers");
+                            warned = true;
+                        }
+                    }
+                }
+            }
+        });
     }
 }
 

@@ -709,6 +709,17 @@ async fn events_after_marks_and_sequence_heads(ctx: Ctx) -> Result<()> {
     ensure!(seen.len() == 3 + 1 + 2, "{seen:?}");
     ensure!(marks.iter().all(|(id, mark)| heads[id] == *mark), "{marks:?} vs {heads:?}");
     ensure!(store.events_after(a, 3, 1).await?.iter().map(|e| e.sequence).collect::<Vec<_>>() == vec![4]);
+
+    // A server without Redis looks for the runs changed since its last look, in any company.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let since = store::now();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    store.record_step(b, StepTransition::new("role_setup", 1, StepStatus::Running)).await?;
+    let other = store.create_run(push("globex", "Role G", "g")?).await?.run.workflow_id;
+    let changed = store.sequence_heads(&WatchScope::UpdatedSince(since)).await?;
+    let mut expected = vec![(b.clone(), 3), (other, 1)];
+    expected.sort();
+    ensure!(changed == expected, "{changed:?}");
     Ok(())
 }
 

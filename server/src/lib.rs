@@ -100,7 +100,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     let location = config.store_location()?;
     let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
     // Watch streams wake when runs move: through Redis (every replica, the worker's steps too)
-    // when configured, else from this server's own writes; they poll the store either way.
+    // when configured, else from this server's own writes and a frequent look at the store for
+    // others'; they poll the store either way.
     let hub = fanout::Hub::new();
     let announce: Arc<dyn store::Announce> = match config.redis.url.expose() {
         Some(url) => {
@@ -123,6 +124,10 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     let redis_probe = config.redis.url.expose().map(fanout::Probe::new).transpose()?;
     let with_redis = redis_probe.is_some();
     let store = store::connect_with(&location, &options).await?;
+    if !with_redis {
+        // Other processes' writes (the worker's steps) wake streams through the store instead.
+        hub.follow_store(Arc::clone(&store), config.server.change_poll_interval, drain_rx.clone());
+    }
     tracing::info!(backend = store.backend(), "run store ready");
 
     let metrics_addr =

@@ -658,6 +658,9 @@ pub enum WatchScope {
         /// Ended runs count from this time on.
         ended_since: Timestamp,
     },
+    /// Every run of any company changed at or after this time (its `update_time`, as the
+    /// writer's clock read it): how a server without Redis learns of other processes' changes.
+    UpdatedSince(Timestamp),
 }
 
 /// History filters ([`RunStore::list_runs`]). Every set field must match.

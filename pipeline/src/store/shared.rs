@@ -129,6 +129,8 @@ pub(super) const EVENTS_AFTER: &str = concat!(
 );
 pub(super) const HEADS_OF_BATCH: &str =
     "SELECT workflow_id, last_sequence FROM runs WHERE batch_id = $1 ORDER BY workflow_id";
+pub(super) const HEADS_UPDATED_SINCE: &str =
+    "SELECT workflow_id, last_sequence FROM runs WHERE update_time >= $1 ORDER BY workflow_id";
 pub(super) const HEADS_OF_ACTIVE: &str = "SELECT workflow_id, last_sequence FROM runs \
      WHERE company_id = $1 AND (state IN ('QUEUED', 'PROCESSING') \
        OR (end_time >= $2 AND state <> 'VALIDATION_ERROR')) ORDER BY workflow_id";
@@ -405,6 +407,7 @@ macro_rules! shared_primitives {
                 WatchScope::ActiveInCompany { company, ended_since } => {
                     sqlx::query(HEADS_OF_ACTIVE).bind(company.as_str()).bind($time(*ended_since))
                 }
+                WatchScope::UpdatedSince(since) => sqlx::query(HEADS_UPDATED_SINCE).bind($time(*since)),
             };
             let rows = query.fetch_all(&mut *self.0).await?;
             decode_all(rows, shared::decode_head)

@@ -265,3 +265,63 @@ async fn batch_and_company_watches_carry_every_run_and_resume_exactly() -> anyho
     store.close().await;
     Ok(())
 }
+
+/// Without Redis, a change written by another process (here: the test, through its own store
+/// connection, as the worker would) wakes the streams it concerns through the server's frequent
+/// look at the store, long before the streams' own polls would find it.
+#[tokio::test]
+async fn without_redis_another_process_s_change_reaches_watchers_before_their_own_poll() -> anyhow::Result<()> {
+    let closed = closed_port_url()?;
+    let server = Server::start(&[
+        ("ETTER_TEMPORAL__ADDRESS", closed.as_str()),
+        // No Redis, even when the environment names one.
+        ("ETTER_REDIS__URL", ""),
+        // Streams poll once a minute; the server looks for changes every 20 ms.
+        ("ETTER_SERVER__WATCH_POLL_INTERVAL", "60s"),
+        ("ETTER_SERVER__WATCH_HEARTBEAT_INTERVAL", "60s"),
+        ("ETTER_SERVER__CHANGE_POLL_INTERVAL", "20ms"),
+    ])
+    .await?;
+    let company = format!("{}looked", acme());
+    let token = server.token(&["--company", &company, "--role", "operator"])?;
+    let mut api = PipelineServiceClient::new(server.channel().await?);
+    let store = store::connect(&StoreLocation::Sqlite(server.data_dir.join("etter.db"))).await?;
+    let pushed = api
+        .push(with_token(
+            pb::PushRequest {
+                company_id: company.clone(),
+                role_name: "Looked Role".into(),
+                documents: vec![pb::Document {
+                    r#type: pb::DocumentType::JobDescription as i32,
+                    uri: format!("file://{}", server.data_dir.join("docs").join("jd.pdf").display()),
+                }],
+                draup_role_id: "draup-role-1".into(),
+                options: Some(pb::RunOptions { skip_enhancement_workflows: true, ..Default::default() }),
+                request_id: String::new(),
+            },
+            &token,
+        )?)
+        .await?
+        .into_inner();
+    let watch =
+        |scope: Scope| WatchStatusRequest { scope: Some(scope), after_sequence: 0, resume_token: String::new() };
+    let mut of_company =
+        api.watch_status(with_token(watch(Scope::CompanyId(company.clone())), &token)?).await?.into_inner();
+    let mut of_run =
+        api.watch_status(with_token(watch(Scope::WorkflowId(pushed.workflow_id.clone())), &token)?).await?.into_inner();
+    let (mut seen_company, mut seen_run) = (Seen::default(), Seen::default());
+    seen_company.read(&mut of_company, |s| !s.token.is_empty()).await?;
+    seen_run.read(&mut of_run, |s| !s.snapshot.is_empty()).await?;
+
+    let run = WorkflowId::parse(&pushed.workflow_id)?;
+    let written = tokio::time::Instant::now();
+    store.transition(&run, Transition::to(RunState::Processing, "dispatched by the test")).await?;
+    let moved = |s: &Seen| s.events.get(run.as_str()).is_some_and(|e| e.contains(&2));
+    seen_company.read(&mut of_company, moved).await?;
+    seen_run.read(&mut of_run, moved).await?;
+    // The streams' own polls would take a minute; 10 s leaves room for a loaded machine.
+    let took = written.elapsed();
+    ensure!(took < std::time::Duration::from_secs(10), "the change took {took:?} to reach both watchers");
+    store.close().await;
+    Ok(())
+}
