@@ -26,6 +26,8 @@ struct Phase {
     events_per_stream: u64,
     peak_rss: u64,
     rss_before: u64,
+    /// The server's CPU time from the push to the last receipt.
+    server_cpu: Duration,
 }
 
 pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
@@ -40,6 +42,7 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
             "event → client p50 ms",
             "p99 ms",
             "max ms",
+            "server CPU µs per message",
             "server RSS before streams MB",
             "server RSS peak MB",
         ],
@@ -47,7 +50,9 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
     section.notes.push(format!(
         "Each stream watches the company; {roles} roles then run through the real worker (offline model), and \
          every stream must receive every event of them. {STREAMS_PER_CONNECTION} streams share one connection. \
-         Latency: client receipt minus the event's `event_time` (recorded in the worker's transaction), same clock."
+         Latency: client receipt minus the event's `event_time` (recorded in the worker's transaction), same clock. \
+         Server CPU per message: its user + system time from the push to the last receipt (the roles' dispatch and \
+         statuses included), over events × streams."
     ));
     let mut last = None;
     for count in [1, streams] {
@@ -58,6 +63,7 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
             num(ms(phase.latencies.p50()), 1),
             num(ms(phase.latencies.p99()), 1),
             num(ms(phase.latencies.max()), 1),
+            num(phase.server_cpu.as_secs_f64() * 1e6 / (phase.events_per_stream as f64 * count as f64).max(1.0), 1),
             num(phase.rss_before as f64 / 1e6, 0),
             num(phase.peak_rss as f64 / 1e6, 0),
         ]);
@@ -139,6 +145,7 @@ async fn phase(deployment: &Deployment, streams: usize, roles: usize) -> Result<
             .context("a stream failed before its snapshot")?;
     }
     let prefix = unique_name("r");
+    let cpu_before = proc_stats(pid)?.cpu;
     let batch = deployment.batch(roles, |i| format!("Fan-out {prefix} {i}"));
     deployment.client.clone().push_batch(batch).await?;
     let mut latencies = Vec::new();
@@ -156,6 +163,12 @@ async fn phase(deployment: &Deployment, streams: usize, roles: usize) -> Result<
         counts.iter().max().unwrap_or(&0)
     );
     // VmHWM: the most the server ever held, this phase included.
-    let peak_rss = proc_stats(pid)?.peak_rss;
-    Ok(Phase { latencies: Samples::from_vec(latencies), events_per_stream, peak_rss, rss_before })
+    let after = proc_stats(pid)?;
+    Ok(Phase {
+        latencies: Samples::from_vec(latencies),
+        events_per_stream,
+        peak_rss: after.peak_rss,
+        rss_before,
+        server_cpu: after.cpu.saturating_sub(cpu_before),
+    })
 }
