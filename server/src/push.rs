@@ -210,12 +210,20 @@ pub async fn push(
     cx.limits.admit_call(&company)?;
     let valid = validate(&request, cx.documents)?;
     let idempotency = Idempotency::new(cx.store, "Push", &company, valid.request_id.clone(), payload_hash(&request));
-    if let Some(answer) = idempotency.replay().await? {
+    let new_run = valid.to_new_run(cx.estimator, principal, cx.trace_id.clone());
+    // The request-id lookup and the admission reads do not depend on each other: they wait for
+    // one round trip together, not three in a row (a push's dispatch waits for all of them).
+    let (replayed, queued, tokens) = futures::join!(
+        idempotency.replay(),
+        cx.limits.admit_queued(cx.store, &company, 1),
+        cx.limits.admit_tokens(cx.store, &company, new_run.token_estimate),
+    );
+    // A retried request gets its first answer, whatever the queue and the budget hold now.
+    if let Some(answer) = replayed? {
         return Ok(answer);
     }
-    cx.limits.admit_queued(cx.store, &company, 1).await?;
-    let new_run = valid.to_new_run(cx.estimator, principal, cx.trace_id.clone());
-    cx.limits.admit_tokens(cx.store, &company, new_run.token_estimate).await?;
+    queued?;
+    tokens?;
 
     let created = cx.store.create_run(new_run).await?;
     if created.created {

@@ -109,11 +109,21 @@ async fn a_batch_past_the_queue_cap_is_refused_whole_with_the_numbers() -> anyho
     let listed = api.history(with_token(history(&company), &operator)?).await?.into_inner();
     assert_eq!(listed.runs.len(), 3, "{:?}", listed.runs.iter().map(|r| &r.role_id).collect::<Vec<_>>());
 
-    // What fits is admitted; one more push past the cap is refused too.
-    api.push_batch(with_token(batch_of(&server, &company, &names(3, 2)), &operator)?).await?;
+    // What fits is admitted (a push with a request id, then a batch); one more push past the cap
+    // is refused too.
+    let kept = pb::PushRequest {
+        company_id: company.clone(),
+        request_id: "capped-role-8".into(),
+        ..push_request("Capped Role 8", &doc_uri(&server, "k.pdf"))
+    };
+    let first = api.push(with_token(kept.clone(), &operator)?).await?.into_inner();
+    api.push_batch(with_token(batch_of(&server, &company, &names(3, 1)), &operator)?).await?;
     let push =
         pb::PushRequest { company_id: company.clone(), ..push_request("Capped Role 9", &doc_uri(&server, "l.pdf")) };
     let full = api.push(with_token(push, &operator)?).await.err().context("the 6th queued run")?;
     assert_eq!(full.code(), Code::ResourceExhausted, "{full:?}");
+    // A retry of an admitted push gets its first answer, full as the queue is now.
+    let again = api.push(with_token(kept, &operator)?).await?.into_inner();
+    assert_eq!(again, first);
     Ok(())
 }
