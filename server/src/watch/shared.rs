@@ -34,7 +34,6 @@ use crate::convert;
 use crate::error::ApiError;
 
 /// The reads the scoped streams of one server share.
-#[derive(Default)]
 pub struct SharedReads {
     /// Whole looks at the store, by scope and the marks they start from: streams at the same
     /// marks send the same frames, tokens included, so one look (and its encoding) serves them.
@@ -47,6 +46,18 @@ pub struct SharedReads {
     pub statuses: Coalesced<WorkflowId, StatusRead>,
     /// Queue positions of a company's queued runs, by company.
     pub positions: Coalesced<CompanyId, Vec<(WorkflowId, u32)>>,
+}
+
+impl Default for SharedReads {
+    fn default() -> Self {
+        Self {
+            passes: Coalesced::keeping(KEEP_PASSES),
+            heads: Coalesced::default(),
+            events: Coalesced::default(),
+            statuses: Coalesced::default(),
+            positions: Coalesced::default(),
+        }
+    }
 }
 
 /// A stream's marks (the last sequence sent, per run), shared by the streams that reach the same
@@ -109,22 +120,40 @@ impl StatusRead {
     }
 }
 
-/// Finished reads older than this are forgotten when the table grows (a stream woken later
-/// cannot use them anyway).
+/// Finished reads older than this are forgotten (a stream woken later cannot use them anyway).
 const KEEP: Duration = Duration::from_secs(1);
-/// The table is swept of old reads once it holds this many.
-const SWEEP_AT: usize = 256;
+/// Looks carry encoded frames (up to a page of events), so they are forgotten sooner: a stream
+/// woken before a look started comes for it within milliseconds, or else looks on its own.
+const KEEP_PASSES: Duration = Duration::from_millis(250);
+/// A table is swept of old reads once it holds this many, then whenever it has doubled since its
+/// last sweep: a constant cost per read, amortised, and no read kept long after `keep`.
+const SWEEP_AT_LEAST: usize = 16;
 
 type Flight<V> = Shared<BoxFuture<'static, Result<Arc<V>, ApiError>>>;
 
 /// Identical reads by key, shared among callers that may use them (see the module).
 pub struct Coalesced<K, V> {
-    reads: Mutex<HashMap<K, (Instant, Flight<V>)>>,
+    table: Mutex<Table<K, V>>,
+    /// How long a read is kept after it started.
+    keep: Duration,
+}
+
+struct Table<K, V> {
+    reads: HashMap<K, (Instant, Flight<V>)>,
+    /// The next sweep is due at this many reads.
+    sweep_at: usize,
 }
 
 impl<K, V> Default for Coalesced<K, V> {
     fn default() -> Self {
-        Self { reads: Mutex::new(HashMap::new()) }
+        Self::keeping(KEEP)
+    }
+}
+
+impl<K, V> Coalesced<K, V> {
+    /// A table whose reads are forgotten `keep` after they started.
+    pub fn keeping(keep: Duration) -> Self {
+        Self { table: Mutex::new(Table { reads: HashMap::new(), sweep_at: SWEEP_AT_LEAST }), keep }
     }
 }
 
@@ -140,16 +169,17 @@ where
         Fut: Future<Output = Result<V, ApiError>> + Send + 'static,
     {
         let flight = {
-            let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
-            match reads.get(key) {
+            let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+            match table.reads.get(key) {
                 Some((started, flight)) if *started >= not_before => flight.clone(),
                 _ => {
                     let now = Instant::now();
-                    if reads.len() >= SWEEP_AT {
-                        reads.retain(|_, (started, _)| now.duration_since(*started) < KEEP);
+                    if table.reads.len() >= table.sweep_at {
+                        table.reads.retain(|_, (started, _)| now.duration_since(*started) < self.keep);
+                        table.sweep_at = (2 * table.reads.len()).max(SWEEP_AT_LEAST);
                     }
                     let flight = read().map(|answer| answer.map(Arc::new)).boxed().shared();
-                    reads.insert(key.clone(), (now, flight.clone()));
+                    table.reads.insert(key.clone(), (now, flight.clone()));
                     flight
                 }
             }
@@ -207,6 +237,21 @@ mod tests {
         assert_eq!(*coalesced.get(&one.clone(), looked, look).await.unwrap_or_default(), 1);
         assert_eq!(*coalesced.get(&behind, looked, look).await.unwrap_or_default(), 2);
         assert_eq!(looks.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn old_reads_are_forgotten_while_the_table_is_in_use() {
+        let coalesced: Coalesced<usize, usize> = Coalesced::keeping(Duration::from_millis(20));
+        let looked = Instant::now();
+        for key in 0..SWEEP_AT_LEAST {
+            let _ = coalesced.get(&key, looked, || async { Ok(0) }).await;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // The next new read sweeps the table: only reads younger than 20 ms stay (this one).
+        let _ = coalesced.get(&SWEEP_AT_LEAST, Instant::now(), || async { Ok(0) }).await;
+        let table = coalesced.table.lock().unwrap_or_else(PoisonError::into_inner);
+        assert_eq!(table.reads.len(), 1);
+        assert_eq!(table.sweep_at, SWEEP_AT_LEAST);
     }
 
     #[tokio::test]
