@@ -5,7 +5,8 @@
 //! Events come from the run store (the source of truth), polled every
 //! `server.watch_poll_interval`; sequences are gap-free and commit in order, so a cursor that
 //! advances to the last sequence sent misses nothing and repeats nothing — within one stream and
-//! across a resume with `after_sequence`. (Redis fan-out, later, only makes this faster.)
+//! across a resume with `after_sequence`. (Wake-ups through Redis, or the server's frequent look at
+//! the store without it, only make this faster.)
 //!
 //! Each event carries the run's status as read when the event was sent, which may already include
 //! later changes; the events themselves are exact.

@@ -6,7 +6,7 @@
 //! `WatchStatusResponse` encoding prost itself would produce (field `event` = 2, then
 //! `resume_token` = 4), so clients see the same bytes; [`FrameCodec`] sends those as they are.
 //!
-//! `WatchStatus` is served by [`Route`], a copy of the generated handler with this codec; the
+//! `WatchStatus` is served by [`Route`]: tonic's server-streaming handler with this codec; the
 //! generated trait method still answers with decoded messages for any other caller.
 
 use std::sync::Arc;
