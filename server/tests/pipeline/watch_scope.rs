@@ -17,7 +17,7 @@ use etter_proto::v1::{
 };
 use tonic::{Code, Streaming};
 
-use super::{DEADLINE, acme, closed_port_url, play_worker};
+use super::{DEADLINE, acme, closed_port_url, doc_uri, play_worker, push_request};
 use crate::{Server, with_token};
 
 type Stream = Streaming<pb::WatchStatusResponse>;
@@ -288,17 +288,7 @@ async fn without_redis_another_process_s_change_reaches_watchers_before_their_ow
     let store = store::connect(&StoreLocation::Sqlite(server.data_dir.join("etter.db"))).await?;
     let pushed = api
         .push(with_token(
-            pb::PushRequest {
-                company_id: company.clone(),
-                role_name: "Looked Role".into(),
-                documents: vec![pb::Document {
-                    r#type: pb::DocumentType::JobDescription as i32,
-                    uri: format!("file://{}", server.data_dir.join("docs").join("jd.pdf").display()),
-                }],
-                draup_role_id: "draup-role-1".into(),
-                options: Some(pb::RunOptions { skip_enhancement_workflows: true, ..Default::default() }),
-                request_id: String::new(),
-            },
+            pb::PushRequest { company_id: company.clone(), ..push_request("Looked Role", &doc_uri(&server, "jd.pdf")) },
             &token,
         )?)
         .await?
