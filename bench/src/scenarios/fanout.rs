@@ -2,13 +2,20 @@
 //! run through the real worker; the latency from the worker recording an event (its
 //! `event_time`) to each client receiving it, and the server's memory. The same roles watched by
 //! one stream are the baseline.
+//!
+//! The clients decode only what they measure ([`lean`]): every byte of every message is still sent
+//! and received, but the run status each event carries is skipped, not materialised. Decoding it
+//! was half of the harness's CPU, on the same two cores as the server it measures; a browser
+//! decodes it on a machine of its own.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, Result, ensure};
-use etter_proto::v1::{RoleStatus, WatchStatusRequest, run_event, watch_status_request, watch_status_response};
-use etter_tests::stack::{Profile, connect};
+use etter_proto::v1::{RoleStatus, WatchStatusRequest, watch_status_request};
+use etter_tests::stack::Profile;
 use etter_tests::unique_name;
+use tonic::transport::Channel;
 
 use crate::Mode;
 use crate::deploy::Deployment;
@@ -23,6 +30,12 @@ const MESSAGE_WITHIN: Duration = Duration::from_secs(60);
 
 struct Phase {
     latencies: Samples,
+    /// Per event: from its recording to the first stream's receipt.
+    first: Samples,
+    /// Per event: from the first stream's receipt to the last one's.
+    spread: Samples,
+    /// The harness's own CPU time over the same span as `server_cpu`.
+    harness_cpu: Duration,
     events_per_stream: u64,
     peak_rss: u64,
     rss_before: u64,
@@ -42,7 +55,10 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
             "event → client p50 ms",
             "p99 ms",
             "max ms",
+            "event → first stream p50 ms",
+            "first → last stream p50 / p99 ms",
             "server CPU µs per message",
+            "harness CPU µs per message",
             "server RSS before streams MB",
             "server RSS peak MB",
         ],
@@ -52,18 +68,27 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
          every stream must receive every event of them. {STREAMS_PER_CONNECTION} streams share one connection. \
          Latency: client receipt minus the event's `event_time` (recorded in the worker's transaction), same clock. \
          Server CPU per message: its user + system time from the push to the last receipt (the roles' dispatch and \
-         statuses included), over events × streams."
+         statuses included), over events × streams; harness CPU the same for this process (its clients). Per event, \
+         \"first stream\" is the earliest receipt of it and \"first → last\" how long its fan-out took to reach every \
+         stream. The clients decode each message's event and skip the run status it carries: the bytes are sent \
+         and received all the same, but materialising the status was half of the harness's CPU, on the cores the \
+         server needs."
     ));
     let mut last = None;
     for count in [1, streams] {
         let phase = phase(&deployment, count, roles).await?;
+        let per_message =
+            |cpu: Duration| num(cpu.as_secs_f64() * 1e6 / (phase.events_per_stream as f64 * count as f64).max(1.0), 1);
         section.row(vec![
             count.to_string(),
             phase.events_per_stream.to_string(),
             num(ms(phase.latencies.p50()), 1),
             num(ms(phase.latencies.p99()), 1),
             num(ms(phase.latencies.max()), 1),
-            num(phase.server_cpu.as_secs_f64() * 1e6 / (phase.events_per_stream as f64 * count as f64).max(1.0), 1),
+            num(ms(phase.first.p50()), 1),
+            format!("{} / {}", num(ms(phase.spread.p50()), 1), num(ms(phase.spread.p99()), 1)),
+            per_message(phase.server_cpu),
+            per_message(phase.harness_cpu),
             num(phase.rss_before as f64 / 1e6, 0),
             num(phase.peak_rss as f64 / 1e6, 0),
         ]);
@@ -97,16 +122,16 @@ async fn phase(deployment: &Deployment, streams: usize, roles: usize) -> Result<
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(streams);
     let mut tasks = tokio::task::JoinSet::new();
     for connection in 0..streams.div_ceil(STREAMS_PER_CONNECTION) {
-        let client = connect(&addr, &token).await?;
+        let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
         for _ in 0..STREAMS_PER_CONNECTION.min(streams - connection * STREAMS_PER_CONNECTION) {
-            let (mut client, company, ready) = (client.clone(), company.clone(), ready_tx.clone());
+            let request = WatchStatusRequest {
+                scope: Some(watch_status_request::Scope::CompanyId(company.clone())),
+                ..WatchStatusRequest::default()
+            };
+            let (channel, token, ready) = (channel.clone(), token.clone(), ready_tx.clone());
             tasks.spawn(async move {
-                let request = WatchStatusRequest {
-                    scope: Some(watch_status_request::Scope::CompanyId(company)),
-                    ..WatchStatusRequest::default()
-                };
-                let mut stream = client.watch_status(request).await?.into_inner();
-                let mut latencies = Vec::new();
+                let mut stream = lean::watch(channel, &token, request).await?;
+                let mut received = Vec::new();
                 let mut ended = 0;
                 let mut announced = false;
                 while ended < roles {
@@ -114,26 +139,26 @@ async fn phase(deployment: &Deployment, streams: usize, roles: usize) -> Result<
                         .await
                         .context("a stream went quiet")??
                         .context("a stream ended by itself")?;
-                    let received = SystemTime::now();
+                    let at = SystemTime::now();
                     match message.kind {
-                        Some(watch_status_response::Kind::Snapshot(snapshot)) if snapshot.last && !announced => {
+                        Some(lean::Kind::Snapshot(snapshot)) if snapshot.last && !announced => {
                             announced = true;
                             ready.send(()).await?;
                         }
-                        Some(watch_status_response::Kind::Event(event)) => {
+                        Some(lean::Kind::Event(event)) => {
                             let recorded = wall(event.event_time.as_ref().context("an event without a time")?);
-                            latencies.push(between(recorded, received));
-                            if let Some(run_event::Change::StatusChange(change)) = &event.change
+                            if let Some(lean::Change::StatusChange(change)) = &event.change
                                 && !matches!(change.status(), RoleStatus::Queued | RoleStatus::Processing)
                             {
                                 ensure!(change.status() == RoleStatus::Ready, "a run ended {:?}", change.status());
                                 ended += 1;
                             }
+                            received.push(((event.workflow_id, event.sequence), recorded, at));
                         }
                         _ => {}
                     }
                 }
-                Ok::<_, anyhow::Error>(latencies)
+                Ok::<_, anyhow::Error>(received)
             });
         }
     }
@@ -146,15 +171,24 @@ async fn phase(deployment: &Deployment, streams: usize, roles: usize) -> Result<
     }
     let prefix = unique_name("r");
     let cpu_before = proc_stats(pid)?.cpu;
+    let harness_before = proc_stats(std::process::id())?.cpu;
     let batch = deployment.batch(roles, |i| format!("Fan-out {prefix} {i}"));
     deployment.client.clone().push_batch(batch).await?;
     let mut latencies = Vec::new();
     let mut counts = Vec::new();
+    // Per event: when it was recorded, and its first and last receipt.
+    let mut events: HashMap<(String, u64), (SystemTime, SystemTime, SystemTime)> = HashMap::new();
     while let Some(joined) = tasks.join_next().await {
         let received = joined.context("a stream task panicked")??;
         counts.push(received.len() as u64);
-        latencies.extend(received);
+        for (event, recorded, at) in received {
+            latencies.push(between(recorded, at));
+            let seen = events.entry(event).or_insert((recorded, at, at));
+            seen.1 = seen.1.min(at);
+            seen.2 = seen.2.max(at);
+        }
     }
+    let harness_cpu = proc_stats(std::process::id())?.cpu.saturating_sub(harness_before);
     let events_per_stream = counts.first().copied().unwrap_or(0);
     ensure!(
         counts.iter().all(|c| *c == events_per_stream),
@@ -166,9 +200,87 @@ async fn phase(deployment: &Deployment, streams: usize, roles: usize) -> Result<
     let after = proc_stats(pid)?;
     Ok(Phase {
         latencies: Samples::from_vec(latencies),
+        first: Samples::from_vec(events.values().map(|(recorded, first, _)| between(*recorded, *first)).collect()),
+        spread: Samples::from_vec(events.values().map(|(_, first, last)| between(*first, *last)).collect()),
+        harness_cpu,
         events_per_stream,
         peak_rss: after.peak_rss,
         rss_before,
         server_cpu: after.cpu.saturating_sub(cpu_before),
     })
+}
+
+/// The clients' view of `WatchStatus`: the fields the scenario measures, with the same tags as
+/// `etter.pipeline.v1`. What a message has beyond them (above all `RunEvent.run`, the run's whole
+/// status) is skipped by the decoder, not materialised.
+mod lean {
+    use anyhow::{Context as _, Result};
+    use etter_proto::v1::{RoleStatus, WatchStatusRequest};
+    use tonic::codegen::http::uri::PathAndQuery;
+    use tonic::transport::Channel;
+
+    /// `WatchStatusResponse`, without the resume token.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Response {
+        #[prost(oneof = "Kind", tags = "1, 2")]
+        pub kind: Option<Kind>,
+    }
+
+    /// `WatchStatusResponse.kind`, without heartbeats.
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Kind {
+        #[prost(message, tag = "1")]
+        Snapshot(Snapshot),
+        #[prost(message, tag = "2")]
+        Event(Event),
+    }
+
+    /// `Snapshot`, without its runs.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Snapshot {
+        #[prost(bool, tag = "2")]
+        pub last: bool,
+    }
+
+    /// `RunEvent`, without the run's status.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Event {
+        #[prost(string, tag = "1")]
+        pub workflow_id: String,
+        #[prost(uint64, tag = "2")]
+        pub sequence: u64,
+        #[prost(message, optional, tag = "3")]
+        pub event_time: Option<prost_types::Timestamp>,
+        #[prost(oneof = "Change", tags = "4")]
+        pub change: Option<Change>,
+    }
+
+    /// `RunEvent.change`, status changes only.
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Change {
+        #[prost(message, tag = "4")]
+        StatusChange(StatusChange),
+    }
+
+    /// `StatusChange`, without the reason.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct StatusChange {
+        #[prost(enumeration = "RoleStatus", tag = "2")]
+        pub status: i32,
+    }
+
+    /// Opens a `WatchStatus` stream on `channel` as the bearer of `token`.
+    pub async fn watch(
+        channel: Channel,
+        token: &str,
+        request: WatchStatusRequest,
+    ) -> Result<tonic::Streaming<Response>> {
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.context("the connection is not ready")?;
+        let mut request = tonic::Request::new(request);
+        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse()?);
+        let path = PathAndQuery::from_static("/etter.pipeline.v1.PipelineService/WatchStatus");
+        let codec = tonic_prost::ProstCodec::<WatchStatusRequest, Response>::default();
+        Ok(grpc.server_streaming(request, path, codec).await?.into_inner())
+    }
 }
