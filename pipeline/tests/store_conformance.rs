@@ -23,8 +23,8 @@ use etter_pipeline::{
     outputs::ContentHash,
     store::{
         self, Admission, Change, Claim, DocumentRef, FieldViolation, NewBatch, NewRun, PageRequest, PipelineError,
-        Priority, PutRequest, RequestKey, Run, RunEvent, RunFilter, RunStore, StepStatus, StepTransition, StoreError,
-        TokenCount, Transition, WatchScope,
+        Priority, PutRequest, RequestKey, Run, RunClaim, RunEvent, RunFilter, RunStore, StepStatus, StepTransition,
+        StoreError, TokenCount, Transition, WatchScope,
     },
 };
 
@@ -66,6 +66,7 @@ store_suite!(
     history_filters_and_keyset_pagination,
     claims_respect_priority_and_leases,
     concurrent_claimers_get_disjoint_runs,
+    a_pushed_run_is_claimed_alone_only_with_nothing_waiting_and_room,
     migrations_run_twice_are_harmless,
     role_id_collisions_are_refused,
     document_hashes_and_usage,
@@ -1036,6 +1037,61 @@ async fn concurrent_claimers_get_disjoint_runs(ctx: Ctx) -> Result<()> {
         }
     }
     ensure!(claimed == all, "claimed {} of {}", claimed.len(), all.len());
+    Ok(())
+}
+
+async fn a_pushed_run_is_claimed_alone_only_with_nothing_waiting_and_room(ctx: Ctx) -> Result<()> {
+    let store = ctx.store.as_ref();
+    let now = store::now();
+    let claim = |run: &Run, company_room, total_room, now| RunClaim {
+        run: run.workflow_id.clone(),
+        claimer: "dispatcher-1".into(),
+        lease: Duration::from_secs(30),
+        now,
+        company_room,
+        total_room,
+    };
+    // Nothing else waits: claimed, still QUEUED (no event), and not handed out again.
+    let first = create(store, push("acme", "Fast One", "f")?).await?;
+    let claimed = store.claim_run(&claim(&first, 10, 10, now)).await?.context("the only queued run is claimed")?;
+    ensure!(claimed.workflow_id == first.workflow_id && claimed.state == RunState::Queued && claimed.sequence == 1);
+    ensure!(store.claim_run(&claim(&first, 10, 10, now)).await?.is_none(), "a claimed run is not claimed twice");
+    let round = Claim { claimer: "dispatcher-2".into(), company: None, limit: 10, lease: Duration::from_secs(30), now };
+    ensure!(store.claim_queued(&round).await?.is_empty(), "nor handed to a round");
+    to(store, &first.workflow_id, RunState::Processing).await?;
+
+    // Another run waits (of another company, with a lower priority): the new run waits too.
+    let waiting = create(store, NewRun { priority: Priority::Low, ..push("globex", "Waiting", "f")? }).await?;
+    let second = create(store, NewRun { priority: Priority::High, ..push("acme", "Fast Two", "f")? }).await?;
+    ensure!(store.claim_run(&claim(&second, 10, 10, now)).await?.is_none(), "a run waits ahead of it");
+    // A run under another claim does not wait; an expired claim does.
+    ensure!(
+        ids(&store.claim_queued(&Claim { company: Some(company("globex")?), ..round.clone() }).await?)
+            == vec![waiting.workflow_id.clone()]
+    );
+    ensure!(store.claim_run(&claim(&second, 10, 10, now)).await?.is_some(), "the waiting run is being started");
+    store.release_claim(&second.workflow_id, "dispatcher-1").await?;
+    let later = now + chrono::TimeDelta::seconds(31);
+    ensure!(store.claim_run(&claim(&second, 10, 10, later)).await?.is_none(), "the other claim expired");
+    to(store, &waiting.workflow_id, RunState::Cancelled).await?;
+
+    // The caps: acme has one PROCESSING run, the service one.
+    ensure!(store.claim_run(&claim(&second, 1, 10, later)).await?.is_none(), "the company's cap is reached");
+    ensure!(store.claim_run(&claim(&second, 10, 1, later)).await?.is_none(), "the service's cap is reached");
+    ensure!(store.claim_run(&claim(&second, 0, 10, later)).await?.is_none(), "no room at all");
+    // (acme's run is being started by a round meanwhile, so nothing waits.)
+    let acme_round = Claim { company: Some(company("acme")?), now: later, ..round.clone() };
+    ensure!(ids(&store.claim_queued(&acme_round).await?) == vec![second.workflow_id.clone()]);
+    let third = create(store, push("globex", "Elsewhere", "f")?).await?;
+    ensure!(store.claim_run(&claim(&third, 1, 2, later)).await?.is_some(), "another company's runs do not count");
+    store.release_claim(&second.workflow_id, "dispatcher-2").await?;
+    to(store, &third.workflow_id, RunState::Cancelled).await?;
+    let got = store.claim_run(&claim(&second, 2, 2, later)).await?.context("room on both caps")?;
+    ensure!(got.workflow_id == second.workflow_id);
+
+    // Only a QUEUED run.
+    to(store, &second.workflow_id, RunState::Processing).await?;
+    ensure!(store.claim_run(&claim(&second, 10, 10, later)).await?.is_none(), "a PROCESSING run is not claimed");
     Ok(())
 }
 

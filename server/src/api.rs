@@ -9,10 +9,11 @@ use etter_proto::v1::{
     PushBatchRequest, PushBatchResponse, PushRequest, PushResponse, RetryRequest, RetryResponse, WatchStatusRequest,
     WatchStatusResponse, pipeline_service_server::PipelineService,
 };
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::dispatch::Dispatcher;
 use crate::estimate::Estimator;
 use crate::limits::Limits;
 use crate::{
@@ -37,8 +38,8 @@ pub struct PipelineApi {
     pub config: Arc<Config>,
     /// ETAs and token estimates.
     pub estimator: Arc<Estimator>,
-    /// Notified when a push or a retry queued a run.
-    pub wake_dispatcher: Arc<Notify>,
+    /// Starts queued runs: offered each run a push creates, woken when a batch or a retry queued some.
+    pub dispatcher: Arc<Dispatcher>,
     /// Turns true when the server drains (watch streams end).
     pub drain: watch::Receiver<bool>,
     /// Wakes watch streams when runs move.
@@ -117,7 +118,7 @@ impl PipelineService for PipelineApi {
                 estimator: &self.estimator,
                 trace_id: trace::of(&request),
                 limits: &self.limits,
-                dispatcher: &self.wake_dispatcher,
+                dispatcher: &self.dispatcher,
             };
             let response = push::push(&cx, &principal, request.into_inner()).await?;
             if response.created {
@@ -155,7 +156,7 @@ impl PipelineService for PipelineApi {
             if response.created {
                 let accepted = response.items.iter().filter(|i| i.outcome == BatchItemOutcome::Accepted as i32).count();
                 observe::runs_created("batch", accepted as u64);
-                self.wake_dispatcher.notify_one();
+                self.dispatcher.wake();
             }
             Ok(Response::new(response))
         }
@@ -223,7 +224,7 @@ impl PipelineService for PipelineApi {
             };
             let response = retry::retry(&cx, &principal, request.into_inner()).await?;
             // A replayed answer's run may be queued still; waking an idle dispatcher is harmless.
-            self.wake_dispatcher.notify_one();
+            self.dispatcher.wake();
             Ok(Response::new(response))
         }
         .await;

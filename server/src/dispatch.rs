@@ -20,16 +20,25 @@
 //! **Temporal down.** A start that finds Temporal unavailable releases its claim; the dispatcher
 //! backs off (doubling from `dispatch.retry_initial_backoff` to `dispatch.retry_max_backoff`) and
 //! tries again. Pushes keep being accepted and queued meanwhile.
+//!
+//! **The fast lane.** A run a push just created is offered to the dispatcher
+//! ([`Dispatcher::offer`]), which claims that one run at once ([`RunStore::claim_run`]) when no
+//! other run waits for a start and both caps have room, and starts it without waiting for a round.
+//! Otherwise the run waits for the next round like any other. Starts in flight (claimed, not yet
+//! PROCESSING) count against the caps in both paths.
 
-use std::{sync::Arc, time::Duration};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use etter_pipeline::{
     config::DispatchConfig,
-    ids::{CompanyId, TraceId},
+    ids::{CompanyId, TraceId, WorkflowId},
     lifecycle::RunState,
     observe,
     orchestrator::{ClosedStatus, Orchestrator, OrchestratorError, StartOutcome, WorkflowState},
-    store::{self, Claim, PageRequest, PipelineError, Run, RunFilter, RunStore, StoreError, Transition},
+    store::{self, Claim, PageRequest, PipelineError, Run, RunClaim, RunFilter, RunStore, StoreError, Transition},
     workflow::RoleOnboardingInput,
 };
 use futures::StreamExt as _;
@@ -56,13 +65,40 @@ enum Outcome {
     Failed,
 }
 
-/// Starts queued runs. Cheap to share; [`Dispatcher::run`] is its loop.
+/// Starts queued runs. Shared behind an `Arc`; [`Dispatcher::run`] is its loop.
 pub struct Dispatcher {
     store: Arc<dyn RunStore>,
     orchestrator: Arc<dyn Orchestrator>,
     config: DispatchConfig,
     claimer: String,
     wake: Arc<Notify>,
+    /// Runs claimed and not yet booked PROCESSING (or released), per company: reserved before a
+    /// claim, so concurrent claims of this dispatcher count each other against the caps.
+    in_flight: Mutex<HashMap<CompanyId, u64>>,
+    /// Temporal was unavailable at the last attempt: the loop backs off and the fast lane is shut.
+    unavailable: AtomicBool,
+}
+
+/// Starts reserved against the caps; released when dropped.
+struct Reserved<'a> {
+    dispatcher: &'a Dispatcher,
+    company: CompanyId,
+    count: u64,
+}
+
+impl Reserved<'_> {
+    /// Keeps `count` of the reserved starts (the rest are released now).
+    fn keep(&mut self, count: u64) {
+        let extra = self.count.saturating_sub(count);
+        self.dispatcher.release(&self.company, extra);
+        self.count = self.count.min(count);
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        self.dispatcher.release(&self.company, self.count);
+    }
 }
 
 impl Dispatcher {
@@ -74,11 +110,99 @@ impl Dispatcher {
         claimer: String,
         wake: Arc<Notify>,
     ) -> Self {
-        Self { store, orchestrator, config, claimer, wake }
+        Self {
+            store,
+            orchestrator,
+            config,
+            claimer,
+            wake,
+            in_flight: Mutex::new(HashMap::new()),
+            unavailable: AtomicBool::new(false),
+        }
+    }
+
+    /// Makes an idle loop look for queued runs now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Starts `run`, just created QUEUED, without waiting for a round, when no other run waits
+    /// for a start and its company and the service have room; otherwise wakes the loop, whose
+    /// next round takes it in dispatch order. Returns at once: the claim and the start run in a
+    /// task of their own.
+    pub fn offer(self: &Arc<Self>, run: &Run) {
+        if self.unavailable.load(Ordering::Relaxed) {
+            // Backing off: the loop tries again when its back-off is over.
+            return;
+        }
+        let (this, run, company) = (Arc::clone(self), run.workflow_id.clone(), run.company_id.clone());
+        tokio::spawn(async move {
+            if !this.fast_lane(run, company).await {
+                this.wake.notify_one();
+            }
+        });
+    }
+
+    /// Claims and starts one run; false when the run was not claimed (the loop takes it).
+    async fn fast_lane(&self, run: WorkflowId, company: CompanyId) -> bool {
+        // Other starts in flight, read as this one is reserved: concurrent offers see each other.
+        let (reserved, company_flight, total_flight) = self.reserve_counted(&company, 1);
+        let claim = RunClaim {
+            run,
+            claimer: self.claimer.clone(),
+            lease: self.config.lease,
+            now: store::now(),
+            company_room: self.config.max_processing_per_company.saturating_sub(company_flight),
+            total_room: self.config.max_processing.saturating_sub(total_flight),
+        };
+        let claimed = match self.store.claim_run(&claim).await {
+            Ok(Some(claimed)) => claimed,
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::warn!(error = %e, workflow_id = %claim.run, "cannot claim a pushed run; the dispatcher's round takes it");
+                return false;
+            }
+        };
+        let outcome = self.dispatch_one(claimed).await;
+        drop(reserved);
+        if outcome == Outcome::Unavailable {
+            self.unavailable.store(true, Ordering::Relaxed);
+            self.wake.notify_one();
+        }
+        true
+    }
+
+    /// Reserves `count` starts of `company` against the caps.
+    fn reserve(&self, company: &CompanyId, count: u64) -> Reserved<'_> {
+        self.reserve_counted(company, count).0
+    }
+
+    /// Reserves `count` starts of `company`, and answers the starts in flight before them: of
+    /// `company`, and of every company.
+    fn reserve_counted(&self, company: &CompanyId, count: u64) -> (Reserved<'_>, u64, u64) {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+        let total = in_flight.values().sum();
+        let mine = in_flight.entry(company.clone()).or_insert(0);
+        let before = *mine;
+        *mine += count;
+        (Reserved { dispatcher: self, company: company.clone(), count }, before, total)
+    }
+
+    fn release(&self, company: &CompanyId, count: u64) {
+        if count == 0 {
+            return;
+        }
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = in_flight.get_mut(company) {
+            *n = n.saturating_sub(count);
+            if *n == 0 {
+                in_flight.remove(company);
+            }
+        }
     }
 
     /// Dispatches until `drain` turns true.
-    pub async fn run(self, mut drain: watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, mut drain: watch::Receiver<bool>) {
         let mut cursor = 0usize;
         let mut backoff: Option<Duration> = None;
         loop {
@@ -92,6 +216,7 @@ impl Dispatcher {
                     Round::Unavailable
                 }
             };
+            self.unavailable.store(round == Round::Unavailable, Ordering::Relaxed);
             let wait = match round {
                 Round::Started => {
                     backoff = None;
@@ -119,12 +244,19 @@ impl Dispatcher {
 
     async fn round(&self, cursor: &mut usize) -> Result<Round, StoreError> {
         let loads = self.store.company_loads().await?;
-        let processing: u64 = loads.iter().map(|l| l.processing).sum();
+        // Starts of the fast lane in flight are not PROCESSING yet, but count against the caps.
+        let in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let flying = |company: &CompanyId| in_flight.get(company).copied().unwrap_or(0);
+        let processing: u64 = loads.iter().map(|l| l.processing).sum::<u64>() + in_flight.values().sum::<u64>();
         let mut room = self.config.max_processing.saturating_sub(processing);
         let mut companies: Vec<(CompanyId, u64)> = loads
             .into_iter()
-            .filter(|l| l.queued > 0 && l.processing < self.config.max_processing_per_company)
-            .map(|l| (l.company, self.config.max_processing_per_company - l.processing))
+            .map(|l| {
+                let busy = l.processing + flying(&l.company);
+                (l, busy)
+            })
+            .filter(|(l, busy)| l.queued > 0 && *busy < self.config.max_processing_per_company)
+            .map(|(l, busy)| (l.company, self.config.max_processing_per_company - busy))
             .collect();
         if room == 0 || companies.is_empty() {
             return Ok(Round::Idle);
@@ -135,11 +267,15 @@ impl Dispatcher {
         *cursor = cursor.wrapping_add(1);
         let share = (room / companies.len() as u64).max(1);
         let mut claimed = Vec::new();
+        // Held to the end of the round, when its starts are booked (or released): meanwhile the
+        // fast lane counts them, and a run booked already counts twice, which only delays it.
+        let mut reservations = Vec::new();
         for (company, company_room) in companies {
             if room == 0 {
                 break;
             }
             let limit = u64::from(self.config.claim_batch).min(company_room).min(share).min(room);
+            let mut reserved = self.reserve(&company, limit);
             let claim = Claim {
                 claimer: self.claimer.clone(),
                 company: Some(company),
@@ -148,6 +284,8 @@ impl Dispatcher {
                 now: store::now(),
             };
             let runs = self.store.claim_queued(&claim).await?;
+            reserved.keep(runs.len() as u64);
+            reservations.push(reserved);
             room = room.saturating_sub(runs.len() as u64);
             claimed.extend(runs);
         }
@@ -159,6 +297,7 @@ impl Dispatcher {
             .buffer_unordered(self.config.max_concurrent_starts)
             .collect()
             .await;
+        drop(reservations);
         let unavailable = outcomes.iter().filter(|o| **o == Outcome::Unavailable).count();
         Ok(if unavailable > 0 {
             tracing::warn!(
@@ -427,8 +566,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_run_cancelled_while_its_workflow_starts_stays_cancelled_and_its_workflow_is_cancelled() -> Result<()> {
+    /// A fresh SQLite store in a directory of its own, and settings for the Temporal dev server
+    /// with a task queue no worker polls (a workflow only ever has what the test asks of it).
+    async fn setup() -> Result<(String, std::path::PathBuf, Arc<dyn RunStore>, TemporalSettings)> {
         let suffix = format!("{}-{}", std::process::id(), store::now().timestamp_nanos_opt().unwrap_or_default());
         let dir = std::env::temp_dir().join(format!("etter-dispatch-{suffix}"));
         std::fs::create_dir_all(&dir)?;
@@ -436,12 +576,80 @@ mod tests {
         let settings = TemporalSettings {
             address: env("ETTER_TEMPORAL__ADDRESS")?,
             namespace: env("ETTER_TEMPORAL__NAMESPACE")?,
-            // No worker polls this queue: the workflow only ever has its start and the cancel.
             task_queue: format!("etter-dispatch-test-{suffix}"),
             execution_timeout: Duration::from_secs(120),
             call_timeout: Duration::from_secs(10),
             identity: "etter-dispatch-test".to_owned(),
         };
+        Ok((suffix, dir, store, settings))
+    }
+
+    #[tokio::test]
+    async fn a_pushed_run_starts_without_a_round_when_nothing_waits_and_its_company_has_room() -> Result<()> {
+        let (suffix, dir, store, settings) = setup().await?;
+        let orchestrator = Arc::new(TemporalOrchestrator::new(settings));
+        let config = DispatchConfig { max_processing_per_company: 1, ..DispatchConfig::default() };
+        let wake = Arc::new(Notify::new());
+        // No loop runs: only the fast lane can start a run.
+        let dispatcher = Arc::new(Dispatcher::new(
+            store.clone(),
+            orchestrator.clone(),
+            config,
+            "fast-lane".to_owned(),
+            wake.clone(),
+        ));
+        let role = |name: &str| format!("{name} {}", suffix.replace('-', " "));
+
+        let first = store.create_run(crate::testing::queued_run(&role("Adjuster"), &suffix)?).await?.run;
+        let woken = wake.notified();
+        dispatcher.offer(&first);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let started = loop {
+            let run = store.get_run(&first.workflow_id).await?;
+            if run.state == RunState::Processing {
+                break run;
+            }
+            ensure!(tokio::time::Instant::now() < deadline, "the offered run was not started: {run:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        ensure!(started.start_time.is_some(), "{started:?}");
+        ensure!(
+            tokio::time::timeout(Duration::from_millis(200), woken).await.is_err(),
+            "a started run does not wake the loop"
+        );
+
+        // The company's cap (one PROCESSING run) is reached: the next run is left to the loop,
+        // QUEUED and claimable, and the loop is woken to take it in its turn.
+        let second =
+            store.create_run(crate::testing::queued_run(&role("Underwriter"), &format!("{suffix}-2"))?).await?.run;
+        let woken = wake.notified();
+        dispatcher.offer(&second);
+        tokio::time::timeout(Duration::from_secs(10), woken).await.context("the loop was not woken")?;
+        let waiting = store.get_run(&second.workflow_id).await?;
+        ensure!(waiting.state == RunState::Queued, "{waiting:?}");
+        let round = Claim {
+            claimer: "test".to_owned(),
+            company: None,
+            limit: 10,
+            lease: Duration::from_secs(30),
+            now: store::now(),
+        };
+        let claimable = store.claim_queued(&round).await?;
+        ensure!(ids(&claimable) == [second.workflow_id.clone()], "the run was left claimable");
+        ensure!(dispatcher.in_flight.lock().map(|f| f.is_empty()).unwrap_or(false), "no start is left reserved");
+
+        orchestrator.cancel(&first.workflow_id, "test over").await?;
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    fn ids(runs: &[Run]) -> Vec<WorkflowId> {
+        runs.iter().map(|r| r.workflow_id.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_run_cancelled_while_its_workflow_starts_stays_cancelled_and_its_workflow_is_cancelled() -> Result<()> {
+        let (suffix, dir, store, settings) = setup().await?;
         let orchestrator = Arc::new(CancelledDuringStart {
             inner: TemporalOrchestrator::new(settings.clone()),
             store: store.clone(),

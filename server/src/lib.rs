@@ -164,13 +164,13 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         webhook::Deliverer::new(Arc::clone(&store), Arc::clone(&companies), config.server.clone(), instance.clone())?;
     let wake_dispatcher = Arc::new(tokio::sync::Notify::new());
     let config = Arc::new(config);
-    let dispatcher = dispatch::Dispatcher::new(
+    let dispatcher = Arc::new(dispatch::Dispatcher::new(
         Arc::clone(&store),
         Arc::clone(&orchestrator),
         config.dispatch.clone(),
         instance,
-        Arc::clone(&wake_dispatcher),
-    );
+        wake_dispatcher,
+    ));
     let reconciler =
         dispatch::Reconciler::new(Arc::clone(&store), Arc::clone(&orchestrator), config.dispatch.reconcile_interval);
     // The role graph opens on first use: a graph that is down never keeps the server from starting.
@@ -192,7 +192,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         graph: Arc::clone(&graph),
         config: Arc::clone(&config),
         estimator,
-        wake_dispatcher,
+        dispatcher: Arc::clone(&dispatcher),
         drain: drain_rx.clone(),
         moved: hub,
         limits: Arc::clone(&limits),

@@ -193,8 +193,8 @@ pub struct PushContext<'a> {
     pub trace_id: Option<TraceId>,
     /// Calls per minute and queued-run caps.
     pub limits: &'a Limits,
-    /// Woken as soon as a new run is stored, so its dispatch overlaps the rest of the answer.
-    pub dispatcher: &'a tokio::sync::Notify,
+    /// Offered each new run as soon as it is stored, so its start overlaps the rest of the answer.
+    pub dispatcher: &'a std::sync::Arc<crate::dispatch::Dispatcher>,
 }
 
 /// `Push`: authorize, validate, answer a retried `request_id` with its first answer, create (or
@@ -227,7 +227,7 @@ pub async fn push(
 
     let created = cx.store.create_run(new_run).await?;
     if created.created {
-        cx.dispatcher.notify_one();
+        cx.dispatcher.offer(&created.run);
     }
     let run = &created.run;
     // A push answers from the store alone: its response has no outputs summary.

@@ -731,6 +731,25 @@ pub struct Claim {
     pub now: Timestamp,
 }
 
+/// A dispatcher's request for one run it was just handed ([`RunStore::claim_run`]): the run a
+/// push created, started at once when nothing else waits for a start and both caps have room.
+#[derive(Debug, Clone)]
+pub struct RunClaim {
+    /// The run.
+    pub run: WorkflowId,
+    /// Who claims (a dispatcher instance id).
+    pub claimer: String,
+    /// How long the claim holds (as [`Claim::lease`]).
+    pub lease: Duration,
+    /// The current time.
+    pub now: Timestamp,
+    /// The run's company may have at most this many PROCESSING runs before it (its cap, less the
+    /// claimer's starts in flight).
+    pub company_room: u64,
+    /// Every company together may have at most this many PROCESSING runs before it.
+    pub total_room: u64,
+}
+
 /// What recent completed attempts of one step cost ([`RunStore::step_stats`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepStats {
@@ -902,6 +921,12 @@ pub trait RunStore: Send + Sync {
     /// stay QUEUED (no event); the dispatcher moves them to PROCESSING once Temporal accepted the
     /// start, or calls [`RunStore::release_claim`].
     async fn claim_queued(&self, claim: &Claim) -> Result<Vec<Run>, StoreError>;
+
+    /// Claims `claim.run` if it is QUEUED and claimable, no other QUEUED run anywhere is claimable
+    /// (nothing waits ahead of it, whatever the dispatch order), fewer than `company_room` runs of
+    /// its company and fewer than `total_room` runs in all are PROCESSING; in one statement.
+    /// Answers the claimed run, or `None` (the run is left to [`RunStore::claim_queued`]).
+    async fn claim_run(&self, claim: &RunClaim) -> Result<Option<Run>, StoreError>;
 
     /// Gives up `claimer`'s claim on a run so the next claim can take it at once.
     async fn release_claim(&self, run: &WorkflowId, claimer: &str) -> Result<(), StoreError>;

@@ -17,9 +17,9 @@ use chrono::{NaiveDate, TimeDelta};
 use super::{
     Admission, Announce, Batch, BatchCreated, Change, Claim, CompanyLoad, Created, DEFAULT_PAGE_SIZE, Delivery,
     DocumentHash, IDEMPOTENCY_TTL, MAX_PAGE_SIZE, NewBatch, NewRun, Notification, NotificationClaim, PageRequest,
-    PipelineError, PutRequest, QueuePosition, RequestKey, Run, RunEvent, RunFilter, RunPage, RunStore, StepAttempt,
-    StepRecorded, StepStats, StepStatus, StepTransition, StoreError, Timestamp, TokenCount, Transition, UsageRow,
-    WatchScope, now,
+    PipelineError, PutRequest, QueuePosition, RequestKey, Run, RunClaim, RunEvent, RunFilter, RunPage, RunStore,
+    StepAttempt, StepRecorded, StepStats, StepStatus, StepTransition, StoreError, Timestamp, TokenCount, Transition,
+    UsageRow, WatchScope, now,
     shared::{corrupt, id, number, to_i64},
 };
 use crate::audit::{AuditEntry, AuditEvent, AuditFilter, AuditHead};
@@ -193,6 +193,13 @@ pub(super) trait Tx: Send {
     /// Marks up to `claim.limit` claimable queued runs as claimed, in one statement; answers them
     /// (in any order).
     fn claim(&mut self, claim: &Claim, until: Timestamp) -> impl Future<Output = Result<Vec<Run>, StoreError>> + Send;
+    /// Claims one run if nothing else waits and there is room ([`RunStore::claim_run`]), in one
+    /// statement.
+    fn claim_run(
+        &mut self,
+        claim: &RunClaim,
+        until: Timestamp,
+    ) -> impl Future<Output = Result<Option<Run>, StoreError>> + Send;
     fn release_claim(&mut self, id: &WorkflowId, claimer: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn insert_event(&mut self, event: &RunEvent) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -798,6 +805,17 @@ impl<B: Backend> RunStore for SqlStore<B> {
             (b.priority, a.create_time, &a.workflow_id).cmp(&(a.priority, b.create_time, &b.workflow_id))
         });
         Ok(runs)
+    }
+
+    async fn claim_run(&self, claim: &RunClaim) -> Result<Option<Run>, StoreError> {
+        if claim.company_room == 0 || claim.total_room == 0 {
+            return Ok(None);
+        }
+        let until = delta(claim.now, claim.lease)?;
+        let mut tx = self.backend.autocommit().await?;
+        let run = tx.claim_run(claim, until).await?;
+        tx.commit().await?;
+        Ok(run)
     }
 
     async fn release_claim(&self, run: &WorkflowId, claimer: &str) -> Result<(), StoreError> {

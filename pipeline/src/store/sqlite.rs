@@ -17,8 +17,8 @@ use sqlx::{
 
 use super::{
     Batch, Claim, CompanyLoad, Delivery, DocumentHash, Notification, NotificationClaim, QueuePosition, RequestKey, Run,
-    RunEvent, RunFilter, StepAttempt, StepStats, StepStatus, StoreError, StoreOptions, Timestamp, TokenCount, UsageRow,
-    WatchScope,
+    RunClaim, RunEvent, RunFilter, StepAttempt, StepStats, StepStatus, StoreError, StoreOptions, Timestamp, TokenCount,
+    UsageRow, WatchScope,
     shared::{
         self, ADD_USAGE, AUDIT_AFTER, BATCH_COUNTS, COMPANY_LOADS, EVENTS_AFTER, HEADS_OF_ACTIVE, HEADS_OF_BATCH,
         HEADS_UPDATED_SINCE, INSERT_AUDIT, INSERT_BATCH, INSERT_EVENT, INSERT_EVENTS_HEAD, INSERT_NOTIFICATION,
@@ -245,6 +245,30 @@ impl Tx for SqliteTx {
             .fetch_all(&mut *self.0)
             .await?;
         decode_all(rows, shared::decode_run)
+    }
+
+    async fn claim_run(&mut self, claim: &RunClaim, until: Timestamp) -> Result<Option<Run>, StoreError> {
+        // One statement, so one write transaction: the checks and the update see the same rows.
+        const SQL: &str = concat!(
+            "UPDATE runs SET claimed_by = $3, claim_expires_at = $4 \
+             WHERE workflow_id = $1 AND state = 'QUEUED' AND (claim_expires_at IS NULL OR claim_expires_at <= $2) \
+               AND NOT EXISTS (SELECT 1 FROM runs q WHERE q.state = 'QUEUED' AND q.workflow_id <> $1 \
+                 AND (q.claim_expires_at IS NULL OR q.claim_expires_at <= $2)) \
+               AND (SELECT COUNT(*) FROM runs p WHERE p.state = 'PROCESSING' AND p.company_id = runs.company_id) < $5 \
+               AND (SELECT COUNT(*) FROM runs p WHERE p.state = 'PROCESSING') < $6 \
+             RETURNING ",
+            run_columns!()
+        );
+        let row = sqlx::query(SQL)
+            .bind(claim.run.as_str())
+            .bind(micros(claim.now))
+            .bind(claim.claimer.as_str())
+            .bind(micros(until))
+            .bind(i64::try_from(claim.company_room).unwrap_or(i64::MAX))
+            .bind(i64::try_from(claim.total_room).unwrap_or(i64::MAX))
+            .fetch_optional(&mut *self.0)
+            .await?;
+        row.as_ref().map(shared::decode_run).transpose()
     }
 
     async fn claim_notifications(
