@@ -237,19 +237,7 @@ impl Tx for PgTx {
     }
 
     async fn claim_run(&mut self, claim: &RunClaim, until: Timestamp) -> Result<Option<Run>, StoreError> {
-        // Concurrent claims of two runs may both see room: the caps hold as the dispatcher's
-        // rounds hold them (read, then claimed), not under a lock.
-        const SQL: &str = concat!(
-            "UPDATE runs SET claimed_by = $3, claim_expires_at = $4 \
-             WHERE workflow_id = $1 AND state = 'QUEUED' AND (claim_expires_at IS NULL OR claim_expires_at <= $2) \
-               AND NOT EXISTS (SELECT 1 FROM runs q WHERE q.state = 'QUEUED' AND q.workflow_id <> $1 \
-                 AND (q.claim_expires_at IS NULL OR q.claim_expires_at <= $2)) \
-               AND (SELECT COUNT(*) FROM runs p WHERE p.state = 'PROCESSING' AND p.company_id = runs.company_id) < $5 \
-               AND (SELECT COUNT(*) FROM runs p WHERE p.state = 'PROCESSING') < $6 \
-             RETURNING ",
-            run_columns!()
-        );
-        let row = sqlx::query(SQL)
+        let row = sqlx::query(shared::CLAIM_RUN)
             .bind(claim.run.as_str())
             .bind(claim.now)
             .bind(claim.claimer.as_str())

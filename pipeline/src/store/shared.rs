@@ -110,6 +110,20 @@ pub(super) const BATCH_COUNTS: &str =
     "SELECT state, COUNT(*) AS n FROM runs WHERE batch_id = $1 GROUP BY state ORDER BY state";
 pub(super) const RELEASE_CLAIM: &str =
     "UPDATE runs SET claimed_by = NULL, claim_expires_at = NULL WHERE workflow_id = $1 AND claimed_by = $2";
+/// Claims run `$1` for `$3` until `$4` if, at `$2`, it is claimable, no other QUEUED run is, and
+/// fewer than `$5` runs of its company and `$6` runs in all are PROCESSING ([`super::RunStore::claim_run`]).
+/// On PostgreSQL two such claims at once may both see room: the caps hold as the dispatcher's
+/// rounds hold them (read, then claimed), not under a lock; SQLite has one writer at a time.
+pub(super) const CLAIM_RUN: &str = concat!(
+    "UPDATE runs SET claimed_by = $3, claim_expires_at = $4 \
+     WHERE workflow_id = $1 AND state = 'QUEUED' AND (claim_expires_at IS NULL OR claim_expires_at <= $2) \
+       AND NOT EXISTS (SELECT 1 FROM runs q WHERE q.state = 'QUEUED' AND q.workflow_id <> $1 \
+         AND (q.claim_expires_at IS NULL OR q.claim_expires_at <= $2)) \
+       AND (SELECT COUNT(*) FROM runs p WHERE p.state = 'PROCESSING' AND p.company_id = runs.company_id) < $5 \
+       AND (SELECT COUNT(*) FROM runs p WHERE p.state = 'PROCESSING') < $6 \
+     RETURNING ",
+    run_columns!()
+);
 pub(super) const COMPANY_LOADS: &str = "SELECT company_id, \
      COUNT(*) FILTER (WHERE state = 'QUEUED') AS queued, \
      COUNT(*) FILTER (WHERE state = 'PROCESSING') AS processing \

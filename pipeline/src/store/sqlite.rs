@@ -248,18 +248,7 @@ impl Tx for SqliteTx {
     }
 
     async fn claim_run(&mut self, claim: &RunClaim, until: Timestamp) -> Result<Option<Run>, StoreError> {
-        // One statement, so one write transaction: the checks and the update see the same rows.
-        const SQL: &str = concat!(
-            "UPDATE runs SET claimed_by = $3, claim_expires_at = $4 \
-             WHERE workflow_id = $1 AND state = 'QUEUED' AND (claim_expires_at IS NULL OR claim_expires_at <= $2) \
-               AND NOT EXISTS (SELECT 1 FROM runs q WHERE q.state = 'QUEUED' AND q.workflow_id <> $1 \
-                 AND (q.claim_expires_at IS NULL OR q.claim_expires_at <= $2)) \
-               AND (SELECT COUNT(*) FROM runs p WHERE p.state = 'PROCESSING' AND p.company_id = runs.company_id) < $5 \
-               AND (SELECT COUNT(*) FROM runs p WHERE p.state = 'PROCESSING') < $6 \
-             RETURNING ",
-            run_columns!()
-        );
-        let row = sqlx::query(SQL)
+        let row = sqlx::query(shared::CLAIM_RUN)
             .bind(claim.run.as_str())
             .bind(micros(claim.now))
             .bind(claim.claimer.as_str())
