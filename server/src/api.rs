@@ -38,7 +38,7 @@ pub struct PipelineApi {
     pub config: Arc<Config>,
     /// ETAs and token estimates.
     pub estimator: Arc<Estimator>,
-    /// Starts queued runs: offered each run a push creates, woken when a batch or a retry queued some.
+    /// Starts queued runs: offered each run a push or a retry creates, woken when a batch queued some.
     pub dispatcher: Arc<Dispatcher>,
     /// Turns true when the server drains (watch streams end).
     pub drain: watch::Receiver<bool>,
@@ -221,6 +221,7 @@ impl PipelineService for PipelineApi {
                 estimator: &self.estimator,
                 trace_id: trace::of(&request),
                 limits: &self.limits,
+                dispatcher: &self.dispatcher,
             };
             let response = retry::retry(&cx, &principal, request.into_inner()).await?;
             // A replayed answer's run may be queued still; waking an idle dispatcher is harmless.

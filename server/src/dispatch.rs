@@ -21,7 +21,7 @@
 //! backs off (doubling from `dispatch.retry_initial_backoff` to `dispatch.retry_max_backoff`) and
 //! tries again. Pushes keep being accepted and queued meanwhile.
 //!
-//! **The fast lane.** A run a push just created is offered to the dispatcher
+//! **The fast lane.** A run a push or a retry just created is offered to the dispatcher
 //! ([`Dispatcher::offer`]), which claims that one run at once ([`RunStore::claim_run`]) when no
 //! other run waits for a start and both caps have room, and starts it without waiting for a round.
 //! Otherwise the run waits for the next round like any other. Starts in flight (claimed, not yet

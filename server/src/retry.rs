@@ -40,6 +40,8 @@ pub struct RetryContext<'a> {
     pub trace_id: Option<TraceId>,
     /// Calls per minute and queued-run caps.
     pub limits: &'a Limits,
+    /// Offered the new run as soon as it is stored, as a push's.
+    pub dispatcher: &'a std::sync::Arc<crate::dispatch::Dispatcher>,
 }
 
 /// The target and steps of a Retry, checked before anything is read.
@@ -210,6 +212,7 @@ pub async fn retry(
         Err(e) => return Err(e.into()),
     };
     if created.created {
+        cx.dispatcher.offer(&created.run);
         etter_pipeline::observe::runs_created("retry", 1);
     }
     // Like a push, the answer comes from the store alone (no outputs summary).
