@@ -174,12 +174,17 @@ async fn phase(deployment: &Deployment, streams: usize, roles: usize) -> Result<
     let harness_before = proc_stats(std::process::id())?.cpu;
     let batch = deployment.batch(roles, |i| format!("Fan-out {prefix} {i}"));
     deployment.client.clone().push_batch(batch).await?;
+    let mut streams_received = Vec::with_capacity(streams);
+    while let Some(joined) = tasks.join_next().await {
+        streams_received.push(joined.context("a stream task panicked")??);
+    }
+    // Read before the receipts are folded below: that is the harness's bookkeeping, not its clients.
+    let harness_cpu = proc_stats(std::process::id())?.cpu.saturating_sub(harness_before);
     let mut latencies = Vec::new();
     let mut counts = Vec::new();
     // Per event: when it was recorded, and its first and last receipt.
     let mut events: HashMap<(String, u64), (SystemTime, SystemTime, SystemTime)> = HashMap::new();
-    while let Some(joined) = tasks.join_next().await {
-        let received = joined.context("a stream task panicked")??;
+    for received in streams_received {
         counts.push(received.len() as u64);
         for (event, recorded, at) in received {
             latencies.push(between(recorded, at));
@@ -188,7 +193,6 @@ async fn phase(deployment: &Deployment, streams: usize, roles: usize) -> Result<
             seen.2 = seen.2.max(at);
         }
     }
-    let harness_cpu = proc_stats(std::process::id())?.cpu.saturating_sub(harness_before);
     let events_per_stream = counts.first().copied().unwrap_or(0);
     ensure!(
         counts.iter().all(|c| *c == events_per_stream),
