@@ -327,11 +327,15 @@ async fn extraction_past_its_time_limit_is_reported_and_its_slot_stays_taken() -
             bytes: bytes::Bytes::from(text.clone().into_bytes()),
         })
     };
-    let e = documents.extract(fetched("slow.txt")?).await.err().context("extracted within 1 ms")?;
+    // Both documents are ready before the first extraction starts: hashing and copying 33 MB
+    // between the two calls (a second or so in a debug build) let the first one finish and free
+    // its slot before the second asked for it.
+    let (slow, next) = (fetched("slow.txt")?, fetched("next.txt")?);
+    let e = documents.extract(slow).await.err().context("extracted within 1 ms")?;
     ensure!(e.code() == "DOCUMENT_EXTRACT_TIMEOUT" && !e.recoverable(), "{e}");
     // The timed-out extraction still runs and holds the only slot: the next one waits, then
     // reports a busy worker, which is worth retrying.
-    let e = documents.extract(fetched("next.txt")?).await.err().context("extracted while busy")?;
+    let e = documents.extract(next).await.err().context("extracted while busy")?;
     ensure!(e.code() == "DOCUMENT_EXTRACTOR_BUSY" && e.recoverable(), "{e}");
     Ok(())
 }
