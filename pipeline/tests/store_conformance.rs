@@ -22,9 +22,9 @@ use etter_pipeline::{
     lifecycle::{self, RunState},
     outputs::ContentHash,
     store::{
-        self, Admission, Change, Claim, DocumentRef, FieldViolation, NewBatch, NewRun, PageRequest, PipelineError,
-        Priority, PutRequest, RequestKey, Run, RunClaim, RunEvent, RunFilter, RunStore, StepStatus, StepTransition,
-        StoreError, TokenCount, Transition, WatchScope,
+        self, Admission, Change, Claim, ClaimTerms, DocumentRef, FieldViolation, NewBatch, NewRun, PageRequest,
+        PipelineError, Priority, PutRequest, RequestKey, Run, RunEvent, RunFilter, RunStore, StepStatus,
+        StepTransition, StoreError, TokenCount, Transition, WatchScope,
     },
 };
 
@@ -66,7 +66,7 @@ store_suite!(
     history_filters_and_keyset_pagination,
     claims_respect_priority_and_leases,
     concurrent_claimers_get_disjoint_runs,
-    a_pushed_run_is_claimed_alone_only_with_nothing_waiting_and_room,
+    a_pushed_run_is_claimed_as_created_only_with_nothing_waiting_and_room,
     migrations_run_twice_are_harmless,
     role_id_collisions_are_refused,
     document_hashes_and_usage,
@@ -1040,58 +1040,66 @@ async fn concurrent_claimers_get_disjoint_runs(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn a_pushed_run_is_claimed_alone_only_with_nothing_waiting_and_room(ctx: Ctx) -> Result<()> {
+async fn a_pushed_run_is_claimed_as_created_only_with_nothing_waiting_and_room(ctx: Ctx) -> Result<()> {
     let store = ctx.store.as_ref();
     let now = store::now();
-    let claim = |run: &Run, company_room, total_room, now| RunClaim {
-        run: run.workflow_id.clone(),
-        claimer: "dispatcher-1".into(),
-        lease: Duration::from_secs(30),
-        now,
-        company_room,
-        total_room,
-    };
-    // Nothing else waits: claimed, still QUEUED (no event), and not handed out again.
-    let first = create(store, push("acme", "Fast One", "f")?).await?;
-    let claimed = store.claim_run(&claim(&first, 10, 10, now)).await?.context("the only queued run is claimed")?;
-    ensure!(claimed.workflow_id == first.workflow_id && claimed.state == RunState::Queued && claimed.sequence == 1);
-    ensure!(store.claim_run(&claim(&first, 10, 10, now)).await?.is_none(), "a claimed run is not claimed twice");
-    let round = Claim { claimer: "dispatcher-2".into(), company: None, limit: 10, lease: Duration::from_secs(30), now };
-    ensure!(store.claim_queued(&round).await?.is_empty(), "nor handed to a round");
-    to(store, &first.workflow_id, RunState::Processing).await?;
+    let lease = Duration::from_secs(30);
+    let terms =
+        |company_room, total_room| ClaimTerms { claimer: "dispatcher-1".into(), lease, company_room, total_room };
+    let claimed = |created: &store::Created| created.created && created.claimed;
+    let left = |created: &store::Created| created.created && !created.claimed;
+    let round = Claim { claimer: "dispatcher-2".into(), company: None, limit: 10, lease, now };
+
+    // Nothing else waits: claimed as it is created, still QUEUED (one event), not handed to a round.
+    let first = store.create_run_and_claim(push("acme", "Fast One", "f")?, &terms(10, 10)).await?;
+    ensure!(claimed(&first) && first.run.state == RunState::Queued && first.run.sequence == 1, "{first:?}");
+    ensure!(store.claim_queued(&round).await?.is_empty(), "a claimed run is not handed to a round");
+    to(store, &first.run.workflow_id, RunState::Processing).await?;
 
     // Another run waits (of another company, with a lower priority): the new run waits too.
     let waiting = create(store, NewRun { priority: Priority::Low, ..push("globex", "Waiting", "f")? }).await?;
-    let second = create(store, NewRun { priority: Priority::High, ..push("acme", "Fast Two", "f")? }).await?;
-    ensure!(store.claim_run(&claim(&second, 10, 10, now)).await?.is_none(), "a run waits ahead of it");
-    // A run under another claim does not wait; an expired claim does.
+    let second = NewRun { priority: Priority::High, ..push("acme", "Fast Two", "f")? };
+    let second = store.create_run_and_claim(second, &terms(10, 10)).await?;
+    ensure!(left(&second), "a run waits ahead of it: {second:?}");
+    // Runs whose claim expired still wait.
+    let expired = Claim { now: now - chrono::TimeDelta::seconds(60), ..round.clone() };
     ensure!(
-        ids(&store.claim_queued(&Claim { company: Some(company("globex")?), ..round.clone() }).await?)
-            == vec![waiting.workflow_id.clone()]
+        ids(&store.claim_queued(&expired).await?) == vec![second.run.workflow_id.clone(), waiting.workflow_id.clone()]
     );
-    ensure!(store.claim_run(&claim(&second, 10, 10, now)).await?.is_some(), "the waiting run is being started");
-    store.release_claim(&second.workflow_id, "dispatcher-1").await?;
-    let later = now + chrono::TimeDelta::seconds(31);
-    ensure!(store.claim_run(&claim(&second, 10, 10, later)).await?.is_none(), "the other claim expired");
+    let third = store.create_run_and_claim(push("acme", "Fast Three", "f")?, &terms(10, 10)).await?;
+    ensure!(left(&third), "runs whose claim expired wait ahead of it: {third:?}");
+    // Runs being started (claimed, not expired) do not.
+    ensure!(store.claim_queued(&round).await?.len() == 3);
+    let fourth = store.create_run_and_claim(push("globex", "Fast Four", "f")?, &terms(10, 10)).await?;
+    ensure!(claimed(&fourth), "the runs ahead are being started: {fourth:?}");
     to(store, &waiting.workflow_id, RunState::Cancelled).await?;
+    to(store, &third.run.workflow_id, RunState::Cancelled).await?;
 
-    // The caps: acme has one PROCESSING run, the service one.
-    ensure!(store.claim_run(&claim(&second, 1, 10, later)).await?.is_none(), "the company's cap is reached");
-    ensure!(store.claim_run(&claim(&second, 10, 1, later)).await?.is_none(), "the service's cap is reached");
-    ensure!(store.claim_run(&claim(&second, 0, 10, later)).await?.is_none(), "no room at all");
-    // (acme's run is being started by a round meanwhile, so nothing waits.)
-    let acme_round = Claim { company: Some(company("acme")?), now: later, ..round.clone() };
-    ensure!(ids(&store.claim_queued(&acme_round).await?) == vec![second.workflow_id.clone()]);
-    let third = create(store, push("globex", "Elsewhere", "f")?).await?;
-    ensure!(store.claim_run(&claim(&third, 1, 2, later)).await?.is_some(), "another company's runs do not count");
-    store.release_claim(&second.workflow_id, "dispatcher-2").await?;
-    to(store, &third.workflow_id, RunState::Cancelled).await?;
-    let got = store.claim_run(&claim(&second, 2, 2, later)).await?.context("room on both caps")?;
-    ensure!(got.workflow_id == second.workflow_id);
+    // The caps: acme has two PROCESSING runs, the service two.
+    to(store, &second.run.workflow_id, RunState::Processing).await?;
+    for (name, company_room, total_room, why) in [
+        ("Capped", 2, 10, "the company's cap is reached"),
+        ("Capped Total", 10, 2, "the service's cap is reached"),
+        ("No Room", 0, 10, "no room at all"),
+    ] {
+        let capped = store.create_run_and_claim(push("acme", name, "f")?, &terms(company_room, total_room)).await?;
+        ensure!(left(&capped), "{why}: {capped:?}");
+        to(store, &capped.run.workflow_id, RunState::Cancelled).await?;
+    }
+    let other = store.create_run_and_claim(push("globex", "Elsewhere", "f")?, &terms(1, 10)).await?;
+    ensure!(claimed(&other), "another company's runs do not count: {other:?}");
+    let roomy = store.create_run_and_claim(push("acme", "Roomy", "f")?, &terms(3, 3)).await?;
+    ensure!(claimed(&roomy), "room on both caps: {roomy:?}");
 
-    // Only a QUEUED run.
-    to(store, &second.workflow_id, RunState::Processing).await?;
-    ensure!(store.claim_run(&claim(&second, 10, 10, later)).await?.is_none(), "a PROCESSING run is not claimed");
+    // A role with runs already (created under its lock, then claimed): a new run superseding the
+    // ended one is claimed; the same push again gets that run back, neither created nor claimed.
+    to(store, &first.run.workflow_id, RunState::Ready).await?;
+    let again = store.create_run_and_claim(push("acme", "Fast One", "g")?, &terms(10, 10)).await?;
+    ensure!(claimed(&again), "{again:?}");
+    ensure!(again.run.run_number == 2 && again.run.supersedes.as_ref() == Some(&first.run.workflow_id));
+    let same = store.create_run_and_claim(push("acme", "Fast One", "g")?, &terms(10, 10)).await?;
+    ensure!(!same.created && !same.claimed && same.run.workflow_id == again.run.workflow_id, "{same:?}");
+    ensure!(store.claim_queued(&Claim { now: store::now(), ..round }).await?.is_empty(), "every queued run is claimed");
     Ok(())
 }
 

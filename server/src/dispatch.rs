@@ -21,11 +21,12 @@
 //! backs off (doubling from `dispatch.retry_initial_backoff` to `dispatch.retry_max_backoff`) and
 //! tries again. Pushes keep being accepted and queued meanwhile.
 //!
-//! **The fast lane.** A run a push or a retry just created is offered to the dispatcher
-//! ([`Dispatcher::offer`]), which claims that one run at once ([`RunStore::claim_run`]) when no
-//! other run waits for a start and both caps have room, and starts it without waiting for a round.
-//! Otherwise the run waits for the next round like any other. Starts in flight (claimed, not yet
-//! PROCESSING) count against the caps in both paths.
+//! **The fast lane.** A push or a retry creates its run through the dispatcher
+//! ([`Dispatcher::create`]), which reserves a start against the caps first and has the store
+//! claim the run as it creates it ([`RunStore::create_run_and_claim`]) when no other run waits for
+//! a start and both caps have room; a claimed run is started at once, without waiting for a round.
+//! Otherwise the run waits for the next round like any other, and the loop is woken. Starts in
+//! flight (reserved or claimed, not yet PROCESSING) count against the caps in both paths.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,11 +35,14 @@ use std::time::Duration;
 
 use etter_pipeline::{
     config::DispatchConfig,
-    ids::{CompanyId, TraceId, WorkflowId},
+    ids::{CompanyId, TraceId},
     lifecycle::RunState,
     observe,
     orchestrator::{ClosedStatus, Orchestrator, OrchestratorError, StartOutcome, WorkflowState},
-    store::{self, Claim, PageRequest, PipelineError, Run, RunClaim, RunFilter, RunStore, StoreError, Transition},
+    store::{
+        self, Claim, ClaimTerms, Created, NewRun, PageRequest, PipelineError, Run, RunFilter, RunStore, StoreError,
+        Transition,
+    },
     workflow::RoleOnboardingInput,
 };
 use futures::StreamExt as _;
@@ -80,13 +84,13 @@ pub struct Dispatcher {
 }
 
 /// Starts reserved against the caps; released when dropped.
-struct Reserved<'a> {
-    dispatcher: &'a Dispatcher,
+struct Reserved {
+    dispatcher: Arc<Dispatcher>,
     company: CompanyId,
     count: u64,
 }
 
-impl Reserved<'_> {
+impl Reserved {
     /// Keeps `count` of the reserved starts (the rest are released now).
     fn keep(&mut self, count: u64) {
         let extra = self.count.saturating_sub(count);
@@ -95,7 +99,7 @@ impl Reserved<'_> {
     }
 }
 
-impl Drop for Reserved<'_> {
+impl Drop for Reserved {
     fn drop(&mut self) {
         self.dispatcher.release(&self.company, self.count);
     }
@@ -126,66 +130,54 @@ impl Dispatcher {
         self.wake.notify_one();
     }
 
-    /// Starts `run`, just created QUEUED, without waiting for a round, when no other run waits
-    /// for a start and its company and the service have room; otherwise wakes the loop, whose
-    /// next round takes it in dispatch order. Returns at once: the claim and the start run in a
-    /// task of their own.
-    pub fn offer(self: &Arc<Self>, run: &Run) {
+    /// Creates a run through `store` and starts it at once when the store claimed it as it created
+    /// it: nothing else waited for a start and its company and the service had room. A new run
+    /// that was not claimed waits for the loop, which is woken. The start runs in a task of its
+    /// own: this returns once the run is stored.
+    pub async fn create(self: &Arc<Self>, store: &dyn RunStore, new: NewRun) -> Result<Created, StoreError> {
+        // Backing off: the loop tries again when its back-off is over.
         if self.unavailable.load(Ordering::Relaxed) {
-            // Backing off: the loop tries again when its back-off is over.
-            return;
+            return store.create_run(new).await;
         }
-        let (this, run, company) = (Arc::clone(self), run.workflow_id.clone(), run.company_id.clone());
-        tokio::spawn(async move {
-            if !this.fast_lane(run, company).await {
-                this.wake.notify_one();
-            }
-        });
-    }
-
-    /// Claims and starts one run; false when the run was not claimed (the loop takes it).
-    async fn fast_lane(&self, run: WorkflowId, company: CompanyId) -> bool {
-        // Other starts in flight, read as this one is reserved: concurrent offers see each other.
-        let (reserved, company_flight, total_flight) = self.reserve_counted(&company, 1);
-        let claim = RunClaim {
-            run,
+        // Other starts in flight, read as this one is reserved: concurrent creates see each other.
+        let (reserved, company_flight, total_flight) = self.reserve_counted(&new.company, 1);
+        let terms = ClaimTerms {
             claimer: self.claimer.clone(),
             lease: self.config.lease,
-            now: store::now(),
             company_room: self.config.max_processing_per_company.saturating_sub(company_flight),
             total_room: self.config.max_processing.saturating_sub(total_flight),
         };
-        let claimed = match self.store.claim_run(&claim).await {
-            Ok(Some(claimed)) => claimed,
-            Ok(None) => return false,
-            Err(e) => {
-                tracing::warn!(error = %e, workflow_id = %claim.run, "cannot claim a pushed run; the dispatcher's round takes it");
-                return false;
-            }
-        };
-        let outcome = self.dispatch_one(claimed).await;
-        drop(reserved);
-        if outcome == Outcome::Unavailable {
-            self.unavailable.store(true, Ordering::Relaxed);
+        let created = store.create_run_and_claim(new, &terms).await?;
+        if created.claimed {
+            let (this, run) = (Arc::clone(self), created.run.clone());
+            tokio::spawn(async move {
+                let outcome = this.dispatch_one(run).await;
+                drop(reserved);
+                if outcome == Outcome::Unavailable {
+                    this.unavailable.store(true, Ordering::Relaxed);
+                    this.wake.notify_one();
+                }
+            });
+        } else if created.created {
             self.wake.notify_one();
         }
-        true
+        Ok(created)
     }
 
     /// Reserves `count` starts of `company` against the caps.
-    fn reserve(&self, company: &CompanyId, count: u64) -> Reserved<'_> {
+    fn reserve(self: &Arc<Self>, company: &CompanyId, count: u64) -> Reserved {
         self.reserve_counted(company, count).0
     }
 
     /// Reserves `count` starts of `company`, and answers the starts in flight before them: of
     /// `company`, and of every company.
-    fn reserve_counted(&self, company: &CompanyId, count: u64) -> (Reserved<'_>, u64, u64) {
+    fn reserve_counted(self: &Arc<Self>, company: &CompanyId, count: u64) -> (Reserved, u64, u64) {
         let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
         let total = in_flight.values().sum();
         let mine = in_flight.entry(company.clone()).or_insert(0);
         let before = *mine;
         *mine += count;
-        (Reserved { dispatcher: self, company: company.clone(), count }, before, total)
+        (Reserved { dispatcher: Arc::clone(self), company: company.clone(), count }, before, total)
     }
 
     fn release(&self, company: &CompanyId, count: u64) {
@@ -242,7 +234,7 @@ impl Dispatcher {
         }
     }
 
-    async fn round(&self, cursor: &mut usize) -> Result<Round, StoreError> {
+    async fn round(self: &Arc<Self>, cursor: &mut usize) -> Result<Round, StoreError> {
         let loads = self.store.company_loads().await?;
         // Starts of the fast lane in flight are not PROCESSING yet, but count against the caps.
         let in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).clone();
@@ -600,16 +592,17 @@ mod tests {
         ));
         let role = |name: &str| format!("{name} {}", suffix.replace('-', " "));
 
-        let first = store.create_run(crate::testing::queued_run(&role("Adjuster"), &suffix)?).await?.run;
         let woken = wake.notified();
-        dispatcher.offer(&first);
+        let first = dispatcher.create(store.as_ref(), crate::testing::queued_run(&role("Adjuster"), &suffix)?).await?;
+        ensure!(first.claimed, "the only queued run is claimed as it is created: {first:?}");
+        let first = first.run;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let started = loop {
             let run = store.get_run(&first.workflow_id).await?;
             if run.state == RunState::Processing {
                 break run;
             }
-            ensure!(tokio::time::Instant::now() < deadline, "the offered run was not started: {run:?}");
+            ensure!(tokio::time::Instant::now() < deadline, "the claimed run was not started: {run:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         ensure!(started.start_time.is_some(), "{started:?}");
@@ -620,10 +613,11 @@ mod tests {
 
         // The company's cap (one PROCESSING run) is reached: the next run is left to the loop,
         // QUEUED and claimable, and the loop is woken to take it in its turn.
-        let second =
-            store.create_run(crate::testing::queued_run(&role("Underwriter"), &format!("{suffix}-2"))?).await?.run;
         let woken = wake.notified();
-        dispatcher.offer(&second);
+        let second = crate::testing::queued_run(&role("Underwriter"), &format!("{suffix}-2"))?;
+        let second = dispatcher.create(store.as_ref(), second).await?;
+        ensure!(second.created && !second.claimed, "{second:?}");
+        let second = second.run;
         tokio::time::timeout(Duration::from_secs(10), woken).await.context("the loop was not woken")?;
         let waiting = store.get_run(&second.workflow_id).await?;
         ensure!(waiting.state == RunState::Queued, "{waiting:?}");
@@ -660,13 +654,13 @@ mod tests {
         let created = store.create_run(crate::testing::queued_run(&role, &suffix)?).await?;
         let run = created.run;
 
-        let dispatcher = Dispatcher::new(
+        let dispatcher = Arc::new(Dispatcher::new(
             store.clone(),
             orchestrator.clone(),
             DispatchConfig::default(),
             "dispatch-test".to_owned(),
             Arc::new(Notify::new()),
-        );
+        ));
         ensure!(dispatcher.round(&mut 0).await? == Round::Started, "the run was claimed and its workflow started");
 
         // The run stays as the user left it, and the workflow that had just started was cancelled

@@ -193,7 +193,7 @@ pub struct PushContext<'a> {
     pub trace_id: Option<TraceId>,
     /// Calls per minute and queued-run caps.
     pub limits: &'a Limits,
-    /// Offered each new run as soon as it is stored, so its start overlaps the rest of the answer.
+    /// Creates the run, and starts it at once when nothing waits ahead of it and there is room.
     pub dispatcher: &'a std::sync::Arc<crate::dispatch::Dispatcher>,
 }
 
@@ -225,10 +225,8 @@ pub async fn push(
     queued?;
     tokens?;
 
-    let created = cx.store.create_run(new_run).await?;
-    if created.created {
-        cx.dispatcher.offer(&created.run);
-    }
+    // Started at once when the store could claim it; the start overlaps the rest of the answer.
+    let created = cx.dispatcher.create(cx.store, new_run).await?;
     let run = &created.run;
     // A push answers from the store alone: its response has no outputs summary.
     let sources = status::StatusContext { store: cx.store, estimator: cx.estimator, finished: None, kept: None };

@@ -40,7 +40,7 @@ pub struct RetryContext<'a> {
     pub trace_id: Option<TraceId>,
     /// Calls per minute and queued-run caps.
     pub limits: &'a Limits,
-    /// Offered the new run as soon as it is stored, as a push's.
+    /// Creates the new run, and starts it at once as a push's.
     pub dispatcher: &'a std::sync::Arc<crate::dispatch::Dispatcher>,
 }
 
@@ -200,7 +200,7 @@ pub async fn retry(
         trace_id: cx.trace_id.clone(),
     };
     cx.limits.admit_tokens(cx.store, &new.company, new.token_estimate).await?;
-    let created = match cx.store.create_run(new).await {
+    let created = match cx.dispatcher.create(cx.store, new).await {
         Ok(created) => created,
         Err(StoreError::Conflict(message)) => {
             return Err(ApiError::Aborted {
@@ -212,7 +212,6 @@ pub async fn retry(
         Err(e) => return Err(e.into()),
     };
     if created.created {
-        cx.dispatcher.offer(&created.run);
         etter_pipeline::observe::runs_created("retry", 1);
     }
     // Like a push, the answer comes from the store alone (no outputs summary).

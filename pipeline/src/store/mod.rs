@@ -401,6 +401,8 @@ pub struct Created {
     pub run: Run,
     /// Whether the run was created by this call.
     pub created: bool,
+    /// Whether it was also claimed for its start ([`RunStore::create_run_and_claim`]).
+    pub claimed: bool,
 }
 
 /// A batch to create ([`RunStore::create_batch`]).
@@ -731,18 +733,15 @@ pub struct Claim {
     pub now: Timestamp,
 }
 
-/// A dispatcher's request for one run it was just handed ([`RunStore::claim_run`]): the run a
-/// push created, started at once when nothing else waits for a start and both caps have room.
+/// When a dispatcher may claim a run as it is created, to start it at once
+/// ([`RunStore::create_run_and_claim`]): the run a push or a retry creates is claimed when nothing
+/// else waits for a start and both caps have room.
 #[derive(Debug, Clone)]
-pub struct RunClaim {
-    /// The run.
-    pub run: WorkflowId,
+pub struct ClaimTerms {
     /// Who claims (a dispatcher instance id).
     pub claimer: String,
     /// How long the claim holds (as [`Claim::lease`]).
     pub lease: Duration,
-    /// The current time.
-    pub now: Timestamp,
     /// The run's company may have at most this many PROCESSING runs before it (its cap, less the
     /// claimer's starts in flight).
     pub company_room: u64,
@@ -894,6 +893,15 @@ pub trait RunStore: Send + Sync {
     /// [`StoreError::RunStillActive`]. Appends the run's first event (sequence 1).
     async fn create_run(&self, new: NewRun) -> Result<Created, StoreError>;
 
+    /// Creates a run as [`RunStore::create_run`] does, then claims it for `terms.claimer` if it
+    /// is new and QUEUED, no other QUEUED run anywhere is claimable (nothing waits ahead of it,
+    /// whatever the dispatch order), and fewer than `terms.company_room` runs of its company and
+    /// `terms.total_room` runs in all are PROCESSING (`claimed`; otherwise the run is left to
+    /// [`RunStore::claim_queued`]). On PostgreSQL the first run of a new role is created and
+    /// claimed in one statement. Two such claims at once may both see room: the caps hold as the
+    /// dispatcher's rounds hold them (read, then claimed), not under a lock.
+    async fn create_run_and_claim(&self, new: NewRun, terms: &ClaimTerms) -> Result<Created, StoreError>;
+
     /// Stores a batch and creates its runs (as [`RunStore::create_run`] does, each with the batch
     /// id) in transactions of [`BATCH_CHUNK_SIZE`] runs. Every item must be of the batch's company.
     /// A batch id that exists is a [`StoreError::Conflict`]. If the database fails part-way, the
@@ -921,12 +929,6 @@ pub trait RunStore: Send + Sync {
     /// stay QUEUED (no event); the dispatcher moves them to PROCESSING once Temporal accepted the
     /// start, or calls [`RunStore::release_claim`].
     async fn claim_queued(&self, claim: &Claim) -> Result<Vec<Run>, StoreError>;
-
-    /// Claims `claim.run` if it is QUEUED and claimable, no other QUEUED run anywhere is claimable
-    /// (nothing waits ahead of it, whatever the dispatch order), fewer than `company_room` runs of
-    /// its company and fewer than `total_room` runs in all are PROCESSING; in one statement.
-    /// Answers the claimed run, or `None` (the run is left to [`RunStore::claim_queued`]).
-    async fn claim_run(&self, claim: &RunClaim) -> Result<Option<Run>, StoreError>;
 
     /// Gives up `claimer`'s claim on a run so the next claim can take it at once.
     async fn release_claim(&self, run: &WorkflowId, claimer: &str) -> Result<(), StoreError>;

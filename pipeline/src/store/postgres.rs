@@ -16,9 +16,9 @@ use sqlx::{
 };
 
 use super::{
-    Batch, Claim, CompanyLoad, Delivery, DocumentHash, Notification, NotificationClaim, QueuePosition, RequestKey, Run,
-    RunClaim, RunEvent, RunFilter, StepAttempt, StepStats, StepStatus, StoreError, StoreOptions, Timestamp, TokenCount,
-    UsageRow, WatchScope,
+    Batch, Claim, ClaimTerms, CompanyLoad, Delivery, DocumentHash, Notification, NotificationClaim, QueuePosition,
+    RequestKey, Run, RunEvent, RunFilter, StepAttempt, StepStats, StepStatus, StoreError, StoreOptions, Timestamp,
+    TokenCount, UsageRow, WatchScope,
     shared::{
         self, ADD_USAGE, AUDIT_AFTER, BATCH_COUNTS, COMPANY_LOADS, EVENTS_AFTER, HEADS_OF_ACTIVE, HEADS_OF_BATCH,
         HEADS_UPDATED_SINCE, INSERT_AUDIT, INSERT_BATCH, INSERT_EVENT, INSERT_EVENTS_HEAD, INSERT_NOTIFICATION,
@@ -66,6 +66,66 @@ impl Backend for Postgres {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    const CREATES_FIRST_RUN_IN_ONE_STATEMENT: bool = true;
+
+    async fn create_first_run(
+        &self,
+        run: &Run,
+        first_event: &RunEvent,
+        claim: Option<(&ClaimTerms, Timestamp)>,
+    ) -> Result<Option<bool>, StoreError> {
+        // Each data-modifying CTE runs once; each reads the one before through a join, so nothing
+        // is written when the role exists (its insert returns no row). The claim's room is read
+        // from the statement's snapshot, as `CLAIM_RUN` reads it.
+        let mut sql = sqlx::QueryBuilder::new(concat!("WITH ", shared::claim_terms_cte!()));
+        let room = |terms: &ClaimTerms, pick: fn(&ClaimTerms) -> u64| to_i64(pick(terms));
+        sql.separated(", ")
+            .push_bind(run.workflow_id.as_str())
+            .push_bind(first_event.time)
+            .push_bind(claim.map(|(terms, _)| terms.claimer.as_str()))
+            .push_bind(claim.map(|(_, until)| until))
+            .push_bind(run.company_id.as_str())
+            .push_bind(claim.map_or(0, |(terms, _)| room(terms, |t| t.company_room)))
+            .push_bind(claim.map_or(0, |(terms, _)| room(terms, |t| t.total_room)));
+        sql.push(
+            "), role AS (INSERT INTO roles (role_id, company_id, role_name, draup_role_id, last_run_number, \
+             create_time, update_time) VALUES (",
+        );
+        sql.separated(", ")
+            .push_bind(run.role_id.as_str())
+            .push_bind(run.company_id.as_str())
+            .push_bind(run.role_name.as_str())
+            .push_bind(run.draup_role_id.as_ref().map(DraupRoleId::as_str))
+            .push_bind(i64::from(run.run_number))
+            .push_bind(run.create_time)
+            .push_bind(run.create_time);
+        sql.push(concat!(
+            ") ON CONFLICT (role_id) DO NOTHING RETURNING role_id), \
+             claim AS (SELECT c.claimer, c.claim_until FROM c WHERE ",
+            shared::claim_room!(),
+            "), new_run AS (INSERT INTO runs (",
+            run_columns!(),
+            ", claimed_by, claim_expires_at) SELECT v.*, claim.claimer, claim.claim_until FROM role CROSS JOIN ("
+        ));
+        sql.push_values(std::iter::once(run), |mut row, run| {
+            shared::push_run!(row, run, timestamptz, opt_timestamptz);
+        });
+        sql.push(
+            ") AS v LEFT JOIN claim ON TRUE RETURNING claimed_by), \
+             first_event AS (",
+        );
+        sql.push(INSERT_EVENTS_HEAD).push("SELECT e.* FROM new_run CROSS JOIN (");
+        sql.push_values(std::iter::once(first_event), |mut row, event| {
+            shared::push_event!(row, event, timestamptz);
+        });
+        sql.push(") AS e) SELECT claimed_by FROM new_run");
+        let Some(row) = sql.build().fetch_optional(&self.pool).await? else {
+            return Ok(None);
+        };
+        let claimed_by: Option<String> = row.try_get("claimed_by")?;
+        Ok(Some(claimed_by.is_some()))
     }
 }
 
@@ -234,19 +294,6 @@ impl Tx for PgTx {
             .fetch_all(&mut *self.0)
             .await?;
         decode_all(rows, shared::decode_run)
-    }
-
-    async fn claim_run(&mut self, claim: &RunClaim, until: Timestamp) -> Result<Option<Run>, StoreError> {
-        let row = sqlx::query(shared::CLAIM_RUN)
-            .bind(claim.run.as_str())
-            .bind(claim.now)
-            .bind(claim.claimer.as_str())
-            .bind(until)
-            .bind(i64::try_from(claim.company_room).unwrap_or(i64::MAX))
-            .bind(i64::try_from(claim.total_room).unwrap_or(i64::MAX))
-            .fetch_optional(&mut *self.0)
-            .await?;
-        row.as_ref().map(shared::decode_run).transpose()
     }
 
     async fn claim_notifications(

@@ -43,6 +43,60 @@ macro_rules! event_columns {
 }
 pub(super) use event_columns;
 
+/// Binds `$run`'s columns, in [`run_columns`] order, to `$row` (a `push_values` row), each time
+/// through the backend's `$time` / `$opt_time` encoding.
+macro_rules! push_run {
+    ($row:ident, $run:expr, $time:ident, $opt_time:ident) => {{
+        let run: &Run = $run;
+        $row.push_bind(run.workflow_id.as_str())
+            .push_bind(run.role_id.as_str())
+            .push_bind(run.company_id.as_str())
+            .push_bind(run.role_name.as_str())
+            .push_bind(run.draup_role_id.as_ref().map(DraupRoleId::as_str))
+            .push_bind(i64::from(run.run_number))
+            .push_bind(run.input_identity.as_str())
+            .push_bind(run.state.as_str())
+            .push_bind(run.superseded_by.as_ref().map(WorkflowId::as_str))
+            .push_bind(run.supersedes.as_ref().map(WorkflowId::as_str))
+            .push_bind(run.batch_id.as_ref().map(BatchId::as_str))
+            .push_bind(run.priority.rank())
+            .push_bind(Json(&run.options))
+            .push_bind(Json(&run.documents))
+            .push_bind(run.error.as_ref().map(Json))
+            .push_bind(run.needs_review)
+            .push_bind(Json(&run.field_violations))
+            .push_bind(run.token_estimate)
+            .push_bind(run.tokens_used.input)
+            .push_bind(run.tokens_used.output)
+            .push_bind(to_i64(run.sequence))
+            .push_bind($time(run.create_time))
+            .push_bind($opt_time(run.start_time))
+            .push_bind($opt_time(run.end_time))
+            .push_bind($time(run.update_time))
+            .push_bind(run.plan.as_ref().map(Json))
+            .push_bind(run.notify)
+            .push_bind(run.trace_id.as_ref().map(crate::ids::TraceId::as_str));
+    }};
+}
+pub(super) use push_run;
+
+/// Binds `$event`'s columns, in [`insert_events_head`] order, to `$row`.
+macro_rules! push_event {
+    ($row:ident, $event:expr, $time:ident) => {{
+        let event: &RunEvent = $event;
+        let (kind, step, attempt, status) = shared::event_key(&event.change);
+        $row.push_bind(event.workflow_id.as_str())
+            .push_bind(to_i64(event.sequence))
+            .push_bind($time(event.time))
+            .push_bind(kind)
+            .push_bind(step)
+            .push_bind(attempt)
+            .push_bind(status)
+            .push_bind(Json(&event.change));
+    }};
+}
+pub(super) use push_event;
+
 /// After `INSERT INTO roles (…) VALUES …`: inserts the roles that are absent and returns every
 /// one, its row locked until the transaction ends (an `ON CONFLICT DO UPDATE` locks the existing
 /// row on PostgreSQL; SQLite has one writer anyway). Rows are inserted and locked in VALUES order.
@@ -110,19 +164,38 @@ pub(super) const BATCH_COUNTS: &str =
     "SELECT state, COUNT(*) AS n FROM runs WHERE batch_id = $1 GROUP BY state ORDER BY state";
 pub(super) const RELEASE_CLAIM: &str =
     "UPDATE runs SET claimed_by = NULL, claim_expires_at = NULL WHERE workflow_id = $1 AND claimed_by = $2";
-/// Claims run `$1` for `$3` until `$4` if, at `$2`, it is claimable, no other QUEUED run is, and
-/// fewer than `$5` runs of its company and `$6` runs in all are PROCESSING ([`super::RunStore::claim_run`]).
-/// On PostgreSQL two such claims at once may both see room: the caps hold as the dispatcher's
-/// rounds hold them (read, then claimed), not under a lock; SQLite has one writer at a time.
+/// Whether the claim of the run in `c` may be made: `c (run, at, claimer, claim_until, company,
+/// company_room, total_room)` is a CTE of the claim's terms. A claimer is named, no other QUEUED
+/// run is claimable at `at`, and fewer than `company_room` runs of the company and `total_room`
+/// runs in all are PROCESSING ([`super::RunStore::create_run_and_claim`]).
+macro_rules! claim_room {
+    () => {
+        "c.claimer IS NOT NULL \
+         AND NOT EXISTS (SELECT 1 FROM runs q WHERE q.state = 'QUEUED' AND q.workflow_id <> c.run \
+           AND (q.claim_expires_at IS NULL OR q.claim_expires_at <= c.at)) \
+         AND (SELECT COUNT(*) FROM runs p WHERE p.state = 'PROCESSING' AND p.company_id = c.company) < c.company_room \
+         AND (SELECT COUNT(*) FROM runs p WHERE p.state = 'PROCESSING') < c.total_room"
+    };
+}
+pub(super) use claim_room;
+/// The CTE [`claim_room`] reads, up to the values of its columns (in this order) and its `)`.
+macro_rules! claim_terms_cte {
+    () => {
+        "c (run, at, claimer, claim_until, company, company_room, total_room) AS (SELECT "
+    };
+}
+pub(super) use claim_terms_cte;
+/// Claims run `$1` of company `$5` for `$3` until `$4` if, at `$2`, it is QUEUED and claimable
+/// and [`claim_room`] allows it (`$6`, `$7`: the rooms). On PostgreSQL two such claims at once may
+/// both see room; SQLite has one writer at a time.
 pub(super) const CLAIM_RUN: &str = concat!(
-    "UPDATE runs SET claimed_by = $3, claim_expires_at = $4 \
-     WHERE workflow_id = $1 AND state = 'QUEUED' AND (claim_expires_at IS NULL OR claim_expires_at <= $2) \
-       AND NOT EXISTS (SELECT 1 FROM runs q WHERE q.state = 'QUEUED' AND q.workflow_id <> $1 \
-         AND (q.claim_expires_at IS NULL OR q.claim_expires_at <= $2)) \
-       AND (SELECT COUNT(*) FROM runs p WHERE p.state = 'PROCESSING' AND p.company_id = runs.company_id) < $5 \
-       AND (SELECT COUNT(*) FROM runs p WHERE p.state = 'PROCESSING') < $6 \
-     RETURNING ",
-    run_columns!()
+    "WITH ",
+    claim_terms_cte!(),
+    "$1, $2, $3, $4, $5, $6, $7) UPDATE runs SET claimed_by = c.claimer, claim_expires_at = c.claim_until FROM c \
+     WHERE runs.workflow_id = c.run AND runs.state = 'QUEUED' \
+       AND (runs.claim_expires_at IS NULL OR runs.claim_expires_at <= c.at) AND ",
+    claim_room!(),
+    " RETURNING workflow_id"
 );
 pub(super) const COMPANY_LOADS: &str = "SELECT company_id, \
      COUNT(*) FILTER (WHERE state = 'QUEUED') AS queued, \
@@ -256,37 +329,31 @@ macro_rules! shared_primitives {
             row.as_ref().map(shared::decode_run).transpose()
         }
 
+        async fn claim_run(
+            &mut self,
+            run: &WorkflowId,
+            company: &CompanyId,
+            at: Timestamp,
+            terms: &ClaimTerms,
+            until: Timestamp,
+        ) -> Result<bool, StoreError> {
+            let claimed = sqlx::query(shared::CLAIM_RUN)
+                .bind(run.as_str())
+                .bind($time(at))
+                .bind(terms.claimer.as_str())
+                .bind($time(until))
+                .bind(company.as_str())
+                .bind(to_i64(terms.company_room))
+                .bind(to_i64(terms.total_room))
+                .fetch_optional(&mut *self.0)
+                .await?;
+            Ok(claimed.is_some())
+        }
+
         async fn insert_runs(&mut self, runs: &[Run]) -> Result<(), StoreError> {
             let mut sql = sqlx::QueryBuilder::new(concat!("INSERT INTO runs (", run_columns!(), ") "));
             sql.push_values(runs, |mut row, run| {
-                row.push_bind(run.workflow_id.as_str())
-                    .push_bind(run.role_id.as_str())
-                    .push_bind(run.company_id.as_str())
-                    .push_bind(run.role_name.as_str())
-                    .push_bind(run.draup_role_id.as_ref().map(DraupRoleId::as_str))
-                    .push_bind(i64::from(run.run_number))
-                    .push_bind(run.input_identity.as_str())
-                    .push_bind(run.state.as_str())
-                    .push_bind(run.superseded_by.as_ref().map(WorkflowId::as_str))
-                    .push_bind(run.supersedes.as_ref().map(WorkflowId::as_str))
-                    .push_bind(run.batch_id.as_ref().map(BatchId::as_str))
-                    .push_bind(run.priority.rank())
-                    .push_bind(Json(&run.options))
-                    .push_bind(Json(&run.documents))
-                    .push_bind(run.error.as_ref().map(Json))
-                    .push_bind(run.needs_review)
-                    .push_bind(Json(&run.field_violations))
-                    .push_bind(run.token_estimate)
-                    .push_bind(run.tokens_used.input)
-                    .push_bind(run.tokens_used.output)
-                    .push_bind(to_i64(run.sequence))
-                    .push_bind($time(run.create_time))
-                    .push_bind($opt_time(run.start_time))
-                    .push_bind($opt_time(run.end_time))
-                    .push_bind($time(run.update_time))
-                    .push_bind(run.plan.as_ref().map(Json))
-                    .push_bind(run.notify)
-                    .push_bind(run.trace_id.as_ref().map(crate::ids::TraceId::as_str));
+                shared::push_run!(row, run, $time, $opt_time);
             });
             sql.build().execute(&mut *self.0).await?;
             Ok(())
@@ -374,15 +441,7 @@ macro_rules! shared_primitives {
         async fn insert_events(&mut self, events: &[RunEvent]) -> Result<(), StoreError> {
             let mut sql = sqlx::QueryBuilder::new(INSERT_EVENTS_HEAD);
             sql.push_values(events, |mut row, event| {
-                let (kind, step, attempt, status) = shared::event_key(&event.change);
-                row.push_bind(event.workflow_id.as_str())
-                    .push_bind(to_i64(event.sequence))
-                    .push_bind($time(event.time))
-                    .push_bind(kind)
-                    .push_bind(step)
-                    .push_bind(attempt)
-                    .push_bind(status)
-                    .push_bind(Json(&event.change));
+                shared::push_event!(row, event, $time);
             });
             sql.build().execute(&mut *self.0).await?;
             Ok(())

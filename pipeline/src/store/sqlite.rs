@@ -16,9 +16,9 @@ use sqlx::{
 };
 
 use super::{
-    Batch, Claim, CompanyLoad, Delivery, DocumentHash, Notification, NotificationClaim, QueuePosition, RequestKey, Run,
-    RunClaim, RunEvent, RunFilter, StepAttempt, StepStats, StepStatus, StoreError, StoreOptions, Timestamp, TokenCount,
-    UsageRow, WatchScope,
+    Batch, Claim, ClaimTerms, CompanyLoad, Delivery, DocumentHash, Notification, NotificationClaim, QueuePosition,
+    RequestKey, Run, RunEvent, RunFilter, StepAttempt, StepStats, StepStatus, StoreError, StoreOptions, Timestamp,
+    TokenCount, UsageRow, WatchScope,
     shared::{
         self, ADD_USAGE, AUDIT_AFTER, BATCH_COUNTS, COMPANY_LOADS, EVENTS_AFTER, HEADS_OF_ACTIVE, HEADS_OF_BATCH,
         HEADS_UPDATED_SINCE, INSERT_AUDIT, INSERT_BATCH, INSERT_EVENT, INSERT_EVENTS_HEAD, INSERT_NOTIFICATION,
@@ -245,19 +245,6 @@ impl Tx for SqliteTx {
             .fetch_all(&mut *self.0)
             .await?;
         decode_all(rows, shared::decode_run)
-    }
-
-    async fn claim_run(&mut self, claim: &RunClaim, until: Timestamp) -> Result<Option<Run>, StoreError> {
-        let row = sqlx::query(shared::CLAIM_RUN)
-            .bind(claim.run.as_str())
-            .bind(micros(claim.now))
-            .bind(claim.claimer.as_str())
-            .bind(micros(until))
-            .bind(i64::try_from(claim.company_room).unwrap_or(i64::MAX))
-            .bind(i64::try_from(claim.total_room).unwrap_or(i64::MAX))
-            .fetch_optional(&mut *self.0)
-            .await?;
-        row.as_ref().map(shared::decode_run).transpose()
     }
 
     async fn claim_notifications(
