@@ -11,7 +11,7 @@ use chrono::NaiveDate;
 use serde::de::DeserializeOwned;
 use sqlx::{
     PgPool, Row as _,
-    postgres::{PgConnectOptions, PgPoolOptions, PgRow},
+    postgres::{PgConnectOptions, PgRow},
     types::Json,
 };
 
@@ -46,7 +46,7 @@ impl Postgres {
     /// migrates, so replicas starting at once apply each migration once and the others wait.
     pub(super) async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
         let connect = PgConnectOptions::from_str(url)?;
-        let pool = PgPoolOptions::new().max_connections(options.max_connections).connect_with(connect).await?;
+        let pool = super::sql::pool_options(options.max_connections).connect_with(connect).await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(Postgres { pool })
     }

@@ -66,6 +66,30 @@ pub(super) struct Cursor {
     pub workflow_id: WorkflowId,
 }
 
+/// How long a pooled connection may have been idle and still be handed out without a ping.
+///
+/// sqlx pings every idle connection before handing it out (`test_before_acquire`): one more round
+/// trip before every read and every transaction, a third of a status read's time on PostgreSQL.
+/// A connection back in the pool less than this long ago was working then; one idle for longer
+/// (the database restarted, a proxy dropped it) is pinged, and replaced if it is dead. HikariCP
+/// makes the same trade with its 500 ms `aliveBypassWindowMs`.
+const ALIVE_BYPASS: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Pool options both backends start from: `max_connections`, and the ping only past
+/// [`ALIVE_BYPASS`].
+pub(super) fn pool_options<DB: sqlx::Database>(max_connections: u32) -> sqlx::pool::PoolOptions<DB> {
+    sqlx::pool::PoolOptions::new().max_connections(max_connections).test_before_acquire(false).before_acquire(
+        |conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= ALIVE_BYPASS {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        },
+    )
+}
+
 /// A database of one kind: hands out transactions.
 pub(super) trait Backend: Send + Sync + 'static {
     /// Its transaction.

@@ -11,7 +11,7 @@ use chrono::{DateTime, NaiveDate};
 use serde::de::DeserializeOwned;
 use sqlx::{
     Row as _, SqlitePool,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow},
     types::Json,
 };
 
@@ -55,7 +55,7 @@ impl Sqlite {
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(options.sqlite_busy_timeout)
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(options.max_connections).connect_with(connect).await?;
+        let pool = super::sql::pool_options(options.max_connections).connect_with(connect).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Sqlite { pool })
     }
