@@ -182,11 +182,27 @@ impl Hub {
 }
 
 impl Hub {
+    /// How many receivers the hub has now (watch streams, and whatever else follows it).
+    pub fn receivers(&self) -> usize {
+        self.sender.receiver_count()
+    }
+
     /// Feeds the hub from the store until `drain` turns true: every `interval`, the runs changed
     /// since the previous look (by any process: the worker's steps) whose sequence is new to it.
     /// A missed change (a look that failed, a commit later than [`STORE_LOOKBACK`]) only waits
     /// for the streams' own polls.
-    pub fn follow_store(&self, store: Arc<dyn RunStore>, interval: Duration, mut drain: watch::Receiver<bool>) {
+    ///
+    /// Only while `wanted()` says someone needs the changes: a look reads every run changed in
+    /// the last [`STORE_LOOKBACK`], thousands while a batch is being stored, and nobody may be
+    /// watching. Whoever starts wanting them reads the store first, so the changes before that
+    /// are not needed; the first look after a pause still reaches [`STORE_LOOKBACK`] behind it.
+    pub fn follow_store(
+        &self,
+        store: Arc<dyn RunStore>,
+        interval: Duration,
+        mut drain: watch::Receiver<bool>,
+        wanted: impl Fn() -> bool + Send + 'static,
+    ) {
         let sender = self.sender.clone();
         tokio::spawn(async move {
             // Sequences seen in the previous look; a run missing from a look changed before it.
@@ -199,6 +215,11 @@ impl Hub {
                     _ = drain.changed() => return,
                 }
                 let look = store::now();
+                if !wanted() {
+                    seen.clear();
+                    since = look;
+                    continue;
+                }
                 match store.sequence_heads(&WatchScope::UpdatedSince(since - STORE_LOOKBACK)).await {
                     Ok(heads) => {
                         warned = false;
@@ -267,5 +288,66 @@ impl Announce for Hub {
     fn moved(&self, run: &WorkflowId) {
         // No receivers: nobody watches.
         let _ = self.sender.send(Moved { run: run.clone(), at: std::time::Instant::now() });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::config::StoreLocation;
+    use crate::ids::{CompanyId, RoleName};
+    use crate::store::{Admission, NewRun, Priority};
+
+    fn new_run(role: &str) -> Result<NewRun, Box<dyn std::error::Error>> {
+        Ok(NewRun {
+            company: CompanyId::parse("acme")?,
+            role_name: RoleName::parse(role)?,
+            draup_role_id: None,
+            input_identity: role.to_owned(),
+            documents: Vec::new(),
+            options: serde_json::json!({}),
+            priority: Priority::Normal,
+            token_estimate: 0,
+            force: false,
+            expected_latest: None,
+            admission: Admission::Queue,
+            plan: None,
+            reason: "test".to_owned(),
+            notify: false,
+            trace_id: None,
+        })
+    }
+
+    /// The next move within `wait`, if any.
+    async fn next(moved: &mut broadcast::Receiver<Moved>, wait: Duration) -> Option<WorkflowId> {
+        tokio::time::timeout(wait, moved.recv()).await.ok()?.ok().map(|m| m.run)
+    }
+
+    #[tokio::test]
+    async fn the_store_is_looked_at_only_while_someone_wants_its_changes() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("etter-follow-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        // No announcer: the hub learns of this store's writes only by looking.
+        let store = store::connect(&StoreLocation::Sqlite(dir.join("runs.db"))).await?;
+        let hub = Hub::new();
+        let mut moved = hub.subscribe();
+        let wanted = Arc::new(AtomicBool::new(false));
+        let (_drain_tx, drain) = watch::channel(false);
+        let flag = Arc::clone(&wanted);
+        hub.follow_store(Arc::clone(&store), Duration::from_millis(10), drain, move || flag.load(Ordering::SeqCst));
+
+        let unwatched = store.create_run(new_run("Unwatched")?).await?.run;
+        assert_eq!(next(&mut moved, Duration::from_millis(300)).await, None, "nobody wants changes: no look");
+
+        // Wanted again: the first look reaches back, so the change made meanwhile is found too.
+        wanted.store(true, Ordering::SeqCst);
+        assert_eq!(next(&mut moved, Duration::from_secs(10)).await, Some(unwatched.workflow_id));
+        let watched = store.create_run(new_run("Watched")?).await?.run;
+        assert_eq!(next(&mut moved, Duration::from_secs(10)).await, Some(watched.workflow_id));
+        store.close().await;
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
     }
 }

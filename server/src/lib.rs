@@ -126,7 +126,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     let store = store::connect_with(&location, &options).await?;
     if !with_redis {
         // Other processes' writes (the worker's steps) wake streams through the store instead.
-        hub.follow_store(Arc::clone(&store), config.server.change_poll_interval, drain_rx.clone());
+        // Wanted by watch streams (the ended runs' follower is the hub's one other receiver),
+        // and by the ended runs kept, which others' writes make stale.
+        let (watched, ended) = (hub.clone(), Arc::clone(&ended_runs));
+        let wanted = move || watched.receivers() > 1 || !ended.is_empty();
+        hub.follow_store(Arc::clone(&store), config.server.change_poll_interval, drain_rx.clone(), wanted);
     }
     tracing::info!(backend = store.backend(), "run store ready");
 

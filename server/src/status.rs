@@ -160,6 +160,11 @@ impl EndedRuns {
         kept.moves.put(run.clone(), latest);
     }
 
+    /// Whether no run is kept.
+    pub fn is_empty(&self) -> bool {
+        self.lock().runs.is_empty()
+    }
+
     /// Moves may have been missed (the hub's receiver lagged): everything kept is dropped.
     pub fn forget_all(&self) {
         let mut kept = self.lock();
