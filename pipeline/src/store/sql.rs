@@ -447,12 +447,23 @@ impl<B: Backend> SqlStore<B> {
         if let Some(terms) = terms
             && created.run.state == RunState::Queued
         {
-            let at = super::now();
-            let until = delta(at, terms.lease)?;
+            // The run is stored: a claim that fails leaves it to the dispatcher's rounds, and the
+            // caller still gets its run.
             let run = &created.run;
-            let mut tx = self.backend.autocommit().await?;
-            created.claimed = tx.claim_run(&run.workflow_id, &run.company_id, at, terms, until).await?;
-            tx.commit().await?;
+            let claim = async {
+                let at = super::now();
+                let until = delta(at, terms.lease)?;
+                let mut tx = self.backend.autocommit().await?;
+                let claimed = tx.claim_run(&run.workflow_id, &run.company_id, at, terms, until).await?;
+                tx.commit().await?;
+                Ok::<_, StoreError>(claimed)
+            };
+            match claim.await {
+                Ok(claimed) => created.claimed = claimed,
+                Err(e) => {
+                    tracing::warn!(error = %e, workflow_id = %run.workflow_id, "cannot claim a new run; a dispatch round takes it")
+                }
+            }
         }
         Ok(created)
     }
