@@ -298,26 +298,10 @@ mod tests {
     use super::*;
     use crate::config::StoreLocation;
     use crate::ids::{CompanyId, RoleName};
-    use crate::store::{Admission, NewRun, Priority};
+    use crate::store::NewRun;
 
     fn new_run(role: &str) -> Result<NewRun, Box<dyn std::error::Error>> {
-        Ok(NewRun {
-            company: CompanyId::parse("acme")?,
-            role_name: RoleName::parse(role)?,
-            draup_role_id: None,
-            input_identity: role.to_owned(),
-            documents: Vec::new(),
-            options: serde_json::json!({}),
-            priority: Priority::Normal,
-            token_estimate: 0,
-            force: false,
-            expected_latest: None,
-            admission: Admission::Queue,
-            plan: None,
-            reason: "test".to_owned(),
-            notify: false,
-            trace_id: None,
-        })
+        Ok(NewRun::queued(CompanyId::parse("acme")?, RoleName::parse(role)?, role, "test"))
     }
 
     /// The next move within `wait`, if any.

@@ -393,6 +393,31 @@ pub struct NewRun {
     pub trace_id: Option<TraceId>,
 }
 
+impl NewRun {
+    /// A run of `role_name` to queue, with input identity `identity` and the `reason` of its
+    /// first event; no Draup role, documents, options, plan or token estimate, normal priority.
+    /// The least a run needs (tests and tools), the rest set with struct update syntax.
+    pub fn queued(company: CompanyId, role_name: RoleName, identity: &str, reason: &str) -> Self {
+        NewRun {
+            company,
+            role_name,
+            draup_role_id: None,
+            input_identity: identity.to_owned(),
+            documents: Vec::new(),
+            options: serde_json::json!({}),
+            priority: Priority::Normal,
+            token_estimate: 0,
+            force: false,
+            expected_latest: None,
+            admission: Admission::Queue,
+            plan: None,
+            reason: reason.to_owned(),
+            notify: false,
+            trace_id: None,
+        }
+    }
+}
+
 /// The answer to creating a run: the run, and whether this call created it (`false`: the role's
 /// latest run has the same inputs and is active or READY, so it is returned instead).
 #[derive(Debug, Clone)]

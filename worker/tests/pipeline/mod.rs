@@ -70,24 +70,18 @@ impl World {
         let created = self
             .store
             .create_run(NewRun {
-                company: self.company.clone(),
-                role_name: RoleName::parse(role)?,
                 draup_role_id: Some(DraupRoleId::parse("draup-role-4711")?),
-                input_identity: format!("{role}-identity"),
                 documents: documents
                     .into_iter()
                     .map(|(kind, uri)| DocumentRef { kind: kind.to_owned(), uri })
                     .collect(),
-                options: serde_json::json!({}),
-                priority: Priority::Normal,
-                token_estimate: 0,
-                force: false,
-                expected_latest: None,
-                admission: Admission::Queue,
                 plan: Some(plan_new(false)),
-                reason: "pushed by the worker tests".to_owned(),
-                notify: false,
-                trace_id: None,
+                ..NewRun::queued(
+                    self.company.clone(),
+                    RoleName::parse(role)?,
+                    &format!("{role}-identity"),
+                    "pushed by the worker tests",
+                )
             })
             .await?;
         let run =
