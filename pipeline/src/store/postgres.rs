@@ -80,15 +80,14 @@ impl Backend for Postgres {
         // is written when the role exists (its insert returns no row). The claim's room is read
         // from the statement's snapshot, as `CLAIM_RUN` reads it.
         let mut sql = sqlx::QueryBuilder::new(concat!("WITH ", shared::claim_terms_cte!()));
-        let room = |terms: &ClaimTerms, pick: fn(&ClaimTerms) -> u64| to_i64(pick(terms));
         sql.separated(", ")
             .push_bind(run.workflow_id.as_str())
             .push_bind(first_event.time)
             .push_bind(claim.map(|(terms, _)| terms.claimer.as_str()))
             .push_bind(claim.map(|(_, until)| until))
             .push_bind(run.company_id.as_str())
-            .push_bind(claim.map_or(0, |(terms, _)| room(terms, |t| t.company_room)))
-            .push_bind(claim.map_or(0, |(terms, _)| room(terms, |t| t.total_room)));
+            .push_bind(claim.map_or(0, |(terms, _)| to_i64(terms.company_room)))
+            .push_bind(claim.map_or(0, |(terms, _)| to_i64(terms.total_room)));
         sql.push(
             "), role AS (INSERT INTO roles (role_id, company_id, role_name, draup_role_id, last_run_number, \
              create_time, update_time) VALUES (",
