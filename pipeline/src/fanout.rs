@@ -311,7 +311,10 @@ mod tests {
 
     #[tokio::test]
     async fn the_store_is_looked_at_only_while_someone_wants_its_changes() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = std::env::temp_dir().join(format!("etter-follow-store-{}", std::process::id()));
+        // A directory of its own: a store left by an earlier run would answer with its runs and
+        // write nothing.
+        let unique = store::now().timestamp_nanos_opt().unwrap_or_default();
+        let dir = std::env::temp_dir().join(format!("etter-follow-store-{}-{unique}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         // No announcer: the hub learns of this store's writes only by looking.
         let store = store::connect(&StoreLocation::Sqlite(dir.join("runs.db"))).await?;
