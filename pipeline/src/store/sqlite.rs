@@ -322,3 +322,20 @@ impl Tx for SqliteTx {
         decode_all(rows, shared::decode_document)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection as _;
+
+    /// Every statement with `LIMIT $n` (and, with STAT4, any parameter compared to an indexed
+    /// column) is prepared again on each execution unless SQLite keeps one plan per statement:
+    /// `.cargo/config.toml` builds the bundled SQLite with that guarantee.
+    #[tokio::test]
+    async fn the_bundled_sqlite_keeps_one_plan_per_statement() -> anyhow::Result<()> {
+        let mut connection = sqlx::SqliteConnection::connect("sqlite::memory:").await?;
+        let stable: i64 =
+            sqlx::query_scalar("SELECT sqlite_compileoption_used('ENABLE_QPSG')").fetch_one(&mut connection).await?;
+        assert_eq!(stable, 1, "SQLite was built without SQLITE_ENABLE_QPSG (see .cargo/config.toml)");
+        Ok(())
+    }
+}
