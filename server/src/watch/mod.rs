@@ -11,6 +11,7 @@
 //! Each event carries the run's status as read when the event was sent, which may already include
 //! later changes; the events themselves are exact.
 
+mod outbox;
 mod scoped;
 mod shared;
 mod token;
@@ -28,7 +29,7 @@ use etter_pipeline::{
 };
 use etter_proto::v1 as pb;
 use tokio::{
-    sync::{broadcast, mpsc, watch},
+    sync::{broadcast, watch},
     time::Instant,
 };
 use tonic::Status;
@@ -146,12 +147,10 @@ pub async fn watch_status(
             format!("is beyond the run's latest event ({})", run.sequence),
         ));
     }
-    let (tx, rx) = mpsc::channel(32);
-    tokio::spawn(stream_run(cx, run, request.after_sequence, tx));
-    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    Ok(outbox::drive(32, |tx| stream_run(cx, run, request.after_sequence, tx)))
 }
 
-type Sender = mpsc::Sender<Result<wire::Frame, Status>>;
+type Sender = outbox::Outbox;
 
 fn message(kind: pb::watch_status_response::Kind) -> Result<wire::Frame, Status> {
     Ok(wire::Frame::Message(Box::new(pb::WatchStatusResponse { kind: Some(kind), resume_token: String::new() })))

@@ -30,7 +30,7 @@ use etter_pipeline::{
 };
 use etter_proto::v1 as pb;
 use pb::watch_status_response::Kind;
-use tokio::{sync::mpsc, time::Instant};
+use tokio::time::Instant;
 use tonic::Status;
 
 use super::{
@@ -159,11 +159,10 @@ pub async fn open(
         }
         Some(marks)
     };
-    let (tx, rx) = mpsc::channel(64);
     let deadline = Instant::now() + cx.settings.max_lifetime;
-    let watch = Watch { cx, scope, marks: BTreeMap::new(), plans: HashMap::new(), tx, deadline };
-    tokio::spawn(watch.run(marks));
-    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    Ok(super::outbox::drive(64, |tx| {
+        Watch { cx, scope, marks: BTreeMap::new(), plans: HashMap::new(), tx, deadline }.run(marks)
+    }))
 }
 
 /// The client is gone: stop quietly.
