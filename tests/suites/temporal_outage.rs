@@ -29,8 +29,12 @@ fn free_port() -> Result<u16> {
 struct PrivateTemporal {
     cli: String,
     db: std::path::PathBuf,
+    /// Its output, for a start that fails.
+    log: std::path::PathBuf,
     ports: [u16; 3],
     child: Option<Child>,
+    /// Answered once: a restart must come back on the same ports.
+    answered: bool,
 }
 
 impl PrivateTemporal {
@@ -38,8 +42,10 @@ impl PrivateTemporal {
         Ok(Self {
             cli: service_setting("ETTER_TOOLS__TEMPORAL", "temporal")?,
             db: dir.join("temporal-outage.db"),
+            log: dir.join("temporal-outage.log"),
             ports: [free_port()?, free_port()?, free_port()?],
             child: None,
+            answered: false,
         })
     }
 
@@ -47,30 +53,63 @@ impl PrivateTemporal {
         format!("127.0.0.1:{}", self.ports[0])
     }
 
-    /// Starts it and waits until the namespace answers.
+    /// Starts it and waits until the namespace answers. The free ports were only free when they
+    /// were picked (other tests start servers too): a first start whose server exits at once is
+    /// tried again on new ports.
     async fn start(&mut self) -> Result<()> {
+        for attempt in 1..=5 {
+            if self.start_once().await? {
+                self.answered = true;
+                return Ok(());
+            }
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            ensure!(
+                !self.answered && attempt < 5,
+                "the private temporal exited on ports {:?}: {}",
+                self.ports,
+                log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+            );
+            self.ports = [free_port()?, free_port()?, free_port()?];
+        }
+        Ok(())
+    }
+
+    /// Starts it and waits until the namespace answers (true), or until the server exits (false).
+    async fn start_once(&mut self) -> Result<bool> {
         let [grpc, http, metrics] = self.ports.map(|p| p.to_string());
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let child = Command::new(&self.cli)
             .args(["server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", &grpc])
             .args(["--http-port", &http, "--metrics-port", &metrics, "--namespace", NAMESPACE])
             .args(["--log-level", "error", "--db-filename"])
             .arg(&self.db)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(log)
             .kill_on_drop(true)
             .spawn()
             .context("starting a private temporal dev server")?;
-        self.child = Some(child);
+        let child = self.child.insert(child);
+        let address = format!("127.0.0.1:{grpc}");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
         loop {
             let described = Command::new(&self.cli)
-                .args(["operator", "namespace", "describe", "--address", &self.address(), "--namespace", NAMESPACE])
+                .args(["operator", "namespace", "describe", "--address", &address, "--namespace", NAMESPACE])
                 .output()
                 .await?;
             if described.status.success() {
-                return Ok(());
+                return Ok(true);
             }
-            ensure!(tokio::time::Instant::now() < deadline, "the private temporal did not answer within 90 s");
+            if child.try_wait()?.is_some() {
+                self.child = None;
+                return Ok(false);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                anyhow::bail!(
+                    "the private temporal did not answer within 90 s: {}",
+                    log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+                );
+            }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
