@@ -221,6 +221,10 @@ impl Stack {
                 let mut admin =
                     sqlx::PgConnection::connect(&admin_url).await.context("connecting to PostgreSQL as admin")?;
                 admin.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}"))).await?;
+                // The test service runs with `synchronous_commit = off` (unit tests commit by
+                // the thousand); a deployment's database commits durably, as PostgreSQL does by
+                // default and as the embedded store does (SQLite's `synchronous = FULL`).
+                admin.execute(sqlx::AssertSqlSafe(format!("ALTER DATABASE {db} SET synchronous_commit = on"))).await?;
                 admin.close().await?;
                 let (base, _) = admin_url.rsplit_once('/').context("admin URL without a database")?;
                 parts.push(("ETTER_STORE__URL", format!("{base}/{db}")));
