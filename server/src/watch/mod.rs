@@ -247,7 +247,6 @@ async fn stream_until_done(
         let nap = cx.settings.poll_interval.min(deadline - now);
         tokio::select! {
             _ = nap_until_moved(nap, &mut moved, |run| *run == wf) => {}
-            () = tx.closed() => return Ok(()),
             _ = cx.drain.changed() => return Ok(()),
         }
     }

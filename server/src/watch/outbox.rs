@@ -24,7 +24,6 @@ use crate::api::FrameStream;
 type Item = Result<Frame, Status>;
 
 /// Where a watch loop queues its messages, for the stream that drives it.
-#[derive(Clone)]
 pub struct Outbox {
     queue: Arc<Mutex<VecDeque<Item>>>,
     capacity: usize,
@@ -47,14 +46,10 @@ impl Outbox {
         })
         .await
     }
-
-    /// Resolves when the client is gone: never, since the loop is dropped with the stream.
-    pub async fn closed(&self) {
-        std::future::pending::<()>().await;
-    }
 }
 
-/// The client is gone (kept for the loops' signatures; [`drive`] never reports it).
+/// The client is gone. [`drive`] never reports it (the loop is dropped with the stream instead);
+/// it stays in `send`'s signature so the loops' early returns read as before.
 #[derive(Debug)]
 pub struct Closed;
 
@@ -181,7 +176,7 @@ mod tests {
         let mut stream = drive(1, |outbox| async move {
             let _guard = guard;
             let _ = outbox.send(message(0)).await;
-            outbox.closed().await;
+            std::future::pending::<()>().await;
         });
         assert_eq!(number(stream.next().await), Some("0".to_owned()));
         assert_eq!(dropped.load(Ordering::Relaxed), 0);

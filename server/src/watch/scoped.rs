@@ -315,7 +315,6 @@ impl Watch {
                 woken = super::nap_until_moved(nap, &mut moved, |run| run.as_str().starts_with(&prefix)) => {
                     looked = woken;
                 }
-                () = self.tx.closed() => return Ok(Err(Gone)),
                 _ = self.cx.drain.changed() => return Ok(Ok(())),
             }
         }
