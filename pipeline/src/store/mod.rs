@@ -922,8 +922,9 @@ pub trait RunStore: Send + Sync {
     /// is new and QUEUED, no other QUEUED run anywhere is claimable (nothing waits ahead of it,
     /// whatever the dispatch order), and fewer than `terms.company_room` runs of its company and
     /// `terms.total_room` runs in all are PROCESSING (`claimed`; otherwise the run is left to
-    /// [`RunStore::claim_queued`]). On PostgreSQL the first run of a new role is created and
-    /// claimed in one statement. Two such claims at once may both see room: the caps hold as the
+    /// [`RunStore::claim_queued`]), in the transaction that creates it: the run is never seen
+    /// unclaimed. On PostgreSQL the first run of a new role is created and claimed in one
+    /// statement. Two such claims at once may both see room: the caps hold as the
     /// dispatcher's rounds hold them (read, then claimed), not under a lock.
     async fn create_run_and_claim(&self, new: NewRun, terms: &ClaimTerms) -> Result<Created, StoreError>;
 

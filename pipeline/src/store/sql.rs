@@ -439,31 +439,20 @@ impl<B: Backend> SqlStore<B> {
             .await?
             .pop()
             .ok_or_else(|| StoreError::Conflict("the run was not processed".to_owned()))??;
-        tx.commit().await?;
-        if !created.created {
-            return Ok(created);
-        }
-        self.created(&created.run);
+        // Claimed in the same transaction: one commit (one WAL flush) per push, not two, and
+        // the run is never visible unclaimed to a dispatch round.
         if let Some(terms) = terms
+            && created.created
             && created.run.state == RunState::Queued
         {
-            // The run is stored: a claim that fails leaves it to the dispatcher's rounds, and the
-            // caller still gets its run.
             let run = &created.run;
-            let claim = async {
-                let at = super::now();
-                let until = delta(at, terms.lease)?;
-                let mut tx = self.backend.autocommit().await?;
-                let claimed = tx.claim_run(&run.workflow_id, &run.company_id, at, terms, until).await?;
-                tx.commit().await?;
-                Ok::<_, StoreError>(claimed)
-            };
-            match claim.await {
-                Ok(claimed) => created.claimed = claimed,
-                Err(e) => {
-                    tracing::warn!(error = %e, workflow_id = %run.workflow_id, "cannot claim a new run; a dispatch round takes it")
-                }
-            }
+            let at = super::now();
+            let until = delta(at, terms.lease)?;
+            created.claimed = tx.claim_run(&run.workflow_id, &run.company_id, at, terms, until).await?;
+        }
+        tx.commit().await?;
+        if created.created {
+            self.created(&created.run);
         }
         Ok(created)
     }
