@@ -160,8 +160,7 @@ fn message(kind: pb::watch_status_response::Kind) -> Result<wire::Frame, Status>
 async fn stream_run(mut cx: WatchContext, run: Run, after: u64, tx: Sender) {
     let deadline = Instant::now() + cx.settings.max_lifetime;
     if let Err(e) = stream_until_done(&mut cx, run, after, &tx, deadline).await {
-        // The client may be gone already; then there is no one to tell.
-        let _ = tx.send(Err(Status::from(e))).await;
+        tx.send(Err(Status::from(e))).await;
     }
 }
 
@@ -188,9 +187,7 @@ async fn stream_until_done(
     if after == 0 {
         let snapshot = status::run_status(&sources, &last).await?;
         let snapshot = pb::Snapshot { runs: vec![snapshot], last: true, batch: None };
-        if tx.send(message(Kind::Snapshot(snapshot))).await.is_err() {
-            return Ok(());
-        }
+        tx.send(message(Kind::Snapshot(snapshot))).await;
         cursor = last.sequence;
     }
     let mut last_sent = Instant::now();
@@ -204,9 +201,7 @@ async fn stream_until_done(
             let status = status::run_status(&sources, &last).await?;
             for event in &events {
                 let kind = Kind::Event(convert::event(event, Some(status.clone())));
-                if tx.send(message(kind)).await.is_err() {
-                    return Ok(());
-                }
+                tx.send(message(kind)).await;
                 cursor = event.sequence;
             }
             last_sent = Instant::now();
@@ -234,9 +229,7 @@ async fn stream_until_done(
                 queue,
                 batch: None,
             };
-            if tx.send(message(Kind::Heartbeat(heartbeat))).await.is_err() {
-                return Ok(());
-            }
+            tx.send(message(Kind::Heartbeat(heartbeat))).await;
             last_sent = Instant::now();
         }
         let now = Instant::now();

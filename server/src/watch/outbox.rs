@@ -31,8 +31,9 @@ pub struct Outbox {
 
 impl Outbox {
     /// Queues `item`; waits while `capacity` messages are queued (the client reads slower than
-    /// the watch finds news). The stream polls the loop again once it has handed them out.
-    pub async fn send(&self, item: Item) -> Result<(), Closed> {
+    /// the watch finds news). The stream polls the loop again once it has handed them out. There
+    /// is no "client gone" answer: then the stream, and the loop with it, is dropped.
+    pub async fn send(&self, item: Item) {
         let mut item = Some(item);
         std::future::poll_fn(|_| {
             let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
@@ -42,16 +43,11 @@ impl Outbox {
             if let Some(item) = item.take() {
                 queue.push_back(item);
             }
-            Poll::Ready(Ok(()))
+            Poll::Ready(())
         })
-        .await
+        .await;
     }
 }
-
-/// The client is gone. [`drive`] never reports it (the loop is dropped with the stream instead);
-/// it stays in `send`'s signature so the loops' early returns read as before.
-#[derive(Debug)]
-pub struct Closed;
 
 /// A stream of what `watch` sends to its outbox, `watch` polled by the stream itself.
 pub fn drive<F>(capacity: usize, watch: impl FnOnce(Outbox) -> F) -> FrameStream
@@ -118,9 +114,7 @@ mod tests {
     async fn the_stream_hands_out_what_the_loop_sent_in_order_then_ends_with_it() {
         let stream = drive(2, |outbox| async move {
             for n in 0..5 {
-                if outbox.send(message(n)).await.is_err() {
-                    return;
-                }
+                outbox.send(message(n)).await;
             }
         });
         let received: Vec<_> = stream.map(|item| number(Some(item))).collect().await;
@@ -134,9 +128,7 @@ mod tests {
         let counted = Arc::clone(&sent);
         let mut stream = drive(2, |outbox| async move {
             for n in 0..10 {
-                if outbox.send(message(n)).await.is_err() {
-                    return;
-                }
+                outbox.send(message(n)).await;
                 counted.fetch_add(1, Ordering::Relaxed);
             }
         });
@@ -154,7 +146,7 @@ mod tests {
         let (tx, rx) = tokio::sync::oneshot::channel::<usize>();
         let mut stream = drive(4, |outbox| async move {
             if let Ok(n) = rx.await {
-                let _ = outbox.send(message(n)).await;
+                outbox.send(message(n)).await;
             }
         });
         let reader = tokio::spawn(async move { number(stream.next().await) });
@@ -175,7 +167,7 @@ mod tests {
         let guard = Dropped(Arc::clone(&dropped));
         let mut stream = drive(1, |outbox| async move {
             let _guard = guard;
-            let _ = outbox.send(message(0)).await;
+            outbox.send(message(0)).await;
             std::future::pending::<()>().await;
         });
         assert_eq!(number(stream.next().await), Some("0".to_owned()));

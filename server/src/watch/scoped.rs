@@ -165,9 +165,6 @@ pub async fn open(
     }))
 }
 
-/// The client is gone: stop quietly.
-struct Gone;
-
 struct Watch {
     cx: WatchContext,
     scope: Scope,
@@ -187,13 +184,12 @@ impl Watch {
                 self.follow().await
             }
             None => match self.snapshot().await {
-                Ok(Ok(())) => self.follow().await,
-                other => other,
+                Ok(()) => self.follow().await,
+                Err(e) => Err(e),
             },
         };
         if let Err(e) = result {
-            // The client may be gone already; then there is no one to tell.
-            let _ = self.tx.send(Err(Status::from(e))).await;
+            self.tx.send(Err(Status::from(e))).await;
         }
     }
 
@@ -201,17 +197,13 @@ impl Watch {
         token::encode(&self.scope.token_scope(), &self.marks)
     }
 
-    async fn send(&self, kind: Kind, resume_token: String) -> Result<(), Gone> {
-        self.send_frame(Frame::Message(Box::new(pb::WatchStatusResponse { kind: Some(kind), resume_token }))).await
-    }
-
-    async fn send_frame(&self, frame: Frame) -> Result<(), Gone> {
-        self.tx.send(Ok(frame)).await.map_err(|_| Gone)
+    async fn send(&self, kind: Kind, resume_token: String) {
+        self.tx.send(Ok(Frame::Message(Box::new(pb::WatchStatusResponse { kind: Some(kind), resume_token })))).await;
     }
 
     /// Sends the runs in scope now, in chunks; the last chunk carries the batch's progress and
     /// the first token.
-    async fn snapshot(&mut self) -> Result<Result<(), Gone>, ApiError> {
+    async fn snapshot(&mut self) -> Result<(), ApiError> {
         let store = self.cx.store.clone();
         let filter = self.scope.filter();
         if let Scope::Company(_) = self.scope {
@@ -232,7 +224,8 @@ impl Watch {
         let mut chunks = runs.chunks(SNAPSHOT_CHUNK).peekable();
         if chunks.peek().is_none() {
             let snapshot = pb::Snapshot { runs: Vec::new(), last: true, batch: self.batch_progress().await? };
-            return Ok(self.send(Kind::Snapshot(snapshot), self.token()).await);
+            self.send(Kind::Snapshot(snapshot), self.token()).await;
+            return Ok(());
         }
         while let Some(chunk) = chunks.next() {
             let mut statuses = Vec::with_capacity(chunk.len());
@@ -250,16 +243,14 @@ impl Watch {
             let last = chunks.peek().is_none();
             let batch = if last { self.batch_progress().await? } else { None };
             let token = if last { self.token() } else { String::new() };
-            if self.send(Kind::Snapshot(pb::Snapshot { runs: statuses, last, batch }), token).await.is_err() {
-                return Ok(Err(Gone));
-            }
+            self.send(Kind::Snapshot(pb::Snapshot { runs: statuses, last, batch }), token).await;
         }
-        Ok(Ok(()))
+        Ok(())
     }
 
     /// Sends events as they are recorded until the scope is over (batch), the lifetime is up, the
     /// server drains or the client leaves.
-    async fn follow(&mut self) -> Result<Result<(), Gone>, ApiError> {
+    async fn follow(&mut self) -> Result<(), ApiError> {
         let mut moved = self.cx.moved.subscribe();
         // Workflow ids of the company's runs start so (a company whose id extends this one's
         // matches too: an extra look at the store, never a missed one).
@@ -281,9 +272,7 @@ impl Watch {
                 })
                 .await?;
             for frame in &pass.frames {
-                if self.send_frame(Frame::Encoded(frame.clone())).await.is_err() {
-                    return Ok(Err(Gone));
-                }
+                self.tx.send(Ok(Frame::Encoded(frame.clone()))).await;
             }
             marks = pass.marks.clone();
             for (run, plan) in &pass.plans {
@@ -294,17 +283,15 @@ impl Watch {
             if !pass.frames.is_empty() {
                 last_sent = Instant::now();
             } else if pass.over {
-                return Ok(Ok(()));
+                return Ok(());
             } else if last_sent.elapsed() >= self.cx.settings.heartbeat_interval {
-                if self.heartbeat(marks.marks()).await?.is_err() {
-                    return Ok(Err(Gone));
-                }
+                self.heartbeat(marks.marks()).await?;
                 last_sent = Instant::now();
             }
             let now = Instant::now();
             if now >= self.deadline {
                 // Clients resume with the last resume_token they received.
-                return Ok(Ok(()));
+                return Ok(());
             }
             if pass.full {
                 looked = Instant::now();
@@ -315,13 +302,13 @@ impl Watch {
                 woken = super::nap_until_moved(nap, &mut moved, |run| run.as_str().starts_with(&prefix)) => {
                     looked = woken;
                 }
-                _ = self.cx.drain.changed() => return Ok(Ok(())),
+                _ = self.cx.drain.changed() => return Ok(()),
             }
         }
     }
 
     /// Queue positions (with ETAs) of the queued runs in scope, and the batch's progress.
-    async fn heartbeat(&mut self, marks: &BTreeMap<WorkflowId, u64>) -> Result<Result<(), Gone>, ApiError> {
+    async fn heartbeat(&mut self, marks: &BTreeMap<WorkflowId, u64>) -> Result<(), ApiError> {
         // Runs that left the stream need no plan any more.
         self.plans.retain(|run, _| marks.contains_key(run));
         let positions = self.shared_positions().await?;
@@ -350,7 +337,8 @@ impl Watch {
             queue,
             batch: self.batch_progress().await?,
         };
-        Ok(self.send(Kind::Heartbeat(heartbeat), token::encode(&self.scope.token_scope(), marks)).await)
+        self.send(Kind::Heartbeat(heartbeat), token::encode(&self.scope.token_scope(), marks)).await;
+        Ok(())
     }
 
     /// [`Self::positions`], shared with the other streams of the company.
