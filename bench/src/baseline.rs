@@ -1,13 +1,18 @@
 //! The baselines the control plane is measured against, on the same machine in the same run:
 //! a bare `StartWorkflowExecution` to the same Temporal dev server, a worker of no-op workflows on
-//! it, and a bare tonic server answering `GetStatus` with a canned response.
+//! it, and a bare tonic server answering `GetStatus` with a canned response; and the dispatcher's
+//! own start request made from the harness ([`OwnStart`]).
 
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
+use etter_pipeline::ids::{CompanyId, RoleId, RoleName, TraceId, WorkflowId};
+use etter_pipeline::orchestrator::{Orchestrator as _, StartOutcome, TemporalOrchestrator, TemporalSettings};
+use etter_pipeline::steps::{Action, StepName};
+use etter_pipeline::workflow::RoleOnboardingInput;
 use etter_proto::v1::pipeline_service_server::{PipelineService, PipelineServiceServer};
 use etter_proto::v1::{
     CancelRequest, CancelResponse, GetStatusRequest, GetStatusResponse, GetUsageRequest, GetUsageResponse,
@@ -120,6 +125,54 @@ pub async fn start_noop(client: &Client, task_queue: &str, id: String, input: No
         .build();
     client.start_workflow(BenchNoop::run, input, options).await?;
     Ok(())
+}
+
+/// The dispatcher's own start request, made from the harness: [`TemporalOrchestrator`] with a
+/// role's input and the dispatcher's options (id policies, memo), on a task queue nobody polls.
+/// Set beside the bare start, it tells what the start request costs from what the rest of a push
+/// costs.
+pub struct OwnStart {
+    orchestrator: TemporalOrchestrator,
+    company: CompanyId,
+}
+
+impl OwnStart {
+    /// Starts for `company`'s roles on a task queue of their own.
+    pub fn new(company: &str) -> Result<Self> {
+        let settings = TemporalSettings {
+            address: service_setting("ETTER_TEMPORAL__ADDRESS", "temporal")?,
+            namespace: service_setting("ETTER_TEMPORAL__NAMESPACE", "temporal")?,
+            task_queue: etter_tests::unique_name("etter-bench-own"),
+            // Nobody runs them: Temporal ends them by itself, if the scenario does not first.
+            execution_timeout: Duration::from_secs(300),
+            call_timeout: Duration::from_secs(30),
+            identity: "etter-bench".to_owned(),
+        };
+        let company = CompanyId::parse(company).map_err(|e| anyhow!("company id: {e}"))?;
+        Ok(Self { orchestrator: TemporalOrchestrator::new(settings), company })
+    }
+
+    /// Starts the first run of a role named `name`; answers its workflow id once Temporal
+    /// acknowledged the start.
+    pub async fn start(&self, name: &str) -> Result<String> {
+        let role_name = RoleName::parse(name).map_err(|e| anyhow!("role name: {e}"))?;
+        let role_id = RoleId::new(&self.company, &role_name);
+        let workflow_id = WorkflowId::for_run(&role_id, 1);
+        let input = RoleOnboardingInput {
+            workflow_id: workflow_id.clone(),
+            role_id,
+            company_id: self.company.clone(),
+            plan: StepName::ALL.iter().map(|step| (*step, Action::Run)).collect(),
+            reuse_from: None,
+            early_cutoff: false,
+            trace_id: Some(TraceId::from_random(u128::from(std::process::id()))),
+            run_key: format!("{} {name}", chrono::Utc::now().to_rfc3339()),
+        };
+        match self.orchestrator.start_onboarding(&input).await? {
+            StartOutcome::Running { .. } => Ok(workflow_id.to_string()),
+            StartOutcome::AlreadyClosed => bail!("{workflow_id} was started and closed before"),
+        }
+    }
 }
 
 /// Terminates the workflows `ids` that a scenario started and nobody runs, so that they do not
