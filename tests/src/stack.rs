@@ -132,7 +132,7 @@ pub async fn scrape(addr: &str) -> Result<std::collections::BTreeMap<String, f64
 }
 
 /// The last lines of a log file, for failure messages.
-fn tail(path: &Path) -> String {
+pub fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")

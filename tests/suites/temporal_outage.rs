@@ -13,7 +13,7 @@ use etter_proto::v1::{
     Document, DocumentType, GetStatusRequest, HistoryRequest, PushRequest, RoleStatus, RunOptions, get_status_request,
 };
 use etter_tests::service_setting;
-use etter_tests::stack::{ServingStatus, Stack, wait_final};
+use etter_tests::stack::{ServingStatus, Stack, tail, wait_final};
 use tokio::process::{Child, Command};
 
 const NAMESPACE: &str = "etter-outage";
@@ -62,12 +62,11 @@ impl PrivateTemporal {
                 self.answered = true;
                 return Ok(());
             }
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             ensure!(
                 !self.answered && attempt < 5,
-                "the private temporal exited on ports {:?}: {}",
+                "the private temporal exited on ports {:?}; its log:\n{}",
                 self.ports,
-                log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+                tail(&self.log)
             );
             self.ports = [free_port()?, free_port()?, free_port()?];
         }
@@ -104,11 +103,7 @@ impl PrivateTemporal {
                 return Ok(false);
             }
             if tokio::time::Instant::now() >= deadline {
-                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                anyhow::bail!(
-                    "the private temporal did not answer within 90 s: {}",
-                    log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
-                );
+                anyhow::bail!("the private temporal did not answer within 90 s; its log:\n{}", tail(&self.log));
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
