@@ -158,6 +158,7 @@ impl OwnStart {
         let role_name = RoleName::parse(name).map_err(|e| anyhow!("role name: {e}"))?;
         let role_id = RoleId::new(&self.company, &role_name);
         let workflow_id = WorkflowId::for_run(&role_id, 1);
+        let now = chrono::Utc::now();
         let input = RoleOnboardingInput {
             workflow_id: workflow_id.clone(),
             role_id,
@@ -165,8 +166,11 @@ impl OwnStart {
             plan: StepName::ALL.iter().map(|step| (*step, Action::Run)).collect(),
             reuse_from: None,
             early_cutoff: false,
-            trace_id: Some(TraceId::from_random(u128::from(std::process::id()))),
-            run_key: format!("{} {name}", chrono::Utc::now().to_rfc3339()),
+            // A trace id and run key of its own, as the dispatcher gives every run (same sizes).
+            trace_id: Some(TraceId::from_random(u128::from(
+                now.timestamp_nanos_opt().unwrap_or_default().unsigned_abs(),
+            ))),
+            run_key: format!("{} {name}", now.to_rfc3339()),
         };
         match self.orchestrator.start_onboarding(&input).await? {
             StartOutcome::Running { .. } => Ok(workflow_id.to_string()),
