@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use etter_pipeline::ids::{CompanyId, RoleId, RoleName, TraceId, WorkflowId};
@@ -49,6 +49,12 @@ pub struct NoopInput {
     pub activities: u32,
     /// Ignored bytes.
     pub padding: String,
+}
+
+/// Padding that makes a no-op workflow's start request as large as a role's (ids, names,
+/// documents, options, plan).
+pub fn role_input_padding() -> String {
+    "x".repeat(1200)
 }
 
 /// A workflow that runs `activities` no-op activities and ends.
@@ -215,31 +221,118 @@ pub async fn run_noop(client: &Client, task_queue: &str, id: String, input: Noop
     Ok(handle.get_result(WorkflowGetResultOptions::default()).await?)
 }
 
-/// A bare tonic server of `PipelineService` whose `GetStatus` answers a canned response, without
-/// authentication, limits, store or audit: what serving the same bytes costs by itself.
-struct Echo {
-    response: GetStatusResponse,
+/// A bare tonic server of `PipelineService` without authentication, limits, store or audit.
+/// `GetStatus` answers a canned response: what serving the same bytes costs by itself. `Push` is
+/// the floor of a push ([`Floor`]).
+struct Bare {
+    status: Option<GetStatusResponse>,
+    floor: Option<Floor>,
 }
 
-type EchoStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<WatchStatusResponse, Status>> + Send>>;
+/// The least a push costs under "persist, then dispatch" (DESIGN §6): the gRPC hop to a server
+/// of its own, one durable insert of the request, then the start. No guard, no admission read,
+/// no idempotency record, no status in the answer. Its answer carries the instant the start was
+/// acknowledged ([`STARTED_AT`]), the moment a pushed run's `start_time` records.
+struct Floor {
+    store: FloorStore,
+    temporal: Client,
+    task_queue: String,
+    /// As large as a role's workflow input, as the bare starts' is.
+    padding: String,
+}
+
+/// Where the floor persists: a SQLite file as the embedded store opens it (WAL, `synchronous =
+/// FULL`), or the stack's PostgreSQL database (`synchronous_commit = on`).
+enum FloorStore {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+/// The response header of the floor's `Push`: Unix nanoseconds at which Temporal acknowledged
+/// the start.
+pub const STARTED_AT: &str = "etter-bench-started-at";
+
+const FLOOR_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS etter_bench_floor (workflow_id TEXT PRIMARY KEY, request TEXT NOT NULL)";
+const FLOOR_INSERT: &str = "INSERT INTO etter_bench_floor (workflow_id, request) VALUES ($1, $2)";
+
+impl FloorStore {
+    /// Opens `url` (`sqlite://PATH` or a PostgreSQL URL) and creates the floor's table.
+    async fn open(url: &str) -> Result<Self> {
+        use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+        let store = match url.strip_prefix("sqlite://") {
+            Some(path) => {
+                let options = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full);
+                FloorStore::Sqlite(SqlitePoolOptions::new().max_connections(1).connect_with(options).await?)
+            }
+            None => FloorStore::Postgres(sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await?),
+        };
+        match &store {
+            FloorStore::Sqlite(pool) => sqlx::query(FLOOR_TABLE).execute(pool).await.map(drop)?,
+            FloorStore::Postgres(pool) => sqlx::query(FLOOR_TABLE).execute(pool).await.map(drop)?,
+        }
+        Ok(store)
+    }
+
+    /// Inserts one row in a statement of its own, committed durably before this answers.
+    async fn insert(&self, workflow_id: &str, request: &str) -> Result<(), sqlx::Error> {
+        match self {
+            FloorStore::Sqlite(pool) => {
+                sqlx::query(FLOOR_INSERT).bind(workflow_id).bind(request).execute(pool).await.map(drop)
+            }
+            FloorStore::Postgres(pool) => {
+                sqlx::query(FLOOR_INSERT).bind(workflow_id).bind(request).execute(pool).await.map(drop)
+            }
+        }
+    }
+}
+
+impl Floor {
+    async fn push(&self, request: &PushRequest) -> Result<PushResponse> {
+        let workflow_id = etter_tests::unique_name("floor");
+        let request = serde_json::json!({
+            "company_id": request.company_id,
+            "role_name": request.role_name,
+            "draup_role_id": request.draup_role_id,
+            "documents": request.documents.iter().map(|d| (d.r#type, &d.uri)).collect::<Vec<_>>(),
+            "request_id": request.request_id,
+        });
+        self.store.insert(&workflow_id, &request.to_string()).await?;
+        let input = NoopInput { activities: 0, padding: self.padding.clone() };
+        start_noop(&self.temporal, &self.task_queue, workflow_id.clone(), input).await?;
+        Ok(PushResponse { workflow_id, created: true, ..PushResponse::default() })
+    }
+}
+
+type BareStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<WatchStatusResponse, Status>> + Send>>;
 
 fn baseline_only() -> Status {
-    Status::unimplemented("the benchmark baseline serves GetStatus only")
+    Status::unimplemented("the benchmark baseline does not serve this call")
 }
 
 #[tonic::async_trait]
-impl PipelineService for Echo {
-    async fn push(&self, _: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
-        Err(baseline_only())
+impl PipelineService for Bare {
+    async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
+        let floor = self.floor.as_ref().ok_or_else(baseline_only)?;
+        let answer = floor.push(request.get_ref()).await.map_err(|e| Status::internal(format!("{e:#}")))?;
+        let started = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let mut response = Response::new(answer);
+        let started = started.to_string().parse().map_err(|_| Status::internal("a time that is not a header"))?;
+        response.metadata_mut().insert(STARTED_AT, started);
+        Ok(response)
     }
     async fn push_batch(&self, _: Request<PushBatchRequest>) -> Result<Response<PushBatchResponse>, Status> {
         Err(baseline_only())
     }
     async fn get_status(&self, _: Request<GetStatusRequest>) -> Result<Response<GetStatusResponse>, Status> {
-        Ok(Response::new(self.response.clone()))
+        self.status.clone().map(Response::new).ok_or_else(baseline_only)
     }
-    type WatchStatusStream = EchoStream;
-    async fn watch_status(&self, _: Request<WatchStatusRequest>) -> Result<Response<EchoStream>, Status> {
+    type WatchStatusStream = BareStream;
+    async fn watch_status(&self, _: Request<WatchStatusRequest>) -> Result<Response<BareStream>, Status> {
         Err(baseline_only())
     }
     async fn retry(&self, _: Request<RetryRequest>) -> Result<Response<RetryResponse>, Status> {
@@ -262,18 +355,68 @@ impl PipelineService for Echo {
     }
 }
 
-/// `etter-bench echo <file>`: serves the [`Echo`] baseline on a loopback port of its own (a
-/// process of its own, like etter-server) and prints one readiness line with the address.
+/// `etter-bench echo <file>`: serves the canned `GetStatus` baseline on a loopback port of its
+/// own (a process of its own, like etter-server) and prints one readiness line with the address.
 pub async fn serve_echo(response: &Path) -> Result<()> {
     let bytes = std::fs::read(response).with_context(|| format!("reading {}", response.display()))?;
     let response = GetStatusResponse::decode(bytes.as_slice()).context("not an encoded GetStatusResponse")?;
+    serve(Bare { status: Some(response), floor: None }).await
+}
+
+/// `etter-bench floor <store> <task queue>`: serves the [`Floor`] of a push, persisting into
+/// `store` and starting no-op workflows on `task_queue` of the dev server the stacks use.
+pub async fn serve_floor(store: &str, task_queue: String) -> Result<()> {
+    let floor = Floor {
+        store: FloorStore::open(store).await.with_context(|| format!("opening the floor's store {store}"))?,
+        temporal: temporal_client().await?,
+        task_queue,
+        padding: role_input_padding(),
+    };
+    serve(Bare { status: None, floor: Some(floor) }).await
+}
+
+async fn serve(bare: Bare) -> Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    println!("{}", serde_json::json!({ "ready": "etter-bench echo", "grpc_addr": addr.to_string() }));
+    println!("{}", serde_json::json!({ "ready": "etter-bench baseline", "grpc_addr": addr.to_string() }));
     tonic::transport::Server::builder()
-        .add_service(PipelineServiceServer::new(Echo { response }))
+        .add_service(PipelineServiceServer::new(bare))
         // Nagle off, as etter-server has it: the baseline must not wait on delayed ACKs either.
         .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)))
         .await?;
     Ok(())
+}
+
+/// A baseline server (`etter-bench <args>`) in a process of its own, and a client of it.
+pub struct BareProcess {
+    child: tokio::process::Child,
+    /// A client of it (no token is checked).
+    pub client: etter_tests::stack::Client,
+}
+
+impl BareProcess {
+    /// Starts `etter-bench <args>` and connects once it printed its address.
+    pub async fn start(args: &[&std::ffi::OsStr]) -> Result<Self> {
+        use tokio::io::{AsyncBufReadExt as _, BufReader};
+        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting a baseline server")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let line = tokio::time::timeout(Duration::from_secs(30), BufReader::new(stdout).lines().next_line())
+            .await
+            .context("the baseline server printed no readiness line")??
+            .context("the baseline server exited")?;
+        let ready: serde_json::Value = serde_json::from_str(&line)?;
+        let addr = ready["grpc_addr"].as_str().context("no grpc_addr in the baseline's readiness line")?;
+        let client = etter_tests::stack::connect(addr, "not-checked").await?;
+        Ok(Self { child, client })
+    }
+
+    /// Stops it.
+    pub async fn stop(mut self) -> Result<()> {
+        Ok(self.child.kill().await?)
+    }
 }

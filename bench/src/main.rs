@@ -99,12 +99,21 @@ enum Command {
         /// An encoded `GetStatusResponse`.
         file: PathBuf,
     },
+    /// The push scenario's floor server (started by `run push`): each Push is one durable insert
+    /// into STORE, then a bare start of a no-op workflow on TASK_QUEUE.
+    Floor {
+        /// `sqlite://PATH` or a PostgreSQL URL.
+        store: String,
+        /// The task queue of the no-op workflows (nobody polls it).
+        task_queue: String,
+    },
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Echo { file } => baseline::serve_echo(&file).await,
+        Command::Floor { store, task_queue } => baseline::serve_floor(&store, task_queue).await,
         Command::Run { short, profiles, markdown, json, criterion, scenarios } => {
             let mode = if short { Mode::Short } else { Mode::Full };
             let scenarios = if scenarios.is_empty() {

@@ -16,7 +16,9 @@ use etter_tests::stack::Profile;
 use etter_tests::unique_name;
 
 use crate::Mode;
-use crate::baseline::{NoopInput, OwnStart, start_noop, temporal_client, terminate_all};
+use crate::baseline::{
+    BareProcess, NoopInput, OwnStart, STARTED_AT, role_input_padding, start_noop, temporal_client, terminate_all,
+};
 use crate::deploy::{Deployment, poll};
 use crate::measure::{Samples, between, closed_loop, ms, ratio, wall};
 use crate::report::{Section, num, pair, times};
@@ -43,8 +45,8 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
     .await?;
     let temporal = temporal_client().await?;
     let bare_queue = unique_name("etter-bench-bare");
-    // A role's workflow input is about this large (ids, names, documents, options, plan).
-    let padding = "x".repeat(1200);
+    let floor = start_floor(&deployment, &bare_queue).await?;
+    let padding = role_input_padding();
 
     let mut section = Section::new(
         "push",
@@ -99,7 +101,8 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
     // apart from the push around it (the options, the input, our client).
     let prefix = unique_name("paced");
     let own = OwnStart::new(&deployment.stack.company)?;
-    let (mut bare_paced, mut own_paced, mut acks, mut started, mut dispatch, mut pushed) = (
+    let (mut bare_paced, mut own_paced, mut floor_paced, mut acks, mut started, mut dispatch, mut pushed) = (
+        Samples::default(),
         Samples::default(),
         Samples::default(),
         Samples::default(),
@@ -107,7 +110,7 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
         Samples::default(),
         Vec::new(),
     );
-    let (mut bare_time, mut own_time) = (Duration::ZERO, Duration::ZERO);
+    let (mut bare_time, mut own_time, mut floor_time) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let phase = std::time::Instant::now();
     for i in 0..paced_calls {
         let input = NoopInput { activities: 0, padding: padding.clone() };
@@ -126,6 +129,13 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
         tokio::time::sleep(SETTLE).await;
         let sent = SystemTime::now();
         let clock = std::time::Instant::now();
+        let (floor_id, floor_started) = floor_push(&floor, &deployment, format!("Floor {prefix} {i}")).await?;
+        floor_paced.push(between(sent, floor_started));
+        floor_time += clock.elapsed();
+        pushed.push(floor_id);
+        tokio::time::sleep(SETTLE).await;
+        let sent = SystemTime::now();
+        let clock = std::time::Instant::now();
         let workflow_id = push(&deployment, format!("Bench {prefix} {i}")).await?;
         acks.push(clock.elapsed());
         let (to_start, to_dispatch) = start_of(&deployment, sent, &workflow_id).await?;
@@ -133,9 +143,13 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
         dispatch.push(to_dispatch);
         pushed.push(workflow_id);
     }
-    let settled = SETTLE * 3 * u32::try_from(paced_calls).unwrap_or(u32::MAX);
+    let settled = SETTLE * 4 * u32::try_from(paced_calls).unwrap_or(u32::MAX);
     let pushes_per_second = paced_calls as f64
-        / phase.elapsed().saturating_sub(bare_time + own_time + settled).as_secs_f64().max(f64::MIN_POSITIVE);
+        / phase
+            .elapsed()
+            .saturating_sub(bare_time + own_time + floor_time + settled)
+            .as_secs_f64()
+            .max(f64::MIN_POSITIVE);
     let bare_per_second = paced_calls as f64 / bare_time.as_secs_f64();
     let started_ratio = ratio(ms(started.p50()), ms(bare_paced.p50()));
     section.row(vec![
@@ -156,6 +170,19 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
          without the push around it: p50 / p99 {} ms, {} the bare start.",
         pair(&own_paced),
         times(ratio(ms(own_paced.p50()), ms(bare_paced.p50())))
+    ));
+    section.notes.push(format!(
+        "One at a time, after the own start, the floor of a push: a bare tonic server in a process of its own \
+         (`etter-bench floor`) that answers the same request by one durable insert ({}) and then a bare start, \
+         with no guard, admission read, idempotency record or status. From sending it to its start's \
+         acknowledgement: p50 / p99 {} ms, {} the bare start. It is the least \"persist, then dispatch\" costs here: \
+         push → started can come no nearer the bare start than this row.",
+        match profile {
+            Profile::Postgres => "a PostgreSQL `INSERT` with `synchronous_commit = on`",
+            Profile::Embedded => "a SQLite `INSERT` into a WAL file with `synchronous = FULL`",
+        },
+        pair(&floor_paced),
+        times(ratio(ms(floor_paced.p50()), ms(bare_paced.p50())))
     ));
     section.check("push → workflow started ÷ bare start (p50), one at a time", "≤ 1.2×", times(started_ratio), {
         started_ratio <= 1.2
@@ -236,20 +263,47 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
             "etter-bench: {failed} workflows of the push scenario could not be terminated; they time out in 5 minutes"
         );
     }
+    floor.stop().await?;
     deployment.stop().await?;
     Ok(section)
 }
 
-async fn push(deployment: &Deployment, name: String) -> Result<String> {
-    let request = PushRequest {
+/// A push of a role named `name` of the deployment's company, with a request id of its own.
+fn push_request(deployment: &Deployment, name: String) -> PushRequest {
+    PushRequest {
         company_id: deployment.stack.company.clone(),
-        role_name: name.clone(),
+        role_name: name,
         documents: vec![deployment.document.clone()],
         draup_role_id: "draup-role-1".to_owned(),
-        request_id: unique_name("warm"),
+        request_id: unique_name("push"),
         ..PushRequest::default()
+    }
+}
+
+async fn push(deployment: &Deployment, name: String) -> Result<String> {
+    Ok(deployment.client.clone().push(push_request(deployment, name)).await?.into_inner().workflow_id)
+}
+
+/// The floor server of `deployment`'s profile: its store beside the deployment's (the stack's
+/// PostgreSQL database, or a SQLite file in the stack's directory), its starts on `task_queue`.
+async fn start_floor(deployment: &Deployment, task_queue: &str) -> Result<BareProcess> {
+    let store = match deployment.stack.env().iter().find(|(key, _)| key == "ETTER_STORE__URL") {
+        Some((_, url)) => url.clone(),
+        None => format!("sqlite://{}", deployment.stack.root().join("floor.db").display()),
     };
-    Ok(deployment.client.clone().push(request).await?.into_inner().workflow_id)
+    BareProcess::start(&["floor".as_ref(), store.as_ref(), task_queue.as_ref()]).await
+}
+
+/// A push to the floor server: its workflow id, and when its start was acknowledged.
+async fn floor_push(floor: &BareProcess, deployment: &Deployment, name: String) -> Result<(String, SystemTime)> {
+    let answer = floor.client.clone().push(push_request(deployment, name)).await?;
+    let nanos: u64 = answer
+        .metadata()
+        .get(STARTED_AT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .context("the floor's answer has no start time")?;
+    Ok((answer.into_inner().workflow_id, SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos)))
 }
 
 /// For each pushed run: from sending Push to its workflow's start, and from its commit to its start.

@@ -1,16 +1,15 @@
 //! Read path (issue 11, item 2): `GetStatus` of a READY run with authentication on, against a bare
 //! tonic server (its own process) answering the very same response bytes, through the same client.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use etter_proto::v1::{GetStatusRequest, PushRequest, RoleStatus, get_status_request::Target};
-use etter_tests::stack::{Client, Profile, connect, wait_final};
+use etter_tests::stack::{Client, Profile, wait_final};
 use prost::Message as _;
-use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 use crate::Mode;
+use crate::baseline::BareProcess;
 use crate::deploy::Deployment;
 use crate::measure::{Load, closed_loop, ratio};
 use crate::report::{Section, num, pair, times};
@@ -39,21 +38,8 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
     let canned = deployment.stack.root().join("get-status-response.bin");
     std::fs::write(&canned, response.encode_to_vec())?;
 
-    let mut echo = tokio::process::Command::new(std::env::current_exe()?)
-        .arg("echo")
-        .arg(&canned)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting the echo baseline")?;
-    let stdout = echo.stdout.take().context("no stdout")?;
-    let line = tokio::time::timeout(Duration::from_secs(30), BufReader::new(stdout).lines().next_line())
-        .await
-        .context("the echo baseline printed no readiness line")??
-        .context("the echo baseline exited")?;
-    let ready: serde_json::Value = serde_json::from_str(&line)?;
-    let addr = ready["grpc_addr"].as_str().context("no grpc_addr in the echo readiness line")?;
-    let bare = connect(addr, "not-checked").await?;
+    let echo = BareProcess::start(&["echo".as_ref(), canned.as_os_str()]).await?;
+    let bare = echo.client.clone();
 
     let (clients, calls, rounds) = (mode.pick(32, 4), mode.pick(20_000, 200), mode.pick(3, 1));
     let mut section = Section::new(
@@ -84,7 +70,7 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
     ratios.sort_by(f64::total_cmp);
     let median = ratios[ratios.len() / 2];
     section.check("GetStatus/s with auth ÷ bare tonic (median round)", "≥ 0.50×", times(median), median >= 0.5);
-    echo.kill().await?;
+    echo.stop().await?;
     deployment.stop().await?;
     Ok(section)
 }
