@@ -390,6 +390,8 @@ async fn serve(bare: Bare) -> Result<()> {
 /// A baseline server (`etter-bench <args>`) in a process of its own, and a client of it.
 pub struct BareProcess {
     child: tokio::process::Child,
+    /// Its gRPC address (`host:port`).
+    pub addr: String,
     /// A client of it (no token is checked).
     pub client: etter_tests::stack::Client,
 }
@@ -412,7 +414,12 @@ impl BareProcess {
         let ready: serde_json::Value = serde_json::from_str(&line)?;
         let addr = ready["grpc_addr"].as_str().context("no grpc_addr in the baseline's readiness line")?;
         let client = etter_tests::stack::connect(addr, "not-checked").await?;
-        Ok(Self { child, client })
+        Ok(Self { child, addr: addr.to_owned(), client })
+    }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// Stops it.

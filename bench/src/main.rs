@@ -12,6 +12,7 @@ mod baseline;
 mod deploy;
 mod measure;
 mod micro;
+mod relay;
 mod report;
 mod scenarios;
 
@@ -107,6 +108,16 @@ enum Command {
         /// The task queue of the no-op workflows (nobody polls it).
         task_queue: String,
     },
+    /// The fan-out scenario's floor server (started by `run fanout`): relays the events of one
+    /// company stream of etter-server, as bytes, to every WatchStatus stream of its own.
+    Relay {
+        /// etter-server's gRPC address (`host:port`).
+        grpc_addr: String,
+        /// A viewer's bearer token.
+        token: String,
+        /// The company to watch.
+        company: String,
+    },
 }
 
 #[tokio::main]
@@ -114,6 +125,7 @@ async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Echo { file } => baseline::serve_echo(&file).await,
         Command::Floor { store, task_queue } => baseline::serve_floor(&store, task_queue).await,
+        Command::Relay { grpc_addr, token, company } => relay::serve(&grpc_addr, &token, &company).await,
         Command::Run { short, profiles, markdown, json, criterion, scenarios } => {
             let mode = if short { Mode::Short } else { Mode::Full };
             let scenarios = if scenarios.is_empty() {

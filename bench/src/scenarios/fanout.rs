@@ -18,6 +18,7 @@ use etter_tests::unique_name;
 use tonic::transport::Channel;
 
 use crate::Mode;
+use crate::baseline::BareProcess;
 use crate::deploy::Deployment;
 use crate::measure::{Samples, between, ms, proc_stats, wall};
 use crate::report::{Section, num};
@@ -74,28 +75,21 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
          and received all the same, but materialising the status was half of the harness's CPU, on the cores the \
          server needs."
     ));
-    let mut last = None;
-    for count in [1, streams] {
-        let phase = phase(&deployment, count, roles).await?;
-        let per_message =
-            |cpu: Duration| num(cpu.as_secs_f64() * 1e6 / (phase.events_per_stream as f64 * count as f64).max(1.0), 1);
-        section.row(vec![
-            count.to_string(),
-            phase.events_per_stream.to_string(),
-            num(ms(phase.latencies.p50()), 1),
-            num(ms(phase.latencies.p99()), 1),
-            num(ms(phase.latencies.max()), 1),
-            num(ms(phase.first.p50()), 1),
-            format!("{} / {}", num(ms(phase.spread.p50()), 1), num(ms(phase.spread.p99()), 1)),
-            per_message(phase.server_cpu),
-            per_message(phase.harness_cpu),
-            num(phase.rss_before as f64 / 1e6, 0),
-            num(phase.peak_rss as f64 / 1e6, 0),
-        ]);
-        last = Some(phase);
-    }
-    let phase = last.context("no phase ran")?;
-    let p99 = phase.latencies.p99();
+    section.notes.push(format!(
+        "The last row is the floor of the fan-out: `etter-bench relay`, a bare tonic server in a process of its \
+         own, follows the company on one stream of etter-server and copies each event message, as the bytes it \
+         got, into each of its {streams} streams (no store, no authentication, no status to build, no resume \
+         token). Its latency includes the one upstream stream's, as in the first row; its CPU and RSS columns are \
+         the relay's."
+    ));
+    let server = Target { addr: deployment.server.field("grpc_addr")?, pid: deployment.server_pid()? };
+    let one = phase(&deployment, &server, 1, roles).await?;
+    section.row(one.row("1".to_owned(), 1));
+    let many = phase(&deployment, &server, streams, roles).await?;
+    section.row(many.row(streams.to_string(), streams));
+    let relayed = relay_phase(&deployment, &server, streams, roles).await?;
+    section.row(relayed.row(format!("{streams}, bare relay"), streams));
+    let p99 = many.latencies.p99();
     section.check(
         format!("event → client p99, {streams} streams"),
         "< 50 ms",
@@ -105,18 +99,61 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
     section.check(
         format!("server RSS, {streams} streams"),
         "< 200 MB",
-        format!("{} MB", num(phase.peak_rss as f64 / 1e6, 0)),
-        phase.peak_rss < 200_000_000,
+        format!("{} MB", num(many.peak_rss as f64 / 1e6, 0)),
+        many.peak_rss < 200_000_000,
     );
     deployment.stop().await?;
     Ok(section)
 }
 
-/// Opens `streams` streams, runs `roles` roles, and collects what every stream received.
-async fn phase(deployment: &Deployment, streams: usize, roles: usize) -> Result<Phase> {
-    let pid = deployment.server_pid()?;
+/// The same phase with the streams on the relay (`etter-bench relay`), which follows the company
+/// through `server` on one stream.
+async fn relay_phase(deployment: &Deployment, server: &Target, streams: usize, roles: usize) -> Result<Phase> {
+    let token = deployment.stack.token("viewer").await?;
+    let relay = BareProcess::start(&[
+        "relay".as_ref(),
+        server.addr.as_ref(),
+        token.as_ref(),
+        deployment.stack.company.as_ref(),
+    ])
+    .await?;
+    let target = Target { addr: relay.addr.clone(), pid: relay.pid().context("the relay has exited")? };
+    let measured = phase(deployment, &target, streams, roles).await;
+    relay.stop().await?;
+    measured
+}
+
+impl Phase {
+    /// Its row of the table, for `streams` streams.
+    fn row(&self, label: String, streams: usize) -> Vec<String> {
+        let messages = (self.events_per_stream as f64 * streams as f64).max(1.0);
+        let per_message = |cpu: Duration| num(cpu.as_secs_f64() * 1e6 / messages, 1);
+        vec![
+            label,
+            self.events_per_stream.to_string(),
+            num(ms(self.latencies.p50()), 1),
+            num(ms(self.latencies.p99()), 1),
+            num(ms(self.latencies.max()), 1),
+            num(ms(self.first.p50()), 1),
+            format!("{} / {}", num(ms(self.spread.p50()), 1), num(ms(self.spread.p99()), 1)),
+            per_message(self.server_cpu),
+            per_message(self.harness_cpu),
+            num(self.rss_before as f64 / 1e6, 0),
+            num(self.peak_rss as f64 / 1e6, 0),
+        ]
+    }
+}
+
+/// The server the streams watch through: its address, and the process whose CPU and memory count.
+struct Target {
+    addr: String,
+    pid: u32,
+}
+
+/// Opens `streams` streams to `target`, runs `roles` roles, and collects what every stream received.
+async fn phase(deployment: &Deployment, target: &Target, streams: usize, roles: usize) -> Result<Phase> {
+    let (pid, addr) = (target.pid, &target.addr);
     let rss_before = proc_stats(pid)?.rss;
-    let addr = deployment.server.field("grpc_addr")?;
     let token = deployment.stack.token("viewer").await?;
     let company = deployment.stack.company.clone();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(streams);
