@@ -1,7 +1,8 @@
 //! The baselines the control plane is measured against, on the same machine in the same run:
 //! a bare `StartWorkflowExecution` to the same Temporal dev server, a worker of no-op workflows on
-//! it, and a bare tonic server answering `GetStatus` with a canned response; and the dispatcher's
-//! own start request made from the harness ([`OwnStart`]).
+//! it, and a bare tonic server answering `GetStatus` with a canned response, or `Push` with one
+//! durable insert and a bare start ([`Floor`]); and the dispatcher's own start request made from
+//! the harness ([`OwnStart`]). The fan-out's bare server is in [`crate::relay`].
 
 use std::path::Path;
 use std::pin::Pin;
