@@ -157,13 +157,14 @@ pub async fn serve(addr: &str, token: &str, company: &str) -> Result<()> {
     }
     let (events, _) = broadcast::channel(BACKLOG);
     let forward = events.clone();
-    // Only events are relayed: they are what the scenario times. The upstream's end drops the
-    // sender, which ends every downstream stream (and the scenario with an error).
+    // Only events are relayed: they are what the scenario times. The upstream's end ends the
+    // relay (below), and with it every downstream stream (the scenario then fails).
     let relayed = tokio::spawn(async move {
         while let Some(message) = upstream.message().await? {
             let kind = WatchStatusResponse::decode(message.clone())?.kind;
             if matches!(kind, Some(watch_status_response::Kind::Event(_))) {
-                // No stream yet is no error: the harness opens its streams before any event.
+                // An error here only says no stream is open yet (the harness opens its streams
+                // before it pushes the roles).
                 let _ = forward.send(message);
             }
         }

@@ -88,7 +88,7 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
     let many = phase(&deployment, &server, streams, roles).await?;
     section.row(many.row(streams.to_string(), streams));
     let relayed = relay_phase(&deployment, &server, streams, roles).await?;
-    section.row(relayed.row(format!("{streams}, bare relay"), streams));
+    section.row(relayed.row(format!("{streams} (bare relay)"), streams));
     let p99 = many.latencies.p99();
     section.check(
         format!("event → client p99, {streams} streams"),
