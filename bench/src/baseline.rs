@@ -258,7 +258,9 @@ const FLOOR_TABLE: &str =
 const FLOOR_INSERT: &str = "INSERT INTO etter_bench_floor (workflow_id, request) VALUES ($1, $2)";
 
 impl FloorStore {
-    /// Opens `url` (`sqlite://PATH` or a PostgreSQL URL) and creates the floor's table.
+    /// Opens `url` (`sqlite://PATH` or a PostgreSQL URL) and creates the floor's table. Its one
+    /// connection is handed out without sqlx's ping (`test_before_acquire`), which would add a
+    /// round trip to every insert: the run store skips it too for a connection used recently.
     async fn open(url: &str) -> Result<Self> {
         use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
         let store = match url.strip_prefix("sqlite://") {
@@ -268,9 +270,17 @@ impl FloorStore {
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Full);
-                FloorStore::Sqlite(SqlitePoolOptions::new().max_connections(1).connect_with(options).await?)
+                FloorStore::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .test_before_acquire(false)
+                        .connect_with(options)
+                        .await?,
+                )
             }
-            None => FloorStore::Postgres(sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await?),
+            None => FloorStore::Postgres(
+                sqlx::postgres::PgPoolOptions::new().max_connections(1).test_before_acquire(false).connect(url).await?,
+            ),
         };
         match &store {
             FloorStore::Sqlite(pool) => sqlx::query(FLOOR_TABLE).execute(pool).await.map(drop)?,
