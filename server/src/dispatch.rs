@@ -561,7 +561,9 @@ mod tests {
     /// A fresh SQLite store in a directory of its own, and settings for the Temporal dev server
     /// with a task queue no worker polls (a workflow only ever has what the test asks of it).
     async fn setup() -> Result<(String, std::path::PathBuf, Arc<dyn RunStore>, TemporalSettings)> {
-        let suffix = format!("{}-{}", std::process::id(), store::now().timestamp_nanos_opt().unwrap_or_default());
+        // Random, not the clock: tests start side by side on their threads, and two of them once
+        // read the same microsecond, shared one directory, and the first to finish removed it.
+        let suffix = format!("{}-{:016x}", std::process::id(), crate::random_u128() >> 64);
         let dir = std::env::temp_dir().join(format!("etter-dispatch-{suffix}"));
         std::fs::create_dir_all(&dir)?;
         let store = store::connect(&StoreLocation::Sqlite(dir.join("runs.db"))).await?;
