@@ -133,6 +133,15 @@ pub struct ServerConfig {
     /// for a developer's own machine only, so the server refuses it unless `listen` is a loopback
     /// address, and it needs the HS256 key that signs dev tokens.
     pub console_dev_login: bool,
+    /// The key (at least 32 bytes) that seals the tokens clients hold and send back (watch resume
+    /// tokens, page tokens), so a token is accepted only as it was issued, for the company and
+    /// scope it was issued for. Replicas must share it. Empty = the embedded default: a random
+    /// secret generated once and kept in `{data_dir}/auth/token.secret`.
+    pub token_secret: Secret,
+    /// Keys used before `token_secret`, still accepted when opening tokens (not for sealing):
+    /// rotate by moving the old secret here, and drop it once its tokens have expired (a watch's
+    /// lifetime, or however long clients keep a page token).
+    pub previous_token_secrets: Vec<Secret>,
 }
 
 /// The placeholders of `server.dashboard_url`.
@@ -536,6 +545,8 @@ impl Default for ServerConfig {
             webhook_retry_max: Duration::from_secs(3600),
             console: true,
             console_dev_login: false,
+            token_secret: Secret::default(),
+            previous_token_secrets: Vec::new(),
         }
     }
 }
@@ -722,6 +733,13 @@ impl Config {
                 "signs anyone in without a password: refused by the production profile",
             );
         }
+        if !self.server.token_secret.is_set() {
+            return missing(
+                "server.token_secret",
+                "is required by the production profile (replicas must share the key that seals client-held tokens); \
+                 set ETTER_SERVER__TOKEN_SECRET to at least 32 random bytes, e.g. `openssl rand -hex 32`",
+            );
+        }
         Ok(())
     }
 
@@ -731,6 +749,14 @@ impl Config {
             self.validate_production()?;
         }
         self.store_location()?;
+        for secret in std::iter::once(&self.server.token_secret).chain(&self.server.previous_token_secrets) {
+            if secret.expose().is_some_and(|secret| secret.len() < 32) {
+                return invalid(
+                    "server.token_secret",
+                    "and each of server.previous_token_secrets must be at least 32 bytes (e.g. `openssl rand -hex 32`)",
+                );
+            }
+        }
         if let Some(secret) = self.auth.hs256_secret.expose()
             && secret.len() < 32
         {
@@ -1025,6 +1051,16 @@ pub const KEYS: &[KeyDoc] = &[
         key: "server.console_dev_login",
         used_by: "server",
         description: "Console sign-in without a password as an operator of any company; loopback `listen` only.",
+    },
+    KeyDoc {
+        key: "server.token_secret",
+        used_by: "server",
+        description: "Key (at least 32 bytes) sealing the tokens clients hold and send back (watch resume and page tokens), each bound to the company and scope it was issued for; replicas must share it; required by the production profile. Empty = generated once into `{data_dir}/auth/token.secret`.",
+    },
+    KeyDoc {
+        key: "server.previous_token_secrets",
+        used_by: "server",
+        description: "Earlier `token_secret`s, still accepted when tokens come back (never used to seal): put the old key here when rotating, remove it once its tokens have expired.",
     },
     KeyDoc {
         key: "dispatch.poll_interval",
@@ -1430,7 +1466,13 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             let example = Path::new(PRODUCTION_EXAMPLE);
             // A sourced .etter/services.env must not fill in what this test leaves out.
-            for key in ["ETTER_STORE__URL", "ETTER_GRAPH__PASSWORD", "ETTER_LLM__API_KEY", "ETTER_AUTH__HS256_SECRET"] {
+            for key in [
+                "ETTER_STORE__URL",
+                "ETTER_GRAPH__PASSWORD",
+                "ETTER_LLM__API_KEY",
+                "ETTER_AUTH__HS256_SECRET",
+                "ETTER_SERVER__TOKEN_SECRET",
+            ] {
                 jail.set_env(key, "");
             }
             let refused = |missing_key: &str| -> Result<(), figment::Error> {
@@ -1452,6 +1494,13 @@ mod tests {
             jail.set_env("ETTER_GRAPH__PASSWORD", "neo4j-secret");
             refused("llm.api_key")?;
             jail.set_env("ETTER_LLM__API_KEY", "sk-test");
+            refused("server.token_secret")?;
+            jail.set_env("ETTER_SERVER__TOKEN_SECRET", "short");
+            refused("at least 32 bytes")?;
+            jail.set_env(
+                "ETTER_SERVER__TOKEN_SECRET",
+                "7d0c3b9e2f4a61587a9c0e1d2b3f4a5c6d7e8f90a1b2c3d4e5f60718293a4b5c",
+            );
             let config = Config::load(Some(example), &[]).map_err(|e| e.to_string())?;
             assert_eq!(config.profile, Profile::Production);
             assert_eq!(config.llm.provider, LlmProvider::OpenAi);
@@ -1487,7 +1536,7 @@ mod tests {
         config.validate()?;
         assert_eq!(
             config.server.dashboard_url_for(&role, &company).as_deref(),
-            Some("https://app.example.com/acme/roles/cr-acme-claims-adjuster")
+            Some("https://app.example.com/acme/roles/cr-acme.claims-adjuster")
         );
         for bad in ["app.example.com/{role_id}", "ftp://files.example.com/{role_id}", "https://x.example/{role}"] {
             config.server.dashboard_url = bad.to_owned();

@@ -1,8 +1,13 @@
 //! Identifiers, parsed once at the edge and carried as types afterwards.
 //!
-//! A *role* is `(company_id, role_name)`; its [`RoleId`] is `cr-{company_id}-{slug(role_name)}`
-//! (seed example `cr-liberty-claims-adjuster`). A *run* is one execution of the pipeline for a
+//! A *role* is `(company_id, role_name)`; its [`RoleId`] is `cr-{company_id}.{slug(role_name)}`
+//! (for example `cr-liberty.claims-adjuster`). A *run* is one execution of the pipeline for a
 //! role; its [`WorkflowId`] `role-onboard-{role_id}-{n}` is also its Temporal workflow id.
+//!
+//! Company ids and slugs both contain hyphens but never a dot, so the dot splits a role id in
+//! exactly one way: two companies can never derive the same role id. Roles stored before the dot
+//! (`cr-{company_id}-{slug}`, ambiguous when a company id has a hyphen) keep their ids, and the
+//! run store still finds them by company and name ([`RoleId::legacy`]).
 
 use std::fmt;
 
@@ -74,7 +79,8 @@ string_id!(
     RoleName
 );
 string_id!(
-    /// A role: `cr-{company_id}-{slug(role_name)}`.
+    /// A role: `cr-{company_id}.{slug(role_name)}` (or, stored before the dot,
+    /// `cr-{company_id}-{slug(role_name)}`).
     RoleId
 );
 string_id!(
@@ -156,11 +162,50 @@ impl RoleName {
         if normalized.chars().any(char::is_control) {
             return Err(invalid(WHAT, "must not contain control characters"));
         }
+        if let Some(c) = normalized.chars().find(|c| is_invisible_format(*c)) {
+            return Err(invalid(
+                WHAT,
+                format!(
+                    "must not contain invisible formatting characters (found U+{:04X}): bidirectional overrides and \
+                     zero-width characters make a name show as something it is not",
+                    u32::from(c)
+                ),
+            ));
+        }
         if slug(&normalized).is_empty() {
             return Err(invalid(WHAT, "must contain at least one letter or digit"));
         }
         Ok(Self(normalized))
     }
+}
+
+/// Whether `c` is an invisible formatting character (Unicode category Cf and its kin): the
+/// bidirectional embeddings, overrides, isolates and marks, zero-width spaces and joiners, word
+/// joiners, invisible operators, the byte order mark, soft hyphens, interlinear annotation and
+/// tag characters, and variation selectors. Shown on screen they reorder or hide text, so a
+/// name holding them may read as another name.
+pub fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
 }
 
 /// The URL- and id-safe form of a role name: lowercase ASCII letters and digits, every other run
@@ -219,7 +264,24 @@ fn fold_diacritic(c: char) -> impl Iterator<Item = char> {
 impl RoleId {
     /// The id of a company's role.
     pub fn new(company: &CompanyId, name: &RoleName) -> Self {
+        Self(format!("{ROLE_PREFIX}{company}.{}", slug(name.as_str())))
+    }
+
+    /// The id the same role was given before ids had a dot: `cr-{company}-{slug}`. Only the run
+    /// store uses it, to find roles stored then (their runs keep their ids); nothing new is ever
+    /// given such an id.
+    pub fn legacy(company: &CompanyId, name: &RoleName) -> Self {
         Self(format!("{ROLE_PREFIX}{company}-{}", slug(name.as_str())))
+    }
+
+    /// Whether this is the id of `company`'s role `name`, in either form.
+    pub fn is_of(&self, company: &CompanyId, name: &RoleName) -> bool {
+        *self == Self::new(company, name) || *self == Self::legacy(company, name)
+    }
+
+    /// Whether this id has the form roles were given before ids had a dot.
+    pub fn is_legacy(&self) -> bool {
+        !self.0.contains('.')
     }
 
     /// Parses a role id received from a client (shape only; whether it exists is the store's
@@ -228,12 +290,32 @@ impl RoleId {
         const WHAT: &str = "role_id";
         let rest = value.strip_prefix(ROLE_PREFIX).ok_or_else(|| invalid(WHAT, "must start with `cr-`"))?;
         if rest.is_empty() || rest.len() > 300 {
-            return Err(invalid(WHAT, "must be `cr-{company_id}-{role slug}`"));
+            return Err(invalid(WHAT, "must be `cr-{company_id}.{role slug}`"));
         }
-        if !rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-            return Err(invalid(WHAT, "may contain only lowercase letters, digits and hyphens"));
+        if !rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.') {
+            return Err(invalid(WHAT, "may contain only lowercase letters, digits, hyphens and one dot"));
         }
-        Ok(Self(value.to_owned()))
+        match rest.split_once('.') {
+            Some((company, slug)) if company.is_empty() || slug.is_empty() || slug.contains('.') => {
+                Err(invalid(WHAT, "must be `cr-{company_id}.{role slug}`"))
+            }
+            _ => Ok(Self(value.to_owned())),
+        }
+    }
+
+    /// The company part of an id in the current form (`None` for a legacy id, whose split is
+    /// ambiguous).
+    pub fn company_part(&self) -> Option<&str> {
+        self.0.strip_prefix(ROLE_PREFIX)?.split_once('.').map(|(company, _)| company)
+    }
+}
+
+impl CompanyId {
+    /// How every workflow id of this company's runs starts, in the current form and in the
+    /// legacy one (which the runs of other companies whose ids extend this one share: a filter
+    /// on these prefixes may let through a few of theirs, never miss one of this company's).
+    pub fn workflow_prefixes(&self) -> [String; 2] {
+        [format!("{WORKFLOW_PREFIX}{ROLE_PREFIX}{self}."), format!("{WORKFLOW_PREFIX}{ROLE_PREFIX}{self}-")]
     }
 }
 
@@ -372,13 +454,49 @@ mod tests {
 
     #[test]
     fn role_id_of_the_seed_example() -> Result<(), InvalidId> {
-        let id = RoleId::new(&CompanyId::parse("liberty")?, &RoleName::parse("Claims Adjuster")?);
-        assert_eq!(id.as_str(), "cr-liberty-claims-adjuster");
+        let (liberty, name) = (CompanyId::parse("liberty")?, RoleName::parse("Claims Adjuster")?);
+        let id = RoleId::new(&liberty, &name);
+        assert_eq!(id.as_str(), "cr-liberty.claims-adjuster");
+        assert_eq!(id.company_part(), Some("liberty"));
         let wf = WorkflowId::for_run(&id, 3);
-        assert_eq!(wf.as_str(), "role-onboard-cr-liberty-claims-adjuster-3");
+        assert_eq!(wf.as_str(), "role-onboard-cr-liberty.claims-adjuster-3");
         assert_eq!(WorkflowId::parse(wf.as_str())?, wf);
-        assert_eq!(wf.split(), (id, 3));
+        assert_eq!(wf.split(), (id.clone(), 3));
+        // Ids stored before the dot still parse, and still name their role.
+        let legacy = RoleId::parse("cr-liberty-claims-adjuster")?;
+        assert!(legacy.is_legacy() && !id.is_legacy());
+        assert_eq!(legacy, RoleId::legacy(&liberty, &name));
+        assert!(legacy.is_of(&liberty, &name) && id.is_of(&liberty, &name));
+        let legacy_run = WorkflowId::parse("role-onboard-cr-liberty-claims-adjuster-3")?;
+        assert_eq!(legacy_run.split(), (legacy, 3));
         Ok(())
+    }
+
+    #[test]
+    fn companies_whose_ids_extend_one_another_never_share_a_role_id() -> Result<(), InvalidId> {
+        let acme = RoleId::new(&CompanyId::parse("acme")?, &RoleName::parse("Secret Plan")?);
+        let acme_secret = RoleId::new(&CompanyId::parse("acme-secret")?, &RoleName::parse("Plan")?);
+        assert_ne!(acme, acme_secret);
+        assert_eq!((acme.company_part(), acme_secret.company_part()), (Some("acme"), Some("acme-secret")));
+        for bad in ["cr-.plan", "cr-acme.", "cr-acme.plan.x", "cr-acme.Plan"] {
+            assert!(RoleId::parse(bad).is_err(), "{bad}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn names_with_invisible_formatting_are_refused() {
+        for name in [
+            "Claims\u{202E}rotsujdA",
+            "Claims\u{200B}Adjuster",
+            "\u{2066}Analyst\u{2069}",
+            "Ana\u{00AD}lyst",
+            "\u{FEFF}Analyst",
+        ] {
+            let err = RoleName::parse(name).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains("invisible formatting"), "{name:?}: {err}");
+        }
+        assert!(RoleName::parse("Ingénieur Qualité — Senior").is_ok(), "visible punctuation is fine");
     }
 
     #[test]
@@ -419,6 +537,7 @@ mod tests {
             let name = RoleName::parse(&name).map_err(|e| TestCaseError::fail(e.to_string()))?;
             let role = RoleId::new(&company, &name);
             prop_assert_eq!(RoleId::parse(role.as_str()).ok(), Some(role.clone()));
+            prop_assert_eq!(role.company_part(), Some(company.as_str()));
             let wf = WorkflowId::for_run(&role, n);
             prop_assert_eq!(WorkflowId::parse(wf.as_str()).ok().map(|w| w.split()), Some((role, n)));
         }

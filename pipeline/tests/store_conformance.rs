@@ -22,8 +22,8 @@ use etter_pipeline::{
     lifecycle::{self, RunState},
     outputs::ContentHash,
     store::{
-        self, Admission, Change, Claim, ClaimTerms, DocumentRef, FieldViolation, NewBatch, NewRun, PageRequest,
-        PipelineError, Priority, PutRequest, RequestKey, Run, RunEvent, RunFilter, RunStore, StepStatus,
+        self, Admission, Change, Claim, ClaimTerms, DocumentRef, EventScope, FieldViolation, NewBatch, NewRun,
+        PageRequest, PipelineError, Priority, PutRequest, RequestKey, Run, RunEvent, RunFilter, RunStore, StepStatus,
         StepTransition, StoreError, TokenCount, Transition, WatchScope,
     },
 };
@@ -52,6 +52,7 @@ macro_rules! store_suite {
 }
 
 store_suite!(
+    roles_stored_before_ids_had_a_dot_go_on_under_their_ids,
     create_and_get_run,
     run_numbers_increment_and_supersede,
     identity_dedupe_returns_the_existing_run,
@@ -268,8 +269,8 @@ async fn create_and_get_run(ctx: Ctx) -> Result<()> {
     let store = ctx.store.as_ref();
     let before = store::now();
     let run = create(store, push("liberty", "Claims Adjuster", "aa01")?).await?;
-    ensure!(run.workflow_id.as_str() == "role-onboard-cr-liberty-claims-adjuster-1", "{}", run.workflow_id);
-    ensure!(run.role_id.as_str() == "cr-liberty-claims-adjuster");
+    ensure!(run.workflow_id.as_str() == "role-onboard-cr-liberty.claims-adjuster-1", "{}", run.workflow_id);
+    ensure!(run.role_id.as_str() == "cr-liberty.claims-adjuster");
     ensure!(run.state == RunState::Queued && run.run_number == 1 && run.sequence == 1);
     ensure!(run.create_time >= before && run.start_time.is_none() && run.end_time.is_none());
 
@@ -332,7 +333,7 @@ async fn run_numbers_increment_and_supersede(ctx: Ctx) -> Result<()> {
     let first = create(store, push("acme", "Underwriter", "i1")?).await?;
     to(store, &first.workflow_id, RunState::Cancelled).await?;
     let second = create(store, push("acme", "Underwriter", "i2")?).await?;
-    ensure!(second.run_number == 2 && second.workflow_id.as_str() == "role-onboard-cr-acme-underwriter-2");
+    ensure!(second.run_number == 2 && second.workflow_id.as_str() == "role-onboard-cr-acme.underwriter-2");
     ensure!(second.supersedes.as_ref() == Some(&first.workflow_id));
     let first = store.get_run(&first.workflow_id).await?;
     ensure!(first.superseded_by.as_ref() == Some(&second.workflow_id), "{first:#?}");
@@ -693,9 +694,10 @@ async fn events_after_marks_and_sequence_heads(ctx: Ctx) -> Result<()> {
 
     // A watcher that saw A up to 2, B up to 1 and C not at all pages through with a small limit.
     let mut marks = vec![(a.clone(), 2), (b.clone(), 1), (c.clone(), 0)];
+    let within = EventScope { company: company("acme")?, batch: Some(batch.clone()) };
     let mut seen = Vec::new();
     loop {
-        let page = store.events_after_marks(&marks, 2).await?;
+        let page = store.events_after_marks(&within, &marks, 2).await?;
         if page.is_empty() {
             break;
         }
@@ -710,6 +712,20 @@ async fn events_after_marks_and_sequence_heads(ctx: Ctx) -> Result<()> {
     ensure!(seen.len() == 3 + 1 + 2, "{seen:?}");
     ensure!(marks.iter().all(|(id, mark)| heads[id] == *mark), "{marks:?} vs {heads:?}");
     ensure!(store.events_after(a, 3, 1).await?.iter().map(|e| e.sequence).collect::<Vec<_>>() == vec![4]);
+    // Marks name runs, but the scope bounds what is read: a run of another company, or of the
+    // company outside the batch, yields nothing, whatever its mark.
+    let outsider = store.create_run(push("acme-other", "Role X", "x")?).await?.run.workflow_id;
+    let loose = store.create_run(push("acme", "Role Loose", "l")?).await?.run.workflow_id;
+    let from_zero = vec![(a.clone(), 0), (outsider.clone(), 0), (loose.clone(), 0)];
+    let read = store.events_after_marks(&within, &from_zero, 100).await?;
+    ensure!(!read.is_empty() && read.iter().all(|e| e.workflow_id == *a), "{read:?}");
+    let other_company = EventScope { company: company("acme-other")?, batch: None };
+    let read = store.events_after_marks(&other_company, &from_zero, 100).await?;
+    ensure!(!read.is_empty() && read.iter().all(|e| e.workflow_id == outsider), "{read:?}");
+    let whole_company = EventScope { company: company("acme")?, batch: None };
+    let read: BTreeSet<_> =
+        store.events_after_marks(&whole_company, &from_zero, 100).await?.into_iter().map(|e| e.workflow_id).collect();
+    ensure!(read == BTreeSet::from([a.clone(), loose.clone()]), "{read:?}");
 
     // A server without Redis looks for the runs changed since its last look, in any company.
     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -1130,11 +1146,80 @@ async fn role_id_collisions_are_refused(ctx: Ctx) -> Result<()> {
     let message = collision.as_ref().err().map(ToString::to_string).unwrap_or_default();
     ensure!(matches!(collision, Err(StoreError::RoleIdCollision { .. })), "{collision:?}");
     ensure!(message.contains("Claims-Adjuster") && message.contains("Claims Adjuster"), "{message}");
-    // Companies whose ids end in another company's role: `acme` + "x y" vs `acme-x` + "y".
-    create(store, push("acme", "X Y", "1")?).await?;
-    let across = store.create_run(push("acme-x", "Y", "1")?).await;
-    ensure!(matches!(across, Err(StoreError::RoleIdCollision { .. })), "{across:?}");
-    ensure!(store.count_runs(None, &[]).await? == 2, "a refused push stores nothing");
+    ensure!(store.count_runs(None, &[]).await? == 1, "a refused push stores nothing");
+    // Companies whose ids end in another company's role: `acme` + "x y" vs `acme-x` + "y" are
+    // two roles, neither refused, neither told of the other.
+    let acme = create(store, push("acme", "X Y", "1")?).await?;
+    let acme_x = create(store, push("acme-x", "Y", "1")?).await?;
+    ensure!(acme.role_id != acme_x.role_id && acme.workflow_id != acme_x.workflow_id, "{acme:?} / {acme_x:?}");
+    ensure!(acme_x.company_id.as_str() == "acme-x" && acme_x.run_number == 1);
+    Ok(())
+}
+
+/// Raw SQL on a case's store, as an operator (or an earlier version) could have left it.
+async fn execute(location: &StoreLocation, statements: &[String]) -> Result<()> {
+    use sqlx::Connection as _;
+    match location {
+        StoreLocation::Postgres(url) => {
+            let mut connection = sqlx::PgConnection::connect(url).await?;
+            for statement in statements {
+                sqlx::query(sqlx::AssertSqlSafe(statement.as_str())).execute(&mut connection).await?;
+            }
+        }
+        StoreLocation::Sqlite(path) => {
+            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path).foreign_keys(true);
+            let mut connection = sqlx::SqliteConnection::connect_with(&options).await?;
+            for statement in statements {
+                sqlx::query(sqlx::AssertSqlSafe(statement.as_str())).execute(&mut connection).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn roles_stored_before_ids_had_a_dot_go_on_under_their_ids(ctx: Ctx) -> Result<()> {
+    // A role of `acme-x` stored by an earlier version: `cr-acme-x-y`, the id `acme` + "X Y"
+    // would also have had then. (Its times are copied from a role stored now.)
+    let seed = create(ctx.store.as_ref(), push("acme-x", "Seed", "1")?).await?;
+    let legacy = RoleId::legacy(&company("acme-x")?, &role_name("Y")?);
+    ctx.store.close().await;
+    execute(
+        &ctx.location,
+        &[format!(
+            "INSERT INTO roles (role_id, company_id, role_name, last_run_number, create_time, update_time) \
+             SELECT '{}', company_id, 'Y', 0, create_time, update_time FROM roles WHERE role_id = '{}'",
+            legacy.as_str(),
+            seed.role_id.as_str()
+        )],
+    )
+    .await?;
+    let store = store::connect(&ctx.location).await?;
+    // The role goes on under its stored id.
+    let first = create(store.as_ref(), push("acme-x", "Y", "1")?).await?;
+    ensure!(first.role_id == legacy && first.run_number == 1, "{first:?}");
+    to(store.as_ref(), &first.workflow_id, RunState::Cancelled).await?;
+    let second = create(store.as_ref(), push("acme-x", "Y", "2")?).await?;
+    ensure!(second.role_id == legacy && second.run_number == 2, "{second:?}");
+    ensure!(second.supersedes.as_ref() == Some(&first.workflow_id), "{second:?}");
+    ensure!(store.latest_run(&legacy).await?.workflow_id == second.workflow_id);
+    // The same inputs again are answered by the stored run, not a new one (in a batch too).
+    let again = store.create_run(push("acme-x", "Y", "2")?).await?;
+    ensure!(!again.created && again.run.workflow_id == second.workflow_id, "{again:?}");
+    // Another company whose role once had the same id is a role of its own, and a batch finds
+    // the legacy role too.
+    let acme = create(store.as_ref(), push("acme", "X Y", "1")?).await?;
+    ensure!(acme.role_id != legacy && !acme.role_id.is_legacy(), "{acme:?}");
+    let batch = BatchId::from_random(9);
+    let created = store
+        .create_batch(
+            NewBatch { id: batch, company: company("acme-x")?, request_id: None },
+            vec![push("acme-x", "Y", "2")?, push("acme-x", "Z", "1")?],
+        )
+        .await?;
+    let runs: Vec<Run> = created.items.into_iter().map(|r| r.map(|c| c.run)).collect::<Result<_, _>>()?;
+    ensure!(runs[0].role_id == legacy && runs[0].workflow_id == second.workflow_id, "{:?}", runs[0]);
+    ensure!(!runs[1].role_id.is_legacy(), "{:?}", runs[1]);
+    store.close().await;
     Ok(())
 }
 

@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 use crate::dispatch::Dispatcher;
 use crate::estimate::Estimator;
 use crate::limits::Limits;
+use crate::tokens::TokenKeys;
 use crate::{
     audit, auth, batch, cancel, graph::GraphReader, history, push, retry, status, trace, usage, watch as watching,
 };
@@ -54,6 +55,8 @@ pub struct PipelineApi {
     pub kept_steps: Arc<status::KeptSteps>,
     /// Ended runs kept for `GetStatus` (forgotten as they move).
     pub ended_runs: Arc<status::EndedRuns>,
+    /// The keys that seal the tokens clients hold (resume and page tokens).
+    pub tokens: Arc<TokenKeys>,
 }
 
 impl PipelineApi {
@@ -96,6 +99,7 @@ impl PipelineApi {
             limits: Arc::clone(&self.limits),
             shared: Arc::clone(&self.watch_reads),
             kept_steps: Arc::clone(&self.kept_steps),
+            tokens: Arc::clone(&self.tokens),
         }
     }
 }
@@ -270,6 +274,7 @@ impl PipelineService for PipelineApi {
         let result = async {
             let principal = auth::principal(&request)?;
             let cx = history::HistoryContext {
+                tokens: &self.tokens,
                 store: self.store.as_ref(),
                 estimator: &self.estimator,
                 limits: &self.limits,
@@ -307,7 +312,7 @@ impl PipelineService for PipelineApi {
         let company = request.get_ref().company_id.clone();
         let result = async {
             let principal = auth::principal(&request)?;
-            let response = audit::list(self.store.as_ref(), &principal, request.into_inner()).await?;
+            let response = audit::list(self.store.as_ref(), &self.tokens, &principal, request.into_inner()).await?;
             Ok(Response::new(response))
         }
         .await;

@@ -29,7 +29,7 @@ use crate::{
     auth::{Principal, Role},
     convert,
     error::{ApiError, Violation},
-    history,
+    tokens::{Kind, TokenKeys},
 };
 
 /// Entries written per transaction at most.
@@ -230,9 +230,14 @@ impl Writer {
     }
 }
 
+/// What audit page tokens are bound to besides their filters: admins read across companies, so
+/// there is no company to bind.
+const AUDIT_BINDING: &[u8] = b"audit";
+
 /// `ListAuditEntries`: admins only; filters, newest first, pages bound to their filters.
 pub async fn list(
     store: &dyn RunStore,
+    tokens: &TokenKeys,
     principal: &Principal,
     request: pb::ListAuditEntriesRequest,
 ) -> Result<pb::ListAuditEntriesResponse, ApiError> {
@@ -251,11 +256,8 @@ pub async fn list(
             .map_err(|e| violations.push(Violation::new("company_id", e.to_string())))
             .ok()
     };
-    let mut filters = request.clone();
-    filters.page_size = 0;
-    filters.page_token.clear();
-    let binding = history::binding_of(&filters);
-    let before_seq = match history::page_token(&request.page_token, &binding) {
+    let filters = pb::ListAuditEntriesRequest { page_size: 0, page_token: String::new(), ..request.clone() };
+    let before_seq = match tokens.open_page(Kind::AuditPage, AUDIT_BINDING, &filters, &request.page_token) {
         Ok(None) => None,
         Ok(Some(token)) => match token.parse::<u64>() {
             Ok(seq) => Some(seq),
@@ -287,7 +289,7 @@ pub async fn list(
     let more = entries.len() > size as usize;
     let entries: Vec<AuditEntry> = entries.into_iter().take(size as usize).collect();
     let next_page_token = match (more, entries.last()) {
-        (true, Some(last)) => format!("{binding}.{}", last.seq),
+        (true, Some(last)) => tokens.seal_page(Kind::AuditPage, AUDIT_BINDING, &filters, &last.seq.to_string()),
         _ => String::new(),
     };
     Ok(pb::ListAuditEntriesResponse { entries: entries.into_iter().map(to_proto).collect(), next_page_token })

@@ -14,7 +14,6 @@
 //! calls keep being refused is slowed down (`auth.unauthenticated_per_minute`).
 
 use std::{
-    io::Write as _,
     path::{Path, PathBuf},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -113,22 +112,9 @@ pub fn principal<T>(request: &Request<T>) -> Result<Principal, ApiError> {
 /// Why the keys tokens are verified with could not be prepared.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    /// The generated development secret could not be read or written.
-    #[error("cannot keep the development signing secret at {path}: {source}")]
-    Io {
-        /// The secret file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The secret file exists but is not a usable secret.
-    #[error(
-        "the development signing secret at {0} is corrupt: delete it to generate a new one (tokens signed with it stop working)"
-    )]
-    Corrupt(PathBuf),
-    /// No randomness for a new secret.
-    #[error("cannot generate a signing secret: {0}")]
-    Random(String),
+    /// The generated development secret could not be kept.
+    #[error("development signing secret: {0}")]
+    Kept(#[from] crate::tokens::KeptSecretError),
     /// A configured public key file or JWKS file cannot be used.
     #[error("{key} {path}: {problem}")]
     PublicKey {
@@ -162,39 +148,7 @@ pub fn signing_secret(auth: &AuthConfig, data_dir: &Path) -> Result<Vec<u8>, Key
     if !hs256_enabled(auth) {
         return Err(KeyError::NoSigningKey);
     }
-    let path = data_dir.join("auth").join("hs256.secret");
-    let io = |source| KeyError::Io { path: path.clone(), source };
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let text = text.trim();
-            if text.len() < 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(KeyError::Corrupt(path));
-            }
-            return Ok(text.as_bytes().to_vec());
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(e)),
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| KeyError::Random(e.to_string()))?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(&path) {
-        Ok(mut file) => {
-            file.write_all(hex.as_bytes()).and_then(|()| file.sync_all()).map_err(io)?;
-            tracing::info!(path = %path.display(), "generated a development signing secret");
-            Ok(hex.into_bytes())
-        }
-        // Another process created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => signing_secret(auth, data_dir),
-        Err(e) => Err(io(e)),
-    }
+    Ok(crate::tokens::kept_secret(&data_dir.join("auth").join("hs256.secret"))?)
 }
 
 /// Sets `value` at the dotted claim `path` of `claims`, creating nested objects.

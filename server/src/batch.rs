@@ -236,6 +236,11 @@ fn check_whole(request: &pb::PushBatchRequest, max_batch_size: u32) -> Result<()
             ),
         ));
     }
+    for (i, item) in request.items.iter().enumerate() {
+        if let Err(problem) = check_client_ref(&item.client_ref) {
+            violations.push(Violation::new(format!("items[{i}].client_ref"), problem));
+        }
+    }
     if let Some(options) = &request.default_options
         && convert::priority(options.priority).is_none()
     {
@@ -243,6 +248,28 @@ fn check_whole(request: &pb::PushBatchRequest, max_batch_size: u32) -> Result<()
             .push(Violation::new("default_options.priority", "must be PRIORITY_LOW, PRIORITY_NORMAL or PRIORITY_HIGH"));
     }
     if violations.is_empty() { Ok(()) } else { Err(ApiError::InvalidArgument { reason: INVALID_BATCH, violations }) }
+}
+
+/// Longest `client_ref`, in characters.
+const MAX_CLIENT_REF_CHARS: usize = 256;
+
+/// A client's reference is echoed back and shown in the console: short, and nothing in it that
+/// hides or reorders what is shown.
+fn check_client_ref(value: &str) -> Result<(), String> {
+    if value.chars().count() > MAX_CLIENT_REF_CHARS {
+        return Err(format!("must be at most {MAX_CLIENT_REF_CHARS} characters"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err("must not contain control characters".to_owned());
+    }
+    match value.chars().find(|c| etter_pipeline::ids::is_invisible_format(*c)) {
+        Some(c) => Err(format!(
+            "must not contain invisible formatting characters (found U+{:04X}): bidirectional overrides and \
+             zero-width characters make a reference show as something it is not",
+            u32::from(c)
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The VALIDATION_ERROR run of an invalid item: what was given (documents of a known type, the
@@ -344,4 +371,32 @@ pub async fn progress(
         estimated_duration_seconds: estimated,
         create_time: Some(convert::timestamp(batch.create_time)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(client_refs: &[&str]) -> pb::PushBatchRequest {
+        let items = client_refs
+            .iter()
+            .map(|r| pb::PushBatchItem { role_name: "Analyst".into(), client_ref: (*r).into(), ..Default::default() })
+            .collect();
+        pb::PushBatchRequest { company_id: "acme".into(), items, ..Default::default() }
+    }
+
+    #[test]
+    fn client_refs_that_hide_or_reorder_text_are_refused_by_field() {
+        let long = "r".repeat(MAX_CLIENT_REF_CHARS + 1);
+        let request = batch(&["row 1", "row\u{202E}2", "row\u{200B}3", &long, "row\n5", "Zeile 6 — ß"]);
+        let fields: Vec<String> = match check_whole(&request, 10) {
+            Err(ApiError::InvalidArgument { violations, .. }) => violations.into_iter().map(|v| v.field).collect(),
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        };
+        assert_eq!(
+            fields,
+            ["items[1].client_ref", "items[2].client_ref", "items[3].client_ref", "items[4].client_ref"]
+        );
+        assert!(check_whole(&batch(&["row 1", "Zeile 6 — ß"]), 10).is_ok());
+    }
 }

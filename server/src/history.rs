@@ -11,7 +11,6 @@ use etter_pipeline::{
     store::{self, PageRequest, RunFilter, RunStore, Timestamp},
 };
 use etter_proto::v1 as pb;
-use sha2::{Digest as _, Sha256};
 
 use crate::limits::Limits;
 use crate::{
@@ -20,6 +19,7 @@ use crate::{
     error::{ApiError, Violation},
     estimate::Estimator,
     status,
+    tokens::{Kind, TokenKeys},
 };
 
 /// The `ErrorInfo.reason` of an invalid History request.
@@ -27,6 +27,8 @@ const INVALID_HISTORY: &str = "INVALID_HISTORY_REQUEST";
 
 /// What History reads.
 pub struct HistoryContext<'a> {
+    /// The keys page tokens are sealed with.
+    pub tokens: &'a TokenKeys,
     /// The run store.
     pub store: &'a dyn RunStore,
     /// ETAs of the active runs listed.
@@ -45,7 +47,7 @@ pub async fn history(
         .map_err(|e| ApiError::invalid(INVALID_HISTORY, "company_id", e.to_string()))?;
     principal.authorize_company(&company)?;
     cx.limits.admit_call(&company)?;
-    let (filter, page) = validate(company, &request)?;
+    let (filter, page) = validate(cx.tokens, company, &request)?;
     let listed = cx.store.list_runs(&filter, &page).await.map_err(|e| match e {
         store::StoreError::InvalidPageToken => ApiError::invalid(INVALID_HISTORY, "page_token", e.to_string()),
         other => other.into(),
@@ -60,15 +62,21 @@ pub async fn history(
         let attempts = cx.store.steps(&run.workflow_id).await?;
         runs.push(status::assemble(run, &attempts, positions.get(&run.workflow_id).copied(), cx.estimator));
     }
-    let binding = filter_binding(&request);
-    Ok(pb::HistoryResponse {
-        runs,
-        next_page_token: listed.next_page_token.map(|token| format!("{binding}.{token}")).unwrap_or_default(),
-    })
+    let next_page_token = listed
+        .next_page_token
+        .map(|position| {
+            cx.tokens.seal_page(Kind::HistoryPage, filter.company.as_str().as_bytes(), &filters_of(&request), &position)
+        })
+        .unwrap_or_default();
+    Ok(pb::HistoryResponse { runs, next_page_token })
 }
 
 /// Checks every filter and reports every invalid one.
-fn validate(company: CompanyId, request: &pb::HistoryRequest) -> Result<(RunFilter, PageRequest), ApiError> {
+fn validate(
+    tokens: &TokenKeys,
+    company: CompanyId,
+    request: &pb::HistoryRequest,
+) -> Result<(RunFilter, PageRequest), ApiError> {
     let mut violations = Vec::new();
     let mut states = Vec::new();
     for (i, value) in request.statuses.iter().enumerate() {
@@ -92,7 +100,8 @@ fn validate(company: CompanyId, request: &pb::HistoryRequest) -> Result<(RunFilt
     if request.page_size < 0 {
         violations.push(Violation::new("page_size", "must not be negative (0 = the default of 50)"));
     }
-    let token = match page_token(&request.page_token, &filter_binding(request)) {
+    let filters = filters_of(request);
+    let token = match tokens.open_page(Kind::HistoryPage, company.as_str().as_bytes(), &filters, &request.page_token) {
         Ok(token) => token,
         Err(violation) => {
             violations.push(violation);
@@ -131,40 +140,10 @@ fn time(value: Option<&prost_types::Timestamp>, field: &str, violations: &mut Ve
     parsed
 }
 
-/// Hex characters of a filter binding.
-const BINDING_LEN: usize = 16;
-
-/// A short hash of the request's filters (everything but `page_size` and `page_token`), prefixed
-/// to the store's page token.
-fn filter_binding(request: &pb::HistoryRequest) -> String {
-    let mut filters = request.clone();
-    filters.page_size = 0;
-    filters.page_token.clear();
-    binding_of(&filters)
-}
-
-/// What binds a page token to the filters it was issued for (AIP-158): a short hash of the
-/// request with its page fields cleared.
-pub(crate) fn binding_of(filters: &impl prost::Message) -> String {
-    let digest = Sha256::digest(filters.encode_to_vec());
-    digest.iter().take(BINDING_LEN / 2).map(|b| format!("{b:02x}")).collect()
-}
-
-/// The store's token inside a `page_token` issued as `{binding}.{token}`: `None` for the first
-/// page; a violation when the token was issued for other filters or not by this server.
-pub(crate) fn page_token(page_token: &str, binding: &str) -> Result<Option<String>, Violation> {
-    match page_token.split_once('.') {
-        None if page_token.is_empty() => Ok(None),
-        Some((issued, token)) if issued == binding => Ok(Some(token.to_owned())),
-        Some((issued, _)) if issued.len() == BINDING_LEN => Err(Violation::new(
-            "page_token",
-            "was issued for other filters; send the same filters as on the first page, or start again without a page_token",
-        )),
-        _ => Err(Violation::new(
-            "page_token",
-            "is not a token this server issued; start again from the first page with an empty page_token",
-        )),
-    }
+/// The request's filters: everything but `page_size` and `page_token`, which a page token is
+/// bound to.
+fn filters_of(request: &pb::HistoryRequest) -> pb::HistoryRequest {
+    pb::HistoryRequest { page_size: 0, page_token: String::new(), ..request.clone() }
 }
 
 #[cfg(test)]
@@ -177,6 +156,10 @@ mod tests {
 
     fn company() -> CompanyId {
         CompanyId::parse("acme").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn keys() -> TokenKeys {
+        TokenKeys::new(b"a test key of at least thirty-two bytes", &[])
     }
 
     fn fields(err: ApiError) -> Vec<String> {
@@ -196,7 +179,7 @@ mod tests {
         bad.create_time_before = Some(prost_types::Timestamp { seconds: 1_000, nanos: 0 });
         bad.page_size = -1;
         bad.page_token = "garbage".into();
-        let got = validate(company(), &bad).err().map(fields).unwrap_or_default();
+        let got = validate(&keys(), company(), &bad).err().map(fields).unwrap_or_default();
         assert_eq!(
             got,
             ["statuses[1]", "statuses[2]", "role_id", "batch_id", "create_time_before", "page_size", "page_token"]
@@ -208,15 +191,25 @@ mod tests {
         let mut first = request();
         first.statuses = vec![pb::RoleStatus::Ready as i32];
         let mut next = first.clone();
-        next.page_token = format!("{}.store-token", filter_binding(&first));
+        next.page_token = keys().seal_page(Kind::HistoryPage, b"acme", &filters_of(&first), "store-token");
         next.page_size = 200;
-        let (_, page) = validate(company(), &next)?;
+        let (_, page) = validate(&keys(), company(), &next)?;
         assert_eq!(page.token.as_deref(), Some("store-token"), "page size may change between pages");
         assert_eq!(page.size, 200);
 
         let mut other = next.clone();
         other.statuses = vec![pb::RoleStatus::Failed as i32];
-        assert_eq!(validate(company(), &other).err().map(fields).unwrap_or_default(), ["page_token"]);
+        assert_eq!(validate(&keys(), company(), &other).err().map(fields).unwrap_or_default(), ["page_token"]);
+
+        // Another company's token, even for the same filters, is not this request's.
+        let mut theirs = first.clone();
+        theirs.company_id = "acme-secret".into();
+        let mut replayed = next.clone();
+        replayed.page_token = keys().seal_page(Kind::HistoryPage, b"acme-secret", &filters_of(&theirs), "store-token");
+        assert_eq!(validate(&keys(), company(), &replayed).err().map(fields).unwrap_or_default(), ["page_token"]);
+        // An unsealed token of the form earlier servers issued is refused, not trusted.
+        replayed.page_token = "0123456789abcdef.store-token".into();
+        assert_eq!(validate(&keys(), company(), &replayed).err().map(fields).unwrap_or_default(), ["page_token"]);
         Ok(())
     }
 
@@ -224,7 +217,7 @@ mod tests {
     fn page_sizes_are_capped_not_refused() -> anyhow::Result<()> {
         let mut big = request();
         big.page_size = 10_000;
-        assert_eq!(validate(company(), &big)?.1.size, store::MAX_PAGE_SIZE);
+        assert_eq!(validate(&keys(), company(), &big)?.1.size, store::MAX_PAGE_SIZE);
         Ok(())
     }
 }

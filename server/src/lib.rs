@@ -25,6 +25,7 @@ mod retry;
 mod status;
 #[cfg(test)]
 mod testing;
+pub mod tokens;
 mod trace;
 mod usage;
 mod watch;
@@ -64,6 +65,9 @@ pub enum ServeError {
     /// The token signing key could not be prepared.
     #[error(transparent)]
     Key(#[from] auth::KeyError),
+    /// The keys sealing client-held tokens could not be prepared.
+    #[error(transparent)]
+    TokenKeys(#[from] tokens::TokenKeyError),
     /// The `/metrics` endpoint could not start.
     #[error(transparent)]
     Metrics(#[from] process::MetricsError),
@@ -206,6 +210,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         watch_reads: Arc::default(),
         kept_steps: Arc::default(),
         ended_runs,
+        tokens: Arc::new(tokens::TokenKeys::from_config(&config.server, &config.data_dir)?),
     };
     // Health and reflection stay open; every PipelineService call is authenticated.
     let api = Arc::new(api);

@@ -534,8 +534,8 @@ pub(crate) fn for_output(role: &RoleId, output: &StepOutput<'_>) -> Result<Plan,
 }
 
 fn role_setup(role: &RoleId, setup: &RoleSetup) -> Result<Vec<Op>, GraphError> {
-    let expected = RoleId::new(&setup.company, &setup.role_name);
-    if &expected != role {
+    if !role.is_of(&setup.company, &setup.role_name) {
+        let expected = RoleId::new(&setup.company, &setup.role_name);
         return Err(invalid("role_setup", format!("role {role} is not the role of the setup ({expected})")));
     }
     let company = vec![setup.company.as_str().to_owned()];

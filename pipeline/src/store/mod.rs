@@ -93,11 +93,10 @@ pub enum StoreError {
         /// The reused request id.
         request_id: RequestId,
     },
-    /// Two different roles map to the same role id (their names slug to the same string).
-    #[error(
-        "role {new_company}/{new_name:?} has the same role id {role_id} as the existing role \
-         {existing_company}/{existing_name:?}; rename one of them so their letters and digits differ"
-    )]
+    /// Two different roles map to the same role id (their names slug to the same string). The
+    /// message names the existing role only when it is of the same company: nothing of another
+    /// company's is ever told.
+    #[error("{}", collision_message(role_id, existing_company, existing_name, new_company, new_name))]
     RoleIdCollision {
         /// The shared role id.
         role_id: RoleId,
@@ -137,6 +136,26 @@ pub enum StoreError {
     /// The database failed or could not be reached.
     #[error("store database error: {0}")]
     Database(#[from] sqlx::Error),
+}
+
+fn collision_message(
+    role_id: &RoleId,
+    existing_company: &CompanyId,
+    existing_name: &RoleName,
+    new_company: &CompanyId,
+    new_name: &RoleName,
+) -> String {
+    if existing_company == new_company {
+        format!(
+            "role {new_company}/{new_name:?} has the same role id {role_id} as the existing role \
+             {existing_company}/{existing_name:?}; rename one of them so their letters and digits differ"
+        )
+    } else {
+        format!(
+            "role {new_company}/{new_name:?} cannot be given the role id {role_id}, which is taken; \
+             rename it so its letters and digits differ"
+        )
+    }
 }
 
 impl StoreError {
@@ -690,6 +709,16 @@ pub enum WatchScope {
     UpdatedSince(Timestamp),
 }
 
+/// The runs whose events [`RunStore::events_after_marks`] may return: a company's, or one batch
+/// of it. Marks come from clients (resume tokens), so the store itself never reads past this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventScope {
+    /// Only runs of this company.
+    pub company: CompanyId,
+    /// Only runs of this batch (of `company`).
+    pub batch: Option<BatchId>,
+}
+
 /// History filters ([`RunStore::list_runs`]). Every set field must match.
 #[derive(Debug, Clone)]
 pub struct RunFilter {
@@ -1022,8 +1051,14 @@ pub trait RunStore: Send + Sync {
 
     /// The events of several runs after per-run high-water marks, ordered by run then sequence, at
     /// most `limit`. Each run's events come as a gap-free prefix, so a caller that advances its
-    /// marks to what it received and asks again misses and repeats nothing.
-    async fn events_after_marks(&self, marks: &[(WorkflowId, u64)], limit: u32) -> Result<Vec<RunEvent>, StoreError>;
+    /// marks to what it received and asks again misses and repeats nothing. Marks of runs outside
+    /// `scope` yield nothing, whatever they name.
+    async fn events_after_marks(
+        &self,
+        scope: &EventScope,
+        marks: &[(WorkflowId, u64)],
+        limit: u32,
+    ) -> Result<Vec<RunEvent>, StoreError>;
 
     /// The latest sequence of every run in a scope, to compare with a watcher's marks (a run not in
     /// the marks is new to the watcher).
@@ -1156,11 +1191,11 @@ pub async fn connect(location: &StoreLocation) -> Result<Arc<dyn RunStore>, Stor
 /// and its directory, in WAL mode with foreign keys on.
 pub async fn connect_with(location: &StoreLocation, options: &StoreOptions) -> Result<Arc<dyn RunStore>, StoreError> {
     Ok(match location {
-        StoreLocation::Postgres(url) => {
-            Arc::new(sql::SqlStore::new(postgres::Postgres::connect(url, options).await?, options.announce.clone()))
-        }
+        StoreLocation::Postgres(url) => Arc::new(
+            sql::SqlStore::new(postgres::Postgres::connect(url, options).await?, options.announce.clone()).await?,
+        ),
         StoreLocation::Sqlite(path) => {
-            Arc::new(sql::SqlStore::new(sqlite::Sqlite::connect(path, options).await?, options.announce.clone()))
+            Arc::new(sql::SqlStore::new(sqlite::Sqlite::connect(path, options).await?, options.announce.clone()).await?)
         }
     })
 }

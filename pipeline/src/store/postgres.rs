@@ -16,9 +16,9 @@ use sqlx::{
 };
 
 use super::{
-    Batch, Claim, ClaimTerms, CompanyLoad, Delivery, DocumentHash, Notification, NotificationClaim, QueuePosition,
-    RequestKey, Run, RunEvent, RunFilter, StepAttempt, StepStats, StepStatus, StoreError, StoreOptions, Timestamp,
-    TokenCount, UsageRow, WatchScope,
+    Batch, Claim, ClaimTerms, CompanyLoad, Delivery, DocumentHash, EventScope, Notification, NotificationClaim,
+    QueuePosition, RequestKey, Run, RunEvent, RunFilter, StepAttempt, StepStats, StepStatus, StoreError, StoreOptions,
+    Timestamp, TokenCount, UsageRow, WatchScope,
     shared::{
         self, ADD_USAGE, AUDIT_AFTER, BATCH_COUNTS, COMPANY_LOADS, EVENTS_AFTER, HEADS_OF_ACTIVE, HEADS_OF_BATCH,
         HEADS_UPDATED_SINCE, INSERT_AUDIT, INSERT_BATCH, INSERT_EVENT, INSERT_EVENTS_HEAD, INSERT_NOTIFICATION,
@@ -26,7 +26,7 @@ use super::{
         RELEASE_CLAIM, Row, SELECT_AUDIT_HEAD, SELECT_BATCH, SELECT_DOCUMENT, SELECT_LATEST_RUN, SELECT_REQUEST,
         SELECT_RUN, SELECT_STEP, SELECT_STEPS, SELECT_USAGE, SET_AUDIT_HEAD, SET_NEEDS_REVIEW, SET_ROLES_LATEST_TAIL,
         SETTLE_NOTIFICATION, STEP_EVENT, SUPERSEDE_TAIL, TOKEN_RESERVATIONS, UPDATE_RUN, UPSERT_DOCUMENT, UPSERT_STEP,
-        audit_columns, event_columns, run_columns, to_i64,
+        audit_columns, run_columns, to_i64,
     },
     sql::{Backend, Conn, Cursor, RoleKey, RoleLatest, RoleRow, StoredRequest, Tx},
 };
@@ -323,19 +323,29 @@ impl Tx for PgTx {
 
     async fn events_after_marks(
         &mut self,
+        scope: &EventScope,
         marks: &[(WorkflowId, u64)],
         limit: u32,
     ) -> Result<Vec<RunEvent>, StoreError> {
         const SQL: &str = concat!(
             "SELECT ",
-            event_columns!(),
-            " FROM run_events JOIN UNNEST($1::text[], $2::bigint[]) AS m(run, after) \
-               ON run_events.workflow_id = m.run AND run_events.sequence > m.after \
+            "run_events.workflow_id, run_events.sequence, run_events.event_time, run_events.payload",
+            " FROM UNNEST($1::text[], $2::bigint[]) AS m(run, after) \
+             JOIN runs ON runs.workflow_id = m.run \
+              AND runs.company_id = $4 AND ($5::text IS NULL OR runs.batch_id = $5) \
+             JOIN run_events ON run_events.workflow_id = m.run AND run_events.sequence > m.after \
              ORDER BY run_events.workflow_id, run_events.sequence LIMIT $3"
         );
         let runs: Vec<&str> = marks.iter().map(|(id, _)| id.as_str()).collect();
         let afters: Vec<i64> = marks.iter().map(|(_, after)| to_i64(*after)).collect();
-        let rows = sqlx::query(SQL).bind(runs).bind(afters).bind(i64::from(limit)).fetch_all(&mut *self.0).await?;
+        let rows = sqlx::query(SQL)
+            .bind(runs)
+            .bind(afters)
+            .bind(i64::from(limit))
+            .bind(scope.company.as_str())
+            .bind(scope.batch.as_ref().map(BatchId::as_str))
+            .fetch_all(&mut *self.0)
+            .await?;
         decode_all(rows, shared::decode_event)
     }
 

@@ -41,7 +41,6 @@ macro_rules! event_columns {
         "workflow_id, sequence, event_time, payload"
     };
 }
-pub(super) use event_columns;
 
 /// Binds `$run`'s columns, in [`run_columns`] order, to `$row` (a `push_values` row), each time
 /// through the backend's `$time` / `$opt_time` encoding.
@@ -108,6 +107,9 @@ pub(super) const SET_ROLES_LATEST_TAIL: &str = ") UPDATE roles SET last_run_numb
 /// After `WITH v (workflow_id, by_run, t) AS (VALUES …`: marks each run superseded by `by_run`.
 pub(super) const SUPERSEDE_TAIL: &str = ") UPDATE runs SET superseded_by = v.by_run, update_time = v.t \
      FROM v WHERE runs.workflow_id = v.workflow_id";
+/// Whether any role has an id of the form before ids had a dot (`n` is 0 or 1).
+pub(super) const ANY_LEGACY_ROLE: &str =
+    "SELECT COUNT(*) AS n FROM (SELECT 1 FROM roles WHERE role_id NOT LIKE '%.%' LIMIT 1) AS legacy";
 pub(super) const SELECT_RUN: &str = concat!("SELECT ", run_columns!(), " FROM runs WHERE workflow_id = $1");
 pub(super) const SELECT_LATEST_RUN: &str = concat!(
     "SELECT ",
@@ -309,6 +311,36 @@ macro_rules! shared_primitives {
                     })
                 })
                 .collect()
+        }
+
+        async fn roles(&mut self, ids: &[RoleId]) -> Result<Vec<RoleRow>, StoreError> {
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut sql = sqlx::QueryBuilder::new(
+                "SELECT role_id, company_id, role_name, last_run_number FROM roles WHERE role_id IN (",
+            );
+            let mut list = sql.separated(", ");
+            for id in ids {
+                list.push_bind(id.as_str());
+            }
+            sql.push(")");
+            let rows = sql.build().fetch_all(&mut *self.0).await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(RoleRow {
+                        role_id: row.text("role_id")?,
+                        company: row.text("company_id")?,
+                        name: row.text("role_name")?,
+                        last_run_number: row.int("last_run_number")?,
+                    })
+                })
+                .collect()
+        }
+
+        async fn any_legacy_role(&mut self) -> Result<bool, StoreError> {
+            let row = sqlx::query(shared::ANY_LEGACY_ROLE).fetch_one(&mut *self.0).await?;
+            Ok(row.int("n")? > 0)
         }
 
         async fn set_roles_latest(&mut self, roles: &[RoleLatest<'_>], now: Timestamp) -> Result<(), StoreError> {

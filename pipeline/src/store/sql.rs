@@ -7,7 +7,7 @@
 //! dialects share (`shared`), the rest where the dialects differ (arrays, row locks, `SKIP LOCKED`)
 //! — so the two stores cannot drift apart in behaviour.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -16,10 +16,10 @@ use chrono::{NaiveDate, TimeDelta};
 
 use super::{
     Admission, Announce, Batch, BatchCreated, Change, Claim, ClaimTerms, CompanyLoad, Created, DEFAULT_PAGE_SIZE,
-    Delivery, DocumentHash, IDEMPOTENCY_TTL, MAX_PAGE_SIZE, NewBatch, NewRun, Notification, NotificationClaim,
-    PageRequest, PipelineError, PutRequest, QueuePosition, RequestKey, Run, RunEvent, RunFilter, RunPage, RunStore,
-    StepAttempt, StepRecorded, StepStats, StepStatus, StepTransition, StoreError, Timestamp, TokenCount, Transition,
-    UsageRow, WatchScope, now,
+    Delivery, DocumentHash, EventScope, IDEMPOTENCY_TTL, MAX_PAGE_SIZE, NewBatch, NewRun, Notification,
+    NotificationClaim, PageRequest, PipelineError, PutRequest, QueuePosition, RequestKey, Run, RunEvent, RunFilter,
+    RunPage, RunStore, StepAttempt, StepRecorded, StepStats, StepStatus, StepTransition, StoreError, Timestamp,
+    TokenCount, Transition, UsageRow, WatchScope, now,
     shared::{corrupt, id, number, to_i64},
 };
 use crate::audit::{AuditEntry, AuditEvent, AuditFilter, AuditHead};
@@ -179,6 +179,10 @@ pub(super) trait Tx: Send {
         roles: &[RoleKey<'_>],
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<RoleRow>, StoreError>> + Send;
+    /// The roles of these ids that exist (in any order), not locked.
+    fn roles(&mut self, ids: &[RoleId]) -> impl Future<Output = Result<Vec<RoleRow>, StoreError>> + Send;
+    /// Whether any role was stored with an id of the form before ids had a dot.
+    fn any_legacy_role(&mut self) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Sets the roles' latest run numbers (and their Draup roles, where given).
     fn set_roles_latest(
         &mut self,
@@ -264,6 +268,7 @@ pub(super) trait Tx: Send {
     ) -> impl Future<Output = Result<Vec<RunEvent>, StoreError>> + Send;
     fn events_after_marks(
         &mut self,
+        scope: &EventScope,
         marks: &[(WorkflowId, u64)],
         limit: u32,
     ) -> impl Future<Output = Result<Vec<RunEvent>, StoreError>> + Send;
@@ -398,11 +403,18 @@ fn delta(from: Timestamp, by: std::time::Duration) -> Result<Timestamp, StoreErr
 pub(super) struct SqlStore<B> {
     backend: B,
     announce: Option<Arc<dyn Announce>>,
+    /// Some roles were stored with ids of the form before ids had a dot: pushes look for them by
+    /// company and name ([`RoleId::legacy`]), so their runs go on under the ids they have. Read
+    /// once at start; nothing stores such ids any more.
+    legacy_roles: bool,
 }
 
 impl<B: Backend> SqlStore<B> {
-    pub(super) fn new(backend: B, announce: Option<Arc<dyn Announce>>) -> Self {
-        SqlStore { backend, announce }
+    pub(super) async fn new(backend: B, announce: Option<Arc<dyn Announce>>) -> Result<Self, StoreError> {
+        let mut tx = backend.autocommit().await?;
+        let legacy_roles = tx.any_legacy_role().await?;
+        tx.commit().await?;
+        Ok(SqlStore { backend, announce, legacy_roles })
     }
 
     /// Tells the announcer (if any) that a change of `run` was committed.
@@ -417,7 +429,7 @@ impl<B: Backend> SqlStore<B> {
         let now = now();
         // No room on a cap: nothing to claim, whatever the store holds.
         let terms = terms.filter(|t| t.company_room > 0 && t.total_room > 0);
-        if B::CREATES_FIRST_RUN_IN_ONE_STATEMENT && new.expected_latest.is_none() {
+        if B::CREATES_FIRST_RUN_IN_ONE_STATEMENT && new.expected_latest.is_none() && !self.legacy_roles {
             // Decided as the first run of a new role (most pushes: onboarding a company's roles);
             // written only if the role is new indeed.
             let role_id = RoleId::new(&new.company, &new.role_name);
@@ -435,7 +447,7 @@ impl<B: Backend> SqlStore<B> {
             }
         }
         let mut tx = self.backend.write().await?;
-        let mut created = create_in(&mut tx, vec![new], None, now)
+        let mut created = create_in(&mut tx, vec![new], None, self.legacy_roles, now)
             .await?
             .pop()
             .ok_or_else(|| StoreError::Conflict("the run was not processed".to_owned()))??;
@@ -523,13 +535,33 @@ async fn create_in<T: Tx>(
     tx: &mut T,
     items: Vec<NewRun>,
     batch: Option<&BatchId>,
+    legacy_roles: bool,
     now: Timestamp,
 ) -> Result<Vec<Result<Created, StoreError>>, StoreError> {
     if items.iter().any(|new| matches!(&new.admission, Admission::Reject(violations) if violations.is_empty())) {
         return Err(StoreError::InvalidArgument("a rejected run needs at least one field violation".to_owned()));
     }
-    let items: Vec<(RoleId, NewRun)> =
-        items.into_iter().map(|new| (RoleId::new(&new.company, &new.role_name), new)).collect();
+    let legacy: HashSet<String> = if legacy_roles {
+        // Roles stored before ids had a dot go on under their ids: found by company and name.
+        let ids: Vec<RoleId> = items.iter().map(|new| RoleId::legacy(&new.company, &new.role_name)).collect();
+        let rows = tx.roles(&ids).await?;
+        rows.into_iter()
+            .filter(|row| {
+                items.iter().any(|new| new.company.as_str() == row.company && new.role_name.as_str() == row.name)
+            })
+            .map(|row| row.role_id)
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    let items: Vec<(RoleId, NewRun)> = items
+        .into_iter()
+        .map(|new| {
+            let old = RoleId::legacy(&new.company, &new.role_name);
+            let id = if legacy.contains(old.as_str()) { old } else { RoleId::new(&new.company, &new.role_name) };
+            (id, new)
+        })
+        .collect();
     let mut keys: Vec<RoleKey<'_>> =
         items.iter().map(|(id, new)| RoleKey { id, company: &new.company, name: &new.role_name }).collect();
     // Stable: of one role id's items, the first in request order inserts the role.
@@ -756,7 +788,9 @@ impl<B: Backend> RunStore for SqlStore<B> {
             }
             first = false;
             let (indexes, chunk): (Vec<usize>, Vec<NewRun>) = chunk.into_iter().unzip();
-            for (index, result) in indexes.into_iter().zip(create_in(&mut tx, chunk, Some(&stored.id), now).await?) {
+            for (index, result) in
+                indexes.into_iter().zip(create_in(&mut tx, chunk, Some(&stored.id), self.legacy_roles, now).await?)
+            {
                 match result {
                     Err(e) if !e.is_item_error() => return Err(e),
                     result => results[index] = Some(result),
@@ -1027,12 +1061,17 @@ impl<B: Backend> RunStore for SqlStore<B> {
         Ok(events)
     }
 
-    async fn events_after_marks(&self, marks: &[(WorkflowId, u64)], limit: u32) -> Result<Vec<RunEvent>, StoreError> {
+    async fn events_after_marks(
+        &self,
+        scope: &EventScope,
+        marks: &[(WorkflowId, u64)],
+        limit: u32,
+    ) -> Result<Vec<RunEvent>, StoreError> {
         if marks.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
         let mut tx = self.backend.autocommit().await?;
-        let events = tx.events_after_marks(marks, limit).await?;
+        let events = tx.events_after_marks(scope, marks, limit).await?;
         tx.commit().await?;
         Ok(events)
     }

@@ -16,9 +16,9 @@ use sqlx::{
 };
 
 use super::{
-    Batch, Claim, ClaimTerms, CompanyLoad, Delivery, DocumentHash, Notification, NotificationClaim, QueuePosition,
-    RequestKey, Run, RunEvent, RunFilter, StepAttempt, StepStats, StepStatus, StoreError, StoreOptions, Timestamp,
-    TokenCount, UsageRow, WatchScope,
+    Batch, Claim, ClaimTerms, CompanyLoad, Delivery, DocumentHash, EventScope, Notification, NotificationClaim,
+    QueuePosition, RequestKey, Run, RunEvent, RunFilter, StepAttempt, StepStats, StepStatus, StoreError, StoreOptions,
+    Timestamp, TokenCount, UsageRow, WatchScope,
     shared::{
         self, ADD_USAGE, AUDIT_AFTER, BATCH_COUNTS, COMPANY_LOADS, EVENTS_AFTER, HEADS_OF_ACTIVE, HEADS_OF_BATCH,
         HEADS_UPDATED_SINCE, INSERT_AUDIT, INSERT_BATCH, INSERT_EVENT, INSERT_EVENTS_HEAD, INSERT_NOTIFICATION,
@@ -26,7 +26,7 @@ use super::{
         RELEASE_CLAIM, Row, SELECT_AUDIT_HEAD, SELECT_BATCH, SELECT_DOCUMENT, SELECT_LATEST_RUN, SELECT_REQUEST,
         SELECT_RUN, SELECT_STEP, SELECT_STEPS, SELECT_USAGE, SET_AUDIT_HEAD, SET_NEEDS_REVIEW, SET_ROLES_LATEST_TAIL,
         SETTLE_NOTIFICATION, STEP_EVENT, SUPERSEDE_TAIL, TOKEN_RESERVATIONS, UPDATE_RUN, UPSERT_DOCUMENT, UPSERT_STEP,
-        audit_columns, event_columns, notification_columns, run_columns, to_i64,
+        audit_columns, notification_columns, run_columns, to_i64,
     },
     sql::{Backend, Conn, Cursor, RoleKey, RoleLatest, RoleRow, StoredRequest, Tx},
 };
@@ -276,19 +276,29 @@ impl Tx for SqliteTx {
 
     async fn events_after_marks(
         &mut self,
+        scope: &EventScope,
         marks: &[(WorkflowId, u64)],
         limit: u32,
     ) -> Result<Vec<RunEvent>, StoreError> {
         const SQL: &str = concat!(
             "SELECT ",
-            event_columns!(),
-            " FROM json_each($1) AS m JOIN run_events \
-               ON run_events.workflow_id = json_extract(m.value, '$[0]') \
+            "run_events.workflow_id, run_events.sequence, run_events.event_time, run_events.payload",
+            " FROM json_each($1) AS m \
+             JOIN runs ON runs.workflow_id = json_extract(m.value, '$[0]') \
+              AND runs.company_id = $3 AND ($4 IS NULL OR runs.batch_id = $4) \
+             JOIN run_events \
+               ON run_events.workflow_id = runs.workflow_id \
               AND run_events.sequence > json_extract(m.value, '$[1]') \
              ORDER BY run_events.workflow_id, run_events.sequence LIMIT $2"
         );
         let marks: Vec<(&str, i64)> = marks.iter().map(|(id, after)| (id.as_str(), to_i64(*after))).collect();
-        let rows = sqlx::query(SQL).bind(Json(marks)).bind(i64::from(limit)).fetch_all(&mut *self.0).await?;
+        let rows = sqlx::query(SQL)
+            .bind(Json(marks))
+            .bind(i64::from(limit))
+            .bind(scope.company.as_str())
+            .bind(scope.batch.as_ref().map(BatchId::as_str))
+            .fetch_all(&mut *self.0)
+            .await?;
         decode_all(rows, shared::decode_event)
     }
 

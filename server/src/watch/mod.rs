@@ -35,6 +35,7 @@ use tokio::{
 use tonic::Status;
 
 use crate::limits::Limits;
+use crate::tokens::TokenKeys;
 use crate::{
     api::FrameStream, auth::Principal, convert, error::ApiError, estimate::Estimator, graph::GraphReader, status,
 };
@@ -76,6 +77,8 @@ pub struct WatchContext {
     pub shared: Arc<SharedReads>,
     /// Step attempts kept from earlier status reads.
     pub kept_steps: Arc<status::KeptSteps>,
+    /// The keys resume tokens are sealed with.
+    pub tokens: Arc<TokenKeys>,
 }
 
 /// Waits `nap`, or less: until a run `relevant` accepts has moved, or wake-ups were lost.

@@ -26,7 +26,7 @@ use etter_pipeline::{
     ids::{BatchId, CompanyId, WorkflowId},
     lifecycle::RunState,
     steps::Plan,
-    store::{self, Batch, PageRequest, Run, RunFilter, WatchScope},
+    store::{self, Batch, EventScope, PageRequest, Run, RunFilter, WatchScope},
 };
 use etter_proto::v1 as pb;
 use pb::watch_status_response::Kind;
@@ -101,6 +101,20 @@ impl Scope {
         }
     }
 
+    /// What this scope's resume tokens are sealed for.
+    fn binding(&self) -> Vec<u8> {
+        token::binding(self.company().as_str(), &self.token_scope())
+    }
+
+    /// The runs the store may read events of for this scope: no mark a client sends can reach
+    /// beyond it.
+    fn event_scope(&self) -> EventScope {
+        match self {
+            Scope::Batch(batch) => EventScope { company: batch.company.clone(), batch: Some(batch.id.clone()) },
+            Scope::Company(company) => EventScope { company: company.clone(), batch: None },
+        }
+    }
+
     fn store_scope(&self) -> WatchScope {
         match self {
             Scope::Batch(batch) => WatchScope::Batch(batch.id.clone()),
@@ -148,7 +162,7 @@ pub async fn open(
     let marks = if resume_token.is_empty() {
         None
     } else {
-        let (token_scope, marks) = token::decode(resume_token)
+        let (token_scope, marks) = token::decode(&cx.tokens, &scope.binding(), resume_token)
             .map_err(|e| ApiError::invalid("INVALID_REQUEST", "resume_token", e.to_string()))?;
         if token_scope != scope.token_scope() {
             return Err(ApiError::invalid(
@@ -194,7 +208,11 @@ impl Watch {
     }
 
     fn token(&self) -> String {
-        token::encode(&self.scope.token_scope(), &self.marks)
+        self.token_after(&self.marks)
+    }
+
+    fn token_after(&self, marks: &BTreeMap<WorkflowId, u64>) -> String {
+        token::encode(&self.cx.tokens, &self.scope.binding(), &self.scope.token_scope(), marks)
     }
 
     async fn send(&self, kind: Kind, resume_token: String) {
@@ -252,9 +270,9 @@ impl Watch {
     /// server drains or the client leaves.
     async fn follow(&mut self) -> Result<(), ApiError> {
         let mut moved = self.cx.moved.subscribe();
-        // Workflow ids of the company's runs start so (a company whose id extends this one's
-        // matches too: an extra look at the store, never a missed one).
-        let prefix = format!("role-onboard-cr-{}-", self.scope.company());
+        // Workflow ids of the company's runs start so (legacy ids of a company whose id extends
+        // this one's match too: an extra look at the store, never a missed one).
+        let prefixes = self.scope.company().workflow_prefixes();
         let key: Arc<str> = self.scope.key().into();
         let mut marks = MarksKey::new(std::mem::take(&mut self.marks));
         let mut last_sent = Instant::now();
@@ -299,7 +317,7 @@ impl Watch {
             }
             let nap = self.cx.settings.poll_interval.min(self.deadline - now);
             tokio::select! {
-                woken = super::nap_until_moved(nap, &mut moved, |run| run.as_str().starts_with(&prefix)) => {
+                woken = super::nap_until_moved(nap, &mut moved, |run| prefixes.iter().any(|prefix| run.as_str().starts_with(prefix.as_str()))) => {
                     looked = woken;
                 }
                 _ = self.cx.drain.changed() => return Ok(()),
@@ -337,7 +355,7 @@ impl Watch {
             queue,
             batch: self.batch_progress().await?,
         };
-        self.send(Kind::Heartbeat(heartbeat), token::encode(&self.scope.token_scope(), marks)).await;
+        self.send(Kind::Heartbeat(heartbeat), self.token_after(marks)).await;
         Ok(())
     }
 
@@ -412,12 +430,12 @@ async fn look(
     let events = if wanted.is_empty() {
         Arc::default()
     } else {
-        let (store, marks) = (Arc::clone(&store), wanted.clone());
-        let read = || async move { Ok(store.events_after_marks(&marks, EVENT_PAGE).await?) };
-        shared.events.get(&wanted, looked, read).await?
+        let (store, marks, within) = (Arc::clone(&store), wanted.clone(), scope.event_scope());
+        let read = || async move { Ok(store.events_after_marks(&within, &marks, EVENT_PAGE).await?) };
+        shared.events.get(&(Arc::clone(&key), wanted.clone()), looked, read).await?
     };
     let full = events.len() == EVENT_PAGE as usize;
-    let token_scope = scope.token_scope();
+    let (token_scope, binding) = (scope.token_scope(), scope.binding());
     let (mut frames, mut plans) = (Vec::with_capacity(events.len()), Vec::new());
     let mut current: Option<Arc<StatusRead>> = None;
     for event in events.iter() {
@@ -453,7 +471,7 @@ async fn look(
         } else {
             marks.insert(event.workflow_id.clone(), event.sequence);
         }
-        frames.push(wire::event_bytes(&read.event(event), &token::encode(&token_scope, &marks)));
+        frames.push(wire::event_bytes(&read.event(event), &token::encode(&cx.tokens, &binding, &token_scope, &marks)));
     }
     if !full {
         // A run that left the company's active runs and has nothing more to send is done.

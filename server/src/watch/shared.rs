@@ -33,6 +33,9 @@ use super::wire::EncodedEvent;
 use crate::convert;
 use crate::error::ApiError;
 
+/// A scope's key (`batch:{id}`, `company:{id}`) and marks in it.
+pub type ScopedMarks = (Arc<str>, Vec<(WorkflowId, u64)>);
+
 /// The reads the scoped streams of one server share.
 pub struct SharedReads {
     /// Whole looks at the store, by scope and the marks they start from: streams at the same
@@ -40,8 +43,9 @@ pub struct SharedReads {
     pub passes: Coalesced<(Arc<str>, MarksKey), Pass>,
     /// Sequence heads, by scope (`batch:{id}`, `company:{id}`).
     pub heads: Coalesced<Arc<str>, Vec<(WorkflowId, u64)>>,
-    /// Events after a set of marks, by the marks.
-    pub events: Coalesced<Vec<(WorkflowId, u64)>, Vec<RunEvent>>,
+    /// Events after a set of marks, by scope and the marks (a read is bounded by its scope, so
+    /// it answers only streams of that scope).
+    pub events: Coalesced<ScopedMarks, Vec<RunEvent>>,
     /// A run's plan and status, by run.
     pub statuses: Coalesced<WorkflowId, StatusRead>,
     /// Queue positions of a company's queued runs, by company.

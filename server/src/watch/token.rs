@@ -1,12 +1,13 @@
 //! The `resume_token` of batch and company watches: the scope and every watched run's high-water
 //! mark (the last sequence the client received), so a resumed stream sends exactly the events
-//! after them — nothing missed, nothing repeated (DESIGN §4).
+//! after them — nothing missed, nothing repeated.
 //!
-//! Encoding: `w1.` + URL-safe base64 (no padding) of the deflated body, or `w2.` + the same of
-//! the body as it is when it is small. The body is the scope (kind byte, length-prefixed id) and
-//! the marks sorted by workflow id, each id front-coded against the previous one (shared prefix
-//! length, then the rest), with LEB128 varints for numbers. Ids of one company share most of
-//! their characters, so a 2,500-run batch stays a few kilobytes.
+//! The body is the scope (kind byte, length-prefixed id) and the marks sorted by workflow id,
+//! each id front-coded against the previous one (shared prefix length, then the rest), with
+//! LEB128 varints for numbers. Ids of one company share most of their characters, so a 2,500-run
+//! batch stays a few kilobytes. The token is the body (deflated when large, after a byte saying
+//! which) sealed by [`crate::tokens`] for the company and scope of the stream: a client cannot
+//! forge marks, nor use a token of another company's or another scope's stream.
 //!
 //! Every event of a scoped stream carries a token, so encoding is on the fan-out's hot path
 //! (`docs/BENCHMARKS.md`): a small body (a company's few active runs) is not deflated at all,
@@ -16,14 +17,15 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::Read as _;
 
-use base64::Engine as _;
 use etter_pipeline::ids::WorkflowId;
 use flate2::{Compress, Compression, FlushCompress, Status, read::DeflateDecoder};
 
-/// A deflated body.
-const DEFLATED: &str = "w1.";
-/// A body as it is.
-const PLAIN: &str = "w2.";
+use crate::tokens::{self, TokenKeys};
+
+/// A deflated body follows.
+const DEFLATED: u8 = 1;
+/// The body as it is follows.
+const PLAIN: u8 = 2;
 /// Bodies up to this size are sent as they are: deflating them saves a few bytes at most.
 const PLAIN_UP_TO: usize = 512;
 /// Refuse tokens that inflate beyond this (a token for far more runs than any scope holds).
@@ -40,11 +42,30 @@ pub enum TokenScope {
 
 /// Why a token cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("resume_token is not one this server issued ({0}); start a new watch without it")]
-pub struct BadToken(&'static str);
+pub enum BadToken {
+    /// Not sealed by this server for this stream's company and scope.
+    #[error("{0}; start a new watch without it")]
+    Seal(#[from] tokens::TokenError),
+    /// Sealed, yet not a body this server writes (never expected: a bug, not an attack).
+    #[error("cannot be read ({0}); start a new watch without it")]
+    Body(&'static str),
+}
 
-/// Encodes `scope` and `marks` as a token.
-pub fn encode(scope: &TokenScope, marks: &BTreeMap<WorkflowId, u64>) -> String {
+/// What binds a token to the stream it was issued for: the company whose runs it marks, and the
+/// scope.
+pub fn binding(company: &str, scope: &TokenScope) -> Vec<u8> {
+    let (kind, id) = match scope {
+        TokenScope::Batch(id) => ("batch", id),
+        TokenScope::Company(id) => ("company", id),
+    };
+    format!("{company}\n{kind}\n{id}").into_bytes()
+}
+
+/// What a token holds: its scope and the marks.
+pub type Decoded = (TokenScope, BTreeMap<WorkflowId, u64>);
+
+/// Encodes `scope` and `marks` as a token sealed for `binding` ([`binding`]).
+pub fn encode(keys: &TokenKeys, binding: &[u8], scope: &TokenScope, marks: &BTreeMap<WorkflowId, u64>) -> String {
     let mut body = Vec::with_capacity(16 + marks.len() * 8);
     let (kind, id) = match scope {
         TokenScope::Batch(id) => (1_u8, id),
@@ -62,11 +83,17 @@ pub fn encode(scope: &TokenScope, marks: &BTreeMap<WorkflowId, u64>) -> String {
         put_varint(&mut body, *mark);
         previous = run;
     }
-    let base64 = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    match deflate(&body) {
-        Some(deflated) if body.len() > PLAIN_UP_TO => format!("{DEFLATED}{}", base64.encode(deflated)),
-        _ => format!("{PLAIN}{}", base64.encode(body)),
-    }
+    let payload = match deflate(&body) {
+        Some(mut deflated) if body.len() > PLAIN_UP_TO => {
+            deflated.insert(0, DEFLATED);
+            deflated
+        }
+        _ => {
+            body.insert(0, PLAIN);
+            body
+        }
+    };
+    keys.seal(tokens::Kind::Watch, binding, &payload)
 }
 
 thread_local! {
@@ -94,45 +121,45 @@ fn deflate(body: &[u8]) -> Option<Vec<u8>> {
     })
 }
 
-/// Decodes a token from [`encode`].
-pub fn decode(token: &str) -> Result<(TokenScope, BTreeMap<WorkflowId, u64>), BadToken> {
-    let base64 = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let body = if let Some(encoded) = token.strip_prefix(DEFLATED) {
-        let deflated = base64.decode(encoded).map_err(|_| BadToken("not base64"))?;
-        let mut body = Vec::new();
-        DeflateDecoder::new(deflated.as_slice())
-            .take(MAX_BODY)
-            .read_to_end(&mut body)
-            .map_err(|_| BadToken("corrupt"))?;
-        body
-    } else if let Some(encoded) = token.strip_prefix(PLAIN) {
-        base64.decode(encoded).map_err(|_| BadToken("not base64"))?
-    } else {
-        return Err(BadToken("unknown version"));
+/// Decodes a token from [`encode`], once its seal holds for `binding`.
+pub fn decode(keys: &TokenKeys, binding: &[u8], token: &str) -> Result<Decoded, BadToken> {
+    let payload = keys.open(tokens::Kind::Watch, binding, token)?;
+    let body = match payload.split_first() {
+        Some((&DEFLATED, deflated)) => {
+            let mut body = Vec::new();
+            DeflateDecoder::new(deflated)
+                .take(MAX_BODY)
+                .read_to_end(&mut body)
+                .map_err(|_| BadToken::Body("corrupt"))?;
+            body
+        }
+        Some((&PLAIN, body)) => body.to_vec(),
+        _ => return Err(BadToken::Body("unknown form")),
     };
     let mut reader = Reader { bytes: &body };
     let kind = reader.byte()?;
-    let id = String::from_utf8(reader.bytes()?.to_vec()).map_err(|_| BadToken("corrupt scope"))?;
+    let id = String::from_utf8(reader.bytes()?.to_vec()).map_err(|_| BadToken::Body("corrupt scope"))?;
     let scope = match kind {
         1 => TokenScope::Batch(id),
         2 => TokenScope::Company(id),
-        _ => return Err(BadToken("unknown scope")),
+        _ => return Err(BadToken::Body("unknown scope")),
     };
     let count = reader.varint()?;
     let mut marks = BTreeMap::new();
     let mut previous: Vec<u8> = Vec::new();
     for _ in 0..count {
-        let shared = usize::try_from(reader.varint()?).map_err(|_| BadToken("corrupt run"))?;
+        let shared = usize::try_from(reader.varint()?).map_err(|_| BadToken::Body("corrupt run"))?;
         let rest = reader.bytes()?;
-        let mut run = previous.get(..shared).ok_or(BadToken("corrupt run"))?.to_vec();
+        let mut run = previous.get(..shared).ok_or(BadToken::Body("corrupt run"))?.to_vec();
         run.extend_from_slice(rest);
         let mark = reader.varint()?;
-        let id = std::str::from_utf8(&run).ok().and_then(|s| WorkflowId::parse(s).ok()).ok_or(BadToken("bad run"))?;
+        let id =
+            std::str::from_utf8(&run).ok().and_then(|s| WorkflowId::parse(s).ok()).ok_or(BadToken::Body("bad run"))?;
         marks.insert(id, mark);
         previous = run;
     }
     if !reader.bytes.is_empty() {
-        return Err(BadToken("trailing data"));
+        return Err(BadToken::Body("trailing data"));
     }
     Ok((scope, marks))
 }
@@ -156,7 +183,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn byte(&mut self) -> Result<u8, BadToken> {
-        let (first, rest) = self.bytes.split_first().ok_or(BadToken("truncated"))?;
+        let (first, rest) = self.bytes.split_first().ok_or(BadToken::Body("truncated"))?;
         self.bytes = rest;
         Ok(*first)
     }
@@ -170,13 +197,13 @@ impl<'a> Reader<'a> {
                 return Ok(value);
             }
         }
-        Err(BadToken("corrupt number"))
+        Err(BadToken::Body("corrupt number"))
     }
 
     fn bytes(&mut self) -> Result<&'a [u8], BadToken> {
-        let len = usize::try_from(self.varint()?).map_err(|_| BadToken("truncated"))?;
+        let len = usize::try_from(self.varint()?).map_err(|_| BadToken::Body("truncated"))?;
         if len > self.bytes.len() {
-            return Err(BadToken("truncated"));
+            return Err(BadToken::Body("truncated"));
         }
         let (taken, rest) = self.bytes.split_at(len);
         self.bytes = rest;
@@ -190,59 +217,66 @@ mod tests {
 
     use super::*;
 
+    const SECRET: &[u8] = b"a test key of at least thirty-two bytes";
+
+    fn keys() -> TokenKeys {
+        TokenKeys::new(SECRET, &[])
+    }
+
     fn run(role: &str, n: u32) -> WorkflowId {
         WorkflowId::parse(&format!("role-onboard-cr-acme-{role}-{n}")).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    fn round_trip(scope: &TokenScope, marks: &BTreeMap<WorkflowId, u64>) -> (String, Result<Decoded, BadToken>) {
+        let bound = binding("acme", scope);
+        let token = encode(&keys(), &bound, scope, marks);
+        let decoded = decode(&keys(), &bound, &token);
+        (token, decoded)
+    }
+
     #[test]
-    fn a_large_batch_makes_a_small_token() -> Result<(), BadToken> {
+    fn a_large_batch_makes_a_small_token() {
         let marks: BTreeMap<WorkflowId, u64> =
             (0..2_500).map(|i| (run(&format!("claims-role-{i:04}"), 1), 20 + (i % 13) as u64)).collect();
         let scope = TokenScope::Batch("batch-00000000000000000000000000000abc".into());
-        let token = encode(&scope, &marks);
+        let (token, decoded) = round_trip(&scope, &marks);
         assert!(token.len() < 12_000, "{} bytes", token.len());
-        assert_eq!(decode(&token)?, (scope, marks));
-        Ok(())
+        assert_eq!(decoded, Ok((scope, marks)));
     }
 
     #[test]
-    fn a_small_body_is_not_deflated_and_a_reused_compressor_gives_the_same_token() -> Result<(), BadToken> {
+    fn a_small_body_is_not_deflated_and_a_reused_compressor_gives_the_same_token() {
         let company = TokenScope::Company("acme".into());
+        let bound = binding("acme", &company);
         let few = BTreeMap::from([(run("analyst", 1), 3), (run("claims-adjuster", 2), 17)]);
-        assert!(encode(&company, &few).starts_with(PLAIN));
+        let payload = |token: &str| keys().open(tokens::Kind::Watch, &bound, token).unwrap_or_default();
+        assert_eq!(payload(&encode(&keys(), &bound, &company, &few)).first(), Some(&PLAIN));
         let many: BTreeMap<WorkflowId, u64> = (0..200).map(|i| (run(&format!("role-{i}"), 1), i)).collect();
-        let first = encode(&company, &many);
-        assert!(first.starts_with(DEFLATED));
-        assert_eq!(encode(&company, &many), first, "the thread's compressor was not reset");
-        assert_eq!(decode(&first)?, (company, many));
-        Ok(())
+        let first = encode(&keys(), &bound, &company, &many);
+        assert_eq!(payload(&first).first(), Some(&DEFLATED));
+        assert_eq!(encode(&keys(), &bound, &company, &many), first, "the thread's compressor was not reset");
+        assert_eq!(decode(&keys(), &bound, &first), Ok((company, many)));
     }
 
     #[test]
-    fn a_deflated_token_of_a_small_body_from_an_earlier_server_still_resumes() -> Result<(), BadToken> {
-        use std::io::Write as _;
-        // Servers before the plain form deflated every body; their clients keep such tokens.
+    fn a_token_is_refused_for_another_company_or_scope_and_when_not_sealed_here() {
+        let scope = TokenScope::Company("acme".into());
         let marks = BTreeMap::from([(run("analyst", 1), 3)]);
-        let plain = encode(&TokenScope::Company("acme".into()), &marks);
-        let body = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(plain.trim_start_matches(PLAIN))
-            .map_err(|_| BadToken("test body"))?;
-        let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), Compression::fast());
-        encoder.write_all(&body).map_err(|_| BadToken("test deflate"))?;
-        let deflated = encoder.finish().map_err(|_| BadToken("test deflate"))?;
-        let earlier = format!("{DEFLATED}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(deflated));
-        assert_eq!(decode(&earlier)?, (TokenScope::Company("acme".into()), marks));
-        Ok(())
-    }
-
-    #[test]
-    fn tokens_that_were_not_issued_are_refused() {
-        for bad in ["", "w1.", "w1.!!!", "w2.AAAA", "v1.abc", "w1.AAAAAAAA"] {
-            assert!(decode(bad).is_err(), "{bad:?}");
+        let token = encode(&keys(), &binding("acme", &scope), &scope, &marks);
+        let refused = |binding: &[u8], token: &str| matches!(decode(&keys(), binding, token), Err(BadToken::Seal(_)));
+        assert!(refused(&binding("acme-secret", &TokenScope::Company("acme-secret".into())), &token));
+        assert!(refused(&binding("acme", &TokenScope::Batch("acme".into())), &token));
+        let bound = binding("acme", &scope);
+        assert!(refused(&bound, &token[..token.len() - 3]));
+        for bad in ["", "w1.", "w1.!!!", "w2.AAAA", "v1.abc", "t1.AAAAAAAA"] {
+            assert!(refused(&bound, bad), "{bad:?}");
         }
-        let token = encode(&TokenScope::Company("acme".into()), &BTreeMap::from([(run("analyst", 1), 3)]));
-        let truncated = &token[..token.len() - 3];
-        assert!(decode(truncated).is_err());
+        assert!(refused(
+            &bound,
+            &encode(&TokenKeys::new(b"another key, also thirty-two bytes long", &[]), &bound, &scope, &marks)
+        ));
+        // A token of the unsealed form earlier servers issued names itself as such.
+        assert_eq!(decode(&keys(), &bound, "w2.AQRhY21lAA"), Err(BadToken::Seal(tokens::TokenError::Earlier)));
     }
 
     proptest! {
@@ -253,7 +287,7 @@ mod tests {
         ) {
             let marks: BTreeMap<WorkflowId, u64> = roles.iter().map(|(role, (n, mark))| (run(role, *n), *mark)).collect();
             let scope = if company { TokenScope::Company("acme".into()) } else { TokenScope::Batch("batch-1".into()) };
-            prop_assert_eq!(decode(&encode(&scope, &marks)), Ok((scope, marks)));
+            prop_assert_eq!(round_trip(&scope, &marks).1, Ok((scope, marks)));
         }
     }
 }

@@ -68,7 +68,7 @@ async fn a_company_at_its_cap_never_exceeds_it_and_never_starves_another() -> an
                 for company in &companies {
                     let stored = runs_in(&mut api, &admin, company, &[pb::RoleStatus::Processing]).await?.len();
                     let query = format!(
-                        "TaskQueue = '{task_queue}' AND ExecutionStatus = 'Running' AND WorkflowId STARTS_WITH 'role-onboard-cr-{company}-'"
+                        "TaskQueue = '{task_queue}' AND ExecutionStatus = 'Running' AND WorkflowId STARTS_WITH 'role-onboard-cr-{company}.'"
                     );
                     let open = temporal.count_workflows(query, WorkflowCountOptions::default()).await?.count();
                     let entry = most.entry(company.clone()).or_default();

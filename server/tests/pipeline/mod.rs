@@ -12,6 +12,7 @@ mod fairness;
 mod graph;
 mod limits;
 mod rerun;
+mod tenancy;
 mod trace;
 mod watch_scope;
 
@@ -185,7 +186,7 @@ async fn invalid_pushes_name_the_field_and_store_nothing() -> anyhow::Result<()>
         assert_eq!((info.reason.as_str(), info.domain.as_str()), ("INVALID_ROLE", "etter.pipeline"));
     }
     // Nothing was stored: the role has no run.
-    let missing = status_of(&mut api, &token, Target::RoleId(format!("cr-{}-claims-adjuster", acme()))).await;
+    let missing = status_of(&mut api, &token, Target::RoleId(format!("cr-{}.claims-adjuster", acme()))).await;
     assert_eq!(missing.err().map(|s| s.code()), Some(Code::NotFound));
     Ok(())
 }
@@ -199,8 +200,8 @@ async fn pushes_are_idempotent_by_inputs_and_by_request_id() -> anyhow::Result<(
 
     let first = api.push(with_token(request.clone(), &token)?).await?.into_inner();
     assert!(first.created);
-    assert_eq!(first.workflow_id, format!("role-onboard-cr-{}-claims-adjuster-1", acme()));
-    assert_eq!(first.role_id, format!("cr-{}-claims-adjuster", acme()));
+    assert_eq!(first.workflow_id, format!("role-onboard-cr-{}.claims-adjuster-1", acme()));
+    assert_eq!(first.role_id, format!("cr-{}.claims-adjuster", acme()));
     assert_eq!(first.status(), pb::RoleStatus::Queued);
     assert_eq!(first.position_in_queue, 1);
     assert!(first.estimated_duration_seconds > 0 && first.token_estimate.is_some_and(|t| t.total_tokens > 0));

@@ -5,7 +5,8 @@ The resources of the Etter onboarding pipeline: roles, runs, steps, documents, b
 
 Vocabulary used throughout this package:
 - A *role* is a company's job role, identified by `(company_id, role_name)`. Its `role_id` is
-  `cr-{company_id}-{slug(role_name)}` (for example `cr-liberty-claims-adjuster`).
+  `cr-{company_id}.{slug(role_name)}` (for example `cr-liberty.claims-adjuster`); the dot makes
+  the company part unambiguous. Roles created before the dot keep `cr-{company_id}-{slug}`.
 - A *run* is one execution of the pipeline for a role. Every run has its own `workflow_id`
   `role-onboard-{role_id}-{n}` (n = run number of that role), which is also its Temporal workflow id.
   The status of a role is the status of its latest run.
