@@ -204,6 +204,53 @@ where
     }
 }
 
+/// Processes starting together on an empty store (a server and a worker on a fresh data
+/// directory, replicas on a fresh database) each open and migrate it at once: every one of them
+/// must come up, and the schema must be applied once. Several rounds, several openers each.
+async fn stores_opened_at_once_on_an_empty_database_all_come_up(kind: Kind) -> Result<()> {
+    for round in 0..5 {
+        let scratch = Scratch::create(kind).await?;
+        let location = scratch.location();
+        let openers: Vec<_> = (0..4)
+            .map(|_| {
+                let location = location.clone();
+                tokio::spawn(async move { store::connect(&location).await })
+            })
+            .collect();
+        let mut outcome = Ok(());
+        let mut stores = Vec::new();
+        for opener in openers {
+            match opener.await? {
+                Ok(store) => stores.push(store),
+                Err(e) => outcome = Err(anyhow::Error::new(e).context(format!("round {round}: an opener failed"))),
+            }
+        }
+        if let Some(store) = stores.first() {
+            // Usable by each: one writes, another reads it.
+            let run = store.create_run(push("acme", "Opened At Once", "1")?).await?;
+            if let Some(other) = stores.last() {
+                ensure!(other.get_run(&run.run.workflow_id).await?.run_number == 1);
+            }
+        }
+        for store in stores {
+            store.close().await;
+        }
+        scratch.remove().await?;
+        outcome?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_stores_opened_at_once_on_an_empty_file_all_come_up() -> Result<()> {
+    stores_opened_at_once_on_an_empty_database_all_come_up(Kind::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_stores_opened_at_once_on_an_empty_database_all_come_up() -> Result<()> {
+    stores_opened_at_once_on_an_empty_database_all_come_up(Kind::Postgres).await
+}
+
 // ---------------------------------------------------------------------------------------------
 // Helpers
 

@@ -11,6 +11,13 @@
 //! - `GET /console/config.json` tells the page what this server offers (dev login, links).
 //! - `POST /console/dev-login` (only with `server.console_dev_login`, which the configuration
 //!   allows on a loopback listener only) signs an operator token for the company in the body.
+//!   Only the console itself may ask: the request must name a loopback host (a page of another
+//!   site that rebinds its DNS name to 127.0.0.1 names its own host), come from the console's
+//!   own origin when a browser says where it comes from, and carry JSON (which a page of another
+//!   origin cannot send without a preflight, and nothing here answers one).
+//!
+//! No route here answers cross-origin requests: CORS (`server.cors_allowed_origins`) applies to
+//! the gRPC-web API only.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,13 +26,14 @@ use axum::{
     Router,
     body::Bytes,
     extract::State,
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
 };
 use etter_pipeline::{config::Config, ids::CompanyId};
 
 use crate::auth::{self, KeyError, Role};
+use http::HeaderName;
 
 const INDEX_HTML: &[u8] = include_bytes!("../../clients/web/dist/console/index.html");
 const APP_JS: &[u8] = include_bytes!("../../clients/web/dist/console/app.js");
@@ -103,14 +111,51 @@ async fn page_config(State(console): State<Arc<Console>>) -> Response {
     )
 }
 
+/// Why a dev-login request is not the console's own, or `None` when it is.
+fn foreign_request(headers: &HeaderMap) -> Option<String> {
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let Some(host) = text(header::HOST) else {
+        return Some("the request names no Host".to_owned());
+    };
+    let hostname = match host.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or(rest, |(name, _)| name),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    if !matches!(hostname.to_ascii_lowercase().as_str(), "localhost" | "::1") && !hostname.starts_with("127.") {
+        return Some(format!(
+            "Host {host} is not a loopback address; open the console at http://127.0.0.1:<port>/console/"
+        ));
+    }
+    if let Some(origin) = text(header::ORIGIN)
+        && !origin.eq_ignore_ascii_case(&format!("http://{host}"))
+    {
+        return Some(format!("Origin {origin} is not the console's own (http://{host})"));
+    }
+    if let Some(site) = text(HeaderName::from_static("sec-fetch-site"))
+        && !matches!(site, "same-origin" | "none")
+    {
+        return Some(format!("the browser says the request comes from another site (Sec-Fetch-Site: {site})"));
+    }
+    let json_body = text(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
+    if !json_body {
+        return Some("the body must be JSON (Content-Type: application/json)".to_owned());
+    }
+    None
+}
+
 /// `{"company": "acme"}` → `{"token": …, "company": "acme", "role": "operator"}`.
-async fn dev_login(State(console): State<Arc<Console>>, body: Bytes) -> Response {
+async fn dev_login(State(console): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(key) = &console.dev_signing_key else {
         return json(
             StatusCode::NOT_FOUND,
             &serde_json::json!({"error": "dev login is off on this server (server.console_dev_login); sign in with a token"}),
         );
     };
+    if let Some(why) = foreign_request(&headers) {
+        tracing::warn!(reason = %why, "console dev login refused");
+        return json(StatusCode::FORBIDDEN, &serde_json::json!({"error": format!("dev login refused: {why}")}));
+    }
     let company = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v.get("company").and_then(|c| c.as_str()).map(str::to_owned))

@@ -260,14 +260,15 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         .add_service(pipeline)
         .into_axum_router()
         .route_service(watch::wire::PATH, watch_route)
-        .layer(tonic_web::GrpcWebLayer::new());
+        .layer(tonic_web::GrpcWebLayer::new())
+        // CORS for the API only: the console's routes, merged below, answer no other origin.
+        .layer(cors_layer(&config.server.cors_allowed_origins));
     let routes = match console_routes {
         Some(page) => grpc.merge(page),
         None => grpc,
     };
     let server = Server::builder()
         .accept_http1(true)
-        .layer(cors_layer(&config.server.cors_allowed_origins))
         .layer(trace::TraceLayer)
         .add_routes(tonic::service::Routes::from(routes))
         // Nagle off: a unary answer is one small write, and waiting for the peer's delayed ACK

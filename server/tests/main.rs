@@ -347,14 +347,20 @@ async fn http_get(addr: &str, path: &str) -> anyhow::Result<(String, String)> {
 }
 
 async fn dev_login(addr: &str, body: &str) -> anyhow::Result<(String, serde_json::Value)> {
+    let headers = format!("Host: {addr}\r\nContent-Type: application/json\r\n");
+    let (head, body) = dev_login_with(addr, &headers, body).await?;
+    Ok((head.lines().next().unwrap_or_default().to_owned(), serde_json::from_str(&body)?))
+}
+
+/// `POST /console/dev-login` with these header lines: the whole head (lowercased) and the body.
+async fn dev_login_with(addr: &str, headers: &str, body: &str) -> anyhow::Result<(String, String)> {
     let request = format!(
-        "POST /console/dev-login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST /console/dev-login HTTP/1.1\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     let raw = String::from_utf8(http1(addr, request.as_bytes()).await?)?;
     let (head, body) = raw.split_once("\r\n\r\n").context("no header end")?;
-    Ok((head.lines().next().unwrap_or_default().to_owned(), serde_json::from_str(body)?))
+    Ok((head.to_lowercase(), body.to_owned()))
 }
 
 #[tokio::test]
@@ -402,6 +408,61 @@ async fn the_console_dev_login_signs_an_operator_of_the_named_company_only() -> 
         .err()
         .context("another company's usage was answered")?;
     assert_eq!(other.code(), tonic::Code::PermissionDenied);
+
+    // Only the console itself may ask. Each of these is what another web page (or a page whose
+    // DNS name was rebound to 127.0.0.1) can make a developer's browser send.
+    let addr = &server.addr;
+    let port = addr.rsplit_once(':').map(|(_, p)| p).unwrap_or_default();
+    let json_body = r#"{"company":"acme"}"#;
+    let cases = [
+        (
+            "a cross-origin POST",
+            format!("Host: {addr}\r\nOrigin: https://evil.example\r\nContent-Type: application/json\r\n"),
+        ),
+        (
+            "a simple cross-origin form POST",
+            format!("Host: {addr}\r\nOrigin: https://evil.example\r\nContent-Type: text/plain\r\n"),
+        ),
+        (
+            "a rebound DNS name",
+            format!(
+                "Host: evil.example:{port}\r\nOrigin: http://evil.example:{port}\r\nContent-Type: application/json\r\n"
+            ),
+        ),
+        (
+            "a rebound DNS name without Origin",
+            format!("Host: evil.example:{port}\r\nContent-Type: application/json\r\n"),
+        ),
+        (
+            "another site, by the browser's word",
+            format!("Host: {addr}\r\nSec-Fetch-Site: cross-site\r\nContent-Type: application/json\r\n"),
+        ),
+        ("a body that is not JSON", format!("Host: {addr}\r\nContent-Type: text/plain\r\n")),
+    ];
+    for (what, headers) in cases {
+        let (head, body) = dev_login_with(addr, &headers, json_body).await?;
+        assert!(head.starts_with("http/1.1 403"), "{what}: {head}\n{body}");
+        assert!(!body.contains("token\""), "{what}: a token was signed: {body}");
+        assert!(!head.contains("access-control-allow-origin"), "{what}: {head}");
+    }
+    // The console's own request, as a browser sends it.
+    let own = format!(
+        "Host: {addr}\r\nOrigin: http://{addr}\r\nSec-Fetch-Site: same-origin\r\nContent-Type: application/json\r\n"
+    );
+    let (head, body) = dev_login_with(addr, &own, json_body).await?;
+    assert!(head.starts_with("http/1.1 200") && body.contains("token"), "{head}\n{body}");
+    // A preflight for the sign-in gets no CORS answer; the API's still does.
+    let preflight = |path: &str| {
+        format!(
+            "OPTIONS {path} HTTP/1.1\r\nHost: {addr}\r\nOrigin: https://evil.example\r\n\
+             Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type\r\nConnection: close\r\n\r\n"
+        )
+    };
+    let console = String::from_utf8(http1(addr, preflight("/console/dev-login").as_bytes()).await?)?.to_lowercase();
+    assert!(!console.contains("access-control-allow-origin"), "{console}");
+    let api = String::from_utf8(http1(addr, preflight("/etter.pipeline.v1.PipelineService/Push").as_bytes()).await?)?
+        .to_lowercase();
+    assert!(api.contains("access-control-allow-origin"), "{api}");
     Ok(())
 }
 

@@ -362,9 +362,11 @@ impl Stack {
         self.spawn("etter-server", &["serve"], extra).await
     }
 
-    /// Starts `etter-worker` with extra environment (e.g. `ETTER_TEST_FAULTS`).
+    /// Starts `etter-worker` with extra environment; with `ETTER_TEST_FAULTS` among it, the
+    /// tests' `etter-worker-faults`, the one binary that injects faults.
     pub async fn start_worker(&self, extra: &[(&str, &str)]) -> Result<Process> {
-        self.spawn("etter-worker", &["run"], extra).await
+        let faulty = extra.iter().any(|(name, _)| *name == "ETTER_TEST_FAULTS");
+        self.spawn(if faulty { "etter-worker-faults" } else { "etter-worker" }, &["run"], extra).await
     }
 
     /// Runs a staleness scan now (`etter-worker scan`, executed by the stack's running workers);

@@ -2,9 +2,10 @@
 //! but before it is recorded (the worst moment for a worker to die), or fail a step with a
 //! transient error on every attempt.
 //!
-//! Compiled only with the `fault-injection` feature, which `./etter test` enables; a build without
-//! it refuses to start when `ETTER_TEST_FAULTS` is set, so a production worker never runs with
-//! faults and never ignores a request for them silently.
+//! Only the test binary `etter-worker-faults` (built with the `fault-injection` feature, which
+//! `./etter test` enables) reads `ETTER_TEST_FAULTS`. `etter-worker` refuses to start when it is
+//! set, whatever the build's features: the binary people run never injects faults, and never
+//! ignores a request for them silently.
 
 use etter_pipeline::steps::StepName;
 
@@ -26,16 +27,18 @@ pub struct Faults {
 /// Faults asked for but not available, or asked for in words this build does not know.
 #[derive(Debug, thiserror::Error)]
 pub enum FaultsError {
-    /// `ETTER_TEST_FAULTS` is set on a build without the `fault-injection` feature.
-    #[error("{FAULTS_VAR} is set, but this etter-worker was built without fault injection; unset it")]
-    NotCompiled,
+    /// `ETTER_TEST_FAULTS` is set for `etter-worker`, which never injects faults.
+    #[error(
+        "{FAULTS_VAR} is set, but etter-worker never injects faults (the tests' etter-worker-faults does); unset it"
+    )]
+    NotInThisBinary,
     /// An entry is malformed.
     #[error("{FAULTS_VAR}: {0}")]
     Invalid(String),
 }
 
 impl Faults {
-    /// The faults `ETTER_TEST_FAULTS` asks for (none when unset).
+    /// The faults `ETTER_TEST_FAULTS` asks for (none when unset): for `etter-worker-faults` only.
     pub fn from_env() -> Result<Self, FaultsError> {
         match std::env::var(FAULTS_VAR) {
             Ok(spec) if !spec.trim().is_empty() => Self::parse(&spec),
@@ -43,11 +46,16 @@ impl Faults {
         }
     }
 
+    /// For `etter-worker`: an error when `ETTER_TEST_FAULTS` asks for faults.
+    pub fn refuse_env() -> Result<(), FaultsError> {
+        match std::env::var(FAULTS_VAR) {
+            Ok(spec) if !spec.trim().is_empty() => Err(FaultsError::NotInThisBinary),
+            _ => Ok(()),
+        }
+    }
+
     /// Parses a fault list.
     pub fn parse(spec: &str) -> Result<Self, FaultsError> {
-        if !cfg!(feature = "fault-injection") {
-            return Err(FaultsError::NotCompiled);
-        }
         let mut faults = Self::default();
         for entry in spec.split(';').map(str::trim).filter(|e| !e.is_empty()) {
             let (kind, step) =
@@ -87,7 +95,7 @@ impl Faults {
     }
 }
 
-#[cfg(all(test, feature = "fault-injection"))]
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -101,15 +109,5 @@ mod tests {
         assert!(Faults::parse("fail:nonsense").is_err());
         assert!(Faults::parse("fail").is_err());
         Ok(())
-    }
-}
-
-#[cfg(all(test, not(feature = "fault-injection")))]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn builds_without_the_feature_refuse_faults() {
-        assert!(matches!(Faults::parse("fail:role_setup"), Err(FaultsError::NotCompiled)));
     }
 }

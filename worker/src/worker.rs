@@ -64,12 +64,13 @@ fn temporal(err: impl std::fmt::Display) -> RunError {
 
 /// Runs the worker until `shutdown` resolves, then stops polling and lets running activities
 /// finish within `worker.shutdown_grace`.
+/// `ETTER_TEST_FAULTS` is refused: this is what `etter-worker` runs.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
-    let faults = Faults::from_env()?;
-    run_with_faults(config, faults, shutdown).await
+    Faults::refuse_env()?;
+    run_with_faults(config, Faults::default(), shutdown).await
 }
 
-/// [`run`] with the faults a test asks for (`fault-injection` builds only; see [`Faults`]).
+/// [`run`] with the faults a test asks for (what `etter-worker-faults` runs; see [`Faults`]).
 pub async fn run_with_faults(
     config: Config,
     faults: Faults,

@@ -181,3 +181,22 @@ fn missing_settings_fail_with_instructions() -> Result<()> {
     ensure!(message.contains(NAMESPACE_VAR), "{message}");
     Ok(())
 }
+
+/// `etter-worker`, the binary `./etter dev`, a release build and an image run, never injects
+/// faults, whatever features it was built with: asked to, it refuses to start and says why.
+#[test]
+fn etter_worker_refuses_to_inject_faults() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("etter-worker-no-faults-{}", std::process::id()));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_etter-worker"))
+        .arg("run")
+        .env("ETTER_TEST_FAULTS", "fail:role_setup")
+        .env("ETTER_DATA_DIR", &dir)
+        // Nothing to reach: the refusal comes before any connection.
+        .env("ETTER_TEMPORAL__ADDRESS", "http://127.0.0.1:9")
+        .output()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(!output.status.success(), "etter-worker ran with ETTER_TEST_FAULTS set: {stderr}");
+    ensure!(stderr.contains("never injects faults"), "the refusal says why: {stderr}");
+    Ok(())
+}

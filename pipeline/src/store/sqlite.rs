@@ -56,9 +56,33 @@ impl Sqlite {
             .busy_timeout(options.sqlite_busy_timeout)
             .foreign_keys(true);
         let pool = super::sql::pool_options(options.max_connections).connect_with(connect).await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        // sqlx takes no lock on SQLite: two processes opening an empty file at once would both
+        // apply the first migration ("table roles already exists"). An exclusive lock on a file
+        // beside the database serializes them; the second finds the migrations applied.
+        let lock = migration_lock(path).await?;
+        let migrated = sqlx::migrate!("./migrations/sqlite").run(&pool).await;
+        drop(lock);
+        migrated?;
         Ok(Sqlite { pool })
     }
+}
+
+/// An exclusive lock on `{database}.migrate.lock`, held until the file is dropped (the OS drops it
+/// with the process, should that die first).
+async fn migration_lock(database: &Path) -> Result<std::fs::File, StoreError> {
+    let mut name = database.as_os_str().to_owned();
+    name.push(".migrate.lock");
+    let path = std::path::PathBuf::from(name);
+    let io = |source| StoreError::Io { path: path.clone(), source };
+    let locking = path.clone();
+    let locked = tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&locking)?;
+        file.lock()?;
+        Ok::<_, std::io::Error>(file)
+    })
+    .await
+    .map_err(|e| io(std::io::Error::other(e)))?;
+    locked.map_err(io)
 }
 
 impl Backend for Sqlite {
