@@ -44,6 +44,7 @@ impl Deployment {
         // benchmark measures the check, not a refusal.
         stack.set("ETTER_LIMITS__CALLS_PER_MINUTE", "100000000");
         stack.set("ETTER_LIMITS__BURST", "10000000");
+        stack.set("ETTER_LIMITS__REFUSED_PER_MINUTE", "100000000");
         for (key, value) in env {
             stack.set(key, *value);
         }

@@ -2,14 +2,22 @@
 //! who, company, action, target, outcome, request id, trace id, time — append-only and
 //! tamper-evident.
 //!
-//! Entries form a hash chain: entry `n` stores the hash of entry `n - 1` and its own hash, SHA-256
-//! over its canonical JSON (which includes that previous hash). The chain head (the last sequence
-//! number and hash) is checkpointed in the same transaction as every append, so an edited entry
-//! (its hash no longer matches), a deleted one (a gap, and the next entry's previous hash
-//! mismatches) and a truncated tail (the head names entries that are gone) are all detected by
-//! [`verify`], which names the first bad entry. The server also logs the head as it advances, so a
-//! copy of it lives outside the database.
+//! Entries form a hash chain: entry `n` stores the hash of entry `n - 1` and its own hash over its
+//! canonical JSON (which includes that previous hash). The hash is keyed — HMAC-SHA256 under a
+//! [`ChainKey`] the database does not hold, stored as `hmac-sha256:<hex>` — so someone who can
+//! write the database alone cannot recompute the chain after changing an entry. (Logs written
+//! before the key hold plain SHA-256 hashes; such entries are accepted only before the first
+//! keyed one, whose keyed hash covers them through their hashes.) The chain head (the last
+//! sequence number and hash) is checkpointed in the same transaction as every append, so an
+//! edited entry (its hash no longer matches), a deleted one (a gap, and the next entry's previous
+//! hash mismatches) and a truncated tail (the head names entries that are gone) are all detected
+//! by [`verify`], which names the first bad entry. The server also logs the head as it advances;
+//! [`verify`] given such a head recorded elsewhere checks that the log still holds it, which
+//! catches what the checkpoint cannot: a tail cut off together with the head.
 
+use std::sync::Arc;
+
+use hmac::{Hmac, Mac as _};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
@@ -103,9 +111,38 @@ struct Hashed<'a> {
     prev_hash: &'a str,
 }
 
-/// The hash of entry `seq` holding `event` after an entry hashed `prev_hash`: lowercase hex
-/// SHA-256 of its canonical JSON.
-pub fn entry_hash(seq: u64, event: &AuditEvent, prev_hash: &str) -> String {
+/// How keyed hashes are stored.
+const KEYED: &str = "hmac-sha256:";
+
+/// The key of the audit chain's hashes: held by the servers, not the database.
+#[derive(Clone, Default)]
+pub struct ChainKey(Option<Arc<[u8]>>);
+
+impl ChainKey {
+    /// A key.
+    pub fn new(secret: &[u8]) -> Self {
+        Self(Some(secret.into()))
+    }
+
+    /// No key: plain SHA-256, the form of logs written before the chain was keyed.
+    pub fn unkeyed() -> Self {
+        Self(None)
+    }
+}
+
+impl std::fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "ChainKey(***)" } else { "ChainKey(unkeyed)" })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The hash of entry `seq` holding `event` after an entry hashed `prev_hash`, over its canonical
+/// JSON: `hmac-sha256:<hex>` under `key`, or lowercase hex SHA-256 without one.
+pub fn entry_hash(seq: u64, event: &AuditEvent, prev_hash: &str, key: &ChainKey) -> String {
     let hashed = Hashed {
         seq,
         time_micros: event.time.timestamp_micros(),
@@ -123,16 +160,20 @@ pub fn entry_hash(seq: u64, event: &AuditEvent, prev_hash: &str) -> String {
     };
     // Serializing a struct of strings and integers cannot fail.
     let json = serde_json::to_vec(&hashed).unwrap_or_default();
-    Sha256::digest(&json).iter().map(|b| format!("{b:02x}")).collect()
+    match key.0.as_deref().map(Hmac::<Sha256>::new_from_slice) {
+        Some(Ok(mac)) => format!("{KEYED}{}", hex(&mac.chain_update(&json).finalize().into_bytes())),
+        // HMAC takes keys of any length; an unkeyed chain is what a missing key gives.
+        Some(Err(_)) | None => hex(&Sha256::digest(&json)),
+    }
 }
 
-/// Chains `events` after `head`: the entries to store and the new head.
-pub fn chain(head: &AuditHead, events: Vec<AuditEvent>) -> (Vec<AuditEntry>, AuditHead) {
+/// Chains `events` after `head` under `key`: the entries to store and the new head.
+pub fn chain(head: &AuditHead, events: Vec<AuditEvent>, key: &ChainKey) -> (Vec<AuditEntry>, AuditHead) {
     let mut prev = head.clone();
     let mut entries = Vec::with_capacity(events.len());
     for event in events {
         let seq = prev.seq + 1;
-        let hash = entry_hash(seq, &event, &prev.hash);
+        let hash = entry_hash(seq, &event, &prev.hash, key);
         entries.push(AuditEntry { seq, event, prev_hash: prev.hash.clone(), hash: hash.clone() });
         prev = AuditHead { seq, hash };
     }
@@ -160,11 +201,26 @@ pub enum VerifyError {
     Store(#[from] StoreError),
 }
 
-/// Walks the whole log in order and checks every link and the head; answers the head verified.
-pub async fn verify(store: &dyn RunStore) -> Result<AuditHead, VerifyError> {
+/// What [`verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The head verified.
+    pub head: AuditHead,
+    /// Entries written before the chain was keyed (all at the start of the log).
+    pub unkeyed: u64,
+    /// The entry that a head recorded elsewhere names, when one was given.
+    pub expected_at: Option<u64>,
+}
+
+/// Walks the whole log in order and checks every link (keyed hashes under `key`) and the head.
+/// With `expect_head` (a hash recorded elsewhere, such as the head the server logs), the log must
+/// also still hold an entry with that hash.
+pub async fn verify(store: &dyn RunStore, key: &ChainKey, expect_head: Option<&str>) -> Result<Verified, VerifyError> {
     const PAGE: u32 = 1000;
     let head = store.audit_head().await?;
     let mut last = AuditHead { seq: 0, hash: GENESIS.to_owned() };
+    let (mut unkeyed, mut keyed_seen) = (0_u64, false);
+    let mut expected_at = expect_head.filter(|h| *h == GENESIS).map(|_| 0);
     loop {
         let page = store.audit_entries(last.seq, PAGE).await?;
         let more = page.len() == PAGE as usize;
@@ -180,8 +236,26 @@ pub async fn verify(store: &dyn RunStore) -> Result<AuditHead, VerifyError> {
             if entry.prev_hash != last.hash {
                 return Err(break_at("does not follow the entry before it (its previous hash differs)".into()).into());
             }
-            if entry_hash(entry.seq, &entry.event, &entry.prev_hash) != entry.hash {
+            let recomputed = if entry.hash.starts_with(KEYED) {
+                if key.0.is_none() {
+                    return Err(break_at("is keyed, and no key was given to verify it with".into()).into());
+                }
+                keyed_seen = true;
+                entry_hash(entry.seq, &entry.event, &entry.prev_hash, key)
+            } else if keyed_seen {
+                return Err(break_at(
+                    "is not keyed, yet follows keyed entries: it was rewritten by someone without the key".into(),
+                )
+                .into());
+            } else {
+                unkeyed += 1;
+                entry_hash(entry.seq, &entry.event, &entry.prev_hash, &ChainKey::unkeyed())
+            };
+            if recomputed != entry.hash {
                 return Err(break_at("was changed after it was written (its hash does not match)".into()).into());
+            }
+            if expect_head == Some(entry.hash.as_str()) {
+                expected_at = Some(entry.seq);
             }
             last = AuditHead { seq: entry.seq, hash: entry.hash };
         }
@@ -206,7 +280,18 @@ pub async fn verify(store: &dyn RunStore) -> Result<AuditHead, VerifyError> {
         }
         .into());
     }
-    Ok(head)
+    if let Some(expected) = expect_head
+        && expected_at.is_none()
+    {
+        return Err(ChainBreak {
+            seq: head.seq.max(1),
+            problem: format!(
+                "the log does not hold the expected head {expected}: entries up to it were changed, or removed with the head"
+            ),
+        }
+        .into());
+    }
+    Ok(Verified { head, unkeyed, expected_at })
 }
 
 #[cfg(test)]
@@ -231,17 +316,23 @@ mod tests {
 
     #[test]
     fn a_chain_links_every_entry_to_the_one_before() {
+        let key = ChainKey::new(b"the audit key of this test, 32 bytes+");
         let genesis = AuditHead { seq: 0, hash: GENESIS.into() };
-        let (first, head) = chain(&genesis, vec![event(1), event(2)]);
-        let (more, head) = chain(&head, vec![event(3)]);
+        let (first, head) = chain(&genesis, vec![event(1), event(2)], &key);
+        let (more, head) = chain(&head, vec![event(3)], &key);
         let all: Vec<_> = first.into_iter().chain(more).collect();
         assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
         assert_eq!(all[0].prev_hash, GENESIS);
         assert!(all.windows(2).all(|w| w[1].prev_hash == w[0].hash));
         assert_eq!(head, AuditHead { seq: 3, hash: all[2].hash.clone() });
+        assert!(all.iter().all(|e| e.hash.starts_with(KEYED)));
         // Any field changes the hash.
         let mut edited = all[1].event.clone();
         edited.outcome = "PERMISSION_DENIED".into();
-        assert_ne!(entry_hash(2, &edited, &all[1].prev_hash), all[1].hash);
+        assert_ne!(entry_hash(2, &edited, &all[1].prev_hash, &key), all[1].hash);
+        // Without the key, the hash cannot be recomputed: neither unkeyed nor under another key.
+        assert_ne!(entry_hash(2, &all[1].event, &all[1].prev_hash, &ChainKey::unkeyed()), all[1].hash);
+        let other = ChainKey::new(b"someone else's key, also 32 bytes long");
+        assert_ne!(entry_hash(2, &all[1].event, &all[1].prev_hash, &other), all[1].hash);
     }
 }

@@ -142,6 +142,13 @@ pub struct ServerConfig {
     /// rotate by moving the old secret here, and drop it once its tokens have expired (a watch's
     /// lifetime, or however long clients keep a page token).
     pub previous_token_secrets: Vec<Secret>,
+    /// The key (at least 32 bytes) of the audit log's hash chain, kept out of the database so
+    /// that whoever can write the database alone cannot rewrite the log unnoticed. Empty = the
+    /// embedded default: generated once and kept in `{data_dir}/auth/audit.key`.
+    pub audit_key: Secret,
+    /// Largest request message the server decodes, in bytes. A `PushBatch` of 2,500 items with
+    /// typical fields is under 1 MB; larger requests are refused before they are decoded.
+    pub max_request_bytes: u32,
 }
 
 /// The placeholders of `server.dashboard_url`.
@@ -203,6 +210,10 @@ pub struct LimitsConfig {
     pub currency: String,
     /// What a million LLM tokens cost, in `currency` units, for the cost of estimates.
     pub price_per_million_tokens: f64,
+    /// Refused calls (invalid, not permitted, not found, malformed) one caller, and one peer
+    /// address, may make per minute; past it their calls are answered `RESOURCE_EXHAUSTED` until
+    /// they slow down, before anything about them is read or recorded.
+    pub refused_per_minute: u32,
 }
 
 impl Default for LimitsConfig {
@@ -215,6 +226,7 @@ impl Default for LimitsConfig {
             token_budget_per_month: 0,
             currency: String::new(),
             price_per_million_tokens: 0.0,
+            refused_per_minute: 120,
         }
     }
 }
@@ -547,6 +559,8 @@ impl Default for ServerConfig {
             console_dev_login: false,
             token_secret: Secret::default(),
             previous_token_secrets: Vec::new(),
+            max_request_bytes: 4 * 1024 * 1024,
+            audit_key: Secret::default(),
         }
     }
 }
@@ -733,6 +747,13 @@ impl Config {
                 "signs anyone in without a password: refused by the production profile",
             );
         }
+        if !self.server.audit_key.is_set() {
+            return missing(
+                "server.audit_key",
+                "is required by the production profile (the audit chain's key, held outside the database); \
+                 set ETTER_SERVER__AUDIT_KEY to at least 32 random bytes, e.g. `openssl rand -hex 32`",
+            );
+        }
         if !self.server.token_secret.is_set() {
             return missing(
                 "server.token_secret",
@@ -749,6 +770,15 @@ impl Config {
             self.validate_production()?;
         }
         self.store_location()?;
+        if self.server.audit_key.expose().is_some_and(|key| key.len() < 32) {
+            return invalid("server.audit_key", "must be at least 32 bytes (e.g. `openssl rand -hex 32`)");
+        }
+        if self.server.max_request_bytes < 65_536 {
+            return invalid("server.max_request_bytes", "must be at least 65536");
+        }
+        if self.limits.refused_per_minute == 0 {
+            return invalid("limits.refused_per_minute", "must be at least 1");
+        }
         for secret in std::iter::once(&self.server.token_secret).chain(&self.server.previous_token_secrets) {
             if secret.expose().is_some_and(|secret| secret.len() < 32) {
                 return invalid(
@@ -1058,6 +1088,16 @@ pub const KEYS: &[KeyDoc] = &[
         description: "Key (at least 32 bytes) sealing the tokens clients hold and send back (watch resume and page tokens), each bound to the company and scope it was issued for; replicas must share it; required by the production profile. Empty = generated once into `{data_dir}/auth/token.secret`.",
     },
     KeyDoc {
+        key: "server.audit_key",
+        used_by: "server",
+        description: "Key (at least 32 bytes) of the audit log's hash chain (HMAC-SHA256), held outside the database so that whoever can write the database alone cannot rewrite the log unnoticed; every replica and `etter-server audit verify` need it; required by the production profile. Empty = generated once into `{data_dir}/auth/audit.key`.",
+    },
+    KeyDoc {
+        key: "server.max_request_bytes",
+        used_by: "server",
+        description: "Largest request message decoded, in bytes (at least 65536). A `PushBatch` of 2,500 items with typical fields is about 0.9 MB; a larger request is refused (`OUT_OF_RANGE`) before it is decoded.",
+    },
+    KeyDoc {
         key: "server.previous_token_secrets",
         used_by: "server",
         description: "Earlier `token_secret`s, still accepted when tokens come back (never used to seal): put the old key here when rotating, remove it once its tokens have expired.",
@@ -1131,6 +1171,11 @@ pub const KEYS: &[KeyDoc] = &[
         key: "limits.burst",
         used_by: "server",
         description: "Calls one company may make at once above the average.",
+    },
+    KeyDoc {
+        key: "limits.refused_per_minute",
+        used_by: "server",
+        description: "Refused calls (invalid, not permitted, not found, malformed) one caller, and one peer address, may make per minute; past it their calls are `RESOURCE_EXHAUSTED` (with `RetryInfo`) before anything about them is read or recorded. At least 1.",
     },
     KeyDoc {
         key: "limits.max_queued_per_company",
@@ -1472,6 +1517,7 @@ mod tests {
                 "ETTER_LLM__API_KEY",
                 "ETTER_AUTH__HS256_SECRET",
                 "ETTER_SERVER__TOKEN_SECRET",
+                "ETTER_SERVER__AUDIT_KEY",
             ] {
                 jail.set_env(key, "");
             }
@@ -1494,6 +1540,8 @@ mod tests {
             jail.set_env("ETTER_GRAPH__PASSWORD", "neo4j-secret");
             refused("llm.api_key")?;
             jail.set_env("ETTER_LLM__API_KEY", "sk-test");
+            refused("server.audit_key")?;
+            jail.set_env("ETTER_SERVER__AUDIT_KEY", "1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d");
             refused("server.token_secret")?;
             jail.set_env("ETTER_SERVER__TOKEN_SECRET", "short");
             refused("at least 32 bytes")?;

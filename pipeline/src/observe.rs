@@ -38,6 +38,8 @@ pub const ACTIVITIES_IN_FLIGHT: &str = "etter_worker_activities_in_flight";
 pub const ACTIVITY_SLOTS: &str = "etter_worker_activity_slots";
 /// Gauge: audit entries waiting to be written.
 pub const AUDIT_PENDING: &str = "etter_audit_pending_entries";
+/// Calls refused for what they asked, by RPC and status code.
+pub const CALLS_REFUSED: &str = "etter_calls_refused_total";
 
 /// Registers the help texts (shown on `/metrics`).
 pub fn describe() {
@@ -53,6 +55,12 @@ pub fn describe() {
     metrics::describe_gauge!(ACTIVITIES_IN_FLIGHT, Unit::Count, "Activities this worker is executing.");
     metrics::describe_gauge!(ACTIVITY_SLOTS, Unit::Count, "Activities this worker may execute at once.");
     metrics::describe_gauge!(AUDIT_PENDING, Unit::Count, "Audit entries queued and not yet written.");
+    metrics::describe_counter!(CALLS_REFUSED, "Calls refused for what they asked, by RPC and status code.");
+}
+
+/// Counts a call refused for what it asked.
+pub fn call_refused(method: &str, code: &'static str) {
+    metrics::counter!(CALLS_REFUSED, "method" => method.to_owned(), "code" => code).increment(1);
 }
 
 /// Audit entries were queued (a positive `change`) or written (a negative one).

@@ -52,6 +52,7 @@ macro_rules! store_suite {
 }
 
 store_suite!(
+    the_keyed_audit_chain_cannot_be_recomputed_without_its_key,
     roles_stored_before_ids_had_a_dot_go_on_under_their_ids,
     create_and_get_run,
     run_numbers_increment_and_supersede,
@@ -1468,22 +1469,47 @@ async fn tamper(location: &StoreLocation, sql: &str) -> Result<()> {
     Ok(())
 }
 
+/// The key of the tests' audit chains.
+fn chain_key() -> etter_pipeline::audit::ChainKey {
+    etter_pipeline::audit::ChainKey::new(b"the conformance suite's audit key, 32+ bytes")
+}
+
 async fn broken_at(store: &dyn RunStore) -> Result<u64> {
-    match etter_pipeline::audit::verify(store).await {
+    broken_at_expecting(store, None).await
+}
+
+async fn broken_at_expecting(store: &dyn RunStore, expect_head: Option<&str>) -> Result<u64> {
+    match etter_pipeline::audit::verify(store, &chain_key(), expect_head).await {
         Err(etter_pipeline::audit::VerifyError::Broken(b)) => Ok(b.seq),
         other => bail!("expected a broken chain, got {other:?}"),
     }
 }
 
 async fn the_audit_chain_detects_edits_deletions_and_truncation(ctx: Ctx) -> Result<()> {
-    use etter_pipeline::audit::{AuditFilter, verify};
+    use etter_pipeline::audit::{AuditFilter, ChainKey};
     let store = ctx.store.as_ref();
+    let key = chain_key();
+    let verify = |store| async move {
+        Ok::<_, anyhow::Error>(etter_pipeline::audit::verify(store, &chain_key(), None).await?.head)
+    };
     ensure!(verify(store).await?.seq == 0, "an empty log verifies");
+    // The first two entries were written before the chain was keyed: plain SHA-256.
     let events = (1..=4).map(|n| audit_event(n, "acme", "OK")).collect::<Result<Vec<_>>>()?;
-    store.append_audit(events.clone()).await?;
-    let head =
-        store.append_audit(vec![audit_event(5, "globex", "PERMISSION_DENIED")?, audit_event(6, "acme", "OK")?]).await?;
+    store.append_audit(&ChainKey::unkeyed(), events[..2].to_vec()).await?;
+    store.append_audit(&key, events[2..].to_vec()).await?;
+    let head = store
+        .append_audit(&key, vec![audit_event(5, "globex", "PERMISSION_DENIED")?, audit_event(6, "acme", "OK")?])
+        .await?;
     ensure!(head.seq == 6 && verify(store).await? == head, "{head:?}");
+    let verified = etter_pipeline::audit::verify(store, &key, Some(&head.hash)).await?;
+    ensure!(verified.unkeyed == 2 && verified.expected_at == Some(6), "{verified:?}");
+    ensure!(
+        matches!(
+            etter_pipeline::audit::verify(store, &ChainKey::new(b"a wrong key, also thirty-two bytes"), None).await,
+            Err(etter_pipeline::audit::VerifyError::Broken(_))
+        ),
+        "another key does not verify the chain"
+    );
     let stored = store.audit_entries(0, 100).await?;
     ensure!(stored.iter().map(|e| e.event.clone()).take(4).collect::<Vec<_>>() == events, "events round-trip");
 
@@ -1507,6 +1533,44 @@ async fn the_audit_chain_detects_edits_deletions_and_truncation(ctx: Ctx) -> Res
     // A truncated tail is named, from the checkpointed head.
     tamper(&ctx.location, "DELETE FROM audit_log WHERE seq >= 3").await?;
     ensure!(broken_at(store).await? == 3);
+    // A tail cut off together with the checkpoint escapes the checkpoint, not a head recorded
+    // elsewhere.
+    let second = store.audit_entries(0, 100).await?.get(1).map(|e| e.hash.clone()).context("entry 2")?;
+    tamper(&ctx.location, &format!("UPDATE audit_head SET seq = 2, hash = '{second}'")).await?;
+    ensure!(verify(store).await?.seq == 2, "the checkpoint was cut to match");
+    ensure!(broken_at_expecting(store, Some(&head.hash)).await? == 2);
+    Ok(())
+}
+
+/// Whoever can write the database but not read the key cannot rewrite a keyed log: recomputing
+/// an edited entry's hash (and every later one) as plain SHA-256 is named as a rewrite.
+async fn the_keyed_audit_chain_cannot_be_recomputed_without_its_key(ctx: Ctx) -> Result<()> {
+    use etter_pipeline::audit::{ChainKey, GENESIS, entry_hash};
+    let store = ctx.store.as_ref();
+    let events = (1..=3).map(|n| audit_event(n, "acme", "OK")).collect::<Result<Vec<_>>>()?;
+    store.append_audit(&chain_key(), events).await?;
+    // The attacker edits entry 2 and recomputes the chain from it, the only way they can.
+    let mut entries = store.audit_entries(0, 100).await?;
+    entries[1].event.outcome = "PERMISSION_DENIED".into();
+    let mut prev = entries[0].hash.clone();
+    for entry in entries.iter_mut().skip(1) {
+        entry.prev_hash = prev.clone();
+        entry.hash = entry_hash(entry.seq, &entry.event, &entry.prev_hash, &ChainKey::unkeyed());
+        prev = entry.hash.clone();
+    }
+    for entry in entries.iter().skip(1) {
+        tamper(
+            &ctx.location,
+            &format!(
+                "UPDATE audit_log SET outcome = '{}', prev_hash = '{}', hash = '{}' WHERE seq = {}",
+                entry.event.outcome, entry.prev_hash, entry.hash, entry.seq
+            ),
+        )
+        .await?;
+    }
+    tamper(&ctx.location, &format!("UPDATE audit_head SET hash = '{prev}'")).await?;
+    ensure!(broken_at(store).await? == 2, "an unkeyed entry after a keyed one is a rewrite");
+    ensure!(entries[0].prev_hash == GENESIS);
     Ok(())
 }
 
@@ -1519,7 +1583,7 @@ async fn concurrent_audit_appenders_keep_one_chain(ctx: Ctx) -> Result<()> {
                 let events = (0..10)
                     .map(|n| audit_event(writer * 1000 + batch * 10 + n, "acme", "OK"))
                     .collect::<Result<Vec<_>>>()?;
-                store.append_audit(events).await?;
+                store.append_audit(&chain_key(), events).await?;
             }
             anyhow::Ok(())
         }));
@@ -1527,7 +1591,7 @@ async fn concurrent_audit_appenders_keep_one_chain(ctx: Ctx) -> Result<()> {
     for task in tasks {
         task.await??;
     }
-    let head = etter_pipeline::audit::verify(ctx.store.as_ref()).await?;
+    let head = etter_pipeline::audit::verify(ctx.store.as_ref(), &chain_key(), None).await?.head;
     ensure!(head.seq == 200, "{head:?}");
     Ok(())
 }

@@ -16,7 +16,7 @@ use std::{
 };
 
 use etter_pipeline::{
-    audit::{AuditEntry, AuditEvent, AuditFilter},
+    audit::{AuditEntry, AuditEvent, AuditFilter, ChainKey},
     ids::{CompanyId, TraceId},
     observe,
     store::{self, RunStore},
@@ -25,6 +25,9 @@ use etter_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tonic::{Code, Status};
 
+use sha2::{Digest as _, Sha256};
+
+use crate::refusals::{Refusals, is_callers_fault};
 use crate::{
     auth::{Principal, Role},
     convert,
@@ -41,6 +44,8 @@ const LOG_HEAD_EVERY: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct AuditLog {
     queue: mpsc::UnboundedSender<AuditEvent>,
+    /// Counts the refusals recorded against their callers and addresses.
+    refusals: Option<Arc<Refusals>>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -119,13 +124,28 @@ fn refused_read(code: Code) -> bool {
 }
 
 impl AuditLog {
-    /// A log and the writer task that appends its entries to `store` (spawn [`Writer::run`]).
-    pub fn new(store: Arc<dyn RunStore>) -> (Self, Writer) {
+    /// A log and the writer task that appends its entries to `store`, chained under `key`
+    /// (spawn [`Writer::run`]).
+    pub fn new(store: Arc<dyn RunStore>, key: ChainKey) -> (Self, Writer) {
         let (queue, entries) = mpsc::unbounded_channel();
-        (Self { queue }, Writer { store, entries })
+        (Self { queue, refusals: None }, Writer { store, key, entries })
     }
 
-    fn push(&self, event: AuditEvent) {
+    /// Counts every refusal it records against the caller's and address's budgets.
+    pub fn with_refusals(mut self, refusals: Arc<Refusals>) -> Self {
+        self.refusals = Some(refusals);
+        self
+    }
+
+    fn push(&self, mut event: AuditEvent) {
+        // What a caller sends is bounded before it is stored: a refused call with a megabyte
+        // field costs a few hundred bytes of log, and the hash still names the whole value.
+        event.actor = bounded(std::mem::take(&mut event.actor), MAX_SHORT);
+        event.target = bounded(std::mem::take(&mut event.target), MAX_SHORT);
+        event.reason = bounded(std::mem::take(&mut event.reason), MAX_REASON);
+        event.action = bounded(std::mem::take(&mut event.action), MAX_SHORT);
+        event.request_id = event.request_id.map(|r| bounded(r, MAX_SHORT));
+        event.peer = event.peer.map(|p| bounded(p, MAX_SHORT));
         observe::audit_pending(1.0);
         if self.queue.send(event).is_err() {
             // Only after the writer stopped, at the very end of a shutdown.
@@ -148,10 +168,17 @@ impl AuditLog {
             Ok(_) => (Code::Ok, String::new()),
             Err(status) => (status.code(), status.message().to_owned()),
         };
+        let principal = call.principal.as_ref();
+        if is_callers_fault(code) {
+            observe::call_refused(action, code_name(code));
+            if let Some(refusals) = &self.refusals {
+                let peer = call.peer.as_deref().and_then(|p| p.parse().ok());
+                refusals.count(peer, principal.map(|p| p.user.as_str()));
+            }
+        }
         if !mutating && !refused_read(code) {
             return;
         }
-        let principal = call.principal.as_ref();
         self.push(AuditEvent {
             time: whole_micros(store::now()),
             actor: principal.map_or_else(|| "anonymous".to_owned(), |p| p.user.clone()),
@@ -185,14 +212,41 @@ impl AuditLog {
     }
 }
 
+/// Longest actor, action, target, request id or peer kept, in characters.
+const MAX_SHORT: usize = 256;
+/// Longest reason kept, in characters.
+const MAX_REASON: usize = 1024;
+
+/// `value`, or when longer than `max` characters its first `max` and a note with the whole
+/// value's length and SHA-256 (enough to tell two long values apart, or match one seen elsewhere).
+fn bounded(value: String, max: usize) -> String {
+    if value.len() <= max || value.chars().count() <= max {
+        return value;
+    }
+    let digest = Sha256::digest(value.as_bytes());
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    let kept: String = value.chars().take(max).collect();
+    format!("{kept}… [truncated: {} bytes, sha256 {hex}…]", value.len())
+}
+
 /// The store keeps microseconds; the hash is computed over what is stored.
 fn whole_micros(time: store::Timestamp) -> store::Timestamp {
     chrono::DateTime::from_timestamp_micros(time.timestamp_micros()).unwrap_or(time)
 }
 
+/// The audit chain's key: `server.audit_key`, or the embedded default's generated one, kept in
+/// `{data_dir}/auth/audit.key` (owner-only) and shared by every process on the data directory.
+pub fn chain_key(config: &etter_pipeline::Config) -> Result<ChainKey, crate::tokens::KeptSecretError> {
+    match config.server.audit_key.expose() {
+        Some(key) => Ok(ChainKey::new(key.as_bytes())),
+        None => Ok(ChainKey::new(&crate::tokens::kept_secret(&config.data_dir.join("auth").join("audit.key"))?)),
+    }
+}
+
 /// Appends queued entries to the store.
 pub struct Writer {
     store: Arc<dyn RunStore>,
+    key: ChainKey,
     entries: mpsc::UnboundedReceiver<AuditEvent>,
 }
 
@@ -205,7 +259,7 @@ impl Writer {
         let mut batch = Vec::with_capacity(BATCH);
         while self.entries.recv_many(&mut batch, BATCH).await > 0 {
             loop {
-                match self.store.append_audit(batch.clone()).await {
+                match self.store.append_audit(&self.key, batch.clone()).await {
                     Ok(head) => {
                         observe::audit_pending(-(batch.len() as f64));
                         if last_logged.elapsed() >= LOG_HEAD_EVERY || self.entries.is_closed() {

@@ -275,6 +275,7 @@ pub struct Authenticator {
     companies_claim: String,
     unauthenticated: std::sync::Arc<PeerLimiter>,
     audit: Option<crate::audit::AuditLog>,
+    refusals: Option<std::sync::Arc<crate::refusals::Refusals>>,
 }
 
 type PeerLimiter = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
@@ -311,7 +312,15 @@ impl Authenticator {
             companies_claim: auth.companies_claim.clone(),
             unauthenticated: std::sync::Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(per_minute))),
             audit: None,
+            refusals: None,
         })
+    }
+
+    /// Refuses the calls of callers and addresses past their budget of refused calls, before
+    /// their requests are decoded.
+    pub fn with_refusals(mut self, refusals: std::sync::Arc<crate::refusals::Refusals>) -> Self {
+        self.refusals = Some(refusals);
+        self
     }
 
     /// Records refused calls in `audit` (those refused for their rate excepted).
@@ -447,6 +456,9 @@ impl Authenticator {
     pub fn prune(&self) {
         self.unauthenticated.retain_recent();
         self.unauthenticated.shrink_to_fit();
+        if let Some(refusals) = &self.refusals {
+            refusals.prune();
+        }
     }
 }
 
@@ -480,11 +492,18 @@ impl tonic::service::Interceptor for Authenticator {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         match self.authenticate(request.metadata()) {
             Ok(principal) => {
+                if let Some(refusals) = &self.refusals {
+                    let peer = request.remote_addr().map(|a| a.ip());
+                    refusals.admit(peer, Some(&principal.user))?;
+                }
                 request.extensions_mut().insert(principal);
                 Ok(request)
             }
             Err(error) => {
                 let peer = request.remote_addr().map(|a| a.ip());
+                if let Some(refusals) = &self.refusals {
+                    refusals.admit(peer, None)?;
+                }
                 let refusal = self.refuse(peer, error);
                 if let (Some(audit), ApiError::Unauthenticated(reason)) = (&self.audit, &refusal) {
                     let call = crate::audit::Call::of(&request);

@@ -399,4 +399,38 @@ mod tests {
         );
         assert!(check_whole(&batch(&["row 1", "Zeile 6 — ß"]), 10).is_ok());
     }
+
+    /// What `server.max_request_bytes` is set from: a batch of the largest size, each item with
+    /// typical fields (a 40-character name, a job description and a process map of 100-character
+    /// URIs, a Draup role, a client reference) is about 0.9 MB; the default leaves 4× that.
+    #[test]
+    fn the_default_request_limit_fits_a_full_batch_with_room() {
+        use prost::Message as _;
+        let document = |kind: pb::DocumentType, i: usize| pb::Document {
+            r#type: kind as i32,
+            uri: format!("s3://acme-onboarding-documents/job-descriptions/2026/q4/{i:05}-{:0>40}.pdf", i),
+        };
+        let items = (0..2_500)
+            .map(|i| pb::PushBatchItem {
+                role_name: format!("Senior Claims Adjuster, Property {i:05}"),
+                documents: vec![
+                    document(pb::DocumentType::JobDescription, i),
+                    document(pb::DocumentType::ProcessMap, i),
+                ],
+                draup_role_id: format!("draup-role-{i:06}"),
+                options: None,
+                client_ref: format!("row {i}"),
+            })
+            .collect();
+        let request = pb::PushBatchRequest {
+            company_id: "acme-insurance".into(),
+            items,
+            default_options: Some(pb::RunOptions { skip_enhancement_workflows: true, ..Default::default() }),
+            request_id: "batch-2026-12-06-morning".into(),
+        };
+        let size = request.encoded_len();
+        assert!((700_000..1_000_000).contains(&size), "a full typical batch is {size} bytes");
+        let limit = etter_pipeline::Config::default().server.max_request_bytes as usize;
+        assert!(limit >= 4 * size, "{limit} leaves less than 4x room over {size}");
+    }
 }

@@ -20,7 +20,9 @@ pub mod health;
 mod history;
 mod idempotency;
 pub mod limits;
+mod malformed;
 mod push;
+mod refusals;
 mod retry;
 mod status;
 #[cfg(test)]
@@ -46,6 +48,7 @@ use tokio_stream::StreamExt as _;
 use tonic::transport::{Server, server::TcpIncoming};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+pub use audit::chain_key as audit_chain_key;
 pub use error::ApiError;
 
 /// Why the server could not run.
@@ -65,6 +68,9 @@ pub enum ServeError {
     /// The token signing key could not be prepared.
     #[error(transparent)]
     Key(#[from] auth::KeyError),
+    /// The audit chain's generated key could not be kept.
+    #[error("audit key: {0}")]
+    AuditKey(#[from] tokens::KeptSecretError),
     /// The keys sealing client-held tokens could not be prepared.
     #[error(transparent)]
     TokenKeys(#[from] tokens::TokenKeyError),
@@ -90,9 +96,6 @@ pub enum ServeError {
     #[error("transport error: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
-
-/// Largest request the server decodes; batches of 2,500 roles fit well within it.
-const MAX_DECODING_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 
 /// Serves until `shutdown` resolves, then drains: health turns NOT_SERVING, new calls are refused,
 /// and in-flight calls and streams get `server.shutdown_grace` to finish.
@@ -154,10 +157,14 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let (audit_log, audit_writer) = audit::AuditLog::new(Arc::clone(&store));
+    let refusals = Arc::new(refusals::Refusals::new(config.limits.refused_per_minute));
+    let (audit_log, audit_writer) = audit::AuditLog::new(Arc::clone(&store), audit::chain_key(&config)?);
+    let audit_log = audit_log.with_refusals(Arc::clone(&refusals));
     let audit_writer = tokio::spawn(audit_writer.run());
-    let authenticator = auth::Authenticator::new(&config.auth, &config.data_dir)?.with_audit(audit_log.clone());
+    let authenticator =
+        auth::Authenticator::new(&config.auth, &config.data_dir)?.with_audit(audit_log.clone()).with_refusals(refusals);
     let pruned = authenticator.clone();
+    let malformed = malformed::MalformedLayer { audit: audit_log.clone(), authenticator: authenticator.clone() };
 
     let instance = format!("etter-server-{}-{:08x}", std::process::id(), random_u128() & 0xffff_ffff);
     let orchestrator: Arc<dyn Orchestrator> = Arc::new(TemporalOrchestrator::new(TemporalSettings::from_config(
@@ -214,16 +221,15 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     };
     // Health and reflection stay open; every PipelineService call is authenticated.
     let api = Arc::new(api);
+    let max_request = usize::try_from(config.server.max_request_bytes).unwrap_or(usize::MAX);
     let pipeline = tonic::service::interceptor::InterceptedService::new(
-        PipelineServiceServer::from_arc(Arc::clone(&api)).max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+        PipelineServiceServer::from_arc(Arc::clone(&api)).max_decoding_message_size(max_request),
         authenticator.clone(),
     );
     // WatchStatus sends events encoded once for all its streams (watch::wire); the static path
     // takes precedence over the service's wildcard route.
-    let watch_route = tonic::service::interceptor::InterceptedService::new(
-        watch::wire::Route::new(api, MAX_DECODING_MESSAGE_SIZE),
-        authenticator,
-    );
+    let watch_route =
+        tonic::service::interceptor::InterceptedService::new(watch::wire::Route::new(api, max_request), authenticator);
     // The store answered (it was just migrated); Temporal and the graph are unknown until their
     // first check.
     health::report_store(&health_reporter, true).await;
@@ -270,6 +276,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     let server = Server::builder()
         .accept_http1(true)
         .layer(trace::TraceLayer)
+        .layer(malformed)
         .add_routes(tonic::service::Routes::from(routes))
         // Nagle off: a unary answer is one small write, and waiting for the peer's delayed ACK
         // before sending it costs ~40 ms a call (tonic only sets this on listeners it binds).

@@ -56,22 +56,38 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Check the audit log's hash chain and its checkpointed head; name the first bad entry
-    /// (exit status 1) or print the verified head.
-    Verify,
+    /// Check the audit log's hash chain (under `server.audit_key`) and its checkpointed head;
+    /// name the first bad entry (exit status 1) or print the verified head.
+    Verify {
+        /// A head hash recorded outside the database (the server logs the head as it advances):
+        /// the log must still hold it, which catches a tail removed together with the checkpoint.
+        #[arg(long, value_name = "HASH")]
+        expect_head: Option<String>,
+    },
 }
 
 /// `etter-server audit verify`.
-fn verify_audit(config: &Config) -> anyhow::Result<()> {
+fn verify_audit(config: &Config, expect_head: Option<&str>) -> anyhow::Result<()> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the tokio runtime")?;
     runtime.block_on(async {
         let store = etter_pipeline::store::connect(&config.store_location()?).await?;
-        let verified = etter_pipeline::audit::verify(store.as_ref()).await;
+        let key = etter_server::audit_chain_key(config)?;
+        let verified = etter_pipeline::audit::verify(store.as_ref(), &key, expect_head).await;
         store.close().await;
         match verified {
-            Ok(head) => {
+            Ok(verified) => {
+                let head = &verified.head;
                 println!("audit log verified: {} entries, head {}", head.seq, head.hash);
+                if verified.unkeyed > 0 {
+                    println!(
+                        "  the first {} entries were written before the chain was keyed; the keyed entries after them cover them",
+                        verified.unkeyed
+                    );
+                }
+                if let Some(at) = verified.expected_at {
+                    println!("  the expected head is entry #{at}");
+                }
                 Ok(())
             }
             Err(etter_pipeline::audit::VerifyError::Broken(broken)) => {
@@ -101,8 +117,8 @@ fn main() -> anyhow::Result<()> {
         print!("{}", config.to_masked_toml());
         return Ok(());
     }
-    if matches!(cli.command, Some(Command::Audit { command: AuditCommand::Verify })) {
-        return verify_audit(&config);
+    if let Some(Command::Audit { command: AuditCommand::Verify { expect_head } }) = &cli.command {
+        return verify_audit(&config, expect_head.as_deref());
     }
     if let Some(Command::Token { companies, role, user, ttl }) = &cli.command {
         let companies =

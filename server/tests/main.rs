@@ -53,6 +53,8 @@ impl Server {
             // Tests poll fast; the call limits are tested on their own (tests/pipeline/limits.rs).
             .env("ETTER_LIMITS__CALLS_PER_MINUTE", "1000000")
             .env("ETTER_LIMITS__BURST", "100000")
+            // The matrices refuse many calls on purpose; the refused-call budget is tested on its own.
+            .env("ETTER_LIMITS__REFUSED_PER_MINUTE", "1000000")
             // No worker polls the tests' task queues: workflows they start close by themselves soon.
             .env("ETTER_WORKER__WORKFLOW_EXECUTION_TIMEOUT", "2m")
             .envs(extra_env.iter().copied())
@@ -506,5 +508,126 @@ async fn metrics_endpoint_serves_prometheus_text() -> anyhow::Result<()> {
     let text = String::from_utf8_lossy(&http1(&server.metrics_addr, request.as_bytes()).await?).into_owned();
     assert!(text.starts_with("HTTP/1.1 200"), "/metrics: {text}");
     assert!(text.contains("etter_build_info{binary=\"etter-server\""), "/metrics: {text}");
+    Ok(())
+}
+
+/// A grpc-web call with a raw request body over HTTP/1.1: the response head, lowercased.
+async fn grpc_web_raw(addr: &str, path: &str, token: &str, message: &[u8]) -> anyhow::Result<String> {
+    let mut body = vec![0_u8];
+    body.extend_from_slice(&u32::try_from(message.len())?.to_be_bytes());
+    body.extend_from_slice(message);
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\n\
+         Authorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    let raw = http1(addr, &request).await?;
+    Ok(String::from_utf8_lossy(&raw).to_lowercase())
+}
+
+/// The audit entries of `actor`, newest first, as an admin lists them.
+async fn audit_of(server: &Server, actor: &str) -> anyhow::Result<Vec<etter_proto::v1::AuditEntry>> {
+    use etter_proto::v1::{ListAuditEntriesRequest, pipeline_service_client::PipelineServiceClient};
+    let admin = server.token(&["--company", "acme", "--role", "admin", "--user", "auditor"])?;
+    let mut client = PipelineServiceClient::new(server.channel().await?);
+    // The writer appends in the background.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let request = ListAuditEntriesRequest { actor: actor.into(), page_size: 1000, ..Default::default() };
+    Ok(client.list_audit_entries(with_token(request, &admin)?).await?.into_inner().entries)
+}
+
+#[tokio::test]
+async fn malformed_protobuf_is_invalid_argument_counted_and_audited() -> anyhow::Result<()> {
+    let server = Server::start(&[]).await?;
+    let token = server.token(&["--company", "acme", "--role", "operator", "--user", "mangler"])?;
+    let push = "/etter.pipeline.v1.PipelineService/Push";
+    // company_id (field 1, a string) holding invalid UTF-8; a length varint cut short; a string
+    // field sent as a varint.
+    for (what, message) in [
+        ("invalid UTF-8", vec![0x0a_u8, 0x02, 0xff, 0xfe]),
+        ("a truncated varint", vec![0x0a, 0x80]),
+        ("a wrong wire type", vec![0x08, 0x01]),
+    ] {
+        let head = grpc_web_raw(&server.addr, push, &token, &message).await?;
+        assert!(head.contains("grpc-status: 3\r\n"), "{what}: {head}");
+        assert!(!head.contains("grpc-status: 13"), "{what}: {head}");
+        assert!(head.contains("grpc-message: the request is not a valid push message ("), "{what}: {head}");
+    }
+    // A read (WatchStatus, served by its own route) too.
+    let head = grpc_web_raw(
+        &server.addr,
+        "/etter.pipeline.v1.PipelineService/WatchStatus",
+        &token,
+        &[0x1a, 0x03, 0xc3, 0x28, 0x41],
+    )
+    .await?;
+    assert!(head.contains("grpc-status: 3\r\n"), "WatchStatus: {head}");
+
+    let entries = audit_of(&server, "mangler").await?;
+    let malformed: Vec<_> = entries.iter().filter(|e| e.action == "Push" && e.outcome == "INVALID_ARGUMENT").collect();
+    assert_eq!(malformed.len(), 3, "{entries:?}");
+    assert!(malformed.iter().all(|e| e.reason.contains("not a valid Push message") && e.role == "operator"));
+    let (_, metrics) = http_get(&server.metrics_addr, "/metrics").await?;
+    let refused = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("etter_calls_refused_total")
+                && l.contains("method=\"Push\"")
+                && l.contains("INVALID_ARGUMENT")
+        })
+        .context("no refused-call counter for Push")?;
+    assert!(refused.ends_with(" 3"), "{refused}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn refused_calls_cost_the_caller_and_fill_no_audit_log() -> anyhow::Result<()> {
+    use etter_proto::v1::{self as pb, pipeline_service_client::PipelineServiceClient};
+    use tonic_types::StatusExt as _;
+    let server = Server::start(&[("ETTER_LIMITS__REFUSED_PER_MINUTE", "5")]).await?;
+    let viewer = server.token(&["--company", "acme", "--role", "viewer", "--user", "flooder"])?;
+    let mut client = PipelineServiceClient::new(server.channel().await?);
+    // A viewer may not push: each push is refused, and each carries a 200 KB role name.
+    let huge = "R".repeat(200_000);
+    let mut codes = Vec::new();
+    for _ in 0..12 {
+        let push = pb::PushRequest { company_id: "acme".into(), role_name: huge.clone(), ..Default::default() };
+        match client.push(with_token(push, &viewer)?).await {
+            Err(status) => {
+                if status.code() == tonic::Code::ResourceExhausted {
+                    let retry = status.get_details_retry_info().context("RESOURCE_EXHAUSTED without RetryInfo")?;
+                    assert!(retry.retry_delay.is_some_and(|d| d > Duration::ZERO), "{retry:?}");
+                }
+                codes.push(status.code());
+            }
+            Ok(_) => bail!("a viewer's push was accepted"),
+        }
+    }
+    let denied = codes.iter().filter(|c| **c == tonic::Code::PermissionDenied).count();
+    assert!((5..=6).contains(&denied), "the budget of 5 refusals (and the one that crossed it): {codes:?}");
+    assert_eq!(codes.last(), Some(&tonic::Code::ResourceExhausted), "{codes:?}");
+    // Blocked means blocked: the same caller's harmless read waits too.
+    let usage = pb::GetUsageRequest { company_id: "acme".into(), period: String::new() };
+    let read = client.get_usage(with_token(usage, &viewer)?).await.err().context("a blocked caller was served")?;
+    assert_eq!(read.code(), tonic::Code::ResourceExhausted, "{read:?}");
+    // So are calls from the address that come without a valid token; another user at the same
+    // address (the auditor below) is served.
+    let anonymous = pb::GetUsageRequest { company_id: "acme".into(), period: String::new() };
+    let anonymous = client.get_usage(with_token(anonymous, "not-a-token")?).await.err().context("served")?;
+    assert_eq!(anonymous.code(), tonic::Code::ResourceExhausted, "{anonymous:?}");
+
+    // The log holds the refusals before the block, each small, with a hash of what was cut.
+    let entries = audit_of(&server, "flooder").await?;
+    assert_eq!(entries.len(), denied, "{}", entries.len());
+    for entry in &entries {
+        assert!(entry.target.len() < 600, "an audit target of {} bytes", entry.target.len());
+        assert!(
+            entry.target.contains("truncated: 200000 bytes, sha256"),
+            "{}",
+            &entry.target[entry.target.len() - 80..]
+        );
+    }
     Ok(())
 }

@@ -264,6 +264,8 @@ impl Stack {
             // The suites poll statuses fast; call limits have tests of their own.
             ("ETTER_LIMITS__CALLS_PER_MINUTE", "1000000".to_owned()),
             ("ETTER_LIMITS__BURST", "100000".to_owned()),
+            // Suites provoke refusals on purpose; the refused-call budget is tested on its own.
+            ("ETTER_LIMITS__REFUSED_PER_MINUTE", "1000000".to_owned()),
         ]
         .into_iter()
         .chain(parts)

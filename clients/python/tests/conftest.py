@@ -67,6 +67,8 @@ class Deployment:
             "ETTER_WORKER__METRICS_LISTEN": "127.0.0.1:0",
             "ETTER_WORKER__STALENESS_SCAN_INTERVAL": "0s",
             "ETTER_LOG__FILTER": "warn",
+            # The tests provoke refusals on purpose; the refused-call budget is tested in Rust.
+            "ETTER_LIMITS__REFUSED_PER_MINUTE": "1000000",
         }
         self.processes: list[subprocess.Popen[str]] = []
         self.addr = self._start("etter-server", "serve")["grpc_addr"]

@@ -56,6 +56,7 @@ export class Deployment {
       ETTER_WORKER__STALENESS_SCAN_INTERVAL: "0s",
       ETTER_LIMITS__CALLS_PER_MINUTE: "1000000",
       ETTER_LIMITS__BURST: "100000",
+      ETTER_LIMITS__REFUSED_PER_MINUTE: "1000000",
       ETTER_LOG__FILTER: "warn",
     };
     this.processes = new Map();

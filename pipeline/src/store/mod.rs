@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{AuditEntry, AuditEvent, AuditFilter, AuditHead};
+use crate::audit::{AuditEntry, AuditEvent, AuditFilter, AuditHead, ChainKey};
 use crate::{
     config::StoreLocation,
     ids::{BatchId, CompanyId, DraupRoleId, RequestId, RoleId, RoleName, TraceId, WorkflowId},
@@ -1110,7 +1110,7 @@ pub trait RunStore: Send + Sync {
     /// Appends `events` to the audit log's hash chain, in order, in one transaction that also
     /// moves the checkpointed head; answers the new head. Concurrent appenders (replicas) are
     /// serialised on the head row.
-    async fn append_audit(&self, events: Vec<AuditEvent>) -> Result<AuditHead, StoreError>;
+    async fn append_audit(&self, key: &ChainKey, events: Vec<AuditEvent>) -> Result<AuditHead, StoreError>;
 
     /// Up to `limit` audit entries after sequence number `after`, in chain order (verification).
     async fn audit_entries(&self, after: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;

@@ -22,7 +22,7 @@ use super::{
     TokenCount, Transition, UsageRow, WatchScope, now,
     shared::{corrupt, id, number, to_i64},
 };
-use crate::audit::{AuditEntry, AuditEvent, AuditFilter, AuditHead};
+use crate::audit::{AuditEntry, AuditEvent, AuditFilter, AuditHead, ChainKey};
 use crate::{
     ids::{BatchId, CompanyId, DraupRoleId, RoleId, RoleName, WorkflowId},
     lifecycle::{self, RunState},
@@ -1171,13 +1171,13 @@ impl<B: Backend> RunStore for SqlStore<B> {
         Ok(reserved)
     }
 
-    async fn append_audit(&self, events: Vec<AuditEvent>) -> Result<AuditHead, StoreError> {
+    async fn append_audit(&self, key: &ChainKey, events: Vec<AuditEvent>) -> Result<AuditHead, StoreError> {
         let mut tx = self.backend.write().await?;
         let head = tx.lock_audit_head().await?;
         if events.is_empty() {
             return Ok(head);
         }
-        let (entries, head) = crate::audit::chain(&head, events);
+        let (entries, head) = crate::audit::chain(&head, events, key);
         for entry in &entries {
             tx.insert_audit(entry).await?;
         }

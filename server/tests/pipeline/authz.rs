@@ -388,6 +388,8 @@ async fn every_rpc_answers_every_caller_with_the_exact_code() -> anyhow::Result<
         "{said} {}",
         String::from_utf8_lossy(&fine.stderr)
     );
+    // The chain is keyed by the key the server kept outside the database.
+    assert!(said.contains("head hmac-sha256:"), "{said}");
     let raw = || async {
         use sqlx::Connection as _;
         sqlx::SqliteConnection::connect(&format!("sqlite://{}", server.data_dir.join("etter.db").display())).await
