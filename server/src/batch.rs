@@ -222,7 +222,7 @@ pub async fn push_batch(
 }
 
 /// Refuses a batch that is wrong as a whole: no items, too many, bad default options.
-fn check_whole(request: &pb::PushBatchRequest, max_batch_size: u32) -> Result<(), ApiError> {
+pub(crate) fn check_whole(request: &pb::PushBatchRequest, max_batch_size: u32) -> Result<(), ApiError> {
     let mut violations = Vec::new();
     if request.items.is_empty() {
         violations.push(Violation::new("items", "at least one item is required"));

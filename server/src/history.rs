@@ -72,7 +72,7 @@ pub async fn history(
 }
 
 /// Checks every filter and reports every invalid one.
-fn validate(
+pub(crate) fn validate(
     tokens: &TokenKeys,
     company: CompanyId,
     request: &pb::HistoryRequest,

@@ -15,6 +15,8 @@ mod convert;
 mod dispatch;
 mod error;
 mod estimate;
+#[cfg(test)]
+mod fuzz;
 mod graph;
 pub mod health;
 mod history;

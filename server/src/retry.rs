@@ -45,7 +45,7 @@ pub struct RetryContext<'a> {
 }
 
 /// The target and steps of a Retry, checked before anything is read.
-struct ValidRetry {
+pub(crate) struct ValidRetry {
     target: Target,
     steps: Vec<StepName>,
     request_id: Option<etter_pipeline::ids::RequestId>,
@@ -56,7 +56,7 @@ enum Target {
     Role(RoleId),
 }
 
-fn validate(request: &pb::RetryRequest) -> Result<ValidRetry, ApiError> {
+pub(crate) fn validate(request: &pb::RetryRequest) -> Result<ValidRetry, ApiError> {
     use pb::retry_request::Target as Pb;
     let target = match &request.target {
         Some(Pb::WorkflowId(id)) => {

@@ -14,7 +14,7 @@
 mod outbox;
 mod scoped;
 mod shared;
-mod token;
+pub(crate) mod token;
 pub mod wire;
 
 pub use shared::SharedReads;

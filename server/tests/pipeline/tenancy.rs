@@ -11,7 +11,10 @@ use etter_proto::v1::{
 };
 use tonic::{Code, Streaming};
 
-use super::{PipelineServiceClient, acme, doc_uri, push_request, server_without_temporal, with_token};
+use super::{
+    PipelineServiceClient, ScratchDatabase, Server, acme, doc_uri, push_request, server_without_temporal,
+    server_without_temporal_with, with_token,
+};
 
 /// A resume token in the unsealed form servers issued before tokens were sealed, naming `runs`
 /// from sequence 0 for a company scope: what an attacker who knows (or guesses) workflow ids
@@ -56,8 +59,38 @@ async fn drain(
 }
 
 #[tokio::test]
-async fn tokens_of_one_company_or_scope_yield_nothing_elsewhere_and_forged_ones_nothing_at_all() -> anyhow::Result<()> {
+async fn the_tenant_boundary_holds_on_the_embedded_store() -> anyhow::Result<()> {
     let server = server_without_temporal().await?;
+    tenant_boundary(&server).await
+}
+
+#[tokio::test]
+async fn the_tenant_boundary_holds_on_postgresql() -> anyhow::Result<()> {
+    let database = ScratchDatabase::create().await?;
+    let server = server_without_temporal_with(&[("ETTER_STORE__URL", database.url.as_str())]).await?;
+    let outcome = tenant_boundary(&server).await;
+    drop(server);
+    database.drop_database().await?;
+    outcome
+}
+
+/// What a call answered, its message dropped.
+type Answer = Result<(), tonic::Status>;
+
+/// A status without the ids it names: what two answers must share to be told apart by nothing
+/// but the id asked for.
+fn shape(status: &tonic::Status, ids: &[&str]) -> (Code, String) {
+    let mut message = status.message().to_owned();
+    for id in ids {
+        message = message.replace(id, "<id>");
+    }
+    (status.code(), message)
+}
+
+/// Every RPC that takes a run, role or batch id answers another company's id exactly as an id
+/// that does not exist; and every kind of client-held token of another company, scope or
+/// forger yields nothing.
+async fn tenant_boundary(server: &Server) -> anyhow::Result<()> {
     // `{acme}` and `{acme}-secret`: "Secret Plan" of the first and "Plan" of the second had the
     // same role id when ids were `cr-{company}-{slug}`.
     let (victim, attacker) = (acme(), format!("{}-secret", acme()));
@@ -69,11 +102,11 @@ async fn tokens_of_one_company_or_scope_yield_nothing_elsewhere_and_forged_ones_
     let mut secret_runs = Vec::new();
     for role in ["Secret Plan", "Secret Budget"] {
         let pushed =
-            api.push(with_token(push_request(role, &doc_uri(&server, "jd.pdf")), &victim_token)?).await?.into_inner();
+            api.push(with_token(push_request(role, &doc_uri(server, "jd.pdf")), &victim_token)?).await?.into_inner();
         secret_runs.push(pushed.workflow_id);
     }
     // The attacker's own "Plan": a role of its own, and the answer names nothing of the victim.
-    let plan = pb::PushRequest { company_id: attacker.clone(), ..push_request("Plan", &doc_uri(&server, "jd.pdf")) };
+    let plan = pb::PushRequest { company_id: attacker.clone(), ..push_request("Plan", &doc_uri(server, "jd.pdf")) };
     let theirs = api.push(with_token(plan, &attacker_operator)?).await?.into_inner();
     ensure!(!secret_runs.contains(&theirs.workflow_id), "{theirs:?}");
     ensure!(!format!("{theirs:?}").contains("Secret"), "the answer names the other company's role: {theirs:?}");
@@ -184,5 +217,106 @@ async fn tokens_of_one_company_or_scope_yield_nothing_elsewhere_and_forged_ones_
     };
     let second = api.history(with_token(next, &victim_token)?).await?.into_inner();
     ensure!(second.runs.len() == 1 && second.runs[0].workflow_id != first.runs[0].workflow_id);
+
+    // 4. Direct ids: the victim's run, role and batch answer the attacker exactly as ids that do
+    // not exist. (The victim's batch is made here; its runs are not needed.)
+    let batch = api
+        .push_batch(with_token(super::batch_of(server, &victim, &["Secret Batch Role".to_owned()]), &victim_token)?)
+        .await?
+        .into_inner();
+    let status = api
+        .get_status(with_token(
+            pb::GetStatusRequest { target: Some(pb::get_status_request::Target::WorkflowId(secret_runs[0].clone())) },
+            &victim_token,
+        )?)
+        .await?
+        .into_inner()
+        .run
+        .context("a status")?;
+    let (run, role) = (status.workflow_id.clone(), status.role_id.clone());
+    let missing_run = format!("role-onboard-cr-{victim}.no-such-role-1");
+    let missing_role = format!("cr-{victim}.no-such-role");
+    let missing_batch = "batch-0000000000000000000000000000dead".to_owned();
+    for caller in [&attacker_viewer, &attacker_operator] {
+        let mut answers = Vec::new();
+        for (what, real, missing) in
+            [("run", &run, &missing_run), ("role", &role, &missing_role), ("batch", &batch.batch_id, &missing_batch)]
+        {
+            let mut calls: Vec<(String, Answer, Answer)> = Vec::new();
+            macro_rules! both {
+                ($name:expr, $make:expr, $call:ident) => {{
+                    let real_answer = api.$call(with_token($make(real.clone()), caller)?).await.map(drop);
+                    let missing_answer = api.$call(with_token($make(missing.clone()), caller)?).await.map(drop);
+                    calls.push(($name.to_owned(), real_answer, missing_answer));
+                }};
+            }
+            match what {
+                "run" => {
+                    both!(
+                        "GetStatus",
+                        |id| pb::GetStatusRequest { target: Some(pb::get_status_request::Target::WorkflowId(id)) },
+                        get_status
+                    );
+                    both!(
+                        "WatchStatus",
+                        |id| WatchStatusRequest {
+                            scope: Some(Scope::WorkflowId(id)),
+                            after_sequence: 0,
+                            resume_token: String::new()
+                        },
+                        watch_status
+                    );
+                    both!(
+                        "Retry",
+                        |id| pb::RetryRequest {
+                            target: Some(pb::retry_request::Target::WorkflowId(id)),
+                            ..Default::default()
+                        },
+                        retry
+                    );
+                    both!("Cancel", |id| pb::CancelRequest { workflow_id: id, ..Default::default() }, cancel);
+                }
+                "role" => {
+                    both!(
+                        "GetStatus",
+                        |id| pb::GetStatusRequest { target: Some(pb::get_status_request::Target::RoleId(id)) },
+                        get_status
+                    );
+                    both!(
+                        "Retry",
+                        |id| pb::RetryRequest {
+                            target: Some(pb::retry_request::Target::RoleId(id)),
+                            ..Default::default()
+                        },
+                        retry
+                    );
+                }
+                _ => {
+                    both!(
+                        "WatchStatus",
+                        |id| WatchStatusRequest {
+                            scope: Some(Scope::BatchId(id)),
+                            after_sequence: 0,
+                            resume_token: String::new()
+                        },
+                        watch_status
+                    );
+                }
+            }
+            for (rpc, real_answer, missing_answer) in calls {
+                let real_answer =
+                    real_answer.err().with_context(|| format!("{rpc} of the victim's {what} was served"))?;
+                let missing_answer =
+                    missing_answer.err().with_context(|| format!("{rpc} of a missing {what} was served"))?;
+                ensure!(
+                    shape(&real_answer, &[real.as_str()]) == shape(&missing_answer, &[missing.as_str()]),
+                    "{rpc} of the victim's {what} tells it exists: {real_answer:?} vs {missing_answer:?}"
+                );
+                ensure!(!real_answer.message().contains("Secret"), "{rpc}: {real_answer:?}");
+                answers.push(rpc);
+            }
+        }
+        ensure!(answers.len() == 7, "{answers:?}");
+    }
     Ok(())
 }
