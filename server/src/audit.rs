@@ -123,6 +123,16 @@ fn refused_read(code: Code) -> bool {
     matches!(code, Code::Unauthenticated | Code::PermissionDenied | Code::NotFound)
 }
 
+/// Whether a call was refused for a client-held token (`resume_token`, `page_token`) that is not
+/// the server's for it: forged, tampered with or replayed elsewhere, so logged even for a read.
+fn refused_token(status: &Status) -> bool {
+    use tonic_types::StatusExt as _;
+    status.code() == Code::InvalidArgument
+        && status.get_details_bad_request().is_some_and(|bad| {
+            bad.field_violations.iter().any(|v| matches!(v.field.as_str(), "resume_token" | "page_token"))
+        })
+}
+
 impl AuditLog {
     /// A log and the writer task that appends its entries to `store`, chained under `key`
     /// (spawn [`Writer::run`]).
@@ -176,7 +186,8 @@ impl AuditLog {
                 refusals.count(peer, principal.map(|p| p.user.as_str()));
             }
         }
-        if !mutating && !refused_read(code) {
+        let token = matches!(result, Err(status) if refused_token(status));
+        if !mutating && !refused_read(code) && !token {
             return;
         }
         self.push(AuditEvent {

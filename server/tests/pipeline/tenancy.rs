@@ -96,7 +96,7 @@ async fn tenant_boundary(server: &Server) -> anyhow::Result<()> {
     let (victim, attacker) = (acme(), format!("{}-secret", acme()));
     let victim_token = server.token(&["--company", &victim, "--role", "operator"])?;
     let attacker_operator = server.token(&["--company", &attacker, "--role", "operator"])?;
-    let attacker_viewer = server.token(&["--company", &attacker, "--role", "viewer"])?;
+    let attacker_viewer = server.token(&["--company", &attacker, "--role", "viewer", "--user", "prober"])?;
     let mut api = PipelineServiceClient::new(server.channel().await?);
 
     let mut secret_runs = Vec::new();
@@ -318,5 +318,25 @@ async fn tenant_boundary(server: &Server) -> anyhow::Result<()> {
         }
         ensure!(answers.len() == 7, "{answers:?}");
     }
+
+    // 5. The refused tokens are audited, reads though they were: the forged resume token, the
+    // replayed one, the replayed page token.
+    let admin = server.token(&["--company", &victim, "--role", "admin", "--user", "auditor"])?;
+    let audited = super::eventually("the prober's refusals in the audit log", || {
+        let (mut api, admin) = (api.clone(), admin.clone());
+        async move {
+            let list = pb::ListAuditEntriesRequest { actor: "prober".into(), page_size: 100, ..Default::default() };
+            let entries = api.list_audit_entries(with_token(list, &admin)?).await?.into_inner().entries;
+            let tokens: Vec<_> = entries
+                .into_iter()
+                .filter(|e| e.outcome == "INVALID_ARGUMENT" && (e.reason.contains("token")))
+                .map(|e| e.action)
+                .collect();
+            Ok((tokens.len() >= 3).then_some(tokens))
+        }
+    })
+    .await?;
+    ensure!(audited.iter().filter(|a| *a == "WatchStatus").count() == 2, "{audited:?}");
+    ensure!(audited.iter().filter(|a| *a == "History").count() == 1, "{audited:?}");
     Ok(())
 }
