@@ -187,16 +187,35 @@ fn missing_settings_fail_with_instructions() -> Result<()> {
 #[test]
 fn etter_worker_refuses_to_inject_faults() -> Result<()> {
     let dir = std::env::temp_dir().join(format!("etter-worker-no-faults-{}", std::process::id()));
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_etter-worker"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_etter-worker"))
         .arg("run")
         .env("ETTER_TEST_FAULTS", "fail:role_setup")
         .env("ETTER_DATA_DIR", &dir)
         // Nothing to reach: the refusal comes before any connection.
         .env("ETTER_TEMPORAL__ADDRESS", "http://127.0.0.1:9")
-        .output()?;
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    // A worker that took the faults would go on trying to reach Temporal: give it 20 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill()?;
+            child.wait()?;
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut pipe, &mut stderr)?;
+    }
     let _ = std::fs::remove_dir_all(&dir);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    ensure!(!output.status.success(), "etter-worker ran with ETTER_TEST_FAULTS set: {stderr}");
+    let status = status.with_context(|| format!("etter-worker kept running with ETTER_TEST_FAULTS set: {stderr}"))?;
+    ensure!(!status.success(), "etter-worker ran with ETTER_TEST_FAULTS set: {stderr}");
     ensure!(stderr.contains("never injects faults"), "the refusal says why: {stderr}");
     Ok(())
 }
