@@ -631,3 +631,47 @@ async fn refused_calls_cost_the_caller_and_fill_no_audit_log() -> anyhow::Result
     }
     Ok(())
 }
+
+/// Processes starting at once on an empty data directory (as `./etter dev` starts the server
+/// and the worker, or replicas of a deployment on a fresh database) each migrate the store:
+/// every one must come up, every round. Three servers at once, three rounds, on each store.
+#[tokio::test]
+async fn servers_starting_at_once_on_an_empty_store_all_come_up() -> anyhow::Result<()> {
+    for round in 0..3 {
+        let data_dir = fresh_data_dir();
+        let (a, b, c) = tokio::join!(
+            Server::start_in(data_dir.clone(), &[]),
+            Server::start_in(data_dir.clone(), &[]),
+            Server::start_in(data_dir.clone(), &[]),
+        );
+        for (n, started) in [a, b, c].into_iter().enumerate() {
+            started.with_context(|| format!("SQLite round {round}: server {n} did not come up"))?;
+        }
+    }
+    let admin_url = std::env::var("ETTER_TEST__POSTGRES_ADMIN_URL")
+        .context("ETTER_TEST__POSTGRES_ADMIN_URL is not set: source .etter/services.env")?;
+    for round in 0..3 {
+        use sqlx::Connection as _;
+        let name = format!("etter_server_start_{}", unique_suffix().replace('-', "_"));
+        let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await?;
+        let mut url = url::Url::parse(&admin_url)?;
+        url.set_path(&format!("/{name}"));
+        let env = [("ETTER_STORE__URL", url.as_str())];
+        let (a, b, c) = tokio::join!(
+            Server::start_in(fresh_data_dir(), &env),
+            Server::start_in(fresh_data_dir(), &env),
+            Server::start_in(fresh_data_dir(), &env),
+        );
+        // Every server is stopped before its database is dropped; then the first failure, if any.
+        let outcome: anyhow::Result<Vec<Server>> = [a, b, c].into_iter().collect();
+        let failed = outcome.map(drop).err();
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+            .execute(&mut admin)
+            .await?;
+        if let Some(e) = failed {
+            return Err(e.context(format!("PostgreSQL round {round}: a server did not come up")));
+        }
+    }
+    Ok(())
+}
