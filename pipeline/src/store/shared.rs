@@ -107,6 +107,16 @@ pub(super) const SET_ROLES_LATEST_TAIL: &str = ") UPDATE roles SET last_run_numb
 /// After `WITH v (workflow_id, by_run, t) AS (VALUES …`: marks each run superseded by `by_run`.
 pub(super) const SUPERSEDE_TAIL: &str = ") UPDATE runs SET superseded_by = v.by_run, update_time = v.t \
      FROM v WHERE runs.workflow_id = v.workflow_id";
+/// A `roles` row of `role_id, company_id, role_name, last_run_number`.
+pub(super) fn decode_role(row: &impl Row) -> Result<super::sql::RoleRow, StoreError> {
+    Ok(super::sql::RoleRow {
+        role_id: row.text("role_id")?,
+        company: row.text("company_id")?,
+        name: row.text("role_name")?,
+        last_run_number: row.int("last_run_number")?,
+    })
+}
+
 /// Whether any role has an id of the form before ids had a dot (`n` is 0 or 1).
 pub(super) const ANY_LEGACY_ROLE: &str =
     "SELECT COUNT(*) AS n FROM (SELECT 1 FROM roles WHERE role_id NOT LIKE '%.%' LIMIT 1) AS legacy";
@@ -301,16 +311,7 @@ macro_rules! shared_primitives {
             });
             sql.push(LOCK_ROLES_TAIL);
             let rows = sql.build().fetch_all(&mut *self.0).await?;
-            rows.iter()
-                .map(|row| {
-                    Ok(RoleRow {
-                        role_id: row.text("role_id")?,
-                        company: row.text("company_id")?,
-                        name: row.text("role_name")?,
-                        last_run_number: row.int("last_run_number")?,
-                    })
-                })
-                .collect()
+            rows.iter().map(shared::decode_role).collect()
         }
 
         async fn roles(&mut self, ids: &[RoleId]) -> Result<Vec<RoleRow>, StoreError> {
@@ -326,16 +327,7 @@ macro_rules! shared_primitives {
             }
             sql.push(")");
             let rows = sql.build().fetch_all(&mut *self.0).await?;
-            rows.iter()
-                .map(|row| {
-                    Ok(RoleRow {
-                        role_id: row.text("role_id")?,
-                        company: row.text("company_id")?,
-                        name: row.text("role_name")?,
-                        last_run_number: row.int("last_run_number")?,
-                    })
-                })
-                .collect()
+            rows.iter().map(shared::decode_role).collect()
         }
 
         async fn any_legacy_role(&mut self) -> Result<bool, StoreError> {
