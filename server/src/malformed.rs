@@ -101,8 +101,9 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        // What the audit entry needs, should the call turn out malformed: cheap clones.
-        let metadata = tonic::metadata::MetadataMap::from_headers(request.headers().clone());
+        // What the audit entry needs, should the call turn out malformed: cheap clones (the
+        // bearer token's header only; the caller is authenticated again only on that path).
+        let authorization = request.headers().get(http::header::AUTHORIZATION).cloned();
         let method = request.uri().path().rsplit('/').next().unwrap_or_default().to_owned();
         let call = audit::Call {
             principal: None,
@@ -127,6 +128,11 @@ where
                 if let Ok(value) = HeaderValue::from_str(&percent_encode(&message)) {
                     headers.insert("grpc-message", value);
                 }
+                let mut headers = HeaderMap::new();
+                if let Some(value) = authorization {
+                    headers.insert(http::header::AUTHORIZATION, value);
+                }
+                let metadata = tonic::metadata::MetadataMap::from_headers(headers);
                 let call = audit::Call { principal: layer.authenticator.authenticate(&metadata).ok(), ..call };
                 let status: Result<tonic::Response<()>, tonic::Status> = Err(tonic::Status::invalid_argument(message));
                 let mutating = matches!(method.as_str(), "Push" | "PushBatch" | "Retry" | "Cancel");
