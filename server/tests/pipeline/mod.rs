@@ -541,7 +541,12 @@ async fn dispatch_scenario(server: &Server, database: &ScratchDatabase, task_que
     })
     .await?;
     assert!(run.start_time.is_some());
-    assert_eq!(health_of(server, TEMPORAL_HEALTH).await?, ServingStatus::Serving);
+    // Health follows its own periodic check, which may have last looked before Temporal answered
+    // (a dev server that has just started): it must say SERVING by its next look.
+    eventually("the Temporal health entry to say SERVING", || async {
+        Ok((health_of(server, TEMPORAL_HEALTH).await? == ServingStatus::Serving).then_some(()))
+    })
+    .await?;
 
     let temporal = temporal_client().await?;
     let handle = temporal.get_workflow_handle::<UntypedWorkflow>(pushed.workflow_id.clone());
