@@ -230,7 +230,7 @@ struct Bare {
     floor: Option<Floor>,
 }
 
-/// The least a push costs under "persist, then dispatch" (DESIGN §6): the gRPC hop to a server
+/// The least a push costs under "persist, then dispatch" (a push is stored before its workflow starts): the gRPC hop to a server
 /// of its own, one durable insert of the request, then the start. No guard, no admission read,
 /// no idempotency record, no status in the answer. Its answer carries the instant the start was
 /// acknowledged ([`STARTED_AT`]), the moment a pushed run's `start_time` records.
