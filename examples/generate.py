@@ -3,7 +3,7 @@
 
 Five roles of a fictional insurer, Northfield Mutual, with job descriptions as PDF, DOCX and
 Markdown and a process map as PDF. Three job descriptions and the process map share their text
-with the document fixtures of the tests (pipeline/tests/fixtures/documents/generate.py, whose
+with the document fixtures of the tests (testdata/documents/generate.py, whose
 renderers this script uses too); the underwriter and the fraud investigator are written here.
 
     python3 -m venv /tmp/fixtures-venv

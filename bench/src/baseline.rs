@@ -10,16 +10,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use etter_pipeline::ids::{CompanyId, RoleId, RoleName, TraceId, WorkflowId};
-use etter_pipeline::orchestrator::{Orchestrator as _, StartOutcome, TemporalOrchestrator, TemporalSettings};
-use etter_pipeline::steps::{Action, StepName};
-use etter_pipeline::workflow::RoleOnboardingInput;
+use etter_core::ids::{CompanyId, RoleId, RoleName, TraceId, WorkflowId};
+use etter_core::steps::{Action, StepName};
+use etter_core::workflow::RoleOnboardingInput;
 use etter_proto::v1::pipeline_service_server::{PipelineService, PipelineServiceServer};
 use etter_proto::v1::{
     CancelRequest, CancelResponse, GetStatusRequest, GetStatusResponse, GetUsageRequest, GetUsageResponse,
     HistoryRequest, HistoryResponse, ListAuditEntriesRequest, ListAuditEntriesResponse, PushBatchRequest,
     PushBatchResponse, PushRequest, PushResponse, RetryRequest, RetryResponse, WatchStatusRequest, WatchStatusResponse,
 };
+use etter_server::orchestrator::{Orchestrator as _, StartOutcome, TemporalOrchestrator, TemporalSettings};
 use etter_tests::service_setting;
 use prost::Message as _;
 use serde::{Deserialize, Serialize};

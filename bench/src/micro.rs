@@ -34,7 +34,7 @@ pub fn section(dir: &Path) -> Result<Section> {
     ensure!(!groups.is_empty(), "no criterion results under {}: run `cargo bench` first", dir.display());
     let mut section = Section::new("micro", "-", &["group", "function", "median per call", "÷ baseline"]);
     section.notes.push(
-        "criterion (`cargo bench -p etter-pipeline -p etter-server`), median of its samples; each group's \
+        "criterion (`cargo bench -p etter-core -p etter-server`), median of its samples; each group's \
          baseline runs in the same process, minutes apart at most."
             .to_owned(),
     );

@@ -11,12 +11,10 @@
 use std::{hint::black_box, time::Duration};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use etter_pipeline::{
-    config::{AuthConfig, LimitsConfig},
-    ids::CompanyId,
-};
+use etter_core::ids::CompanyId;
 use etter_server::auth::{Authenticator, Role, issue_token, signing_secret};
 use etter_server::companies::{Companies, CompanyLimits};
+use etter_server::config::{AuthConfig, LimitsConfig};
 use etter_server::limits::Limits;
 use governor::{Quota, RateLimiter};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};

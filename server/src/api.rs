@@ -2,13 +2,17 @@
 
 use std::{pin::Pin, sync::Arc};
 
-use etter_pipeline::{config::Config, fanout, observe, orchestrator::Orchestrator, store::RunStore};
+use crate::config::Config;
+use crate::orchestrator::Orchestrator;
 use etter_proto::v1::{
     BatchItemOutcome, CancelRequest, CancelResponse, GetStatusRequest, GetStatusResponse, GetUsageRequest,
     GetUsageResponse, HistoryRequest, HistoryResponse, ListAuditEntriesRequest, ListAuditEntriesResponse,
     PushBatchRequest, PushBatchResponse, PushRequest, PushResponse, RetryRequest, RetryResponse, WatchStatusRequest,
     WatchStatusResponse, pipeline_service_server::PipelineService,
 };
+use etter_store::RunStore;
+use etter_store::fanout;
+use etter_telemetry::metrics as observe;
 use tokio::sync::watch;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};

@@ -1,5 +1,5 @@
 //! Who did what (DESIGN §6.7): every mutating call, allowed or refused, and every refused read
-//! becomes an entry of the store's hash-chained audit log ([`etter_pipeline::audit`]).
+//! becomes an entry of the store's hash-chained audit log ([`etter_core::audit`]).
 //!
 //! Handlers and the authenticator only hand entries to [`AuditLog`] (an unbounded queue: the
 //! request path never waits on the log); one writer task appends them in batches, each batch one
@@ -15,13 +15,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use etter_pipeline::{
-    audit::{AuditEntry, AuditEvent, AuditFilter, ChainKey},
-    ids::{CompanyId, TraceId},
-    observe,
-    store::{self, RunStore},
-};
+use etter_core::audit::{AuditEntry, AuditEvent, AuditFilter, ChainKey};
+use etter_core::ids::{CompanyId, TraceId};
 use etter_proto::v1 as pb;
+use etter_store::{self, RunStore};
+use etter_telemetry::metrics as observe;
 use tokio::sync::mpsc;
 use tonic::{Code, Status};
 
@@ -191,7 +189,7 @@ impl AuditLog {
             return;
         }
         self.push(AuditEvent {
-            time: whole_micros(store::now()),
+            time: whole_micros(etter_store::now()),
             actor: principal.map_or_else(|| "anonymous".to_owned(), |p| p.user.clone()),
             role: principal.map_or("", |p| role_name(p.role)).to_owned(),
             company: subject.company.as_deref().and_then(|c| CompanyId::parse(c).ok()),
@@ -208,7 +206,7 @@ impl AuditLog {
     /// Records a call the authenticator refused (its RPC from the request path).
     pub fn refused_unauthenticated(&self, call: &Call, action: &str, reason: &str) {
         self.push(AuditEvent {
-            time: whole_micros(store::now()),
+            time: whole_micros(etter_store::now()),
             actor: "anonymous".to_owned(),
             role: String::new(),
             company: None,
@@ -241,13 +239,13 @@ fn bounded(value: String, max: usize) -> String {
 }
 
 /// The store keeps microseconds; the hash is computed over what is stored.
-fn whole_micros(time: store::Timestamp) -> store::Timestamp {
+fn whole_micros(time: etter_store::Timestamp) -> etter_store::Timestamp {
     chrono::DateTime::from_timestamp_micros(time.timestamp_micros()).unwrap_or(time)
 }
 
 /// The audit chain's key: `server.audit_key`, or the embedded default's generated one, kept in
 /// `{data_dir}/auth/audit.key` (owner-only) and shared by every process on the data directory.
-pub fn chain_key(config: &etter_pipeline::Config) -> Result<ChainKey, crate::tokens::KeptSecretError> {
+pub fn chain_key(config: &crate::config::Config) -> Result<ChainKey, crate::tokens::KeptSecretError> {
     match config.server.audit_key.expose() {
         Some(key) => Ok(ChainKey::new(key.as_bytes())),
         None => Ok(ChainKey::new(&crate::tokens::kept_secret(&config.data_dir.join("auth").join("audit.key"))?)),
@@ -340,8 +338,8 @@ pub async fn list(
         return Err(ApiError::InvalidArgument { reason: INVALID, violations });
     }
     let size = match u32::try_from(request.page_size).unwrap_or(0) {
-        0 => store::DEFAULT_PAGE_SIZE,
-        n => n.min(store::MAX_PAGE_SIZE),
+        0 => etter_store::DEFAULT_PAGE_SIZE,
+        n => n.min(etter_store::MAX_PAGE_SIZE),
     };
     let filter = AuditFilter {
         company,

@@ -18,7 +18,8 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use etter_pipeline::{config::AuthConfig, ids::CompanyId};
+use crate::config::AuthConfig;
+use etter_core::ids::CompanyId;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Status};
@@ -519,7 +520,7 @@ impl tonic::service::Interceptor for Authenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use etter_pipeline::config::Secret;
+    use etter_config::Secret;
     use tonic::metadata::MetadataMap;
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";

@@ -8,7 +8,7 @@
 //!   it is answered REJECTED with its violations and nothing is stored.
 //! - A role that appears again later in the same batch is a DUPLICATE item: ignored, with a
 //!   violation naming the item it repeats.
-//! - The runs are written in a few transactions ([`etter_pipeline::store::BATCH_CHUNK_SIZE`] runs
+//! - The runs are written in a few transactions ([`etter_store::BATCH_CHUNK_SIZE`] runs
 //!   each), not one per item.
 //! - Re-sending the batch with the same `request_id` returns the first answer (with
 //!   `created: false`); re-sending it without one creates nothing new for the items already
@@ -19,14 +19,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use etter_pipeline::{
-    documents::DocumentsConfig,
-    ids::{BatchId, CompanyId, DraupRoleId, RoleId, RoleName, TraceId, WorkflowId},
-    lifecycle::RunState,
-    steps,
-    store::{Admission, Batch, DocumentRef, FieldViolation, NewBatch, NewRun, RunStore, StoreError},
-};
+use etter_core::ids::{BatchId, CompanyId, DraupRoleId, RoleId, RoleName, TraceId, WorkflowId};
+use etter_core::lifecycle::RunState;
+use etter_documents::DocumentsConfig;
 use etter_proto::v1 as pb;
+use etter_store::{Admission, Batch, DocumentRef, FieldViolation, NewBatch, NewRun, RunStore, StoreError};
 use prost::Message as _;
 use sha2::{Digest as _, Sha256};
 use tonic_types::pb::bad_request::FieldViolation as FieldViolationPb;
@@ -262,7 +259,7 @@ fn check_client_ref(value: &str) -> Result<(), String> {
     if value.chars().any(char::is_control) {
         return Err("must not contain control characters".to_owned());
     }
-    match value.chars().find(|c| etter_pipeline::ids::is_invisible_format(*c)) {
+    match value.chars().find(|c| etter_core::ids::is_invisible_format(*c)) {
         Some(c) => Err(format!(
             "must not contain invisible formatting characters (found U+{:04X}): bidirectional overrides and \
              zero-width characters make a reference show as something it is not",
@@ -350,7 +347,7 @@ pub async fn progress(
     let done: u64 = counts.iter().filter(|(s, _)| s.is_final() || **s == RunState::Stale).map(|(_, n)| n).sum();
     let queued = counts.get(&RunState::Queued).copied().unwrap_or(0);
     let processing = counts.get(&RunState::Processing).copied().unwrap_or(0);
-    let plan = steps::plan_new(false);
+    let plan = etter_core::steps::plan_new(false);
     let estimated = if queued > 0 {
         let behind = store.count_runs(Some(&batch.company), &[RunState::Queued]).await?;
         estimator.remaining_seconds(&plan, Some(u32::try_from(behind).unwrap_or(u32::MAX)), 0)
@@ -430,7 +427,7 @@ mod tests {
         };
         let size = request.encoded_len();
         assert!((700_000..1_000_000).contains(&size), "a full typical batch is {size} bytes");
-        let limit = etter_pipeline::Config::default().server.max_request_bytes as usize;
+        let limit = crate::config::Config::default().server.max_request_bytes as usize;
         assert!(limit >= 4 * size, "{limit} leaves less than 4x room over {size}");
     }
 }

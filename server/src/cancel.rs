@@ -10,12 +10,10 @@
 //!   Temporal cannot be reached the answer is `UNAVAILABLE` and nothing changes, so a run is never
 //!   shown CANCELLED while its workflow runs on unaware.
 
-use etter_pipeline::{
-    lifecycle::RunState,
-    orchestrator::{Orchestrator, OrchestratorError},
-    store::{PipelineError, Run, RunStore, StoreError, Transition},
-};
+use crate::orchestrator::{Orchestrator, OrchestratorError};
+use etter_core::lifecycle::RunState;
 use etter_proto::v1 as pb;
+use etter_store::{PipelineError, Run, RunStore, StoreError, Transition};
 
 use crate::limits::Limits;
 use crate::{

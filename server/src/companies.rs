@@ -27,7 +27,8 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use etter_pipeline::{config::LimitsConfig, ids::CompanyId};
+use crate::config::LimitsConfig;
+use etter_core::ids::CompanyId;
 use serde::Deserialize;
 
 /// Shortest webhook secret accepted: an HMAC key guessable by brute force protects nothing.

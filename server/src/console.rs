@@ -22,6 +22,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::Config;
 use axum::{
     Router,
     body::Bytes,
@@ -30,7 +31,7 @@ use axum::{
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
 };
-use etter_pipeline::{config::Config, ids::CompanyId};
+use etter_core::ids::CompanyId;
 
 use crate::auth::{self, KeyError, Role};
 use http::HeaderName;

@@ -1,11 +1,9 @@
 //! The one conversion layer between the run store's types and the contract's messages.
 
-use etter_pipeline::{
-    lifecycle::RunState,
-    steps::DocumentKind,
-    store::{self, Change, DocumentRef, Priority, StepStatus, Timestamp, TokenCount},
-};
+use etter_core::lifecycle::RunState;
+use etter_core::steps::DocumentKind;
 use etter_proto::v1 as pb;
+use etter_store::{self, Change, DocumentRef, Priority, StepStatus, Timestamp, TokenCount};
 use serde::{Deserialize, Serialize};
 
 /// The contract's state of a run.
@@ -143,7 +141,7 @@ pub fn tokens(count: TokenCount) -> pb::TokenUsage {
 }
 
 /// A pipeline error as the contract shows it.
-pub fn error(err: &store::PipelineError) -> pb::PipelineError {
+pub fn error(err: &etter_store::PipelineError) -> pb::PipelineError {
     pb::PipelineError {
         code: err.code.clone(),
         message: err.message.clone(),
@@ -154,7 +152,7 @@ pub fn error(err: &store::PipelineError) -> pb::PipelineError {
 }
 
 /// A stored event as the contract shows it, with the run's status to go with it.
-pub fn event(event: &store::RunEvent, run: Option<pb::RunStatus>) -> pb::RunEvent {
+pub fn event(event: &etter_store::RunEvent, run: Option<pb::RunStatus>) -> pb::RunEvent {
     let change = match &event.change {
         Change::Status { previous, status, reason } => pb::run_event::Change::StatusChange(pb::StatusChange {
             previous_status: previous.map_or(pb::RoleStatus::Unspecified, role_status) as i32,
@@ -178,7 +176,7 @@ pub fn event(event: &store::RunEvent, run: Option<pb::RunStatus>) -> pb::RunEven
 }
 
 /// A rejected item's stored field violation as the contract shows it.
-pub fn field_violation(v: &store::FieldViolation) -> tonic_types::pb::bad_request::FieldViolation {
+pub fn field_violation(v: &etter_store::FieldViolation) -> tonic_types::pb::bad_request::FieldViolation {
     tonic_types::pb::bad_request::FieldViolation {
         field: v.field.clone(),
         description: v.description.clone(),

@@ -3,7 +3,7 @@
 //!
 //! **Never twice, never lost.** A run is claimed with a lease ([`RunStore::claim_queued`]), its
 //! workflow is started with the run's workflow id (use-existing, reject-duplicate; see
-//! [`etter_pipeline::orchestrator`]), and only then is it moved QUEUED → PROCESSING. A dispatcher
+//! [`crate::orchestrator`]), and only then is it moved QUEUED → PROCESSING. A dispatcher
 //! that dies between the start and the bookkeeping leaves the run QUEUED with a claim that
 //! expires; the next claim starts it again, which joins the running workflow (or, if it already
 //! closed, is refused and the run goes to PROCESSING for the reconciler to settle).
@@ -33,18 +33,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use etter_pipeline::{
-    config::DispatchConfig,
-    ids::{CompanyId, TraceId},
-    lifecycle::RunState,
-    observe,
-    orchestrator::{ClosedStatus, Orchestrator, OrchestratorError, StartOutcome, WorkflowState},
-    store::{
-        self, Claim, ClaimTerms, Created, NewRun, PageRequest, PipelineError, Run, RunFilter, RunStore, StoreError,
-        Transition,
-    },
-    workflow::RoleOnboardingInput,
+use crate::config::DispatchConfig;
+use crate::orchestrator::{ClosedStatus, Orchestrator, OrchestratorError, StartOutcome, WorkflowState};
+use etter_core::ids::{CompanyId, TraceId};
+use etter_core::lifecycle::RunState;
+use etter_store::{
+    self, Claim, ClaimTerms, Created, NewRun, PageRequest, PipelineError, Run, RunFilter, RunStore, StoreError,
+    Transition,
 };
+use etter_telemetry::metrics as observe;
 use futures::StreamExt as _;
 use tokio::sync::{Notify, watch};
 
@@ -273,7 +270,7 @@ impl Dispatcher {
                 company: Some(company),
                 limit: u32::try_from(limit).unwrap_or(u32::MAX),
                 lease: self.config.lease,
-                now: store::now(),
+                now: etter_store::now(),
             };
             let runs = self.store.claim_queued(&claim).await?;
             reserved.keep(runs.len() as u64);
@@ -310,7 +307,7 @@ impl Dispatcher {
         fields(workflow_id = %run.workflow_id, trace_id = run.trace_id.as_ref().map(TraceId::as_str))
     )]
     async fn dispatch_one(&self, run: Run) -> Outcome {
-        let input = RoleOnboardingInput::for_run(&run, plan_of(&run));
+        let input = run.onboarding_input(plan_of(&run));
         let reason = match self.orchestrator.start_onboarding(&input).await {
             Ok(StartOutcome::Running { .. }) => "dispatched",
             // Started by an earlier dispatch whose bookkeeping was lost, and already closed:
@@ -335,7 +332,7 @@ impl Dispatcher {
         };
         match self.store.transition(&run.workflow_id, Transition::to(RunState::Processing, reason)).await {
             Ok(started) => {
-                observe::run_started(&started);
+                record_queue_wait(&started);
                 Outcome::Started
             }
             Err(StoreError::IllegalTransition(t)) if t.from == RunState::Cancelled => {
@@ -349,8 +346,7 @@ impl Dispatcher {
                 // book, but its queue wait is still this dispatch's to count.
                 tracing::info!(from = %t.from, "run left QUEUED while its workflow started");
                 match self.store.get_run(&run.workflow_id).await {
-                    Ok(started) if started.start_time.is_some() => observe::run_started(&started),
-                    Ok(_) => {}
+                    Ok(started) => record_queue_wait(&started),
                     Err(e) => tracing::debug!(error = %e, "cannot read the started run for its queue wait"),
                 }
                 Outcome::Started
@@ -425,7 +421,7 @@ impl Reconciler {
         for load in loads.into_iter().filter(|l| l.processing > 0) {
             let mut filter = RunFilter::company(load.company);
             filter.states = vec![RunState::Processing];
-            let mut page = PageRequest { size: etter_pipeline::store::MAX_PAGE_SIZE, token: None };
+            let mut page = PageRequest { size: etter_store::MAX_PAGE_SIZE, token: None };
             loop {
                 let runs = self.store.list_runs(&filter, &page).await.map_err(|e| e.to_string())?;
                 for run in &runs.runs {
@@ -486,7 +482,7 @@ impl Reconciler {
         let change = Transition { to, reason: message, error: Some(error) };
         match self.store.transition(&run.workflow_id, change).await {
             Ok(closed) => {
-                observe::run_finished(&closed);
+                record_finished(&closed);
                 tracing::warn!(workflow_id = %run.workflow_id, code, "closed a run whose workflow ended without an outcome");
             }
             // The worker recorded the outcome in the meantime.
@@ -497,6 +493,18 @@ impl Reconciler {
     }
 }
 
+/// Records how long a run that just started waited in the queue.
+fn record_queue_wait(run: &Run) {
+    if let Some(wait) = run.queue_wait() {
+        observe::run_started(wait);
+    }
+}
+
+/// Records a run that just reached its final state.
+fn record_finished(run: &Run) {
+    observe::run_finished(run.state.as_str(), run.processing_time(), run.tokens_used.total());
+}
+
 #[cfg(test)]
 mod tests {
     //! The dispatcher against a real run store (embedded SQLite) and the Temporal dev server
@@ -504,13 +512,11 @@ mod tests {
 
     use std::sync::Mutex;
 
+    use crate::orchestrator::{TemporalOrchestrator, TemporalSettings};
     use anyhow::{Context as _, Result, ensure};
     use async_trait::async_trait;
-    use etter_pipeline::{
-        config::StoreLocation,
-        ids::WorkflowId,
-        orchestrator::{TemporalOrchestrator, TemporalSettings},
-    };
+    use etter_core::{ids::WorkflowId, workflow::RoleOnboardingInput};
+    use etter_store::StoreLocation;
     use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions, UntypedWorkflow, Url};
     use temporalio_common::protos::temporal::api::enums::v1::EventType;
 
@@ -566,7 +572,7 @@ mod tests {
         let suffix = format!("{}-{:016x}", std::process::id(), crate::random_u128() >> 64);
         let dir = std::env::temp_dir().join(format!("etter-dispatch-{suffix}"));
         std::fs::create_dir_all(&dir)?;
-        let store = store::connect(&StoreLocation::Sqlite(dir.join("runs.db"))).await?;
+        let store = etter_store::connect(&StoreLocation::Sqlite(dir.join("runs.db"))).await?;
         let settings = TemporalSettings {
             address: env("ETTER_TEMPORAL__ADDRESS")?,
             namespace: env("ETTER_TEMPORAL__NAMESPACE")?,
@@ -628,7 +634,7 @@ mod tests {
             company: None,
             limit: 10,
             lease: Duration::from_secs(30),
-            now: store::now(),
+            now: etter_store::now(),
         };
         let claimable = store.claim_queued(&round).await?;
         ensure!(ids(&claimable) == [second.workflow_id.clone()], "the run was left claimable");

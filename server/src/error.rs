@@ -4,7 +4,7 @@
 //! stable reason, plus the standard detail that fits: `BadRequest` field violations for invalid
 //! input, `PreconditionFailure` for requests the current state refuses.
 
-use etter_pipeline::store::StoreError;
+use etter_store::StoreError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 

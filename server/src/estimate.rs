@@ -12,11 +12,9 @@ use std::collections::BTreeMap;
 use std::sync::RwLock;
 use std::time::Duration;
 
-use etter_pipeline::{
-    config::DispatchConfig,
-    steps::{Action, Plan, StepName},
-    store::{RunStore, StepStats, StoreError},
-};
+use crate::config::DispatchConfig;
+use etter_core::steps::{Action, Plan, StepName};
+use etter_store::{RunStore, StepStats, StoreError};
 
 /// How often the measurements are re-read.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(60);
@@ -46,7 +44,7 @@ impl Estimator {
     }
 
     /// Prices estimates and usage with `limits.currency` and `limits.price_per_million_tokens`.
-    pub fn with_prices(mut self, limits: &etter_pipeline::config::LimitsConfig) -> Self {
+    pub fn with_prices(mut self, limits: &crate::config::LimitsConfig) -> Self {
         self.price = (!limits.currency.is_empty()).then(|| (limits.currency.clone(), limits.price_per_million_tokens));
         self
     }
@@ -163,7 +161,7 @@ pub async fn refresh_periodically(
 
 #[cfg(test)]
 mod tests {
-    use etter_pipeline::steps::plan_new;
+    use etter_core::steps::plan_new;
 
     use super::*;
 

@@ -9,10 +9,8 @@
 use std::collections::BTreeMap;
 
 use bolero::check;
-use etter_pipeline::{
-    documents::DocumentsConfig,
-    ids::{BatchId, CompanyId, RoleId, RoleName, WorkflowId},
-};
+use etter_core::ids::{BatchId, CompanyId, RoleId, RoleName, WorkflowId};
+use etter_documents::DocumentsConfig;
 use etter_proto::v1 as pb;
 use prost::Message as _;
 

@@ -22,11 +22,9 @@ use std::{
     time::Duration,
 };
 
-use etter_pipeline::{
-    config::GraphConfig,
-    graph::{self, GraphError, RoleGraph, RoleSummary},
-    ids::{RoleId, WorkflowId},
-};
+use etter_core::ids::{RoleId, WorkflowId};
+use etter_graph::GraphConfig;
+use etter_graph::{self, GraphError, RoleGraph, RoleSummary};
 use tokio::{sync::OnceCell, time::Instant};
 
 /// Longest opening the graph (connecting and ensuring its schema) may take.
@@ -90,7 +88,7 @@ impl GraphReader {
     async fn graph(&self) -> Result<&Arc<dyn RoleGraph>, GraphError> {
         self.graph
             .get_or_try_init(|| async {
-                let opened = tokio::time::timeout(OPEN_TIMEOUT, graph::open(&self.config, &self.data_dir)).await;
+                let opened = tokio::time::timeout(OPEN_TIMEOUT, etter_graph::open(&self.config, &self.data_dir)).await;
                 let graph = opened.map_err(|_| {
                     GraphError::Unavailable(format!("the graph did not open within {OPEN_TIMEOUT:?}"))
                 })??;

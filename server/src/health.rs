@@ -14,11 +14,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use etter_pipeline::{orchestrator::Orchestrator, store::RunStore};
+use crate::orchestrator::Orchestrator;
+use etter_store::RunStore;
 use tokio::sync::watch;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use etter_pipeline::fanout::Probe;
+use etter_store::fanout::Probe;
 
 use crate::graph::GraphReader;
 

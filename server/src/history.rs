@@ -6,11 +6,9 @@
 
 use std::collections::HashMap;
 
-use etter_pipeline::{
-    ids::{BatchId, CompanyId, RoleId, WorkflowId},
-    store::{self, PageRequest, RunFilter, RunStore, Timestamp},
-};
+use etter_core::ids::{BatchId, CompanyId, RoleId, WorkflowId};
 use etter_proto::v1 as pb;
+use etter_store::{self, PageRequest, RunFilter, RunStore, Timestamp};
 
 use crate::limits::Limits;
 use crate::{
@@ -49,7 +47,7 @@ pub async fn history(
     cx.limits.admit_call(&company)?;
     let (filter, page) = validate(cx.tokens, company, &request)?;
     let listed = cx.store.list_runs(&filter, &page).await.map_err(|e| match e {
-        store::StoreError::InvalidPageToken => ApiError::invalid(INVALID_HISTORY, "page_token", e.to_string()),
+        etter_store::StoreError::InvalidPageToken => ApiError::invalid(INVALID_HISTORY, "page_token", e.to_string()),
         other => other.into(),
     })?;
     let positions: HashMap<WorkflowId, u32> = if listed.runs.iter().any(|r| r.state.is_active()) {
@@ -114,7 +112,7 @@ pub(crate) fn validate(
     let filter =
         RunFilter { company, states, role, batch, created_after, created_before, needs_review: request.needs_review };
     // Larger than the maximum is served at the maximum (AIP-158).
-    let size = u32::try_from(request.page_size).unwrap_or(0).min(store::MAX_PAGE_SIZE);
+    let size = u32::try_from(request.page_size).unwrap_or(0).min(etter_store::MAX_PAGE_SIZE);
     Ok((filter, PageRequest { size, token }))
 }
 
@@ -217,7 +215,7 @@ mod tests {
     fn page_sizes_are_capped_not_refused() -> anyhow::Result<()> {
         let mut big = request();
         big.page_size = 10_000;
-        assert_eq!(validate(&keys(), company(), &big)?.1.size, store::MAX_PAGE_SIZE);
+        assert_eq!(validate(&keys(), company(), &big)?.1.size, etter_store::MAX_PAGE_SIZE);
         Ok(())
     }
 }

@@ -1,16 +1,14 @@
 //! Client `request_id`s (DESIGN §4): a retried mutating call (Push, Retry, Cancel) returns the first
 //! call's answer, byte for byte; the same `request_id` with another payload is `INVALID_ARGUMENT`.
 //!
-//! The key is (company, request_id), kept [`etter_pipeline::store::IDEMPOTENCY_TTL`]. The payload
+//! The key is (company, request_id), kept [`etter_store::IDEMPOTENCY_TTL`]. The payload
 //! is identified by the hash of the request without its `request_id`. A call looks its key up
 //! before doing anything ([`Idempotency::replay`]) and stores its answer after
 //! ([`Idempotency::remember`]); of two concurrent first calls, the one that stores second answers
 //! with the first one's answer.
 
-use etter_pipeline::{
-    ids::{CompanyId, RequestId},
-    store::{self, PutRequest, RequestKey, RunStore},
-};
+use etter_core::ids::{CompanyId, RequestId};
+use etter_store::{self, PutRequest, RequestKey, RunStore};
 use prost::Message;
 use sha2::{Digest as _, Sha256};
 
@@ -56,7 +54,7 @@ impl<'a> Idempotency<'a> {
     /// The answer of an earlier call with the same key and payload, if any.
     pub async fn replay<R: Message + Default>(&self) -> Result<Option<R>, ApiError> {
         let Some(key) = &self.key else { return Ok(None) };
-        match self.store.lookup_request(key, &self.hash, store::now()).await? {
+        match self.store.lookup_request(key, &self.hash, etter_store::now()).await? {
             Some(stored) => self.decode(&stored).map(Some),
             None => Ok(None),
         }
@@ -66,7 +64,7 @@ impl<'a> Idempotency<'a> {
     /// same key stored its answer first, that answer.
     pub async fn remember<R: Message + Default>(&self, response: R) -> Result<R, ApiError> {
         let Some(key) = &self.key else { return Ok(response) };
-        match self.store.put_request_if_absent(key, &self.hash, &response.encode_to_vec(), store::now()).await? {
+        match self.store.put_request_if_absent(key, &self.hash, &response.encode_to_vec(), etter_store::now()).await? {
             PutRequest::Inserted => Ok(response),
             PutRequest::Existing(stored) => self.decode(&stored),
         }

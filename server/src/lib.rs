@@ -10,6 +10,7 @@ mod batch;
 mod cancel;
 mod coalesce;
 pub mod companies;
+pub mod config;
 mod console;
 mod convert;
 mod dispatch;
@@ -23,6 +24,7 @@ mod history;
 mod idempotency;
 pub mod limits;
 mod malformed;
+pub mod orchestrator;
 mod push;
 mod refusals;
 mod retry;
@@ -37,13 +39,13 @@ mod webhook;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use etter_pipeline::{
-    Config, ConfigError, fanout,
-    orchestrator::{Orchestrator, TemporalOrchestrator, TemporalSettings},
-    process,
-    store::{self, StoreError, StoreOptions},
-};
+use crate::config::Config;
+use crate::orchestrator::{Orchestrator, TemporalOrchestrator, TemporalSettings};
+use etter_config::ConfigError;
 use etter_proto::v1::pipeline_service_server::PipelineServiceServer;
+use etter_store::fanout;
+use etter_store::{self, StoreError, StoreOptions};
+use etter_telemetry::process;
 use http::{HeaderName, Method};
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt as _;
@@ -114,7 +116,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     // when configured, else from this server's own writes and a frequent look at the store for
     // others'; they poll the store either way.
     let hub = fanout::Hub::new();
-    let announce: Arc<dyn store::Announce> = match config.redis.url.expose() {
+    let announce: Arc<dyn etter_store::Announce> = match config.redis.url.expose() {
         Some(url) => {
             hub.follow_redis(url, drain_rx.clone())?;
             fanout::Publisher::start(url)?
@@ -125,7 +127,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     // acknowledged, others' writes as the hub learns of them.
     let ended_runs = Arc::new(status::EndedRuns::default());
     tokio::spawn(Arc::clone(&ended_runs).follow(hub.subscribe()));
-    let announce: Arc<dyn store::Announce> =
+    let announce: Arc<dyn etter_store::Announce> =
         Arc::new(status::Forget { ended: Arc::clone(&ended_runs), then: announce });
     let options = StoreOptions {
         max_connections: config.store.max_connections,
@@ -134,7 +136,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     };
     let redis_probe = config.redis.url.expose().map(fanout::Probe::new).transpose()?;
     let with_redis = redis_probe.is_some();
-    let store = store::connect_with(&location, &options).await?;
+    let store = etter_store::connect_with(&location, &options).await?;
     if !with_redis {
         // Other processes' writes (the worker's steps) wake streams through the store instead.
         // Wanted by watch streams (the ended runs' follower is the hub's one other receiver),
@@ -147,7 +149,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
 
     let metrics_addr =
         process::serve_metrics(config.server.metrics_listen, "etter-server", draining(drain_rx.clone())).await?;
-    etter_pipeline::observe::describe();
+    etter_telemetry::metrics::describe();
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     // Older grpcurl speaks only v1alpha; both dialects serve the contract and health.
@@ -320,7 +322,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
 pub(crate) fn random_u128() -> u128 {
     let mut bytes = [0_u8; 16];
     if getrandom::fill(&mut bytes).is_err() {
-        let nanos = etter_pipeline::store::now().timestamp_nanos_opt().unwrap_or_default();
+        let nanos = etter_store::now().timestamp_nanos_opt().unwrap_or_default();
         bytes = (u128::from(nanos.unsigned_abs()) ^ u128::from(std::process::id()) << 64).to_le_bytes();
     }
     u128::from_le_bytes(bytes)
@@ -361,11 +363,12 @@ async fn grace_elapsed(drain: tokio::sync::watch::Receiver<bool>, grace: Duratio
 /// Keeps the queue gauges (`etter_queue_depth`, `etter_runs_processing`) current from the store,
 /// every `every`, until the server drains. Every replica reports the same numbers.
 async fn observe_queue(
-    store: Arc<dyn store::RunStore>,
+    store: Arc<dyn etter_store::RunStore>,
     every: Duration,
     mut drain: tokio::sync::watch::Receiver<bool>,
 ) {
-    use etter_pipeline::{lifecycle::RunState, observe};
+    use etter_core::lifecycle::RunState;
+    use etter_telemetry::metrics as observe;
     loop {
         let queued = store.count_runs(None, &[RunState::Queued]).await;
         let processing = store.count_runs(None, &[RunState::Processing]).await;

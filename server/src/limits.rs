@@ -18,13 +18,11 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use crate::config::LimitsConfig;
 use chrono::{Datelike as _, NaiveDate};
-use etter_pipeline::{
-    config::LimitsConfig,
-    ids::CompanyId,
-    lifecycle::RunState,
-    store::{self, RunStore},
-};
+use etter_core::ids::CompanyId;
+use etter_core::lifecycle::RunState;
+use etter_store::{self, RunStore};
 use governor::{
     Quota, RateLimiter,
     clock::{Clock, DefaultClock},
@@ -184,7 +182,7 @@ impl<C: Clock + Clone> Limits<C> {
     /// The company's token budget in `month`: its budget per month (0 = none), what its steps
     /// used in that month and, for the current month, what its active runs still reserve.
     pub async fn budget(&self, store: &dyn RunStore, company: &CompanyId, month: Month) -> Result<Budget, ApiError> {
-        let current = month == Month::containing(store::now().date_naive());
+        let current = month == Month::containing(etter_store::now().date_naive());
         let reservations = async { if current { store.token_reservations(company).await } else { Ok(0) } };
         let (usage, reserved) = futures::try_join!(store.usage(company, month.first, month.last), reservations)?;
         let used = usage.iter().map(|row| row.tokens.input.saturating_add(row.tokens.output)).sum::<i64>();
@@ -198,7 +196,7 @@ impl<C: Clock + Clone> Limits<C> {
         if self.companies.limits(company).token_budget == 0 || adding <= 0 {
             return Ok(());
         }
-        let budget = self.budget(store, company, Month::containing(store::now().date_naive())).await?;
+        let budget = self.budget(store, company, Month::containing(etter_store::now().date_naive())).await?;
         let remaining = budget.remaining();
         if adding > remaining {
             let subject = format!("company:{company}:tokens:{}", budget.month.label);

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use etter_pipeline::{Config, process};
+use etter_server::config::Config;
+use etter_telemetry::process;
 
 /// The gRPC control plane of the Etter onboarding pipeline.
 #[derive(Debug, Parser)]
@@ -30,8 +31,6 @@ struct Cli {
 enum Command {
     /// Serve the control plane (the default).
     Serve,
-    /// Print the configuration key table of `docs/configuration.md`.
-    ConfigTable,
     /// The audit log.
     Audit {
         #[command(subcommand)]
@@ -71,9 +70,9 @@ fn verify_audit(config: &Config, expect_head: Option<&str>) -> anyhow::Result<()
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the tokio runtime")?;
     runtime.block_on(async {
-        let store = etter_pipeline::store::connect(&config.store_location()?).await?;
+        let store = etter_store::connect(&config.store_location()?).await?;
         let key = etter_server::audit_chain_key(config)?;
-        let verified = etter_pipeline::audit::verify(store.as_ref(), &key, expect_head).await;
+        let verified = etter_store::verify_audit(store.as_ref(), &key, expect_head).await;
         store.close().await;
         match verified {
             Ok(verified) => {
@@ -90,7 +89,7 @@ fn verify_audit(config: &Config, expect_head: Option<&str>) -> anyhow::Result<()
                 }
                 Ok(())
             }
-            Err(etter_pipeline::audit::VerifyError::Broken(broken)) => {
+            Err(etter_store::VerifyError::Broken(broken)) => {
                 eprintln!("audit log broken: {broken}");
                 std::process::exit(1);
             }
@@ -101,10 +100,6 @@ fn verify_audit(config: &Config, expect_head: Option<&str>) -> anyhow::Result<()
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if matches!(cli.command, Some(Command::ConfigTable)) {
-        print!("{}", etter_pipeline::config::render_key_table());
-        return Ok(());
-    }
     let mut overrides = Vec::new();
     if let Some(listen) = cli.listen {
         overrides.push(("server.listen", listen));
@@ -122,7 +117,7 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(Command::Token { companies, role, user, ttl }) = &cli.command {
         let companies =
-            companies.iter().map(|c| etter_pipeline::ids::CompanyId::parse(c)).collect::<Result<Vec<_>, _>>()?;
+            companies.iter().map(|c| etter_core::ids::CompanyId::parse(c)).collect::<Result<Vec<_>, _>>()?;
         if *role != etter_server::auth::Role::Admin && companies.is_empty() {
             anyhow::bail!("a {role:?} token needs at least one --company");
         }

@@ -107,7 +107,7 @@ where
         let method = request.uri().path().rsplit('/').next().unwrap_or_default().to_owned();
         let call = audit::Call {
             principal: None,
-            trace_id: request.extensions().get::<etter_pipeline::ids::TraceId>().cloned(),
+            trace_id: request.extensions().get::<etter_core::ids::TraceId>().cloned(),
             peer: request
                 .extensions()
                 .get::<tonic::transport::server::TcpConnectInfo>()

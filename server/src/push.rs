@@ -2,12 +2,10 @@
 
 use std::collections::BTreeSet;
 
-use etter_pipeline::{
-    documents::{DocumentUri, DocumentsConfig},
-    ids::{CompanyId, DraupRoleId, RequestId, RoleName, TraceId},
-    store::{Admission, DocumentRef, NewRun, RunStore},
-};
+use etter_core::ids::{CompanyId, DraupRoleId, RequestId, RoleName, TraceId};
+use etter_documents::{DocumentUri, DocumentsConfig};
 use etter_proto::v1 as pb;
+use etter_store::{Admission, DocumentRef, NewRun, RunStore};
 use sha2::{Digest as _, Sha256};
 
 use crate::limits::Limits;
@@ -71,7 +69,7 @@ impl ValidPush {
 impl ValidPush {
     /// The run to queue for this push, planned as a first run.
     pub fn to_new_run(&self, estimator: &Estimator, principal: &Principal, trace_id: Option<TraceId>) -> NewRun {
-        let plan = etter_pipeline::steps::plan_new(self.options.skip_enhancement_workflows);
+        let plan = etter_core::steps::plan_new(self.options.skip_enhancement_workflows);
         NewRun {
             company: self.company.clone(),
             role_name: self.role_name.clone(),

@@ -3,19 +3,17 @@
 //!
 //! The plan is made here, once, and kept with the new run (the dispatcher hands it to the
 //! workflow): a STALE run is re-planned from its documents' current content hashes
-//! ([`steps::plan_rerun`], with the early cutoff); any other run from what its steps left
-//! ([`steps::plan_retry`]: failed and not-reached steps, or the steps the caller names, with what
+//! ([`etter_core::steps::plan_rerun`], with the early cutoff); any other run from what its steps left
+//! ([`etter_core::steps::plan_retry`]: failed and not-reached steps, or the steps the caller names, with what
 //! depends on them). Steps named by the caller always win: a STALE run retried with explicit
 //! `steps` is planned by `plan_retry` too (those steps and their dependents run, even if their
 //! inputs did not change).
 
-use etter_pipeline::{
-    ids::{RoleId, TraceId, WorkflowId},
-    lifecycle::RunState,
-    steps::{self, DocumentKind, Plan, PlanError, StepName},
-    store::{Admission, NewRun, Run, RunStore, StoreError},
-};
+use etter_core::ids::{RoleId, TraceId, WorkflowId};
+use etter_core::lifecycle::RunState;
+use etter_core::steps::{DocumentKind, Plan, PlanError, StepName};
 use etter_proto::v1 as pb;
+use etter_store::{Admission, NewRun, Run, RunStore, StoreError};
 
 use crate::limits::Limits;
 use crate::{
@@ -48,7 +46,7 @@ pub struct RetryContext<'a> {
 pub(crate) struct ValidRetry {
     target: Target,
     steps: Vec<StepName>,
-    request_id: Option<etter_pipeline::ids::RequestId>,
+    request_id: Option<etter_core::ids::RequestId>,
 }
 
 enum Target {
@@ -68,8 +66,8 @@ pub(crate) fn validate(request: &pb::RetryRequest) -> Result<ValidRetry, ApiErro
         }
         None => return Err(ApiError::invalid(INVALID_REQUEST, "target", "set workflow_id or role_id")),
     };
-    let steps =
-        steps::parse_steps(&request.steps).map_err(|e| ApiError::invalid(INVALID_REQUEST, "steps", e.to_string()))?;
+    let steps = etter_core::steps::parse_steps(&request.steps)
+        .map_err(|e| ApiError::invalid(INVALID_REQUEST, "steps", e.to_string()))?;
     let request_id = idempotency::request_id(&request.request_id, INVALID_REQUEST)?;
     Ok(ValidRetry { target, steps, request_id })
 }
@@ -95,7 +93,7 @@ fn check_retryable(run: &Run) -> Result<(), ApiError> {
 
 /// The plan of the new run.
 async fn plan(store: &dyn RunStore, old: &Run, explicit: &[StepName]) -> Result<Plan, ApiError> {
-    let prior = etter_pipeline::store::prior_steps(&store.steps(&old.workflow_id).await?);
+    let prior = etter_store::prior_steps(&store.steps(&old.workflow_id).await?);
     let skip = StoredOptions::of(&old.options).skip_enhancement_workflows;
     let plan = if old.state == RunState::Stale && explicit.is_empty() {
         let uris: Vec<String> = old.documents.iter().map(|d| d.uri.clone()).collect();
@@ -110,9 +108,9 @@ async fn plan(store: &dyn RunStore, old: &Run, explicit: &[StepName]) -> Result<
                 Some((d.step_kind(), hash.content_hash.clone()))
             })
             .collect();
-        steps::plan_rerun(&prior, &old.role_identity(), &documents, skip)
+        etter_core::steps::plan_rerun(&prior, &old.role_identity(), &documents, skip)
     } else {
-        steps::plan_retry(&prior, explicit, skip).map_err(|e| plan_error(old, e))?
+        etter_core::steps::plan_retry(&prior, explicit, skip).map_err(|e| plan_error(old, e))?
     };
     if plan.to_run().is_empty() {
         return Err(plan_error(old, PlanError::NothingToRun));
@@ -212,7 +210,7 @@ pub async fn retry(
         Err(e) => return Err(e.into()),
     };
     if created.created {
-        etter_pipeline::observe::runs_created("retry", 1);
+        etter_telemetry::metrics::runs_created("retry", 1);
     }
     // Like a push, the answer comes from the store alone (no outputs summary).
     let sources = status::StatusContext { store: cx.store, estimator: cx.estimator, finished: None, kept: None };
@@ -225,8 +223,8 @@ pub async fn retry(
 
 #[cfg(test)]
 mod tests {
-    use etter_pipeline::steps::PriorOutcome;
-    use etter_pipeline::store::{StepAttempt, StepStatus};
+    use etter_core::steps::PriorOutcome;
+    use etter_store::{StepAttempt, StepStatus};
 
     use super::*;
 
@@ -243,7 +241,7 @@ mod tests {
                 .then(|| format!("out-{step}")),
             error: None,
             reused_from: None,
-            update_time: etter_pipeline::store::now(),
+            update_time: etter_store::now(),
         }
     }
 
@@ -259,7 +257,7 @@ mod tests {
             attempt("reskilling", 1, StepStatus::Cancelled),
             attempt("an_old_step", 1, StepStatus::Completed),
         ];
-        let prior = etter_pipeline::store::prior_steps(&attempts);
+        let prior = etter_store::prior_steps(&attempts);
         let outcome = |s: StepName| prior.get(&s).map(|p| p.outcome);
         assert_eq!(outcome(StepName::RoleSetup), Some(PriorOutcome::Completed));
         assert_eq!(outcome(StepName::AiAssessment), Some(PriorOutcome::Completed));

@@ -5,15 +5,13 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use etter_pipeline::{
-    config::ServerConfig,
-    fanout,
-    ids::{RoleId, WorkflowId},
-    lifecycle::RunState,
-    steps::{self, Action, Plan, StepName},
-    store::{Announce, Run, RunStore, StepAttempt, StepStatus, StoreError, TokenCount},
-};
+use crate::config::ServerConfig;
+use etter_core::ids::{RoleId, WorkflowId};
+use etter_core::lifecycle::RunState;
+use etter_core::steps::{Action, Plan, StepName};
 use etter_proto::v1 as pb;
+use etter_store::fanout;
+use etter_store::{Announce, Run, RunStore, StepAttempt, StepStatus, StoreError, TokenCount};
 
 use crate::limits::Limits;
 use crate::{
@@ -224,7 +222,9 @@ fn has_outputs(state: RunState) -> bool {
 /// The plan of a run: the one kept with it, or (for runs stored before plans were kept) the
 /// first-run plan of its options.
 pub fn plan_of(run: &Run) -> Plan {
-    run.plan.clone().unwrap_or_else(|| steps::plan_new(StoredOptions::of(&run.options).skip_enhancement_workflows))
+    run.plan
+        .clone()
+        .unwrap_or_else(|| etter_core::steps::plan_new(StoredOptions::of(&run.options).skip_enhancement_workflows))
 }
 
 /// The status of one step from its attempts (ordered by attempt), or `None` when none was recorded.
@@ -290,7 +290,7 @@ pub async fn run_status(cx: &StatusContext<'_>, run: &Run) -> Result<pb::RunStat
 pub fn assemble(run: &Run, attempts: &[StepAttempt], position: Option<u32>, estimator: &Estimator) -> pb::RunStatus {
     let plan = plan_of(run);
     let options = StoredOptions::of(&run.options);
-    let now = etter_pipeline::store::now();
+    let now = etter_store::now();
     let mut by_step: BTreeMap<&str, Vec<&StepAttempt>> = BTreeMap::new();
     for attempt in attempts {
         by_step.entry(attempt.step.as_str()).or_default().push(attempt);
@@ -410,10 +410,8 @@ pub async fn get_status(
 #[cfg(test)]
 mod tests {
     use anyhow::Result;
-    use etter_pipeline::{
-        config::StoreLocation,
-        store::{self, StepTransition},
-    };
+    use etter_store::StoreLocation;
+    use etter_store::{self, StepTransition};
 
     use super::{EndedRuns, KeptSteps, StepStatus};
 
@@ -423,7 +421,7 @@ mod tests {
     async fn kept_steps_follow_the_runs_sequence() -> Result<()> {
         let dir = std::env::temp_dir().join(format!("etter-kept-steps-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let store = store::connect(&StoreLocation::Sqlite(dir.join("runs.db"))).await?;
+        let store = etter_store::connect(&StoreLocation::Sqlite(dir.join("runs.db"))).await?;
         let created = store.create_run(crate::testing::queued_run("Claims Adjuster", "kept-steps")?).await?;
         let wf = created.run.workflow_id.clone();
         let kept = KeptSteps::default();
@@ -460,11 +458,9 @@ mod tests {
         use std::sync::Arc;
         use std::time::{Duration, Instant};
 
-        use etter_pipeline::{
-            fanout,
-            lifecycle::RunState,
-            store::{StoreOptions, Transition},
-        };
+        use etter_core::lifecycle::RunState;
+        use etter_store::fanout;
+        use etter_store::{StoreOptions, Transition};
 
         let dir = std::env::temp_dir().join(format!("etter-ended-runs-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
@@ -475,8 +471,9 @@ mod tests {
         // worker without Redis).
         let announce = Arc::new(super::Forget { ended: Arc::clone(&ended), then: Arc::new(hub.clone()) });
         let server =
-            store::connect_with(&location, &StoreOptions { announce: Some(announce), ..Default::default() }).await?;
-        let silent = store::connect(&location).await?;
+            etter_store::connect_with(&location, &StoreOptions { announce: Some(announce), ..Default::default() })
+                .await?;
+        let silent = etter_store::connect(&location).await?;
 
         let queued = server.create_run(crate::testing::queued_run("Claims Adjuster", "ended-runs")?).await?.run;
         let wf = queued.workflow_id.clone();
@@ -502,7 +499,7 @@ mod tests {
         // A move learned from elsewhere (the hub) drops the kept run.
         let follower = tokio::spawn(Arc::clone(&ended).follow(hub.subscribe()));
         silent.set_needs_review(&wf, true).await?;
-        etter_pipeline::store::Announce::moved(&hub, &wf);
+        etter_store::Announce::moved(&hub, &wf);
         let mut seen = false;
         for _ in 0..100 {
             if ended.run(server.as_ref(), &wf).await?.needs_review {

@@ -23,8 +23,8 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::config::ServerConfig;
 use base64::Engine as _;
-use etter_pipeline::config::ServerConfig;
 use hmac::{Hmac, Mac as _};
 use sha2::{Digest as _, Sha256};
 

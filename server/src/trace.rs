@@ -9,7 +9,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use etter_pipeline::ids::TraceId;
+use etter_core::ids::TraceId;
 use http::{HeaderName, HeaderValue, Request, Response};
 use tracing::Instrument as _;
 

@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 
 use chrono::NaiveTime;
-use etter_pipeline::{ids::CompanyId, store::RunStore};
+use etter_core::ids::CompanyId;
 use etter_proto::v1 as pb;
+use etter_store::RunStore;
 
 use crate::{
     auth::Principal,
@@ -37,7 +38,7 @@ pub async fn get_usage(
     principal.authorize_company(&company)?;
     cx.limits.admit_call(&company)?;
     let month = if request.period.is_empty() {
-        Month::containing(etter_pipeline::store::now().date_naive())
+        Month::containing(etter_store::now().date_naive())
     } else {
         Month::parse(&request.period)
             .ok_or_else(|| ApiError::invalid(INVALID, "period", "must be a month as YYYY-MM, e.g. 2026-11"))?

@@ -15,10 +15,8 @@
 
 use std::{sync::Arc, time::Duration};
 
-use etter_pipeline::{
-    config::ServerConfig,
-    store::{self, Delivery, Notification, NotificationClaim, Run, RunStore, Timestamp},
-};
+use crate::config::ServerConfig;
+use etter_store::{self, Delivery, Notification, NotificationClaim, Run, RunStore, Timestamp};
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 use tokio::sync::watch;
@@ -79,18 +77,18 @@ impl Deliverer {
     }
 
     /// Claims due events and delivers them; answers how many were claimed.
-    async fn round(&self) -> Result<usize, store::StoreError> {
+    async fn round(&self) -> Result<usize, etter_store::StoreError> {
         let claim = NotificationClaim {
             claimer: self.claimer.clone(),
             limit: CLAIM_LIMIT,
             // Long enough for every claimed delivery to time out one after another.
             lease: self.config.webhook_timeout * (CLAIM_LIMIT + 1),
-            now: store::now(),
+            now: etter_store::now(),
         };
         let claimed = self.store.claim_notifications(&claim).await?;
         for notification in &claimed {
             let outcome = self.deliver(notification).await;
-            let now = store::now();
+            let now = etter_store::now();
             let delivery = match outcome {
                 Ok(()) => Delivery::Delivered,
                 Err(error) if notification.attempts + 1 >= self.config.webhook_max_attempts => {
@@ -121,7 +119,7 @@ impl Deliverer {
             .ok_or_else(|| format!("company {} has no webhook in the companies file", notification.company))?;
         let run = self.store.get_run(&notification.workflow_id).await.map_err(|e| e.to_string())?;
         let body = serde_json::to_vec(&event(notification, &run, &self.config)).map_err(|e| e.to_string())?;
-        let timestamp = store::now().timestamp();
+        let timestamp = etter_store::now().timestamp();
         let response = self
             .http
             .post(webhook.url.clone())

@@ -155,7 +155,7 @@ pub fn binary(name: &str) -> Result<PathBuf> {
         return Ok(path);
     }
     bail!(
-        "{name} is not built beside {}: run `cargo build --workspace --all-targets --all-features` first (./etter test does)",
+        "{name} is not built beside {}: run `cargo build --workspace --all-targets` first (./etter test does)",
         exe.display()
     )
 }
@@ -310,7 +310,7 @@ impl Stack {
 
     /// Copies a document fixture into the documents root; answers its `file://` URI.
     pub fn document(&self, fixture: &str) -> Result<String> {
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipeline/tests/fixtures/documents").join(fixture);
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/documents").join(fixture);
         let target = self.docs.join(fixture);
         std::fs::copy(&source, &target).with_context(|| format!("copying {}", source.display()))?;
         Ok(format!("file://{}", target.display()))

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
-use etter_pipeline::graph::{RoleGraph, SnapshotScope};
-use etter_pipeline::ids::RoleId;
+use etter_core::ids::RoleId;
+use etter_graph::{RoleGraph, SnapshotScope};
 use etter_proto::v1::{
     Document, DocumentType, GetStatusRequest, PushRequest, PushResponse, RoleStatus, RunStatus, StepState,
     WatchStatusRequest, WatchStatusResponse, get_status_request, run_event, watch_status_request,
@@ -107,11 +107,11 @@ fn events(messages: &[WatchStatusResponse]) -> Vec<(u64, String)> {
 }
 
 async fn graph() -> Result<std::sync::Arc<dyn RoleGraph>> {
-    let config = etter_pipeline::config::GraphConfig {
+    let config = etter_graph::GraphConfig {
         uri: etter_tests::service_setting("ETTER_GRAPH__URI", "neo4j")?,
         ..Default::default()
     };
-    Ok(etter_pipeline::graph::open(&config, &std::env::temp_dir()).await?)
+    Ok(etter_graph::open(&config, &std::env::temp_dir()).await?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

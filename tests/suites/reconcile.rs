@@ -65,10 +65,8 @@ async fn a_workflow_terminated_from_the_temporal_cli_is_closed_by_the_reconciler
 /// stranger must run under its own new execution, not be settled from the stranger's end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_workflow_of_another_store_with_the_same_id_does_not_take_the_run() -> Result<()> {
-    use etter_pipeline::{
-        ids::{CompanyId, RoleId, RoleName, WorkflowId},
-        workflow::ROLE_ONBOARDING_WORKFLOW,
-    };
+    use etter_core::ids::{CompanyId, RoleId, RoleName, WorkflowId};
+    use etter_core::workflow::ROLE_ONBOARDING_WORKFLOW;
     let temporal_cli = service_setting("ETTER_TOOLS__TEMPORAL", "temporal")?;
     let stack = Stack::new("sameid").await?;
     let env = |key: &str| stack.env().iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).context(key.to_owned());

@@ -12,13 +12,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etter_pipeline::ids::{TraceId, WorkflowId};
-use etter_pipeline::lifecycle::RunState;
-use etter_pipeline::observe;
-use etter_pipeline::steps::{Action, PriorOutcome, PriorStep, StepName, decide, hashed_upstream};
-use etter_pipeline::store::{
-    PipelineError, Run, StepAttempt, StepStatus, StepTransition, StoreError, TokenCount, Transition,
-};
+use etter_core::ids::{TraceId, WorkflowId};
+use etter_core::lifecycle::RunState;
+use etter_core::steps::{Action, PriorOutcome, PriorStep, StepName, decide, hashed_upstream};
+use etter_store::{PipelineError, Run, StepAttempt, StepStatus, StepTransition, StoreError, TokenCount, Transition};
+use etter_telemetry::metrics as observe;
 use serde::{Deserialize, Serialize};
 use temporalio_sdk::activities::{ActivityContext, ActivityError, activities};
 use tracing::Instrument as _;
@@ -35,7 +33,7 @@ pub struct StepInput {
     /// The step to run (must match the activity).
     pub step: StepName,
     /// With the early cutoff of a STALE re-run: the earlier run whose output this step reuses
-    /// when its input hash is unchanged ([`etter_pipeline::steps::decide`]).
+    /// when its input hash is unchanged ([`etter_core::steps::decide`]).
     #[serde(default)]
     pub cutoff_from: Option<WorkflowId>,
     /// The trace id of the request that created the run: the activity logs under it.
@@ -642,7 +640,9 @@ impl PipelineActivities {
             change.error = self.first_error(&input.workflow_id, &failed).await?;
         }
         match store.transition(&input.workflow_id, change).await {
-            Ok(finished) => observe::run_finished(&finished),
+            Ok(finished) => {
+                observe::run_finished(finished.state.as_str(), finished.processing_time(), finished.tokens_used.total())
+            }
             // A concurrent close (a cancel, the reconciler) got there first: that outcome stands.
             Err(StoreError::IllegalTransition(refused)) => {
                 tracing::info!(run = %input.workflow_id, "outcome not recorded: {refused}");

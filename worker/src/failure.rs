@@ -5,11 +5,11 @@
 //! (a missing or corrupt document, a refused request) fail the step at once, because retrying the
 //! same inputs cannot succeed.
 
-use etter_pipeline::documents::DocumentError;
-use etter_pipeline::graph::GraphError;
-use etter_pipeline::llm::LlmError;
-use etter_pipeline::steps::StepName;
-use etter_pipeline::store::{PipelineError, StoreError};
+use etter_core::steps::StepName;
+use etter_documents::DocumentError;
+use etter_graph::GraphError;
+use etter_llm::LlmError;
+use etter_store::{PipelineError, StoreError};
 use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::ActivityError;
 
@@ -112,7 +112,7 @@ mod tests {
 
     #[test]
     fn a_missing_document_is_permanent_and_named() -> anyhow::Result<()> {
-        let uri = etter_pipeline::documents::DocumentUri::parse("file:///roles/missing.pdf")?;
+        let uri = etter_documents::DocumentUri::parse("file:///roles/missing.pdf")?;
         let failure = StepFailure::from(DocumentError::NotFound { uri: uri.to_string() });
         assert!(!failure.recoverable);
         assert_eq!(failure.code, "DOCUMENT_NOT_FOUND");

@@ -2,12 +2,11 @@
 //! but before it is recorded (the worst moment for a worker to die), or fail a step with a
 //! transient error on every attempt.
 //!
-//! Only the test binary `etter-worker-faults` (built with the `fault-injection` feature, which
-//! `./etter test` enables) reads `ETTER_TEST_FAULTS`. `etter-worker` refuses to start when it is
-//! set, whatever the build's features: the binary people run never injects faults, and never
-//! ignores a request for them silently.
+//! Only the test binary `etter-worker-faults` (in the `etter-tests` crate, never shipped) reads
+//! `ETTER_TEST_FAULTS`. `etter-worker` refuses to start when it is set: the binary people run
+//! never injects faults, and never ignores a request for them silently.
 
-use etter_pipeline::steps::StepName;
+use etter_core::steps::StepName;
 
 use crate::failure::StepFailure;
 

@@ -4,6 +4,7 @@
 //! the configured stores, model and Temporal namespace.
 
 pub mod activities;
+pub mod config;
 pub mod failure;
 pub mod faults;
 pub mod staleness;

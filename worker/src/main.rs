@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use etter_pipeline::{Config, process};
+use etter_telemetry::process;
+use etter_worker::config::Config;
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions, Url, WorkflowCountOptions};
 
 /// The Temporal worker of the Etter onboarding pipeline.

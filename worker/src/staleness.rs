@@ -10,12 +10,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use etter_pipeline::documents::{DocumentUri, Documents};
-use etter_pipeline::ids::WorkflowId;
-use etter_pipeline::lifecycle::RunState;
-use etter_pipeline::steps::StepName;
-use etter_pipeline::store::{Run, RunStore, StepStatus, StoreError, Transition, now};
-use etter_pipeline::workflow::STALENESS_SCAN_WORKFLOW;
+use etter_core::ids::WorkflowId;
+use etter_core::lifecycle::RunState;
+use etter_core::steps::StepName;
+use etter_core::workflow::STALENESS_SCAN_WORKFLOW;
+use etter_documents::{DocumentUri, Documents};
+use etter_store::{Run, RunStore, StepStatus, StoreError, Transition, now};
 use serde::{Deserialize, Serialize};
 use temporalio_sdk::activities::{ActivityContext, ActivityError, activities};
 use temporalio_sdk::workflows::{workflow, workflow_methods};

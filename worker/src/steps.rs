@@ -9,12 +9,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use etter_pipeline::documents::{DocumentUri, Documents, ExtractedDocument};
-use etter_pipeline::graph::{LinkedDocument, RoleGraph, RoleOutputs, RoleSetup, StepOutput};
-use etter_pipeline::llm::{Completion, DocumentTexts, LlmProvider, REVIEW_BELOW, TokenUsage};
-use etter_pipeline::outputs::ContentHash;
-use etter_pipeline::steps::{DocumentKind, StepName, input_hash};
-use etter_pipeline::store::{DocumentRef, Run, RunStore, now};
+use etter_core::outputs::ContentHash;
+use etter_core::steps::{DocumentKind, StepName, input_hash};
+use etter_documents::{DocumentUri, Documents, ExtractedDocument};
+use etter_graph::{LinkedDocument, RoleGraph, RoleOutputs, RoleSetup, StepOutput};
+use etter_llm::{Completion, DocumentTexts, LlmProvider, REVIEW_BELOW, TokenUsage};
+use etter_store::{DocumentRef, Run, RunStore, now};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 

@@ -5,12 +5,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etter_pipeline::config::ConfigError;
-use etter_pipeline::documents::{DocumentError, Documents};
-use etter_pipeline::graph::GraphError;
-use etter_pipeline::llm::LlmError;
-use etter_pipeline::store::{StoreError, StoreOptions};
-use etter_pipeline::{Config, process};
+use crate::config::Config;
+use etter_config::ConfigError;
+use etter_documents::{DocumentError, Documents};
+use etter_graph::GraphError;
+use etter_llm::LlmError;
+use etter_store::{StoreError, StoreOptions};
+use etter_telemetry::process;
 use temporalio_client::schedules::{
     CreateScheduleOptions, DeleteScheduleOptions, ScheduleAction, ScheduleOverlapPolicy, ScheduleSpec,
 };
@@ -55,7 +56,7 @@ pub enum RunError {
     Temporal(String),
     /// `redis.url` is unusable.
     #[error(transparent)]
-    Fanout(#[from] etter_pipeline::fanout::FanoutError),
+    Fanout(#[from] etter_store::fanout::FanoutError),
 }
 
 fn temporal(err: impl std::fmt::Display) -> RunError {
@@ -79,15 +80,15 @@ pub async fn run_with_faults(
     let location = config.store_location()?;
     // Step transitions are announced through Redis when configured, so watchers see them at once.
     let announce = match config.redis.url.expose() {
-        Some(url) => Some(etter_pipeline::fanout::Publisher::start(url)? as Arc<dyn etter_pipeline::store::Announce>),
+        Some(url) => Some(etter_store::fanout::Publisher::start(url)? as Arc<dyn etter_store::Announce>),
         None => None,
     };
     let options = StoreOptions { max_connections: config.store.max_connections, announce, ..StoreOptions::default() };
-    let store = etter_pipeline::store::connect_with(&location, &options).await?;
-    let graph = etter_pipeline::graph::open(&config.graph, &config.data_dir).await?;
+    let store = etter_store::connect_with(&location, &options).await?;
+    let graph = etter_graph::open(&config.graph, &config.data_dir).await?;
     graph.ensure_schema().await?;
     let documents = Arc::new(Documents::new(config.documents.clone())?);
-    let llm = etter_pipeline::llm::provider_from_config(&config.llm)?;
+    let llm = etter_llm::provider_from_config(&config.llm)?;
     set_activity_policy(ActivityPolicy::from(&config.worker));
 
     let url = Url::parse(&config.temporal.address).map_err(|e| temporal(format!("temporal.address: {e}")))?;
@@ -130,9 +131,9 @@ pub async fn run_with_faults(
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let metrics_addr = process::serve_metrics(config.worker.metrics_listen, "etter-worker", stopped(stop_rx)).await?;
-    etter_pipeline::observe::describe();
-    metrics::gauge!(etter_pipeline::observe::ACTIVITY_SLOTS).set(config.worker.max_concurrent_activities as f64);
-    metrics::gauge!(etter_pipeline::observe::ACTIVITIES_IN_FLIGHT).increment(0.0);
+    etter_telemetry::metrics::describe();
+    metrics::gauge!(etter_telemetry::metrics::ACTIVITY_SLOTS).set(config.worker.max_concurrent_activities as f64);
+    metrics::gauge!(etter_telemetry::metrics::ACTIVITIES_IN_FLIGHT).increment(0.0);
     process::print_ready_line(
         "etter-worker",
         &[
@@ -174,7 +175,7 @@ pub async fn scan_now(config: &Config) -> Result<ScanReport, RunError> {
         .map_err(|e| temporal(format!("cannot reach Temporal at {}: {e}", config.temporal.address)))?;
     let client =
         Client::new(connection, ClientOptions::new(config.temporal.namespace.clone()).build()).map_err(temporal)?;
-    let id = format!("staleness-scan-now-{}", etter_pipeline::store::now().timestamp_millis());
+    let id = format!("staleness-scan-now-{}", etter_store::now().timestamp_millis());
     let options = WorkflowStartOptions::new(config.temporal.task_queue.clone(), id).build();
     let handle = client.start_workflow(StalenessScan::run, (), options).await.map_err(temporal)?;
     handle.get_result(WorkflowGetResultOptions::default()).await.map_err(temporal)

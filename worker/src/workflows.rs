@@ -12,10 +12,10 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use etter_pipeline::config::WorkerConfig;
-use etter_pipeline::ids::{TraceId, WorkflowId};
-use etter_pipeline::steps::{Action, StepName};
-use etter_pipeline::workflow::{
+use crate::config::WorkerConfig;
+use etter_core::ids::{TraceId, WorkflowId};
+use etter_core::steps::{Action, StepName};
+use etter_core::workflow::{
     AI_ASSESSMENT_WORKFLOW, ROLE_ONBOARDING_WORKFLOW, RoleOnboardingInput, RoleOnboardingOutput,
     SKILLS_ANALYSIS_WORKFLOW, TOP_TASKS_WORKFLOW,
 };
@@ -381,7 +381,7 @@ impl SkillsAnalysis {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use etter_pipeline::steps::plan_new;
+    use etter_core::steps::plan_new;
 
     #[test]
     fn planned_keeps_order_and_drops_skipped_steps() {

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Result, ensure};
-use etter_pipeline::steps::StepName;
+use etter_core::steps::StepName;
 use etter_proto::v1::{HistoryRequest, RoleStatus, RunStatus};
 use etter_tests::stack::Profile;
 use etter_tests::unique_name;

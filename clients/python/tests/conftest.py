@@ -39,7 +39,7 @@ class Deployment:
     def __init__(self, root: Path) -> None:
         for binary in ("etter-server", "etter-worker"):
             if not (BIN / binary).exists():
-                pytest.fail(f"{BIN / binary} is not built: cargo build --workspace --all-targets --all-features")
+                pytest.fail(f"{BIN / binary} is not built: cargo build --workspace --all-targets")
         self.root = root
         self.docs = root / "docs"
         self.docs.mkdir(parents=True)

@@ -28,7 +28,7 @@ export class Deployment {
   constructor() {
     for (const binary of ["etter-server", "etter-worker"]) {
       if (!existsSync(join(BIN, binary))) {
-        throw new Error(`${join(BIN, binary)} is not built: cargo build --workspace --all-targets --all-features`);
+        throw new Error(`${join(BIN, binary)} is not built: cargo build --workspace --all-targets`);
       }
     }
     this.root = mkdtempSync(join(tmpdir(), "etter-console-"));

@@ -21,13 +21,11 @@ pub use shared::SharedReads;
 
 use std::{sync::Arc, time::Duration};
 
-use etter_pipeline::{
-    config::Config,
-    fanout,
-    ids::WorkflowId,
-    store::{Run, RunStore},
-};
+use crate::config::Config;
+use etter_core::ids::WorkflowId;
 use etter_proto::v1 as pb;
+use etter_store::fanout;
+use etter_store::{Run, RunStore};
 use tokio::{
     sync::{broadcast, watch},
     time::Instant,
@@ -227,11 +225,8 @@ async fn stream_until_done(
                 }],
                 None => Vec::new(),
             };
-            let heartbeat = pb::Heartbeat {
-                server_time: Some(convert::timestamp(etter_pipeline::store::now())),
-                queue,
-                batch: None,
-            };
+            let heartbeat =
+                pb::Heartbeat { server_time: Some(convert::timestamp(etter_store::now())), queue, batch: None };
             tx.send(message(Kind::Heartbeat(heartbeat))).await;
             last_sent = Instant::now();
         }
@@ -250,7 +245,7 @@ async fn stream_until_done(
 
 #[cfg(test)]
 mod tests {
-    use etter_pipeline::store::Announce as _;
+    use etter_store::Announce as _;
 
     use super::*;
 

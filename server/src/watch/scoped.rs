@@ -22,13 +22,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use etter_pipeline::{
-    ids::{BatchId, CompanyId, WorkflowId},
-    lifecycle::RunState,
-    steps::Plan,
-    store::{self, Batch, EventScope, PageRequest, Run, RunFilter, WatchScope},
-};
+use etter_core::ids::{BatchId, CompanyId, WorkflowId};
+use etter_core::lifecycle::RunState;
+use etter_core::steps::Plan;
 use etter_proto::v1 as pb;
+use etter_store::{self, Batch, EventScope, PageRequest, Run, RunFilter, WatchScope};
 use pb::watch_status_response::Kind;
 use tokio::time::Instant;
 use tonic::Status;
@@ -119,7 +117,7 @@ impl Scope {
         match self {
             Scope::Batch(batch) => WatchScope::Batch(batch.id.clone()),
             Scope::Company(company) => {
-                WatchScope::ActiveInCompany { company: company.clone(), ended_since: store::now() - RECENT_ENDS }
+                WatchScope::ActiveInCompany { company: company.clone(), ended_since: etter_store::now() - RECENT_ENDS }
             }
         }
     }
@@ -230,7 +228,7 @@ impl Watch {
         }
         let positions = self.positions().await?;
         let mut runs = Vec::new();
-        let mut page = PageRequest { size: store::MAX_PAGE_SIZE, token: None };
+        let mut page = PageRequest { size: etter_store::MAX_PAGE_SIZE, token: None };
         loop {
             let listed = store.list_runs(&filter, &page).await?;
             runs.extend(listed.runs);
@@ -351,7 +349,7 @@ impl Watch {
         }
         queue.sort_by_key(|q| q.position_in_queue);
         let heartbeat = pb::Heartbeat {
-            server_time: Some(convert::timestamp(store::now())),
+            server_time: Some(convert::timestamp(etter_store::now())),
             queue,
             batch: self.batch_progress().await?,
         };

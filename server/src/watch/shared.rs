@@ -23,10 +23,10 @@ use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
 use tokio::time::Instant;
 
-use etter_pipeline::ids::{CompanyId, WorkflowId};
-use etter_pipeline::steps::Plan;
-use etter_pipeline::store::RunEvent;
+use etter_core::ids::{CompanyId, WorkflowId};
+use etter_core::steps::Plan;
 use etter_proto::v1 as pb;
+use etter_store::RunEvent;
 
 use super::scoped::Pass;
 use super::wire::EncodedEvent;

@@ -17,7 +17,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::Read as _;
 
-use etter_pipeline::ids::WorkflowId;
+use etter_core::ids::WorkflowId;
 use flate2::{Compress, Compression, FlushCompress, Status, read::DeflateDecoder};
 
 use crate::tokens::{self, TokenKeys};

@@ -19,11 +19,11 @@ use std::{
 };
 
 use anyhow::Context as _;
-use etter_pipeline::{config::StoreLocation, store};
 use etter_proto::v1::{
     self as pb, CancelRequest, GetStatusRequest, HistoryRequest, RetryRequest, WatchStatusRequest,
     get_status_request::Target, retry_request, watch_status_request::Scope,
 };
+use etter_store::StoreLocation;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use tonic::Code;
 
@@ -329,7 +329,7 @@ async fn every_rpc_answers_every_caller_with_the_exact_code() -> anyhow::Result<
     assert!(wrong.is_empty(), "{} of {cell} cells answered wrongly:\n{}", wrong.len(), wrong.join("\n"));
 
     // The audit log: exactly one entry per mutating or refused call, none per allowed read.
-    let store = store::connect(&StoreLocation::Sqlite(server.data_dir.join("etter.db"))).await?;
+    let store = etter_store::connect(&StoreLocation::Sqlite(server.data_dir.join("etter.db"))).await?;
     let expected_total: usize = audited.values().map(|(n, _)| n).sum();
     let per_cell = eventually("the audit writer to write the matrix's entries", || {
         let (store, audited) = (Arc::clone(&store), audited.clone());

@@ -6,13 +6,11 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use etter_pipeline::{
-    config::StoreLocation,
-    ids::WorkflowId,
-    lifecycle::RunState,
-    store::{self, RunStore, StepStatus, StepTransition, TokenCount, Transition},
-};
+use etter_core::ids::WorkflowId;
+use etter_core::lifecycle::RunState;
 use etter_proto::v1::{self as pb, GetUsageRequest};
+use etter_store::StoreLocation;
+use etter_store::{self, RunStore, StepStatus, StepTransition, TokenCount, Transition};
 use tonic::Code;
 use tonic_types::StatusExt as _;
 
@@ -112,7 +110,7 @@ async fn admission_reserves_estimates_refuses_past_the_budget_and_usage_reconcil
     // The worker's usage: the first run's steps record tokens and it ends; its reservation is
     // released, the used tokens are the sum of its steps'; a running run's reservation shrinks by
     // what it used so far.
-    let store = store::connect(&StoreLocation::Sqlite(server.data_dir.join("etter.db"))).await?;
+    let store = etter_store::connect(&StoreLocation::Sqlite(server.data_dir.join("etter.db"))).await?;
     let run = WorkflowId::parse(&first.workflow_id)?;
     store.transition(&run, Transition::to(RunState::Processing, "played by the test")).await?;
     let steps = [("role_setup", 0, 0), ("document_linking", 0, 0), ("ai_assessment", 1200, 300), ("finalize", 0, 0)];

@@ -2,19 +2,18 @@
 //! role, and the `etter.graph` health entry — with the embedded graph the worker writes, and with
 //! a Neo4j that is not there.
 //!
-//! The tests write the graph the way the worker does (through `etter_pipeline::graph`, into the
+//! The tests write the graph the way the worker does (through `etter_graph`, into the
 //! server's `{data_dir}/graph.db`) and move runs through the store API the way the worker does.
 
 use anyhow::Context as _;
-use etter_pipeline::{
-    config::{GraphConfig, StoreLocation},
-    graph::{self, LinkedDocument, RoleSetup, StepOutput},
-    ids::{CompanyId, DraupRoleId, RoleId, RoleName, WorkflowId},
-    lifecycle::RunState,
-    outputs::{Assessment, ContentHash, Key, SourceSpan, Task, TopTasks},
-    store::{self, Transition},
-};
+use etter_core::ids::{CompanyId, DraupRoleId, RoleId, RoleName, WorkflowId};
+use etter_core::lifecycle::RunState;
+use etter_core::outputs::{Assessment, ContentHash, Key, SourceSpan, Task, TopTasks};
+use etter_graph::GraphConfig;
+use etter_graph::{self, LinkedDocument, RoleSetup, StepOutput};
 use etter_proto::v1::{self as pb, WatchStatusRequest, get_status_request::Target, watch_status_request::Scope};
+use etter_store::StoreLocation;
+use etter_store::{self, Transition};
 
 use super::{
     Kind, PipelineServiceClient, SERVICE, Server, ServingStatus, TEMPORAL_HEALTH, acme, closed_port_url, doc_uri,
@@ -48,7 +47,7 @@ fn task(document: &ContentHash, cited: &str, confidence: f64) -> anyhow::Result<
 /// Writes a role's setup, its document, an assessment of three tasks and two top tasks into the
 /// server's embedded graph, as the worker's steps would; returns the assessment.
 async fn write_role(server: &Server, role_name: &str) -> anyhow::Result<(RoleId, Assessment)> {
-    let graph = graph::open(&GraphConfig::default(), &server.data_dir).await?;
+    let graph = etter_graph::open(&GraphConfig::default(), &server.data_dir).await?;
     let company = CompanyId::parse(&acme())?;
     let role_name = RoleName::parse(role_name)?;
     let role = RoleId::new(&company, &role_name);
@@ -78,7 +77,7 @@ async fn write_role(server: &Server, role_name: &str) -> anyhow::Result<(RoleId,
 /// Plays the worker's part of a whole run: PROCESSING (unless the dispatcher already moved it),
 /// the critical path, READY.
 async fn finish_run(server: &Server, wf: &WorkflowId, already_processing: bool) -> anyhow::Result<()> {
-    let store = store::connect(&StoreLocation::Sqlite(server.data_dir.join("etter.db"))).await?;
+    let store = etter_store::connect(&StoreLocation::Sqlite(server.data_dir.join("etter.db"))).await?;
     if !already_processing {
         store.transition(wf, Transition::to(RunState::Processing, "dispatched by the test")).await?;
     }
@@ -131,14 +130,14 @@ async fn a_ready_role_shows_its_outputs_summary_and_dashboard_url() -> anyhow::R
 
     // The summary read for the run at this sequence is kept; once the run moves, the graph is
     // read again (here: a newer run's top tasks, then this run marked STALE).
-    let graph = graph::open(&GraphConfig::default(), &server.data_dir).await?;
+    let graph = etter_graph::open(&GraphConfig::default(), &server.data_dir).await?;
     graph.write(&role, StepOutput::TopTasks(&TopTasks { ranked: vec![assessment.tasks[2].key.clone()] })).await?;
     let kept = status_of(&mut api, &token, Target::WorkflowId(wf.to_string())).await?;
     assert_eq!(kept.outputs.map(|o| o.top_tasks), Some(2), "the run has not moved: its summary is kept");
     // Marked STALE by another process that announces nothing (a worker without Redis): by role
     // id the status shows it at once; by workflow id the server may answer from the ended run it
     // keeps, for at most a second (`status::ENDED_RUN_TTL`).
-    let store = store::connect(&StoreLocation::Sqlite(server.data_dir.join("etter.db"))).await?;
+    let store = etter_store::connect(&StoreLocation::Sqlite(server.data_dir.join("etter.db"))).await?;
     store.transition(&wf, Transition::to(RunState::Stale, "a newer run rewrote the role")).await?;
     store.close().await;
     let by_role = status_of(&mut api, &token, Target::RoleId(pushed.role_id.clone())).await?;

@@ -19,16 +19,14 @@ mod watch_scope;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
-use etter_pipeline::{
-    config::StoreLocation,
-    ids::WorkflowId,
-    lifecycle::RunState,
-    store::{self, RunStore, StepStatus, StepTransition, Transition},
-};
+use etter_core::ids::WorkflowId;
+use etter_core::lifecycle::RunState;
 use etter_proto::v1::{
     self as pb, GetStatusRequest, PushRequest, WatchStatusRequest, get_status_request::Target,
     pipeline_service_client::PipelineServiceClient, watch_status_request::Scope, watch_status_response::Kind,
 };
+use etter_store::StoreLocation;
+use etter_store::{self, RunStore, StepStatus, StepTransition, Transition};
 use temporalio_client::{
     Client, ClientOptions, Connection, ConnectionOptions, UntypedWorkflow, Url, WorkflowCountOptions,
     WorkflowDescribeOptions, WorkflowExecutionStatus, WorkflowTerminateOptions,
@@ -406,7 +404,7 @@ async fn watch_sends_the_snapshot_then_every_event_and_resumes_after_a_sequence(
     let mut api = PipelineServiceClient::new(server.channel().await?);
     let pushed = api.push(with_token(push_request("Claims Adjuster", &doc_uri(&server, "jd.pdf")), &token)?).await?;
     let wf = WorkflowId::parse(&pushed.into_inner().workflow_id)?;
-    let store = store::connect(&StoreLocation::Sqlite(server.data_dir.join("etter.db"))).await?;
+    let store = etter_store::connect(&StoreLocation::Sqlite(server.data_dir.join("etter.db"))).await?;
 
     let watch = |after: u64| WatchStatusRequest {
         scope: Some(Scope::WorkflowId(wf.to_string())),
@@ -551,7 +549,7 @@ async fn dispatch_scenario(server: &Server, database: &ScratchDatabase, task_que
     let temporal = temporal_client().await?;
     let handle = temporal.get_workflow_handle::<UntypedWorkflow>(pushed.workflow_id.clone());
     let described = handle.describe(WorkflowDescribeOptions::default()).await?;
-    assert_eq!(described.workflow_type(), etter_pipeline::workflow::ROLE_ONBOARDING_WORKFLOW);
+    assert_eq!(described.workflow_type(), etter_core::workflow::ROLE_ONBOARDING_WORKFLOW);
     assert_eq!(described.status(), WorkflowExecutionStatus::Running);
     assert_eq!(described.task_queue(), task_queue);
     let query = format!("WorkflowId = '{}'", pushed.workflow_id);
@@ -566,12 +564,12 @@ async fn dispatch_scenario(server: &Server, database: &ScratchDatabase, task_que
     assert_eq!(executions, 1, "one execution of the run's workflow");
 
     // Exactly one dispatch: one QUEUED → PROCESSING event.
-    let store = store::connect(&StoreLocation::Postgres(database.url.clone())).await?;
+    let store = etter_store::connect(&StoreLocation::Postgres(database.url.clone())).await?;
     let id = WorkflowId::parse(&pushed.workflow_id)?;
     let events = store.events_after(&id, 0, 100).await?;
     let dispatched = events
         .iter()
-        .filter(|e| matches!(&e.change, store::Change::Status { status: RunState::Processing, .. }))
+        .filter(|e| matches!(&e.change, etter_store::Change::Status { status: RunState::Processing, .. }))
         .count();
     assert_eq!(dispatched, 1, "{events:?}");
 
@@ -602,14 +600,14 @@ async fn estimates_follow_what_steps_measurably_cost() -> anyhow::Result<()> {
     let mut api = PipelineServiceClient::new(server.channel().await?);
     let first = api.push(with_token(push_request("Measured Role", &doc_uri(&server, "jd.pdf")), &token)?).await?;
     let default_tokens = first.get_ref().token_estimate.as_ref().map_or(0, |t| t.total_tokens);
-    ensure!(default_tokens == etter_pipeline::config::DispatchConfig::default().estimate_llm_step_tokens, "{first:?}");
+    ensure!(default_tokens == etter_server::config::DispatchConfig::default().estimate_llm_step_tokens, "{first:?}");
     let wf = WorkflowId::parse(&first.into_inner().workflow_id)?;
-    let store = store::connect(&StoreLocation::Sqlite(data_dir.join("etter.db"))).await?;
+    let store = etter_store::connect(&StoreLocation::Sqlite(data_dir.join("etter.db"))).await?;
     store.transition(&wf, Transition::to(RunState::Processing, "dispatched by the test")).await?;
     play_worker(store.as_ref(), &wf, &["role_setup", "document_linking"]).await?;
     store.record_step(&wf, StepTransition::new("ai_assessment", 1, StepStatus::Running)).await?;
     let measured = StepTransition {
-        tokens: Some(etter_pipeline::store::TokenCount { input: 1_000, output: 234 }),
+        tokens: Some(etter_store::TokenCount { input: 1_000, output: 234 }),
         ..StepTransition::new("ai_assessment", 1, StepStatus::Completed)
     };
     store.record_step(&wf, measured).await?;

@@ -6,15 +6,13 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, ensure};
-use etter_pipeline::{
-    config::StoreLocation,
-    ids::WorkflowId,
-    lifecycle::RunState,
-    outputs::ContentHash,
-    steps::{self, Action, DocumentKind, StepName},
-    store::{self, RunStore, StepStatus, StepTransition, Transition},
-};
+use etter_core::ids::WorkflowId;
+use etter_core::lifecycle::RunState;
+use etter_core::outputs::ContentHash;
+use etter_core::steps::{Action, DocumentKind, StepName};
 use etter_proto::v1::{self as pb, CancelRequest, RetryRequest, get_status_request::Target, retry_request};
+use etter_store::StoreLocation;
+use etter_store::{self, RunStore, StepStatus, StepTransition, Transition};
 use tonic::Code;
 use tonic_types::StatusExt as _;
 
@@ -24,7 +22,7 @@ use super::{
 };
 
 async fn open_store(server: &Server) -> anyhow::Result<std::sync::Arc<dyn RunStore>> {
-    Ok(store::connect(&StoreLocation::Sqlite(server.data_dir.join("etter.db"))).await?)
+    Ok(etter_store::connect(&StoreLocation::Sqlite(server.data_dir.join("etter.db"))).await?)
 }
 
 /// The `PreconditionFailure` type of a FAILED_PRECONDITION (and its description).
@@ -110,7 +108,7 @@ async fn play_steps(
             return Ok(());
         }
         let mut done = StepTransition::new(step.as_str(), 1, StepStatus::Completed);
-        done.input_hash = Some(steps::input_hash(step, &identity, documents, &outputs));
+        done.input_hash = Some(etter_core::steps::input_hash(step, &identity, documents, &outputs));
         done.output_hash = Some(format!("out-{step}"));
         store.record_step(run, done).await?;
         outputs.insert(step, format!("out-{step}"));
@@ -118,7 +116,7 @@ async fn play_steps(
     Ok(())
 }
 
-fn actions(plan: &steps::Plan) -> Vec<(&'static str, Action)> {
+fn actions(plan: &etter_core::steps::Plan) -> Vec<(&'static str, Action)> {
     plan.steps.iter().filter(|(_, a)| *a != Action::Skip).map(|(s, a)| (s.as_str(), *a)).collect()
 }
 
@@ -185,7 +183,7 @@ async fn retry_of_a_stale_run_reruns_what_its_changed_documents_feed() -> anyhow
     let pushed = api.push(with_token(push_request("Claims Adjuster", &uri), &operator)?).await?.into_inner();
     let old = WorkflowId::parse(&pushed.workflow_id)?;
     let before = ContentHash("a".repeat(64));
-    store.record_document_hash(&uri, &before, store::now()).await?;
+    store.record_document_hash(&uri, &before, etter_store::now()).await?;
     store.transition(&old, Transition::to(RunState::Processing, "dispatched by the test")).await?;
     play_steps(store.as_ref(), &old, &[(DocumentKind::JobDescription, before)], None).await?;
     store.transition(&old, Transition::to(RunState::Ready, "done")).await?;
@@ -197,7 +195,7 @@ async fn retry_of_a_stale_run_reruns_what_its_changed_documents_feed() -> anyhow
     assert_eq!(precondition(&nothing)?.0, "NOTHING_TO_RETRY");
 
     // The job description changed: every step reading it, and what follows, re-runs.
-    store.record_document_hash(&uri, &ContentHash("b".repeat(64)), store::now()).await?;
+    store.record_document_hash(&uri, &ContentHash("b".repeat(64)), etter_store::now()).await?;
     let answer = api.retry(with_token(retry(by_role(), &[]), &operator)?).await?.into_inner();
     assert_eq!(answer.superseded_workflow_id, old.as_str());
     let new = WorkflowId::parse(&answer.run.context("no run")?.workflow_id)?;

@@ -5,16 +5,14 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, bail, ensure};
-use etter_pipeline::{
-    config::StoreLocation,
-    ids::WorkflowId,
-    lifecycle::RunState,
-    store::{self, Transition},
-};
+use etter_core::ids::WorkflowId;
+use etter_core::lifecycle::RunState;
 use etter_proto::v1::{
     self as pb, PushBatchItem, PushBatchRequest, WatchStatusRequest, pipeline_service_client::PipelineServiceClient,
     watch_status_request::Scope, watch_status_response::Kind,
 };
+use etter_store::StoreLocation;
+use etter_store::{self, Transition};
 use tonic::{Code, Streaming};
 
 use super::{DEADLINE, acme, closed_port_url, doc_uri, play_worker, push_request};
@@ -99,7 +97,7 @@ async fn batch_and_company_watches_carry_every_run_and_resume_exactly() -> anyho
     let company = format!("{}watch", acme());
     let token = server.token(&["--company", &company, "--role", "operator"])?;
     let mut api = PipelineServiceClient::new(server.channel().await?);
-    let store = store::connect(&StoreLocation::Sqlite(server.data_dir.join("etter.db"))).await?;
+    let store = etter_store::connect(&StoreLocation::Sqlite(server.data_dir.join("etter.db"))).await?;
     let doc = |i: usize| format!("file://{}", server.data_dir.join("docs").join(format!("jd-{i}.pdf")).display());
 
     let items: Vec<PushBatchItem> = (0..40)
@@ -285,7 +283,7 @@ async fn without_redis_another_process_s_change_reaches_watchers_before_their_ow
     let company = format!("{}looked", acme());
     let token = server.token(&["--company", &company, "--role", "operator"])?;
     let mut api = PipelineServiceClient::new(server.channel().await?);
-    let store = store::connect(&StoreLocation::Sqlite(server.data_dir.join("etter.db"))).await?;
+    let store = etter_store::connect(&StoreLocation::Sqlite(server.data_dir.join("etter.db"))).await?;
     let pushed = api
         .push(with_token(
             pb::PushRequest { company_id: company.clone(), ..push_request("Looked Role", &doc_uri(&server, "jd.pdf")) },

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use etter_pipeline::Config;
-use etter_pipeline::graph::RoleGraph;
-use etter_pipeline::ids::{CompanyId, DraupRoleId, RoleName};
-use etter_pipeline::lifecycle::RunState;
-use etter_pipeline::steps::{StepName, plan_new};
-use etter_pipeline::store::{Admission, Change, DocumentRef, NewRun, Priority, Run, RunStore, StepStatus, Transition};
-use etter_pipeline::workflow::{RoleOnboardingInput, RoleOnboardingOutput};
+use etter_core::ids::{CompanyId, DraupRoleId, RoleName};
+use etter_core::lifecycle::RunState;
+use etter_core::steps::{StepName, plan_new};
+use etter_core::workflow::{RoleOnboardingInput, RoleOnboardingOutput};
+use etter_graph::RoleGraph;
+use etter_store::{Admission, Change, DocumentRef, NewRun, Priority, Run, RunStore, StepStatus, Transition};
+use etter_worker::config::Config;
 use etter_worker::faults::Faults;
 use etter_worker::workflows::RoleOnboarding;
 use temporalio_client::{
@@ -32,13 +32,13 @@ pub struct World {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipeline/tests/fixtures/documents").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("/")).join("testdata/documents").join(name)
 }
 
 impl World {
     pub async fn new(test: &str) -> Result<Self> {
         let settings = settings_from(|name| std::env::var(name).ok())?;
-        let unique = format!("{test}-{}-{}", std::process::id(), etter_pipeline::store::now().timestamp_micros());
+        let unique = format!("{test}-{}-{}", std::process::id(), etter_store::now().timestamp_micros());
         let root = std::env::temp_dir().join(format!("etter-worker-{unique}"));
         let docs = root.join("docs");
         std::fs::create_dir_all(&docs)?;
@@ -53,7 +53,7 @@ impl World {
         config.worker.shutdown_grace = Duration::from_secs(2);
         // No schedule per test: the dev server outlives the tests (the scan test makes its own).
         config.worker.staleness_scan_interval = Duration::ZERO;
-        let store = etter_pipeline::store::connect(&config.store_location()?).await?;
+        let store = etter_store::connect(&config.store_location()?).await?;
         let company = CompanyId::parse(&format!("w{}", unique.replace(['-', '_'], "").to_lowercase()))?;
         Ok(Self { config, store, docs, company })
     }
@@ -91,14 +91,14 @@ impl World {
 
     fn input(run: &Run) -> RoleOnboardingInput {
         // As the dispatcher builds it from the run's kept plan.
-        RoleOnboardingInput::for_run(run, run.plan.clone().unwrap_or_else(|| plan_new(false)))
+        run.onboarding_input(run.plan.clone().unwrap_or_else(|| plan_new(false)))
     }
 
     /// A re-run of `earlier` (STALE or retried) with `plan`, dispatched.
     pub async fn rerun(
         &self,
         earlier: &Run,
-        plan: etter_pipeline::steps::Plan,
+        plan: etter_core::steps::Plan,
         documents: Vec<(&str, String)>,
     ) -> Result<Run> {
         let created = self
@@ -211,7 +211,7 @@ impl World {
     }
 
     pub async fn graph(&self) -> Result<Arc<dyn RoleGraph>> {
-        Ok(etter_pipeline::graph::open(&self.config.graph, &self.config.data_dir).await?)
+        Ok(etter_graph::open(&self.config.graph, &self.config.data_dir).await?)
     }
 }
 
@@ -463,22 +463,19 @@ async fn a_stale_rerun_runs_only_what_a_changed_process_map_reaches() -> Result<
         "# Claims handling\n\n1. Receive the first notice of loss.\n2. Assign an adjuster.\n3. Close the file.\n",
     )?;
     world.store.transition(&first.workflow_id, Transition::to(RunState::Stale, "process map changed")).await?;
-    let prior = etter_pipeline::store::prior_steps(&world.store.steps(&first.workflow_id).await?);
-    let changed: Vec<(etter_pipeline::steps::DocumentKind, etter_pipeline::outputs::ContentHash)> = vec![
+    let prior = etter_store::prior_steps(&world.store.steps(&first.workflow_id).await?);
+    let changed: Vec<(etter_core::steps::DocumentKind, etter_core::outputs::ContentHash)> = vec![
         (
-            etter_pipeline::steps::DocumentKind::JobDescription,
-            etter_pipeline::documents::content_hash(&std::fs::read(
+            etter_core::steps::DocumentKind::JobDescription,
+            etter_documents::content_hash(&std::fs::read(
                 world.config.documents.file_root.join("claims_adjuster_jd.pdf"),
             )?),
         ),
-        (
-            etter_pipeline::steps::DocumentKind::ProcessMap,
-            etter_pipeline::documents::content_hash(&std::fs::read(&map_path)?),
-        ),
+        (etter_core::steps::DocumentKind::ProcessMap, etter_documents::content_hash(&std::fs::read(&map_path)?)),
     ];
     let identity = first.role_identity();
-    let plan = etter_pipeline::steps::plan_rerun(&prior, &identity, &changed, false);
-    ensure!(plan.action(StepName::RoleSetup) == etter_pipeline::steps::Action::Reuse, "{plan:?}");
+    let plan = etter_core::steps::plan_rerun(&prior, &identity, &changed, false);
+    ensure!(plan.action(StepName::RoleSetup) == etter_core::steps::Action::Reuse, "{plan:?}");
 
     let second = world.rerun(&first, plan, documents).await?;
     let output = world.execute(&second).await?;
@@ -488,10 +485,10 @@ async fn a_stale_rerun_runs_only_what_a_changed_process_map_reaches() -> Result<
     let status = |step: StepName| {
         attempts.iter().filter(|a| a.step == step.as_str()).max_by_key(|a| a.attempt).map(|a| a.status)
     };
-    let input_of = |list: &[etter_pipeline::store::StepAttempt], step: StepName| {
+    let input_of = |list: &[etter_store::StepAttempt], step: StepName| {
         list.iter().filter(|a| a.step == step.as_str()).max_by_key(|a| a.attempt).and_then(|a| a.input_hash.clone())
     };
-    let output_of = |list: &[etter_pipeline::store::StepAttempt], step: StepName| {
+    let output_of = |list: &[etter_store::StepAttempt], step: StepName| {
         list.iter().filter(|a| a.step == step.as_str()).max_by_key(|a| a.attempt).and_then(|a| a.output_hash.clone())
     };
     let mut report = Vec::new();
@@ -585,8 +582,7 @@ async fn the_staleness_scan_marks_exactly_the_roles_whose_documents_changed() ->
     // The new content hash is recorded for the re-run to plan with.
     let recorded = world.store.document_hashes(std::slice::from_ref(&map)).await?;
     ensure!(
-        recorded.first().map(|r| &r.content_hash)
-            == Some(&etter_pipeline::documents::content_hash(&std::fs::read(&map_path)?)),
+        recorded.first().map(|r| &r.content_hash) == Some(&etter_documents::content_hash(&std::fs::read(&map_path)?)),
         "{recorded:?}"
     );
     Ok(())

@@ -1,0 +1,471 @@
+//! Fetching documents (`file://` confined to the documents root, `s3://` through `object_store`)
+//! and running extraction off the async runtime.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    io::Read,
+    path::{Component, Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig,
+    aws::AmazonS3Builder,
+    client::{HttpError, HttpErrorKind},
+    path::Path as ObjectPath,
+};
+use rustix::{
+    fd::OwnedFd,
+    fs::{Mode, OFlags},
+    io::Errno,
+};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use super::{
+    DocumentError, DocumentFormat, DocumentUri, DocumentsConfig, Location,
+    extract::{ExtractLimits, extract_blocking},
+};
+use etter_core::outputs::ContentHash;
+
+/// The content hash of a document: hex SHA-256 of its raw bytes.
+pub fn content_hash(bytes: &[u8]) -> ContentHash {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(bytes);
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0xF)]));
+    }
+    ContentHash(hex)
+}
+
+/// A document's raw bytes, as fetched.
+#[derive(Debug, Clone)]
+pub struct FetchedDocument {
+    /// Where it came from.
+    pub uri: DocumentUri,
+    /// Its bytes (at most `documents.max_bytes`).
+    pub bytes: Bytes,
+    /// SHA-256 of `bytes`: what staleness scans compare.
+    pub content_hash: ContentHash,
+}
+
+/// A document's text, ready for the AI steps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtractedDocument {
+    /// Where it came from.
+    pub uri: DocumentUri,
+    /// SHA-256 of the raw bytes (not of the text): the document's identity.
+    pub content_hash: ContentHash,
+    /// Size of the raw bytes.
+    pub byte_len: u64,
+    /// The detected format.
+    pub format: DocumentFormat,
+    /// Normalised UTF-8 text; outputs cite byte ranges of it.
+    pub text: String,
+    /// Pages (PDF only).
+    pub pages: Option<u32>,
+    /// PDF pages that could not be read and are missing from `text` (worth a human review).
+    pub skipped_pages: u32,
+    /// Non-empty lines of `text`.
+    pub lines: u32,
+}
+
+/// Fetches documents and extracts their text, within the limits of a [`DocumentsConfig`].
+/// One per worker process; cheap to share behind an `Arc`.
+pub struct Documents {
+    config: DocumentsConfig,
+    limits: ExtractLimits,
+    root: Option<Arc<Root>>,
+    s3: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
+    slots: Arc<Semaphore>,
+}
+
+/// Buckets whose clients are kept; past this the cache starts over (clients name buckets).
+const MAX_CACHED_BUCKETS: usize = 64;
+
+impl std::fmt::Debug for Documents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Documents").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Documents {
+    /// Validates the configuration and opens the documents root (when configured); the root must
+    /// exist.
+    pub fn new(config: DocumentsConfig) -> Result<Self, DocumentError> {
+        config.validate()?;
+        let root =
+            if config.file_root.as_os_str().is_empty() { None } else { Some(Arc::new(Root::new(&config.file_root)?)) };
+        Ok(Self {
+            limits: ExtractLimits::from(&config),
+            slots: Arc::new(Semaphore::new(config.max_concurrent_extractions)),
+            root,
+            s3: Mutex::new(HashMap::new()),
+            config,
+        })
+    }
+
+    /// Fetches and extracts a document.
+    pub async fn load(&self, uri: &DocumentUri) -> Result<ExtractedDocument, DocumentError> {
+        let fetched = self.fetch(uri).await?;
+        self.extract(fetched).await
+    }
+
+    /// Fetches a document's bytes (at most `documents.max_bytes`, checked before the download
+    /// where the store tells the size, and enforced while reading) and hashes them.
+    #[tracing::instrument(level = "debug", skip_all, fields(uri = %uri))]
+    pub async fn fetch(&self, uri: &DocumentUri) -> Result<FetchedDocument, DocumentError> {
+        let timeout = self.config.fetch_timeout;
+        let fetching = async {
+            match uri.location() {
+                Location::File(path) => self.fetch_file(uri, path).await,
+                Location::S3 { bucket, key } => self.fetch_s3(uri, bucket, key).await,
+            }
+        };
+        let bytes = tokio::time::timeout(timeout, fetching)
+            .await
+            .map_err(|_| DocumentError::FetchTimeout { uri: uri.to_string(), timeout })??;
+        if bytes.is_empty() {
+            return Err(DocumentError::Empty { uri: uri.to_string() });
+        }
+        let content_hash = content_hash(&bytes);
+        Ok(FetchedDocument { uri: uri.clone(), bytes, content_hash })
+    }
+
+    /// Extracts the text of fetched bytes on a blocking thread, with panics caught and within
+    /// `documents.extract_timeout`.
+    ///
+    /// A blocking thread cannot be killed: an extraction that runs past the timeout is reported as
+    /// [`DocumentError::ExtractTimeout`] but keeps its thread, and its extraction slot, until it
+    /// ends. The input size, decompression caps and text cap bound how long that can be, and the
+    /// slots bound how many such threads exist: when all are taken, extractions wait (then report
+    /// [`DocumentError::Busy`], which is retried) instead of piling up threads.
+    #[tracing::instrument(level = "debug", skip_all, fields(uri = %doc.uri, bytes = doc.bytes.len()))]
+    pub async fn extract(&self, doc: FetchedDocument) -> Result<ExtractedDocument, DocumentError> {
+        let timeout = self.config.extract_timeout;
+        let uri = doc.uri.to_string();
+        let busy = || DocumentError::Busy { uri: uri.clone(), waited: timeout };
+        let permit = tokio::time::timeout(timeout, Arc::clone(&self.slots).acquire_owned())
+            .await
+            .map_err(|_| busy())?
+            .map_err(|_| busy())?;
+        let limits = self.limits;
+        let (task_uri, bytes) = (doc.uri.clone(), doc.bytes.clone());
+        let task = tokio::task::spawn_blocking(move || {
+            let _slot = permit;
+            extract_blocking(&task_uri, &bytes, &limits)
+        });
+        let extracted = match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(join)) if join.is_panic() => {
+                // extract_blocking catches parser panics; this is a panic outside of them, before
+                // the format was known for sure: name the one the extension claims.
+                tracing::error!(uri = %doc.uri, "document extraction task panicked");
+                let format = match doc.uri.extension().as_deref() {
+                    Some("pdf") => DocumentFormat::Pdf,
+                    Some("docx") => DocumentFormat::Docx,
+                    Some("md" | "markdown") => DocumentFormat::Markdown,
+                    _ => DocumentFormat::Txt,
+                };
+                return Err(DocumentError::ExtractorFailed { uri, format });
+            }
+            // Cancelled: the runtime is shutting down.
+            Ok(Err(_)) => return Err(busy()),
+            Err(_) => {
+                tracing::error!(uri = %doc.uri, ?timeout, "document extraction timed out; its thread runs on until it ends");
+                return Err(DocumentError::ExtractTimeout { uri, timeout });
+            }
+        };
+        Ok(ExtractedDocument {
+            uri: doc.uri,
+            content_hash: doc.content_hash,
+            byte_len: doc.bytes.len() as u64,
+            format: extracted.format,
+            text: extracted.text,
+            pages: extracted.pages,
+            skipped_pages: extracted.skipped_pages,
+            lines: extracted.lines,
+        })
+    }
+
+    async fn fetch_file(&self, uri: &DocumentUri, path: &Path) -> Result<Bytes, DocumentError> {
+        let root = self.root.clone().ok_or_else(|| DocumentError::FileSourceDisabled { uri: uri.to_string() })?;
+        let relative = root.relative(path).ok_or_else(|| DocumentError::OutsideRoot { uri: uri.to_string() })?;
+        let (max, task_uri) = (self.config.max_bytes, uri.to_string());
+        tokio::task::spawn_blocking(move || {
+            let file = root.open(&relative).map_err(|failure| failure.into_error(&task_uri))?;
+            read_capped(file, max, &task_uri)
+        })
+        .await
+        .map_err(|e| DocumentError::Io { uri: uri.to_string(), detail: e.to_string() })?
+    }
+
+    async fn fetch_s3(&self, uri: &DocumentUri, bucket: &str, key: &str) -> Result<Bytes, DocumentError> {
+        let allowed = &self.config.s3.allowed_buckets;
+        if !allowed.is_empty() && !allowed.iter().any(|b| b == bucket) {
+            return Err(DocumentError::BucketNotAllowed { uri: uri.to_string(), bucket: bucket.to_owned() });
+        }
+        let store = self.s3_store(bucket)?;
+        let location = ObjectPath::parse(key).map_err(|e| DocumentError::InvalidUri {
+            uri: uri.to_string(),
+            problem: format!("the object key is not supported: {e}"),
+        })?;
+        let result = store.get(&location).await.map_err(|e| s3_error(uri, &e))?;
+        let max = self.config.max_bytes;
+        if result.meta.size > max {
+            return Err(DocumentError::TooLarge { uri: uri.to_string(), max });
+        }
+        let mut body = Vec::with_capacity(usize::try_from(result.meta.size).unwrap_or(0));
+        let mut stream = result.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| s3_error(uri, &e))?;
+            // The declared size can be wrong: the cap holds for what actually arrives.
+            if (body.len() + chunk.len()) as u64 > max {
+                return Err(DocumentError::TooLarge { uri: uri.to_string(), max });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(body))
+    }
+
+    fn s3_store(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, DocumentError> {
+        let mut stores = self.s3.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(store) = stores.get(bucket) {
+            return Ok(Arc::clone(store));
+        }
+        let s3 = &self.config.s3;
+        let timeout = self.config.fetch_timeout;
+        let mut builder = match s3.secret_access_key.expose() {
+            // Static credentials: nothing is read from the environment or instance metadata.
+            Some(secret) => AmazonS3Builder::new().with_access_key_id(&s3.access_key_id).with_secret_access_key(secret),
+            None => AmazonS3Builder::from_env(),
+        };
+        if let Some(token) = s3.session_token.expose() {
+            builder = builder.with_token(token);
+        }
+        if !s3.endpoint.is_empty() {
+            builder = builder.with_endpoint(&s3.endpoint);
+        }
+        let store = builder
+            .with_bucket_name(bucket)
+            .with_region(&s3.region)
+            .with_allow_http(s3.allow_http)
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig::default(),
+                max_retries: s3.max_retries,
+                retry_timeout: timeout,
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_allow_http(s3.allow_http)
+                    .with_timeout(timeout)
+                    .with_connect_timeout(timeout.min(Duration::from_secs(10))),
+            )
+            .build()
+            .map_err(|e| DocumentError::Config { key: "documents.s3", problem: e.to_string() })?;
+        if stores.len() >= MAX_CACHED_BUCKETS {
+            stores.clear();
+        }
+        let store: Arc<dyn ObjectStore> = Arc::new(store);
+        stores.insert(bucket.to_owned(), Arc::clone(&store));
+        Ok(store)
+    }
+}
+
+/// Maps a store error to what it means for the document. The store's own message (which names
+/// the endpoint) goes to the log, not to the client.
+fn s3_error(uri: &DocumentUri, error: &object_store::Error) -> DocumentError {
+    let uri_string = uri.to_string();
+    match error {
+        object_store::Error::NotFound { .. } => DocumentError::NotFound { uri: uri_string },
+        object_store::Error::PermissionDenied { .. } => {
+            DocumentError::AccessDenied { uri: uri_string, detail: "permission denied".to_owned() }
+        }
+        object_store::Error::Unauthenticated { .. } => {
+            DocumentError::AccessDenied { uri: uri_string, detail: "the credentials were not accepted".to_owned() }
+        }
+        object_store::Error::InvalidPath { .. } => {
+            DocumentError::InvalidUri { uri: uri_string, problem: "the object key is not supported".to_owned() }
+        }
+        other => {
+            tracing::warn!(uri = %uri, error = %other, "document store request failed");
+            DocumentError::Unavailable { uri: uri_string, detail: transport_failure(other).to_owned() }
+        }
+    }
+}
+
+/// What went wrong on the wire, in words that name no host.
+fn transport_failure(error: &object_store::Error) -> &'static str {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(http) = current.downcast_ref::<HttpError>() {
+            return match http.kind() {
+                HttpErrorKind::Connect => "cannot connect",
+                HttpErrorKind::Timeout => "the request timed out",
+                HttpErrorKind::Interrupted => "the connection was interrupted",
+                HttpErrorKind::Decode => "the response could not be read",
+                _ => "the request failed",
+            };
+        }
+        source = current.source();
+    }
+    "the store answered with an error"
+}
+
+/// Reads a whole regular file, refusing it past `max` bytes (before reading when its size says
+/// so, and while reading in case it grows).
+fn read_capped(file: File, max: u64, uri: &str) -> Result<Bytes, DocumentError> {
+    let io = |e: std::io::Error| DocumentError::Io { uri: uri.to_owned(), detail: e.to_string() };
+    let metadata = file.metadata().map_err(io)?;
+    if !metadata.is_file() {
+        return Err(DocumentError::NotAFile { uri: uri.to_owned() });
+    }
+    if metadata.len() > max {
+        return Err(DocumentError::TooLarge { uri: uri.to_owned(), max });
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+    file.take(max + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > max {
+        return Err(DocumentError::TooLarge { uri: uri.to_owned(), max });
+    }
+    Ok(Bytes::from(bytes))
+}
+
+/// The documents root: the only directory `file://` URIs may reach.
+///
+/// Confinement does not rest on string prefixes alone. On Linux the file is opened with
+/// `openat2(RESOLVE_BENEATH)` relative to the root's directory descriptor, so the kernel refuses
+/// any resolution — `..`, absolute or relative symbolic links, at any component — that leaves the
+/// root, and nothing can be swapped between a check and the open. Where `openat2` is missing
+/// (other systems, kernels before 5.6, sandboxes that filter it), the path is canonicalised, its
+/// prefix checked, and the final component opened with `O_NOFOLLOW`; that fallback cannot stop a
+/// directory on the path being replaced by a symbolic link between the check and the open.
+#[derive(Debug)]
+struct Root {
+    /// As configured, made absolute (URIs may use it even when it contains symbolic links).
+    configured: PathBuf,
+    /// Canonical (symbolic links resolved).
+    canonical: PathBuf,
+    /// An open descriptor of the directory, the anchor of `openat2`.
+    dir: OwnedFd,
+}
+
+/// Why a file under the root could not be opened.
+#[derive(Debug)]
+enum OpenFailure {
+    NotFound,
+    Escapes,
+    NotAFile,
+    Denied,
+    BadName,
+    Io(Errno),
+}
+
+impl OpenFailure {
+    fn into_error(self, uri: &str) -> DocumentError {
+        let uri = uri.to_owned();
+        match self {
+            Self::NotFound => DocumentError::NotFound { uri },
+            Self::Escapes => DocumentError::SymlinkEscape { uri },
+            Self::NotAFile => DocumentError::NotAFile { uri },
+            Self::Denied => DocumentError::AccessDenied { uri, detail: "the worker may not read this file".to_owned() },
+            Self::BadName => {
+                DocumentError::InvalidUri { uri, problem: "the path is not valid on this system".to_owned() }
+            }
+            Self::Io(errno) => DocumentError::Io { uri, detail: std::io::Error::from(errno).to_string() },
+        }
+    }
+
+    fn from_errno(errno: Errno) -> Self {
+        match errno {
+            Errno::NOENT | Errno::NOTDIR => Self::NotFound,
+            Errno::XDEV => Self::Escapes,
+            Errno::ACCESS | Errno::PERM => Self::Denied,
+            Errno::LOOP | Errno::ISDIR | Errno::NXIO => Self::NotAFile,
+            Errno::INVAL | Errno::NAMETOOLONG | Errno::ILSEQ => Self::BadName,
+            other => Self::Io(other),
+        }
+    }
+}
+
+/// Flags of every open under the root: read-only; `NONBLOCK` so a FIFO planted under the root
+/// cannot hang the open (regular files ignore it); `NOCTTY` so a terminal device is never
+/// adopted.
+fn open_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK
+}
+
+impl Root {
+    fn new(configured: &Path) -> Result<Self, DocumentError> {
+        let config_error = |e: std::io::Error| DocumentError::Config {
+            key: "documents.file_root",
+            problem: format!("cannot be opened: {e}"),
+        };
+        let canonical = std::fs::canonicalize(configured).map_err(config_error)?;
+        let dir = rustix::fs::open(&canonical, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| config_error(e.into()))?;
+        Ok(Self { configured: configured.to_path_buf(), canonical, dir })
+    }
+
+    /// The path relative to the root, if it is lexically inside it (with or without the root's
+    /// own symbolic links resolved); only plain names remain.
+    fn relative(&self, path: &Path) -> Option<PathBuf> {
+        let relative = path.strip_prefix(&self.canonical).or_else(|_| path.strip_prefix(&self.configured)).ok()?;
+        let plain = relative.components().all(|c| matches!(c, Component::Normal(_)));
+        (plain && !relative.as_os_str().is_empty()).then(|| relative.to_path_buf())
+    }
+
+    fn open(&self, relative: &Path) -> Result<File, OpenFailure> {
+        #[cfg(target_os = "linux")]
+        match self.open_beneath(relative) {
+            // An absolute symbolic link that stays inside the root also makes RESOLVE_BENEATH
+            // refuse; the canonical check below tells the two apart.
+            Err(OpenFailure::Escapes) => {}
+            Err(OpenFailure::Io(Errno::NOSYS)) => {}
+            other => return other,
+        }
+        self.open_canonical(relative)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn open_beneath(&self, relative: &Path) -> Result<File, OpenFailure> {
+        use rustix::fs::ResolveFlags;
+        rustix::fs::openat2(
+            &self.dir,
+            relative,
+            open_flags(),
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map(File::from)
+        .map_err(OpenFailure::from_errno)
+    }
+
+    fn open_canonical(&self, relative: &Path) -> Result<File, OpenFailure> {
+        let canonical = std::fs::canonicalize(self.canonical.join(relative)).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => OpenFailure::NotFound,
+            _ => {
+                e.raw_os_error().map_or(OpenFailure::NotFound, |n| OpenFailure::from_errno(Errno::from_raw_os_error(n)))
+            }
+        })?;
+        let inside = canonical.strip_prefix(&self.canonical).map_err(|_| OpenFailure::Escapes)?;
+        #[cfg(target_os = "linux")]
+        {
+            // The canonical path has no symbolic links left: RESOLVE_BENEATH now only refuses if
+            // one was planted since, which is an escape attempt.
+            match self.open_beneath(inside) {
+                Err(OpenFailure::Io(Errno::NOSYS)) => {}
+                other => return other,
+            }
+        }
+        rustix::fs::open(self.canonical.join(inside), open_flags() | OFlags::NOFOLLOW, Mode::empty())
+            .map(File::from)
+            .map_err(OpenFailure::from_errno)
+    }
+}

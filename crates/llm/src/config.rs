@@ -1,0 +1,156 @@
+//! The `[llm]` section.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use etter_config::{ConfigError, KeyDoc, Secret, invalid};
+
+/// Which model answers the AI steps: the `llm.provider` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Deterministic rules over the documents' text, no network: the embedded default.
+    #[default]
+    Offline,
+    /// An OpenAI-compatible chat-completions endpoint (`llm.base_url`, `llm.model`, `llm.api_key`).
+    OpenAi,
+}
+
+/// `[llm]`: the model the worker's AI steps ask, and how hard it may be asked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmConfig {
+    /// `offline` or `openai`.
+    pub provider: ProviderKind,
+    /// Base URL of the OpenAI-compatible API, without `/chat/completions`.
+    pub base_url: String,
+    /// Model name.
+    pub model: String,
+    /// API key, sent as a bearer token; empty for endpoints without authentication.
+    pub api_key: Secret,
+    /// Longest one HTTP request may take.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Requests one call may send, the first included.
+    pub max_attempts: u32,
+    /// Back-off before the second attempt (doubling, with jitter).
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// Longest back-off waited in-process; a longer `Retry-After` fails the call as retryable.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Requests started per minute by one worker process, at most.
+    pub requests_per_minute: u32,
+    /// Tokens per minute by one worker process, at most.
+    pub tokens_per_minute: u32,
+    /// Requests in flight at once by one worker process, at most.
+    pub max_concurrent: usize,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        Self {
+            provider: ProviderKind::Offline,
+            base_url: String::new(),
+            model: String::new(),
+            api_key: Secret::default(),
+            timeout: Duration::from_secs(120),
+            max_attempts: 3,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            requests_per_minute: 500,
+            tokens_per_minute: 200_000,
+            max_concurrent: 10,
+        }
+    }
+}
+
+impl LlmConfig {
+    /// Checks values that deserialize but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.provider == ProviderKind::OpenAi {
+            match url::Url::parse(&self.base_url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => {
+                    return invalid(
+                        "llm.base_url",
+                        "must be an http:// or https:// URL when llm.provider = \"openai\"",
+                    );
+                }
+            }
+            if self.model.trim().is_empty() {
+                return invalid("llm.model", "must be set when llm.provider = \"openai\"");
+            }
+        }
+        if self.requests_per_minute == 0 || self.tokens_per_minute == 0 || self.max_concurrent == 0 {
+            return invalid(
+                "llm.requests_per_minute",
+                "rate limits (and llm.tokens_per_minute, llm.max_concurrent) must be at least 1",
+            );
+        }
+        if self.max_attempts == 0 {
+            return invalid("llm.max_attempts", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// What the production profile requires: the API key of a real model.
+    pub fn validate_production(&self) -> Result<(), ConfigError> {
+        if self.provider == ProviderKind::OpenAi && !self.api_key.is_set() {
+            return invalid("llm.api_key", "is required by the production profile; set ETTER_LLM__API_KEY");
+        }
+        Ok(())
+    }
+}
+
+/// The documentation of every `llm.*` key.
+pub const KEYS: &[KeyDoc] = &[
+    KeyDoc {
+        key: "llm.provider",
+        used_by: "worker",
+        description: "`offline` (deterministic rules, no network) or `openai` (an OpenAI-compatible endpoint).",
+    },
+    KeyDoc {
+        key: "llm.base_url",
+        used_by: "worker",
+        description: "Base URL of the OpenAI-compatible API, without `/chat/completions`; required for `openai`.",
+    },
+    KeyDoc { key: "llm.model", used_by: "worker", description: "Model name; required for `openai`." },
+    KeyDoc {
+        key: "llm.api_key",
+        used_by: "worker",
+        description: "API key, sent as a bearer token; empty for endpoints without authentication. Secret.",
+    },
+    KeyDoc { key: "llm.timeout", used_by: "worker", description: "Longest one HTTP request to the model may take." },
+    KeyDoc {
+        key: "llm.max_attempts",
+        used_by: "worker",
+        description: "Requests one call may send (429, 5xx, timeouts and invalid answers spend from it).",
+    },
+    KeyDoc {
+        key: "llm.initial_backoff",
+        used_by: "worker",
+        description: "Back-off before the second attempt; doubles with jitter.",
+    },
+    KeyDoc {
+        key: "llm.max_backoff",
+        used_by: "worker",
+        description: "Longest back-off waited in-process; a longer `Retry-After` fails the call as retryable.",
+    },
+    KeyDoc {
+        key: "llm.requests_per_minute",
+        used_by: "worker",
+        description: "Model requests started per minute by one worker, at most (excess waits).",
+    },
+    KeyDoc {
+        key: "llm.tokens_per_minute",
+        used_by: "worker",
+        description: "Model tokens per minute by one worker, at most (excess waits).",
+    },
+    KeyDoc {
+        key: "llm.max_concurrent",
+        used_by: "worker",
+        description: "Model requests in flight at once by one worker, at most.",
+    },
+];

@@ -1,0 +1,106 @@
+//! The `[store]` and `[redis]` sections.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use etter_config::{ConfigError, KeyDoc, Secret, invalid};
+
+/// `[store]`: where runs, steps, events, audit and usage live.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `postgres://…` for production; empty = the embedded SQLite file `{data_dir}/etter.db`.
+    pub url: Secret,
+    /// Maximum pooled connections.
+    pub max_connections: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { url: Secret::default(), max_connections: 16 }
+    }
+}
+
+/// `[redis]`: optional fan-out of live progress between server replicas.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:port/`; empty = fan-out from the store alone (one server process).
+    pub url: Secret,
+}
+
+/// Where the run store lives, decided from `store.url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// PostgreSQL at this URL.
+    Postgres(String),
+    /// The embedded SQLite file.
+    Sqlite(PathBuf),
+}
+
+impl StoreConfig {
+    /// Where the run store lives: PostgreSQL when `store.url` says so, else the embedded SQLite
+    /// file under `data_dir`.
+    pub fn location(&self, data_dir: &Path) -> Result<StoreLocation, ConfigError> {
+        match self.url.expose() {
+            None => Ok(StoreLocation::Sqlite(data_dir.join("etter.db"))),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(StoreLocation::Postgres(url.to_owned()))
+            }
+            Some(url) if url.starts_with("sqlite://") => {
+                Ok(StoreLocation::Sqlite(PathBuf::from(url.trim_start_matches("sqlite://"))))
+            }
+            Some(_) => {
+                invalid("store.url", "must be postgres://…, sqlite://PATH, or empty for the embedded SQLite file")
+            }
+        }
+    }
+
+    /// Checks values that deserialize but cannot work.
+    pub fn validate(&self, data_dir: &Path) -> Result<(), ConfigError> {
+        self.location(data_dir)?;
+        if self.max_connections == 0 {
+            return invalid("store.max_connections", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// What the production profile requires: PostgreSQL.
+    pub fn validate_production(&self) -> Result<(), ConfigError> {
+        if !self.url.is_set() {
+            return invalid(
+                "store.url",
+                "is required by the production profile (a postgres:// URL with its credentials); set ETTER_STORE__URL",
+            );
+        }
+        Ok(())
+    }
+}
+
+impl RedisConfig {
+    /// Checks values that deserialize but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = self.url.expose()
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return invalid("redis.url", "must start with redis:// or rediss://");
+        }
+        Ok(())
+    }
+}
+
+/// The documentation of every `store.*` and `redis.*` key.
+pub const KEYS: &[KeyDoc] = &[
+    KeyDoc {
+        key: "store.url",
+        used_by: "both",
+        description: "Run store: `postgres://…`, `sqlite://PATH`, or empty for `{data_dir}/etter.db`. Secret.",
+    },
+    KeyDoc { key: "store.max_connections", used_by: "both", description: "Maximum pooled store connections." },
+    KeyDoc {
+        key: "redis.url",
+        used_by: "server",
+        description: "Redis for live-progress fan-out between replicas; empty = fan-out from the store alone. Secret.",
+    },
+];

@@ -1,0 +1,378 @@
+//! The PostgreSQL primitives of the run store (production; several server replicas share it).
+//!
+//! Writes run in READ COMMITTED transactions that lock what they change: the run row
+//! (`SELECT … FOR UPDATE`) before appending an event, the role row (an upsert) before numbering a
+//! new run. Dispatch claims skip rows another claimer holds (`FOR UPDATE SKIP LOCKED`). Reads are
+//! single statements, autocommitted: each sees one snapshot without a transaction around it.
+
+use std::str::FromStr;
+
+use chrono::NaiveDate;
+use serde::de::DeserializeOwned;
+use sqlx::{
+    PgPool, Row as _,
+    postgres::{PgConnectOptions, PgRow},
+    types::Json,
+};
+
+use super::{
+    Batch, Claim, ClaimTerms, CompanyLoad, Delivery, DocumentHash, EventScope, Notification, NotificationClaim,
+    QueuePosition, RequestKey, Run, RunEvent, RunFilter, StepAttempt, StepStats, StepStatus, StoreError, StoreOptions,
+    Timestamp, TokenCount, UsageRow, WatchScope,
+    shared::{
+        self, ADD_USAGE, AUDIT_AFTER, BATCH_COUNTS, COMPANY_LOADS, EVENTS_AFTER, HEADS_OF_ACTIVE, HEADS_OF_BATCH,
+        HEADS_UPDATED_SINCE, INSERT_AUDIT, INSERT_BATCH, INSERT_EVENT, INSERT_EVENTS_HEAD, INSERT_NOTIFICATION,
+        INSERT_REQUEST, LOCK_AUDIT_HEAD, LOCK_ROLES_TAIL, PURGE_REQUESTS, QUEUE_POSITION, QUEUE_POSITIONS,
+        RELEASE_CLAIM, Row, SELECT_AUDIT_HEAD, SELECT_BATCH, SELECT_DOCUMENT, SELECT_LATEST_RUN, SELECT_REQUEST,
+        SELECT_RUN, SELECT_STEP, SELECT_STEPS, SELECT_USAGE, SET_AUDIT_HEAD, SET_NEEDS_REVIEW, SET_ROLES_LATEST_TAIL,
+        SETTLE_NOTIFICATION, STEP_EVENT, SUPERSEDE_TAIL, TOKEN_RESERVATIONS, UPDATE_RUN, UPSERT_DOCUMENT, UPSERT_STEP,
+        audit_columns, run_columns, to_i64,
+    },
+    sql::{Backend, Conn, Cursor, RoleKey, RoleLatest, RoleRow, StoredRequest, Tx},
+};
+use etter_core::audit::{AuditEntry, AuditFilter, AuditHead};
+use etter_core::ids::{BatchId, CompanyId, DraupRoleId, RoleId, WorkflowId};
+use etter_core::lifecycle::RunState;
+
+/// The PostgreSQL backend: a connection pool.
+pub(super) struct Postgres {
+    pool: PgPool,
+}
+
+impl Postgres {
+    /// Connects and applies the migrations. sqlx's migrator holds a PostgreSQL advisory lock while it
+    /// migrates, so replicas starting at once apply each migration once and the others wait.
+    pub(super) async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        let connect = PgConnectOptions::from_str(url)?;
+        let pool = super::sql::pool_options(options.max_connections).connect_with(connect).await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Postgres { pool })
+    }
+}
+
+impl Backend for Postgres {
+    type Tx = PgTx;
+    const NAME: &'static str = "postgres";
+
+    async fn write(&self) -> Result<PgTx, StoreError> {
+        Ok(PgTx(Conn::Transaction(self.pool.begin().await?)))
+    }
+
+    async fn autocommit(&self) -> Result<PgTx, StoreError> {
+        Ok(PgTx(Conn::Autocommit(self.pool.acquire().await?)))
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    const CREATES_FIRST_RUN_IN_ONE_STATEMENT: bool = true;
+
+    async fn create_first_run(
+        &self,
+        run: &Run,
+        first_event: &RunEvent,
+        claim: Option<(&ClaimTerms, Timestamp)>,
+    ) -> Result<Option<bool>, StoreError> {
+        // Each data-modifying CTE runs once; each reads the one before through a join, so nothing
+        // is written when the role exists (its insert returns no row). The claim's room is read
+        // from the statement's snapshot, as `CLAIM_RUN` reads it.
+        let mut sql = sqlx::QueryBuilder::new(concat!("WITH ", shared::claim_terms_cte!()));
+        sql.separated(", ")
+            .push_bind(run.workflow_id.as_str())
+            .push_bind(first_event.time)
+            .push_bind(claim.map(|(terms, _)| terms.claimer.as_str()))
+            .push_bind(claim.map(|(_, until)| until))
+            .push_bind(run.company_id.as_str())
+            .push_bind(claim.map_or(0, |(terms, _)| to_i64(terms.company_room)))
+            .push_bind(claim.map_or(0, |(terms, _)| to_i64(terms.total_room)));
+        sql.push(
+            "), role AS (INSERT INTO roles (role_id, company_id, role_name, draup_role_id, last_run_number, \
+             create_time, update_time) VALUES (",
+        );
+        sql.separated(", ")
+            .push_bind(run.role_id.as_str())
+            .push_bind(run.company_id.as_str())
+            .push_bind(run.role_name.as_str())
+            .push_bind(run.draup_role_id.as_ref().map(DraupRoleId::as_str))
+            .push_bind(i64::from(run.run_number))
+            .push_bind(run.create_time)
+            .push_bind(run.create_time);
+        sql.push(concat!(
+            ") ON CONFLICT (role_id) DO NOTHING RETURNING role_id), \
+             claim AS (SELECT c.claimer, c.claim_until FROM c WHERE ",
+            shared::claim_room!(),
+            "), new_run AS (INSERT INTO runs (",
+            run_columns!(),
+            ", claimed_by, claim_expires_at) SELECT v.*, claim.claimer, claim.claim_until FROM role CROSS JOIN ("
+        ));
+        sql.push_values(std::iter::once(run), |mut row, run| {
+            shared::push_run!(row, run, timestamptz, opt_timestamptz);
+        });
+        sql.push(
+            ") AS v LEFT JOIN claim ON TRUE RETURNING claimed_by), \
+             first_event AS (",
+        );
+        sql.push(INSERT_EVENTS_HEAD).push("SELECT e.* FROM new_run CROSS JOIN (");
+        sql.push_values(std::iter::once(first_event), |mut row, event| {
+            shared::push_event!(row, event, timestamptz);
+        });
+        sql.push(") AS e) SELECT claimed_by FROM new_run");
+        let Some(row) = sql.build().fetch_optional(&self.pool).await? else {
+            return Ok(None);
+        };
+        let claimed_by: Option<String> = row.try_get("claimed_by")?;
+        Ok(Some(claimed_by.is_some()))
+    }
+}
+
+impl Row for PgRow {
+    super::shared::shared_row_accessors!();
+
+    fn time(&self, col: &str) -> Result<Timestamp, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn opt_time(&self, col: &str) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn day(&self, col: &str) -> Result<NaiveDate, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+}
+
+/// PostgreSQL binds times and days as they are (`TIMESTAMPTZ`, `DATE`).
+fn timestamptz(time: Timestamp) -> Timestamp {
+    time
+}
+
+fn opt_timestamptz(time: Option<Timestamp>) -> Option<Timestamp> {
+    time
+}
+
+fn date(day: NaiveDate) -> NaiveDate {
+    day
+}
+
+fn decode_all<T>(rows: Vec<PgRow>, decode: fn(&PgRow) -> Result<T, StoreError>) -> Result<Vec<T>, StoreError> {
+    rows.iter().map(decode).collect()
+}
+
+fn strs<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    values.into_iter().collect()
+}
+
+fn states(values: &[RunState]) -> Vec<&'static str> {
+    values.iter().map(|s| s.as_str()).collect()
+}
+
+/// Statements on a PostgreSQL connection: a transaction, or one autocommitted statement.
+pub(super) struct PgTx(Conn<sqlx::Postgres>);
+
+impl Tx for PgTx {
+    super::shared::shared_primitives!(time: timestamptz, opt_time: opt_timestamptz, day: date);
+
+    async fn run(&mut self, id: &WorkflowId, lock: bool) -> Result<Option<Run>, StoreError> {
+        const LOCKED: &str = concat!("SELECT ", run_columns!(), " FROM runs WHERE workflow_id = $1 FOR UPDATE");
+        let row =
+            sqlx::query(if lock { LOCKED } else { SELECT_RUN }).bind(id.as_str()).fetch_optional(&mut *self.0).await?;
+        row.as_ref().map(shared::decode_run).transpose()
+    }
+
+    async fn lock_runs(&mut self, ids: &[WorkflowId]) -> Result<Vec<Run>, StoreError> {
+        // Locked in one order (by id), as every writer locking several runs does.
+        const SQL: &str = concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE workflow_id = ANY($1) ORDER BY workflow_id FOR UPDATE"
+        );
+        let rows = sqlx::query(SQL).bind(strs(ids.iter().map(WorkflowId::as_str))).fetch_all(&mut *self.0).await?;
+        decode_all(rows, shared::decode_run)
+    }
+
+    async fn list_runs(
+        &mut self,
+        filter: &RunFilter,
+        cursor: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Vec<Run>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE company_id = $1 \
+             AND (cardinality($2::text[]) = 0 OR state = ANY($2)) \
+             AND ($3::text IS NULL OR role_id = $3) \
+             AND ($4::text IS NULL OR batch_id = $4) \
+             AND ($5::timestamptz IS NULL OR create_time >= $5) \
+             AND ($6::timestamptz IS NULL OR create_time < $6) \
+             AND ($7::boolean IS NULL OR needs_review = $7) \
+             AND ($8::timestamptz IS NULL OR (create_time, workflow_id) < ($8, $9::text)) \
+             ORDER BY create_time DESC, workflow_id DESC LIMIT $10"
+        );
+        let rows = sqlx::query(SQL)
+            .bind(filter.company.as_str())
+            .bind(states(&filter.states))
+            .bind(filter.role.as_ref().map(RoleId::as_str))
+            .bind(filter.batch.as_ref().map(BatchId::as_str))
+            .bind(filter.created_after)
+            .bind(filter.created_before)
+            .bind(filter.needs_review)
+            .bind(cursor.map(|c| c.create_time))
+            .bind(cursor.map(|c| c.workflow_id.as_str()))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *self.0)
+            .await?;
+        decode_all(rows, shared::decode_run)
+    }
+
+    async fn count_runs(&mut self, company: Option<&CompanyId>, states_: &[RunState]) -> Result<u64, StoreError> {
+        const SQL: &str = "SELECT COUNT(*) AS n FROM runs WHERE ($1::text IS NULL OR company_id = $1) \
+             AND (cardinality($2::text[]) = 0 OR state = ANY($2))";
+        let row =
+            sqlx::query(SQL).bind(company.map(CompanyId::as_str)).bind(states(states_)).fetch_one(&mut *self.0).await?;
+        shared::number("count", row.int("n")?)
+    }
+
+    async fn runs_in_states(
+        &mut self,
+        states_: &[RunState],
+        after: Option<&WorkflowId>,
+        limit: u32,
+    ) -> Result<Vec<Run>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE (cardinality($1::text[]) = 0 OR state = ANY($1)) \
+             AND ($2::text IS NULL OR workflow_id > $2) ORDER BY workflow_id LIMIT $3"
+        );
+        let rows = sqlx::query(SQL)
+            .bind(states(states_))
+            .bind(after.map(WorkflowId::as_str))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *self.0)
+            .await?;
+        decode_all(rows, shared::decode_run)
+    }
+
+    async fn step_stats(&mut self, per_step: u32) -> Result<Vec<StepStats>, StoreError> {
+        const SQL: &str = "SELECT step, COUNT(*) AS n, \
+               CAST(AVG(EXTRACT(EPOCH FROM (finished_at - started_at)) * 1000000) AS BIGINT) AS micros, \
+               CAST(AVG(tokens_in + tokens_out) AS BIGINT) AS tokens \
+             FROM (SELECT step, started_at, finished_at, tokens_in, tokens_out, \
+                     ROW_NUMBER() OVER (PARTITION BY step ORDER BY finished_at DESC) AS recent \
+                   FROM run_steps WHERE status = 'completed' AND started_at IS NOT NULL \
+                     AND finished_at IS NOT NULL) measured \
+             WHERE recent <= $1 GROUP BY step ORDER BY step";
+        let rows = sqlx::query(SQL).bind(i64::from(per_step)).fetch_all(&mut *self.0).await?;
+        decode_all(rows, shared::decode_step_stats)
+    }
+
+    async fn claim(&mut self, claim: &Claim, until: Timestamp) -> Result<Vec<Run>, StoreError> {
+        // SKIP LOCKED: a row another claimer is taking right now is passed over, not waited for; the
+        // re-check of the WHERE clause on the locked row keeps an already-claimed run out.
+        const SQL: &str = concat!(
+            "WITH picked AS ( \
+               SELECT workflow_id AS picked_id FROM runs \
+               WHERE state = 'QUEUED' AND (claim_expires_at IS NULL OR claim_expires_at <= $1) \
+                 AND ($2::text IS NULL OR company_id = $2) \
+               ORDER BY priority DESC, create_time, workflow_id \
+               LIMIT $3 \
+               FOR UPDATE SKIP LOCKED) \
+             UPDATE runs SET claimed_by = $4, claim_expires_at = $5 \
+             FROM picked WHERE runs.workflow_id = picked.picked_id \
+             RETURNING ",
+            run_columns!()
+        );
+        let rows = sqlx::query(SQL)
+            .bind(claim.now)
+            .bind(claim.company.as_ref().map(CompanyId::as_str))
+            .bind(i64::from(claim.limit))
+            .bind(claim.claimer.as_str())
+            .bind(until)
+            .fetch_all(&mut *self.0)
+            .await?;
+        decode_all(rows, shared::decode_run)
+    }
+
+    async fn claim_notifications(
+        &mut self,
+        claim: &NotificationClaim,
+        until: Timestamp,
+    ) -> Result<Vec<Notification>, StoreError> {
+        const SQL: &str = concat!(
+            "WITH picked AS ( \
+               SELECT id FROM notifications \
+               WHERE delivered_time IS NULL AND NOT gave_up AND next_attempt_time <= $1 \
+                 AND (claim_expires_at IS NULL OR claim_expires_at <= $1) \
+               ORDER BY next_attempt_time, id LIMIT $2 \
+               FOR UPDATE SKIP LOCKED) \
+             UPDATE notifications SET claimed_by = $3, claim_expires_at = $4 \
+             FROM picked WHERE notifications.id = picked.id RETURNING ",
+            "notifications.id, workflow_id, company_id, state, create_time, attempts"
+        );
+        let rows = sqlx::query(SQL)
+            .bind(claim.now)
+            .bind(i64::from(claim.limit))
+            .bind(claim.claimer.as_str())
+            .bind(until)
+            .fetch_all(&mut *self.0)
+            .await?;
+        decode_all(rows, shared::decode_notification)
+    }
+
+    async fn events_after_marks(
+        &mut self,
+        scope: &EventScope,
+        marks: &[(WorkflowId, u64)],
+        limit: u32,
+    ) -> Result<Vec<RunEvent>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            "run_events.workflow_id, run_events.sequence, run_events.event_time, run_events.payload",
+            " FROM UNNEST($1::text[], $2::bigint[]) AS m(run, after) \
+             JOIN runs ON runs.workflow_id = m.run \
+              AND runs.company_id = $4 AND ($5::text IS NULL OR runs.batch_id = $5) \
+             JOIN run_events ON run_events.workflow_id = m.run AND run_events.sequence > m.after \
+             ORDER BY run_events.workflow_id, run_events.sequence LIMIT $3"
+        );
+        let runs: Vec<&str> = marks.iter().map(|(id, _)| id.as_str()).collect();
+        let afters: Vec<i64> = marks.iter().map(|(_, after)| to_i64(*after)).collect();
+        let rows = sqlx::query(SQL)
+            .bind(runs)
+            .bind(afters)
+            .bind(i64::from(limit))
+            .bind(scope.company.as_str())
+            .bind(scope.batch.as_ref().map(BatchId::as_str))
+            .fetch_all(&mut *self.0)
+            .await?;
+        decode_all(rows, shared::decode_event)
+    }
+
+    async fn list_audit(&mut self, filter: &AuditFilter, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            audit_columns!(),
+            " FROM audit_log WHERE ($1::text IS NULL OR company_id = $1) \
+             AND ($2::text IS NULL OR actor = $2) \
+             AND ($3::text IS NULL OR action = $3) \
+             AND (NOT $4 OR outcome <> 'OK') \
+             AND ($5::bigint IS NULL OR seq < $5) \
+             ORDER BY seq DESC LIMIT $6"
+        );
+        let rows = sqlx::query(SQL)
+            .bind(filter.company.as_ref().map(CompanyId::as_str))
+            .bind(filter.actor.as_deref())
+            .bind(filter.action.as_deref())
+            .bind(filter.denied_only)
+            .bind(filter.before_seq.map(to_i64))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *self.0)
+            .await?;
+        decode_all(rows, shared::decode_audit)
+    }
+
+    async fn document_hashes(&mut self, uris: &[String]) -> Result<Vec<DocumentHash>, StoreError> {
+        const SQL: &str = "SELECT uri, content_hash, seen_time FROM document_hashes WHERE uri = ANY($1) ORDER BY uri";
+        let rows = sqlx::query(SQL).bind(strs(uris.iter().map(String::as_str))).fetch_all(&mut *self.0).await?;
+        decode_all(rows, shared::decode_document)
+    }
+}

@@ -1,0 +1,1234 @@
+//! The run store written once over a backend's SQL primitives.
+//!
+//! [`SqlStore`] implements every [`RunStore`] operation — deduplication, run numbering, lifecycle
+//! checks, idempotent step bookkeeping, event sequencing, batching, pagination — in terms of a
+//! [`Tx`]: a transaction of one backend offering small, single-statement primitives. The PostgreSQL
+//! and SQLite modules implement only those primitives — most of them generated from the SQL both
+//! dialects share (`shared`), the rest where the dialects differ (arrays, row locks, `SKIP LOCKED`)
+//! — so the two stores cannot drift apart in behaviour.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{NaiveDate, TimeDelta};
+
+use super::{
+    Admission, Announce, Batch, BatchCreated, Change, Claim, ClaimTerms, CompanyLoad, Created, DEFAULT_PAGE_SIZE,
+    Delivery, DocumentHash, EventScope, IDEMPOTENCY_TTL, MAX_PAGE_SIZE, NewBatch, NewRun, Notification,
+    NotificationClaim, PageRequest, PipelineError, PutRequest, QueuePosition, RequestKey, Run, RunEvent, RunFilter,
+    RunPage, RunStore, StepAttempt, StepRecorded, StepStats, StepStatus, StepTransition, StoreError, Timestamp,
+    TokenCount, Transition, UsageRow, WatchScope, now,
+    shared::{corrupt, id, number, to_i64},
+};
+use etter_core::audit::{AuditEntry, AuditEvent, AuditFilter, AuditHead, ChainKey};
+use etter_core::ids::{BatchId, CompanyId, DraupRoleId, RoleId, RoleName, WorkflowId};
+use etter_core::lifecycle::{self, RunState};
+use etter_core::outputs::ContentHash;
+
+/// A role as [`Tx::lock_roles`] locks it (and inserts it, if absent).
+pub(super) struct RoleKey<'a> {
+    pub id: &'a RoleId,
+    pub company: &'a CompanyId,
+    pub name: &'a RoleName,
+}
+
+/// A role row as [`Tx::lock_roles`] returns it.
+pub(super) struct RoleRow {
+    pub role_id: String,
+    pub company: String,
+    pub name: String,
+    pub last_run_number: i64,
+}
+
+/// A role's latest run, as [`Tx::set_roles_latest`] records it.
+pub(super) struct RoleLatest<'a> {
+    pub id: &'a RoleId,
+    pub number: u32,
+    /// The Draup role of its latest run that had one; `None` keeps the stored one.
+    pub draup: Option<&'a DraupRoleId>,
+}
+
+/// A stored idempotency record.
+pub(super) struct StoredRequest {
+    pub payload_hash: String,
+    pub response: Vec<u8>,
+    pub create_time: Timestamp,
+    pub expire_time: Timestamp,
+}
+
+/// Where a history page starts: strictly after this (create_time, workflow_id) in newest-first order.
+pub(super) struct Cursor {
+    pub create_time: Timestamp,
+    pub workflow_id: WorkflowId,
+}
+
+/// How long a pooled connection may have been idle and still be handed out without a ping.
+///
+/// sqlx pings every idle connection before handing it out (`test_before_acquire`): one more round
+/// trip before every read and every transaction, a third of a status read's time on PostgreSQL.
+/// A connection back in the pool less than this long ago was working then; one idle for longer
+/// (the database restarted, a proxy dropped it) is pinged, and replaced if it is dead. HikariCP
+/// makes the same trade with its 500 ms `aliveBypassWindowMs`.
+const ALIVE_BYPASS: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Pool options both backends start from: `max_connections`, and the ping only past
+/// [`ALIVE_BYPASS`].
+pub(super) fn pool_options<DB: sqlx::Database>(max_connections: u32) -> sqlx::pool::PoolOptions<DB> {
+    sqlx::pool::PoolOptions::new().max_connections(max_connections).test_before_acquire(false).before_acquire(
+        |conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= ALIVE_BYPASS {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        },
+    )
+}
+
+/// A database of one kind: hands out transactions.
+pub(super) trait Backend: Send + Sync + 'static {
+    /// Its transaction.
+    type Tx: Tx;
+    /// `postgres` or `sqlite`.
+    const NAME: &'static str;
+    /// A transaction for writes (SQLite: `BEGIN IMMEDIATE`, the write lock up front, so two writers
+    /// never deadlock upgrading read locks).
+    fn write(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
+    /// A pooled connection in autocommit, for work of one statement (every read; a claim): a
+    /// single statement is atomic and reads one consistent snapshot by itself, and `BEGIN` …
+    /// `COMMIT` around it would cost two more round trips to the database (on PostgreSQL, two
+    /// thirds of a status read).
+    fn autocommit(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
+    /// Closes the pool.
+    fn close(&self) -> impl Future<Output = ()> + Send;
+    /// Whether [`Backend::create_first_run`] can do anything: the caller then decides a single
+    /// push as the first run of a new role before it knows whether the role exists.
+    const CREATES_FIRST_RUN_IN_ONE_STATEMENT: bool = false;
+    /// Creates `run`, the first run of a role that has none, with its first event, the role
+    /// numbered 1 and, if `claim` (its terms and the claim's expiry) allows it, `run` claimed,
+    /// in one autocommitted statement: one round trip instead of a transaction's seven. Answers
+    /// whether the run was claimed, or `None` when the role exists (nothing is written: the
+    /// caller locks the role and decides in a transaction). A backend that cannot answers `None`.
+    fn create_first_run(
+        &self,
+        run: &Run,
+        first_event: &RunEvent,
+        claim: Option<(&ClaimTerms, Timestamp)>,
+    ) -> impl Future<Output = Result<Option<bool>, StoreError>> + Send {
+        let _ = (run, first_event, claim);
+        async { Ok(None) }
+    }
+}
+
+/// What a backend's `Tx` runs its statements on: a transaction ([`Backend::write`]) or a pooled
+/// connection in autocommit ([`Backend::autocommit`]). Both are the backend's connection underneath.
+pub(super) enum Conn<DB: sqlx::Database> {
+    /// Statements of one transaction; dropped without [`Conn::commit`], it rolls back.
+    Transaction(sqlx::Transaction<'static, DB>),
+    /// Each statement its own transaction (work of one statement).
+    Autocommit(sqlx::pool::PoolConnection<DB>),
+}
+
+impl<DB: sqlx::Database> Conn<DB> {
+    /// Commits a transaction; a connection in autocommit has nothing to commit and goes back to
+    /// its pool.
+    pub(super) async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Conn::Transaction(tx) => Ok(tx.commit().await?),
+            Conn::Autocommit(_) => Ok(()),
+        }
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::Deref for Conn<DB> {
+    type Target = DB::Connection;
+
+    fn deref(&self) -> &DB::Connection {
+        match self {
+            Conn::Transaction(tx) => tx,
+            Conn::Autocommit(conn) => conn,
+        }
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::DerefMut for Conn<DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        match self {
+            Conn::Transaction(tx) => tx,
+            Conn::Autocommit(conn) => conn,
+        }
+    }
+}
+
+/// The SQL primitives of one backend, each one statement on a [`Conn`]. Dropping a `Tx` of a
+/// transaction without [`Tx::commit`] rolls it back.
+pub(super) trait Tx: Send {
+    fn commit(self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn ping(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Inserts the roles that are absent and answers every one of them (in any order), each row
+    /// locked until the transaction ends. `roles` must hold each role id once, sorted by it: the
+    /// one order every writer locks roles in, so concurrent writers cannot deadlock.
+    fn lock_roles(
+        &mut self,
+        roles: &[RoleKey<'_>],
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<RoleRow>, StoreError>> + Send;
+    /// The roles of these ids that exist (in any order), not locked.
+    fn roles(&mut self, ids: &[RoleId]) -> impl Future<Output = Result<Vec<RoleRow>, StoreError>> + Send;
+    /// Whether any role was stored with an id of the form before ids had a dot.
+    fn any_legacy_role(&mut self) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Sets the roles' latest run numbers (and their Draup roles, where given).
+    fn set_roles_latest(
+        &mut self,
+        roles: &[RoleLatest<'_>],
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// A run; with `lock`, its row stays locked until the transaction ends.
+    fn run(&mut self, id: &WorkflowId, lock: bool) -> impl Future<Output = Result<Option<Run>, StoreError>> + Send;
+    /// The latest run of a role (the one numbered `roles.last_run_number`).
+    fn latest_run(&mut self, role: &RoleId) -> impl Future<Output = Result<Option<Run>, StoreError>> + Send;
+    /// Runs (in any order), their rows locked until the transaction ends.
+    fn lock_runs(&mut self, ids: &[WorkflowId]) -> impl Future<Output = Result<Vec<Run>, StoreError>> + Send;
+    /// Inserts new runs, in one statement.
+    fn insert_runs(&mut self, runs: &[Run]) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Marks runs superseded: `(run, by)` pairs, in one statement.
+    fn supersede(
+        &mut self,
+        runs: &[(WorkflowId, WorkflowId)],
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn update_run(&mut self, run: &Run) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn set_needs_review(
+        &mut self,
+        id: &WorkflowId,
+        needs_review: bool,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn list_runs(
+        &mut self,
+        filter: &RunFilter,
+        cursor: Option<&Cursor>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Run>, StoreError>> + Send;
+    fn count_runs(
+        &mut self,
+        company: Option<&CompanyId>,
+        states: &[RunState],
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    fn runs_in_states(
+        &mut self,
+        states: &[RunState],
+        after: Option<&WorkflowId>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Run>, StoreError>> + Send;
+    fn step_stats(&mut self, per_step: u32) -> impl Future<Output = Result<Vec<StepStats>, StoreError>> + Send;
+    fn company_loads(&mut self) -> impl Future<Output = Result<Vec<CompanyLoad>, StoreError>> + Send;
+    fn queue_position(&mut self, id: &WorkflowId) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    fn queue_positions(
+        &mut self,
+        company: &CompanyId,
+    ) -> impl Future<Output = Result<Vec<QueuePosition>, StoreError>> + Send;
+    /// Marks up to `claim.limit` claimable queued runs as claimed, in one statement; answers them
+    /// (in any order).
+    fn claim(&mut self, claim: &Claim, until: Timestamp) -> impl Future<Output = Result<Vec<Run>, StoreError>> + Send;
+    /// Claims run `run` of `company` on `terms` if it is QUEUED and claimable at `at` and there is
+    /// room ([`RunStore::create_run_and_claim`]), in one statement; answers whether it did.
+    fn claim_run(
+        &mut self,
+        run: &WorkflowId,
+        company: &CompanyId,
+        at: Timestamp,
+        terms: &ClaimTerms,
+        until: Timestamp,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn release_claim(&mut self, id: &WorkflowId, claimer: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn insert_event(&mut self, event: &RunEvent) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Inserts events, in one statement.
+    fn insert_events(&mut self, events: &[RunEvent]) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn step_event(
+        &mut self,
+        id: &WorkflowId,
+        step: &str,
+        attempt: u32,
+        status: StepStatus,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+    fn events_after(
+        &mut self,
+        id: &WorkflowId,
+        after: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<RunEvent>, StoreError>> + Send;
+    fn events_after_marks(
+        &mut self,
+        scope: &EventScope,
+        marks: &[(WorkflowId, u64)],
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<RunEvent>, StoreError>> + Send;
+    fn sequence_heads(
+        &mut self,
+        scope: &WatchScope,
+    ) -> impl Future<Output = Result<Vec<(WorkflowId, u64)>, StoreError>> + Send;
+
+    fn step_attempt(
+        &mut self,
+        id: &WorkflowId,
+        step: &str,
+        attempt: u32,
+    ) -> impl Future<Output = Result<Option<StepAttempt>, StoreError>> + Send;
+    fn steps(&mut self, id: &WorkflowId) -> impl Future<Output = Result<Vec<StepAttempt>, StoreError>> + Send;
+    fn upsert_step(
+        &mut self,
+        id: &WorkflowId,
+        attempt: &StepAttempt,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn add_usage(
+        &mut self,
+        company: &CompanyId,
+        day: NaiveDate,
+        step: &str,
+        tokens: TokenCount,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn usage(
+        &mut self,
+        company: &CompanyId,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> impl Future<Output = Result<Vec<UsageRow>, StoreError>> + Send;
+
+    /// Inserts a batch; false when its id exists.
+    fn insert_batch(&mut self, batch: &Batch) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn batch(&mut self, id: &BatchId) -> impl Future<Output = Result<Option<Batch>, StoreError>> + Send;
+    fn batch_counts(&mut self, id: &BatchId) -> impl Future<Output = Result<Vec<(RunState, u64)>, StoreError>> + Send;
+
+    fn request(&mut self, key: &RequestKey) -> impl Future<Output = Result<Option<StoredRequest>, StoreError>> + Send;
+    /// Inserts a request record unless an unexpired one exists; false when one does.
+    fn insert_request(
+        &mut self,
+        key: &RequestKey,
+        record: &StoredRequest,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn purge_requests(&mut self, now: Timestamp) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    fn document_hash(&mut self, uri: &str) -> impl Future<Output = Result<Option<DocumentHash>, StoreError>> + Send;
+    fn put_document_hash(&mut self, hash: &DocumentHash) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Queues the announcement of `run`'s end (once per run).
+    fn insert_notification(&mut self, run: &Run, now: Timestamp)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Claims due notifications; answers them.
+    fn claim_notifications(
+        &mut self,
+        claim: &NotificationClaim,
+        until: Timestamp,
+    ) -> impl Future<Output = Result<Vec<Notification>, StoreError>> + Send;
+    /// Records a delivery attempt; false when the claim was lost (expired and taken over).
+    fn settle_notification(
+        &mut self,
+        id: i64,
+        claimer: &str,
+        delivery: &Delivery,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn document_hashes(
+        &mut self,
+        uris: &[String],
+    ) -> impl Future<Output = Result<Vec<DocumentHash>, StoreError>> + Send;
+
+    fn token_reservations(&mut self, company: &CompanyId) -> impl Future<Output = Result<i64, StoreError>> + Send;
+    /// The audit chain's head, locked until the transaction ends.
+    fn lock_audit_head(&mut self) -> impl Future<Output = Result<AuditHead, StoreError>> + Send;
+    fn audit_head(&mut self) -> impl Future<Output = Result<AuditHead, StoreError>> + Send;
+    fn set_audit_head(
+        &mut self,
+        head: &AuditHead,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn insert_audit(&mut self, entry: &AuditEntry) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn audit_entries(
+        &mut self,
+        after: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<AuditEntry>, StoreError>> + Send;
+    fn list_audit(
+        &mut self,
+        filter: &AuditFilter,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<AuditEntry>, StoreError>> + Send;
+}
+
+const PAGE_TOKEN_VERSION: &str = "v1";
+
+/// Encodes a history cursor as an opaque token (hex, so it is safe in any transport).
+fn encode_page_token(cursor: &Cursor) -> String {
+    let plain = format!("{PAGE_TOKEN_VERSION}|{}|{}", cursor.create_time.timestamp_micros(), cursor.workflow_id);
+    plain.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_page_token(token: &str) -> Result<Cursor, StoreError> {
+    let bytes = (0..token.len())
+        .step_by(2)
+        .map(|i| token.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect::<Option<Vec<u8>>>()
+        .ok_or(StoreError::InvalidPageToken)?;
+    let plain = String::from_utf8(bytes).map_err(|_| StoreError::InvalidPageToken)?;
+    let mut parts = plain.splitn(3, '|');
+    let (Some(PAGE_TOKEN_VERSION), Some(micros), Some(workflow_id)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(StoreError::InvalidPageToken);
+    };
+    let create_time = micros
+        .parse::<i64>()
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_micros)
+        .ok_or(StoreError::InvalidPageToken)?;
+    let workflow_id = WorkflowId::parse(workflow_id).map_err(|_| StoreError::InvalidPageToken)?;
+    Ok(Cursor { create_time, workflow_id })
+}
+
+fn delta(from: Timestamp, by: std::time::Duration) -> Result<Timestamp, StoreError> {
+    TimeDelta::from_std(by)
+        .ok()
+        .and_then(|d| from.checked_add_signed(d))
+        .ok_or_else(|| StoreError::InvalidArgument(format!("duration {by:?} is out of range")))
+}
+
+/// The [`RunStore`] over one backend.
+pub(super) struct SqlStore<B> {
+    backend: B,
+    announce: Option<Arc<dyn Announce>>,
+    /// Some roles were stored with ids of the form before ids had a dot: pushes look for them by
+    /// company and name ([`RoleId::legacy`]), so their runs go on under the ids they have. Read
+    /// once at start; nothing stores such ids any more.
+    legacy_roles: bool,
+}
+
+impl<B: Backend> SqlStore<B> {
+    pub(super) async fn new(backend: B, announce: Option<Arc<dyn Announce>>) -> Result<Self, StoreError> {
+        let mut tx = backend.autocommit().await?;
+        let legacy_roles = tx.any_legacy_role().await?;
+        tx.commit().await?;
+        Ok(SqlStore { backend, announce, legacy_roles })
+    }
+
+    /// Tells the announcer (if any) that a change of `run` was committed.
+    fn moved(&self, run: &WorkflowId) {
+        if let Some(announce) = &self.announce {
+            announce.moved(run);
+        }
+    }
+
+    /// [`RunStore::create_run`], and [`RunStore::create_run_and_claim`] when `terms` are given.
+    async fn create_one(&self, new: NewRun, terms: Option<&ClaimTerms>) -> Result<Created, StoreError> {
+        let now = now();
+        // No room on a cap: nothing to claim, whatever the store holds.
+        let terms = terms.filter(|t| t.company_room > 0 && t.total_room > 0);
+        if B::CREATES_FIRST_RUN_IN_ONE_STATEMENT && new.expected_latest.is_none() && !self.legacy_roles {
+            // Decided as the first run of a new role (most pushes: onboarding a company's roles);
+            // written only if the role is new indeed.
+            let role_id = RoleId::new(&new.company, &new.role_name);
+            let fresh = RoleState::fresh(&role_id, &new);
+            if let Decided::New(run, reason) = decide(&fresh, &role_id, new.clone(), None, now)? {
+                let claim = terms
+                    .filter(|_| run.state == RunState::Queued)
+                    .map(|t| Ok::<_, StoreError>((t, delta(now, t.lease)?)))
+                    .transpose()?;
+                let first = first_event(&run, reason, now);
+                if let Some(claimed) = self.backend.create_first_run(&run, &first, claim).await? {
+                    self.created(&run);
+                    return Ok(Created { run, created: true, claimed });
+                }
+            }
+        }
+        let mut tx = self.backend.write().await?;
+        let mut created = create_in(&mut tx, vec![new], None, self.legacy_roles, now)
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Conflict("the run was not processed".to_owned()))??;
+        // Claimed in the same transaction: one commit (one WAL flush) per push, not two, and
+        // the run is never visible unclaimed to a dispatch round.
+        if let Some(terms) = terms
+            && created.created
+            && created.run.state == RunState::Queued
+        {
+            let run = &created.run;
+            let at = super::now();
+            let until = delta(at, terms.lease)?;
+            created.claimed = tx.claim_run(&run.workflow_id, &run.company_id, at, terms, until).await?;
+        }
+        tx.commit().await?;
+        if created.created {
+            self.created(&created.run);
+        }
+        Ok(created)
+    }
+
+    /// Announces a new run, and the run it superseded (whose `superseded_by` changed).
+    fn created(&self, run: &Run) {
+        self.moved(&run.workflow_id);
+        if let Some(previous) = &run.supersedes {
+            self.moved(previous);
+        }
+    }
+}
+
+/// Bumps the run's sequence and appends its event, writing the run back. The caller holds the
+/// run's lock, so `sequence + 1` is free and commits in order.
+async fn append<T: Tx>(tx: &mut T, run: &mut Run, now: Timestamp, change: Change) -> Result<u64, StoreError> {
+    run.sequence += 1;
+    run.update_time = now;
+    tx.update_run(run).await?;
+    tx.insert_event(&RunEvent { workflow_id: run.workflow_id.clone(), sequence: run.sequence, time: now, change })
+        .await?;
+    Ok(run.sequence)
+}
+
+/// What [`create_in`] knows of a role while it decides the chunk's items one after the other.
+struct RoleState {
+    row: RoleRow,
+    /// Its latest run number, counting the runs this chunk created.
+    last: u32,
+    /// Its latest run, and where that run is if this chunk created it (an index into the new runs).
+    latest: Option<(Run, Option<usize>)>,
+    /// The Draup role of the last run this chunk created for it that had one.
+    draup: Option<DraupRoleId>,
+}
+
+impl RoleState {
+    /// A role with no row yet, as `new` would insert it.
+    fn fresh(role_id: &RoleId, new: &NewRun) -> Self {
+        let row = RoleRow {
+            role_id: role_id.to_string(),
+            company: new.company.to_string(),
+            name: new.role_name.to_string(),
+            last_run_number: 0,
+        };
+        RoleState { row, last: 0, latest: None, draup: None }
+    }
+}
+
+/// A new run's first event: its status, and why it exists.
+fn first_event(run: &Run, reason: String, now: Timestamp) -> RunEvent {
+    RunEvent {
+        workflow_id: run.workflow_id.clone(),
+        sequence: 1,
+        time: now,
+        change: Change::Status { previous: None, status: run.state, reason },
+    }
+}
+
+/// Creates runs inside `tx`, each as [`RunStore::create_run`] does and as if one after the other
+/// in the order given (a role twice in `items` sees the run its first item created), with the
+/// same statements whatever their number: the roles locked in one, their latest runs read (and
+/// locked) in one, then the new runs, the roles' numbers, the runs they supersede and their first
+/// events written in one each. An item's refusal is decided before any statement can fail, so the
+/// transaction survives it; a refusal of the whole call (a rejected item without violations) comes
+/// before any statement. At most [`super::BATCH_CHUNK_SIZE`] items: the statements' parameters
+/// stay within both databases' limits.
+async fn create_in<T: Tx>(
+    tx: &mut T,
+    items: Vec<NewRun>,
+    batch: Option<&BatchId>,
+    legacy_roles: bool,
+    now: Timestamp,
+) -> Result<Vec<Result<Created, StoreError>>, StoreError> {
+    if items.iter().any(|new| matches!(&new.admission, Admission::Reject(violations) if violations.is_empty())) {
+        return Err(StoreError::InvalidArgument("a rejected run needs at least one field violation".to_owned()));
+    }
+    let legacy: HashSet<String> = if legacy_roles {
+        // Roles stored before ids had a dot go on under their ids: found by company and name.
+        let ids: Vec<RoleId> = items.iter().map(|new| RoleId::legacy(&new.company, &new.role_name)).collect();
+        let rows = tx.roles(&ids).await?;
+        rows.into_iter()
+            .filter(|row| {
+                items.iter().any(|new| new.company.as_str() == row.company && new.role_name.as_str() == row.name)
+            })
+            .map(|row| row.role_id)
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    let items: Vec<(RoleId, NewRun)> = items
+        .into_iter()
+        .map(|new| {
+            let old = RoleId::legacy(&new.company, &new.role_name);
+            let id = if legacy.contains(old.as_str()) { old } else { RoleId::new(&new.company, &new.role_name) };
+            (id, new)
+        })
+        .collect();
+    let mut keys: Vec<RoleKey<'_>> =
+        items.iter().map(|(id, new)| RoleKey { id, company: &new.company, name: &new.role_name }).collect();
+    // Stable: of one role id's items, the first in request order inserts the role.
+    keys.sort_by(|a, b| a.id.cmp(b.id));
+    keys.dedup_by(|a, b| a.id == b.id);
+    let mut roles: HashMap<String, RoleState> = HashMap::with_capacity(keys.len());
+    for row in tx.lock_roles(&keys, now).await? {
+        let last = number("run number", row.last_run_number)?;
+        roles.insert(row.role_id.clone(), RoleState { row, last, latest: None, draup: None });
+    }
+    // The roles in lock order, for the statements after the items are decided.
+    let order: Vec<RoleId> = keys.into_iter().map(|key| key.id.clone()).collect();
+    let latest_ids: Vec<WorkflowId> = order
+        .iter()
+        .filter_map(|id| roles.get(id.as_str()).filter(|r| r.last > 0).map(|r| WorkflowId::for_run(id, r.last)))
+        .collect();
+    if !latest_ids.is_empty() {
+        let mut found: HashMap<WorkflowId, Run> =
+            tx.lock_runs(&latest_ids).await?.into_iter().map(|run| (run.workflow_id.clone(), run)).collect();
+        for latest_id in latest_ids {
+            let run =
+                found.remove(&latest_id).ok_or_else(|| corrupt("latest run", latest_id.as_str(), "is missing"))?;
+            if let Some(role) = roles.get_mut(run.role_id.as_str()) {
+                role.latest = Some((run, None));
+            }
+        }
+    }
+
+    let mut runs: Vec<Run> = Vec::new();
+    let mut reasons: Vec<String> = Vec::new();
+    let mut superseded: Vec<(WorkflowId, WorkflowId)> = Vec::new();
+    let mut results = Vec::with_capacity(items.len());
+    for (role_id, new) in items {
+        let role =
+            roles.get_mut(role_id.as_str()).ok_or_else(|| corrupt("role", role_id.as_str(), "was not locked"))?;
+        let result = decide(role, &role_id, new, batch, now).map(|decided| match decided {
+            Decided::Existing(run) => Created { run, created: false, claimed: false },
+            Decided::New(run, reason) => {
+                if let Some((previous, pending)) = role.latest.take() {
+                    match pending {
+                        Some(index) => runs[index].superseded_by = Some(run.workflow_id.clone()),
+                        None => superseded.push((previous.workflow_id, run.workflow_id.clone())),
+                    }
+                }
+                role.last = run.run_number;
+                role.draup = run.draup_role_id.clone().or(role.draup.take());
+                role.latest = Some((run.clone(), Some(runs.len())));
+                runs.push(run.clone());
+                reasons.push(reason);
+                Created { run, created: true, claimed: false }
+            }
+        });
+        results.push(result);
+    }
+
+    if !runs.is_empty() {
+        tx.insert_runs(&runs).await?;
+        let latest: Vec<RoleLatest<'_>> = order
+            .iter()
+            .filter_map(|id| {
+                let role = roles.get(id.as_str())?;
+                role.latest.as_ref().filter(|(_, pending)| pending.is_some())?;
+                Some(RoleLatest { id, number: role.last, draup: role.draup.as_ref() })
+            })
+            .collect();
+        tx.set_roles_latest(&latest, now).await?;
+        if !superseded.is_empty() {
+            tx.supersede(&superseded, now).await?;
+        }
+        let events: Vec<RunEvent> =
+            runs.iter().zip(reasons).map(|(run, reason)| first_event(run, reason, now)).collect();
+        tx.insert_events(&events).await?;
+    }
+    Ok(results)
+}
+
+/// One item, decided.
+enum Decided {
+    /// The role's latest run answers it: nothing is written.
+    Existing(Run),
+    /// A new run, and the reason for its first event.
+    New(Run, String),
+}
+
+/// Decides one item of [`create_in`] against what is known of its role then.
+fn decide(
+    role: &RoleState,
+    role_id: &RoleId,
+    new: NewRun,
+    batch: Option<&BatchId>,
+    now: Timestamp,
+) -> Result<Decided, StoreError> {
+    if role.row.company != new.company.as_str() || role.row.name != new.role_name.as_str() {
+        return Err(StoreError::RoleIdCollision {
+            role_id: role_id.clone(),
+            existing_company: id(role.row.company.clone(), CompanyId::parse)?,
+            existing_name: id(role.row.name.clone(), RoleName::parse)?,
+            new_company: new.company,
+            new_name: new.role_name,
+        });
+    }
+    let latest = role.latest.as_ref().map(|(run, _)| run);
+    if let Some(expected) = &new.expected_latest
+        && latest.map(|r| &r.workflow_id) != Some(expected)
+    {
+        let actual = latest.map_or_else(|| "none".to_owned(), |r| r.workflow_id.to_string());
+        return Err(StoreError::Conflict(format!(
+            "run {expected} is no longer the latest run of role {role_id} (the latest is {actual}); \
+             look at the latest run and retry that one"
+        )));
+    }
+    if let Some(latest) = latest
+        && !new.force
+        && latest.input_identity == new.input_identity
+    {
+        // The same valid inputs, still queued, running or READY; or the same invalid item
+        // rejected again: the run that exists answers, nothing new is stored.
+        let same = match new.admission {
+            Admission::Queue => latest.state.is_active() || latest.state == RunState::Ready,
+            Admission::Reject(_) => latest.state == RunState::ValidationError,
+        };
+        if same {
+            return Ok(Decided::Existing(latest.clone()));
+        }
+    }
+    lifecycle::may_start_new_run(latest.map(|r| r.state))?;
+
+    let number =
+        role.last.checked_add(1).ok_or_else(|| StoreError::Conflict(format!("role {role_id} has too many runs")))?;
+    let (state, field_violations, error, end_time) = match new.admission {
+        Admission::Queue => (RunState::Queued, Vec::new(), None, None),
+        Admission::Reject(violations) => {
+            let error = PipelineError::validation(&violations);
+            (RunState::ValidationError, violations, Some(error), Some(now))
+        }
+    };
+    let run = Run {
+        workflow_id: WorkflowId::for_run(role_id, number),
+        role_id: role_id.clone(),
+        company_id: new.company,
+        role_name: new.role_name,
+        draup_role_id: new.draup_role_id,
+        run_number: number,
+        input_identity: new.input_identity,
+        state,
+        superseded_by: None,
+        supersedes: latest.map(|r| r.workflow_id.clone()),
+        batch_id: batch.cloned(),
+        priority: new.priority,
+        options: new.options,
+        documents: new.documents,
+        error,
+        needs_review: false,
+        field_violations,
+        token_estimate: new.token_estimate,
+        tokens_used: TokenCount::default(),
+        sequence: 1,
+        create_time: now,
+        start_time: None,
+        end_time,
+        update_time: now,
+        plan: new.plan,
+        notify: new.notify,
+        trace_id: new.trace_id,
+    };
+    Ok(Decided::New(run, new.reason))
+}
+
+#[async_trait]
+impl<B: Backend> RunStore for SqlStore<B> {
+    fn backend(&self) -> &'static str {
+        B::NAME
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        tx.ping().await?;
+        tx.commit().await
+    }
+
+    async fn close(&self) {
+        self.backend.close().await;
+    }
+
+    #[tracing::instrument(skip_all, fields(company = %new.company, role = %new.role_name))]
+    async fn create_run(&self, new: NewRun) -> Result<Created, StoreError> {
+        self.create_one(new, None).await
+    }
+
+    #[tracing::instrument(skip_all, fields(company = %new.company, role = %new.role_name))]
+    async fn create_run_and_claim(&self, new: NewRun, terms: &ClaimTerms) -> Result<Created, StoreError> {
+        self.create_one(new, Some(terms)).await
+    }
+
+    #[tracing::instrument(skip_all, fields(batch = %batch.id, items = items.len()))]
+    async fn create_batch(&self, batch: NewBatch, items: Vec<NewRun>) -> Result<BatchCreated, StoreError> {
+        if let Some(item) = items.iter().find(|item| item.company != batch.company) {
+            return Err(StoreError::InvalidArgument(format!(
+                "batch {} of company {} has an item of company {}",
+                batch.id, batch.company, item.company
+            )));
+        }
+        let now = now();
+        let stored = Batch {
+            id: batch.id,
+            company: batch.company,
+            request_id: batch.request_id,
+            item_count: u32::try_from(items.len())
+                .map_err(|_| StoreError::InvalidArgument("too many batch items".to_owned()))?,
+            create_time: now,
+        };
+        let mut results: Vec<Option<Result<Created, StoreError>>> = (0..items.len()).map(|_| None).collect();
+        let mut items: Vec<(usize, NewRun)> = items.into_iter().enumerate().collect();
+        let mut first = true;
+        // Always at least one transaction, so an empty batch is stored too.
+        while first || !items.is_empty() {
+            let rest = items.split_off(items.len().min(super::BATCH_CHUNK_SIZE));
+            // In request order: of one role's items, the first decides first (`create_in` locks
+            // the roles themselves in the one order every writer uses).
+            let chunk = std::mem::replace(&mut items, rest);
+            let mut tx = self.backend.write().await?;
+            if first && !tx.insert_batch(&stored).await? {
+                return Err(StoreError::Conflict(format!("batch {} already exists", stored.id)));
+            }
+            first = false;
+            let (indexes, chunk): (Vec<usize>, Vec<NewRun>) = chunk.into_iter().unzip();
+            for (index, result) in
+                indexes.into_iter().zip(create_in(&mut tx, chunk, Some(&stored.id), self.legacy_roles, now).await?)
+            {
+                match result {
+                    Err(e) if !e.is_item_error() => return Err(e),
+                    result => results[index] = Some(result),
+                }
+            }
+            tx.commit().await?;
+        }
+        let items: Vec<Result<Created, StoreError>> = results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(StoreError::Conflict("batch item was not processed".to_owned()))))
+            .collect();
+        for created in items.iter().flatten().filter(|c| c.created) {
+            self.created(&created.run);
+        }
+        Ok(BatchCreated { batch: stored, items })
+    }
+
+    #[tracing::instrument(skip_all, fields(run = %run, to = %change.to))]
+    async fn transition(&self, run: &WorkflowId, change: Transition) -> Result<Run, StoreError> {
+        let now = now();
+        let mut tx = self.backend.write().await?;
+        let mut stored = tx.run(run, true).await?.ok_or_else(|| StoreError::not_found("run", run))?;
+        let previous = stored.state;
+        lifecycle::transition(previous, change.to)?;
+        stored.state = change.to;
+        if change.to == RunState::Processing {
+            stored.start_time = Some(now);
+        }
+        if change.to.is_final() && stored.end_time.is_none() {
+            stored.end_time = Some(now);
+        }
+        if change.error.is_some() {
+            stored.error = change.error;
+        }
+        append(
+            &mut tx,
+            &mut stored,
+            now,
+            Change::Status { previous: Some(previous), status: change.to, reason: change.reason },
+        )
+        .await?;
+        // The run just ended: its announcement is queued in the same transaction (never lost,
+        // never twice: one row per run).
+        if stored.notify && previous.is_active() && change.to.is_final() {
+            tx.insert_notification(&stored, now).await?;
+        }
+        tx.commit().await?;
+        self.moved(run);
+        Ok(stored)
+    }
+
+    async fn claim_notifications(&self, claim: &NotificationClaim) -> Result<Vec<Notification>, StoreError> {
+        let until = delta(claim.now, claim.lease)?;
+        let mut tx = self.backend.autocommit().await?;
+        let claimed = tx.claim_notifications(claim, until).await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn settle_notification(
+        &self,
+        id: i64,
+        claimer: &str,
+        delivery: Delivery,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        let settled = tx.settle_notification(id, claimer, &delivery, now).await?;
+        tx.commit().await?;
+        Ok(settled)
+    }
+
+    async fn set_needs_review(&self, run: &WorkflowId, needs_review: bool) -> Result<(), StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        if !tx.set_needs_review(run, needs_review, now()).await? {
+            return Err(StoreError::not_found("run", run));
+        }
+        tx.commit().await?;
+        self.moved(run);
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(run = %run, step = %step.step, attempt = step.attempt, status = %step.status))]
+    async fn record_step(&self, run: &WorkflowId, step: StepTransition) -> Result<StepRecorded, StoreError> {
+        if step.attempt == 0 {
+            return Err(StoreError::InvalidArgument("step attempts are numbered from 1".to_owned()));
+        }
+        let now = now();
+        let mut tx = self.backend.write().await?;
+        let mut stored = tx.run(run, true).await?.ok_or_else(|| StoreError::not_found("run", run))?;
+        // Under the run's lock, so a concurrent retry of the same bookkeeping waits and then sees it.
+        if let Some(sequence) = tx.step_event(run, &step.step, step.attempt, step.status).await? {
+            return Ok(StepRecorded { sequence, recorded: false });
+        }
+        let previous = tx.step_attempt(run, &step.step, step.attempt).await?;
+        if let Some(previous) = &previous
+            && previous.status.is_finished()
+        {
+            return Err(StoreError::Conflict(format!(
+                "step {} attempt {} of run {run} is already {}; record a new attempt instead",
+                step.step, step.attempt, previous.status
+            )));
+        }
+        let previous_tokens = previous.as_ref().map(|p| p.tokens).unwrap_or_default();
+        let tokens = step.tokens.unwrap_or(previous_tokens);
+        let attempt = StepAttempt {
+            step: step.step.clone(),
+            attempt: step.attempt,
+            status: step.status,
+            started_at: previous
+                .as_ref()
+                .and_then(|p| p.started_at)
+                .or((step.status == StepStatus::Running).then_some(now)),
+            finished_at: step.status.is_finished().then_some(now),
+            tokens,
+            input_hash: step.input_hash.or_else(|| previous.as_ref().and_then(|p| p.input_hash.clone())),
+            output_hash: step.output_hash.or_else(|| previous.as_ref().and_then(|p| p.output_hash.clone())),
+            error: step.error.clone().or_else(|| previous.as_ref().and_then(|p| p.error.clone())),
+            reused_from: step.reused_from.or_else(|| previous.as_ref().and_then(|p| p.reused_from.clone())),
+            update_time: now,
+        };
+        tx.upsert_step(run, &attempt).await?;
+        let added =
+            TokenCount { input: tokens.input - previous_tokens.input, output: tokens.output - previous_tokens.output };
+        if added != TokenCount::default() {
+            stored.tokens_used.input += added.input;
+            stored.tokens_used.output += added.output;
+            tx.add_usage(&stored.company_id, now.date_naive(), &step.step, added).await?;
+        }
+        let change = Change::Step { step: step.step, status: step.status, attempt: step.attempt, error: step.error };
+        let sequence = append(&mut tx, &mut stored, now, change).await?;
+        tx.commit().await?;
+        self.moved(run);
+        Ok(StepRecorded { sequence, recorded: true })
+    }
+
+    async fn claim_queued(&self, claim: &Claim) -> Result<Vec<Run>, StoreError> {
+        if claim.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let until = delta(claim.now, claim.lease)?;
+        let mut tx = self.backend.autocommit().await?;
+        let mut runs = tx.claim(claim, until).await?;
+        tx.commit().await?;
+        runs.sort_by(|a, b| {
+            (b.priority, a.create_time, &a.workflow_id).cmp(&(a.priority, b.create_time, &b.workflow_id))
+        });
+        Ok(runs)
+    }
+
+    async fn release_claim(&self, run: &WorkflowId, claimer: &str) -> Result<(), StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        tx.release_claim(run, claimer).await?;
+        tx.commit().await
+    }
+
+    async fn get_run(&self, run: &WorkflowId) -> Result<Run, StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        let stored = tx.run(run, false).await?.ok_or_else(|| StoreError::not_found("run", run))?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn latest_run(&self, role: &RoleId) -> Result<Run, StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        let latest = tx.latest_run(role).await?;
+        tx.commit().await?;
+        latest.ok_or_else(|| StoreError::not_found("role", role))
+    }
+
+    async fn steps(&self, run: &WorkflowId) -> Result<Vec<StepAttempt>, StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        let steps = tx.steps(run).await?;
+        tx.commit().await?;
+        Ok(steps)
+    }
+
+    async fn list_runs(&self, filter: &RunFilter, page: &PageRequest) -> Result<RunPage, StoreError> {
+        let size = match page.size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let cursor = page.token.as_deref().filter(|t| !t.is_empty()).map(decode_page_token).transpose()?;
+        let mut tx = self.backend.autocommit().await?;
+        // One more than asked tells whether another page exists.
+        let mut runs = tx.list_runs(filter, cursor.as_ref(), size + 1).await?;
+        tx.commit().await?;
+        let more = runs.len() > size as usize;
+        runs.truncate(size as usize);
+        let next_page_token = match runs.last() {
+            Some(last) if more => Some(encode_page_token(&Cursor {
+                create_time: last.create_time,
+                workflow_id: last.workflow_id.clone(),
+            })),
+            _ => None,
+        };
+        Ok(RunPage { runs, next_page_token })
+    }
+
+    async fn get_batch(&self, batch: &BatchId) -> Result<Batch, StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        let stored = tx.batch(batch).await?.ok_or_else(|| StoreError::not_found("batch", batch))?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn batch_counts(&self, batch: &BatchId) -> Result<Vec<(RunState, u64)>, StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        let counts = tx.batch_counts(batch).await?;
+        tx.commit().await?;
+        Ok(counts)
+    }
+
+    async fn count_runs(&self, company: Option<&CompanyId>, states: &[RunState]) -> Result<u64, StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        let count = tx.count_runs(company, states).await?;
+        tx.commit().await?;
+        Ok(count)
+    }
+
+    async fn runs_in_states(
+        &self,
+        states: &[RunState],
+        after: Option<&WorkflowId>,
+        limit: u32,
+    ) -> Result<Vec<Run>, StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        let runs = tx.runs_in_states(states, after, limit.min(MAX_PAGE_SIZE)).await?;
+        tx.commit().await?;
+        Ok(runs)
+    }
+
+    async fn step_stats(&self, per_step: u32) -> Result<Vec<StepStats>, StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        let stats = tx.step_stats(per_step.max(1)).await?;
+        tx.commit().await?;
+        Ok(stats)
+    }
+
+    async fn company_loads(&self) -> Result<Vec<CompanyLoad>, StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        let loads = tx.company_loads().await?;
+        tx.commit().await?;
+        Ok(loads)
+    }
+
+    async fn queue_position(&self, run: &WorkflowId) -> Result<Option<u32>, StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        let position = tx.queue_position(run).await?;
+        tx.commit().await?;
+        match position {
+            0 => Ok(None),
+            n => Ok(Some(number("position", to_i64(n))?)),
+        }
+    }
+
+    async fn queue_positions(&self, company: &CompanyId) -> Result<Vec<QueuePosition>, StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        let positions = tx.queue_positions(company).await?;
+        tx.commit().await?;
+        Ok(positions)
+    }
+
+    async fn events_after(&self, run: &WorkflowId, after: u64, limit: u32) -> Result<Vec<RunEvent>, StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        let events = tx.events_after(run, after, limit).await?;
+        tx.commit().await?;
+        Ok(events)
+    }
+
+    async fn events_after_marks(
+        &self,
+        scope: &EventScope,
+        marks: &[(WorkflowId, u64)],
+        limit: u32,
+    ) -> Result<Vec<RunEvent>, StoreError> {
+        if marks.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.backend.autocommit().await?;
+        let events = tx.events_after_marks(scope, marks, limit).await?;
+        tx.commit().await?;
+        Ok(events)
+    }
+
+    async fn sequence_heads(&self, scope: &WatchScope) -> Result<Vec<(WorkflowId, u64)>, StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        let heads = tx.sequence_heads(scope).await?;
+        tx.commit().await?;
+        Ok(heads)
+    }
+
+    async fn lookup_request(
+        &self,
+        key: &RequestKey,
+        payload_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        let record = tx.request(key).await?;
+        tx.commit().await?;
+        match record {
+            Some(record) if record.expire_time > now => answer(key, payload_hash, record).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    async fn put_request_if_absent(
+        &self,
+        key: &RequestKey,
+        payload_hash: &str,
+        response: &[u8],
+        now: Timestamp,
+    ) -> Result<PutRequest, StoreError> {
+        let record = StoredRequest {
+            payload_hash: payload_hash.to_owned(),
+            response: response.to_vec(),
+            create_time: now,
+            expire_time: delta(now, IDEMPOTENCY_TTL)?,
+        };
+        // Two statements, each its own transaction: the insert either takes the key or leaves an
+        // unexpired one in place, which the read then answers (a transaction at READ COMMITTED
+        // would see no more than this).
+        let mut tx = self.backend.autocommit().await?;
+        if tx.insert_request(key, &record).await? {
+            tx.commit().await?;
+            return Ok(PutRequest::Inserted);
+        }
+        let existing = tx
+            .request(key)
+            .await?
+            .ok_or_else(|| StoreError::Conflict(format!("request_id {} vanished while stored", key.request_id)))?;
+        tx.commit().await?;
+        answer(key, payload_hash, existing).map(PutRequest::Existing)
+    }
+
+    async fn purge_expired_requests(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        let purged = tx.purge_requests(now).await?;
+        tx.commit().await?;
+        Ok(purged)
+    }
+
+    async fn record_document_hash(
+        &self,
+        uri: &str,
+        hash: &ContentHash,
+        now: Timestamp,
+    ) -> Result<Option<DocumentHash>, StoreError> {
+        let mut tx = self.backend.write().await?;
+        let previous = tx.document_hash(uri).await?;
+        tx.put_document_hash(&DocumentHash { uri: uri.to_owned(), content_hash: hash.clone(), seen_time: now }).await?;
+        tx.commit().await?;
+        Ok(previous)
+    }
+
+    async fn document_hashes(&self, uris: &[String]) -> Result<Vec<DocumentHash>, StoreError> {
+        if uris.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.backend.autocommit().await?;
+        let hashes = tx.document_hashes(uris).await?;
+        tx.commit().await?;
+        Ok(hashes)
+    }
+
+    async fn usage(&self, company: &CompanyId, from: NaiveDate, to: NaiveDate) -> Result<Vec<UsageRow>, StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        let rows = tx.usage(company, from, to).await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    async fn token_reservations(&self, company: &CompanyId) -> Result<i64, StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        let reserved = tx.token_reservations(company).await?;
+        tx.commit().await?;
+        Ok(reserved)
+    }
+
+    async fn append_audit(&self, key: &ChainKey, events: Vec<AuditEvent>) -> Result<AuditHead, StoreError> {
+        let mut tx = self.backend.write().await?;
+        let head = tx.lock_audit_head().await?;
+        if events.is_empty() {
+            return Ok(head);
+        }
+        let (entries, head) = etter_core::audit::chain(&head, events, key);
+        for entry in &entries {
+            tx.insert_audit(entry).await?;
+        }
+        tx.set_audit_head(&head, now()).await?;
+        tx.commit().await?;
+        Ok(head)
+    }
+
+    async fn audit_entries(&self, after: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        let entries = tx.audit_entries(after, limit.clamp(1, 10_000)).await?;
+        tx.commit().await?;
+        Ok(entries)
+    }
+
+    async fn audit_head(&self) -> Result<AuditHead, StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        let head = tx.audit_head().await?;
+        tx.commit().await?;
+        Ok(head)
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        let entries = tx.list_audit(filter, limit.clamp(1, MAX_PAGE_SIZE)).await?;
+        tx.commit().await?;
+        Ok(entries)
+    }
+}
+
+/// The stored response for a request key, or the reuse error when the payload differs.
+fn answer(key: &RequestKey, payload_hash: &str, record: StoredRequest) -> Result<Vec<u8>, StoreError> {
+    if record.payload_hash == payload_hash {
+        Ok(record.response)
+    } else {
+        Err(StoreError::RequestIdReused { company: key.company.clone(), request_id: key.request_id.clone() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_forgeries_are_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let cursor = Cursor { create_time: now(), workflow_id: WorkflowId::parse("role-onboard-cr-acme-x-7")? };
+        let decoded = decode_page_token(&encode_page_token(&cursor))?;
+        assert_eq!((decoded.create_time, decoded.workflow_id), (cursor.create_time, cursor.workflow_id));
+        for forged in
+            ["", "zz", "7631", &"v2|1|role-onboard-cr-acme-x-7".bytes().map(|b| format!("{b:02x}")).collect::<String>()]
+        {
+            assert!(matches!(decode_page_token(forged), Err(StoreError::InvalidPageToken)), "{forged:?}");
+        }
+        Ok(())
+    }
+}

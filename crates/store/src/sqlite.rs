@@ -1,0 +1,373 @@
+//! The SQLite primitives of the run store (the embedded default: one server process, one file).
+//!
+//! Every write transaction starts with `BEGIN IMMEDIATE`: it takes the database's single write lock
+//! up front (waiting up to the busy timeout), so writers are serialised — the SQLite equivalent of
+//! the row locks the PostgreSQL backend takes — and never fail upgrading a read lock. WAL mode lets
+//! reads proceed while one writer works. Times are stored as integer microseconds since the epoch.
+
+use std::path::Path;
+
+use chrono::{DateTime, NaiveDate};
+use serde::de::DeserializeOwned;
+use sqlx::{
+    Row as _, SqlitePool,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow},
+    types::Json,
+};
+
+use super::{
+    Batch, Claim, ClaimTerms, CompanyLoad, Delivery, DocumentHash, EventScope, Notification, NotificationClaim,
+    QueuePosition, RequestKey, Run, RunEvent, RunFilter, StepAttempt, StepStats, StepStatus, StoreError, StoreOptions,
+    Timestamp, TokenCount, UsageRow, WatchScope,
+    shared::{
+        self, ADD_USAGE, AUDIT_AFTER, BATCH_COUNTS, COMPANY_LOADS, EVENTS_AFTER, HEADS_OF_ACTIVE, HEADS_OF_BATCH,
+        HEADS_UPDATED_SINCE, INSERT_AUDIT, INSERT_BATCH, INSERT_EVENT, INSERT_EVENTS_HEAD, INSERT_NOTIFICATION,
+        INSERT_REQUEST, LOCK_AUDIT_HEAD, LOCK_ROLES_TAIL, PURGE_REQUESTS, QUEUE_POSITION, QUEUE_POSITIONS,
+        RELEASE_CLAIM, Row, SELECT_AUDIT_HEAD, SELECT_BATCH, SELECT_DOCUMENT, SELECT_LATEST_RUN, SELECT_REQUEST,
+        SELECT_RUN, SELECT_STEP, SELECT_STEPS, SELECT_USAGE, SET_AUDIT_HEAD, SET_NEEDS_REVIEW, SET_ROLES_LATEST_TAIL,
+        SETTLE_NOTIFICATION, STEP_EVENT, SUPERSEDE_TAIL, TOKEN_RESERVATIONS, UPDATE_RUN, UPSERT_DOCUMENT, UPSERT_STEP,
+        audit_columns, notification_columns, run_columns, to_i64,
+    },
+    sql::{Backend, Conn, Cursor, RoleKey, RoleLatest, RoleRow, StoredRequest, Tx},
+};
+use etter_core::audit::{AuditEntry, AuditFilter, AuditHead};
+use etter_core::ids::{BatchId, CompanyId, DraupRoleId, RoleId, WorkflowId};
+use etter_core::lifecycle::RunState;
+
+/// The SQLite backend: a connection pool over one file.
+pub(super) struct Sqlite {
+    pool: SqlitePool,
+}
+
+impl Sqlite {
+    /// Creates the file (and its directory) if needed, connects and applies the migrations.
+    pub(super) async fn connect(path: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+        }
+        let connect = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(options.sqlite_busy_timeout)
+            .foreign_keys(true);
+        let pool = super::sql::pool_options(options.max_connections).connect_with(connect).await?;
+        // sqlx takes no lock on SQLite: two processes opening an empty file at once would both
+        // apply the first migration ("table roles already exists"). An exclusive lock on a file
+        // beside the database serializes them; the second finds the migrations applied.
+        let lock = migration_lock(path).await?;
+        let migrated = sqlx::migrate!("./migrations/sqlite").run(&pool).await;
+        drop(lock);
+        migrated?;
+        Ok(Sqlite { pool })
+    }
+}
+
+/// An exclusive lock on `{database}.migrate.lock`, held until the file is dropped (the OS drops it
+/// with the process, should that die first).
+async fn migration_lock(database: &Path) -> Result<std::fs::File, StoreError> {
+    let mut name = database.as_os_str().to_owned();
+    name.push(".migrate.lock");
+    let path = std::path::PathBuf::from(name);
+    let io = |source| StoreError::Io { path: path.clone(), source };
+    let locking = path.clone();
+    let locked = tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&locking)?;
+        file.lock()?;
+        Ok::<_, std::io::Error>(file)
+    })
+    .await
+    .map_err(|e| io(std::io::Error::other(e)))?;
+    locked.map_err(io)
+}
+
+impl Backend for Sqlite {
+    type Tx = SqliteTx;
+    const NAME: &'static str = "sqlite";
+
+    async fn write(&self) -> Result<SqliteTx, StoreError> {
+        Ok(SqliteTx(Conn::Transaction(self.pool.begin_with("BEGIN IMMEDIATE").await?)))
+    }
+
+    async fn autocommit(&self) -> Result<SqliteTx, StoreError> {
+        Ok(SqliteTx(Conn::Autocommit(self.pool.acquire().await?)))
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The stored form of a time.
+fn micros(time: Timestamp) -> i64 {
+    time.timestamp_micros()
+}
+
+fn opt_micros(time: Option<Timestamp>) -> Option<i64> {
+    time.map(micros)
+}
+
+fn from_micros(col: &str, value: i64) -> Result<Timestamp, StoreError> {
+    DateTime::from_timestamp_micros(value)
+        .ok_or_else(|| StoreError::Corrupt(format!("column {col} holds an impossible time {value}")))
+}
+
+/// The stored form of a day: `YYYY-MM-DD`, which sorts as dates do.
+fn day_text(day: NaiveDate) -> String {
+    day.format("%Y-%m-%d").to_string()
+}
+
+/// A JSON array of strings, for `json_each` (SQLite has no array parameters).
+fn json_list<'a>(values: impl IntoIterator<Item = &'a str>) -> Json<Vec<&'a str>> {
+    Json(values.into_iter().collect())
+}
+
+impl Row for SqliteRow {
+    super::shared::shared_row_accessors!();
+
+    fn time(&self, col: &str) -> Result<Timestamp, StoreError> {
+        from_micros(col, self.try_get(col)?)
+    }
+    fn opt_time(&self, col: &str) -> Result<Option<Timestamp>, StoreError> {
+        self.try_get::<Option<i64>, _>(col)?.map(|v| from_micros(col, v)).transpose()
+    }
+    fn day(&self, col: &str) -> Result<NaiveDate, StoreError> {
+        let text: String = self.try_get(col)?;
+        NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+            .map_err(|e| StoreError::Corrupt(format!("column {col} holds an impossible day {text:?}: {e}")))
+    }
+}
+
+fn decode_all<T>(rows: Vec<SqliteRow>, decode: fn(&SqliteRow) -> Result<T, StoreError>) -> Result<Vec<T>, StoreError> {
+    rows.iter().map(decode).collect()
+}
+
+/// The states filter: `None` for "any state", else a JSON array for `json_each`.
+fn states(values: &[RunState]) -> Option<Json<Vec<&'static str>>> {
+    (!values.is_empty()).then(|| Json(values.iter().map(|s| s.as_str()).collect()))
+}
+
+/// Statements on an SQLite connection: a transaction, or one autocommitted statement.
+pub(super) struct SqliteTx(Conn<sqlx::Sqlite>);
+
+impl Tx for SqliteTx {
+    super::shared::shared_primitives!(time: micros, opt_time: opt_micros, day: day_text);
+
+    async fn run(&mut self, id: &WorkflowId, _lock: bool) -> Result<Option<Run>, StoreError> {
+        // No row locks in SQLite: the write transaction already excludes every other writer.
+        let row = sqlx::query(SELECT_RUN).bind(id.as_str()).fetch_optional(&mut *self.0).await?;
+        row.as_ref().map(shared::decode_run).transpose()
+    }
+
+    async fn lock_runs(&mut self, ids: &[WorkflowId]) -> Result<Vec<Run>, StoreError> {
+        // No row locks in SQLite: the write transaction already excludes every other writer.
+        const SQL: &str =
+            concat!("SELECT ", run_columns!(), " FROM runs WHERE workflow_id IN (SELECT value FROM json_each($1))");
+        let rows = sqlx::query(SQL).bind(json_list(ids.iter().map(WorkflowId::as_str))).fetch_all(&mut *self.0).await?;
+        decode_all(rows, shared::decode_run)
+    }
+
+    async fn list_runs(
+        &mut self,
+        filter: &RunFilter,
+        cursor: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Vec<Run>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE company_id = $1 \
+             AND ($2 IS NULL OR state IN (SELECT value FROM json_each($2))) \
+             AND ($3 IS NULL OR role_id = $3) \
+             AND ($4 IS NULL OR batch_id = $4) \
+             AND ($5 IS NULL OR create_time >= $5) \
+             AND ($6 IS NULL OR create_time < $6) \
+             AND ($7 IS NULL OR needs_review = $7) \
+             AND ($8 IS NULL OR (create_time, workflow_id) < ($8, $9)) \
+             ORDER BY create_time DESC, workflow_id DESC LIMIT $10"
+        );
+        let rows = sqlx::query(SQL)
+            .bind(filter.company.as_str())
+            .bind(states(&filter.states))
+            .bind(filter.role.as_ref().map(RoleId::as_str))
+            .bind(filter.batch.as_ref().map(BatchId::as_str))
+            .bind(opt_micros(filter.created_after))
+            .bind(opt_micros(filter.created_before))
+            .bind(filter.needs_review)
+            .bind(cursor.map(|c| micros(c.create_time)))
+            .bind(cursor.map(|c| c.workflow_id.as_str()))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *self.0)
+            .await?;
+        decode_all(rows, shared::decode_run)
+    }
+
+    async fn count_runs(&mut self, company: Option<&CompanyId>, states_: &[RunState]) -> Result<u64, StoreError> {
+        const SQL: &str = "SELECT COUNT(*) AS n FROM runs WHERE ($1 IS NULL OR company_id = $1) \
+             AND ($2 IS NULL OR state IN (SELECT value FROM json_each($2)))";
+        let row =
+            sqlx::query(SQL).bind(company.map(CompanyId::as_str)).bind(states(states_)).fetch_one(&mut *self.0).await?;
+        shared::number("count", row.int("n")?)
+    }
+
+    async fn runs_in_states(
+        &mut self,
+        states_: &[RunState],
+        after: Option<&WorkflowId>,
+        limit: u32,
+    ) -> Result<Vec<Run>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE ($1 IS NULL OR state IN (SELECT value FROM json_each($1))) \
+             AND ($2 IS NULL OR workflow_id > $2) ORDER BY workflow_id LIMIT $3"
+        );
+        let rows = sqlx::query(SQL)
+            .bind(states(states_))
+            .bind(after.map(WorkflowId::as_str))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *self.0)
+            .await?;
+        decode_all(rows, shared::decode_run)
+    }
+
+    async fn step_stats(&mut self, per_step: u32) -> Result<Vec<StepStats>, StoreError> {
+        const SQL: &str = "SELECT step, COUNT(*) AS n, \
+               CAST(AVG(finished_at - started_at) AS INTEGER) AS micros, \
+               CAST(AVG(tokens_in + tokens_out) AS INTEGER) AS tokens \
+             FROM (SELECT step, started_at, finished_at, tokens_in, tokens_out, \
+                     ROW_NUMBER() OVER (PARTITION BY step ORDER BY finished_at DESC) AS recent \
+                   FROM run_steps WHERE status = 'completed' AND started_at IS NOT NULL \
+                     AND finished_at IS NOT NULL) \
+             WHERE recent <= $1 GROUP BY step ORDER BY step";
+        let rows = sqlx::query(SQL).bind(i64::from(per_step)).fetch_all(&mut *self.0).await?;
+        decode_all(rows, shared::decode_step_stats)
+    }
+
+    async fn claim(&mut self, claim: &Claim, until: Timestamp) -> Result<Vec<Run>, StoreError> {
+        // One statement, so one write transaction: the sub-select and the update see the same rows.
+        const SQL: &str = concat!(
+            "UPDATE runs SET claimed_by = $4, claim_expires_at = $5 WHERE workflow_id IN ( \
+               SELECT workflow_id FROM runs \
+               WHERE state = 'QUEUED' AND (claim_expires_at IS NULL OR claim_expires_at <= $1) \
+                 AND ($2 IS NULL OR company_id = $2) \
+               ORDER BY priority DESC, create_time, workflow_id \
+               LIMIT $3) \
+             RETURNING ",
+            run_columns!()
+        );
+        let rows = sqlx::query(SQL)
+            .bind(micros(claim.now))
+            .bind(claim.company.as_ref().map(CompanyId::as_str))
+            .bind(i64::from(claim.limit))
+            .bind(claim.claimer.as_str())
+            .bind(micros(until))
+            .fetch_all(&mut *self.0)
+            .await?;
+        decode_all(rows, shared::decode_run)
+    }
+
+    async fn claim_notifications(
+        &mut self,
+        claim: &NotificationClaim,
+        until: Timestamp,
+    ) -> Result<Vec<Notification>, StoreError> {
+        // One writer at a time: the sub-select and the update see the same rows.
+        const SQL: &str = concat!(
+            "UPDATE notifications SET claimed_by = $3, claim_expires_at = $4 WHERE id IN ( \
+               SELECT id FROM notifications \
+               WHERE delivered_time IS NULL AND gave_up = 0 AND next_attempt_time <= $1 \
+                 AND (claim_expires_at IS NULL OR claim_expires_at <= $1) \
+               ORDER BY next_attempt_time, id LIMIT $2) \
+             RETURNING ",
+            notification_columns!()
+        );
+        let rows = sqlx::query(SQL)
+            .bind(micros(claim.now))
+            .bind(i64::from(claim.limit))
+            .bind(claim.claimer.as_str())
+            .bind(micros(until))
+            .fetch_all(&mut *self.0)
+            .await?;
+        let mut claimed = decode_all(rows, shared::decode_notification)?;
+        claimed.sort_by_key(|n| n.id);
+        Ok(claimed)
+    }
+
+    async fn events_after_marks(
+        &mut self,
+        scope: &EventScope,
+        marks: &[(WorkflowId, u64)],
+        limit: u32,
+    ) -> Result<Vec<RunEvent>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            "run_events.workflow_id, run_events.sequence, run_events.event_time, run_events.payload",
+            " FROM json_each($1) AS m \
+             JOIN runs ON runs.workflow_id = json_extract(m.value, '$[0]') \
+              AND runs.company_id = $3 AND ($4 IS NULL OR runs.batch_id = $4) \
+             JOIN run_events \
+               ON run_events.workflow_id = runs.workflow_id \
+              AND run_events.sequence > json_extract(m.value, '$[1]') \
+             ORDER BY run_events.workflow_id, run_events.sequence LIMIT $2"
+        );
+        let marks: Vec<(&str, i64)> = marks.iter().map(|(id, after)| (id.as_str(), to_i64(*after))).collect();
+        let rows = sqlx::query(SQL)
+            .bind(Json(marks))
+            .bind(i64::from(limit))
+            .bind(scope.company.as_str())
+            .bind(scope.batch.as_ref().map(BatchId::as_str))
+            .fetch_all(&mut *self.0)
+            .await?;
+        decode_all(rows, shared::decode_event)
+    }
+
+    async fn list_audit(&mut self, filter: &AuditFilter, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            audit_columns!(),
+            " FROM audit_log WHERE ($1 IS NULL OR company_id = $1) \
+             AND ($2 IS NULL OR actor = $2) \
+             AND ($3 IS NULL OR action = $3) \
+             AND (NOT $4 OR outcome <> 'OK') \
+             AND ($5 IS NULL OR seq < $5) \
+             ORDER BY seq DESC LIMIT $6"
+        );
+        let rows = sqlx::query(SQL)
+            .bind(filter.company.as_ref().map(CompanyId::as_str))
+            .bind(filter.actor.as_deref())
+            .bind(filter.action.as_deref())
+            .bind(filter.denied_only)
+            .bind(filter.before_seq.map(to_i64))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *self.0)
+            .await?;
+        decode_all(rows, shared::decode_audit)
+    }
+
+    async fn document_hashes(&mut self, uris: &[String]) -> Result<Vec<DocumentHash>, StoreError> {
+        const SQL: &str = "SELECT uri, content_hash, seen_time FROM document_hashes \
+             WHERE uri IN (SELECT value FROM json_each($1)) ORDER BY uri";
+        let rows = sqlx::query(SQL).bind(json_list(uris.iter().map(String::as_str))).fetch_all(&mut *self.0).await?;
+        decode_all(rows, shared::decode_document)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection as _;
+
+    /// Every statement with `LIMIT $n` (and, with STAT4, any parameter compared to an indexed
+    /// column) is prepared again on each execution unless SQLite keeps one plan per statement:
+    /// `.cargo/config.toml` builds the bundled SQLite with that guarantee.
+    #[tokio::test]
+    async fn the_bundled_sqlite_keeps_one_plan_per_statement() -> anyhow::Result<()> {
+        let mut connection = sqlx::SqliteConnection::connect("sqlite::memory:").await?;
+        let stable: i64 =
+            sqlx::query_scalar("SELECT sqlite_compileoption_used('ENABLE_QPSG')").fetch_one(&mut connection).await?;
+        assert_eq!(stable, 1, "SQLite was built without SQLITE_ENABLE_QPSG (see .cargo/config.toml)");
+        Ok(())
+    }
+}

@@ -1,0 +1,965 @@
+//! The server's configuration: the sections it reads of the file both binaries share, and its own
+//! sections (`[server]`, `[dispatch]`, `[limits]`, `[auth]`).
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use etter_config::{ConfigError, KeyDoc, Profile, Secret, TemporalConfig, invalid, require_positive};
+use etter_core::ids::{CompanyId, RoleId};
+use etter_documents::DocumentsConfig;
+use etter_graph::GraphConfig;
+use etter_store::{RedisConfig, StoreConfig, StoreLocation};
+use etter_telemetry::LogConfig;
+
+/// What `etter-server` reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// `embedded` (the default: anything unset falls back to an embedded part) or `production`
+    /// (every part must be a real one, with its secrets).
+    pub profile: Profile,
+    /// Where the embedded default keeps its files (SQLite databases, generated dev secrets).
+    pub data_dir: PathBuf,
+    /// The gRPC control plane.
+    pub server: ServerConfig,
+    /// The server's dispatcher: how queued runs are started in Temporal.
+    pub dispatch: DispatchConfig,
+    /// What one company may use unless the companies file says otherwise.
+    pub limits: LimitsConfig,
+    /// Who may call the control plane.
+    pub auth: AuthConfig,
+    /// The run store.
+    pub store: StoreConfig,
+    /// Live-progress fan-out.
+    pub redis: RedisConfig,
+    /// The role graph (outputs summaries, its health entry).
+    pub graph: GraphConfig,
+    /// Where documents may be fetched from (pushed URIs are checked against it).
+    pub documents: DocumentsConfig,
+    /// The Temporal cluster.
+    pub temporal: TemporalConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            profile: Profile::Embedded,
+            data_dir: PathBuf::from(".etter/data"),
+            server: ServerConfig::default(),
+            dispatch: DispatchConfig::default(),
+            limits: LimitsConfig::default(),
+            auth: AuthConfig::default(),
+            store: StoreConfig::default(),
+            redis: RedisConfig::default(),
+            graph: GraphConfig::default(),
+            documents: DocumentsConfig::default(),
+            temporal: TemporalConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (when given), then the `ETTER_*` variables of the process
+    /// environment, then `overrides` (command-line flags as dotted keys), and validates the result.
+    pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Self, ConfigError> {
+        let config: Self = etter_config::extract(&etter_config::layers(&Self::default(), file, overrides)?)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Where the run store lives.
+    pub fn store_location(&self) -> Result<StoreLocation, ConfigError> {
+        self.store.location(&self.data_dir)
+    }
+
+    /// The documentation of every key the server reads, section by section.
+    pub fn documented_keys() -> impl Iterator<Item = &'static KeyDoc> {
+        [etter_config::KEYS, KEYS, etter_store::KEYS, etter_graph::KEYS, etter_documents::KEYS, etter_telemetry::KEYS]
+            .into_iter()
+            .flatten()
+    }
+
+    /// The effective configuration as TOML with secrets masked (`--dump-config`).
+    pub fn to_masked_toml(&self) -> String {
+        etter_config::to_masked_toml(self)
+    }
+
+    /// The production profile's requirements. Secrets are expected from the environment
+    /// (`ETTER_STORE__URL`, …), so each message says which variable to set.
+    fn validate_production(&self) -> Result<(), ConfigError> {
+        self.store.validate_production()?;
+        if self.auth.hs256_secret.expose().is_none()
+            && self.auth.public_key_files.is_empty()
+            && self.auth.jwks_file.as_os_str().is_empty()
+        {
+            return invalid(
+                "auth.jwks_file",
+                "the production profile needs the identity provider's keys (auth.jwks_file or auth.public_key_files) \
+                 or ETTER_AUTH__HS256_SECRET; the generated development key is refused",
+            );
+        }
+        self.graph.validate_production()?;
+        if self.server.console_dev_login {
+            return invalid(
+                "server.console_dev_login",
+                "signs anyone in without a password: refused by the production profile",
+            );
+        }
+        if !self.server.audit_key.is_set() {
+            return invalid(
+                "server.audit_key",
+                "is required by the production profile (the audit chain's key, held outside the database); \
+                 set ETTER_SERVER__AUDIT_KEY to at least 32 random bytes, e.g. `openssl rand -hex 32`",
+            );
+        }
+        if !self.server.token_secret.is_set() {
+            return invalid(
+                "server.token_secret",
+                "is required by the production profile (replicas must share the key that seals client-held tokens); \
+                 set ETTER_SERVER__TOKEN_SECRET to at least 32 random bytes, e.g. `openssl rand -hex 32`",
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks every section the server reads.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.profile == Profile::Production {
+            self.validate_production()?;
+        }
+        self.store.validate(&self.data_dir)?;
+        self.redis.validate()?;
+        self.graph.validate()?;
+        self.documents.validate()?;
+        self.temporal.validate()?;
+        self.server.validate()?;
+        self.auth.validate()?;
+        self.limits.validate()?;
+        self.dispatch.validate()
+    }
+}
+
+/// `[server]`: the gRPC control plane.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the gRPC (and grpc-web) listener; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Address of the Prometheus `/metrics` listener of `etter-server`; port 0 picks a free port.
+    pub metrics_listen: SocketAddr,
+    /// Origins allowed to call over grpc-web (`*` = any).
+    pub cors_allowed_origins: Vec<String>,
+    /// How long a graceful shutdown waits for in-flight calls and streams.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// How often health checks ask the store, Temporal, the role graph and Redis whether they answer.
+    #[serde(with = "humantime_serde")]
+    pub health_check_interval: Duration,
+    /// How often a `WatchStatus` stream polls the store for new events.
+    #[serde(with = "humantime_serde")]
+    pub watch_poll_interval: Duration,
+    /// Without Redis: how often the server looks for runs other processes changed, to wake the
+    /// watch streams they concern at once.
+    #[serde(with = "humantime_serde")]
+    pub change_poll_interval: Duration,
+    /// A `WatchStatus` stream that sent nothing for this long sends a heartbeat.
+    #[serde(with = "humantime_serde")]
+    pub watch_heartbeat_interval: Duration,
+    /// A `WatchStatus` stream ends cleanly after this long; clients resume with `after_sequence`.
+    #[serde(with = "humantime_serde")]
+    pub watch_max_lifetime: Duration,
+    /// Where a finished role is seen on the Etter dashboard: a URL template with `{role_id}` and
+    /// `{company_id}` placeholders. Empty = no dashboard URL in statuses.
+    pub dashboard_url: String,
+    /// Most items one `PushBatch` may carry (seed §7.1: 2,500).
+    pub max_batch_size: u32,
+    /// The companies file (TOML: each company's webhook URL and secret, …), re-read when it
+    /// changes. Empty = no company settings (no webhooks).
+    pub companies_file: std::path::PathBuf,
+    /// How long one webhook delivery may take.
+    #[serde(with = "humantime_serde")]
+    pub webhook_timeout: Duration,
+    /// Delivery attempts of one webhook event before it is given up.
+    pub webhook_max_attempts: u32,
+    /// Wait after the first failed delivery; doubles per attempt up to `webhook_retry_max`.
+    #[serde(with = "humantime_serde")]
+    pub webhook_retry_initial: Duration,
+    /// Longest wait between two delivery attempts.
+    #[serde(with = "humantime_serde")]
+    pub webhook_retry_max: Duration,
+    /// Serve the operator console (a web page over grpc-web) at `/console/` on the gRPC port.
+    pub console: bool,
+    /// Let the console sign in anyone as an operator of any company they type, with no password:
+    /// for a developer's own machine only, so the server refuses it unless `listen` is a loopback
+    /// address, and it needs the HS256 key that signs dev tokens.
+    pub console_dev_login: bool,
+    /// The key (at least 32 bytes) that seals the tokens clients hold and send back (watch resume
+    /// tokens, page tokens), so a token is accepted only as it was issued, for the company and
+    /// scope it was issued for. Replicas must share it. Empty = the embedded default: a random
+    /// secret generated once and kept in `{data_dir}/auth/token.secret`.
+    pub token_secret: Secret,
+    /// Keys used before `token_secret`, still accepted when opening tokens (not for sealing):
+    /// rotate by moving the old secret here, and drop it once its tokens have expired (a watch's
+    /// lifetime, or however long clients keep a page token).
+    pub previous_token_secrets: Vec<Secret>,
+    /// The key (at least 32 bytes) of the audit log's hash chain, kept out of the database so
+    /// that whoever can write the database alone cannot rewrite the log unnoticed. Empty = the
+    /// embedded default: generated once and kept in `{data_dir}/auth/audit.key`.
+    pub audit_key: Secret,
+    /// Largest request message the server decodes, in bytes. A `PushBatch` of 2,500 items with
+    /// typical fields is under 1 MB; larger requests are refused before they are decoded.
+    pub max_request_bytes: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            cors_allowed_origins: vec!["*".to_owned()],
+            shutdown_grace: Duration::from_secs(10),
+            health_check_interval: Duration::from_secs(5),
+            watch_poll_interval: Duration::from_millis(250),
+            change_poll_interval: Duration::from_millis(20),
+            watch_heartbeat_interval: Duration::from_secs(15),
+            watch_max_lifetime: Duration::from_secs(30 * 60),
+            dashboard_url: String::new(),
+            max_batch_size: 2_500,
+            companies_file: std::path::PathBuf::new(),
+            webhook_timeout: Duration::from_secs(10),
+            webhook_max_attempts: 15,
+            webhook_retry_initial: Duration::from_secs(5),
+            webhook_retry_max: Duration::from_secs(3600),
+            console: true,
+            console_dev_login: false,
+            token_secret: Secret::default(),
+            previous_token_secrets: Vec::new(),
+            max_request_bytes: 4 * 1024 * 1024,
+            audit_key: Secret::default(),
+        }
+    }
+}
+
+/// The placeholders of `server.dashboard_url`.
+const DASHBOARD_PLACEHOLDERS: [&str; 2] = ["{role_id}", "{company_id}"];
+
+impl ServerConfig {
+    /// The dashboard URL of a role: `server.dashboard_url` with its placeholders substituted, or
+    /// `None` when no template is configured. Ids are URL-safe (lowercase ASCII, digits, hyphens),
+    /// so they are inserted as they are.
+    pub fn dashboard_url_for(&self, role_id: &RoleId, company_id: &CompanyId) -> Option<String> {
+        (!self.dashboard_url.is_empty()).then(|| substitute_dashboard_url(&self.dashboard_url, role_id, company_id))
+    }
+}
+
+fn substitute_dashboard_url(template: &str, role_id: &RoleId, company_id: &CompanyId) -> String {
+    template
+        .replace(DASHBOARD_PLACEHOLDERS[0], role_id.as_str())
+        .replace(DASHBOARD_PLACEHOLDERS[1], company_id.as_str())
+}
+
+/// Checks a non-empty `server.dashboard_url`: substituted with sample ids it must be an http(s) URL
+/// with a host, and no other `{…}` placeholder may remain.
+fn validate_dashboard_url(template: &str) -> Result<(), String> {
+    let sample = || -> Result<(RoleId, CompanyId), etter_core::ids::InvalidId> {
+        let company = CompanyId::parse("acme")?;
+        Ok((RoleId::new(&company, &etter_core::ids::RoleName::parse("Claims Adjuster")?), company))
+    };
+    let (role, company) = sample().map_err(|e| format!("cannot be checked: {e}"))?;
+    let url = substitute_dashboard_url(template, &role, &company);
+    if let Some(start) = url.find('{') {
+        let rest = &url[start..];
+        let placeholder = rest.find('}').map_or(rest, |end| &rest[..=end]);
+        return Err(format!("has an unknown placeholder {placeholder}; use {{role_id}} and {{company_id}}"));
+    }
+    match url::Url::parse(&url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        Ok(_) => Err(format!("must be an http:// or https:// URL with a host, got {url}")),
+        Err(e) => Err(format!("is not a URL after substitution ({url}): {e}")),
+    }
+}
+
+impl ServerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.audit_key.expose().is_some_and(|key| key.len() < 32) {
+            return invalid("server.audit_key", "must be at least 32 bytes (e.g. `openssl rand -hex 32`)");
+        }
+        if self.max_request_bytes < 65_536 {
+            return invalid("server.max_request_bytes", "must be at least 65536");
+        }
+        for secret in std::iter::once(&self.token_secret).chain(&self.previous_token_secrets) {
+            if secret.expose().is_some_and(|secret| secret.len() < 32) {
+                return invalid(
+                    "server.token_secret",
+                    "and each of server.previous_token_secrets must be at least 32 bytes (e.g. `openssl rand -hex 32`)",
+                );
+            }
+        }
+        if !self.dashboard_url.is_empty()
+            && let Err(problem) = validate_dashboard_url(&self.dashboard_url)
+        {
+            return Err(ConfigError::Invalid { key: "server.dashboard_url", problem });
+        }
+        if self.max_batch_size == 0 {
+            return invalid("server.max_batch_size", "must be at least 1");
+        }
+        if self.webhook_max_attempts == 0 {
+            return invalid("server.webhook_max_attempts", "must be at least 1");
+        }
+        if self.console_dev_login && !self.listen.ip().is_loopback() {
+            return invalid(
+                "server.console_dev_login",
+                "signs in anyone without a password, so it is refused unless server.listen is a loopback address",
+            );
+        }
+        if self.webhook_retry_max < self.webhook_retry_initial {
+            return invalid("server.webhook_retry_max", "must be at least server.webhook_retry_initial");
+        }
+        require_positive(&[
+            ("server.health_check_interval", self.health_check_interval),
+            ("server.watch_poll_interval", self.watch_poll_interval),
+            ("server.change_poll_interval", self.change_poll_interval),
+            ("server.watch_heartbeat_interval", self.watch_heartbeat_interval),
+            ("server.watch_max_lifetime", self.watch_max_lifetime),
+            ("server.webhook_timeout", self.webhook_timeout),
+            ("server.webhook_retry_initial", self.webhook_retry_initial),
+        ])
+    }
+}
+
+/// `[limits]`: admission limits (DESIGN §6). The per-company ones are the default tier: the
+/// companies file (`server.companies_file`) may give a company, or a tier of companies, others.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Calls one company's callers may make per minute, on average.
+    pub calls_per_minute: u32,
+    /// Calls one company's callers may make at once above the average.
+    pub burst: u32,
+    /// Runs one company may have QUEUED; a push or batch past it is refused whole.
+    pub max_queued_per_company: u64,
+    /// Runs all companies together may have QUEUED.
+    pub max_queued: u64,
+    /// LLM tokens one company may use per calendar month (UTC), counting what its queued and
+    /// running runs are estimated to still use; 0 = no budget.
+    pub token_budget_per_month: u64,
+    /// The currency of `price_per_million_tokens` (ISO 4217, e.g. `USD`); empty = no prices.
+    pub currency: String,
+    /// What a million LLM tokens cost, in `currency` units, for the cost of estimates.
+    pub price_per_million_tokens: f64,
+    /// Refused calls (invalid, not permitted, not found, malformed) one caller, and one peer
+    /// address, may make per minute; past it their calls are answered `RESOURCE_EXHAUSTED` until
+    /// they slow down, before anything about them is read or recorded.
+    pub refused_per_minute: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            calls_per_minute: 1200,
+            burst: 120,
+            max_queued_per_company: 5000,
+            max_queued: 50_000,
+            token_budget_per_month: 0,
+            currency: String::new(),
+            price_per_million_tokens: 0.0,
+            refused_per_minute: 120,
+        }
+    }
+}
+
+impl LimitsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.refused_per_minute == 0 {
+            return invalid("limits.refused_per_minute", "must be at least 1");
+        }
+        if self.calls_per_minute == 0 || self.burst == 0 {
+            return invalid("limits.calls_per_minute", "calls_per_minute and burst must be at least 1");
+        }
+        if self.max_queued_per_company == 0 || self.max_queued < self.max_queued_per_company {
+            return invalid(
+                "limits.max_queued",
+                "max_queued_per_company must be at least 1 and max_queued at least max_queued_per_company",
+            );
+        }
+        if !self.price_per_million_tokens.is_finite() || self.price_per_million_tokens < 0.0 {
+            return invalid("limits.price_per_million_tokens", "must be a price of zero or more");
+        }
+        if !self.currency.is_empty()
+            && (self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()))
+        {
+            return invalid("limits.currency", "must be an ISO 4217 code such as USD, or empty");
+        }
+        Ok(())
+    }
+}
+
+/// `[dispatch]`: the server's dispatcher, which starts queued runs' workflows in Temporal, and
+/// its reconciler, which closes runs whose workflow ended without recording an outcome.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    /// How often the dispatcher looks for queued runs when no push woke it.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// How long a claim on a queued run holds; a run not started by then can be claimed again.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// Queued runs claimed per company per round.
+    pub claim_batch: u32,
+    /// Workflow starts in flight at once.
+    pub max_concurrent_starts: usize,
+    /// PROCESSING runs of one company at most (seed: 200).
+    pub max_processing_per_company: u64,
+    /// PROCESSING runs of all companies at most.
+    pub max_processing: u64,
+    /// Longest one Temporal call (connecting included) may take before it counts as unavailable.
+    #[serde(with = "humantime_serde")]
+    pub temporal_timeout: Duration,
+    /// First back-off after Temporal was unavailable (doubling).
+    #[serde(with = "humantime_serde")]
+    pub retry_initial_backoff: Duration,
+    /// Longest back-off after Temporal was unavailable.
+    #[serde(with = "humantime_serde")]
+    pub retry_max_backoff: Duration,
+    /// How often the reconciler checks PROCESSING runs against their workflows.
+    #[serde(with = "humantime_serde")]
+    pub reconcile_interval: Duration,
+    /// Estimated wall time of one step, while there are no measurements.
+    #[serde(with = "humantime_serde")]
+    pub estimate_step_duration: Duration,
+    /// Estimated LLM tokens of one LLM-using step, while there are no measurements.
+    pub estimate_llm_step_tokens: i64,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(1),
+            lease: Duration::from_secs(60),
+            claim_batch: 50,
+            max_concurrent_starts: 16,
+            max_processing_per_company: 200,
+            max_processing: 1000,
+            temporal_timeout: Duration::from_secs(10),
+            retry_initial_backoff: Duration::from_millis(500),
+            retry_max_backoff: Duration::from_secs(30),
+            reconcile_interval: Duration::from_secs(30),
+            estimate_step_duration: Duration::from_secs(30),
+            estimate_llm_step_tokens: 4000,
+        }
+    }
+}
+
+impl DispatchConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        require_positive(&[
+            ("dispatch.poll_interval", self.poll_interval),
+            ("dispatch.lease", self.lease),
+            ("dispatch.temporal_timeout", self.temporal_timeout),
+            ("dispatch.retry_initial_backoff", self.retry_initial_backoff),
+            ("dispatch.reconcile_interval", self.reconcile_interval),
+        ])?;
+        if self.retry_max_backoff < self.retry_initial_backoff {
+            return invalid("dispatch.retry_max_backoff", "must be at least dispatch.retry_initial_backoff");
+        }
+        if self.lease <= self.temporal_timeout {
+            return invalid("dispatch.lease", "must be longer than dispatch.temporal_timeout");
+        }
+        if self.claim_batch == 0
+            || self.max_concurrent_starts == 0
+            || self.max_processing_per_company == 0
+            || self.max_processing == 0
+        {
+            return invalid(
+                "dispatch.max_processing",
+                "caps (and dispatch.claim_batch, dispatch.max_concurrent_starts, dispatch.max_processing_per_company) must be at least 1",
+            );
+        }
+        if self.estimate_llm_step_tokens < 0 {
+            return invalid("dispatch.estimate_llm_step_tokens", "must not be negative");
+        }
+        Ok(())
+    }
+}
+
+/// `[auth]`: bearer-token (JWT) authentication of every `PipelineService` call. There is no
+/// switch that turns it off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HS256 signing secret (at least 32 bytes). Empty = the embedded default: a random secret
+    /// generated once and kept in `{data_dir}/auth/hs256.secret`.
+    pub hs256_secret: Secret,
+    /// Required `iss` claim.
+    pub issuer: String,
+    /// Required `aud` claim.
+    pub audience: String,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// PEM files of the identity provider's public keys: an RSA key verifies RS256 tokens, an EC
+    /// P-256 key ES256 tokens.
+    pub public_key_files: Vec<PathBuf>,
+    /// A JWKS file (JSON Web Key Set) of the identity provider's RSA and EC P-256 keys, chosen by
+    /// the token's `kid`. Empty = none.
+    pub jwks_file: PathBuf,
+    /// The claim naming the caller (dotted for a nested claim, e.g. `ext.user`).
+    pub user_claim: String,
+    /// The claim giving the caller's role: a string or a list of strings; the highest of
+    /// `viewer`, `operator`, `admin` (after `role_prefix`) found counts.
+    pub role_claim: String,
+    /// A prefix the identity provider puts before role names (`etter-` for `etter-operator`).
+    pub role_prefix: String,
+    /// The claim listing the caller's companies: a list of ids, or one string of ids separated
+    /// by spaces or commas.
+    pub companies_claim: String,
+    /// Calls refused as unauthenticated a peer address may make per minute; past it the address
+    /// is answered `RESOURCE_EXHAUSTED` until it slows down.
+    pub unauthenticated_per_minute: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            hs256_secret: Secret::default(),
+            issuer: "etter".to_owned(),
+            audience: "etter-pipeline".to_owned(),
+            leeway: Duration::from_secs(30),
+            public_key_files: Vec::new(),
+            jwks_file: PathBuf::new(),
+            user_claim: "sub".to_owned(),
+            role_claim: "role".to_owned(),
+            role_prefix: String::new(),
+            companies_claim: "companies".to_owned(),
+            unauthenticated_per_minute: 60,
+        }
+    }
+}
+
+impl AuthConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(secret) = self.hs256_secret.expose()
+            && secret.len() < 32
+        {
+            return invalid("auth.hs256_secret", "must be at least 32 bytes");
+        }
+        if self.issuer.is_empty() || self.audience.is_empty() {
+            return invalid("auth.issuer", "issuer and audience must not be empty");
+        }
+        for (key, claim) in [
+            ("auth.user_claim", &self.user_claim),
+            ("auth.role_claim", &self.role_claim),
+            ("auth.companies_claim", &self.companies_claim),
+        ] {
+            if claim.is_empty() || claim.split('.').any(str::is_empty) {
+                return invalid(key, "must name a claim (dotted for a nested one)");
+            }
+        }
+        if self.unauthenticated_per_minute == 0 {
+            return invalid("auth.unauthenticated_per_minute", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// The documentation of every `server.*`, `dispatch.*`, `limits.*` and `auth.*` key.
+pub const KEYS: &[KeyDoc] = &[
+    KeyDoc {
+        key: "server.listen",
+        used_by: "server",
+        description: "Address of the gRPC and grpc-web listener; port 0 picks a free port (the readiness line tells which).",
+    },
+    KeyDoc {
+        key: "server.metrics_listen",
+        used_by: "server",
+        description: "Address of the Prometheus `/metrics` HTTP listener.",
+    },
+    KeyDoc {
+        key: "server.cors_allowed_origins",
+        used_by: "server",
+        description: "Origins allowed to call over grpc-web; `*` allows any.",
+    },
+    KeyDoc {
+        key: "server.shutdown_grace",
+        used_by: "server",
+        description: "How long a graceful shutdown waits for in-flight calls and streams.",
+    },
+    KeyDoc {
+        key: "server.health_check_interval",
+        used_by: "server",
+        description: "How often health checks ask the store, Temporal, the role graph and Redis whether they answer.",
+    },
+    KeyDoc {
+        key: "server.watch_poll_interval",
+        used_by: "server",
+        description: "How often a `WatchStatus` stream polls the run store for new events.",
+    },
+    KeyDoc {
+        key: "server.change_poll_interval",
+        used_by: "server",
+        description: "Without Redis: how often the server looks for runs other processes (the worker) changed, to wake the watch streams they concern at once; one indexed query a look.",
+    },
+    KeyDoc {
+        key: "server.watch_heartbeat_interval",
+        used_by: "server",
+        description: "A `WatchStatus` stream that sent nothing for this long sends a heartbeat with queue positions.",
+    },
+    KeyDoc {
+        key: "server.watch_max_lifetime",
+        used_by: "server",
+        description: "A `WatchStatus` stream ends cleanly after this long; clients resume with `after_sequence`.",
+    },
+    KeyDoc {
+        key: "server.dashboard_url",
+        used_by: "server",
+        description: "Dashboard URL template of a finished role (`RunStatus.dashboard_url` when READY, DEGRADED or STALE), with `{role_id}` and `{company_id}` placeholders, e.g. `https://app.example.com/{company_id}/roles/{role_id}`; must be an http(s) URL after substitution. Empty = no URL.",
+    },
+    KeyDoc {
+        key: "server.max_batch_size",
+        used_by: "server",
+        description: "Most items one `PushBatch` may carry; a larger batch is refused whole with `INVALID_ARGUMENT`.",
+    },
+    KeyDoc {
+        key: "server.companies_file",
+        used_by: "server",
+        description: "TOML file of per-company settings: `[companies.<id>]` with `webhook_url` and `webhook_secret` (the HMAC key of `notify_on_complete` events). Re-read when it changes; an invalid file keeps the previous settings. Empty = none.",
+    },
+    KeyDoc {
+        key: "server.webhook_timeout",
+        used_by: "server",
+        description: "How long one webhook delivery may take before it counts as failed.",
+    },
+    KeyDoc {
+        key: "server.webhook_max_attempts",
+        used_by: "server",
+        description: "Delivery attempts of one webhook event before it is given up.",
+    },
+    KeyDoc {
+        key: "server.webhook_retry_initial",
+        used_by: "server",
+        description: "Wait after a failed webhook delivery; doubles per attempt up to `server.webhook_retry_max`.",
+    },
+    KeyDoc {
+        key: "server.webhook_retry_max",
+        used_by: "server",
+        description: "Longest wait between two webhook delivery attempts.",
+    },
+    KeyDoc {
+        key: "server.console",
+        used_by: "server",
+        description: "Serve the operator console (web page over grpc-web) at `/console/` on the gRPC port.",
+    },
+    KeyDoc {
+        key: "server.console_dev_login",
+        used_by: "server",
+        description: "Console sign-in without a password as an operator of any company; loopback `listen` only.",
+    },
+    KeyDoc {
+        key: "server.token_secret",
+        used_by: "server",
+        description: "Key (at least 32 bytes) sealing the tokens clients hold and send back (watch resume and page tokens), each bound to the company and scope it was issued for; replicas must share it; required by the production profile. Empty = generated once into `{data_dir}/auth/token.secret`.",
+    },
+    KeyDoc {
+        key: "server.audit_key",
+        used_by: "server",
+        description: "Key (at least 32 bytes) of the audit log's hash chain (HMAC-SHA256), held outside the database so that whoever can write the database alone cannot rewrite the log unnoticed; every replica and `etter-server audit verify` need it; required by the production profile. Empty = generated once into `{data_dir}/auth/audit.key`.",
+    },
+    KeyDoc {
+        key: "server.max_request_bytes",
+        used_by: "server",
+        description: "Largest request message decoded, in bytes (at least 65536). A `PushBatch` of 2,500 items with typical fields is about 0.9 MB; a larger request is refused (`OUT_OF_RANGE`) before it is decoded.",
+    },
+    KeyDoc {
+        key: "server.previous_token_secrets",
+        used_by: "server",
+        description: "Earlier `token_secret`s, still accepted when tokens come back (never used to seal): put the old key here when rotating, remove it once its tokens have expired.",
+    },
+    KeyDoc {
+        key: "dispatch.poll_interval",
+        used_by: "server",
+        description: "How often the dispatcher looks for queued runs when no push woke it.",
+    },
+    KeyDoc {
+        key: "dispatch.lease",
+        used_by: "server",
+        description: "How long a dispatcher's claim on a queued run holds; an unstarted run is claimable again after it.",
+    },
+    KeyDoc {
+        key: "dispatch.claim_batch",
+        used_by: "server",
+        description: "Queued runs claimed per company per round.",
+    },
+    KeyDoc {
+        key: "dispatch.max_concurrent_starts",
+        used_by: "server",
+        description: "Temporal workflow starts in flight at once.",
+    },
+    KeyDoc {
+        key: "dispatch.max_processing_per_company",
+        used_by: "server",
+        description: "PROCESSING runs of one company at most (seed: 200); more wait QUEUED.",
+    },
+    KeyDoc {
+        key: "dispatch.max_processing",
+        used_by: "server",
+        description: "PROCESSING runs of all companies at most; more wait QUEUED.",
+    },
+    KeyDoc {
+        key: "dispatch.temporal_timeout",
+        used_by: "server",
+        description: "Longest one Temporal call (connecting included) may take before Temporal counts as unavailable.",
+    },
+    KeyDoc {
+        key: "dispatch.retry_initial_backoff",
+        used_by: "server",
+        description: "First wait after Temporal was unavailable; doubles up to `dispatch.retry_max_backoff`.",
+    },
+    KeyDoc {
+        key: "dispatch.retry_max_backoff",
+        used_by: "server",
+        description: "Longest wait between dispatch attempts while Temporal is unavailable.",
+    },
+    KeyDoc {
+        key: "dispatch.reconcile_interval",
+        used_by: "server",
+        description: "How often PROCESSING runs are checked against their workflows (ended without an outcome → FAILED).",
+    },
+    KeyDoc {
+        key: "dispatch.estimate_step_duration",
+        used_by: "server",
+        description: "Estimated wall time of one step, for queue ETAs and estimated durations.",
+    },
+    KeyDoc {
+        key: "dispatch.estimate_llm_step_tokens",
+        used_by: "server",
+        description: "Estimated LLM tokens of one LLM-using step, for token estimates.",
+    },
+    KeyDoc {
+        key: "limits.calls_per_minute",
+        used_by: "server",
+        description: "Calls one company's callers may make per minute on average (the default tier); past it, `RESOURCE_EXHAUSTED` with `RetryInfo`.",
+    },
+    KeyDoc {
+        key: "limits.burst",
+        used_by: "server",
+        description: "Calls one company may make at once above the average.",
+    },
+    KeyDoc {
+        key: "limits.refused_per_minute",
+        used_by: "server",
+        description: "Refused calls (invalid, not permitted, not found, malformed) one caller, and one peer address, may make per minute; past it their calls are `RESOURCE_EXHAUSTED` (with `RetryInfo`) before anything about them is read or recorded. At least 1.",
+    },
+    KeyDoc {
+        key: "limits.max_queued_per_company",
+        used_by: "server",
+        description: "Runs one company may have QUEUED (the default tier); a push or batch past it is refused whole with the numbers.",
+    },
+    KeyDoc {
+        key: "limits.max_queued",
+        used_by: "server",
+        description: "Runs all companies together may have QUEUED; a push or batch past it is refused whole.",
+    },
+    KeyDoc {
+        key: "limits.token_budget_per_month",
+        used_by: "server",
+        description: "LLM tokens one company may use per calendar month (UTC), counting the estimates of its queued and running runs (the default tier); 0 = no budget. Past it, pushes are refused with `QuotaFailure`.",
+    },
+    KeyDoc {
+        key: "limits.currency",
+        used_by: "server",
+        description: "ISO 4217 currency of `limits.price_per_million_tokens`; empty = estimates carry no cost.",
+    },
+    KeyDoc {
+        key: "limits.price_per_million_tokens",
+        used_by: "server",
+        description: "What a million LLM tokens cost in `limits.currency`, for the cost of estimates and usage.",
+    },
+    KeyDoc {
+        key: "auth.hs256_secret",
+        used_by: "server",
+        description: "HS256 signing secret of bearer tokens (≥ 32 bytes); empty = generated once and kept in `{data_dir}/auth/hs256.secret`. Secret.",
+    },
+    KeyDoc { key: "auth.issuer", used_by: "server", description: "Required `iss` claim of bearer tokens." },
+    KeyDoc { key: "auth.audience", used_by: "server", description: "Required `aud` claim of bearer tokens." },
+    KeyDoc { key: "auth.leeway", used_by: "server", description: "Clock skew tolerated on `exp` and `nbf`." },
+    KeyDoc {
+        key: "auth.public_key_files",
+        used_by: "server",
+        description: "PEM files of the identity provider's public keys: RSA keys verify RS256 tokens, EC P-256 keys ES256 tokens. With keys (here or in `auth.jwks_file`) and no `auth.hs256_secret`, HS256 tokens are refused.",
+    },
+    KeyDoc {
+        key: "auth.jwks_file",
+        used_by: "server",
+        description: "JWKS file (JSON Web Key Set) of the identity provider's RSA and EC P-256 keys, chosen by the token's `kid`. Empty = none.",
+    },
+    KeyDoc {
+        key: "auth.user_claim",
+        used_by: "server",
+        description: "Claim naming the caller; dotted for a nested claim.",
+    },
+    KeyDoc {
+        key: "auth.role_claim",
+        used_by: "server",
+        description: "Claim with the caller's role (`viewer`, `operator`, `admin`): a string or a list, the highest counts.",
+    },
+    KeyDoc {
+        key: "auth.role_prefix",
+        used_by: "server",
+        description: "Prefix the identity provider puts before role names (`etter-` for `etter-operator`).",
+    },
+    KeyDoc {
+        key: "auth.companies_claim",
+        used_by: "server",
+        description: "Claim listing the caller's company ids: a list, or one string separated by spaces or commas.",
+    },
+    KeyDoc {
+        key: "auth.unauthenticated_per_minute",
+        used_by: "server",
+        description: "Calls refused as unauthenticated one peer address may make per minute; past it, `RESOURCE_EXHAUSTED` with `RetryInfo`.",
+    },
+];
+
+#[cfg(test)]
+// `figment::Jail` closures must return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "etter.toml",
+                "[server]\nlisten = \"127.0.0.1:1000\"\n[temporal]\nnamespace = \"from-file\"\n[llm]\nmodel = \"the worker's\"\n",
+            )?;
+            jail.set_env("ETTER_TEMPORAL__NAMESPACE", "from-env");
+            let config = Config::load(Some(Path::new("etter.toml")), &[("server.listen", "127.0.0.1:2000".to_owned())])
+                .map_err(|e| e.to_string())?;
+            assert_eq!(config.server.listen, SocketAddr::from(([127, 0, 0, 1], 2000)));
+            assert_eq!(config.temporal.namespace, "from-env");
+            assert_eq!(config.temporal.task_queue, "etter-workflows");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_with_the_key_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ETTER_SERVER__LISTNE", "127.0.0.1:1");
+            let err = Config::load(None, &[]).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains("listne"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ETTER_STORE__URL", "mysql://x");
+            let err = Config::load(None, &[]).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains("store.url"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ETTER_DISPATCH__LEASE", "1s");
+            let err = Config::load(None, &[]).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains("dispatch.lease"), "{err}");
+            Ok(())
+        });
+    }
+
+    /// `examples/etter.production.toml`, the file the README points at for production.
+    const PRODUCTION_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/etter.production.toml");
+
+    #[test]
+    fn the_production_example_loads_with_its_secrets_and_names_each_missing_one() {
+        figment::Jail::expect_with(|jail| {
+            let example = Path::new(PRODUCTION_EXAMPLE);
+            // A sourced .etter/services.env must not fill in what this test leaves out.
+            for key in [
+                "ETTER_STORE__URL",
+                "ETTER_GRAPH__PASSWORD",
+                "ETTER_AUTH__HS256_SECRET",
+                "ETTER_SERVER__TOKEN_SECRET",
+                "ETTER_SERVER__AUDIT_KEY",
+            ] {
+                jail.set_env(key, "");
+            }
+            let refused = |missing_key: &str| -> Result<(), figment::Error> {
+                let err = Config::load(Some(example), &[]).err().map(|e| e.to_string()).unwrap_or_default();
+                assert!(err.contains(missing_key), "want {missing_key} named: {err}");
+                Ok(())
+            };
+            refused("store.url")?;
+            refused("ETTER_STORE__URL")?;
+            jail.set_env("ETTER_STORE__URL", "postgres://etter:pw@db.internal:5432/etter");
+            refused("graph.password")?;
+            jail.set_env("ETTER_GRAPH__PASSWORD", "neo4j-secret");
+            refused("server.audit_key")?;
+            jail.set_env("ETTER_SERVER__AUDIT_KEY", "1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d");
+            refused("server.token_secret")?;
+            jail.set_env("ETTER_SERVER__TOKEN_SECRET", "short");
+            refused("at least 32 bytes")?;
+            jail.set_env(
+                "ETTER_SERVER__TOKEN_SECRET",
+                "7d0c3b9e2f4a61587a9c0e1d2b3f4a5c6d7e8f90a1b2c3d4e5f60718293a4b5c",
+            );
+            let config = Config::load(Some(example), &[]).map_err(|e| e.to_string())?;
+            assert_eq!(config.profile, Profile::Production);
+            assert!(!config.auth.jwks_file.as_os_str().is_empty() && config.redis.url.is_set());
+            // The dev login is refused in production even on loopback.
+            jail.set_env("ETTER_SERVER__CONSOLE_DEV_LOGIN", "true");
+            jail.set_env("ETTER_SERVER__LISTEN", "127.0.0.1:50051");
+            refused("server.console_dev_login")?;
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_console_dev_login_is_refused_off_a_loopback_listener() -> anyhow::Result<()> {
+        let mut config = Config::default();
+        config.server.console_dev_login = true;
+        config.validate()?;
+        config.server.listen = SocketAddr::from(([0, 0, 0, 0], 50051));
+        let err = config.validate().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("server.console_dev_login") && err.contains("loopback"), "{err}");
+        config.server.console_dev_login = false;
+        config.validate()?;
+        Ok(())
+    }
+
+    #[test]
+    fn dashboard_url_is_validated_and_substituted() -> anyhow::Result<()> {
+        let mut config = Config::default();
+        let company = CompanyId::parse("acme")?;
+        let role = RoleId::new(&company, &etter_core::ids::RoleName::parse("Claims Adjuster")?);
+        assert_eq!(config.server.dashboard_url_for(&role, &company), None, "empty = no URL");
+        config.server.dashboard_url = "https://app.example.com/{company_id}/roles/{role_id}".to_owned();
+        config.validate()?;
+        assert_eq!(
+            config.server.dashboard_url_for(&role, &company).as_deref(),
+            Some("https://app.example.com/acme/roles/cr-acme.claims-adjuster")
+        );
+        for bad in ["app.example.com/{role_id}", "ftp://files.example.com/{role_id}", "https://x.example/{role}"] {
+            config.server.dashboard_url = bad.to_owned();
+            let err = config.validate().err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains("server.dashboard_url"), "{bad}: {err}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn secrets_are_masked_in_the_dump() {
+        let mut config = Config::default();
+        config.store.url = Secret::from("postgres://etter:hunter2@db/etter");
+        config.server.audit_key = Secret::from("an audit key that is long enough, 32+");
+        let dump = config.to_masked_toml();
+        assert!(!dump.contains("hunter2") && !dump.contains("audit key"), "{dump}");
+        assert!(dump.contains("url = \"***\""), "{dump}");
+    }
+}

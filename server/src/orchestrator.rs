@@ -1,0 +1,360 @@
+//! How the server starts and inspects onboarding workflows, without knowing the worker.
+//!
+//! [`Orchestrator`] is the interface the server's dispatcher and reconciler use: start the
+//! [`ROLE_ONBOARDING_WORKFLOW`](crate::workflow::ROLE_ONBOARDING_WORKFLOW) of a run by name, ask
+//! whether a run's workflow is still running, and ask it to cancel (`Cancel`). [`TemporalOrchestrator`] (cargo feature
+//! `temporal`) implements it with `temporalio-client`.
+//!
+//! **Starting twice is harmless.** A start uses the run's workflow id with conflict policy
+//! *use-existing* (a retried start while the workflow runs joins it) and reuse policy
+//! *reject-duplicate* (a start after it closed is refused, reported as
+//! [`StartOutcome::AlreadyClosed`]): a dispatcher that crashed between the start and its
+//! bookkeeping can start again, and never runs a workflow twice.
+
+use async_trait::async_trait;
+
+use etter_core::{ids::WorkflowId, workflow::RoleOnboardingInput};
+
+/// What a start did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartOutcome {
+    /// The workflow is running: started by this call, or already running from an earlier start.
+    Running {
+        /// Temporal's run id of the execution.
+        run_id: Option<String>,
+    },
+    /// A workflow with this id ran and has closed: it is never started again.
+    AlreadyClosed,
+}
+
+/// How a closed workflow ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClosedStatus {
+    /// It returned.
+    Completed,
+    /// It failed (its code raised a failure).
+    Failed,
+    /// It was cancelled.
+    Cancelled,
+    /// An operator or tool terminated it.
+    Terminated,
+    /// It ran past its execution timeout.
+    TimedOut,
+    /// It continued as new (the onboarding workflow never does).
+    ContinuedAsNew,
+    /// A status this version does not know.
+    Other,
+}
+
+impl ClosedStatus {
+    /// A stable UPPER_SNAKE_CASE name (`TERMINATED`, …) for errors and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClosedStatus::Completed => "COMPLETED",
+            ClosedStatus::Failed => "FAILED",
+            ClosedStatus::Cancelled => "CANCELLED",
+            ClosedStatus::Terminated => "TERMINATED",
+            ClosedStatus::TimedOut => "TIMED_OUT",
+            ClosedStatus::ContinuedAsNew => "CONTINUED_AS_NEW",
+            ClosedStatus::Other => "UNKNOWN",
+        }
+    }
+}
+
+/// Where a run's workflow stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkflowState {
+    /// Still running (or paused).
+    Running,
+    /// Closed, with how.
+    Closed(ClosedStatus),
+    /// No workflow with this id exists (never started, or deleted after retention).
+    NotFound,
+}
+
+/// Why the orchestrator could not answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OrchestratorError {
+    /// The orchestrator could not be reached or did not answer in time; try again later.
+    #[error("the orchestrator is unavailable: {0}")]
+    Unavailable(String),
+    /// The orchestrator refused the request for a reason retrying does not fix (a bad
+    /// namespace, an input it cannot accept).
+    #[error("the orchestrator refused the request: {0}")]
+    Rejected(String),
+}
+
+/// Starts and inspects onboarding workflows. Object-safe (`Arc<dyn Orchestrator>`).
+#[async_trait]
+pub trait Orchestrator: Send + Sync {
+    /// Starts the onboarding workflow of `input.workflow_id`, or joins it if it is running.
+    async fn start_onboarding(&self, input: &RoleOnboardingInput) -> Result<StartOutcome, OrchestratorError>;
+
+    /// Where the workflow of a run stands.
+    async fn describe(&self, workflow_id: &WorkflowId) -> Result<WorkflowState, OrchestratorError>;
+
+    /// Asks the workflow of a run to cancel, with `reason` shown in its history. Cancellation
+    /// reaches running activities through their heartbeats; the workflow records its cancelled step
+    /// and ends. A workflow that already closed, or never existed, is not an error (there is
+    /// nothing left to cancel); asking twice is harmless.
+    async fn cancel(&self, workflow_id: &WorkflowId, reason: &str) -> Result<(), OrchestratorError>;
+
+    /// Answers when the orchestrator does (health checks).
+    async fn ping(&self) -> Result<(), OrchestratorError>;
+}
+
+pub use temporal::{TemporalOrchestrator, TemporalSettings};
+
+mod temporal {
+    use std::{future::Future, time::Duration};
+
+    use async_trait::async_trait;
+    use temporalio_client::{
+        Client, ClientOptions, Connection, ConnectionOptions, NamespacedClient as _, UntypedWorkflow, Url,
+        WorkflowCancelOptions, WorkflowDescribeOptions, WorkflowExecutionStatus, WorkflowIdConflictPolicy,
+        WorkflowIdReusePolicy, WorkflowStartOptions,
+        errors::{WorkflowInteractionError, WorkflowStartError},
+        grpc::WorkflowService as _,
+        tonic::{self, Code, Status},
+    };
+    use temporalio_common::{
+        MemoValues,
+        data_converters::{GenericPayloadConverter as _, RawValue, SerializationContext, SerializationContextData},
+        protos::temporal::api::workflowservice::v1::DescribeNamespaceRequest,
+    };
+    use tokio::sync::Mutex;
+
+    use super::{ClosedStatus, Orchestrator, OrchestratorError, StartOutcome, WorkflowState};
+    use crate::config::Config;
+    use etter_core::{
+        ids::WorkflowId,
+        workflow::{ROLE_ONBOARDING_WORKFLOW, RUN_KEY_MEMO, RoleOnboardingInput},
+    };
+
+    /// Where and how workflows are started.
+    #[derive(Debug, Clone)]
+    pub struct TemporalSettings {
+        /// Frontend URL (`temporal.address`).
+        pub address: String,
+        /// Namespace (`temporal.namespace`).
+        pub namespace: String,
+        /// Task queue of the onboarding workflows (`temporal.task_queue`).
+        pub task_queue: String,
+        /// Execution timeout of an onboarding workflow (`temporal.workflow_execution_timeout`).
+        pub execution_timeout: Duration,
+        /// Longest one call (connecting included) may take before it counts as unavailable.
+        pub call_timeout: Duration,
+        /// This process, as Temporal shows it.
+        pub identity: String,
+    }
+
+    impl TemporalSettings {
+        /// The settings of `config`, with `call_timeout` and `identity` given by the caller.
+        pub fn from_config(config: &Config, call_timeout: Duration, identity: impl Into<String>) -> Self {
+            Self {
+                address: config.temporal.address.clone(),
+                namespace: config.temporal.namespace.clone(),
+                task_queue: config.temporal.task_queue.clone(),
+                execution_timeout: config.temporal.workflow_execution_timeout,
+                call_timeout,
+                identity: identity.into(),
+            }
+        }
+    }
+
+    /// [`Orchestrator`] over a Temporal cluster. Connects on first use and again after a failed
+    /// connection, so a server started while Temporal is down starts workflows once it is up.
+    pub struct TemporalOrchestrator {
+        settings: TemporalSettings,
+        client: Mutex<Option<Client>>,
+    }
+
+    impl std::fmt::Debug for TemporalOrchestrator {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("TemporalOrchestrator").field("settings", &self.settings).finish_non_exhaustive()
+        }
+    }
+
+    impl TemporalOrchestrator {
+        /// An orchestrator for `settings`; nothing is connected yet.
+        pub fn new(settings: TemporalSettings) -> Self {
+            Self { settings, client: Mutex::new(None) }
+        }
+
+        async fn client(&self) -> Result<Client, OrchestratorError> {
+            let mut slot = self.client.lock().await;
+            if let Some(client) = slot.as_ref() {
+                return Ok(client.clone());
+            }
+            let url = Url::parse(&self.settings.address)
+                .map_err(|e| OrchestratorError::Rejected(format!("temporal.address is not a URL: {e}")))?;
+            let options = ConnectionOptions::new(url)
+                .identity(self.settings.identity.clone())
+                .connect_timeout(self.settings.call_timeout)
+                .build();
+            let connection = self.bounded("connecting", Connection::connect(options)).await?.map_err(|e| {
+                OrchestratorError::Unavailable(format!("cannot connect to {}: {e}", self.settings.address))
+            })?;
+            let client = Client::new(connection, ClientOptions::new(self.settings.namespace.clone()).build())
+                .map_err(|e| OrchestratorError::Rejected(format!("cannot create the Temporal client: {e}")))?;
+            *slot = Some(client.clone());
+            Ok(client)
+        }
+
+        async fn bounded<T>(&self, what: &str, call: impl Future<Output = T>) -> Result<T, OrchestratorError> {
+            tokio::time::timeout(self.settings.call_timeout, call).await.map_err(|_| {
+                OrchestratorError::Unavailable(format!("{what} did not finish within {:?}", self.settings.call_timeout))
+            })
+        }
+
+        fn encode(client: &Client, input: &RoleOnboardingInput) -> Result<RawValue, OrchestratorError> {
+            let converter = client.data_converter().payload_converter();
+            let context = SerializationContext::new(&SerializationContextData::None, converter);
+            let payload = converter
+                .to_payload(&context, input)
+                .map_err(|e| OrchestratorError::Rejected(format!("cannot encode the workflow input: {e}")))?;
+            Ok(RawValue::new(vec![payload]))
+        }
+
+        async fn closed_one_is_ours(
+            &self,
+            client: &Client,
+            input: &RoleOnboardingInput,
+        ) -> Result<bool, OrchestratorError> {
+            let key = self.bounded("describing the workflow", memo_run_key(client, &input.workflow_id)).await??;
+            Ok(key.is_some_and(|key| !key.is_empty() && key == input.run_key))
+        }
+    }
+
+    /// gRPC codes that mean "try again later" rather than "this request is wrong".
+    fn is_transient(status: &Status) -> bool {
+        matches!(
+            status.code(),
+            Code::Unavailable
+                | Code::DeadlineExceeded
+                | Code::ResourceExhausted
+                | Code::Aborted
+                | Code::Internal
+                | Code::Unknown
+                | Code::Cancelled
+        )
+    }
+
+    /// The run key in the memo of the (latest) workflow under `workflow_id`, if it has one.
+    /// A closed workflow is this run's own only when the keys match. One without a key (another
+    /// store's, or started before keys were kept) is not: at worst a run whose start bookkeeping
+    /// was lost runs once more, never a run settled from a stranger's end.
+    async fn memo_run_key(client: &Client, workflow_id: &WorkflowId) -> Result<Option<String>, OrchestratorError> {
+        let handle = client.get_workflow_handle::<UntypedWorkflow>(workflow_id.to_string());
+        match handle.describe(WorkflowDescribeOptions::default()).await {
+            Ok(description) => description
+                .memo()
+                .get::<String>(RUN_KEY_MEMO)
+                .map_err(|e| OrchestratorError::Rejected(format!("reading the workflow's memo: {e}"))),
+            Err(WorkflowInteractionError::Rpc(status)) => Err(rpc_error("describing the workflow", &status)),
+            Err(other) => Err(OrchestratorError::Unavailable(format!("describing the workflow: {other}"))),
+        }
+    }
+
+    fn rpc_error(what: &str, status: &Status) -> OrchestratorError {
+        let message = format!("{what}: {} ({:?})", status.message(), status.code());
+        if is_transient(status) {
+            OrchestratorError::Unavailable(message)
+        } else {
+            OrchestratorError::Rejected(message)
+        }
+    }
+
+    #[async_trait]
+    impl Orchestrator for TemporalOrchestrator {
+        async fn start_onboarding(&self, input: &RoleOnboardingInput) -> Result<StartOutcome, OrchestratorError> {
+            let client = self.client().await?;
+            let payload = Self::encode(&client, input)?;
+            let options = |reuse| {
+                let mut memo = MemoValues::new();
+                memo.insert(RUN_KEY_MEMO, input.run_key.clone());
+                WorkflowStartOptions::new(self.settings.task_queue.clone(), input.workflow_id.to_string())
+                    .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+                    .id_reuse_policy(reuse)
+                    .execution_timeout(self.settings.execution_timeout)
+                    .memo(memo)
+                    .build()
+            };
+            let start = |reuse| {
+                let workflow = UntypedWorkflow::new(ROLE_ONBOARDING_WORKFLOW);
+                self.bounded("starting the workflow", client.start_workflow(workflow, payload.clone(), options(reuse)))
+            };
+            let started = match start(WorkflowIdReusePolicy::RejectDuplicate).await? {
+                // A closed workflow has this id: this run's own (its dispatch bookkeeping was
+                // lost), or another run store's, whose ids also start at -1. Only ours is settled
+                // from its end; another's id is reused for a new execution of this run.
+                Err(WorkflowStartError::AlreadyStarted { .. }) => {
+                    if self.closed_one_is_ours(&client, input).await? {
+                        return Ok(StartOutcome::AlreadyClosed);
+                    }
+                    tracing::warn!(
+                        workflow_id = %input.workflow_id,
+                        "a closed workflow of another run store has this id; starting this run's own execution under it"
+                    );
+                    start(WorkflowIdReusePolicy::AllowDuplicate).await?
+                }
+                other => other,
+            };
+            match started {
+                Ok(handle) => Ok(StartOutcome::Running { run_id: handle.run_id().map(str::to_owned) }),
+                Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(StartOutcome::AlreadyClosed),
+                Err(WorkflowStartError::Rpc(status)) => Err(rpc_error("starting the workflow", &status)),
+                Err(other) => Err(OrchestratorError::Rejected(format!("starting the workflow: {other}"))),
+            }
+        }
+
+        async fn describe(&self, workflow_id: &WorkflowId) -> Result<WorkflowState, OrchestratorError> {
+            let client = self.client().await?;
+            let handle = client.get_workflow_handle::<UntypedWorkflow>(workflow_id.to_string());
+            let described =
+                self.bounded("describing the workflow", handle.describe(WorkflowDescribeOptions::default())).await?;
+            let description = match described {
+                Ok(description) => description,
+                Err(WorkflowInteractionError::NotFound(_)) => return Ok(WorkflowState::NotFound),
+                Err(WorkflowInteractionError::Rpc(status)) => {
+                    return Err(rpc_error("describing the workflow", &status));
+                }
+                Err(other) => return Err(OrchestratorError::Unavailable(format!("describing the workflow: {other}"))),
+            };
+            Ok(match description.status() {
+                WorkflowExecutionStatus::Running | WorkflowExecutionStatus::Paused => WorkflowState::Running,
+                WorkflowExecutionStatus::Completed => WorkflowState::Closed(ClosedStatus::Completed),
+                WorkflowExecutionStatus::Failed => WorkflowState::Closed(ClosedStatus::Failed),
+                WorkflowExecutionStatus::Canceled => WorkflowState::Closed(ClosedStatus::Cancelled),
+                WorkflowExecutionStatus::Terminated => WorkflowState::Closed(ClosedStatus::Terminated),
+                WorkflowExecutionStatus::TimedOut => WorkflowState::Closed(ClosedStatus::TimedOut),
+                WorkflowExecutionStatus::ContinuedAsNew => WorkflowState::Closed(ClosedStatus::ContinuedAsNew),
+                _ => WorkflowState::Closed(ClosedStatus::Other),
+            })
+        }
+
+        async fn cancel(&self, workflow_id: &WorkflowId, reason: &str) -> Result<(), OrchestratorError> {
+            let client = self.client().await?;
+            let handle = client.get_workflow_handle::<UntypedWorkflow>(workflow_id.to_string());
+            let options = WorkflowCancelOptions::builder().reason(reason.to_owned()).build();
+            match self.bounded("cancelling the workflow", handle.cancel(options)).await? {
+                Ok(()) => Ok(()),
+                // Closed already (Temporal answers NOT_FOUND for a completed execution) or never
+                // started: nothing runs that could be cancelled.
+                Err(WorkflowInteractionError::NotFound(_)) => Ok(()),
+                Err(WorkflowInteractionError::Rpc(status)) => Err(rpc_error("cancelling the workflow", &status)),
+                Err(other) => Err(OrchestratorError::Unavailable(format!("cancelling the workflow: {other}"))),
+            }
+        }
+
+        async fn ping(&self) -> Result<(), OrchestratorError> {
+            let mut client = self.client().await?;
+            let request = DescribeNamespaceRequest { namespace: self.settings.namespace.clone(), ..Default::default() };
+            let answer = self
+                .bounded("describing the namespace", client.describe_namespace(tonic::Request::new(request)))
+                .await?;
+            answer.map(|_| ()).map_err(|status| rpc_error("describing the namespace", &status))
+        }
+    }
+}

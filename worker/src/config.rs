@@ -1,0 +1,290 @@
+//! The worker's configuration: the sections it reads of the file both binaries share, and its own
+//! `[worker]` section.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use etter_config::{ConfigError, KeyDoc, Profile, TemporalConfig, invalid};
+use etter_documents::DocumentsConfig;
+use etter_graph::GraphConfig;
+use etter_llm::LlmConfig;
+use etter_store::{RedisConfig, StoreConfig, StoreLocation};
+use etter_telemetry::LogConfig;
+
+/// What `etter-worker` reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// `embedded` (the default: anything unset falls back to an embedded part) or `production`
+    /// (every part must be a real one, with its secrets).
+    pub profile: Profile,
+    /// Where the embedded default keeps its files (SQLite databases).
+    pub data_dir: PathBuf,
+    /// The Temporal worker.
+    pub worker: WorkerConfig,
+    /// The run store.
+    pub store: StoreConfig,
+    /// Live-progress fan-out.
+    pub redis: RedisConfig,
+    /// The role graph the steps write.
+    pub graph: GraphConfig,
+    /// Where documents are fetched from and how much of them is read.
+    pub documents: DocumentsConfig,
+    /// The model the AI steps ask.
+    pub llm: LlmConfig,
+    /// The Temporal cluster.
+    pub temporal: TemporalConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            profile: Profile::Embedded,
+            data_dir: PathBuf::from(".etter/data"),
+            worker: WorkerConfig::default(),
+            store: StoreConfig::default(),
+            redis: RedisConfig::default(),
+            graph: GraphConfig::default(),
+            documents: DocumentsConfig::default(),
+            llm: LlmConfig::default(),
+            temporal: TemporalConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (when given), then the `ETTER_*` variables of the process
+    /// environment, then `overrides` (command-line flags as dotted keys), and validates the result.
+    pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Self, ConfigError> {
+        let config: Self = etter_config::extract(&etter_config::layers(&Self::default(), file, overrides)?)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Where the run store lives.
+    pub fn store_location(&self) -> Result<StoreLocation, ConfigError> {
+        self.store.location(&self.data_dir)
+    }
+
+    /// The documentation of every key the worker reads, section by section.
+    pub fn documented_keys() -> impl Iterator<Item = &'static KeyDoc> {
+        [
+            etter_config::KEYS,
+            etter_store::KEYS,
+            etter_graph::KEYS,
+            etter_documents::KEYS,
+            etter_llm::KEYS,
+            KEYS,
+            etter_telemetry::KEYS,
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// The effective configuration as TOML with secrets masked (`--dump-config`).
+    pub fn to_masked_toml(&self) -> String {
+        etter_config::to_masked_toml(self)
+    }
+
+    /// Checks every section the worker reads.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.profile == Profile::Production {
+            self.store.validate_production()?;
+            self.graph.validate_production()?;
+            self.llm.validate_production()?;
+        }
+        self.store.validate(&self.data_dir)?;
+        self.redis.validate()?;
+        self.graph.validate()?;
+        self.documents.validate()?;
+        self.llm.validate()?;
+        self.temporal.validate()?;
+        self.worker.validate()
+    }
+}
+
+/// `[worker]`: the Temporal worker (seed Appendix B).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Activities run at once by one worker process (seed: dev 10, prod 50).
+    pub max_concurrent_activities: usize,
+    /// Address of the Prometheus `/metrics` listener of `etter-worker`; port 0 picks a free port.
+    pub metrics_listen: SocketAddr,
+    /// An activity that has not heartbeated for this long is considered lost.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_timeout: Duration,
+    /// Longest one activity attempt may run.
+    #[serde(with = "humantime_serde")]
+    pub start_to_close_timeout: Duration,
+    /// Activity retry policy: first back-off.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial_interval: Duration,
+    /// Activity retry policy: back-off multiplier.
+    pub retry_backoff_coefficient: f64,
+    /// Activity retry policy: longest back-off.
+    #[serde(with = "humantime_serde")]
+    pub retry_maximum_interval: Duration,
+    /// Activity retry policy: attempts including the first.
+    pub retry_maximum_attempts: u32,
+    /// How long a graceful shutdown waits for running activities.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// How often the staleness scan re-hashes the documents of READY and DEGRADED roles and marks
+    /// changed ones STALE (a Temporal schedule the worker keeps); `0s` = no schedule (run it on
+    /// demand with `etter-worker scan`).
+    #[serde(with = "humantime_serde")]
+    pub staleness_scan_interval: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_activities: 10,
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9465)),
+            heartbeat_timeout: Duration::from_secs(60),
+            start_to_close_timeout: Duration::from_secs(30 * 60),
+            retry_initial_interval: Duration::from_secs(1),
+            retry_backoff_coefficient: 2.0,
+            retry_maximum_interval: Duration::from_secs(5 * 60),
+            retry_maximum_attempts: 3,
+            shutdown_grace: Duration::from_secs(30),
+            staleness_scan_interval: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}
+
+impl WorkerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_concurrent_activities == 0 {
+            return invalid("worker.max_concurrent_activities", "must be at least 1");
+        }
+        if self.retry_maximum_attempts == 0 {
+            return invalid("worker.retry_maximum_attempts", "must be at least 1");
+        }
+        if self.retry_backoff_coefficient < 1.0 {
+            return invalid("worker.retry_backoff_coefficient", "must be at least 1.0");
+        }
+        if self.heartbeat_timeout.is_zero() || self.start_to_close_timeout.is_zero() {
+            return invalid("worker.heartbeat_timeout", "timeouts must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// The documentation of every `worker.*` key.
+pub const KEYS: &[KeyDoc] = &[
+    KeyDoc {
+        key: "worker.max_concurrent_activities",
+        used_by: "worker",
+        description: "Activities one worker runs at once (seed: dev 10, prod 50).",
+    },
+    KeyDoc {
+        key: "worker.metrics_listen",
+        used_by: "worker",
+        description: "Address of the worker's Prometheus `/metrics` HTTP listener.",
+    },
+    KeyDoc {
+        key: "worker.heartbeat_timeout",
+        used_by: "worker",
+        description: "An activity silent for this long is considered lost and retried.",
+    },
+    KeyDoc {
+        key: "worker.start_to_close_timeout",
+        used_by: "worker",
+        description: "Longest one activity attempt may run.",
+    },
+    KeyDoc {
+        key: "worker.retry_initial_interval",
+        used_by: "worker",
+        description: "Activity retry policy: first back-off.",
+    },
+    KeyDoc {
+        key: "worker.retry_backoff_coefficient",
+        used_by: "worker",
+        description: "Activity retry policy: back-off multiplier.",
+    },
+    KeyDoc {
+        key: "worker.retry_maximum_interval",
+        used_by: "worker",
+        description: "Activity retry policy: longest back-off.",
+    },
+    KeyDoc {
+        key: "worker.retry_maximum_attempts",
+        used_by: "worker",
+        description: "Activity retry policy: attempts including the first.",
+    },
+    KeyDoc {
+        key: "worker.shutdown_grace",
+        used_by: "worker",
+        description: "How long a graceful shutdown waits for running activities.",
+    },
+    KeyDoc {
+        key: "worker.staleness_scan_interval",
+        used_by: "worker",
+        description: "How often the staleness scan (a Temporal schedule the worker keeps) re-hashes the documents \
+                      of READY and DEGRADED roles and marks changed ones STALE; `0s` = no schedule (`etter-worker \
+                      scan` runs it on demand).",
+    },
+];
+
+#[cfg(test)]
+// `figment::Jail` closures must return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_model_is_checked_and_the_servers_sections_ignored() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("etter.toml", "[server]\nlisten = \"127.0.0.1:1000\"\n[dispatch]\nclaim_batch = 7\n")?;
+            jail.set_env("ETTER_LLM__PROVIDER", "openai");
+            let err = Config::load(Some(Path::new("etter.toml")), &[]).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains("llm.base_url"), "{err}");
+            jail.set_env("ETTER_LLM__BASE_URL", "https://llm.example.com/v1");
+            jail.set_env("ETTER_LLM__MODEL", "gpt-x");
+            let config = Config::load(Some(Path::new("etter.toml")), &[]).map_err(|e| e.to_string())?;
+            assert_eq!(config.llm.provider, etter_llm::ProviderKind::OpenAi);
+            jail.set_env("ETTER_WORKER__RETRY_BACKOFF_COEFFICIENT", "0.5");
+            let err = Config::load(None, &[]).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains("worker.retry_backoff_coefficient"), "{err}");
+            Ok(())
+        });
+    }
+
+    /// `examples/etter.production.toml`, the file the README points at for production.
+    const PRODUCTION_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/etter.production.toml");
+
+    #[test]
+    fn the_production_example_names_each_missing_secret_of_the_worker() {
+        figment::Jail::expect_with(|jail| {
+            let example = Path::new(PRODUCTION_EXAMPLE);
+            for key in ["ETTER_STORE__URL", "ETTER_GRAPH__PASSWORD", "ETTER_LLM__API_KEY"] {
+                jail.set_env(key, "");
+            }
+            let refused = |missing_key: &str| -> Result<(), figment::Error> {
+                let err = Config::load(Some(example), &[]).err().map(|e| e.to_string()).unwrap_or_default();
+                assert!(err.contains(missing_key), "want {missing_key} named: {err}");
+                Ok(())
+            };
+            refused("store.url")?;
+            jail.set_env("ETTER_STORE__URL", "postgres://etter:pw@db.internal:5432/etter");
+            refused("graph.password")?;
+            jail.set_env("ETTER_GRAPH__PASSWORD", "neo4j-secret");
+            refused("llm.api_key")?;
+            jail.set_env("ETTER_LLM__API_KEY", "sk-test");
+            let config = Config::load(Some(example), &[]).map_err(|e| e.to_string())?;
+            assert_eq!(config.profile, Profile::Production);
+            assert_eq!(config.llm.provider, etter_llm::ProviderKind::OpenAi);
+            Ok(())
+        });
+    }
+}
