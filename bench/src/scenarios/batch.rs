@@ -26,7 +26,7 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
             ("ETTER_LIMITS__MAX_QUEUED_PER_COMPANY", "1000000"),
             ("ETTER_LIMITS__MAX_QUEUED", "1000000"),
             ("ETTER_DISPATCH__MAX_PROCESSING_PER_COMPANY", "1"),
-            ("ETTER_WORKER__WORKFLOW_EXECUTION_TIMEOUT", "5m"),
+            ("ETTER_TEMPORAL__WORKFLOW_EXECUTION_TIMEOUT", "5m"),
         ],
     )
     .await?;

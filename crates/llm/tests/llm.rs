@@ -27,7 +27,11 @@ use serde_json::{Value, json};
 
 // ---- fixtures -----------------------------------------------------------------------------------
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/documents");
+/// The repository's testdata/documents, named without `..` (document URIs refuse it).
+fn fixtures_dir() -> std::path::PathBuf {
+    let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(std::path::Path::new("/"));
+    crates.parent().unwrap_or(crates).join("testdata/documents")
+}
 
 /// A fixture job description with the tasks and skills its README lists verbatim: the offline
 /// provider must find every one of them.
@@ -101,7 +105,7 @@ const SKILL_SECTIONS: &[&str] =
     &["what you will do", "responsibilities", "what you bring", "skills", "requirements", "nice to have"];
 
 fn read_fixture(file: &str) -> Result<String> {
-    std::fs::read_to_string(format!("{FIXTURES}/{file}")).with_context(|| format!("reading fixture {file}"))
+    std::fs::read_to_string(fixtures_dir().join(file)).with_context(|| format!("reading fixture {file}"))
 }
 
 fn hash(name: &str) -> ContentHash {
@@ -484,8 +488,10 @@ mod extracted {
 
     async fn check(extracted: &Extracted) -> Result<()> {
         let fixture = &extracted.fixture;
-        let fetcher = Fetcher::new(DocumentsConfig { file_root: FIXTURES.into(), ..DocumentsConfig::default() })?;
-        let document = fetcher.load(&DocumentUri::parse(&format!("file://{FIXTURES}/{}", fixture.file))?).await?;
+        let fixtures = fixtures_dir();
+        let fetcher = Fetcher::new(DocumentsConfig { file_root: fixtures.clone(), ..DocumentsConfig::default() })?;
+        let uri = format!("file://{}/{}", fixtures.display(), fixture.file);
+        let document = fetcher.load(&DocumentUri::parse(&uri)?).await?;
         let mut documents = DocumentTexts::new();
         documents.insert(document.content_hash.clone(), document.text.clone());
         let role = RoleName::parse(fixture.role)?;
