@@ -56,7 +56,7 @@ impl Server {
             // The matrices refuse many calls on purpose; the refused-call budget is tested on its own.
             .env("ETTER_LIMITS__REFUSED_PER_MINUTE", "1000000")
             // No worker polls the tests' task queues: workflows they start close by themselves soon.
-            .env("ETTER_WORKER__WORKFLOW_EXECUTION_TIMEOUT", "2m")
+            .env("ETTER_TEMPORAL__WORKFLOW_EXECUTION_TIMEOUT", "2m")
             .envs(extra_env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
