@@ -70,7 +70,7 @@ impl Config {
     /// Loads defaults, then `file` (when given), then the `ETTER_*` variables of the process
     /// environment, then `overrides` (command-line flags as dotted keys), and validates the result.
     pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Self, ConfigError> {
-        let config: Self = etter_config::extract(&etter_config::layers(&Self::default(), file, overrides)?)?;
+        let config: Self = etter_config::load(file, overrides)?;
         config.validate()?;
         Ok(config)
     }

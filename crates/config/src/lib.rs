@@ -186,6 +186,15 @@ pub fn extract<T: DeserializeOwned>(figment: &Figment) -> Result<T, ConfigError>
     figment.extract().map_err(|e| Box::new(e).into())
 }
 
+/// Loads a binary's configuration: [`layers`] over its defaults, then [`extract`]. The binary
+/// validates the result.
+pub fn load<T: Default + Serialize + DeserializeOwned>(
+    file: Option<&Path>,
+    overrides: &[(&str, String)],
+) -> Result<T, ConfigError> {
+    extract(&layers(&T::default(), file, overrides)?)
+}
+
 /// A configuration as TOML with secrets masked (`--dump-config`).
 pub fn to_masked_toml<T: Serialize>(config: &T) -> String {
     toml::to_string_pretty(config).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))

@@ -1,4 +1,4 @@
-//! The audit log (DESIGN §6.7): every mutating call, allowed or denied, and every denied read —
+//! The audit log (docs/admission.md): every mutating call, allowed or denied, and every denied read —
 //! who, company, action, target, outcome, request id, trace id, time — append-only and
 //! tamper-evident.
 //!

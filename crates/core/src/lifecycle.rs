@@ -1,4 +1,4 @@
-//! The role lifecycle of DESIGN §4, in one place.
+//! The run lifecycle (docs/ARCHITECTURE.md, "The lifecycle"), in one place.
 //!
 //! Every state change of a run goes through [`transition`]; a new run of a role goes through
 //! [`may_start_new_run`]. Nothing else decides which edges exist.

@@ -1,4 +1,4 @@
-//! The step graph of DESIGN §5 as data, and the planning of runs over it.
+//! The step graph (docs/ARCHITECTURE.md, "The step graph") as data, and the planning of runs over it.
 //!
 //! ```text
 //! role_setup ─► document_linking ─► ai_assessment ─┬─► step_executor ─► standardization
@@ -109,7 +109,7 @@ pub enum DocumentKind {
     Supporting,
 }
 
-/// The sub-workflow a step belongs to (seed §8.2), for the worker's composition.
+/// The child workflow a step belongs to, for the worker's composition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StepGroup {
     /// Run by the parent workflow itself.

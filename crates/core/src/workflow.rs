@@ -4,7 +4,7 @@
 //! The server starts workflows through this interface by name (it never depends on the worker
 //! crate); the worker registers its workflow under the same name. Payloads carry ids, hashes and
 //! small summaries only — document text and step outputs live in the stores, never in workflow
-//! history (DESIGN §4).
+//! history.
 
 use serde::{Deserialize, Serialize};
 
