@@ -18,7 +18,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROLES = HERE / "roles"
-FIXTURES = HERE.parent / "pipeline" / "tests" / "fixtures" / "documents" / "generate.py"
+FIXTURES = HERE.parent / "testdata" / "documents" / "generate.py"
 
 spec = importlib.util.spec_from_file_location("fixtures_generate", FIXTURES)
 assert spec and spec.loader

@@ -23,7 +23,7 @@ from etter_client import PipelineClient  # noqa: E402
 
 # The binaries `cargo build` made (./etter test builds them before the Python phase).
 BIN = Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target") / "debug"
-FIXTURES = REPO / "pipeline" / "tests" / "fixtures" / "documents"
+FIXTURES = REPO / "testdata" / "documents"
 
 
 def _env(name: str) -> str:

@@ -34,7 +34,7 @@ export class Deployment {
     this.root = mkdtempSync(join(tmpdir(), "etter-console-"));
     this.docs = join(this.root, "docs");
     mkdirSync(this.docs);
-    copyFileSync(join(REPO, "pipeline", "tests", "fixtures", "documents", "software_engineer_jd.txt"), join(this.docs, "jd.txt"));
+    copyFileSync(join(REPO, "testdata", "documents", "software_engineer_jd.txt"), join(this.docs, "jd.txt"));
     this.company = `web${randomBytes(5).toString("hex")}`;
     this.env = {
       ...process.env,
