@@ -1,5 +1,5 @@
 //! `etter-bench`: the control plane's cost, measured side by side with baselines on the same
-//! machine in the same run (issue 11). Scenario results go into the generated part of
+//! machine in the same run. Scenario results go into the generated part of
 //! `docs/BENCHMARKS.md`; `./etter bench` builds in release mode and runs everything.
 //!
 //! Each scenario deploys the built `etter-server` (and `etter-worker`) the way the e2e suites do,

@@ -1,4 +1,4 @@
-//! The criterion micro-benchmarks' results (issue 11, item 6), read from criterion's output
+//! The criterion micro-benchmarks' results, read from criterion's output
 //! directory after `cargo bench`: per call, each beside the baseline of its group (the function
 //! whose name starts with `baseline:`), measured in the same run.
 

@@ -1,4 +1,4 @@
-//! The benchmark harness in its short mode, so it cannot rot (issue 11): every scenario on both
+//! The benchmark harness in its short mode, so it cannot rot: every scenario on both
 //! profiles runs against the real services with the workspace's built binaries, and the report
 //! has what each scenario measures. Targets are not asserted here (a debug build on a shared
 //! machine); what each scenario must have done to measure anything is (the harness fails

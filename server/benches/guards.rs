@@ -1,4 +1,4 @@
-//! Micro-benchmarks of the guards every call passes (issue 11, item 6), each beside a baseline
+//! Micro-benchmarks of the guards every call passes, each beside a baseline
 //! measured in the same run:
 //! - JWT verify: `Authenticator::authenticate` (bearer header → declared algorithm check →
 //!   signature → `exp`/`nbf`/`iss`/`aud` → claims → principal) vs the bare
@@ -12,10 +12,11 @@ use std::{hint::black_box, time::Duration};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use etter_core::ids::CompanyId;
-use etter_server::auth::{Authenticator, Role, issue_token, signing_secret};
+use etter_server::auth::{Authenticator, issue_token, signing_secret};
 use etter_server::companies::{Companies, CompanyLimits};
 use etter_server::config::{AuthConfig, LimitsConfig};
 use etter_server::limits::Limits;
+use etter_server::principal::Role;
 use governor::{Quota, RateLimiter};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
 use tonic::metadata::MetadataMap;
@@ -29,7 +30,8 @@ struct Fixture {
 }
 
 fn fixture() -> anyhow::Result<Fixture> {
-    let dir = std::env::temp_dir().join(format!("etter-bench-auth-{}", std::process::id()));
+    let scratch = tempfile::Builder::new().prefix("etter-bench-auth-").tempdir()?;
+    let dir = scratch.path().to_path_buf();
     let auth =
         AuthConfig { hs256_secret: "a benchmark secret of at least thirty-two bytes".into(), ..AuthConfig::default() };
     let secret = signing_secret(&auth, &dir)?;

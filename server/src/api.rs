@@ -1,6 +1,6 @@
 //! `etter.pipeline.v1.PipelineService`: thin tonic handlers over the control plane's logic.
 
-use std::{pin::Pin, sync::Arc};
+use std::sync::Arc;
 
 use crate::config::Config;
 use crate::orchestrator::Orchestrator;
@@ -8,13 +8,12 @@ use etter_proto::v1::{
     BatchItemOutcome, CancelRequest, CancelResponse, GetStatusRequest, GetStatusResponse, GetUsageRequest,
     GetUsageResponse, HistoryRequest, HistoryResponse, ListAuditEntriesRequest, ListAuditEntriesResponse,
     PushBatchRequest, PushBatchResponse, PushRequest, PushResponse, RetryRequest, RetryResponse, WatchStatusRequest,
-    WatchStatusResponse, pipeline_service_server::PipelineService,
+    pipeline_service_server::PipelineService,
 };
 use etter_store::RunStore;
 use etter_store::fanout;
 use etter_telemetry::metrics as observe;
 use tokio::sync::watch;
-use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::dispatch::Dispatcher;
@@ -22,14 +21,14 @@ use crate::estimate::Estimator;
 use crate::limits::Limits;
 use crate::tokens::TokenKeys;
 use crate::{
-    audit, auth, batch, cancel, graph::GraphReader, history, push, retry, status, trace, usage, watch as watching,
+    audit, batch, cancel,
+    graph::GraphReader,
+    history, principal, push, retry, status, trace, usage,
+    watch::{
+        self as watching,
+        wire::{Frame, FrameCodec, FrameStream, WatchStream},
+    },
 };
-
-/// The stream type of `WatchStatus` in the generated trait.
-pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchStatusResponse, Status>> + Send + 'static>>;
-
-/// What a `WatchStatus` stream sends, as [`watching::wire::Route`] serves it.
-pub type FrameStream = Pin<Box<dyn Stream<Item = Result<watching::wire::Frame, Status>> + Send + 'static>>;
 
 /// The service and what its handlers share.
 pub struct PipelineApi {
@@ -78,7 +77,7 @@ impl PipelineApi {
             None => audit::Subject::default(),
         };
         let result = async {
-            let principal = auth::principal(&request)?;
+            let principal = principal::of(&request)?;
             let stream = watching::watch_status(self.watch_context(), &principal, request.into_inner()).await?;
             Ok(Response::new(stream))
         }
@@ -119,7 +118,7 @@ impl PipelineService for PipelineApi {
             request_id: asked.request_id.clone(),
         };
         let result = async {
-            let principal = auth::principal(&request)?;
+            let principal = principal::of(&request)?;
             let cx = push::PushContext {
                 store: self.store.as_ref(),
                 documents: &self.config.documents,
@@ -151,7 +150,7 @@ impl PipelineService for PipelineApi {
             request_id: asked.request_id.clone(),
         };
         let result = async {
-            let principal = auth::principal(&request)?;
+            let principal = principal::of(&request)?;
             let cx = batch::BatchContext {
                 store: self.store.as_ref(),
                 documents: &self.config.documents,
@@ -184,7 +183,7 @@ impl PipelineService for PipelineApi {
             None => String::new(),
         };
         let result = async {
-            let principal = auth::principal(&request)?;
+            let principal = principal::of(&request)?;
             let cx = status::StatusContext {
                 store: self.store.as_ref(),
                 estimator: &self.estimator,
@@ -202,7 +201,7 @@ impl PipelineService for PipelineApi {
 
     type WatchStatusStream = WatchStream;
 
-    /// Served by [`watching::wire::Route`] in the server; this answers other callers the same.
+    /// Served by [`WatchRoute`] in the server; this answers other callers the same.
     async fn watch_status(
         &self,
         request: Request<WatchStatusRequest>,
@@ -223,7 +222,7 @@ impl PipelineService for PipelineApi {
             request_id: asked.request_id.clone(),
         };
         let result = async {
-            let principal = auth::principal(&request)?;
+            let principal = principal::of(&request)?;
             let cx = retry::RetryContext {
                 store: self.store.as_ref(),
                 estimator: &self.estimator,
@@ -252,7 +251,7 @@ impl PipelineService for PipelineApi {
         let mut subject =
             audit::Subject { company: None, target: asked.workflow_id.clone(), request_id: asked.request_id.clone() };
         let result = async {
-            let principal = auth::principal(&request)?;
+            let principal = principal::of(&request)?;
             let cx = cancel::CancelContext {
                 store: self.store.as_ref(),
                 orchestrator: self.orchestrator.as_ref(),
@@ -276,7 +275,7 @@ impl PipelineService for PipelineApi {
         let call = audit::Call::of(&request);
         let company = request.get_ref().company_id.clone();
         let result = async {
-            let principal = auth::principal(&request)?;
+            let principal = principal::of(&request)?;
             let cx = history::HistoryContext {
                 tokens: &self.tokens,
                 store: self.store.as_ref(),
@@ -296,7 +295,7 @@ impl PipelineService for PipelineApi {
         let call = audit::Call::of(&request);
         let company = request.get_ref().company_id.clone();
         let result = async {
-            let principal = auth::principal(&request)?;
+            let principal = principal::of(&request)?;
             let cx =
                 usage::UsageContext { store: self.store.as_ref(), limits: &self.limits, estimator: &self.estimator };
             let response = usage::get_usage(&cx, &principal, request.into_inner()).await?;
@@ -315,7 +314,7 @@ impl PipelineService for PipelineApi {
         let call = audit::Call::of(&request);
         let company = request.get_ref().company_id.clone();
         let result = async {
-            let principal = auth::principal(&request)?;
+            let principal = principal::of(&request)?;
             let response = audit::list(self.store.as_ref(), &self.tokens, &principal, request.into_inner()).await?;
             Ok(Response::new(response))
         }
@@ -327,5 +326,58 @@ impl PipelineService for PipelineApi {
         };
         self.audit.record(&call, "ListAuditEntries", false, subject, &result);
         result
+    }
+}
+
+/// Serves `WatchStatus` with the watch's [`FrameCodec`], so shared events go out as encoded
+/// once; every other method goes to the generated server.
+#[derive(Clone)]
+pub struct WatchRoute {
+    api: Arc<PipelineApi>,
+    max_decoding_message_size: usize,
+}
+
+/// The path [`WatchRoute`] serves.
+pub const WATCH_PATH: &str = "/etter.pipeline.v1.PipelineService/WatchStatus";
+
+impl WatchRoute {
+    /// Serves `api`'s watches, with requests up to `max_decoding_message_size` bytes.
+    pub fn new(api: Arc<PipelineApi>, max_decoding_message_size: usize) -> Self {
+        Self { api, max_decoding_message_size }
+    }
+}
+
+struct WatchHandler(Arc<PipelineApi>);
+
+impl tonic::server::ServerStreamingService<WatchStatusRequest> for WatchHandler {
+    type Response = Frame;
+    type ResponseStream = FrameStream;
+    type Future = futures::future::BoxFuture<'static, Result<tonic::Response<FrameStream>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<WatchStatusRequest>) -> Self::Future {
+        let api = Arc::clone(&self.0);
+        Box::pin(async move { api.watch_frames(request).await })
+    }
+}
+
+impl<B> tower::Service<http::Request<B>> for WatchRoute
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let (api, max) = (Arc::clone(&self.api), self.max_decoding_message_size);
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(FrameCodec).apply_max_message_size_config(Some(max), None);
+            Ok(grpc.server_streaming(WatchHandler(api), request).await)
+        })
     }
 }

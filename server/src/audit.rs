@@ -1,4 +1,4 @@
-//! Who did what (DESIGN §6.7): every mutating call, allowed or refused, and every refused read
+//! Who did what (docs/admission.md, "Audit log"): every mutating call, allowed or refused, and every refused read
 //! becomes an entry of the store's hash-chained audit log ([`etter_core::audit`]).
 //!
 //! Handlers and the authenticator only hand entries to [`AuditLog`] (an unbounded queue: the
@@ -16,6 +16,7 @@ use std::{
 };
 
 use etter_core::audit::{AuditEntry, AuditEvent, AuditFilter, ChainKey};
+use etter_core::backoff::Backoff;
 use etter_core::ids::{CompanyId, TraceId};
 use etter_proto::v1 as pb;
 use etter_store::{self, RunStore};
@@ -27,9 +28,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::refusals::{Refusals, is_callers_fault};
 use crate::{
-    auth::{Principal, Role},
     convert,
     error::{ApiError, Violation},
+    principal::{Principal, Role},
     tokens::{Kind, TokenKeys},
 };
 
@@ -233,7 +234,7 @@ fn bounded(value: String, max: usize) -> String {
         return value;
     }
     let digest = Sha256::digest(value.as_bytes());
-    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    let hex = hex::encode(&digest[..16]);
     let kept: String = value.chars().take(max).collect();
     format!("{kept}… [truncated: {} bytes, sha256 {hex}…]", value.len())
 }
@@ -264,7 +265,7 @@ impl Writer {
     /// is empty.
     pub async fn run(mut self) {
         let mut last_logged = Instant::now();
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut batch = Vec::with_capacity(BATCH);
         while self.entries.recv_many(&mut batch, BATCH).await > 0 {
             loop {
@@ -275,13 +276,12 @@ impl Writer {
                             tracing::info!(seq = head.seq, hash = %head.hash, "audit log head");
                             last_logged = Instant::now();
                         }
-                        backoff = Duration::from_millis(100);
+                        backoff.reset();
                         break;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, entries = batch.len(), "cannot write audit entries yet; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        tokio::time::sleep(backoff.next_wait()).await;
                     }
                 }
             }

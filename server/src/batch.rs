@@ -1,5 +1,5 @@
 //! `PushBatch`: up to `server.max_batch_size` roles in one call, each item validated as a `Push`
-//! would be, with its own outcome — one bad item never sinks the batch (DESIGN §3).
+//! would be, with its own outcome — one bad item never sinks the batch.
 //!
 //! - A valid item is queued, or answered with the role's existing run when its inputs are the
 //!   same (as `Push` does).
@@ -30,11 +30,11 @@ use tonic_types::pb::bad_request::FieldViolation as FieldViolationPb;
 
 use crate::limits::Limits;
 use crate::{
-    auth::Principal,
     convert::{self, StoredOptions},
     error::{ApiError, Violation},
     estimate::Estimator,
     idempotency::{self, Idempotency},
+    principal::Principal,
     push,
 };
 
@@ -298,7 +298,7 @@ fn rejected_run(
         company: company.clone(),
         role_name,
         draup_role_id: DraupRoleId::parse(&item.draup_role_id).ok(),
-        input_identity: push::hex(&Sha256::digest(item.encode_to_vec())),
+        input_identity: hex::encode(Sha256::digest(item.encode_to_vec())),
         documents,
         options: stored_options.to_json(),
         priority: stored_options.priority,

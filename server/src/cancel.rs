@@ -1,5 +1,5 @@
 //! `Cancel`: stops a QUEUED or PROCESSING run; the run becomes CANCELLED and keeps what its
-//! finished steps wrote (DESIGN §3, §4).
+//! finished steps wrote (docs/ARCHITECTURE.md, "The lifecycle").
 //!
 //! - **QUEUED**: no workflow exists yet, so the run is moved to CANCELLED at once (Temporal is not
 //!   needed). If the dispatcher started its workflow meanwhile, the dispatcher finds the run
@@ -17,10 +17,10 @@ use etter_store::{PipelineError, Run, RunStore, StoreError, Transition};
 
 use crate::limits::Limits;
 use crate::{
-    auth::Principal,
     error::ApiError,
     estimate::Estimator,
     idempotency::{self, Idempotency},
+    principal::Principal,
     status,
 };
 

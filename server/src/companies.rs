@@ -1,4 +1,4 @@
-//! Per-company settings from `server.companies_file` (DESIGN §10), re-read when the file changes
+//! Per-company settings from `server.companies_file` (docs/admission.md), re-read when the file changes
 //! so an operator edits them without a restart:
 //!
 //! ```toml
@@ -313,7 +313,8 @@ mod tests {
 
     #[test]
     fn limits_come_from_the_company_then_its_tier_then_the_defaults() -> anyhow::Result<()> {
-        let dir = std::env::temp_dir().join(format!("etter-companies-tiers-{}", std::process::id()));
+        let scratch = tempfile::Builder::new().prefix("etter-companies-tiers-").tempdir()?;
+        let dir = scratch.path().to_path_buf();
         std::fs::create_dir_all(&dir)?;
         let path = dir.join("companies.toml");
         std::fs::write(
@@ -354,7 +355,8 @@ mod tests {
 
     #[test]
     fn a_changed_file_is_reloaded_and_a_broken_one_keeps_the_last_settings() -> anyhow::Result<()> {
-        let dir = std::env::temp_dir().join(format!("etter-companies-{}", std::process::id()));
+        let scratch = tempfile::Builder::new().prefix("etter-companies-").tempdir()?;
+        let dir = scratch.path().to_path_buf();
         std::fs::create_dir_all(&dir)?;
         let path = dir.join("companies.toml");
         std::fs::write(&path, "[companies.acme]\n")?;

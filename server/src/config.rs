@@ -9,7 +9,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use etter_config::{ConfigError, KeyDoc, Profile, Secret, TemporalConfig, invalid, require_positive};
+use etter_config::{ConfigError, Profile, Secret, TemporalConfig, invalid, require_positive};
 use etter_core::ids::{CompanyId, RoleId};
 use etter_documents::DocumentsConfig;
 use etter_graph::GraphConfig;
@@ -17,7 +17,7 @@ use etter_store::{RedisConfig, StoreConfig, StoreLocation};
 use etter_telemetry::LogConfig;
 
 /// What `etter-server` reads.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct Config {
     /// `embedded` (the default: anything unset falls back to an embedded part) or `production`
@@ -81,10 +81,8 @@ impl Config {
     }
 
     /// The documentation of every key the server reads, section by section.
-    pub fn documented_keys() -> impl Iterator<Item = &'static KeyDoc> {
-        [etter_config::KEYS, KEYS, etter_store::KEYS, etter_graph::KEYS, etter_documents::KEYS, etter_telemetry::KEYS]
-            .into_iter()
-            .flatten()
+    pub fn documented_keys() -> Vec<etter_config::KeyDoc> {
+        etter_config::documented_keys::<Self>()
     }
 
     /// The effective configuration as TOML with secrets masked (`--dump-config`).
@@ -148,7 +146,7 @@ impl Config {
 }
 
 /// `[server]`: the gRPC control plane.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address of the gRPC (and grpc-web) listener; port 0 picks a free port.
@@ -159,41 +157,56 @@ pub struct ServerConfig {
     pub cors_allowed_origins: Vec<String>,
     /// How long a graceful shutdown waits for in-flight calls and streams.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub shutdown_grace: Duration,
     /// How often health checks ask the store, Temporal, the role graph and Redis whether they answer.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub health_check_interval: Duration,
     /// How often a `WatchStatus` stream polls the store for new events.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub watch_poll_interval: Duration,
     /// Without Redis: how often the server looks for runs other processes changed, to wake the
     /// watch streams they concern at once.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub change_poll_interval: Duration,
     /// A `WatchStatus` stream that sent nothing for this long sends a heartbeat.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub watch_heartbeat_interval: Duration,
     /// A `WatchStatus` stream ends cleanly after this long; clients resume with `after_sequence`.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub watch_max_lifetime: Duration,
-    /// Where a finished role is seen on the Etter dashboard: a URL template with `{role_id}` and
-    /// `{company_id}` placeholders. Empty = no dashboard URL in statuses.
+    /// Dashboard URL template of a finished role (`RunStatus.dashboard_url` when READY, DEGRADED or
+    /// STALE), with `{role_id}` and `{company_id}` placeholders, e.g.
+    /// `https://app.example.com/{company_id}/roles/{role_id}`; it must be an http(s) URL after
+    /// substitution. Empty = no URL.
     pub dashboard_url: String,
-    /// Most items one `PushBatch` may carry (seed §7.1: 2,500).
+    /// Most items one `PushBatch` may carry; a larger batch is refused whole with
+    /// `INVALID_ARGUMENT`. 2,500 by default: a large client's whole role catalogue in one call.
     pub max_batch_size: u32,
-    /// The companies file (TOML: each company's webhook URL and secret, …), re-read when it
-    /// changes. Empty = no company settings (no webhooks).
+    /// TOML file of per-company settings: `[companies.<id>]` with `webhook_url` and
+    /// `webhook_secret` (the HMAC key of `notify_on_complete` events), a `tier` and limits;
+    /// `[tiers.<name>]` with limits. Re-read when it changes; an invalid file keeps the previous
+    /// settings. Empty = none.
     pub companies_file: std::path::PathBuf,
     /// How long one webhook delivery may take.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub webhook_timeout: Duration,
     /// Delivery attempts of one webhook event before it is given up.
     pub webhook_max_attempts: u32,
-    /// Wait after the first failed delivery; doubles per attempt up to `webhook_retry_max`.
+    /// Wait after the first failed delivery; it doubles per attempt up to `webhook_retry_max`, each
+    /// wait drawn between half and all of it.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub webhook_retry_initial: Duration,
     /// Longest wait between two delivery attempts.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub webhook_retry_max: Duration,
     /// Serve the operator console (a web page over grpc-web) at `/console/` on the gRPC port.
     pub console: bool,
@@ -203,19 +216,22 @@ pub struct ServerConfig {
     pub console_dev_login: bool,
     /// The key (at least 32 bytes) that seals the tokens clients hold and send back (watch resume
     /// tokens, page tokens), so a token is accepted only as it was issued, for the company and
-    /// scope it was issued for. Replicas must share it. Empty = the embedded default: a random
-    /// secret generated once and kept in `{data_dir}/auth/token.secret`.
+    /// scope it was issued for. Replicas must share it; the production profile requires it. Empty =
+    /// the embedded default: a random secret generated once and kept in
+    /// `{data_dir}/auth/token.secret`.
     pub token_secret: Secret,
     /// Keys used before `token_secret`, still accepted when opening tokens (not for sealing):
     /// rotate by moving the old secret here, and drop it once its tokens have expired (a watch's
     /// lifetime, or however long clients keep a page token).
     pub previous_token_secrets: Vec<Secret>,
-    /// The key (at least 32 bytes) of the audit log's hash chain, kept out of the database so
-    /// that whoever can write the database alone cannot rewrite the log unnoticed. Empty = the
-    /// embedded default: generated once and kept in `{data_dir}/auth/audit.key`.
+    /// The key (at least 32 bytes) of the audit log's hash chain (HMAC-SHA256), kept out of the
+    /// database so that whoever can write the database alone cannot rewrite the log unnoticed.
+    /// Every replica and `etter-server audit verify` need it; the production profile requires it.
+    /// Empty = the embedded default: generated once and kept in `{data_dir}/auth/audit.key`.
     pub audit_key: Secret,
-    /// Largest request message the server decodes, in bytes. A `PushBatch` of 2,500 items with
-    /// typical fields is under 1 MB; larger requests are refused before they are decoded.
+    /// Largest request message the server decodes, in bytes (at least 65536). A `PushBatch` of
+    /// 2,500 items with typical fields is under 1 MB; a larger request is refused (`OUT_OF_RANGE`)
+    /// before it is decoded.
     pub max_request_bytes: u32,
 }
 
@@ -335,29 +351,32 @@ impl ServerConfig {
     }
 }
 
-/// `[limits]`: admission limits (DESIGN §6). The per-company ones are the default tier: the
+/// `[limits]`: admission limits (docs/admission.md). The per-company ones are the default tier: the
 /// companies file (`server.companies_file`) may give a company, or a tier of companies, others.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Calls one company's callers may make per minute, on average.
+    /// Calls one company's callers may make per minute, on average (the default tier; the companies
+    /// file may set others); past it, `RESOURCE_EXHAUSTED` with `RetryInfo`.
     pub calls_per_minute: u32,
     /// Calls one company's callers may make at once above the average.
     pub burst: u32,
-    /// Runs one company may have QUEUED; a push or batch past it is refused whole.
+    /// Runs one company may have QUEUED (the default tier); a push or batch past it is refused
+    /// whole, with the numbers.
     pub max_queued_per_company: u64,
     /// Runs all companies together may have QUEUED.
     pub max_queued: u64,
     /// LLM tokens one company may use per calendar month (UTC), counting what its queued and
-    /// running runs are estimated to still use; 0 = no budget.
+    /// running runs are estimated to still use (the default tier); 0 = no budget. Past it, pushes
+    /// are refused with `QuotaFailure`.
     pub token_budget_per_month: u64,
     /// The currency of `price_per_million_tokens` (ISO 4217, e.g. `USD`); empty = no prices.
     pub currency: String,
     /// What a million LLM tokens cost, in `currency` units, for the cost of estimates.
     pub price_per_million_tokens: f64,
     /// Refused calls (invalid, not permitted, not found, malformed) one caller, and one peer
-    /// address, may make per minute; past it their calls are answered `RESOURCE_EXHAUSTED` until
-    /// they slow down, before anything about them is read or recorded.
+    /// address, may make per minute; past it their calls are answered `RESOURCE_EXHAUSTED` (with
+    /// `RetryInfo`) before anything about them is read or recorded. At least 1.
     pub refused_per_minute: u32,
 }
 
@@ -404,37 +423,46 @@ impl LimitsConfig {
 
 /// `[dispatch]`: the server's dispatcher, which starts queued runs' workflows in Temporal, and
 /// its reconciler, which closes runs whose workflow ended without recording an outcome.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DispatchConfig {
     /// How often the dispatcher looks for queued runs when no push woke it.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub poll_interval: Duration,
     /// How long a claim on a queued run holds; a run not started by then can be claimed again.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub lease: Duration,
     /// Queued runs claimed per company per round.
     pub claim_batch: u32,
     /// Workflow starts in flight at once.
     pub max_concurrent_starts: usize,
-    /// PROCESSING runs of one company at most (seed: 200).
+    /// PROCESSING runs of one company at most.
     pub max_processing_per_company: u64,
     /// PROCESSING runs of all companies at most.
     pub max_processing: u64,
     /// Longest one Temporal call (connecting included) may take before it counts as unavailable.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub temporal_timeout: Duration,
-    /// First back-off after Temporal was unavailable (doubling).
+    /// First back-off after Temporal was unavailable; it doubles up to
+    /// `dispatch.retry_max_backoff`, each wait drawn between half and all of it.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub retry_initial_backoff: Duration,
     /// Longest back-off after Temporal was unavailable.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub retry_max_backoff: Duration,
-    /// How often the reconciler checks PROCESSING runs against their workflows.
+    /// How often the reconciler checks PROCESSING runs against their workflows (a workflow that
+    /// ended without an outcome makes its run FAILED).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub reconcile_interval: Duration,
     /// Estimated wall time of one step, while there are no measurements.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub estimate_step_duration: Duration,
     /// Estimated LLM tokens of one LLM-using step, while there are no measurements.
     pub estimate_llm_step_tokens: i64,
@@ -493,7 +521,7 @@ impl DispatchConfig {
 
 /// `[auth]`: bearer-token (JWT) authentication of every `PipelineService` call. There is no
 /// switch that turns it off.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// HS256 signing secret (at least 32 bytes). Empty = the embedded default: a random secret
@@ -505,9 +533,11 @@ pub struct AuthConfig {
     pub audience: String,
     /// Clock skew tolerated on `exp` and `nbf`.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub leeway: Duration,
     /// PEM files of the identity provider's public keys: an RSA key verifies RS256 tokens, an EC
-    /// P-256 key ES256 tokens.
+    /// P-256 key ES256 tokens. With keys (here or in `auth.jwks_file`) and no `auth.hs256_secret`,
+    /// HS256 tokens are refused.
     pub public_key_files: Vec<PathBuf>,
     /// A JWKS file (JSON Web Key Set) of the identity provider's RSA and EC P-256 keys, chosen by
     /// the token's `kid`. Empty = none.
@@ -570,263 +600,6 @@ impl AuthConfig {
         Ok(())
     }
 }
-
-/// The documentation of every `server.*`, `dispatch.*`, `limits.*` and `auth.*` key.
-pub const KEYS: &[KeyDoc] = &[
-    KeyDoc {
-        key: "server.listen",
-        used_by: "server",
-        description: "Address of the gRPC and grpc-web listener; port 0 picks a free port (the readiness line tells which).",
-    },
-    KeyDoc {
-        key: "server.metrics_listen",
-        used_by: "server",
-        description: "Address of the Prometheus `/metrics` HTTP listener.",
-    },
-    KeyDoc {
-        key: "server.cors_allowed_origins",
-        used_by: "server",
-        description: "Origins allowed to call over grpc-web; `*` allows any.",
-    },
-    KeyDoc {
-        key: "server.shutdown_grace",
-        used_by: "server",
-        description: "How long a graceful shutdown waits for in-flight calls and streams.",
-    },
-    KeyDoc {
-        key: "server.health_check_interval",
-        used_by: "server",
-        description: "How often health checks ask the store, Temporal, the role graph and Redis whether they answer.",
-    },
-    KeyDoc {
-        key: "server.watch_poll_interval",
-        used_by: "server",
-        description: "How often a `WatchStatus` stream polls the run store for new events.",
-    },
-    KeyDoc {
-        key: "server.change_poll_interval",
-        used_by: "server",
-        description: "Without Redis: how often the server looks for runs other processes (the worker) changed, to wake the watch streams they concern at once; one indexed query a look.",
-    },
-    KeyDoc {
-        key: "server.watch_heartbeat_interval",
-        used_by: "server",
-        description: "A `WatchStatus` stream that sent nothing for this long sends a heartbeat with queue positions.",
-    },
-    KeyDoc {
-        key: "server.watch_max_lifetime",
-        used_by: "server",
-        description: "A `WatchStatus` stream ends cleanly after this long; clients resume with `after_sequence`.",
-    },
-    KeyDoc {
-        key: "server.dashboard_url",
-        used_by: "server",
-        description: "Dashboard URL template of a finished role (`RunStatus.dashboard_url` when READY, DEGRADED or STALE), with `{role_id}` and `{company_id}` placeholders, e.g. `https://app.example.com/{company_id}/roles/{role_id}`; must be an http(s) URL after substitution. Empty = no URL.",
-    },
-    KeyDoc {
-        key: "server.max_batch_size",
-        used_by: "server",
-        description: "Most items one `PushBatch` may carry; a larger batch is refused whole with `INVALID_ARGUMENT`.",
-    },
-    KeyDoc {
-        key: "server.companies_file",
-        used_by: "server",
-        description: "TOML file of per-company settings: `[companies.<id>]` with `webhook_url` and `webhook_secret` (the HMAC key of `notify_on_complete` events). Re-read when it changes; an invalid file keeps the previous settings. Empty = none.",
-    },
-    KeyDoc {
-        key: "server.webhook_timeout",
-        used_by: "server",
-        description: "How long one webhook delivery may take before it counts as failed.",
-    },
-    KeyDoc {
-        key: "server.webhook_max_attempts",
-        used_by: "server",
-        description: "Delivery attempts of one webhook event before it is given up.",
-    },
-    KeyDoc {
-        key: "server.webhook_retry_initial",
-        used_by: "server",
-        description: "Wait after a failed webhook delivery; doubles per attempt up to `server.webhook_retry_max`.",
-    },
-    KeyDoc {
-        key: "server.webhook_retry_max",
-        used_by: "server",
-        description: "Longest wait between two webhook delivery attempts.",
-    },
-    KeyDoc {
-        key: "server.console",
-        used_by: "server",
-        description: "Serve the operator console (web page over grpc-web) at `/console/` on the gRPC port.",
-    },
-    KeyDoc {
-        key: "server.console_dev_login",
-        used_by: "server",
-        description: "Console sign-in without a password as an operator of any company; loopback `listen` only.",
-    },
-    KeyDoc {
-        key: "server.token_secret",
-        used_by: "server",
-        description: "Key (at least 32 bytes) sealing the tokens clients hold and send back (watch resume and page tokens), each bound to the company and scope it was issued for; replicas must share it; required by the production profile. Empty = generated once into `{data_dir}/auth/token.secret`.",
-    },
-    KeyDoc {
-        key: "server.audit_key",
-        used_by: "server",
-        description: "Key (at least 32 bytes) of the audit log's hash chain (HMAC-SHA256), held outside the database so that whoever can write the database alone cannot rewrite the log unnoticed; every replica and `etter-server audit verify` need it; required by the production profile. Empty = generated once into `{data_dir}/auth/audit.key`.",
-    },
-    KeyDoc {
-        key: "server.max_request_bytes",
-        used_by: "server",
-        description: "Largest request message decoded, in bytes (at least 65536). A `PushBatch` of 2,500 items with typical fields is about 0.9 MB; a larger request is refused (`OUT_OF_RANGE`) before it is decoded.",
-    },
-    KeyDoc {
-        key: "server.previous_token_secrets",
-        used_by: "server",
-        description: "Earlier `token_secret`s, still accepted when tokens come back (never used to seal): put the old key here when rotating, remove it once its tokens have expired.",
-    },
-    KeyDoc {
-        key: "dispatch.poll_interval",
-        used_by: "server",
-        description: "How often the dispatcher looks for queued runs when no push woke it.",
-    },
-    KeyDoc {
-        key: "dispatch.lease",
-        used_by: "server",
-        description: "How long a dispatcher's claim on a queued run holds; an unstarted run is claimable again after it.",
-    },
-    KeyDoc {
-        key: "dispatch.claim_batch",
-        used_by: "server",
-        description: "Queued runs claimed per company per round.",
-    },
-    KeyDoc {
-        key: "dispatch.max_concurrent_starts",
-        used_by: "server",
-        description: "Temporal workflow starts in flight at once.",
-    },
-    KeyDoc {
-        key: "dispatch.max_processing_per_company",
-        used_by: "server",
-        description: "PROCESSING runs of one company at most (seed: 200); more wait QUEUED.",
-    },
-    KeyDoc {
-        key: "dispatch.max_processing",
-        used_by: "server",
-        description: "PROCESSING runs of all companies at most; more wait QUEUED.",
-    },
-    KeyDoc {
-        key: "dispatch.temporal_timeout",
-        used_by: "server",
-        description: "Longest one Temporal call (connecting included) may take before Temporal counts as unavailable.",
-    },
-    KeyDoc {
-        key: "dispatch.retry_initial_backoff",
-        used_by: "server",
-        description: "First wait after Temporal was unavailable; doubles up to `dispatch.retry_max_backoff`.",
-    },
-    KeyDoc {
-        key: "dispatch.retry_max_backoff",
-        used_by: "server",
-        description: "Longest wait between dispatch attempts while Temporal is unavailable.",
-    },
-    KeyDoc {
-        key: "dispatch.reconcile_interval",
-        used_by: "server",
-        description: "How often PROCESSING runs are checked against their workflows (ended without an outcome → FAILED).",
-    },
-    KeyDoc {
-        key: "dispatch.estimate_step_duration",
-        used_by: "server",
-        description: "Estimated wall time of one step, for queue ETAs and estimated durations.",
-    },
-    KeyDoc {
-        key: "dispatch.estimate_llm_step_tokens",
-        used_by: "server",
-        description: "Estimated LLM tokens of one LLM-using step, for token estimates.",
-    },
-    KeyDoc {
-        key: "limits.calls_per_minute",
-        used_by: "server",
-        description: "Calls one company's callers may make per minute on average (the default tier); past it, `RESOURCE_EXHAUSTED` with `RetryInfo`.",
-    },
-    KeyDoc {
-        key: "limits.burst",
-        used_by: "server",
-        description: "Calls one company may make at once above the average.",
-    },
-    KeyDoc {
-        key: "limits.refused_per_minute",
-        used_by: "server",
-        description: "Refused calls (invalid, not permitted, not found, malformed) one caller, and one peer address, may make per minute; past it their calls are `RESOURCE_EXHAUSTED` (with `RetryInfo`) before anything about them is read or recorded. At least 1.",
-    },
-    KeyDoc {
-        key: "limits.max_queued_per_company",
-        used_by: "server",
-        description: "Runs one company may have QUEUED (the default tier); a push or batch past it is refused whole with the numbers.",
-    },
-    KeyDoc {
-        key: "limits.max_queued",
-        used_by: "server",
-        description: "Runs all companies together may have QUEUED; a push or batch past it is refused whole.",
-    },
-    KeyDoc {
-        key: "limits.token_budget_per_month",
-        used_by: "server",
-        description: "LLM tokens one company may use per calendar month (UTC), counting the estimates of its queued and running runs (the default tier); 0 = no budget. Past it, pushes are refused with `QuotaFailure`.",
-    },
-    KeyDoc {
-        key: "limits.currency",
-        used_by: "server",
-        description: "ISO 4217 currency of `limits.price_per_million_tokens`; empty = estimates carry no cost.",
-    },
-    KeyDoc {
-        key: "limits.price_per_million_tokens",
-        used_by: "server",
-        description: "What a million LLM tokens cost in `limits.currency`, for the cost of estimates and usage.",
-    },
-    KeyDoc {
-        key: "auth.hs256_secret",
-        used_by: "server",
-        description: "HS256 signing secret of bearer tokens (≥ 32 bytes); empty = generated once and kept in `{data_dir}/auth/hs256.secret`. Secret.",
-    },
-    KeyDoc { key: "auth.issuer", used_by: "server", description: "Required `iss` claim of bearer tokens." },
-    KeyDoc { key: "auth.audience", used_by: "server", description: "Required `aud` claim of bearer tokens." },
-    KeyDoc { key: "auth.leeway", used_by: "server", description: "Clock skew tolerated on `exp` and `nbf`." },
-    KeyDoc {
-        key: "auth.public_key_files",
-        used_by: "server",
-        description: "PEM files of the identity provider's public keys: RSA keys verify RS256 tokens, EC P-256 keys ES256 tokens. With keys (here or in `auth.jwks_file`) and no `auth.hs256_secret`, HS256 tokens are refused.",
-    },
-    KeyDoc {
-        key: "auth.jwks_file",
-        used_by: "server",
-        description: "JWKS file (JSON Web Key Set) of the identity provider's RSA and EC P-256 keys, chosen by the token's `kid`. Empty = none.",
-    },
-    KeyDoc {
-        key: "auth.user_claim",
-        used_by: "server",
-        description: "Claim naming the caller; dotted for a nested claim.",
-    },
-    KeyDoc {
-        key: "auth.role_claim",
-        used_by: "server",
-        description: "Claim with the caller's role (`viewer`, `operator`, `admin`): a string or a list, the highest counts.",
-    },
-    KeyDoc {
-        key: "auth.role_prefix",
-        used_by: "server",
-        description: "Prefix the identity provider puts before role names (`etter-` for `etter-operator`).",
-    },
-    KeyDoc {
-        key: "auth.companies_claim",
-        used_by: "server",
-        description: "Claim listing the caller's company ids: a list, or one string separated by spaces or commas.",
-    },
-    KeyDoc {
-        key: "auth.unauthenticated_per_minute",
-        used_by: "server",
-        description: "Calls refused as unauthenticated one peer address may make per minute; past it, `RESOURCE_EXHAUSTED` with `RetryInfo`.",
-    },
-];
 
 #[cfg(test)]
 // `figment::Jail` closures must return figment's own (large) error type.

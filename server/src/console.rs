@@ -33,7 +33,8 @@ use axum::{
 };
 use etter_core::ids::CompanyId;
 
-use crate::auth::{self, KeyError, Role};
+use crate::auth::{self, KeyError};
+use crate::principal::Role;
 use http::HeaderName;
 
 const INDEX_HTML: &[u8] = include_bytes!("../../clients/web/dist/console/index.html");

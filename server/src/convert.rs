@@ -188,14 +188,21 @@ pub fn field_violation(v: &etter_store::FieldViolation) -> tonic_types::pb::bad_
 mod tests {
     use super::*;
 
+    /// Each state maps to the contract value of the same name, and back: a swapped pair of
+    /// arms (READY sent as DEGRADED) fails here, not in a client.
     #[test]
-    fn every_state_has_a_contract_value() {
+    fn every_state_maps_to_the_contract_value_of_its_name_and_back() {
         for state in RunState::ALL {
-            assert_ne!(role_status(state), pb::RoleStatus::Unspecified, "{state}");
-            assert_ne!(role_status(state), pb::RoleStatus::Draft, "{state}");
+            let status = role_status(state);
+            assert_eq!(status.as_str_name(), format!("ROLE_STATUS_{}", state.as_str()), "{state}");
+            assert_eq!(run_state(status as i32), Some(state), "{state} does not come back");
+        }
+        for unknown in [pb::RoleStatus::Unspecified as i32, pb::RoleStatus::Draft as i32, 99] {
+            assert_eq!(run_state(unknown), None, "{unknown}");
         }
         for status in StepStatus::ALL {
-            assert_ne!(step_state(status), pb::StepState::Unspecified, "{status}");
+            let state = step_state(status);
+            assert_eq!(state.as_str_name(), format!("STEP_STATE_{}", status.as_str().to_uppercase()), "{status}");
         }
     }
 

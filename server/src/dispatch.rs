@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use crate::config::DispatchConfig;
 use crate::orchestrator::{ClosedStatus, Orchestrator, OrchestratorError, StartOutcome, WorkflowState};
+use etter_core::backoff::Backoff;
 use etter_core::ids::{CompanyId, TraceId};
 use etter_core::lifecycle::RunState;
 use etter_store::{
@@ -193,7 +194,8 @@ impl Dispatcher {
     /// Dispatches until `drain` turns true.
     pub async fn run(self: Arc<Self>, mut drain: watch::Receiver<bool>) {
         let mut cursor = 0usize;
-        let mut backoff: Option<Duration> = None;
+        let mut backoff = Backoff::new(self.config.retry_initial_backoff, self.config.retry_max_backoff);
+        let mut backing_off = false;
         loop {
             if *drain.borrow() {
                 return;
@@ -207,24 +209,24 @@ impl Dispatcher {
             };
             self.unavailable.store(round == Round::Unavailable, Ordering::Relaxed);
             let wait = match round {
-                Round::Started => {
-                    backoff = None;
-                    continue;
-                }
-                Round::Idle => {
-                    backoff = None;
-                    self.config.poll_interval
-                }
                 Round::Unavailable => {
-                    let next = backoff.map_or(self.config.retry_initial_backoff, |b| b * 2);
-                    let next = next.min(self.config.retry_max_backoff);
-                    backoff = Some(next);
-                    next
+                    backing_off = true;
+                    backoff.next_wait()
+                }
+                Round::Started | Round::Idle => {
+                    if backing_off {
+                        backing_off = false;
+                        backoff.reset();
+                    }
+                    if round == Round::Started {
+                        continue;
+                    }
+                    self.config.poll_interval
                 }
             };
             tokio::select! {
                 // A push wakes an idle dispatcher; one backing off waits its back-off out.
-                () = self.wake.notified(), if backoff.is_none() => {}
+                () = self.wake.notified(), if !backing_off => {}
                 () = tokio::time::sleep(wait) => {}
                 _ = drain.changed() => {}
             }
@@ -367,14 +369,13 @@ impl Dispatcher {
     async fn cancel_started(&self, run: &Run) {
         const ATTEMPTS: u32 = 5;
         let reason = "the run was cancelled while its workflow started";
-        let mut backoff = self.config.retry_initial_backoff;
+        let mut backoff = Backoff::new(self.config.retry_initial_backoff, self.config.retry_max_backoff);
         for attempt in 1..=ATTEMPTS {
             match self.orchestrator.cancel(&run.workflow_id, reason).await {
                 Ok(()) => return,
                 Err(OrchestratorError::Unavailable(e)) if attempt < ATTEMPTS => {
                     tracing::warn!(error = %e, attempt, "cannot cancel the workflow of a cancelled run yet");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.config.retry_max_backoff);
+                    tokio::time::sleep(backoff.next_wait()).await;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot cancel the workflow of a cancelled run; it runs to its end");
@@ -570,8 +571,7 @@ mod tests {
         // Random, not the clock: tests start side by side on their threads, and two of them once
         // read the same microsecond, shared one directory, and the first to finish removed it.
         let suffix = format!("{}-{:016x}", std::process::id(), crate::random_u128() >> 64);
-        let dir = std::env::temp_dir().join(format!("etter-dispatch-{suffix}"));
-        std::fs::create_dir_all(&dir)?;
+        let dir = tempfile::Builder::new().prefix("etter-dispatch-").tempdir()?.keep();
         let store = etter_store::connect(&StoreLocation::Sqlite(dir.join("runs.db"))).await?;
         let settings = TemporalSettings {
             address: env("ETTER_TEMPORAL__ADDRESS")?,

@@ -1,4 +1,4 @@
-//! Estimates of a run's duration and tokens, from measured data (issue 5): the mean duration and
+//! Estimates of a run's duration and tokens, from measured data: the mean duration and
 //! tokens of each step's recent completed attempts ([`RunStore::step_stats`], refreshed every
 //! [`REFRESH_EVERY`]), falling back to the configured per-step defaults for a step that has not
 //! completed yet (`dispatch.estimate_step_duration`, `dispatch.estimate_llm_step_tokens`).

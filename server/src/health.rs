@@ -1,4 +1,4 @@
-//! What `grpc.health.v1.Health` reports (DESIGN §7), refreshed every `server.health_check_interval`.
+//! What `grpc.health.v1.Health` reports (docs/operations.md), refreshed every `server.health_check_interval`.
 //!
 //! | service name | SERVING when |
 //! |---|---|

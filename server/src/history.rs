@@ -12,10 +12,10 @@ use etter_store::{self, PageRequest, RunFilter, RunStore, Timestamp};
 
 use crate::limits::Limits;
 use crate::{
-    auth::Principal,
     convert,
     error::{ApiError, Violation},
     estimate::Estimator,
+    principal::Principal,
     status,
     tokens::{Kind, TokenKeys},
 };

@@ -1,4 +1,4 @@
-//! Client `request_id`s (DESIGN §4): a retried mutating call (Push, Retry, Cancel) returns the first
+//! Client `request_id`s: a retried mutating call (Push, Retry, Cancel) returns the first
 //! call's answer, byte for byte; the same `request_id` with another payload is `INVALID_ARGUMENT`.
 //!
 //! The key is (company, request_id), kept [`etter_store::IDEMPOTENCY_TTL`]. The payload
@@ -25,7 +25,7 @@ pub fn request_id(value: &str, reason: &'static str) -> Result<Option<RequestId>
 
 /// Hex SHA-256 of a message's encoding. Callers pass the request with its `request_id` cleared.
 pub fn payload_hash<M: Message>(payload_without_request_id: &M) -> String {
-    Sha256::digest(payload_without_request_id.encode_to_vec()).iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(payload_without_request_id.encode_to_vec()))
 }
 
 /// The idempotency of one call: nothing to do without a `request_id`.

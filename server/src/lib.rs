@@ -25,6 +25,7 @@ mod idempotency;
 pub mod limits;
 mod malformed;
 pub mod orchestrator;
+pub mod principal;
 mod push;
 mod refusals;
 mod retry;
@@ -233,7 +234,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     // WatchStatus sends events encoded once for all its streams (watch::wire); the static path
     // takes precedence over the service's wildcard route.
     let watch_route =
-        tonic::service::interceptor::InterceptedService::new(watch::wire::Route::new(api, max_request), authenticator);
+        tonic::service::interceptor::InterceptedService::new(api::WatchRoute::new(api, max_request), authenticator);
     // The store answered (it was just migrated); Temporal and the graph are unknown until their
     // first check.
     health::report_store(&health_reporter, true).await;
@@ -269,7 +270,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         .add_service(reflection_v1alpha)
         .add_service(pipeline)
         .into_axum_router()
-        .route_service(watch::wire::PATH, watch_route)
+        .route_service(api::WATCH_PATH, watch_route)
         .layer(tonic_web::GrpcWebLayer::new())
         // CORS for the API only: the console's routes, merged below, answer no other origin.
         .layer(cors_layer(&config.server.cors_allowed_origins));

@@ -1,4 +1,4 @@
-//! Admission limits per company (DESIGN §6.3): how many calls a company's callers may make per
+//! Admission limits per company (docs/admission.md): how many calls a company's callers may make per
 //! minute, and how many runs it (and everyone together) may have QUEUED.
 //!
 //! **Calls.** governor's GCRA limiters, keyed by company: no timer or task per key, a few bytes

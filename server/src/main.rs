@@ -43,7 +43,7 @@ enum Command {
         companies: Vec<String>,
         /// What the caller may do: viewer, operator or admin.
         #[arg(long)]
-        role: etter_server::auth::Role,
+        role: etter_server::principal::Role,
         /// The caller's user id.
         #[arg(long, default_value = "dev")]
         user: String,
@@ -118,7 +118,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(Command::Token { companies, role, user, ttl }) = &cli.command {
         let companies =
             companies.iter().map(|c| etter_core::ids::CompanyId::parse(c)).collect::<Result<Vec<_>, _>>()?;
-        if *role != etter_server::auth::Role::Admin && companies.is_empty() {
+        if *role != etter_server::principal::Role::Admin && companies.is_empty() {
             anyhow::bail!("a {role:?} token needs at least one --company");
         }
         let secret = etter_server::auth::signing_secret(&config.auth, &config.data_dir)?;

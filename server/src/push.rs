@@ -10,11 +10,11 @@ use sha2::{Digest as _, Sha256};
 
 use crate::limits::Limits;
 use crate::{
-    auth::Principal,
     convert::{self, StoredOptions},
     error::{ApiError, Violation},
     estimate::Estimator,
     idempotency::{self, Idempotency},
+    principal::Principal,
     status,
 };
 
@@ -42,7 +42,7 @@ pub struct ValidPush {
 }
 
 impl ValidPush {
-    /// The run's input identity (DESIGN §4): a hex SHA-256 of the company, the role name, the
+    /// The run's input identity: a hex SHA-256 of the company, the role name, the
     /// Draup role, the documents as sorted (type, uri) pairs, and the options that change outputs
     /// (`skip_enhancement_workflows`). Priority, notification and `force_rerun` do not change what
     /// a run produces, so they are not part of it.
@@ -62,7 +62,7 @@ impl ValidPush {
             hasher.update([b'\n']);
         }
         hasher.update([0, u8::from(self.options.skip_enhancement_workflows)]);
-        hex(&hasher.finalize())
+        hex::encode(hasher.finalize())
     }
 }
 
@@ -88,10 +88,6 @@ impl ValidPush {
             trace_id,
         }
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The company of a push, parsed first so authorization can run before the rest is validated.

@@ -1,5 +1,5 @@
 //! `Retry`: a new run of a FAILED, DEGRADED, STALE or CANCELLED role that re-runs only what is
-//! needed and reuses the kept outputs of the run it supersedes (DESIGN §3, §4).
+//! needed and reuses the kept outputs of the run it supersedes (docs/ARCHITECTURE.md, "The lifecycle" and "The step graph").
 //!
 //! The plan is made here, once, and kept with the new run (the dispatcher hands it to the
 //! workflow): a STALE run is re-planned from its documents' current content hashes
@@ -17,11 +17,11 @@ use etter_store::{Admission, NewRun, Run, RunStore, StoreError};
 
 use crate::limits::Limits;
 use crate::{
-    auth::Principal,
     convert::StoredOptions,
     error::ApiError,
     estimate::Estimator,
     idempotency::{self, Idempotency},
+    principal::Principal,
     status,
 };
 

@@ -15,11 +15,11 @@ use etter_store::{Announce, Run, RunStore, StepAttempt, StepStatus, StoreError, 
 
 use crate::limits::Limits;
 use crate::{
-    auth::Principal,
     convert::{self, StoredOptions},
     error::ApiError,
     estimate::Estimator,
     graph::{self, GraphReader},
+    principal::Principal,
 };
 
 /// What a status is read from.
@@ -419,7 +419,8 @@ mod tests {
     /// run, and its next status shows the step.
     #[tokio::test]
     async fn kept_steps_follow_the_runs_sequence() -> Result<()> {
-        let dir = std::env::temp_dir().join(format!("etter-kept-steps-{}", std::process::id()));
+        let scratch = tempfile::Builder::new().prefix("etter-kept-steps-").tempdir()?;
+        let dir = scratch.path().to_path_buf();
         std::fs::create_dir_all(&dir)?;
         let store = etter_store::connect(&StoreLocation::Sqlite(dir.join("runs.db"))).await?;
         let created = store.create_run(crate::testing::queued_run("Claims Adjuster", "kept-steps")?).await?;
@@ -462,7 +463,8 @@ mod tests {
         use etter_store::fanout;
         use etter_store::{StoreOptions, Transition};
 
-        let dir = std::env::temp_dir().join(format!("etter-ended-runs-{}", std::process::id()));
+        let scratch = tempfile::Builder::new().prefix("etter-ended-runs-").tempdir()?;
+        let dir = scratch.path().to_path_buf();
         std::fs::create_dir_all(&dir)?;
         let location = StoreLocation::Sqlite(dir.join("runs.db"));
         let ended = Arc::new(EndedRuns::default());

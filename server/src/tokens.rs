@@ -302,7 +302,7 @@ pub fn kept_secret(path: &Path) -> Result<Vec<u8>, KeptSecretError> {
     std::fs::create_dir_all(dir).map_err(io)?;
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| KeptSecretError::Random(e.to_string()))?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hex::encode(bytes);
     let mut suffix = [0u8; 8];
     getrandom::fill(&mut suffix).map_err(|e| KeptSecretError::Random(e.to_string()))?;
     let staged = dir.join(format!(".secret-{}", u64::from_le_bytes(suffix)));

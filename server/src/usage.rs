@@ -1,4 +1,4 @@
-//! `GetUsage`: a company's token budget and usage in one month (DESIGN §6.4).
+//! `GetUsage`: a company's token budget and usage in one month (docs/admission.md, "Limits per company").
 
 use std::collections::BTreeMap;
 
@@ -8,11 +8,11 @@ use etter_proto::v1 as pb;
 use etter_store::RunStore;
 
 use crate::{
-    auth::Principal,
     convert,
     error::ApiError,
     estimate::Estimator,
     limits::{Limits, Month},
+    principal::Principal,
 };
 
 const INVALID: &str = "INVALID_USAGE_QUERY";

@@ -16,6 +16,7 @@
 use std::{sync::Arc, time::Duration};
 
 use crate::config::ServerConfig;
+use etter_core::backoff::Backoff;
 use etter_store::{self, Delivery, Notification, NotificationClaim, Run, RunStore, Timestamp};
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
@@ -151,7 +152,7 @@ pub fn signature(webhook: &Webhook, timestamp: i64, body: &[u8]) -> String {
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    let digest: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let digest = hex::encode(mac.finalize().into_bytes());
     format!("v1={digest}")
 }
 
@@ -185,8 +186,7 @@ fn event(notification: &Notification, run: &Run, config: &ServerConfig) -> serde
 
 /// The wait after failed attempt number `attempts + 1`.
 fn backoff(config: &ServerConfig, attempts: u32) -> Duration {
-    let factor = 2_u32.saturating_pow(attempts.min(20));
-    config.webhook_retry_initial.saturating_mul(factor).min(config.webhook_retry_max)
+    Backoff::after(config.webhook_retry_initial, config.webhook_retry_max, attempts.saturating_add(1))
 }
 
 fn later(now: Timestamp, wait: Duration) -> Timestamp {
@@ -198,15 +198,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_up_to_the_maximum() {
+    fn backoff_doubles_up_to_the_maximum_with_jitter() {
         let config = ServerConfig {
             webhook_retry_initial: Duration::from_secs(5),
             webhook_retry_max: Duration::from_secs(60),
             ..ServerConfig::default()
         };
-        let waits: Vec<u64> = (0..6).map(|a| backoff(&config, a).as_secs()).collect();
-        assert_eq!(waits, [5, 10, 20, 40, 60, 60]);
-        assert_eq!(backoff(&config, u32::MAX).as_secs(), 60);
+        // Attempts already made → the nominal wait; each wait is drawn from [nominal / 2, nominal].
+        for (attempts, nominal) in [(0, 5), (1, 10), (2, 20), (3, 40), (4, 60), (5, 60), (u32::MAX, 60)] {
+            let wait = backoff(&config, attempts);
+            let nominal = Duration::from_secs(nominal);
+            assert!(wait >= nominal / 2 && wait <= nominal, "after {attempts} attempts: {wait:?}, nominal {nominal:?}");
+        }
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Checks that keep the repository's shape and its reference documents from drifting: the crates
 //! depend on each other only as `docs/ARCHITECTURE.md` allows, and `docs/configuration.md` is the
-//! key reference rendered from the sections' own documentation. No service is needed.
+//! key reference rendered from the sections' own documentation, and no crate's modules depend on
+//! each other in a cycle. No service is needed.
 //!
 //! `ETTER_BLESS=1 cargo test -p etter-tests --test layout` rewrites `docs/configuration.md`'s key
-//! table after a key changed.
+//! table after a key changed, and `docs/operations.md`'s metrics table after a metric changed.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -12,7 +13,8 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
-use etter_config::KeyDoc;
+
+mod modules;
 
 /// Each crate's workspace dependencies, by crate name.
 type Edges = BTreeMap<String, BTreeSet<String>>;
@@ -69,6 +71,67 @@ fn actual() -> Result<(Edges, Edges)> {
         dev_edges.insert(name.to_owned(), dev);
     }
     Ok((build_edges, dev_edges))
+}
+
+/// The root file (`src/lib.rs`) of every library in the workspace, by package name.
+fn libraries() -> Result<BTreeMap<String, PathBuf>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .current_dir(root())
+        .output()?;
+    ensure!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let mut libraries = BTreeMap::new();
+    for package in meta["packages"].as_array().context("no packages")? {
+        for target in package["targets"].as_array().into_iter().flatten() {
+            let is_lib = target["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "lib"));
+            if let (true, Some(name), Some(path)) = (is_lib, package["name"].as_str(), target["src_path"].as_str()) {
+                libraries.insert(name.to_owned(), PathBuf::from(path));
+            }
+        }
+    }
+    Ok(libraries)
+}
+
+#[test]
+fn no_crate_has_a_module_cycle() -> Result<()> {
+    let libraries = libraries()?;
+    ensure!(libraries.contains_key("etter-server") && libraries.len() >= 8, "too few libraries found: {libraries:?}");
+    let mut problems = Vec::new();
+    for (name, lib_rs) in &libraries {
+        let edges = modules::edges(lib_rs)?;
+        for cycle in modules::cycles(&edges) {
+            let mut shown = format!("{name}: modules {} depend on each other:", cycle.join(", "));
+            for from in &cycle {
+                for (to, file) in edges[from].iter().filter(|(to, _)| cycle.contains(to)) {
+                    let file = file.strip_prefix(root()).unwrap_or(file).display();
+                    shown.push_str(&format!("\n    {from} → {to} (e.g. {file})"));
+                }
+            }
+            problems.push(shown);
+        }
+    }
+    ensure!(problems.is_empty(), "module cycles:\n{}", problems.join("\n"));
+    Ok(())
+}
+
+/// The check itself finds a cycle, the way it would find one in a crate: two modules of a
+/// scratch crate that use each other, through a `use` item and through a path in an expression.
+#[test]
+fn the_module_check_finds_a_cycle_through_uses_and_paths() -> Result<()> {
+    let dir = tempfile::Builder::new().prefix("etter-layout-").tempdir()?;
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("b"))?;
+    std::fs::write(src.join("lib.rs"), "mod a;\nmod b;\nmod c;\n")?;
+    std::fs::write(src.join("a.rs"), "use crate::{b::{self, Thing}, c};\npub fn f() {}\n")?;
+    std::fs::write(src.join("b/mod.rs"), "mod inner;\npub struct Thing;\n")?;
+    std::fs::write(src.join("b/inner.rs"), "pub fn g() { crate::a::f() }\n")?;
+    std::fs::write(src.join("c.rs"), "#[cfg(test)]\nmod tests { use crate::a; }\n")?;
+    let edges = modules::edges(&src.join("lib.rs"))?;
+    ensure!(edges["c"].is_empty(), "test-only uses are not edges: {edges:?}");
+    ensure!(modules::cycles(&edges) == vec![vec!["a".to_owned(), "b".to_owned()]], "{edges:?}");
+    Ok(())
 }
 
 #[test]
@@ -133,14 +196,18 @@ fn every_key_a_binary_reads_is_documented_and_nothing_else() -> Result<()> {
         (
             "etter-server",
             serde_json::to_value(etter_server::config::Config::default())?,
-            etter_server::config::Config::documented_keys().map(|k| k.key.to_owned()).collect::<BTreeSet<_>>(),
+            etter_server::config::Config::documented_keys(),
         ),
         (
             "etter-worker",
             serde_json::to_value(etter_worker::config::Config::default())?,
-            etter_worker::config::Config::documented_keys().map(|k| k.key.to_owned()).collect(),
+            etter_worker::config::Config::documented_keys(),
         ),
     ] {
+        let blank: Vec<&str> =
+            documented.iter().filter(|k| k.description.trim().is_empty()).map(|k| k.key.as_str()).collect();
+        ensure!(blank.is_empty(), "{binary}'s settings without a doc comment: {blank:?}");
+        let documented: BTreeSet<String> = documented.into_iter().map(|k| k.key).collect();
         let mut leaves = BTreeSet::new();
         leaf_keys(&defaults, "", &mut leaves);
         let undocumented: Vec<_> = leaves.difference(&documented).collect();
@@ -158,7 +225,7 @@ fn every_key_a_binary_reads_is_documented_and_nothing_else() -> Result<()> {
     Ok(())
 }
 
-/// The key table: every key either binary reads, once, in the order of the sections.
+/// The key table: every key either binary reads, once, in key order.
 fn key_table() -> Result<String> {
     let mut defaults = serde_json::to_value(etter_worker::config::Config::default())?;
     let server = serde_json::to_value(etter_server::config::Config::default())?;
@@ -167,12 +234,11 @@ fn key_table() -> Result<String> {
             into.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
-    let mut seen = BTreeSet::new();
-    let keys: Vec<&KeyDoc> = etter_server::config::Config::documented_keys()
-        .chain(etter_worker::config::Config::documented_keys())
-        .filter(|k| seen.insert(k.key))
-        .collect();
-    Ok(etter_config::render_key_table(keys, &defaults))
+    let binaries = [
+        ("server", etter_server::config::Config::documented_keys()),
+        ("worker", etter_worker::config::Config::documented_keys()),
+    ];
+    Ok(etter_config::render_key_table(&binaries, &defaults))
 }
 
 #[test]
@@ -189,6 +255,24 @@ fn the_configuration_reference_is_current() -> Result<()> {
     ensure!(
         doc[start..end] == table,
         "docs/configuration.md's key table is stale: regenerate it with `ETTER_BLESS=1 cargo test -p etter-tests --test layout`"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_metrics_table_is_current() -> Result<()> {
+    let path = root().join("docs/operations.md");
+    let doc = std::fs::read_to_string(&path)?;
+    let table = etter_telemetry::metrics::render_table();
+    let start = doc.find("| metric | kind |").context("docs/operations.md has no metrics table")?;
+    let end = doc[start..].find("\n\n").map_or(doc.len(), |n| start + n + 1);
+    if std::env::var_os("ETTER_BLESS").is_some() {
+        std::fs::write(&path, format!("{}{table}{}", &doc[..start], &doc[end..]))?;
+        return Ok(());
+    }
+    ensure!(
+        doc[start..end] == table,
+        "docs/operations.md's metrics table is stale: regenerate it with `ETTER_BLESS=1 cargo test -p etter-tests --test layout`"
     );
     Ok(())
 }

@@ -236,7 +236,7 @@ impl Stack {
             Profile::Postgres => Vec::new(),
             Profile::Embedded => SERVICE_PARTS.iter().map(|k| (*k).to_owned()).collect(),
         };
-        let root = std::env::temp_dir().join(format!("etter-{name}"));
+        let root = tempfile::Builder::new().prefix(&format!("etter-{name}-")).tempdir()?.keep();
         let docs = root.join("docs");
         std::fs::create_dir_all(&docs)?;
         std::fs::create_dir_all(root.join("logs"))?;

@@ -1,4 +1,4 @@
-//! Many roles at once end to end (issue 6): a PushBatch of 300 through the real server, dispatcher,
+//! Many roles at once end to end: a PushBatch of 300 through the real server, dispatcher,
 //! Temporal and worker, followed by one company-scope WatchStatus stream that is reconnected
 //! twice with its resume token.
 

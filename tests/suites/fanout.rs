@@ -1,4 +1,4 @@
-//! Live fan-out through Redis (issue 6): with the store polled only every 20 s, a watcher on one
+//! Live fan-out through Redis: with the store polled only every 20 s, a watcher on one
 //! server replica still sees a run pushed through another replica finish within moments — Redis
 //! woke it. Then Redis dies mid-run: the watcher falls back to polling the store and still sees
 //! the next run reach READY, and the `etter.redis` health entry turns NOT_SERVING. The test runs

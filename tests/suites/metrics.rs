@@ -1,4 +1,4 @@
-//! The metrics of seed §10 at `/metrics` of both binaries (issue 6), with values that follow what
+//! The pipeline's metrics at `/metrics` of both binaries, with values that follow what
 //! the pipeline did: three pushes (one with its skills miner failing on every attempt), a retry.
 
 use std::collections::BTreeMap;
@@ -25,12 +25,33 @@ async fn scrape_until(
     }
 }
 
+/// The metrics `samples` belong to that the documented list does not name (a summary's
+/// `_sum` and `_count` belong to the summary).
+fn unlisted(samples: &BTreeMap<String, f64>, exported_by: &str) -> Vec<String> {
+    let listed = |name: &str| {
+        etter_telemetry::metrics::METRICS
+            .iter()
+            .any(|m| m.name == name && (m.exported_by == exported_by || m.exported_by == "both"))
+    };
+    let mut names: Vec<String> = samples
+        .keys()
+        .map(|sample| sample.split('{').next().unwrap_or(sample))
+        .filter(|name| {
+            let base = name.strip_suffix("_sum").or_else(|| name.strip_suffix("_count")).unwrap_or(name);
+            !listed(name) && !listed(base)
+        })
+        .map(str::to_owned)
+        .collect();
+    names.dedup();
+    names
+}
+
 fn value(samples: &BTreeMap<String, f64>, name: &str) -> f64 {
     samples.get(name).copied().unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn both_binaries_export_the_seed_metrics_and_they_follow_the_runs() -> Result<()> {
+async fn both_binaries_export_the_documented_metrics_and_they_follow_the_runs() -> Result<()> {
     let stack = Stack::new("metrics").await?;
     let server = stack.start_server_with(&[("ETTER_SERVER__HEALTH_CHECK_INTERVAL", "200ms")]).await?;
     let worker = stack.start_worker(&[("ETTER_TEST_FAULTS", "fail:skills_miner")]).await?;
@@ -92,6 +113,13 @@ async fn both_binaries_export_the_seed_metrics_and_they_follow_the_runs() -> Res
     ensure!(miner_errors >= 2.0, "every failed attempt of both runs counts: {executed:#?}");
     ensure!(value(&executed, "etter_worker_activity_slots") >= 1.0, "{executed:#?}");
     ensure!(value(&executed, "etter_worker_activities_in_flight") == 0.0, "idle at the end: {executed:#?}");
+    ensure!(value(&executed, r#"etter_worker_step_attempts_total{step="skills_miner",outcome="failed"}"#) >= 1.0);
+
+    // Every metric either binary exports is in the documented list, under the right binary.
+    ensure!(served.keys().any(|k| k.starts_with("etter_build_info")), "{served:#?}");
+    let (server_extra, worker_extra) = (unlisted(&served, "server"), unlisted(&executed, "worker"));
+    ensure!(server_extra.is_empty(), "the server exports metrics docs/operations.md does not list: {server_extra:?}");
+    ensure!(worker_extra.is_empty(), "the worker exports metrics docs/operations.md does not list: {worker_extra:?}");
 
     worker.stop().await?;
     server.stop().await?;

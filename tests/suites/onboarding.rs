@@ -1,4 +1,4 @@
-//! The first slice end to end (issue 4): Push over gRPC → the dispatcher → Temporal → the worker
+//! A role's onboarding end to end: Push over gRPC → the dispatcher → Temporal → the worker
 //! process → PostgreSQL, Neo4j → GetStatus and WatchStatus, with the crashes an operator meets —
 //! a worker killed mid-step, a server killed right after it acknowledged pushes.
 

@@ -1,4 +1,4 @@
-//! A workflow an operator terminates from the Temporal CLI (issue 6): its run never records an
+//! A workflow an operator terminates from the Temporal CLI: its run never records an
 //! outcome, so the server's reconciler closes it FAILED with an error that says what happened and
 //! what to do.
 

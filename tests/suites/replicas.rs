@@ -1,4 +1,4 @@
-//! Several server replicas on one PostgreSQL (issue 6): runs pushed through one replica are watched
+//! Several server replicas on one PostgreSQL: runs pushed through one replica are watched
 //! through another, and a replica killed while dispatching loses and duplicates nothing — the
 //! other replica's dispatcher takes its expired claims over (claims use `SKIP LOCKED`).
 

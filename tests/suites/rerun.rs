@@ -1,4 +1,4 @@
-//! Retry, Cancel and STALE re-runs end to end (issue 5 items 3–5): real server and worker
+//! Retry, Cancel and STALE re-runs end to end: real server and worker
 //! processes, faults injected into the worker (`ETTER_TEST_FAULTS`), and what ran asserted from the
 //! attempt records GetStatus shows (COMPLETED: executed by the run; REUSED: the earlier run's
 //! output kept).

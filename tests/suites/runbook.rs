@@ -1,4 +1,4 @@
-//! `docs/operations.md` stays true (issue 8): every `sh` block of the runbook is run, in order,
+//! `docs/operations.md` stays true: every `sh` block of the runbook is run, in order,
 //! in one bash session against a live server and worker, with the variables the runbook names.
 //! Each command must succeed, and what they print must show the run going through: the services
 //! listed, health SERVING, the push answered with its trace id, the watch ending READY, the

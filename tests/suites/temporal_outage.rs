@@ -1,4 +1,4 @@
-//! Temporal goes away while pushes arrive (issue 6): every push is still accepted and QUEUED (the
+//! Temporal goes away while pushes arrive: every push is still accepted and QUEUED (the
 //! store is the source of truth, not Temporal), health says Temporal is down, and once the same
 //! Temporal is back every queued run is dispatched once and ends READY — none lost, none run
 //! twice. The test runs its own Temporal dev server (persisting to a file, as a restarted cluster

@@ -1,4 +1,4 @@
-//! `notify_on_complete` end to end (issue 6): the company's webhook receiver — a local HTTP server
+//! `notify_on_complete` end to end: the company's webhook receiver — a local HTTP server
 //! — gets one signed event per finished run that asked for it, also when it was down at first.
 
 use std::collections::BTreeSet;
@@ -114,8 +114,23 @@ async fn each_finished_run_that_asked_is_announced_once_signed_even_after_the_re
     for run in &runs {
         ensure!(wait_final(&mut client, run, Duration::from_secs(180)).await? == RoleStatus::Ready, "{run}");
     }
-    // Let deliveries fail against the closed port at least once, then bring the receiver up.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Wait until every announced run's delivery has failed against the closed port at least
+    // once (the server logs each failed attempt), then bring the receiver up.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let failed: BTreeSet<String> = server
+            .log_text()?
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|line| line["fields"]["message"].as_str().is_some_and(|m| m.starts_with("webhook delivery failed")))
+            .filter_map(|line| line["fields"]["run"].as_str().map(str::to_owned))
+            .collect();
+        if failed.is_superset(&announced) {
+            break;
+        }
+        ensure!(tokio::time::Instant::now() < deadline, "deliveries failed so far: {failed:?} of {announced:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let received = Arc::new(Mutex::new(Vec::new()));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     tokio::spawn(receive(listener, Arc::clone(&received)));
@@ -138,7 +153,7 @@ async fn each_finished_run_that_asked_is_announced_once_signed_even_after_the_re
         let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes())?;
         mac.update(format!("{timestamp}.").as_bytes());
         mac.update(&event.body);
-        let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let expected = hex::encode(mac.finalize().into_bytes());
         ensure!(signature == format!("v1={expected}"), "a bad signature: {signature}");
         let age = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64
             - timestamp.parse::<i64>()?;

@@ -1,7 +1,7 @@
-//! The pipeline's activities: one per step (named after the seed's activities, so the Temporal UI
+//! The pipeline's activities: one per step (named after the activities of the scripts they replace, so the Temporal UI
 //! reads like the pipeline), plus the bookkeeping a run needs at its start and its end.
 //!
-//! Each step activity records its own transitions in the run store (DESIGN §4 "who writes what"),
+//! Each step activity records its own transitions in the run store (docs/ARCHITECTURE.md, "Who writes what"),
 //! keyed by (run, step, attempt) so a repeated record changes nothing: `running` when it starts,
 //! then `completed`, `retrying` (another attempt follows) or `failed`. An attempt that never
 //! finished — its worker was killed — is closed as `retrying` by the attempt after it. Activities
@@ -148,9 +148,8 @@ impl PipelineActivities {
             Err(StepEnd::Failed(f)) if f.recoverable && (max_attempts == 0 || attempt < max_attempts) => "retrying",
             Err(StepEnd::Failed(_)) => "failed",
         };
-        metrics::counter!("etter_worker_step_attempts_total", "step" => step.as_str(), "outcome" => outcome)
-            .increment(1);
-        metrics::histogram!("etter_worker_step_seconds", "step" => step.as_str()).record(started.elapsed());
+        metrics::counter!(observe::STEP_ATTEMPTS, "step" => step.as_str(), "outcome" => outcome).increment(1);
+        metrics::histogram!(observe::STEP_SECONDS, "step" => step.as_str()).record(started.elapsed());
         if let Err(StepEnd::Failed(failure)) = &result {
             metrics::counter!(observe::STEP_ERRORS, "step" => step.as_str(), "code" => failure.code.clone())
                 .increment(1);
@@ -300,7 +299,7 @@ impl PipelineActivities {
         record.input_hash = Some(outcome.input_hash);
         record.output_hash = Some(outcome.output_hash.clone());
         store.record_step(&run.workflow_id, record).await.map_err(StepFailure::from)?;
-        metrics::counter!("etter_worker_tokens_total", "step" => step.as_str()).increment(outcome.usage.total());
+        metrics::counter!(observe::STEP_TOKENS, "step" => step.as_str()).increment(outcome.usage.total());
         Ok(StepReport { step, output_hash: outcome.output_hash })
     }
 
@@ -336,8 +335,7 @@ impl PipelineActivities {
         record.output_hash = Some(output_hash.clone());
         record.reused_from = kept.reused_from.clone().or_else(|| Some(earlier.clone()));
         store.record_step(&run.workflow_id, record).await?;
-        metrics::counter!("etter_worker_step_attempts_total", "step" => step.as_str(), "outcome" => "reused")
-            .increment(1);
+        metrics::counter!(observe::STEP_ATTEMPTS, "step" => step.as_str(), "outcome" => "reused").increment(1);
         Ok(Some(StepReport { step, output_hash }))
     }
 
@@ -449,7 +447,7 @@ fn activity_span(
     )
 }
 
-/// The outcome of a run from what its steps did (DESIGN §4): FAILED when a critical step failed,
+/// The outcome of a run from what its steps did: FAILED when a critical step failed,
 /// DEGRADED when only enhancement steps did, READY otherwise; CANCELLED wins over both.
 pub fn outcome_of(failed: &[StepName], cancelled: bool) -> RunState {
     if cancelled {

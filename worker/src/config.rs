@@ -9,7 +9,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use etter_config::{ConfigError, KeyDoc, Profile, TemporalConfig, invalid};
+use etter_config::{ConfigError, Profile, TemporalConfig, invalid};
 use etter_documents::DocumentsConfig;
 use etter_graph::GraphConfig;
 use etter_llm::LlmConfig;
@@ -17,7 +17,7 @@ use etter_store::{RedisConfig, StoreConfig, StoreLocation};
 use etter_telemetry::LogConfig;
 
 /// What `etter-worker` reads.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct Config {
     /// `embedded` (the default: anything unset falls back to an embedded part) or `production`
@@ -75,18 +75,8 @@ impl Config {
     }
 
     /// The documentation of every key the worker reads, section by section.
-    pub fn documented_keys() -> impl Iterator<Item = &'static KeyDoc> {
-        [
-            etter_config::KEYS,
-            etter_store::KEYS,
-            etter_graph::KEYS,
-            etter_documents::KEYS,
-            etter_llm::KEYS,
-            KEYS,
-            etter_telemetry::KEYS,
-        ]
-        .into_iter()
-        .flatten()
+    pub fn documented_keys() -> Vec<etter_config::KeyDoc> {
+        etter_config::documented_keys::<Self>()
     }
 
     /// The effective configuration as TOML with secrets masked (`--dump-config`).
@@ -111,37 +101,43 @@ impl Config {
     }
 }
 
-/// `[worker]`: the Temporal worker (seed Appendix B).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `[worker]`: the Temporal worker: its task queue, concurrency, and each step activity's timeouts and retries.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerConfig {
-    /// Activities run at once by one worker process (seed: dev 10, prod 50).
+    /// Activities run at once by one worker process (10 by default; 50 on a production host).
     pub max_concurrent_activities: usize,
     /// Address of the Prometheus `/metrics` listener of `etter-worker`; port 0 picks a free port.
     pub metrics_listen: SocketAddr,
-    /// An activity that has not heartbeated for this long is considered lost.
+    /// An activity that has not heartbeated for this long is considered lost, and retried.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub heartbeat_timeout: Duration,
     /// Longest one activity attempt may run.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub start_to_close_timeout: Duration,
     /// Activity retry policy: first back-off.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub retry_initial_interval: Duration,
     /// Activity retry policy: back-off multiplier.
     pub retry_backoff_coefficient: f64,
     /// Activity retry policy: longest back-off.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub retry_maximum_interval: Duration,
     /// Activity retry policy: attempts including the first.
     pub retry_maximum_attempts: u32,
     /// How long a graceful shutdown waits for running activities.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub shutdown_grace: Duration,
     /// How often the staleness scan re-hashes the documents of READY and DEGRADED roles and marks
     /// changed ones STALE (a Temporal schedule the worker keeps); `0s` = no schedule (run it on
     /// demand with `etter-worker scan`).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub staleness_scan_interval: Duration,
 }
 
@@ -179,62 +175,6 @@ impl WorkerConfig {
         Ok(())
     }
 }
-
-/// The documentation of every `worker.*` key.
-pub const KEYS: &[KeyDoc] = &[
-    KeyDoc {
-        key: "worker.max_concurrent_activities",
-        used_by: "worker",
-        description: "Activities one worker runs at once (seed: dev 10, prod 50).",
-    },
-    KeyDoc {
-        key: "worker.metrics_listen",
-        used_by: "worker",
-        description: "Address of the worker's Prometheus `/metrics` HTTP listener.",
-    },
-    KeyDoc {
-        key: "worker.heartbeat_timeout",
-        used_by: "worker",
-        description: "An activity silent for this long is considered lost and retried.",
-    },
-    KeyDoc {
-        key: "worker.start_to_close_timeout",
-        used_by: "worker",
-        description: "Longest one activity attempt may run.",
-    },
-    KeyDoc {
-        key: "worker.retry_initial_interval",
-        used_by: "worker",
-        description: "Activity retry policy: first back-off.",
-    },
-    KeyDoc {
-        key: "worker.retry_backoff_coefficient",
-        used_by: "worker",
-        description: "Activity retry policy: back-off multiplier.",
-    },
-    KeyDoc {
-        key: "worker.retry_maximum_interval",
-        used_by: "worker",
-        description: "Activity retry policy: longest back-off.",
-    },
-    KeyDoc {
-        key: "worker.retry_maximum_attempts",
-        used_by: "worker",
-        description: "Activity retry policy: attempts including the first.",
-    },
-    KeyDoc {
-        key: "worker.shutdown_grace",
-        used_by: "worker",
-        description: "How long a graceful shutdown waits for running activities.",
-    },
-    KeyDoc {
-        key: "worker.staleness_scan_interval",
-        used_by: "worker",
-        description: "How often the staleness scan (a Temporal schedule the worker keeps) re-hashes the documents \
-                      of READY and DEGRADED roles and marks changed ones STALE; `0s` = no schedule (`etter-worker \
-                      scan` runs it on demand).",
-    },
-];
 
 #[cfg(test)]
 // `figment::Jail` closures must return figment's own (large) error type.

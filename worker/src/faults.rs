@@ -1,4 +1,4 @@
-//! Fault injection for the end-to-end tests (DESIGN §11): pause a step after its work is written
+//! Fault injection for the end-to-end tests: pause a step after its work is written
 //! but before it is recorded (the worst moment for a worker to die), or fail a step with a
 //! transient error on every attempt.
 //!

@@ -1,4 +1,4 @@
-//! The staleness scan (DESIGN §4): re-hashes the documents of every READY or DEGRADED role and
+//! The staleness scan: re-hashes the documents of every READY or DEGRADED role and
 //! marks the role STALE when they changed since its run linked them. A Temporal schedule runs it
 //! every `worker.staleness_scan_interval`; `etter-worker scan` runs it on demand.
 //!
@@ -148,7 +148,7 @@ impl StalenessActivities {
                 tracing::warn!("cannot send a heartbeat: {err}");
             }
         }
-        metrics::counter!("etter_worker_stale_marked_total").increment(report.marked_stale.len() as u64);
+        metrics::counter!(etter_telemetry::metrics::STALE_MARKED).increment(report.marked_stale.len() as u64);
         tracing::info!(scanned = report.scanned, stale = report.marked_stale.len(), "staleness scan done");
         Ok(report)
     }

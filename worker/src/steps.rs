@@ -1,4 +1,4 @@
-//! What each step of the pipeline does (DESIGN §5): read its inputs from the stores, compute its
+//! What each step of the pipeline does (docs/ARCHITECTURE.md, "The step graph"): read its inputs from the stores, compute its
 //! output, write it to the role graph, and report the hashes of its inputs and output.
 //!
 //! Steps are idempotent: the graph is written with `MERGE` on stable keys, so running a step again
@@ -276,7 +276,7 @@ fn hash_json<T: Serialize>(value: &T) -> Result<String, StepFailure> {
     let bytes = serde_json::to_vec(value)
         .map_err(|err| StepFailure::permanent("OUTPUT_NOT_SERIALIZABLE", format!("cannot hash the output: {err}")))?;
     let digest = Sha256::digest(&bytes);
-    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex::encode(digest))
 }
 
 #[cfg(test)]

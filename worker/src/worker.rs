@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use etter_config::ConfigError;
+use etter_core::backoff::Backoff;
 use etter_documents::{DocumentError, Documents};
 use etter_graph::GraphError;
 use etter_llm::LlmError;
@@ -218,14 +219,14 @@ async fn ensure_scan_schedule(client: &Client, config: &Config) {
 
 /// Connects to Temporal, retrying with a doubling back-off (at most 30 s) until it answers.
 async fn connect_patiently(url: Url, address: &str) -> Connection {
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         match Connection::connect(ConnectionOptions::new(url.clone()).identity(identity()).build()).await {
             Ok(connection) => return connection,
             Err(err) => {
-                tracing::warn!(%address, retry_in = ?backoff, "Temporal is not reachable yet: {err}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                let wait = backoff.next_wait();
+                tracing::warn!(%address, retry_in = ?wait, "Temporal is not reachable yet: {err}");
+                tokio::time::sleep(wait).await;
             }
         }
     }
@@ -237,7 +238,7 @@ async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
     }
 }
 
-/// At most `max_activities` activities at once (seed: dev 10, prod 50); workflow tasks are short
+/// At most `max_activities` activities at once (10 by default; 50 on a production host); workflow tasks are short
 /// and keep the SDK's default.
 fn tuner(max_activities: usize) -> WorkerTuner {
     const WORKFLOW_SLOTS: usize = 100;

@@ -1,4 +1,4 @@
-//! The onboarding workflows (seed §8.2): `RoleOnboardingWorkflow` runs role setup and document
+//! The onboarding workflows: `RoleOnboardingWorkflow` runs role setup and document
 //! linking, the AI assessment as a child workflow, then the enhancement branches in parallel —
 //! `TopTasksWorkflow`, `SkillsAnalysisWorkflow` followed by the catalog and reskilling, and task
 //! feasibility — and finally finalize. Its last act, on every path, is the `RecordOutcome`
@@ -30,7 +30,7 @@ use temporalio_sdk::{
 use crate::activities::{BeginInput, FailedStep, OutcomeInput, PipelineActivities, StepInput};
 use crate::failure::PERMANENT_FAILURE_TYPE;
 
-/// Timeouts and retries of step activities (seed Appendix B, from `[worker]`).
+/// Timeouts and retries of step activities, from `[worker]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActivityPolicy {
     /// Start-to-close timeout of one attempt.

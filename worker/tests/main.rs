@@ -186,7 +186,8 @@ fn missing_settings_fail_with_instructions() -> Result<()> {
 /// faults, whatever features it was built with: asked to, it refuses to start and says why.
 #[test]
 fn etter_worker_refuses_to_inject_faults() -> Result<()> {
-    let dir = std::env::temp_dir().join(format!("etter-worker-no-faults-{}", std::process::id()));
+    let scratch = tempfile::Builder::new().prefix("etter-worker-no-faults-").tempdir()?;
+    let dir = scratch.path().to_path_buf();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_etter-worker"))
         .arg("run")
         .env("ETTER_TEST_FAULTS", "fail:role_setup")

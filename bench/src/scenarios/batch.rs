@@ -1,4 +1,4 @@
-//! Batch admission (issue 11, item 3): how long a `PushBatch` of 2,500 roles takes to be
+//! Batch admission: how long a `PushBatch` of 2,500 roles takes to be
 //! acknowledged (every item validated, persisted and queued, the batch audited), and the server's
 //! CPU time per item.
 

@@ -1,4 +1,4 @@
-//! End to end (issue 11, item 5): 1,000 roles with the offline model through the real worker and
+//! End to end: 1,000 roles with the offline model through the real worker and
 //! Temporal dev server — time until all are READY, success rate, per-run processing time, worker
 //! utilisation — against the same dev server's throughput of bare no-op workflows, with no
 //! activity and with one no-op activity per pipeline step.

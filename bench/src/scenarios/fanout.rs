@@ -1,4 +1,4 @@
-//! Fan-out (issue 11, item 4): 1,000 concurrent company-scope `WatchStatus` streams while roles
+//! Fan-out: 1,000 concurrent company-scope `WatchStatus` streams while roles
 //! run through the real worker; the latency from the worker recording an event (its
 //! `event_time`) to each client receiving it, and the server's memory. The same roles watched by
 //! one stream are the baseline.

@@ -1,4 +1,4 @@
-//! The scenarios of issue 11, each run in one deployment profile and answering one report section.
+//! The benchmark scenarios, each run in one deployment profile and answering one report section.
 
 pub mod batch;
 pub mod e2e;

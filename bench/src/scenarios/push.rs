@@ -1,4 +1,4 @@
-//! Push cost (issue 11, item 1): `Push` through every guard (JWT, rate limit, quota, validation,
+//! Push cost: `Push` through every guard (JWT, rate limit, quota, validation,
 //! audit, durable persist) against a bare `StartWorkflowExecution` to the same Temporal dev server
 //! from the same process, at 1, 8 and 64 concurrent clients; then how long each pushed run took to
 //! have its workflow started by the dispatcher.

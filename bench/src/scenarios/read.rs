@@ -1,4 +1,4 @@
-//! Read path (issue 11, item 2): `GetStatus` of a READY run with authentication on, against a bare
+//! Read path: `GetStatus` of a READY run with authentication on, against a bare
 //! tonic server (its own process) answering the very same response bytes, through the same client.
 
 use std::time::Duration;

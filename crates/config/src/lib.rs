@@ -50,7 +50,7 @@ pub const SECTIONS: &[&str] = &[
 const MOVED: &[(&str, &str)] = &[("worker.workflow_execution_timeout", "temporal.workflow_execution_timeout")];
 
 /// How strict the configuration is about its parts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
     /// An unset store, graph or model falls back to SQLite, the embedded graph, the offline model.
@@ -94,6 +94,16 @@ impl fmt::Debug for Secret {
 impl Serialize for Secret {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(if self.is_set() { "***" } else { "" })
+    }
+}
+
+impl schemars::JsonSchema for Secret {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Secret".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "writeOnly": true })
     }
 }
 
@@ -201,7 +211,7 @@ pub fn to_masked_toml<T: Serialize>(config: &T) -> String {
 }
 
 /// `[temporal]`: the Temporal cluster both binaries talk to.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TemporalConfig {
     /// Frontend address, e.g. `http://127.0.0.1:7233`.
@@ -214,6 +224,7 @@ pub struct TemporalConfig {
     pub ui_url: String,
     /// Longest a whole onboarding workflow may run (set when the server starts it).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub workflow_execution_timeout: Duration,
 }
 
@@ -246,57 +257,69 @@ impl TemporalConfig {
     }
 }
 
-/// The documentation of one configuration key.
-#[derive(Debug, Clone, Copy)]
+/// One configuration key and what it does: the doc comment of its field.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyDoc {
     /// Dotted key, as in TOML (`server.listen`).
-    pub key: &'static str,
-    /// Which binaries read it.
-    pub used_by: &'static str,
-    /// What it does.
-    pub description: &'static str,
+    pub key: String,
+    /// The field's doc comment, on one line.
+    pub description: String,
 }
 
-/// The documentation of the top-level keys and of every `temporal.*` key.
-pub const KEYS: &[KeyDoc] = &[
-    KeyDoc {
-        key: "profile",
-        used_by: "both",
-        description: "`embedded` (unset parts fall back to embedded ones) or `production` (PostgreSQL, real keys and every secret required).",
-    },
-    KeyDoc {
-        key: "data_dir",
-        used_by: "both",
-        description: "Directory of the embedded default's files (SQLite databases, generated dev secrets).",
-    },
-    KeyDoc { key: "temporal.address", used_by: "both", description: "Temporal frontend URL." },
-    KeyDoc { key: "temporal.namespace", used_by: "both", description: "Temporal namespace (`etter-{env}`)." },
-    KeyDoc {
-        key: "temporal.task_queue",
-        used_by: "both",
-        description: "Task queue of the onboarding workflows and activities.",
-    },
-    KeyDoc {
-        key: "temporal.ui_url",
-        used_by: "both",
-        description: "Temporal Web UI URL, printed for people; empty when there is none.",
-    },
-    KeyDoc {
-        key: "temporal.workflow_execution_timeout",
-        used_by: "server",
-        description: "Longest a whole onboarding workflow may run.",
-    },
-];
+/// Every key of the configuration `T` (its leaf settings, sections opened), with the doc comment
+/// of its field, read from `T`'s JSON Schema; in key order.
+pub fn documented_keys<T: schemars::JsonSchema>() -> Vec<KeyDoc> {
+    let generator =
+        schemars::generate::SchemaSettings::draft2020_12().with(|s| s.inline_subschemas = true).into_generator();
+    let schema = generator.into_root_schema_for::<T>();
+    let mut keys = Vec::new();
+    collect_keys(schema.as_value(), "", &mut keys);
+    keys
+}
 
-/// Renders the key table of `docs/configuration.md`: every key of `keys`, in order, with its
-/// environment variable and its default from `defaults` (the binaries' default configurations
-/// as JSON, merged).
-pub fn render_key_table<'a>(keys: impl IntoIterator<Item = &'a KeyDoc>, defaults: &serde_json::Value) -> String {
+fn collect_keys(schema: &serde_json::Value, prefix: &str, out: &mut Vec<KeyDoc>) {
+    let Some(properties) = schema.get("properties").and_then(serde_json::Value::as_object) else { return };
+    for (name, property) in properties {
+        let key = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+        if property.get("properties").is_some() {
+            collect_keys(property, &key, out);
+        } else {
+            let doc = property.get("description").and_then(serde_json::Value::as_str).unwrap_or_default();
+            // A `Secret` (or a list of them) is write-only: said in the reference, masked in dumps.
+            let secret = [Some(property), property.get("items")]
+                .into_iter()
+                .flatten()
+                .any(|s| s.get("writeOnly") == Some(&serde_json::Value::Bool(true)));
+            let mut description = one_line(doc);
+            if secret {
+                description.push_str(" Secret: masked by `--dump-config`.");
+            }
+            out.push(KeyDoc { key, description });
+        }
+    }
+}
+
+/// A doc comment as one table cell: lines joined, rustdoc links shown as plain code.
+fn one_line(doc: &str) -> String {
+    let joined = doc.split_whitespace().collect::<Vec<_>>().join(" ");
+    joined.replace("[`", "`").replace("`]", "`").replace('|', "\\|")
+}
+
+/// Renders the key table of `docs/configuration.md`: every key either binary reads (`binaries`:
+/// each binary's name and documented keys), once, in key order, with its environment variable,
+/// its default from `defaults` (the binaries' default configurations as JSON, merged) and which
+/// binaries read it.
+pub fn render_key_table(binaries: &[(&str, Vec<KeyDoc>)], defaults: &serde_json::Value) -> String {
+    let mut rows: std::collections::BTreeMap<&str, (&str, Vec<&str>)> = std::collections::BTreeMap::new();
+    for (binary, keys) in binaries {
+        for doc in keys {
+            rows.entry(doc.key.as_str()).or_insert((doc.description.as_str(), Vec::new())).1.push(binary);
+        }
+    }
     let mut out =
         String::from("| key | environment variable | default | used by | description |\n|---|---|---|---|---|\n");
-    for doc in keys {
-        let default = doc
-            .key
+    for (key, (description, readers)) in rows {
+        let default = key
             .split('.')
             .try_fold(defaults, |v, part| v.get(part))
             .map(|v| match v {
@@ -305,8 +328,10 @@ pub fn render_key_table<'a>(keys: impl IntoIterator<Item = &'a KeyDoc>, defaults
                 other => format!("`{other}`"),
             })
             .unwrap_or_default();
-        let env = format!("{ENV_PREFIX}{}", doc.key.replace('.', "__").to_uppercase());
-        out.push_str(&format!("| `{}` | `{env}` | {default} | {} | {} |\n", doc.key, doc.used_by, doc.description));
+        let env = format!("{ENV_PREFIX}{}", key.replace('.', "__").to_uppercase());
+        let used_by =
+            if readers.len() == binaries.len() && binaries.len() > 1 { "both".to_owned() } else { readers.join(", ") };
+        out.push_str(&format!("| `{key}` | `{env}` | {default} | {used_by} | {description} |\n"));
     }
     out
 }
@@ -323,6 +348,55 @@ mod tests {
     struct Reads {
         profile: Profile,
         temporal: TemporalConfig,
+    }
+
+    /// A configuration to document: a section of this crate and one with secrets.
+    #[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
+    #[serde(default)]
+    struct Documented {
+        /// How strict the configuration is.
+        profile: Profile,
+        /// The Temporal cluster.
+        temporal: TemporalConfig,
+        /// A section with a secret and a list of them.
+        vault: Vault,
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
+    #[serde(default)]
+    struct Vault {
+        /// The key,
+        /// on two lines, with a [`Secret`] link.
+        key: Secret,
+        /// Keys | kept.
+        previous: Vec<Secret>,
+    }
+
+    #[test]
+    fn every_leaf_is_documented_from_its_doc_comment_and_secrets_are_marked() {
+        let keys = documented_keys::<Documented>();
+        let names: Vec<&str> = keys.iter().map(|k| k.key.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "profile",
+                "temporal.address",
+                "temporal.namespace",
+                "temporal.task_queue",
+                "temporal.ui_url",
+                "temporal.workflow_execution_timeout",
+                "vault.key",
+                "vault.previous"
+            ]
+        );
+        let doc = |key: &str| keys.iter().find(|k| k.key == key).map(|k| k.description.clone()).unwrap_or_default();
+        assert_eq!(doc("profile"), "How strict the configuration is.");
+        assert_eq!(doc("temporal.namespace"), "Namespace (`etter-{env}`).");
+        assert_eq!(doc("vault.key"), "The key, on two lines, with a `Secret` link. Secret: masked by `--dump-config`.");
+        assert_eq!(doc("vault.previous"), "Keys \\| kept. Secret: masked by `--dump-config`.");
+        let table = render_key_table(&[("one", keys.clone()), ("other", keys[..1].to_vec())], &serde_json::json!({}));
+        assert!(table.contains("| `profile` | `ETTER_PROFILE` |  | both |"), "{table}");
+        assert!(table.contains("| `vault.key` | `ETTER_VAULT__KEY` |  | one |"), "{table}");
     }
 
     #[test]

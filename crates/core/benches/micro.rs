@@ -1,4 +1,4 @@
-//! Micro-benchmarks of the pipeline's per-run bookkeeping (issue 11, item 6): a lifecycle
+//! Micro-benchmarks of the pipeline's per-run bookkeeping: a lifecycle
 //! transition, planning a new run and a retry, and hashing a step's inputs, each beside a
 //! baseline measured in the same run (criterion prints both in one group).
 //!

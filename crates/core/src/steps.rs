@@ -332,18 +332,7 @@ pub fn input_hash(
         let output = upstream_outputs.get(&need).map(String::as_str).unwrap_or("");
         let _ = writeln!(hasher, "{need}:{output}");
     }
-    hex(&hasher.finalize())
-}
-
-/// Lowercase hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    out
+    hex::encode(hasher.finalize())
 }
 
 /// What an earlier run of the role left for a step.

@@ -12,7 +12,7 @@ use crate::ids::{CompanyId, RoleId, TraceId, WorkflowId};
 use crate::lifecycle::RunState;
 use crate::steps::{Action, StepName};
 
-/// The registered name of the parent workflow (seed §8.2 `RoleOnboardingWorkflow`).
+/// The registered name of the parent workflow (`RoleOnboardingWorkflow`, the name the Temporal UI shows).
 pub const ROLE_ONBOARDING_WORKFLOW: &str = "RoleOnboardingWorkflow";
 /// The registered name of the AI assessment child workflow.
 pub const AI_ASSESSMENT_WORKFLOW: &str = "AIAssessmentWorkflow";
@@ -21,7 +21,7 @@ pub const TOP_TASKS_WORKFLOW: &str = "TopTasksWorkflow";
 /// The registered name of the skills-analysis child workflow.
 pub const SKILLS_ANALYSIS_WORKFLOW: &str = "SkillsAnalysisWorkflow";
 
-/// The registered name of the staleness scan (DESIGN §4): re-hashes the documents of READY and
+/// The registered name of the staleness scan: re-hashes the documents of READY and
 /// DEGRADED roles and marks changed ones STALE. Run by the worker's schedule and on demand.
 pub const STALENESS_SCAN_WORKFLOW: &str = "StalenessScanWorkflow";
 

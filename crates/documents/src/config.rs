@@ -5,14 +5,14 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use etter_config::{ConfigError, KeyDoc, Secret};
+use etter_config::{ConfigError, Secret};
 
 use crate::DocumentError;
 use crate::DocumentUri;
 use crate::Location;
 
 /// `[documents]`: fetching documents and extracting their text.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DocumentsConfig {
     /// The only directory `file://` URIs may point into (symbolic links included); empty =
@@ -24,9 +24,11 @@ pub struct DocumentsConfig {
     pub max_text_chars: usize,
     /// Longest one fetch may take, retries included.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub fetch_timeout: Duration,
     /// Longest one text extraction may take (and longest it waits for a free extraction slot).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub extract_timeout: Duration,
     /// Extractions run at once by one worker process (each on a blocking thread).
     pub max_concurrent_extractions: usize,
@@ -35,7 +37,7 @@ pub struct DocumentsConfig {
 }
 
 /// `[documents.s3]`: the S3-compatible store of `s3://` documents.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct S3Config {
     /// Endpoint URL of an S3-compatible store (MinIO, moto, …); empty = AWS S3 of `region`.
@@ -162,68 +164,6 @@ impl DocumentsConfig {
     }
 }
 
-/// The documentation of every `documents.*` key, in the form of the other sections' keys.
-pub const KEYS: &[KeyDoc] = &[
-    KeyDoc {
-        key: "documents.file_root",
-        used_by: "both",
-        description: "The only directory `file://` document URIs may point into (symbolic links are resolved and must stay inside); empty = `file://` is refused.",
-    },
-    KeyDoc { key: "documents.max_bytes", used_by: "worker", description: "Largest document fetched, in bytes." },
-    KeyDoc {
-        key: "documents.max_text_chars",
-        used_by: "worker",
-        description: "Most characters of text one document may yield.",
-    },
-    KeyDoc {
-        key: "documents.fetch_timeout",
-        used_by: "worker",
-        description: "Longest one fetch may take, retries included.",
-    },
-    KeyDoc {
-        key: "documents.extract_timeout",
-        used_by: "worker",
-        description: "Longest one text extraction may take (and may wait for a free extraction slot).",
-    },
-    KeyDoc {
-        key: "documents.max_concurrent_extractions",
-        used_by: "worker",
-        description: "Text extractions one worker runs at once, each on a blocking thread.",
-    },
-    KeyDoc {
-        key: "documents.s3.endpoint",
-        used_by: "worker",
-        description: "Endpoint of an S3-compatible store (MinIO, moto); empty = AWS S3 of `documents.s3.region`.",
-    },
-    KeyDoc { key: "documents.s3.region", used_by: "worker", description: "S3 region." },
-    KeyDoc {
-        key: "documents.s3.allow_http",
-        used_by: "worker",
-        description: "Allow a plain-HTTP S3 endpoint (local stores and tests only).",
-    },
-    KeyDoc {
-        key: "documents.s3.access_key_id",
-        used_by: "worker",
-        description: "S3 access key id; empty = the AWS credential chain (`AWS_*` environment, web identity, instance metadata).",
-    },
-    KeyDoc { key: "documents.s3.secret_access_key", used_by: "worker", description: "S3 secret access key. Secret." },
-    KeyDoc {
-        key: "documents.s3.session_token",
-        used_by: "worker",
-        description: "Session token of temporary S3 credentials; empty when not needed. Secret.",
-    },
-    KeyDoc {
-        key: "documents.s3.allowed_buckets",
-        used_by: "both",
-        description: "Buckets `s3://` URIs may name; empty = any bucket the credentials can read.",
-    },
-    KeyDoc {
-        key: "documents.s3.max_retries",
-        used_by: "worker",
-        description: "Retries of a failed S3 request within `documents.fetch_timeout`.",
-    },
-];
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,7 +180,10 @@ mod tests {
             }
         }
         leaves.sort();
-        let mut documented: Vec<String> = KEYS.iter().map(|k| k.key.to_owned()).collect();
+        let mut documented: Vec<String> = etter_config::documented_keys::<DocumentsConfig>()
+            .into_iter()
+            .map(|k| format!("documents.{}", k.key))
+            .collect();
         documented.sort();
         assert_eq!(leaves, documented);
         Ok(())

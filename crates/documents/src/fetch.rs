@@ -111,6 +111,11 @@ impl Documents {
         })
     }
 
+    /// Extractions holding a slot now, those that ran past their timeout included.
+    pub fn extractions_running(&self) -> usize {
+        self.config.max_concurrent_extractions.saturating_sub(self.slots.available_permits())
+    }
+
     /// Fetches and extracts a document.
     pub async fn load(&self, uri: &DocumentUri) -> Result<ExtractedDocument, DocumentError> {
         let fetched = self.fetch(uri).await?;

@@ -17,7 +17,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use config::{DocumentsConfig, KEYS, S3Config};
+pub use config::{DocumentsConfig, S3Config};
 pub use error::DocumentError;
 pub use extract::{ExtractLimits, ExtractedText, extract_blocking, normalize_text};
 pub use fetch::{Documents, ExtractedDocument, FetchedDocument, content_hash};

@@ -44,24 +44,20 @@ fn fixtures() -> Result<Documents> {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(bytes))
 }
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
+/// A fresh directory with a random name, removed on drop; `path` is canonical (the documents
+/// root compares canonical paths).
+struct Sandbox {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
 
-impl TempDir {
+impl Sandbox {
     fn new(name: &str) -> Result<Self> {
-        let unique = format!("etter-documents-{name}-{}-{:?}", std::process::id(), std::time::SystemTime::now());
-        let path = std::env::temp_dir().join(unique.replace([' ', ':', '{', '}', ','], "_"));
-        std::fs::create_dir_all(&path)?;
-        Ok(Self(std::fs::canonicalize(&path)?))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let dir = tempfile::Builder::new().prefix(&format!("etter-documents-{name}-")).tempdir()?;
+        Ok(Self { path: std::fs::canonicalize(dir.path())?, _dir: dir })
     }
 }
 
@@ -234,9 +230,9 @@ async fn oversize_documents_are_refused_before_reading() -> Result<()> {
 
 #[tokio::test]
 async fn file_uris_cannot_leave_the_documents_root() -> Result<()> {
-    let sandbox = TempDir::new("confinement")?;
-    let root = sandbox.0.join("root");
-    let outside = sandbox.0.join("outside");
+    let sandbox = Sandbox::new("confinement")?;
+    let root = sandbox.path.join("root");
+    let outside = sandbox.path.join("outside");
     std::fs::create_dir_all(root.join("sub"))?;
     std::fs::create_dir_all(&outside)?;
     std::fs::write(outside.join("secret.txt"), "outside the root")?;
@@ -291,7 +287,7 @@ async fn file_uris_cannot_leave_the_documents_root() -> Result<()> {
     refused(&s3_only, &file_uri(&root.join("inside.md"))?, "DOCUMENT_FILE_SOURCE_DISABLED").await?;
 
     // The root itself must exist.
-    let missing = Documents::new(config_with_root(&sandbox.0.join("no-such-root"))).err().map(|e| e.code());
+    let missing = Documents::new(config_with_root(&sandbox.path.join("no-such-root"))).err().map(|e| e.code());
     ensure!(missing == Some("DOCUMENT_CONFIG_INVALID"), "{missing:?}");
     Ok(())
 }
@@ -332,10 +328,18 @@ async fn extraction_past_its_time_limit_is_reported_and_its_slot_stays_taken() -
     let (slow, next) = (fetched("slow.txt")?, fetched("next.txt")?);
     let e = documents.extract(slow).await.err().context("extracted within 1 ms")?;
     ensure!(e.code() == "DOCUMENT_EXTRACT_TIMEOUT" && !e.recoverable(), "{e}");
-    // The timed-out extraction still runs and holds the only slot: the next one waits, then
-    // reports a busy worker, which is worth retrying.
+    // The timed-out extraction still runs (about a second, against the 1 ms just waited) and
+    // holds the only slot.
+    ensure!(documents.extractions_running() == 1, "the timed-out extraction gave its slot back");
+    // So the next one waits, then reports a busy worker, which is worth retrying.
     let e = documents.extract(next).await.err().context("extracted while busy")?;
     ensure!(e.code() == "DOCUMENT_EXTRACTOR_BUSY" && e.recoverable(), "{e}");
+    // Once the slow one ends, its slot is free again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while documents.extractions_running() > 0 {
+        ensure!(tokio::time::Instant::now() < deadline, "the slot was never given back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Ok(())
 }
 

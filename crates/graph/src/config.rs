@@ -2,10 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use etter_config::{ConfigError, KeyDoc, Secret, invalid};
+use etter_config::{ConfigError, Secret, invalid};
 
 /// `[graph]`: the role graph.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct GraphConfig {
     /// `bolt://host:port` of Neo4j; empty = the embedded SQLite graph `{data_dir}/graph.db`.
@@ -42,18 +42,3 @@ impl GraphConfig {
         Ok(())
     }
 }
-
-/// The documentation of every `graph.*` key.
-pub const KEYS: &[KeyDoc] = &[
-    KeyDoc {
-        key: "graph.uri",
-        used_by: "both",
-        description: "Neo4j Bolt URI (`bolt://…`); empty = the embedded SQLite graph `{data_dir}/graph.db`.",
-    },
-    KeyDoc { key: "graph.user", used_by: "both", description: "Neo4j user." },
-    KeyDoc {
-        key: "graph.password",
-        used_by: "both",
-        description: "Neo4j password; empty when authentication is off. Secret.",
-    },
-];

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use config::{GraphConfig, KEYS};
+pub use config::GraphConfig;
 pub use embedded::EmbeddedGraph;
 pub use model::{Label, NodeRef, PropValue, Props, Rel};
 pub use neo4j::Neo4jGraph;

@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use etter_config::{ConfigError, KeyDoc, Secret, invalid};
+use etter_config::{ConfigError, Secret, invalid};
 
 /// Which model answers the AI steps: the `llm.provider` key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     /// Deterministic rules over the documents' text, no network: the embedded default.
@@ -18,27 +18,32 @@ pub enum ProviderKind {
 }
 
 /// `[llm]`: the model the worker's AI steps ask, and how hard it may be asked.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LlmConfig {
-    /// `offline` or `openai`.
+    /// `offline` (deterministic rules, no network: the embedded default) or `openai` (an
+    /// OpenAI-compatible endpoint).
     pub provider: ProviderKind,
-    /// Base URL of the OpenAI-compatible API, without `/chat/completions`.
+    /// Base URL of the OpenAI-compatible API, without `/chat/completions`; required for `openai`.
     pub base_url: String,
-    /// Model name.
+    /// Model name; required for `openai`.
     pub model: String,
     /// API key, sent as a bearer token; empty for endpoints without authentication.
     pub api_key: Secret,
     /// Longest one HTTP request may take.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
-    /// Requests one call may send, the first included.
+    /// Requests one call may send, the first included: rate limits (429), server errors (5xx),
+    /// timeouts and invalid answers spend from it.
     pub max_attempts: u32,
     /// Back-off before the second attempt (doubling, with jitter).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub initial_backoff: Duration,
     /// Longest back-off waited in-process; a longer `Retry-After` fails the call as retryable.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub max_backoff: Duration,
     /// Requests started per minute by one worker process, at most.
     pub requests_per_minute: u32,
@@ -103,54 +108,3 @@ impl LlmConfig {
         Ok(())
     }
 }
-
-/// The documentation of every `llm.*` key.
-pub const KEYS: &[KeyDoc] = &[
-    KeyDoc {
-        key: "llm.provider",
-        used_by: "worker",
-        description: "`offline` (deterministic rules, no network) or `openai` (an OpenAI-compatible endpoint).",
-    },
-    KeyDoc {
-        key: "llm.base_url",
-        used_by: "worker",
-        description: "Base URL of the OpenAI-compatible API, without `/chat/completions`; required for `openai`.",
-    },
-    KeyDoc { key: "llm.model", used_by: "worker", description: "Model name; required for `openai`." },
-    KeyDoc {
-        key: "llm.api_key",
-        used_by: "worker",
-        description: "API key, sent as a bearer token; empty for endpoints without authentication. Secret.",
-    },
-    KeyDoc { key: "llm.timeout", used_by: "worker", description: "Longest one HTTP request to the model may take." },
-    KeyDoc {
-        key: "llm.max_attempts",
-        used_by: "worker",
-        description: "Requests one call may send (429, 5xx, timeouts and invalid answers spend from it).",
-    },
-    KeyDoc {
-        key: "llm.initial_backoff",
-        used_by: "worker",
-        description: "Back-off before the second attempt; doubles with jitter.",
-    },
-    KeyDoc {
-        key: "llm.max_backoff",
-        used_by: "worker",
-        description: "Longest back-off waited in-process; a longer `Retry-After` fails the call as retryable.",
-    },
-    KeyDoc {
-        key: "llm.requests_per_minute",
-        used_by: "worker",
-        description: "Model requests started per minute by one worker, at most (excess waits).",
-    },
-    KeyDoc {
-        key: "llm.tokens_per_minute",
-        used_by: "worker",
-        description: "Model tokens per minute by one worker, at most (excess waits).",
-    },
-    KeyDoc {
-        key: "llm.max_concurrent",
-        used_by: "worker",
-        description: "Model requests in flight at once by one worker, at most.",
-    },
-];

@@ -28,7 +28,7 @@ use std::{fmt, future::Future, ops::Add, pin::Pin};
 
 use serde::{Deserialize, Serialize};
 
-pub use config::{KEYS, LlmConfig, ProviderKind};
+pub use config::{LlmConfig, ProviderKind};
 pub use error::LlmError;
 pub use limiter::{Limiter, LimiterPermit, LimiterSettings};
 pub use offline::OfflineProvider;
@@ -42,7 +42,7 @@ use etter_core::outputs::{
 };
 
 /// Outputs with a confidence below this deserve a person's look: the worker sets `needs_review`
-/// on the run when any task or skill falls under it (seed §6.1, "human review flags").
+/// on the run when any task or skill falls under it (the human review flags).
 pub const REVIEW_BELOW: Score = 0.5;
 
 /// Tokens one call used. Counted by the provider when it reports them, estimated (4 characters a
@@ -90,7 +90,7 @@ pub struct Completion<T> {
 /// `Arc<dyn LlmProvider>`).
 pub type LlmFuture<'a, T> = Pin<Box<dyn Future<Output = Result<Completion<T>, LlmError>> + Send + 'a>>;
 
-/// What the pipeline's AI steps ask of a model: one method per step (DESIGN §5). Implementations
+/// What the pipeline's AI steps ask of a model: one method per step (docs/ARCHITECTURE.md, "The step graph"). Implementations
 /// are shared by every activity of a worker process (`Arc<dyn LlmProvider>`), so they bound their
 /// own use of the provider.
 ///

@@ -1,13 +1,7 @@
 //! An OpenAI-compatible chat-completions provider: `POST {base}/chat/completions` with a JSON
 //! Schema `response_format`, bounded retries, and a shared [`Limiter`].
 
-use std::{
-    collections::hash_map::RandomState,
-    fmt,
-    hash::{BuildHasher, Hasher},
-    sync::Arc,
-    time::Duration,
-};
+use std::{fmt, sync::Arc, time::Duration};
 
 use reqwest::{StatusCode, header};
 use secrecy::{ExposeSecret, SecretString};
@@ -20,6 +14,7 @@ use super::{
     calls::{self, StepCall},
     estimate_tokens,
 };
+use etter_core::backoff::Backoff;
 use etter_core::ids::RoleName;
 use etter_core::outputs::{
     Assessment, MinedSkills, Reskilling, SkillsArchitecture, SkillsCatalog, Standardization, TaskFeasibility, TopTasks,
@@ -114,6 +109,7 @@ impl OpenAiProvider {
         .to_string();
         let estimate = estimate_tokens(&prompt.system) + estimate_tokens(&prompt.user);
         let mut usage = TokenUsage::default();
+        let mut backoff = Backoff::new(self.settings.initial_backoff, self.settings.max_backoff);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -160,20 +156,11 @@ impl OpenAiProvider {
                 // Holding a worker slot for minutes helps nobody: the activity retries later.
                 Some(asked) if asked > self.settings.max_backoff => return Err(error),
                 Some(asked) => asked,
-                None => self.backoff(attempt),
+                None => backoff.next_wait(),
             };
             tracing::warn!(step = %C::STEP, attempt, wait = ?wait, error = %error, "llm request failed, retrying");
             tokio::time::sleep(wait).await;
         }
-    }
-
-    /// Exponential back-off with "equal jitter" (half fixed, half random), so workers that failed
-    /// together do not retry together.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self.settings.initial_backoff.saturating_mul(1 << attempt.saturating_sub(1).min(16));
-        let base = exp.min(self.settings.max_backoff);
-        let random = RandomState::new().build_hasher().finish();
-        base / 2 + base.mul_f64((random % 1_000) as f64 / 2_000.0)
     }
 
     /// Sends one request and reads the answer's content and usage.

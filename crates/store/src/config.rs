@@ -4,13 +4,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use etter_config::{ConfigError, KeyDoc, Secret, invalid};
+use etter_config::{ConfigError, Secret, invalid};
 
 /// `[store]`: where runs, steps, events, audit and usage live.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `postgres://…` for production; empty = the embedded SQLite file `{data_dir}/etter.db`.
+    /// Run store: `postgres://…` for production, `sqlite://PATH` for an SQLite file elsewhere;
+    /// empty = the embedded SQLite file `{data_dir}/etter.db`.
     pub url: Secret,
     /// Maximum pooled connections.
     pub max_connections: u32,
@@ -23,10 +24,11 @@ impl Default for StoreConfig {
 }
 
 /// `[redis]`: optional fan-out of live progress between server replicas.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `redis://host:port/`; empty = fan-out from the store alone (one server process).
+    /// Redis (`redis://host:port/`) for live-progress fan-out between server replicas and the
+    /// worker; empty = fan-out from the store alone (one server process).
     pub url: Secret,
 }
 
@@ -89,18 +91,3 @@ impl RedisConfig {
         Ok(())
     }
 }
-
-/// The documentation of every `store.*` and `redis.*` key.
-pub const KEYS: &[KeyDoc] = &[
-    KeyDoc {
-        key: "store.url",
-        used_by: "both",
-        description: "Run store: `postgres://…`, `sqlite://PATH`, or empty for `{data_dir}/etter.db`. Secret.",
-    },
-    KeyDoc { key: "store.max_connections", used_by: "both", description: "Maximum pooled store connections." },
-    KeyDoc {
-        key: "redis.url",
-        used_by: "server",
-        description: "Redis for live-progress fan-out between replicas; empty = fan-out from the store alone. Secret.",
-    },
-];

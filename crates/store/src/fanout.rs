@@ -1,4 +1,4 @@
-//! Live-progress fan-out through Redis pub/sub (DESIGN §7, `redis.url`): whoever commits events
+//! Live-progress fan-out through Redis pub/sub (`redis.url`): whoever commits events
 //! of a run (the worker recording steps, a server replica pushing, dispatching, cancelling)
 //! publishes the run's workflow id; every server replica subscribes and wakes the watch streams
 //! the run concerns, so they read the new events from the store at once instead of at their next
@@ -313,9 +313,8 @@ mod tests {
     async fn the_store_is_looked_at_only_while_someone_wants_its_changes() -> Result<(), Box<dyn std::error::Error>> {
         // A directory of its own: a store left by an earlier run would answer with its runs and
         // write nothing.
-        let unique = crate::now().timestamp_nanos_opt().unwrap_or_default();
-        let dir = std::env::temp_dir().join(format!("etter-follow-store-{}-{unique}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
+        let scratch = tempfile::Builder::new().prefix("etter-follow-store-").tempdir()?;
+        let dir = scratch.path().to_path_buf();
         // No announcer: the hub learns of this store's writes only by looking.
         let store = crate::connect(&StoreLocation::Sqlite(dir.join("runs.db"))).await?;
         let hub = Hub::new();

@@ -1,4 +1,4 @@
-//! The run store (DESIGN §4, §7): roles, runs, steps, events, batches, idempotency keys, document
+//! The run store (docs/ARCHITECTURE.md, "Who writes what"): roles, runs, steps, events, batches, idempotency keys, document
 //! content hashes and token usage — the durable source of truth the server and the worker share.
 //!
 //! One trait, [`RunStore`], two implementations behind it: PostgreSQL for production (several server
@@ -22,9 +22,10 @@ mod postgres;
 mod shared;
 mod sql;
 mod sqlite;
+mod values;
 
 pub use audit::{VerifyError, verify_audit};
-pub use config::{KEYS, RedisConfig, StoreConfig, StoreLocation};
+pub use config::{RedisConfig, StoreConfig, StoreLocation};
 use std::{collections::BTreeMap, fmt, path::PathBuf, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
@@ -42,7 +43,7 @@ use etter_core::workflow::RoleOnboardingInput;
 /// values are truncated to microseconds before they are written, so what is read back is equal).
 pub type Timestamp = DateTime<Utc>;
 
-/// How long a client's `request_id` is remembered (DESIGN §4).
+/// How long a client's `request_id` is remembered.
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Runs written per transaction by [`RunStore::create_batch`]: large enough that a 2,500-role batch
@@ -386,7 +387,7 @@ pub struct NewRun {
     pub role_name: RoleName,
     /// The Draup role; absent only on a rejected item that lacked a valid one.
     pub draup_role_id: Option<DraupRoleId>,
-    /// Hex hash of the run's input identity (DESIGN §4), computed by the caller.
+    /// Hex hash of the run's input identity, computed by the caller.
     pub input_identity: String,
     /// The run's documents.
     pub documents: Vec<DocumentRef>,

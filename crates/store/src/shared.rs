@@ -10,9 +10,10 @@ use super::{
     StepStats, StepStatus, StoreError, Timestamp, TokenCount, UsageRow, sql::StoredRequest,
 };
 use etter_core::audit::{AuditEntry, AuditEvent, AuditHead};
-use etter_core::ids::{BatchId, CompanyId, DraupRoleId, InvalidId, RequestId, RoleId, RoleName, TraceId, WorkflowId};
-use etter_core::lifecycle::RunState;
+use etter_core::ids::{BatchId, CompanyId, DraupRoleId, RequestId, RoleId, RoleName, TraceId, WorkflowId};
 use etter_core::outputs::ContentHash;
+
+pub(super) use super::values::{corrupt, id, number, opt_id, run_state, to_i64};
 
 /// Columns of `runs` that [`decode_run`] reads, in a fixed order.
 macro_rules! run_columns {
@@ -779,30 +780,6 @@ pub(super) trait Row {
     fn opt_json<T: DeserializeOwned>(&self, col: &str) -> Result<Option<T>, StoreError>;
 }
 
-pub(super) fn corrupt(what: &str, value: &str, why: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what} {value:?}: {why}"))
-}
-
-/// Parses a stored identifier.
-pub(super) fn id<T>(value: String, parse: fn(&str) -> Result<T, InvalidId>) -> Result<T, StoreError> {
-    parse(&value).map_err(|e| corrupt("stored id", &value, e))
-}
-
-pub(super) fn opt_id<T>(
-    value: Option<String>,
-    parse: fn(&str) -> Result<T, InvalidId>,
-) -> Result<Option<T>, StoreError> {
-    value.map(|v| id(v, parse)).transpose()
-}
-
-pub(super) fn number<T: TryFrom<i64>>(what: &str, value: i64) -> Result<T, StoreError> {
-    T::try_from(value).map_err(|_| corrupt(what, &value.to_string(), "out of range"))
-}
-
-pub(super) fn run_state(value: &str) -> Result<RunState, StoreError> {
-    RunState::parse(value).ok_or_else(|| corrupt("run state", value, "unknown"))
-}
-
 pub(super) fn decode_run(row: &impl Row) -> Result<Run, StoreError> {
     let priority = row.int("priority")?;
     Ok(Run {
@@ -971,9 +948,4 @@ pub(super) fn event_key(change: &Change) -> (&'static str, Option<&str>, Option<
             ("step", Some(step.as_str()), Some(i64::from(*attempt)), Some(status.as_str()))
         }
     }
-}
-
-/// Converts an unsigned count to what the databases store.
-pub(super) fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }

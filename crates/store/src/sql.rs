@@ -20,7 +20,7 @@ use super::{
     NotificationClaim, PageRequest, PipelineError, PutRequest, QueuePosition, RequestKey, Run, RunEvent, RunFilter,
     RunPage, RunStore, StepAttempt, StepRecorded, StepStats, StepStatus, StepTransition, StoreError, Timestamp,
     TokenCount, Transition, UsageRow, WatchScope, now,
-    shared::{corrupt, id, number, to_i64},
+    values::{corrupt, id, number, to_i64},
 };
 use etter_core::audit::{AuditEntry, AuditEvent, AuditFilter, AuditHead, ChainKey};
 use etter_core::ids::{BatchId, CompanyId, DraupRoleId, RoleId, RoleName, WorkflowId};
@@ -367,15 +367,11 @@ const PAGE_TOKEN_VERSION: &str = "v1";
 /// Encodes a history cursor as an opaque token (hex, so it is safe in any transport).
 fn encode_page_token(cursor: &Cursor) -> String {
     let plain = format!("{PAGE_TOKEN_VERSION}|{}|{}", cursor.create_time.timestamp_micros(), cursor.workflow_id);
-    plain.bytes().map(|b| format!("{b:02x}")).collect()
+    hex::encode(plain)
 }
 
 fn decode_page_token(token: &str) -> Result<Cursor, StoreError> {
-    let bytes = (0..token.len())
-        .step_by(2)
-        .map(|i| token.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect::<Option<Vec<u8>>>()
-        .ok_or(StoreError::InvalidPageToken)?;
+    let bytes = hex::decode(token).map_err(|_| StoreError::InvalidPageToken)?;
     let plain = String::from_utf8(bytes).map_err(|_| StoreError::InvalidPageToken)?;
     let mut parts = plain.splitn(3, '|');
     let (Some(PAGE_TOKEN_VERSION), Some(micros), Some(workflow_id)) = (parts.next(), parts.next(), parts.next()) else {
@@ -1224,9 +1220,7 @@ mod tests {
         let cursor = Cursor { create_time: now(), workflow_id: WorkflowId::parse("role-onboard-cr-acme-x-7")? };
         let decoded = decode_page_token(&encode_page_token(&cursor))?;
         assert_eq!((decoded.create_time, decoded.workflow_id), (cursor.create_time, cursor.workflow_id));
-        for forged in
-            ["", "zz", "7631", &"v2|1|role-onboard-cr-acme-x-7".bytes().map(|b| format!("{b:02x}")).collect::<String>()]
-        {
+        for forged in ["", "zz", "7631", &hex::encode("v2|1|role-onboard-cr-acme-x-7")] {
             assert!(matches!(decode_page_token(forged), Err(StoreError::InvalidPageToken)), "{forged:?}");
         }
         Ok(())

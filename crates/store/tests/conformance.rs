@@ -129,7 +129,7 @@ impl Scratch {
                 Ok(Scratch::Postgres { admin_url, name, url: url.to_string() })
             }
             Kind::Sqlite => {
-                let dir = std::env::temp_dir().join(format!("etter-store-test-{}", unique_suffix()));
+                let dir = tempfile::Builder::new().prefix("etter-store-test-").tempdir()?.keep();
                 Ok(Scratch::Sqlite { dir })
             }
         }

@@ -2,10 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use etter_config::KeyDoc;
-
 /// `[log]`: what both binaries log.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// A `tracing` filter, e.g. `info` or `etter_server=debug,info`.
@@ -15,7 +13,7 @@ pub struct LogConfig {
 }
 
 /// The output format of logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -29,13 +27,3 @@ impl Default for LogConfig {
         Self { filter: "info".to_owned(), format: LogFormat::Text }
     }
 }
-
-/// The documentation of every `log.*` key.
-pub const KEYS: &[KeyDoc] = &[
-    KeyDoc {
-        key: "log.filter",
-        used_by: "both",
-        description: "`tracing` filter, e.g. `info` or `etter_server=debug,info`.",
-    },
-    KeyDoc { key: "log.format", used_by: "both", description: "`text` or `json`." },
-];

@@ -5,4 +5,4 @@ mod config;
 pub mod metrics;
 pub mod process;
 
-pub use config::{KEYS, LogConfig, LogFormat};
+pub use config::{LogConfig, LogFormat};

@@ -1,20 +1,26 @@
-//! The pipeline's metrics (seed §10), named once for both binaries. `etter-server` exports the
-//! control plane's view (queue depth, queue wait, runs created, runs its reconciler closed),
-//! `etter-worker` the execution's (processing time, outcomes, tokens per role, errors by step and
-//! type, utilisation); Prometheus scrapes both.
+//! The pipeline's metrics, named once for both binaries: [`METRICS`] lists every metric either
+//! binary exports, with its kind, labels and help text; `docs/operations.md` shows the same table
+//! (checked current by the layout tests) and the end-to-end metrics suite checks that nothing is
+//! exported beyond it. `etter-server` exports the control plane's view (queue depth, queue wait,
+//! runs created, refused calls), `etter-worker` the execution's (processing time, outcomes,
+//! tokens per role, errors by step and type, utilisation); Prometheus scrapes both.
 //!
-//! | seed §10 | metric |
+//! What an operator usually asks, and where it is:
+//!
+//! | question | metric |
 //! |---|---|
-//! | queue depth | `etter_queue_depth` (gauge) |
-//! | processing time p50/p99 | `etter_run_processing_seconds` (summary: quantiles 0.5, 0.99, …) |
+//! | queue depth | `etter_queue_depth` |
+//! | processing time p50/p99 | `etter_run_processing_seconds{quantile="0.5"}`, `{quantile="0.99"}` |
 //! | success rate | `etter_runs_finished_total{state="READY"}` over all `etter_runs_finished_total` |
-//! | queue wait | `etter_run_queue_wait_seconds` (summary) |
+//! | queue wait | `etter_run_queue_wait_seconds` |
 //! | retry rate | `etter_runs_created_total{via="retry"}` over all `etter_runs_created_total` |
-//! | tokens per role | `etter_run_tokens` (summary) |
-//! | errors by step/type | `etter_step_errors_total{step, code}` |
+//! | tokens per role | `etter_run_tokens` |
+//! | errors by step and type | `etter_step_errors_total{step, code}` |
 //! | worker utilisation | `etter_worker_activities_in_flight` over `etter_worker_activity_slots` |
 
 use std::time::Duration;
+
+use metrics::Unit;
 
 /// Runs created, by how (`push`, `batch`, `retry`).
 pub const RUNS_CREATED: &str = "etter_runs_created_total";
@@ -32,6 +38,14 @@ pub const QUEUE_DEPTH: &str = "etter_queue_depth";
 pub const RUNS_PROCESSING: &str = "etter_runs_processing";
 /// Failed step attempts, by step and error code.
 pub const STEP_ERRORS: &str = "etter_step_errors_total";
+/// Step attempts, by step and outcome.
+pub const STEP_ATTEMPTS: &str = "etter_worker_step_attempts_total";
+/// Seconds one step attempt took, by step.
+pub const STEP_SECONDS: &str = "etter_worker_step_seconds";
+/// LLM tokens used, by step.
+pub const STEP_TOKENS: &str = "etter_worker_tokens_total";
+/// Roles the staleness scan marked STALE.
+pub const STALE_MARKED: &str = "etter_worker_stale_marked_total";
 /// Activities a worker is executing now.
 pub const ACTIVITIES_IN_FLIGHT: &str = "etter_worker_activities_in_flight";
 /// Activities a worker may execute at once.
@@ -40,22 +54,204 @@ pub const ACTIVITY_SLOTS: &str = "etter_worker_activity_slots";
 pub const AUDIT_PENDING: &str = "etter_audit_pending_entries";
 /// Calls refused for what they asked, by RPC and status code.
 pub const CALLS_REFUSED: &str = "etter_calls_refused_total";
+/// Always 1; its labels name the binary and its version.
+pub const BUILD_INFO: &str = "etter_build_info";
+
+/// How a metric is exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Observations, exported as a Prometheus summary: `{quantile="…"}`, `_sum` and `_count`.
+    Summary,
+}
+
+/// One metric either binary exports.
+#[derive(Debug, Clone, Copy)]
+pub struct Metric {
+    /// The Prometheus name.
+    pub name: &'static str,
+    /// How it is exported.
+    pub kind: Kind,
+    /// Its unit, when it has one.
+    pub unit: Option<Unit>,
+    /// Its labels, comma-separated (empty when none).
+    pub labels: &'static str,
+    /// Which binaries export it: `server`, `worker` or `both`.
+    pub exported_by: &'static str,
+    /// The help text `/metrics` shows.
+    pub help: &'static str,
+}
+
+/// Every metric either binary exports.
+pub const METRICS: &[Metric] = &[
+    Metric {
+        name: RUNS_CREATED,
+        kind: Kind::Counter,
+        unit: None,
+        labels: "via",
+        exported_by: "server",
+        help: "Runs created, by how: push, batch or retry.",
+    },
+    Metric {
+        name: QUEUE_DEPTH,
+        kind: Kind::Gauge,
+        unit: Some(Unit::Count),
+        labels: "",
+        exported_by: "server",
+        help: "QUEUED runs of every company.",
+    },
+    Metric {
+        name: RUNS_PROCESSING,
+        kind: Kind::Gauge,
+        unit: Some(Unit::Count),
+        labels: "",
+        exported_by: "server",
+        help: "PROCESSING runs of every company.",
+    },
+    Metric {
+        name: RUN_QUEUE_WAIT_SECONDS,
+        kind: Kind::Summary,
+        unit: Some(Unit::Seconds),
+        labels: "",
+        exported_by: "server",
+        help: "From a run's push to its start.",
+    },
+    Metric {
+        name: CALLS_REFUSED,
+        kind: Kind::Counter,
+        unit: None,
+        labels: "method, code",
+        exported_by: "server",
+        help: "Calls refused for what they asked, by RPC and status code.",
+    },
+    Metric {
+        name: AUDIT_PENDING,
+        kind: Kind::Gauge,
+        unit: Some(Unit::Count),
+        labels: "",
+        exported_by: "server",
+        help: "Audit entries queued and not yet written.",
+    },
+    Metric {
+        name: RUNS_FINISHED,
+        kind: Kind::Counter,
+        unit: None,
+        labels: "state",
+        exported_by: "both",
+        help: "Runs that reached a final state, by state (the server counts the runs its reconciler closes).",
+    },
+    Metric {
+        name: RUN_PROCESSING_SECONDS,
+        kind: Kind::Summary,
+        unit: Some(Unit::Seconds),
+        labels: "",
+        exported_by: "both",
+        help: "From a run's start to its end.",
+    },
+    Metric {
+        name: RUN_TOKENS,
+        kind: Kind::Summary,
+        unit: Some(Unit::Count),
+        labels: "",
+        exported_by: "both",
+        help: "LLM tokens one finished run used.",
+    },
+    Metric {
+        name: STEP_ERRORS,
+        kind: Kind::Counter,
+        unit: None,
+        labels: "step, code",
+        exported_by: "worker",
+        help: "Failed step attempts, by step and error code.",
+    },
+    Metric {
+        name: STEP_ATTEMPTS,
+        kind: Kind::Counter,
+        unit: None,
+        labels: "step, outcome",
+        exported_by: "worker",
+        help: "Step attempts, by step and outcome: completed, retrying, failed, cancelled or reused.",
+    },
+    Metric {
+        name: STEP_SECONDS,
+        kind: Kind::Summary,
+        unit: Some(Unit::Seconds),
+        labels: "step",
+        exported_by: "worker",
+        help: "How long one step attempt took, by step.",
+    },
+    Metric {
+        name: STEP_TOKENS,
+        kind: Kind::Counter,
+        unit: Some(Unit::Count),
+        labels: "step",
+        exported_by: "worker",
+        help: "LLM tokens used, by step.",
+    },
+    Metric {
+        name: STALE_MARKED,
+        kind: Kind::Counter,
+        unit: Some(Unit::Count),
+        labels: "",
+        exported_by: "worker",
+        help: "Roles the staleness scan marked STALE because a document changed.",
+    },
+    Metric {
+        name: ACTIVITIES_IN_FLIGHT,
+        kind: Kind::Gauge,
+        unit: Some(Unit::Count),
+        labels: "",
+        exported_by: "worker",
+        help: "Activities this worker is executing.",
+    },
+    Metric {
+        name: ACTIVITY_SLOTS,
+        kind: Kind::Gauge,
+        unit: Some(Unit::Count),
+        labels: "",
+        exported_by: "worker",
+        help: "Activities this worker may execute at once.",
+    },
+    Metric {
+        name: BUILD_INFO,
+        kind: Kind::Gauge,
+        unit: None,
+        labels: "binary, version",
+        exported_by: "both",
+        help: "Always 1; labels name the binary and its version.",
+    },
+];
 
 /// Registers the help texts (shown on `/metrics`).
 pub fn describe() {
-    use metrics::Unit;
-    metrics::describe_counter!(RUNS_CREATED, "Runs created, by how: push, batch or retry.");
-    metrics::describe_counter!(RUNS_FINISHED, "Runs that reached a final state, by state.");
-    metrics::describe_histogram!(RUN_PROCESSING_SECONDS, Unit::Seconds, "From a run's start to its end.");
-    metrics::describe_histogram!(RUN_QUEUE_WAIT_SECONDS, Unit::Seconds, "From a run's push to its start.");
-    metrics::describe_histogram!(RUN_TOKENS, Unit::Count, "LLM tokens one finished run used.");
-    metrics::describe_gauge!(QUEUE_DEPTH, Unit::Count, "QUEUED runs of every company.");
-    metrics::describe_gauge!(RUNS_PROCESSING, Unit::Count, "PROCESSING runs of every company.");
-    metrics::describe_counter!(STEP_ERRORS, "Failed step attempts, by step and error code.");
-    metrics::describe_gauge!(ACTIVITIES_IN_FLIGHT, Unit::Count, "Activities this worker is executing.");
-    metrics::describe_gauge!(ACTIVITY_SLOTS, Unit::Count, "Activities this worker may execute at once.");
-    metrics::describe_gauge!(AUDIT_PENDING, Unit::Count, "Audit entries queued and not yet written.");
-    metrics::describe_counter!(CALLS_REFUSED, "Calls refused for what they asked, by RPC and status code.");
+    for metric in METRICS {
+        match (metric.kind, metric.unit) {
+            (Kind::Counter, Some(unit)) => metrics::describe_counter!(metric.name, unit, metric.help),
+            (Kind::Counter, None) => metrics::describe_counter!(metric.name, metric.help),
+            (Kind::Gauge, Some(unit)) => metrics::describe_gauge!(metric.name, unit, metric.help),
+            (Kind::Gauge, None) => metrics::describe_gauge!(metric.name, metric.help),
+            (Kind::Summary, Some(unit)) => metrics::describe_histogram!(metric.name, unit, metric.help),
+            (Kind::Summary, None) => metrics::describe_histogram!(metric.name, metric.help),
+        }
+    }
+}
+
+/// The metrics table of `docs/operations.md`.
+pub fn render_table() -> String {
+    let mut out = String::from("| metric | kind | labels | exported by | what it counts |\n|---|---|---|---|---|\n");
+    for m in METRICS {
+        let kind = match m.kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Summary => "summary",
+        };
+        let labels = if m.labels.is_empty() { "—".to_owned() } else { format!("`{}`", m.labels) };
+        out.push_str(&format!("| `{}` | {kind} | {labels} | {} | {} |\n", m.name, m.exported_by, m.help));
+    }
+    out
 }
 
 /// Counts a call refused for what it asked.

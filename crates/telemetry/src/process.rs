@@ -124,8 +124,7 @@ pub async fn serve_metrics(
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| MetricsError::Bind { addr, source })?;
     let local = listener.local_addr().map_err(|source| MetricsError::Bind { addr, source })?;
     let handle = prometheus_handle()?;
-    metrics::describe_gauge!("etter_build_info", "Always 1; labels name the binary and its version.");
-    metrics::gauge!("etter_build_info", "binary" => binary, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::gauge!(crate::metrics::BUILD_INFO, "binary" => binary, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {

@@ -34,9 +34,8 @@ use tonic::Status;
 
 use crate::limits::Limits;
 use crate::tokens::TokenKeys;
-use crate::{
-    api::FrameStream, auth::Principal, convert, error::ApiError, estimate::Estimator, graph::GraphReader, status,
-};
+use crate::{convert, error::ApiError, estimate::Estimator, graph::GraphReader, principal::Principal, status};
+use wire::FrameStream;
 
 /// Events read per store query.
 const EVENT_PAGE: u32 = 256;

@@ -19,7 +19,7 @@ use futures::Stream;
 use tonic::Status;
 
 use super::wire::Frame;
-use crate::api::FrameStream;
+use super::wire::FrameStream;
 
 type Item = Result<Frame, Status>;
 

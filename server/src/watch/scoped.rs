@@ -31,13 +31,14 @@ use pb::watch_status_response::Kind;
 use tokio::time::Instant;
 use tonic::Status;
 
+use super::wire::FrameStream;
 use super::{
     EVENT_PAGE, Sender, WatchContext,
     shared::{MarksKey, StatusRead},
     token::{self, TokenScope},
     wire::{self, Frame},
 };
-use crate::{api::FrameStream, auth::Principal, batch, convert, error::ApiError, status};
+use crate::{batch, convert, error::ApiError, principal::Principal, status};
 
 /// Runs per snapshot message.
 const SNAPSHOT_CHUNK: usize = 100;

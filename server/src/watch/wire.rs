@@ -6,20 +6,25 @@
 //! `WatchStatusResponse` encoding prost itself would produce (field `event` = 2, then
 //! `resume_token` = 4), so clients see the same bytes; [`FrameCodec`] sends those as they are.
 //!
-//! `WatchStatus` is served by [`Route`]: tonic's server-streaming handler with this codec; the
-//! generated trait method still answers with decoded messages for any other caller.
+//! The server serves `WatchStatus` with tonic's server-streaming handler and this codec
+//! (`api::WatchRoute`); the generated trait method still answers with decoded messages for any
+//! other caller.
 
-use std::sync::Arc;
+use std::pin::Pin;
 
 use bytes::Bytes;
 use etter_proto::v1 as pb;
-use futures::StreamExt as _;
+use futures::{Stream, StreamExt as _};
 use prost::Message as _;
 use prost::encoding::{WireType, encode_key, encode_varint};
 use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
 
-use crate::api::{FrameStream, PipelineApi, WatchStream};
+/// The stream type of `WatchStatus` in the generated trait.
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchStatusResponse, Status>> + Send + 'static>>;
+
+/// What a `WatchStatus` stream sends, as the server's watch route serves it.
+pub type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send + 'static>>;
 
 /// The `WatchStatusResponse` field numbers the codec writes (they are the contract's).
 const EVENT_FIELD: u32 = 2;
@@ -113,58 +118,6 @@ impl Encoder for FrameEncoder {
 /// The generated trait's stream: frames turned back into messages.
 pub fn messages(frames: FrameStream) -> WatchStream {
     Box::pin(frames.map(|frame| frame.and_then(Frame::into_message)))
-}
-
-/// Serves `WatchStatus` with [`FrameCodec`]; every other method goes to the generated server.
-#[derive(Clone)]
-pub struct Route {
-    api: Arc<PipelineApi>,
-    max_decoding_message_size: usize,
-}
-
-/// The path [`Route`] serves.
-pub const PATH: &str = "/etter.pipeline.v1.PipelineService/WatchStatus";
-
-impl Route {
-    /// Serves `api`'s watches, with requests up to `max_decoding_message_size` bytes.
-    pub fn new(api: Arc<PipelineApi>, max_decoding_message_size: usize) -> Self {
-        Self { api, max_decoding_message_size }
-    }
-}
-
-struct Handler(Arc<PipelineApi>);
-
-impl tonic::server::ServerStreamingService<pb::WatchStatusRequest> for Handler {
-    type Response = Frame;
-    type ResponseStream = FrameStream;
-    type Future = futures::future::BoxFuture<'static, Result<tonic::Response<FrameStream>, Status>>;
-
-    fn call(&mut self, request: tonic::Request<pb::WatchStatusRequest>) -> Self::Future {
-        let api = Arc::clone(&self.0);
-        Box::pin(async move { api.watch_frames(request).await })
-    }
-}
-
-impl<B> tower::Service<http::Request<B>> for Route
-where
-    B: tonic::codegen::Body + Send + 'static,
-    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = std::convert::Infallible;
-    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let (api, max) = (Arc::clone(&self.api), self.max_decoding_message_size);
-        Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(FrameCodec).apply_max_message_size_config(Some(max), None);
-            Ok(grpc.server_streaming(Handler(api), request).await)
-        })
-    }
 }
 
 #[cfg(test)]

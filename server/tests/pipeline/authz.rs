@@ -1,10 +1,10 @@
 //! Who may do what, over the wire: every RPC × every kind of caller × the caller's own company
-//! and another one, each cell with the exact status code expected (DESIGN §6, issue 7). Bad
+//! and another one, each cell with the exact status code expected (docs/admission.md, "Authorization"). Bad
 //! tokens are UNAUTHENTICATED everywhere; a request naming another company is
 //! PERMISSION_DENIED; a run or batch of another company is NOT_FOUND, as if it did not exist;
 //! a viewer only reads; an admin may do everything everywhere.
 //!
-//! Every call of the matrix is audited exactly as DESIGN §6.7 says: each mutating or refused call
+//! Every call of the matrix is audited exactly as docs/admission.md says: each mutating or refused call
 //! leaves exactly one entry (found by the call's trace id), each allowed read none; and
 //! `etter-server audit verify` accepts the log, then names the entry an edit or a truncation
 //! broke.
@@ -316,7 +316,7 @@ async fn every_rpc_answers_every_caller_with_the_exact_code() -> anyhow::Result<
                     let whose = if own { "own" } else { "other" };
                     wrong.push(format!("{rpc:?} as {caller:?} on {whose} company: {got:?}, expected {want:?}"));
                 }
-                // DESIGN §6.7: every mutating call, and every read refused for who asks.
+                // The audit rule: every mutating call, and every read refused for who asks.
                 let refused = matches!(got, Code::Unauthenticated | Code::PermissionDenied | Code::NotFound);
                 audited.insert(
                     cell_trace(cell),

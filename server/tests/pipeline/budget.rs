@@ -1,4 +1,4 @@
-//! Token budgets (issue 7): estimates carry their cost; admission reserves each run's estimate
+//! Token budgets: estimates carry their cost; admission reserves each run's estimate
 //! and refuses, whole and with what remains, a batch that would exceed the company's monthly
 //! budget; the tokens steps record are the usage, per step; a run that ends releases what it
 //! did not use. `GetUsage` shows all of it.

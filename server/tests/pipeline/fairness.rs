@@ -1,4 +1,4 @@
-//! Caps and fairness (issue 7): with a cap of 5 PROCESSING runs per company, company A pushes
+//! Caps and fairness: with a cap of 5 PROCESSING runs per company, company A pushes
 //! 200 roles and B then pushes 3. B is not starved behind A's queue: its first run is one of the
 //! next two starts. Sampled all along from the store (GetStatus/History) and from Temporal
 //! (running workflows per company), no company ever has more than 5 open. Queue positions and

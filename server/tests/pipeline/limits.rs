@@ -1,4 +1,4 @@
-//! Per-company limits over the wire (issue 7): a burst past a company's call rate is
+//! Per-company limits over the wire: a burst past a company's call rate is
 //! RESOURCE_EXHAUSTED with RetryInfo while another company is untouched; the companies file
 //! changes a company's rate without a restart; a batch past the company's queued-run cap is
 //! refused whole with the numbers, and nothing of it is stored.

@@ -39,7 +39,7 @@ impl World {
     pub async fn new(test: &str) -> Result<Self> {
         let settings = settings_from(|name| std::env::var(name).ok())?;
         let unique = format!("{test}-{}-{}", std::process::id(), etter_store::now().timestamp_micros());
-        let root = std::env::temp_dir().join(format!("etter-worker-{unique}"));
+        let root = tempfile::Builder::new().prefix(&format!("etter-worker-{test}-")).tempdir()?.keep();
         let docs = root.join("docs");
         std::fs::create_dir_all(&docs)?;
         let mut config = Config { data_dir: root.join("data"), ..Config::default() };

@@ -477,7 +477,7 @@ export type RunStatus = Message<"etter.pipeline.v1.RunStatus"> & {
   status: RoleStatus;
 
   /**
-   * The first of `current_steps`, empty when no step is running (the seed's field).
+   * The first of `current_steps`, empty when no step is running (kept for clients that show one step).
    *
    * @generated from field: string current_step = 8;
    */
@@ -1039,14 +1039,14 @@ export enum DocumentType {
   UNSPECIFIED = 0,
 
   /**
-   * A job description (seed: `job_description`).
+   * A job description (`job_description` in the scripts this service replaces).
    *
    * @generated from enum value: DOCUMENT_TYPE_JOB_DESCRIPTION = 1;
    */
   JOB_DESCRIPTION = 1,
 
   /**
-   * A process map of the role's work (seed: `process_map`).
+   * A process map of the role's work (`process_map` in the scripts this service replaces).
    *
    * @generated from enum value: DOCUMENT_TYPE_PROCESS_MAP = 2;
    */

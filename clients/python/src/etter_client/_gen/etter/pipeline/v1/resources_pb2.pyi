@@ -170,9 +170,9 @@ class _DocumentTypeEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._E
     DOCUMENT_TYPE_UNSPECIFIED: _DocumentType.ValueType  # 0
     """Not set. Rejected by validation."""
     DOCUMENT_TYPE_JOB_DESCRIPTION: _DocumentType.ValueType  # 1
-    """A job description (seed: `job_description`)."""
+    """A job description (`job_description` in the scripts this service replaces)."""
     DOCUMENT_TYPE_PROCESS_MAP: _DocumentType.ValueType  # 2
-    """A process map of the role's work (seed: `process_map`)."""
+    """A process map of the role's work (`process_map` in the scripts this service replaces)."""
     DOCUMENT_TYPE_SUPPORTING: _DocumentType.ValueType  # 3
     """Any other supporting document (policies, SOPs, training material)."""
 
@@ -182,9 +182,9 @@ class DocumentType(_DocumentType, metaclass=_DocumentTypeEnumTypeWrapper):
 DOCUMENT_TYPE_UNSPECIFIED: DocumentType.ValueType  # 0
 """Not set. Rejected by validation."""
 DOCUMENT_TYPE_JOB_DESCRIPTION: DocumentType.ValueType  # 1
-"""A job description (seed: `job_description`)."""
+"""A job description (`job_description` in the scripts this service replaces)."""
 DOCUMENT_TYPE_PROCESS_MAP: DocumentType.ValueType  # 2
-"""A process map of the role's work (seed: `process_map`)."""
+"""A process map of the role's work (`process_map` in the scripts this service replaces)."""
 DOCUMENT_TYPE_SUPPORTING: DocumentType.ValueType  # 3
 """Any other supporting document (policies, SOPs, training material)."""
 Global___DocumentType: typing_extensions.TypeAlias = DocumentType
@@ -561,7 +561,7 @@ class RunStatus(google.protobuf.message.Message):
     status: Global___RoleStatus.ValueType
     """Lifecycle state."""
     current_step: builtins.str
-    """The first of `current_steps`, empty when no step is running (the seed's field)."""
+    """The first of `current_steps`, empty when no step is running (kept for clients that show one step)."""
     position_in_queue: builtins.int
     """1-based position among the runs the dispatcher will start before this one; 0 when not queued."""
     estimated_duration_seconds: builtins.int
