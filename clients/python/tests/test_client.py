@@ -1,8 +1,8 @@
-"""`PipelineClient` against a live `etter-server` and `etter-worker` (the built binaries in
-target/debug, the embedded SQLite store and graph, the shared Temporal dev server on a task queue
-of this module's own). What a notebook user does: push, batch with invalid items, watch to READY
-with a resume in the middle, cancel, retry, page through history, read usage, and get typed
-errors with the server's details.
+"""`PipelineClient` and `AsyncPipelineClient` against a live `etter-server` and `etter-worker`
+(the built binaries in target/debug, the embedded SQLite store and graph, the shared Temporal dev
+server on a task queue of this module's own). What a notebook user does: push, batch with invalid
+items, watch to READY with a resume in the middle, cancel, retry, page through history and the
+audit log, read usage, and get typed errors with the server's details — with either client.
 
 Run: ./etter test (or, with the services up and the workspace built:
 `. .etter/services.env && .etter/venv/bin/python -m pytest clients/python/tests`).
@@ -10,12 +10,28 @@ Run: ./etter test (or, with the services up and the workspace built:
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable, Iterable
 
 import pytest
 
 from conftest import Deployment
-from etter_client import PipelineClient, errors
+from etter_client import PipelineClient, RunState, errors, resources_pb2 as res
+from etter_client.aio import AsyncPipelineClient
+
+# The server writes its audit log behind the calls it records, so a call's entry may show a moment
+# after the call was answered: the audit tests read until what they expect is there.
+AUDIT_LAG = 10.0
+
+
+def _audit_until(read: Callable[[], Iterable[res.AuditEntry]], shows: Callable[[list[res.AuditEntry]], bool]) -> list[res.AuditEntry]:
+    deadline = time.monotonic() + AUDIT_LAG
+    while True:
+        entries = list(read())
+        if shows(entries) or time.monotonic() > deadline:
+            return entries
+        time.sleep(0.3)
 
 
 def test_bad_tokens_and_invalid_pushes_are_typed_errors_with_details(deployment: Deployment, client: PipelineClient) -> None:
@@ -99,13 +115,118 @@ def test_admins_read_the_audit_log_and_operators_are_refused(deployment: Deploym
     with pytest.raises(errors.PermissionDenied):
         next(client.audit(company_id=deployment.company))
     with deployment.client("--role", "admin", "--user", "py-admin") as admin:
-        pushes = [e for e in admin.audit(company_id=deployment.company, action="Push", page_size=2)]
-        denied = list(admin.audit(actor="dev", denied_only=True))
+        pushes = _audit_until(
+            lambda: admin.audit(company_id=deployment.company, action="Push", page_size=2),
+            lambda entries: any(e.target == run.workflow_id for e in entries),
+        )
+        denied = _audit_until(
+            lambda: admin.audit(actor="dev", denied_only=True),
+            lambda entries: any(e.action == "ListAuditEntries" for e in entries),
+        )
     assert run.status in {"QUEUED", "PROCESSING"}
     assert any(e.target == run.workflow_id and e.outcome == "OK" for e in pushes), [e.target for e in pushes]
     assert all(e.company_id == deployment.company and e.action == "Push" for e in pushes)
     assert len({e.sequence for e in pushes}) == len(pushes) > 1, "paged without repeats"
     assert any(e.action == "ListAuditEntries" and e.outcome == "PERMISSION_DENIED" for e in denied), denied[:3]
+
+
+def test_the_async_client_batches_a_csv_with_priority_and_request_id_and_reads_the_audit_log(
+    deployment: Deployment,
+) -> None:
+    csv = deployment.root / "async-roles.csv"
+    rows = ["role_name,draup_role_id,documents,client_ref"]
+    rows += [f"Async Batch Engineer {n},draup-ab{n},job_description={deployment.uri()},row-{n}" for n in range(3)]
+    rows += ["Async Broken Engineer,,,row-bad"]
+    csv.write_text("\n".join(rows) + "\n")
+    request_id = "py-async-batch-1"
+
+    async def scenario() -> None:
+        operator = deployment.token("--company", deployment.company, "--role", "operator", "--user", "py-async-operator")
+        async with AsyncPipelineClient(deployment.addr, operator) as client:
+            first = await client.push_batch(deployment.company, csv, priority="high", request_id=request_id)
+            again = await client.push_batch(deployment.company, str(csv), priority="high", request_id=request_id)
+            assert (first.accepted, first.rejected) == (3, 1), first
+            assert first.created and not again.created, (first, again)
+            assert again.batch_id == first.batch_id and again.workflow_ids == first.workflow_ids
+            assert list(first.rejections()) == [3]
+
+            runs = [run async for run in client.history(deployment.company, batch_id=first.batch_id, page_size=2)]
+            assert len(runs) == len({r.workflow_id for r in runs}) == 4, runs
+            assert all(r.proto.options.priority == res.PRIORITY_HIGH for r in runs), [r.proto.options for r in runs]
+            # Without a worker a run stays queued, or dispatched (PROCESSING) at most.
+            active = {RunState.QUEUED, RunState.PROCESSING}
+            assert sorted(r.status in active for r in runs) == [False, True, True, True], runs
+            rejected = [
+                run async for run in client.history(
+                    deployment.company, batch_id=first.batch_id, statuses=[RunState.VALIDATION_ERROR]
+                )
+            ]
+            by_name = [
+                run async for run in client.history(deployment.company, batch_id=first.batch_id, statuses=["queued", "PROCESSING"])
+            ]
+            assert [r.role_name for r in rejected] == ["Async Broken Engineer"], rejected
+            assert sorted(r.workflow_id for r in by_name) == sorted(first.workflow_ids)
+
+            # No worker runs yet: the batch watch opens on a snapshot with the batch's progress.
+            stream = client.watch(batch_id=first.batch_id)
+            opening = await stream.__anext__()
+            await stream.aclose()
+            assert opening.kind == "snapshot" and opening.batch is not None, opening
+            progress = opening.batch
+            assert (progress.total, progress.done, progress.counts[RunState.VALIDATION_ERROR]) == (4, 1, 1), progress
+            assert set(progress.counts) <= active | {RunState.VALIDATION_ERROR}, progress
+
+            with pytest.raises(errors.PermissionDenied):
+                await client.audit(company_id=deployment.company).__anext__()
+
+        admin = deployment.token("--role", "admin", "--user", "py-async-admin")
+        async with AsyncPipelineClient(deployment.addr, admin) as client:
+            deadline = time.monotonic() + AUDIT_LAG
+            while True:  # the log is written behind the calls (see AUDIT_LAG)
+                batches = [e async for e in client.audit(company_id=deployment.company, action="PushBatch", page_size=1)]
+                denied = [e async for e in client.audit(actor="py-async-operator", denied_only=True)]
+                written = sum(e.request_id == request_id for e in batches) == 2
+                if (written and any(e.action == "ListAuditEntries" for e in denied)) or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.3)
+        assert len({e.sequence for e in batches}) == len(batches) > 1, "paged without repeats"
+        ours = [e for e in batches if e.request_id == request_id]
+        assert len(ours) == 2 and all(e.target == first.batch_id and e.outcome == "OK" for e in ours), ours
+        assert any(e.action == "ListAuditEntries" and e.outcome == "PERMISSION_DENIED" for e in denied), denied[:3]
+
+    asyncio.run(scenario())
+
+
+def test_the_async_client_cancels_retries_by_role_and_raises_typed_errors_with_details(deployment: Deployment) -> None:
+    async def scenario() -> None:
+        async with AsyncPipelineClient(deployment.addr, "not-a-token") as stranger:
+            with pytest.raises(errors.Unauthenticated) as refused:
+                await stranger.status("role-onboard-cr-x-y-1")
+        assert refused.value.reason == "UNAUTHENTICATED" and len(refused.value.trace_id) == 32
+
+        operator = deployment.token("--company", deployment.company, "--role", "operator")
+        async with AsyncPipelineClient(deployment.addr, operator) as client:
+            with pytest.raises(errors.InvalidArgument) as invalid:
+                await client.push(deployment.company, "", [], draup_role_id="")
+            assert invalid.value.reason and len(invalid.value.trace_id) == 32, invalid.value
+            fields = {v.field for v in invalid.value.field_violations}
+            assert {"role_name", "documents", "draup_role_id"} <= fields, invalid.value
+
+            run = await client.push(
+                deployment.company, "Async Cancelled Engineer", [deployment.uri()], draup_role_id="draup-ac",
+                priority="low", request_id="py-async-push-1",
+            )
+            assert run.status in {RunState.QUEUED, RunState.PROCESSING} and run.proto.options.priority == res.PRIORITY_LOW
+            cancelled = await client.cancel(run.workflow_id, "wrong document", request_id="py-async-cancel-1")
+            assert cancelled.status is RunState.CANCELLED and "wrong document" in cancelled.error
+            with pytest.raises(errors.FailedPrecondition) as ended:
+                await client.cancel(run.workflow_id)
+            assert ended.value.preconditions[0].field == "RUN_NOT_ACTIVE"
+            retried = await client.retry(role_id=run.role_id, request_id="py-async-retry-1")
+            assert retried.workflow_id == run.workflow_id.removesuffix("-1") + "-2", retried
+            assert (await client.status(role_id=run.role_id)).workflow_id == retried.workflow_id
+
+    asyncio.run(scenario())
 
 
 def test_watch_to_ready_resuming_in_the_middle_then_usage(deployment: Deployment, client: PipelineClient) -> None:
@@ -134,18 +255,23 @@ def test_watch_to_ready_resuming_in_the_middle_then_usage(deployment: Deployment
     assert usage.used_tokens > 0 and usage.by_step and usage.period == time.strftime("%Y-%m", time.gmtime())
 
 
-def test_the_async_client_pushes_and_reads(deployment: Deployment) -> None:
-    import asyncio
-
-    from etter_client.aio import AsyncPipelineClient
-
-    async def scenario() -> str:
+def test_the_async_client_pushes_watches_to_the_end_and_reads(deployment: Deployment) -> None:
+    async def scenario() -> None:
         token = deployment.token("--company", deployment.company, "--role", "operator")
         async with AsyncPipelineClient(deployment.addr, token) as client:
-            run = await client.push(deployment.company, "Async Engineer", [deployment.uri()], draup_role_id="draup-a")
+            run = await client.push(
+                deployment.company, "Async Engineer", [deployment.uri()], draup_role_id="draup-a", skip_enhancement=True
+            )
+            events = [e async for e in client.watch(workflow_id=run.workflow_id)]
+            changes = [e.status for e in events if e.kind == "event" and e.status is not None]
+            assert changes and changes[-1] in {RunState.READY, RunState.DEGRADED}, events
+            sequences = [e.sequence for e in events if e.kind == "event"]
+            assert sequences == sorted(set(sequences)), "in order, none repeated"
             final = await client.wait(run.workflow_id, timeout=120)
+            assert final.final and final.status is changes[-1]
+            usage = await client.usage(deployment.company)
+            assert usage.used_tokens > 0 and usage.by_step
             with pytest.raises(errors.NotFound):
                 await client.status("role-onboard-cr-nobody-nothing-1")
-            return final.status
 
-    assert asyncio.run(scenario()) in {"READY", "DEGRADED"}
+    asyncio.run(scenario())

@@ -1,8 +1,9 @@
 """Python client of the Etter pipeline's control plane, ``etter.pipeline.v1.PipelineService``.
 
-Most users want :class:`PipelineClient` (``etter_client.client``): plain arguments, typed errors
-(``etter_client.errors``), a resuming ``watch`` and paging ``history``. The generated stub below
-is there for everything else.
+Most users want :class:`PipelineClient` (``etter_client.client``), or its asyncio twin
+``etter_client.aio.AsyncPipelineClient``: plain arguments, typed errors (``etter_client.errors``),
+run states as the :class:`RunState` enum, a resuming ``watch`` and paging ``history`` and
+``audit``. The generated stub below is there for everything else.
 
 The modules here are generated from ``proto/`` by ``scripts/codegen`` (grpcio-tools and
 mypy-protobuf) into ``etter_client._gen``; do not edit them by hand. The ``google.rpc`` error
@@ -37,8 +38,9 @@ from etter_client._gen.etter.pipeline.v1.pipeline_service_pb2_grpc import (
     PipelineServiceStub,
 )
 
-from etter_client.client import BatchProgress, BatchResult, PipelineClient, Run, Usage, WatchEvent, to_dataframe
+from etter_client.client import PipelineClient
 from etter_client.errors import EtterError
+from etter_client.results import BatchProgress, BatchResult, Run, RunState, Usage, WatchEvent, to_dataframe
 
 __version__ = "0.1.0"
 
@@ -50,6 +52,7 @@ __all__ = [
     "PipelineServiceServicer",
     "PipelineServiceStub",
     "Run",
+    "RunState",
     "Usage",
     "WatchEvent",
     "__version__",

@@ -4,56 +4,70 @@
         run = await client.push("acme", "Claims Adjuster", ["file:///docs/jd.pdf"], draup_role_id="draup-1")
         async for event in client.watch(workflow_id=run.workflow_id):
             print(event)
+
+Every method of the sync client is here with the same arguments and results: a call is awaited,
+and ``watch``, ``history`` and ``audit`` are async iterators. Both clients build their requests,
+follow watch streams and convert answers with the same functions (:mod:`etter_client._shared`,
+:mod:`etter_client.results`) and raise the same typed errors (:mod:`etter_client.errors`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from pathlib import Path
 
 import grpc
 from grpc import aio
-from grpc_status import rpc_status
 
-from etter_client._gen.etter.pipeline.v1 import pipeline_service_pb2 as pb
+from etter_client._gen.etter.pipeline.v1 import resources_pb2 as res
 from etter_client._gen.etter.pipeline.v1.pipeline_service_pb2_grpc import PipelineServiceStub
-from etter_client.client import (
-    _FINAL,
-    BatchResult,
-    Run,
-    Usage,
-    WatchEvent,
-    _options,
+from etter_client._shared import (
+    DocumentLike,
+    Page,
+    PageRequest,
+    Request,
+    Response,
+    RunStateLike,
+    WatchCursor,
+    audit_request,
     batch_request,
+    batch_rows,
+    cancel_request,
     history_request,
     push_request,
+    retry_request,
+    run_options,
     status_request,
-    watch_request,
+    usage_request,
 )
-from etter_client.errors import EtterError, from_status, metadata_value
+from etter_client.errors import from_rpc_error
+from etter_client.results import BatchResult, Run, Usage, WatchEvent
 
 __all__ = ["AsyncPipelineClient"]
 
 
-async def _typed(err: aio.AioRpcError) -> EtterError:
-    status = None
-    try:
-        status = await rpc_status.aio.from_call(err)  # type: ignore[attr-defined]  # present at run time, not in the stubs
-    except (AttributeError, ValueError, TypeError):
-        status = None
-    trace_id = metadata_value(err.initial_metadata(), "etter-trace-id") or metadata_value(
-        err.trailing_metadata(), "etter-trace-id"
-    )
-    return from_status(err.code(), err.details() or "", status, trace_id)
-
-
 class AsyncPipelineClient:
-    """A ``grpc.aio`` connection to ``etter-server`` acting with one bearer token."""
+    """A ``grpc.aio`` connection to ``etter-server`` acting with one bearer token.
 
-    def __init__(self, target: str, token: str, *, credentials: grpc.ChannelCredentials | None = None, timeout: float = 30.0) -> None:
-        self._channel = aio.secure_channel(target, credentials) if credentials else aio.insecure_channel(target)
+    ``target`` is ``host:port``; ``secure=True`` uses TLS with the system's roots (or pass
+    ``credentials``). Every call raises an :class:`~etter_client.errors.EtterError` subclass on
+    failure, carrying the server's details. Create it inside the event loop that uses it.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        token: str,
+        *,
+        secure: bool = False,
+        credentials: grpc.ChannelCredentials | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        if secure or credentials is not None:
+            self._channel = aio.secure_channel(target, credentials or grpc.ssl_channel_credentials())
+        else:
+            self._channel = aio.insecure_channel(target)
         self._stub = PipelineServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),)
         self.timeout = timeout
@@ -71,39 +85,149 @@ class AsyncPipelineClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _call(self, method: str, request: Any) -> Any:
+    async def _call(self, method: aio.UnaryUnaryMultiCallable[Request, Response], request: Request) -> Response:
+        """One unary call through a stub method (``self._stub.Push``, …), typed by that method,
+        with the token and the deadline; a failure is raised as its typed error."""
         try:
-            return await getattr(self._stub, method)(request, metadata=self._metadata, timeout=self.timeout)
-        except aio.AioRpcError as err:
-            raise await _typed(err) from None
+            return await method(request, metadata=self._metadata, timeout=self.timeout)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+
+    async def _pages(
+        self, method: aio.UnaryUnaryMultiCallable[PageRequest, Page], request: PageRequest
+    ) -> AsyncIterator[Page]:
+        """Every page of a paged call, asking for the next one only when the caller wants it."""
+        while True:
+            page = await self._call(method, request)
+            yield page
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
 
     async def push(
         self,
         company_id: str,
         role_name: str,
-        documents: Sequence[Any],
+        documents: Sequence[DocumentLike],
         *,
         draup_role_id: str,
         skip_enhancement: bool = False,
         priority: str | None = None,
+        force_rerun: bool = False,
+        notify_on_complete: bool = False,
         request_id: str | None = None,
     ) -> Run:
-        """See :meth:`etter_client.PipelineClient.push`."""
-        options = _options(skip_enhancement, priority)
-        answer = await self._call("Push", push_request(company_id, role_name, documents, draup_role_id, options, request_id))
+        """Queues a role; see :meth:`etter_client.PipelineClient.push`."""
+        options = run_options(skip_enhancement, priority, force_rerun, notify_on_complete)
+        request = push_request(company_id, role_name, documents, draup_role_id, options, request_id)
+        answer = await self._call(self._stub.Push, request)
         return await self.status(answer.workflow_id)
 
-    async def push_batch(self, company_id: str, items: Sequence[Mapping[str, Any]], *, skip_enhancement: bool = False) -> BatchResult:
-        """See :meth:`etter_client.PipelineClient.push_batch` (dicts only)."""
-        request = batch_request(company_id, items, _options(skip_enhancement), None)
-        return BatchResult.from_proto(await self._call("PushBatch", request))
+    async def push_batch(
+        self,
+        company_id: str,
+        items: Iterable[Mapping[str, object]] | str | Path,
+        *,
+        skip_enhancement: bool = False,
+        priority: str | None = None,
+        request_id: str | None = None,
+    ) -> BatchResult:
+        """Queues many roles at once, from dicts or the path of a CSV; see
+        :meth:`etter_client.PipelineClient.push_batch`. The CSV is read before anything is sent."""
+        request = batch_request(company_id, batch_rows(items), run_options(skip_enhancement, priority), request_id)
+        return BatchResult.from_proto(await self._call(self._stub.PushBatch, request))
 
     async def status(self, workflow_id: str | None = None, *, role_id: str | None = None) -> Run:
-        """A run by workflow id, or a role's latest run."""
-        return Run.from_proto((await self._call("GetStatus", status_request(workflow_id, role_id))).run)
+        """A run by workflow id, or a role's latest run by role id."""
+        return Run.from_proto((await self._call(self._stub.GetStatus, status_request(workflow_id, role_id))).run)
+
+    def watch(
+        self,
+        *,
+        workflow_id: str | None = None,
+        batch_id: str | None = None,
+        company_id: str | None = None,
+        until_final: bool = True,
+        reconnects: int = 20,
+        resume_token: str = "",
+        after_sequence: int = 0,
+    ) -> AsyncIterator[WatchEvent]:
+        """Yields a snapshot, then every event, of one run, a batch or a company's active runs,
+        reconnecting and resuming like :meth:`etter_client.PipelineClient.watch` (``async for``)."""
+        cursor = WatchCursor(
+            workflow_id, batch_id, company_id,
+            until_final=until_final, reconnects=reconnects, resume_token=resume_token, after_sequence=after_sequence,
+        )
+        return self._watch(cursor)
+
+    async def _watch(self, cursor: WatchCursor) -> AsyncIterator[WatchEvent]:
+        while True:
+            try:
+                async for message in self._stub.WatchStatus(cursor.request(), metadata=self._metadata):
+                    for event in cursor.observe(message):
+                        yield event
+                    if cursor.ended(message):
+                        return
+                if cursor.ended_with_stream():
+                    return
+            except grpc.RpcError as err:
+                error = from_rpc_error(err)
+                if not cursor.may_reopen(error):
+                    raise error from None
+            await asyncio.sleep(cursor.reopen_delay())
+
+    async def retry(
+        self,
+        workflow_id: str | None = None,
+        *,
+        role_id: str | None = None,
+        steps: Sequence[str] = (),
+        request_id: str | None = None,
+    ) -> Run:
+        """A new run of a run that failed, degraded, was cancelled or went stale; see
+        :meth:`etter_client.PipelineClient.retry`."""
+        request = retry_request(workflow_id, role_id, steps, request_id)
+        return Run.from_proto((await self._call(self._stub.Retry, request)).run)
+
+    async def cancel(self, workflow_id: str, reason: str = "", *, request_id: str | None = None) -> Run:
+        """Cancels a queued or running run; finished steps keep their outputs."""
+        request = cancel_request(workflow_id, reason, request_id)
+        return Run.from_proto((await self._call(self._stub.Cancel, request)).run)
+
+    async def history(
+        self,
+        company_id: str,
+        *,
+        statuses: Iterable[RunStateLike] = (),
+        role_id: str = "",
+        batch_id: str = "",
+        needs_review: bool | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[Run]:
+        """Every run of a company matching the filters, newest first, page after page.
+        ``statuses`` are :class:`~etter_client.RunState` members or their names (``"READY"``)."""
+        request = history_request(
+            company_id, statuses, page_size, role_id=role_id, batch_id=batch_id, needs_review=needs_review
+        )
+        async for page in self._pages(self._stub.History, request):
+            for run in page.runs:
+                yield Run.from_proto(run)
+
+    async def usage(self, company_id: str, period: str | None = None) -> Usage:
+        """The company's token budget and usage in a month (``YYYY-MM``; this month by default)."""
+        return Usage.from_proto(await self._call(self._stub.GetUsage, usage_request(company_id, period)))
+
+    async def audit(
+        self, *, company_id: str = "", actor: str = "", action: str = "", denied_only: bool = False, page_size: int = 100
+    ) -> AsyncIterator[res.AuditEntry]:
+        """The audit log, newest first, page after page (admins only)."""
+        request = audit_request(company_id, actor, action, denied_only, page_size)
+        async for page in self._pages(self._stub.ListAuditEntries, request):
+            for entry in page.entries:
+                yield entry
 
     async def wait(self, workflow_id: str, timeout: float = 300.0, poll: float = 0.5) -> Run:
-        """Polls a run until it ends."""
+        """Polls a run until it ends (``watch`` is the streaming way)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -113,55 +237,3 @@ class AsyncPipelineClient:
             if loop.time() > deadline:
                 raise TimeoutError(f"{workflow_id} still {run.status} after {timeout}s")
             await asyncio.sleep(poll)
-
-    async def cancel(self, workflow_id: str, reason: str = "") -> Run:
-        """Cancels a queued or running run."""
-        request = pb.CancelRequest(workflow_id=workflow_id, reason=reason, request_id=str(uuid.uuid4()))
-        return Run.from_proto((await self._call("Cancel", request)).run)
-
-    async def retry(self, workflow_id: str, *, steps: Sequence[str] = ()) -> Run:
-        """A new run of a run that failed, degraded, was cancelled or went stale."""
-        request = pb.RetryRequest(workflow_id=workflow_id, steps=list(steps), request_id=str(uuid.uuid4()))
-        return Run.from_proto((await self._call("Retry", request)).run)
-
-    async def history(self, company_id: str, *, statuses: Sequence[str] = (), page_size: int = 100) -> AsyncIterator[Run]:
-        """Every run of a company, newest first, page after page."""
-        request = history_request(company_id, statuses, page_size)
-        while True:
-            page = await self._call("History", request)
-            for run in page.runs:
-                yield Run.from_proto(run)
-            if not page.next_page_token:
-                return
-            request.page_token = page.next_page_token
-
-    async def usage(self, company_id: str, period: str | None = None) -> Usage:
-        """The company's token budget and usage in a month."""
-        return Usage.from_proto(await self._call("GetUsage", pb.GetUsageRequest(company_id=company_id, period=period or "")))
-
-    async def watch(
-        self, *, workflow_id: str | None = None, batch_id: str | None = None, company_id: str | None = None
-    ) -> AsyncIterator[WatchEvent]:
-        """Events of one run, a batch or a company's active runs; reconnects and resumes like
-        :meth:`etter_client.PipelineClient.watch`; a run or batch watch ends when all ended."""
-        token, after, failures = "", 0, 0
-        statuses: dict[str, str] = {}
-        while True:
-            request = watch_request(workflow_id, batch_id, company_id, token, after)
-            try:
-                async for message in self._stub.WatchStatus(request, metadata=self._metadata):
-                    failures = 0
-                    token = message.resume_token or token
-                    for event in WatchEvent.from_proto(message):
-                        if event.workflow_id and event.status:
-                            statuses[event.workflow_id] = event.status
-                        if workflow_id and event.kind in ("event", "snapshot"):
-                            after = max(after, event.sequence)
-                        yield event
-                if not company_id and statuses and all(s in _FINAL for s in statuses.values()):
-                    return
-            except aio.AioRpcError as err:
-                if err.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED) or failures >= 20:
-                    raise await _typed(err) from None
-            failures += 1
-            await asyncio.sleep(min(0.2 * failures, 2.0))

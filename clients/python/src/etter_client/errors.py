@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 __all__ = [
@@ -146,11 +146,13 @@ def metadata_value(metadata: Any, key: str) -> str:
     return ""
 
 
-def from_status(code: grpc.StatusCode, message: str, status: Any, trace_id: str = "") -> EtterError:
+def from_status(
+    code: grpc.StatusCode, message: str, status: status_pb2.Status | None, trace_id: str = ""
+) -> EtterError:
     """The typed error of a decoded ``google.rpc.Status`` (``None`` when there were no details)."""
     cls = _BY_CODE.get(code, EtterError)
     error = cls(code=code, message=message, trace_id=trace_id)
-    for detail in getattr(status, "details", ()):
+    for detail in status.details if status is not None else ():
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
@@ -175,7 +177,8 @@ def from_status(code: grpc.StatusCode, message: str, status: Any, trace_id: str 
 
 
 def from_rpc_error(err: grpc.RpcError) -> EtterError:
-    """The typed error of a failed call (sync or ``grpc.aio``)."""
+    """The typed error of a failed call, sync or ``grpc.aio`` alike: an ``aio.AioRpcError`` has
+    the same synchronous ``code()``, ``details()`` and metadata accessors as a sync call's error."""
     code = err.code() if callable(getattr(err, "code", None)) else grpc.StatusCode.UNKNOWN
     message = err.details() if callable(getattr(err, "details", None)) else str(err)
     # An error before any message comes as one block of headers, which gRPC reports as trailers.
@@ -183,7 +186,7 @@ def from_rpc_error(err: grpc.RpcError) -> EtterError:
     for part in ("initial_metadata", "trailing_metadata"):
         if not trace_id and callable(getattr(err, part, None)):
             trace_id = metadata_value(getattr(err, part)(), "etter-trace-id")
-    status = None
+    status: status_pb2.Status | None = None
     try:
         status = rpc_status.from_call(err)  # type: ignore[arg-type]  # any RpcError that is also a Call
     except (AttributeError, ValueError, TypeError):

@@ -1,0 +1,327 @@
+"""What the clients return: :class:`RunState` and plain dataclasses over the server's messages.
+
+:class:`~etter_client.PipelineClient` and :class:`~etter_client.aio.AsyncPipelineClient` both build
+their results with the functions here, so a run looks the same whichever client fetched it. Each
+result keeps the message it came from as ``proto``, for the fields it does not copy.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from etter_client._gen.etter.pipeline.v1 import pipeline_service_pb2 as pb
+from etter_client._gen.etter.pipeline.v1 import resources_pb2 as res
+
+__all__ = ["BatchProgress", "BatchResult", "Run", "RunState", "Usage", "WatchEvent", "to_dataframe"]
+
+_ROLE_STATUS_PREFIX = "ROLE_STATUS_"
+
+
+class RunState(str, Enum):
+    """A run's lifecycle state: the contract's ``RoleStatus`` without its ``ROLE_STATUS_`` prefix.
+
+    Members are also strings equal to their name (``RunState.READY == "READY"``) and print as
+    their name, so code written when statuses were plain strings (comparisons, sets of names,
+    f-strings, pandas filters) keeps working. :meth:`parse` turns a name into a member.
+    """
+
+    #: Not set; also what a state unknown to this client (added by a newer server) reads as.
+    UNSPECIFIED = "UNSPECIFIED"
+    DRAFT = "DRAFT"
+    QUEUED = "QUEUED"
+    PROCESSING = "PROCESSING"
+    READY = "READY"
+    DEGRADED = "DEGRADED"
+    FAILED = "FAILED"
+    STALE = "STALE"
+    CANCELLED = "CANCELLED"
+    VALIDATION_ERROR = "VALIDATION_ERROR"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, format_spec: str) -> str:
+        return format(self.value, format_spec)
+
+    @classmethod
+    def from_proto(cls, value: res.RoleStatus.ValueType) -> RunState:
+        """The member of a ``RoleStatus`` value; :attr:`UNSPECIFIED` for a value this client does
+        not know, so a newer server's state does not break reading a run."""
+        try:
+            return cls(res.RoleStatus.Name(value).removeprefix(_ROLE_STATUS_PREFIX))
+        except ValueError:
+            return cls.UNSPECIFIED
+
+    def to_proto(self) -> res.RoleStatus.ValueType:
+        """The ``RoleStatus`` value of this state, as requests carry it."""
+        return res.RoleStatus.Value(_ROLE_STATUS_PREFIX + self.value)
+
+    @classmethod
+    def parse(cls, value: RunState | str) -> RunState:
+        """A member from itself or from its name in any case, with or without the proto prefix
+        (``"ready"``, ``"READY"``, ``"ROLE_STATUS_READY"``); ``ValueError`` for anything else."""
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(value.strip().upper().removeprefix(_ROLE_STATUS_PREFIX))
+        except ValueError:
+            names = ", ".join(member.value for member in cls)
+            raise ValueError(f"unknown run state {value!r}: one of {names}") from None
+
+    @property
+    def final(self) -> bool:
+        """Whether a run in this state has ended (it will not change unless retried)."""
+        return self in _FINAL
+
+
+_FINAL = frozenset(
+    {RunState.READY, RunState.DEGRADED, RunState.FAILED, RunState.CANCELLED, RunState.VALIDATION_ERROR, RunState.STALE}
+)
+
+
+def _time(ts: Timestamp | None) -> _dt.datetime | None:
+    if ts is None or (ts.seconds == 0 and ts.nanos == 0):
+        return None
+    return ts.ToDatetime(tzinfo=_dt.timezone.utc)
+
+
+@dataclass
+class Run:
+    """One run of a role, as the server reported it (the full message is :attr:`proto`)."""
+
+    workflow_id: str
+    role_id: str
+    role_name: str
+    company_id: str
+    status: RunState
+    current_step: str
+    steps_done: int
+    steps_total: int
+    position_in_queue: int
+    estimated_seconds: int
+    tokens_estimated: int
+    tokens_used: int
+    needs_review: bool
+    error: str
+    trace_id: str
+    create_time: _dt.datetime | None
+    end_time: _dt.datetime | None
+    proto: res.RunStatus = field(repr=False)
+
+    @classmethod
+    def from_proto(cls, run: res.RunStatus) -> Run:
+        return cls(
+            workflow_id=run.workflow_id,
+            role_id=run.role_id,
+            role_name=run.role_name,
+            company_id=run.company_id,
+            status=RunState.from_proto(run.status),
+            current_step=run.current_step,
+            steps_done=run.progress.current,
+            steps_total=run.progress.total,
+            position_in_queue=run.position_in_queue,
+            estimated_seconds=run.estimated_duration_seconds,
+            tokens_estimated=run.token_estimate.total_tokens,
+            tokens_used=run.tokens_used.total_tokens,
+            needs_review=run.needs_review,
+            error=f"{run.error.code}: {run.error.message}" if run.error.code else "",
+            trace_id=run.trace_id,
+            create_time=_time(run.create_time),
+            end_time=_time(run.end_time),
+            proto=run,
+        )
+
+    @property
+    def final(self) -> bool:
+        """Whether the run has ended."""
+        return self.status.final
+
+    def __str__(self) -> str:
+        where = f"step {self.current_step}" if self.current_step else f"{self.steps_done}/{self.steps_total} steps"
+        return f"{self.role_name} [{self.status}] {where} ({self.workflow_id})"
+
+
+@dataclass
+class BatchResult:
+    """What PushBatch answered: one result per item, and the batch's progress."""
+
+    batch_id: str
+    created: bool
+    accepted: int
+    rejected: int
+    duplicates: int
+    existing: int
+    tokens_estimated: int
+    items: list[pb.PushBatchItemResult] = field(repr=False)
+    proto: pb.PushBatchResponse = field(repr=False)
+
+    @classmethod
+    def from_proto(cls, answer: pb.PushBatchResponse) -> BatchResult:
+        def count(outcome: pb.BatchItemOutcome.ValueType) -> int:
+            return sum(1 for item in answer.items if item.outcome == outcome)
+
+        return cls(
+            batch_id=answer.batch_id,
+            created=answer.created,
+            accepted=count(pb.BATCH_ITEM_OUTCOME_ACCEPTED),
+            rejected=count(pb.BATCH_ITEM_OUTCOME_REJECTED),
+            duplicates=count(pb.BATCH_ITEM_OUTCOME_DUPLICATE),
+            existing=count(pb.BATCH_ITEM_OUTCOME_EXISTING),
+            tokens_estimated=answer.token_estimate.total_tokens,
+            items=list(answer.items),
+            proto=answer,
+        )
+
+    @property
+    def workflow_ids(self) -> list[str]:
+        """The runs the batch queued (accepted items)."""
+        return [i.workflow_id for i in self.items if i.outcome == pb.BATCH_ITEM_OUTCOME_ACCEPTED]
+
+    def rejections(self) -> dict[int, list[str]]:
+        """Per rejected item index: its field violations as ``field: description``."""
+        return {
+            i.index: [f"{v.field}: {v.description}" for v in i.field_violations]
+            for i in self.items
+            if i.outcome == pb.BATCH_ITEM_OUTCOME_REJECTED
+        }
+
+
+@dataclass
+class BatchProgress:
+    """A batch's aggregate progress, as watch snapshots and heartbeats carry it."""
+
+    batch_id: str
+    done: int
+    total: int
+    #: How many of the batch's runs are in each state.
+    counts: dict[RunState, int]
+    estimated_seconds: int
+
+    @classmethod
+    def from_proto(cls, batch: res.BatchProgress) -> BatchProgress:
+        return cls(
+            batch_id=batch.batch_id,
+            done=batch.done,
+            total=batch.total,
+            counts={RunState.from_proto(c.status): c.count for c in batch.counts},
+            estimated_seconds=batch.estimated_duration_seconds,
+        )
+
+    @property
+    def finished(self) -> bool:
+        """Whether every run of the batch has ended."""
+        return self.total > 0 and self.done >= self.total
+
+    def __str__(self) -> str:
+        states = ", ".join(f"{state} {n}" for state, n in sorted(self.counts.items()))
+        left = "" if self.finished else f" · about {self.estimated_seconds} s left"
+        return f"{self.done}/{self.total} ended ({states}){left}"
+
+
+@dataclass
+class WatchEvent:
+    """One message of a watch stream: a snapshot run, an event of a run, or a heartbeat."""
+
+    kind: str
+    workflow_id: str
+    sequence: int
+    #: The run's state on snapshots and status changes; ``None`` on step changes and heartbeats.
+    status: RunState | None
+    step: str
+    step_status: str
+    run: Run | None
+    resume_token: str = field(repr=False)
+    proto: pb.WatchStatusResponse = field(repr=False)
+    #: A batch watch's aggregate progress, on snapshots and heartbeats.
+    batch: BatchProgress | None = None
+
+    @classmethod
+    def from_proto(cls, message: pb.WatchStatusResponse) -> list[WatchEvent]:
+        """The events of one stream message: one per run of a snapshot (one empty snapshot event
+        when it has none), one for an event, one for a heartbeat."""
+        kind = message.WhichOneof("kind")
+        if kind == "snapshot":
+            token = message.resume_token
+            batch = BatchProgress.from_proto(message.snapshot.batch) if message.snapshot.HasField("batch") else None
+            return [
+                cls(
+                    "snapshot", r.workflow_id, r.sequence, RunState.from_proto(r.status), r.current_step, "",
+                    Run.from_proto(r), token, message, batch,
+                )
+                for r in message.snapshot.runs
+            ] or [cls("snapshot", "", 0, None, "", "", None, token, message, batch)]
+        if kind == "event":
+            event = message.event
+            change = event.WhichOneof("change")
+            status = RunState.from_proto(event.status_change.status) if change == "status_change" else None
+            step = event.step_change.step if change == "step_change" else ""
+            step_status = res.StepState.Name(event.step_change.status).removeprefix("STEP_STATE_") if step else ""
+            run = Run.from_proto(event.run) if event.HasField("run") else None
+            return [cls("event", event.workflow_id, event.sequence, status, step, step_status, run, message.resume_token, message)]
+        batch = BatchProgress.from_proto(message.heartbeat.batch) if message.heartbeat.HasField("batch") else None
+        return [cls("heartbeat", "", 0, None, "", "", None, message.resume_token, message, batch)]
+
+    def __str__(self) -> str:
+        if self.kind == "heartbeat":
+            return "heartbeat"
+        what = self.status or f"{self.step} {self.step_status}"
+        return f"{self.kind} #{self.sequence} {self.workflow_id}: {what}"
+
+
+@dataclass
+class Usage:
+    """A company's token budget and usage in a month."""
+
+    company_id: str
+    period: str
+    budget_tokens: int
+    used_tokens: int
+    reserved_tokens: int
+    remaining_tokens: int
+    by_step: dict[str, int]
+    used_cost: float
+    currency: str
+    proto: pb.GetUsageResponse = field(repr=False)
+
+    @classmethod
+    def from_proto(cls, answer: pb.GetUsageResponse) -> Usage:
+        return cls(
+            company_id=answer.company_id,
+            period=answer.period,
+            budget_tokens=answer.budget_tokens,
+            used_tokens=answer.used_tokens,
+            reserved_tokens=answer.reserved_tokens,
+            remaining_tokens=answer.remaining_tokens,
+            by_step={s.step: s.total_tokens for s in answer.steps},
+            used_cost=answer.used_cost_micros / 1_000_000,
+            currency=answer.currency,
+            proto=answer,
+        )
+
+
+def _record(row: object) -> dict[str, object]:
+    """One table row: a result's fields (without the message and nested objects), or the fields
+    of a message such as an audit entry (timestamps as datetimes)."""
+    if isinstance(row, Message):
+        record: dict[str, object] = {}
+        for f in row.DESCRIPTOR.fields:
+            value = getattr(row, f.name)
+            record[f.name] = _time(value) if isinstance(value, Timestamp) else value
+        return record
+    return {k: v for k, v in vars(row).items() if k not in ("proto", "run", "items")}
+
+
+def to_dataframe(rows: Iterable[object]) -> Any:
+    """A pandas DataFrame of runs, events or audit entries (needs pandas installed)."""
+    try:
+        import pandas as pd
+    except ImportError as missing:  # pragma: no cover - depends on the environment
+        raise ImportError("to_dataframe needs pandas: pip install pandas") from missing
+    return pd.DataFrame.from_records([_record(row) for row in rows])
