@@ -33,6 +33,20 @@ async fn a_replica_killed_mid_dispatch_loses_nothing_and_another_replica_streams
         resume_token: String::new(),
     };
     let mut stream = via_b.watch_status(watch).await?.into_inner();
+    // The stream's starting point is its snapshot: a run pushed before the snapshot is read
+    // would be in it, and its stream would start after the events the snapshot covers.
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(30), stream.message())
+            .await
+            .context("no snapshot from B")??
+            .context("B's stream ended before its snapshot")?;
+        if let Some(watch_status_response::Kind::Snapshot(snapshot)) = message.kind {
+            ensure!(snapshot.runs.is_empty(), "a new company has runs: {:?}", snapshot.runs);
+            if snapshot.last {
+                break;
+            }
+        }
+    }
 
     // Twenty pushes through A, then A dies without a drain while its dispatcher is at work.
     let mut pushed = BTreeSet::new();

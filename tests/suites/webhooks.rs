@@ -84,6 +84,8 @@ async fn each_finished_run_that_asked_is_announced_once_signed_even_after_the_re
             ("ETTER_SERVER__COMPANIES_FILE", companies.as_str()),
             ("ETTER_SERVER__WEBHOOK_RETRY_INITIAL", "300ms"),
             ("ETTER_SERVER__WEBHOOK_RETRY_MAX", "1s"),
+            // Read below: which deliveries failed.
+            ("ETTER_LOG__FORMAT", "json"),
         ])
         .await?;
     let worker = stack.start_worker(&[]).await?;
