@@ -12,13 +12,14 @@
 use std::path::Path;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use super::model::{Label, NodeRef, Owner, Props, Rel};
 use super::plan::{EdgeRow, Op, Plan};
 use super::read::{CompanyData, Subgraph};
-use super::{Backend, GraphError, GraphFuture, impl_role_graph};
+use super::{Backend, GraphError, impl_role_graph};
 
 /// The schema version this code writes (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 1;
@@ -177,25 +178,26 @@ impl EmbeddedGraph {
     }
 }
 
+#[async_trait]
 impl Backend for EmbeddedGraph {
-    fn create_schema(&self) -> GraphFuture<'_, ()> {
-        Box::pin(self.schema())
+    async fn create_schema(&self) -> Result<(), GraphError> {
+        self.schema().await
     }
 
-    fn check(&self) -> GraphFuture<'_, ()> {
-        Box::pin(self.ping_once())
+    async fn check(&self) -> Result<(), GraphError> {
+        self.ping_once().await
     }
 
-    fn apply<'a>(&'a self, plan: &'a Plan) -> GraphFuture<'a, ()> {
-        Box::pin(self.apply_plan(plan))
+    async fn apply(&self, plan: &Plan) -> Result<(), GraphError> {
+        self.apply_plan(plan).await
     }
 
-    fn role_subgraph<'a>(&'a self, role: &'a str) -> GraphFuture<'a, Subgraph> {
-        Box::pin(self.subgraph(role))
+    async fn role_subgraph(&self, role: &str) -> Result<Subgraph, GraphError> {
+        self.subgraph(role).await
     }
 
-    fn company<'a>(&'a self, company: &'a str) -> GraphFuture<'a, Option<CompanyData>> {
-        Box::pin(self.company_data(company))
+    async fn company(&self, company: &str) -> Result<Option<CompanyData>, GraphError> {
+        self.company_data(company).await
     }
 }
 

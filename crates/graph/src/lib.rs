@@ -20,11 +20,10 @@ mod plan;
 mod read;
 
 use std::fmt;
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use config::GraphConfig;
@@ -37,10 +36,6 @@ use etter_core::outputs::{
     Assessment, ContentHash, MinedSkills, Reskilling, SkillsArchitecture, SkillsCatalog, Standardization,
     TaskFeasibility, TopTasks,
 };
-
-/// The future every [`RoleGraph`] method returns: boxed so the trait can be used as
-/// `Arc<dyn RoleGraph>`.
-pub type GraphFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, GraphError>> + Send + 'a>>;
 
 /// Why a graph operation failed, and whether trying again can help ([`GraphError::is_retryable`]).
 #[derive(Debug, thiserror::Error)]
@@ -271,40 +266,44 @@ impl fmt::Display for Snapshot {
 
 /// The role graph. Implementations: [`Neo4jGraph`], [`EmbeddedGraph`].
 ///
+/// Object-safe (`Arc<dyn RoleGraph>`), hence `async_trait`, as the run store: every method
+/// returns a boxed `Send` future.
+///
 /// Writes are idempotent: the same call twice leaves the graph as the first left it. Every
 /// write of a step output *replaces* that step's previous output for the role.
+#[async_trait]
 pub trait RoleGraph: Send + Sync {
     /// Creates constraints, indexes or tables. Harmless to call again.
-    fn ensure_schema(&self) -> GraphFuture<'_, ()>;
+    async fn ensure_schema(&self) -> Result<(), GraphError>;
 
     /// Checks that the store answers (the worker's health entry).
-    fn ping(&self) -> GraphFuture<'_, ()>;
+    async fn ping(&self) -> Result<(), GraphError>;
 
     /// Writes one step's output for `role` in one transaction, replacing that step's previous
     /// output. Every step but `role_setup` needs the role to exist.
-    fn write<'a>(&'a self, role: &'a RoleId, output: StepOutput<'a>) -> GraphFuture<'a, ()>;
+    async fn write(&self, role: &RoleId, output: StepOutput<'_>) -> Result<(), GraphError>;
 
     /// Shows (finalize) or hides the role on the dashboard.
-    fn set_visible<'a>(&'a self, role: &'a RoleId, visible: bool) -> GraphFuture<'a, ()>;
+    async fn set_visible(&self, role: &RoleId, visible: bool) -> Result<(), GraphError>;
 
     /// Everything stored for a role, or `None` if the role is not in the graph.
-    fn role_outputs<'a>(&'a self, role: &'a RoleId) -> GraphFuture<'a, Option<RoleOutputs>>;
+    async fn role_outputs(&self, role: &RoleId) -> Result<Option<RoleOutputs>, GraphError>;
 
     /// Counts of a role's outputs, or `None` if the role is not in the graph.
-    fn role_summary<'a>(&'a self, role: &'a RoleId) -> GraphFuture<'a, Option<RoleSummary>>;
+    async fn role_summary(&self, role: &RoleId) -> Result<Option<RoleSummary>, GraphError>;
 
     /// A company's roles, by role id.
-    fn company_roles<'a>(&'a self, company: &'a CompanyId) -> GraphFuture<'a, Vec<RoleEntry>>;
+    async fn company_roles(&self, company: &CompanyId) -> Result<Vec<RoleEntry>, GraphError>;
 
     /// A canonical dump of a role or a company (tests compare these).
-    fn snapshot<'a>(&'a self, scope: &'a SnapshotScope) -> GraphFuture<'a, Snapshot>;
+    async fn snapshot(&self, scope: &SnapshotScope) -> Result<Snapshot, GraphError>;
 
     /// Deletes a role and everything it owns; shared nodes (skills, documents, Draup roles,
     /// standard tasks) stay. Deleting a missing role is not an error.
-    fn delete_role<'a>(&'a self, role: &'a RoleId) -> GraphFuture<'a, ()>;
+    async fn delete_role(&self, role: &RoleId) -> Result<(), GraphError>;
 
     /// Deletes a company, its roles and everything they own.
-    fn delete_company<'a>(&'a self, company: &'a CompanyId) -> GraphFuture<'a, ()>;
+    async fn delete_company(&self, company: &CompanyId) -> Result<(), GraphError>;
 }
 
 /// Opens the graph the configuration names: Neo4j when `graph.uri` is set, otherwise the
@@ -321,94 +320,86 @@ pub async fn open(config: &GraphConfig, data_dir: &Path) -> Result<Arc<dyn RoleG
 
 /// What a backend provides; [`RoleGraph`] is built on it once (see `impl_role_graph!`), so
 /// both backends share planning, decoding and snapshots.
+#[async_trait]
 pub(crate) trait Backend: Send + Sync {
     /// Creates the schema.
-    fn create_schema(&self) -> GraphFuture<'_, ()>;
+    async fn create_schema(&self) -> Result<(), GraphError>;
     /// Checks connectivity.
-    fn check(&self) -> GraphFuture<'_, ()>;
+    async fn check(&self) -> Result<(), GraphError>;
     /// Executes a plan in one transaction.
-    fn apply<'a>(&'a self, plan: &'a plan::Plan) -> GraphFuture<'a, ()>;
+    async fn apply(&self, plan: &plan::Plan) -> Result<(), GraphError>;
     /// The role's own nodes and owned relationships with their endpoints.
-    fn role_subgraph<'a>(&'a self, role: &'a str) -> GraphFuture<'a, read::Subgraph>;
+    async fn role_subgraph(&self, role: &str) -> Result<read::Subgraph, GraphError>;
     /// The company node's properties and its roles' node properties, or `None`.
-    fn company<'a>(&'a self, company: &'a str) -> GraphFuture<'a, Option<read::CompanyData>>;
+    async fn company(&self, company: &str) -> Result<Option<read::CompanyData>, GraphError>;
 }
 
 /// Implements [`RoleGraph`] for a [`Backend`] by delegating to the shared functions in
 /// `read.rs` and `plan.rs`. (A blanket impl would put a crate-private trait in a public bound.)
 macro_rules! impl_role_graph {
     ($ty:ty) => {
+        #[::async_trait::async_trait]
         impl $crate::RoleGraph for $ty {
-            fn ensure_schema(&self) -> $crate::GraphFuture<'_, ()> {
-                $crate::Backend::create_schema(self)
+            async fn ensure_schema(&self) -> Result<(), $crate::GraphError> {
+                $crate::Backend::create_schema(self).await
             }
 
-            fn ping(&self) -> $crate::GraphFuture<'_, ()> {
-                $crate::Backend::check(self)
+            async fn ping(&self) -> Result<(), $crate::GraphError> {
+                $crate::Backend::check(self).await
             }
 
-            fn write<'a>(
-                &'a self,
-                role: &'a ::etter_core::ids::RoleId,
-                output: $crate::StepOutput<'a>,
-            ) -> $crate::GraphFuture<'a, ()> {
-                Box::pin(async move {
-                    let plan = $crate::plan::for_output(role, &output)?;
-                    $crate::Backend::apply(self, &plan).await
-                })
+            async fn write(
+                &self,
+                role: &::etter_core::ids::RoleId,
+                output: $crate::StepOutput<'_>,
+            ) -> Result<(), $crate::GraphError> {
+                let plan = $crate::plan::for_output(role, &output)?;
+                $crate::Backend::apply(self, &plan).await
             }
 
-            fn set_visible<'a>(
-                &'a self,
-                role: &'a ::etter_core::ids::RoleId,
+            async fn set_visible(
+                &self,
+                role: &::etter_core::ids::RoleId,
                 visible: bool,
-            ) -> $crate::GraphFuture<'a, ()> {
-                Box::pin(async move {
-                    let plan = $crate::plan::set_visible(role, visible);
-                    $crate::Backend::apply(self, &plan).await
-                })
+            ) -> Result<(), $crate::GraphError> {
+                let plan = $crate::plan::set_visible(role, visible);
+                $crate::Backend::apply(self, &plan).await
             }
 
-            fn role_outputs<'a>(
-                &'a self,
-                role: &'a ::etter_core::ids::RoleId,
-            ) -> $crate::GraphFuture<'a, Option<$crate::RoleOutputs>> {
-                Box::pin($crate::read::role_outputs(self, role))
+            async fn role_outputs(
+                &self,
+                role: &::etter_core::ids::RoleId,
+            ) -> Result<Option<$crate::RoleOutputs>, $crate::GraphError> {
+                $crate::read::role_outputs(self, role).await
             }
 
-            fn role_summary<'a>(
-                &'a self,
-                role: &'a ::etter_core::ids::RoleId,
-            ) -> $crate::GraphFuture<'a, Option<$crate::RoleSummary>> {
-                Box::pin(async move {
-                    Ok($crate::read::role_outputs(self, role).await?.as_ref().map($crate::read::summary))
-                })
+            async fn role_summary(
+                &self,
+                role: &::etter_core::ids::RoleId,
+            ) -> Result<Option<$crate::RoleSummary>, $crate::GraphError> {
+                Ok($crate::read::role_outputs(self, role).await?.as_ref().map($crate::read::summary))
             }
 
-            fn company_roles<'a>(
-                &'a self,
-                company: &'a ::etter_core::ids::CompanyId,
-            ) -> $crate::GraphFuture<'a, Vec<$crate::RoleEntry>> {
-                Box::pin($crate::read::company_roles(self, company))
+            async fn company_roles(
+                &self,
+                company: &::etter_core::ids::CompanyId,
+            ) -> Result<Vec<$crate::RoleEntry>, $crate::GraphError> {
+                $crate::read::company_roles(self, company).await
             }
 
-            fn snapshot<'a>(&'a self, scope: &'a $crate::SnapshotScope) -> $crate::GraphFuture<'a, $crate::Snapshot> {
-                Box::pin($crate::read::snapshot(self, scope))
+            async fn snapshot(&self, scope: &$crate::SnapshotScope) -> Result<$crate::Snapshot, $crate::GraphError> {
+                $crate::read::snapshot(self, scope).await
             }
 
-            fn delete_role<'a>(&'a self, role: &'a ::etter_core::ids::RoleId) -> $crate::GraphFuture<'a, ()> {
-                Box::pin(async move {
-                    let plan = $crate::plan::delete_role(role);
-                    $crate::Backend::apply(self, &plan).await
-                })
+            async fn delete_role(&self, role: &::etter_core::ids::RoleId) -> Result<(), $crate::GraphError> {
+                let plan = $crate::plan::delete_role(role);
+                $crate::Backend::apply(self, &plan).await
             }
 
-            fn delete_company<'a>(&'a self, company: &'a ::etter_core::ids::CompanyId) -> $crate::GraphFuture<'a, ()> {
-                Box::pin(async move {
-                    let roles = $crate::read::company_role_ids(self, company).await?;
-                    let plan = $crate::plan::delete_company(company, &roles);
-                    $crate::Backend::apply(self, &plan).await
-                })
+            async fn delete_company(&self, company: &::etter_core::ids::CompanyId) -> Result<(), $crate::GraphError> {
+                let roles = $crate::read::company_role_ids(self, company).await?;
+                let plan = $crate::plan::delete_company(company, &roles);
+                $crate::Backend::apply(self, &plan).await
             }
         }
     };

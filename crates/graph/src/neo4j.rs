@@ -8,12 +8,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use neo4rs::{BoltType, Query, Txn};
 
 use super::model::{Label, NodeRef, Owner, PropValue, Props, Rel};
 use super::plan::{EdgeRow, Keep, NodeRow, Op, Plan};
 use super::read::{CompanyData, Subgraph};
-use super::{Backend, GraphError, GraphFuture, impl_role_graph};
+use super::{Backend, GraphError, impl_role_graph};
 
 /// How often a plan is retried when Neo4j reports a transient error (deadlock, lock timeout).
 const MAX_ATTEMPTS: u32 = 6;
@@ -138,32 +139,31 @@ impl Neo4jGraph {
     }
 }
 
+#[async_trait]
 impl Backend for Neo4jGraph {
-    fn create_schema(&self) -> GraphFuture<'_, ()> {
-        Box::pin(self.schema())
+    async fn create_schema(&self) -> Result<(), GraphError> {
+        self.schema().await
     }
 
-    fn check(&self) -> GraphFuture<'_, ()> {
-        Box::pin(self.ping_once())
+    async fn check(&self) -> Result<(), GraphError> {
+        self.ping_once().await
     }
 
-    fn apply<'a>(&'a self, plan: &'a Plan) -> GraphFuture<'a, ()> {
+    async fn apply(&self, plan: &Plan) -> Result<(), GraphError> {
         // The write runs in a task of its own: a caller that gives up (an activity cancelled or
         // timed out) must not drop a transaction mid-exchange, which would hand neo4rs's pool a
         // connection with unread responses and desynchronise the next transaction on it.
         let (graph, plan) = (self.clone(), plan.clone());
         let write = tokio::spawn(async move { retry(|| graph.apply_once(&plan)).await });
-        Box::pin(async move {
-            write.await.map_err(|e| GraphError::Unavailable(format!("the graph write did not finish: {e}")))?
-        })
+        write.await.map_err(|e| GraphError::Unavailable(format!("the graph write did not finish: {e}")))?
     }
 
-    fn role_subgraph<'a>(&'a self, role: &'a str) -> GraphFuture<'a, Subgraph> {
-        Box::pin(self.subgraph(role))
+    async fn role_subgraph(&self, role: &str) -> Result<Subgraph, GraphError> {
+        self.subgraph(role).await
     }
 
-    fn company<'a>(&'a self, company: &'a str) -> GraphFuture<'a, Option<CompanyData>> {
-        Box::pin(self.company_data(company))
+    async fn company(&self, company: &str) -> Result<Option<CompanyData>, GraphError> {
+        self.company_data(company).await
     }
 }
 

@@ -24,8 +24,9 @@ mod offline;
 mod openai;
 mod texts;
 
-use std::{fmt, future::Future, ops::Add, pin::Pin};
+use std::{fmt, ops::Add};
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use config::{LlmConfig, ProviderKind};
@@ -86,66 +87,71 @@ pub struct Completion<T> {
     pub discarded: Vec<String>,
 }
 
-/// The future every [`LlmProvider`] method returns (boxed, so the trait works as
-/// `Arc<dyn LlmProvider>`).
-pub type LlmFuture<'a, T> = Pin<Box<dyn Future<Output = Result<Completion<T>, LlmError>> + Send + 'a>>;
-
 /// What the pipeline's AI steps ask of a model: one method per step (docs/ARCHITECTURE.md, "The step graph"). Implementations
 /// are shared by every activity of a worker process (`Arc<dyn LlmProvider>`), so they bound their
-/// own use of the provider.
+/// own use of the provider. Object-safe, hence `async_trait`, as the run store and the role graph:
+/// every step method returns a boxed `Send` future.
 ///
 /// Inputs are borrowed: `documents` are the extracted texts of the role's documents by content
 /// hash, and outputs cite spans of them; upstream outputs are those the step graph feeds the step.
+#[async_trait]
 pub trait LlmProvider: Send + Sync + fmt::Debug {
     /// The provider's short name for logs and metrics (`offline`, `openai`).
     fn name(&self) -> &'static str;
 
     /// `ai_assessment`: the role's tasks with automation/augmentation scores, each citing its source.
-    fn assess<'a>(&'a self, role: &'a RoleName, documents: &'a DocumentTexts) -> LlmFuture<'a, Assessment>;
+    async fn assess(&self, role: &RoleName, documents: &DocumentTexts) -> Result<Completion<Assessment>, LlmError>;
 
     /// `step_executor`: the tasks that matter most, best first.
-    fn top_tasks<'a>(&'a self, role: &'a RoleName, assessment: &'a Assessment) -> LlmFuture<'a, TopTasks>;
+    async fn top_tasks(&self, role: &RoleName, assessment: &Assessment) -> Result<Completion<TopTasks>, LlmError>;
 
     /// `standardization`: a standard name for each top task.
-    fn standardize<'a>(
-        &'a self,
-        role: &'a RoleName,
-        assessment: &'a Assessment,
-        top_tasks: &'a TopTasks,
-    ) -> LlmFuture<'a, Standardization>;
+    async fn standardize(
+        &self,
+        role: &RoleName,
+        assessment: &Assessment,
+        top_tasks: &TopTasks,
+    ) -> Result<Completion<Standardization>, LlmError>;
 
     /// `skills_miner`: the skills the role needs, each citing its source.
-    fn mine_skills<'a>(
-        &'a self,
-        role: &'a RoleName,
-        documents: &'a DocumentTexts,
-        assessment: &'a Assessment,
-    ) -> LlmFuture<'a, MinedSkills>;
+    async fn mine_skills(
+        &self,
+        role: &RoleName,
+        documents: &DocumentTexts,
+        assessment: &Assessment,
+    ) -> Result<Completion<MinedSkills>, LlmError>;
 
     /// `skills_architecture`: the mined skills grouped into clusters, each skill in exactly one.
-    fn architect_skills<'a>(&'a self, role: &'a RoleName, skills: &'a MinedSkills)
-    -> LlmFuture<'a, SkillsArchitecture>;
+    async fn architect_skills(
+        &self,
+        role: &RoleName,
+        skills: &MinedSkills,
+    ) -> Result<Completion<SkillsArchitecture>, LlmError>;
 
     /// `skills_catalog`: proficiency and meaning of each mined skill in this role.
-    fn catalog<'a>(
-        &'a self,
-        role: &'a RoleName,
-        documents: &'a DocumentTexts,
-        skills: &'a MinedSkills,
-        architecture: &'a SkillsArchitecture,
-    ) -> LlmFuture<'a, SkillsCatalog>;
+    async fn catalog(
+        &self,
+        role: &RoleName,
+        documents: &DocumentTexts,
+        skills: &MinedSkills,
+        architecture: &SkillsArchitecture,
+    ) -> Result<Completion<SkillsCatalog>, LlmError>;
 
     /// `reskilling`: paths from skills whose work AI takes over toward skills that grow in value.
-    fn reskilling<'a>(
-        &'a self,
-        role: &'a RoleName,
-        assessment: &'a Assessment,
-        skills: &'a MinedSkills,
-        catalog: &'a SkillsCatalog,
-    ) -> LlmFuture<'a, Reskilling>;
+    async fn reskilling(
+        &self,
+        role: &RoleName,
+        assessment: &Assessment,
+        skills: &MinedSkills,
+        catalog: &SkillsCatalog,
+    ) -> Result<Completion<Reskilling>, LlmError>;
 
     /// `task_feasibility`: how feasible automating each task is now.
-    fn feasibility<'a>(&'a self, role: &'a RoleName, assessment: &'a Assessment) -> LlmFuture<'a, TaskFeasibility>;
+    async fn feasibility(
+        &self,
+        role: &RoleName,
+        assessment: &Assessment,
+    ) -> Result<Completion<TaskFeasibility>, LlmError>;
 }
 
 /// The provider `[llm]` describes, with one limiter for the whole process.

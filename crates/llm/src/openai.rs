@@ -3,6 +3,7 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
+use async_trait::async_trait;
 use reqwest::{StatusCode, header};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -10,7 +11,7 @@ use serde_json::json;
 use url::Url;
 
 use super::{
-    Completion, DocumentTexts, Limiter, LlmError, LlmFuture, LlmProvider, TokenUsage,
+    Completion, DocumentTexts, Limiter, LlmError, LlmProvider, TokenUsage,
     calls::{self, StepCall},
     estimate_tokens,
 };
@@ -307,66 +308,71 @@ fn shorten(text: &str) -> String {
     }
 }
 
+#[async_trait]
 impl LlmProvider for OpenAiProvider {
     fn name(&self) -> &'static str {
         "openai"
     }
 
-    fn assess<'a>(&'a self, role: &'a RoleName, documents: &'a DocumentTexts) -> LlmFuture<'a, Assessment> {
-        Box::pin(self.complete(calls::Assess { role, documents }))
+    async fn assess(&self, role: &RoleName, documents: &DocumentTexts) -> Result<Completion<Assessment>, LlmError> {
+        self.complete(calls::Assess { role, documents }).await
     }
 
-    fn top_tasks<'a>(&'a self, role: &'a RoleName, assessment: &'a Assessment) -> LlmFuture<'a, TopTasks> {
-        Box::pin(self.complete(calls::RankTasks { role, assessment }))
+    async fn top_tasks(&self, role: &RoleName, assessment: &Assessment) -> Result<Completion<TopTasks>, LlmError> {
+        self.complete(calls::RankTasks { role, assessment }).await
     }
 
-    fn standardize<'a>(
-        &'a self,
-        role: &'a RoleName,
-        assessment: &'a Assessment,
-        top_tasks: &'a TopTasks,
-    ) -> LlmFuture<'a, Standardization> {
-        Box::pin(self.complete(calls::Standardize { role, assessment, top_tasks }))
+    async fn standardize(
+        &self,
+        role: &RoleName,
+        assessment: &Assessment,
+        top_tasks: &TopTasks,
+    ) -> Result<Completion<Standardization>, LlmError> {
+        self.complete(calls::Standardize { role, assessment, top_tasks }).await
     }
 
-    fn mine_skills<'a>(
-        &'a self,
-        role: &'a RoleName,
-        documents: &'a DocumentTexts,
-        assessment: &'a Assessment,
-    ) -> LlmFuture<'a, MinedSkills> {
-        Box::pin(self.complete(calls::MineSkills { role, documents, assessment }))
+    async fn mine_skills(
+        &self,
+        role: &RoleName,
+        documents: &DocumentTexts,
+        assessment: &Assessment,
+    ) -> Result<Completion<MinedSkills>, LlmError> {
+        self.complete(calls::MineSkills { role, documents, assessment }).await
     }
 
-    fn architect_skills<'a>(
-        &'a self,
-        role: &'a RoleName,
-        skills: &'a MinedSkills,
-    ) -> LlmFuture<'a, SkillsArchitecture> {
-        Box::pin(self.complete(calls::ArchitectSkills { role, skills }))
+    async fn architect_skills(
+        &self,
+        role: &RoleName,
+        skills: &MinedSkills,
+    ) -> Result<Completion<SkillsArchitecture>, LlmError> {
+        self.complete(calls::ArchitectSkills { role, skills }).await
     }
 
-    fn catalog<'a>(
-        &'a self,
-        role: &'a RoleName,
-        documents: &'a DocumentTexts,
-        skills: &'a MinedSkills,
-        architecture: &'a SkillsArchitecture,
-    ) -> LlmFuture<'a, SkillsCatalog> {
-        Box::pin(self.complete(calls::Catalog { role, documents, skills, architecture }))
+    async fn catalog(
+        &self,
+        role: &RoleName,
+        documents: &DocumentTexts,
+        skills: &MinedSkills,
+        architecture: &SkillsArchitecture,
+    ) -> Result<Completion<SkillsCatalog>, LlmError> {
+        self.complete(calls::Catalog { role, documents, skills, architecture }).await
     }
 
-    fn reskilling<'a>(
-        &'a self,
-        role: &'a RoleName,
-        assessment: &'a Assessment,
-        skills: &'a MinedSkills,
-        catalog: &'a SkillsCatalog,
-    ) -> LlmFuture<'a, Reskilling> {
-        Box::pin(self.complete(calls::Reskill { role, assessment, skills, catalog }))
+    async fn reskilling(
+        &self,
+        role: &RoleName,
+        assessment: &Assessment,
+        skills: &MinedSkills,
+        catalog: &SkillsCatalog,
+    ) -> Result<Completion<Reskilling>, LlmError> {
+        self.complete(calls::Reskill { role, assessment, skills, catalog }).await
     }
 
-    fn feasibility<'a>(&'a self, role: &'a RoleName, assessment: &'a Assessment) -> LlmFuture<'a, TaskFeasibility> {
-        Box::pin(self.complete(calls::AssessFeasibility { role, assessment }))
+    async fn feasibility(
+        &self,
+        role: &RoleName,
+        assessment: &Assessment,
+    ) -> Result<Completion<TaskFeasibility>, LlmError> {
+        self.complete(calls::AssessFeasibility { role, assessment }).await
     }
 }

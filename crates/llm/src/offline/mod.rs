@@ -22,6 +22,8 @@ mod text;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use async_trait::async_trait;
+
 use lexicon::{
     CLAUSE_BREAKS, Category, DETERMINERS, LEAD_INS, LEVELS, NUMBERS, PROFICIENCY, SKILL_TERMS, STANDARD_VERBS,
     TASK_SIGNALS, VAGUE, find_term,
@@ -29,7 +31,7 @@ use lexicon::{
 use text::{Item, SectionKind};
 
 use super::{
-    Completion, DocumentTexts, LlmError, LlmFuture, LlmProvider, TokenUsage,
+    Completion, DocumentTexts, LlmError, LlmProvider, TokenUsage,
     calls::{self, StepCall, collapse, push_cluster},
     estimate_tokens,
 };
@@ -60,74 +62,73 @@ fn completion<C: StepCall>(call: &C, output: C::Output) -> Result<Completion<C::
     Ok(Completion { output, usage, discarded: Vec::new() })
 }
 
+#[async_trait]
 impl LlmProvider for OfflineProvider {
     fn name(&self) -> &'static str {
         "offline"
     }
 
-    fn assess<'a>(&'a self, role: &'a RoleName, documents: &'a DocumentTexts) -> LlmFuture<'a, Assessment> {
-        Box::pin(async move { completion(&calls::Assess { role, documents }, assess(documents)) })
+    async fn assess(&self, role: &RoleName, documents: &DocumentTexts) -> Result<Completion<Assessment>, LlmError> {
+        completion(&calls::Assess { role, documents }, assess(documents))
     }
 
-    fn top_tasks<'a>(&'a self, role: &'a RoleName, assessment: &'a Assessment) -> LlmFuture<'a, TopTasks> {
-        Box::pin(async move { completion(&calls::RankTasks { role, assessment }, top_tasks(assessment)) })
+    async fn top_tasks(&self, role: &RoleName, assessment: &Assessment) -> Result<Completion<TopTasks>, LlmError> {
+        completion(&calls::RankTasks { role, assessment }, top_tasks(assessment))
     }
 
-    fn standardize<'a>(
-        &'a self,
-        role: &'a RoleName,
-        assessment: &'a Assessment,
-        top_tasks: &'a TopTasks,
-    ) -> LlmFuture<'a, Standardization> {
-        Box::pin(async move {
-            completion(&calls::Standardize { role, assessment, top_tasks }, standardize(assessment, top_tasks))
-        })
+    async fn standardize(
+        &self,
+        role: &RoleName,
+        assessment: &Assessment,
+        top_tasks: &TopTasks,
+    ) -> Result<Completion<Standardization>, LlmError> {
+        completion(&calls::Standardize { role, assessment, top_tasks }, standardize(assessment, top_tasks))
     }
 
-    fn mine_skills<'a>(
-        &'a self,
-        role: &'a RoleName,
-        documents: &'a DocumentTexts,
-        assessment: &'a Assessment,
-    ) -> LlmFuture<'a, MinedSkills> {
-        Box::pin(async move { completion(&calls::MineSkills { role, documents, assessment }, mine_skills(documents)) })
+    async fn mine_skills(
+        &self,
+        role: &RoleName,
+        documents: &DocumentTexts,
+        assessment: &Assessment,
+    ) -> Result<Completion<MinedSkills>, LlmError> {
+        completion(&calls::MineSkills { role, documents, assessment }, mine_skills(documents))
     }
 
-    fn architect_skills<'a>(
-        &'a self,
-        role: &'a RoleName,
-        skills: &'a MinedSkills,
-    ) -> LlmFuture<'a, SkillsArchitecture> {
-        Box::pin(async move { completion(&calls::ArchitectSkills { role, skills }, architect(skills)) })
+    async fn architect_skills(
+        &self,
+        role: &RoleName,
+        skills: &MinedSkills,
+    ) -> Result<Completion<SkillsArchitecture>, LlmError> {
+        completion(&calls::ArchitectSkills { role, skills }, architect(skills))
     }
 
-    fn catalog<'a>(
-        &'a self,
-        role: &'a RoleName,
-        documents: &'a DocumentTexts,
-        skills: &'a MinedSkills,
-        architecture: &'a SkillsArchitecture,
-    ) -> LlmFuture<'a, SkillsCatalog> {
-        Box::pin(async move {
-            let output = catalog(role, documents, skills, architecture);
-            completion(&calls::Catalog { role, documents, skills, architecture }, output)
-        })
+    async fn catalog(
+        &self,
+        role: &RoleName,
+        documents: &DocumentTexts,
+        skills: &MinedSkills,
+        architecture: &SkillsArchitecture,
+    ) -> Result<Completion<SkillsCatalog>, LlmError> {
+        let output = catalog(role, documents, skills, architecture);
+        completion(&calls::Catalog { role, documents, skills, architecture }, output)
     }
 
-    fn reskilling<'a>(
-        &'a self,
-        role: &'a RoleName,
-        assessment: &'a Assessment,
-        skills: &'a MinedSkills,
-        catalog: &'a SkillsCatalog,
-    ) -> LlmFuture<'a, Reskilling> {
-        Box::pin(async move {
-            completion(&calls::Reskill { role, assessment, skills, catalog }, reskilling(assessment, skills, catalog))
-        })
+    async fn reskilling(
+        &self,
+        role: &RoleName,
+        assessment: &Assessment,
+        skills: &MinedSkills,
+        catalog: &SkillsCatalog,
+    ) -> Result<Completion<Reskilling>, LlmError> {
+        completion(&calls::Reskill { role, assessment, skills, catalog }, reskilling(assessment, skills, catalog))
     }
 
-    fn feasibility<'a>(&'a self, role: &'a RoleName, assessment: &'a Assessment) -> LlmFuture<'a, TaskFeasibility> {
-        Box::pin(async move { completion(&calls::AssessFeasibility { role, assessment }, feasibility(assessment)) })
+    async fn feasibility(
+        &self,
+        role: &RoleName,
+        assessment: &Assessment,
+    ) -> Result<Completion<TaskFeasibility>, LlmError> {
+        completion(&calls::AssessFeasibility { role, assessment }, feasibility(assessment))
     }
 }
 
