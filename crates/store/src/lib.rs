@@ -4,7 +4,7 @@
 //! One trait, [`RunStore`], two implementations behind it: PostgreSQL for production (several server
 //! replicas may share it) and an SQLite file for the embedded default (one server process). Both are
 //! built from the same generic code (`sql`) over a small set of per-backend SQL primitives, and the
-//! conformance suite in `tests/store_conformance.rs` runs every case against both.
+//! conformance suite in `tests/conformance/` runs every case against both.
 //!
 //! **Concurrency.** Every write to a run happens under that run's lock — PostgreSQL
 //! `SELECT … FOR UPDATE` on the run row, SQLite a `BEGIN IMMEDIATE` transaction (one writer at a

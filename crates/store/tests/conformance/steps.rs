@@ -1,0 +1,110 @@
+//! Steps: idempotent step transitions (with their tokens, errors and usage), and the step
+//! statistics estimates are made from.
+
+use anyhow::{Result, ensure};
+use etter_core::ids::WorkflowId;
+use etter_core::lifecycle::RunState;
+use etter_store::{Change, PipelineError, StepStatus, StepTransition, StoreError, TokenCount};
+
+use crate::{Ctx, all_events, company, create, ensure_gap_free, push, to};
+
+pub(crate) async fn step_transitions_are_idempotent(ctx: Ctx) -> Result<()> {
+    let store = ctx.store.as_ref();
+    let run = create(store, push("acme", "Steps Role", "s")?).await?;
+    let id = &run.workflow_id;
+    to(store, id, RunState::Processing).await?; // sequence 2
+
+    let running = StepTransition::new("ai_assessment", 1, StepStatus::Running);
+    let first = store.record_step(id, running.clone()).await?;
+    ensure!(first.recorded && first.sequence == 3);
+    let again = store.record_step(id, running.clone()).await?;
+    ensure!(!again.recorded && again.sequence == 3, "a retried bookkeeping call must not add an event");
+
+    let error = PipelineError {
+        code: "LLM_UNAVAILABLE".into(),
+        message: "the model did not answer".into(),
+        recoverable: true,
+        step: Some("ai_assessment".into()),
+        action: None,
+    };
+    let retrying =
+        StepTransition { error: Some(error.clone()), ..StepTransition::new("ai_assessment", 1, StepStatus::Retrying) };
+    ensure!(store.record_step(id, retrying).await?.sequence == 4);
+    ensure!(store.record_step(id, StepTransition::new("ai_assessment", 2, StepStatus::Running)).await?.sequence == 5);
+    let completed = StepTransition {
+        tokens: Some(TokenCount { input: 100, output: 20 }),
+        input_hash: Some("in-hash".into()),
+        output_hash: Some("out-hash".into()),
+        ..StepTransition::new("ai_assessment", 2, StepStatus::Completed)
+    };
+    ensure!(store.record_step(id, completed.clone()).await?.sequence == 6);
+    // The same transition again — even with other tokens — changes nothing.
+    let replay = StepTransition { tokens: Some(TokenCount { input: 999, output: 999 }), ..completed };
+    ensure!(store.record_step(id, replay).await? == etter_store::StepRecorded { sequence: 6, recorded: false });
+    // A finished attempt does not change again.
+    let late = store.record_step(id, StepTransition::new("ai_assessment", 2, StepStatus::Failed)).await;
+    ensure!(matches!(late, Err(StoreError::Conflict(_))), "{late:?}");
+    ensure!(matches!(
+        store.record_step(id, StepTransition::new("ai_assessment", 0, StepStatus::Running)).await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    let missing = WorkflowId::parse("role-onboard-cr-acme-nobody-1")?;
+    ensure!(matches!(store.record_step(&missing, running).await, Err(StoreError::NotFound { .. })));
+
+    let stored = store.get_run(id).await?;
+    ensure!(stored.tokens_used == TokenCount { input: 100, output: 20 } && stored.sequence == 6, "{stored:#?}");
+    let steps = store.steps(id).await?;
+    ensure!(steps.len() == 2, "{steps:#?}");
+    ensure!(
+        steps[0].attempt == 1 && steps[0].status == StepStatus::Retrying && steps[0].error.as_ref() == Some(&error)
+    );
+    let done = &steps[1];
+    ensure!(done.status == StepStatus::Completed && done.tokens.total() == 120);
+    ensure!(done.input_hash.as_deref() == Some("in-hash") && done.output_hash.as_deref() == Some("out-hash"));
+    ensure!(matches!((done.started_at, done.finished_at), (Some(s), Some(f)) if s <= f), "{done:#?}");
+
+    let events = all_events(store, id).await?;
+    ensure_gap_free(&events)?;
+    ensure!(events.len() == 6);
+    ensure!(matches!(
+        &events[3].change,
+        Change::Step { step, status: StepStatus::Retrying, attempt: 1, error: Some(_) } if step == "ai_assessment"
+    ));
+
+    // Tokens reach the company's daily usage once.
+    let today = etter_store::now().date_naive();
+    let usage = store.usage(&company("acme")?, today, today).await?;
+    ensure!(usage.len() == 1 && usage[0].step == "ai_assessment" && usage[0].tokens.total() == 120, "{usage:?}");
+
+    store.set_needs_review(id, true).await?;
+    ensure!(store.get_run(id).await?.needs_review);
+    Ok(())
+}
+
+/// Estimates come from what recent completed attempts cost; failures and other steps do not count.
+pub(crate) async fn step_stats_measure_recent_completed_attempts(ctx: Ctx) -> Result<()> {
+    let store = ctx.store.as_ref();
+    ensure!(store.step_stats(10).await?.is_empty(), "nothing measured yet");
+    for (n, tokens) in [100_i64, 200, 300].into_iter().enumerate() {
+        let run = create(store, push("acme", &format!("Measured {n}"), &format!("m{n}"))?).await?;
+        let id = &run.workflow_id;
+        to(store, id, RunState::Processing).await?;
+        store.record_step(id, StepTransition::new("ai_assessment", 1, StepStatus::Running)).await?;
+        let done = StepTransition {
+            tokens: Some(TokenCount { input: tokens - 10, output: 10 }),
+            ..StepTransition::new("ai_assessment", 1, StepStatus::Completed)
+        };
+        store.record_step(id, done).await?;
+        // A failed attempt of another step is not a measurement.
+        store.record_step(id, StepTransition::new("role_setup", 1, StepStatus::Running)).await?;
+        store.record_step(id, StepTransition::new("role_setup", 1, StepStatus::Failed)).await?;
+    }
+    let all = store.step_stats(10).await?;
+    ensure!(all.len() == 1 && all[0].step == "ai_assessment", "{all:?}");
+    ensure!(all[0].samples == 3 && all[0].mean_tokens == 200, "{all:?}");
+    ensure!(all[0].mean_duration < std::time::Duration::from_secs(60), "{all:?}");
+    // Only the most recent ones: the last two finished.
+    let recent = store.step_stats(2).await?;
+    ensure!(recent[0].samples == 2 && recent[0].mean_tokens == 250, "{recent:?}");
+    Ok(())
+}
