@@ -10,6 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::model::{Label, NodeRef, PropValue, Props, Rel};
 use super::{GraphError, LinkedDocument, RoleSetup, StepOutput};
 use etter_core::ids::{CompanyId, RoleId};
+use etter_core::outputs::{
+    Assessment, MinedSkills, Reskilling, SkillsArchitecture, SkillsCatalog, Standardization, TaskFeasibility, TopTasks,
+};
 use etter_core::outputs::{Key, Score, SourceSpan};
 
 /// One upserted node: MERGE on `key`, then `set` (overwrites) and `init` (only where the
@@ -190,347 +193,356 @@ pub(crate) fn for_output(role: &RoleId, output: &StepOutput<'_>) -> Result<Plan,
     let ops = match output {
         StepOutput::RoleSetup(setup) => role_setup(role, setup)?,
         StepOutput::DocumentLinking(docs) => document_linking(role, docs)?,
-        StepOutput::Assessment(a) => {
-            for t in &a.tasks {
-                check_key(step, "a task", &t.key)?;
-                check_score(step, "automation", t.automation)?;
-                check_score(step, "augmentation", t.augmentation)?;
-                check_score(step, "confidence", t.confidence)?;
-                check_span(step, "a task", &t.source)?;
-            }
-            check_unique(step, "task", a.tasks.iter().map(|t| &t.key))?;
-            let keys: Vec<_> = a.tasks.iter().map(|t| scoped_key(role, &t.key)).collect();
-            vec![
-                require_role(role),
-                require_linked(role, a.tasks.iter().map(|t| &t.source)),
-                // Dropped tasks go with everything hanging off them (scores, rank,
-                // standardisation, feasibility): those were derived from the old assessment.
-                Op::DeleteNodes { label: Label::Task, role: role.to_string(), keep: keys },
-                Op::MergeNodes {
-                    label: Label::Task,
-                    rows: sorted_nodes(
-                        a.tasks
-                            .iter()
-                            .map(|t| {
-                                node(scoped_key(role, &t.key), props([("name", t.name.as_str().into())]), Props::new())
-                            })
-                            .collect(),
-                    ),
-                },
-                Op::MergeEdges {
-                    rel: Rel::Performs,
-                    rows: sorted_edges(
-                        a.tasks
-                            .iter()
-                            .map(|t| {
-                                let mut set = props([
-                                    ("automation", t.automation.into()),
-                                    ("augmentation", t.augmentation.into()),
-                                    ("confidence", t.confidence.into()),
-                                ]);
-                                set.extend(span_props(&t.source).map(|(k, v)| (k.to_owned(), v)));
-                                edge(role_key(role), scoped_key(role, &t.key), set)
-                            })
-                            .collect(),
-                    ),
-                },
-                Op::DeleteEdges {
-                    rel: Rel::FromDocument,
-                    role: role.to_string(),
-                    keep: Keep::Pairs(
-                        a.tasks.iter().map(|t| (scoped_key(role, &t.key), vec![t.source.document.0.clone()])).collect(),
-                    ),
-                },
-                Op::MergeEdges {
-                    rel: Rel::FromDocument,
-                    rows: sorted_edges(
-                        a.tasks
-                            .iter()
-                            .map(|t| edge(scoped_key(role, &t.key), vec![t.source.document.0.clone()], Props::new()))
-                            .collect(),
-                    ),
-                },
-            ]
+        StepOutput::Assessment(a) => assessment(role, step, a)?,
+        StepOutput::TopTasks(top) => top_tasks(role, step, top)?,
+        StepOutput::Standardization(s) => standardization(role, step, s)?,
+        StepOutput::MinedSkills(m) => mined_skills(role, step, m)?,
+        StepOutput::SkillsArchitecture(arch) => skills_architecture(role, step, arch)?,
+        StepOutput::SkillsCatalog(cat) => skills_catalog(role, step, cat)?,
+        StepOutput::Reskilling(r) => reskilling(role, step, r)?,
+        StepOutput::TaskFeasibility(f) => task_feasibility(role, step, f)?,
+    };
+    Ok(Plan { step, ops })
+}
+
+/// The assessment's tasks with their scores, and where each was read.
+fn assessment(role: &RoleId, step: &'static str, a: &Assessment) -> Result<Vec<Op>, GraphError> {
+    for t in &a.tasks {
+        check_key(step, "a task", &t.key)?;
+        check_score(step, "automation", t.automation)?;
+        check_score(step, "augmentation", t.augmentation)?;
+        check_score(step, "confidence", t.confidence)?;
+        check_span(step, "a task", &t.source)?;
+    }
+    check_unique(step, "task", a.tasks.iter().map(|t| &t.key))?;
+    let keys: Vec<_> = a.tasks.iter().map(|t| scoped_key(role, &t.key)).collect();
+    Ok(vec![
+        require_role(role),
+        require_linked(role, a.tasks.iter().map(|t| &t.source)),
+        // Dropped tasks go with everything hanging off them (scores, rank,
+        // standardisation, feasibility): those were derived from the old assessment.
+        Op::DeleteNodes { label: Label::Task, role: role.to_string(), keep: keys },
+        Op::MergeNodes {
+            label: Label::Task,
+            rows: sorted_nodes(
+                a.tasks
+                    .iter()
+                    .map(|t| node(scoped_key(role, &t.key), props([("name", t.name.as_str().into())]), Props::new()))
+                    .collect(),
+            ),
+        },
+        Op::MergeEdges {
+            rel: Rel::Performs,
+            rows: sorted_edges(
+                a.tasks
+                    .iter()
+                    .map(|t| {
+                        let mut set = props([
+                            ("automation", t.automation.into()),
+                            ("augmentation", t.augmentation.into()),
+                            ("confidence", t.confidence.into()),
+                        ]);
+                        set.extend(span_props(&t.source).map(|(k, v)| (k.to_owned(), v)));
+                        edge(role_key(role), scoped_key(role, &t.key), set)
+                    })
+                    .collect(),
+            ),
+        },
+        Op::DeleteEdges {
+            rel: Rel::FromDocument,
+            role: role.to_string(),
+            keep: Keep::Pairs(
+                a.tasks.iter().map(|t| (scoped_key(role, &t.key), vec![t.source.document.0.clone()])).collect(),
+            ),
+        },
+        Op::MergeEdges {
+            rel: Rel::FromDocument,
+            rows: sorted_edges(
+                a.tasks
+                    .iter()
+                    .map(|t| edge(scoped_key(role, &t.key), vec![t.source.document.0.clone()], Props::new()))
+                    .collect(),
+            ),
+        },
+    ])
+}
+
+/// The role's top tasks, each TOP_TASK edge carrying its rank.
+fn top_tasks(role: &RoleId, step: &'static str, top: &TopTasks) -> Result<Vec<Op>, GraphError> {
+    for k in &top.ranked {
+        check_key(step, "a top task", k)?;
+    }
+    check_unique(step, "top task", top.ranked.iter())?;
+    let rows = top
+        .ranked
+        .iter()
+        .zip(1_i64..)
+        .map(|(k, rank)| edge(role_key(role), scoped_key(role, k), props([("rank", rank.into())])))
+        .collect();
+    Ok(vec![
+        require_role(role),
+        Op::DeleteEdges {
+            rel: Rel::TopTask,
+            role: role.to_string(),
+            keep: Keep::Targets(top.ranked.iter().map(|k| scoped_key(role, k)).collect()),
+        },
+        Op::MergeEdges { rel: Rel::TopTask, rows: sorted_edges(rows) },
+    ])
+}
+
+/// Each task's standard name, shared across roles.
+fn standardization(role: &RoleId, step: &'static str, s: &Standardization) -> Result<Vec<Op>, GraphError> {
+    for t in &s.tasks {
+        check_key(step, "a standardized task", &t.task)?;
+        if Key::of(&t.standard_name).0.is_empty() {
+            return Err(invalid(step, format!("task {:?} has an empty standard name", t.task.0)));
         }
-        StepOutput::TopTasks(top) => {
-            for k in &top.ranked {
-                check_key(step, "a top task", k)?;
-            }
-            check_unique(step, "top task", top.ranked.iter())?;
-            let rows = top
-                .ranked
-                .iter()
-                .zip(1_i64..)
-                .map(|(k, rank)| edge(role_key(role), scoped_key(role, k), props([("rank", rank.into())])))
-                .collect();
-            vec![
-                require_role(role),
-                Op::DeleteEdges {
-                    rel: Rel::TopTask,
-                    role: role.to_string(),
-                    keep: Keep::Targets(top.ranked.iter().map(|k| scoped_key(role, k)).collect()),
-                },
-                Op::MergeEdges { rel: Rel::TopTask, rows: sorted_edges(rows) },
-            ]
-        }
-        StepOutput::Standardization(s) => {
-            for t in &s.tasks {
-                check_key(step, "a standardized task", &t.task)?;
-                if Key::of(&t.standard_name).0.is_empty() {
-                    return Err(invalid(step, format!("task {:?} has an empty standard name", t.task.0)));
-                }
-            }
-            check_unique(step, "task", s.tasks.iter().map(|t| &t.task))?;
-            let standard: BTreeMap<Key, &str> =
-                s.tasks.iter().map(|t| (Key::of(&t.standard_name), t.standard_name.as_str())).collect();
-            vec![
-                require_role(role),
-                Op::MergeNodes {
-                    label: Label::StandardTask,
-                    rows: standard
-                        .into_iter()
-                        .map(|(k, name)| node(vec![k.0], Props::new(), props([("name", name.into())])))
-                        .collect(),
-                },
-                Op::DeleteEdges {
-                    rel: Rel::StandardizedAs,
-                    role: role.to_string(),
-                    keep: Keep::Pairs(
-                        s.tasks
-                            .iter()
-                            .map(|t| (scoped_key(role, &t.task), vec![Key::of(&t.standard_name).0]))
-                            .collect(),
-                    ),
-                },
-                Op::MergeEdges {
-                    rel: Rel::StandardizedAs,
-                    rows: sorted_edges(
-                        s.tasks
-                            .iter()
-                            .map(|t| {
-                                edge(
-                                    scoped_key(role, &t.task),
-                                    vec![Key::of(&t.standard_name).0],
-                                    props([("standard_name", t.standard_name.as_str().into())]),
-                                )
-                            })
-                            .collect(),
-                    ),
-                },
-            ]
-        }
-        StepOutput::MinedSkills(m) => {
-            for s in &m.skills {
-                check_key(step, "a skill", &s.key)?;
-                check_score(step, "confidence", s.confidence)?;
-                check_span(step, "a skill", &s.source)?;
-            }
-            check_unique(step, "skill", m.skills.iter().map(|s| &s.key))?;
-            let keys: Vec<Vec<String>> = m.skills.iter().map(|s| vec![s.key.0.clone()]).collect();
-            vec![
-                require_role(role),
-                require_linked(role, m.skills.iter().map(|s| &s.source)),
-                Op::DeleteEdges { rel: Rel::Requires, role: role.to_string(), keep: Keep::Targets(keys.clone()) },
-                // A skill the role no longer has cannot stay in its clusters or start its
-                // reskilling paths, even if those steps fail to re-run (DEGRADED).
-                Op::DeleteEdges { rel: Rel::Contains, role: role.to_string(), keep: Keep::Targets(keys.clone()) },
-                Op::DeleteEdges { rel: Rel::ReskillsTo, role: role.to_string(), keep: Keep::Sources(keys) },
-                Op::MergeNodes {
-                    label: Label::Skill,
-                    rows: sorted_nodes(
-                        m.skills
-                            .iter()
-                            .map(|s| {
-                                node(vec![s.key.0.clone()], Props::new(), props([("name", s.name.as_str().into())]))
-                            })
-                            .collect(),
-                    ),
-                },
-                Op::MergeEdges {
-                    rel: Rel::Requires,
-                    rows: sorted_edges(
-                        m.skills
-                            .iter()
-                            .map(|s| {
-                                let mut set =
-                                    props([("name", s.name.as_str().into()), ("confidence", s.confidence.into())]);
-                                set.extend(span_props(&s.source).map(|(k, v)| (k.to_owned(), v)));
-                                edge(role_key(role), vec![s.key.0.clone()], set)
-                            })
-                            .collect(),
-                    ),
-                },
-            ]
-        }
-        StepOutput::SkillsArchitecture(arch) => {
-            for c in &arch.clusters {
-                check_key(step, "a cluster", &c.key)?;
-                for s in &c.skills {
-                    check_key(step, "a clustered skill", s)?;
-                }
-            }
-            check_unique(step, "cluster", arch.clusters.iter().map(|c| &c.key))?;
-            check_unique(step, "clustered skill", arch.clusters.iter().flat_map(|c| &c.skills))?;
-            let pairs: Vec<(Vec<String>, Vec<String>)> = arch
-                .clusters
-                .iter()
-                .flat_map(|c| c.skills.iter().map(move |s| (scoped_key(role, &c.key), vec![s.0.clone()])))
-                .collect();
-            vec![
-                require_role(role),
-                Op::RequireEdges {
-                    rel: Rel::Requires,
-                    rows: sorted_edges(
-                        pairs.iter().map(|(_, s)| edge(role_key(role), s.clone(), Props::new())).collect(),
-                    ),
-                },
-                Op::DeleteNodes {
-                    label: Label::SkillCluster,
-                    role: role.to_string(),
-                    keep: arch.clusters.iter().map(|c| scoped_key(role, &c.key)).collect(),
-                },
-                Op::MergeNodes {
-                    label: Label::SkillCluster,
-                    rows: sorted_nodes(
-                        arch.clusters
-                            .iter()
-                            .map(|c| {
-                                node(scoped_key(role, &c.key), props([("name", c.name.as_str().into())]), Props::new())
-                            })
-                            .collect(),
-                    ),
-                },
-                Op::MergeEdges {
-                    rel: Rel::HasCluster,
-                    rows: sorted_edges(
-                        arch.clusters
-                            .iter()
-                            .map(|c| edge(role_key(role), scoped_key(role, &c.key), Props::new()))
-                            .collect(),
-                    ),
-                },
-                Op::DeleteEdges { rel: Rel::Contains, role: role.to_string(), keep: Keep::Pairs(pairs.clone()) },
-                Op::MergeEdges {
-                    rel: Rel::Contains,
-                    rows: sorted_edges(pairs.into_iter().map(|(c, s)| edge(c, s, Props::new())).collect()),
-                },
-            ]
-        }
-        StepOutput::SkillsCatalog(cat) => {
-            for e in &cat.entries {
-                check_key(step, "a catalog entry", &e.skill)?;
-                if !(1..=5).contains(&e.proficiency) {
-                    return Err(invalid(step, format!("proficiency must be 1–5, got {}", e.proficiency)));
-                }
-            }
-            check_unique(step, "catalog skill", cat.entries.iter().map(|e| &e.skill))?;
-            let rows: Vec<EdgeRow> = cat
-                .entries
-                .iter()
-                .map(|e| {
-                    edge(
-                        role_key(role),
-                        vec![e.skill.0.clone()],
-                        props([("proficiency", e.proficiency.into()), ("description", e.description.as_str().into())]),
-                    )
-                })
-                .collect();
-            let rows = sorted_edges(rows);
-            vec![
-                require_role(role),
-                // The catalog annotates the miner's REQUIRES edges; it never creates them.
-                Op::RequireEdges { rel: Rel::Requires, rows: rows.clone() },
-                Op::RemoveEdgeProps {
-                    rel: Rel::Requires,
-                    role: role.to_string(),
-                    props: CATALOG_PROPS,
-                    keep: Keep::Targets(rows.iter().map(|r| r.to.clone()).collect()),
-                },
-                Op::MergeEdges { rel: Rel::Requires, rows },
-            ]
-        }
-        StepOutput::Reskilling(r) => {
-            for p in &r.paths {
-                check_key(step, "a path's from_skill", &p.from_skill)?;
-                check_key(step, "a path's to_skill", &p.to_skill)?;
-                if p.from_skill == p.to_skill {
-                    return Err(invalid(step, format!("path from {:?} leads to itself", p.from_skill.0)));
-                }
-            }
-            check_unique(step, "path", r.paths.iter().map(|p| (&p.from_skill, &p.to_skill)))?;
-            let ident = props([("role_id", role.as_str().into())]);
-            let from: BTreeSet<&Key> = r.paths.iter().map(|p| &p.from_skill).collect();
-            let to: BTreeSet<&Key> = r.paths.iter().map(|p| &p.to_skill).collect();
-            vec![
-                require_role(role),
-                // A path builds on a skill the role has; it may lead to one no role has yet.
-                Op::RequireEdges {
-                    rel: Rel::Requires,
-                    rows: from.into_iter().map(|k| edge(role_key(role), vec![k.0.clone()], Props::new())).collect(),
-                },
-                Op::MergeNodes {
-                    label: Label::Skill,
-                    rows: to.into_iter().map(|k| node(vec![k.0.clone()], Props::new(), Props::new())).collect(),
-                },
-                Op::DeleteEdges {
-                    rel: Rel::ReskillsTo,
-                    role: role.to_string(),
-                    keep: Keep::Pairs(
-                        r.paths.iter().map(|p| (vec![p.from_skill.0.clone()], vec![p.to_skill.0.clone()])).collect(),
-                    ),
-                },
-                Op::MergeEdges {
-                    rel: Rel::ReskillsTo,
-                    rows: sorted_edges(
-                        r.paths
-                            .iter()
-                            .map(|p| EdgeRow {
-                                from: vec![p.from_skill.0.clone()],
-                                to: vec![p.to_skill.0.clone()],
-                                ident: ident.clone(),
-                                set: props([("rationale", p.rationale.as_str().into())]),
-                            })
-                            .collect(),
-                    ),
-                },
-            ]
-        }
-        StepOutput::TaskFeasibility(f) => {
-            for t in &f.tasks {
-                check_key(step, "a feasibility entry", &t.task)?;
-                check_score(step, "feasibility", t.feasibility)?;
-            }
-            check_unique(step, "feasibility task", f.tasks.iter().map(|t| &t.task))?;
-            let rows = sorted_edges(
-                f.tasks
+    }
+    check_unique(step, "task", s.tasks.iter().map(|t| &t.task))?;
+    let standard: BTreeMap<Key, &str> =
+        s.tasks.iter().map(|t| (Key::of(&t.standard_name), t.standard_name.as_str())).collect();
+    Ok(vec![
+        require_role(role),
+        Op::MergeNodes {
+            label: Label::StandardTask,
+            rows: standard
+                .into_iter()
+                .map(|(k, name)| node(vec![k.0], Props::new(), props([("name", name.into())])))
+                .collect(),
+        },
+        Op::DeleteEdges {
+            rel: Rel::StandardizedAs,
+            role: role.to_string(),
+            keep: Keep::Pairs(
+                s.tasks.iter().map(|t| (scoped_key(role, &t.task), vec![Key::of(&t.standard_name).0])).collect(),
+            ),
+        },
+        Op::MergeEdges {
+            rel: Rel::StandardizedAs,
+            rows: sorted_edges(
+                s.tasks
                     .iter()
                     .map(|t| {
                         edge(
-                            role_key(role),
                             scoped_key(role, &t.task),
-                            props([
-                                ("feasibility", t.feasibility.into()),
-                                ("feasibility_rationale", t.rationale.as_str().into()),
-                            ]),
+                            vec![Key::of(&t.standard_name).0],
+                            props([("standard_name", t.standard_name.as_str().into())]),
                         )
                     })
                     .collect(),
-            );
-            vec![
-                require_role(role),
-                // Feasibility annotates the assessment's PERFORMS edges; it never creates them.
-                Op::RequireEdges { rel: Rel::Performs, rows: rows.clone() },
-                Op::RemoveEdgeProps {
-                    rel: Rel::Performs,
-                    role: role.to_string(),
-                    props: FEASIBILITY_PROPS,
-                    keep: Keep::Targets(rows.iter().map(|r| r.to.clone()).collect()),
-                },
-                Op::MergeEdges { rel: Rel::Performs, rows },
-            ]
+            ),
+        },
+    ])
+}
+
+/// The skills the role requires, and where each was read.
+fn mined_skills(role: &RoleId, step: &'static str, m: &MinedSkills) -> Result<Vec<Op>, GraphError> {
+    for s in &m.skills {
+        check_key(step, "a skill", &s.key)?;
+        check_score(step, "confidence", s.confidence)?;
+        check_span(step, "a skill", &s.source)?;
+    }
+    check_unique(step, "skill", m.skills.iter().map(|s| &s.key))?;
+    let keys: Vec<Vec<String>> = m.skills.iter().map(|s| vec![s.key.0.clone()]).collect();
+    Ok(vec![
+        require_role(role),
+        require_linked(role, m.skills.iter().map(|s| &s.source)),
+        Op::DeleteEdges { rel: Rel::Requires, role: role.to_string(), keep: Keep::Targets(keys.clone()) },
+        // A skill the role no longer has cannot stay in its clusters or start its
+        // reskilling paths, even if those steps fail to re-run (DEGRADED).
+        Op::DeleteEdges { rel: Rel::Contains, role: role.to_string(), keep: Keep::Targets(keys.clone()) },
+        Op::DeleteEdges { rel: Rel::ReskillsTo, role: role.to_string(), keep: Keep::Sources(keys) },
+        Op::MergeNodes {
+            label: Label::Skill,
+            rows: sorted_nodes(
+                m.skills
+                    .iter()
+                    .map(|s| node(vec![s.key.0.clone()], Props::new(), props([("name", s.name.as_str().into())])))
+                    .collect(),
+            ),
+        },
+        Op::MergeEdges {
+            rel: Rel::Requires,
+            rows: sorted_edges(
+                m.skills
+                    .iter()
+                    .map(|s| {
+                        let mut set = props([("name", s.name.as_str().into()), ("confidence", s.confidence.into())]);
+                        set.extend(span_props(&s.source).map(|(k, v)| (k.to_owned(), v)));
+                        edge(role_key(role), vec![s.key.0.clone()], set)
+                    })
+                    .collect(),
+            ),
+        },
+    ])
+}
+
+/// The role's skill clusters and the skills each contains.
+fn skills_architecture(role: &RoleId, step: &'static str, arch: &SkillsArchitecture) -> Result<Vec<Op>, GraphError> {
+    for c in &arch.clusters {
+        check_key(step, "a cluster", &c.key)?;
+        for s in &c.skills {
+            check_key(step, "a clustered skill", s)?;
         }
-    };
-    Ok(Plan { step, ops })
+    }
+    check_unique(step, "cluster", arch.clusters.iter().map(|c| &c.key))?;
+    check_unique(step, "clustered skill", arch.clusters.iter().flat_map(|c| &c.skills))?;
+    let pairs: Vec<(Vec<String>, Vec<String>)> = arch
+        .clusters
+        .iter()
+        .flat_map(|c| c.skills.iter().map(move |s| (scoped_key(role, &c.key), vec![s.0.clone()])))
+        .collect();
+    Ok(vec![
+        require_role(role),
+        Op::RequireEdges {
+            rel: Rel::Requires,
+            rows: sorted_edges(pairs.iter().map(|(_, s)| edge(role_key(role), s.clone(), Props::new())).collect()),
+        },
+        Op::DeleteNodes {
+            label: Label::SkillCluster,
+            role: role.to_string(),
+            keep: arch.clusters.iter().map(|c| scoped_key(role, &c.key)).collect(),
+        },
+        Op::MergeNodes {
+            label: Label::SkillCluster,
+            rows: sorted_nodes(
+                arch.clusters
+                    .iter()
+                    .map(|c| node(scoped_key(role, &c.key), props([("name", c.name.as_str().into())]), Props::new()))
+                    .collect(),
+            ),
+        },
+        Op::MergeEdges {
+            rel: Rel::HasCluster,
+            rows: sorted_edges(
+                arch.clusters.iter().map(|c| edge(role_key(role), scoped_key(role, &c.key), Props::new())).collect(),
+            ),
+        },
+        Op::DeleteEdges { rel: Rel::Contains, role: role.to_string(), keep: Keep::Pairs(pairs.clone()) },
+        Op::MergeEdges {
+            rel: Rel::Contains,
+            rows: sorted_edges(pairs.into_iter().map(|(c, s)| edge(c, s, Props::new())).collect()),
+        },
+    ])
+}
+
+/// Proficiency and description of each required skill.
+fn skills_catalog(role: &RoleId, step: &'static str, cat: &SkillsCatalog) -> Result<Vec<Op>, GraphError> {
+    for e in &cat.entries {
+        check_key(step, "a catalog entry", &e.skill)?;
+        if !(1..=5).contains(&e.proficiency) {
+            return Err(invalid(step, format!("proficiency must be 1–5, got {}", e.proficiency)));
+        }
+    }
+    check_unique(step, "catalog skill", cat.entries.iter().map(|e| &e.skill))?;
+    let rows: Vec<EdgeRow> = cat
+        .entries
+        .iter()
+        .map(|e| {
+            edge(
+                role_key(role),
+                vec![e.skill.0.clone()],
+                props([("proficiency", e.proficiency.into()), ("description", e.description.as_str().into())]),
+            )
+        })
+        .collect();
+    let rows = sorted_edges(rows);
+    Ok(vec![
+        require_role(role),
+        // The catalog annotates the miner's REQUIRES edges; it never creates them.
+        Op::RequireEdges { rel: Rel::Requires, rows: rows.clone() },
+        Op::RemoveEdgeProps {
+            rel: Rel::Requires,
+            role: role.to_string(),
+            props: CATALOG_PROPS,
+            keep: Keep::Targets(rows.iter().map(|r| r.to.clone()).collect()),
+        },
+        Op::MergeEdges { rel: Rel::Requires, rows },
+    ])
+}
+
+/// Reskilling paths from a skill the role has to another.
+fn reskilling(role: &RoleId, step: &'static str, r: &Reskilling) -> Result<Vec<Op>, GraphError> {
+    for p in &r.paths {
+        check_key(step, "a path's from_skill", &p.from_skill)?;
+        check_key(step, "a path's to_skill", &p.to_skill)?;
+        if p.from_skill == p.to_skill {
+            return Err(invalid(step, format!("path from {:?} leads to itself", p.from_skill.0)));
+        }
+    }
+    check_unique(step, "path", r.paths.iter().map(|p| (&p.from_skill, &p.to_skill)))?;
+    let ident = props([("role_id", role.as_str().into())]);
+    let from: BTreeSet<&Key> = r.paths.iter().map(|p| &p.from_skill).collect();
+    let to: BTreeSet<&Key> = r.paths.iter().map(|p| &p.to_skill).collect();
+    Ok(vec![
+        require_role(role),
+        // A path builds on a skill the role has; it may lead to one no role has yet.
+        Op::RequireEdges {
+            rel: Rel::Requires,
+            rows: from.into_iter().map(|k| edge(role_key(role), vec![k.0.clone()], Props::new())).collect(),
+        },
+        Op::MergeNodes {
+            label: Label::Skill,
+            rows: to.into_iter().map(|k| node(vec![k.0.clone()], Props::new(), Props::new())).collect(),
+        },
+        Op::DeleteEdges {
+            rel: Rel::ReskillsTo,
+            role: role.to_string(),
+            keep: Keep::Pairs(
+                r.paths.iter().map(|p| (vec![p.from_skill.0.clone()], vec![p.to_skill.0.clone()])).collect(),
+            ),
+        },
+        Op::MergeEdges {
+            rel: Rel::ReskillsTo,
+            rows: sorted_edges(
+                r.paths
+                    .iter()
+                    .map(|p| EdgeRow {
+                        from: vec![p.from_skill.0.clone()],
+                        to: vec![p.to_skill.0.clone()],
+                        ident: ident.clone(),
+                        set: props([("rationale", p.rationale.as_str().into())]),
+                    })
+                    .collect(),
+            ),
+        },
+    ])
+}
+
+/// Feasibility of each assessed task.
+fn task_feasibility(role: &RoleId, step: &'static str, f: &TaskFeasibility) -> Result<Vec<Op>, GraphError> {
+    for t in &f.tasks {
+        check_key(step, "a feasibility entry", &t.task)?;
+        check_score(step, "feasibility", t.feasibility)?;
+    }
+    check_unique(step, "feasibility task", f.tasks.iter().map(|t| &t.task))?;
+    let rows = sorted_edges(
+        f.tasks
+            .iter()
+            .map(|t| {
+                edge(
+                    role_key(role),
+                    scoped_key(role, &t.task),
+                    props([
+                        ("feasibility", t.feasibility.into()),
+                        ("feasibility_rationale", t.rationale.as_str().into()),
+                    ]),
+                )
+            })
+            .collect(),
+    );
+    Ok(vec![
+        require_role(role),
+        // Feasibility annotates the assessment's PERFORMS edges; it never creates them.
+        Op::RequireEdges { rel: Rel::Performs, rows: rows.clone() },
+        Op::RemoveEdgeProps {
+            rel: Rel::Performs,
+            role: role.to_string(),
+            props: FEASIBILITY_PROPS,
+            keep: Keep::Targets(rows.iter().map(|r| r.to.clone()).collect()),
+        },
+        Op::MergeEdges { rel: Rel::Performs, rows },
+    ])
 }
 
 fn role_setup(role: &RoleId, setup: &RoleSetup) -> Result<Vec<Op>, GraphError> {
