@@ -17,6 +17,7 @@ use std::{
 
 use etter_core::audit::{AuditEntry, AuditEvent, AuditFilter, ChainKey};
 use etter_core::backoff::Backoff;
+use etter_core::error::chain;
 use etter_core::ids::{CompanyId, TraceId};
 use etter_proto::v1 as pb;
 use etter_store::{self, RunStore};
@@ -280,7 +281,7 @@ impl Writer {
                         break;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, entries = batch.len(), "cannot write audit entries yet; retrying");
+                        tracing::warn!(error = %chain(&e), entries = batch.len(), "cannot write audit entries yet; retrying");
                         tokio::time::sleep(backoff.next_wait()).await;
                     }
                 }

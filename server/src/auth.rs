@@ -30,7 +30,7 @@ use crate::principal::{Principal, Role};
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// The generated development secret could not be kept.
-    #[error("development signing secret: {0}")]
+    #[error("cannot prepare the development signing secret")]
     Kept(#[from] crate::tokens::KeptSecretError),
     /// A configured public key file or JWKS file cannot be used.
     #[error("{key} {path}: {problem}")]
@@ -41,6 +41,9 @@ pub enum KeyError {
         path: PathBuf,
         /// What is wrong with it.
         problem: String,
+        /// The error of reading or parsing it, when that is what went wrong.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// This deployment verifies only its identity provider's tokens: it has no key to sign with.
     #[error(
@@ -131,24 +134,33 @@ struct VerifyingKey {
 fn public_keys(auth: &AuthConfig) -> Result<Vec<VerifyingKey>, KeyError> {
     let mut keys = Vec::new();
     for path in &auth.public_key_files {
-        let problem =
-            |problem: String| KeyError::PublicKey { key: "auth.public_key_files", path: path.clone(), problem };
-        let pem = std::fs::read(path).map_err(|e| problem(e.to_string()))?;
+        let problem = |problem: &str, source: Option<Box<dyn std::error::Error + Send + Sync>>| KeyError::PublicKey {
+            key: "auth.public_key_files",
+            path: path.clone(),
+            problem: problem.to_owned(),
+            source,
+        };
+        let pem = std::fs::read(path).map_err(|e| problem("cannot be read", Some(e.into())))?;
         let key = if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
             VerifyingKey { kid: None, algorithm: Algorithm::RS256, key }
         } else if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
             VerifyingKey { kid: None, algorithm: Algorithm::ES256, key }
         } else {
-            return Err(problem("is not a PEM RSA or EC P-256 public key".into()));
+            return Err(problem("is not a PEM RSA or EC P-256 public key", None));
         };
         keys.push(key);
     }
     if !auth.jwks_file.as_os_str().is_empty() {
         let path = &auth.jwks_file;
-        let problem = |problem: String| KeyError::PublicKey { key: "auth.jwks_file", path: path.clone(), problem };
-        let text = std::fs::read_to_string(path).map_err(|e| problem(e.to_string()))?;
+        let problem = |problem: String, source: Box<dyn std::error::Error + Send + Sync>| KeyError::PublicKey {
+            key: "auth.jwks_file",
+            path: path.clone(),
+            problem,
+            source: Some(source),
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| problem("cannot be read".to_owned(), e.into()))?;
         let set: jsonwebtoken::jwk::JwkSet =
-            serde_json::from_str(&text).map_err(|e| problem(format!("is not a JWKS document: {e}")))?;
+            serde_json::from_str(&text).map_err(|e| problem("is not a JWKS document".to_owned(), e.into()))?;
         for jwk in &set.keys {
             use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, PublicKeyUse};
             let kid = jwk.common.key_id.clone();
@@ -165,7 +177,7 @@ fn public_keys(auth: &AuthConfig) -> Result<Vec<VerifyingKey>, KeyError> {
                     continue;
                 }
             };
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| problem(format!("key {name}: {e}")))?;
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| problem(format!("key {name} is not usable"), e.into()))?;
             keys.push(VerifyingKey { kid, algorithm, key });
         }
     }
@@ -174,6 +186,7 @@ fn public_keys(auth: &AuthConfig) -> Result<Vec<VerifyingKey>, KeyError> {
             key: "auth.jwks_file",
             path: auth.jwks_file.clone(),
             problem: "holds no RSA or EC P-256 signing key".into(),
+            source: None,
         });
     }
     Ok(keys)
@@ -675,8 +688,14 @@ mod tests {
         let err = Authenticator::new(&not_a_key, &scratch()).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("auth.public_key_files") && err.contains("jwks.json"), "{err}");
         let not_jwks = AuthConfig { jwks_file: fixture("rsa-public.pem"), ..AuthConfig::default() };
-        let err = Authenticator::new(&not_jwks, &scratch()).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = Authenticator::new(&not_jwks, &scratch()).err();
+        // The parser's complaint is the source, not repeated in the message.
+        let source = err.as_ref().and_then(std::error::Error::source);
+        let source = source.and_then(|s| s.downcast_ref::<serde_json::Error>()).map(ToString::to_string);
+        let err = err.map(|e| etter_core::error::chain(&e).to_string()).unwrap_or_default();
+        let source = source.ok_or_else(|| anyhow::anyhow!("want serde_json's error as the source: {err}"))?;
         assert!(err.contains("auth.jwks_file") && err.contains("not a JWKS"), "{err}");
+        assert_eq!(err.matches(&source).count(), 1, "{err}");
         Ok(())
     }
 

@@ -28,6 +28,7 @@ use std::{
 };
 
 use crate::config::LimitsConfig;
+use etter_core::error::chain;
 use etter_core::ids::CompanyId;
 use serde::Deserialize;
 
@@ -40,12 +41,20 @@ const RELOAD_CHECK: Duration = Duration::from_secs(2);
 #[derive(Debug, thiserror::Error)]
 pub enum CompaniesError {
     /// It cannot be read.
-    #[error("cannot read the companies file {path}: {source}")]
+    #[error("cannot read the companies file {path}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// It is not TOML of the expected shape (an unknown or ill-typed key); the source says where.
+    #[error("the companies file {path} is invalid")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        source: toml::de::Error,
     },
     /// It is not valid.
     #[error("the companies file {path} is invalid: {reason}")]
@@ -157,7 +166,8 @@ struct FileCompany {
 /// Parses the companies file's text.
 fn parse(path: &Path, text: &str) -> Result<BTreeMap<CompanyId, CompanySettings>, CompaniesError> {
     let invalid = |reason: String| CompaniesError::Invalid { path: path.to_owned(), reason };
-    let root: FileRoot = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+    let root: FileRoot =
+        toml::from_str(text).map_err(|source| CompaniesError::Syntax { path: path.to_owned(), source })?;
     for (name, tier) in &root.tiers {
         tier.check(&format!("tiers.{name}")).map_err(invalid)?;
     }
@@ -260,7 +270,7 @@ impl Companies {
                 }
             }
             Err(e) => {
-                tracing::error!("{e}; the previous company settings stay in force");
+                tracing::error!("{}; the previous company settings stay in force", chain(&e));
                 // Not again until the file changes once more.
                 match self.loaded.write() {
                     Ok(mut guard) => guard.modified = modified,
@@ -348,7 +358,7 @@ mod tests {
             ("not toml", "invalid"),
         ];
         for (text, expected) in cases {
-            let err = parsed(text).err().map(|e| e.to_string()).unwrap_or_default();
+            let err = parsed(text).err().map(|e| chain(&e).to_string()).unwrap_or_default();
             assert!(err.contains(expected), "{text:?}: {err}");
         }
     }

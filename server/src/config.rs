@@ -606,6 +606,7 @@ impl AuthConfig {
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
+    use etter_core::error::chain;
 
     #[test]
     fn layers_apply_in_order() {
@@ -616,7 +617,7 @@ mod tests {
             )?;
             jail.set_env("ETTER_TEMPORAL__NAMESPACE", "from-env");
             let config = Config::load(Some(Path::new("etter.toml")), &[("server.listen", "127.0.0.1:2000".to_owned())])
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| chain(&e).to_string())?;
             assert_eq!(config.server.listen, SocketAddr::from(([127, 0, 0, 1], 2000)));
             assert_eq!(config.temporal.namespace, "from-env");
             assert_eq!(config.temporal.task_queue, "etter-workflows");
@@ -628,19 +629,19 @@ mod tests {
     fn unknown_keys_and_bad_values_are_refused_with_the_key_named() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("ETTER_SERVER__LISTNE", "127.0.0.1:1");
-            let err = Config::load(None, &[]).err().map(|e| e.to_string()).unwrap_or_default();
+            let err = Config::load(None, &[]).err().map(|e| chain(&e).to_string()).unwrap_or_default();
             assert!(err.contains("listne"), "{err}");
             Ok(())
         });
         figment::Jail::expect_with(|jail| {
             jail.set_env("ETTER_STORE__URL", "mysql://x");
-            let err = Config::load(None, &[]).err().map(|e| e.to_string()).unwrap_or_default();
+            let err = Config::load(None, &[]).err().map(|e| chain(&e).to_string()).unwrap_or_default();
             assert!(err.contains("store.url"), "{err}");
             Ok(())
         });
         figment::Jail::expect_with(|jail| {
             jail.set_env("ETTER_DISPATCH__LEASE", "1s");
-            let err = Config::load(None, &[]).err().map(|e| e.to_string()).unwrap_or_default();
+            let err = Config::load(None, &[]).err().map(|e| chain(&e).to_string()).unwrap_or_default();
             assert!(err.contains("dispatch.lease"), "{err}");
             Ok(())
         });
@@ -664,7 +665,7 @@ mod tests {
                 jail.set_env(key, "");
             }
             let refused = |missing_key: &str| -> Result<(), figment::Error> {
-                let err = Config::load(Some(example), &[]).err().map(|e| e.to_string()).unwrap_or_default();
+                let err = Config::load(Some(example), &[]).err().map(|e| chain(&e).to_string()).unwrap_or_default();
                 assert!(err.contains(missing_key), "want {missing_key} named: {err}");
                 Ok(())
             };
@@ -682,7 +683,7 @@ mod tests {
                 "ETTER_SERVER__TOKEN_SECRET",
                 "7d0c3b9e2f4a61587a9c0e1d2b3f4a5c6d7e8f90a1b2c3d4e5f60718293a4b5c",
             );
-            let config = Config::load(Some(example), &[]).map_err(|e| e.to_string())?;
+            let config = Config::load(Some(example), &[]).map_err(|e| chain(&e).to_string())?;
             assert_eq!(config.profile, Profile::Production);
             assert!(!config.auth.jwks_file.as_os_str().is_empty() && config.redis.url.is_set());
             // The dev login is refused in production even on loopback.
@@ -699,7 +700,7 @@ mod tests {
         config.server.console_dev_login = true;
         config.validate()?;
         config.server.listen = SocketAddr::from(([0, 0, 0, 0], 50051));
-        let err = config.validate().err().map(|e| e.to_string()).unwrap_or_default();
+        let err = config.validate().err().map(|e| chain(&e).to_string()).unwrap_or_default();
         assert!(err.contains("server.console_dev_login") && err.contains("loopback"), "{err}");
         config.server.console_dev_login = false;
         config.validate()?;
@@ -720,7 +721,7 @@ mod tests {
         );
         for bad in ["app.example.com/{role_id}", "ftp://files.example.com/{role_id}", "https://x.example/{role}"] {
             config.server.dashboard_url = bad.to_owned();
-            let err = config.validate().err().map(|e| e.to_string()).unwrap_or_default();
+            let err = config.validate().err().map(|e| chain(&e).to_string()).unwrap_or_default();
             assert!(err.contains("server.dashboard_url"), "{bad}: {err}");
         }
         Ok(())

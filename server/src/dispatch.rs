@@ -36,6 +36,7 @@ use std::time::Duration;
 use crate::config::DispatchConfig;
 use crate::orchestrator::{ClosedStatus, Orchestrator, OrchestratorError, StartOutcome, WorkflowState};
 use etter_core::backoff::Backoff;
+use etter_core::error::chain;
 use etter_core::ids::{CompanyId, TraceId};
 use etter_core::lifecycle::RunState;
 use etter_store::{
@@ -203,7 +204,7 @@ impl Dispatcher {
             let round = match self.round(&mut cursor).await {
                 Ok(round) => round,
                 Err(e) => {
-                    tracing::warn!(error = %e, "dispatch round failed on the store; retrying");
+                    tracing::warn!(error = %chain(&e), "dispatch round failed on the store; retrying");
                     Round::Unavailable
                 }
             };
@@ -317,7 +318,7 @@ impl Dispatcher {
             Ok(StartOutcome::AlreadyClosed) => "dispatched earlier; the workflow has already ended",
             Err(e) => {
                 if let Err(release) = self.store.release_claim(&run.workflow_id, &self.claimer).await {
-                    tracing::warn!(error = %release, "cannot release a dispatch claim; it expires with its lease");
+                    tracing::warn!(error = %chain(&release), "cannot release a dispatch claim; it expires with its lease");
                 }
                 return match e {
                     OrchestratorError::Unavailable(detail) => {
@@ -349,13 +350,13 @@ impl Dispatcher {
                 tracing::info!(from = %t.from, "run left QUEUED while its workflow started");
                 match self.store.get_run(&run.workflow_id).await {
                     Ok(started) => record_queue_wait(&started),
-                    Err(e) => tracing::debug!(error = %e, "cannot read the started run for its queue wait"),
+                    Err(e) => tracing::debug!(error = %chain(&e), "cannot read the started run for its queue wait"),
                 }
                 Outcome::Started
             }
             Err(e) => {
                 // The workflow runs; the claim expires and the next dispatch joins it and books it.
-                tracing::warn!(error = %e, "cannot mark the started run PROCESSING; it is retried after its lease");
+                tracing::warn!(error = %chain(&e), "cannot mark the started run PROCESSING; it is retried after its lease");
                 Outcome::Failed
             }
         }
@@ -418,13 +419,13 @@ impl Reconciler {
 
     /// One pass over every PROCESSING run.
     pub async fn pass(&self) -> Result<(), String> {
-        let loads = self.store.company_loads().await.map_err(|e| e.to_string())?;
+        let loads = self.store.company_loads().await.map_err(|e| chain(&e).to_string())?;
         for load in loads.into_iter().filter(|l| l.processing > 0) {
             let mut filter = RunFilter::company(load.company);
             filter.states = vec![RunState::Processing];
             let mut page = PageRequest { size: etter_store::MAX_PAGE_SIZE, token: None };
             loop {
-                let runs = self.store.list_runs(&filter, &page).await.map_err(|e| e.to_string())?;
+                let runs = self.store.list_runs(&filter, &page).await.map_err(|e| chain(&e).to_string())?;
                 for run in &runs.runs {
                     self.settle(run).await?;
                 }
@@ -449,7 +450,7 @@ impl Reconciler {
         };
         // The workflow's last activity records the outcome before the workflow closes: a run still
         // PROCESSING now (read after the workflow was seen closed) will never get one.
-        let current = self.store.get_run(&run.workflow_id).await.map_err(|e| e.to_string())?;
+        let current = self.store.get_run(&run.workflow_id).await.map_err(|e| chain(&e).to_string())?;
         if current.state != RunState::Processing {
             return Ok(());
         }
@@ -488,7 +489,7 @@ impl Reconciler {
             }
             // The worker recorded the outcome in the meantime.
             Err(StoreError::IllegalTransition(_)) => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(chain(&e).to_string()),
         }
         Ok(())
     }

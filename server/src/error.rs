@@ -4,6 +4,7 @@
 //! stable reason, plus the standard detail that fits: `BadRequest` field violations for invalid
 //! input, `PreconditionFailure` for requests the current state refuses.
 
+use etter_core::error::chain;
 use etter_store::StoreError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
@@ -176,8 +177,9 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(message) => {
                 ApiError::FailedPrecondition { reason: "CONFLICT", subject: String::new(), description: message }
             }
-            StoreError::Database(_) => ApiError::Unavailable(err.to_string()),
-            other => ApiError::Internal(other.to_string()),
+            // Logged, not sent (see below): with its cause, which is sqlx's error, not in its text.
+            StoreError::Database(_) => ApiError::Unavailable(chain(&err).to_string()),
+            other => ApiError::Internal(chain(&other).to_string()),
         }
     }
 }

@@ -13,6 +13,7 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use crate::config::DispatchConfig;
+use etter_core::error::chain;
 use etter_core::steps::{Action, Plan, StepName};
 use etter_store::{RunStore, StepStats, StoreError};
 
@@ -154,7 +155,7 @@ pub async fn refresh_periodically(
             () = &mut stop => return,
         }
         if let Err(e) = estimator.refresh(store.as_ref()).await {
-            tracing::warn!(error = %e, "cannot read step measurements; estimates keep the previous ones");
+            tracing::warn!(error = %chain(&e), "cannot read step measurements; estimates keep the previous ones");
         }
     }
 }

@@ -15,6 +15,7 @@
 use std::{sync::Arc, time::Duration};
 
 use crate::orchestrator::Orchestrator;
+use etter_core::error::chain;
 use etter_store::RunStore;
 use tokio::sync::watch;
 use tonic_health::{ServingStatus, server::HealthReporter};
@@ -127,7 +128,7 @@ pub(crate) async fn run(
             if redis_up != Some(redis_ok) {
                 match &result {
                     Ok(()) => tracing::info!("redis is reachable"),
-                    Err(e) => tracing::warn!(error = %e, "redis is not reachable; watch streams poll the store"),
+                    Err(e) => tracing::warn!(error = %chain(e), "redis is not reachable; watch streams poll the store"),
                 }
                 reporter.set_service_status(REDIS_SERVICE, serving(redis_ok)).await;
                 redis_up = Some(redis_ok);

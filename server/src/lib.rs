@@ -43,6 +43,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use crate::config::Config;
 use crate::orchestrator::{Orchestrator, TemporalOrchestrator, TemporalSettings};
 use etter_config::ConfigError;
+use etter_core::error::chain;
 use etter_proto::v1::pipeline_service_server::PipelineServiceServer;
 use etter_store::fanout;
 use etter_store::{self, StoreError, StoreOptions};
@@ -60,7 +61,7 @@ pub use error::ApiError;
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The configured address.
         addr: SocketAddr,
@@ -68,13 +69,13 @@ pub enum ServeError {
         source: std::io::Error,
     },
     /// The reflection service could not be built from the descriptor sets.
-    #[error("cannot build the reflection service: {0}")]
+    #[error("cannot build the reflection service")]
     Reflection(#[from] tonic_reflection::server::Error),
     /// The token signing key could not be prepared.
     #[error(transparent)]
     Key(#[from] auth::KeyError),
     /// The audit chain's generated key could not be kept.
-    #[error("audit key: {0}")]
+    #[error("cannot prepare the audit key")]
     AuditKey(#[from] tokens::KeptSecretError),
     /// The keys sealing client-held tokens could not be prepared.
     #[error(transparent)]
@@ -86,19 +87,19 @@ pub enum ServeError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The run store could not be opened or migrated.
-    #[error("cannot open the run store: {0}")]
+    #[error("cannot open the run store")]
     Store(#[from] StoreError),
     /// The companies file is unreadable or invalid.
     #[error(transparent)]
     Companies(#[from] companies::CompaniesError),
     /// The webhook client could not be built.
-    #[error("cannot build the webhook client: {0}")]
+    #[error("cannot build the webhook client")]
     Webhooks(#[from] reqwest::Error),
     /// `redis.url` is unusable.
     #[error(transparent)]
     Fanout(#[from] fanout::FanoutError),
     /// The transport failed while serving.
-    #[error("transport error: {0}")]
+    #[error("the gRPC transport failed")]
     Transport(#[from] tonic::transport::Error),
 }
 
@@ -200,7 +201,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     // Estimates follow measured step costs, re-read in the background.
     let estimator = Arc::new(estimate::Estimator::new(config.dispatch.clone()).with_prices(&config.limits));
     if let Err(e) = estimator.refresh(store.as_ref()).await {
-        tracing::warn!(error = %e, "cannot read step measurements; estimates use the configured defaults");
+        tracing::warn!(error = %chain(&e), "cannot read step measurements; estimates use the configured defaults");
     }
     tokio::spawn(estimate::refresh_periodically(
         Arc::clone(&estimator),
@@ -375,7 +376,7 @@ async fn observe_queue(
         let processing = store.count_runs(None, &[RunState::Processing]).await;
         match (queued, processing) {
             (Ok(queued), Ok(processing)) => observe::queue(queued, processing),
-            (Err(e), _) | (_, Err(e)) => tracing::debug!(error = %e, "cannot count queued runs for /metrics"),
+            (Err(e), _) | (_, Err(e)) => tracing::debug!(error = %chain(&e), "cannot count queued runs for /metrics"),
         }
         tokio::select! {
             () = tokio::time::sleep(every) => {}

@@ -267,7 +267,7 @@ fn is_earlier(kind: Kind, token: &str) -> bool {
 #[derive(Debug, thiserror::Error)]
 pub enum KeptSecretError {
     /// The file could not be read or written.
-    #[error("cannot keep the generated secret at {path}: {source}")]
+    #[error("cannot keep the generated secret at {path}")]
     Io {
         /// The secret file.
         path: PathBuf,
@@ -278,8 +278,8 @@ pub enum KeptSecretError {
     #[error("the generated secret at {0} is corrupt: delete it to generate a new one (what it signed stops verifying)")]
     Corrupt(PathBuf),
     /// No randomness for a new secret.
-    #[error("cannot generate a secret: {0}")]
-    Random(String),
+    #[error("cannot generate a secret")]
+    Random(#[source] getrandom::Error),
 }
 
 /// The secret kept at `path` (64 hex characters), generated on first use with owner-only
@@ -301,10 +301,10 @@ pub fn kept_secret(path: &Path) -> Result<Vec<u8>, KeptSecretError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io)?;
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| KeptSecretError::Random(e.to_string()))?;
+    getrandom::fill(&mut bytes).map_err(KeptSecretError::Random)?;
     let hex = hex::encode(bytes);
     let mut suffix = [0u8; 8];
-    getrandom::fill(&mut suffix).map_err(|e| KeptSecretError::Random(e.to_string()))?;
+    getrandom::fill(&mut suffix).map_err(KeptSecretError::Random)?;
     let staged = dir.join(format!(".secret-{}", u64::from_le_bytes(suffix)));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -387,7 +387,7 @@ mod tests {
             .map(|_| {
                 std::thread::spawn({
                     let path = path.clone();
-                    move || kept_secret(&path).map_err(|e| e.to_string())
+                    move || kept_secret(&path).map_err(|e| etter_core::error::chain(&e).to_string())
                 })
             })
             .collect();

@@ -17,6 +17,7 @@ use std::{sync::Arc, time::Duration};
 
 use crate::config::ServerConfig;
 use etter_core::backoff::Backoff;
+use etter_core::error::chain;
 use etter_store::{self, Delivery, Notification, NotificationClaim, Run, RunStore, Timestamp};
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
@@ -63,7 +64,7 @@ impl Deliverer {
             let busy = match self.round().await {
                 Ok(delivered) => delivered == CLAIM_LIMIT as usize,
                 Err(e) => {
-                    tracing::warn!(error = %e, "webhook round failed on the store; retrying");
+                    tracing::warn!(error = %chain(&e), "webhook round failed on the store; retrying");
                     false
                 }
             };
@@ -118,7 +119,7 @@ impl Deliverer {
             .get(&notification.company)
             .webhook
             .ok_or_else(|| format!("company {} has no webhook in the companies file", notification.company))?;
-        let run = self.store.get_run(&notification.workflow_id).await.map_err(|e| e.to_string())?;
+        let run = self.store.get_run(&notification.workflow_id).await.map_err(|e| chain(&e).to_string())?;
         let body = serde_json::to_vec(&event(notification, &run, &self.config)).map_err(|e| e.to_string())?;
         let timestamp = etter_store::now().timestamp();
         let response = self
@@ -131,7 +132,7 @@ impl Deliverer {
             .body(body)
             .send()
             .await
-            .map_err(|e| format!("cannot reach {}: {e}", webhook.url))?;
+            .map_err(|e| format!("cannot reach {}: {}", webhook.url, chain(&e)))?;
         let status = response.status();
         if status.is_success() {
             tracing::info!(event = notification.id, run = %notification.workflow_id, "webhook event delivered");

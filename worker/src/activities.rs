@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use etter_core::error::chain;
 use etter_core::ids::{TraceId, WorkflowId};
 use etter_core::lifecycle::RunState;
 use etter_core::steps::{Action, PriorOutcome, PriorStep, StepName, decide, hashed_upstream};
@@ -173,7 +174,7 @@ impl PipelineActivities {
                 record.error = Some(failure.to_pipeline_error(step));
                 if let Err(err) = self.runner.store().record_step(&input.workflow_id, record).await {
                     // The store is down: let Temporal retry the attempt rather than lose the record.
-                    tracing::warn!(run = %input.workflow_id, %step, "cannot record the step's failure: {err}");
+                    tracing::warn!(run = %input.workflow_id, %step, "cannot record the step's failure: {}", chain(&err));
                     return Err(StepFailure::from(err).into_activity_error());
                 }
                 tracing::info!(run = %input.workflow_id, %step, attempt, %status, "step failed: {failure}");

@@ -181,20 +181,24 @@ impl WorkerConfig {
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
+    use etter_core::error::chain;
 
     #[test]
     fn the_model_is_checked_and_the_servers_sections_ignored() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("etter.toml", "[server]\nlisten = \"127.0.0.1:1000\"\n[dispatch]\nclaim_batch = 7\n")?;
             jail.set_env("ETTER_LLM__PROVIDER", "openai");
-            let err = Config::load(Some(Path::new("etter.toml")), &[]).err().map(|e| e.to_string()).unwrap_or_default();
+            let err = Config::load(Some(Path::new("etter.toml")), &[])
+                .err()
+                .map(|e| chain(&e).to_string())
+                .unwrap_or_default();
             assert!(err.contains("llm.base_url"), "{err}");
             jail.set_env("ETTER_LLM__BASE_URL", "https://llm.example.com/v1");
             jail.set_env("ETTER_LLM__MODEL", "gpt-x");
-            let config = Config::load(Some(Path::new("etter.toml")), &[]).map_err(|e| e.to_string())?;
+            let config = Config::load(Some(Path::new("etter.toml")), &[]).map_err(|e| chain(&e).to_string())?;
             assert_eq!(config.llm.provider, etter_llm::ProviderKind::OpenAi);
             jail.set_env("ETTER_WORKER__RETRY_BACKOFF_COEFFICIENT", "0.5");
-            let err = Config::load(None, &[]).err().map(|e| e.to_string()).unwrap_or_default();
+            let err = Config::load(None, &[]).err().map(|e| chain(&e).to_string()).unwrap_or_default();
             assert!(err.contains("worker.retry_backoff_coefficient"), "{err}");
             Ok(())
         });
@@ -211,7 +215,7 @@ mod tests {
                 jail.set_env(key, "");
             }
             let refused = |missing_key: &str| -> Result<(), figment::Error> {
-                let err = Config::load(Some(example), &[]).err().map(|e| e.to_string()).unwrap_or_default();
+                let err = Config::load(Some(example), &[]).err().map(|e| chain(&e).to_string()).unwrap_or_default();
                 assert!(err.contains(missing_key), "want {missing_key} named: {err}");
                 Ok(())
             };
@@ -221,7 +225,7 @@ mod tests {
             jail.set_env("ETTER_GRAPH__PASSWORD", "neo4j-secret");
             refused("llm.api_key")?;
             jail.set_env("ETTER_LLM__API_KEY", "sk-test");
-            let config = Config::load(Some(example), &[]).map_err(|e| e.to_string())?;
+            let config = Config::load(Some(example), &[]).map_err(|e| chain(&e).to_string())?;
             assert_eq!(config.profile, Profile::Production);
             assert_eq!(config.llm.provider, etter_llm::ProviderKind::OpenAi);
             Ok(())

@@ -5,6 +5,7 @@
 //! (a missing or corrupt document, a refused request) fail the step at once, because retrying the
 //! same inputs cannot succeed.
 
+use etter_core::error::chain;
 use etter_core::steps::StepName;
 use etter_documents::DocumentError;
 use etter_graph::GraphError;
@@ -84,7 +85,7 @@ impl From<GraphError> for StepFailure {
     fn from(err: GraphError) -> Self {
         let recoverable = err.is_retryable();
         let code = if recoverable { "GRAPH_UNAVAILABLE" } else { "GRAPH_ERROR" };
-        Self { code: code.to_owned(), message: err.to_string(), recoverable }
+        Self { code: code.to_owned(), message: chain(&err).to_string(), recoverable }
     }
 }
 
@@ -92,7 +93,7 @@ impl From<LlmError> for StepFailure {
     fn from(err: LlmError) -> Self {
         let recoverable = err.is_retryable();
         let code = if recoverable { "LLM_UNAVAILABLE" } else { "LLM_ERROR" };
-        Self { code: code.to_owned(), message: err.to_string(), recoverable }
+        Self { code: code.to_owned(), message: chain(&err).to_string(), recoverable }
     }
 }
 
@@ -102,7 +103,8 @@ impl From<StoreError> for StepFailure {
         // another attempt would meet again.
         let recoverable = matches!(err, StoreError::Database(_) | StoreError::Io { .. });
         let code = if recoverable { "STORE_UNAVAILABLE" } else { "STORE_ERROR" };
-        Self { code: code.to_owned(), message: err.to_string(), recoverable }
+        // The message is all that travels: with the causes (sqlx's error is the source).
+        Self { code: code.to_owned(), message: chain(&err).to_string(), recoverable }
     }
 }
 

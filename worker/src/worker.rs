@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::config::Config;
 use etter_config::ConfigError;
 use etter_core::backoff::Backoff;
+use etter_core::error::chain;
 use etter_documents::{DocumentError, Documents};
 use etter_graph::GraphError;
 use etter_llm::LlmError;
@@ -35,16 +36,16 @@ pub enum RunError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The run store could not be opened.
-    #[error("cannot open the run store: {0}")]
+    #[error("cannot open the run store")]
     Store(#[from] StoreError),
     /// The role graph could not be opened.
-    #[error("cannot open the role graph: {0}")]
+    #[error("cannot open the role graph")]
     Graph(#[from] GraphError),
     /// The document loader could not be set up.
-    #[error("cannot set up document loading: {0}")]
+    #[error("cannot set up document loading")]
     Documents(#[from] DocumentError),
     /// The model provider could not be set up.
-    #[error("cannot set up the LLM provider: {0}")]
+    #[error("cannot set up the LLM provider")]
     Llm(#[from] LlmError),
     /// Fault injection was asked for and is not available.
     #[error(transparent)]
@@ -53,15 +54,22 @@ pub enum RunError {
     #[error(transparent)]
     Metrics(#[from] process::MetricsError),
     /// Temporal could not be reached, or the worker failed.
-    #[error("temporal: {0}")]
-    Temporal(String),
+    #[error("temporal: {what}")]
+    Temporal {
+        /// What failed (`cannot create the worker`).
+        what: String,
+        /// Why: the Temporal SDK's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// `redis.url` is unusable.
     #[error(transparent)]
     Fanout(#[from] etter_store::fanout::FanoutError),
 }
 
-fn temporal(err: impl std::fmt::Display) -> RunError {
-    RunError::Temporal(err.to_string())
+/// A [`RunError::Temporal`] saying `what` failed, with the SDK's error as its source.
+fn temporal<E: Into<Box<dyn std::error::Error + Send + Sync>>>(what: impl Into<String>) -> impl FnOnce(E) -> RunError {
+    let what = what.into();
+    move |err| RunError::Temporal { what, source: err.into() }
 }
 
 /// Runs the worker until `shutdown` resolves, then stops polling and lets running activities
@@ -92,7 +100,7 @@ pub async fn run_with_faults(
     let llm = etter_llm::provider_from_config(&config.llm)?;
     set_activity_policy(ActivityPolicy::from(&config.worker));
 
-    let url = Url::parse(&config.temporal.address).map_err(|e| temporal(format!("temporal.address: {e}")))?;
+    let url = Url::parse(&config.temporal.address).map_err(temporal("temporal.address is not a URL"))?;
     tokio::pin!(shutdown);
     // A worker may start before Temporal does (a host reboot, a deploy): wait for it rather than exit.
     let connection = tokio::select! {
@@ -102,8 +110,8 @@ pub async fn run_with_faults(
             return Ok(());
         }
     };
-    let client =
-        Client::new(connection, ClientOptions::new(config.temporal.namespace.clone()).build()).map_err(temporal)?;
+    let client = Client::new(connection, ClientOptions::new(config.temporal.namespace.clone()).build())
+        .map_err(temporal("cannot create the Temporal client"))?;
     ensure_scan_schedule(&client, &config).await;
 
     if !faults.is_empty() {
@@ -112,23 +120,24 @@ pub async fn run_with_faults(
     let runner = StepRunner::new(Arc::clone(&store), graph, Arc::clone(&documents), llm);
     let staleness = StalenessActivities::new(Arc::clone(&store), documents, runner.clone());
     let activities = PipelineActivities::new(runner, faults);
-    let runtime = Runtime::from_current_tokio(Default::default()).map_err(temporal)?;
+    let runtime =
+        Runtime::from_current_tokio(Default::default()).map_err(temporal("cannot start the Temporal runtime"))?;
     let options = WorkerOptions::new(config.temporal.task_queue.clone())
         .register_workflow::<RoleOnboarding>()
-        .map_err(temporal)?
+        .map_err(temporal("cannot register the RoleOnboarding workflow"))?
         .register_workflow::<AiAssessment>()
-        .map_err(temporal)?
+        .map_err(temporal("cannot register the AiAssessment workflow"))?
         .register_workflow::<TopTasks>()
-        .map_err(temporal)?
+        .map_err(temporal("cannot register the TopTasks workflow"))?
         .register_workflow::<SkillsAnalysis>()
-        .map_err(temporal)?
+        .map_err(temporal("cannot register the SkillsAnalysis workflow"))?
         .register_workflow::<StalenessScan>()
-        .map_err(temporal)?
+        .map_err(temporal("cannot register the StalenessScan workflow"))?
         .register_activities(activities)
         .register_activities(staleness)
         .tuner(tuner(config.worker.max_concurrent_activities))
         .build();
-    let mut worker = Worker::new(&runtime, client, options).map_err(temporal)?;
+    let mut worker = Worker::new(&runtime, client, options).map_err(temporal("cannot create the worker"))?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let metrics_addr = process::serve_metrics(config.worker.metrics_listen, "etter-worker", stopped(stop_rx)).await?;
@@ -165,21 +174,24 @@ pub async fn run_with_faults(
     };
     let _ = stop_tx.send(true);
     store.close().await;
-    result.map_err(temporal)
+    result.map_err(temporal("the worker failed"))
 }
 
 /// Runs a staleness scan now, on the workers of the configured task queue, and answers its report.
 pub async fn scan_now(config: &Config) -> Result<ScanReport, RunError> {
-    let url = Url::parse(&config.temporal.address).map_err(|e| temporal(format!("temporal.address: {e}")))?;
+    let url = Url::parse(&config.temporal.address).map_err(temporal("temporal.address is not a URL"))?;
     let connection = Connection::connect(ConnectionOptions::new(url).identity(identity()).build())
         .await
-        .map_err(|e| temporal(format!("cannot reach Temporal at {}: {e}", config.temporal.address)))?;
-    let client =
-        Client::new(connection, ClientOptions::new(config.temporal.namespace.clone()).build()).map_err(temporal)?;
+        .map_err(temporal(format!("cannot reach Temporal at {}", config.temporal.address)))?;
+    let client = Client::new(connection, ClientOptions::new(config.temporal.namespace.clone()).build())
+        .map_err(temporal("cannot create the Temporal client"))?;
     let id = format!("staleness-scan-now-{}", etter_store::now().timestamp_millis());
     let options = WorkflowStartOptions::new(config.temporal.task_queue.clone(), id).build();
-    let handle = client.start_workflow(StalenessScan::run, (), options).await.map_err(temporal)?;
-    handle.get_result(WorkflowGetResultOptions::default()).await.map_err(temporal)
+    let handle = client
+        .start_workflow(StalenessScan::run, (), options)
+        .await
+        .map_err(temporal("cannot start the staleness scan"))?;
+    handle.get_result(WorkflowGetResultOptions::default()).await.map_err(temporal("the staleness scan failed"))
 }
 
 /// The id of the staleness-scan schedule of a task queue.
@@ -194,7 +206,7 @@ async fn ensure_scan_schedule(client: &Client, config: &Config) {
     let interval = config.worker.staleness_scan_interval;
     // Replacing keeps the interval in step with the configuration when it changed.
     if let Err(err) = client.get_schedule_handle(id.clone()).delete(DeleteScheduleOptions::default()).await {
-        tracing::debug!(schedule = %id, "no schedule to replace: {err}");
+        tracing::debug!(schedule = %id, "no schedule to replace: {}", chain(&err));
     }
     if interval.is_zero() {
         tracing::info!("staleness scan schedule off (worker.staleness_scan_interval = 0s)");
@@ -213,7 +225,7 @@ async fn ensure_scan_schedule(client: &Client, config: &Config) {
         .build();
     match client.create_schedule(id.clone(), options).await {
         Ok(_) => tracing::info!(schedule = %id, ?interval, "staleness scan scheduled"),
-        Err(err) => tracing::warn!(schedule = %id, "cannot create the staleness scan schedule: {err}"),
+        Err(err) => tracing::warn!(schedule = %id, "cannot create the staleness scan schedule: {}", chain(&err)),
     }
 }
 
@@ -225,7 +237,7 @@ async fn connect_patiently(url: Url, address: &str) -> Connection {
             Ok(connection) => return connection,
             Err(err) => {
                 let wait = backoff.next_wait();
-                tracing::warn!(%address, retry_in = ?wait, "Temporal is not reachable yet: {err}");
+                tracing::warn!(%address, retry_in = ?wait, "Temporal is not reachable yet: {}", chain(&err));
                 tokio::time::sleep(wait).await;
             }
         }

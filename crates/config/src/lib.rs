@@ -113,8 +113,9 @@ pub enum ConfigError {
     /// The named configuration file does not exist.
     #[error("configuration file {0} does not exist")]
     MissingFile(PathBuf),
-    /// A layer could not be parsed or has an unknown or ill-typed key.
-    #[error("invalid configuration: {0}")]
+    /// A layer could not be parsed or has an unknown or ill-typed key; the source says which
+    /// key, in which layer.
+    #[error("invalid configuration")]
     Parse(#[from] Box<figment::Error>),
     /// Loaded, but a value is not acceptable.
     #[error("invalid configuration: `{key}` {problem}")]
@@ -412,7 +413,7 @@ mod tests {
                 &[("temporal.task_queue", "q-flag".to_owned())],
             )
             .map_err(|e| e.to_string())?;
-            let config: Reads = extract(&layers).map_err(|e| e.to_string())?;
+            let config: Reads = extract(&layers).map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
             assert_eq!(config.temporal.namespace, "from-env");
             assert_eq!(config.temporal.task_queue, "q-flag");
             assert_eq!(config.temporal.address, "http://127.0.0.1:7233");
@@ -436,11 +437,12 @@ mod tests {
             .unwrap_or_default();
             assert!(err.contains("unknown section `temporall`"), "{err}");
             jail.set_env("ETTER_TEMPORAL__NAMESPAEC", "x");
-            let err = extract::<Reads>(&layers(&Reads::default(), None, &[]).map_err(|e| e.to_string())?)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            assert!(err.contains("namespaec"), "{err}");
+            let err = extract::<Reads>(&layers(&Reads::default(), None, &[]).map_err(|e| e.to_string())?).err();
+            // The key is named by the source (figment's error), once, under the context.
+            let source = err.as_ref().and_then(std::error::Error::source).map(ToString::to_string).unwrap_or_default();
+            assert!(source.contains("namespaec"), "{source}");
+            let chain = err.map(|e| format!("{:#}", anyhow::Error::from(e))).unwrap_or_default();
+            assert!(chain.starts_with("invalid configuration: ") && chain.matches("namespaec").count() == 1, "{chain}");
             Ok(())
         });
         let missing = layers(&Reads::default(), Some(Path::new("/nonexistent/etter.toml")), &[]);

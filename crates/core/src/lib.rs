@@ -8,12 +8,14 @@
 //! - [`workflow`]: the interface between the server, which starts workflows, and the worker,
 //!   which runs them;
 //! - [`audit`]: the audit log's entries and their keyed hash chain;
-//! - [`backoff`]: the waits between attempts at a call to another system that failed.
+//! - [`backoff`]: the waits between attempts at a call to another system that failed;
+//! - [`error`]: printing an error with its causes, where only its text would otherwise be kept.
 //!
 //! Every other crate of the workspace builds on this one; it depends on none of them.
 
 pub mod audit;
 pub mod backoff;
+pub mod error;
 pub mod ids;
 pub mod lifecycle;
 pub mod outputs;

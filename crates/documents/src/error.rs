@@ -11,6 +11,12 @@ use super::DocumentFormat;
 /// a missing, empty, damaged, oversized or forbidden document stays so until someone changes it;
 /// an unavailable store or a busy worker may not.
 ///
+/// The reasons of underlying failures (an I/O error, the store's answer, the parser's complaint)
+/// are kept as text (`detail`, `problem`), not as [`source`](std::error::Error::source)s: this
+/// message is all that reaches the client (it becomes the step's failure, sent through Temporal),
+/// so the reason must be in it, and the document store's own errors are reduced to words that
+/// name no host before they get here.
+///
 /// [`recoverable`]: DocumentError::recoverable
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -324,7 +330,8 @@ impl From<etter_config::ConfigError> for DocumentError {
     fn from(error: etter_config::ConfigError) -> Self {
         match error {
             etter_config::ConfigError::Invalid { key, problem } => Self::Config { key, problem },
-            other => Self::Config { key: "documents", problem: other.to_string() },
+            // `problem` is all that is kept: the cause (figment's error naming the key) goes in too.
+            other => Self::Config { key: "documents", problem: etter_core::error::chain(&other).to_string() },
         }
     }
 }

@@ -22,6 +22,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use crate::Announce;
 use crate::RunStore;
 use crate::WatchScope;
+use etter_core::error::chain;
 use etter_core::ids::WorkflowId;
 
 /// The pub/sub channel.
@@ -38,11 +39,14 @@ const STORE_LOOKBACK: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 #[derive(Debug, thiserror::Error)]
 pub enum FanoutError {
     /// `redis.url` does not parse as a Redis URL.
-    #[error("redis.url is not usable: {0}")]
-    Url(String),
-    /// Redis did not answer a check.
+    #[error("redis.url is not usable")]
+    Url(#[source] redis::RedisError),
+    /// Redis could not be reached, or failed the check.
+    #[error("redis does not answer")]
+    Unreachable(#[source] redis::RedisError),
+    /// Redis did not answer the check in time, or answered something else than it should.
     #[error("redis does not answer: {0}")]
-    Unreachable(String),
+    NoAnswer(String),
 }
 
 /// Publishes the ids of runs with new events ([`Announce`] for the store).
@@ -53,7 +57,7 @@ pub struct Publisher {
 impl Publisher {
     /// Starts publishing to the Redis at `url` (connecting lazily, reconnecting as needed).
     pub fn start(url: &str) -> Result<Arc<Self>, FanoutError> {
-        let client = redis::Client::open(url).map_err(|e| FanoutError::Url(e.to_string()))?;
+        let client = redis::Client::open(url).map_err(FanoutError::Url)?;
         let (queue, mut ids) = mpsc::channel::<WorkflowId>(QUEUE);
         tokio::spawn(async move {
             let mut connection = None;
@@ -132,7 +136,7 @@ impl Hub {
 
     /// Feeds the hub from the Redis at `url` until `drain` turns true, reconnecting after failures.
     pub fn follow_redis(&self, url: &str, mut drain: watch::Receiver<bool>) -> Result<(), FanoutError> {
-        let client = redis::Client::open(url).map_err(|e| FanoutError::Url(e.to_string()))?;
+        let client = redis::Client::open(url).map_err(FanoutError::Url)?;
         let sender = self.sender.clone();
         tokio::spawn(async move {
             let mut warned = false;
@@ -236,7 +240,7 @@ impl Hub {
                     }
                     Err(e) => {
                         if !warned {
-                            tracing::warn!(error = %e, "cannot look for changed runs; live updates poll until it answers");
+                            tracing::warn!(error = %chain(&e), "cannot look for changed runs; live updates poll until it answers");
                             warned = true;
                         }
                     }
@@ -256,7 +260,7 @@ pub struct Probe {
 impl Probe {
     /// A probe of the Redis at `url` (nothing is connected until the first [`Probe::ping`]).
     pub fn new(url: &str) -> Result<Self, FanoutError> {
-        let client = redis::Client::open(url).map_err(|e| FanoutError::Url(e.to_string()))?;
+        let client = redis::Client::open(url).map_err(FanoutError::Url)?;
         Ok(Self { client, connection: tokio::sync::Mutex::new(None) })
     }
 
@@ -274,13 +278,12 @@ impl Probe {
             Ok::<_, redis::RedisError>(pong)
         })
         .await;
-        let failure = match answer {
-            Ok(Ok(pong)) if pong == "PONG" => return Ok(()),
-            Ok(Ok(other)) => format!("PING answered {other:?}"),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no answer to PING within {bound:?}"),
-        };
-        Err(FanoutError::Unreachable(failure))
+        match answer {
+            Ok(Ok(pong)) if pong == "PONG" => Ok(()),
+            Ok(Ok(other)) => Err(FanoutError::NoAnswer(format!("PING answered {other:?}"))),
+            Ok(Err(e)) => Err(FanoutError::Unreachable(e)),
+            Err(_) => Err(FanoutError::NoAnswer(format!("no answer to PING within {bound:?}"))),
+        }
     }
 }
 

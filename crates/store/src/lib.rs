@@ -68,6 +68,10 @@ pub fn truncate(time: Timestamp) -> Timestamp {
 }
 
 /// Why a store operation failed. Messages say what to do where the caller can do something.
+///
+/// Where an underlying error (sqlx's, an I/O error, a parser's) is the cause, it is the error's
+/// [`source`](std::error::Error::source) and not part of its message: print the chain
+/// ([`etter_core::error::chain`], `anyhow`'s `{:#}`) to see it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -124,21 +128,29 @@ pub enum StoreError {
     #[error("page_token is not valid; start again from the first page with an empty page_token")]
     InvalidPageToken,
     /// Stored data could not be read back (a row that does not parse). Not retryable.
-    #[error("stored data is not readable: {0}")]
-    Corrupt(String),
-    /// The SQLite file or its directory could not be created.
-    #[error("cannot create the store directory {path}: {source}")]
+    #[error("stored data is not readable: {what}")]
+    Corrupt {
+        /// Which value, and what is wrong with it when no parser said it.
+        what: String,
+        /// The parser's complaint, when one did.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The SQLite file's directory or its migration lock could not be created.
+    #[error("cannot {action} {path}")]
     Io {
-        /// The directory.
+        /// What was being done (`create the store directory`).
+        action: &'static str,
+        /// The directory or file.
         path: PathBuf,
         /// Why.
         source: std::io::Error,
     },
     /// Applying the schema migrations failed.
-    #[error("cannot migrate the store schema: {0}")]
+    #[error("cannot migrate the store schema")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// The database failed or could not be reached.
-    #[error("store database error: {0}")]
+    #[error("store database error")]
     Database(#[from] sqlx::Error),
 }
 
@@ -1241,6 +1253,44 @@ pub async fn connect_with(location: &StoreLocation, options: &StoreOptions) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The error of a connection attempt (`Arc<dyn RunStore>` has no `Debug`, so no `unwrap_err`).
+    async fn connect_error(location: StoreLocation) -> Option<StoreError> {
+        connect(&location).await.err()
+    }
+
+    #[tokio::test]
+    async fn a_bad_store_url_keeps_sqlx_error_as_the_source() -> anyhow::Result<()> {
+        let err = connect_error(StoreLocation::Postgres("postgres://etter@localhost:notaport/etter".to_owned())).await;
+        let Some(err @ StoreError::Database(_)) = err else { anyhow::bail!("want a database error, got {err:?}") };
+        assert_eq!(err.to_string(), "store database error");
+        let source = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<sqlx::Error>());
+        assert!(matches!(source, Some(sqlx::Error::Configuration(_))), "{source:?}");
+        let chain = etter_core::error::chain(&err).to_string();
+        assert!(chain.starts_with("store database error: ") && chain.len() > "store database error: ".len(), "{chain}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_unusable_sqlite_directory_is_named_with_the_os_error_as_the_source() -> anyhow::Result<()> {
+        // A directory cannot be created under a regular file (the test binary).
+        let file = std::env::current_exe()?;
+        let err = connect_error(StoreLocation::Sqlite(file.join("sub").join("etter.db"))).await;
+        let Some(err @ StoreError::Io { .. }) = err else { anyhow::bail!("want an I/O error, got {err:?}") };
+        assert_eq!(err.to_string(), format!("cannot create the store directory {}", file.join("sub").display()));
+        let source = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert!(source.is_some(), "{err:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn an_unparsable_stored_value_keeps_the_parsers_error_as_the_source() {
+        let err = values::id("Not An Id".to_owned(), etter_core::ids::CompanyId::parse).err();
+        let Some(err @ StoreError::Corrupt { .. }) = err else { panic!("want a corrupt value, got {err:?}") };
+        assert_eq!(err.to_string(), "stored data is not readable: stored id \"Not An Id\"");
+        let source = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<etter_core::ids::InvalidId>());
+        assert_eq!(source.map(|s| s.what), Some("company_id"));
+    }
 
     #[test]
     fn stored_names_round_trip() {

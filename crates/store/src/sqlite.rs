@@ -43,9 +43,11 @@ impl Sqlite {
     /// Creates the file (and its directory) if needed, connects and applies the migrations.
     pub(super) async fn connect(path: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+            tokio::fs::create_dir_all(dir).await.map_err(|source| StoreError::Io {
+                action: "create the store directory",
+                path: dir.to_path_buf(),
+                source,
+            })?;
         }
         let connect = SqliteConnectOptions::new()
             .filename(path)
@@ -71,7 +73,7 @@ async fn migration_lock(database: &Path) -> Result<std::fs::File, StoreError> {
     let mut name = database.as_os_str().to_owned();
     name.push(".migrate.lock");
     let path = std::path::PathBuf::from(name);
-    let io = |source| StoreError::Io { path: path.clone(), source };
+    let io = |source| StoreError::Io { action: "take the migration lock", path: path.clone(), source };
     let locking = path.clone();
     let locked = tokio::task::spawn_blocking(move || {
         let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&locking)?;
@@ -110,8 +112,10 @@ fn opt_micros(time: Option<Timestamp>) -> Option<i64> {
 }
 
 fn from_micros(col: &str, value: i64) -> Result<Timestamp, StoreError> {
-    DateTime::from_timestamp_micros(value)
-        .ok_or_else(|| StoreError::Corrupt(format!("column {col} holds an impossible time {value}")))
+    DateTime::from_timestamp_micros(value).ok_or_else(|| StoreError::Corrupt {
+        what: format!("column {col} holds an impossible time {value}"),
+        source: None,
+    })
 }
 
 /// The stored form of a day: `YYYY-MM-DD`, which sorts as dates do.
@@ -135,8 +139,10 @@ impl Row for SqliteRow {
     }
     fn day(&self, col: &str) -> Result<NaiveDate, StoreError> {
         let text: String = self.try_get(col)?;
-        NaiveDate::parse_from_str(&text, "%Y-%m-%d")
-            .map_err(|e| StoreError::Corrupt(format!("column {col} holds an impossible day {text:?}: {e}")))
+        NaiveDate::parse_from_str(&text, "%Y-%m-%d").map_err(|e| StoreError::Corrupt {
+            what: format!("column {col} holds an impossible day {text:?}"),
+            source: Some(Box::new(e)),
+        })
     }
 }
 

@@ -7,13 +7,23 @@ use etter_core::lifecycle::RunState;
 
 use super::StoreError;
 
-pub(super) fn corrupt(what: &str, value: &str, why: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what} {value:?}: {why}"))
+/// A stored `value` of `what` that is not readable, for the reason `why`.
+pub(super) fn corrupt(what: &str, value: &str, why: &str) -> StoreError {
+    StoreError::Corrupt { what: format!("{what} {value:?}: {why}"), source: None }
+}
+
+/// A stored `value` of `what` that a parser refused, with the parser's error as the source.
+pub(super) fn unparsable(
+    what: &str,
+    value: &str,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> StoreError {
+    StoreError::Corrupt { what: format!("{what} {value:?}"), source: Some(Box::new(source)) }
 }
 
 /// Parses a stored identifier.
 pub(super) fn id<T>(value: String, parse: fn(&str) -> Result<T, InvalidId>) -> Result<T, StoreError> {
-    parse(&value).map_err(|e| corrupt("stored id", &value, e))
+    parse(&value).map_err(|e| unparsable("stored id", &value, e))
 }
 
 pub(super) fn opt_id<T>(

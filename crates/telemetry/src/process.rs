@@ -88,27 +88,29 @@ pub fn print_ready_line(binary: &str, fields: &[(&str, String)]) {
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     /// The listener could not be bound.
-    #[error("cannot listen for /metrics on {addr}: {source}")]
+    #[error("cannot listen for /metrics on {addr}")]
     Bind {
         /// The configured address.
         addr: std::net::SocketAddr,
         /// The OS error.
         source: std::io::Error,
     },
-    /// Another recorder is installed already.
-    #[error("cannot install the Prometheus recorder: {0}")]
-    Recorder(String),
+    /// Another recorder is installed already. Shared: the process keeps the first attempt's
+    /// outcome, and every later caller gets the same error.
+    #[error("cannot install the Prometheus recorder")]
+    Recorder(#[source] std::sync::Arc<metrics_exporter_prometheus::BuildError>),
 }
 
 /// The process-wide Prometheus recorder, installed on first use (a process has one recorder; tests
 /// may serve several times in one process).
 fn prometheus_handle() -> Result<metrics_exporter_prometheus::PrometheusHandle, MetricsError> {
-    type Installed = Result<metrics_exporter_prometheus::PrometheusHandle, String>;
+    type Installed =
+        Result<metrics_exporter_prometheus::PrometheusHandle, std::sync::Arc<metrics_exporter_prometheus::BuildError>>;
     static HANDLE: std::sync::OnceLock<Installed> = std::sync::OnceLock::new();
     // `get_or_init` runs one initializer at a time, so concurrent first calls install once.
     HANDLE
         .get_or_init(|| {
-            metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().map_err(|e| e.to_string())
+            metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().map_err(std::sync::Arc::new)
         })
         .clone()
         .map_err(MetricsError::Recorder)
@@ -138,4 +140,21 @@ pub async fn serve_metrics(
         }
     });
     Ok(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_taken_metrics_address_is_named_with_the_os_error_as_its_source() -> std::io::Result<()> {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = taken.local_addr()?;
+        let err = serve_metrics(addr, "test", std::future::pending()).await.err();
+        let Some(err @ MetricsError::Bind { .. }) = err else { panic!("want a bind error, got {err:?}") };
+        assert_eq!(err.to_string(), format!("cannot listen for /metrics on {addr}"));
+        let source = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(source.map(std::io::Error::kind), Some(std::io::ErrorKind::AddrInUse));
+        Ok(())
+    }
 }
