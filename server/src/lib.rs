@@ -110,174 +110,49 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         .await
         .map_err(|source| ServeError::Bind { addr: config.server.listen, source })?;
     let local_addr = listener.local_addr().map_err(|source| ServeError::Bind { addr: config.server.listen, source })?;
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
 
     // The run store first: nothing is acknowledged that is not stored. Migrations run here.
-    let location = config.store_location()?;
-    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
-    // Watch streams wake when runs move: through Redis (every replica, the worker's steps too)
-    // when configured, else from this server's own writes and a frequent look at the store for
-    // others'; they poll the store either way.
-    let hub = fanout::Hub::new();
-    let announce: Arc<dyn etter_store::Announce> = match config.redis.url.expose() {
-        Some(url) => {
-            hub.follow_redis(url, drain_rx.clone())?;
-            fanout::Publisher::start(url)?
-        }
-        None => Arc::new(hub.clone()),
-    };
-    // GetStatus keeps ended runs; this server's writes make it forget them before they are
-    // acknowledged, others' writes as the hub learns of them.
-    let ended_runs = Arc::new(status::EndedRuns::default());
-    tokio::spawn(Arc::clone(&ended_runs).follow(hub.subscribe()));
-    let announce: Arc<dyn etter_store::Announce> =
-        Arc::new(status::Forget { ended: Arc::clone(&ended_runs), then: announce });
-    let options = StoreOptions {
-        max_connections: config.store.max_connections,
-        announce: Some(announce),
-        ..StoreOptions::default()
-    };
-    let redis_probe = config.redis.url.expose().map(fanout::Probe::new).transpose()?;
-    let with_redis = redis_probe.is_some();
-    let store = etter_store::connect_with(&location, &options).await?;
-    if !with_redis {
-        // Other processes' writes (the worker's steps) wake streams through the store instead.
-        // Wanted by watch streams (the ended runs' follower is the hub's one other receiver),
-        // and by the ended runs kept, which others' writes make stale.
-        let (watched, ended) = (hub.clone(), Arc::clone(&ended_runs));
-        let wanted = move || watched.receivers() > 1 || !ended.is_empty();
-        hub.follow_store(Arc::clone(&store), config.server.change_poll_interval, drain_rx.clone(), wanted);
-    }
-    tracing::info!(backend = store.backend(), "run store ready");
-
+    let mut stores = Stores::open(&config, &drain_rx).await?;
     let metrics_addr =
         process::serve_metrics(config.server.metrics_listen, "etter-server", draining(drain_rx.clone())).await?;
     etter_telemetry::metrics::describe();
-
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    // Older grpcurl speaks only v1alpha; both dialects serve the contract and health.
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(etter_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
-
-    let refusals = Arc::new(refusals::Refusals::new(config.limits.refused_per_minute));
-    let (audit_log, audit_writer) = audit::AuditLog::new(Arc::clone(&store), audit::chain_key(&config)?);
-    let audit_log = audit_log.with_refusals(Arc::clone(&refusals));
-    let audit_writer = tokio::spawn(audit_writer.run());
-    let authenticator =
-        auth::Authenticator::new(&config.auth, &config.data_dir)?.with_audit(audit_log.clone()).with_refusals(refusals);
-    let pruned = authenticator.clone();
-    let malformed = malformed::MalformedLayer { audit: audit_log.clone(), authenticator: authenticator.clone() };
-
-    let instance = format!("etter-server-{}-{:08x}", std::process::id(), random_u128() & 0xffff_ffff);
-    let orchestrator: Arc<dyn Orchestrator> = Arc::new(TemporalOrchestrator::new(TemporalSettings::from_config(
-        &config,
-        config.dispatch.temporal_timeout,
-        instance.clone(),
-    )));
-    let companies = Arc::new(companies::Companies::load(
-        &config.server.companies_file,
-        companies::CompanyLimits::defaults(&config.limits),
-    )?);
-    let limits = Arc::new(limits::Limits::new(Arc::clone(&companies), &config.limits));
-    let deliverer =
-        webhook::Deliverer::new(Arc::clone(&store), Arc::clone(&companies), config.server.clone(), instance.clone())?;
-    let wake_dispatcher = Arc::new(tokio::sync::Notify::new());
+    // Every handle on the audit log is moved into what serves (the API, the authenticator, the
+    // malformed-request layer): when the server ends they go, and the writer finishes.
+    let Admission { audit, audit_writer, authenticator, malformed } = Admission::new(&config, &stores)?;
     let config = Arc::new(config);
-    let dispatcher = Arc::new(dispatch::Dispatcher::new(
-        Arc::clone(&store),
-        Arc::clone(&orchestrator),
-        config.dispatch.clone(),
-        instance,
-        wake_dispatcher,
-    ));
-    let reconciler =
-        dispatch::Reconciler::new(Arc::clone(&store), Arc::clone(&orchestrator), config.dispatch.reconcile_interval);
-    // The role graph opens on first use: a graph that is down never keeps the server from starting.
-    let graph = Arc::new(graph::GraphReader::new(config.graph.clone(), config.data_dir.clone()));
-    // Estimates follow measured step costs, re-read in the background.
-    let estimator = Arc::new(estimate::Estimator::new(config.dispatch.clone()).with_prices(&config.limits));
-    if let Err(e) = estimator.refresh(store.as_ref()).await {
-        tracing::warn!(error = %chain(&e), "cannot read step measurements; estimates use the configured defaults");
-    }
-    tokio::spawn(estimate::refresh_periodically(
-        Arc::clone(&estimator),
-        Arc::clone(&store),
-        draining(drain_rx.clone()),
-    ));
-    let console_routes = console::router(Arc::clone(&config))?;
-    let api = api::PipelineApi {
-        store: Arc::clone(&store),
-        orchestrator: Arc::clone(&orchestrator),
-        graph: Arc::clone(&graph),
+    let control = ControlPlane::new(&config, &stores, &drain_rx).await?;
+    let api = Arc::new(api::PipelineApi {
+        store: Arc::clone(&stores.store),
+        orchestrator: Arc::clone(&control.orchestrator),
+        graph: Arc::clone(&control.graph),
         config: Arc::clone(&config),
-        estimator,
-        dispatcher: Arc::clone(&dispatcher),
+        estimator: Arc::clone(&control.estimator),
+        dispatcher: Arc::clone(&control.dispatcher),
         drain: drain_rx.clone(),
-        moved: hub,
-        limits: Arc::clone(&limits),
-        audit: audit_log,
+        moved: stores.hub.clone(),
+        limits: Arc::clone(&control.limits),
+        audit,
         watch_reads: Arc::default(),
         kept_steps: Arc::default(),
-        ended_runs,
+        ended_runs: Arc::clone(&stores.ended_runs),
         tokens: Arc::new(tokens::TokenKeys::from_config(&config.server, &config.data_dir)?),
-    };
-    // Health and reflection stay open; every PipelineService call is authenticated.
-    let api = Arc::new(api);
-    let max_request = usize::try_from(config.server.max_request_bytes).unwrap_or(usize::MAX);
-    let pipeline = tonic::service::interceptor::InterceptedService::new(
-        PipelineServiceServer::from_arc(Arc::clone(&api)).max_decoding_message_size(max_request),
-        authenticator.clone(),
-    );
-    // WatchStatus sends events encoded once for all its streams (watch::wire); the static path
-    // takes precedence over the service's wildcard route.
-    let watch_route =
-        tonic::service::interceptor::InterceptedService::new(api::WatchRoute::new(api, max_request), authenticator);
+    });
+    let routes = routes(&config, api, &authenticator, health_service)?;
+
     // The store answered (it was just migrated); Temporal and the graph are unknown until their
     // first check.
     health::report_store(&health_reporter, true).await;
-    health::report_dependencies_down(&health_reporter, redis_probe.is_some()).await;
-    let background = [
-        tokio::spawn(dispatcher.run(drain_rx.clone())),
-        tokio::spawn(reconciler.run(drain_rx.clone())),
-        tokio::spawn(deliverer.run(drain_rx.clone())),
-        tokio::spawn(Arc::clone(&companies).watch(drain_rx.clone())),
-        tokio::spawn(prune_periodically(pruned, limits, drain_rx.clone())),
-        tokio::spawn(observe_queue(Arc::clone(&store), config.server.health_check_interval, drain_rx.clone())),
-        tokio::spawn(health::run(
-            health_reporter.clone(),
-            health::Checked { store: Arc::clone(&store), orchestrator, graph, redis: redis_probe },
-            config.server.health_check_interval,
-            drain_rx.clone(),
-        )),
-    ];
-
-    let grace = config.server.shutdown_grace;
-    let reporter = health_reporter.clone();
+    let redis = stores.redis.take();
+    let with_redis = redis.is_some();
+    health::report_dependencies_down(&health_reporter, with_redis).await;
+    let background = control.spawn(&config, &stores.store, redis, authenticator, health_reporter.clone(), &drain_rx);
     let stop = async move {
         shutdown.await;
-        health::report_draining(&reporter, with_redis).await;
+        health::report_draining(&health_reporter, with_redis).await;
         let _ = drain_tx.send(true);
         tracing::info!("draining");
-    };
-
-    // grpc-web is translated for the gRPC services only: tonic-web answers any other HTTP/1
-    // request 400, and the console's page is plain HTTP/1 on the same port.
-    let grpc = tonic::service::Routes::new(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(pipeline)
-        .into_axum_router()
-        .route_service(api::WATCH_PATH, watch_route)
-        .layer(tonic_web::GrpcWebLayer::new())
-        // CORS for the API only: the console's routes, merged below, answer no other origin.
-        .layer(cors_layer(&config.server.cors_allowed_origins));
-    let routes = match console_routes {
-        Some(page) => grpc.merge(page),
-        None => grpc,
     };
     let server = Server::builder()
         .accept_http1(true)
@@ -291,13 +166,13 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
             TcpIncoming::from(listener).with_nodelay(Some(true)).map(|accepted| accepted.map(coalesce::Coalesced::tcp)),
             stop,
         );
-
     tracing::info!(addr = %local_addr, "etter-server listening");
     process::print_ready_line(
         "etter-server",
         &[("grpc_addr", local_addr.to_string()), ("metrics_addr", metrics_addr.to_string())],
     );
 
+    let grace = config.server.shutdown_grace;
     tokio::select! {
         result = server => result?,
         () = grace_elapsed(drain_rx, grace) => {
@@ -314,9 +189,212 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     if tokio::time::timeout(grace, audit_writer).await.is_err() {
         tracing::error!("the audit writer did not finish within the shutdown grace; queued entries are lost");
     }
-    store.close().await;
+    stores.store.close().await;
     tracing::info!("etter-server stopped");
     Ok(())
+}
+
+/// The run store and how this server learns that runs moved.
+struct Stores {
+    store: Arc<dyn etter_store::RunStore>,
+    /// Wakes watch streams when runs move.
+    hub: fanout::Hub,
+    /// Ended runs GetStatus keeps; writes make it forget them.
+    ended_runs: Arc<status::EndedRuns>,
+    /// Redis's health check, when Redis carries the fan-out (taken by the health loop).
+    redis: Option<fanout::Probe>,
+}
+
+impl Stores {
+    /// Opens (and migrates) the run store. Watch streams wake when runs move: through Redis
+    /// (every replica, the worker's steps too) when configured, else from this server's own
+    /// writes and a frequent look at the store for others'; they poll the store either way.
+    async fn open(config: &Config, drain: &tokio::sync::watch::Receiver<bool>) -> Result<Self, ServeError> {
+        let location = config.store_location()?;
+        let hub = fanout::Hub::new();
+        let announce: Arc<dyn etter_store::Announce> = match config.redis.url.expose() {
+            Some(url) => {
+                hub.follow_redis(url, drain.clone())?;
+                fanout::Publisher::start(url)?
+            }
+            None => Arc::new(hub.clone()),
+        };
+        // GetStatus keeps ended runs; this server's writes make it forget them before they are
+        // acknowledged, others' writes as the hub learns of them.
+        let ended_runs = Arc::new(status::EndedRuns::default());
+        tokio::spawn(Arc::clone(&ended_runs).follow(hub.subscribe()));
+        let announce: Arc<dyn etter_store::Announce> =
+            Arc::new(status::Forget { ended: Arc::clone(&ended_runs), then: announce });
+        let options = StoreOptions {
+            max_connections: config.store.max_connections,
+            announce: Some(announce),
+            ..StoreOptions::default()
+        };
+        let redis = config.redis.url.expose().map(fanout::Probe::new).transpose()?;
+        let store = etter_store::connect_with(&location, &options).await?;
+        if redis.is_none() {
+            // Other processes' writes (the worker's steps) wake streams through the store instead.
+            // Wanted by watch streams (the ended runs' follower is the hub's one other receiver),
+            // and by the ended runs kept, which others' writes make stale.
+            let (watched, ended) = (hub.clone(), Arc::clone(&ended_runs));
+            let wanted = move || watched.receivers() > 1 || !ended.is_empty();
+            hub.follow_store(Arc::clone(&store), config.server.change_poll_interval, drain.clone(), wanted);
+        }
+        tracing::info!(backend = store.backend(), "run store ready");
+        Ok(Self { store, hub, ended_runs, redis })
+    }
+}
+
+/// Who may call, and what is written down about it: the audit log (and its writer), the
+/// authenticator, and the layer that audits requests too malformed to reach a handler.
+struct Admission {
+    audit: audit::AuditLog,
+    audit_writer: tokio::task::JoinHandle<()>,
+    authenticator: auth::Authenticator,
+    malformed: malformed::MalformedLayer,
+}
+
+impl Admission {
+    fn new(config: &Config, stores: &Stores) -> Result<Self, ServeError> {
+        let refusals = Arc::new(refusals::Refusals::new(config.limits.refused_per_minute));
+        let (audit, writer) = audit::AuditLog::new(Arc::clone(&stores.store), audit::chain_key(config)?);
+        let audit = audit.with_refusals(Arc::clone(&refusals));
+        let audit_writer = tokio::spawn(writer.run());
+        let authenticator =
+            auth::Authenticator::new(&config.auth, &config.data_dir)?.with_audit(audit.clone()).with_refusals(refusals);
+        let malformed = malformed::MalformedLayer { audit: audit.clone(), authenticator: authenticator.clone() };
+        Ok(Self { audit, audit_writer, authenticator, malformed })
+    }
+}
+
+/// What moves runs along besides the calls: the dispatcher and reconciler over Temporal, webhook
+/// deliveries, per-company settings and limits, the role graph and the estimates.
+struct ControlPlane {
+    orchestrator: Arc<dyn Orchestrator>,
+    companies: Arc<companies::Companies>,
+    limits: Arc<limits::Limits>,
+    deliverer: webhook::Deliverer,
+    dispatcher: Arc<dispatch::Dispatcher>,
+    reconciler: dispatch::Reconciler,
+    graph: Arc<graph::GraphReader>,
+    estimator: Arc<estimate::Estimator>,
+}
+
+impl ControlPlane {
+    async fn new(
+        config: &Arc<Config>,
+        stores: &Stores,
+        drain: &tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Self, ServeError> {
+        let store = &stores.store;
+        let instance = format!("etter-server-{}-{:08x}", std::process::id(), random_u128() & 0xffff_ffff);
+        let orchestrator: Arc<dyn Orchestrator> = Arc::new(TemporalOrchestrator::new(TemporalSettings::from_config(
+            config,
+            config.dispatch.temporal_timeout,
+            instance.clone(),
+        )));
+        let companies = Arc::new(companies::Companies::load(
+            &config.server.companies_file,
+            companies::CompanyLimits::defaults(&config.limits),
+        )?);
+        let limits = Arc::new(limits::Limits::new(Arc::clone(&companies), &config.limits));
+        let deliverer = webhook::Deliverer::new(
+            Arc::clone(store),
+            Arc::clone(&companies),
+            config.server.clone(),
+            instance.clone(),
+        )?;
+        let dispatcher = Arc::new(dispatch::Dispatcher::new(
+            Arc::clone(store),
+            Arc::clone(&orchestrator),
+            config.dispatch.clone(),
+            instance,
+            Arc::new(tokio::sync::Notify::new()),
+        ));
+        let reconciler =
+            dispatch::Reconciler::new(Arc::clone(store), Arc::clone(&orchestrator), config.dispatch.reconcile_interval);
+        // The role graph opens on first use: a graph that is down never keeps the server from
+        // starting.
+        let graph = Arc::new(graph::GraphReader::new(config.graph.clone(), config.data_dir.clone()));
+        // Estimates follow measured step costs, re-read in the background.
+        let estimator = Arc::new(estimate::Estimator::new(config.dispatch.clone()).with_prices(&config.limits));
+        if let Err(e) = estimator.refresh(store.as_ref()).await {
+            tracing::warn!(error = %chain(&e), "cannot read step measurements; estimates use the configured defaults");
+        }
+        tokio::spawn(estimate::refresh_periodically(
+            Arc::clone(&estimator),
+            Arc::clone(store),
+            draining(drain.clone()),
+        ));
+        Ok(Self { orchestrator, companies, limits, deliverer, dispatcher, reconciler, graph, estimator })
+    }
+
+    /// Starts the background loops; each ends when the server drains.
+    fn spawn(
+        self,
+        config: &Config,
+        store: &Arc<dyn etter_store::RunStore>,
+        redis: Option<fanout::Probe>,
+        authenticator: auth::Authenticator,
+        health: tonic_health::server::HealthReporter,
+        drain: &tokio::sync::watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let every = config.server.health_check_interval;
+        let checked =
+            health::Checked { store: Arc::clone(store), orchestrator: self.orchestrator, graph: self.graph, redis };
+        vec![
+            tokio::spawn(self.dispatcher.run(drain.clone())),
+            tokio::spawn(self.reconciler.run(drain.clone())),
+            tokio::spawn(self.deliverer.run(drain.clone())),
+            tokio::spawn(Arc::clone(&self.companies).watch(drain.clone())),
+            tokio::spawn(prune_periodically(authenticator, self.limits, drain.clone())),
+            tokio::spawn(observe_queue(Arc::clone(store), every, drain.clone())),
+            tokio::spawn(health::run(health, checked, every, drain.clone())),
+        ]
+    }
+}
+
+/// Every route of the port: health and reflection (open), the pipeline service and its watch
+/// route (authenticated), grpc-web and CORS for them, and the console's page when it is on.
+fn routes(
+    config: &Arc<Config>,
+    api: Arc<api::PipelineApi>,
+    authenticator: &auth::Authenticator,
+    health_service: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) -> Result<axum::Router, ServeError> {
+    // Older grpcurl speaks only v1alpha; both dialects serve the contract and health.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(etter_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let max_request = usize::try_from(config.server.max_request_bytes).unwrap_or(usize::MAX);
+    // Health and reflection stay open; every PipelineService call is authenticated.
+    let pipeline = tonic::service::interceptor::InterceptedService::new(
+        PipelineServiceServer::from_arc(Arc::clone(&api)).max_decoding_message_size(max_request),
+        authenticator.clone(),
+    );
+    // WatchStatus sends events encoded once for all its streams (watch::wire); the static path
+    // takes precedence over the service's wildcard route.
+    let watch_route = tonic::service::interceptor::InterceptedService::new(
+        api::WatchRoute::new(api, max_request),
+        authenticator.clone(),
+    );
+    // grpc-web is translated for the gRPC services only: tonic-web answers any other HTTP/1
+    // request 400, and the console's page is plain HTTP/1 on the same port.
+    let grpc = tonic::service::Routes::new(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(pipeline)
+        .into_axum_router()
+        .route_service(api::WATCH_PATH, watch_route)
+        .layer(tonic_web::GrpcWebLayer::new())
+        // CORS for the API only: the console's routes, merged below, answer no other origin.
+        .layer(cors_layer(&config.server.cors_allowed_origins));
+    Ok(match console::router(Arc::clone(config))? {
+        Some(page) => grpc.merge(page),
+        None => grpc,
+    })
 }
 
 /// 128 random bits (batch ids, trace ids, instance names). Without the OS's randomness they still
