@@ -55,15 +55,21 @@ impl Sqlite {
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(options.sqlite_busy_timeout)
             .foreign_keys(true);
-        let pool = super::sql::pool_options(options.max_connections).connect_with(connect).await?;
         // sqlx takes no lock on SQLite: two processes opening an empty file at once would both
-        // apply the first migration ("table roles already exists"). An exclusive lock on a file
-        // beside the database serializes them; the second finds the migrations applied.
+        // apply the first migration ("table roles already exists"), and one's switch of a new
+        // file to WAL can meet the other's first write ("database is locked", which the busy
+        // timeout does not cover for a journal-mode change). An exclusive lock on a file beside
+        // the database serializes the first connection and the migrations; the second opener
+        // finds the file in WAL mode and the migrations applied.
         let lock = migration_lock(path).await?;
-        let migrated = sqlx::migrate!("./migrations/sqlite").run(&pool).await;
+        let opened = async {
+            let pool = super::sql::pool_options(options.max_connections).connect_with(connect).await?;
+            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+            Ok::<_, StoreError>(pool)
+        }
+        .await;
         drop(lock);
-        migrated?;
-        Ok(Sqlite { pool })
+        Ok(Sqlite { pool: opened? })
     }
 }
 
