@@ -23,7 +23,7 @@ use etter_core::ids::{BatchId, CompanyId, DraupRoleId, RoleId, RoleName, TraceId
 use etter_core::lifecycle::RunState;
 use etter_documents::DocumentsConfig;
 use etter_proto::v1 as pb;
-use etter_store::{Admission, Batch, DocumentRef, FieldViolation, NewBatch, NewRun, RunStore, StoreError};
+use etter_store::{Admission, Batch, Created, DocumentRef, FieldViolation, NewBatch, NewRun, RunStore, StoreError};
 use prost::Message as _;
 use sha2::{Digest as _, Sha256};
 use tonic_types::pb::bad_request::FieldViolation as FieldViolationPb;
@@ -91,11 +91,88 @@ pub async fn push_batch(
         return Ok(answer);
     }
 
+    let (decided, new_runs) = decide(cx, principal, &company, &request)?;
+    admit_whole(cx, &company, &new_runs).await?;
+    let batch = NewBatch { id: BatchId::from_random(crate::random_u128()), company: company.clone(), request_id };
+    let created = cx.store.create_batch(batch, new_runs).await?;
+    let positions: HashMap<WorkflowId, u32> =
+        cx.store.queue_positions(&company).await?.into_iter().map(|p| (p.workflow_id, p.position)).collect();
+    let mut tokens = 0_i64;
+    let items = request
+        .items
+        .iter()
+        .zip(&decided)
+        .enumerate()
+        .map(|(index, (item, decision))| {
+            let mut result = pb::PushBatchItemResult {
+                index: i32::try_from(index).unwrap_or(i32::MAX),
+                client_ref: item.client_ref.clone(),
+                ..Default::default()
+            };
+            match decision {
+                Item::Stored(at) => match &created.items[*at] {
+                    Ok(done) => {
+                        if done.created && done.run.state != RunState::ValidationError {
+                            tokens = tokens.saturating_add(done.run.token_estimate);
+                        }
+                        stored_result(&mut result, done, &positions);
+                    }
+                    Err(err) => {
+                        // The role's latest run is still active with other inputs (or a role id
+                        // collides): the item is refused and says why; nothing was stored for it.
+                        result.outcome = pb::BatchItemOutcome::Rejected as i32;
+                        result.role_id = role_of(&company, item).map(|r| r.to_string()).unwrap_or_default();
+                        result.field_violations = vec![item_error(err)];
+                    }
+                },
+                Item::Unstorable(violations) => {
+                    result.outcome = pb::BatchItemOutcome::Rejected as i32;
+                    result.field_violations = violations
+                        .iter()
+                        .map(|v| FieldViolationPb {
+                            field: v.field.clone(),
+                            description: v.description.clone(),
+                            ..Default::default()
+                        })
+                        .collect();
+                }
+                Item::Duplicate { of, role } => {
+                    result.outcome = pb::BatchItemOutcome::Duplicate as i32;
+                    result.role_id = role.to_string();
+                    result.field_violations = vec![FieldViolationPb {
+                        field: "role_name".to_owned(),
+                        description: format!("the same role as item {of} of this batch; this item was ignored"),
+                        ..Default::default()
+                    }];
+                }
+            }
+            result
+        })
+        .collect();
+    let response = pb::PushBatchResponse {
+        batch_id: created.batch.id.to_string(),
+        items,
+        progress: Some(progress(cx.store, cx.estimator, &created.batch).await?),
+        token_estimate: Some(cx.estimator.token_estimate(tokens)),
+        created: true,
+    };
+    idempotency.remember(response).await
+}
+
+/// Decides every item before anything is stored: a repeat of a role earlier in the batch is a
+/// duplicate; a valid item becomes a run to queue; an invalid one with a role name becomes a
+/// VALIDATION_ERROR run (so its role's history shows it); one without is answered only.
+fn decide(
+    cx: &BatchContext<'_>,
+    principal: &Principal,
+    company: &CompanyId,
+    request: &pb::PushBatchRequest,
+) -> Result<(Vec<Item>, Vec<NewRun>), ApiError> {
     let mut decided = Vec::with_capacity(request.items.len());
     let mut new_runs = Vec::new();
     let mut first_of_role: HashMap<RoleId, usize> = HashMap::new();
     for (index, item) in request.items.iter().enumerate() {
-        let role = RoleName::parse(&item.role_name).ok().map(|name| RoleId::new(&company, &name));
+        let role = RoleName::parse(&item.role_name).ok().map(|name| RoleId::new(company, &name));
         if let Some(role) = &role {
             if let Some(&of) = first_of_role.get(role) {
                 decided.push(Item::Duplicate { of, role: role.clone() });
@@ -122,7 +199,7 @@ pub async fn push_batch(
                 Ok(role_name) => {
                     decided.push(Item::Stored(new_runs.len()));
                     new_runs.push(rejected_run(
-                        &company,
+                        company,
                         role_name,
                         &as_push,
                         &violations,
@@ -135,87 +212,35 @@ pub async fn push_batch(
             Err(other) => return Err(other),
         }
     }
+    Ok((decided, new_runs))
+}
 
-    // The whole batch fits under the queue caps, or none of it is stored.
-    let queuing = new_runs.iter().filter(|r| matches!(r.admission, Admission::Queue)).count();
-    cx.limits.admit_queued(cx.store, &company, u64::try_from(queuing).unwrap_or(u64::MAX)).await?;
-    let estimated: i64 = new_runs
-        .iter()
-        .filter(|r| matches!(r.admission, Admission::Queue))
-        .map(|r| r.token_estimate)
-        .fold(0, i64::saturating_add);
-    cx.limits.admit_tokens(cx.store, &company, estimated).await?;
-    let batch = NewBatch { id: BatchId::from_random(crate::random_u128()), company: company.clone(), request_id };
-    let created = cx.store.create_batch(batch, new_runs).await?;
-    let positions: HashMap<WorkflowId, u32> =
-        cx.store.queue_positions(&company).await?.into_iter().map(|p| (p.workflow_id, p.position)).collect();
-    let mut tokens = 0_i64;
-    let mut items = Vec::with_capacity(decided.len());
-    for (index, (item, decision)) in request.items.iter().zip(&decided).enumerate() {
-        let mut result = pb::PushBatchItemResult {
-            index: i32::try_from(index).unwrap_or(i32::MAX),
-            client_ref: item.client_ref.clone(),
-            ..Default::default()
-        };
-        match decision {
-            Item::Stored(at) => match &created.items[*at] {
-                Ok(done) => {
-                    let run = &done.run;
-                    let outcome = if run.state == RunState::ValidationError {
-                        pb::BatchItemOutcome::Rejected
-                    } else if done.created {
-                        tokens = tokens.saturating_add(run.token_estimate);
-                        pb::BatchItemOutcome::Accepted
-                    } else {
-                        pb::BatchItemOutcome::Existing
-                    };
-                    result.outcome = outcome as i32;
-                    result.workflow_id = run.workflow_id.to_string();
-                    result.role_id = run.role_id.to_string();
-                    result.status = convert::role_status(run.state) as i32;
-                    result.position_in_queue =
-                        positions.get(&run.workflow_id).map_or(0, |p| i32::try_from(*p).unwrap_or(i32::MAX));
-                    result.field_violations = run.field_violations.iter().map(convert::field_violation).collect();
-                }
-                Err(err) => {
-                    // The role's latest run is still active with other inputs (or a role id collides):
-                    // the item is refused and says why; nothing was stored for it.
-                    result.outcome = pb::BatchItemOutcome::Rejected as i32;
-                    result.role_id = role_of(&company, item).map(|r| r.to_string()).unwrap_or_default();
-                    result.field_violations = vec![item_error(err)];
-                }
-            },
-            Item::Unstorable(violations) => {
-                result.outcome = pb::BatchItemOutcome::Rejected as i32;
-                result.field_violations = violations
-                    .iter()
-                    .map(|v| FieldViolationPb {
-                        field: v.field.clone(),
-                        description: v.description.clone(),
-                        ..Default::default()
-                    })
-                    .collect();
-            }
-            Item::Duplicate { of, role } => {
-                result.outcome = pb::BatchItemOutcome::Duplicate as i32;
-                result.role_id = role.to_string();
-                result.field_violations = vec![FieldViolationPb {
-                    field: "role_name".to_owned(),
-                    description: format!("the same role as item {of} of this batch; this item was ignored"),
-                    ..Default::default()
-                }];
-            }
-        }
-        items.push(result);
-    }
-    let response = pb::PushBatchResponse {
-        batch_id: created.batch.id.to_string(),
-        items,
-        progress: Some(progress(cx.store, cx.estimator, &created.batch).await?),
-        token_estimate: Some(cx.estimator.token_estimate(tokens)),
-        created: true,
+/// The whole batch fits under the company's queue caps and token budget, or none of it is
+/// stored.
+async fn admit_whole(cx: &BatchContext<'_>, company: &CompanyId, new_runs: &[NewRun]) -> Result<(), ApiError> {
+    let queuing: Vec<&NewRun> = new_runs.iter().filter(|r| matches!(r.admission, Admission::Queue)).collect();
+    cx.limits.admit_queued(cx.store, company, u64::try_from(queuing.len()).unwrap_or(u64::MAX)).await?;
+    let estimated = queuing.iter().map(|r| r.token_estimate).fold(0, i64::saturating_add);
+    cx.limits.admit_tokens(cx.store, company, estimated).await
+}
+
+/// The answer for an item that reached the store: accepted (a new run), existing (the role's
+/// run with the same inputs), or rejected (stored as VALIDATION_ERROR, with its violations).
+fn stored_result(result: &mut pb::PushBatchItemResult, done: &Created, positions: &HashMap<WorkflowId, u32>) {
+    let run = &done.run;
+    let outcome = if run.state == RunState::ValidationError {
+        pb::BatchItemOutcome::Rejected
+    } else if done.created {
+        pb::BatchItemOutcome::Accepted
+    } else {
+        pb::BatchItemOutcome::Existing
     };
-    idempotency.remember(response).await
+    result.outcome = outcome as i32;
+    result.workflow_id = run.workflow_id.to_string();
+    result.role_id = run.role_id.to_string();
+    result.status = convert::role_status(run.state) as i32;
+    result.position_in_queue = positions.get(&run.workflow_id).map_or(0, |p| i32::try_from(*p).unwrap_or(i32::MAX));
+    result.field_violations = run.field_violations.iter().map(convert::field_violation).collect();
 }
 
 /// Refuses a batch that is wrong as a whole: no items, too many, bad default options.
