@@ -16,12 +16,15 @@
 //! asks [`etter_core::lifecycle::transition`], and new runs ask [`etter_core::lifecycle::may_start_new_run`].
 
 mod audit;
+mod backend;
 mod config;
 pub mod fanout;
 mod postgres;
+mod rows;
 mod shared;
 mod sql;
 mod sqlite;
+mod statement;
 mod values;
 
 pub use audit::{VerifyError, verify_audit};

@@ -8,29 +8,25 @@
 use std::str::FromStr;
 
 use chrono::NaiveDate;
-use serde::de::DeserializeOwned;
 use sqlx::{
     PgPool, Row as _,
-    postgres::{PgConnectOptions, PgRow},
-    types::Json,
+    postgres::{PgArguments, PgConnectOptions, PgRow},
+    query::Query,
 };
 
 use super::{
-    Batch, Claim, ClaimTerms, CompanyLoad, Delivery, DocumentHash, EventScope, Notification, NotificationClaim,
-    QueuePosition, RequestKey, Run, RunEvent, RunFilter, StepAttempt, StepStats, StepStatus, StoreError, StoreOptions,
-    Timestamp, TokenCount, UsageRow, WatchScope,
+    Claim, ClaimTerms, DocumentHash, EventScope, Notification, NotificationClaim, Run, RunEvent, RunFilter, StepStats,
+    StoreError, StoreOptions, Timestamp,
+    backend::{Backend, Conn, Tx},
+    rows::{self, Cursor},
     shared::{
-        self, ADD_USAGE, AUDIT_AFTER, BATCH_COUNTS, COMPANY_LOADS, EVENTS_AFTER, HEADS_OF_ACTIVE, HEADS_OF_BATCH,
-        HEADS_UPDATED_SINCE, INSERT_AUDIT, INSERT_BATCH, INSERT_EVENT, INSERT_EVENTS_HEAD, INSERT_NOTIFICATION,
-        INSERT_REQUEST, LOCK_AUDIT_HEAD, LOCK_ROLES_TAIL, PURGE_REQUESTS, QUEUE_POSITION, QUEUE_POSITIONS,
-        RELEASE_CLAIM, Row, SELECT_AUDIT_HEAD, SELECT_BATCH, SELECT_DOCUMENT, SELECT_LATEST_RUN, SELECT_REQUEST,
-        SELECT_RUN, SELECT_STEP, SELECT_STEPS, SELECT_USAGE, SET_AUDIT_HEAD, SET_NEEDS_REVIEW, SET_ROLES_LATEST_TAIL,
-        SETTLE_NOTIFICATION, STEP_EVENT, SUPERSEDE_TAIL, TOKEN_RESERVATIONS, UPDATE_RUN, UPSERT_DOCUMENT, UPSERT_STEP,
-        audit_columns, run_columns, to_i64,
+        INSERT_EVENTS_HEAD, SELECT_RUN, audit_columns, claim_room, claim_terms, decode_all, event_args, run_args,
+        run_columns,
     },
-    sql::{Backend, Conn, Cursor, RoleKey, RoleLatest, RoleRow, StoredRequest, Tx},
+    statement::{Arg, Builder, Row, Statement, Statements, same_in_both_dialects},
+    values::{number, to_i64},
 };
-use etter_core::audit::{AuditEntry, AuditFilter, AuditHead};
+use etter_core::audit::{AuditEntry, AuditFilter};
 use etter_core::ids::{BatchId, CompanyId, DraupRoleId, RoleId, WorkflowId};
 use etter_core::lifecycle::RunState;
 
@@ -44,7 +40,7 @@ impl Postgres {
     /// migrates, so replicas starting at once apply each migration once and the others wait.
     pub(super) async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
         let connect = PgConnectOptions::from_str(url)?;
-        let pool = super::sql::pool_options(options.max_connections).connect_with(connect).await?;
+        let pool = super::backend::pool_options(options.max_connections).connect_with(connect).await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(Postgres { pool })
     }
@@ -76,58 +72,74 @@ impl Backend for Postgres {
     ) -> Result<Option<bool>, StoreError> {
         // Each data-modifying CTE runs once; each reads the one before through a join, so nothing
         // is written when the role exists (its insert returns no row). The claim's room is read
-        // from the statement's snapshot, as `CLAIM_RUN` reads it.
-        let mut sql = sqlx::QueryBuilder::new(concat!("WITH ", shared::claim_terms_cte!()));
-        sql.separated(", ")
-            .push_bind(run.workflow_id.as_str())
-            .push_bind(first_event.time)
-            .push_bind(claim.map(|(terms, _)| terms.claimer.as_str()))
-            .push_bind(claim.map(|(_, until)| until))
-            .push_bind(run.company_id.as_str())
-            .push_bind(claim.map_or(0, |(terms, _)| to_i64(terms.company_room)))
-            .push_bind(claim.map_or(0, |(terms, _)| to_i64(terms.total_room)));
-        sql.push(
+        // from the statement's snapshot, as `claim_run` reads it.
+        let mut sql = Builder::new(concat!("WITH ", claim_terms!()));
+        sql.list([
+            run.workflow_id.as_str().into(),
+            first_event.time.into(),
+            claim.map(|(terms, _)| terms.claimer.as_str()).into(),
+            claim.map(|(_, until)| until).into(),
+            run.company_id.as_str().into(),
+            claim.map_or(0, |(terms, _)| to_i64(terms.company_room)).into(),
+            claim.map_or(0, |(terms, _)| to_i64(terms.total_room)).into(),
+        ])
+        .push(
             "), role AS (INSERT INTO roles (role_id, company_id, role_name, draup_role_id, last_run_number, \
-             create_time, update_time) VALUES (",
-        );
-        sql.separated(", ")
-            .push_bind(run.role_id.as_str())
-            .push_bind(run.company_id.as_str())
-            .push_bind(run.role_name.as_str())
-            .push_bind(run.draup_role_id.as_ref().map(DraupRoleId::as_str))
-            .push_bind(i64::from(run.run_number))
-            .push_bind(run.create_time)
-            .push_bind(run.create_time);
-        sql.push(concat!(
-            ") ON CONFLICT (role_id) DO NOTHING RETURNING role_id), \
+             create_time, update_time) VALUES ",
+        )
+        .tuple([
+            run.role_id.as_str().into(),
+            run.company_id.as_str().into(),
+            run.role_name.as_str().into(),
+            run.draup_role_id.as_ref().map(DraupRoleId::as_str).into(),
+            i64::from(run.run_number).into(),
+            run.create_time.into(),
+            run.create_time.into(),
+        ])
+        .push(concat!(
+            " ON CONFLICT (role_id) DO NOTHING RETURNING role_id), \
              claim AS (SELECT c.claimer, c.claim_until FROM c WHERE ",
-            shared::claim_room!(),
+            claim_room!(),
             "), new_run AS (INSERT INTO runs (",
             run_columns!(),
             ", claimed_by, claim_expires_at) SELECT v.*, claim.claimer, claim.claim_until FROM role CROSS JOIN ("
-        ));
-        sql.push_values(std::iter::once(run), |mut row, run| {
-            shared::push_run!(row, run, timestamptz, opt_timestamptz);
-        });
-        sql.push(
-            ") AS v LEFT JOIN claim ON TRUE RETURNING claimed_by), \
-             first_event AS (",
-        );
-        sql.push(INSERT_EVENTS_HEAD).push("SELECT e.* FROM new_run CROSS JOIN (");
-        sql.push_values(std::iter::once(first_event), |mut row, event| {
-            shared::push_event!(row, event, timestamptz);
-        });
-        sql.push(") AS e) SELECT claimed_by FROM new_run");
-        let Some(row) = sql.build().fetch_optional(&self.pool).await? else {
+        ))
+        .values([run_args(run)?])
+        .push(") AS v LEFT JOIN claim ON TRUE RETURNING claimed_by), first_event AS (")
+        .push(INSERT_EVENTS_HEAD)
+        .push("SELECT e.* FROM new_run CROSS JOIN (")
+        .values([event_args(first_event)?])
+        .push(") AS e) SELECT claimed_by FROM new_run");
+        let Some(row) = self.autocommit().await?.fetch_optional(sql.build()).await? else {
             return Ok(None);
         };
-        let claimed_by: Option<String> = row.try_get("claimed_by")?;
-        Ok(Some(claimed_by.is_some()))
+        Ok(Some(row.opt_text("claimed_by")?.is_some()))
     }
 }
 
+/// `statement` as an sqlx query: times and days as they are (`TIMESTAMPTZ`, `DATE`), lists as
+/// arrays.
+fn query(statement: Statement<'_>) -> Result<Query<'static, sqlx::Postgres, PgArguments>, StoreError> {
+    let (sql, args) = statement.into_parts()?;
+    let mut query = sqlx::query(sql);
+    for arg in args {
+        query = match arg {
+            Arg::Text(v) => query.bind(v),
+            Arg::Int(v) => query.bind(v),
+            Arg::Bool(v) => query.bind(v),
+            Arg::Bytes(v) => query.bind(v),
+            Arg::Time(v) => query.bind(v),
+            Arg::Day(v) => query.bind(v),
+            Arg::Json(v) => query.bind(v),
+            Arg::Texts(v) => query.bind(v),
+            Arg::Ints(v) => query.bind(v),
+        };
+    }
+    Ok(query)
+}
+
 impl Row for PgRow {
-    super::shared::shared_row_accessors!();
+    same_in_both_dialects!();
 
     fn time(&self, col: &str) -> Result<Timestamp, StoreError> {
         Ok(self.try_get(col)?)
@@ -140,42 +152,42 @@ impl Row for PgRow {
     }
 }
 
-/// PostgreSQL binds times and days as they are (`TIMESTAMPTZ`, `DATE`).
-fn timestamptz(time: Timestamp) -> Timestamp {
-    time
-}
-
-fn opt_timestamptz(time: Option<Timestamp>) -> Option<Timestamp> {
-    time
-}
-
-fn date(day: NaiveDate) -> NaiveDate {
-    day
-}
-
-fn decode_all<T>(rows: Vec<PgRow>, decode: fn(&PgRow) -> Result<T, StoreError>) -> Result<Vec<T>, StoreError> {
-    rows.iter().map(decode).collect()
-}
-
-fn strs<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
-    values.into_iter().collect()
-}
-
-fn states(values: &[RunState]) -> Vec<&'static str> {
-    values.iter().map(|s| s.as_str()).collect()
+fn states(values: &[RunState]) -> Arg<'static> {
+    Arg::Texts(values.iter().map(|s| s.as_str()).collect())
 }
 
 /// Statements on a PostgreSQL connection: a transaction, or one autocommitted statement.
 pub(super) struct PgTx(Conn<sqlx::Postgres>);
 
-impl Tx for PgTx {
-    super::shared::shared_primitives!(time: timestamptz, opt_time: opt_timestamptz, day: date);
+impl Statements for PgTx {
+    type Row = PgRow;
 
+    async fn commit(self) -> Result<(), StoreError> {
+        self.0.commit().await
+    }
+
+    async fn execute(&mut self, statement: Statement<'_>) -> Result<u64, StoreError> {
+        Ok(query(statement)?.execute(&mut *self.0).await?.rows_affected())
+    }
+
+    async fn fetch_all(&mut self, statement: Statement<'_>) -> Result<Vec<PgRow>, StoreError> {
+        Ok(query(statement)?.fetch_all(&mut *self.0).await?)
+    }
+
+    async fn fetch_optional(&mut self, statement: Statement<'_>) -> Result<Option<PgRow>, StoreError> {
+        Ok(query(statement)?.fetch_optional(&mut *self.0).await?)
+    }
+
+    async fn fetch_one(&mut self, statement: Statement<'_>) -> Result<PgRow, StoreError> {
+        Ok(query(statement)?.fetch_one(&mut *self.0).await?)
+    }
+}
+
+impl Tx for PgTx {
     async fn run(&mut self, id: &WorkflowId, lock: bool) -> Result<Option<Run>, StoreError> {
         const LOCKED: &str = concat!("SELECT ", run_columns!(), " FROM runs WHERE workflow_id = $1 FOR UPDATE");
-        let row =
-            sqlx::query(if lock { LOCKED } else { SELECT_RUN }).bind(id.as_str()).fetch_optional(&mut *self.0).await?;
-        row.as_ref().map(shared::decode_run).transpose()
+        let row = self.fetch_optional(Statement::new(if lock { LOCKED } else { SELECT_RUN }).bind(id.as_str())).await?;
+        row.as_ref().map(rows::decode_run).transpose()
     }
 
     async fn lock_runs(&mut self, ids: &[WorkflowId]) -> Result<Vec<Run>, StoreError> {
@@ -185,8 +197,9 @@ impl Tx for PgTx {
             run_columns!(),
             " FROM runs WHERE workflow_id = ANY($1) ORDER BY workflow_id FOR UPDATE"
         );
-        let rows = sqlx::query(SQL).bind(strs(ids.iter().map(WorkflowId::as_str))).fetch_all(&mut *self.0).await?;
-        decode_all(rows, shared::decode_run)
+        let rows =
+            self.fetch_all(Statement::new(SQL).bind(Arg::Texts(ids.iter().map(WorkflowId::as_str).collect()))).await?;
+        decode_all(rows, rows::decode_run)
     }
 
     async fn list_runs(
@@ -208,28 +221,30 @@ impl Tx for PgTx {
              AND ($8::timestamptz IS NULL OR (create_time, workflow_id) < ($8, $9::text)) \
              ORDER BY create_time DESC, workflow_id DESC LIMIT $10"
         );
-        let rows = sqlx::query(SQL)
-            .bind(filter.company.as_str())
-            .bind(states(&filter.states))
-            .bind(filter.role.as_ref().map(RoleId::as_str))
-            .bind(filter.batch.as_ref().map(BatchId::as_str))
-            .bind(filter.created_after)
-            .bind(filter.created_before)
-            .bind(filter.needs_review)
-            .bind(cursor.map(|c| c.create_time))
-            .bind(cursor.map(|c| c.workflow_id.as_str()))
-            .bind(i64::from(limit))
-            .fetch_all(&mut *self.0)
+        let rows = self
+            .fetch_all(
+                Statement::new(SQL)
+                    .bind(filter.company.as_str())
+                    .bind(states(&filter.states))
+                    .bind(filter.role.as_ref().map(RoleId::as_str))
+                    .bind(filter.batch.as_ref().map(BatchId::as_str))
+                    .bind(filter.created_after)
+                    .bind(filter.created_before)
+                    .bind(filter.needs_review)
+                    .bind(cursor.map(|c| c.create_time))
+                    .bind(cursor.map(|c| c.workflow_id.as_str()))
+                    .bind(i64::from(limit)),
+            )
             .await?;
-        decode_all(rows, shared::decode_run)
+        decode_all(rows, rows::decode_run)
     }
 
     async fn count_runs(&mut self, company: Option<&CompanyId>, states_: &[RunState]) -> Result<u64, StoreError> {
         const SQL: &str = "SELECT COUNT(*) AS n FROM runs WHERE ($1::text IS NULL OR company_id = $1) \
              AND (cardinality($2::text[]) = 0 OR state = ANY($2))";
         let row =
-            sqlx::query(SQL).bind(company.map(CompanyId::as_str)).bind(states(states_)).fetch_one(&mut *self.0).await?;
-        shared::number("count", row.int("n")?)
+            self.fetch_one(Statement::new(SQL).bind(company.map(CompanyId::as_str)).bind(states(states_))).await?;
+        number("count", row.int("n")?)
     }
 
     async fn runs_in_states(
@@ -244,13 +259,12 @@ impl Tx for PgTx {
             " FROM runs WHERE (cardinality($1::text[]) = 0 OR state = ANY($1)) \
              AND ($2::text IS NULL OR workflow_id > $2) ORDER BY workflow_id LIMIT $3"
         );
-        let rows = sqlx::query(SQL)
-            .bind(states(states_))
-            .bind(after.map(WorkflowId::as_str))
-            .bind(i64::from(limit))
-            .fetch_all(&mut *self.0)
+        let rows = self
+            .fetch_all(
+                Statement::new(SQL).bind(states(states_)).bind(after.map(WorkflowId::as_str)).bind(i64::from(limit)),
+            )
             .await?;
-        decode_all(rows, shared::decode_run)
+        decode_all(rows, rows::decode_run)
     }
 
     async fn step_stats(&mut self, per_step: u32) -> Result<Vec<StepStats>, StoreError> {
@@ -262,8 +276,8 @@ impl Tx for PgTx {
                    FROM run_steps WHERE status = 'completed' AND started_at IS NOT NULL \
                      AND finished_at IS NOT NULL) measured \
              WHERE recent <= $1 GROUP BY step ORDER BY step";
-        let rows = sqlx::query(SQL).bind(i64::from(per_step)).fetch_all(&mut *self.0).await?;
-        decode_all(rows, shared::decode_step_stats)
+        let rows = self.fetch_all(Statement::new(SQL).bind(i64::from(per_step))).await?;
+        decode_all(rows, rows::decode_step_stats)
     }
 
     async fn claim(&mut self, claim: &Claim, until: Timestamp) -> Result<Vec<Run>, StoreError> {
@@ -282,15 +296,17 @@ impl Tx for PgTx {
              RETURNING ",
             run_columns!()
         );
-        let rows = sqlx::query(SQL)
-            .bind(claim.now)
-            .bind(claim.company.as_ref().map(CompanyId::as_str))
-            .bind(i64::from(claim.limit))
-            .bind(claim.claimer.as_str())
-            .bind(until)
-            .fetch_all(&mut *self.0)
+        let rows = self
+            .fetch_all(
+                Statement::new(SQL)
+                    .bind(claim.now)
+                    .bind(claim.company.as_ref().map(CompanyId::as_str))
+                    .bind(i64::from(claim.limit))
+                    .bind(claim.claimer.as_str())
+                    .bind(until),
+            )
             .await?;
-        decode_all(rows, shared::decode_run)
+        decode_all(rows, rows::decode_run)
     }
 
     async fn claim_notifications(
@@ -309,14 +325,16 @@ impl Tx for PgTx {
              FROM picked WHERE notifications.id = picked.id RETURNING ",
             "notifications.id, workflow_id, company_id, state, create_time, attempts"
         );
-        let rows = sqlx::query(SQL)
-            .bind(claim.now)
-            .bind(i64::from(claim.limit))
-            .bind(claim.claimer.as_str())
-            .bind(until)
-            .fetch_all(&mut *self.0)
+        let rows = self
+            .fetch_all(
+                Statement::new(SQL)
+                    .bind(claim.now)
+                    .bind(i64::from(claim.limit))
+                    .bind(claim.claimer.as_str())
+                    .bind(until),
+            )
             .await?;
-        decode_all(rows, shared::decode_notification)
+        decode_all(rows, rows::decode_notification)
     }
 
     async fn events_after_marks(
@@ -336,15 +354,17 @@ impl Tx for PgTx {
         );
         let runs: Vec<&str> = marks.iter().map(|(id, _)| id.as_str()).collect();
         let afters: Vec<i64> = marks.iter().map(|(_, after)| to_i64(*after)).collect();
-        let rows = sqlx::query(SQL)
-            .bind(runs)
-            .bind(afters)
-            .bind(i64::from(limit))
-            .bind(scope.company.as_str())
-            .bind(scope.batch.as_ref().map(BatchId::as_str))
-            .fetch_all(&mut *self.0)
+        let rows = self
+            .fetch_all(
+                Statement::new(SQL)
+                    .bind(Arg::Texts(runs))
+                    .bind(Arg::Ints(afters))
+                    .bind(i64::from(limit))
+                    .bind(scope.company.as_str())
+                    .bind(scope.batch.as_ref().map(BatchId::as_str)),
+            )
             .await?;
-        decode_all(rows, shared::decode_event)
+        decode_all(rows, rows::decode_event)
     }
 
     async fn list_audit(&mut self, filter: &AuditFilter, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
@@ -358,21 +378,24 @@ impl Tx for PgTx {
              AND ($5::bigint IS NULL OR seq < $5) \
              ORDER BY seq DESC LIMIT $6"
         );
-        let rows = sqlx::query(SQL)
-            .bind(filter.company.as_ref().map(CompanyId::as_str))
-            .bind(filter.actor.as_deref())
-            .bind(filter.action.as_deref())
-            .bind(filter.denied_only)
-            .bind(filter.before_seq.map(to_i64))
-            .bind(i64::from(limit))
-            .fetch_all(&mut *self.0)
+        let rows = self
+            .fetch_all(
+                Statement::new(SQL)
+                    .bind(filter.company.as_ref().map(CompanyId::as_str))
+                    .bind(filter.actor.as_deref())
+                    .bind(filter.action.as_deref())
+                    .bind(filter.denied_only)
+                    .bind(filter.before_seq.map(to_i64))
+                    .bind(i64::from(limit)),
+            )
             .await?;
-        decode_all(rows, shared::decode_audit)
+        decode_all(rows, rows::decode_audit)
     }
 
     async fn document_hashes(&mut self, uris: &[String]) -> Result<Vec<DocumentHash>, StoreError> {
         const SQL: &str = "SELECT uri, content_hash, seen_time FROM document_hashes WHERE uri = ANY($1) ORDER BY uri";
-        let rows = sqlx::query(SQL).bind(strs(uris.iter().map(String::as_str))).fetch_all(&mut *self.0).await?;
-        decode_all(rows, shared::decode_document)
+        let rows =
+            self.fetch_all(Statement::new(SQL).bind(Arg::Texts(uris.iter().map(String::as_str).collect()))).await?;
+        decode_all(rows, rows::decode_document)
     }
 }

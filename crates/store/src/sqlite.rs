@@ -8,30 +8,24 @@
 use std::path::Path;
 
 use chrono::{DateTime, NaiveDate};
-use serde::de::DeserializeOwned;
 use sqlx::{
     Row as _, SqlitePool,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow},
+    query::Query,
+    sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqliteRow},
     types::Json,
 };
 
 use super::{
-    Batch, Claim, ClaimTerms, CompanyLoad, Delivery, DocumentHash, EventScope, Notification, NotificationClaim,
-    QueuePosition, RequestKey, Run, RunEvent, RunFilter, StepAttempt, StepStats, StepStatus, StoreError, StoreOptions,
-    Timestamp, TokenCount, UsageRow, WatchScope,
-    shared::{
-        self, ADD_USAGE, AUDIT_AFTER, BATCH_COUNTS, COMPANY_LOADS, EVENTS_AFTER, HEADS_OF_ACTIVE, HEADS_OF_BATCH,
-        HEADS_UPDATED_SINCE, INSERT_AUDIT, INSERT_BATCH, INSERT_EVENT, INSERT_EVENTS_HEAD, INSERT_NOTIFICATION,
-        INSERT_REQUEST, LOCK_AUDIT_HEAD, LOCK_ROLES_TAIL, PURGE_REQUESTS, QUEUE_POSITION, QUEUE_POSITIONS,
-        RELEASE_CLAIM, Row, SELECT_AUDIT_HEAD, SELECT_BATCH, SELECT_DOCUMENT, SELECT_LATEST_RUN, SELECT_REQUEST,
-        SELECT_RUN, SELECT_STEP, SELECT_STEPS, SELECT_USAGE, SET_AUDIT_HEAD, SET_NEEDS_REVIEW, SET_ROLES_LATEST_TAIL,
-        SETTLE_NOTIFICATION, STEP_EVENT, SUPERSEDE_TAIL, TOKEN_RESERVATIONS, UPDATE_RUN, UPSERT_DOCUMENT, UPSERT_STEP,
-        audit_columns, notification_columns, run_columns, to_i64,
-    },
-    sql::{Backend, Conn, Cursor, RoleKey, RoleLatest, RoleRow, StoredRequest, Tx},
+    Claim, DocumentHash, EventScope, Notification, NotificationClaim, Run, RunEvent, RunFilter, StepStats, StoreError,
+    StoreOptions, Timestamp,
+    backend::{Backend, Conn, Tx},
+    rows::{self, Cursor},
+    shared::{SELECT_RUN, audit_columns, decode_all, notification_columns, run_columns},
+    statement::{Arg, Row, Statement, Statements, same_in_both_dialects},
+    values::{number, to_i64},
 };
-use etter_core::audit::{AuditEntry, AuditFilter, AuditHead};
-use etter_core::ids::{BatchId, CompanyId, DraupRoleId, RoleId, WorkflowId};
+use etter_core::audit::{AuditEntry, AuditFilter};
+use etter_core::ids::{BatchId, CompanyId, RoleId, WorkflowId};
 use etter_core::lifecycle::RunState;
 
 /// The SQLite backend: a connection pool over one file.
@@ -63,7 +57,7 @@ impl Sqlite {
         // finds the file in WAL mode and the migrations applied.
         let lock = migration_lock(path).await?;
         let opened = async {
-            let pool = super::sql::pool_options(options.max_connections).connect_with(connect).await?;
+            let pool = super::backend::pool_options(options.max_connections).connect_with(connect).await?;
             sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
             Ok::<_, StoreError>(pool)
         }
@@ -108,13 +102,9 @@ impl Backend for Sqlite {
     }
 }
 
-/// The stored form of a time.
+/// The stored form of a time: integer microseconds since the epoch.
 fn micros(time: Timestamp) -> i64 {
     time.timestamp_micros()
-}
-
-fn opt_micros(time: Option<Timestamp>) -> Option<i64> {
-    time.map(micros)
 }
 
 fn from_micros(col: &str, value: i64) -> Result<Timestamp, StoreError> {
@@ -129,13 +119,29 @@ fn day_text(day: NaiveDate) -> String {
     day.format("%Y-%m-%d").to_string()
 }
 
-/// A JSON array of strings, for `json_each` (SQLite has no array parameters).
-fn json_list<'a>(values: impl IntoIterator<Item = &'a str>) -> Json<Vec<&'a str>> {
-    Json(values.into_iter().collect())
+/// `statement` as an sqlx query: times as microseconds, days as text, lists as JSON arrays (for
+/// `json_each`: SQLite has no array parameters).
+fn query(statement: Statement<'_>) -> Result<Query<'static, sqlx::Sqlite, SqliteArguments>, StoreError> {
+    let (sql, args) = statement.into_parts()?;
+    let mut query = sqlx::query(sql);
+    for arg in args {
+        query = match arg {
+            Arg::Text(v) => query.bind(v),
+            Arg::Int(v) => query.bind(v),
+            Arg::Bool(v) => query.bind(v),
+            Arg::Bytes(v) => query.bind(v),
+            Arg::Time(v) => query.bind(v.map(micros)),
+            Arg::Day(v) => query.bind(day_text(v)),
+            Arg::Json(v) => query.bind(v.map(Json)),
+            Arg::Texts(v) => query.bind(Json(v)),
+            Arg::Ints(v) => query.bind(Json(v)),
+        };
+    }
+    Ok(query)
 }
 
 impl Row for SqliteRow {
-    super::shared::shared_row_accessors!();
+    same_in_both_dialects!();
 
     fn time(&self, col: &str) -> Result<Timestamp, StoreError> {
         from_micros(col, self.try_get(col)?)
@@ -152,33 +158,51 @@ impl Row for SqliteRow {
     }
 }
 
-fn decode_all<T>(rows: Vec<SqliteRow>, decode: fn(&SqliteRow) -> Result<T, StoreError>) -> Result<Vec<T>, StoreError> {
-    rows.iter().map(decode).collect()
-}
-
-/// The states filter: `None` for "any state", else a JSON array for `json_each`.
-fn states(values: &[RunState]) -> Option<Json<Vec<&'static str>>> {
-    (!values.is_empty()).then(|| Json(values.iter().map(|s| s.as_str()).collect()))
+/// The states filter: `None` for "any state", else a list for `json_each`.
+fn states(values: &[RunState]) -> Option<Arg<'static>> {
+    (!values.is_empty()).then(|| Arg::Texts(values.iter().map(|s| s.as_str()).collect()))
 }
 
 /// Statements on an SQLite connection: a transaction, or one autocommitted statement.
 pub(super) struct SqliteTx(Conn<sqlx::Sqlite>);
 
-impl Tx for SqliteTx {
-    super::shared::shared_primitives!(time: micros, opt_time: opt_micros, day: day_text);
+impl Statements for SqliteTx {
+    type Row = SqliteRow;
 
+    async fn commit(self) -> Result<(), StoreError> {
+        self.0.commit().await
+    }
+
+    async fn execute(&mut self, statement: Statement<'_>) -> Result<u64, StoreError> {
+        Ok(query(statement)?.execute(&mut *self.0).await?.rows_affected())
+    }
+
+    async fn fetch_all(&mut self, statement: Statement<'_>) -> Result<Vec<SqliteRow>, StoreError> {
+        Ok(query(statement)?.fetch_all(&mut *self.0).await?)
+    }
+
+    async fn fetch_optional(&mut self, statement: Statement<'_>) -> Result<Option<SqliteRow>, StoreError> {
+        Ok(query(statement)?.fetch_optional(&mut *self.0).await?)
+    }
+
+    async fn fetch_one(&mut self, statement: Statement<'_>) -> Result<SqliteRow, StoreError> {
+        Ok(query(statement)?.fetch_one(&mut *self.0).await?)
+    }
+}
+
+impl Tx for SqliteTx {
     async fn run(&mut self, id: &WorkflowId, _lock: bool) -> Result<Option<Run>, StoreError> {
         // No row locks in SQLite: the write transaction already excludes every other writer.
-        let row = sqlx::query(SELECT_RUN).bind(id.as_str()).fetch_optional(&mut *self.0).await?;
-        row.as_ref().map(shared::decode_run).transpose()
+        let row = self.fetch_optional(Statement::new(SELECT_RUN).bind(id.as_str())).await?;
+        row.as_ref().map(rows::decode_run).transpose()
     }
 
     async fn lock_runs(&mut self, ids: &[WorkflowId]) -> Result<Vec<Run>, StoreError> {
         // No row locks in SQLite: the write transaction already excludes every other writer.
         const SQL: &str =
             concat!("SELECT ", run_columns!(), " FROM runs WHERE workflow_id IN (SELECT value FROM json_each($1))");
-        let rows = sqlx::query(SQL).bind(json_list(ids.iter().map(WorkflowId::as_str))).fetch_all(&mut *self.0).await?;
-        decode_all(rows, shared::decode_run)
+        let ids = Arg::Texts(ids.iter().map(WorkflowId::as_str).collect());
+        decode_all(self.fetch_all(Statement::new(SQL).bind(ids)).await?, rows::decode_run)
     }
 
     async fn list_runs(
@@ -200,28 +224,26 @@ impl Tx for SqliteTx {
              AND ($8 IS NULL OR (create_time, workflow_id) < ($8, $9)) \
              ORDER BY create_time DESC, workflow_id DESC LIMIT $10"
         );
-        let rows = sqlx::query(SQL)
+        let sql = Statement::new(SQL)
             .bind(filter.company.as_str())
-            .bind(states(&filter.states))
+            .bind(states(&filter.states).unwrap_or(Arg::Text(None)))
             .bind(filter.role.as_ref().map(RoleId::as_str))
             .bind(filter.batch.as_ref().map(BatchId::as_str))
-            .bind(opt_micros(filter.created_after))
-            .bind(opt_micros(filter.created_before))
+            .bind(filter.created_after)
+            .bind(filter.created_before)
             .bind(filter.needs_review)
-            .bind(cursor.map(|c| micros(c.create_time)))
+            .bind(cursor.map(|c| c.create_time))
             .bind(cursor.map(|c| c.workflow_id.as_str()))
-            .bind(i64::from(limit))
-            .fetch_all(&mut *self.0)
-            .await?;
-        decode_all(rows, shared::decode_run)
+            .bind(i64::from(limit));
+        decode_all(self.fetch_all(sql).await?, rows::decode_run)
     }
 
     async fn count_runs(&mut self, company: Option<&CompanyId>, states_: &[RunState]) -> Result<u64, StoreError> {
         const SQL: &str = "SELECT COUNT(*) AS n FROM runs WHERE ($1 IS NULL OR company_id = $1) \
              AND ($2 IS NULL OR state IN (SELECT value FROM json_each($2)))";
-        let row =
-            sqlx::query(SQL).bind(company.map(CompanyId::as_str)).bind(states(states_)).fetch_one(&mut *self.0).await?;
-        shared::number("count", row.int("n")?)
+        let sql =
+            Statement::new(SQL).bind(company.map(CompanyId::as_str)).bind(states(states_).unwrap_or(Arg::Text(None)));
+        number("count", self.fetch_one(sql).await?.int("n")?)
     }
 
     async fn runs_in_states(
@@ -236,13 +258,11 @@ impl Tx for SqliteTx {
             " FROM runs WHERE ($1 IS NULL OR state IN (SELECT value FROM json_each($1))) \
              AND ($2 IS NULL OR workflow_id > $2) ORDER BY workflow_id LIMIT $3"
         );
-        let rows = sqlx::query(SQL)
-            .bind(states(states_))
+        let sql = Statement::new(SQL)
+            .bind(states(states_).unwrap_or(Arg::Text(None)))
             .bind(after.map(WorkflowId::as_str))
-            .bind(i64::from(limit))
-            .fetch_all(&mut *self.0)
-            .await?;
-        decode_all(rows, shared::decode_run)
+            .bind(i64::from(limit));
+        decode_all(self.fetch_all(sql).await?, rows::decode_run)
     }
 
     async fn step_stats(&mut self, per_step: u32) -> Result<Vec<StepStats>, StoreError> {
@@ -254,8 +274,7 @@ impl Tx for SqliteTx {
                    FROM run_steps WHERE status = 'completed' AND started_at IS NOT NULL \
                      AND finished_at IS NOT NULL) \
              WHERE recent <= $1 GROUP BY step ORDER BY step";
-        let rows = sqlx::query(SQL).bind(i64::from(per_step)).fetch_all(&mut *self.0).await?;
-        decode_all(rows, shared::decode_step_stats)
+        decode_all(self.fetch_all(Statement::new(SQL).bind(i64::from(per_step))).await?, rows::decode_step_stats)
     }
 
     async fn claim(&mut self, claim: &Claim, until: Timestamp) -> Result<Vec<Run>, StoreError> {
@@ -270,15 +289,13 @@ impl Tx for SqliteTx {
              RETURNING ",
             run_columns!()
         );
-        let rows = sqlx::query(SQL)
-            .bind(micros(claim.now))
+        let sql = Statement::new(SQL)
+            .bind(claim.now)
             .bind(claim.company.as_ref().map(CompanyId::as_str))
             .bind(i64::from(claim.limit))
             .bind(claim.claimer.as_str())
-            .bind(micros(until))
-            .fetch_all(&mut *self.0)
-            .await?;
-        decode_all(rows, shared::decode_run)
+            .bind(until);
+        decode_all(self.fetch_all(sql).await?, rows::decode_run)
     }
 
     async fn claim_notifications(
@@ -296,14 +313,9 @@ impl Tx for SqliteTx {
              RETURNING ",
             notification_columns!()
         );
-        let rows = sqlx::query(SQL)
-            .bind(micros(claim.now))
-            .bind(i64::from(claim.limit))
-            .bind(claim.claimer.as_str())
-            .bind(micros(until))
-            .fetch_all(&mut *self.0)
-            .await?;
-        let mut claimed = decode_all(rows, shared::decode_notification)?;
+        let sql =
+            Statement::new(SQL).bind(claim.now).bind(i64::from(claim.limit)).bind(claim.claimer.as_str()).bind(until);
+        let mut claimed = decode_all(self.fetch_all(sql).await?, rows::decode_notification)?;
         claimed.sort_by_key(|n| n.id);
         Ok(claimed)
     }
@@ -326,14 +338,12 @@ impl Tx for SqliteTx {
              ORDER BY run_events.workflow_id, run_events.sequence LIMIT $2"
         );
         let marks: Vec<(&str, i64)> = marks.iter().map(|(id, after)| (id.as_str(), to_i64(*after))).collect();
-        let rows = sqlx::query(SQL)
-            .bind(Json(marks))
+        let sql = Statement::new(SQL)
+            .bind_json(Some(&marks))
             .bind(i64::from(limit))
             .bind(scope.company.as_str())
-            .bind(scope.batch.as_ref().map(BatchId::as_str))
-            .fetch_all(&mut *self.0)
-            .await?;
-        decode_all(rows, shared::decode_event)
+            .bind(scope.batch.as_ref().map(BatchId::as_str));
+        decode_all(self.fetch_all(sql).await?, rows::decode_event)
     }
 
     async fn list_audit(&mut self, filter: &AuditFilter, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
@@ -347,23 +357,21 @@ impl Tx for SqliteTx {
              AND ($5 IS NULL OR seq < $5) \
              ORDER BY seq DESC LIMIT $6"
         );
-        let rows = sqlx::query(SQL)
+        let sql = Statement::new(SQL)
             .bind(filter.company.as_ref().map(CompanyId::as_str))
             .bind(filter.actor.as_deref())
             .bind(filter.action.as_deref())
             .bind(filter.denied_only)
             .bind(filter.before_seq.map(to_i64))
-            .bind(i64::from(limit))
-            .fetch_all(&mut *self.0)
-            .await?;
-        decode_all(rows, shared::decode_audit)
+            .bind(i64::from(limit));
+        decode_all(self.fetch_all(sql).await?, rows::decode_audit)
     }
 
     async fn document_hashes(&mut self, uris: &[String]) -> Result<Vec<DocumentHash>, StoreError> {
         const SQL: &str = "SELECT uri, content_hash, seen_time FROM document_hashes \
              WHERE uri IN (SELECT value FROM json_each($1)) ORDER BY uri";
-        let rows = sqlx::query(SQL).bind(json_list(uris.iter().map(String::as_str))).fetch_all(&mut *self.0).await?;
-        decode_all(rows, shared::decode_document)
+        let uris = Arg::Texts(uris.iter().map(String::as_str).collect());
+        decode_all(self.fetch_all(Statement::new(SQL).bind(uris)).await?, rows::decode_document)
     }
 }
 
