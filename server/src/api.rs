@@ -60,6 +60,8 @@ pub struct PipelineApi {
     pub ended_runs: Arc<status::EndedRuns>,
     /// The keys that seal the tokens clients hold (resume and page tokens).
     pub tokens: Arc<TokenKeys>,
+    /// Pushed documents are checked through it before their runs are queued.
+    pub documents: Arc<etter_documents::Documents>,
 }
 
 impl PipelineApi {
@@ -121,7 +123,7 @@ impl PipelineService for PipelineApi {
             let principal = principal::of(&request)?;
             let cx = push::PushContext {
                 store: self.store.as_ref(),
-                documents: &self.config.documents,
+                documents: &self.documents,
                 estimator: &self.estimator,
                 trace_id: trace::of(&request),
                 limits: &self.limits,
@@ -153,7 +155,7 @@ impl PipelineService for PipelineApi {
             let principal = principal::of(&request)?;
             let cx = batch::BatchContext {
                 store: self.store.as_ref(),
-                documents: &self.config.documents,
+                documents: &self.documents,
                 estimator: &self.estimator,
                 max_batch_size: self.config.server.max_batch_size,
                 trace_id: trace::of(&request),

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use etter_core::ids::{BatchId, CompanyId, DraupRoleId, RoleId, RoleName, TraceId, WorkflowId};
 use etter_core::lifecycle::RunState;
-use etter_documents::DocumentsConfig;
+use etter_documents::Documents;
 use etter_proto::v1 as pb;
 use etter_store::{Admission, Batch, Created, DocumentRef, FieldViolation, NewBatch, NewRun, RunStore, StoreError};
 use prost::Message as _;
@@ -31,6 +31,7 @@ use tonic_types::pb::bad_request::FieldViolation as FieldViolationPb;
 use crate::limits::Limits;
 use crate::{
     convert::{self, StoredOptions},
+    document_checks::DocumentChecks,
     error::{ApiError, Violation},
     estimate::Estimator,
     idempotency::{self, Idempotency},
@@ -45,8 +46,9 @@ const INVALID_BATCH: &str = "INVALID_BATCH";
 pub struct BatchContext<'a> {
     /// The run store.
     pub store: &'a dyn RunStore,
-    /// `[documents]`, for the URI rules.
-    pub documents: &'a DocumentsConfig,
+    /// The documents: their URIs are checked against its rules, and each is checked to exist
+    /// and be readable before its run is queued.
+    pub documents: &'a Documents,
     /// ETAs and token estimates from measured step costs.
     pub estimator: &'a Estimator,
     /// `server.max_batch_size`.
@@ -91,7 +93,8 @@ pub async fn push_batch(
         return Ok(answer);
     }
 
-    let (decided, new_runs) = decide(cx, principal, &company, &request)?;
+    let checked = DocumentChecks::run(cx.documents, request.items.iter().flat_map(|item| &item.documents)).await?;
+    let (decided, new_runs) = decide(cx, principal, &company, &request, &checked)?;
     admit_whole(cx, &company, &new_runs).await?;
     let batch = NewBatch { id: BatchId::from_random(crate::random_u128()), company: company.clone(), request_id };
     let created = cx.store.create_batch(batch, new_runs).await?;
@@ -160,13 +163,15 @@ pub async fn push_batch(
 }
 
 /// Decides every item before anything is stored: a repeat of a role earlier in the batch is a
-/// duplicate; a valid item becomes a run to queue; an invalid one with a role name becomes a
-/// VALIDATION_ERROR run (so its role's history shows it); one without is answered only.
+/// duplicate; a valid item whose documents passed their checks becomes a run to queue; an invalid
+/// one with a role name becomes a VALIDATION_ERROR run (so its role's history shows it); one
+/// without is answered only.
 fn decide(
     cx: &BatchContext<'_>,
     principal: &Principal,
     company: &CompanyId,
     request: &pb::PushBatchRequest,
+    checked: &DocumentChecks,
 ) -> Result<(Vec<Item>, Vec<NewRun>), ApiError> {
     let mut decided = Vec::with_capacity(request.items.len());
     let mut new_runs = Vec::new();
@@ -188,7 +193,18 @@ fn decide(
             options: item.options.or(request.default_options),
             request_id: String::new(),
         };
-        match push::validate(&as_push, cx.documents) {
+        let document_violations = checked.violations(&as_push.documents);
+        let validated = match push::validate(&as_push, cx.documents.config()) {
+            Ok(_) if !document_violations.is_empty() => {
+                Err(ApiError::InvalidArgument { reason: push::INVALID_DOCUMENT, violations: document_violations })
+            }
+            Err(ApiError::InvalidArgument { reason, mut violations }) => {
+                violations.extend(document_violations);
+                Err(ApiError::InvalidArgument { reason, violations })
+            }
+            other => other,
+        };
+        match validated {
             Ok(valid) => {
                 decided.push(Item::Stored(new_runs.len()));
                 let mut run = valid.to_new_run(cx.estimator, principal, cx.trace_id.clone());

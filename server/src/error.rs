@@ -102,6 +102,16 @@ pub enum ApiError {
     /// A dependency (the run store) is unavailable; retrying later can succeed.
     #[error("the service is temporarily unavailable; retry later")]
     Unavailable(String),
+    /// A system outside the control plane that the call needs could not answer (the document
+    /// store); the description says which and what to do. Nothing was stored: the same call can
+    /// be sent again.
+    #[error("{description}")]
+    DependencyUnavailable {
+        /// The stable reason (`DOCUMENT_STORE_UNAVAILABLE`, …).
+        reason: &'static str,
+        /// What could not be reached and what to do.
+        description: String,
+    },
     /// A bug or corrupt data; the detail is logged, not sent.
     #[error("internal error; the server log has the details")]
     Internal(String),
@@ -135,7 +145,8 @@ impl ApiError {
             Self::NotFound { .. } => "RUN_NOT_FOUND",
             Self::FailedPrecondition { reason, .. }
             | Self::Aborted { reason, .. }
-            | Self::ResourceExhausted { reason, .. } => reason,
+            | Self::ResourceExhausted { reason, .. }
+            | Self::DependencyUnavailable { reason, .. } => reason,
             Self::Unimplemented { .. } => "NOT_IMPLEMENTED",
             Self::Unavailable(_) => "UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
@@ -152,7 +163,7 @@ impl ApiError {
             Self::Aborted { .. } => Code::Aborted,
             Self::ResourceExhausted { .. } => Code::ResourceExhausted,
             Self::Unimplemented { .. } => Code::Unimplemented,
-            Self::Unavailable(_) => Code::Unavailable,
+            Self::Unavailable(_) | Self::DependencyUnavailable { .. } => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
         }
     }

@@ -14,6 +14,7 @@ pub mod config;
 mod console;
 mod convert;
 mod dispatch;
+mod document_checks;
 mod error;
 mod estimate;
 #[cfg(test)]
@@ -92,6 +93,10 @@ pub enum ServeError {
     /// The companies file is unreadable or invalid.
     #[error(transparent)]
     Companies(#[from] companies::CompaniesError),
+    /// `[documents]` is unusable (for example `documents.file_root` does not exist here: the
+    /// server checks pushed documents, so the root must be mounted on it as on the workers).
+    #[error(transparent)]
+    Documents(#[from] etter_documents::DocumentError),
     /// The webhook client could not be built.
     #[error("cannot build the webhook client")]
     Webhooks(#[from] reqwest::Error),
@@ -138,6 +143,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         kept_steps: Arc::default(),
         ended_runs: Arc::clone(&stores.ended_runs),
         tokens: Arc::new(tokens::TokenKeys::from_config(&config.server, &config.data_dir)?),
+        documents: Arc::new(etter_documents::Documents::new(config.documents.clone())?),
     });
     let routes = routes(&config, api, &authenticator, health_service)?;
 

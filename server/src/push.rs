@@ -1,9 +1,10 @@
-//! `Push`: validate, deduplicate, store the run QUEUED, answer — the dispatcher starts it later.
+//! `Push`: validate, check the documents, deduplicate, store the run QUEUED, answer — the
+//! dispatcher starts it later.
 
 use std::collections::BTreeSet;
 
 use etter_core::ids::{CompanyId, DraupRoleId, RequestId, RoleName, TraceId};
-use etter_documents::{DocumentUri, DocumentsConfig};
+use etter_documents::{DocumentUri, Documents, DocumentsConfig};
 use etter_proto::v1 as pb;
 use etter_store::{Admission, DocumentRef, NewRun, RunStore};
 use sha2::{Digest as _, Sha256};
@@ -11,6 +12,7 @@ use sha2::{Digest as _, Sha256};
 use crate::limits::Limits;
 use crate::{
     convert::{self, StoredOptions},
+    document_checks::DocumentChecks,
     error::{ApiError, Violation},
     estimate::Estimator,
     idempotency::{self, Idempotency},
@@ -23,6 +25,9 @@ pub const MAX_DOCUMENTS: usize = 20;
 
 /// The `ErrorInfo.reason` of an invalid push.
 const INVALID_ROLE: &str = "INVALID_ROLE";
+/// The reason of a push refused because a document cannot be used (missing, unreadable, too
+/// large, not what its extension says).
+pub(crate) const INVALID_DOCUMENT: &str = "INVALID_DOCUMENT";
 
 /// A push that passed validation.
 #[derive(Debug, Clone)]
@@ -179,8 +184,9 @@ fn payload_hash(request: &pb::PushRequest) -> String {
 pub struct PushContext<'a> {
     /// The run store.
     pub store: &'a dyn RunStore,
-    /// `[documents]`, for the URI rules.
-    pub documents: &'a DocumentsConfig,
+    /// The documents: their URIs are checked against its rules, and each is checked to exist
+    /// and be readable before the run is queued.
+    pub documents: &'a Documents,
     /// ETAs and token estimates from measured step costs.
     pub estimator: &'a Estimator,
     /// The request's trace id, kept with the run.
@@ -202,19 +208,26 @@ pub async fn push(
     let company = company_of(&request)?;
     principal.authorize_write(&company)?;
     cx.limits.admit_call(&company)?;
-    let valid = validate(&request, cx.documents)?;
+    let valid = validate(&request, cx.documents.config())?;
     let idempotency = Idempotency::new(cx.store, "Push", &company, valid.request_id.clone(), payload_hash(&request));
     let new_run = valid.to_new_run(cx.estimator, principal, cx.trace_id.clone());
     // The request-id lookup and the admission reads do not depend on each other: they wait for
     // one round trip together, not three in a row (a push's dispatch waits for all of them).
-    let (replayed, queued, tokens) = futures::join!(
+    // The documents are checked meanwhile (they are read from their store, not the run store).
+    let (replayed, queued, tokens, checked) = futures::join!(
         idempotency.replay(),
         cx.limits.admit_queued(cx.store, &company, 1),
         cx.limits.admit_tokens(cx.store, &company, new_run.token_estimate),
+        DocumentChecks::run(cx.documents, &request.documents),
     );
-    // A retried request gets its first answer, whatever the queue and the budget hold now.
+    // A retried request gets its first answer, whatever the queue, the budget and the documents
+    // hold now.
     if let Some(answer) = replayed? {
         return Ok(answer);
+    }
+    let violations = checked?.violations(&request.documents);
+    if !violations.is_empty() {
+        return Err(ApiError::InvalidArgument { reason: INVALID_DOCUMENT, violations });
     }
     queued?;
     tokens?;

@@ -15,6 +15,7 @@ use etter_proto::v1::{
 };
 use etter_tests::stack::{Client, Stack};
 use tokio_stream::StreamExt as _;
+use tonic_types::StatusExt as _;
 
 /// Bounds every wait on the pipeline, so a broken run fails the test instead of hanging it.
 const RUN_WITHIN: Duration = Duration::from_secs(120);
@@ -341,24 +342,49 @@ async fn a_server_killed_right_after_acknowledging_pushes_loses_none() -> Result
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_or_corrupt_document_fails_the_run_with_an_error_naming_it() -> Result<()> {
+async fn a_missing_document_is_refused_at_the_push_and_one_that_fails_later_fails_its_run() -> Result<()> {
     let stack = Stack::new("baddoc").await?;
     let server = stack.start_server().await?;
-    let worker = stack.start_worker(&[]).await?;
     let mut client = stack.client(&server).await?;
-    let corrupt = stack.document("corrupt.pdf")?;
+
+    // Missing when pushed: refused there, naming the field and the URI; nothing is queued.
     let missing = format!("file://{}", stack.docs.join("not-uploaded-yet.pdf").display());
+    let refused = client
+        .push(push_request(&stack, "Missing Adjuster", &[(DocumentType::JobDescription, missing.clone())], ""))
+        .await
+        .err()
+        .context("a push of a missing document must be refused")?;
+    ensure!(refused.code() == tonic::Code::InvalidArgument, "{refused:?}");
+    let bad = refused.get_details_bad_request().context("BadRequest missing")?;
+    ensure!(
+        bad.field_violations.len() == 1
+            && bad.field_violations[0].field == "documents[0].uri"
+            && bad.field_violations[0].description.contains(&missing),
+        "{bad:?}"
+    );
+
+    // What only reading the whole document shows (corrupt), or a document removed after its push
+    // was accepted, fails the run with an error naming it.
+    let corrupt = stack.document("corrupt.pdf")?;
+    let removed = stack.document("software_engineer_jd.txt")?;
+    let mut pushed = Vec::new();
     for (role, uri, code) in
-        [("Corrupt Adjuster", &corrupt, "DOCUMENT_CORRUPT"), ("Missing Adjuster", &missing, "DOCUMENT_NOT_FOUND")]
+        [("Corrupt Adjuster", &corrupt, "DOCUMENT_CORRUPT"), ("Removed Adjuster", &removed, "DOCUMENT_NOT_FOUND")]
     {
-        let pushed = client
+        let run = client
             .push(push_request(&stack, role, &[(DocumentType::JobDescription, uri.clone())], ""))
             .await?
             .into_inner();
-        let done = wait_final(&mut client, &pushed.workflow_id).await?;
+        pushed.push((run.workflow_id, uri, code));
+    }
+    // No worker has run anything yet: the removal comes before the run reads the document.
+    std::fs::remove_file(stack.docs.join("software_engineer_jd.txt"))?;
+    let worker = stack.start_worker(&[]).await?;
+    for (workflow_id, uri, code) in pushed {
+        let done = wait_final(&mut client, &workflow_id).await?;
         ensure!(RoleStatus::try_from(done.status)? == RoleStatus::Failed, "{done:#?}");
         let error = done.error.context("a FAILED run carries its error")?;
-        ensure!(error.code == code && error.message.contains(uri.as_str()), "{role}: {error:#?}");
+        ensure!(error.code == code && error.message.contains(uri.as_str()), "{code}: {error:#?}");
         ensure!(!error.recoverable && error.step == "document_linking", "{error:#?}");
     }
     worker.stop().await?;

@@ -34,7 +34,7 @@ export function CallError(props: { error: unknown; children?: ComponentChildren 
   const error = EtterError.from(props.error);
   return (
     <div class="banner bad" role="alert" data-testid="call-error">
-      <strong>{callProblem(error.codeName, error.message)}</strong>
+      <strong>{callProblem(error.codeName, error.message, error.reason, error.fieldViolations.length > 0)}</strong>
       {error.fieldViolations.length > 0 && (
         <ul>
           {error.fieldViolations.map((v) => (

@@ -95,8 +95,12 @@ export function fieldLabel(field: string): string {
   return `${base}${nth}${part}`;
 }
 
-/** What a call's error means for the person at the screen. */
-export function callProblem(codeName: string, message: string): string {
+/** What a call's error means for the person at the screen: its code, its `ErrorInfo.reason`, its
+ * message, and whether it lists the fields at fault (then those say what is wrong). */
+export function callProblem(codeName: string, message: string, reason = "", listsFields = false): string {
+  if (codeName === "INVALID_ARGUMENT" && listsFields) return "Nothing was sent on: correct what is listed below, then send it again.";
+  // A system behind the server did not answer (the server itself did): its message says which.
+  if (codeName === "UNAVAILABLE" && reason.endsWith("_UNAVAILABLE") && message) return message;
   switch (codeName) {
     case "UNAUTHENTICATED":
       return "Your sign-in is not valid any more. Sign in again.";

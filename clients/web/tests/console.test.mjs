@@ -132,21 +132,41 @@ test("a CSV with bad rows is answered row by row, the bad ones explained", async
   assert.equal((runs.match(/Rejected/g) ?? []).length, 2, runs);
 });
 
-test("a failed run says what went wrong and what to do; Retry after the fix ends READY", async () => {
+test("a missing document is refused at the push; a failed run says what went wrong and Retry after the fix ends READY", async () => {
   await go("Push a role");
-  const pushed = await pushRole("Policy Administrator", "draup-3001", deployment.uri("policy_admin_jd.txt"));
+  const uri = deployment.uri("policy_admin_jd.txt");
+  await page.fill("input[name=role_name]", "Policy Administrator");
+  await page.fill("input[name=draup_role_id]", "draup-3001");
+  await page.fill("textarea[name=documents]", uri);
+  await page.getByRole("button", { name: "Push", exact: true }).click();
+  // Refused before anything is queued: the form names the document and says it is not there.
+  const refused = page.getByTestId("call-error");
+  await refused.waitFor();
+  const why = await refused.textContent();
+  assert.match(why, /Documents #1 address/);
+  assert.match(why, /^Nothing was sent on: correct what is listed below/);
+  assert.ok(why.includes(uri), why);
+  assert.match(why, /not found; check the URI and that the upload finished/);
+  await screenshot(page, "07-push-refused");
+
+  // The CSM uploads it, in an encoding that only reading it shows to be wrong (Latin-1), and
+  // pushes again: queued, then failed with what to do.
+  writeFileSync(join(deployment.docs, "policy_admin_jd.txt"), Buffer.from("Policy Administrator\n\nR\xe9sum\xe9 of the role.\n", "latin1"));
+  await page.getByRole("button", { name: "Push", exact: true }).click();
+  const pushed = page.getByTestId("push-result").filter({ hasText: "policy-administrator" });
+  await pushed.waitFor();
   await pushed.locator("a").click();
 
   const explanation = page.getByTestId("explanation");
   await explanation.waitFor({ timeout: READY });
   const said = await explanation.textContent();
-  assert.match(said, /could not be found at the address given/);
-  assert.match(said, /Check the address \(or upload the file there\), then press Retry/);
-  assert.match(said, /DOCUMENT_NOT_FOUND/);
+  assert.match(said, /A text document is not in UTF-8/);
+  assert.match(said, /Save it as UTF-8 text, then press Retry/);
+  assert.match(said, /DOCUMENT_NOT_UTF8/);
   assert.match(await page.getByTestId("run").locator("h1").textContent(), /Failed/);
-  await screenshot(page, "07-run-failed");
+  await screenshot(page, "08a-run-failed");
 
-  // The CSM puts the document where it was said to be, and retries.
+  // The CSM saves the document as UTF-8, and retries.
   writeFileSync(join(deployment.docs, "policy_admin_jd.txt"), "Policy Administrator\n\nMaintains insurance policies: issues, renews and amends them.\n");
   const failedRun = await page.getByTestId("run").getAttribute("data-workflow-id");
   await page.getByTestId("retry").click();
@@ -156,7 +176,7 @@ test("a failed run says what went wrong and what to do; Retry after the fix ends
   }, failedRun);
   assert.match(await page.getByTestId("run").getAttribute("data-workflow-id"), /-2$/);
   await page.getByTestId("run").locator("h1 .badge", { hasText: "Ready" }).waitFor({ timeout: READY });
-  await screenshot(page, "08-retried-ready");
+  await screenshot(page, "08b-retried-ready");
 });
 
 test("the live stream survives a server restart: it reconnects and catches up", async () => {

@@ -1,5 +1,6 @@
 //! `[documents]`: where documents are fetched from and how much of them is read. The server
-//! checks pushed URIs against it; the worker fetches and extracts within it.
+//! checks pushed documents against it before their runs are queued; the worker fetches and
+//! extracts within it.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -32,6 +33,14 @@ pub struct DocumentsConfig {
     pub extract_timeout: Duration,
     /// Extractions run at once by one worker process (each on a blocking thread).
     pub max_concurrent_extractions: usize,
+    /// Longest the server's check of one document before its run is queued may take (that it
+    /// exists, is readable, within `max_bytes`, and its first bytes match its extension). A check
+    /// that runs out of time refuses the document, saying so.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub check_timeout: Duration,
+    /// Documents the server checks at once for one push or batch.
+    pub max_concurrent_checks: usize,
     /// `s3://` documents.
     pub s3: S3Config,
 }
@@ -68,6 +77,8 @@ impl Default for DocumentsConfig {
             fetch_timeout: Duration::from_secs(60),
             extract_timeout: Duration::from_secs(60),
             max_concurrent_extractions: 2,
+            check_timeout: Duration::from_secs(10),
+            max_concurrent_checks: 32,
             s3: S3Config::default(),
         }
     }
@@ -106,6 +117,12 @@ impl DocumentsConfig {
         }
         if self.max_concurrent_extractions == 0 {
             return invalid("documents.max_concurrent_extractions", "must be at least 1");
+        }
+        if self.check_timeout.is_zero() {
+            return invalid("documents.check_timeout", "must be positive");
+        }
+        if self.max_concurrent_checks == 0 {
+            return invalid("documents.max_concurrent_checks", "must be at least 1");
         }
         if !self.file_root.as_os_str().is_empty() && !self.file_root.is_absolute() {
             return invalid("documents.file_root", "must be an absolute path, or empty to refuse file:// URIs");

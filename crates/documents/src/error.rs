@@ -72,7 +72,7 @@ pub enum DocumentError {
         uri: String,
     },
     /// A bucket not in `documents.s3.allowed_buckets`.
-    #[error("{uri}: bucket `{bucket}` is not one this worker may read (documents.s3.allowed_buckets)")]
+    #[error("{uri}: bucket `{bucket}` is not one documents may be read from (documents.s3.allowed_buckets)")]
     BucketNotAllowed {
         /// The URI as given.
         uri: String,
@@ -115,6 +115,17 @@ pub enum DocumentError {
         /// The URI as given.
         uri: String,
         /// The limit (`documents.fetch_timeout`).
+        timeout: Duration,
+    },
+    /// The check before queueing did not finish in time (the store is slow or unreachable).
+    #[error(
+        "{uri}: checking that the document exists did not finish within {timeout:?}; the document store may be \
+         slow or unreachable: push again in a moment"
+    )]
+    CheckTimeout {
+        /// The URI as given.
+        uri: String,
+        /// The limit (`documents.check_timeout`).
         timeout: Duration,
     },
     /// Zero bytes.
@@ -256,7 +267,14 @@ impl DocumentError {
     /// fetch, a busy worker and local I/O failures. Everything else needs someone to fix the
     /// document, its URI or the configuration first.
     pub fn recoverable(&self) -> bool {
-        matches!(self, Self::Unavailable { .. } | Self::FetchTimeout { .. } | Self::Busy { .. } | Self::Io { .. })
+        matches!(
+            self,
+            Self::Unavailable { .. }
+                | Self::FetchTimeout { .. }
+                | Self::CheckTimeout { .. }
+                | Self::Busy { .. }
+                | Self::Io { .. }
+        )
     }
 
     /// A stable machine-readable reason (for `ErrorInfo.reason` and step errors).
@@ -274,6 +292,7 @@ impl DocumentError {
             Self::AccessDenied { .. } => "DOCUMENT_ACCESS_DENIED",
             Self::Unavailable { .. } => "DOCUMENT_STORE_UNAVAILABLE",
             Self::FetchTimeout { .. } => "DOCUMENT_FETCH_TIMEOUT",
+            Self::CheckTimeout { .. } => "DOCUMENT_CHECK_TIMEOUT",
             Self::Empty { .. } => "DOCUMENT_EMPTY",
             Self::TooLarge { .. } => "DOCUMENT_TOO_LARGE",
             Self::ExpandsTooMuch { .. } => "DOCUMENT_EXPANDS_TOO_MUCH",
@@ -307,6 +326,7 @@ impl DocumentError {
             | Self::AccessDenied { uri, .. }
             | Self::Unavailable { uri, .. }
             | Self::FetchTimeout { uri, .. }
+            | Self::CheckTimeout { uri, .. }
             | Self::Empty { uri }
             | Self::TooLarge { uri, .. }
             | Self::ExpandsTooMuch { uri, .. }

@@ -28,7 +28,7 @@ use tokio::sync::Semaphore;
 
 use super::{
     DocumentError, DocumentFormat, DocumentUri, DocumentsConfig, Location,
-    extract::{ExtractLimits, extract_blocking},
+    extract::{ExtractLimits, SNIFF_BYTES, detect, extract_blocking},
 };
 use etter_core::outputs::ContentHash;
 
@@ -76,6 +76,15 @@ pub struct ExtractedDocument {
     pub lines: u32,
 }
 
+/// What a check of a document found ([`Documents::check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckedDocument {
+    /// Its size.
+    pub byte_len: u64,
+    /// The format its first bytes show, which agrees with its extension.
+    pub format: DocumentFormat,
+}
+
 /// Fetches documents and extracts their text, within the limits of a [`DocumentsConfig`].
 /// One per worker process; cheap to share behind an `Arc`.
 pub struct Documents {
@@ -111,6 +120,11 @@ impl Documents {
         })
     }
 
+    /// The configuration it works within.
+    pub fn config(&self) -> &DocumentsConfig {
+        &self.config
+    }
+
     /// Extractions holding a slot now, those that ran past their timeout included.
     pub fn extractions_running(&self) -> usize {
         self.config.max_concurrent_extractions.saturating_sub(self.slots.available_permits())
@@ -141,6 +155,71 @@ impl Documents {
         }
         let content_hash = content_hash(&bytes);
         Ok(FetchedDocument { uri: uri.clone(), bytes, content_hash })
+    }
+
+    /// Checks, without fetching it whole, that a document can be fetched and is what its
+    /// extension says: it exists and is readable (`file://`: under the root; `s3://`: a HEAD with
+    /// the configured credentials), is not empty and within `documents.max_bytes`, and its first
+    /// bytes show the format its extension names. Within `documents.check_timeout`.
+    ///
+    /// The server runs this before it queues a run, so a run never waits in the queue only to
+    /// fail on a document that was missing from the start. Whether the text can be extracted is
+    /// known only once the worker parses the whole document.
+    #[tracing::instrument(level = "debug", skip_all, fields(uri = %uri))]
+    pub async fn check(&self, uri: &DocumentUri) -> Result<CheckedDocument, DocumentError> {
+        let timeout = self.config.check_timeout;
+        let checking = async {
+            match uri.location() {
+                Location::File(path) => self.head_file(uri, path).await,
+                Location::S3 { bucket, key } => self.head_s3(uri, bucket, key).await,
+            }
+        };
+        let (byte_len, head) = tokio::time::timeout(timeout, checking)
+            .await
+            .map_err(|_| DocumentError::CheckTimeout { uri: uri.to_string(), timeout })??;
+        if byte_len == 0 {
+            return Err(DocumentError::Empty { uri: uri.to_string() });
+        }
+        let format = detect(uri, &head)?;
+        Ok(CheckedDocument { byte_len, format })
+    }
+
+    /// A file's size and its first bytes.
+    async fn head_file(&self, uri: &DocumentUri, path: &Path) -> Result<(u64, Vec<u8>), DocumentError> {
+        let root = self.root.clone().ok_or_else(|| DocumentError::FileSourceDisabled { uri: uri.to_string() })?;
+        let relative = root.relative(path).ok_or_else(|| DocumentError::OutsideRoot { uri: uri.to_string() })?;
+        let (max, task_uri) = (self.config.max_bytes, uri.to_string());
+        tokio::task::spawn_blocking(move || {
+            let file = root.open(&relative).map_err(|failure| failure.into_error(&task_uri))?;
+            let io = |e: std::io::Error| DocumentError::Io { uri: task_uri.clone(), detail: e.to_string() };
+            let metadata = file.metadata().map_err(io)?;
+            if !metadata.is_file() {
+                return Err(DocumentError::NotAFile { uri: task_uri.clone() });
+            }
+            if metadata.len() > max {
+                return Err(DocumentError::TooLarge { uri: task_uri.clone(), max });
+            }
+            let mut head = Vec::new();
+            file.take(SNIFF_BYTES).read_to_end(&mut head).map_err(io)?;
+            Ok((metadata.len(), head))
+        })
+        .await
+        .map_err(|e| DocumentError::Io { uri: uri.to_string(), detail: e.to_string() })?
+    }
+
+    /// An object's size (a HEAD) and its first bytes (a ranged GET).
+    async fn head_s3(&self, uri: &DocumentUri, bucket: &str, key: &str) -> Result<(u64, Vec<u8>), DocumentError> {
+        let (store, location) = self.s3_object(uri, bucket, key)?;
+        let meta = store.head(&location).await.map_err(|e| s3_error(uri, &e))?;
+        let max = self.config.max_bytes;
+        if meta.size > max {
+            return Err(DocumentError::TooLarge { uri: uri.to_string(), max });
+        }
+        if meta.size == 0 {
+            return Ok((0, Vec::new()));
+        }
+        let head = store.get_range(&location, 0..meta.size.min(SNIFF_BYTES)).await.map_err(|e| s3_error(uri, &e))?;
+        Ok((meta.size, head.to_vec()))
     }
 
     /// Extracts the text of fetched bytes on a blocking thread, with panics caught and within
@@ -211,7 +290,13 @@ impl Documents {
         .map_err(|e| DocumentError::Io { uri: uri.to_string(), detail: e.to_string() })?
     }
 
-    async fn fetch_s3(&self, uri: &DocumentUri, bucket: &str, key: &str) -> Result<Bytes, DocumentError> {
+    /// The store of an allowed bucket and the object's path in it.
+    fn s3_object(
+        &self,
+        uri: &DocumentUri,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(Arc<dyn ObjectStore>, ObjectPath), DocumentError> {
         let allowed = &self.config.s3.allowed_buckets;
         if !allowed.is_empty() && !allowed.iter().any(|b| b == bucket) {
             return Err(DocumentError::BucketNotAllowed { uri: uri.to_string(), bucket: bucket.to_owned() });
@@ -221,6 +306,11 @@ impl Documents {
             uri: uri.to_string(),
             problem: format!("the object key is not supported: {e}"),
         })?;
+        Ok((store, location))
+    }
+
+    async fn fetch_s3(&self, uri: &DocumentUri, bucket: &str, key: &str) -> Result<Bytes, DocumentError> {
+        let (store, location) = self.s3_object(uri, bucket, key)?;
         let result = store.get(&location).await.map_err(|e| s3_error(uri, &e))?;
         let max = self.config.max_bytes;
         if result.meta.size > max {
@@ -379,7 +469,9 @@ impl OpenFailure {
             Self::NotFound => DocumentError::NotFound { uri },
             Self::Escapes => DocumentError::SymlinkEscape { uri },
             Self::NotAFile => DocumentError::NotAFile { uri },
-            Self::Denied => DocumentError::AccessDenied { uri, detail: "the worker may not read this file".to_owned() },
+            Self::Denied => {
+                DocumentError::AccessDenied { uri, detail: "permission to read the file is denied".to_owned() }
+            }
             Self::BadName => {
                 DocumentError::InvalidUri { uri, problem: "the path is not valid on this system".to_owned() }
             }

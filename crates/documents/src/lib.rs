@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 pub use config::{DocumentsConfig, S3Config};
 pub use error::DocumentError;
 pub use extract::{ExtractLimits, ExtractedText, extract_blocking, normalize_text};
-pub use fetch::{Documents, ExtractedDocument, FetchedDocument, content_hash};
+pub use fetch::{CheckedDocument, Documents, ExtractedDocument, FetchedDocument, content_hash};
 pub use uri::{DocumentUri, Location, MAX_URI_LEN};
 
 /// The formats text is extracted from.

@@ -156,6 +156,8 @@ async fn every_fixture_extracts_with_its_content_and_hash() -> Result<()> {
         let doc = documents.load(&file_uri(&path)?).await.with_context(|| expected.file)?;
         let bytes = std::fs::read(&path)?;
         let file = expected.file;
+        let checked = documents.check(&file_uri(&path)?).await.with_context(|| expected.file)?;
+        ensure!(checked.byte_len == doc.byte_len && checked.format == doc.format, "{file}: checked as {checked:?}");
         ensure!(doc.content_hash.0 == sha256_hex(&bytes), "{file}: content hash is not the SHA-256 of the file");
         ensure!(doc.byte_len == bytes.len() as u64, "{file}: byte length");
         ensure!(doc.format == expected.format, "{file}: detected {:?}", doc.format);
@@ -182,8 +184,32 @@ async fn every_fixture_extracts_with_its_content_and_hash() -> Result<()> {
     Ok(())
 }
 
-/// Asserts a load fails with `code`, not recoverable, and a message that names the URI.
+/// What the check before queueing ([`Documents::check`]) already finds, without fetching the
+/// whole document; every other refusal needs the text extracted.
+const KNOWN_AT_CHECK: [&str; 10] = [
+    "DOCUMENT_NOT_FOUND",
+    "DOCUMENT_EMPTY",
+    "DOCUMENT_TOO_LARGE",
+    "DOCUMENT_OUTSIDE_ROOT",
+    "DOCUMENT_SYMLINK_ESCAPE",
+    "DOCUMENT_NOT_A_FILE",
+    "DOCUMENT_FILE_SOURCE_DISABLED",
+    "DOCUMENT_BUCKET_NOT_ALLOWED",
+    "DOCUMENT_FORMAT_MISMATCH",
+    "DOCUMENT_FORMAT_UNSUPPORTED",
+];
+
+/// Asserts a load fails with `code`, not recoverable, and a message that names the URI; and that
+/// the check before queueing refuses it the same way when it can know, and passes it otherwise.
 async fn refused(documents: &Documents, uri: &DocumentUri, code: &str) -> Result<DocumentError> {
+    let checked = documents.check(uri).await;
+    if KNOWN_AT_CHECK.contains(&code) {
+        let e = checked.err().with_context(|| format!("{uri}: the check passed, expected {code}"))?;
+        ensure!(e.code() == code, "{uri}: the check said {}, expected {code}: {e}", e.code());
+        ensure!(e.to_string().contains(uri.as_str()), "{uri}: the check's message does not name it: {e}");
+    } else {
+        ensure!(checked.is_ok(), "{uri}: the check refused what only extraction can know: {checked:?}");
+    }
     match documents.load(uri).await {
         Ok(doc) => bail!("{uri}: loaded ({} bytes of text), expected {code}", doc.text.len()),
         Err(e) => {
@@ -210,6 +236,20 @@ async fn bad_documents_are_refused_with_a_clear_error() -> Result<()> {
     for (file, code, advice) in cases {
         let e = refused(&documents, &file_uri(&dir.join(file))?, code).await?;
         ensure!(e.to_string().contains(advice), "{file}: message lacks {advice:?}: {e}");
+    }
+
+    // Content that is not what the extension says, and formats that are not supported.
+    let sandbox = Sandbox::new("mismatch")?;
+    std::fs::write(sandbox.path.join("jd.pdf"), "a job description in plain text")?;
+    std::fs::copy(dir.join("claims_adjuster_jd.pdf"), sandbox.path.join("jd.txt"))?;
+    std::fs::write(sandbox.path.join("jd.doc"), [0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1, 0, 0])?;
+    let documents = Documents::new(config_with_root(&sandbox.path))?;
+    for (file, code) in [
+        ("jd.pdf", "DOCUMENT_FORMAT_MISMATCH"),
+        ("jd.txt", "DOCUMENT_FORMAT_MISMATCH"),
+        ("jd.doc", "DOCUMENT_FORMAT_UNSUPPORTED"),
+    ] {
+        refused(&documents, &file_uri(&sandbox.path.join(file))?, code).await?;
     }
     Ok(())
 }
@@ -446,6 +486,8 @@ async fn s3_documents_round_trip_through_moto() -> Result<()> {
         let documents = Documents::new(s3_config(&moto.endpoint))?;
         let uri = DocumentUri::parse(&format!("s3://etter-docs/{key}"))?;
         let from_s3 = documents.load(&uri).await.with_context(|| key.clone())?;
+        let checked = documents.check(&uri).await.with_context(|| key.clone())?;
+        ensure!(checked.byte_len == bytes.len() as u64 && checked.format == expected.format, "{key}: {checked:?}");
         let from_file = local.load(&file_uri(&path)?).await?;
         ensure!(from_s3.content_hash.0 == sha256_hex(&bytes), "{key}: hash");
         ensure!(from_s3.content_hash == from_file.content_hash, "{key}: hash differs from the file's");
@@ -480,14 +522,20 @@ async fn s3_unavailable_is_recoverable() -> Result<()> {
     let e = documents.load(&uri).await.err().context("fetched from a closed port")?;
     ensure!(e.code() == "DOCUMENT_STORE_UNAVAILABLE" && e.recoverable(), "{e}");
     ensure!(e.to_string().contains(uri.as_str()) && !e.to_string().contains(&port.to_string()), "{e}");
+    let e = documents.check(&uri).await.err().context("checked against a closed port")?;
+    ensure!(e.code() == "DOCUMENT_STORE_UNAVAILABLE" && e.recoverable(), "{e}");
 
-    // A server that accepts connections and never answers: the fetch times out.
+    // A server that accepts connections and never answers: the fetch, and the check, time out.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let mut config = s3_config(&format!("http://{}", silent.local_addr()?));
     config.fetch_timeout = Duration::from_millis(500);
+    config.check_timeout = Duration::from_millis(300);
     let documents = Documents::new(config)?;
     let e = documents.load(&uri).await.err().context("fetched from a silent server")?;
     ensure!(e.recoverable() && matches!(e.code(), "DOCUMENT_FETCH_TIMEOUT" | "DOCUMENT_STORE_UNAVAILABLE"), "{e}");
+    let e = documents.check(&uri).await.err().context("checked against a silent server")?;
+    ensure!(e.recoverable() && e.code() == "DOCUMENT_CHECK_TIMEOUT", "{e}");
+    ensure!(e.to_string().contains("push again"), "{e}");
     drop(silent);
     Ok(())
 }

@@ -11,7 +11,7 @@ use etter_proto::v1::{
 };
 use tonic::Code;
 
-use super::{Api, acme, closed_port_url, status_of, violations};
+use super::{Api, acme, closed_port_url, doc_uri, status_of, violations};
 use crate::{Server, with_token};
 
 /// How the invalid items of the batch are wrong, by `(i / 10) % 5` for every `i % 10 == 3`, and
@@ -25,7 +25,7 @@ fn item(server: &Server, i: usize) -> PushBatchItem {
         role_name: format!("Batch Role {i:03}"),
         documents: vec![pb::Document {
             r#type: pb::DocumentType::JobDescription as i32,
-            uri: format!("file://{}", server.data_dir.join("docs").join(format!("jd-{i}.pdf")).display()),
+            uri: doc_uri(server, &format!("jd-{i}.pdf")),
         }],
         draup_role_id: format!("draup-role-{i}"),
         options: None,
@@ -172,8 +172,7 @@ async fn a_batch_answers_every_item_stores_the_invalid_ones_and_history_pages_th
         page_size: 37,
         ..Default::default()
     };
-    let push_uri =
-        |n: usize| format!("file://{}", server.data_dir.join("docs").join(format!("late-{n}.pdf")).display());
+    let push_uri = |n: usize| doc_uri(&server, &format!("late-{n}.pdf"));
     let mut pushed = 0;
     let mut pusher = api.clone();
     let runs = all_pages(&mut api, &token, by_batch.clone(), async || {
@@ -271,4 +270,46 @@ async fn a_batch_answers_every_item_stores_the_invalid_ones_and_history_pages_th
 
 fn chrono_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+#[tokio::test]
+async fn a_batch_item_whose_document_cannot_be_used_is_stored_invalid_and_the_others_go_on() -> anyhow::Result<()> {
+    let server = Server::start(&[]).await?;
+    let company = acme();
+    let token = server.token(&["--company", &company, "--role", "operator"])?;
+    let mut api = PipelineServiceClient::new(server.channel().await?);
+    let docs = server.data_dir.join("docs");
+    std::fs::write(docs.join("text.pdf"), "plain text named .pdf")?;
+    let shared = doc_uri(&server, "shared.pdf");
+    let missing = format!("file://{}", docs.join("missing.pdf").display());
+    let mistyped = format!("file://{}", docs.join("text.pdf").display());
+    let item = |n: usize, uri: &str| PushBatchItem {
+        role_name: format!("Checked Role {n}"),
+        documents: vec![pb::Document { r#type: pb::DocumentType::JobDescription as i32, uri: uri.to_owned() }],
+        draup_role_id: format!("draup-role-{n}"),
+        options: None,
+        client_ref: format!("row {n}"),
+    };
+    let request = PushBatchRequest {
+        company_id: company.clone(),
+        items: vec![item(0, &shared), item(1, &missing), item(2, &mistyped), item(3, &shared)],
+        ..Default::default()
+    };
+    let answer = push_batch(&mut api, &token, request).await?;
+    let outcomes: Vec<i32> = answer.items.iter().map(|i| i.outcome).collect();
+    let (accepted, rejected) = (pb::BatchItemOutcome::Accepted as i32, pb::BatchItemOutcome::Rejected as i32);
+    ensure!(outcomes == [accepted, rejected, rejected, accepted], "{outcomes:?}");
+    for (index, uri, says) in [(1, &missing, "not found"), (2, &mistyped, "plain text")] {
+        let result = &answer.items[index];
+        let [violation] = result.field_violations.as_slice() else { anyhow::bail!("{result:?}") };
+        ensure!(violation.field == "documents[0].uri", "{violation:?}");
+        ensure!(violation.description.contains(uri.as_str()) && violation.description.contains(says), "{violation:?}");
+        // Stored as VALIDATION_ERROR under its role, so it can be found and fixed later.
+        let run = status_of(&mut api, &token, pb::get_status_request::Target::RoleId(result.role_id.clone())).await?;
+        ensure!(run.status() == pb::RoleStatus::ValidationError, "{run:?}");
+    }
+    for index in [0, 3] {
+        ensure!(answer.items[index].status() == pb::RoleStatus::Queued, "{:?}", answer.items[index]);
+    }
+    Ok(())
 }

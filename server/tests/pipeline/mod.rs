@@ -130,9 +130,17 @@ fn batch_of(server: &Server, company: &str, names: &[String]) -> pb::PushBatchRe
     }
 }
 
-/// A document URI under the server's documents root.
+/// A document URI under the server's documents root, the document written there if it is not
+/// yet: the server checks that a pushed document exists and is what its extension says before it
+/// queues the run. No worker reads it in these tests, so a PDF header is all a `.pdf` holds. (A
+/// write that fails shows as the push refused with INVALID_DOCUMENT, naming the file.)
 fn doc_uri(server: &Server, name: &str) -> String {
-    format!("file://{}", server.data_dir.join("docs").join(name).display())
+    let path = server.data_dir.join("docs").join(name);
+    if !path.exists() {
+        let content: &[u8] = if name.ends_with(".pdf") { b"%PDF-1.7\n" } else { b"A job description.\n" };
+        let _ = std::fs::write(&path, content);
+    }
+    format!("file://{}", path.display())
 }
 
 async fn status_of(api: &mut Api, token: &str, target: Target) -> Result<pb::RunStatus, tonic::Status> {
@@ -184,6 +192,71 @@ async fn invalid_pushes_name_the_field_and_store_nothing() -> anyhow::Result<()>
         assert_eq!((info.reason.as_str(), info.domain.as_str()), ("INVALID_ROLE", "etter.pipeline"));
     }
     // Nothing was stored: the role has no run.
+    let missing = status_of(&mut api, &token, Target::RoleId(format!("cr-{}.claims-adjuster", acme()))).await;
+    assert_eq!(missing.err().map(|s| s.code()), Some(Code::NotFound));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_push_whose_document_cannot_be_used_is_refused_before_it_is_queued() -> anyhow::Result<()> {
+    let server = Server::start(&[]).await?;
+    let token = server.token(&["--company", &acme(), "--role", "operator"])?;
+    let mut api = PipelineServiceClient::new(server.channel().await?);
+    let docs = server.data_dir.join("docs");
+    std::fs::write(docs.join("text.pdf"), "a job description in plain text, named .pdf")?;
+    std::fs::write(docs.join("empty.txt"), "")?;
+    std::fs::create_dir_all(docs.join("folder.pdf"))?;
+    let missing = doc_uri(&server, "jd.pdf").replace("jd.pdf", "missing.pdf");
+    let cases = [
+        (missing, "not found"),
+        (format!("file://{}", docs.join("text.pdf").display()), "plain text"),
+        (format!("file://{}", docs.join("empty.txt").display()), "empty"),
+        (format!("file://{}", docs.join("folder.pdf").display()), "not a regular file"),
+    ];
+    for (uri, says) in cases {
+        let mut request = push_request("Claims Adjuster", &doc_uri(&server, "jd.pdf"));
+        request.documents.push(pb::Document { r#type: pb::DocumentType::ProcessMap as i32, uri: uri.clone() });
+        let status = api.push(with_token(request, &token)?).await.err().context("a push of an unusable document")?;
+        assert_eq!(status.code(), Code::InvalidArgument, "{uri}: {status:?}");
+        let info = status.get_details_error_info().context("ErrorInfo missing")?;
+        assert_eq!(info.reason, "INVALID_DOCUMENT", "{uri}");
+        let bad = status.get_details_bad_request().context("BadRequest missing")?;
+        let [violation] = bad.field_violations.as_slice() else { bail!("{uri}: {bad:?}") };
+        assert_eq!(violation.field, "documents[1].uri", "{uri}");
+        assert!(violation.description.contains(&uri), "{uri}: {}", violation.description);
+        assert!(violation.description.contains(says), "{uri}: {}", violation.description);
+    }
+    // Nothing was stored: the role has no run.
+    let missing = status_of(&mut api, &token, Target::RoleId(format!("cr-{}.claims-adjuster", acme()))).await;
+    assert_eq!(missing.err().map(|s| s.code()), Some(Code::NotFound));
+    // The same push with its documents in place is queued.
+    let good = api.push(with_token(push_request("Claims Adjuster", &doc_uri(&server, "jd.pdf")), &token)?).await?;
+    assert_eq!(good.into_inner().status(), pb::RoleStatus::Queued);
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_the_document_store_unreachable_a_push_is_refused_as_unavailable_and_nothing_is_stored()
+-> anyhow::Result<()> {
+    let endpoint = closed_port_url()?;
+    let server = Server::start(&[
+        ("ETTER_DOCUMENTS__S3__ENDPOINT", &endpoint),
+        ("ETTER_DOCUMENTS__S3__ALLOW_HTTP", "true"),
+        ("ETTER_DOCUMENTS__S3__ACCESS_KEY_ID", "etter"),
+        ("ETTER_DOCUMENTS__S3__SECRET_ACCESS_KEY", "etter-secret"),
+        ("ETTER_DOCUMENTS__S3__MAX_RETRIES", "0"),
+    ])
+    .await?;
+    let token = server.token(&["--company", &acme(), "--role", "operator"])?;
+    let mut api = PipelineServiceClient::new(server.channel().await?);
+    let request = push_request("Claims Adjuster", "s3://etter-docs/acme/jd.pdf");
+    let status = api.push(with_token(request, &token)?).await.err().context("a push while S3 is down")?;
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let info = status.get_details_error_info().context("ErrorInfo missing")?;
+    assert_eq!(info.reason, "DOCUMENT_STORE_UNAVAILABLE");
+    assert!(status.message().contains("s3://etter-docs/acme/jd.pdf"), "{}", status.message());
+    assert!(status.message().contains("nothing was stored"), "{}", status.message());
+    assert!(!status.message().contains(&endpoint[7..]), "the message names the endpoint: {}", status.message());
     let missing = status_of(&mut api, &token, Target::RoleId(format!("cr-{}.claims-adjuster", acme()))).await;
     assert_eq!(missing.err().map(|s| s.code()), Some(Code::NotFound));
     Ok(())

@@ -98,7 +98,7 @@ async fn batch_and_company_watches_carry_every_run_and_resume_exactly() -> anyho
     let token = server.token(&["--company", &company, "--role", "operator"])?;
     let mut api = PipelineServiceClient::new(server.channel().await?);
     let store = etter_store::connect(&StoreLocation::Sqlite(server.data_dir.join("etter.db"))).await?;
-    let doc = |i: usize| format!("file://{}", server.data_dir.join("docs").join(format!("jd-{i}.pdf")).display());
+    let doc = |i: usize| doc_uri(&server, &format!("jd-{i}.pdf"));
 
     let items: Vec<PushBatchItem> = (0..40)
         .map(|i| PushBatchItem {

@@ -146,6 +146,9 @@ enum Sniffed {
     Other(&'static str),
 }
 
+/// How many of a document's first bytes its format is told from.
+pub(crate) const SNIFF_BYTES: u64 = 8192;
+
 fn sniff(bytes: &[u8]) -> Sniffed {
     let head = &bytes[..bytes.len().min(1024)];
     // Readers accept the PDF header anywhere in the first 1024 bytes (some generators prepend junk).
@@ -164,13 +167,15 @@ fn sniff(bytes: &[u8]) -> Sniffed {
     if bytes.starts_with(b"\x89PNG") || bytes.starts_with(&[0xFF, 0xD8, 0xFF]) || bytes.starts_with(b"GIF8") {
         return Sniffed::Other("an image; upload a text-based PDF or run OCR first");
     }
-    if bytes[..bytes.len().min(8192)].contains(&0) {
+    if bytes[..bytes.len().min(SNIFF_BYTES as usize)].contains(&0) {
         return Sniffed::Other("binary data");
     }
     Sniffed::Text
 }
 
-fn detect(uri: &DocumentUri, bytes: &[u8]) -> Result<DocumentFormat, DocumentError> {
+/// The format of a document from its first bytes ([`SNIFF_BYTES`] of them suffice), checked
+/// against its extension.
+pub(crate) fn detect(uri: &DocumentUri, bytes: &[u8]) -> Result<DocumentFormat, DocumentError> {
     let sniffed = sniff(bytes);
     let extension = uri.extension();
     let ext = extension.as_deref();
