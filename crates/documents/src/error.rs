@@ -198,9 +198,22 @@ pub enum DocumentError {
         /// The URI as given.
         uri: String,
     },
-    /// Parsed, but no text in it (a scan without OCR, or an empty document).
+    /// A PDF that draws text with fonts that do not say which characters their glyphs are (no
+    /// ToUnicode map, no known encoding).
     #[error(
-        "{uri}: the {format} contains no extractable text (a scanned image?); upload a text-based {format} or run OCR on it first"
+        "{uri}: the PDF draws its text with fonts that do not say which characters they show, so the text cannot \
+         be read; export the PDF again from the original document (with its fonts embedded), or upload the \
+         original as DOCX"
+    )]
+    TextUnmapped {
+        /// The URI as given.
+        uri: String,
+    },
+    /// Parsed, but nothing in it is written as characters (a PDF that draws no text, a document
+    /// of images only, or an empty one).
+    #[error(
+        "{uri}: the {format} contains no text: nothing in it is written as characters (text in images is not read); \
+         upload a version that holds the text itself"
     )]
     NoText {
         /// The URI as given.
@@ -302,6 +315,7 @@ impl DocumentError {
             Self::Corrupt { .. } => "DOCUMENT_CORRUPT",
             Self::Encrypted { .. } => "DOCUMENT_ENCRYPTED",
             Self::NoText { .. } => "DOCUMENT_NO_TEXT",
+            Self::TextUnmapped { .. } => "DOCUMENT_TEXT_UNMAPPED",
             Self::TextTooLong { .. } => "DOCUMENT_TEXT_TOO_LONG",
             Self::ExtractTimeout { .. } => "DOCUMENT_EXTRACT_TIMEOUT",
             Self::ExtractorFailed { .. } => "DOCUMENT_EXTRACTOR_FAILED",
@@ -336,6 +350,7 @@ impl DocumentError {
             | Self::Corrupt { uri, .. }
             | Self::Encrypted { uri }
             | Self::NoText { uri, .. }
+            | Self::TextUnmapped { uri }
             | Self::TextTooLong { uri, .. }
             | Self::ExtractTimeout { uri, .. }
             | Self::ExtractorFailed { uri, .. }

@@ -231,7 +231,7 @@ async fn bad_documents_are_refused_with_a_clear_error() -> Result<()> {
         ("corrupt.pdf", "DOCUMENT_CORRUPT", "export it again as PDF"),
         ("latin1.txt", "DOCUMENT_NOT_UTF8", "save it as UTF-8"),
         ("no_document_xml.docx", "DOCUMENT_CORRUPT", "no word/document.xml"),
-        ("scanned.pdf", "DOCUMENT_NO_TEXT", "upload a text-based PDF"),
+        ("scanned.pdf", "DOCUMENT_NO_TEXT", "upload a version that holds the text itself"),
     ];
     for (file, code, advice) in cases {
         let e = refused(&documents, &file_uri(&dir.join(file))?, code).await?;

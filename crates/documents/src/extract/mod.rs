@@ -52,6 +52,8 @@ enum Problem {
     TextTooLong,
     NotUtf8(usize),
     Crashed,
+    /// A PDF draws text, but no glyph maps to a character.
+    TextUnmapped,
 }
 
 impl Problem {
@@ -64,6 +66,7 @@ impl Problem {
             Self::TextTooLong => DocumentError::TextTooLong { uri, max: limits.max_text_chars },
             Self::NotUtf8(offset) => DocumentError::NotUtf8 { uri, offset },
             Self::Crashed => DocumentError::ExtractorFailed { uri, format },
+            Self::TextUnmapped => DocumentError::TextUnmapped { uri },
         }
     }
 }

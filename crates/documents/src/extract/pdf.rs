@@ -1,12 +1,26 @@
 //! PDF text through `pdf-extract` (which parses with `lopdf` and handles font encodings, CMaps
 //! and embedded Type 1/CFF/TrueType fonts), page by page.
+//!
+//! `pdf-extract` knows two of the four text-showing operators (`Tj`, `TJ`); text drawn with the
+//! other two (`'` and `"`, which move to the next line first) would be lost. Before extraction,
+//! each content stream that uses them is rewritten into the operators they stand for (ISO 32000-1
+//! §9.4.3): `string '` is `T* string Tj`; `aw ac string "` is `aw Tw ac Tc string '`.
+//!
+//! Bounds: the input is at most `documents.max_bytes`; all its Flate streams together may inflate
+//! to at most [`MAX_INFLATED_BYTES`], checked before anything is inflated for real; the text is
+//! capped; the caller runs this on a blocking thread with a time limit and a fixed number of
+//! slots, and a parser panic fails the page (or the document), not the worker.
 
+use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use flate2::{Decompress, FlushDecompress, Status};
-use pdf_extract::{Document, PlainTextOutput};
+use pdf_extract::{
+    Document, Object, ObjectId, PlainTextOutput,
+    content::{Content, Operation},
+};
 
-use super::{Problem, Raw};
+use super::{Problem, Raw, normalize_text};
 
 /// Most bytes all Flate streams of one PDF may inflate to. `lopdf` inflates streams without a
 /// bound, so a small PDF could otherwise expand to gigabytes inside the worker; a job description
@@ -27,6 +41,7 @@ pub(super) fn extract(bytes: &[u8], raw_cap: usize) -> Result<Raw, Problem> {
     if pages.is_empty() {
         return Err(Problem::Corrupt("it has no pages".to_owned()));
     }
+    rewrite_next_line_operators(&mut doc);
     let mut raw = Raw { pages: Some(u32::try_from(pages.len()).unwrap_or(u32::MAX)), ..Raw::default() };
     let mut first_failure = None;
     for number in pages.iter().copied() {
@@ -58,7 +73,71 @@ pub(super) fn extract(bytes: &[u8], raw_cap: usize) -> Result<Raw, Problem> {
     if raw.skipped_pages as usize == pages.len() {
         return Err(first_failure.unwrap_or(Problem::Crashed));
     }
+    // No text came out: either nothing is drawn as text (the caller says so), or text is drawn
+    // with fonts that do not say which characters their glyphs are.
+    if normalize_text(&raw.text).is_empty() && draws_text(&doc) {
+        return Err(Problem::TextUnmapped);
+    }
     Ok(raw)
+}
+
+/// The text-showing operators (ISO 32000-1 §9.4.3).
+const SHOWS_TEXT: [&str; 4] = ["Tj", "TJ", "'", "\""];
+
+/// The content streams of a PDF: its pages' and its form XObjects'.
+fn content_streams(doc: &Document) -> HashSet<ObjectId> {
+    let mut ids: HashSet<ObjectId> = doc.page_iter().flat_map(|page| doc.get_page_contents(page)).collect();
+    ids.extend(doc.objects.iter().filter_map(|(id, object)| match object {
+        Object::Stream(stream) if stream.dict.get(b"Subtype").and_then(Object::as_name).is_ok_and(|n| n == b"Form") => {
+            Some(*id)
+        }
+        _ => None,
+    }));
+    ids
+}
+
+/// The operations of a content stream, when it can be read.
+fn operations(doc: &Document, id: ObjectId) -> Option<Vec<Operation>> {
+    let Ok(Object::Stream(stream)) = doc.get_object(id) else { return None };
+    let plain = stream.get_plain_content().ok()?;
+    Content::decode(&plain).ok().map(|content| content.operations)
+}
+
+/// Rewrites `'` and `"` into the operators they stand for, in every content stream that uses them.
+fn rewrite_next_line_operators(doc: &mut Document) {
+    for id in content_streams(doc) {
+        let Some(operations) = operations(doc, id) else { continue };
+        if !operations.iter().any(|op| op.operator == "'" || op.operator == "\"") {
+            continue;
+        }
+        let rewritten: Content = Content { operations: operations.into_iter().flat_map(spelled_out).collect() };
+        let (Ok(bytes), Some(Object::Stream(stream))) = (rewritten.encode(), doc.objects.get_mut(&id)) else {
+            continue;
+        };
+        stream.set_plain_content(bytes);
+    }
+}
+
+/// `'` and `"` as the operators they stand for; any other operation as it is.
+fn spelled_out(op: Operation) -> Vec<Operation> {
+    match (op.operator.as_str(), op.operands.as_slice()) {
+        ("'", [text]) => vec![Operation::new("T*", vec![]), Operation::new("Tj", vec![text.clone()])],
+        ("\"", [word_spacing, char_spacing, text]) => vec![
+            Operation::new("Tw", vec![word_spacing.clone()]),
+            Operation::new("Tc", vec![char_spacing.clone()]),
+            Operation::new("T*", vec![]),
+            Operation::new("Tj", vec![text.clone()]),
+        ],
+        _ => vec![op],
+    }
+}
+
+/// Whether any content stream shows text.
+fn draws_text(doc: &Document) -> bool {
+    content_streams(doc)
+        .into_iter()
+        .filter_map(|id| operations(doc, id))
+        .any(|ops| ops.iter().any(|op| SHOWS_TEXT.contains(&op.operator.as_str())))
 }
 
 fn problem(e: pdf_extract::Error) -> Problem {
