@@ -466,6 +466,10 @@ pub struct DispatchConfig {
     pub estimate_step_duration: Duration,
     /// Estimated LLM tokens of one LLM-using step, while there are no measurements.
     pub estimate_llm_step_tokens: i64,
+    /// How often estimates re-read what recent steps and runs took.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub estimate_refresh_interval: Duration,
 }
 
 impl Default for DispatchConfig {
@@ -483,6 +487,7 @@ impl Default for DispatchConfig {
             reconcile_interval: Duration::from_secs(30),
             estimate_step_duration: Duration::from_secs(30),
             estimate_llm_step_tokens: 4000,
+            estimate_refresh_interval: Duration::from_secs(60),
         }
     }
 }
@@ -495,6 +500,7 @@ impl DispatchConfig {
             ("dispatch.temporal_timeout", self.temporal_timeout),
             ("dispatch.retry_initial_backoff", self.retry_initial_backoff),
             ("dispatch.reconcile_interval", self.reconcile_interval),
+            ("dispatch.estimate_refresh_interval", self.estimate_refresh_interval),
         ])?;
         if self.retry_max_backoff < self.retry_initial_backoff {
             return invalid("dispatch.retry_max_backoff", "must be at least dispatch.retry_initial_backoff");

@@ -1,12 +1,19 @@
-//! Estimates of a run's duration and tokens, from measured data: the mean duration and
-//! tokens of each step's recent completed attempts ([`RunStore::step_stats`], refreshed every
-//! [`REFRESH_EVERY`]), falling back to the configured per-step defaults for a step that has not
-//! completed yet (`dispatch.estimate_step_duration`, `dispatch.estimate_llm_step_tokens`).
+//! Estimates of a run's duration and tokens, from measured data, re-read every
+//! `dispatch.estimate_refresh_interval`: the mean duration and tokens of each step's recent completed attempts
+//! ([`RunStore::step_stats`]), falling back to the configured per-step defaults for a step that has
+//! not completed yet (`dispatch.estimate_step_duration`, `dispatch.estimate_llm_step_tokens`); and
+//! what recent READY runs took as a whole ([`RunStore::recently_ended`]).
 //! - **tokens**: the sum over the plan's steps that run;
 //! - **duration**: the plan's longest dependency path (parallel branches overlap), each step its
-//!   measured mean; a run that has finished some steps has the unfinished fraction of that left;
-//! - **queue wait**: runs start in waves of `dispatch.max_processing_per_company`; a queued run at
-//!   position `p` waits `(p - 1) / cap` whole runs.
+//!   measured mean, plus the **overhead** of a run: what recent runs took beyond their own path
+//!   (starting the workflow, Temporal scheduling each activity, the bookkeeping between steps). A
+//!   run that has finished some steps has the unfinished fraction of that left;
+//! - **queue wait**: a queued run at position `p` waits for `p - 1` runs to start before it, at
+//!   the rate recent runs started; with no recent starts to measure, runs start in waves of
+//!   `dispatch.max_processing_per_company` and it waits `(p - 1) / cap` whole runs.
+//!
+//! Durations are kept to the microsecond; the contract's whole seconds are rounded up, so an
+//! unfinished run never reads 0.
 
 use std::collections::BTreeMap;
 use std::sync::RwLock;
@@ -14,11 +21,10 @@ use std::time::Duration;
 
 use crate::config::DispatchConfig;
 use etter_core::error::chain;
+use etter_core::lifecycle::RunState;
 use etter_core::steps::{Action, Plan, StepName};
-use etter_store::{RunStore, StepStats, StoreError};
+use etter_store::{Run, RunStore, StepStats, StoreError, Timestamp};
 
-/// How often the measurements are re-read.
-pub const REFRESH_EVERY: Duration = Duration::from_secs(60);
 /// Completed attempts measured per step (the most recent ones).
 pub const SAMPLES_PER_STEP: u32 = 50;
 
@@ -29,11 +35,44 @@ struct StepCost {
     tokens: i64,
 }
 
+/// What recent whole runs measured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct RunCost {
+    /// Mean time a run took beyond its own steps' path.
+    overhead: Duration,
+    /// Mean time between two runs starting, when runs started recently.
+    start_interval: Option<Duration>,
+}
+
+/// When a run that ended ran, and its plan.
+#[derive(Debug, Clone)]
+pub struct RunTiming {
+    /// Its steps.
+    pub plan: Plan,
+    /// When its workflow started.
+    pub start: Timestamp,
+    /// When it ended.
+    pub end: Timestamp,
+}
+
+impl RunTiming {
+    /// The timing of an ended run (none for a run without a plan or not started).
+    fn of(run: &Run) -> Option<Self> {
+        Some(Self { plan: run.plan.clone()?, start: run.start_time?, end: run.end_time? })
+    }
+}
+
+/// Recent READY runs measured for the overhead and the start rate.
+pub const RUNS_MEASURED: u32 = 50;
+/// Starts further back than this say nothing of the current rate.
+const START_RATE_WINDOW: Duration = Duration::from_secs(15 * 60);
+
 /// Estimates for plans, from the latest measurements.
 #[derive(Debug)]
 pub struct Estimator {
     config: DispatchConfig,
     measured: RwLock<BTreeMap<StepName, StepCost>>,
+    runs: RwLock<RunCost>,
     /// (currency, price of a million tokens), when prices are configured.
     price: Option<(String, f64)>,
 }
@@ -41,7 +80,7 @@ pub struct Estimator {
 impl Estimator {
     /// An estimator with nothing measured yet (the configured defaults).
     pub fn new(config: DispatchConfig) -> Self {
-        Self { config, measured: RwLock::new(BTreeMap::new()), price: None }
+        Self { config, measured: RwLock::new(BTreeMap::new()), runs: RwLock::new(RunCost::default()), price: None }
     }
 
     /// Prices estimates and usage with `limits.currency` and `limits.price_per_million_tokens`.
@@ -69,9 +108,49 @@ impl Estimator {
 
     /// Re-reads the measurements from the store.
     pub async fn refresh(&self, store: &dyn RunStore) -> Result<(), StoreError> {
-        let stats = store.step_stats(SAMPLES_PER_STEP).await?;
+        let (stats, recent) = futures::try_join!(
+            store.step_stats(SAMPLES_PER_STEP),
+            store.recently_ended(RunState::Ready, RUNS_MEASURED)
+        )?;
         self.set_measurements(&stats);
+        let timings: Vec<RunTiming> = recent.iter().filter_map(RunTiming::of).collect();
+        self.measure_runs(&timings, etter_store::now());
         Ok(())
+    }
+
+    /// Measures, from recent READY runs (with the step measurements already set), what a run
+    /// costs beyond its steps and how often runs start.
+    pub fn measure_runs(&self, recent: &[RunTiming], now: Timestamp) {
+        let beyond_steps: Vec<Duration> = recent
+            .iter()
+            .filter_map(|run| {
+                let took = (run.end - run.start).to_std().ok()?;
+                Some(took.saturating_sub(self.steps_path(&run.plan)))
+            })
+            .collect();
+        let overhead = mean(&beyond_steps);
+        let window = chrono::TimeDelta::from_std(START_RATE_WINDOW).unwrap_or(chrono::TimeDelta::MAX);
+        let mut starts: Vec<Timestamp> =
+            recent.iter().map(|run| run.start).filter(|start| now - *start <= window).collect();
+        starts.sort_unstable();
+        let start_interval = match (starts.first(), starts.last()) {
+            (Some(first), Some(last)) if starts.len() >= 3 => {
+                (*last - *first).to_std().ok().map(|span| span / u32::try_from(starts.len() - 1).unwrap_or(u32::MAX))
+            }
+            _ => None,
+        };
+        let cost = RunCost { overhead, start_interval };
+        match self.runs.write() {
+            Ok(mut guard) => *guard = cost,
+            Err(poisoned) => *poisoned.into_inner() = cost,
+        }
+    }
+
+    fn run_cost(&self) -> RunCost {
+        match self.runs.read() {
+            Ok(guard) => *guard,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
     }
 
     /// Replaces the measurements (steps this version does not know are ignored).
@@ -109,8 +188,8 @@ impl Estimator {
             .fold(0_i64, |sum, (step, _)| sum.saturating_add(self.cost(*step).tokens))
     }
 
-    /// Estimated seconds of a whole run of `plan`: its longest dependency path.
-    pub fn run_seconds(&self, plan: &Plan) -> i64 {
+    /// The longest dependency path of `plan`'s steps, each its measured (or assumed) mean.
+    fn steps_path(&self, plan: &Plan) -> Duration {
         let mut done_at: BTreeMap<StepName, Duration> = BTreeMap::new();
         for (step, action) in &plan.steps {
             if *action != Action::Run {
@@ -124,34 +203,69 @@ impl Estimator {
             };
             done_at.insert(*step, start + self.cost(*step).duration);
         }
-        let longest = done_at.values().copied().max().unwrap_or_default();
-        i64::try_from(longest.as_secs()).unwrap_or(i64::MAX)
+        done_at.values().copied().max().unwrap_or_default()
     }
 
-    /// Estimated seconds until a run ends: queue wait (when queued at `position`) plus what is
-    /// left of its steps (`finished` of `total`).
+    /// Estimated time of a whole run of `plan`: its steps' longest path and the measured
+    /// overhead of a run.
+    pub fn run_duration(&self, plan: &Plan) -> Duration {
+        self.steps_path(plan) + self.run_cost().overhead
+    }
+
+    /// Estimated time until a run ends: its wait in the queue (when queued at `position`), then
+    /// what is left of it (`finished` of its steps done).
+    pub fn remaining(&self, plan: &Plan, position: Option<u32>, finished: usize) -> Duration {
+        let whole = self.run_duration(plan);
+        let total = u32::try_from(plan.total().max(1)).unwrap_or(u32::MAX);
+        let left = u32::try_from(plan.total().saturating_sub(finished)).unwrap_or(0).min(total);
+        let running = whole * left / total;
+        let ahead = position.map_or(0, |p| p.saturating_sub(1));
+        let wait = match self.run_cost().start_interval {
+            Some(interval) => interval.saturating_mul(ahead),
+            None => {
+                let cap = u32::try_from(self.config.max_processing_per_company.max(1)).unwrap_or(u32::MAX);
+                whole.saturating_mul(ahead / cap)
+            }
+        };
+        running.saturating_add(wait)
+    }
+
+    /// [`Estimator::remaining`] in the contract's whole seconds, rounded up: a run that is not
+    /// over never reads 0.
     pub fn remaining_seconds(&self, plan: &Plan, position: Option<u32>, finished: usize) -> i64 {
-        let whole = self.run_seconds(plan);
-        let total = plan.total().max(1);
-        let left = total.saturating_sub(finished);
-        let running = whole.saturating_mul(i64::try_from(left).unwrap_or(0)) / i64::try_from(total).unwrap_or(1);
-        let waves =
-            position.map_or(0, |p| u64::from(p.saturating_sub(1)) / self.config.max_processing_per_company.max(1));
-        running.saturating_add(whole.saturating_mul(i64::try_from(waves).unwrap_or(i64::MAX)))
+        whole_seconds(self.remaining(plan, position, finished)).max(1)
+    }
+
+    /// [`Estimator::run_duration`] in whole seconds, rounded up.
+    pub fn run_seconds(&self, plan: &Plan) -> i64 {
+        whole_seconds(self.run_duration(plan)).max(1)
     }
 }
 
-/// Re-reads the measurements every [`REFRESH_EVERY`] until `stop` resolves (the caller reads them
-/// once at start).
+/// A duration in whole seconds, rounded up.
+fn whole_seconds(duration: Duration) -> i64 {
+    let rounded_up = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
+    i64::try_from(rounded_up).unwrap_or(i64::MAX)
+}
+
+/// The mean of `durations` (zero for none).
+fn mean(durations: &[Duration]) -> Duration {
+    let total: Duration = durations.iter().sum();
+    u32::try_from(durations.len()).ok().filter(|n| *n > 0).map_or(Duration::ZERO, |n| total / n)
+}
+
+/// Re-reads the measurements every `dispatch.estimate_refresh_interval` until `stop` resolves
+/// (the caller reads them once at start).
 pub async fn refresh_periodically(
     estimator: std::sync::Arc<Estimator>,
     store: std::sync::Arc<dyn RunStore>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
+    let every = estimator.config.estimate_refresh_interval;
     loop {
         tokio::select! {
-            () = tokio::time::sleep(REFRESH_EVERY) => {}
+            () = tokio::time::sleep(every) => {}
             () = &mut stop => return,
         }
         if let Err(e) = estimator.refresh(store.as_ref()).await {
@@ -166,48 +280,79 @@ mod tests {
 
     use super::*;
 
+    fn measured(step: &str, millis: u64, tokens: i64) -> StepStats {
+        StepStats {
+            step: step.to_owned(),
+            samples: 3,
+            mean_duration: Duration::from_millis(millis),
+            mean_tokens: tokens,
+        }
+    }
+
     #[test]
     fn without_measurements_the_configured_defaults_apply() {
         let config = DispatchConfig::default();
         let estimator = Estimator::new(config.clone());
-        let step = i64::try_from(config.estimate_step_duration.as_secs()).unwrap_or(0);
+        let step = config.estimate_step_duration;
         // role_setup → document_linking → ai_assessment → skills_miner → architecture → catalog
         // → reskilling → finalize.
-        assert_eq!(estimator.run_seconds(&plan_new(false)), 8 * step);
-        assert_eq!(estimator.run_seconds(&plan_new(true)), 4 * step);
+        assert_eq!(estimator.run_duration(&plan_new(false)), 8 * step);
+        assert_eq!(estimator.run_duration(&plan_new(true)), 4 * step);
         assert_eq!(estimator.tokens(&plan_new(true)), config.estimate_llm_step_tokens);
         assert_eq!(estimator.tokens(&plan_new(false)), 8 * config.estimate_llm_step_tokens);
         let plan = plan_new(true);
-        assert_eq!(estimator.remaining_seconds(&plan, Some(1), 0), 4 * step);
-        assert_eq!(estimator.remaining_seconds(&plan, None, 2), 2 * step);
-        assert_eq!(estimator.remaining_seconds(&plan, None, 4), 0);
+        assert_eq!(estimator.remaining(&plan, Some(1), 0), 4 * step);
+        assert_eq!(estimator.remaining(&plan, None, 2), 2 * step);
+        assert_eq!(estimator.remaining(&plan, None, 4), Duration::ZERO);
+        // Nothing measured of the start rate: runs start in waves of the company's cap.
         let cap = u32::try_from(config.max_processing_per_company).unwrap_or(u32::MAX);
-        assert_eq!(estimator.remaining_seconds(&plan, Some(cap + 1), 0), 8 * step);
+        assert_eq!(estimator.remaining(&plan, Some(cap + 1), 0), 8 * step);
     }
 
     #[test]
-    fn measurements_replace_the_defaults_step_by_step() {
+    fn measurements_replace_the_defaults_step_by_step_to_the_millisecond() {
         let config = DispatchConfig::default();
         let estimator = Estimator::new(config.clone());
-        let measured = |step: &str, secs: u64, tokens: i64| StepStats {
-            step: step.to_owned(),
-            samples: 3,
-            mean_duration: Duration::from_secs(secs),
-            mean_tokens: tokens,
-        };
         estimator.set_measurements(&[
-            measured("role_setup", 1, 0),
-            measured("document_linking", 2, 0),
-            measured("ai_assessment", 100, 1500),
-            measured("finalize", 1, 0),
+            measured("role_setup", 120, 0),
+            measured("document_linking", 250, 0),
+            measured("ai_assessment", 900, 1500),
+            measured("finalize", 30, 0),
             measured("a_step_of_a_newer_version", 9, 9),
         ]);
-        // Critical path only: 1 + 2 + 100 + 1 measured seconds; the assessment's measured tokens.
-        assert_eq!(estimator.run_seconds(&plan_new(true)), 104);
+        // Critical path only, kept to the millisecond: 120 + 250 + 900 + 30 ms.
+        assert_eq!(estimator.run_duration(&plan_new(true)), Duration::from_millis(1300));
         assert_eq!(estimator.tokens(&plan_new(true)), 1500);
+        // In whole seconds, rounded up: never the 0 that truncating 1.3 s to 1 s and below gave.
+        assert_eq!(estimator.run_seconds(&plan_new(true)), 2);
+        assert_eq!(estimator.remaining_seconds(&plan_new(true), None, 3), 1);
         // Unmeasured enhancement steps keep the defaults.
-        let step = i64::try_from(config.estimate_step_duration.as_secs()).unwrap_or(0);
-        assert_eq!(estimator.run_seconds(&plan_new(false)), 1 + 2 + 100 + 4 * step + 1);
+        let step = config.estimate_step_duration;
+        assert_eq!(estimator.run_duration(&plan_new(false)), Duration::from_millis(1300) + 4 * step);
         assert_eq!(estimator.tokens(&plan_new(false)), 1500 + 7 * config.estimate_llm_step_tokens);
+    }
+
+    #[test]
+    fn recent_runs_add_their_overhead_and_their_start_rate_paces_the_queue() {
+        let estimator = Estimator::new(DispatchConfig::default());
+        let all = ["role_setup", "document_linking", "ai_assessment", "finalize"];
+        estimator.set_measurements(&all.map(|s| measured(s, 250, 0)));
+        let plan = plan_new(true);
+        assert_eq!(estimator.run_duration(&plan), Duration::from_secs(1));
+        // Three runs of that plan, started 2 s apart, each taking 3 s: 2 s beyond their steps.
+        let now = etter_store::now();
+        let runs: Vec<RunTiming> = (0..3)
+            .map(|n| {
+                let start = now - chrono::TimeDelta::seconds(10 - 2 * n);
+                RunTiming { plan: plan.clone(), start, end: start + chrono::TimeDelta::seconds(3) }
+            })
+            .collect();
+        estimator.measure_runs(&runs, now);
+        assert_eq!(estimator.run_duration(&plan), Duration::from_secs(3));
+        // Fifth in the queue: four starts ahead, one every 2 s, then its own 3 s.
+        assert_eq!(estimator.remaining(&plan, Some(5), 0), Duration::from_secs(8 + 3));
+        // Starts older than the window say nothing of the rate now: waves again.
+        estimator.measure_runs(&runs, now + chrono::TimeDelta::hours(1));
+        assert_eq!(estimator.remaining(&plan, Some(2), 0), Duration::from_secs(3));
     }
 }

@@ -13,7 +13,7 @@ use etter_proto::v1::{
     WatchStatusRequest, WatchStatusResponse, get_status_request, run_event, watch_status_request,
     watch_status_response,
 };
-use etter_tests::stack::{Client, Stack};
+use etter_tests::stack::{Client, Profile, Stack};
 use tokio_stream::StreamExt as _;
 use tonic_types::StatusExt as _;
 
@@ -387,6 +387,61 @@ async fn a_missing_document_is_refused_at_the_push_and_one_that_fails_later_fail
         ensure!(error.code == code && error.message.contains(uri.as_str()), "{code}: {error:#?}");
         ensure!(!error.recoverable && error.step == "document_linking", "{error:#?}");
     }
+    worker.stop().await?;
+    server.stop().await?;
+    stack.cleanup().await
+}
+
+/// With history, the ETA a push answers is within a factor of 2 of what the run then takes, and
+/// an unfinished run never reads 0; on both profiles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_history_the_eta_of_a_new_run_is_within_a_factor_of_two_of_what_it_takes() -> Result<()> {
+    for profile in [Profile::Postgres, Profile::Embedded] {
+        eta_within_a_factor_of_two(profile).await.with_context(|| profile.name())?;
+    }
+    Ok(())
+}
+
+async fn eta_within_a_factor_of_two(profile: Profile) -> Result<()> {
+    let stack = Stack::with_profile("eta", profile).await?;
+    // Estimates re-read the measurements quickly, so the history below counts at once.
+    let server = stack.start_server_with(&[("ETTER_DISPATCH__ESTIMATE_REFRESH_INTERVAL", "200ms")]).await?;
+    let worker = stack.start_worker(&[]).await?;
+    let mut client = stack.client(&server).await?;
+    let jd = stack.document("software_engineer_jd.txt")?;
+    let push = |role: String| push_request(&stack, &role, &[(DocumentType::JobDescription, jd.clone())], "");
+    // History: three runs, one after another.
+    for n in 0..3 {
+        let pushed = client.push(push(format!("History Role {n}"))).await?.into_inner();
+        ensure!(pushed.estimated_duration_seconds > 0, "a queued run reads 0: {pushed:?}");
+        let done = wait_final(&mut client, &pushed.workflow_id).await?;
+        ensure!(RoleStatus::try_from(done.status)? == RoleStatus::Ready, "{done:#?}");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let started = tokio::time::Instant::now();
+    let pushed = client.push(push("Measured Role".to_owned())).await?.into_inner();
+    let eta = pushed.estimated_duration_seconds;
+    loop {
+        let run = status(&mut client, &pushed.workflow_id).await?;
+        let state = RoleStatus::try_from(run.status)?;
+        if !matches!(state, RoleStatus::Queued | RoleStatus::Processing) {
+            ensure!(state == RoleStatus::Ready, "{run:#?}");
+            break;
+        }
+        ensure!(run.estimated_duration_seconds > 0, "an unfinished run reads 0: {run:#?}");
+        ensure!(started.elapsed() < RUN_WITHIN, "still {state:?}: {run:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The contract counts whole seconds, rounded up: compare with the time taken rounded up too.
+    let took = started.elapsed().as_secs_f64().ceil().max(1.0);
+    #[allow(clippy::cast_precision_loss)]
+    let estimated = eta as f64;
+    ensure!(
+        estimated <= 2.0 * took && took <= 2.0 * estimated,
+        "{}: the push estimated {eta} s, the run took {took} s",
+        profile.name()
+    );
     worker.stop().await?;
     server.stop().await?;
     stack.cleanup().await

@@ -1090,6 +1090,10 @@ pub trait RunStore: Send + Sync {
     /// attempts (all companies), for the ETA and token estimates. Steps never completed are left out.
     async fn step_stats(&self, per_step: u32) -> Result<Vec<StepStats>, StoreError>;
 
+    /// The `limit` runs that ended in `state` most recently, newest first (all companies): what
+    /// whole runs took, for the ETA's measure of what a run costs beyond its steps.
+    async fn recently_ended(&self, state: RunState, limit: u32) -> Result<Vec<Run>, StoreError>;
+
     /// Queued and processing runs per company, for companies that have any.
     async fn company_loads(&self) -> Result<Vec<CompanyLoad>, StoreError>;
 

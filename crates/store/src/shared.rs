@@ -271,6 +271,24 @@ pub(super) trait Portable: Statements + Sized {
         }
     }
 
+    /// The `limit` runs that ended in `state` most recently, newest first.
+    fn recently_ended(
+        &mut self,
+        state: RunState,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Run>, StoreError>> + Send {
+        async move {
+            let sql = Statement::new(concat!(
+                "SELECT ",
+                run_columns!(),
+                " FROM runs WHERE state = $1 AND end_time IS NOT NULL ORDER BY end_time DESC, workflow_id LIMIT $2"
+            ))
+            .bind(state.as_str())
+            .bind(i64::from(limit));
+            decode_all(self.fetch_all(sql).await?, rows::decode_run)
+        }
+    }
+
     /// Writes a run's mutable fields back; a run that leaves QUEUED drops its dispatch claim.
     fn update_run(&mut self, run: &Run) -> impl Future<Output = Result<(), StoreError>> + Send {
         async move {

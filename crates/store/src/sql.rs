@@ -693,6 +693,13 @@ impl<B: Backend> RunStore for SqlStore<B> {
         Ok(stats)
     }
 
+    async fn recently_ended(&self, state: RunState, limit: u32) -> Result<Vec<Run>, StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        let runs = tx.recently_ended(state, limit.max(1)).await?;
+        tx.commit().await?;
+        Ok(runs)
+    }
+
     async fn company_loads(&self) -> Result<Vec<CompanyLoad>, StoreError> {
         let mut tx = self.backend.autocommit().await?;
         let loads = tx.company_loads().await?;

@@ -110,6 +110,7 @@ store_suite!(
     steps: [
         step_transitions_are_idempotent,
         step_stats_measure_recent_completed_attempts,
+        recently_ended_runs_come_newest_first_in_their_state,
     ],
     events: [
         concurrent_writers_to_one_run_get_gap_free_sequences,

@@ -6,7 +6,7 @@ use etter_core::ids::WorkflowId;
 use etter_core::lifecycle::RunState;
 use etter_store::{Change, PipelineError, StepStatus, StepTransition, StoreError, TokenCount};
 
-use crate::{Ctx, all_events, company, create, ensure_gap_free, push, to};
+use crate::{Ctx, all_events, company, create, ensure_gap_free, ids, push, to};
 
 pub(crate) async fn step_transitions_are_idempotent(ctx: Ctx) -> Result<()> {
     let store = ctx.store.as_ref();
@@ -106,5 +106,29 @@ pub(crate) async fn step_stats_measure_recent_completed_attempts(ctx: Ctx) -> Re
     // Only the most recent ones: the last two finished.
     let recent = store.step_stats(2).await?;
     ensure!(recent[0].samples == 2 && recent[0].mean_tokens == 250, "{recent:?}");
+    Ok(())
+}
+
+pub(crate) async fn recently_ended_runs_come_newest_first_in_their_state(ctx: Ctx) -> Result<()> {
+    let store = ctx.store.as_ref();
+    ensure!(store.recently_ended(RunState::Ready, 10).await?.is_empty(), "nothing ended yet");
+    let mut ended = Vec::new();
+    for n in 0..3 {
+        let run = create(store, push("acme", &format!("Ended {n}"), &format!("e{n}"))?).await?;
+        to(store, &run.workflow_id, RunState::Processing).await?;
+        to(store, &run.workflow_id, RunState::Ready).await?;
+        ended.push(run.workflow_id);
+    }
+    let failed = create(store, push("acme", "Failed One", "f")?).await?;
+    to(store, &failed.workflow_id, RunState::Processing).await?;
+    to(store, &failed.workflow_id, RunState::Failed).await?;
+    let _running = create(store, push("acme", "Still Queued", "q")?).await?;
+
+    let ready = store.recently_ended(RunState::Ready, 10).await?;
+    let newest_first: Vec<_> = ended.iter().rev().cloned().collect();
+    ensure!(ids(&ready) == newest_first, "{:?}", ids(&ready));
+    ensure!(ready.iter().all(|r| r.start_time.is_some() && r.end_time.is_some()), "{ready:?}");
+    ensure!(ids(&store.recently_ended(RunState::Ready, 2).await?) == newest_first[..2], "the limit keeps the newest");
+    ensure!(ids(&store.recently_ended(RunState::Failed, 10).await?) == [failed.workflow_id], "by state");
     Ok(())
 }
