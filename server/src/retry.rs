@@ -78,8 +78,8 @@ fn check_retryable(run: &Run) -> Result<(), ApiError> {
     let what_to_do = match run.state {
         RunState::Failed | RunState::Degraded | RunState::Stale | RunState::Cancelled => return Ok(()),
         RunState::Ready => {
-            "it is READY: every step completed, so there is nothing to retry; to run it again anyway, Push the \
-             role with options.force_rerun"
+            "every step completed, so there is nothing to retry; to run it again anyway, Push the role with \
+             options.force_rerun"
         }
         RunState::Queued | RunState::Processing => {
             "it has not ended yet; wait for it to end (watch it), or Cancel it and then Retry"
@@ -88,7 +88,7 @@ fn check_retryable(run: &Run) -> Result<(), ApiError> {
             "it was rejected for invalid inputs and never ran; Push the role again with corrected inputs"
         }
     };
-    Err(ApiError::precondition("RUN_NOT_RETRYABLE", id.clone(), format!("run {id} is {}; {what_to_do}", run.state)))
+    Err(ApiError::precondition("RUN_NOT_RETRYABLE", id.clone(), format!("run {id} is {}: {what_to_do}", run.state)))
 }
 
 /// The plan of the new run.

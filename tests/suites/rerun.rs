@@ -213,6 +213,9 @@ async fn an_enhancement_failure_degrades_and_retry_runs_only_the_failed_step() -
     let ready = client.retry(retry_role(&done.role_id)).await.err().context("Retry of a READY run")?;
     let (kind, description) = precondition(&ready)?;
     ensure!(kind == "RUN_NOT_RETRYABLE" && description.contains("force_rerun"), "{description}");
+    // Said once: the state, then why and what to do.
+    ensure!(description.matches("READY").count() == 1, "{description}");
+    ensure!(description.contains("is READY: every step completed"), "{description}");
 
     worker.stop().await?;
     server.stop().await?;
