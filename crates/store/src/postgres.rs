@@ -73,7 +73,7 @@ impl Backend for Postgres {
         // Each data-modifying CTE runs once; each reads the one before through a join, so nothing
         // is written when the role exists (its insert returns no row). The claim's room is read
         // from the statement's snapshot, as `claim_run` reads it.
-        let mut sql = Builder::new(concat!("WITH ", claim_terms!()));
+        let mut sql = Builder::new::<PgTx>(concat!("WITH ", claim_terms!()));
         sql.list([
             run.workflow_id.as_str().into(),
             first_event.time.into(),
@@ -161,6 +161,7 @@ pub(super) struct PgTx(Conn<sqlx::Postgres>);
 
 impl Statements for PgTx {
     type Row = PgRow;
+    const PLACEHOLDER: char = '$';
 
     async fn commit(self) -> Result<(), StoreError> {
         self.0.commit().await

@@ -167,7 +167,8 @@ pub(super) trait Portable: Statements + Sized {
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<RoleRow>, StoreError>> + Send {
         async move {
-            let mut sql = Builder::new("INSERT INTO roles (role_id, company_id, role_name, create_time, update_time) ");
+            let mut sql =
+                Builder::new::<Self>("INSERT INTO roles (role_id, company_id, role_name, create_time, update_time) ");
             sql.values(roles.iter().map(|role| {
                 [
                     role.id.as_str().into(),
@@ -191,8 +192,9 @@ pub(super) trait Portable: Statements + Sized {
             if ids.is_empty() {
                 return Ok(Vec::new());
             }
-            let mut sql =
-                Builder::new("SELECT role_id, company_id, role_name, last_run_number FROM roles WHERE role_id IN ");
+            let mut sql = Builder::new::<Self>(
+                "SELECT role_id, company_id, role_name, last_run_number FROM roles WHERE role_id IN ",
+            );
             sql.tuple(ids.iter().map(|id| id.as_str().into()));
             decode_all(self.fetch_all(sql.build()).await?, rows::decode_role)
         }
@@ -215,7 +217,7 @@ pub(super) trait Portable: Statements + Sized {
         now: Timestamp,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         async move {
-            let mut sql = Builder::new("WITH v (role_id, n, draup, t) AS (");
+            let mut sql = Builder::new::<Self>("WITH v (role_id, n, draup, t) AS (");
             sql.values(roles.iter().map(|role| {
                 [
                     role.id.as_str().into(),
@@ -250,7 +252,7 @@ pub(super) trait Portable: Statements + Sized {
     /// Inserts new runs, in one statement.
     fn insert_runs(&mut self, runs: &[Run]) -> impl Future<Output = Result<(), StoreError>> + Send {
         async move {
-            let mut sql = Builder::new(concat!("INSERT INTO runs (", run_columns!(), ") "));
+            let mut sql = Builder::new::<Self>(concat!("INSERT INTO runs (", run_columns!(), ") "));
             sql.values(runs.iter().map(run_args).collect::<Result<Vec<_>, _>>()?);
             self.execute(sql.build()).await.map(drop)
         }
@@ -263,7 +265,7 @@ pub(super) trait Portable: Statements + Sized {
         now: Timestamp,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         async move {
-            let mut sql = Builder::new("WITH v (workflow_id, by_run, t) AS (");
+            let mut sql = Builder::new::<Self>("WITH v (workflow_id, by_run, t) AS (");
             sql.values(runs.iter().map(|(run, by)| [run.as_str().into(), by.as_str().into(), now.into()])).push(
                 ") UPDATE runs SET superseded_by = v.by_run, update_time = v.t FROM v WHERE runs.workflow_id = v.workflow_id",
             );
@@ -445,7 +447,7 @@ pub(super) trait Portable: Statements + Sized {
     /// Appends events, in one statement.
     fn insert_events(&mut self, events: &[RunEvent]) -> impl Future<Output = Result<(), StoreError>> + Send {
         async move {
-            let mut sql = Builder::new(INSERT_EVENTS_HEAD);
+            let mut sql = Builder::new::<Self>(INSERT_EVENTS_HEAD);
             sql.values(events.iter().map(event_args).collect::<Result<Vec<_>, _>>()?);
             self.execute(sql.build()).await.map(drop)
         }

@@ -88,7 +88,8 @@ impl From<NaiveDate> for Arg<'_> {
     }
 }
 
-/// A statement's text and its arguments, in `$1`, `$2`, … order (both dialects number them so).
+/// A statement's text and its arguments, in `$1`, `$2`, … order (both dialects accept that form
+/// in text written once; a [`Builder`] writes the backend's own).
 #[derive(Debug)]
 pub(super) struct Statement<'a> {
     sql: SqlStr,
@@ -130,16 +131,19 @@ impl<'a> Statement<'a> {
 }
 
 /// A statement whose text is built from parts: `VALUES` lists of any length, and fragments in
-/// between. Placeholders are numbered as arguments are added.
+/// between. Placeholders are numbered as arguments are added, in the backend's own form
+/// ([`Statements::PLACEHOLDER`]).
 #[derive(Debug)]
 pub(super) struct Builder<'a> {
     sql: String,
+    placeholder: char,
     statement: Statement<'a>,
 }
 
 impl<'a> Builder<'a> {
-    pub(super) fn new(head: &str) -> Self {
-        Builder { sql: head.to_owned(), statement: Statement::new("") }
+    /// A statement that starts with `head`, for the backend `S`.
+    pub(super) fn new<S: Statements>(head: &str) -> Self {
+        Builder { sql: head.to_owned(), placeholder: S::PLACEHOLDER, statement: Statement::new("") }
     }
 
     /// Appends SQL text.
@@ -156,7 +160,7 @@ impl<'a> Builder<'a> {
             }
             self.statement.args.push(value);
             // Writing to a String cannot fail.
-            let _ = write!(self.sql, "${}", self.statement.args.len());
+            let _ = write!(self.sql, "{}{}", self.placeholder, self.statement.args.len());
         }
         self
     }
@@ -203,6 +207,11 @@ pub(super) fn json_arg<'a>(value: Option<&impl Serialize>) -> Result<Arg<'a>, St
 pub(super) trait Statements: Send {
     /// A row of this backend.
     type Row: Row + Send;
+    /// How the backend numbers a placeholder in built statements: `$` (PostgreSQL: `$1`) or `?`
+    /// (SQLite: `?1`). SQLite accepts `$1` too, but as a *named* parameter that it looks up among
+    /// the names seen before: a statement of thousands of them (a batch's `VALUES`) then takes
+    /// quadratic time to prepare, where `?NNN` is a plain index.
+    const PLACEHOLDER: char;
 
     /// Commits a transaction (a connection in autocommit has nothing to commit).
     fn commit(self) -> impl Future<Output = Result<(), StoreError>> + Send;
