@@ -161,7 +161,12 @@ pub(super) struct PgTx(Conn<sqlx::Postgres>);
 
 impl Statements for PgTx {
     type Row = PgRow;
-    const PLACEHOLDER: char = '$';
+
+    fn placeholder(sql: &mut String, n: usize) {
+        use std::fmt::Write as _;
+        // Writing to a String cannot fail.
+        let _ = write!(sql, "${n}");
+    }
 
     async fn commit(self) -> Result<(), StoreError> {
         self.0.commit().await

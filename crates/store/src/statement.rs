@@ -6,7 +6,6 @@
 //! microseconds) and a day (`DATE`, `YYYY-MM-DD` text): each backend decides that once, where it
 //! binds an [`Arg`] and where it reads a column, and the shared SQL never sees it.
 
-use std::fmt::Write as _;
 use std::future::Future;
 
 use chrono::NaiveDate;
@@ -131,19 +130,19 @@ impl<'a> Statement<'a> {
 }
 
 /// A statement whose text is built from parts: `VALUES` lists of any length, and fragments in
-/// between. Placeholders are numbered as arguments are added, in the backend's own form
-/// ([`Statements::PLACEHOLDER`]).
+/// between. Placeholders are written as arguments are added, in the backend's own form
+/// ([`Statements::placeholder`]).
 #[derive(Debug)]
 pub(super) struct Builder<'a> {
     sql: String,
-    placeholder: char,
+    placeholder: fn(&mut String, usize),
     statement: Statement<'a>,
 }
 
 impl<'a> Builder<'a> {
     /// A statement that starts with `head`, for the backend `S`.
     pub(super) fn new<S: Statements>(head: &str) -> Self {
-        Builder { sql: head.to_owned(), placeholder: S::PLACEHOLDER, statement: Statement::new("") }
+        Builder { sql: head.to_owned(), placeholder: S::placeholder, statement: Statement::new("") }
     }
 
     /// Appends SQL text.
@@ -159,8 +158,7 @@ impl<'a> Builder<'a> {
                 self.sql.push_str(", ");
             }
             self.statement.args.push(value);
-            // Writing to a String cannot fail.
-            let _ = write!(self.sql, "{}{}", self.placeholder, self.statement.args.len());
+            (self.placeholder)(&mut self.sql, self.statement.args.len());
         }
         self
     }
@@ -207,11 +205,12 @@ pub(super) fn json_arg<'a>(value: Option<&impl Serialize>) -> Result<Arg<'a>, St
 pub(super) trait Statements: Send {
     /// A row of this backend.
     type Row: Row + Send;
-    /// How the backend numbers a placeholder in built statements: `$` (PostgreSQL: `$1`) or `?`
-    /// (SQLite: `?1`). SQLite accepts `$1` too, but as a *named* parameter that it looks up among
-    /// the names seen before: a statement of thousands of them (a batch's `VALUES`) then takes
-    /// quadratic time to prepare, where `?NNN` is a plain index.
-    const PLACEHOLDER: char;
+    /// Writes the `n`th placeholder (from 1) of a built statement: `$n` on PostgreSQL, a bare
+    /// `?` on SQLite. SQLite takes `$n` (and `?n`) as a *named* parameter: it keeps a list of the
+    /// names, searched when the statement is prepared and again for every argument bound, so a
+    /// statement of thousands (a batch's `VALUES`) costs quadratic time; bare `?`s are numbered in
+    /// order and bound by position.
+    fn placeholder(sql: &mut String, n: usize);
 
     /// Commits a transaction (a connection in autocommit has nothing to commit).
     fn commit(self) -> impl Future<Output = Result<(), StoreError>> + Send;
