@@ -91,6 +91,12 @@ impl Deployment {
         }
     }
 
+    /// The file of [`Deployment::document`], on the documents root.
+    pub fn document_path(&self) -> Result<std::path::PathBuf> {
+        let path = self.document.uri.strip_prefix("file://").context("the document is not a file:// URI")?;
+        Ok(std::path::PathBuf::from(path))
+    }
+
     /// Stops the processes and removes the stack's database and files.
     pub async fn stop(self) -> Result<()> {
         self.server.stop().await?;

@@ -1,6 +1,6 @@
 //! Batch admission: how long a `PushBatch` of 2,500 roles takes to be
-//! acknowledged (every item validated, persisted and queued, the batch audited), and the server's
-//! CPU time per item.
+//! acknowledged (every item validated, its document checked on the file root, persisted and
+//! queued, the batch audited), and the server's CPU time per item.
 
 use std::time::Instant;
 
@@ -38,11 +38,21 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
     );
     section.notes.push(format!(
         "{rounds} batches of {items} roles one after the other into one company (earlier rounds' runs stay \
-         queued: no worker runs them); the dispatcher's cap is one run, so it stays idle."
+         queued: no worker runs them); the dispatcher's cap is one run, so it stays idle. Each item has a \
+         document of its own on the file root, which the server checks (exists, readable, within the size \
+         limit, what its extension says) before it queues the run."
     ));
+    let source = deployment.document_path()?;
     let mut acks = Samples::default();
     for round in 1..=rounds {
-        let batch = deployment.batch(items, |i| format!("Batch {round} Role {i}"));
+        let mut batch = deployment.batch(items, |i| format!("Batch {round} Role {i}"));
+        for (i, item) in batch.items.iter_mut().enumerate() {
+            let own = deployment.stack.docs.join(format!("batch-{round}-{i}.txt"));
+            std::fs::copy(&source, &own)?;
+            for document in &mut item.documents {
+                document.uri = format!("file://{}", own.display());
+            }
+        }
         let before = proc_stats(pid)?;
         let t0 = Instant::now();
         let answer = deployment.client.clone().push_batch(batch).await?.into_inner();
