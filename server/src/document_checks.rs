@@ -23,8 +23,8 @@ pub struct DocumentChecks {
 
 impl DocumentChecks {
     /// Checks every document URI of `documents` (each once). URIs that do not parse, or that the
-    /// configuration refuses outright, are skipped: the request's validation reports them. Fails as a whole when the document store is
-    /// unavailable.
+    /// configuration refuses outright, are skipped: the request's validation reports them. Fails
+    /// as a whole when the document store is unavailable.
     pub async fn run<'a>(
         documents: &Documents,
         uris: impl IntoIterator<Item = &'a pb::Document>,
