@@ -186,25 +186,7 @@ impl Documents {
 
     /// A file's size and its first bytes.
     async fn head_file(&self, uri: &DocumentUri, path: &Path) -> Result<(u64, Vec<u8>), DocumentError> {
-        let root = self.root.clone().ok_or_else(|| DocumentError::FileSourceDisabled { uri: uri.to_string() })?;
-        let relative = root.relative(path).ok_or_else(|| DocumentError::OutsideRoot { uri: uri.to_string() })?;
-        let (max, task_uri) = (self.config.max_bytes, uri.to_string());
-        tokio::task::spawn_blocking(move || {
-            let file = root.open(&relative).map_err(|failure| failure.into_error(&task_uri))?;
-            let io = |e: std::io::Error| DocumentError::Io { uri: task_uri.clone(), detail: e.to_string() };
-            let metadata = file.metadata().map_err(io)?;
-            if !metadata.is_file() {
-                return Err(DocumentError::NotAFile { uri: task_uri.clone() });
-            }
-            if metadata.len() > max {
-                return Err(DocumentError::TooLarge { uri: task_uri.clone(), max });
-            }
-            let mut head = Vec::new();
-            file.take(SNIFF_BYTES).read_to_end(&mut head).map_err(io)?;
-            Ok((metadata.len(), head))
-        })
-        .await
-        .map_err(|e| DocumentError::Io { uri: uri.to_string(), detail: e.to_string() })?
+        self.read_file(uri, path, SNIFF_BYTES).await
     }
 
     /// An object's size (a HEAD) and its first bytes (a ranged GET).
@@ -279,12 +261,20 @@ impl Documents {
     }
 
     async fn fetch_file(&self, uri: &DocumentUri, path: &Path) -> Result<Bytes, DocumentError> {
+        let (_, bytes) = self.read_file(uri, path, self.config.max_bytes).await?;
+        Ok(Bytes::from(bytes))
+    }
+
+    /// Opens a regular file under the root, refuses it past `documents.max_bytes` (before
+    /// reading when its size says so, and while reading in case it grows), and reads at most its
+    /// first `first` bytes; answers its size and those bytes. On a blocking thread.
+    async fn read_file(&self, uri: &DocumentUri, path: &Path, first: u64) -> Result<(u64, Vec<u8>), DocumentError> {
         let root = self.root.clone().ok_or_else(|| DocumentError::FileSourceDisabled { uri: uri.to_string() })?;
         let relative = root.relative(path).ok_or_else(|| DocumentError::OutsideRoot { uri: uri.to_string() })?;
         let (max, task_uri) = (self.config.max_bytes, uri.to_string());
         tokio::task::spawn_blocking(move || {
             let file = root.open(&relative).map_err(|failure| failure.into_error(&task_uri))?;
-            read_capped(file, max, &task_uri)
+            read_capped(file, max, first, &task_uri)
         })
         .await
         .map_err(|e| DocumentError::Io { uri: uri.to_string(), detail: e.to_string() })?
@@ -413,9 +403,10 @@ fn transport_failure(error: &object_store::Error) -> &'static str {
     "the store answered with an error"
 }
 
-/// Reads a whole regular file, refusing it past `max` bytes (before reading when its size says
-/// so, and while reading in case it grows).
-fn read_capped(file: File, max: u64, uri: &str) -> Result<Bytes, DocumentError> {
+/// Reads at most the first `first` bytes of a regular file, refusing it past `max` bytes (before
+/// reading when its size says so, and while reading in case it grows); answers its size and the
+/// bytes read.
+fn read_capped(file: File, max: u64, first: u64, uri: &str) -> Result<(u64, Vec<u8>), DocumentError> {
     let io = |e: std::io::Error| DocumentError::Io { uri: uri.to_owned(), detail: e.to_string() };
     let metadata = file.metadata().map_err(io)?;
     if !metadata.is_file() {
@@ -424,12 +415,14 @@ fn read_capped(file: File, max: u64, uri: &str) -> Result<Bytes, DocumentError> 
     if metadata.len() > max {
         return Err(DocumentError::TooLarge { uri: uri.to_owned(), max });
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
-    file.take(max + 1).read_to_end(&mut bytes).map_err(io)?;
+    // Reading the whole file: one byte past the cap shows a file that grew past it.
+    let limit = if first >= max { max + 1 } else { first };
+    let mut bytes = Vec::with_capacity(usize::try_from(metadata.len().min(limit)).unwrap_or(0));
+    file.take(limit).read_to_end(&mut bytes).map_err(io)?;
     if bytes.len() as u64 > max {
         return Err(DocumentError::TooLarge { uri: uri.to_owned(), max });
     }
-    Ok(Bytes::from(bytes))
+    Ok((metadata.len(), bytes))
 }
 
 /// The documents root: the only directory `file://` URIs may reach.
