@@ -37,6 +37,7 @@ use crate::{
     idempotency::{self, Idempotency},
     principal::Principal,
     push,
+    wait::Conditions,
 };
 
 /// The `ErrorInfo.reason` of a batch refused whole.
@@ -118,7 +119,7 @@ pub async fn push_batch(
                         if done.created && done.run.state != RunState::ValidationError {
                             tokens = tokens.saturating_add(done.run.token_estimate);
                         }
-                        stored_result(&mut result, done, &positions);
+                        stored_result(&mut result, done, &positions, cx.estimator.conditions());
                     }
                     Err(err) => {
                         // The role's latest run is still active with other inputs (or a role id
@@ -242,7 +243,12 @@ async fn admit_whole(cx: &BatchContext<'_>, company: &CompanyId, new_runs: &[New
 
 /// The answer for an item that reached the store: accepted (a new run), existing (the role's
 /// run with the same inputs), or rejected (stored as VALIDATION_ERROR, with its violations).
-fn stored_result(result: &mut pb::PushBatchItemResult, done: &Created, positions: &HashMap<WorkflowId, u32>) {
+fn stored_result(
+    result: &mut pb::PushBatchItemResult,
+    done: &Created,
+    positions: &HashMap<WorkflowId, u32>,
+    conditions: &Conditions,
+) {
     let run = &done.run;
     let outcome = if run.state == RunState::ValidationError {
         pb::BatchItemOutcome::Rejected
@@ -255,7 +261,11 @@ fn stored_result(result: &mut pb::PushBatchItemResult, done: &Created, positions
     result.workflow_id = run.workflow_id.to_string();
     result.role_id = run.role_id.to_string();
     result.status = convert::role_status(run.state) as i32;
-    result.position_in_queue = positions.get(&run.workflow_id).map_or(0, |p| i32::try_from(*p).unwrap_or(i32::MAX));
+    let position = positions.get(&run.workflow_id).copied();
+    result.position_in_queue = position.map_or(0, |p| i32::try_from(p).unwrap_or(i32::MAX));
+    if let Some(position) = position {
+        result.wait_reason = conditions.queued(&run.company_id, position) as i32;
+    }
     result.field_violations = run.field_violations.iter().map(convert::field_violation).collect();
 }
 

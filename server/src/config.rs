@@ -470,6 +470,13 @@ pub struct DispatchConfig {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub estimate_refresh_interval: Duration,
+    /// A worker counts as polling the task queue when Temporal saw one of its polls start within
+    /// this long. An idle worker's poll is held by Temporal up to its long-poll expiry (a minute by
+    /// default) before it polls again, so keep this above that expiry; lower both to learn sooner
+    /// of a worker that stopped.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub worker_seen_within: Duration,
 }
 
 impl Default for DispatchConfig {
@@ -488,6 +495,7 @@ impl Default for DispatchConfig {
             estimate_step_duration: Duration::from_secs(30),
             estimate_llm_step_tokens: 4000,
             estimate_refresh_interval: Duration::from_secs(60),
+            worker_seen_within: Duration::from_secs(75),
         }
     }
 }
@@ -501,6 +509,7 @@ impl DispatchConfig {
             ("dispatch.retry_initial_backoff", self.retry_initial_backoff),
             ("dispatch.reconcile_interval", self.reconcile_interval),
             ("dispatch.estimate_refresh_interval", self.estimate_refresh_interval),
+            ("dispatch.worker_seen_within", self.worker_seen_within),
         ])?;
         if self.retry_max_backoff < self.retry_initial_backoff {
             return invalid("dispatch.retry_max_backoff", "must be at least dispatch.retry_initial_backoff");

@@ -17,6 +17,11 @@
 //! dispatcher started one in the meantime, it finds the run CANCELLED when it books the start and
 //! cancels the workflow it just started.
 //!
+//! **Token budgets.** A company whose steps used its whole token budget this month has its queued
+//! runs held (admitted on estimates, the runs before them used more); they start when the budget
+//! is raised or the month turns. A budget is read whenever its company would be served; a used-up
+//! one is believed for [`BUDGET_CHECK_EVERY`].
+//!
 //! **Temporal down.** A start that finds Temporal unavailable releases its claim; the dispatcher
 //! backs off (doubling from `dispatch.retry_initial_backoff` to `dispatch.retry_max_backoff`) and
 //! tries again. Pushes keep being accepted and queued meanwhile.
@@ -31,10 +36,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::DispatchConfig;
+use crate::limits::{Limits, Month};
 use crate::orchestrator::{ClosedStatus, Orchestrator, OrchestratorError, StartOutcome, WorkflowState};
+use crate::wait::{Conditions, Loads};
 use etter_core::backoff::Backoff;
 use etter_core::error::chain;
 use etter_core::ids::{CompanyId, TraceId};
@@ -48,6 +55,9 @@ use futures::StreamExt as _;
 use tokio::sync::{Notify, watch};
 
 use crate::status::plan_of;
+
+/// How long a company found to have used up its budget is held without reading it again.
+pub const BUDGET_CHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// What one dispatch round did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +90,12 @@ pub struct Dispatcher {
     in_flight: Mutex<HashMap<CompanyId, u64>>,
     /// Temporal was unavailable at the last attempt: the loop backs off and the fast lane is shut.
     unavailable: AtomicBool,
+    /// Where each round's counts and Temporal's availability are published.
+    conditions: Arc<Conditions>,
+    /// The companies' token budgets, when queued runs are held by them.
+    budgets: Option<Arc<Limits>>,
+    /// Companies whose budget was found used up, and when.
+    budget_held: Mutex<HashMap<CompanyId, Instant>>,
 }
 
 /// Starts reserved against the caps; released when dropped.
@@ -113,6 +129,7 @@ impl Dispatcher {
         claimer: String,
         wake: Arc<Notify>,
     ) -> Self {
+        let config_caps = config.clone();
         Self {
             store,
             orchestrator,
@@ -121,7 +138,61 @@ impl Dispatcher {
             wake,
             in_flight: Mutex::new(HashMap::new()),
             unavailable: AtomicBool::new(false),
+            conditions: Arc::new(Conditions::new(&config_caps)),
+            budgets: None,
+            budget_held: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Publishes each round's counts of processing runs, and Temporal's availability, to
+    /// `conditions` (why runs wait).
+    #[must_use]
+    pub fn reporting_to(mut self, conditions: Arc<Conditions>) -> Self {
+        self.conditions = conditions;
+        self
+    }
+
+    /// Holds the queued runs of companies whose steps used their whole token budget this month.
+    #[must_use]
+    pub fn holding_budgets(mut self, limits: Arc<Limits>) -> Self {
+        self.budgets = Some(limits);
+        self
+    }
+
+    /// The companies among `candidates` (about to be served) whose steps used their whole token
+    /// budget this month. A budget is read each time its company would be served, so a run that
+    /// just used the last of it holds the next; a used-up verdict is kept [`BUDGET_CHECK_EVERY`]
+    /// (a raised budget releases the runs that late at most). A budget that cannot be read holds
+    /// nothing (the store fails the round anyway, or answers next time).
+    async fn over_budget(&self, candidates: impl Iterator<Item = &CompanyId>) -> Vec<CompanyId> {
+        let Some(limits) = &self.budgets else { return Vec::new() };
+        let now = Instant::now();
+        let mut held = Vec::new();
+        for company in candidates.filter(|c| limits.has_budget(c)) {
+            let known = {
+                let mut verdicts = self.budget_held.lock().unwrap_or_else(PoisonError::into_inner);
+                verdicts.retain(|_, since| now.duration_since(*since) < BUDGET_CHECK_EVERY);
+                verdicts.contains_key(company)
+            };
+            let over = known
+                || {
+                    let month = Month::containing(etter_store::now().date_naive());
+                    match limits.budget(self.store.as_ref(), company, month).await {
+                        Ok(budget) => budget.used_up(),
+                        Err(e) => {
+                            tracing::warn!(company = %company, error = %e, "cannot read a token budget; its runs are not held");
+                            false
+                        }
+                    }
+                };
+            if over {
+                if !known {
+                    self.budget_held.lock().unwrap_or_else(PoisonError::into_inner).insert(company.clone(), now);
+                }
+                held.push(company.clone());
+            }
+        }
+        held
     }
 
     /// Makes an idle loop look for queued runs now.
@@ -209,6 +280,11 @@ impl Dispatcher {
                 }
             };
             self.unavailable.store(round == Round::Unavailable, Ordering::Relaxed);
+            match round {
+                Round::Unavailable => self.conditions.set_temporal(false),
+                Round::Started => self.conditions.set_temporal(true),
+                Round::Idle => {}
+            }
             let wait = match round {
                 Round::Unavailable => {
                     backing_off = true;
@@ -241,6 +317,8 @@ impl Dispatcher {
         let flying = |company: &CompanyId| in_flight.get(company).copied().unwrap_or(0);
         let processing: u64 = loads.iter().map(|l| l.processing).sum::<u64>() + in_flight.values().sum::<u64>();
         let mut room = self.config.max_processing.saturating_sub(processing);
+        let by_company: HashMap<CompanyId, u64> =
+            loads.iter().map(|l| (l.company.clone(), l.processing + flying(&l.company))).collect();
         let mut companies: Vec<(CompanyId, u64)> = loads
             .into_iter()
             .map(|l| {
@@ -250,6 +328,10 @@ impl Dispatcher {
             .filter(|(l, busy)| l.queued > 0 && *busy < self.config.max_processing_per_company)
             .map(|(l, busy)| (l.company, self.config.max_processing_per_company - busy))
             .collect();
+        // Companies with room whose budget is used up are not served.
+        let over_budget = if room == 0 { Vec::new() } else { self.over_budget(companies.iter().map(|(c, _)| c)).await };
+        companies.retain(|(company, _)| !over_budget.contains(company));
+        self.conditions.set_loads(Loads { total: processing, by_company, over_budget });
         if room == 0 || companies.is_empty() {
             return Ok(Round::Idle);
         }
@@ -563,6 +645,10 @@ mod tests {
 
         async fn ping(&self) -> Result<(), OrchestratorError> {
             self.inner.ping().await
+        }
+
+        async fn workers_polling(&self, window: Duration) -> Result<bool, OrchestratorError> {
+            self.inner.workers_polling(window).await
         }
     }
 

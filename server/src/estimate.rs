@@ -12,14 +12,18 @@
 //!   the rate recent runs started; with no recent starts to measure, runs start in waves of
 //!   `dispatch.max_processing_per_company` and it waits `(p - 1) / cap` whole runs.
 //!
+//! The estimator also answers why a run waits ([`Conditions`], kept by the dispatcher and the
+//! health loop): what holds a run back is what its ETA cannot see.
+//!
 //! Durations are kept to the microsecond; the contract's whole seconds are rounded up, so an
 //! unfinished run never reads 0.
 
 use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::config::DispatchConfig;
+use crate::wait::Conditions;
 use etter_core::error::chain;
 use etter_core::lifecycle::RunState;
 use etter_core::steps::{Action, Plan, StepName};
@@ -75,12 +79,33 @@ pub struct Estimator {
     runs: RwLock<RunCost>,
     /// (currency, price of a million tokens), when prices are configured.
     price: Option<(String, f64)>,
+    /// What holds runs back (why a run waits).
+    conditions: Arc<Conditions>,
 }
 
 impl Estimator {
     /// An estimator with nothing measured yet (the configured defaults).
     pub fn new(config: DispatchConfig) -> Self {
-        Self { config, measured: RwLock::new(BTreeMap::new()), runs: RwLock::new(RunCost::default()), price: None }
+        let conditions = Arc::new(Conditions::new(&config));
+        Self {
+            config,
+            measured: RwLock::new(BTreeMap::new()),
+            runs: RwLock::new(RunCost::default()),
+            price: None,
+            conditions,
+        }
+    }
+
+    /// Reads why runs wait from `conditions` (kept by the dispatcher and the health loop).
+    #[must_use]
+    pub fn with_conditions(mut self, conditions: Arc<Conditions>) -> Self {
+        self.conditions = conditions;
+        self
+    }
+
+    /// What holds runs back.
+    pub fn conditions(&self) -> &Conditions {
+        &self.conditions
     }
 
     /// Prices estimates and usage with `limits.currency` and `limits.price_per_million_tokens`.

@@ -4,12 +4,14 @@
 //! |---|---|
 //! | `""` (the server) and `etter.pipeline.v1.PipelineService` | the run store answers |
 //! | `etter.temporal` | the Temporal frontend answers for the configured namespace |
+//! | `etter.worker` | a worker polls the task queue (Temporal saw a poll start within `dispatch.worker_seen_within`) |
 //! | `etter.graph` | the role graph (Neo4j, or the embedded `{data_dir}/graph.db`) opens and answers a ping |
 //! | `etter.redis` | only with `redis.url`: Redis answers `PING` (live fan-out; without it streams poll) |
 //!
 //! Pushes are accepted and queued while Temporal or the graph is down (statuses then omit the
 //! outputs summary), and watch streams fall back to polling the store while Redis is down, so the
-//! pipeline service stays SERVING then. While draining every entry is
+//! pipeline service stays SERVING then; without a worker runs are accepted and started, and wait
+//! (`WAIT_REASON_NO_WORKER`) until one polls. While draining every entry is
 //! NOT_SERVING.
 
 use std::{sync::Arc, time::Duration};
@@ -23,9 +25,13 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use etter_store::fanout::Probe;
 
 use crate::graph::GraphReader;
+use crate::wait::Conditions;
 
 /// The health entry of the Temporal cluster.
 pub const TEMPORAL_SERVICE: &str = "etter.temporal";
+
+/// The health entry of the workers: whether one polls the task queue.
+pub const WORKER_SERVICE: &str = "etter.worker";
 
 /// The health entry of the role graph.
 pub const GRAPH_SERVICE: &str = "etter.graph";
@@ -55,7 +61,7 @@ pub async fn report_draining(reporter: &HealthReporter, redis: bool) {
 
 /// Sets the dependencies' entries NOT_SERVING, as at start until their first check.
 pub async fn report_dependencies_down(reporter: &HealthReporter, redis: bool) {
-    for service in [TEMPORAL_SERVICE, GRAPH_SERVICE] {
+    for service in [TEMPORAL_SERVICE, WORKER_SERVICE, GRAPH_SERVICE] {
         reporter.set_service_status(service, ServingStatus::NotServing).await;
     }
     if redis {
@@ -73,6 +79,10 @@ pub(crate) struct Checked {
     pub graph: Arc<GraphReader>,
     /// Redis, when configured.
     pub redis: Option<Probe>,
+    /// Where Temporal's and the workers' availability is published (why runs wait).
+    pub conditions: Arc<Conditions>,
+    /// How recent a worker's poll must be for it to count (`dispatch.worker_seen_within`).
+    pub worker_seen_within: Duration,
 }
 
 /// Checks the store, Temporal, the graph and Redis every `interval` until `drain` turns true; then
@@ -83,18 +93,27 @@ pub(crate) async fn run(
     interval: Duration,
     mut drain: watch::Receiver<bool>,
 ) {
-    let Checked { store, orchestrator, graph, redis } = checked;
+    let Checked { store, orchestrator, graph, redis, conditions, worker_seen_within } = checked;
     let mut store_up = None;
     let mut temporal_up = None;
+    let mut workers_up = None;
     let mut graph_up = None;
     let mut redis_up = None;
     // Each check is bounded (Temporal by `dispatch.temporal_timeout`): a hung database must not
     // freeze the report. They run at once, so one slow service does not delay the others.
     let bound = interval.max(Duration::from_secs(1));
     while !*drain.borrow() {
-        let (store_ok, temporal, graph_result, redis_result) = tokio::join!(
+        let (store_ok, (temporal, workers), graph_result, redis_result) = tokio::join!(
             async { matches!(tokio::time::timeout(bound, store.ping()).await, Ok(Ok(()))) },
-            orchestrator.ping(),
+            async {
+                let temporal = orchestrator.ping().await;
+                // No worker can be known to poll a Temporal that does not answer.
+                let workers = match temporal {
+                    Ok(()) => orchestrator.workers_polling(worker_seen_within).await,
+                    Err(_) => Ok(false),
+                };
+                (temporal, workers)
+            },
             graph.ping(bound),
             async {
                 match &redis {
@@ -104,7 +123,28 @@ pub(crate) async fn run(
             },
         );
         let temporal_ok = temporal.is_ok();
+        conditions.set_temporal(temporal_ok);
         let graph_ok = graph_result.is_ok();
+        // A Temporal that answers the ping but not the task queue's description says nothing of
+        // the workers: the last verdict stands.
+        match &workers {
+            Ok(polling) => {
+                conditions.set_workers(*polling);
+                if workers_up != Some(*polling) {
+                    if *polling {
+                        tracing::info!("a worker polls the task queue");
+                    } else if temporal_ok {
+                        tracing::warn!(
+                            within = ?worker_seen_within,
+                            "no worker polls the task queue; runs wait until one is started"
+                        );
+                    }
+                    reporter.set_service_status(WORKER_SERVICE, serving(*polling)).await;
+                    workers_up = Some(*polling);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot describe the task queue; the workers' last verdict stands"),
+        }
         if store_up != Some(store_ok) {
             tracing::info!(backend = store.backend(), up = store_ok, "run store health changed");
             report_store(&reporter, store_ok).await;

@@ -36,6 +36,7 @@ mod testing;
 pub mod tokens;
 mod trace;
 mod usage;
+mod wait;
 mod watch;
 mod webhook;
 
@@ -284,6 +285,7 @@ struct ControlPlane {
     reconciler: dispatch::Reconciler,
     graph: Arc<graph::GraphReader>,
     estimator: Arc<estimate::Estimator>,
+    conditions: Arc<wait::Conditions>,
 }
 
 impl ControlPlane {
@@ -310,20 +312,31 @@ impl ControlPlane {
             config.server.clone(),
             instance.clone(),
         )?;
-        let dispatcher = Arc::new(dispatch::Dispatcher::new(
-            Arc::clone(store),
-            Arc::clone(&orchestrator),
-            config.dispatch.clone(),
-            instance,
-            Arc::new(tokio::sync::Notify::new()),
-        ));
+        // What holds runs back: published by the dispatcher and the health loop, read by every
+        // status answer.
+        let conditions = Arc::new(wait::Conditions::new(&config.dispatch));
+        let dispatcher = Arc::new(
+            dispatch::Dispatcher::new(
+                Arc::clone(store),
+                Arc::clone(&orchestrator),
+                config.dispatch.clone(),
+                instance,
+                Arc::new(tokio::sync::Notify::new()),
+            )
+            .reporting_to(Arc::clone(&conditions))
+            .holding_budgets(Arc::clone(&limits)),
+        );
         let reconciler =
             dispatch::Reconciler::new(Arc::clone(store), Arc::clone(&orchestrator), config.dispatch.reconcile_interval);
         // The role graph opens on first use: a graph that is down never keeps the server from
         // starting.
         let graph = Arc::new(graph::GraphReader::new(config.graph.clone(), config.data_dir.clone()));
-        // Estimates follow measured step costs, re-read in the background.
-        let estimator = Arc::new(estimate::Estimator::new(config.dispatch.clone()).with_prices(&config.limits));
+        // Estimates follow measured step costs, re-read in the background, and what holds runs back.
+        let estimator = Arc::new(
+            estimate::Estimator::new(config.dispatch.clone())
+                .with_prices(&config.limits)
+                .with_conditions(Arc::clone(&conditions)),
+        );
         if let Err(e) = estimator.refresh(store.as_ref()).await {
             tracing::warn!(error = %chain(&e), "cannot read step measurements; estimates use the configured defaults");
         }
@@ -332,7 +345,7 @@ impl ControlPlane {
             Arc::clone(store),
             draining(drain.clone()),
         ));
-        Ok(Self { orchestrator, companies, limits, deliverer, dispatcher, reconciler, graph, estimator })
+        Ok(Self { orchestrator, companies, limits, deliverer, dispatcher, reconciler, graph, estimator, conditions })
     }
 
     /// Starts the background loops; each ends when the server drains.
@@ -346,8 +359,14 @@ impl ControlPlane {
         drain: &tokio::sync::watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let every = config.server.health_check_interval;
-        let checked =
-            health::Checked { store: Arc::clone(store), orchestrator: self.orchestrator, graph: self.graph, redis };
+        let checked = health::Checked {
+            store: Arc::clone(store),
+            orchestrator: self.orchestrator,
+            graph: self.graph,
+            redis,
+            conditions: self.conditions,
+            worker_seen_within: config.dispatch.worker_seen_within,
+        };
         vec![
             tokio::spawn(self.dispatcher.run(drain.clone())),
             tokio::spawn(self.reconciler.run(drain.clone())),

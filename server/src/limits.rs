@@ -79,6 +79,11 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// Whether its steps used the whole budget (never without a budget).
+    pub fn used_up(&self) -> bool {
+        self.limit > 0 && self.used >= i64::try_from(self.limit).unwrap_or(i64::MAX)
+    }
+
     /// What is left to admit (unbounded without a budget).
     pub fn remaining(&self) -> i64 {
         if self.limit == 0 {
@@ -177,6 +182,11 @@ impl<C: Clock + Clone> Limits<C> {
             return Err(full("the service".to_owned(), everyone, self.max_queued));
         }
         Ok(())
+    }
+
+    /// Whether the company has a token budget.
+    pub fn has_budget(&self, company: &CompanyId) -> bool {
+        self.companies.limits(company).token_budget > 0
     }
 
     /// The company's token budget in `month`: its budget per month (0 = none), what its steps

@@ -102,6 +102,11 @@ pub trait Orchestrator: Send + Sync {
 
     /// Answers when the orchestrator does (health checks).
     async fn ping(&self) -> Result<(), OrchestratorError>;
+
+    /// Whether a worker polls the onboarding task queue: a poll of workflow or activity tasks
+    /// started within `window` (a worker whose activity slots are all busy still polls for
+    /// workflow tasks).
+    async fn workers_polling(&self, window: std::time::Duration) -> Result<bool, OrchestratorError>;
 }
 
 pub use temporal::{TemporalOrchestrator, TemporalSettings};
@@ -121,7 +126,11 @@ mod temporal {
     use temporalio_common::{
         MemoValues,
         data_converters::{GenericPayloadConverter as _, RawValue, SerializationContext, SerializationContextData},
-        protos::temporal::api::workflowservice::v1::DescribeNamespaceRequest,
+        protos::temporal::api::{
+            enums::v1::{TaskQueueKind, TaskQueueType},
+            taskqueue::v1::TaskQueue,
+            workflowservice::v1::{DescribeNamespaceRequest, DescribeTaskQueueRequest},
+        },
     };
     use tokio::sync::Mutex;
 
@@ -355,6 +364,42 @@ mod temporal {
                 .bounded("describing the namespace", client.describe_namespace(tonic::Request::new(request)))
                 .await?;
             answer.map(|_| ()).map_err(|status| rpc_error("describing the namespace", &status))
+        }
+
+        async fn workers_polling(&self, window: Duration) -> Result<bool, OrchestratorError> {
+            let client = self.client().await?;
+            let since = std::time::SystemTime::now().checked_sub(window).unwrap_or(std::time::UNIX_EPOCH);
+            let describe = |kind: TaskQueueType| {
+                let mut client = client.clone();
+                let request = DescribeTaskQueueRequest {
+                    namespace: self.settings.namespace.clone(),
+                    task_queue: Some(TaskQueue {
+                        name: self.settings.task_queue.clone(),
+                        kind: TaskQueueKind::Normal as i32,
+                        normal_name: String::new(),
+                    }),
+                    task_queue_type: kind as i32,
+                    ..Default::default()
+                };
+                async move { client.describe_task_queue(tonic::Request::new(request)).await }
+            };
+            let (workflow, activity) = self
+                .bounded(
+                    "describing the task queue",
+                    futures::future::join(describe(TaskQueueType::Workflow), describe(TaskQueueType::Activity)),
+                )
+                .await?;
+            let mut polling = false;
+            for answer in [workflow, activity] {
+                let answer = answer.map_err(|status| rpc_error("describing the task queue", &status))?;
+                polling |= answer.into_inner().pollers.iter().any(|poller| {
+                    poller
+                        .last_access_time
+                        .and_then(|t| std::time::SystemTime::try_from(t).ok())
+                        .is_some_and(|seen| seen >= since)
+                });
+            }
+            Ok(polling)
         }
     }
 }

@@ -246,6 +246,7 @@ pub async fn push(
         position_in_queue: snapshot.position_in_queue,
         token_estimate: snapshot.token_estimate,
         created: created.created,
+        wait_reason: snapshot.wait_reason,
     };
     idempotency.remember(response).await
 }

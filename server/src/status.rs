@@ -327,6 +327,11 @@ pub fn assemble(run: &Run, attempts: &[StepAttempt], position: Option<u32>, esti
     }
     let estimated_duration_seconds =
         if run.state.is_final() { 0 } else { estimator.remaining_seconds(&plan, position, finished) };
+    let wait_reason = match run.state {
+        RunState::Queued => estimator.conditions().queued(&run.company_id, position.unwrap_or(1)),
+        RunState::Processing if current_steps.is_empty() => estimator.conditions().processing(),
+        _ => pb::WaitReason::Unspecified,
+    };
     pb::RunStatus {
         workflow_id: run.workflow_id.to_string(),
         role_id: run.role_id.to_string(),
@@ -355,6 +360,7 @@ pub fn assemble(run: &Run, attempts: &[StepAttempt], position: Option<u32>, esti
         batch_id: run.batch_id.as_ref().map(ToString::to_string).unwrap_or_default(),
         field_violations: run.field_violations.iter().map(convert::field_violation).collect(),
         trace_id: run.trace_id.as_ref().map(|t| t.as_str().to_owned()).unwrap_or_default(),
+        wait_reason: wait_reason as i32,
         documents: run.documents.iter().map(convert::document).collect(),
         options: Some(options.to_pb()),
         outputs: None,

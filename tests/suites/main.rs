@@ -10,4 +10,5 @@ mod rerun;
 mod runbook;
 mod services;
 mod temporal_outage;
+mod waits;
 mod webhooks;

@@ -1,6 +1,6 @@
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 
-import { RoleStatus, StepState } from "../src/index.js";
+import { RoleStatus, StepState, WaitReason } from "../src/index.js";
 
 /** `PROCESSING` → `Processing`. */
 export function statusLabel(status: RoleStatus): string {
@@ -23,6 +23,28 @@ export function statusTone(status: RoleStatus): string {
       return "busy";
     default:
       return "idle";
+  }
+}
+
+/** What a waiting run waits for, in words; empty when it is not waiting. */
+export function waitLabel(reason: WaitReason | undefined): string {
+  switch (reason) {
+    case WaitReason.DISPATCH:
+      return "starting now";
+    case WaitReason.COMPANY_CAP:
+      return "waiting for the company's other runs";
+    case WaitReason.GLOBAL_CAP:
+      return "waiting for room in the pipeline";
+    case WaitReason.TOKEN_BUDGET:
+      return "held: the company's token budget is used up";
+    case WaitReason.TEMPORAL_UNAVAILABLE:
+      return "waiting: the workflow engine is unreachable";
+    case WaitReason.NO_WORKER:
+      return "waiting: no worker is running";
+    case WaitReason.WORKER_SLOT:
+      return "waiting for a free worker";
+    default:
+      return "";
   }
 }
 

@@ -3,7 +3,7 @@ import { useEffect, useState } from "preact/hooks";
 import { type EtterClient, isFinal, RoleStatus, type RunStatus, StepState } from "../src/index.js";
 import { CallError, Loading, Progress, StatusBadge } from "./common.js";
 import { explain, fieldLabel } from "./explain.js";
-import { millis, seconds, stepLabel, stepName, time, tokens } from "./format.js";
+import { millis, seconds, stepLabel, stepName, time, tokens, waitLabel } from "./format.js";
 import type { LiveRuns } from "./live.js";
 import type { PageConfig } from "./login.js";
 
@@ -67,6 +67,7 @@ export function RunView(props: { client: EtterClient; live: LiveRuns; workflowId
   const explanation = failure?.code ? explain(failure.code, failure.recoverable) : undefined;
   const position = livePosition?.positionInQueue ?? run.positionInQueue;
   const eta = livePosition?.estimatedDurationSeconds ?? run.estimatedDurationSeconds;
+  const waiting = waitLabel(livePosition?.waitReason ?? run.waitReason);
   const temporal = props.config?.temporal_ui_url
     ? `${props.config.temporal_ui_url.replace(/\/$/, "")}/namespaces/${props.config.temporal_namespace}/workflows/${run.workflowId}`
     : "";
@@ -86,6 +87,12 @@ export function RunView(props: { client: EtterClient; live: LiveRuns; workflowId
           <>
             <dt>Queue</dt>
             <dd data-testid="queue">position {position || "—"}</dd>
+          </>
+        )}
+        {waiting && !isFinal(run.status) && (
+          <>
+            <dt>Waiting</dt>
+            <dd data-testid="waiting">{waiting}</dd>
           </>
         )}
         {CANCELLABLE.includes(run.status) && (

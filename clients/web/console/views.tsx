@@ -2,7 +2,7 @@ import { useEffect, useState } from "preact/hooks";
 
 import { type EtterClient, FINAL_STATUSES, type GetUsageResponse, type HistoryResponse, isFinal, RoleStatus } from "../src/index.js";
 import { CallError, Empty, Loading, Progress, StatusBadge } from "./common.js";
-import { seconds, stepName, time, tokens } from "./format.js";
+import { seconds, stepName, time, tokens, waitLabel } from "./format.js";
 import type { LiveRuns } from "./live.js";
 
 /** The company's active runs (and those that ended while the page was open), live. */
@@ -39,6 +39,7 @@ export function LiveView(props: { live: LiveRuns }) {
               const position = queue.get(run.workflowId);
               const place = position?.positionInQueue ?? run.positionInQueue;
               const eta = position?.estimatedDurationSeconds ?? run.estimatedDurationSeconds;
+              const waiting = waitLabel(position?.waitReason ?? run.waitReason);
               return (
                 <tr key={run.workflowId} data-workflow-id={run.workflowId} data-role={run.roleName}>
                   <td>
@@ -46,7 +47,7 @@ export function LiveView(props: { live: LiveRuns }) {
                     <div class="muted small">{run.workflowId}</div>
                   </td>
                   <td><StatusBadge status={run.status} /></td>
-                  <td>{run.currentStep ? stepName(run.currentStep) : isFinal(run.status) ? "—" : "waiting"}</td>
+                  <td data-testid="step">{run.currentStep ? stepName(run.currentStep) : isFinal(run.status) ? "—" : waiting || "waiting"}</td>
                   <td><Progress run={run} /></td>
                   <td>
                     {run.status === RoleStatus.QUEUED && place > 0 ? `#${place} · ` : ""}

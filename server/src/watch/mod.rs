@@ -212,17 +212,18 @@ async fn stream_until_done(
                 continue;
             }
         } else if last_sent.elapsed() >= cx.settings.heartbeat_interval {
-            let queue = match store.queue_position(&wf).await? {
-                Some(position) => vec![pb::QueuePosition {
+            // Where the run stands if it waits (queued, or processing with no step running).
+            let quiet = status::StatusContext { finished: None, ..sources };
+            let now = status::run_status(&quiet, &last).await?;
+            let queue = if now.wait_reason == pb::WaitReason::Unspecified as i32 {
+                Vec::new()
+            } else {
+                vec![pb::QueuePosition {
                     workflow_id: wf.to_string(),
-                    position_in_queue: i32::try_from(position).unwrap_or(i32::MAX),
-                    estimated_duration_seconds: cx.estimator.remaining_seconds(
-                        &status::plan_of(&last),
-                        Some(position),
-                        0,
-                    ),
-                }],
-                None => Vec::new(),
+                    position_in_queue: now.position_in_queue,
+                    estimated_duration_seconds: now.estimated_duration_seconds,
+                    wait_reason: now.wait_reason,
+                }]
             };
             let heartbeat =
                 pb::Heartbeat { server_time: Some(convert::timestamp(etter_store::now())), queue, batch: None };

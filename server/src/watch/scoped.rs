@@ -346,6 +346,7 @@ impl Watch {
                 workflow_id: run.to_string(),
                 position_in_queue: i32::try_from(*position).unwrap_or(i32::MAX),
                 estimated_duration_seconds: self.cx.estimator.remaining_seconds(&plan, Some(*position), 0),
+                wait_reason: self.cx.estimator.conditions().queued(self.scope.company(), *position) as i32,
             });
         }
         queue.sort_by_key(|q| q.position_in_queue);

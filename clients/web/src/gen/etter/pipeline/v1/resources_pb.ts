@@ -28,7 +28,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file etter/pipeline/v1/resources.proto.
  */
 export const file_etter_pipeline_v1_resources: GenFile = /*@__PURE__*/
-  fileDesc("CiFldHRlci9waXBlbGluZS92MS9yZXNvdXJjZXMucHJvdG8SEWV0dGVyLnBpcGVsaW5lLnYxIkYKCERvY3VtZW50Ei0KBHR5cGUYASABKA4yHy5ldHRlci5waXBlbGluZS52MS5Eb2N1bWVudFR5cGUSCwoDdXJpGAIgASgJIpABCgpSdW5PcHRpb25zEiIKGnNraXBfZW5oYW5jZW1lbnRfd29ya2Zsb3dzGAEgASgIEhoKEm5vdGlmeV9vbl9jb21wbGV0ZRgCIAEoCBITCgtmb3JjZV9yZXJ1bhgDIAEoCBItCghwcmlvcml0eRgEIAEoDjIbLmV0dGVyLnBpcGVsaW5lLnYxLlByaW9yaXR5Ik8KClRva2VuVXNhZ2USFAoMaW5wdXRfdG9rZW5zGAEgASgDEhUKDW91dHB1dF90b2tlbnMYAiABKAMSFAoMdG90YWxfdG9rZW5zGAMgASgDIkwKDVRva2VuRXN0aW1hdGUSFAoMdG90YWxfdG9rZW5zGAEgASgDEhMKC2Nvc3RfbWljcm9zGAIgASgDEhAKCGN1cnJlbmN5GAMgASgJImEKDVBpcGVsaW5lRXJyb3ISDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEhMKC3JlY292ZXJhYmxlGAMgASgIEgwKBHN0ZXAYBCABKAkSDgoGYWN0aW9uGAUgASgJIoIDCgxTdGVwUHJvZ3Jlc3MSDAoEbmFtZRgBIAEoCRIsCgZzdGF0dXMYAiABKA4yHC5ldHRlci5waXBlbGluZS52MS5TdGVwU3RhdGUSLgoKc3RhcnRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2R1cmF0aW9uX21zGAUgASgDEhAKCGF0dGVtcHRzGAYgASgFEi0KBnRva2VucxgHIAEoCzIdLmV0dGVyLnBpcGVsaW5lLnYxLlRva2VuVXNhZ2USLwoFZXJyb3IYCCABKAsyIC5ldHRlci5waXBlbGluZS52MS5QaXBlbGluZUVycm9yEhAKCGNyaXRpY2FsGAkgASgIEhMKC3JldXNlZF9mcm9tGAogASgJEhIKCmlucHV0X2hhc2gYCyABKAkSEwoLb3V0cHV0X2hhc2gYDCABKAkiWgoIUHJvZ3Jlc3MSDwoHY3VycmVudBgBIAEoBRINCgV0b3RhbBgCIAEoBRIuCgVzdGVwcxgDIAMoCzIfLmV0dGVyLnBpcGVsaW5lLnYxLlN0ZXBQcm9ncmVzcyKmAQoOT3V0cHV0c1N1bW1hcnkSDQoFdGFza3MYASABKAUSEQoJdG9wX3Rhc2tzGAIgASgFEg4KBnNraWxscxgDIAEoBRIWCg5za2lsbF9jbHVzdGVycxgEIAEoBRIXCg9jYXRhbG9nX2VudHJpZXMYBSABKAUSGAoQcmVza2lsbGluZ19wYXRocxgGIAEoBRIXCg9tZWFuX2NvbmZpZGVuY2UYByABKAEijwgKCVJ1blN0YXR1cxITCgt3b3JrZmxvd19pZBgBIAEoCRIPCgdyb2xlX2lkGAIgASgJEhIKCmNvbXBhbnlfaWQYAyABKAkSEQoJcm9sZV9uYW1lGAQgASgJEhUKDWRyYXVwX3JvbGVfaWQYBSABKAkSEgoKcnVuX251bWJlchgGIAEoBRItCgZzdGF0dXMYByABKA4yHS5ldHRlci5waXBlbGluZS52MS5Sb2xlU3RhdHVzEhQKDGN1cnJlbnRfc3RlcBgIIAEoCRIVCg1jdXJyZW50X3N0ZXBzGAkgAygJEi0KCHByb2dyZXNzGAogASgLMhsuZXR0ZXIucGlwZWxpbmUudjEuUHJvZ3Jlc3MSGQoRcG9zaXRpb25faW5fcXVldWUYCyABKAUSIgoaZXN0aW1hdGVkX2R1cmF0aW9uX3NlY29uZHMYDCABKAMSOAoOdG9rZW5fZXN0aW1hdGUYDSABKAsyIC5ldHRlci5waXBlbGluZS52MS5Ub2tlbkVzdGltYXRlEjIKC3Rva2Vuc191c2VkGA4gASgLMh0uZXR0ZXIucGlwZWxpbmUudjEuVG9rZW5Vc2FnZRIVCg1kYXNoYm9hcmRfdXJsGA8gASgJEi8KBWVycm9yGBAgASgLMiAuZXR0ZXIucGlwZWxpbmUudjEuUGlwZWxpbmVFcnJvchIUCgxuZWVkc19yZXZpZXcYESABKAgSFQoNc3VwZXJzZWRlZF9ieRgSIAEoCRISCgpzdXBlcnNlZGVzGBMgASgJEhAKCGJhdGNoX2lkGBQgASgJEi4KCWRvY3VtZW50cxgVIAMoCzIbLmV0dGVyLnBpcGVsaW5lLnYxLkRvY3VtZW50Ei4KB29wdGlvbnMYFiABKAsyHS5ldHRlci5waXBlbGluZS52MS5SdW5PcHRpb25zEjIKB291dHB1dHMYFyABKAsyIS5ldHRlci5waXBlbGluZS52MS5PdXRwdXRzU3VtbWFyeRIQCghzZXF1ZW5jZRgYIAEoBBIvCgtjcmVhdGVfdGltZRgZIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRfdGltZRgaIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYGyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGBwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI/ChBmaWVsZF92aW9sYXRpb25zGB0gAygLMiUuZ29vZ2xlLnJwYy5CYWRSZXF1ZXN0LkZpZWxkVmlvbGF0aW9uEhAKCHRyYWNlX2lkGB4gASgJItcBCg1CYXRjaFByb2dyZXNzEhAKCGJhdGNoX2lkGAEgASgJEhIKCmNvbXBhbnlfaWQYAiABKAkSDQoFdG90YWwYAyABKAUSDAoEZG9uZRgEIAEoBRIuCgZjb3VudHMYBSADKAsyHi5ldHRlci5waXBlbGluZS52MS5TdGF0dXNDb3VudBIiChplc3RpbWF0ZWRfZHVyYXRpb25fc2Vjb25kcxgGIAEoAxIvCgtjcmVhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiSwoLU3RhdHVzQ291bnQSLQoGc3RhdHVzGAEgASgOMh0uZXR0ZXIucGlwZWxpbmUudjEuUm9sZVN0YXR1cxINCgVjb3VudBgCIAEoBSKTAgoKQXVkaXRFbnRyeRIQCghzZXF1ZW5jZRgBIAEoBBIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVhY3RvchgDIAEoCRIMCgRyb2xlGAQgASgJEhIKCmNvbXBhbnlfaWQYBSABKAkSDgoGYWN0aW9uGAYgASgJEg4KBnRhcmdldBgHIAEoCRIPCgdvdXRjb21lGAggASgJEg4KBnJlYXNvbhgJIAEoCRISCgpyZXF1ZXN0X2lkGAogASgJEhAKCHRyYWNlX2lkGAsgASgJEgwKBHBlZXIYDCABKAkSDAoEaGFzaBgNIAEoCRIVCg1wcmV2aW91c19oYXNoGA4gASgJKpECCgpSb2xlU3RhdHVzEhsKF1JPTEVfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFQoRUk9MRV9TVEFUVVNfRFJBRlQQARIWChJST0xFX1NUQVRVU19RVUVVRUQQAhIaChZST0xFX1NUQVRVU19QUk9DRVNTSU5HEAMSFQoRUk9MRV9TVEFUVVNfUkVBRFkQBBIYChRST0xFX1NUQVRVU19ERUdSQURFRBAFEhYKElJPTEVfU1RBVFVTX0ZBSUxFRBAGEhUKEVJPTEVfU1RBVFVTX1NUQUxFEAcSGQoVUk9MRV9TVEFUVVNfQ0FOQ0VMTEVEEAgSIAocUk9MRV9TVEFUVVNfVkFMSURBVElPTl9FUlJPUhAJKuoBCglTdGVwU3RhdGUSGgoWU1RFUF9TVEFURV9VTlNQRUNJRklFRBAAEhYKElNURVBfU1RBVEVfUEVORElORxABEhYKElNURVBfU1RBVEVfUlVOTklORxACEhcKE1NURVBfU1RBVEVfUkVUUllJTkcQAxIYChRTVEVQX1NUQVRFX0NPTVBMRVRFRBAEEhUKEVNURVBfU1RBVEVfRkFJTEVEEAUSFgoSU1RFUF9TVEFURV9TS0lQUEVEEAYSFQoRU1RFUF9TVEFURV9SRVVTRUQQBxIYChRTVEVQX1NUQVRFX0NBTkNFTExFRBAIKo0BCgxEb2N1bWVudFR5cGUSHQoZRE9DVU1FTlRfVFlQRV9VTlNQRUNJRklFRBAAEiEKHURPQ1VNRU5UX1RZUEVfSk9CX0RFU0NSSVBUSU9OEAESHQoZRE9DVU1FTlRfVFlQRV9QUk9DRVNTX01BUBACEhwKGERPQ1VNRU5UX1RZUEVfU1VQUE9SVElORxADKl4KCFByaW9yaXR5EhgKFFBSSU9SSVRZX1VOU1BFQ0lGSUVEEAASEAoMUFJJT1JJVFlfTE9XEAESEwoPUFJJT1JJVFlfTk9STUFMEAISEQoNUFJJT1JJVFlfSElHSBADYgZwcm90bzM", [file_google_protobuf_timestamp, file_google_rpc_error_details]);
+  fileDesc("CiFldHRlci9waXBlbGluZS92MS9yZXNvdXJjZXMucHJvdG8SEWV0dGVyLnBpcGVsaW5lLnYxIkYKCERvY3VtZW50Ei0KBHR5cGUYASABKA4yHy5ldHRlci5waXBlbGluZS52MS5Eb2N1bWVudFR5cGUSCwoDdXJpGAIgASgJIpABCgpSdW5PcHRpb25zEiIKGnNraXBfZW5oYW5jZW1lbnRfd29ya2Zsb3dzGAEgASgIEhoKEm5vdGlmeV9vbl9jb21wbGV0ZRgCIAEoCBITCgtmb3JjZV9yZXJ1bhgDIAEoCBItCghwcmlvcml0eRgEIAEoDjIbLmV0dGVyLnBpcGVsaW5lLnYxLlByaW9yaXR5Ik8KClRva2VuVXNhZ2USFAoMaW5wdXRfdG9rZW5zGAEgASgDEhUKDW91dHB1dF90b2tlbnMYAiABKAMSFAoMdG90YWxfdG9rZW5zGAMgASgDIkwKDVRva2VuRXN0aW1hdGUSFAoMdG90YWxfdG9rZW5zGAEgASgDEhMKC2Nvc3RfbWljcm9zGAIgASgDEhAKCGN1cnJlbmN5GAMgASgJImEKDVBpcGVsaW5lRXJyb3ISDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEhMKC3JlY292ZXJhYmxlGAMgASgIEgwKBHN0ZXAYBCABKAkSDgoGYWN0aW9uGAUgASgJIoIDCgxTdGVwUHJvZ3Jlc3MSDAoEbmFtZRgBIAEoCRIsCgZzdGF0dXMYAiABKA4yHC5ldHRlci5waXBlbGluZS52MS5TdGVwU3RhdGUSLgoKc3RhcnRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2R1cmF0aW9uX21zGAUgASgDEhAKCGF0dGVtcHRzGAYgASgFEi0KBnRva2VucxgHIAEoCzIdLmV0dGVyLnBpcGVsaW5lLnYxLlRva2VuVXNhZ2USLwoFZXJyb3IYCCABKAsyIC5ldHRlci5waXBlbGluZS52MS5QaXBlbGluZUVycm9yEhAKCGNyaXRpY2FsGAkgASgIEhMKC3JldXNlZF9mcm9tGAogASgJEhIKCmlucHV0X2hhc2gYCyABKAkSEwoLb3V0cHV0X2hhc2gYDCABKAkiWgoIUHJvZ3Jlc3MSDwoHY3VycmVudBgBIAEoBRINCgV0b3RhbBgCIAEoBRIuCgVzdGVwcxgDIAMoCzIfLmV0dGVyLnBpcGVsaW5lLnYxLlN0ZXBQcm9ncmVzcyKmAQoOT3V0cHV0c1N1bW1hcnkSDQoFdGFza3MYASABKAUSEQoJdG9wX3Rhc2tzGAIgASgFEg4KBnNraWxscxgDIAEoBRIWCg5za2lsbF9jbHVzdGVycxgEIAEoBRIXCg9jYXRhbG9nX2VudHJpZXMYBSABKAUSGAoQcmVza2lsbGluZ19wYXRocxgGIAEoBRIXCg9tZWFuX2NvbmZpZGVuY2UYByABKAEiwwgKCVJ1blN0YXR1cxITCgt3b3JrZmxvd19pZBgBIAEoCRIPCgdyb2xlX2lkGAIgASgJEhIKCmNvbXBhbnlfaWQYAyABKAkSEQoJcm9sZV9uYW1lGAQgASgJEhUKDWRyYXVwX3JvbGVfaWQYBSABKAkSEgoKcnVuX251bWJlchgGIAEoBRItCgZzdGF0dXMYByABKA4yHS5ldHRlci5waXBlbGluZS52MS5Sb2xlU3RhdHVzEhQKDGN1cnJlbnRfc3RlcBgIIAEoCRIVCg1jdXJyZW50X3N0ZXBzGAkgAygJEi0KCHByb2dyZXNzGAogASgLMhsuZXR0ZXIucGlwZWxpbmUudjEuUHJvZ3Jlc3MSGQoRcG9zaXRpb25faW5fcXVldWUYCyABKAUSIgoaZXN0aW1hdGVkX2R1cmF0aW9uX3NlY29uZHMYDCABKAMSOAoOdG9rZW5fZXN0aW1hdGUYDSABKAsyIC5ldHRlci5waXBlbGluZS52MS5Ub2tlbkVzdGltYXRlEjIKC3Rva2Vuc191c2VkGA4gASgLMh0uZXR0ZXIucGlwZWxpbmUudjEuVG9rZW5Vc2FnZRIVCg1kYXNoYm9hcmRfdXJsGA8gASgJEi8KBWVycm9yGBAgASgLMiAuZXR0ZXIucGlwZWxpbmUudjEuUGlwZWxpbmVFcnJvchIUCgxuZWVkc19yZXZpZXcYESABKAgSFQoNc3VwZXJzZWRlZF9ieRgSIAEoCRISCgpzdXBlcnNlZGVzGBMgASgJEhAKCGJhdGNoX2lkGBQgASgJEi4KCWRvY3VtZW50cxgVIAMoCzIbLmV0dGVyLnBpcGVsaW5lLnYxLkRvY3VtZW50Ei4KB29wdGlvbnMYFiABKAsyHS5ldHRlci5waXBlbGluZS52MS5SdW5PcHRpb25zEjIKB291dHB1dHMYFyABKAsyIS5ldHRlci5waXBlbGluZS52MS5PdXRwdXRzU3VtbWFyeRIQCghzZXF1ZW5jZRgYIAEoBBIvCgtjcmVhdGVfdGltZRgZIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRfdGltZRgaIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYGyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGBwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI/ChBmaWVsZF92aW9sYXRpb25zGB0gAygLMiUuZ29vZ2xlLnJwYy5CYWRSZXF1ZXN0LkZpZWxkVmlvbGF0aW9uEhAKCHRyYWNlX2lkGB4gASgJEjIKC3dhaXRfcmVhc29uGB8gASgOMh0uZXR0ZXIucGlwZWxpbmUudjEuV2FpdFJlYXNvbiLXAQoNQmF0Y2hQcm9ncmVzcxIQCghiYXRjaF9pZBgBIAEoCRISCgpjb21wYW55X2lkGAIgASgJEg0KBXRvdGFsGAMgASgFEgwKBGRvbmUYBCABKAUSLgoGY291bnRzGAUgAygLMh4uZXR0ZXIucGlwZWxpbmUudjEuU3RhdHVzQ291bnQSIgoaZXN0aW1hdGVkX2R1cmF0aW9uX3NlY29uZHMYBiABKAMSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIksKC1N0YXR1c0NvdW50Ei0KBnN0YXR1cxgBIAEoDjIdLmV0dGVyLnBpcGVsaW5lLnYxLlJvbGVTdGF0dXMSDQoFY291bnQYAiABKAUikwIKCkF1ZGl0RW50cnkSEAoIc2VxdWVuY2UYASABKAQSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFYWN0b3IYAyABKAkSDAoEcm9sZRgEIAEoCRISCgpjb21wYW55X2lkGAUgASgJEg4KBmFjdGlvbhgGIAEoCRIOCgZ0YXJnZXQYByABKAkSDwoHb3V0Y29tZRgIIAEoCRIOCgZyZWFzb24YCSABKAkSEgoKcmVxdWVzdF9pZBgKIAEoCRIQCgh0cmFjZV9pZBgLIAEoCRIMCgRwZWVyGAwgASgJEgwKBGhhc2gYDSABKAkSFQoNcHJldmlvdXNfaGFzaBgOIAEoCSqRAgoKUm9sZVN0YXR1cxIbChdST0xFX1NUQVRVU19VTlNQRUNJRklFRBAAEhUKEVJPTEVfU1RBVFVTX0RSQUZUEAESFgoSUk9MRV9TVEFUVVNfUVVFVUVEEAISGgoWUk9MRV9TVEFUVVNfUFJPQ0VTU0lORxADEhUKEVJPTEVfU1RBVFVTX1JFQURZEAQSGAoUUk9MRV9TVEFUVVNfREVHUkFERUQQBRIWChJST0xFX1NUQVRVU19GQUlMRUQQBhIVChFST0xFX1NUQVRVU19TVEFMRRAHEhkKFVJPTEVfU1RBVFVTX0NBTkNFTExFRBAIEiAKHFJPTEVfU1RBVFVTX1ZBTElEQVRJT05fRVJST1IQCSrqAQoJU3RlcFN0YXRlEhoKFlNURVBfU1RBVEVfVU5TUEVDSUZJRUQQABIWChJTVEVQX1NUQVRFX1BFTkRJTkcQARIWChJTVEVQX1NUQVRFX1JVTk5JTkcQAhIXChNTVEVQX1NUQVRFX1JFVFJZSU5HEAMSGAoUU1RFUF9TVEFURV9DT01QTEVURUQQBBIVChFTVEVQX1NUQVRFX0ZBSUxFRBAFEhYKElNURVBfU1RBVEVfU0tJUFBFRBAGEhUKEVNURVBfU1RBVEVfUkVVU0VEEAcSGAoUU1RFUF9TVEFURV9DQU5DRUxMRUQQCCr4AQoKV2FpdFJlYXNvbhIbChdXQUlUX1JFQVNPTl9VTlNQRUNJRklFRBAAEhgKFFdBSVRfUkVBU09OX0RJU1BBVENIEAESGwoXV0FJVF9SRUFTT05fQ09NUEFOWV9DQVAQAhIaChZXQUlUX1JFQVNPTl9HTE9CQUxfQ0FQEAMSHAoYV0FJVF9SRUFTT05fVE9LRU5fQlVER0VUEAQSJAogV0FJVF9SRUFTT05fVEVNUE9SQUxfVU5BVkFJTEFCTEUQBRIZChVXQUlUX1JFQVNPTl9OT19XT1JLRVIQBhIbChdXQUlUX1JFQVNPTl9XT1JLRVJfU0xPVBAHKo0BCgxEb2N1bWVudFR5cGUSHQoZRE9DVU1FTlRfVFlQRV9VTlNQRUNJRklFRBAAEiEKHURPQ1VNRU5UX1RZUEVfSk9CX0RFU0NSSVBUSU9OEAESHQoZRE9DVU1FTlRfVFlQRV9QUk9DRVNTX01BUBACEhwKGERPQ1VNRU5UX1RZUEVfU1VQUE9SVElORxADKl4KCFByaW9yaXR5EhgKFFBSSU9SSVRZX1VOU1BFQ0lGSUVEEAASEAoMUFJJT1JJVFlfTE9XEAESEwoPUFJJT1JJVFlfTk9STUFMEAISEQoNUFJJT1JJVFlfSElHSBADYgZwcm90bzM", [file_google_protobuf_timestamp, file_google_rpc_error_details]);
 
 /**
  * A source document of a role.
@@ -498,7 +498,9 @@ export type RunStatus = Message<"etter.pipeline.v1.RunStatus"> & {
   progress?: Progress | undefined;
 
   /**
-   * 1-based position among the runs the dispatcher will start before this one; 0 when not queued.
+   * 1-based position among the runs waiting for the same thing as this one (`wait_reason`): for a
+   * queued run, its place in its company's dispatch order (priority, then age); other companies'
+   * runs are started in turn with them. 0 when not queued.
    *
    * @generated from field: int32 position_in_queue = 11;
    */
@@ -642,6 +644,14 @@ export type RunStatus = Message<"etter.pipeline.v1.RunStatus"> & {
    * @generated from field: string trace_id = 30;
    */
   traceId: string;
+
+  /**
+   * What the run is waiting for, when it is queued or processing with no step running;
+   * `WAIT_REASON_UNSPECIFIED` while a step runs and once the run has ended.
+   *
+   * @generated from field: etter.pipeline.v1.WaitReason wait_reason = 31;
+   */
+  waitReason: WaitReason;
 };
 
 /**
@@ -1026,6 +1036,83 @@ export const StepStateSchema: GenEnum<StepState> = /*@__PURE__*/
   enumDesc(file_etter_pipeline_v1_resources, 1);
 
 /**
+ * What an unfinished run is waiting for, when it is not running a step. Reported in `RunStatus`,
+ * `QueuePosition` (heartbeats) and push answers. When several hold a run, the first that applies
+ * in this order is reported: Temporal unavailable, no worker, the token budget, the global cap,
+ * the company's cap, the dispatcher's next round, a worker slot.
+ *
+ * @generated from enum etter.pipeline.v1.WaitReason
+ */
+export enum WaitReason {
+  /**
+   * Not waiting: a step is running, or the run has ended.
+   *
+   * @generated from enum value: WAIT_REASON_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Queued with room to start: the dispatcher starts it in its next round (within a second or so).
+   *
+   * @generated from enum value: WAIT_REASON_DISPATCH = 1;
+   */
+  DISPATCH = 1,
+
+  /**
+   * The company has as many runs processing as its cap allows (`dispatch.max_processing_per_company`);
+   * the run starts as one of them ends.
+   *
+   * @generated from enum value: WAIT_REASON_COMPANY_CAP = 2;
+   */
+  COMPANY_CAP = 2,
+
+  /**
+   * The service has as many runs processing as its cap allows (`dispatch.max_processing`); companies
+   * are served in turn as runs end.
+   *
+   * @generated from enum value: WAIT_REASON_GLOBAL_CAP = 3;
+   */
+  GLOBAL_CAP = 3,
+
+  /**
+   * The company's LLM tokens used this month reached its budget; its queued runs start again when
+   * the budget is raised or the month ends.
+   *
+   * @generated from enum value: WAIT_REASON_TOKEN_BUDGET = 4;
+   */
+  TOKEN_BUDGET = 4,
+
+  /**
+   * The server cannot reach Temporal; runs are started (and steps scheduled) once it is back.
+   *
+   * @generated from enum value: WAIT_REASON_TEMPORAL_UNAVAILABLE = 5;
+   */
+  TEMPORAL_UNAVAILABLE = 5,
+
+  /**
+   * No worker polls the pipeline's task queue: nothing takes the run's steps until one is started
+   * (health entry `etter.worker` is NOT_SERVING meanwhile).
+   *
+   * @generated from enum value: WAIT_REASON_NO_WORKER = 6;
+   */
+  NO_WORKER = 6,
+
+  /**
+   * Processing, and workers are polling, but no step of the run is running yet: every worker slot
+   * is busy with other runs' steps.
+   *
+   * @generated from enum value: WAIT_REASON_WORKER_SLOT = 7;
+   */
+  WORKER_SLOT = 7,
+}
+
+/**
+ * Describes the enum etter.pipeline.v1.WaitReason.
+ */
+export const WaitReasonSchema: GenEnum<WaitReason> = /*@__PURE__*/
+  enumDesc(file_etter_pipeline_v1_resources, 2);
+
+/**
  * The kind of a source document. Each step consumes certain kinds (see the step graph).
  *
  * @generated from enum etter.pipeline.v1.DocumentType
@@ -1064,7 +1151,7 @@ export enum DocumentType {
  * Describes the enum etter.pipeline.v1.DocumentType.
  */
 export const DocumentTypeSchema: GenEnum<DocumentType> = /*@__PURE__*/
-  enumDesc(file_etter_pipeline_v1_resources, 2);
+  enumDesc(file_etter_pipeline_v1_resources, 3);
 
 /**
  * How urgently the dispatcher should start a queued run, relative to the same company's other
@@ -1106,5 +1193,5 @@ export enum Priority {
  * Describes the enum etter.pipeline.v1.Priority.
  */
 export const PrioritySchema: GenEnum<Priority> = /*@__PURE__*/
-  enumDesc(file_etter_pipeline_v1_resources, 3);
+  enumDesc(file_etter_pipeline_v1_resources, 4);
 

@@ -115,6 +115,7 @@ class PushResponse(google.protobuf.message.Message):
     POSITION_IN_QUEUE_FIELD_NUMBER: builtins.int
     TOKEN_ESTIMATE_FIELD_NUMBER: builtins.int
     CREATED_FIELD_NUMBER: builtins.int
+    WAIT_REASON_FIELD_NUMBER: builtins.int
     workflow_id: builtins.str
     """The run's id (also its Temporal workflow id)."""
     role_id: builtins.str
@@ -129,6 +130,8 @@ class PushResponse(google.protobuf.message.Message):
     """True when this call created the run; false when it returned an existing run (same inputs, or
     same `request_id`).
     """
+    wait_reason: etter_client._gen.etter.pipeline.v1.resources_pb2.WaitReason.ValueType
+    """What the run is waiting for (see `RunStatus.wait_reason`)."""
     @property
     def token_estimate(self) -> etter_client._gen.etter.pipeline.v1.resources_pb2.TokenEstimate:
         """Estimated tokens and cost of the run."""
@@ -143,9 +146,10 @@ class PushResponse(google.protobuf.message.Message):
         position_in_queue: builtins.int = ...,
         token_estimate: etter_client._gen.etter.pipeline.v1.resources_pb2.TokenEstimate | None = ...,
         created: builtins.bool = ...,
+        wait_reason: etter_client._gen.etter.pipeline.v1.resources_pb2.WaitReason.ValueType = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["token_estimate", b"token_estimate"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["created", b"created", "estimated_duration_seconds", b"estimated_duration_seconds", "position_in_queue", b"position_in_queue", "role_id", b"role_id", "status", b"status", "token_estimate", b"token_estimate", "workflow_id", b"workflow_id"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["created", b"created", "estimated_duration_seconds", b"estimated_duration_seconds", "position_in_queue", b"position_in_queue", "role_id", b"role_id", "status", b"status", "token_estimate", b"token_estimate", "wait_reason", b"wait_reason", "workflow_id", b"workflow_id"]) -> None: ...
 
 Global___PushResponse: typing_extensions.TypeAlias = PushResponse
 
@@ -237,6 +241,7 @@ class PushBatchItemResult(google.protobuf.message.Message):
     STATUS_FIELD_NUMBER: builtins.int
     POSITION_IN_QUEUE_FIELD_NUMBER: builtins.int
     FIELD_VIOLATIONS_FIELD_NUMBER: builtins.int
+    WAIT_REASON_FIELD_NUMBER: builtins.int
     index: builtins.int
     """The item's 0-based index in the request."""
     client_ref: builtins.str
@@ -251,6 +256,8 @@ class PushBatchItemResult(google.protobuf.message.Message):
     """The run's state."""
     position_in_queue: builtins.int
     """1-based position in the dispatch queue; 0 when not queued."""
+    wait_reason: etter_client._gen.etter.pipeline.v1.resources_pb2.WaitReason.ValueType
+    """What the item's run is waiting for, when it is queued (see `RunStatus.wait_reason`)."""
     @property
     def field_violations(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[google.rpc.error_details_pb2.BadRequest.FieldViolation]:
         """Why the item was rejected; field paths are relative to the item (for example `documents[0].uri`)."""
@@ -266,8 +273,9 @@ class PushBatchItemResult(google.protobuf.message.Message):
         status: etter_client._gen.etter.pipeline.v1.resources_pb2.RoleStatus.ValueType = ...,
         position_in_queue: builtins.int = ...,
         field_violations: collections.abc.Iterable[google.rpc.error_details_pb2.BadRequest.FieldViolation] | None = ...,
+        wait_reason: etter_client._gen.etter.pipeline.v1.resources_pb2.WaitReason.ValueType = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["client_ref", b"client_ref", "field_violations", b"field_violations", "index", b"index", "outcome", b"outcome", "position_in_queue", b"position_in_queue", "role_id", b"role_id", "status", b"status", "workflow_id", b"workflow_id"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["client_ref", b"client_ref", "field_violations", b"field_violations", "index", b"index", "outcome", b"outcome", "position_in_queue", b"position_in_queue", "role_id", b"role_id", "status", b"status", "wait_reason", b"wait_reason", "workflow_id", b"workflow_id"]) -> None: ...
 
 Global___PushBatchItemResult: typing_extensions.TypeAlias = PushBatchItemResult
 
@@ -595,7 +603,9 @@ class Heartbeat(google.protobuf.message.Message):
 
     @property
     def queue(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___QueuePosition]:
-        """Queue positions of the queued runs in scope."""
+        """Where the waiting runs in scope stand (queued runs, and for a one-run scope a processing run
+        with no step running), with what each waits for.
+        """
 
     @property
     def batch(self) -> etter_client._gen.etter.pipeline.v1.resources_pb2.BatchProgress:
@@ -615,27 +625,33 @@ Global___Heartbeat: typing_extensions.TypeAlias = Heartbeat
 
 @typing.final
 class QueuePosition(google.protobuf.message.Message):
-    """Where a queued run stands."""
+    """Where a waiting run stands: a queued run, or a processing run no step of which runs yet."""
 
     DESCRIPTOR: google.protobuf.descriptor.Descriptor
 
     WORKFLOW_ID_FIELD_NUMBER: builtins.int
     POSITION_IN_QUEUE_FIELD_NUMBER: builtins.int
     ESTIMATED_DURATION_SECONDS_FIELD_NUMBER: builtins.int
+    WAIT_REASON_FIELD_NUMBER: builtins.int
     workflow_id: builtins.str
     """The run."""
     position_in_queue: builtins.int
-    """1-based position in the dispatch queue."""
+    """1-based position among the runs waiting for the same thing (see `RunStatus.position_in_queue`);
+    0 for a processing run waiting for a worker.
+    """
     estimated_duration_seconds: builtins.int
     """Estimated seconds until the run ends."""
+    wait_reason: etter_client._gen.etter.pipeline.v1.resources_pb2.WaitReason.ValueType
+    """What the run is waiting for."""
     def __init__(
         self,
         *,
         workflow_id: builtins.str = ...,
         position_in_queue: builtins.int = ...,
         estimated_duration_seconds: builtins.int = ...,
+        wait_reason: etter_client._gen.etter.pipeline.v1.resources_pb2.WaitReason.ValueType = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["estimated_duration_seconds", b"estimated_duration_seconds", "position_in_queue", b"position_in_queue", "workflow_id", b"workflow_id"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["estimated_duration_seconds", b"estimated_duration_seconds", "position_in_queue", b"position_in_queue", "wait_reason", b"wait_reason", "workflow_id", b"workflow_id"]) -> None: ...
 
 Global___QueuePosition: typing_extensions.TypeAlias = QueuePosition
 

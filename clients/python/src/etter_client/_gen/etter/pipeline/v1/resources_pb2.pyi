@@ -161,6 +161,74 @@ STEP_STATE_CANCELLED: StepState.ValueType  # 8
 """Stopped because the run was cancelled."""
 Global___StepState: typing_extensions.TypeAlias = StepState
 
+class _WaitReason:
+    ValueType = typing.NewType("ValueType", builtins.int)
+    V: typing_extensions.TypeAlias = ValueType
+
+class _WaitReasonEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._EnumTypeWrapper[_WaitReason.ValueType], builtins.type):
+    DESCRIPTOR: google.protobuf.descriptor.EnumDescriptor
+    WAIT_REASON_UNSPECIFIED: _WaitReason.ValueType  # 0
+    """Not waiting: a step is running, or the run has ended."""
+    WAIT_REASON_DISPATCH: _WaitReason.ValueType  # 1
+    """Queued with room to start: the dispatcher starts it in its next round (within a second or so)."""
+    WAIT_REASON_COMPANY_CAP: _WaitReason.ValueType  # 2
+    """The company has as many runs processing as its cap allows (`dispatch.max_processing_per_company`);
+    the run starts as one of them ends.
+    """
+    WAIT_REASON_GLOBAL_CAP: _WaitReason.ValueType  # 3
+    """The service has as many runs processing as its cap allows (`dispatch.max_processing`); companies
+    are served in turn as runs end.
+    """
+    WAIT_REASON_TOKEN_BUDGET: _WaitReason.ValueType  # 4
+    """The company's LLM tokens used this month reached its budget; its queued runs start again when
+    the budget is raised or the month ends.
+    """
+    WAIT_REASON_TEMPORAL_UNAVAILABLE: _WaitReason.ValueType  # 5
+    """The server cannot reach Temporal; runs are started (and steps scheduled) once it is back."""
+    WAIT_REASON_NO_WORKER: _WaitReason.ValueType  # 6
+    """No worker polls the pipeline's task queue: nothing takes the run's steps until one is started
+    (health entry `etter.worker` is NOT_SERVING meanwhile).
+    """
+    WAIT_REASON_WORKER_SLOT: _WaitReason.ValueType  # 7
+    """Processing, and workers are polling, but no step of the run is running yet: every worker slot
+    is busy with other runs' steps.
+    """
+
+class WaitReason(_WaitReason, metaclass=_WaitReasonEnumTypeWrapper):
+    """What an unfinished run is waiting for, when it is not running a step. Reported in `RunStatus`,
+    `QueuePosition` (heartbeats) and push answers. When several hold a run, the first that applies
+    in this order is reported: Temporal unavailable, no worker, the token budget, the global cap,
+    the company's cap, the dispatcher's next round, a worker slot.
+    """
+
+WAIT_REASON_UNSPECIFIED: WaitReason.ValueType  # 0
+"""Not waiting: a step is running, or the run has ended."""
+WAIT_REASON_DISPATCH: WaitReason.ValueType  # 1
+"""Queued with room to start: the dispatcher starts it in its next round (within a second or so)."""
+WAIT_REASON_COMPANY_CAP: WaitReason.ValueType  # 2
+"""The company has as many runs processing as its cap allows (`dispatch.max_processing_per_company`);
+the run starts as one of them ends.
+"""
+WAIT_REASON_GLOBAL_CAP: WaitReason.ValueType  # 3
+"""The service has as many runs processing as its cap allows (`dispatch.max_processing`); companies
+are served in turn as runs end.
+"""
+WAIT_REASON_TOKEN_BUDGET: WaitReason.ValueType  # 4
+"""The company's LLM tokens used this month reached its budget; its queued runs start again when
+the budget is raised or the month ends.
+"""
+WAIT_REASON_TEMPORAL_UNAVAILABLE: WaitReason.ValueType  # 5
+"""The server cannot reach Temporal; runs are started (and steps scheduled) once it is back."""
+WAIT_REASON_NO_WORKER: WaitReason.ValueType  # 6
+"""No worker polls the pipeline's task queue: nothing takes the run's steps until one is started
+(health entry `etter.worker` is NOT_SERVING meanwhile).
+"""
+WAIT_REASON_WORKER_SLOT: WaitReason.ValueType  # 7
+"""Processing, and workers are polling, but no step of the run is running yet: every worker slot
+is busy with other runs' steps.
+"""
+Global___WaitReason: typing_extensions.TypeAlias = WaitReason
+
 class _DocumentType:
     ValueType = typing.NewType("ValueType", builtins.int)
     V: typing_extensions.TypeAlias = ValueType
@@ -544,6 +612,7 @@ class RunStatus(google.protobuf.message.Message):
     UPDATE_TIME_FIELD_NUMBER: builtins.int
     FIELD_VIOLATIONS_FIELD_NUMBER: builtins.int
     TRACE_ID_FIELD_NUMBER: builtins.int
+    WAIT_REASON_FIELD_NUMBER: builtins.int
     workflow_id: builtins.str
     """The run's id, also its Temporal workflow id: `role-onboard-{role_id}-{n}`."""
     role_id: builtins.str
@@ -563,7 +632,10 @@ class RunStatus(google.protobuf.message.Message):
     current_step: builtins.str
     """The first of `current_steps`, empty when no step is running (kept for clients that show one step)."""
     position_in_queue: builtins.int
-    """1-based position among the runs the dispatcher will start before this one; 0 when not queued."""
+    """1-based position among the runs waiting for the same thing as this one (`wait_reason`): for a
+    queued run, its place in its company's dispatch order (priority, then age); other companies'
+    runs are started in turn with them. 0 when not queued.
+    """
     estimated_duration_seconds: builtins.int
     """Estimated seconds until the run ends (queue wait plus remaining steps), from measured data;
     0 once the run has ended.
@@ -587,6 +659,10 @@ class RunStatus(google.protobuf.message.Message):
     PushBatch or Retry): the caller's `traceparent` header, or one the server chose, answered in
     the `etter-trace-id` response header. The server's and the worker's logs of the run carry it
     as `trace_id`. Empty for runs created before trace ids were kept.
+    """
+    wait_reason: Global___WaitReason.ValueType
+    """What the run is waiting for, when it is queued or processing with no step running;
+    `WAIT_REASON_UNSPECIFIED` while a step runs and once the run has ended.
     """
     @property
     def current_steps(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.str]:
@@ -675,9 +751,10 @@ class RunStatus(google.protobuf.message.Message):
         update_time: google.protobuf.timestamp_pb2.Timestamp | None = ...,
         field_violations: collections.abc.Iterable[google.rpc.error_details_pb2.BadRequest.FieldViolation] | None = ...,
         trace_id: builtins.str = ...,
+        wait_reason: Global___WaitReason.ValueType = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "options", b"options", "outputs", b"outputs", "progress", b"progress", "start_time", b"start_time", "token_estimate", b"token_estimate", "tokens_used", b"tokens_used", "update_time", b"update_time"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["batch_id", b"batch_id", "company_id", b"company_id", "create_time", b"create_time", "current_step", b"current_step", "current_steps", b"current_steps", "dashboard_url", b"dashboard_url", "documents", b"documents", "draup_role_id", b"draup_role_id", "end_time", b"end_time", "error", b"error", "estimated_duration_seconds", b"estimated_duration_seconds", "field_violations", b"field_violations", "needs_review", b"needs_review", "options", b"options", "outputs", b"outputs", "position_in_queue", b"position_in_queue", "progress", b"progress", "role_id", b"role_id", "role_name", b"role_name", "run_number", b"run_number", "sequence", b"sequence", "start_time", b"start_time", "status", b"status", "superseded_by", b"superseded_by", "supersedes", b"supersedes", "token_estimate", b"token_estimate", "tokens_used", b"tokens_used", "trace_id", b"trace_id", "update_time", b"update_time", "workflow_id", b"workflow_id"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["batch_id", b"batch_id", "company_id", b"company_id", "create_time", b"create_time", "current_step", b"current_step", "current_steps", b"current_steps", "dashboard_url", b"dashboard_url", "documents", b"documents", "draup_role_id", b"draup_role_id", "end_time", b"end_time", "error", b"error", "estimated_duration_seconds", b"estimated_duration_seconds", "field_violations", b"field_violations", "needs_review", b"needs_review", "options", b"options", "outputs", b"outputs", "position_in_queue", b"position_in_queue", "progress", b"progress", "role_id", b"role_id", "role_name", b"role_name", "run_number", b"run_number", "sequence", b"sequence", "start_time", b"start_time", "status", b"status", "superseded_by", b"superseded_by", "supersedes", b"supersedes", "token_estimate", b"token_estimate", "tokens_used", b"tokens_used", "trace_id", b"trace_id", "update_time", b"update_time", "wait_reason", b"wait_reason", "workflow_id", b"workflow_id"]) -> None: ...
 
 Global___RunStatus: typing_extensions.TypeAlias = RunStatus
 
