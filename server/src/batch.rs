@@ -31,6 +31,7 @@ use tonic_types::pb::bad_request::FieldViolation as FieldViolationPb;
 use crate::limits::Limits;
 use crate::{
     convert::{self, StoredOptions},
+    deadline::Outlook,
     document_checks::DocumentChecks,
     error::{ApiError, Violation},
     estimate::Estimator,
@@ -95,7 +96,11 @@ pub async fn push_batch(
     }
 
     let checked = DocumentChecks::run(cx.documents, request.items.iter().flat_map(|item| &item.documents)).await?;
-    let (decided, new_runs) = decide(cx, principal, &company, &request, &checked)?;
+    // Items with a deadline are placed behind the company's queued runs.
+    let with_deadline =
+        request.items.iter().any(|item| item.options.or(request.default_options).is_some_and(|o| o.deadline.is_some()));
+    let queued = if with_deadline { crate::deadline::queued(cx.store, &company).await? } else { 0 };
+    let (decided, new_runs) = decide(cx, principal, &company, &request, &checked, queued)?;
     admit_whole(cx, &company, &new_runs).await?;
     let batch = NewBatch { id: BatchId::from_random(crate::random_u128()), company: company.clone(), request_id };
     let created = cx.store.create_batch(batch, new_runs).await?;
@@ -173,7 +178,11 @@ fn decide(
     company: &CompanyId,
     request: &pb::PushBatchRequest,
     checked: &DocumentChecks,
+    queued: u32,
 ) -> Result<(Vec<Item>, Vec<NewRun>), ApiError> {
+    let now = etter_store::now();
+    // Items of this batch to be queued so far: an item with a deadline comes after them.
+    let mut queuing = 0_u32;
     let mut decided = Vec::with_capacity(request.items.len());
     let mut new_runs = Vec::new();
     let mut first_of_role: HashMap<RoleId, usize> = HashMap::new();
@@ -203,10 +212,26 @@ fn decide(
                 violations.extend(document_violations);
                 Err(ApiError::InvalidArgument { reason, violations })
             }
+            // An item whose run would not end by its deadline is rejected like an invalid one.
+            Ok(valid) => match valid.deadline {
+                Some(deadline) => {
+                    let plan = etter_core::steps::plan_new(valid.options.skip_enhancement_workflows);
+                    let position = queued.saturating_add(queuing).saturating_add(1);
+                    match Outlook::at(cx.estimator, company, &plan, position).admit(deadline, now) {
+                        Ok(()) => Ok(valid),
+                        Err(refused) => Err(ApiError::InvalidArgument {
+                            reason: crate::deadline::UNREACHABLE,
+                            violations: vec![Violation::new("options.deadline", refused.to_string())],
+                        }),
+                    }
+                }
+                None => Ok(valid),
+            },
             other => other,
         };
         match validated {
             Ok(valid) => {
+                queuing = queuing.saturating_add(1);
                 decided.push(Item::Stored(new_runs.len()));
                 let mut run = valid.to_new_run(cx.estimator, principal, cx.trace_id.clone());
                 run.reason = format!("pushed by {} in a batch", principal.user);
@@ -367,6 +392,7 @@ fn rejected_run(
         // A rejected item never runs, so it never ends: nothing to announce.
         notify: false,
         trace_id,
+        deadline: None,
     }
 }
 

@@ -116,13 +116,14 @@ impl StoredOptions {
         serde_json::to_value(self).unwrap_or_default()
     }
 
-    /// As the contract shows them.
-    pub fn to_pb(self) -> pb::RunOptions {
+    /// As the contract shows them, with the run's `deadline` (kept beside the options).
+    pub fn to_pb(self, deadline: Option<Timestamp>) -> pb::RunOptions {
         pb::RunOptions {
             skip_enhancement_workflows: self.skip_enhancement_workflows,
             notify_on_complete: self.notify_on_complete,
             force_rerun: self.force_rerun,
             priority: priority_pb(self.priority) as i32,
+            deadline: deadline.map(timestamp),
         }
     }
 }

@@ -22,6 +22,9 @@
 //! is raised or the month turns. A budget is read whenever its company would be served; a used-up
 //! one is believed for [`BUDGET_CHECK_EVERY`].
 //!
+//! **Deadlines.** Each round first cancels the queued runs whose deadline passed
+//! ([`crate::deadline`]); a claimed run is checked again before it is started.
+//!
 //! **Temporal down.** A start that finds Temporal unavailable releases its claim; the dispatcher
 //! backs off (doubling from `dispatch.retry_initial_backoff` to `dispatch.retry_max_backoff`) and
 //! tries again. Pushes keep being accepted and queued meanwhile.
@@ -311,6 +314,10 @@ impl Dispatcher {
     }
 
     async fn round(self: &Arc<Self>, cursor: &mut usize) -> Result<Round, StoreError> {
+        let expired = crate::deadline::expire(self.store.as_ref(), etter_store::now()).await?;
+        if expired > 0 {
+            tracing::info!(runs = expired, "cancelled queued runs whose deadline passed");
+        }
         let loads = self.store.company_loads().await?;
         // Starts of the fast lane in flight are not PROCESSING yet, but count against the caps.
         let in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).clone();
@@ -392,6 +399,15 @@ impl Dispatcher {
         fields(workflow_id = %run.workflow_id, trace_id = run.trace_id.as_ref().map(TraceId::as_str))
     )]
     async fn dispatch_one(&self, run: Run) -> Outcome {
+        if let Some(deadline) = run.deadline
+            && deadline <= etter_store::now()
+        {
+            // Claimed as its deadline passed: it is cancelled, never started.
+            if let Err(e) = self.store.transition(&run.workflow_id, crate::deadline::cancel(deadline)).await {
+                tracing::warn!(error = %chain(&e), "cannot cancel a run past its deadline; its claim expires");
+            }
+            return Outcome::Failed;
+        }
         let input = run.onboarding_input(plan_of(&run));
         let reason = match self.orchestrator.start_onboarding(&input).await {
             Ok(StartOutcome::Running { .. }) => "dispatched",

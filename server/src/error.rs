@@ -66,6 +66,17 @@ pub enum ApiError {
         /// What is wrong and what to do.
         description: String,
     },
+    /// The run would not end by its deadline (`RunOptions.deadline`), or nothing could start it;
+    /// nothing was stored. Sent as `FAILED_PRECONDITION` with reason `DEADLINE_UNREACHABLE`, the
+    /// estimate in `ErrorInfo.metadata` and a `PreconditionFailure` on `options.deadline`.
+    #[error("{description}")]
+    DeadlineUnreachable {
+        /// When the run would end, what it would wait for, and what to do.
+        description: String,
+        /// `estimated_duration_seconds`, `estimated_end`, `deadline`, `wait_reason`,
+        /// `position_in_queue`.
+        metadata: Vec<(String, String)>,
+    },
     /// A concurrent request changed what this one was about (for example another Retry of the
     /// same run won); nothing was written. Look at the current state and decide again.
     #[error("{description}")]
@@ -147,6 +158,7 @@ impl ApiError {
             | Self::Aborted { reason, .. }
             | Self::ResourceExhausted { reason, .. }
             | Self::DependencyUnavailable { reason, .. } => reason,
+            Self::DeadlineUnreachable { .. } => crate::deadline::UNREACHABLE,
             Self::Unimplemented { .. } => "NOT_IMPLEMENTED",
             Self::Unavailable(_) => "UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
@@ -159,7 +171,7 @@ impl ApiError {
             Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::InvalidArgument { .. } | Self::RequestIdReused(_) => Code::InvalidArgument,
             Self::NotFound { .. } => Code::NotFound,
-            Self::FailedPrecondition { .. } => Code::FailedPrecondition,
+            Self::FailedPrecondition { .. } | Self::DeadlineUnreachable { .. } => Code::FailedPrecondition,
             Self::Aborted { .. } => Code::Aborted,
             Self::ResourceExhausted { .. } => Code::ResourceExhausted,
             Self::Unimplemented { .. } => Code::Unimplemented,
@@ -197,7 +209,12 @@ impl From<StoreError> for ApiError {
 
 impl From<ApiError> for Status {
     fn from(err: ApiError) -> Self {
-        let mut details = ErrorDetails::with_error_info(err.reason(), ERROR_DOMAIN, []);
+        let metadata = match &err {
+            ApiError::DeadlineUnreachable { metadata, .. } => metadata.clone(),
+            _ => Vec::new(),
+        };
+        let metadata: std::collections::HashMap<String, String> = metadata.into_iter().collect();
+        let mut details = ErrorDetails::with_error_info(err.reason(), ERROR_DOMAIN, metadata);
         match &err {
             ApiError::InvalidArgument { violations, .. } => {
                 for v in violations {
@@ -210,6 +227,9 @@ impl From<ApiError> for Status {
             ApiError::FailedPrecondition { reason, subject, description }
             | ApiError::Aborted { reason, subject, description } => {
                 details.add_precondition_failure_violation(*reason, subject.clone(), description.clone());
+            }
+            ApiError::DeadlineUnreachable { description, .. } => {
+                details.add_precondition_failure_violation(err.reason(), "options.deadline", description.clone());
             }
             ApiError::ResourceExhausted { retry_after, quota, .. } => {
                 if retry_after.is_some() {

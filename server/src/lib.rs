@@ -13,6 +13,7 @@ pub mod companies;
 pub mod config;
 mod console;
 mod convert;
+mod deadline;
 mod dispatch;
 mod document_checks;
 mod error;

@@ -9,6 +9,7 @@ use etter_proto::v1 as pb;
 use etter_store::{Admission, DocumentRef, NewRun, RunStore};
 use sha2::{Digest as _, Sha256};
 
+use crate::deadline::Outlook;
 use crate::limits::Limits;
 use crate::{
     convert::{self, StoredOptions},
@@ -42,6 +43,8 @@ pub struct ValidPush {
     pub documents: Vec<DocumentRef>,
     /// The options.
     pub options: StoredOptions,
+    /// When the run must have ended, if ever (`options.deadline`).
+    pub deadline: Option<etter_store::Timestamp>,
     /// The client's idempotency key.
     pub request_id: Option<RequestId>,
 }
@@ -91,6 +94,7 @@ impl ValidPush {
             reason: format!("pushed by {}", principal.user),
             notify: self.options.notify_on_complete,
             trace_id,
+            deadline: self.deadline,
         }
     }
 }
@@ -152,8 +156,12 @@ pub fn validate(request: &pb::PushRequest, documents_config: &DocumentsConfig) -
     if priority.is_none() {
         check("options.priority", Err("must be PRIORITY_LOW, PRIORITY_NORMAL or PRIORITY_HIGH".to_owned()));
     }
-    match (company, role_name, draup, request_id.transpose(), priority) {
-        (Ok(company), Ok(role_name), Ok(draup_role_id), Ok(request_id), Some(priority)) if violations.is_empty() => {
+    let deadline = crate::deadline::parse(options.deadline.as_ref(), etter_store::now());
+    check("options.deadline", deadline.as_ref().map(|_| ()).map_err(Clone::clone));
+    match (company, role_name, draup, request_id.transpose(), priority, deadline) {
+        (Ok(company), Ok(role_name), Ok(draup_role_id), Ok(request_id), Some(priority), Ok(deadline))
+            if violations.is_empty() =>
+        {
             Ok(ValidPush {
                 company,
                 role_name,
@@ -165,6 +173,7 @@ pub fn validate(request: &pb::PushRequest, documents_config: &DocumentsConfig) -
                     force_rerun: options.force_rerun,
                     priority,
                 },
+                deadline,
                 request_id,
             })
         }
@@ -231,6 +240,12 @@ pub async fn push(
     }
     queued?;
     tokens?;
+    if let Some(deadline) = valid.deadline
+        && let Some(plan) = &new_run.plan
+    {
+        let position = crate::deadline::queued(cx.store, &company).await?.saturating_add(1);
+        Outlook::at(cx.estimator, &company, plan, position).admit(deadline, etter_store::now())?;
+    }
 
     // Started at once when the store could claim it; the start overlaps the rest of the answer.
     let created = cx.dispatcher.create(cx.store, new_run).await?;

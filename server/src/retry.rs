@@ -196,6 +196,8 @@ pub async fn retry(
         reason: format!("retry of {} by {}", old.workflow_id, principal.user),
         notify: old.notify,
         trace_id: cx.trace_id.clone(),
+        // A deadline belongs to the push that set it.
+        deadline: None,
     };
     cx.limits.admit_tokens(cx.store, &new.company, new.token_estimate).await?;
     let created = match cx.dispatcher.create(cx.store, new).await {

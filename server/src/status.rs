@@ -362,7 +362,7 @@ pub fn assemble(run: &Run, attempts: &[StepAttempt], position: Option<u32>, esti
         trace_id: run.trace_id.as_ref().map(|t| t.as_str().to_owned()).unwrap_or_default(),
         wait_reason: wait_reason as i32,
         documents: run.documents.iter().map(convert::document).collect(),
-        options: Some(options.to_pb()),
+        options: Some(options.to_pb(run.deadline)),
         outputs: None,
         sequence: run.sequence,
         create_time: Some(convert::timestamp(run.create_time)),

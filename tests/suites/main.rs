@@ -1,6 +1,7 @@
 //! End-to-end suites across processes and real services.
 
 mod batch;
+mod deadlines;
 mod fanout;
 mod metrics;
 mod onboarding;

@@ -429,6 +429,8 @@ pub struct NewRun {
     pub notify: bool,
     /// The trace id of the request that created it.
     pub trace_id: Option<TraceId>,
+    /// Cancel it if it is still queued at this time.
+    pub deadline: Option<Timestamp>,
 }
 
 impl NewRun {
@@ -452,6 +454,7 @@ impl NewRun {
             reason: reason.to_owned(),
             notify: false,
             trace_id: None,
+            deadline: None,
         }
     }
 }
@@ -582,6 +585,8 @@ pub struct Run {
     /// The trace id of the request that created it (Push, PushBatch or Retry); its workflow and
     /// activities log under it.
     pub trace_id: Option<TraceId>,
+    /// When it is cancelled if it has not started by then (`RunOptions.deadline`).
+    pub deadline: Option<Timestamp>,
 }
 
 impl Run {
@@ -1093,6 +1098,10 @@ pub trait RunStore: Send + Sync {
     /// The `limit` runs that ended in `state` most recently, newest first (all companies): what
     /// whole runs took, for the ETA's measure of what a run costs beyond its steps.
     async fn recently_ended(&self, state: RunState, limit: u32) -> Result<Vec<Run>, StoreError>;
+
+    /// Up to `limit` queued runs whose deadline is at or before `now`, earliest deadline first
+    /// (the dispatcher cancels them).
+    async fn queued_past_deadline(&self, now: Timestamp, limit: u32) -> Result<Vec<WorkflowId>, StoreError>;
 
     /// Queued and processing runs per company, for companies that have any.
     async fn company_loads(&self) -> Result<Vec<CompanyLoad>, StoreError>;

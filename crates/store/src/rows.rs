@@ -88,6 +88,7 @@ pub(super) fn decode_run(row: &impl Row) -> Result<Run, StoreError> {
         plan: row.opt_json("plan")?,
         notify: row.boolean("notify")?,
         trace_id: opt_id(row.opt_text("trace_id")?, TraceId::parse)?,
+        deadline: row.opt_time("deadline")?,
     })
 }
 

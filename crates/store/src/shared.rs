@@ -12,7 +12,7 @@ use super::{
     StepAttempt, StepStatus, StoreError, Timestamp, TokenCount, UsageRow, WatchScope,
     rows::{self, RoleKey, RoleLatest, RoleRow, StoredRequest},
     statement::{Arg, Builder, Row, Statement, Statements, json_arg},
-    values::{number, run_state, to_i64},
+    values::{id, number, run_state, to_i64},
 };
 use etter_core::audit::{AuditEntry, AuditHead};
 use etter_core::ids::{BatchId, CompanyId, DraupRoleId, RoleId, TraceId, WorkflowId};
@@ -25,7 +25,7 @@ macro_rules! run_columns {
         "workflow_id, role_id, company_id, role_name, draup_role_id, run_number, input_identity, state, \
          superseded_by, supersedes, batch_id, priority, options, documents, error, needs_review, field_violations, \
          token_estimate, tokens_in, tokens_out, last_sequence, create_time, start_time, end_time, update_time, plan, \
-         notify, trace_id"
+         notify, trace_id, deadline"
     };
 }
 pub(super) use run_columns;
@@ -93,7 +93,7 @@ macro_rules! claim_terms {
 pub(super) use claim_terms;
 
 /// `run`'s values, in [`run_columns`] order.
-pub(super) fn run_args(run: &Run) -> Result<[Arg<'_>; 28], StoreError> {
+pub(super) fn run_args(run: &Run) -> Result<[Arg<'_>; 29], StoreError> {
     Ok([
         run.workflow_id.as_str().into(),
         run.role_id.as_str().into(),
@@ -123,6 +123,7 @@ pub(super) fn run_args(run: &Run) -> Result<[Arg<'_>; 28], StoreError> {
         json_arg(run.plan.as_ref())?,
         run.notify.into(),
         run.trace_id.as_ref().map(TraceId::as_str).into(),
+        run.deadline.into(),
     ])
 }
 
@@ -288,6 +289,23 @@ pub(super) trait Portable: Statements + Sized {
             .bind(state.as_str())
             .bind(i64::from(limit));
             decode_all(self.fetch_all(sql).await?, rows::decode_run)
+        }
+    }
+
+    /// Up to `limit` queued runs whose deadline is at or before `now`, earliest first.
+    fn queued_past_deadline(
+        &mut self,
+        now: Timestamp,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<WorkflowId>, StoreError>> + Send {
+        async move {
+            let sql = Statement::new(
+                "SELECT workflow_id FROM runs WHERE state = 'QUEUED' AND deadline IS NOT NULL AND deadline <= $1 \
+                 ORDER BY deadline, workflow_id LIMIT $2",
+            )
+            .bind(now)
+            .bind(i64::from(limit));
+            decode_all(self.fetch_all(sql).await?, |row| id(row.text("workflow_id")?, WorkflowId::parse))
         }
     }
 

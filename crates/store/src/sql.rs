@@ -389,6 +389,7 @@ fn decide(
         plan: new.plan,
         notify: new.notify,
         trace_id: new.trace_id,
+        deadline: new.deadline,
     };
     Ok(Decided::New(run, new.reason))
 }
@@ -696,6 +697,13 @@ impl<B: Backend> RunStore for SqlStore<B> {
     async fn recently_ended(&self, state: RunState, limit: u32) -> Result<Vec<Run>, StoreError> {
         let mut tx = self.backend.autocommit().await?;
         let runs = tx.recently_ended(state, limit.max(1)).await?;
+        tx.commit().await?;
+        Ok(runs)
+    }
+
+    async fn queued_past_deadline(&self, now: Timestamp, limit: u32) -> Result<Vec<WorkflowId>, StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        let runs = tx.queued_past_deadline(now, limit.max(1)).await?;
         tx.commit().await?;
         Ok(runs)
     }

@@ -122,6 +122,7 @@ impl World {
                 reason: "re-run by the worker tests".to_owned(),
                 notify: false,
                 trace_id: None,
+                deadline: None,
             })
             .await?;
         Ok(self.store.transition(&created.run.workflow_id, Transition::to(RunState::Processing, "dispatched")).await?)

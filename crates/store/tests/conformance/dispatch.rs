@@ -169,3 +169,27 @@ pub(crate) async fn a_pushed_run_is_claimed_as_created_only_with_nothing_waiting
     );
     Ok(())
 }
+
+pub(crate) async fn queued_runs_past_their_deadline_are_found_earliest_first(ctx: Ctx) -> Result<()> {
+    let store = ctx.store.as_ref();
+    let now = etter_store::now();
+    let at = |seconds: i64| Some(now + chrono::TimeDelta::seconds(seconds));
+    let with = |role: &str, deadline| -> Result<NewRun> { Ok(NewRun { deadline, ..push("acme", role, "d")? }) };
+    let later = create(store, with("Due Later", at(-5))?).await?;
+    let first = create(store, with("Due First", at(-10))?).await?;
+    let future = create(store, with("Due Tomorrow", at(86_400))?).await?;
+    let never = create(store, with("No Deadline", None)?).await?;
+    let started = create(store, with("Started In Time", at(-20))?).await?;
+    to(store, &started.workflow_id, RunState::Processing).await?;
+
+    ensure!(store.get_run(&future.workflow_id).await?.deadline == future.deadline, "the deadline is kept");
+    ensure!(store.get_run(&never.workflow_id).await?.deadline.is_none());
+    let overdue = store.queued_past_deadline(now, 10).await?;
+    ensure!(overdue == vec![first.workflow_id.clone(), later.workflow_id.clone()], "{overdue:?}");
+    ensure!(store.queued_past_deadline(now, 1).await? == vec![first.workflow_id.clone()], "the limit");
+    ensure!(store.queued_past_deadline(now - chrono::TimeDelta::seconds(60), 10).await?.is_empty());
+    // Once cancelled, a run is no longer queued past its deadline.
+    to(store, &first.workflow_id, RunState::Cancelled).await?;
+    ensure!(store.queued_past_deadline(now, 10).await? == vec![later.workflow_id.clone()]);
+    Ok(())
+}

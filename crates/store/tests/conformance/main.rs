@@ -128,6 +128,7 @@ store_suite!(
         claims_respect_priority_and_leases,
         concurrent_claimers_get_disjoint_runs,
         a_pushed_run_is_claimed_as_created_only_with_nothing_waiting_and_room,
+        queued_runs_past_their_deadline_are_found_earliest_first,
     ],
     requests: [
         request_ids_are_idempotent_and_expire,
@@ -315,6 +316,7 @@ fn push(company_id: &str, role: &str, identity: &str) -> Result<NewRun> {
         reason: "pushed by test".to_owned(),
         notify: false,
         trace_id: Some(TraceId::parse("4bf92f3577b34da6a3ce929d0e0e4736")?),
+        deadline: None,
     })
 }
 

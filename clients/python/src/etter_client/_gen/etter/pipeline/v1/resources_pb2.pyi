@@ -321,6 +321,7 @@ class RunOptions(google.protobuf.message.Message):
     NOTIFY_ON_COMPLETE_FIELD_NUMBER: builtins.int
     FORCE_RERUN_FIELD_NUMBER: builtins.int
     PRIORITY_FIELD_NUMBER: builtins.int
+    DEADLINE_FIELD_NUMBER: builtins.int
     skip_enhancement_workflows: builtins.bool
     """Do not run the enhancement steps (top tasks, skills analysis, task feasibility, catalog,
     reskilling): only the critical path runs. Changes the run's input identity.
@@ -331,6 +332,18 @@ class RunOptions(google.protobuf.message.Message):
     """Start a new run even if the same inputs already produced an active or READY run."""
     priority: Global___Priority.ValueType
     """Dispatch priority within the company."""
+    @property
+    def deadline(self) -> google.protobuf.timestamp_pb2.Timestamp:
+        """The time by which the run must have ended, if any. A push (or batch item) whose estimated end
+        (`estimated_duration_seconds` from now) falls after it, or that cannot be estimated because no
+        worker polls or Temporal is unreachable, is refused: `FAILED_PRECONDITION` (reason
+        `DEADLINE_UNREACHABLE`, with the estimate and `wait_reason` in `ErrorInfo.metadata`) for a
+        Push, a rejected item for a batch. A run still queued when its deadline passes is cancelled:
+        CANCELLED with error `DEADLINE_EXCEEDED`, its token reservation released. A started run is
+        not stopped by it. Not part of the run's inputs: a re-push with another deadline returns the
+        existing run. Must be in the future.
+        """
+
     def __init__(
         self,
         *,
@@ -338,8 +351,10 @@ class RunOptions(google.protobuf.message.Message):
         notify_on_complete: builtins.bool = ...,
         force_rerun: builtins.bool = ...,
         priority: Global___Priority.ValueType = ...,
+        deadline: google.protobuf.timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["force_rerun", b"force_rerun", "notify_on_complete", b"notify_on_complete", "priority", b"priority", "skip_enhancement_workflows", b"skip_enhancement_workflows"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["deadline", b"deadline"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["deadline", b"deadline", "force_rerun", b"force_rerun", "notify_on_complete", b"notify_on_complete", "priority", b"priority", "skip_enhancement_workflows", b"skip_enhancement_workflows"]) -> None: ...
 
 Global___RunOptions: typing_extensions.TypeAlias = RunOptions
 
