@@ -114,6 +114,7 @@ impl PipelineService for PipelineApi {
     async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
         let call = audit::Call::of(&request);
         let asked = request.get_ref();
+        let action = if asked.validate_only { "Push:validate_only" } else { "Push" };
         let mut subject = audit::Subject {
             company: Some(asked.company_id.clone()),
             target: asked.role_name.clone(),
@@ -129,8 +130,9 @@ impl PipelineService for PipelineApi {
                 limits: &self.limits,
                 dispatcher: &self.dispatcher,
             };
+            let quote = request.get_ref().validate_only;
             let response = push::push(&cx, &principal, request.into_inner()).await?;
-            if response.created {
+            if response.created && !quote {
                 observe::runs_created("push", 1);
             }
             Ok(Response::new(response))
@@ -139,13 +141,14 @@ impl PipelineService for PipelineApi {
         if let Ok(answer) = &result {
             subject.target.clone_from(&answer.get_ref().workflow_id);
         }
-        self.audit.record(&call, "Push", true, subject, &result);
+        self.audit.record(&call, action, true, subject, &result);
         result
     }
 
     async fn push_batch(&self, request: Request<PushBatchRequest>) -> Result<Response<PushBatchResponse>, Status> {
         let call = audit::Call::of(&request);
         let asked = request.get_ref();
+        let action = if asked.validate_only { "PushBatch:validate_only" } else { "PushBatch" };
         let mut subject = audit::Subject {
             company: Some(asked.company_id.clone()),
             target: format!("{} items", asked.items.len()),
@@ -161,8 +164,9 @@ impl PipelineService for PipelineApi {
                 trace_id: trace::of(&request),
                 limits: &self.limits,
             };
+            let quote = request.get_ref().validate_only;
             let response = batch::push_batch(&cx, &principal, request.into_inner()).await?;
-            if response.created {
+            if response.created && !quote {
                 let accepted = response.items.iter().filter(|i| i.outcome == BatchItemOutcome::Accepted as i32).count();
                 observe::runs_created("batch", accepted as u64);
                 self.dispatcher.wake();
@@ -173,7 +177,7 @@ impl PipelineService for PipelineApi {
         if let Ok(answer) = &result {
             subject.target.clone_from(&answer.get_ref().batch_id);
         }
-        self.audit.record(&call, "PushBatch", true, subject, &result);
+        self.audit.record(&call, action, true, subject, &result);
         result
     }
 

@@ -38,7 +38,6 @@ use crate::{
     idempotency::{self, Idempotency},
     principal::Principal,
     push,
-    wait::Conditions,
 };
 
 /// The `ErrorInfo.reason` of a batch refused whole.
@@ -90,7 +89,10 @@ pub async fn push_batch(
     payload.request_id.clear();
     let idempotency =
         Idempotency::new(cx.store, "PushBatch", &company, request_id.clone(), idempotency::payload_hash(&payload));
-    if let Some(mut answer) = idempotency.replay::<pb::PushBatchResponse>().await? {
+    // A quote never answers from, nor is remembered under, a request id.
+    if !request.validate_only
+        && let Some(mut answer) = idempotency.replay::<pb::PushBatchResponse>().await?
+    {
         answer.created = false;
         return Ok(answer);
     }
@@ -99,15 +101,29 @@ pub async fn push_batch(
     // Items with a deadline are placed behind the company's queued runs.
     let with_deadline =
         request.items.iter().any(|item| item.options.or(request.default_options).is_some_and(|o| o.deadline.is_some()));
-    let queued = if with_deadline { crate::deadline::queued(cx.store, &company).await? } else { 0 };
+    let queued = if with_deadline { crate::status::queued_count(cx.store, &company).await? } else { 0 };
     let (decided, new_runs) = decide(cx, principal, &company, &request, &checked, queued)?;
     admit_whole(cx, &company, &new_runs).await?;
-    let batch = NewBatch { id: BatchId::from_random(crate::random_u128()), company: company.clone(), request_id };
-    let created = cx.store.create_batch(batch, new_runs).await?;
-    let positions: HashMap<WorkflowId, u32> =
+    // A quote has the store decide the items as it would store them, and stores nothing; its new
+    // runs are placed behind the company's queued runs, in request order.
+    let (batch, stored) = if request.validate_only {
+        (None, cx.store.preview_runs(new_runs).await?)
+    } else {
+        let batch = NewBatch { id: BatchId::from_random(crate::random_u128()), company: company.clone(), request_id };
+        let created = cx.store.create_batch(batch, new_runs).await?;
+        (Some(created.batch), created.items)
+    };
+    let mut positions: HashMap<WorkflowId, u32> =
         cx.store.queue_positions(&company).await?.into_iter().map(|p| (p.workflow_id, p.position)).collect();
+    if batch.is_none() {
+        let mut next = crate::status::queued_count(cx.store, &company).await?;
+        for run in stored.iter().flatten().filter(|c| c.created && c.run.state == RunState::Queued).map(|c| &c.run) {
+            next = next.saturating_add(1);
+            positions.insert(run.workflow_id.clone(), next);
+        }
+    }
     let mut tokens = 0_i64;
-    let items = request
+    let items: Vec<pb::PushBatchItemResult> = request
         .items
         .iter()
         .zip(&decided)
@@ -119,12 +135,12 @@ pub async fn push_batch(
                 ..Default::default()
             };
             match decision {
-                Item::Stored(at) => match &created.items[*at] {
+                Item::Stored(at) => match &stored[*at] {
                     Ok(done) => {
                         if done.created && done.run.state != RunState::ValidationError {
                             tokens = tokens.saturating_add(done.run.token_estimate);
                         }
-                        stored_result(&mut result, done, &positions, cx.estimator.conditions());
+                        stored_result(&mut result, done, &positions, cx.estimator);
                     }
                     Err(err) => {
                         // The role's latest run is still active with other inputs (or a role id
@@ -158,14 +174,55 @@ pub async fn push_batch(
             result
         })
         .collect();
+    let Some(batch) = batch else {
+        let progress = quoted_progress(&company, &stored, &items);
+        return Ok(pb::PushBatchResponse {
+            batch_id: String::new(),
+            items,
+            progress: Some(progress),
+            token_estimate: Some(cx.estimator.token_estimate(tokens)),
+            created: false,
+        });
+    };
     let response = pb::PushBatchResponse {
-        batch_id: created.batch.id.to_string(),
+        batch_id: batch.id.to_string(),
         items,
-        progress: Some(progress(cx.store, cx.estimator, &created.batch).await?),
+        progress: Some(progress(cx.store, cx.estimator, &batch).await?),
         token_estimate: Some(cx.estimator.token_estimate(tokens)),
         created: true,
     };
     idempotency.remember(response).await
+}
+
+/// The progress a quoted batch would start with: the runs it would create per state (rejected
+/// items count as done), and when the last of them would end.
+fn quoted_progress(
+    company: &CompanyId,
+    stored: &[Result<Created, StoreError>],
+    items: &[pb::PushBatchItemResult],
+) -> pb::BatchProgress {
+    let mut counts: BTreeMap<RunState, u64> = BTreeMap::new();
+    for run in stored.iter().flatten().filter(|c| c.created).map(|c| &c.run) {
+        *counts.entry(run.state).or_default() += 1;
+    }
+    let count = |n: u64| i32::try_from(n).unwrap_or(i32::MAX);
+    pb::BatchProgress {
+        batch_id: String::new(),
+        company_id: company.to_string(),
+        total: count(counts.values().sum()),
+        done: count(counts.get(&RunState::ValidationError).copied().unwrap_or(0)),
+        counts: counts
+            .iter()
+            .map(|(state, n)| pb::StatusCount { status: convert::role_status(*state) as i32, count: count(*n) })
+            .collect(),
+        estimated_duration_seconds: items
+            .iter()
+            .filter(|i| i.outcome == pb::BatchItemOutcome::Accepted as i32)
+            .map(|i| i.estimated_duration_seconds)
+            .max()
+            .unwrap_or(0),
+        create_time: None,
+    }
 }
 
 /// Decides every item before anything is stored: a repeat of a role earlier in the batch is a
@@ -202,6 +259,7 @@ fn decide(
             draup_role_id: item.draup_role_id.clone(),
             options: item.options.or(request.default_options),
             request_id: String::new(),
+            validate_only: false,
         };
         let document_violations = checked.violations(&as_push.documents);
         let validated = match push::validate(&as_push, cx.documents.config()) {
@@ -272,7 +330,7 @@ fn stored_result(
     result: &mut pb::PushBatchItemResult,
     done: &Created,
     positions: &HashMap<WorkflowId, u32>,
-    conditions: &Conditions,
+    estimator: &Estimator,
 ) {
     let run = &done.run;
     let outcome = if run.state == RunState::ValidationError {
@@ -289,7 +347,16 @@ fn stored_result(
     let position = positions.get(&run.workflow_id).copied();
     result.position_in_queue = position.map_or(0, |p| i32::try_from(p).unwrap_or(i32::MAX));
     if let Some(position) = position {
-        result.wait_reason = conditions.queued(&run.company_id, position) as i32;
+        result.wait_reason = estimator.conditions().queued(&run.company_id, position) as i32;
+    }
+    if run.state != RunState::ValidationError {
+        result.plan = crate::status::planned(run, done.created);
+        if done.created {
+            result.token_estimate = Some(estimator.token_estimate(run.token_estimate));
+        }
+        if !run.state.is_final() {
+            result.estimated_duration_seconds = estimator.remaining_seconds(&crate::status::plan_of(run), position, 0);
+        }
     }
     result.field_violations = run.field_violations.iter().map(convert::field_violation).collect();
 }
@@ -501,6 +568,7 @@ mod tests {
             items,
             default_options: Some(pb::RunOptions { skip_enhancement_workflows: true, ..Default::default() }),
             request_id: "batch-2026-12-06-morning".into(),
+            validate_only: false,
         };
         let size = request.encoded_len();
         assert!((700_000..1_000_000).contains(&size), "a full typical batch is {size} bytes");

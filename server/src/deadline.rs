@@ -59,11 +59,6 @@ pub struct Outlook {
     pub seconds: i64,
 }
 
-/// How many runs of `company` are queued: a run pushed now comes after them.
-pub async fn queued(store: &dyn RunStore, company: &CompanyId) -> Result<u32, ApiError> {
-    Ok(u32::try_from(store.count_runs(Some(company), &[RunState::Queued]).await?).unwrap_or(u32::MAX))
-}
-
 impl Outlook {
     /// The outlook of a run of `plan` for `company` queued at `position` in its dispatch order.
     pub fn at(estimator: &Estimator, company: &CompanyId, plan: &Plan, position: u32) -> Self {

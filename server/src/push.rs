@@ -223,8 +223,10 @@ pub async fn push(
     // The request-id lookup and the admission reads do not depend on each other: they wait for
     // one round trip together, not three in a row (a push's dispatch waits for all of them).
     // The documents are checked meanwhile (they are read from their store, not the run store).
+    // A quote never answers from, nor is remembered under, a request id.
+    let replay = async { if request.validate_only { Ok(None) } else { idempotency.replay().await } };
     let (replayed, queued, tokens, checked) = futures::join!(
-        idempotency.replay(),
+        replay,
         cx.limits.admit_queued(cx.store, &company, 1),
         cx.limits.admit_tokens(cx.store, &company, new_run.token_estimate),
         DocumentChecks::run(cx.documents, &request.documents),
@@ -243,16 +245,21 @@ pub async fn push(
     if let Some(deadline) = valid.deadline
         && let Some(plan) = &new_run.plan
     {
-        let position = crate::deadline::queued(cx.store, &company).await?.saturating_add(1);
+        let position = status::queued_count(cx.store, &company).await?.saturating_add(1);
         Outlook::at(cx.estimator, &company, plan, position).admit(deadline, etter_store::now())?;
     }
 
-    // Started at once when the store could claim it; the start overlaps the rest of the answer.
-    let created = cx.dispatcher.create(cx.store, new_run).await?;
-    let run = &created.run;
     // A push answers from the store alone: its response has no outputs summary.
     let sources = status::StatusContext { store: cx.store, estimator: cx.estimator, finished: None, kept: None };
-    let snapshot = status::run_status(&sources, run).await?;
+    let (created, snapshot) = if request.validate_only {
+        quote(&sources, &company, new_run).await?
+    } else {
+        // Started at once when the store could claim it; the start overlaps the rest of the answer.
+        let created = cx.dispatcher.create(cx.store, new_run).await?;
+        let snapshot = status::run_status(&sources, &created.run).await?;
+        (created, snapshot)
+    };
+    let run = &created.run;
     let response = pb::PushResponse {
         workflow_id: run.workflow_id.to_string(),
         role_id: run.role_id.to_string(),
@@ -262,8 +269,34 @@ pub async fn push(
         token_estimate: snapshot.token_estimate,
         created: created.created,
         wait_reason: snapshot.wait_reason,
+        plan: status::planned(run, created.created),
     };
+    if request.validate_only {
+        return Ok(response);
+    }
     idempotency.remember(response).await
+}
+
+/// What a push of `new_run` would answer: the store decides it as it would create it, in a
+/// transaction it rolls back; a run it would create is placed behind the company's queued runs.
+async fn quote(
+    sources: &status::StatusContext<'_>,
+    company: &CompanyId,
+    new_run: NewRun,
+) -> Result<(etter_store::Created, pb::RunStatus), ApiError> {
+    let previewed = sources
+        .store
+        .preview_runs(vec![new_run])
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::Internal("the store previewed no run".to_owned()))??;
+    let snapshot = if previewed.created {
+        let position = status::queued_count(sources.store, company).await?.saturating_add(1);
+        status::assemble(&previewed.run, &[], Some(position), sources.estimator)
+    } else {
+        status::run_status(sources, &previewed.run).await?
+    };
+    Ok((previewed, snapshot))
 }
 
 #[cfg(test)]
@@ -283,6 +316,7 @@ mod tests {
             draup_role_id: "draup-role-1".into(),
             options: None,
             request_id: String::new(),
+            validate_only: false,
         }
     }
 

@@ -227,6 +227,29 @@ pub fn plan_of(run: &Run) -> Plan {
         .unwrap_or_else(|| etter_core::steps::plan_new(StoredOptions::of(&run.options).skip_enhancement_workflows))
 }
 
+/// How many runs of `company` are queued: a run pushed now comes after them.
+pub async fn queued_count(store: &dyn RunStore, company: &etter_core::ids::CompanyId) -> Result<u32, ApiError> {
+    Ok(u32::try_from(store.count_runs(Some(company), &[RunState::Queued]).await?).unwrap_or(u32::MAX))
+}
+
+/// What `run` does with each step, as a push answers it. `created`: the push created the run (or
+/// would), and its planned steps run; otherwise the run exists already, nothing new runs, and the
+/// role gets its steps' outputs (REUSED).
+pub fn planned(run: &Run, created: bool) -> Vec<pb::PlannedStep> {
+    plan_of(run)
+        .steps
+        .iter()
+        .map(|(step, action)| {
+            let state = match (action, created) {
+                (Action::Skip, _) => pb::StepState::Skipped,
+                (Action::Reuse, _) | (Action::Run, false) => pb::StepState::Reused,
+                (Action::Run, true) => pb::StepState::Pending,
+            };
+            pb::PlannedStep { name: step.as_str().to_owned(), state: state as i32 }
+        })
+        .collect()
+}
+
 /// The status of one step from its attempts (ordered by attempt), or `None` when none was recorded.
 fn step_progress(
     step: &str,

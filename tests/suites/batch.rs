@@ -125,6 +125,7 @@ async fn a_batch_of_300_runs_to_the_end_and_one_resumed_company_stream_sees_ever
         items,
         default_options: Some(RunOptions { skip_enhancement_workflows: true, ..Default::default() }),
         request_id: "e2e-batch-300".to_owned(),
+        validate_only: false,
     };
     let batch = client.push_batch(request.clone()).await?.into_inner();
     let outcome = |o: BatchItemOutcome| batch.items.iter().filter(|i| i.outcome == o as i32).count();

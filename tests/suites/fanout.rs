@@ -24,6 +24,7 @@ fn push_request(stack: &Stack, role: &str, jd: &str) -> PushRequest {
         draup_role_id: "draup-role-77".to_owned(),
         options: Some(RunOptions { skip_enhancement_workflows: true, ..Default::default() }),
         request_id: String::new(),
+        validate_only: false,
     }
 }
 

@@ -5,6 +5,7 @@ mod deadlines;
 mod fanout;
 mod metrics;
 mod onboarding;
+mod quotes;
 mod reconcile;
 mod replicas;
 mod rerun;

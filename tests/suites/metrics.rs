@@ -67,6 +67,7 @@ async fn both_binaries_export_the_documented_metrics_and_they_follow_the_runs() 
             draup_role_id: format!("draup-role-{i}"),
             options: Some(RunOptions { skip_enhancement_workflows: skip, ..Default::default() }),
             request_id: String::new(),
+            validate_only: false,
         };
         runs.push(client.push(request).await?.into_inner());
     }

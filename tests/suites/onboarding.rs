@@ -28,6 +28,7 @@ fn push_request(stack: &Stack, role: &str, documents: &[(DocumentType, String)],
         draup_role_id: "draup-role-31011".to_owned(),
         options: None,
         request_id: request_id.to_owned(),
+        validate_only: false,
     }
 }
 

@@ -24,6 +24,7 @@ async fn a_workflow_terminated_from_the_temporal_cli_is_closed_by_the_reconciler
         draup_role_id: "draup-role-5".into(),
         options: None,
         request_id: String::new(),
+        validate_only: false,
     };
     let run = client.push(request).await?.into_inner().workflow_id;
     worker
@@ -107,6 +108,7 @@ async fn a_closed_workflow_of_another_store_with_the_same_id_does_not_take_the_r
         draup_role_id: "draup-role-6".into(),
         options: None,
         request_id: String::new(),
+        validate_only: false,
     };
     let run = client.push(request).await?.into_inner().workflow_id;
     ensure!(run == taken, "the pushed run has the stranger's id: {run} vs {taken}");

@@ -58,6 +58,7 @@ async fn a_replica_killed_mid_dispatch_loses_nothing_and_another_replica_streams
             draup_role_id: format!("draup-role-{i}"),
             options: Some(RunOptions { skip_enhancement_workflows: true, ..Default::default() }),
             request_id: String::new(),
+            validate_only: false,
         };
         pushed.insert(via_a.push(request).await?.into_inner().workflow_id);
     }

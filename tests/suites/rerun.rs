@@ -42,6 +42,7 @@ fn push_request(stack: &Stack, role: &str, jd: &str) -> PushRequest {
         draup_role_id: "draup-role-42001".to_owned(),
         options: None,
         request_id: String::new(),
+        validate_only: false,
     }
 }
 

@@ -106,6 +106,7 @@ async fn each_finished_run_that_asked_is_announced_once_signed_even_after_the_re
                 ..Default::default()
             }),
             request_id: String::new(),
+            validate_only: false,
         };
         let pushed = client.push(request).await?.into_inner();
         if notify {

@@ -1015,6 +1015,12 @@ pub trait RunStore: Send + Sync {
     /// dispatcher's rounds hold them (read, then claimed), not under a lock.
     async fn create_run_and_claim(&self, new: NewRun, terms: &ClaimTerms) -> Result<Created, StoreError>;
 
+    /// Decides `items` exactly as [`RunStore::create_batch`] decides a batch's items (the same
+    /// statements, in order, a role twice seeing its first item's run), in transactions that are
+    /// rolled back: nothing is stored, nothing is locked afterwards. A new run is answered with
+    /// the id and number it would get now. For quotes (`validate_only`).
+    async fn preview_runs(&self, items: Vec<NewRun>) -> Result<Vec<Result<Created, StoreError>>, StoreError>;
+
     /// Stores a batch and creates its runs (as [`RunStore::create_run`] does, each with the batch
     /// id) in transactions of [`BATCH_CHUNK_SIZE`] runs. Every item must be of the batch's company.
     /// A batch id that exists is a [`StoreError::Conflict`]. If the database fails part-way, the

@@ -472,6 +472,26 @@ impl<B: Backend> RunStore for SqlStore<B> {
         Ok(BatchCreated { batch: stored, items })
     }
 
+    #[tracing::instrument(skip_all, fields(items = items.len()))]
+    async fn preview_runs(&self, mut items: Vec<NewRun>) -> Result<Vec<Result<Created, StoreError>>, StoreError> {
+        let now = now();
+        let mut results = Vec::with_capacity(items.len());
+        while !items.is_empty() {
+            let rest = items.split_off(items.len().min(super::BATCH_CHUNK_SIZE));
+            let chunk = std::mem::replace(&mut items, rest);
+            let mut tx = self.backend.write().await?;
+            for result in create_in(&mut tx, chunk, None, self.legacy_roles, now).await? {
+                match result {
+                    Err(e) if !e.is_item_error() => return Err(e),
+                    result => results.push(result),
+                }
+            }
+            // Dropped without a commit: rolled back, nothing of it is stored.
+            drop(tx);
+        }
+        Ok(results)
+    }
+
     #[tracing::instrument(skip_all, fields(run = %run, to = %change.to))]
     async fn transition(&self, run: &WorkflowId, change: Transition) -> Result<Run, StoreError> {
         let now = now();

@@ -92,6 +92,7 @@ async fn a_batch_answers_every_item_stores_the_invalid_ones_and_history_pages_th
         items: items.clone(),
         default_options: Some(pb::RunOptions { skip_enhancement_workflows: true, ..Default::default() }),
         request_id: "import-2026-11-26".into(),
+        validate_only: false,
     };
     let first = push_batch(&mut api, &token, request.clone()).await?;
     ensure!(first.created && first.batch_id.starts_with("batch-"), "{}", first.batch_id);
@@ -184,6 +185,7 @@ async fn a_batch_answers_every_item_stores_the_invalid_ones_and_history_pages_th
             draup_role_id: "draup-role-9".into(),
             options: None,
             request_id: String::new(),
+            validate_only: false,
         };
         pusher.push(with_token(late, &token)?).await?;
         Ok(())
@@ -217,6 +219,7 @@ async fn a_batch_answers_every_item_stores_the_invalid_ones_and_history_pages_th
                 draup_role_id: "draup-role-9".into(),
                 options: None,
                 request_id: String::new(),
+                validate_only: false,
             };
             pusher.push(with_token(late, &token)?).await?;
             Ok(())

@@ -105,6 +105,7 @@ fn push_request(role: &str, uri: &str) -> PushRequest {
         draup_role_id: "draup-role-12345".into(),
         options: Some(pb::RunOptions { skip_enhancement_workflows: true, ..Default::default() }),
         request_id: String::new(),
+        validate_only: false,
     }
 }
 
@@ -127,6 +128,7 @@ fn batch_of(server: &Server, company: &str, names: &[String]) -> pb::PushBatchRe
             .collect(),
         default_options: None,
         request_id: String::new(),
+        validate_only: false,
     }
 }
 
@@ -347,8 +349,7 @@ async fn callers_see_and_change_only_what_their_role_and_companies_allow() -> an
         options: None,
         client_ref: String::new(),
     }];
-    let batch_request =
-        pb::PushBatchRequest { company_id: acme(), items, default_options: None, request_id: String::new() };
+    let batch_request = pb::PushBatchRequest { company_id: acme(), items, default_options: None, ..Default::default() };
     let denied = api.push_batch(with_token(batch_request.clone(), &viewer)?).await.err().context("viewer batch")?;
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
     let batch = api.push_batch(with_token(batch_request, &operator)?).await?.into_inner();

@@ -67,7 +67,7 @@ async fn runs_keep_the_trace_id_of_the_request_that_created_them() -> anyhow::Re
             client_ref: String::new(),
         })
         .collect();
-    let batch = pb::PushBatchRequest { company_id: acme(), items, default_options: None, request_id: String::new() };
+    let batch = pb::PushBatchRequest { company_id: acme(), items, default_options: None, ..Default::default() };
     let header = format!("00-{batch_trace}-00f067aa0ba902b7-01");
     let answer = api.push_batch(traced(batch, &token, Some(&header))?).await?;
     assert_eq!(answered_trace(answer.metadata())?, batch_trace);

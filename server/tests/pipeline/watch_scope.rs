@@ -117,6 +117,7 @@ async fn batch_and_company_watches_carry_every_run_and_resume_exactly() -> anyho
                 items,
                 default_options: Some(pb::RunOptions { skip_enhancement_workflows: true, ..Default::default() }),
                 request_id: String::new(),
+                validate_only: false,
             },
             &token,
         )?)
@@ -191,6 +192,7 @@ async fn batch_and_company_watches_carry_every_run_and_resume_exactly() -> anyho
                         draup_role_id: "draup-role-99".into(),
                         options: Some(pb::RunOptions { skip_enhancement_workflows: true, ..Default::default() }),
                         request_id: String::new(),
+                        validate_only: false,
                     },
                     &token,
                 )?)

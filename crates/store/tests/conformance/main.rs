@@ -102,6 +102,7 @@ store_suite!(
         identity_dedupe_returns_the_existing_run,
         concurrent_pushes_of_one_identity_create_one_run,
         every_lifecycle_edge_through_the_store,
+        a_preview_decides_as_a_create_and_stores_nothing,
     ],
     roles: [
         role_id_collisions_are_refused,

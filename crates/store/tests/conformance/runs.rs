@@ -225,3 +225,31 @@ pub(crate) async fn every_lifecycle_edge_through_the_store(ctx: Ctx) -> Result<(
     }
     Ok(())
 }
+
+pub(crate) async fn a_preview_decides_as_a_create_and_stores_nothing(ctx: Ctx) -> Result<()> {
+    let store = ctx.store.as_ref();
+    let existing = create(store, push("acme", "Quoted Existing", "same")?).await?;
+    let previews = store
+        .preview_runs(vec![
+            push("acme", "Quoted New", "new")?,
+            push("acme", "Quoted Existing", "same")?,
+            push("acme", "Quoted Existing", "changed")?,
+        ])
+        .await?;
+    let [new, same, changed] = previews.as_slice() else { bail!("three answers: {previews:?}") };
+    let new = new.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+    ensure!(new.created && new.run.run_number == 1 && new.run.state == RunState::Queued, "{new:?}");
+    let same = same.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+    ensure!(!same.created && same.run.workflow_id == existing.workflow_id, "the same inputs answer the run: {same:?}");
+    // Other inputs while the role's run is still queued: refused, as a real push would be.
+    ensure!(matches!(changed, Err(StoreError::RunStillActive(_))), "{changed:?}");
+
+    // Nothing was stored: the new role has no run, the existing one is unchanged.
+    ensure!(matches!(store.get_run(&new.run.workflow_id).await, Err(StoreError::NotFound { .. })));
+    ensure!(store.latest_run(&existing.role_id).await?.workflow_id == existing.workflow_id);
+    ensure!(store.get_run(&existing.workflow_id).await?.sequence == existing.sequence, "no event");
+    // A real push then gets what the preview said.
+    let created = create(store, push("acme", "Quoted New", "new")?).await?;
+    ensure!(created.workflow_id == new.run.workflow_id, "{} vs {}", created.workflow_id, new.run.workflow_id);
+    Ok(())
+}

@@ -28,7 +28,37 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file etter/pipeline/v1/resources.proto.
  */
 export const file_etter_pipeline_v1_resources: GenFile = /*@__PURE__*/
-  fileDesc("CiFldHRlci9waXBlbGluZS92MS9yZXNvdXJjZXMucHJvdG8SEWV0dGVyLnBpcGVsaW5lLnYxIkYKCERvY3VtZW50Ei0KBHR5cGUYASABKA4yHy5ldHRlci5waXBlbGluZS52MS5Eb2N1bWVudFR5cGUSCwoDdXJpGAIgASgJIr4BCgpSdW5PcHRpb25zEiIKGnNraXBfZW5oYW5jZW1lbnRfd29ya2Zsb3dzGAEgASgIEhoKEm5vdGlmeV9vbl9jb21wbGV0ZRgCIAEoCBITCgtmb3JjZV9yZXJ1bhgDIAEoCBItCghwcmlvcml0eRgEIAEoDjIbLmV0dGVyLnBpcGVsaW5lLnYxLlByaW9yaXR5EiwKCGRlYWRsaW5lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJPCgpUb2tlblVzYWdlEhQKDGlucHV0X3Rva2VucxgBIAEoAxIVCg1vdXRwdXRfdG9rZW5zGAIgASgDEhQKDHRvdGFsX3Rva2VucxgDIAEoAyJMCg1Ub2tlbkVzdGltYXRlEhQKDHRvdGFsX3Rva2VucxgBIAEoAxITCgtjb3N0X21pY3JvcxgCIAEoAxIQCghjdXJyZW5jeRgDIAEoCSJhCg1QaXBlbGluZUVycm9yEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCRITCgtyZWNvdmVyYWJsZRgDIAEoCBIMCgRzdGVwGAQgASgJEg4KBmFjdGlvbhgFIAEoCSKCAwoMU3RlcFByb2dyZXNzEgwKBG5hbWUYASABKAkSLAoGc3RhdHVzGAIgASgOMhwuZXR0ZXIucGlwZWxpbmUudjEuU3RlcFN0YXRlEi4KCnN0YXJ0ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtkdXJhdGlvbl9tcxgFIAEoAxIQCghhdHRlbXB0cxgGIAEoBRItCgZ0b2tlbnMYByABKAsyHS5ldHRlci5waXBlbGluZS52MS5Ub2tlblVzYWdlEi8KBWVycm9yGAggASgLMiAuZXR0ZXIucGlwZWxpbmUudjEuUGlwZWxpbmVFcnJvchIQCghjcml0aWNhbBgJIAEoCBITCgtyZXVzZWRfZnJvbRgKIAEoCRISCgppbnB1dF9oYXNoGAsgASgJEhMKC291dHB1dF9oYXNoGAwgASgJIloKCFByb2dyZXNzEg8KB2N1cnJlbnQYASABKAUSDQoFdG90YWwYAiABKAUSLgoFc3RlcHMYAyADKAsyHy5ldHRlci5waXBlbGluZS52MS5TdGVwUHJvZ3Jlc3MipgEKDk91dHB1dHNTdW1tYXJ5Eg0KBXRhc2tzGAEgASgFEhEKCXRvcF90YXNrcxgCIAEoBRIOCgZza2lsbHMYAyABKAUSFgoOc2tpbGxfY2x1c3RlcnMYBCABKAUSFwoPY2F0YWxvZ19lbnRyaWVzGAUgASgFEhgKEHJlc2tpbGxpbmdfcGF0aHMYBiABKAUSFwoPbWVhbl9jb25maWRlbmNlGAcgASgBIsMICglSdW5TdGF0dXMSEwoLd29ya2Zsb3dfaWQYASABKAkSDwoHcm9sZV9pZBgCIAEoCRISCgpjb21wYW55X2lkGAMgASgJEhEKCXJvbGVfbmFtZRgEIAEoCRIVCg1kcmF1cF9yb2xlX2lkGAUgASgJEhIKCnJ1bl9udW1iZXIYBiABKAUSLQoGc3RhdHVzGAcgASgOMh0uZXR0ZXIucGlwZWxpbmUudjEuUm9sZVN0YXR1cxIUCgxjdXJyZW50X3N0ZXAYCCABKAkSFQoNY3VycmVudF9zdGVwcxgJIAMoCRItCghwcm9ncmVzcxgKIAEoCzIbLmV0dGVyLnBpcGVsaW5lLnYxLlByb2dyZXNzEhkKEXBvc2l0aW9uX2luX3F1ZXVlGAsgASgFEiIKGmVzdGltYXRlZF9kdXJhdGlvbl9zZWNvbmRzGAwgASgDEjgKDnRva2VuX2VzdGltYXRlGA0gASgLMiAuZXR0ZXIucGlwZWxpbmUudjEuVG9rZW5Fc3RpbWF0ZRIyCgt0b2tlbnNfdXNlZBgOIAEoCzIdLmV0dGVyLnBpcGVsaW5lLnYxLlRva2VuVXNhZ2USFQoNZGFzaGJvYXJkX3VybBgPIAEoCRIvCgVlcnJvchgQIAEoCzIgLmV0dGVyLnBpcGVsaW5lLnYxLlBpcGVsaW5lRXJyb3ISFAoMbmVlZHNfcmV2aWV3GBEgASgIEhUKDXN1cGVyc2VkZWRfYnkYEiABKAkSEgoKc3VwZXJzZWRlcxgTIAEoCRIQCghiYXRjaF9pZBgUIAEoCRIuCglkb2N1bWVudHMYFSADKAsyGy5ldHRlci5waXBlbGluZS52MS5Eb2N1bWVudBIuCgdvcHRpb25zGBYgASgLMh0uZXR0ZXIucGlwZWxpbmUudjEuUnVuT3B0aW9ucxIyCgdvdXRwdXRzGBcgASgLMiEuZXR0ZXIucGlwZWxpbmUudjEuT3V0cHV0c1N1bW1hcnkSEAoIc2VxdWVuY2UYGCABKAQSLwoLY3JlYXRlX3RpbWUYGSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYGiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGBsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgcIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASPwoQZmllbGRfdmlvbGF0aW9ucxgdIAMoCzIlLmdvb2dsZS5ycGMuQmFkUmVxdWVzdC5GaWVsZFZpb2xhdGlvbhIQCgh0cmFjZV9pZBgeIAEoCRIyCgt3YWl0X3JlYXNvbhgfIAEoDjIdLmV0dGVyLnBpcGVsaW5lLnYxLldhaXRSZWFzb24i1wEKDUJhdGNoUHJvZ3Jlc3MSEAoIYmF0Y2hfaWQYASABKAkSEgoKY29tcGFueV9pZBgCIAEoCRINCgV0b3RhbBgDIAEoBRIMCgRkb25lGAQgASgFEi4KBmNvdW50cxgFIAMoCzIeLmV0dGVyLnBpcGVsaW5lLnYxLlN0YXR1c0NvdW50EiIKGmVzdGltYXRlZF9kdXJhdGlvbl9zZWNvbmRzGAYgASgDEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJLCgtTdGF0dXNDb3VudBItCgZzdGF0dXMYASABKA4yHS5ldHRlci5waXBlbGluZS52MS5Sb2xlU3RhdHVzEg0KBWNvdW50GAIgASgFIpMCCgpBdWRpdEVudHJ5EhAKCHNlcXVlbmNlGAEgASgEEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWFjdG9yGAMgASgJEgwKBHJvbGUYBCABKAkSEgoKY29tcGFueV9pZBgFIAEoCRIOCgZhY3Rpb24YBiABKAkSDgoGdGFyZ2V0GAcgASgJEg8KB291dGNvbWUYCCABKAkSDgoGcmVhc29uGAkgASgJEhIKCnJlcXVlc3RfaWQYCiABKAkSEAoIdHJhY2VfaWQYCyABKAkSDAoEcGVlchgMIAEoCRIMCgRoYXNoGA0gASgJEhUKDXByZXZpb3VzX2hhc2gYDiABKAkqkQIKClJvbGVTdGF0dXMSGwoXUk9MRV9TVEFUVVNfVU5TUEVDSUZJRUQQABIVChFST0xFX1NUQVRVU19EUkFGVBABEhYKElJPTEVfU1RBVFVTX1FVRVVFRBACEhoKFlJPTEVfU1RBVFVTX1BST0NFU1NJTkcQAxIVChFST0xFX1NUQVRVU19SRUFEWRAEEhgKFFJPTEVfU1RBVFVTX0RFR1JBREVEEAUSFgoSUk9MRV9TVEFUVVNfRkFJTEVEEAYSFQoRUk9MRV9TVEFUVVNfU1RBTEUQBxIZChVST0xFX1NUQVRVU19DQU5DRUxMRUQQCBIgChxST0xFX1NUQVRVU19WQUxJREFUSU9OX0VSUk9SEAkq6gEKCVN0ZXBTdGF0ZRIaChZTVEVQX1NUQVRFX1VOU1BFQ0lGSUVEEAASFgoSU1RFUF9TVEFURV9QRU5ESU5HEAESFgoSU1RFUF9TVEFURV9SVU5OSU5HEAISFwoTU1RFUF9TVEFURV9SRVRSWUlORxADEhgKFFNURVBfU1RBVEVfQ09NUExFVEVEEAQSFQoRU1RFUF9TVEFURV9GQUlMRUQQBRIWChJTVEVQX1NUQVRFX1NLSVBQRUQQBhIVChFTVEVQX1NUQVRFX1JFVVNFRBAHEhgKFFNURVBfU1RBVEVfQ0FOQ0VMTEVEEAgq+AEKCldhaXRSZWFzb24SGwoXV0FJVF9SRUFTT05fVU5TUEVDSUZJRUQQABIYChRXQUlUX1JFQVNPTl9ESVNQQVRDSBABEhsKF1dBSVRfUkVBU09OX0NPTVBBTllfQ0FQEAISGgoWV0FJVF9SRUFTT05fR0xPQkFMX0NBUBADEhwKGFdBSVRfUkVBU09OX1RPS0VOX0JVREdFVBAEEiQKIFdBSVRfUkVBU09OX1RFTVBPUkFMX1VOQVZBSUxBQkxFEAUSGQoVV0FJVF9SRUFTT05fTk9fV09SS0VSEAYSGwoXV0FJVF9SRUFTT05fV09SS0VSX1NMT1QQByqNAQoMRG9jdW1lbnRUeXBlEh0KGURPQ1VNRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIhCh1ET0NVTUVOVF9UWVBFX0pPQl9ERVNDUklQVElPThABEh0KGURPQ1VNRU5UX1RZUEVfUFJPQ0VTU19NQVAQAhIcChhET0NVTUVOVF9UWVBFX1NVUFBPUlRJTkcQAypeCghQcmlvcml0eRIYChRQUklPUklUWV9VTlNQRUNJRklFRBAAEhAKDFBSSU9SSVRZX0xPVxABEhMKD1BSSU9SSVRZX05PUk1BTBACEhEKDVBSSU9SSVRZX0hJR0gQA2IGcHJvdG8z", [file_google_protobuf_timestamp, file_google_rpc_error_details]);
+  fileDesc("CiFldHRlci9waXBlbGluZS92MS9yZXNvdXJjZXMucHJvdG8SEWV0dGVyLnBpcGVsaW5lLnYxIkgKC1BsYW5uZWRTdGVwEgwKBG5hbWUYASABKAkSKwoFc3RhdGUYAiABKA4yHC5ldHRlci5waXBlbGluZS52MS5TdGVwU3RhdGUiRgoIRG9jdW1lbnQSLQoEdHlwZRgBIAEoDjIfLmV0dGVyLnBpcGVsaW5lLnYxLkRvY3VtZW50VHlwZRILCgN1cmkYAiABKAkivgEKClJ1bk9wdGlvbnMSIgoac2tpcF9lbmhhbmNlbWVudF93b3JrZmxvd3MYASABKAgSGgoSbm90aWZ5X29uX2NvbXBsZXRlGAIgASgIEhMKC2ZvcmNlX3JlcnVuGAMgASgIEi0KCHByaW9yaXR5GAQgASgOMhsuZXR0ZXIucGlwZWxpbmUudjEuUHJpb3JpdHkSLAoIZGVhZGxpbmUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIk8KClRva2VuVXNhZ2USFAoMaW5wdXRfdG9rZW5zGAEgASgDEhUKDW91dHB1dF90b2tlbnMYAiABKAMSFAoMdG90YWxfdG9rZW5zGAMgASgDIkwKDVRva2VuRXN0aW1hdGUSFAoMdG90YWxfdG9rZW5zGAEgASgDEhMKC2Nvc3RfbWljcm9zGAIgASgDEhAKCGN1cnJlbmN5GAMgASgJImEKDVBpcGVsaW5lRXJyb3ISDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEhMKC3JlY292ZXJhYmxlGAMgASgIEgwKBHN0ZXAYBCABKAkSDgoGYWN0aW9uGAUgASgJIoIDCgxTdGVwUHJvZ3Jlc3MSDAoEbmFtZRgBIAEoCRIsCgZzdGF0dXMYAiABKA4yHC5ldHRlci5waXBlbGluZS52MS5TdGVwU3RhdGUSLgoKc3RhcnRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2R1cmF0aW9uX21zGAUgASgDEhAKCGF0dGVtcHRzGAYgASgFEi0KBnRva2VucxgHIAEoCzIdLmV0dGVyLnBpcGVsaW5lLnYxLlRva2VuVXNhZ2USLwoFZXJyb3IYCCABKAsyIC5ldHRlci5waXBlbGluZS52MS5QaXBlbGluZUVycm9yEhAKCGNyaXRpY2FsGAkgASgIEhMKC3JldXNlZF9mcm9tGAogASgJEhIKCmlucHV0X2hhc2gYCyABKAkSEwoLb3V0cHV0X2hhc2gYDCABKAkiWgoIUHJvZ3Jlc3MSDwoHY3VycmVudBgBIAEoBRINCgV0b3RhbBgCIAEoBRIuCgVzdGVwcxgDIAMoCzIfLmV0dGVyLnBpcGVsaW5lLnYxLlN0ZXBQcm9ncmVzcyKmAQoOT3V0cHV0c1N1bW1hcnkSDQoFdGFza3MYASABKAUSEQoJdG9wX3Rhc2tzGAIgASgFEg4KBnNraWxscxgDIAEoBRIWCg5za2lsbF9jbHVzdGVycxgEIAEoBRIXCg9jYXRhbG9nX2VudHJpZXMYBSABKAUSGAoQcmVza2lsbGluZ19wYXRocxgGIAEoBRIXCg9tZWFuX2NvbmZpZGVuY2UYByABKAEiwwgKCVJ1blN0YXR1cxITCgt3b3JrZmxvd19pZBgBIAEoCRIPCgdyb2xlX2lkGAIgASgJEhIKCmNvbXBhbnlfaWQYAyABKAkSEQoJcm9sZV9uYW1lGAQgASgJEhUKDWRyYXVwX3JvbGVfaWQYBSABKAkSEgoKcnVuX251bWJlchgGIAEoBRItCgZzdGF0dXMYByABKA4yHS5ldHRlci5waXBlbGluZS52MS5Sb2xlU3RhdHVzEhQKDGN1cnJlbnRfc3RlcBgIIAEoCRIVCg1jdXJyZW50X3N0ZXBzGAkgAygJEi0KCHByb2dyZXNzGAogASgLMhsuZXR0ZXIucGlwZWxpbmUudjEuUHJvZ3Jlc3MSGQoRcG9zaXRpb25faW5fcXVldWUYCyABKAUSIgoaZXN0aW1hdGVkX2R1cmF0aW9uX3NlY29uZHMYDCABKAMSOAoOdG9rZW5fZXN0aW1hdGUYDSABKAsyIC5ldHRlci5waXBlbGluZS52MS5Ub2tlbkVzdGltYXRlEjIKC3Rva2Vuc191c2VkGA4gASgLMh0uZXR0ZXIucGlwZWxpbmUudjEuVG9rZW5Vc2FnZRIVCg1kYXNoYm9hcmRfdXJsGA8gASgJEi8KBWVycm9yGBAgASgLMiAuZXR0ZXIucGlwZWxpbmUudjEuUGlwZWxpbmVFcnJvchIUCgxuZWVkc19yZXZpZXcYESABKAgSFQoNc3VwZXJzZWRlZF9ieRgSIAEoCRISCgpzdXBlcnNlZGVzGBMgASgJEhAKCGJhdGNoX2lkGBQgASgJEi4KCWRvY3VtZW50cxgVIAMoCzIbLmV0dGVyLnBpcGVsaW5lLnYxLkRvY3VtZW50Ei4KB29wdGlvbnMYFiABKAsyHS5ldHRlci5waXBlbGluZS52MS5SdW5PcHRpb25zEjIKB291dHB1dHMYFyABKAsyIS5ldHRlci5waXBlbGluZS52MS5PdXRwdXRzU3VtbWFyeRIQCghzZXF1ZW5jZRgYIAEoBBIvCgtjcmVhdGVfdGltZRgZIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRfdGltZRgaIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYGyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGBwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI/ChBmaWVsZF92aW9sYXRpb25zGB0gAygLMiUuZ29vZ2xlLnJwYy5CYWRSZXF1ZXN0LkZpZWxkVmlvbGF0aW9uEhAKCHRyYWNlX2lkGB4gASgJEjIKC3dhaXRfcmVhc29uGB8gASgOMh0uZXR0ZXIucGlwZWxpbmUudjEuV2FpdFJlYXNvbiLXAQoNQmF0Y2hQcm9ncmVzcxIQCghiYXRjaF9pZBgBIAEoCRISCgpjb21wYW55X2lkGAIgASgJEg0KBXRvdGFsGAMgASgFEgwKBGRvbmUYBCABKAUSLgoGY291bnRzGAUgAygLMh4uZXR0ZXIucGlwZWxpbmUudjEuU3RhdHVzQ291bnQSIgoaZXN0aW1hdGVkX2R1cmF0aW9uX3NlY29uZHMYBiABKAMSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIksKC1N0YXR1c0NvdW50Ei0KBnN0YXR1cxgBIAEoDjIdLmV0dGVyLnBpcGVsaW5lLnYxLlJvbGVTdGF0dXMSDQoFY291bnQYAiABKAUikwIKCkF1ZGl0RW50cnkSEAoIc2VxdWVuY2UYASABKAQSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFYWN0b3IYAyABKAkSDAoEcm9sZRgEIAEoCRISCgpjb21wYW55X2lkGAUgASgJEg4KBmFjdGlvbhgGIAEoCRIOCgZ0YXJnZXQYByABKAkSDwoHb3V0Y29tZRgIIAEoCRIOCgZyZWFzb24YCSABKAkSEgoKcmVxdWVzdF9pZBgKIAEoCRIQCgh0cmFjZV9pZBgLIAEoCRIMCgRwZWVyGAwgASgJEgwKBGhhc2gYDSABKAkSFQoNcHJldmlvdXNfaGFzaBgOIAEoCSqRAgoKUm9sZVN0YXR1cxIbChdST0xFX1NUQVRVU19VTlNQRUNJRklFRBAAEhUKEVJPTEVfU1RBVFVTX0RSQUZUEAESFgoSUk9MRV9TVEFUVVNfUVVFVUVEEAISGgoWUk9MRV9TVEFUVVNfUFJPQ0VTU0lORxADEhUKEVJPTEVfU1RBVFVTX1JFQURZEAQSGAoUUk9MRV9TVEFUVVNfREVHUkFERUQQBRIWChJST0xFX1NUQVRVU19GQUlMRUQQBhIVChFST0xFX1NUQVRVU19TVEFMRRAHEhkKFVJPTEVfU1RBVFVTX0NBTkNFTExFRBAIEiAKHFJPTEVfU1RBVFVTX1ZBTElEQVRJT05fRVJST1IQCSrqAQoJU3RlcFN0YXRlEhoKFlNURVBfU1RBVEVfVU5TUEVDSUZJRUQQABIWChJTVEVQX1NUQVRFX1BFTkRJTkcQARIWChJTVEVQX1NUQVRFX1JVTk5JTkcQAhIXChNTVEVQX1NUQVRFX1JFVFJZSU5HEAMSGAoUU1RFUF9TVEFURV9DT01QTEVURUQQBBIVChFTVEVQX1NUQVRFX0ZBSUxFRBAFEhYKElNURVBfU1RBVEVfU0tJUFBFRBAGEhUKEVNURVBfU1RBVEVfUkVVU0VEEAcSGAoUU1RFUF9TVEFURV9DQU5DRUxMRUQQCCr4AQoKV2FpdFJlYXNvbhIbChdXQUlUX1JFQVNPTl9VTlNQRUNJRklFRBAAEhgKFFdBSVRfUkVBU09OX0RJU1BBVENIEAESGwoXV0FJVF9SRUFTT05fQ09NUEFOWV9DQVAQAhIaChZXQUlUX1JFQVNPTl9HTE9CQUxfQ0FQEAMSHAoYV0FJVF9SRUFTT05fVE9LRU5fQlVER0VUEAQSJAogV0FJVF9SRUFTT05fVEVNUE9SQUxfVU5BVkFJTEFCTEUQBRIZChVXQUlUX1JFQVNPTl9OT19XT1JLRVIQBhIbChdXQUlUX1JFQVNPTl9XT1JLRVJfU0xPVBAHKo0BCgxEb2N1bWVudFR5cGUSHQoZRE9DVU1FTlRfVFlQRV9VTlNQRUNJRklFRBAAEiEKHURPQ1VNRU5UX1RZUEVfSk9CX0RFU0NSSVBUSU9OEAESHQoZRE9DVU1FTlRfVFlQRV9QUk9DRVNTX01BUBACEhwKGERPQ1VNRU5UX1RZUEVfU1VQUE9SVElORxADKl4KCFByaW9yaXR5EhgKFFBSSU9SSVRZX1VOU1BFQ0lGSUVEEAASEAoMUFJJT1JJVFlfTE9XEAESEwoPUFJJT1JJVFlfTk9STUFMEAISEQoNUFJJT1JJVFlfSElHSBADYgZwcm90bzM", [file_google_protobuf_timestamp, file_google_rpc_error_details]);
+
+/**
+ * What a run does, or would do, with one step: the plan a push answers.
+ *
+ * @generated from message etter.pipeline.v1.PlannedStep
+ */
+export type PlannedStep = Message<"etter.pipeline.v1.PlannedStep"> & {
+  /**
+   * Stable step name (see the package comment).
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * `STEP_STATE_PENDING`: the step would run; `STEP_STATE_REUSED`: nothing new runs, the output
+   * of the run that answers (an existing run with the same inputs) is what the role gets;
+   * `STEP_STATE_SKIPPED`: not part of the run (enhancements switched off).
+   *
+   * @generated from field: etter.pipeline.v1.StepState state = 2;
+   */
+  state: StepState;
+};
+
+/**
+ * Describes the message etter.pipeline.v1.PlannedStep.
+ * Use `create(PlannedStepSchema)` to create a new message.
+ */
+export const PlannedStepSchema: GenMessage<PlannedStep> = /*@__PURE__*/
+  messageDesc(file_etter_pipeline_v1_resources, 0);
 
 /**
  * A source document of a role.
@@ -57,7 +87,7 @@ export type Document = Message<"etter.pipeline.v1.Document"> & {
  * Use `create(DocumentSchema)` to create a new message.
  */
 export const DocumentSchema: GenMessage<Document> = /*@__PURE__*/
-  messageDesc(file_etter_pipeline_v1_resources, 0);
+  messageDesc(file_etter_pipeline_v1_resources, 1);
 
 /**
  * Options of a push that change what a run does.
@@ -114,7 +144,7 @@ export type RunOptions = Message<"etter.pipeline.v1.RunOptions"> & {
  * Use `create(RunOptionsSchema)` to create a new message.
  */
 export const RunOptionsSchema: GenMessage<RunOptions> = /*@__PURE__*/
-  messageDesc(file_etter_pipeline_v1_resources, 1);
+  messageDesc(file_etter_pipeline_v1_resources, 2);
 
 /**
  * Token usage of one LLM-using step or of a whole run.
@@ -149,7 +179,7 @@ export type TokenUsage = Message<"etter.pipeline.v1.TokenUsage"> & {
  * Use `create(TokenUsageSchema)` to create a new message.
  */
 export const TokenUsageSchema: GenMessage<TokenUsage> = /*@__PURE__*/
-  messageDesc(file_etter_pipeline_v1_resources, 2);
+  messageDesc(file_etter_pipeline_v1_resources, 3);
 
 /**
  * An estimate of what a run will cost before it starts, from measured recent runs
@@ -185,7 +215,7 @@ export type TokenEstimate = Message<"etter.pipeline.v1.TokenEstimate"> & {
  * Use `create(TokenEstimateSchema)` to create a new message.
  */
 export const TokenEstimateSchema: GenMessage<TokenEstimate> = /*@__PURE__*/
-  messageDesc(file_etter_pipeline_v1_resources, 3);
+  messageDesc(file_etter_pipeline_v1_resources, 4);
 
 /**
  * An error of the pipeline, in words a customer-success manager can act on.
@@ -236,7 +266,7 @@ export type PipelineError = Message<"etter.pipeline.v1.PipelineError"> & {
  * Use `create(PipelineErrorSchema)` to create a new message.
  */
 export const PipelineErrorSchema: GenMessage<PipelineError> = /*@__PURE__*/
-  messageDesc(file_etter_pipeline_v1_resources, 4);
+  messageDesc(file_etter_pipeline_v1_resources, 5);
 
 /**
  * The status of one step of a run.
@@ -334,7 +364,7 @@ export type StepProgress = Message<"etter.pipeline.v1.StepProgress"> & {
  * Use `create(StepProgressSchema)` to create a new message.
  */
 export const StepProgressSchema: GenMessage<StepProgress> = /*@__PURE__*/
-  messageDesc(file_etter_pipeline_v1_resources, 5);
+  messageDesc(file_etter_pipeline_v1_resources, 6);
 
 /**
  * How far a run has come.
@@ -369,7 +399,7 @@ export type Progress = Message<"etter.pipeline.v1.Progress"> & {
  * Use `create(ProgressSchema)` to create a new message.
  */
 export const ProgressSchema: GenMessage<Progress> = /*@__PURE__*/
-  messageDesc(file_etter_pipeline_v1_resources, 6);
+  messageDesc(file_etter_pipeline_v1_resources, 7);
 
 /**
  * Counts of what a run wrote to the role graph.
@@ -432,7 +462,7 @@ export type OutputsSummary = Message<"etter.pipeline.v1.OutputsSummary"> & {
  * Use `create(OutputsSummarySchema)` to create a new message.
  */
 export const OutputsSummarySchema: GenMessage<OutputsSummary> = /*@__PURE__*/
-  messageDesc(file_etter_pipeline_v1_resources, 7);
+  messageDesc(file_etter_pipeline_v1_resources, 8);
 
 /**
  * The full status of one run: what `GetStatus` returns and what `WatchStatus` streams.
@@ -673,7 +703,7 @@ export type RunStatus = Message<"etter.pipeline.v1.RunStatus"> & {
  * Use `create(RunStatusSchema)` to create a new message.
  */
 export const RunStatusSchema: GenMessage<RunStatus> = /*@__PURE__*/
-  messageDesc(file_etter_pipeline_v1_resources, 8);
+  messageDesc(file_etter_pipeline_v1_resources, 9);
 
 /**
  * Aggregate progress of a batch.
@@ -737,7 +767,7 @@ export type BatchProgress = Message<"etter.pipeline.v1.BatchProgress"> & {
  * Use `create(BatchProgressSchema)` to create a new message.
  */
 export const BatchProgressSchema: GenMessage<BatchProgress> = /*@__PURE__*/
-  messageDesc(file_etter_pipeline_v1_resources, 9);
+  messageDesc(file_etter_pipeline_v1_resources, 10);
 
 /**
  * A number of runs in one state.
@@ -765,7 +795,7 @@ export type StatusCount = Message<"etter.pipeline.v1.StatusCount"> & {
  * Use `create(StatusCountSchema)` to create a new message.
  */
 export const StatusCountSchema: GenMessage<StatusCount> = /*@__PURE__*/
-  messageDesc(file_etter_pipeline_v1_resources, 10);
+  messageDesc(file_etter_pipeline_v1_resources, 11);
 
 /**
  * One entry of the audit log.
@@ -877,7 +907,7 @@ export type AuditEntry = Message<"etter.pipeline.v1.AuditEntry"> & {
  * Use `create(AuditEntrySchema)` to create a new message.
  */
 export const AuditEntrySchema: GenMessage<AuditEntry> = /*@__PURE__*/
-  messageDesc(file_etter_pipeline_v1_resources, 11);
+  messageDesc(file_etter_pipeline_v1_resources, 12);
 
 /**
  * The lifecycle state of a run (and therefore of its role).

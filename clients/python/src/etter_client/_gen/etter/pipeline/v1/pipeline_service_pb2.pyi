@@ -66,6 +66,7 @@ class PushRequest(google.protobuf.message.Message):
     DRAUP_ROLE_ID_FIELD_NUMBER: builtins.int
     OPTIONS_FIELD_NUMBER: builtins.int
     REQUEST_ID_FIELD_NUMBER: builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: builtins.int
     company_id: builtins.str
     """The company that owns the role. Required; the caller must belong to it."""
     role_name: builtins.str
@@ -78,6 +79,14 @@ class PushRequest(google.protobuf.message.Message):
     """A client-chosen id (a UUID is recommended) that makes retrying this call safe: within 24 hours,
     the same `request_id` in the same company returns the first answer; reusing it with a different
     payload is INVALID_ARGUMENT.
+    """
+    validate_only: builtins.bool
+    """Check the push and answer what it would answer, without doing it (a quote): every admission
+    check runs — authentication, rate and queue limits, the token budget, validation including
+    reading each document, the deadline — and a refusal is the error a real push would get; an
+    admitted push is answered with the plan, the token estimate and cost, the queue position,
+    the wait reason and the ETA it would have. Nothing is created or reserved and `request_id`
+    is not remembered; the quote is audited (action `Push:validate_only`).
     """
     @property
     def documents(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[etter_client._gen.etter.pipeline.v1.resources_pb2.Document]:
@@ -96,9 +105,10 @@ class PushRequest(google.protobuf.message.Message):
         draup_role_id: builtins.str = ...,
         options: etter_client._gen.etter.pipeline.v1.resources_pb2.RunOptions | None = ...,
         request_id: builtins.str = ...,
+        validate_only: builtins.bool = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["options", b"options"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["company_id", b"company_id", "documents", b"documents", "draup_role_id", b"draup_role_id", "options", b"options", "request_id", b"request_id", "role_name", b"role_name"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["company_id", b"company_id", "documents", b"documents", "draup_role_id", b"draup_role_id", "options", b"options", "request_id", b"request_id", "role_name", b"role_name", "validate_only", b"validate_only"]) -> None: ...
 
 Global___PushRequest: typing_extensions.TypeAlias = PushRequest
 
@@ -116,6 +126,7 @@ class PushResponse(google.protobuf.message.Message):
     TOKEN_ESTIMATE_FIELD_NUMBER: builtins.int
     CREATED_FIELD_NUMBER: builtins.int
     WAIT_REASON_FIELD_NUMBER: builtins.int
+    PLAN_FIELD_NUMBER: builtins.int
     workflow_id: builtins.str
     """The run's id (also its Temporal workflow id)."""
     role_id: builtins.str
@@ -136,6 +147,12 @@ class PushResponse(google.protobuf.message.Message):
     def token_estimate(self) -> etter_client._gen.etter.pipeline.v1.resources_pb2.TokenEstimate:
         """Estimated tokens and cost of the run."""
 
+    @property
+    def plan(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[etter_client._gen.etter.pipeline.v1.resources_pb2.PlannedStep]:
+        """What the run does with each step: the steps it runs or, when an existing run answers, the
+        steps the role gets from it (REUSED).
+        """
+
     def __init__(
         self,
         *,
@@ -147,9 +164,10 @@ class PushResponse(google.protobuf.message.Message):
         token_estimate: etter_client._gen.etter.pipeline.v1.resources_pb2.TokenEstimate | None = ...,
         created: builtins.bool = ...,
         wait_reason: etter_client._gen.etter.pipeline.v1.resources_pb2.WaitReason.ValueType = ...,
+        plan: collections.abc.Iterable[etter_client._gen.etter.pipeline.v1.resources_pb2.PlannedStep] | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["token_estimate", b"token_estimate"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["created", b"created", "estimated_duration_seconds", b"estimated_duration_seconds", "position_in_queue", b"position_in_queue", "role_id", b"role_id", "status", b"status", "token_estimate", b"token_estimate", "wait_reason", b"wait_reason", "workflow_id", b"workflow_id"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["created", b"created", "estimated_duration_seconds", b"estimated_duration_seconds", "plan", b"plan", "position_in_queue", b"position_in_queue", "role_id", b"role_id", "status", b"status", "token_estimate", b"token_estimate", "wait_reason", b"wait_reason", "workflow_id", b"workflow_id"]) -> None: ...
 
 Global___PushResponse: typing_extensions.TypeAlias = PushResponse
 
@@ -202,10 +220,18 @@ class PushBatchRequest(google.protobuf.message.Message):
     ITEMS_FIELD_NUMBER: builtins.int
     DEFAULT_OPTIONS_FIELD_NUMBER: builtins.int
     REQUEST_ID_FIELD_NUMBER: builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: builtins.int
     company_id: builtins.str
     """The company that owns every role of the batch. Required."""
     request_id: builtins.str
     """Makes re-sending the batch safe: the same `request_id` returns the same batch (24 hours)."""
+    validate_only: builtins.bool
+    """Check the batch and answer what it would answer, without doing it (a quote; see
+    `PushRequest.validate_only`): per item the outcome or its field violations, the plan, the
+    token estimate, the queue position and ETA; for the whole, the tokens, cost and the ETA of
+    its last run (`progress`). `batch_id` is empty and nothing is created or reserved; the quote
+    is audited (action `PushBatch:validate_only`).
+    """
     @property
     def items(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___PushBatchItem]:
         """The roles, at most the server's maximum batch size (2,500 by default)."""
@@ -221,9 +247,10 @@ class PushBatchRequest(google.protobuf.message.Message):
         items: collections.abc.Iterable[Global___PushBatchItem] | None = ...,
         default_options: etter_client._gen.etter.pipeline.v1.resources_pb2.RunOptions | None = ...,
         request_id: builtins.str = ...,
+        validate_only: builtins.bool = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["default_options", b"default_options"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["company_id", b"company_id", "default_options", b"default_options", "items", b"items", "request_id", b"request_id"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["company_id", b"company_id", "default_options", b"default_options", "items", b"items", "request_id", b"request_id", "validate_only", b"validate_only"]) -> None: ...
 
 Global___PushBatchRequest: typing_extensions.TypeAlias = PushBatchRequest
 
@@ -242,6 +269,9 @@ class PushBatchItemResult(google.protobuf.message.Message):
     POSITION_IN_QUEUE_FIELD_NUMBER: builtins.int
     FIELD_VIOLATIONS_FIELD_NUMBER: builtins.int
     WAIT_REASON_FIELD_NUMBER: builtins.int
+    PLAN_FIELD_NUMBER: builtins.int
+    TOKEN_ESTIMATE_FIELD_NUMBER: builtins.int
+    ESTIMATED_DURATION_SECONDS_FIELD_NUMBER: builtins.int
     index: builtins.int
     """The item's 0-based index in the request."""
     client_ref: builtins.str
@@ -258,9 +288,23 @@ class PushBatchItemResult(google.protobuf.message.Message):
     """1-based position in the dispatch queue; 0 when not queued."""
     wait_reason: etter_client._gen.etter.pipeline.v1.resources_pb2.WaitReason.ValueType
     """What the item's run is waiting for, when it is queued (see `RunStatus.wait_reason`)."""
+    estimated_duration_seconds: builtins.int
+    """Estimated seconds until the item's run ends, from measured data; 0 for a rejected or
+    duplicate item.
+    """
     @property
     def field_violations(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[google.rpc.error_details_pb2.BadRequest.FieldViolation]:
         """Why the item was rejected; field paths are relative to the item (for example `documents[0].uri`)."""
+
+    @property
+    def plan(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[etter_client._gen.etter.pipeline.v1.resources_pb2.PlannedStep]:
+        """What the item's run does with each step (see `PushResponse.plan`); empty for a rejected or
+        duplicate item.
+        """
+
+    @property
+    def token_estimate(self) -> etter_client._gen.etter.pipeline.v1.resources_pb2.TokenEstimate:
+        """Estimated tokens and cost of the item's run (accepted items; zero otherwise)."""
 
     def __init__(
         self,
@@ -274,8 +318,12 @@ class PushBatchItemResult(google.protobuf.message.Message):
         position_in_queue: builtins.int = ...,
         field_violations: collections.abc.Iterable[google.rpc.error_details_pb2.BadRequest.FieldViolation] | None = ...,
         wait_reason: etter_client._gen.etter.pipeline.v1.resources_pb2.WaitReason.ValueType = ...,
+        plan: collections.abc.Iterable[etter_client._gen.etter.pipeline.v1.resources_pb2.PlannedStep] | None = ...,
+        token_estimate: etter_client._gen.etter.pipeline.v1.resources_pb2.TokenEstimate | None = ...,
+        estimated_duration_seconds: builtins.int = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["client_ref", b"client_ref", "field_violations", b"field_violations", "index", b"index", "outcome", b"outcome", "position_in_queue", b"position_in_queue", "role_id", b"role_id", "status", b"status", "wait_reason", b"wait_reason", "workflow_id", b"workflow_id"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["token_estimate", b"token_estimate"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["client_ref", b"client_ref", "estimated_duration_seconds", b"estimated_duration_seconds", "field_violations", b"field_violations", "index", b"index", "outcome", b"outcome", "plan", b"plan", "position_in_queue", b"position_in_queue", "role_id", b"role_id", "status", b"status", "token_estimate", b"token_estimate", "wait_reason", b"wait_reason", "workflow_id", b"workflow_id"]) -> None: ...
 
 Global___PushBatchItemResult: typing_extensions.TypeAlias = PushBatchItemResult
 

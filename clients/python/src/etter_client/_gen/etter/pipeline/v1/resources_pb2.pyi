@@ -288,6 +288,31 @@ PRIORITY_HIGH: Priority.ValueType  # 3
 Global___Priority: typing_extensions.TypeAlias = Priority
 
 @typing.final
+class PlannedStep(google.protobuf.message.Message):
+    """What a run does, or would do, with one step: the plan a push answers."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: builtins.int
+    STATE_FIELD_NUMBER: builtins.int
+    name: builtins.str
+    """Stable step name (see the package comment)."""
+    state: Global___StepState.ValueType
+    """`STEP_STATE_PENDING`: the step would run; `STEP_STATE_REUSED`: nothing new runs, the output
+    of the run that answers (an existing run with the same inputs) is what the role gets;
+    `STEP_STATE_SKIPPED`: not part of the run (enhancements switched off).
+    """
+    def __init__(
+        self,
+        *,
+        name: builtins.str = ...,
+        state: Global___StepState.ValueType = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["name", b"name", "state", b"state"]) -> None: ...
+
+Global___PlannedStep: typing_extensions.TypeAlias = PlannedStep
+
+@typing.final
 class Document(google.protobuf.message.Message):
     """A source document of a role."""
 
