@@ -26,6 +26,12 @@ export function statusTone(status: RoleStatus): string {
   }
 }
 
+/** A cost in millionths of `currency` (`12.35 USD`); empty without a currency (no prices set). */
+export function cost(micros: bigint, currency: string): string {
+  if (!currency) return "";
+  return `${(Number(micros) / 1_000_000).toFixed(2)} ${currency}`;
+}
+
 /** What a waiting run waits for, in words; empty when it is not waiting. */
 export function waitLabel(reason: WaitReason | undefined): string {
   switch (reason) {

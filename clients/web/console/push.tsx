@@ -11,7 +11,7 @@ import {
 } from "../src/index.js";
 import { CallError } from "./common.js";
 import { fieldLabel } from "./explain.js";
-import { seconds, tokens } from "./format.js";
+import { cost, seconds, tokens } from "./format.js";
 import type { LiveRuns } from "./live.js";
 
 /** Lines of `URI` or `process_map=URI` / `supporting=URI`. */
@@ -113,6 +113,14 @@ const OUTCOME_LABEL: Record<number, string> = {
   [BatchItemOutcome.EXISTING]: "Already running",
 };
 
+/** The outcomes a check (a quote) foresees. */
+const QUOTED_LABEL: Record<number, string> = {
+  [BatchItemOutcome.ACCEPTED]: "Would be queued",
+  [BatchItemOutcome.REJECTED]: "Would be rejected",
+  [BatchItemOutcome.DUPLICATE]: "Duplicate in this file",
+  [BatchItemOutcome.EXISTING]: "Already running",
+};
+
 /** The CSV row (header = row 1) of the first item with the same role name as item `index`. */
 function firstRowOf(result: PushBatchResponse, roles: RoleInput[] | undefined, index: number): string {
   const name = roles?.[index]?.roleName.trim().toLowerCase();
@@ -127,8 +135,10 @@ export function BatchView(props: { client: EtterClient; company: string }) {
   const [fileError, setFileError] = useState("");
   const [skipEnhancement, setSkipEnhancement] = useState(false);
   const [result, setResult] = useState<PushBatchResponse>();
+  // The result is a check's (a quote): nothing was created.
+  const [checked, setChecked] = useState(false);
   const [error, setError] = useState<unknown>();
-  const [busy, setBusy] = useState(false);
+  const [busy, setBusy] = useState<"" | "check" | "push">("");
   const [key, setKey] = useState(requestId);
 
   const choose = async (e: Event) => {
@@ -145,22 +155,35 @@ export function BatchView(props: { client: EtterClient; company: string }) {
     setKey(requestId());
   };
 
-  const submit = async (e: Event) => {
-    e.preventDefault();
+  const send = async (quote: boolean) => {
     if (!roles) return;
-    setBusy(true);
+    setBusy(quote ? "check" : "push");
     setError(undefined);
     try {
-      setResult(await props.client.pushBatch(props.company, roles, { skipEnhancement }, key));
+      setResult(
+        quote
+          ? await props.client.quoteBatch(props.company, roles, { skipEnhancement })
+          : await props.client.pushBatch(props.company, roles, { skipEnhancement }, key),
+      );
+      setChecked(quote);
     } catch (err) {
       setError(err);
     } finally {
-      setBusy(false);
+      setBusy("");
     }
   };
 
+  const submit = (e: Event) => {
+    e.preventDefault();
+    void send(false);
+  };
+
+  const labels = checked ? QUOTED_LABEL : OUTCOME_LABEL;
   const counts = new Map<number, number>();
   for (const item of result?.items ?? []) counts.set(item.outcome, (counts.get(item.outcome) ?? 0) + 1);
+  const summary = [...counts.entries()].map(([outcome, n]) => `${n} ${labels[outcome]?.toLowerCase() ?? "other"}`).join(", ");
+  const price = result?.tokenEstimate ? cost(result.tokenEstimate.costMicros, result.tokenEstimate.currency) : "";
+  const eta = result?.progress?.estimatedDurationSeconds ?? 0n;
 
   return (
     <section>
@@ -180,16 +203,28 @@ export function BatchView(props: { client: EtterClient; company: string }) {
           <input type="checkbox" checked={skipEnhancement} onChange={(e) => setSkipEnhancement(e.currentTarget.checked)} />
           core assessment only (skip enhancement steps)
         </label>
-        <button type="submit" disabled={!roles || busy}>{busy ? "Uploading…" : "Push the batch"}</button>
+        <div class="actions">
+          <button type="button" class="secondary" disabled={!roles || busy !== ""} onClick={() => void send(true)} data-testid="check-first">
+            {busy === "check" ? "Checking…" : "Check first"}
+          </button>
+          <button type="submit" disabled={!roles || busy !== ""}>{busy === "push" ? "Uploading…" : "Push the batch"}</button>
+        </div>
       </form>
       {error !== undefined && <CallError error={error} />}
       {result && (
-        <div data-testid="batch-result">
-          <div class="banner ok" role="status">
-            Batch <a href={`#/history/${encodeURIComponent(result.batchId)}`}>{result.batchId}</a>:{" "}
-            {[...counts.entries()].map(([outcome, n]) => `${n} ${OUTCOME_LABEL[outcome]?.toLowerCase() ?? "other"}`).join(", ")}.
-            {result.tokenEstimate && <> About {tokens(result.tokenEstimate.totalTokens)} tokens.</>} Follow them in <a href="#/live">Live</a>.
-          </div>
+        <div data-testid={checked ? "batch-quote" : "batch-result"}>
+          {checked ? (
+            <div class="banner" role="status" data-testid="quote-summary">
+              Checked, nothing created yet: {summary}.
+              {result.tokenEstimate && <> About {tokens(result.tokenEstimate.totalTokens)} tokens{price && <> ({price})</>}.</>}
+              {eta > 0n && <> All done in about {seconds(eta)}.</>} Fix the rows below if needed, then push the batch.
+            </div>
+          ) : (
+            <div class="banner ok" role="status">
+              Batch <a href={`#/history/${encodeURIComponent(result.batchId)}`}>{result.batchId}</a>: {summary}.
+              {result.tokenEstimate && <> About {tokens(result.tokenEstimate.totalTokens)} tokens.</>} Follow them in <a href="#/live">Live</a>.
+            </div>
+          )}
           <table class="runs" data-testid="batch-rows">
             <thead>
               <tr>
@@ -203,13 +238,17 @@ export function BatchView(props: { client: EtterClient; company: string }) {
               {result.items.map((item) => {
                 const role = roles?.[item.index];
                 return (
-                  <tr key={item.index} data-outcome={OUTCOME_LABEL[item.outcome] ?? ""} class={item.outcome === BatchItemOutcome.REJECTED ? "rejected" : ""}>
+                  <tr key={item.index} data-outcome={labels[item.outcome] ?? ""} class={item.outcome === BatchItemOutcome.REJECTED ? "rejected" : ""}>
                     <td>{item.index + 2}</td>
                     <td>
-                      {item.workflowId ? <a href={`#/run/${encodeURIComponent(item.workflowId)}`}>{role?.roleName || "(no name)"}</a> : role?.roleName || "(no name)"}
+                      {item.workflowId && !(checked && item.outcome !== BatchItemOutcome.EXISTING) ? (
+                        <a href={`#/run/${encodeURIComponent(item.workflowId)}`}>{role?.roleName || "(no name)"}</a>
+                      ) : (
+                        role?.roleName || "(no name)"
+                      )}
                       {item.clientRef && <div class="muted small">{item.clientRef}</div>}
                     </td>
-                    <td>{OUTCOME_LABEL[item.outcome] ?? "?"}</td>
+                    <td>{labels[item.outcome] ?? "?"}</td>
                     <td>
                       {item.outcome === BatchItemOutcome.DUPLICATE ? (
                         `Same role as row ${firstRowOf(result, roles, item.index)}; this row was ignored.`

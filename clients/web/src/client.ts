@@ -42,6 +42,8 @@ export interface RunOptionsInput {
   priority?: "low" | "normal" | "high";
   /** Run every step again even when its inputs did not change. */
   forceRerun?: boolean;
+  /** The run must have ended by then: refused if it would not, cancelled if still queued then. */
+  deadline?: Date;
 }
 
 /** One role to push. */
@@ -110,7 +112,46 @@ function toOptions(options: RunOptionsInput): RunOptions {
     skipEnhancementWorkflows: options.skipEnhancement ?? false,
     forceRerun: options.forceRerun ?? false,
     priority: options.priority ? PRIORITIES[options.priority] : Priority.UNSPECIFIED,
+    ...(options.deadline ? { deadline: timestampFromDate(options.deadline) } : {}),
   });
+}
+
+/** The request of a push, or of its quote. */
+function pushRequest(companyId: string, role: RoleInput, id: string, validateOnly: boolean) {
+  return {
+    companyId,
+    roleName: role.roleName,
+    draupRoleId: role.draupRoleId,
+    documents: role.documents.map(toDocument),
+    options: toOptions(role),
+    requestId: id,
+    validateOnly,
+  };
+}
+
+/** The request of a batch, or of its quote. */
+function batchRequest(
+  companyId: string,
+  roles: RoleInput[],
+  defaults: RunOptionsInput,
+  id: string,
+  validateOnly: boolean,
+) {
+  return {
+    companyId,
+    items: roles.map((role) => ({
+      roleName: role.roleName,
+      draupRoleId: role.draupRoleId,
+      documents: role.documents.map(toDocument),
+      clientRef: role.clientRef ?? "",
+      ...(role.skipEnhancement !== undefined || role.priority !== undefined || role.deadline !== undefined
+        ? { options: toOptions(role) }
+        : {}),
+    })),
+    defaultOptions: toOptions(defaults),
+    requestId: id,
+    validateOnly,
+  };
 }
 
 /** A fresh idempotency key. */
@@ -176,16 +217,15 @@ export class EtterClient {
 
   /** Queues one role; answers its run id, queue position, ETA and token estimate. */
   push(companyId: string, role: RoleInput, id: string = requestId()): Promise<PushResponse> {
-    return this.call(() =>
-      this.raw.push({
-        companyId,
-        roleName: role.roleName,
-        draupRoleId: role.draupRoleId,
-        documents: role.documents.map(toDocument),
-        options: toOptions(role),
-        requestId: id,
-      }),
-    );
+    return this.call(() => this.raw.push(pushRequest(companyId, role, id, false)));
+  }
+
+  /**
+   * What `push` would answer (plan, tokens and cost, queue position, wait reason, ETA) without
+   * creating or reserving anything; refused as the push would be.
+   */
+  quote(companyId: string, role: RoleInput): Promise<PushResponse> {
+    return this.call(() => this.raw.push(pushRequest(companyId, role, "", true)));
   }
 
   /** Queues many roles; invalid rows are answered per item, not thrown. */
@@ -195,20 +235,15 @@ export class EtterClient {
     defaults: RunOptionsInput = {},
     id: string = requestId(),
   ): Promise<PushBatchResponse> {
-    return this.call(() =>
-      this.raw.pushBatch({
-        companyId,
-        items: roles.map((role) => ({
-          roleName: role.roleName,
-          draupRoleId: role.draupRoleId,
-          documents: role.documents.map(toDocument),
-          clientRef: role.clientRef ?? "",
-          ...(role.skipEnhancement !== undefined || role.priority !== undefined ? { options: toOptions(role) } : {}),
-        })),
-        defaultOptions: toOptions(defaults),
-        requestId: id,
-      }),
-    );
+    return this.call(() => this.raw.pushBatch(batchRequest(companyId, roles, defaults, id, false)));
+  }
+
+  /**
+   * What `pushBatch` would answer — per row the outcome or its problems, the plan, tokens and ETA;
+   * for the whole, tokens, cost and when the last run would end — without creating anything.
+   */
+  quoteBatch(companyId: string, roles: RoleInput[], defaults: RunOptionsInput = {}): Promise<PushBatchResponse> {
+    return this.call(() => this.raw.pushBatch(batchRequest(companyId, roles, defaults, "", true)));
   }
 
   /** A run by workflow id. */

@@ -111,8 +111,24 @@ test("a CSV with bad rows is answered row by row, the bad ones explained", async
   ].join("\n");
   await page.setInputFiles("input[name=csv]", { name: "roles.csv", mimeType: "text/csv", buffer: Buffer.from(csv) });
   await page.getByTestId("csv-summary").filter({ hasText: "4 roles read" }).waitFor();
+
+  // Checked first: each row's fate, and the batch's tokens and time, before anything exists.
+  await page.getByTestId("check-first").click();
+  const quote = page.getByTestId("quote-summary");
+  await quote.waitFor();
+  const said = await quote.textContent();
+  assert.match(said, /nothing created yet: 1 would be queued, 2 would be rejected, 1 duplicate in this file/);
+  assert.match(said, /About [\d,.]+k? tokens/);
+  assert.match(said, /All done in about \d/);
+  const quoted = await page.locator("[data-testid=batch-quote] [data-testid=batch-rows] tbody tr").allTextContents();
+  assert.equal(quoted.length, 4, quoted.join("\n"));
+  assert.match(quoted[0], /^2Underwriter.*Would be queued/);
+  assert.match(quoted[1], /^3Actuary.*Would be rejected.*Draup role ID: /);
+  assert.match(quoted[2], /^4Fraud Investigator.*Would be rejected.*Documents: /);
+  await screenshot(page, "06a-batch-checked");
+
   await page.getByRole("button", { name: "Push the batch" }).click();
-  const rows = page.locator("[data-testid=batch-rows] tbody tr");
+  const rows = page.locator("[data-testid=batch-result] [data-testid=batch-rows] tbody tr");
   await rows.first().waitFor();
   const text = await rows.allTextContents();
   assert.equal(text.length, 4, text.join("\n"));
