@@ -69,6 +69,27 @@ pub async fn report_dependencies_down(reporter: &HealthReporter, redis: bool) {
     }
 }
 
+/// Learns once, before the server answers calls, whether Temporal answers and a worker polls, so
+/// the first answers already say why runs wait. Bounded by `bound`: a Temporal that does not answer
+/// in time is left to the health loop (the conditions stay unknown until its first check).
+pub(crate) async fn first_look(
+    orchestrator: &dyn Orchestrator,
+    conditions: &Conditions,
+    window: Duration,
+    bound: Duration,
+) {
+    let look = async {
+        let temporal = orchestrator.ping().await.is_ok();
+        conditions.set_temporal(temporal);
+        if temporal && let Ok(polling) = orchestrator.workers_polling(window).await {
+            conditions.set_workers(polling);
+        }
+    };
+    if tokio::time::timeout(bound, look).await.is_err() {
+        tracing::debug!(?bound, "temporal did not answer the first look; the health loop keeps trying");
+    }
+}
+
 /// What the health loop checks.
 pub(crate) struct Checked {
     /// The run store.

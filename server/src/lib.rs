@@ -130,6 +130,13 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     let Admission { audit, audit_writer, authenticator, malformed } = Admission::new(&config, &stores)?;
     let config = Arc::new(config);
     let control = ControlPlane::new(&config, &stores, &drain_rx).await?;
+    health::first_look(
+        control.orchestrator.as_ref(),
+        &control.conditions,
+        config.dispatch.worker_seen_within,
+        FIRST_LOOK_WITHIN,
+    )
+    .await;
     let api = Arc::new(api::PipelineApi {
         store: Arc::clone(&stores.store),
         orchestrator: Arc::clone(&control.orchestrator),
@@ -422,6 +429,9 @@ fn routes(
         None => grpc,
     })
 }
+
+/// How long a starting server waits to learn whether Temporal answers and workers poll.
+const FIRST_LOOK_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// 128 random bits (batch ids, trace ids, instance names). Without the OS's randomness they still
 /// differ by time and process; batch ids are checked for uniqueness on insert.

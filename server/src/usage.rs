@@ -60,7 +60,7 @@ pub async fn get_usage(
         budget_tokens: i64::try_from(budget.limit).unwrap_or(i64::MAX),
         used_tokens: budget.used,
         reserved_tokens: budget.reserved,
-        remaining_tokens: if budget.limit == 0 { 0 } else { budget.remaining() },
+        remaining_tokens: (budget.limit > 0).then(|| budget.remaining()),
         steps: steps
             .into_iter()
             .map(|(step, (input, output))| pb::StepUsage {

@@ -1,8 +1,9 @@
 """`PipelineClient` and `AsyncPipelineClient` against a live `etter-server` and `etter-worker`
 (the built binaries in target/debug, the embedded SQLite store and graph, the shared Temporal dev
 server on a task queue of this module's own). What a notebook user does: push, batch with invalid
-items, watch to READY with a resume in the middle, cancel, retry, page through history and the
-audit log, read usage, and get typed errors with the server's details — with either client.
+items, quote a push or a batch before sending it (and nothing is created), watch to READY with a
+resume in the middle, cancel, retry, page through history and the audit log, read usage, and get
+typed errors with the server's details — with either client.
 
 Run: ./etter test (or, with the services up and the workspace built:
 `. .etter/services.env && .etter/venv/bin/python -m pytest clients/python/tests`).
@@ -11,13 +12,14 @@ Run: ./etter test (or, with the services up and the workspace built:
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import Callable, Iterable
 
 import pytest
 
 from conftest import Deployment
-from etter_client import PipelineClient, RunState, errors, resources_pb2 as res
+from etter_client import PipelineClient, RunState, errors, resources_pb2 as res, to_dataframe
 from etter_client.aio import AsyncPipelineClient
 
 # The server writes its audit log behind the calls it records, so a call's entry may show a moment
@@ -229,6 +231,176 @@ def test_the_async_client_cancels_retries_by_role_and_raises_typed_errors_with_d
     asyncio.run(scenario())
 
 
+def _refusal(error: errors.EtterError) -> tuple[type, str, list[str]]:
+    """What a caller acts on in a refusal: its type, reason and the fields it names."""
+    return type(error), error.reason, [v.field for v in error.field_violations]
+
+
+def test_a_quote_answers_what_a_push_would_and_creates_nothing(deployment: Deployment) -> None:
+    company = deployment.company + "quote"
+    missing = f"file://{deployment.docs / 'not_there.txt'}"
+    with deployment.client("--company", company, "--role", "operator") as client:
+        reserved = client.usage(company).reserved_tokens
+
+        # A new role: the answer a push would give. No worker runs yet, so the run would wait for one.
+        quote = client.quote(company, "Quoted Engineer", [deployment.uri()], draup_role_id="draup-q")
+        assert quote.creates and quote.state is RunState.QUEUED and quote.position == 1, quote
+        assert quote.workflow_id.endswith(".quoted-engineer-1") and quote.wait_reason == "NO_WORKER", quote
+        assert quote.tokens > 0 and quote.eta_seconds > 0, quote
+        assert list(quote.plan)[:3] == ["role_setup", "document_linking", "ai_assessment"], quote.plan
+        assert set(quote.plan.values()) == {"run"} and "finalize" in quote.plan, quote.plan
+        assert str(quote).startswith(f"new run {quote.workflow_id} [QUEUED]"), str(quote)
+
+        # ... and nothing was created or reserved.
+        with pytest.raises(errors.NotFound):
+            client.status(quote.workflow_id)
+        with pytest.raises(errors.NotFound):
+            client.status(role_id=quote.role_id)
+        assert list(client.history(company)) == []
+        assert client.usage(company).reserved_tokens == reserved
+
+        # A quote is refused exactly as the push would be.
+        with pytest.raises(errors.InvalidArgument) as quoted:
+            client.quote(company, "Quoted Engineer", [missing], draup_role_id="draup-q")
+        with pytest.raises(errors.InvalidArgument) as pushed:
+            client.push(company, "Quoted Engineer", [missing], draup_role_id="draup-q")
+        assert _refusal(quoted.value) == _refusal(pushed.value) == (errors.InvalidArgument, "INVALID_DOCUMENT", ["documents[0].uri"])
+        assert "not_there.txt" in quoted.value.message, quoted.value
+
+        # The push then gets what the quote said; a quote of the same inputs is answered by that
+        # run, which every step of the role comes from (nothing new runs, nothing more reserved).
+        run = client.push(company, "Quoted Engineer", [deployment.uri()], draup_role_id="draup-q")
+        assert (run.workflow_id, run.tokens_estimated) == (quote.workflow_id, quote.tokens), (run, quote)
+        assert run.wait_reason == "NO_WORKER" and run.current_step == "", run
+        again = client.quote(company, "Quoted Engineer", [deployment.uri()], draup_role_id="draup-q")
+        # (Its workflow may have started meanwhile: no worker takes it, so it never gets further.)
+        assert not again.creates and again.workflow_id == run.workflow_id, again
+        assert again.state in (RunState.QUEUED, RunState.PROCESSING), again
+        assert list(again.plan) == list(quote.plan) and set(again.plan.values()) == {"reuse"}, again.plan
+        assert str(again).startswith(f"existing run {run.workflow_id}"), str(again)
+        assert [r.workflow_id for r in client.history(company)] == [run.workflow_id]
+        assert client.usage(company).reserved_tokens == reserved + run.tokens_estimated
+
+        # A deadline the run cannot meet refuses the quote as it refuses the push.
+        soon = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=30)
+        with pytest.raises(errors.FailedPrecondition) as late_quote:
+            client.quote(company, "Hurried Engineer", [deployment.uri()], draup_role_id="draup-h", deadline=soon)
+        with pytest.raises(errors.FailedPrecondition) as late_push:
+            client.push(company, "Hurried Engineer", [deployment.uri()], draup_role_id="draup-h", deadline=soon)
+        assert _refusal(late_quote.value) == _refusal(late_push.value), (late_quote.value, late_push.value)
+        assert late_quote.value.reason == "DEADLINE_UNREACHABLE", late_quote.value
+        assert [r.workflow_id for r in client.history(company)] == [run.workflow_id]
+
+    # Quotes are audited as quotes, apart from the pushes.
+    with deployment.client("--role", "admin", "--user", "py-quote-admin") as admin:
+        quotes = _audit_until(
+            lambda: admin.audit(company_id=company, action="Push:validate_only"),
+            lambda entries: len(entries) >= 4,
+        )
+        pushes = _audit_until(lambda: admin.audit(company_id=company, action="Push"), lambda entries: len(entries) >= 3)
+    assert sorted(e.outcome for e in quotes) == ["FAILED_PRECONDITION", "INVALID_ARGUMENT", "OK", "OK"], quotes
+    assert {e.target for e in quotes if e.outcome == "OK"} == {run.workflow_id}, quotes
+    assert sorted(e.outcome for e in pushes) == ["FAILED_PRECONDITION", "INVALID_ARGUMENT", "OK"], pushes
+
+
+def test_a_batch_quote_answers_per_item_and_creates_nothing(deployment: Deployment) -> None:
+    company = deployment.company + "qbatch"
+    with deployment.client("--company", company, "--role", "operator") as client:
+        existing = client.push(company, "Pushed Engineer", [deployment.uri()], draup_role_id="draup-p")
+        # Started (no worker takes it, but its workflow starts): nothing of the company is queued.
+        deadline = time.monotonic() + 30
+        while client.status(existing.workflow_id).status is not RunState.PROCESSING:
+            assert time.monotonic() < deadline, client.status(existing.workflow_id)
+            time.sleep(0.1)
+        reserved = client.usage(company).reserved_tokens
+        single = client.quote(company, "Planned Engineer", [deployment.uri()], draup_role_id="draup-n")
+        items = [
+            {"role_name": "Planned Engineer", "draup_role_id": "draup-n", "documents": [deployment.uri()], "client_ref": "row-1"},
+            {"role_name": "Broken Engineer", "draup_role_id": "", "documents": [], "client_ref": "row-2"},
+            {"role_name": "Planned Engineer", "draup_role_id": "draup-n", "documents": [deployment.uri()], "client_ref": "row-3"},
+            {"role_name": "Pushed Engineer", "draup_role_id": "draup-p", "documents": [deployment.uri()], "client_ref": "row-4"},
+        ]
+        quote = client.quote_batch(company, items)
+
+        assert [(i.index, i.client_ref, i.outcome) for i in quote.items] == [
+            (0, "row-1", "ACCEPTED"), (1, "row-2", "REJECTED"), (2, "row-3", "DUPLICATE"), (3, "row-4", "EXISTING"),
+        ], quote.items
+        new, broken, duplicate, known = quote.items
+        assert (quote.accepted, quote.rejected, quote.duplicates, quote.existing) == (1, 1, 1, 1), quote
+        # The accepted item is planned and estimated as a quote of it alone is.
+        assert (new.workflow_id, new.plan, new.tokens) == (single.workflow_id, single.plan, single.tokens), (new, single)
+        # First in the queue (the pushed run has started), waiting for a worker (none runs yet).
+        assert new.position == single.position == 1 and new.wait_reason == "NO_WORKER" and new.eta_seconds > 0, new
+        assert any(v.startswith("documents") for v in broken.violations), broken
+        assert any(v.startswith("draup_role_id") for v in broken.violations), broken
+        assert quote.rejections() == {1: broken.violations}
+        assert duplicate.violations and not duplicate.plan and duplicate.tokens == 0, duplicate
+        assert known.workflow_id == existing.workflow_id and set(known.plan.values()) == {"reuse"}, known
+        assert known.tokens == 0, "the existing run costs nothing more"
+        # The totals: what the accepted item costs, and when the last new run would end.
+        assert (quote.tokens, quote.eta_seconds) == (new.tokens, new.eta_seconds), quote
+        assert str(quote).startswith("1 accepted, 1 rejected, 1 existing, 1 duplicate"), str(quote)
+        assert str(broken).startswith("#1 row-2 REJECTED: "), str(broken)
+
+        # Nothing was created or reserved, not even the rejected item's VALIDATION_ERROR run.
+        assert [r.workflow_id for r in client.history(company)] == [existing.workflow_id]
+        with pytest.raises(errors.NotFound):
+            client.status(new.workflow_id)
+        assert client.usage(company).reserved_tokens == reserved
+
+        table = to_dataframe(quote.items)
+        assert list(table["outcome"]) == ["ACCEPTED", "REJECTED", "DUPLICATE", "EXISTING"]
+        assert list(table["tokens"]) == [new.tokens, 0, 0, 0]
+
+
+def test_a_deadline_in_the_past_or_without_a_timezone_is_refused(deployment: Deployment, client: PipelineClient) -> None:
+    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    with pytest.raises(errors.InvalidArgument) as invalid:
+        client.push(deployment.company, "Late Engineer", [deployment.uri()], draup_role_id="draup-l", deadline=past)
+    assert [v.field for v in invalid.value.field_violations] == ["options.deadline"], invalid.value
+    assert "must be in the future" in invalid.value.field_violations[0].description
+    with pytest.raises(ValueError, match="timezone-aware"):
+        client.push(deployment.company, "Late Engineer", [deployment.uri()], draup_role_id="draup-l", deadline=dt.datetime(2030, 1, 1))
+    assert not [r for r in client.history(deployment.company) if r.role_name == "Late Engineer"]
+
+
+def test_the_async_client_quotes_like_the_sync_one(deployment: Deployment) -> None:
+    company = deployment.company + "qasync"
+
+    async def scenario() -> None:
+        token = deployment.token("--company", company, "--role", "operator")
+        async with AsyncPipelineClient(deployment.addr, token) as client:
+            quote = await client.quote(
+                company, "Async Quoted Engineer", [deployment.uri()], draup_role_id="draup-aq", skip_enhancement=True
+            )
+            assert quote.creates and quote.state is RunState.QUEUED and quote.tokens > 0, quote
+            runs = {step for step, what in quote.plan.items() if what == "run"}
+            assert runs == {"role_setup", "document_linking", "ai_assessment", "finalize"}, quote.plan
+            assert "skill" in " ".join(s for s, what in quote.plan.items() if what == "skip"), quote.plan
+            with pytest.raises(errors.NotFound):
+                await client.status(quote.workflow_id)
+
+            batch = await client.quote_batch(
+                company,
+                [
+                    {"role_name": "Async Quoted Engineer", "draup_role_id": "draup-aq", "documents": [deployment.uri()]},
+                    {"role_name": "Async Broken Engineer", "draup_role_id": "draup-ab", "documents": []},
+                ],
+                skip_enhancement=True,
+            )
+            assert [i.outcome for i in batch.items] == ["ACCEPTED", "REJECTED"], batch.items
+            assert batch.items[0].plan == quote.plan and batch.tokens == quote.tokens, batch
+            assert list(batch.rejections()) == [1]
+
+            past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+            with pytest.raises(errors.InvalidArgument) as invalid:
+                await client.quote(company, "Async Late Engineer", [deployment.uri()], draup_role_id="draup-al", deadline=past)
+            assert [v.field for v in invalid.value.field_violations] == ["options.deadline"], invalid.value
+            assert [run async for run in client.history(company)] == []
+
+    asyncio.run(scenario())
+
+
 def test_watch_to_ready_resuming_in_the_middle_then_usage(deployment: Deployment, client: PipelineClient) -> None:
     deployment.start_worker()
     run = client.push(deployment.company, "Watched Engineer", [deployment.uri()], draup_role_id="draup-9", skip_enhancement=True)
@@ -253,6 +425,7 @@ def test_watch_to_ready_resuming_in_the_middle_then_usage(deployment: Deployment
     assert done.final and done.status == "READY" and done.steps_done == done.steps_total
     usage = client.usage(deployment.company)
     assert usage.used_tokens > 0 and usage.by_step and usage.period == time.strftime("%Y-%m", time.gmtime())
+    assert usage.budget_tokens == 0 and usage.remaining_tokens is None, "no budget: nothing is said to remain"
 
 
 def test_the_async_client_pushes_watches_to_the_end_and_reads(deployment: Deployment) -> None:

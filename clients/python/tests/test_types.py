@@ -40,6 +40,7 @@ def test_a_users_mistakes_are_caught_by_the_packages_types(tmp_path: Path) -> No
             run = client.push("acme", "Analyst", ["file:///jd.txt"], draup_role_id=7)
             steps: int = run.status
             request = pb.PushRequest(company="acme")
+            quote = client.quote("acme", "Analyst", ["file:///jd.txt"], draup_role_id="d-1", deadline="2030-01-01T00:00Z")
             """
         )
     )
@@ -49,6 +50,7 @@ def test_a_users_mistakes_are_caught_by_the_packages_types(tmp_path: Path) -> No
     assert 'user.py:5: error: Argument "draup_role_id" to "push" of "PipelineClient" has incompatible type "int"' in lines, lines
     assert 'user.py:6: error: Incompatible types in assignment (expression has type "RunState", variable has type "int")' in lines, lines
     assert 'user.py:7: error: Unexpected keyword argument "company" for "PushRequest"' in lines, lines
+    assert 'user.py:8: error: Argument "deadline" to "quote" of "PipelineClient" has incompatible type "str"' in lines, lines
 
 
 def test_every_call_of_both_clients_gives_a_precise_type_never_any(tmp_path: Path) -> None:
@@ -60,10 +62,13 @@ def test_every_call_of_both_clients_gives_a_precise_type_never_any(tmp_path: Pat
         textwrap.dedent(
             """
             import asyncio
+            from datetime import datetime, timedelta, timezone
             from pathlib import Path
 
-            from etter_client import BatchResult, PipelineClient, Run, RunState, Usage, WatchEvent
+            from etter_client import BatchQuote, BatchQuoteItem, BatchResult, PipelineClient, Quote, Run, RunState, Usage, WatchEvent
             from etter_client.aio import AsyncPipelineClient
+
+            SOON = datetime.now(timezone.utc) + timedelta(hours=2)
 
 
             def sync(client: PipelineClient) -> list[str]:
@@ -78,7 +83,18 @@ def test_every_call_of_both_clients_gives_a_precise_type_never_any(tmp_path: Pat
                 again = client.retry(role_id=run.role_id, steps=["ai_assessment"], request_id="r-2")
                 gone = client.cancel(again.workflow_id, "wrong document", request_id="r-3")
                 done = client.wait(run.workflow_id).final and client.status(role_id=run.role_id).final
-                return [state, listed.batch_id, *seen, *ready, usage.period, *entries, gone.status, str(done)]
+                quote: Quote = client.quote("acme", "Analyst", ["file:///jd.txt"], draup_role_id="d-1", deadline=SOON)
+                plan: dict[str, str] = quote.plan
+                late = client.push("acme", "Analyst", ["file:///jd.txt"], draup_role_id="d-1", deadline=SOON)
+                batch_quote: BatchQuote = client.quote_batch("acme", Path("roles.csv"), priority="low")
+                first: BatchQuoteItem = batch_quote.items[0]
+                rejected = [f"{i}: {v}" for i, vs in batch_quote.rejections().items() for v in vs]
+                costs = [quote.cost, batch_quote.cost, float(first.tokens + batch_quote.eta_seconds)]
+                return [
+                    state, listed.batch_id, *seen, *ready, usage.period, *entries, gone.status, str(done),
+                    quote.wait_reason, quote.state, *plan, late.workflow_id, first.outcome, *first.violations,
+                    *rejected, *map(str, costs),
+                ]
 
 
             async def asynchronous(client: AsyncPipelineClient) -> list[str]:
@@ -92,7 +108,13 @@ def test_every_call_of_both_clients_gives_a_precise_type_never_any(tmp_path: Pat
                 again = await client.retry(role_id=run.role_id, steps=["ai_assessment"], request_id="r-2")
                 gone = await client.cancel(again.workflow_id, "wrong document", request_id="r-3")
                 done = (await client.wait(run.workflow_id)).final and (await client.status(role_id=run.role_id)).final
-                return [state, *[str(e) for e in events], *ready, usage.period, *entries, gone.status, str(done)]
+                quote: Quote = await client.quote("acme", "Analyst", ["file:///jd.txt"], draup_role_id="d-1", deadline=SOON)
+                batch_quote: BatchQuote = await client.quote_batch("acme", "roles.csv", skip_enhancement=True)
+                steps = [f"{step}={what}" for item in batch_quote.items for step, what in item.plan.items()]
+                return [
+                    state, *[str(e) for e in events], *ready, usage.period, *entries, gone.status, str(done),
+                    str(quote.creates), quote.workflow_id, *steps, str(batch_quote.tokens),
+                ]
 
 
             async def main() -> None:

@@ -216,7 +216,7 @@ export function UsageView(props: { client: EtterClient; company: string }) {
         <div data-testid="usage">
           <p class="usage-line">
             <strong>{tokens(used)}</strong> tokens used, {tokens(reserved)} reserved by queued and running runs
-            {budget ? <>, of a budget of {tokens(budget)} ({tokens(Number(usage.remainingTokens))} left)</> : <>; no budget is set</>}.
+            {budget ? <>, of a budget of {tokens(budget)} ({tokens(Number(usage.remainingTokens ?? 0n))} left)</> : <>; no budget is set</>}.
             {usage.currency && <> Cost so far: {(Number(usage.usedCostMicros) / 1e6).toFixed(2)} {usage.currency}.</>}
           </p>
           {budget > 0 && (

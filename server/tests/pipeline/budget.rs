@@ -62,6 +62,7 @@ async fn admission_reserves_estimates_refuses_past_the_budget_and_usage_reconcil
     assert_eq!((estimate.cost_micros, estimate.currency.as_str()), (per_run * 3, "USD"), "3 USD a million tokens");
     let before = usage(&mut api).await?;
     assert_eq!((before.budget_tokens, before.used_tokens, before.reserved_tokens), (0, 0, per_run), "no budget yet");
+    assert_eq!(before.remaining_tokens, None, "without a budget nothing is said to remain, not 0");
 
     // A budget of three and a half runs, set live in the companies file.
     let budget = per_run * 7 / 2;
@@ -105,7 +106,7 @@ async fn admission_reserves_estimates_refuses_past_the_budget_and_usage_reconcil
     // Two fit.
     let batch = api.push_batch(with_token(batch(1, 2), &operator)?).await?.into_inner();
     let now = usage(&mut api).await?;
-    assert_eq!((now.reserved_tokens, now.remaining_tokens), (3 * per_run, budget - 3 * per_run));
+    assert_eq!((now.reserved_tokens, now.remaining_tokens), (3 * per_run, Some(budget - 3 * per_run)));
 
     // The worker's usage: the first run's steps record tokens and it ends; its reservation is
     // released, the used tokens are the sum of its steps'; a running run's reservation shrinks by
@@ -125,7 +126,7 @@ async fn admission_reserves_estimates_refuses_past_the_budget_and_usage_reconcil
     let after = usage(&mut api).await?;
     assert_eq!(after.used_tokens, 1500 + 150, "the sum of the steps' tokens");
     assert_eq!(after.reserved_tokens, 2 * per_run - 150, "the ended run released; the running one used 150");
-    assert_eq!(after.remaining_tokens, budget - after.used_tokens - after.reserved_tokens);
+    assert_eq!(after.remaining_tokens, Some(budget - after.used_tokens - after.reserved_tokens));
     let assessment = after.steps.iter().find(|s| s.step == "ai_assessment").context("per step")?;
     assert_eq!((assessment.input_tokens, assessment.output_tokens, assessment.total_tokens), (1300, 350, 1650));
     assert_eq!((after.used_cost_micros, after.currency.as_str()), (1650 * 3, "USD"));

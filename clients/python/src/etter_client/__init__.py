@@ -40,17 +40,31 @@ from etter_client._gen.etter.pipeline.v1.pipeline_service_pb2_grpc import (
 
 from etter_client.client import PipelineClient
 from etter_client.errors import EtterError
-from etter_client.results import BatchProgress, BatchResult, Run, RunState, Usage, WatchEvent, to_dataframe
+from etter_client.results import (
+    BatchProgress,
+    BatchQuote,
+    BatchQuoteItem,
+    BatchResult,
+    Quote,
+    Run,
+    RunState,
+    Usage,
+    WatchEvent,
+    to_dataframe,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BatchProgress",
+    "BatchQuote",
+    "BatchQuoteItem",
     "BatchResult",
     "EtterError",
     "PipelineClient",
     "PipelineServiceServicer",
     "PipelineServiceStub",
+    "Quote",
     "Run",
     "RunState",
     "Usage",

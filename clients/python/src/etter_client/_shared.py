@@ -9,12 +9,14 @@ the two clients cannot drift apart in what they send or how they read it.
 from __future__ import annotations
 
 import csv
+import datetime as _dt
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias, TypeVar
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from etter_client._gen.etter.pipeline.v1 import pipeline_service_pb2 as pb
 from etter_client._gen.etter.pipeline.v1 import resources_pb2 as res
@@ -84,13 +86,28 @@ def _documents(value: object) -> list[res.Document]:
     raise TypeError(f"a batch item's documents are a list, not {value!r}")
 
 
+def timestamp(at: _dt.datetime) -> Timestamp:
+    """The Timestamp of a timezone-aware datetime; ``ValueError`` for a naive one, whose instant
+    is ambiguous (the server would read it as UTC, the caller may have meant local time)."""
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError(
+            f"a deadline must be a timezone-aware datetime, not the naive {at.isoformat()}: "
+            "for example datetime.now(timezone.utc) + timedelta(hours=2)"
+        )
+    stamp = Timestamp()
+    stamp.FromDatetime(at.astimezone(_dt.timezone.utc))
+    return stamp
+
+
 def run_options(
     skip_enhancement: bool = False,
     priority: str | None = None,
     force_rerun: bool = False,
     notify_on_complete: bool = False,
+    deadline: _dt.datetime | None = None,
 ) -> res.RunOptions:
-    """The RunOptions of a push or a batch; ``priority`` is ``"low"``, ``"normal"`` or ``"high"``."""
+    """The RunOptions of a push or a batch; ``priority`` is ``"low"``, ``"normal"`` or ``"high"``;
+    ``deadline`` is a timezone-aware datetime (see :func:`timestamp`)."""
     options = res.RunOptions(
         skip_enhancement_workflows=skip_enhancement, force_rerun=force_rerun, notify_on_complete=notify_on_complete
     )
@@ -99,6 +116,8 @@ def run_options(
             options.priority = res.Priority.Value("PRIORITY_" + priority.strip().upper().removeprefix("PRIORITY_"))
         except ValueError:
             raise ValueError(f"unknown priority {priority!r}: one of low, normal, high") from None
+    if deadline is not None:
+        options.deadline.CopyFrom(timestamp(deadline))
     return options
 
 
@@ -147,8 +166,10 @@ def push_request(
     draup_role_id: str,
     options: res.RunOptions,
     request_id: str | None,
+    validate_only: bool = False,
 ) -> pb.PushRequest:
-    """The PushRequest of a push; a fresh request id unless one is given."""
+    """The PushRequest of a push; a fresh request id unless one is given. ``validate_only`` makes
+    it a quote: checked and answered like the push, and nothing done."""
     return pb.PushRequest(
         company_id=company_id,
         role_name=role_name,
@@ -156,14 +177,20 @@ def push_request(
         documents=[document(d) for d in documents],
         options=options,
         request_id=request_id or str(uuid.uuid4()),
+        validate_only=validate_only,
     )
 
 
 def batch_request(
-    company_id: str, rows: Iterable[Mapping[str, object]], options: res.RunOptions, request_id: str | None
+    company_id: str,
+    rows: Iterable[Mapping[str, object]],
+    options: res.RunOptions,
+    request_id: str | None,
+    validate_only: bool = False,
 ) -> pb.PushBatchRequest:
     """The PushBatchRequest of a batch from item mappings (``role_name``, ``draup_role_id``,
-    ``documents``, optional ``client_ref`` and ``options``); ``options`` are the batch's defaults."""
+    ``documents``, optional ``client_ref`` and ``options``); ``options`` are the batch's defaults.
+    ``validate_only`` makes it a quote: checked and answered per item, and nothing stored."""
     return pb.PushBatchRequest(
         company_id=company_id,
         items=[
@@ -178,6 +205,7 @@ def batch_request(
         ],
         default_options=options,
         request_id=request_id or str(uuid.uuid4()),
+        validate_only=validate_only,
     )
 
 

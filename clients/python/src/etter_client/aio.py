@@ -14,6 +14,7 @@ follow watch streams and convert answers with the same functions (:mod:`etter_cl
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -42,7 +43,7 @@ from etter_client._shared import (
     usage_request,
 )
 from etter_client.errors import from_rpc_error
-from etter_client.results import BatchResult, Run, Usage, WatchEvent
+from etter_client.results import BatchQuote, BatchResult, Quote, Run, Usage, WatchEvent
 
 __all__ = ["AsyncPipelineClient"]
 
@@ -116,12 +117,32 @@ class AsyncPipelineClient:
         force_rerun: bool = False,
         notify_on_complete: bool = False,
         request_id: str | None = None,
+        deadline: _dt.datetime | None = None,
     ) -> Run:
         """Queues a role; see :meth:`etter_client.PipelineClient.push`."""
-        options = run_options(skip_enhancement, priority, force_rerun, notify_on_complete)
+        options = run_options(skip_enhancement, priority, force_rerun, notify_on_complete, deadline)
         request = push_request(company_id, role_name, documents, draup_role_id, options, request_id)
         answer = await self._call(self._stub.Push, request)
         return await self.status(answer.workflow_id)
+
+    async def quote(
+        self,
+        company_id: str,
+        role_name: str,
+        documents: Sequence[DocumentLike],
+        *,
+        draup_role_id: str,
+        skip_enhancement: bool = False,
+        priority: str | None = None,
+        force_rerun: bool = False,
+        notify_on_complete: bool = False,
+        deadline: _dt.datetime | None = None,
+    ) -> Quote:
+        """What :meth:`push` would answer, without doing it; see
+        :meth:`etter_client.PipelineClient.quote`."""
+        options = run_options(skip_enhancement, priority, force_rerun, notify_on_complete, deadline)
+        request = push_request(company_id, role_name, documents, draup_role_id, options, None, validate_only=True)
+        return Quote.from_proto(await self._call(self._stub.Push, request))
 
     async def push_batch(
         self,
@@ -136,6 +157,20 @@ class AsyncPipelineClient:
         :meth:`etter_client.PipelineClient.push_batch`. The CSV is read before anything is sent."""
         request = batch_request(company_id, batch_rows(items), run_options(skip_enhancement, priority), request_id)
         return BatchResult.from_proto(await self._call(self._stub.PushBatch, request))
+
+    async def quote_batch(
+        self,
+        company_id: str,
+        items: Iterable[Mapping[str, object]] | str | Path,
+        *,
+        skip_enhancement: bool = False,
+        priority: str | None = None,
+    ) -> BatchQuote:
+        """What :meth:`push_batch` would answer, without doing it; see
+        :meth:`etter_client.PipelineClient.quote_batch`. The CSV is read before anything is sent."""
+        rows = batch_rows(items)
+        request = batch_request(company_id, rows, run_options(skip_enhancement, priority), None, validate_only=True)
+        return BatchQuote.from_proto(await self._call(self._stub.PushBatch, request))
 
     async def status(self, workflow_id: str | None = None, *, role_id: str | None = None) -> Run:
         """A run by workflow id, or a role's latest run by role id."""

@@ -19,6 +19,7 @@ requests and results with the same functions (:mod:`etter_client._shared`,
 
 from __future__ import annotations
 
+import datetime as _dt
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -48,12 +49,26 @@ from etter_client._shared import (
     usage_request,
 )
 from etter_client.errors import from_rpc_error
-from etter_client.results import BatchProgress, BatchResult, Run, RunState, Usage, WatchEvent, to_dataframe
+from etter_client.results import (
+    BatchProgress,
+    BatchQuote,
+    BatchQuoteItem,
+    BatchResult,
+    Quote,
+    Run,
+    RunState,
+    Usage,
+    WatchEvent,
+    to_dataframe,
+)
 
 __all__ = [
     "BatchProgress",
+    "BatchQuote",
+    "BatchQuoteItem",
     "BatchResult",
     "PipelineClient",
+    "Quote",
     "Run",
     "RunState",
     "Usage",
@@ -130,14 +145,40 @@ class PipelineClient:
         force_rerun: bool = False,
         notify_on_complete: bool = False,
         request_id: str | None = None,
+        deadline: _dt.datetime | None = None,
     ) -> Run:
         """Queues a role. ``documents``: URIs (job descriptions), ``(type, uri)`` pairs or dicts.
         ``priority`` is ``"low"``, ``"normal"`` or ``"high"``. A ``request_id`` (a fresh one by
-        default) makes a retried call return the first answer."""
-        options = run_options(skip_enhancement, priority, force_rerun, notify_on_complete)
+        default) makes a retried call return the first answer. ``deadline`` (a timezone-aware
+        datetime) is when the run must have ended: a push that cannot end by then is refused
+        (:class:`~etter_client.errors.FailedPrecondition`, reason ``DEADLINE_UNREACHABLE``) and a
+        run still queued at it is cancelled."""
+        options = run_options(skip_enhancement, priority, force_rerun, notify_on_complete, deadline)
         request = push_request(company_id, role_name, documents, draup_role_id, options, request_id)
         answer = self._call(self._stub.Push, request)
         return self.status(answer.workflow_id)
+
+    def quote(
+        self,
+        company_id: str,
+        role_name: str,
+        documents: Sequence[DocumentLike],
+        *,
+        draup_role_id: str,
+        skip_enhancement: bool = False,
+        priority: str | None = None,
+        force_rerun: bool = False,
+        notify_on_complete: bool = False,
+        deadline: _dt.datetime | None = None,
+    ) -> Quote:
+        """What :meth:`push` with these arguments would answer, without doing it: whether it
+        creates a run (or an existing run answers), the run's id, plan, tokens, cost, queue
+        position, wait reason and ETA. Every check of a push runs (limits, budget, validation,
+        reading the documents, the deadline) and a refusal is raised as the push's error would
+        be; nothing is created or reserved."""
+        options = run_options(skip_enhancement, priority, force_rerun, notify_on_complete, deadline)
+        request = push_request(company_id, role_name, documents, draup_role_id, options, None, validate_only=True)
+        return Quote.from_proto(self._call(self._stub.Push, request))
 
     def push_batch(
         self,
@@ -156,6 +197,22 @@ class PipelineClient:
         raised."""
         request = batch_request(company_id, batch_rows(items), run_options(skip_enhancement, priority), request_id)
         return BatchResult.from_proto(self._call(self._stub.PushBatch, request))
+
+    def quote_batch(
+        self,
+        company_id: str,
+        items: Iterable[Mapping[str, object]] | str | Path,
+        *,
+        skip_enhancement: bool = False,
+        priority: str | None = None,
+    ) -> BatchQuote:
+        """What :meth:`push_batch` with these items would answer, without doing it: per item its
+        outcome, field violations, plan, tokens and ETA; for the whole, the tokens and cost of
+        what it would accept and when its last run would end. A batch :meth:`push_batch` would
+        refuse whole is raised the same way; nothing is created or reserved."""
+        rows = batch_rows(items)
+        request = batch_request(company_id, rows, run_options(skip_enhancement, priority), None, validate_only=True)
+        return BatchQuote.from_proto(self._call(self._stub.PushBatch, request))
 
     def status(self, workflow_id: str | None = None, *, role_id: str | None = None) -> Run:
         """A run by workflow id, or a role's latest run by role id."""

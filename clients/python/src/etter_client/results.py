@@ -8,6 +8,7 @@ result keeps the message it came from as ``proto``, for the fields it does not c
 from __future__ import annotations
 
 import datetime as _dt
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -19,7 +20,18 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from etter_client._gen.etter.pipeline.v1 import pipeline_service_pb2 as pb
 from etter_client._gen.etter.pipeline.v1 import resources_pb2 as res
 
-__all__ = ["BatchProgress", "BatchResult", "Run", "RunState", "Usage", "WatchEvent", "to_dataframe"]
+__all__ = [
+    "BatchProgress",
+    "BatchQuote",
+    "BatchQuoteItem",
+    "BatchResult",
+    "Quote",
+    "Run",
+    "RunState",
+    "Usage",
+    "WatchEvent",
+    "to_dataframe",
+]
 
 _ROLE_STATUS_PREFIX = "ROLE_STATUS_"
 
@@ -92,6 +104,56 @@ def _time(ts: Timestamp | None) -> _dt.datetime | None:
     return ts.ToDatetime(tzinfo=_dt.timezone.utc)
 
 
+def _wait_reason(value: res.WaitReason.ValueType) -> str:
+    """A ``WaitReason`` without its prefix (``"NO_WORKER"``); ``""`` when not waiting, and for a
+    reason this client does not know (added by a newer server)."""
+    if value == res.WAIT_REASON_UNSPECIFIED:
+        return ""
+    try:
+        return res.WaitReason.Name(value).removeprefix("WAIT_REASON_")
+    except ValueError:
+        return ""
+
+
+def _outcome(value: pb.BatchItemOutcome.ValueType) -> str:
+    """A ``BatchItemOutcome`` without its prefix (``"ACCEPTED"``); ``"UNSPECIFIED"`` for one this
+    client does not know."""
+    try:
+        return pb.BatchItemOutcome.Name(value).removeprefix("BATCH_ITEM_OUTCOME_")
+    except ValueError:
+        return "UNSPECIFIED"
+
+
+# What a planned step's state means for the push: the step runs, its output comes from the run
+# that answers, or it is not part of the run.
+_PLANNED = {res.STEP_STATE_PENDING: "run", res.STEP_STATE_REUSED: "reuse", res.STEP_STATE_SKIPPED: "skip"}
+
+
+def _plan(steps: Iterable[res.PlannedStep]) -> dict[str, str]:
+    """A push's plan as step name → ``"run"``, ``"reuse"`` or ``"skip"``, in plan order (another
+    step state, which a plan does not carry today, reads as its lowercase name)."""
+    plan: dict[str, str] = {}
+    for step in steps:
+        what = _PLANNED.get(step.state)
+        if what is None:
+            try:
+                what = res.StepState.Name(step.state).removeprefix("STEP_STATE_").lower()
+            except ValueError:
+                what = "unspecified"
+        plan[step.name] = what
+    return plan
+
+
+def _steps(plan: dict[str, str]) -> str:
+    """A plan in a few words: ``4 run, 7 skip``."""
+    return ", ".join(f"{n} {what}" for what, n in Counter(plan.values()).items()) or "no steps"
+
+
+def _cost(tokens: int, cost_micros: int, currency: str) -> str:
+    """Tokens and, when the server prices them, the cost: ``12000 tokens (0.0840 USD)``."""
+    return f"{tokens} tokens" + (f" ({cost_micros / 1_000_000:.4f} {currency})" if currency else "")
+
+
 @dataclass
 class Run:
     """One run of a role, as the server reported it (the full message is :attr:`proto`)."""
@@ -114,6 +176,9 @@ class Run:
     create_time: _dt.datetime | None
     end_time: _dt.datetime | None
     proto: res.RunStatus = field(repr=False)
+    #: What the run waits for (``"NO_WORKER"``, ``"COMPANY_CAP"``, …); ``""`` while a step runs
+    #: and once it ended.
+    wait_reason: str = ""
 
     @classmethod
     def from_proto(cls, run: res.RunStatus) -> Run:
@@ -136,6 +201,7 @@ class Run:
             create_time=_time(run.create_time),
             end_time=_time(run.end_time),
             proto=run,
+            wait_reason=_wait_reason(run.wait_reason),
         )
 
     @property
@@ -191,6 +257,168 @@ class BatchResult:
             for i in self.items
             if i.outcome == pb.BATCH_ITEM_OUTCOME_REJECTED
         }
+
+
+@dataclass
+class Quote:
+    """What a push would answer, without doing it (``validate_only``): the run it would create, or
+    the existing run that answers it, with its plan, tokens, cost, queue position and ETA.
+
+    Nothing was created or reserved: :attr:`workflow_id` is the id the new run would get when
+    :attr:`creates`, else the id of the existing run with the same inputs. :attr:`plan` maps each
+    step, in plan order, to ``"run"`` (a new run runs it), ``"reuse"`` (nothing new runs: the
+    existing run's output is what the role gets) or ``"skip"`` (not part of the run). When an
+    existing run answers, :attr:`tokens` and :attr:`eta_seconds` are that run's, as a push
+    would answer them; nothing more would be spent.
+    """
+
+    workflow_id: str
+    role_id: str
+    creates: bool
+    state: RunState
+    position: int
+    #: What the run would wait for (``"NO_WORKER"``, ``"COMPANY_CAP"``, …); ``""`` when nothing.
+    wait_reason: str
+    eta_seconds: int
+    tokens: int
+    cost_micros: int
+    currency: str
+    plan: dict[str, str]
+    proto: pb.PushResponse = field(repr=False)
+
+    @classmethod
+    def from_proto(cls, answer: pb.PushResponse) -> Quote:
+        return cls(
+            workflow_id=answer.workflow_id,
+            role_id=answer.role_id,
+            creates=answer.created,
+            state=RunState.from_proto(answer.status),
+            position=answer.position_in_queue,
+            wait_reason=_wait_reason(answer.wait_reason),
+            eta_seconds=answer.estimated_duration_seconds,
+            tokens=answer.token_estimate.total_tokens,
+            cost_micros=answer.token_estimate.cost_micros,
+            currency=answer.token_estimate.currency,
+            plan=_plan(answer.plan),
+            proto=answer,
+        )
+
+    @property
+    def cost(self) -> float:
+        """The estimated cost in :attr:`currency` units (0 when the server prices nothing)."""
+        return self.cost_micros / 1_000_000
+
+    def __str__(self) -> str:
+        which = "new run" if self.creates else "existing run"
+        queue = f" · #{self.position} in queue" if self.position else ""
+        waits = f" · waits {self.wait_reason}" if self.wait_reason else ""
+        return (
+            f"{which} {self.workflow_id} [{self.state}] · steps {_steps(self.plan)} · "
+            f"{_cost(self.tokens, self.cost_micros, self.currency)} · about {self.eta_seconds} s{queue}{waits}"
+        )
+
+
+@dataclass
+class BatchQuoteItem:
+    """What a batch would answer for one item, without doing it: its outcome (``"ACCEPTED"``,
+    ``"REJECTED"``, ``"EXISTING"``, ``"DUPLICATE"``) and, per outcome, the run it would create or
+    that answers it, its plan (as :attr:`Quote.plan`), tokens and ETA, or its field violations."""
+
+    index: int
+    client_ref: str
+    outcome: str
+    workflow_id: str
+    role_id: str
+    state: RunState
+    position: int
+    wait_reason: str
+    #: Why the item would be rejected, as ``field: description``.
+    violations: list[str]
+    tokens: int
+    cost_micros: int
+    eta_seconds: int
+    plan: dict[str, str]
+    proto: pb.PushBatchItemResult = field(repr=False)
+
+    @classmethod
+    def from_proto(cls, item: pb.PushBatchItemResult) -> BatchQuoteItem:
+        return cls(
+            index=item.index,
+            client_ref=item.client_ref,
+            outcome=_outcome(item.outcome),
+            workflow_id=item.workflow_id,
+            role_id=item.role_id,
+            state=RunState.from_proto(item.status),
+            position=item.position_in_queue,
+            wait_reason=_wait_reason(item.wait_reason),
+            violations=[f"{v.field}: {v.description}" for v in item.field_violations],
+            tokens=item.token_estimate.total_tokens,
+            cost_micros=item.token_estimate.cost_micros,
+            eta_seconds=item.estimated_duration_seconds,
+            plan=_plan(item.plan),
+            proto=item,
+        )
+
+    def __str__(self) -> str:
+        ref = f" {self.client_ref}" if self.client_ref else ""
+        if self.violations:
+            return f"#{self.index}{ref} {self.outcome}: " + "; ".join(self.violations)
+        return f"#{self.index}{ref} {self.outcome} {self.workflow_id} · steps {_steps(self.plan)} · " + (
+            f"{self.tokens} tokens · about {self.eta_seconds} s"
+        )
+
+
+@dataclass
+class BatchQuote:
+    """What PushBatch would answer, without doing it (``validate_only``): one
+    :class:`BatchQuoteItem` per item, the tokens and cost of the items it would accept, and when
+    the last of its runs would end. Nothing was created or reserved."""
+
+    accepted: int
+    rejected: int
+    duplicates: int
+    existing: int
+    tokens: int
+    cost_micros: int
+    currency: str
+    #: Estimated seconds until the last run the batch would create ends.
+    eta_seconds: int
+    items: list[BatchQuoteItem] = field(repr=False)
+    proto: pb.PushBatchResponse = field(repr=False)
+
+    @classmethod
+    def from_proto(cls, answer: pb.PushBatchResponse) -> BatchQuote:
+        items = [BatchQuoteItem.from_proto(item) for item in answer.items]
+        outcomes = Counter(item.outcome for item in items)
+        return cls(
+            accepted=outcomes["ACCEPTED"],
+            rejected=outcomes["REJECTED"],
+            duplicates=outcomes["DUPLICATE"],
+            existing=outcomes["EXISTING"],
+            tokens=answer.token_estimate.total_tokens,
+            cost_micros=answer.token_estimate.cost_micros,
+            currency=answer.token_estimate.currency,
+            eta_seconds=answer.progress.estimated_duration_seconds,
+            items=items,
+            proto=answer,
+        )
+
+    @property
+    def cost(self) -> float:
+        """The estimated cost in :attr:`currency` units (0 when the server prices nothing)."""
+        return self.cost_micros / 1_000_000
+
+    def rejections(self) -> dict[int, list[str]]:
+        """Per item index that would be rejected: its field violations as ``field: description``."""
+        return {item.index: item.violations for item in self.items if item.outcome == "REJECTED"}
+
+    def __str__(self) -> str:
+        counts = (
+            f"{self.accepted} accepted, {self.rejected} rejected, {self.existing} existing, "
+            f"{self.duplicates} duplicate"
+        )
+        ends = f" · the last run ends in about {self.eta_seconds} s" if self.accepted else ""
+        return f"{counts} · {_cost(self.tokens, self.cost_micros, self.currency)}{ends}"
 
 
 @dataclass
@@ -284,7 +512,8 @@ class Usage:
     budget_tokens: int
     used_tokens: int
     reserved_tokens: int
-    remaining_tokens: int
+    #: What is left of the budget; ``None`` when the company has no budget (nothing limits it).
+    remaining_tokens: int | None
     by_step: dict[str, int]
     used_cost: float
     currency: str
@@ -298,7 +527,7 @@ class Usage:
             budget_tokens=answer.budget_tokens,
             used_tokens=answer.used_tokens,
             reserved_tokens=answer.reserved_tokens,
-            remaining_tokens=answer.remaining_tokens,
+            remaining_tokens=answer.remaining_tokens if answer.HasField("remaining_tokens") else None,
             by_step={s.step: s.total_tokens for s in answer.steps},
             used_cost=answer.used_cost_micros / 1_000_000,
             currency=answer.currency,
@@ -319,7 +548,8 @@ def _record(row: object) -> dict[str, object]:
 
 
 def to_dataframe(rows: Iterable[object]) -> Any:
-    """A pandas DataFrame of runs, events or audit entries (needs pandas installed)."""
+    """A pandas DataFrame of runs, events, quotes, a batch quote's items or audit entries (needs
+    pandas installed)."""
     try:
         import pandas as pd
     except ImportError as missing:  # pragma: no cover - depends on the environment

@@ -1009,7 +1009,10 @@ class GetUsageResponse(google.protobuf.message.Message):
     reserved_tokens: builtins.int
     """Tokens its queued and running runs are still estimated to use (current month only)."""
     remaining_tokens: builtins.int
-    """`budget_tokens - used_tokens - reserved_tokens`, never below 0; 0 when there is no budget."""
+    """`budget_tokens - used_tokens - reserved_tokens`, never below 0. Unset when the company has no
+    budget (nothing limits it); check presence (`HasField` in Python, `!== undefined` in
+    TypeScript) rather than reading 0. Before presence was kept, servers answered 0 without a budget.
+    """
     used_cost_micros: builtins.int
     """What `used_tokens` cost, in millionths of `currency` (0 when no prices are configured)."""
     currency: builtins.str
@@ -1036,13 +1039,14 @@ class GetUsageResponse(google.protobuf.message.Message):
         budget_tokens: builtins.int = ...,
         used_tokens: builtins.int = ...,
         reserved_tokens: builtins.int = ...,
-        remaining_tokens: builtins.int = ...,
+        remaining_tokens: builtins.int | None = ...,
         steps: collections.abc.Iterable[Global___StepUsage] | None = ...,
         used_cost_micros: builtins.int = ...,
         currency: builtins.str = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["period_end", b"period_end", "period_start", b"period_start"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["budget_tokens", b"budget_tokens", "company_id", b"company_id", "currency", b"currency", "period", b"period", "period_end", b"period_end", "period_start", b"period_start", "remaining_tokens", b"remaining_tokens", "reserved_tokens", b"reserved_tokens", "steps", b"steps", "used_cost_micros", b"used_cost_micros", "used_tokens", b"used_tokens"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["_remaining_tokens", b"_remaining_tokens", "period_end", b"period_end", "period_start", b"period_start", "remaining_tokens", b"remaining_tokens"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["_remaining_tokens", b"_remaining_tokens", "budget_tokens", b"budget_tokens", "company_id", b"company_id", "currency", b"currency", "period", b"period", "period_end", b"period_end", "period_start", b"period_start", "remaining_tokens", b"remaining_tokens", "reserved_tokens", b"reserved_tokens", "steps", b"steps", "used_cost_micros", b"used_cost_micros", "used_tokens", b"used_tokens"]) -> None: ...
+    def WhichOneof(self, oneof_group: typing.Literal["_remaining_tokens", b"_remaining_tokens"]) -> typing.Literal["remaining_tokens"] | None: ...
 
 Global___GetUsageResponse: typing_extensions.TypeAlias = GetUsageResponse
 
