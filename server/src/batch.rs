@@ -471,7 +471,7 @@ fn role_of(company: &CompanyId, item: &pb::PushBatchItem) -> Option<RoleId> {
 fn item_error(err: &StoreError) -> FieldViolationPb {
     let description = match err {
         StoreError::RunStillActive(active) => {
-            format!("{active}; wait for it to end or cancel it, then push the role again")
+            format!("{active}; wait for that run to end or cancel it, then push the role again")
         }
         other => other.to_string(),
     };
@@ -479,7 +479,7 @@ fn item_error(err: &StoreError) -> FieldViolationPb {
 }
 
 /// A batch's aggregate progress: its runs per state, how many ended, and an estimate of when the
-/// last one ends (the company's whole queue ahead of it, an upper bound, from measured costs).
+/// last one ends: the ETA of its last queued run (its place in the company's queue, its plan).
 pub async fn progress(
     store: &dyn RunStore,
     estimator: &Estimator,
@@ -491,14 +491,16 @@ pub async fn progress(
     let done: u64 = counts.iter().filter(|(s, _)| s.is_final() || **s == RunState::Stale).map(|(_, n)| n).sum();
     let queued = counts.get(&RunState::Queued).copied().unwrap_or(0);
     let processing = counts.get(&RunState::Processing).copied().unwrap_or(0);
-    let plan = etter_core::steps::plan_new(false);
-    let estimated = if queued > 0 {
-        let behind = store.count_runs(Some(&batch.company), &[RunState::Queued]).await?;
-        estimator.remaining_seconds(&plan, Some(u32::try_from(behind).unwrap_or(u32::MAX)), 0)
-    } else if processing > 0 {
-        estimator.run_seconds(&plan)
-    } else {
-        0
+    // The batch ends when its last queued run does: that run's own ETA, as GetStatus answers it.
+    let last = if queued > 0 { store.last_queued_of_batch(&batch.company, &batch.id).await? } else { None };
+    let estimated = match last {
+        Some((position, plan)) => {
+            let plan = plan.unwrap_or_else(|| etter_core::steps::plan_new(false));
+            estimator.remaining_seconds(&plan, Some(position), 0)
+        }
+        // Only started runs left: at most one whole run.
+        None if processing > 0 => estimator.run_seconds(&etter_core::steps::plan_new(false)),
+        None => 0,
     };
     Ok(pb::BatchProgress {
         batch_id: batch.id.to_string(),

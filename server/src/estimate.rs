@@ -10,7 +10,9 @@
 //!   run that has finished some steps has the unfinished fraction of that left;
 //! - **queue wait**: a queued run at position `p` waits for `p - 1` runs to start before it, at
 //!   the rate recent runs started; with no recent starts to measure, runs start in waves of
-//!   `dispatch.max_processing_per_company` and it waits `(p - 1) / cap` whole runs.
+//!   `dispatch.max_processing_per_company` and it waits `(p - 1) / cap` whole runs;
+//! - **dispatch**: a queued run then takes what recent runs that did not wait took from push to
+//!   workflow start (the lower quartile of their creation-to-start times).
 //!
 //! The estimator also answers why a run waits ([`Conditions`], kept by the dispatcher and the
 //! health loop): what holds a run back is what its ETA cannot see.
@@ -44,6 +46,10 @@ struct StepCost {
 struct RunCost {
     /// Mean time a run took beyond its own steps' path.
     overhead: Duration,
+    /// How long a run that did not wait took from its push to its workflow's start: the lower
+    /// quartile of recent runs' time from creation to start (those that waited behind others
+    /// are above it; their wait is the queue's term).
+    dispatch: Duration,
     /// Mean time between two runs starting, when runs started recently.
     start_interval: Option<Duration>,
 }
@@ -53,6 +59,8 @@ struct RunCost {
 pub struct RunTiming {
     /// Its steps.
     pub plan: Plan,
+    /// When it was pushed.
+    pub create: Timestamp,
     /// When its workflow started.
     pub start: Timestamp,
     /// When it ended.
@@ -62,7 +70,7 @@ pub struct RunTiming {
 impl RunTiming {
     /// The timing of an ended run (none for a run without a plan or not started).
     fn of(run: &Run) -> Option<Self> {
-        Some(Self { plan: run.plan.clone()?, start: run.start_time?, end: run.end_time? })
+        Some(Self { plan: run.plan.clone()?, create: run.create_time, start: run.start_time?, end: run.end_time? })
     }
 }
 
@@ -154,6 +162,10 @@ impl Estimator {
             })
             .collect();
         let overhead = mean(&beyond_steps);
+        let mut to_start: Vec<Duration> =
+            recent.iter().filter_map(|run| (run.start - run.create).to_std().ok()).collect();
+        to_start.sort_unstable();
+        let dispatch = to_start.get(to_start.len() / 4).copied().unwrap_or_default();
         let window = chrono::TimeDelta::from_std(START_RATE_WINDOW).unwrap_or(chrono::TimeDelta::MAX);
         let mut starts: Vec<Timestamp> =
             recent.iter().map(|run| run.start).filter(|start| now - *start <= window).collect();
@@ -164,7 +176,7 @@ impl Estimator {
             }
             _ => None,
         };
-        let cost = RunCost { overhead, start_interval };
+        let cost = RunCost { overhead, dispatch, start_interval };
         match self.runs.write() {
             Ok(mut guard) => *guard = cost,
             Err(poisoned) => *poisoned.into_inner() = cost,
@@ -237,10 +249,11 @@ impl Estimator {
         self.steps_path(plan) + self.run_cost().overhead
     }
 
-    /// Estimated time until a run ends: its wait in the queue (when queued at `position`), then
-    /// what is left of it (`finished` of its steps done).
+    /// Estimated time until a run ends: while queued at `position`, its wait for the runs ahead
+    /// and its dispatch; then what is left of it (`finished` of its steps done).
     pub fn remaining(&self, plan: &Plan, position: Option<u32>, finished: usize) -> Duration {
         let whole = self.run_duration(plan);
+        let dispatch = if position.is_some() { self.run_cost().dispatch } else { Duration::ZERO };
         let total = u32::try_from(plan.total().max(1)).unwrap_or(u32::MAX);
         let left = u32::try_from(plan.total().saturating_sub(finished)).unwrap_or(0).min(total);
         let running = whole * left / total;
@@ -252,7 +265,7 @@ impl Estimator {
                 whole.saturating_mul(ahead / cap)
             }
         };
-        running.saturating_add(wait)
+        running.saturating_add(wait).saturating_add(dispatch)
     }
 
     /// [`Estimator::remaining`] in the contract's whole seconds, rounded up: a run that is not
@@ -364,20 +377,30 @@ mod tests {
         estimator.set_measurements(&all.map(|s| measured(s, 250, 0)));
         let plan = plan_new(true);
         assert_eq!(estimator.run_duration(&plan), Duration::from_secs(1));
-        // Three runs of that plan, started 2 s apart, each taking 3 s: 2 s beyond their steps.
+        // Four runs of that plan, started 2 s apart, each taking 3 s: 2 s beyond their steps. The
+        // first three started 100 ms after their push, the last waited 5 s in the queue.
         let now = etter_store::now();
-        let runs: Vec<RunTiming> = (0..3)
+        let runs: Vec<RunTiming> = (0..4)
             .map(|n| {
                 let start = now - chrono::TimeDelta::seconds(10 - 2 * n);
-                RunTiming { plan: plan.clone(), start, end: start + chrono::TimeDelta::seconds(3) }
+                let waited = if n == 3 { chrono::TimeDelta::seconds(5) } else { chrono::TimeDelta::milliseconds(100) };
+                RunTiming {
+                    plan: plan.clone(),
+                    create: start - waited,
+                    start,
+                    end: start + chrono::TimeDelta::seconds(3),
+                }
             })
             .collect();
         estimator.measure_runs(&runs, now);
         assert_eq!(estimator.run_duration(&plan), Duration::from_secs(3));
-        // Fifth in the queue: four starts ahead, one every 2 s, then its own 3 s.
-        assert_eq!(estimator.remaining(&plan, Some(5), 0), Duration::from_secs(8 + 3));
+        let dispatch = Duration::from_millis(100);
+        // Fifth in the queue: four starts ahead, one every 2 s, its dispatch, then its own 3 s.
+        assert_eq!(estimator.remaining(&plan, Some(5), 0), Duration::from_secs(8 + 3) + dispatch);
+        // Started: no dispatch left.
+        assert_eq!(estimator.remaining(&plan, None, 0), Duration::from_secs(3));
         // Starts older than the window say nothing of the rate now: waves again.
         estimator.measure_runs(&runs, now + chrono::TimeDelta::hours(1));
-        assert_eq!(estimator.remaining(&plan, Some(2), 0), Duration::from_secs(3));
+        assert_eq!(estimator.remaining(&plan, Some(2), 0), Duration::from_secs(3) + dispatch);
     }
 }

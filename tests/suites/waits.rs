@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use etter_proto::v1::{
-    Document, DocumentType, GetStatusRequest, PushRequest, RoleStatus, RunStatus, WaitReason, WatchStatusRequest,
-    get_status_request, watch_status_request, watch_status_response,
+    Document, DocumentType, GetStatusRequest, PushBatchItem, PushBatchRequest, PushRequest, RoleStatus, RunStatus,
+    WaitReason, WatchStatusRequest, get_status_request, watch_status_request, watch_status_response,
 };
 use etter_tests::stack::{Client, Profile, ServingStatus, Stack};
 use tokio_stream::StreamExt as _;
@@ -229,6 +229,109 @@ async fn held_by_the_budget(profile: Profile) -> Result<()> {
     ensure!(done.status == RoleStatus::Ready as i32, "{done:#?}");
 
     worker.stop().await?;
+    server.stop().await?;
+    stack.cleanup().await
+}
+
+/// The first heartbeat of a watch of `scope`.
+async fn first_heartbeat(
+    client: &mut Client,
+    scope: watch_status_request::Scope,
+) -> Result<etter_proto::v1::Heartbeat> {
+    let request = WatchStatusRequest { scope: Some(scope), ..Default::default() };
+    let mut stream = client.watch_status(request).await?.into_inner();
+    let within = Duration::from_secs(20);
+    tokio::time::timeout(within, async {
+        while let Some(message) = stream.next().await {
+            if let Some(watch_status_response::Kind::Heartbeat(heartbeat)) = message?.kind {
+                return anyhow::Ok(heartbeat);
+            }
+        }
+        anyhow::bail!("the stream ended without a heartbeat")
+    })
+    .await
+    .with_context(|| format!("no heartbeat within {within:?}"))?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_run_is_told_the_same_position_and_eta_everywhere() -> Result<()> {
+    for profile in [Profile::Postgres, Profile::Embedded] {
+        agreement(profile).await.with_context(|| profile.name())?;
+    }
+    Ok(())
+}
+
+async fn agreement(profile: Profile) -> Result<()> {
+    let stack = Stack::with_profile("agree", profile).await?;
+    let server = stack
+        .start_server_with(&[
+            ("ETTER_DISPATCH__MAX_PROCESSING_PER_COMPANY", "1"),
+            ("ETTER_SERVER__WATCH_HEARTBEAT_INTERVAL", "1s"),
+        ])
+        .await?;
+    let mut client = stack.client(&server).await?;
+    let jd = stack.document("software_engineer_jd.txt")?;
+    let document = || vec![Document { r#type: DocumentType::JobDescription as i32, uri: jd.clone() }];
+    let push = |role: &str| PushRequest {
+        company_id: stack.company.clone(),
+        role_name: role.to_owned(),
+        documents: document(),
+        draup_role_id: "draup-role-31011".to_owned(),
+        ..Default::default()
+    };
+    // No worker: the first run takes the company's one slot and keeps it; the rest wait.
+    let first = client.push(push("Agreed Role 1")).await?.into_inner();
+    wait_for(&mut client, &first.workflow_id, RoleStatus::Processing, WaitReason::NoWorker, SAYS_SO_WITHIN).await?;
+    let item = |role: &str| PushBatchItem {
+        role_name: role.to_owned(),
+        documents: document(),
+        draup_role_id: "draup-role-31011".to_owned(),
+        options: None,
+        client_ref: String::new(),
+    };
+    let batch = client
+        .push_batch(PushBatchRequest {
+            company_id: stack.company.clone(),
+            items: vec![item("Agreed Batch 1"), item("Agreed Batch 2")],
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let acked = batch.progress.clone().context("a batch answer has its progress")?;
+    let last_of_batch = batch.items[1].workflow_id.clone();
+    let pushed = client.push(push("Agreed Role 4")).await?.into_inner();
+
+    // The push answer, GetStatus, a one-run watch and a company watch say the same.
+    let status_of_pushed = status(&mut client, &pushed.workflow_id).await?;
+    let told = (pushed.position_in_queue, pushed.estimated_duration_seconds, pushed.wait_reason);
+    ensure!(told.0 == 3, "behind the batch's two runs: {pushed:?}");
+    let asked =
+        (status_of_pushed.position_in_queue, status_of_pushed.estimated_duration_seconds, status_of_pushed.wait_reason);
+    ensure!(told == asked, "the push answered {told:?}, GetStatus {asked:?}");
+    let one = first_heartbeat(&mut client, watch_status_request::Scope::WorkflowId(pushed.workflow_id.clone())).await?;
+    let company = first_heartbeat(&mut client, watch_status_request::Scope::CompanyId(stack.company.clone())).await?;
+    for heartbeat in [&one, &company] {
+        let entry = heartbeat
+            .queue
+            .iter()
+            .find(|q| q.workflow_id == pushed.workflow_id)
+            .with_context(|| format!("the heartbeat does not place {}: {heartbeat:?}", pushed.workflow_id))?;
+        let beat = (entry.position_in_queue, entry.estimated_duration_seconds, entry.wait_reason);
+        ensure!(beat == asked, "a heartbeat said {beat:?}, GetStatus {asked:?}");
+    }
+
+    // A batch ends when its last run does: its progress gives that run's ETA, at the push and in
+    // a batch watch's heartbeat.
+    let last = status(&mut client, &last_of_batch).await?;
+    ensure!(last.position_in_queue == 2, "{last:#?}");
+    ensure!(acked.estimated_duration_seconds == last.estimated_duration_seconds, "{acked:?} vs {last:#?}");
+    let watched = first_heartbeat(&mut client, watch_status_request::Scope::BatchId(batch.batch_id.clone())).await?;
+    let progress = watched.batch.context("a batch heartbeat has its progress")?;
+    ensure!(progress.estimated_duration_seconds == last.estimated_duration_seconds, "{progress:?} vs {last:#?}");
+    // And later runs ahead of its own, not behind, count: more than the first of the batch.
+    let first_of_batch = status(&mut client, &batch.items[0].workflow_id).await?;
+    ensure!(first_of_batch.estimated_duration_seconds < last.estimated_duration_seconds, "{first_of_batch:#?}");
+
     server.stop().await?;
     stack.cleanup().await
 }

@@ -1105,6 +1105,15 @@ pub trait RunStore: Send + Sync {
     /// whole runs took, for the ETA's measure of what a run costs beyond its steps.
     async fn recently_ended(&self, state: RunState, limit: u32) -> Result<Vec<Run>, StoreError>;
 
+    /// The queued run of `batch` (of `company`) that its company starts last: its place in the
+    /// company's dispatch order, as [`RunStore::queue_position`] answers it, and its plan; `None`
+    /// when none of the batch's runs is queued. A batch's ETA is that run's.
+    async fn last_queued_of_batch(
+        &self,
+        company: &CompanyId,
+        batch: &BatchId,
+    ) -> Result<Option<(u32, Option<Plan>)>, StoreError>;
+
     /// Up to `limit` queued runs whose deadline is at or before `now`, earliest deadline first
     /// (the dispatcher cancels them).
     async fn queued_past_deadline(&self, now: Timestamp, limit: u32) -> Result<Vec<WorkflowId>, StoreError>;

@@ -17,6 +17,7 @@ use super::{
 use etter_core::audit::{AuditEntry, AuditHead};
 use etter_core::ids::{BatchId, CompanyId, DraupRoleId, RoleId, TraceId, WorkflowId};
 use etter_core::lifecycle::RunState;
+use etter_core::steps::Plan;
 
 /// Columns of `runs`, in the order [`run_args`] binds them ([`rows::decode_run`] reads them by
 /// name).
@@ -423,6 +424,29 @@ pub(super) trait Portable: Statements + Sized {
             )
             .bind(id.as_str());
             number("position", self.fetch_one(sql).await?.int("n")?)
+        }
+    }
+
+    /// The queued run of `batch` that its company starts last: its place in the company's dispatch
+    /// order and its plan; `None` when none of the batch's runs is queued.
+    fn last_queued_of_batch(
+        &mut self,
+        company: &CompanyId,
+        batch: &BatchId,
+    ) -> impl Future<Output = Result<Option<(u64, Option<Plan>)>, StoreError>> + Send {
+        async move {
+            let sql = Statement::new(
+                "WITH q AS (SELECT workflow_id, batch_id, plan, \
+                   ROW_NUMBER() OVER (ORDER BY priority DESC, create_time, workflow_id) AS position \
+                   FROM runs WHERE company_id = $1 AND state = 'QUEUED') \
+                 SELECT position, plan FROM q WHERE batch_id = $2 ORDER BY position DESC LIMIT 1",
+            )
+            .bind(company.as_str())
+            .bind(batch.as_str());
+            match self.fetch_optional(sql).await? {
+                Some(row) => Ok(Some((number("position", row.int("position")?)?, row.opt_json("plan")?))),
+                None => Ok(None),
+            }
         }
     }
 

@@ -30,6 +30,7 @@ use etter_core::audit::{AuditEntry, AuditEvent, AuditFilter, AuditHead, ChainKey
 use etter_core::ids::{BatchId, CompanyId, DraupRoleId, RoleId, RoleName, WorkflowId};
 use etter_core::lifecycle::{self, RunState};
 use etter_core::outputs::ContentHash;
+use etter_core::steps::Plan;
 
 const PAGE_TOKEN_VERSION: &str = "v1";
 
@@ -719,6 +720,17 @@ impl<B: Backend> RunStore for SqlStore<B> {
         let runs = tx.recently_ended(state, limit.max(1)).await?;
         tx.commit().await?;
         Ok(runs)
+    }
+
+    async fn last_queued_of_batch(
+        &self,
+        company: &CompanyId,
+        batch: &BatchId,
+    ) -> Result<Option<(u32, Option<Plan>)>, StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        let last = tx.last_queued_of_batch(company, batch).await?;
+        tx.commit().await?;
+        last.map(|(position, plan)| Ok((number("position", to_i64(position))?, plan))).transpose()
     }
 
     async fn queued_past_deadline(&self, now: Timestamp, limit: u32) -> Result<Vec<WorkflowId>, StoreError> {

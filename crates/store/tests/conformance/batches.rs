@@ -151,3 +151,35 @@ pub(crate) async fn a_batch_decides_its_items_in_request_order(ctx: Ctx) -> Resu
     ensure!(store.sequence_heads(&WatchScope::Batch(batch)).await?.len() == 4);
     Ok(())
 }
+
+pub(crate) async fn a_batch_ends_with_its_last_queued_run(ctx: Ctx) -> Result<()> {
+    let store = ctx.store.as_ref();
+    let acme = company("acme")?;
+    let before = create(store, push("acme", "Pushed Before", "b")?).await?;
+    let batch = BatchId::from_random(0x1a57);
+    let items = vec![push("acme", "Batch One", "1")?, push("acme", "Batch Two", "2")?];
+    let created =
+        store.create_batch(NewBatch { id: batch.clone(), company: acme.clone(), request_id: None }, items).await?;
+    let mut runs: Vec<WorkflowId> = Vec::new();
+    for item in &created.items {
+        runs.push(item.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?.run.workflow_id.clone());
+    }
+    let after = create(store, push("acme", "Pushed After", "a")?).await?;
+
+    // Its second run is third in the company's order (after the run pushed before it), whatever
+    // comes after it; the position is the one the run itself is given.
+    let last = store.last_queued_of_batch(&acme, &batch).await?;
+    ensure!(last.as_ref().map(|(p, _)| *p) == Some(3), "{last:?}");
+    ensure!(store.queue_position(&runs[1]).await? == Some(3));
+    ensure!(last.and_then(|(_, plan)| plan) == Some(etter_core::steps::plan_new(false)), "with its plan");
+    // Runs ahead start: the batch's last run moves up.
+    to(store, &before.workflow_id, RunState::Processing).await?;
+    ensure!(store.last_queued_of_batch(&acme, &batch).await?.map(|(p, _)| p) == Some(2));
+    // Its last run starts: the one before it is now the last queued.
+    to(store, &runs[1], RunState::Processing).await?;
+    ensure!(store.last_queued_of_batch(&acme, &batch).await?.map(|(p, _)| p) == Some(1));
+    to(store, &runs[0], RunState::Processing).await?;
+    ensure!(store.last_queued_of_batch(&acme, &batch).await?.is_none(), "nothing of it is queued");
+    ensure!(store.queue_position(&after.workflow_id).await? == Some(1));
+    Ok(())
+}

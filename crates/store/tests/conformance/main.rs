@@ -120,6 +120,7 @@ store_suite!(
     batches: [
         batch_of_2500_runs,
         a_batch_decides_its_items_in_request_order,
+        a_batch_ends_with_its_last_queued_run,
     ],
     history: [
         history_filters_and_keyset_pagination,
