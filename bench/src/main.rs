@@ -49,6 +49,8 @@ enum Scenario {
     Read,
     /// PushBatch of 2,500 roles: time to acknowledge, server CPU per item.
     Batch,
+    /// The same with every document in a local S3-compatible store (moto).
+    BatchS3,
     /// 1,000 WatchStatus streams: event latency and server memory.
     Fanout,
     /// 1,000 roles end to end vs the dev server's no-op workflow throughput.
@@ -154,7 +156,10 @@ async fn main() -> Result<()> {
                     let section = match scenario {
                         Scenario::Push => scenarios::push::run(profile, mode).await,
                         Scenario::Read => scenarios::read::run(profile, mode).await,
-                        Scenario::Batch => scenarios::batch::run(profile, mode).await,
+                        Scenario::Batch => {
+                            scenarios::batch::run(profile, mode, scenarios::batch::Source::FileRoot).await
+                        }
+                        Scenario::BatchS3 => scenarios::batch::run(profile, mode, scenarios::batch::Source::S3).await,
                         Scenario::Fanout => scenarios::fanout::run(profile, mode).await,
                         Scenario::E2e => scenarios::e2e::run(profile, mode).await,
                     }

@@ -1,0 +1,37 @@
+"""A local S3-compatible server (PyPI moto[server]) for tests and benchmarks.
+
+    python moto_s3.py BUCKET [OBJECTS]
+
+Starts moto's S3 on a free loopback port, creates BUCKET and, when OBJECTS > 0, uploads that many
+small text objects `roles/{i}.txt` (a job description each). Prints `READY host:port` once they
+are there, and serves until its standard input closes. Credentials: etter / etter-secret."""
+
+import concurrent.futures
+import logging
+import sys
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+BODY = b"Senior Software Engineer. Designs, builds and reviews backend services; mentors engineers.\n" * 8
+
+bucket = sys.argv[1]
+objects = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+host, port = server.get_host_and_port()
+s3 = boto3.client(
+    "s3",
+    endpoint_url=f"http://{host}:{port}",
+    region_name="us-east-1",
+    aws_access_key_id="etter",
+    aws_secret_access_key="etter-secret",
+)
+s3.create_bucket(Bucket=bucket)
+with concurrent.futures.ThreadPoolExecutor(16) as pool:
+    list(pool.map(lambda i: s3.put_object(Bucket=bucket, Key=f"roles/{i}.txt", Body=BODY), range(objects)))
+print(f"READY {host}:{port}", flush=True)
+sys.stdin.read()
+server.stop()
