@@ -100,15 +100,15 @@ impl Config {
         {
             return invalid(
                 "auth.jwks_file",
-                "the production profile needs the identity provider's keys (auth.jwks_file or auth.public_key_files) \
-                 or ETTER_AUTH__HS256_SECRET; the generated development key is refused",
+                "or auth.public_key_files (the identity provider's keys), or ETTER_AUTH__HS256_SECRET, is required by \
+                 the production profile, which refuses the generated development key",
             );
         }
         self.graph.validate_production()?;
         if self.server.console_dev_login {
             return invalid(
                 "server.console_dev_login",
-                "signs anyone in without a password: refused by the production profile",
+                "signs anyone in without a password, so the production profile refuses it; set it to false",
             );
         }
         if !self.server.audit_key.is_set() {
@@ -401,12 +401,12 @@ impl LimitsConfig {
             return invalid("limits.refused_per_minute", "must be at least 1");
         }
         if self.calls_per_minute == 0 || self.burst == 0 {
-            return invalid("limits.calls_per_minute", "calls_per_minute and burst must be at least 1");
+            return invalid("limits.calls_per_minute", "and limits.burst must be at least 1");
         }
         if self.max_queued_per_company == 0 || self.max_queued < self.max_queued_per_company {
             return invalid(
                 "limits.max_queued",
-                "max_queued_per_company must be at least 1 and max_queued at least max_queued_per_company",
+                "must be at least limits.max_queued_per_company, which must be at least 1",
             );
         }
         if !self.price_per_million_tokens.is_finite() || self.price_per_million_tokens < 0.0 {
@@ -524,7 +524,7 @@ impl DispatchConfig {
         {
             return invalid(
                 "dispatch.max_processing",
-                "caps (and dispatch.claim_batch, dispatch.max_concurrent_starts, dispatch.max_processing_per_company) must be at least 1",
+                "as well as dispatch.max_processing_per_company, dispatch.claim_batch and dispatch.max_concurrent_starts must be at least 1",
             );
         }
         if self.estimate_llm_step_tokens < 0 {
@@ -598,7 +598,7 @@ impl AuthConfig {
             return invalid("auth.hs256_secret", "must be at least 32 bytes");
         }
         if self.issuer.is_empty() || self.audience.is_empty() {
-            return invalid("auth.issuer", "issuer and audience must not be empty");
+            return invalid("auth.issuer", "and auth.audience must not be empty");
         }
         for (key, claim) in [
             ("auth.user_claim", &self.user_claim),

@@ -78,7 +78,7 @@ impl Outlook {
         }
         let description = if blocked {
             let why = match self.wait_reason {
-                pb::WaitReason::NoWorker => "no worker polls the pipeline's task queue",
+                pb::WaitReason::NoWorker => "no worker of the pipeline is running",
                 _ => "the workflow engine (Temporal) is unreachable",
             };
             format!(
@@ -116,7 +116,7 @@ pub fn exceeded(deadline: Timestamp) -> PipelineError {
         message: format!("the run had not started by its deadline {}, so it was cancelled", rfc3339(deadline)),
         recoverable: true,
         step: None,
-        action: Some("Push the role again with a later deadline, or without one.".to_owned()),
+        action: Some("Push the role again with a later deadline, or without one".to_owned()),
     }
 }
 

@@ -81,8 +81,8 @@ fn unavailable(error: &DocumentError) -> ApiError {
     ApiError::DependencyUnavailable {
         reason: "DOCUMENT_STORE_UNAVAILABLE",
         description: format!(
-            "{}: the document could not be checked now ({why}); nothing was stored: send the same request again \
-             in a moment",
+            "{}: the document could not be checked now ({why}), so nothing was stored; send the same request \
+             again in a moment",
             error.uri().unwrap_or_default()
         ),
     }

@@ -189,7 +189,7 @@ impl From<StoreError> for ApiError {
             StoreError::RunStillActive(ref active) => ApiError::FailedPrecondition {
                 reason: "RUN_STILL_ACTIVE",
                 subject: active.latest.to_string(),
-                description: format!("{err}; wait for it to end or cancel it, or push the same inputs"),
+                description: format!("{err}; wait for that run to end or cancel it before pushing other inputs"),
             },
             StoreError::IllegalTransition(ref t) => ApiError::FailedPrecondition {
                 reason: "ILLEGAL_TRANSITION",

@@ -168,8 +168,8 @@ impl<C: Clock + Clone> Limits<C> {
         let full = |subject: String, queued: u64, cap: u64| ApiError::ResourceExhausted {
             reason: "QUEUE_FULL",
             description: format!(
-                "{subject} has {queued} queued runs of at most {cap}; this request adds {adding}, room is left for {}: \
-                 push fewer roles, or wait for queued runs to start",
+                "{subject} has {queued} queued runs of at most {cap}, so there is room for {} more and this request \
+                 adds {adding}; push fewer roles, or wait for queued runs to start",
                 cap.saturating_sub(queued)
             ),
             retry_after: None,
@@ -218,8 +218,9 @@ impl<C: Clock + Clone> Limits<C> {
             return Err(ApiError::ResourceExhausted {
                 reason: "BUDGET_EXCEEDED",
                 description: format!(
-                    "company {company} has no token budget left for this: {numbers}; push fewer roles, wait for \
-                     next month, or ask for a larger budget"
+                    "company {company} has {remaining} tokens of this month's budget left (after what its queued \
+                     and running runs reserve) and this request needs {adding}; push fewer roles, wait for next \
+                     month, or ask for a larger budget"
                 ),
                 retry_after: None,
                 quota: vec![(subject, numbers)],

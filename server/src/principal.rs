@@ -93,5 +93,5 @@ pub fn of<T>(request: &Request<T>) -> Result<Principal, ApiError> {
         .extensions()
         .get::<Principal>()
         .cloned()
-        .ok_or_else(|| ApiError::Unauthenticated("the request was not authenticated".into()))
+        .ok_or_else(|| ApiError::Unauthenticated("no verified caller is attached to the request".into()))
 }

@@ -170,7 +170,7 @@ impl WorkerConfig {
             return invalid("worker.retry_backoff_coefficient", "must be at least 1.0");
         }
         if self.heartbeat_timeout.is_zero() || self.start_to_close_timeout.is_zero() {
-            return invalid("worker.heartbeat_timeout", "timeouts must be positive");
+            return invalid("worker.heartbeat_timeout", "and worker.start_to_close_timeout must be positive");
         }
         Ok(())
     }

@@ -54,7 +54,7 @@ impl StepFailure {
                 if self.recoverable {
                     "Retry the role; the failed steps run again"
                 } else {
-                    "Fix the input named in the message, then push or retry the role"
+                    "Fix the problem the message describes, then push or retry the role"
                 }
                 .to_owned(),
             ),

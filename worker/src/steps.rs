@@ -95,7 +95,7 @@ impl StepRunner {
         match step {
             StepName::RoleSetup => {
                 let draup_role = run.draup_role_id.clone().ok_or_else(|| {
-                    StepFailure::permanent("DRAUP_ROLE_MISSING", "the run has no Draup role id; push it with one")
+                    StepFailure::permanent("DRAUP_ROLE_MISSING", "the run has no Draup role id; push the role with one")
                 })?;
                 let setup = RoleSetup { company: run.company_id.clone(), role_name: run.role_name.clone(), draup_role };
                 self.graph.write(role, StepOutput::RoleSetup(&setup)).await?;

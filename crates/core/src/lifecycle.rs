@@ -106,7 +106,7 @@ pub fn transition(from: RunState, to: RunState) -> Result<(), IllegalTransition>
 
 /// Why a role cannot get a new run now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the role's latest run is {latest}; a new run can start only after it ends")]
+#[error("the role's latest run is still {latest}, so the role cannot get a new run yet")]
 pub struct RunStillActive {
     /// The state of the role's latest run.
     pub latest: RunState,

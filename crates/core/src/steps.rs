@@ -416,7 +416,9 @@ pub enum PlanError {
     #[error("unknown step `{0}`; steps are: {steps}", steps = StepName::ALL.map(StepName::as_str).join(", "))]
     UnknownStep(String),
     /// A requested step is an enhancement while enhancements are switched off for this role.
-    #[error("step `{0}` is an enhancement step and the run skips enhancement workflows")]
+    #[error(
+        "step `{0}` is an enhancement step, which this run skips (options.skip_enhancement_workflows); push the role without that option to run it"
+    )]
     SkippedByOptions(StepName),
     /// Nothing would run.
     #[error("nothing to re-run: every step completed and no step was named")]

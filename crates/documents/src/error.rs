@@ -31,7 +31,7 @@ pub enum DocumentError {
     },
     /// A scheme other than `file` or `s3`.
     #[error(
-        "{uri}: unsupported scheme `{scheme}`; documents must be s3://bucket/key or file:///path under the worker's documents root"
+        "{uri}: unsupported scheme `{scheme}`; name the document as s3://bucket/key or as file:///path under the documents root"
     )]
     UnsupportedScheme {
         /// The URI as given.
@@ -40,16 +40,14 @@ pub enum DocumentError {
         scheme: String,
     },
     /// A `..` segment.
-    #[error(
-        "{uri}: path traversal (`..`) is not allowed; name the document by its absolute path under the documents root"
-    )]
+    #[error("{uri}: `..` is not allowed in a document's path; write the path without it")]
     Traversal {
         /// The URI as given.
         uri: String,
     },
     /// A `file://` path outside the configured documents root.
     #[error(
-        "{uri}: outside the documents root of this worker; copy the document under the documents root or upload it to S3"
+        "{uri}: outside the documents root the pipeline reads files from (documents.file_root); copy the document under that folder or upload it to S3"
     )]
     OutsideRoot {
         /// The URI as given.
@@ -65,14 +63,16 @@ pub enum DocumentError {
     },
     /// `file://` URIs while no documents root is configured.
     #[error(
-        "{uri}: file:// documents are not enabled on this worker (documents.file_root is empty); upload the document to S3"
+        "{uri}: this deployment reads no file:// documents (documents.file_root is not set); upload the document to S3"
     )]
     FileSourceDisabled {
         /// The URI as given.
         uri: String,
     },
     /// A bucket not in `documents.s3.allowed_buckets`.
-    #[error("{uri}: bucket `{bucket}` is not one documents may be read from (documents.s3.allowed_buckets)")]
+    #[error(
+        "{uri}: bucket `{bucket}` is not one documents may be read from (documents.s3.allowed_buckets); upload the document to an allowed bucket"
+    )]
     BucketNotAllowed {
         /// The URI as given.
         uri: String,
@@ -86,14 +86,14 @@ pub enum DocumentError {
         uri: String,
     },
     /// A directory, device or pipe where a file was expected.
-    #[error("{uri}: not a regular file")]
+    #[error("{uri}: not a regular file (for example a folder); name the document's file itself")]
     NotAFile {
         /// The URI as given.
         uri: String,
     },
     /// The store refused the worker's credentials or permissions.
     #[error(
-        "{uri}: access denied by the document store ({detail}); check the worker's S3 credentials and the bucket policy"
+        "{uri}: access denied by the document store ({detail}); check the pipeline's S3 credentials and the bucket policy, or the file's permissions"
     )]
     AccessDenied {
         /// The URI as given.
@@ -102,7 +102,7 @@ pub enum DocumentError {
         detail: String,
     },
     /// The store could not be reached or failed; worth retrying.
-    #[error("{uri}: the document store is unavailable ({detail}); the fetch will be retried")]
+    #[error("{uri}: the document store is unavailable ({detail}); try again later")]
     Unavailable {
         /// The URI as given.
         uri: String,
@@ -110,7 +110,7 @@ pub enum DocumentError {
         detail: String,
     },
     /// The fetch did not finish in time; worth retrying.
-    #[error("{uri}: fetching the document did not finish within {timeout:?}; the fetch will be retried")]
+    #[error("{uri}: fetching the document did not finish within {timeout:?}; try again later")]
     FetchTimeout {
         /// The URI as given.
         uri: String,
@@ -119,8 +119,8 @@ pub enum DocumentError {
     },
     /// The check before queueing did not finish in time (the store is slow or unreachable).
     #[error(
-        "{uri}: checking that the document exists did not finish within {timeout:?}; the document store may be \
-         slow or unreachable: push again in a moment"
+        "{uri}: checking the document did not finish within {timeout:?}, so the document store may be slow or \
+         unreachable; push again in a moment"
     )]
     CheckTimeout {
         /// The URI as given.
@@ -250,7 +250,7 @@ pub enum DocumentError {
         format: DocumentFormat,
     },
     /// Every extraction slot stayed busy; worth retrying.
-    #[error("{uri}: the worker is busy extracting other documents (waited {waited:?}); the extraction will be retried")]
+    #[error("{uri}: the worker is busy extracting other documents (waited {waited:?}); try again later")]
     Busy {
         /// The URI as given.
         uri: String,
@@ -258,7 +258,7 @@ pub enum DocumentError {
         waited: Duration,
     },
     /// A local I/O failure while reading; worth retrying.
-    #[error("{uri}: reading the document failed ({detail}); the read will be retried")]
+    #[error("{uri}: reading the document failed ({detail}); try again later")]
     Io {
         /// The URI as given.
         uri: String,

@@ -91,7 +91,7 @@ impl LlmConfig {
         if self.requests_per_minute == 0 || self.tokens_per_minute == 0 || self.max_concurrent == 0 {
             return invalid(
                 "llm.requests_per_minute",
-                "rate limits (and llm.tokens_per_minute, llm.max_concurrent) must be at least 1",
+                "as well as llm.tokens_per_minute and llm.max_concurrent must be at least 1",
             );
         }
         if self.max_attempts == 0 {

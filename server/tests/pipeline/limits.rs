@@ -100,7 +100,7 @@ async fn a_batch_past_the_queue_cap_is_refused_whole_with_the_numbers() -> anyho
     assert_eq!(refused.get_details_error_info().map(|i| i.reason).as_deref(), Some("QUEUE_FULL"));
     assert!(
         refused.message().contains("has 3 queued runs of at most 5")
-            && refused.message().contains("room is left for 2"),
+            && refused.message().contains("so there is room for 2 more"),
         "{refused:?}"
     );
     let quota = refused.get_details_quota_failure().context("QuotaFailure")?;
