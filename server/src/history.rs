@@ -42,7 +42,7 @@ pub async fn history(
     request: pb::HistoryRequest,
 ) -> Result<pb::HistoryResponse, ApiError> {
     let company = CompanyId::parse(&request.company_id)
-        .map_err(|e| ApiError::invalid(INVALID_HISTORY, "company_id", e.to_string()))?;
+        .map_err(|e| ApiError::invalid(INVALID_HISTORY, "company_id", e.problem))?;
     principal.authorize_company(&company)?;
     cx.limits.admit_call(&company)?;
     let (filter, page) = validate(cx.tokens, company, &request)?;
@@ -116,16 +116,17 @@ pub(crate) fn validate(
     Ok((filter, PageRequest { size, token }))
 }
 
-fn parse_optional<T, E: std::fmt::Display>(
+fn parse_optional<T>(
     value: &str,
-    parse: impl Fn(&str) -> Result<T, E>,
+    parse: impl Fn(&str) -> Result<T, etter_core::ids::InvalidId>,
     field: &str,
     violations: &mut Vec<Violation>,
 ) -> Option<T> {
     if value.is_empty() {
         return None;
     }
-    parse(value).map_err(|e| violations.push(Violation::new(field, e.to_string()))).ok()
+    // The violation names its field: its description is the rule alone.
+    parse(value).map_err(|e| violations.push(Violation::new(field, e.problem))).ok()
 }
 
 fn time(value: Option<&prost_types::Timestamp>, field: &str, violations: &mut Vec<Violation>) -> Option<Timestamp> {

@@ -20,7 +20,7 @@ pub fn request_id(value: &str, reason: &'static str) -> Result<Option<RequestId>
     if value.is_empty() {
         return Ok(None);
     }
-    RequestId::parse(value).map(Some).map_err(|e| ApiError::invalid(reason, "request_id", e.to_string()))
+    RequestId::parse(value).map(Some).map_err(|e| ApiError::invalid(reason, "request_id", e.problem))
 }
 
 /// Hex SHA-256 of a message's encoding. Callers pass the request with its `request_id` cleared.

@@ -101,7 +101,7 @@ impl ValidPush {
 
 /// The company of a push, parsed first so authorization can run before the rest is validated.
 pub fn company_of(request: &pb::PushRequest) -> Result<CompanyId, ApiError> {
-    CompanyId::parse(&request.company_id).map_err(|e| ApiError::invalid(INVALID_ROLE, "company_id", e.to_string()))
+    CompanyId::parse(&request.company_id).map_err(|e| ApiError::invalid(INVALID_ROLE, "company_id", e.problem))
 }
 
 /// Validates every field of a push and reports every invalid one.
@@ -113,14 +113,16 @@ pub fn validate(request: &pb::PushRequest, documents_config: &DocumentsConfig) -
         }
     };
     let company = CompanyId::parse(&request.company_id);
-    check("company_id", company.as_ref().map(|_| ()).map_err(ToString::to_string));
+    // A violation names its field: its description is the rule alone.
+    let rule = |e: &etter_core::ids::InvalidId| e.problem.clone();
+    check("company_id", company.as_ref().map(|_| ()).map_err(rule));
     let role_name = RoleName::parse(&request.role_name);
-    check("role_name", role_name.as_ref().map(|_| ()).map_err(ToString::to_string));
+    check("role_name", role_name.as_ref().map(|_| ()).map_err(rule));
     let draup = DraupRoleId::parse(&request.draup_role_id);
-    check("draup_role_id", draup.as_ref().map(|_| ()).map_err(ToString::to_string));
+    check("draup_role_id", draup.as_ref().map(|_| ()).map_err(rule));
     let request_id = (!request.request_id.is_empty()).then(|| RequestId::parse(&request.request_id));
     if let Some(Err(e)) = &request_id {
-        check("request_id", Err(e.to_string()));
+        check("request_id", Err(rule(e)));
     }
     if request.documents.is_empty() {
         check("documents", Err("at least one document is required".to_owned()));

@@ -58,11 +58,11 @@ pub(crate) fn validate(request: &pb::RetryRequest) -> Result<ValidRetry, ApiErro
     use pb::retry_request::Target as Pb;
     let target = match &request.target {
         Some(Pb::WorkflowId(id)) => {
-            WorkflowId::parse(id).map_err(|e| ApiError::invalid(INVALID_REQUEST, "workflow_id", e.to_string()))?;
+            WorkflowId::parse(id).map_err(|e| ApiError::invalid(INVALID_REQUEST, "workflow_id", e.problem))?;
             Target::Run(id.clone())
         }
         Some(Pb::RoleId(id)) => {
-            Target::Role(RoleId::parse(id).map_err(|e| ApiError::invalid(INVALID_REQUEST, "role_id", e.to_string()))?)
+            Target::Role(RoleId::parse(id).map_err(|e| ApiError::invalid(INVALID_REQUEST, "role_id", e.problem))?)
         }
         None => return Err(ApiError::invalid(INVALID_REQUEST, "target", "set workflow_id or role_id")),
     };

@@ -133,7 +133,7 @@ test("a CSV with bad rows is answered row by row, the bad ones explained", async
   const text = await rows.allTextContents();
   assert.equal(text.length, 4, text.join("\n"));
   assert.match(text[0], /^2Underwriter.*Queued/);
-  assert.match(text[1], /^3Actuary.*Rejected.*Draup role ID: /);
+  assert.match(text[1], /^3Actuary.*Rejected.*Draup role ID: must not be empty/);
   assert.match(text[2], /^4Fraud Investigator.*Rejected.*Documents: /);
   assert.match(text[3], /^5Underwriter.*Duplicate in this file.*Same role as row 2; this row was ignored/);
   assert.match(await page.getByTestId("batch-result").textContent(), /1 queued, 2 rejected, 1 duplicate in this file/);
