@@ -79,8 +79,8 @@ pub async fn push_batch(
     request: pb::PushBatchRequest,
 ) -> Result<pb::PushBatchResponse, ApiError> {
     principal.require_operator()?;
-    let company = CompanyId::parse(&request.company_id)
-        .map_err(|e| ApiError::invalid(INVALID_BATCH, "company_id", e.problem))?;
+    let company =
+        CompanyId::parse(&request.company_id).map_err(|e| ApiError::invalid(INVALID_BATCH, "company_id", e.problem))?;
     principal.authorize_write(&company)?;
     cx.limits.admit_call(&company)?;
     let request_id = idempotency::request_id(&request.request_id, INVALID_BATCH)?;
