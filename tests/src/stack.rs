@@ -217,7 +217,9 @@ impl Stack {
             Profile::Postgres => {
                 let admin_url = service_setting("ETTER_TEST__POSTGRES_ADMIN_URL", "postgres")?;
                 parts.push(("ETTER_GRAPH__URI", service_setting("ETTER_GRAPH__URI", "neo4j")?));
-                let db = name.to_lowercase();
+                // A database name is an SQL identifier: letters, digits and underscores only.
+                let db: String =
+                    name.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
                 let mut admin =
                     sqlx::PgConnection::connect(&admin_url).await.context("connecting to PostgreSQL as admin")?;
                 admin.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}"))).await?;
