@@ -4,6 +4,15 @@ use std::time::Duration;
 
 use super::DocumentFormat;
 
+/// The message of an invalid URI; an empty one is said to be missing.
+fn invalid_uri(uri: &str, problem: &str) -> String {
+    if uri.is_empty() {
+        "no document URI was given; name the document as s3://bucket/key or as file:///path".to_owned()
+    } else {
+        format!("{uri}: not a valid document URI: {problem}")
+    }
+}
+
 /// Why a document could not be fetched or its text extracted.
 ///
 /// Every variant names the document by the URI the client gave (never by a host path it resolves
@@ -22,7 +31,7 @@ use super::DocumentFormat;
 #[non_exhaustive]
 pub enum DocumentError {
     /// Not a URI this pipeline accepts.
-    #[error("{uri}: not a valid document URI: {problem}")]
+    #[error("{}", invalid_uri(uri, problem))]
     InvalidUri {
         /// The URI as given.
         uri: String,

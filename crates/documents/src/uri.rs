@@ -233,6 +233,12 @@ mod tests {
                 }
             }
         }
+        // A missing URI is said to be missing, not shown as an empty name.
+        let missing = DocumentUri::parse("").map(|_| ()).map_err(|e| e.to_string());
+        assert_eq!(
+            missing,
+            Err("no document URI was given; name the document as s3://bucket/key or as file:///path".to_owned())
+        );
     }
 
     #[test]
