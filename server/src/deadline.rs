@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use crate::estimate::Estimator;
 
 /// The reason of a push refused for its deadline.
-pub const UNREACHABLE: &str = "DEADLINE_UNREACHABLE";
+pub use crate::error::DEADLINE_UNREACHABLE as UNREACHABLE;
 
 /// The error code of a run cancelled because its deadline passed while it was queued.
 pub const EXCEEDED: &str = "DEADLINE_EXCEEDED";

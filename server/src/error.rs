@@ -9,6 +9,9 @@ use etter_store::StoreError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
+/// The reason of a push refused for its deadline (`RunOptions.deadline`).
+pub const DEADLINE_UNREACHABLE: &str = "DEADLINE_UNREACHABLE";
+
 /// The `ErrorInfo.domain` of every error this service returns.
 pub const ERROR_DOMAIN: &str = "etter.pipeline";
 
@@ -158,7 +161,7 @@ impl ApiError {
             | Self::Aborted { reason, .. }
             | Self::ResourceExhausted { reason, .. }
             | Self::DependencyUnavailable { reason, .. } => reason,
-            Self::DeadlineUnreachable { .. } => crate::deadline::UNREACHABLE,
+            Self::DeadlineUnreachable { .. } => DEADLINE_UNREACHABLE,
             Self::Unimplemented { .. } => "NOT_IMPLEMENTED",
             Self::Unavailable(_) => "UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
@@ -194,7 +197,7 @@ impl From<StoreError> for ApiError {
             StoreError::IllegalTransition(ref t) => ApiError::FailedPrecondition {
                 reason: "ILLEGAL_TRANSITION",
                 subject: t.from.to_string(),
-                description: err.to_string(),
+                description: format!("{err}; it moved on meanwhile, so read its status and decide again"),
             },
             StoreError::RoleIdCollision { .. } => ApiError::invalid("INVALID_ROLE", "role_name", err.to_string()),
             StoreError::Conflict(message) => {

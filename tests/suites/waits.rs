@@ -113,6 +113,14 @@ async fn waits(profile: Profile) -> Result<()> {
     ensure!(queued.position_in_queue == 1, "{queued:#?}");
     ensure!(stack.health(&server, "etter.worker").await? == Some(ServingStatus::NotServing));
     ensure!(heartbeat_reason(&mut client, &first.workflow_id).await? == WaitReason::NoWorker);
+    // A company watch places its processing runs that wait for a worker too, at position 0.
+    let company = first_heartbeat(&mut client, watch_status_request::Scope::CompanyId(stack.company.clone())).await?;
+    let placed = company
+        .queue
+        .iter()
+        .find(|q| q.workflow_id == first.workflow_id)
+        .with_context(|| format!("the company heartbeat does not place {}: {company:?}", first.workflow_id))?;
+    ensure!(placed.wait_reason == WaitReason::NoWorker as i32 && placed.position_in_queue == 0, "{placed:?}");
 
     // A worker with one slot, whose first step never finishes: the first run to get the slot holds
     // it, the other processing run waits for a slot, and the queued one for its company's cap.

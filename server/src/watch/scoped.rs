@@ -174,7 +174,8 @@ pub async fn open(
     };
     let deadline = Instant::now() + cx.settings.max_lifetime;
     Ok(super::outbox::drive(64, |tx| {
-        Watch { cx, scope, marks: BTreeMap::new(), plans: HashMap::new(), tx, deadline }.run(marks)
+        Watch { cx, scope, marks: BTreeMap::new(), plans: HashMap::new(), idle: HashMap::new(), tx, deadline }
+            .run(marks)
     }))
 }
 
@@ -185,6 +186,8 @@ struct Watch {
     marks: BTreeMap<WorkflowId, u64>,
     /// The plans of runs read so far (heartbeat ETAs).
     plans: HashMap<WorkflowId, Plan>,
+    /// Runs last seen processing with no step running (waiting for a worker), with their ETA then.
+    idle: HashMap<WorkflowId, i64>,
     tx: Sender,
     deadline: Instant,
 }
@@ -248,12 +251,12 @@ impl Watch {
             let mut statuses = Vec::with_capacity(chunk.len());
             for run in chunk {
                 let attempts = self.cx.kept_steps.steps(store.as_ref(), run).await?;
-                statuses.push(status::assemble(
-                    run,
-                    &attempts,
-                    positions.get(&run.workflow_id).copied(),
-                    &self.cx.estimator,
-                ));
+                let status =
+                    status::assemble(run, &attempts, positions.get(&run.workflow_id).copied(), &self.cx.estimator);
+                if let Some(eta) = idle_eta(&status) {
+                    self.idle.insert(run.workflow_id.clone(), eta);
+                }
+                statuses.push(status);
                 self.marks.insert(run.workflow_id.clone(), run.sequence);
                 self.plans.insert(run.workflow_id.clone(), status::plan_of(run));
             }
@@ -296,6 +299,12 @@ impl Watch {
                 if !self.plans.contains_key(run) {
                     self.plans.insert(run.clone(), plan.clone());
                 }
+            }
+            for (run, idle) in &pass.idle {
+                match idle {
+                    Some(eta) => self.idle.insert(run.clone(), *eta),
+                    None => self.idle.remove(run),
+                };
             }
             if !pass.frames.is_empty() {
                 last_sent = Instant::now();
@@ -349,6 +358,17 @@ impl Watch {
                 wait_reason: self.cx.estimator.conditions().queued(self.scope.company(), *position) as i32,
             });
         }
+        // Processing runs with no step running wait for a worker: placed too, at position 0.
+        self.idle.retain(|run, _| marks.contains_key(run) && !positions.contains_key(run));
+        let waiting = self.cx.estimator.conditions().processing() as i32;
+        for (run, eta) in &self.idle {
+            queue.push(pb::QueuePosition {
+                workflow_id: run.to_string(),
+                position_in_queue: 0,
+                estimated_duration_seconds: *eta,
+                wait_reason: waiting,
+            });
+        }
         queue.sort_by_key(|q| q.position_in_queue);
         let heartbeat = pb::Heartbeat {
             server_time: Some(convert::timestamp(etter_store::now())),
@@ -393,6 +413,8 @@ pub struct Pass {
     marks: MarksKey,
     /// Plans of the runs the frames are about (heartbeat ETAs).
     plans: Vec<(WorkflowId, Plan)>,
+    /// Of the runs the frames are about, whether each waits for a worker (its ETA) or not.
+    idle: Vec<(WorkflowId, Option<i64>)>,
     /// A full page of events was read: look again at once.
     full: bool,
     /// A batch whose runs have all ended, every event sent: the stream is over.
@@ -436,7 +458,7 @@ async fn look(
     };
     let full = events.len() == EVENT_PAGE as usize;
     let (token_scope, binding) = (scope.token_scope(), scope.binding());
-    let (mut frames, mut plans) = (Vec::with_capacity(events.len()), Vec::new());
+    let (mut frames, mut plans, mut idle) = (Vec::with_capacity(events.len()), Vec::new(), Vec::new());
     let mut current: Option<Arc<StatusRead>> = None;
     for event in events.iter() {
         let read = match &current {
@@ -462,6 +484,7 @@ async fn look(
                     })
                     .await?;
                 plans.push((event.workflow_id.clone(), read.plan.clone()));
+                idle.push((event.workflow_id.clone(), idle_eta(&read.status)));
                 current = Some(Arc::clone(&read));
                 read
             }
@@ -488,5 +511,12 @@ async fn look(
         }
         _ => false,
     };
-    Ok(Pass { frames, marks: MarksKey::new(marks), plans, full, over })
+    Ok(Pass { frames, marks: MarksKey::new(marks), plans, idle, full, over })
+}
+
+/// The ETA of a run that is processing with no step running (waiting for a worker); `None` for any
+/// other run.
+fn idle_eta(status: &pb::RunStatus) -> Option<i64> {
+    (status.status == pb::RoleStatus::Processing as i32 && status.current_steps.is_empty())
+        .then_some(status.estimated_duration_seconds)
 }

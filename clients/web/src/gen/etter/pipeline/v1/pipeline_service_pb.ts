@@ -788,8 +788,8 @@ export type Heartbeat = Message<"etter.pipeline.v1.Heartbeat"> & {
   serverTime?: Timestamp | undefined;
 
   /**
-   * Where the waiting runs in scope stand (queued runs, and for a one-run scope a processing run
-   * with no step running), with what each waits for.
+   * Where the waiting runs in scope stand, with what each waits for: queued runs, and processing
+   * runs with no step running (at position 0, waiting for a worker).
    *
    * @generated from field: repeated etter.pipeline.v1.QueuePosition queue = 2;
    */

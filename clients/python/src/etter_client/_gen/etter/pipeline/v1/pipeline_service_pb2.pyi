@@ -651,8 +651,8 @@ class Heartbeat(google.protobuf.message.Message):
 
     @property
     def queue(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___QueuePosition]:
-        """Where the waiting runs in scope stand (queued runs, and for a one-run scope a processing run
-        with no step running), with what each waits for.
+        """Where the waiting runs in scope stand, with what each waits for: queued runs, and processing
+        runs with no step running (at position 0, waiting for a worker).
         """
 
     @property
