@@ -68,7 +68,7 @@ pub async fn run(profile: Profile, mode: Mode, source: Source) -> Result<Section
         Source::FileRoot => "on the file root".to_owned(),
         Source::S3 => format!(
             "in a local S3-compatible store (moto on loopback; `documents.max_concurrent_checks` = {CHECKS} at \
-             once, a HEAD and a read of the first bytes each)"
+             once, one ranged GET each, whose Content-Range gives the size)"
         ),
     };
     section.notes.push(format!(

@@ -13,7 +13,7 @@ use std::{
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::{
-    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig,
+    BackoffConfig, ClientOptions, GetOptions, ObjectStore, ObjectStoreExt, RetryConfig,
     aws::AmazonS3Builder,
     client::{HttpError, HttpErrorKind},
     path::Path as ObjectPath,
@@ -189,19 +189,37 @@ impl Documents {
         self.read_file(uri, path, SNIFF_BYTES).await
     }
 
-    /// An object's size (a HEAD) and its first bytes (a ranged GET).
+    /// An object's size and its first bytes, in one request: a GET of the first bytes answers the
+    /// whole object's size too (its Content-Range). The store refuses a range of an empty object
+    /// (416): any failure but a missing object falls back to a HEAD, which says what is wrong (or
+    /// that the object is empty).
     async fn head_s3(&self, uri: &DocumentUri, bucket: &str, key: &str) -> Result<(u64, Vec<u8>), DocumentError> {
         let (store, location) = self.s3_object(uri, bucket, key)?;
-        let meta = store.head(&location).await.map_err(|e| s3_error(uri, &e))?;
         let max = self.config.max_bytes;
-        if meta.size > max {
-            return Err(DocumentError::TooLarge { uri: uri.to_string(), max });
-        }
-        if meta.size == 0 {
-            return Ok((0, Vec::new()));
-        }
-        let head = store.get_range(&location, 0..meta.size.min(SNIFF_BYTES)).await.map_err(|e| s3_error(uri, &e))?;
-        Ok((meta.size, head.to_vec()))
+        let options = GetOptions { range: Some((0..SNIFF_BYTES).into()), ..GetOptions::default() };
+        let (size, head) = match store.get_opts(&location, options).await {
+            Ok(got) => {
+                let size = got.meta.size;
+                if size > max {
+                    return Err(DocumentError::TooLarge { uri: uri.to_string(), max });
+                }
+                (size, got.bytes().await.map_err(|e| s3_error(uri, &e))?)
+            }
+            Err(e @ object_store::Error::NotFound { .. }) => return Err(s3_error(uri, &e)),
+            Err(_) => {
+                let meta = store.head(&location).await.map_err(|e| s3_error(uri, &e))?;
+                if meta.size > max {
+                    return Err(DocumentError::TooLarge { uri: uri.to_string(), max });
+                }
+                if meta.size == 0 {
+                    return Ok((0, Vec::new()));
+                }
+                let head =
+                    store.get_range(&location, 0..meta.size.min(SNIFF_BYTES)).await.map_err(|e| s3_error(uri, &e))?;
+                (meta.size, head)
+            }
+        };
+        Ok((size, head.to_vec()))
     }
 
     /// Extracts the text of fetched bytes on a blocking thread, with panics caught and within

@@ -498,6 +498,10 @@ async fn s3_documents_round_trip_through_moto() -> Result<()> {
     refused(&documents, &DocumentUri::parse("s3://etter-docs/liberty/missing.pdf")?, "DOCUMENT_NOT_FOUND").await?;
     refused(&documents, &DocumentUri::parse("s3://no-such-bucket/jd.pdf")?, "DOCUMENT_NOT_FOUND").await?;
 
+    // Empty: a range of it is refused by the store; the check still says it is empty.
+    bucket.put(&ObjectPath::parse("liberty/empty.txt")?, PutPayload::from(Vec::<u8>::new())).await?;
+    refused(&documents, &DocumentUri::parse("s3://etter-docs/liberty/empty.txt")?, "DOCUMENT_EMPTY").await?;
+
     // Oversize: refused on the size the store reports, before the body is read.
     let big = vec![b'a'; 100_001];
     bucket.put(&ObjectPath::parse("liberty/big.txt")?, PutPayload::from(big)).await?;
