@@ -46,22 +46,8 @@ async fn wait_for(
 
 /// The wait reason the first heartbeat of a one-run watch stream reports for the run.
 async fn heartbeat_reason(client: &mut Client, workflow_id: &str) -> Result<WaitReason> {
-    let request = WatchStatusRequest {
-        scope: Some(watch_status_request::Scope::WorkflowId(workflow_id.to_owned())),
-        ..Default::default()
-    };
-    let mut stream = client.watch_status(request).await?.into_inner();
-    let within = Duration::from_secs(20);
-    let heartbeat = tokio::time::timeout(within, async {
-        while let Some(message) = stream.next().await {
-            if let Some(watch_status_response::Kind::Heartbeat(heartbeat)) = message?.kind {
-                return anyhow::Ok(heartbeat);
-            }
-        }
-        anyhow::bail!("the stream of {workflow_id} ended without a heartbeat")
-    })
-    .await
-    .with_context(|| format!("no heartbeat within {within:?}"))??;
+    let scope = watch_status_request::Scope::WorkflowId(workflow_id.to_owned());
+    let heartbeat = first_heartbeat(client, scope).await?;
     let position = heartbeat
         .queue
         .iter()
