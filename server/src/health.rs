@@ -16,7 +16,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::orchestrator::Orchestrator;
+use crate::orchestrator::{Orchestrator, OrchestratorError};
 use etter_core::error::chain;
 use etter_store::RunStore;
 use tokio::sync::watch;
@@ -78,16 +78,29 @@ pub(crate) async fn first_look(
     window: Duration,
     bound: Duration,
 ) {
-    let look = async {
-        let temporal = orchestrator.ping().await.is_ok();
-        conditions.set_temporal(temporal);
-        if temporal && let Ok(polling) = orchestrator.workers_polling(window).await {
-            conditions.set_workers(polling);
+    match tokio::time::timeout(bound, look_at_temporal(orchestrator, window)).await {
+        Ok((temporal, workers)) => {
+            conditions.set_temporal(temporal.is_ok());
+            if let Ok(polling) = workers {
+                conditions.set_workers(polling);
+            }
         }
-    };
-    if tokio::time::timeout(bound, look).await.is_err() {
-        tracing::debug!(?bound, "temporal did not answer the first look; the health loop keeps trying");
+        Err(_) => tracing::debug!(?bound, "temporal did not answer the first look; the health loop keeps trying"),
     }
+}
+
+/// Whether Temporal answers and, if it does, whether a worker polls within `window` (no worker
+/// can be known to poll a Temporal that does not answer).
+async fn look_at_temporal(
+    orchestrator: &dyn Orchestrator,
+    window: Duration,
+) -> (Result<(), OrchestratorError>, Result<bool, OrchestratorError>) {
+    let temporal = orchestrator.ping().await;
+    let workers = match temporal {
+        Ok(()) => orchestrator.workers_polling(window).await,
+        Err(_) => Ok(false),
+    };
+    (temporal, workers)
 }
 
 /// What the health loop checks.
@@ -126,15 +139,7 @@ pub(crate) async fn run(
     while !*drain.borrow() {
         let (store_ok, (temporal, workers), graph_result, redis_result) = tokio::join!(
             async { matches!(tokio::time::timeout(bound, store.ping()).await, Ok(Ok(()))) },
-            async {
-                let temporal = orchestrator.ping().await;
-                // No worker can be known to poll a Temporal that does not answer.
-                let workers = match temporal {
-                    Ok(()) => orchestrator.workers_polling(worker_seen_within).await,
-                    Err(_) => Ok(false),
-                };
-                (temporal, workers)
-            },
+            look_at_temporal(orchestrator.as_ref(), worker_seen_within),
             graph.ping(bound),
             async {
                 match &redis {
