@@ -7,8 +7,8 @@ use crate::orchestrator::Orchestrator;
 use etter_proto::v1::{
     BatchItemOutcome, CancelRequest, CancelResponse, GetStatusRequest, GetStatusResponse, GetUsageRequest,
     GetUsageResponse, HistoryRequest, HistoryResponse, ListAuditEntriesRequest, ListAuditEntriesResponse,
-    PushBatchRequest, PushBatchResponse, PushRequest, PushResponse, RetryRequest, RetryResponse, WatchStatusRequest,
-    pipeline_service_server::PipelineService,
+    PushBatchRequest, PushBatchResponse, PushRequest, PushResponse, RetryRequest, RetryResponse, RoleStatus,
+    WatchStatusRequest, pipeline_service_server::PipelineService,
 };
 use etter_store::RunStore;
 use etter_store::fanout;
@@ -44,6 +44,8 @@ pub struct PipelineApi {
     pub estimator: Arc<Estimator>,
     /// Starts queued runs: offered each run a push or a retry creates, woken when a batch queued some.
     pub dispatcher: Arc<Dispatcher>,
+    /// Checks the documents of VALIDATING runs; woken when a batch stored some.
+    pub checker: Arc<crate::document_checks::Checker>,
     /// Turns true when the server drains (watch streams end).
     pub drain: watch::Receiver<bool>,
     /// Wakes watch streams when runs move.
@@ -170,6 +172,9 @@ impl PipelineService for PipelineApi {
                 let accepted = response.items.iter().filter(|i| i.outcome == BatchItemOutcome::Accepted as i32).count();
                 observe::runs_created("batch", accepted as u64);
                 self.dispatcher.wake();
+                if response.items.iter().any(|i| i.status == RoleStatus::Validating as i32) {
+                    self.checker.wake();
+                }
             }
             Ok(Response::new(response))
         }

@@ -4,7 +4,10 @@
 //! - A valid item is queued, or answered with the role's existing run when its inputs are the
 //!   same (as `Push` does).
 //! - An invalid item is stored as VALIDATION_ERROR with its field violations, so it can be listed
-//!   and fixed later. An item whose role name itself is invalid has no role to be stored under:
+//!   and fixed later.
+//! - A batch with more remote documents than `documents.max_inline_checks` does not wait for
+//!   them: its items with remote documents are stored VALIDATING (otherwise valid) and checked in
+//!   the background ([`crate::document_checks::Checker`]). A quote checks every document. An item whose role name itself is invalid has no role to be stored under:
 //!   it is answered REJECTED with its violations and nothing is stored.
 //! - A role that appears again later in the same batch is a DUPLICATE item: ignored, with a
 //!   violation naming the item it repeats.
@@ -97,7 +100,12 @@ pub async fn push_batch(
         return Ok(answer);
     }
 
-    let checked = DocumentChecks::run(cx.documents, request.items.iter().flat_map(|item| &item.documents)).await?;
+    let documents = request.items.iter().flat_map(|item| &item.documents);
+    let checked = if request.validate_only {
+        DocumentChecks::run(cx.documents, documents).await?
+    } else {
+        DocumentChecks::run_or_defer(cx.documents, documents).await?
+    };
     // Items with a deadline are placed behind the company's queued runs.
     let with_deadline =
         request.items.iter().any(|item| item.options.or(request.default_options).is_some_and(|o| o.deadline.is_some()));
@@ -115,12 +123,15 @@ pub async fn push_batch(
     };
     let mut positions: HashMap<WorkflowId, u32> =
         cx.store.queue_positions(&company).await?.into_iter().map(|p| (p.workflow_id, p.position)).collect();
-    if batch.is_none() {
-        let mut next = crate::status::queued_count(cx.store, &company).await?;
-        for run in stored.iter().flatten().filter(|c| c.created && c.run.state == RunState::Queued).map(|c| &c.run) {
-            next = next.saturating_add(1);
-            positions.insert(run.workflow_id.clone(), next);
-        }
+    // A quote's new runs, and the runs being checked, come after the company's queued runs: the
+    // place a VALIDATING run is given counts in its ETA only.
+    let mut next = u32::try_from(positions.len()).unwrap_or(u32::MAX);
+    let placed = |run: &&Created| {
+        run.created && (run.run.state == RunState::Validating || (batch.is_none() && run.run.state == RunState::Queued))
+    };
+    for run in stored.iter().flatten().filter(placed).map(|c| &c.run) {
+        next = next.saturating_add(1);
+        positions.insert(run.workflow_id.clone(), next);
     }
     let mut tokens = 0_i64;
     let items: Vec<pb::PushBatchItemResult> = request
@@ -293,6 +304,10 @@ fn decide(
                 decided.push(Item::Stored(new_runs.len()));
                 let mut run = valid.to_new_run(cx.estimator, principal, cx.trace_id.clone());
                 run.reason = format!("pushed by {} in a batch", principal.user);
+                if checked.deferred(&as_push.documents) {
+                    run.admission = Admission::Validate;
+                    run.reason.push_str("; its documents are checked before it is queued");
+                }
                 new_runs.push(run);
             }
             Err(ApiError::InvalidArgument { violations, .. }) => match RoleName::parse(&item.role_name) {
@@ -318,7 +333,8 @@ fn decide(
 /// The whole batch fits under the company's queue caps and token budget, or none of it is
 /// stored.
 async fn admit_whole(cx: &BatchContext<'_>, company: &CompanyId, new_runs: &[NewRun]) -> Result<(), ApiError> {
-    let queuing: Vec<&NewRun> = new_runs.iter().filter(|r| matches!(r.admission, Admission::Queue)).collect();
+    let queuing: Vec<&NewRun> =
+        new_runs.iter().filter(|r| matches!(r.admission, Admission::Queue | Admission::Validate)).collect();
     cx.limits.admit_queued(cx.store, company, u64::try_from(queuing.len()).unwrap_or(u64::MAX)).await?;
     let estimated = queuing.iter().map(|r| r.token_estimate).fold(0, i64::saturating_add);
     cx.limits.admit_tokens(cx.store, company, estimated).await
@@ -345,8 +361,10 @@ fn stored_result(
     result.role_id = run.role_id.to_string();
     result.status = convert::role_status(run.state) as i32;
     let position = positions.get(&run.workflow_id).copied();
-    result.position_in_queue = position.map_or(0, |p| i32::try_from(p).unwrap_or(i32::MAX));
-    if let Some(position) = position {
+    if run.state == RunState::Validating {
+        result.wait_reason = estimator.conditions().validating() as i32;
+    } else if let Some(position) = position {
+        result.position_in_queue = i32::try_from(position).unwrap_or(i32::MAX);
         result.wait_reason = estimator.conditions().queued(&run.company_id, position) as i32;
     }
     if run.state != RunState::ValidationError {
@@ -491,8 +509,17 @@ pub async fn progress(
     let done: u64 = counts.iter().filter(|(s, _)| s.is_final() || **s == RunState::Stale).map(|(_, n)| n).sum();
     let queued = counts.get(&RunState::Queued).copied().unwrap_or(0);
     let processing = counts.get(&RunState::Processing).copied().unwrap_or(0);
+    // Runs still being checked join the queue after the runs queued now.
+    let validating = u32::try_from(counts.get(&RunState::Validating).copied().unwrap_or(0)).unwrap_or(u32::MAX);
     // The batch ends when its last queued run does: that run's own ETA, as GetStatus answers it.
     let last = if queued > 0 { store.last_queued_of_batch(&batch.company, &batch.id).await? } else { None };
+    let last = match last {
+        Some((position, plan)) => Some((position.saturating_add(validating), plan)),
+        None if validating > 0 => {
+            Some((crate::status::queued_count(store, &batch.company).await?.saturating_add(validating), None))
+        }
+        None => None,
+    };
     let estimated = match last {
         Some((position, plan)) => {
             let plan = plan.unwrap_or_else(|| etter_core::steps::plan_new(false));

@@ -114,13 +114,13 @@ pub async fn cancel(
 }
 
 async fn cancel_run(cx: &CancelContext<'_>, run: Run, reason: &str) -> Result<Run, ApiError> {
-    let change =
-        || Transition { to: RunState::Cancelled, reason: reason.to_owned(), error: Some(cancelled_error(reason)) };
+    let change = || Transition::failing(RunState::Cancelled, reason, cancelled_error(reason));
     let mut run = run;
-    // At most twice: a QUEUED run may turn PROCESSING between the read and the write.
-    for _ in 0..2 {
+    // At most three times: a VALIDATING run may be queued, and a QUEUED run may turn PROCESSING,
+    // between the read and the write.
+    for _ in 0..3 {
         match run.state {
-            RunState::Queued => match cx.store.transition(&run.workflow_id, change()).await {
+            RunState::Validating | RunState::Queued => match cx.store.transition(&run.workflow_id, change()).await {
                 Ok(cancelled) => {
                     // Started (PROCESSING) and cancelled in between our read and our write:
                     // its workflow runs, so ask Temporal to stop it too (best effort; the run

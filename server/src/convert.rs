@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 /// The contract's state of a run.
 pub fn role_status(state: RunState) -> pb::RoleStatus {
     match state {
+        RunState::Validating => pb::RoleStatus::Validating,
         RunState::Queued => pb::RoleStatus::Queued,
         RunState::Processing => pb::RoleStatus::Processing,
         RunState::Ready => pb::RoleStatus::Ready,

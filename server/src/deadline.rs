@@ -120,9 +120,10 @@ pub fn exceeded(deadline: Timestamp) -> PipelineError {
     }
 }
 
-/// Cancels the queued runs whose deadline passed by `now`; answers how many it cancelled.
+/// Cancels the runs not started yet (VALIDATING or QUEUED) whose deadline passed by `now`;
+/// answers how many it cancelled.
 pub async fn expire(store: &dyn RunStore, now: Timestamp) -> Result<usize, StoreError> {
-    let overdue = store.queued_past_deadline(now, PER_LOOK).await?;
+    let overdue = store.waiting_past_deadline(now, PER_LOOK).await?;
     let mut cancelled = 0;
     for workflow_id in overdue {
         let run = store.get_run(&workflow_id).await?;
@@ -139,9 +140,7 @@ pub async fn expire(store: &dyn RunStore, now: Timestamp) -> Result<usize, Store
 
 /// The transition of a run cancelled at its deadline.
 pub fn cancel(deadline: Timestamp) -> Transition {
-    let mut transition = Transition::to(RunState::Cancelled, "its deadline passed before it started");
-    transition.error = Some(exceeded(deadline));
-    transition
+    Transition::failing(RunState::Cancelled, "its deadline passed before it started", exceeded(deadline))
 }
 
 #[cfg(test)]

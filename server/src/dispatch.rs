@@ -579,7 +579,7 @@ impl Reconciler {
             step: None,
             action: Some("Retry the role".to_owned()),
         };
-        let change = Transition { to, reason: message, error: Some(error) };
+        let change = Transition::failing(to, message, error);
         match self.store.transition(&run.workflow_id, change).await {
             Ok(closed) => {
                 record_finished(&closed);

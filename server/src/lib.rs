@@ -144,6 +144,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         config: Arc::clone(&config),
         estimator: Arc::clone(&control.estimator),
         dispatcher: Arc::clone(&control.dispatcher),
+        checker: Arc::clone(&control.checker),
         drain: drain_rx.clone(),
         moved: stores.hub.clone(),
         limits: Arc::clone(&control.limits),
@@ -152,7 +153,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         kept_steps: Arc::default(),
         ended_runs: Arc::clone(&stores.ended_runs),
         tokens: Arc::new(tokens::TokenKeys::from_config(&config.server, &config.data_dir)?),
-        documents: Arc::new(etter_documents::Documents::new(config.documents.clone())?),
+        documents: Arc::clone(&control.documents),
     });
     let routes = routes(&config, api, &authenticator, health_service)?;
 
@@ -290,6 +291,8 @@ struct ControlPlane {
     limits: Arc<limits::Limits>,
     deliverer: webhook::Deliverer,
     dispatcher: Arc<dispatch::Dispatcher>,
+    checker: Arc<document_checks::Checker>,
+    documents: Arc<etter_documents::Documents>,
     reconciler: dispatch::Reconciler,
     graph: Arc<graph::GraphReader>,
     estimator: Arc<estimate::Estimator>,
@@ -323,13 +326,23 @@ impl ControlPlane {
         // What holds runs back: published by the dispatcher and the health loop, read by every
         // status answer.
         let conditions = Arc::new(wait::Conditions::new(&config.dispatch));
+        let wake_dispatcher = Arc::new(tokio::sync::Notify::new());
+        let documents = Arc::new(etter_documents::Documents::new(config.documents.clone())?);
+        let checker = Arc::new(document_checks::Checker::new(
+            Arc::clone(store),
+            Arc::clone(&documents),
+            Arc::clone(&conditions),
+            instance.clone(),
+            Arc::clone(&wake_dispatcher),
+            &config.dispatch,
+        ));
         let dispatcher = Arc::new(
             dispatch::Dispatcher::new(
                 Arc::clone(store),
                 Arc::clone(&orchestrator),
                 config.dispatch.clone(),
                 instance,
-                Arc::new(tokio::sync::Notify::new()),
+                wake_dispatcher,
             )
             .reporting_to(Arc::clone(&conditions))
             .holding_budgets(Arc::clone(&limits)),
@@ -353,7 +366,19 @@ impl ControlPlane {
             Arc::clone(store),
             draining(drain.clone()),
         ));
-        Ok(Self { orchestrator, companies, limits, deliverer, dispatcher, reconciler, graph, estimator, conditions })
+        Ok(Self {
+            orchestrator,
+            companies,
+            limits,
+            deliverer,
+            dispatcher,
+            checker,
+            documents,
+            reconciler,
+            graph,
+            estimator,
+            conditions,
+        })
     }
 
     /// Starts the background loops; each ends when the server drains.
@@ -377,6 +402,7 @@ impl ControlPlane {
         };
         vec![
             tokio::spawn(self.dispatcher.run(drain.clone())),
+            tokio::spawn(self.checker.run(drain.clone())),
             tokio::spawn(self.reconciler.run(drain.clone())),
             tokio::spawn(self.deliverer.run(drain.clone())),
             tokio::spawn(Arc::clone(&self.companies).watch(drain.clone())),

@@ -162,8 +162,8 @@ impl<C: Clock + Clone> Limits<C> {
         let cap = self.companies.limits(company).max_queued;
         // Two reads on two pooled connections at once: the wait of one round trip, not two.
         let (queued, everyone) = futures::try_join!(
-            store.count_runs(Some(company), &[RunState::Queued]),
-            store.count_runs(None, &[RunState::Queued])
+            store.count_runs(Some(company), &[RunState::Validating, RunState::Queued]),
+            store.count_runs(None, &[RunState::Validating, RunState::Queued])
         )?;
         let full = |subject: String, queued: u64, cap: u64| ApiError::ResourceExhausted {
             reason: "QUEUE_FULL",

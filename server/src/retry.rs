@@ -81,7 +81,7 @@ fn check_retryable(run: &Run) -> Result<(), ApiError> {
             "every step completed, so there is nothing to retry; to run it again anyway, Push the role with \
              options.force_rerun"
         }
-        RunState::Queued | RunState::Processing => {
+        RunState::Validating | RunState::Queued | RunState::Processing => {
             "it has not ended yet; wait for it to end (watch it), or Cancel it and then Retry"
         }
         RunState::ValidationError => {

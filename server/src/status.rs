@@ -293,7 +293,12 @@ pub async fn run_status(cx: &StatusContext<'_>, run: &Run) -> Result<pb::RunStat
         None if no_attempts_yet(run) => Arc::from([]),
         None => cx.store.steps(&run.workflow_id).await?.into(),
     };
-    let position = if run.state == RunState::Queued { cx.store.queue_position(&run.workflow_id).await? } else { None };
+    let position = match run.state {
+        RunState::Queued => cx.store.queue_position(&run.workflow_id).await?,
+        // Not in the queue yet: its ETA places it behind the runs queued now.
+        RunState::Validating => Some(queued_count(cx.store, &run.company_id).await?.saturating_add(1)),
+        _ => None,
+    };
     let mut status = assemble(run, &attempts, position, cx.estimator);
     if let Some(finished) = cx.finished
         && has_outputs(run.state)
@@ -309,7 +314,9 @@ pub async fn run_status(cx: &StatusContext<'_>, run: &Run) -> Result<pb::RunStat
     Ok(status)
 }
 
-/// The status of `run` from what was read (pure, so it is tested without a store).
+/// The status of `run` from what was read (pure, so it is tested without a store). `position`:
+/// a queued run's place in its company's queue; a VALIDATING run's place once queued (its ETA
+/// counts it; it has no place in the queue yet).
 pub fn assemble(run: &Run, attempts: &[StepAttempt], position: Option<u32>, estimator: &Estimator) -> pb::RunStatus {
     let plan = plan_of(run);
     let options = StoredOptions::of(&run.options);
@@ -323,7 +330,7 @@ pub fn assemble(run: &Run, attempts: &[StepAttempt], position: Option<u32>, esti
     }
     // A planned step with no record: waiting while the run is active; not reached once it ended.
     let unrecorded = match run.state {
-        RunState::Queued | RunState::Processing => StepStatus::Pending,
+        RunState::Validating | RunState::Queued | RunState::Processing => StepStatus::Pending,
         RunState::Cancelled => StepStatus::Cancelled,
         _ => StepStatus::Skipped,
     };
@@ -351,6 +358,7 @@ pub fn assemble(run: &Run, attempts: &[StepAttempt], position: Option<u32>, esti
     let estimated_duration_seconds =
         if run.state.is_final() { 0 } else { estimator.remaining_seconds(&plan, position, finished) };
     let wait_reason = match run.state {
+        RunState::Validating => estimator.conditions().validating(),
         RunState::Queued => estimator.conditions().queued(&run.company_id, position.unwrap_or(1)),
         RunState::Processing if current_steps.is_empty() => estimator.conditions().processing(),
         _ => pb::WaitReason::Unspecified,
@@ -370,7 +378,10 @@ pub fn assemble(run: &Run, attempts: &[StepAttempt], position: Option<u32>, esti
             total: i32::try_from(plan.total()).unwrap_or(i32::MAX),
             steps: progress_steps,
         }),
-        position_in_queue: position.map_or(0, |p| i32::try_from(p).unwrap_or(i32::MAX)),
+        position_in_queue: match run.state {
+            RunState::Queued => position.map_or(0, |p| i32::try_from(p).unwrap_or(i32::MAX)),
+            _ => 0,
+        },
         estimated_duration_seconds,
         token_estimate: Some(estimator.token_estimate(run.token_estimate)),
         tokens_used: Some(convert::tokens(run.tokens_used)),

@@ -5,7 +5,8 @@
 //! The first reason that applies is reported, root causes first: Temporal unavailable, no worker,
 //! the company's token budget used up, the global cap, the company's cap; a queued run held by
 //! none of these starts in the dispatcher's next round. A processing run with no step running
-//! waits for a worker: no worker polls, or every worker slot is busy.
+//! waits for a worker: no worker polls, or every worker slot is busy. A VALIDATING run waits for
+//! its document checks, or for the document store when it does not answer.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -57,6 +58,7 @@ pub struct Loads {
 pub struct Conditions {
     temporal: AtomicU8,
     workers: AtomicU8,
+    document_store: AtomicU8,
     loads: RwLock<Loads>,
     max_processing: u64,
     max_processing_per_company: u64,
@@ -68,6 +70,7 @@ impl Conditions {
         Self {
             temporal: AtomicU8::new(Known::Unknown as u8),
             workers: AtomicU8::new(Known::Unknown as u8),
+            document_store: AtomicU8::new(Known::Unknown as u8),
             loads: RwLock::new(Loads::default()),
             max_processing: config.max_processing,
             max_processing_per_company: config.max_processing_per_company,
@@ -82,6 +85,20 @@ impl Conditions {
     /// Records whether a worker polls the task queue.
     pub fn set_workers(&self, polling: bool) {
         self.workers.store(Known::of(polling) as u8, Ordering::Relaxed);
+    }
+
+    /// Records whether the document store answered the latest background checks.
+    pub fn set_document_store(&self, up: bool) {
+        self.document_store.store(Known::of(up) as u8, Ordering::Relaxed);
+    }
+
+    /// Why a VALIDATING run waits.
+    pub fn validating(&self) -> pb::WaitReason {
+        if Known::load(&self.document_store) == Known::No {
+            pb::WaitReason::DocumentStoreUnavailable
+        } else {
+            pb::WaitReason::DocumentChecks
+        }
     }
 
     /// Whether a worker polls the task queue, as last checked.
@@ -183,6 +200,12 @@ mod tests {
         assert_eq!(waits.queued(&company("globex"), 1), pb::WaitReason::GlobalCap);
         // Workers not checked yet: a processing run waits for a slot.
         assert_eq!(waits.processing(), pb::WaitReason::WorkerSlot);
+
+        assert_eq!(waits.validating(), pb::WaitReason::DocumentChecks);
+        waits.set_document_store(false);
+        assert_eq!(waits.validating(), pb::WaitReason::DocumentStoreUnavailable);
+        waits.set_document_store(true);
+        assert_eq!(waits.validating(), pb::WaitReason::DocumentChecks);
         waits.set_workers(false);
         assert_eq!(waits.queued(&acme, 1), pb::WaitReason::NoWorker);
         assert_eq!(waits.processing(), pb::WaitReason::NoWorker);

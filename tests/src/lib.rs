@@ -25,4 +25,5 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}_{}_{}_{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
+pub mod moto;
 pub mod stack;

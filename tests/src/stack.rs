@@ -460,7 +460,8 @@ impl Stack {
     }
 }
 
-/// Polls GetStatus until `workflow_id` leaves QUEUED and PROCESSING; answers the state it ended in.
+/// Polls GetStatus until `workflow_id` leaves VALIDATING, QUEUED and PROCESSING; answers the state
+/// it ended in.
 pub async fn wait_final(
     client: &mut Client,
     workflow_id: &str,
@@ -472,7 +473,7 @@ pub async fn wait_final(
         let request = GetStatusRequest { target: Some(Target::WorkflowId(workflow_id.to_owned())) };
         let run = client.get_status(request).await?.into_inner().run.context("GetStatus without a run")?;
         let state = RoleStatus::try_from(run.status)?;
-        if !matches!(state, RoleStatus::Queued | RoleStatus::Processing) {
+        if !matches!(state, RoleStatus::Validating | RoleStatus::Queued | RoleStatus::Processing) {
             return Ok(state);
         }
         ensure!(tokio::time::Instant::now() < deadline, "{workflow_id} still {state:?} after {within:?}");

@@ -12,5 +12,6 @@ mod rerun;
 mod runbook;
 mod services;
 mod temporal_outage;
+mod validating;
 mod waits;
 mod webhooks;

@@ -3,10 +3,11 @@
 //! audited), and the server's CPU time per item. Documents on the file root (`batch`), or in an
 //! S3-compatible store (`batch-s3`: moto on loopback, one HEAD per document).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
-use etter_proto::v1::BatchItemOutcome;
+use etter_proto::v1::{BatchItemOutcome, HistoryRequest, RoleStatus};
+use etter_tests::moto::Moto;
 use etter_tests::stack::Profile;
 
 use crate::Mode;
@@ -33,14 +34,7 @@ pub async fn run(profile: Profile, mode: Mode, source: Source) -> Result<Section
         Source::S3 => Some(Moto::start(BUCKET, items * rounds).await?),
         Source::FileRoot => None,
     };
-    let s3_env = moto.as_ref().map(|m| {
-        [
-            ("ETTER_DOCUMENTS__S3__ENDPOINT", m.endpoint.clone()),
-            ("ETTER_DOCUMENTS__S3__ALLOW_HTTP", "true".to_owned()),
-            ("ETTER_DOCUMENTS__S3__ACCESS_KEY_ID", "etter".to_owned()),
-            ("ETTER_DOCUMENTS__S3__SECRET_ACCESS_KEY", "etter-secret".to_owned()),
-        ]
-    });
+    let s3_env = moto.as_ref().map(Moto::settings);
     // Every round's roles stay queued (no worker), so the queue caps leave room for all rounds;
     // they are still checked. The dispatcher may start one run at a time: admission is measured,
     // not thousands of workflows that nobody runs.
@@ -62,7 +56,15 @@ pub async fn run(profile: Profile, mode: Mode, source: Source) -> Result<Section
     let mut section = Section::new(
         name,
         profile.name(),
-        &["round", "items", "acknowledged in ms", "items/s", "server CPU ms", "server CPU µs per item"],
+        &[
+            "round",
+            "items",
+            "acknowledged in ms",
+            "items/s",
+            "all checked in ms",
+            "server CPU ms",
+            "server CPU µs per item",
+        ],
     );
     let where_documents = match source {
         Source::FileRoot => "on the file root".to_owned(),
@@ -75,7 +77,10 @@ pub async fn run(profile: Profile, mode: Mode, source: Source) -> Result<Section
         "{rounds} batches of {items} roles one after the other into one company (earlier rounds' runs stay \
          queued: no worker runs them); the dispatcher's cap is one run, so it stays idle. Each item has a \
          document of its own {where_documents}, which the server checks (exists, readable, within the size \
-         limit, what its extension says) before it queues the run."
+         limit, what its extension says) before it queues the run. On the file root every check is made \
+         before the answer; with more S3 documents than `documents.max_inline_checks` (256), the answer comes \
+         first, the items VALIDATING, and the server checks them in the background: \"all checked\" is when \
+         the last one was queued (the server's CPU is counted until then)."
     ));
     let file = deployment.document_path()?;
     let mut acks = Samples::default();
@@ -94,19 +99,32 @@ pub async fn run(profile: Profile, mode: Mode, source: Source) -> Result<Section
                 document.uri.clone_from(&uri);
             }
         }
+        let company = batch.company_id.clone();
         let before = proc_stats(pid)?;
         let t0 = Instant::now();
         let answer = deployment.client.clone().push_batch(batch).await?.into_inner();
         let elapsed = t0.elapsed();
+        let accepted = answer.items.iter().filter(|r| r.outcome() == BatchItemOutcome::Accepted).count();
+        ensure!(accepted == items, "{accepted} of {items} items were accepted: {:?}", answer.items.first());
+        // Items left to the background checks (VALIDATING) are queued once their documents pass.
+        let checked = loop {
+            let left = runs_in(&deployment, &company, &answer.batch_id, RoleStatus::Validating).await?;
+            if left == 0 {
+                break t0.elapsed();
+            }
+            ensure!(t0.elapsed() < Duration::from_secs(600), "{left} items still VALIDATING after 10 minutes");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         let cpu = proc_stats(pid)?.cpu.saturating_sub(before.cpu);
-        let queued = answer.items.iter().filter(|r| r.outcome() == BatchItemOutcome::Accepted).count();
-        ensure!(queued == items, "{queued} of {items} items were queued: {:?}", answer.items.first());
+        let rejected = runs_in(&deployment, &company, &answer.batch_id, RoleStatus::ValidationError).await?;
+        ensure!(rejected == 0, "{rejected} items failed their document checks");
         acks.push(elapsed);
         section.row(vec![
             round.to_string(),
             items.to_string(),
             num(ms(elapsed), 0),
             num(items as f64 / elapsed.as_secs_f64(), 0),
+            num(ms(checked), 0),
             num(ms(cpu), 0),
             num(cpu.as_secs_f64() * 1e6 / items as f64, 0),
         ]);
@@ -129,35 +147,14 @@ const BUCKET: &str = "etter-bench";
 /// `documents.max_concurrent_checks`, the default.
 const CHECKS: usize = 32;
 
-/// moto's S3 server (`scripts/lib/moto_s3.py`) with a bucket of objects; stops when dropped.
-struct Moto {
-    endpoint: String,
-    _child: tokio::process::Child,
-}
-
-impl Moto {
-    async fn start(bucket: &str, objects: usize) -> Result<Self> {
-        use tokio::io::AsyncBufReadExt as _;
-        let python = std::env::var("ETTER_TOOLS__PYTHON").map_err(|_| {
-            anyhow::anyhow!("ETTER_TOOLS__PYTHON is not set: run `scripts/services up` and source .etter/services.env")
-        })?;
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lib/moto_s3.py");
-        let mut child = tokio::process::Command::new(python)
-            .arg(&script)
-            .arg(bucket)
-            .arg(objects.to_string())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("moto has no stdout"))?;
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(std::time::Duration::from_secs(600), lines.next_line())
-            .await
-            .map_err(|_| anyhow::anyhow!("moto did not upload {objects} objects within 10 minutes"))??
-            .ok_or_else(|| anyhow::anyhow!("moto exited before it was ready: is moto[server] in the venv?"))?;
-        let address = ready.strip_prefix("READY ").ok_or_else(|| anyhow::anyhow!("unexpected moto output: {ready}"))?;
-        Ok(Self { endpoint: format!("http://{address}"), _child: child })
-    }
+/// How many runs of `batch` are in `status` (at most one page: enough to tell none from some).
+async fn runs_in(deployment: &Deployment, company: &str, batch: &str, status: RoleStatus) -> Result<usize> {
+    let request = HistoryRequest {
+        company_id: company.to_owned(),
+        batch_id: batch.to_owned(),
+        statuses: vec![status as i32],
+        page_size: 100,
+        ..Default::default()
+    };
+    Ok(deployment.client.clone().history(request).await?.into_inner().runs.len())
 }

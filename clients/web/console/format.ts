@@ -49,6 +49,10 @@ export function waitLabel(reason: WaitReason | undefined): string {
       return "waiting: no worker is running";
     case WaitReason.WORKER_SLOT:
       return "waiting for a free worker";
+    case WaitReason.DOCUMENT_CHECKS:
+      return "checking its documents";
+    case WaitReason.DOCUMENT_STORE_UNAVAILABLE:
+      return "waiting: the document store is unreachable";
     default:
       return "";
   }

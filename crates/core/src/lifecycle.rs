@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RunState {
+    /// Accepted and stored; its documents are being checked before it is queued (the items of a
+    /// large batch whose documents are in a remote store).
+    Validating,
     /// Accepted and stored; waiting for the dispatcher.
     Queued,
     /// The workflow is running.
@@ -31,7 +34,8 @@ pub enum RunState {
 
 impl RunState {
     /// Every state, in declaration order.
-    pub const ALL: [RunState; 8] = [
+    pub const ALL: [RunState; 9] = [
+        RunState::Validating,
         RunState::Queued,
         RunState::Processing,
         RunState::Ready,
@@ -45,6 +49,7 @@ impl RunState {
     /// The stable name stored in databases and logs (`QUEUED`, `PROCESSING`, …).
     pub fn as_str(self) -> &'static str {
         match self {
+            RunState::Validating => "VALIDATING",
             RunState::Queued => "QUEUED",
             RunState::Processing => "PROCESSING",
             RunState::Ready => "READY",
@@ -63,7 +68,13 @@ impl RunState {
 
     /// Whether the run is waiting or working (counts against queue and concurrency caps).
     pub fn is_active(self) -> bool {
-        matches!(self, RunState::Queued | RunState::Processing)
+        matches!(self, RunState::Validating | RunState::Queued | RunState::Processing)
+    }
+
+    /// Whether the run waits to start: VALIDATING or QUEUED (no workflow yet, so it is cancelled
+    /// or expired in the store alone).
+    pub fn is_waiting(self) -> bool {
+        matches!(self, RunState::Validating | RunState::Queued)
     }
 
     /// Whether the run's workflow has ended (or will never start).
@@ -89,15 +100,17 @@ pub struct IllegalTransition {
 }
 
 /// Checks one state change of a run. The allowed edges:
+/// VALIDATING → QUEUED | VALIDATION_ERROR (its documents checked);
 /// QUEUED → PROCESSING (the dispatcher, once Temporal accepted the start);
-/// QUEUED | PROCESSING → CANCELLED; PROCESSING → READY | DEGRADED | FAILED;
+/// VALIDATING | QUEUED | PROCESSING → CANCELLED; PROCESSING → READY | DEGRADED | FAILED;
 /// READY | DEGRADED → STALE (a scan found changed inputs).
 pub fn transition(from: RunState, to: RunState) -> Result<(), IllegalTransition> {
     use RunState::*;
     let allowed = matches!(
         (from, to),
-        (Queued, Processing)
-            | (Queued | Processing, Cancelled)
+        (Validating, Queued | ValidationError)
+            | (Queued, Processing)
+            | (Validating | Queued | Processing, Cancelled)
             | (Processing, Ready | Degraded | Failed)
             | (Ready | Degraded, Stale)
     );
@@ -137,6 +150,9 @@ mod tests {
         assert_eq!(
             allowed,
             vec![
+                (Validating, Queued),
+                (Validating, Cancelled),
+                (Validating, ValidationError),
                 (Queued, Processing),
                 (Queued, Cancelled),
                 (Processing, Ready),

@@ -41,6 +41,12 @@ pub struct DocumentsConfig {
     pub check_timeout: Duration,
     /// Documents the server checks at once for one push or batch.
     pub max_concurrent_checks: usize,
+    /// Most remote (`s3://`) documents a `PushBatch` checks before it answers. A batch with more
+    /// is answered without waiting for them: its items with remote documents are stored
+    /// VALIDATING, checked in the background, then queued or stored as VALIDATION_ERROR. 0 = a
+    /// batch's remote documents are always checked in the background. A `Push`, and a quote,
+    /// check every document before answering.
+    pub max_inline_checks: usize,
     /// `s3://` documents.
     pub s3: S3Config,
 }
@@ -79,6 +85,7 @@ impl Default for DocumentsConfig {
             max_concurrent_extractions: 2,
             check_timeout: Duration::from_secs(10),
             max_concurrent_checks: 32,
+            max_inline_checks: 256,
             s3: S3Config::default(),
         }
     }

@@ -141,9 +141,14 @@ pub(super) trait Tx: Portable {
     ) -> impl Future<Output = Result<Vec<Run>, StoreError>> + Send;
     /// Per step: the mean duration and tokens of its latest `per_step` completed attempts.
     fn step_stats(&mut self, per_step: u32) -> impl Future<Output = Result<Vec<StepStats>, StoreError>> + Send;
-    /// Marks up to `claim.limit` claimable queued runs as claimed, in one statement; answers them
-    /// (in any order).
-    fn claim(&mut self, claim: &Claim, until: Timestamp) -> impl Future<Output = Result<Vec<Run>, StoreError>> + Send;
+    /// Marks up to `claim.limit` claimable runs in `state` (QUEUED or VALIDATING) as claimed, in
+    /// one statement; answers them (in any order).
+    fn claim(
+        &mut self,
+        claim: &Claim,
+        state: RunState,
+        until: Timestamp,
+    ) -> impl Future<Output = Result<Vec<Run>, StoreError>> + Send;
     /// The events of the runs in `marks` after each one's mark, within `scope`, by run and sequence.
     fn events_after_marks(
         &mut self,

@@ -389,6 +389,9 @@ impl TokenCount {
 pub enum Admission {
     /// Store the run as QUEUED.
     Queue,
+    /// Store the run as VALIDATING: its documents are checked before it is queued
+    /// ([`RunStore::claim_validating`]); it answers and counts as an accepted run meanwhile.
+    Validate,
     /// Store the run as VALIDATION_ERROR with these field violations (never empty).
     Reject(Vec<FieldViolation>),
 }
@@ -517,12 +520,30 @@ pub struct Transition {
     pub reason: String,
     /// The run's error, when it failed or was cancelled; `None` keeps the stored one.
     pub error: Option<PipelineError>,
+    /// For VALIDATION_ERROR: the field violations (never empty), stored with the run.
+    pub violations: Vec<FieldViolation>,
 }
 
 impl Transition {
     /// A change to `to` for `reason`, without an error.
     pub fn to(to: RunState, reason: impl Into<String>) -> Self {
-        Transition { to, reason: reason.into(), error: None }
+        Transition { to, reason: reason.into(), error: None, violations: Vec::new() }
+    }
+
+    /// A change to `to` for `reason` that sets the run's error.
+    pub fn failing(to: RunState, reason: impl Into<String>, error: PipelineError) -> Self {
+        Transition { to, reason: reason.into(), error: Some(error), violations: Vec::new() }
+    }
+
+    /// A VALIDATING run rejected with these field violations: VALIDATION_ERROR, with the error of
+    /// a rejected batch item.
+    pub fn rejected(violations: Vec<FieldViolation>, reason: impl Into<String>) -> Self {
+        Transition {
+            to: RunState::ValidationError,
+            reason: reason.into(),
+            error: Some(PipelineError::validation(&violations)),
+            violations,
+        }
     }
 }
 
@@ -1049,6 +1070,12 @@ pub trait RunStore: Send + Sync {
     /// start, or calls [`RunStore::release_claim`].
     async fn claim_queued(&self, claim: &Claim) -> Result<Vec<Run>, StoreError>;
 
+    /// Claims up to `limit` VALIDATING runs as [`RunStore::claim_queued`] claims queued ones (the
+    /// document checker's lease; `claim.company` narrows as there). The runs stay VALIDATING until
+    /// the checker moves them to QUEUED or VALIDATION_ERROR (which drops the claim), or calls
+    /// [`RunStore::release_claim`].
+    async fn claim_validating(&self, claim: &Claim) -> Result<Vec<Run>, StoreError>;
+
     /// Gives up `claimer`'s claim on a run so the next claim can take it at once.
     async fn release_claim(&self, run: &WorkflowId, claimer: &str) -> Result<(), StoreError>;
 
@@ -1114,9 +1141,9 @@ pub trait RunStore: Send + Sync {
         batch: &BatchId,
     ) -> Result<Option<(u32, Option<Plan>)>, StoreError>;
 
-    /// Up to `limit` queued runs whose deadline is at or before `now`, earliest deadline first
-    /// (the dispatcher cancels them).
-    async fn queued_past_deadline(&self, now: Timestamp, limit: u32) -> Result<Vec<WorkflowId>, StoreError>;
+    /// Up to `limit` runs not started yet (VALIDATING or QUEUED) whose deadline is at or before
+    /// `now`, earliest deadline first (the dispatcher cancels them).
+    async fn waiting_past_deadline(&self, now: Timestamp, limit: u32) -> Result<Vec<WorkflowId>, StoreError>;
 
     /// Queued and processing runs per company, for companies that have any.
     async fn company_loads(&self) -> Result<Vec<CompanyLoad>, StoreError>;

@@ -286,25 +286,37 @@ impl Tx for PgTx {
         decode_all(rows, rows::decode_step_stats)
     }
 
-    async fn claim(&mut self, claim: &Claim, until: Timestamp) -> Result<Vec<Run>, StoreError> {
+    async fn claim(&mut self, claim: &Claim, state: RunState, until: Timestamp) -> Result<Vec<Run>, StoreError> {
         // SKIP LOCKED: a row another claimer is taking right now is passed over, not waited for; the
-        // re-check of the WHERE clause on the locked row keeps an already-claimed run out.
-        const SQL: &str = concat!(
-            "WITH picked AS ( \
-               SELECT workflow_id AS picked_id FROM runs \
-               WHERE state = 'QUEUED' AND (claim_expires_at IS NULL OR claim_expires_at <= $1) \
-                 AND ($2::text IS NULL OR company_id = $2) \
-               ORDER BY priority DESC, create_time, workflow_id \
-               LIMIT $3 \
-               FOR UPDATE SKIP LOCKED) \
-             UPDATE runs SET claimed_by = $4, claim_expires_at = $5 \
-             FROM picked WHERE runs.workflow_id = picked.picked_id \
-             RETURNING ",
-            run_columns!()
-        );
+        // re-check of the WHERE clause on the locked row keeps an already-claimed run out. The state
+        // is written into the statement so each matches its partial index.
+        macro_rules! claim_in {
+            ($state:literal) => {
+                concat!(
+                    "WITH picked AS ( \
+                       SELECT workflow_id AS picked_id FROM runs \
+                       WHERE state = '",
+                    $state,
+                    "' AND (claim_expires_at IS NULL OR claim_expires_at <= $1) \
+                         AND ($2::text IS NULL OR company_id = $2) \
+                       ORDER BY priority DESC, create_time, workflow_id \
+                       LIMIT $3 \
+                       FOR UPDATE SKIP LOCKED) \
+                     UPDATE runs SET claimed_by = $4, claim_expires_at = $5 \
+                     FROM picked WHERE runs.workflow_id = picked.picked_id \
+                     RETURNING ",
+                    run_columns!()
+                )
+            };
+        }
+        let sql = match state {
+            RunState::Queued => claim_in!("QUEUED"),
+            RunState::Validating => claim_in!("VALIDATING"),
+            other => return Err(StoreError::InvalidArgument(format!("runs in {other} are not claimed"))),
+        };
         let rows = self
             .fetch_all(
-                Statement::new(SQL)
+                Statement::new(sql)
                     .bind(claim.now)
                     .bind(claim.company.as_ref().map(CompanyId::as_str))
                     .bind(i64::from(claim.limit))

@@ -293,15 +293,17 @@ pub(super) trait Portable: Statements + Sized {
         }
     }
 
-    /// Up to `limit` queued runs whose deadline is at or before `now`, earliest first.
-    fn queued_past_deadline(
+    /// Up to `limit` runs not started yet (VALIDATING or QUEUED) whose deadline is at or before
+    /// `now`, earliest first.
+    fn waiting_past_deadline(
         &mut self,
         now: Timestamp,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<WorkflowId>, StoreError>> + Send {
         async move {
             let sql = Statement::new(
-                "SELECT workflow_id FROM runs WHERE state = 'QUEUED' AND deadline IS NOT NULL AND deadline <= $1 \
+                "SELECT workflow_id FROM runs WHERE state IN ('VALIDATING', 'QUEUED') AND deadline IS NOT NULL \
+                 AND deadline <= $1 \
                  ORDER BY deadline, workflow_id LIMIT $2",
             )
             .bind(now)
@@ -310,14 +312,17 @@ pub(super) trait Portable: Statements + Sized {
         }
     }
 
-    /// Writes a run's mutable fields back; a run that leaves QUEUED drops its dispatch claim.
+    /// Writes a run's mutable fields back. A run keeps its claim only while it stays QUEUED (the
+    /// CASE reads the state before the update): one that leaves QUEUED drops the dispatcher's
+    /// claim, one that leaves VALIDATING the document checker's.
     fn update_run(&mut self, run: &Run) -> impl Future<Output = Result<(), StoreError>> + Send {
         async move {
             let sql = Statement::new(
                 "UPDATE runs SET state = $2, superseded_by = $3, error = $4, needs_review = $5, tokens_in = $6, \
                  tokens_out = $7, last_sequence = $8, start_time = $9, end_time = $10, update_time = $11, \
-                 claimed_by = CASE WHEN $2 = 'QUEUED' THEN claimed_by ELSE NULL END, \
-                 claim_expires_at = CASE WHEN $2 = 'QUEUED' THEN claim_expires_at ELSE NULL END \
+                 field_violations = $12, \
+                 claimed_by = CASE WHEN $2 = 'QUEUED' AND state = 'QUEUED' THEN claimed_by ELSE NULL END, \
+                 claim_expires_at = CASE WHEN $2 = 'QUEUED' AND state = 'QUEUED' THEN claim_expires_at ELSE NULL END \
                  WHERE workflow_id = $1",
             )
             .bind(run.workflow_id.as_str())
@@ -330,7 +335,8 @@ pub(super) trait Portable: Statements + Sized {
             .bind(to_i64(run.sequence))
             .bind(run.start_time)
             .bind(run.end_time)
-            .bind(run.update_time);
+            .bind(run.update_time)
+            .bind_json(Some(&run.field_violations));
             self.execute(sql).await.map(drop)
         }
     }
@@ -472,7 +478,7 @@ pub(super) trait Portable: Statements + Sized {
             let sql = Statement::new(
                 "SELECT CAST(COALESCE(SUM(CASE WHEN token_estimate > tokens_in + tokens_out \
                    THEN token_estimate - tokens_in - tokens_out ELSE 0 END), 0) AS BIGINT) AS reserved \
-                 FROM runs WHERE company_id = $1 AND state IN ('QUEUED', 'PROCESSING')",
+                 FROM runs WHERE company_id = $1 AND state IN ('VALIDATING', 'QUEUED', 'PROCESSING')",
             )
             .bind(company.as_str());
             self.fetch_one(sql).await?.int("reserved")
@@ -549,7 +555,8 @@ pub(super) trait Portable: Statements + Sized {
                 .bind(batch.as_str()),
                 WatchScope::ActiveInCompany { company, ended_since } => Statement::new(
                     "SELECT workflow_id, last_sequence FROM runs WHERE company_id = $1 \
-                     AND (state IN ('QUEUED', 'PROCESSING') OR (end_time >= $2 AND state <> 'VALIDATION_ERROR')) \
+                     AND (state IN ('VALIDATING', 'QUEUED', 'PROCESSING') \
+                       OR (end_time >= $2 AND (state <> 'VALIDATION_ERROR' OR last_sequence > 1))) \
                      ORDER BY workflow_id",
                 )
                 .bind(company.as_str())

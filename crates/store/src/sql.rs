@@ -344,7 +344,7 @@ fn decide(
         // The same valid inputs, still queued, running or READY; or the same invalid item
         // rejected again: the run that exists answers, nothing new is stored.
         let same = match new.admission {
-            Admission::Queue => latest.state.is_active() || latest.state == RunState::Ready,
+            Admission::Queue | Admission::Validate => latest.state.is_active() || latest.state == RunState::Ready,
             Admission::Reject(_) => latest.state == RunState::ValidationError,
         };
         if same {
@@ -357,6 +357,7 @@ fn decide(
         role.last.checked_add(1).ok_or_else(|| StoreError::Conflict(format!("role {role_id} has too many runs")))?;
     let (state, field_violations, error, end_time) = match new.admission {
         Admission::Queue => (RunState::Queued, Vec::new(), None, None),
+        Admission::Validate => (RunState::Validating, Vec::new(), None, None),
         Admission::Reject(violations) => {
             let error = PipelineError::validation(&violations);
             (RunState::ValidationError, violations, Some(error), Some(now))
@@ -510,6 +511,14 @@ impl<B: Backend> RunStore for SqlStore<B> {
         if change.error.is_some() {
             stored.error = change.error;
         }
+        if change.to == RunState::ValidationError {
+            if change.violations.is_empty() {
+                return Err(StoreError::InvalidArgument(
+                    "a run is rejected with at least one field violation".to_owned(),
+                ));
+            }
+            stored.field_violations = change.violations;
+        }
         append(
             &mut tx,
             &mut stored,
@@ -618,11 +627,23 @@ impl<B: Backend> RunStore for SqlStore<B> {
         }
         let until = delta(claim.now, claim.lease)?;
         let mut tx = self.backend.autocommit().await?;
-        let mut runs = tx.claim(claim, until).await?;
+        let mut runs = tx.claim(claim, RunState::Queued, until).await?;
         tx.commit().await?;
         runs.sort_by(|a, b| {
             (b.priority, a.create_time, &a.workflow_id).cmp(&(a.priority, b.create_time, &b.workflow_id))
         });
+        Ok(runs)
+    }
+
+    async fn claim_validating(&self, claim: &Claim) -> Result<Vec<Run>, StoreError> {
+        if claim.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let until = delta(claim.now, claim.lease)?;
+        let mut tx = self.backend.autocommit().await?;
+        let mut runs = tx.claim(claim, RunState::Validating, until).await?;
+        tx.commit().await?;
+        runs.sort_by(|a, b| (a.create_time, &a.workflow_id).cmp(&(b.create_time, &b.workflow_id)));
         Ok(runs)
     }
 
@@ -733,9 +754,9 @@ impl<B: Backend> RunStore for SqlStore<B> {
         last.map(|(position, plan)| Ok((number("position", to_i64(position))?, plan))).transpose()
     }
 
-    async fn queued_past_deadline(&self, now: Timestamp, limit: u32) -> Result<Vec<WorkflowId>, StoreError> {
+    async fn waiting_past_deadline(&self, now: Timestamp, limit: u32) -> Result<Vec<WorkflowId>, StoreError> {
         let mut tx = self.backend.autocommit().await?;
-        let runs = tx.queued_past_deadline(now, limit.max(1)).await?;
+        let runs = tx.waiting_past_deadline(now, limit.max(1)).await?;
         tx.commit().await?;
         Ok(runs)
     }

@@ -281,19 +281,31 @@ impl Tx for SqliteTx {
         decode_all(self.fetch_all(Statement::new(SQL).bind(i64::from(per_step))).await?, rows::decode_step_stats)
     }
 
-    async fn claim(&mut self, claim: &Claim, until: Timestamp) -> Result<Vec<Run>, StoreError> {
+    async fn claim(&mut self, claim: &Claim, state: RunState, until: Timestamp) -> Result<Vec<Run>, StoreError> {
         // One statement, so one write transaction: the sub-select and the update see the same rows.
-        const SQL: &str = concat!(
-            "UPDATE runs SET claimed_by = $4, claim_expires_at = $5 WHERE workflow_id IN ( \
-               SELECT workflow_id FROM runs \
-               WHERE state = 'QUEUED' AND (claim_expires_at IS NULL OR claim_expires_at <= $1) \
-                 AND ($2 IS NULL OR company_id = $2) \
-               ORDER BY priority DESC, create_time, workflow_id \
-               LIMIT $3) \
-             RETURNING ",
-            run_columns!()
-        );
-        let sql = Statement::new(SQL)
+        // The state is written into the statement so each matches its partial index.
+        macro_rules! claim_in {
+            ($state:literal) => {
+                concat!(
+                    "UPDATE runs SET claimed_by = $4, claim_expires_at = $5 WHERE workflow_id IN ( \
+                       SELECT workflow_id FROM runs \
+                       WHERE state = '",
+                    $state,
+                    "' AND (claim_expires_at IS NULL OR claim_expires_at <= $1) \
+                         AND ($2 IS NULL OR company_id = $2) \
+                       ORDER BY priority DESC, create_time, workflow_id \
+                       LIMIT $3) \
+                     RETURNING ",
+                    run_columns!()
+                )
+            };
+        }
+        let sql = match state {
+            RunState::Queued => claim_in!("QUEUED"),
+            RunState::Validating => claim_in!("VALIDATING"),
+            other => return Err(StoreError::InvalidArgument(format!("runs in {other} are not claimed"))),
+        };
+        let sql = Statement::new(sql)
             .bind(claim.now)
             .bind(claim.company.as_ref().map(CompanyId::as_str))
             .bind(i64::from(claim.limit))

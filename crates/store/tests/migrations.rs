@@ -63,3 +63,87 @@ fn no_applied_migration_has_changed_and_every_migration_is_recorded() -> Result<
     }
     Ok(())
 }
+
+/// SQLite cannot widen a CHECK constraint, so the migration that adds VALIDATING rebuilds the runs
+/// table. A store with runs, steps, events and notifications from before keeps every row, its
+/// steps and events still belong to their runs (nothing cascaded), and foreign keys are enforced
+/// again afterwards.
+#[tokio::test]
+async fn the_sqlite_runs_rebuild_keeps_every_row_and_reference() -> Result<()> {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    let dir = tempfile::tempdir()?;
+    let options = SqliteConnectOptions::new()
+        .filename(dir.path().join("etter.sqlite"))
+        .create_if_missing(true)
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
+    let migrator = sqlx::migrate!("./migrations/sqlite");
+    migrator.run_to(8, &pool).await?;
+    for statement in [
+        "INSERT INTO roles (role_id, company_id, role_name, create_time, update_time) VALUES ('r1', 'acme', 'Analyst', 1, 1)",
+        "INSERT INTO runs (workflow_id, role_id, company_id, role_name, run_number, input_identity, state, priority, \
+         options, documents, create_time, update_time, deadline) \
+         VALUES ('w1', 'r1', 'acme', 'Analyst', 1, 'i', 'READY', 2, '{}', '[]', 1, 2, 99)",
+        "INSERT INTO runs (workflow_id, role_id, company_id, role_name, run_number, input_identity, state, priority, \
+         options, documents, create_time, update_time, supersedes) \
+         VALUES ('w2', 'r1', 'acme', 'Analyst', 2, 'j', 'QUEUED', 2, '{}', '[]', 3, 3, 'w1')",
+        "INSERT INTO run_steps (workflow_id, step, attempt, status, update_time) VALUES ('w1', 'role_taxonomy', 1, 'completed', 2)",
+        "INSERT INTO run_events (workflow_id, sequence, event_time, kind, payload) VALUES ('w1', 1, 1, 'status', '{}')",
+        "INSERT INTO notifications (workflow_id, company_id, state, create_time, next_attempt_time) \
+         VALUES ('w1', 'acme', 'READY', 2, 2)",
+    ] {
+        sqlx::query(statement).execute(&pool).await.with_context(|| statement.to_owned())?;
+    }
+
+    migrator.run(&pool).await?;
+    let count = |table: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let sql = format!("SELECT COUNT(*) FROM {table}");
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).fetch_one(&pool).await
+        }
+    };
+    for (table, expected) in [("runs", 2), ("run_steps", 1), ("run_events", 1), ("notifications", 1)] {
+        let n = count(table).await?;
+        anyhow::ensure!(n == expected, "{table}: {n} rows after the rebuild, {expected} before");
+    }
+    let (deadline, supersedes): (Option<i64>, Option<String>) = sqlx::query_as(
+        "SELECT r1.deadline, r2.supersedes FROM runs r1, runs r2 WHERE r1.workflow_id = 'w1' AND r2.workflow_id = 'w2'",
+    )
+    .fetch_one(&pool)
+    .await?;
+    anyhow::ensure!(deadline == Some(99) && supersedes.as_deref() == Some("w1"), "columns kept");
+
+    let insert = |id: &str, state: &str| {
+        format!(
+            "INSERT INTO runs (workflow_id, role_id, company_id, role_name, run_number, input_identity, state, \
+             priority, options, documents, create_time, update_time) \
+             VALUES ('{id}', 'r1', 'acme', 'Analyst', {n}, 'k', '{state}', 2, '{{}}', '[]', 4, 4)",
+            n = id.len() + 10
+        )
+    };
+    sqlx::query(sqlx::AssertSqlSafe(insert("w3", "VALIDATING")))
+        .execute(&pool)
+        .await
+        .context("VALIDATING is a state")?;
+    anyhow::ensure!(
+        sqlx::query(sqlx::AssertSqlSafe(insert("w44", "DRAFT"))).execute(&pool).await.is_err(),
+        "the state is still checked"
+    );
+    let orphan = sqlx::query(
+        "INSERT INTO run_steps (workflow_id, step, attempt, status, update_time) VALUES ('nope', 'role_taxonomy', 1, 'pending', 1)",
+    )
+    .execute(&pool)
+    .await;
+    anyhow::ensure!(orphan.is_err(), "foreign keys are enforced again after the rebuild");
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'runs' AND sql IS NOT NULL",
+    )
+    .fetch_all(&pool)
+    .await?;
+    for name in ["runs_history", "runs_queue", "runs_active", "runs_batch", "runs_validating", "runs_waiting_deadline"]
+    {
+        anyhow::ensure!(indexes.iter().any(|i| i == name), "index {name} after the rebuild: {indexes:?}");
+    }
+    Ok(())
+}

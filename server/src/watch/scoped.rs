@@ -127,7 +127,7 @@ impl Scope {
     fn filter(&self) -> RunFilter {
         let (batch, states) = match self {
             Scope::Batch(batch) => (Some(batch.id.clone()), Vec::new()),
-            Scope::Company(_) => (None, vec![RunState::Queued, RunState::Processing]),
+            Scope::Company(_) => (None, vec![RunState::Validating, RunState::Queued, RunState::Processing]),
         };
         RunFilter {
             company: self.company().clone(),
@@ -187,7 +187,7 @@ struct Watch {
     /// The plans of runs read so far (heartbeat ETAs).
     plans: HashMap<WorkflowId, Plan>,
     /// Runs last seen processing with no step running (waiting for a worker), with their ETA then.
-    idle: HashMap<WorkflowId, i64>,
+    idle: HashMap<WorkflowId, Idle>,
     tx: Sender,
     deadline: Instant,
 }
@@ -302,7 +302,7 @@ impl Watch {
             }
             for (run, idle) in &pass.idle {
                 match idle {
-                    Some(eta) => self.idle.insert(run.clone(), *eta),
+                    Some(idle) => self.idle.insert(run.clone(), *idle),
                     None => self.idle.remove(run),
                 };
             }
@@ -358,15 +358,17 @@ impl Watch {
                 wait_reason: self.cx.estimator.conditions().queued(self.scope.company(), *position) as i32,
             });
         }
-        // Processing runs with no step running wait for a worker: placed too, at position 0.
+        // Runs being checked, and processing runs with no step running (waiting for a worker), are
+        // placed too, at position 0.
         self.idle.retain(|run, _| marks.contains_key(run) && !positions.contains_key(run));
-        let waiting = self.cx.estimator.conditions().processing() as i32;
-        for (run, eta) in &self.idle {
+        let conditions = self.cx.estimator.conditions();
+        for (run, idle) in &self.idle {
+            let reason = if idle.validating { conditions.validating() } else { conditions.processing() };
             queue.push(pb::QueuePosition {
                 workflow_id: run.to_string(),
                 position_in_queue: 0,
-                estimated_duration_seconds: *eta,
-                wait_reason: waiting,
+                estimated_duration_seconds: idle.eta,
+                wait_reason: reason as i32,
             });
         }
         queue.sort_by_key(|q| q.position_in_queue);
@@ -414,7 +416,7 @@ pub struct Pass {
     /// Plans of the runs the frames are about (heartbeat ETAs).
     plans: Vec<(WorkflowId, Plan)>,
     /// Of the runs the frames are about, whether each waits for a worker (its ETA) or not.
-    idle: Vec<(WorkflowId, Option<i64>)>,
+    idle: Vec<(WorkflowId, Option<Idle>)>,
     /// A full page of events was read: look again at once.
     full: bool,
     /// A batch whose runs have all ended, every event sent: the stream is over.
@@ -514,9 +516,19 @@ async fn look(
     Ok(Pass { frames, marks: MarksKey::new(marks), plans, idle, full, over })
 }
 
-/// The ETA of a run that is processing with no step running (waiting for a worker); `None` for any
-/// other run.
-fn idle_eta(status: &pb::RunStatus) -> Option<i64> {
-    (status.status == pb::RoleStatus::Processing as i32 && status.current_steps.is_empty())
-        .then_some(status.estimated_duration_seconds)
+/// The ETA of a run that waits outside the queue: VALIDATING (its documents are being checked),
+/// or processing with no step running (waiting for a worker); `None` for any other run.
+fn idle_eta(status: &pb::RunStatus) -> Option<Idle> {
+    let validating = status.status == pb::RoleStatus::Validating as i32;
+    let idle = status.status == pb::RoleStatus::Processing as i32 && status.current_steps.is_empty();
+    (validating || idle).then_some(Idle { eta: status.estimated_duration_seconds, validating })
+}
+
+/// A run placed at position 0 in heartbeats: waiting, but not in the queue.
+#[derive(Debug, Clone, Copy)]
+struct Idle {
+    /// Its ETA when last read.
+    eta: i64,
+    /// VALIDATING (else processing with no step running).
+    validating: bool,
 }

@@ -47,6 +47,8 @@ class RunState(str, Enum):
     #: Not set; also what a state unknown to this client (added by a newer server) reads as.
     UNSPECIFIED = "UNSPECIFIED"
     DRAFT = "DRAFT"
+    #: Accepted; its documents are being checked before it is queued (large batches on S3).
+    VALIDATING = "VALIDATING"
     QUEUED = "QUEUED"
     PROCESSING = "PROCESSING"
     READY = "READY"

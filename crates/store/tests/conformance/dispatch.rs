@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use etter_core::lifecycle::RunState;
-use etter_store::{Claim, ClaimTerms, NewRun, Priority};
+use etter_store::{Admission, Claim, ClaimTerms, FieldViolation, NewRun, Priority, Transition};
 
 use crate::{Ctx, company, create, ids, push, to};
 
@@ -170,7 +170,7 @@ pub(crate) async fn a_pushed_run_is_claimed_as_created_only_with_nothing_waiting
     Ok(())
 }
 
-pub(crate) async fn queued_runs_past_their_deadline_are_found_earliest_first(ctx: Ctx) -> Result<()> {
+pub(crate) async fn waiting_runs_past_their_deadline_are_found_earliest_first(ctx: Ctx) -> Result<()> {
     let store = ctx.store.as_ref();
     let now = etter_store::now();
     let at = |seconds: i64| Some(now + chrono::TimeDelta::seconds(seconds));
@@ -179,17 +179,74 @@ pub(crate) async fn queued_runs_past_their_deadline_are_found_earliest_first(ctx
     let first = create(store, with("Due First", at(-10))?).await?;
     let future = create(store, with("Due Tomorrow", at(86_400))?).await?;
     let never = create(store, with("No Deadline", None)?).await?;
+    let checking = create(store, NewRun { admission: Admission::Validate, ..with("Still Checked", at(-7))? }).await?;
     let started = create(store, with("Started In Time", at(-20))?).await?;
     to(store, &started.workflow_id, RunState::Processing).await?;
 
     ensure!(store.get_run(&future.workflow_id).await?.deadline == future.deadline, "the deadline is kept");
     ensure!(store.get_run(&never.workflow_id).await?.deadline.is_none());
-    let overdue = store.queued_past_deadline(now, 10).await?;
-    ensure!(overdue == vec![first.workflow_id.clone(), later.workflow_id.clone()], "{overdue:?}");
-    ensure!(store.queued_past_deadline(now, 1).await? == vec![first.workflow_id.clone()], "the limit");
-    ensure!(store.queued_past_deadline(now - chrono::TimeDelta::seconds(60), 10).await?.is_empty());
-    // Once cancelled, a run is no longer queued past its deadline.
+    let overdue = store.waiting_past_deadline(now, 10).await?;
+    let expected = [&first, &checking, &later].map(|r| r.workflow_id.clone());
+    ensure!(overdue == expected, "VALIDATING runs wait too: {overdue:?}");
+    ensure!(store.waiting_past_deadline(now, 1).await? == vec![first.workflow_id.clone()], "the limit");
+    ensure!(store.waiting_past_deadline(now - chrono::TimeDelta::seconds(60), 10).await?.is_empty());
+    // Once cancelled or queued past its checks, a run is no longer waiting past its deadline as
+    // it was; a queued one still is.
     to(store, &first.workflow_id, RunState::Cancelled).await?;
-    ensure!(store.queued_past_deadline(now, 10).await? == vec![later.workflow_id.clone()]);
+    to(store, &checking.workflow_id, RunState::Cancelled).await?;
+    ensure!(store.waiting_past_deadline(now, 10).await? == vec![later.workflow_id.clone()]);
+    Ok(())
+}
+
+pub(crate) async fn validating_runs_wait_apart_from_the_queue_and_are_claimed_for_checks(ctx: Ctx) -> Result<()> {
+    let store = ctx.store.as_ref();
+    let acme = company("acme")?;
+    let checked = |role: &str| -> Result<NewRun> {
+        Ok(NewRun { admission: Admission::Validate, token_estimate: 100, ..push("acme", role, "v")? })
+    };
+    let first = create(store, checked("Checked First")?).await?;
+    let second = create(store, checked("Checked Second")?).await?;
+    let third = create(store, checked("Checked Third")?).await?;
+    let queued = create(store, NewRun { token_estimate: 10, ..push("acme", "Queued Already", "v")? }).await?;
+    ensure!(first.state == RunState::Validating && first.end_time.is_none());
+
+    // Accepted and counted, but not in the queue: no place in it, nothing for the dispatcher.
+    ensure!(store.count_runs(Some(&acme), &[RunState::Validating]).await? == 3);
+    ensure!(store.queue_position(&first.workflow_id).await?.is_none());
+    let positions: Vec<_> = store.queue_positions(&acme).await?.into_iter().map(|p| p.workflow_id).collect();
+    ensure!(positions == vec![queued.workflow_id.clone()], "{positions:?}");
+    ensure!(store.token_reservations(&acme).await? == 310, "VALIDATING runs reserve their tokens");
+    // The same inputs pushed again are answered by the run being checked.
+    let again = store.create_run(checked("Checked First")?).await?;
+    ensure!(!again.created && again.run.workflow_id == first.workflow_id);
+
+    let now = etter_store::now();
+    let claim =
+        |limit, now| Claim { claimer: "checker-1".into(), company: None, limit, lease: Duration::from_secs(30), now };
+    let dispatch = |now| Claim { claimer: "dispatcher-1".into(), ..claim(10, now) };
+    ensure!(ids(&store.claim_queued(&dispatch(now)).await?) == vec![queued.workflow_id.clone()]);
+    ensure!(
+        ids(&store.claim_validating(&claim(2, now)).await?)
+            == vec![first.workflow_id.clone(), second.workflow_id.clone()]
+    );
+    ensure!(ids(&store.claim_validating(&claim(10, now)).await?) == vec![third.workflow_id.clone()]);
+    ensure!(store.claim_validating(&claim(10, now)).await?.is_empty(), "claimed runs are not handed out again");
+
+    // Checked and queued: the checker's claim goes with the state, so the dispatcher takes it now.
+    to(store, &first.workflow_id, RunState::Queued).await?;
+    ensure!(ids(&store.claim_queued(&dispatch(now)).await?) == vec![first.workflow_id.clone()]);
+    // Rejected: VALIDATION_ERROR with its violations, ended, its reservation released.
+    let missing = FieldViolation { field: "documents[0].uri".into(), description: "no such object".into() };
+    let rejected = store
+        .transition(&second.workflow_id, Transition::rejected(vec![missing.clone()], "a document is missing"))
+        .await?;
+    ensure!(rejected.state == RunState::ValidationError && rejected.end_time.is_some());
+    ensure!(rejected.field_violations == vec![missing]);
+    ensure!(store.token_reservations(&acme).await? == 210);
+    // A claim given up (the store did not answer) is free at once; an expired one after its lease.
+    store.release_claim(&third.workflow_id, "checker-1").await?;
+    ensure!(ids(&store.claim_validating(&claim(10, now)).await?) == vec![third.workflow_id.clone()]);
+    let expired = now + chrono::TimeDelta::seconds(31);
+    ensure!(ids(&store.claim_validating(&claim(10, expired)).await?) == vec![third.workflow_id.clone()]);
     Ok(())
 }

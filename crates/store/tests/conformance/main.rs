@@ -130,7 +130,8 @@ store_suite!(
         claims_respect_priority_and_leases,
         concurrent_claimers_get_disjoint_runs,
         a_pushed_run_is_claimed_as_created_only_with_nothing_waiting_and_room,
-        queued_runs_past_their_deadline_are_found_earliest_first,
+        waiting_runs_past_their_deadline_are_found_earliest_first,
+        validating_runs_wait_apart_from_the_queue_and_are_claimed_for_checks,
     ],
     requests: [
         request_ids_are_idempotent_and_expire,

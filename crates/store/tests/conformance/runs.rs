@@ -164,11 +164,12 @@ pub(crate) async fn concurrent_pushes_of_one_identity_create_one_run(ctx: Ctx) -
     Ok(())
 }
 
-/// The path from QUEUED to each state, through allowed edges.
+/// The path from the state a run is created in (QUEUED; VALIDATING or VALIDATION_ERROR when
+/// created so) to each state, through allowed edges.
 fn path_to(state: RunState) -> &'static [RunState] {
     use RunState::*;
     match state {
-        Queued | ValidationError => &[],
+        Validating | Queued | ValidationError => &[],
         Processing => &[Processing],
         Ready => &[Processing, Ready],
         Degraded => &[Processing, Degraded],
@@ -184,9 +185,12 @@ pub(crate) async fn every_lifecycle_edge_through_the_store(ctx: Ctx) -> Result<(
         for target in RunState::ALL {
             let role = format!("Edge {from} {target}");
             let mut new = push("edges", &role, "x")?;
+            let violation = FieldViolation { field: "documents[0].uri".into(), description: "missing".into() };
             if from == RunState::ValidationError {
-                new.admission =
-                    Admission::Reject(vec![FieldViolation { field: "documents".into(), description: "empty".into() }]);
+                new.admission = Admission::Reject(vec![violation.clone()]);
+            }
+            if from == RunState::Validating {
+                new.admission = Admission::Validate;
             }
             let run = create(store, new).await?;
             for step in path_to(from) {
@@ -196,8 +200,12 @@ pub(crate) async fn every_lifecycle_edge_through_the_store(ctx: Ctx) -> Result<(
             ensure!(before.state == from);
             let events_before = all_events(store, &run.workflow_id).await?;
 
-            let result =
-                store.transition(&run.workflow_id, Transition::to(target, format!("{from} to {target}"))).await;
+            let reason = format!("{from} to {target}");
+            let change = match target {
+                RunState::ValidationError => Transition::rejected(vec![violation.clone()], reason),
+                _ => Transition::to(target, reason),
+            };
+            let result = store.transition(&run.workflow_id, change).await;
             let after = store.get_run(&run.workflow_id).await?;
             let events = all_events(store, &run.workflow_id).await?;
             ensure_gap_free(&events)?;
@@ -213,6 +221,10 @@ pub(crate) async fn every_lifecycle_edge_through_the_store(ctx: Ctx) -> Result<(
                         ensure!(after.start_time.is_some());
                     }
                     ensure!(after.end_time.is_some() == target.is_final(), "{from}→{target} end time");
+                    if target == RunState::ValidationError {
+                        ensure!(after.field_violations == vec![violation.clone()], "{from}→{target} violations");
+                        ensure!(after.error.as_ref().is_some_and(|e| e.code == "VALIDATION_ERROR"));
+                    }
                 }
                 (Err(illegal), Err(StoreError::IllegalTransition(refused))) => {
                     ensure!(illegal == refused);

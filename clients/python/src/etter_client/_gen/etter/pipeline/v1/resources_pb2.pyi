@@ -68,12 +68,19 @@ class _RoleStatusEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._Enu
     """A batch item that failed validation; stored with its field violations so it can be fixed and
     pushed again. (A single invalid `Push` is answered INVALID_ARGUMENT and stores nothing.)
     """
+    ROLE_STATUS_VALIDATING: _RoleStatus.ValueType  # 10
+    """Accepted and durably stored; its documents are being checked before it is queued. Only items
+    of a batch with more remote (`s3://`) documents than `documents.max_inline_checks` start here;
+    each then becomes QUEUED, or VALIDATION_ERROR with the violations of its documents.
+    """
 
 class RoleStatus(_RoleStatus, metaclass=_RoleStatusEnumTypeWrapper):
     """The lifecycle state of a run (and therefore of its role).
 
-    Allowed transitions: QUEUED → PROCESSING (the dispatcher, once Temporal accepted the start);
-    QUEUED | PROCESSING → CANCELLED; PROCESSING → READY | DEGRADED | FAILED; READY | DEGRADED → STALE.
+    Allowed transitions: VALIDATING → QUEUED | VALIDATION_ERROR (its documents checked);
+    QUEUED → PROCESSING (the dispatcher, once Temporal accepted the start);
+    VALIDATING | QUEUED | PROCESSING → CANCELLED; PROCESSING → READY | DEGRADED | FAILED;
+    READY | DEGRADED → STALE.
     A role in READY, DEGRADED, FAILED, STALE, CANCELLED or VALIDATION_ERROR can get a new run (QUEUED)
     through `Retry`, a re-push or `force_rerun`. Every other transition is refused with
     `FAILED_PRECONDITION` and a `google.rpc.PreconditionFailure`.
@@ -106,6 +113,11 @@ ROLE_STATUS_CANCELLED: RoleStatus.ValueType  # 8
 ROLE_STATUS_VALIDATION_ERROR: RoleStatus.ValueType  # 9
 """A batch item that failed validation; stored with its field violations so it can be fixed and
 pushed again. (A single invalid `Push` is answered INVALID_ARGUMENT and stores nothing.)
+"""
+ROLE_STATUS_VALIDATING: RoleStatus.ValueType  # 10
+"""Accepted and durably stored; its documents are being checked before it is queued. Only items
+of a batch with more remote (`s3://`) documents than `documents.max_inline_checks` start here;
+each then becomes QUEUED, or VALIDATION_ERROR with the violations of its documents.
 """
 Global___RoleStatus: typing_extensions.TypeAlias = RoleStatus
 
@@ -193,12 +205,17 @@ class _WaitReasonEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._Enu
     """Processing, and workers are polling, but no step of the run is running yet: every worker slot
     is busy with other runs' steps.
     """
+    WAIT_REASON_DOCUMENT_CHECKS: _WaitReason.ValueType  # 8
+    """VALIDATING: its documents are being checked; the run is queued once they pass."""
+    WAIT_REASON_DOCUMENT_STORE_UNAVAILABLE: _WaitReason.ValueType  # 9
+    """VALIDATING, and the document store does not answer: the checks are tried again until it does."""
 
 class WaitReason(_WaitReason, metaclass=_WaitReasonEnumTypeWrapper):
     """What an unfinished run is waiting for, when it is not running a step. Reported in `RunStatus`,
     `QueuePosition` (heartbeats) and push answers. When several hold a run, the first that applies
     in this order is reported: Temporal unavailable, no worker, the token budget, the global cap,
-    the company's cap, the dispatcher's next round, a worker slot.
+    the company's cap, the dispatcher's next round, a worker slot. A VALIDATING run waits for its
+    document checks (or for the document store) before any of those.
     """
 
 WAIT_REASON_UNSPECIFIED: WaitReason.ValueType  # 0
@@ -227,6 +244,10 @@ WAIT_REASON_WORKER_SLOT: WaitReason.ValueType  # 7
 """Processing, and workers are polling, but no step of the run is running yet: every worker slot
 is busy with other runs' steps.
 """
+WAIT_REASON_DOCUMENT_CHECKS: WaitReason.ValueType  # 8
+"""VALIDATING: its documents are being checked; the run is queued once they pass."""
+WAIT_REASON_DOCUMENT_STORE_UNAVAILABLE: WaitReason.ValueType  # 9
+"""VALIDATING, and the document store does not answer: the checks are tried again until it does."""
 Global___WaitReason: typing_extensions.TypeAlias = WaitReason
 
 class _DocumentType:
