@@ -19,6 +19,7 @@ mod audit;
 mod backend;
 mod config;
 pub mod fanout;
+mod migrations;
 mod postgres;
 mod rows;
 mod shared;

@@ -2,7 +2,11 @@
 //! refuses to start when a migration it applied earlier has changed since — so an edit to an old
 //! migration (even to a comment) would stop every deployed store at its next start. This test
 //! keeps the checksum of every migration in `migrations/applied.txt`: a changed migration fails
-//! here, not in production; a new one is recorded with `ETTER_BLESS=1`, which only ever appends.
+//! here, not in production; a new one is recorded with `ETTER_BLESS=1`.
+//!
+//! Only a migration whose comments were reworded may change: its recorded checksum goes to
+//! `migrations/superseded.txt`, which the store reads to repair the record of a store that applied
+//! the old text, and `ETTER_BLESS=1` then records the new checksum.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,6 +14,18 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 
 const RECORD: &str = "migrations/applied.txt";
+const SUPERSEDED: &str = "migrations/superseded.txt";
+
+/// `backend version checksum` of each superseded migration text.
+fn superseded() -> Result<Vec<String>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(SUPERSEDED);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).map(str::to_owned).collect())
+}
+
+fn checksum(line: &str) -> &str {
+    line.split(' ').nth(2).unwrap_or_default()
+}
 
 fn current() -> Vec<String> {
     let mut lines = Vec::new();
@@ -33,11 +49,15 @@ fn no_applied_migration_has_changed_and_every_migration_is_recorded() -> Result<
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let recorded: BTreeMap<String, String> =
         text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).map(|l| (key(l), l.to_owned())).collect();
+    let superseded = superseded()?;
+    let is_superseded = |kept: &str| superseded.iter().any(|s| key(s) == key(kept) && checksum(s) == checksum(kept));
     let mut changed = Vec::new();
+    let mut reworded = Vec::new();
     let mut new = Vec::new();
     for line in current() {
         match recorded.get(&key(&line)) {
             Some(kept) if *kept == line => {}
+            Some(kept) if is_superseded(kept) => reworded.push((kept.clone(), line)),
             Some(kept) => changed.push(format!("  recorded: {kept}\n  now:      {line}")),
             None => new.push(line),
         }
@@ -45,22 +65,37 @@ fn no_applied_migration_has_changed_and_every_migration_is_recorded() -> Result<
     if !changed.is_empty() {
         bail!(
             "an applied migration changed; deployed stores would refuse to start. Put the change in a new \
-             migration and restore the old file:\n{}",
+             migration and restore the old file (if only its comments changed, add the recorded checksum \
+             to {SUPERSEDED} and record the new one with ETTER_BLESS=1):\n{}",
             changed.join("\n")
         );
     }
-    if !new.is_empty() {
-        if std::env::var_os("ETTER_BLESS").is_some() {
-            let mut text = text;
-            for line in &new {
-                text.push_str(line);
-                text.push('\n');
-            }
-            std::fs::write(&path, text)?;
-        } else {
-            bail!("migrations not recorded in {RECORD} (ETTER_BLESS=1 records them):\n{}", new.join("\n"));
+    // Every superseded checksum is of a recorded migration, and not its current one.
+    for line in &superseded {
+        let now = current().into_iter().find(|l| key(l) == key(line));
+        match now {
+            Some(now) if checksum(&now) != checksum(line) => {}
+            Some(_) => bail!("{SUPERSEDED}: {line} is the migration's current checksum, not a superseded one"),
+            None => bail!("{SUPERSEDED}: {line} names no migration"),
         }
+        hex::decode(checksum(line)).with_context(|| format!("{SUPERSEDED}: {line} is not a hex checksum"))?;
     }
+    if new.is_empty() && reworded.is_empty() {
+        return Ok(());
+    }
+    if std::env::var_os("ETTER_BLESS").is_none() {
+        let lines: Vec<String> = new.iter().chain(reworded.iter().map(|(_, now)| now)).cloned().collect();
+        bail!("migrations not recorded in {RECORD} (ETTER_BLESS=1 records them):\n{}", lines.join("\n"));
+    }
+    let mut text = text;
+    for (kept, now) in &reworded {
+        text = text.replace(kept.as_str(), now);
+    }
+    for line in &new {
+        text.push_str(line);
+        text.push('\n');
+    }
+    std::fs::write(&path, text)?;
     Ok(())
 }
 

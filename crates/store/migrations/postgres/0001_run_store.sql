@@ -1,4 +1,4 @@
--- The run store (DESIGN §4, §7): roles, batches, runs, steps, events, idempotency keys, document
+-- The run store: roles, batches, runs, steps, events, idempotency keys, document
 -- content hashes and token usage. Times are TIMESTAMPTZ (microseconds); JSON is JSONB; every integer
 -- is BIGINT so the Rust side decodes one integer type on both backends.
 

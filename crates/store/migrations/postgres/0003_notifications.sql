@@ -1,4 +1,4 @@
--- notify_on_complete (DESIGN §3): whether a run's end is announced to its company's webhook, and
+-- notify_on_complete: whether a run's end is announced to its company's webhook, and
 -- the outbox of those announcements. A row is written in the same transaction as the run's final
 -- state, so an ended run is never left unannounced; the server's deliverer claims due rows
 -- (SKIP LOCKED, so replicas share the work), posts them, and records the result.

@@ -1,4 +1,4 @@
--- The audit log (DESIGN §6.7): append-only, hash-chained entries, and the checkpointed chain head
+-- The audit log: append-only, hash-chained entries, and the checkpointed chain head
 -- (updated in the same transaction as every append, so a truncated tail is detected).
 CREATE TABLE audit_log (
     seq         BIGINT PRIMARY KEY,

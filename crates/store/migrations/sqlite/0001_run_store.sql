@@ -1,4 +1,4 @@
--- The run store (DESIGN §4, §7) for the embedded SQLite default: the same tables as the PostgreSQL
+-- The run store for the embedded SQLite default: the same tables as the PostgreSQL
 -- schema. Times are INTEGER microseconds since the Unix epoch (exact and ordered, unlike SQLite's
 -- text dates); JSON is TEXT; tables are STRICT so a wrongly typed bind fails instead of being stored.
 

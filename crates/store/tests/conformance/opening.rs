@@ -61,3 +61,90 @@ pub(crate) async fn migrations_run_twice_are_harmless(ctx: Ctx) -> Result<()> {
     }
     Ok(())
 }
+
+/// A store that applied migrations before their comments were reworded recorded their old
+/// checksums: it opens, its record is given the current ones, and its runs are all there. A
+/// record that matches neither (a migration really changed) is still refused.
+pub(crate) async fn a_store_that_applied_reworded_migrations_opens_and_a_changed_one_is_refused(
+    ctx: Ctx,
+) -> Result<()> {
+    let run = create(ctx.store.as_ref(), push("acme", "Before The Rewording", "m")?).await?;
+    let backend = match &ctx.location {
+        etter_store::StoreLocation::Postgres(_) => "postgres",
+        etter_store::StoreLocation::Sqlite(_) => "sqlite",
+    };
+    let superseded: Vec<(i64, Vec<u8>)> = include_str!("../../migrations/superseded.txt")
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            match fields.as_slice() {
+                [b, version, checksum] if *b == backend => Some((version.parse().ok()?, hex::decode(checksum).ok()?)),
+                _ => None,
+            }
+        })
+        .collect();
+    ensure!(!superseded.is_empty(), "{backend} has superseded migration texts to test with");
+
+    let recorded = |version: i64| {
+        let location = ctx.location.clone();
+        async move { raw_query(&location, "SELECT checksum FROM _sqlx_migrations WHERE version = $1", version, None).await }
+    };
+    let mut current = Vec::new();
+    for (version, old) in &superseded {
+        current.push(recorded(*version).await?);
+        raw_query(&ctx.location, "UPDATE _sqlx_migrations SET checksum = $2 WHERE version = $1", *version, Some(old))
+            .await?;
+    }
+    let reopened = etter_store::connect(&ctx.location).await?;
+    ensure!(reopened.get_run(&run.workflow_id).await? == run);
+    reopened.close().await;
+    for ((version, _), now) in superseded.iter().zip(&current) {
+        ensure!(recorded(*version).await? == *now, "migration {version}'s record was repaired");
+    }
+
+    let (version, _) = superseded[0];
+    raw_query(
+        &ctx.location,
+        "UPDATE _sqlx_migrations SET checksum = $2 WHERE version = $1",
+        version,
+        Some(&vec![7; 48]),
+    )
+    .await?;
+    let refused = etter_store::connect(&ctx.location).await;
+    ensure!(refused.is_err(), "a migration changed in substance is still refused");
+    Ok(())
+}
+
+/// Runs one statement on the store's database directly, binding `version` (and `checksum`);
+/// answers the first column of its first row, if any, as bytes.
+async fn raw_query(
+    location: &etter_store::StoreLocation,
+    sql: &'static str,
+    version: i64,
+    checksum: Option<&Vec<u8>>,
+) -> Result<Vec<u8>> {
+    use sqlx::Row as _;
+    match location {
+        etter_store::StoreLocation::Postgres(url) => {
+            let pool = sqlx::PgPool::connect(url).await?;
+            let mut query = sqlx::query(sql).bind(version);
+            if let Some(checksum) = checksum {
+                query = query.bind(checksum);
+            }
+            let row = query.fetch_optional(&pool).await?;
+            pool.close().await;
+            Ok(row.map(|r| r.try_get::<Vec<u8>, _>(0)).transpose()?.unwrap_or_default())
+        }
+        etter_store::StoreLocation::Sqlite(path) => {
+            let pool = sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(path)).await?;
+            let mut query = sqlx::query(sql).bind(version);
+            if let Some(checksum) = checksum {
+                query = query.bind(checksum);
+            }
+            let row = query.fetch_optional(&pool).await?;
+            pool.close().await;
+            Ok(row.map(|r| r.try_get::<Vec<u8>, _>(0)).transpose()?.unwrap_or_default())
+        }
+    }
+}
