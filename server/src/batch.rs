@@ -337,7 +337,7 @@ async fn admit_whole(cx: &BatchContext<'_>, company: &CompanyId, new_runs: &[New
         new_runs.iter().filter(|r| matches!(r.admission, Admission::Queue | Admission::Validate)).collect();
     cx.limits.admit_queued(cx.store, company, u64::try_from(queuing.len()).unwrap_or(u64::MAX)).await?;
     let estimated = queuing.iter().map(|r| r.token_estimate).fold(0, i64::saturating_add);
-    cx.limits.admit_tokens(cx.store, company, estimated).await
+    cx.limits.admit_tokens(cx.store, company, queuing.len(), estimated).await
 }
 
 /// The answer for an item that reached the store: accepted (a new run), existing (the role's

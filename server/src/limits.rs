@@ -165,11 +165,17 @@ impl<C: Clock + Clone> Limits<C> {
             store.count_runs(Some(company), &[RunState::Validating, RunState::Queued]),
             store.count_runs(None, &[RunState::Validating, RunState::Queued])
         )?;
+        // A batch can be made smaller; one run (a push, a retry) can only wait for room.
+        let what_to_do = if adding > 1 {
+            "push fewer roles, or wait for queued runs to start"
+        } else {
+            "wait for queued runs to start, then send it again"
+        };
         let full = |subject: String, queued: u64, cap: u64| ApiError::ResourceExhausted {
             reason: "QUEUE_FULL",
             description: format!(
                 "{subject} has {queued} queued runs of at most {cap}, so there is room for {} more and this request \
-                 adds {adding}; push fewer roles, or wait for queued runs to start",
+                 adds {adding}; {what_to_do}",
                 cap.saturating_sub(queued)
             ),
             retry_after: None,
@@ -199,10 +205,16 @@ impl<C: Clock + Clone> Limits<C> {
         Ok(Budget { month, limit: self.companies.limits(company).token_budget, used, reserved })
     }
 
-    /// Checks that `adding` more estimated tokens fit in the company's budget this month
-    /// (admission reserves them: they count until the runs end); past it, `RESOURCE_EXHAUSTED`
-    /// with a `QuotaFailure` saying what remains.
-    pub async fn admit_tokens(&self, store: &dyn RunStore, company: &CompanyId, adding: i64) -> Result<(), ApiError> {
+    /// Checks that `adding` more estimated tokens, for `runs` new runs, fit in the company's budget
+    /// this month (admission reserves them: they count until the runs end); past it,
+    /// `RESOURCE_EXHAUSTED` with a `QuotaFailure` saying what remains.
+    pub async fn admit_tokens(
+        &self,
+        store: &dyn RunStore,
+        company: &CompanyId,
+        runs: usize,
+        adding: i64,
+    ) -> Result<(), ApiError> {
         if self.companies.limits(company).token_budget == 0 || adding <= 0 {
             return Ok(());
         }
@@ -215,12 +227,24 @@ impl<C: Clock + Clone> Limits<C> {
                  request needs {adding}",
                 budget.limit, budget.month.label, budget.used, budget.reserved
             );
+            // What could make room: runs that end use less than they reserved; a batch can be smaller.
+            let mut options = Vec::new();
+            if budget.reserved > 0 {
+                options.push("wait for its queued and running runs to end (what they do not use is released)");
+            }
+            if runs > 1 && remaining > 0 {
+                options.push("push fewer roles");
+            }
+            options.extend(["wait for next month", "ask for a larger budget"]);
+            let what_to_do = match options.split_last() {
+                Some((last, rest)) if !rest.is_empty() => format!("{}, or {last}", rest.join(", ")),
+                _ => options.join(""),
+            };
             return Err(ApiError::ResourceExhausted {
                 reason: "BUDGET_EXCEEDED",
                 description: format!(
                     "company {company} has {remaining} tokens of this month's budget left (after what its queued \
-                     and running runs reserve) and this request needs {adding}; push fewer roles, wait for next \
-                     month, or ask for a larger budget"
+                     and running runs reserve) and this request needs {adding}; {what_to_do}"
                 ),
                 retry_after: None,
                 quota: vec![(subject, numbers)],

@@ -230,7 +230,7 @@ pub async fn push(
     let (replayed, queued, tokens, checked) = futures::join!(
         replay,
         cx.limits.admit_queued(cx.store, &company, 1),
-        cx.limits.admit_tokens(cx.store, &company, new_run.token_estimate),
+        cx.limits.admit_tokens(cx.store, &company, 1, new_run.token_estimate),
         DocumentChecks::run(cx.documents, &request.documents),
     );
     // A retried request gets its first answer, whatever the queue, the budget and the documents

@@ -199,7 +199,7 @@ pub async fn retry(
         // A deadline belongs to the push that set it.
         deadline: None,
     };
-    cx.limits.admit_tokens(cx.store, &new.company, new.token_estimate).await?;
+    cx.limits.admit_tokens(cx.store, &new.company, 1, new.token_estimate).await?;
     let created = match cx.dispatcher.create(cx.store, new).await {
         Ok(created) => created,
         Err(StoreError::Conflict(message)) => {

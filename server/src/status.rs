@@ -267,6 +267,13 @@ fn step_progress(
         input: sum.input + a.tokens.input,
         output: sum.output + a.tokens.output,
     });
+    let mut error = attempts.iter().rev().find_map(|a| a.error.as_ref()).map(convert::error);
+    // An earlier attempt's error while the step is tried again: nothing for the user to do yet.
+    if let Some(error) = error.as_mut()
+        && matches!(status, StepStatus::Retrying | StepStatus::Running)
+    {
+        error.action = "Nothing to do yet: the step is being tried again".to_owned();
+    }
     let progress = pb::StepProgress {
         name: step.to_owned(),
         status: convert::step_state(status) as i32,
@@ -275,7 +282,7 @@ fn step_progress(
         duration_ms,
         attempts: latest.map_or(0, |a| i32::try_from(a.attempt).unwrap_or(i32::MAX)),
         tokens: Some(convert::tokens(tokens)),
-        error: attempts.iter().rev().find_map(|a| a.error.as_ref()).map(convert::error),
+        error,
         critical,
         reused_from: latest.and_then(|a| a.reused_from.as_ref()).map(ToString::to_string).unwrap_or_default(),
         input_hash: latest.and_then(|a| a.input_hash.clone()).unwrap_or_default(),
@@ -489,6 +496,41 @@ mod tests {
         store.close().await;
         std::fs::remove_dir_all(&dir)?;
         Ok(())
+    }
+
+    /// A step tried again shows the earlier attempt's error, but not its advice to retry the role
+    /// (a Retry of a running run is refused): there is nothing to do yet. Once the step failed for
+    /// good, the advice is the error's own again.
+    #[test]
+    fn an_error_of_a_step_still_being_tried_asks_for_nothing_yet() {
+        let error = etter_store::PipelineError {
+            code: "LLM_UNAVAILABLE".to_owned(),
+            message: "the model did not answer".to_owned(),
+            recoverable: true,
+            step: Some("ai_assessment".to_owned()),
+            action: Some("Retry the role; the failed steps run again".to_owned()),
+        };
+        let attempt = |status| etter_store::StepAttempt {
+            step: "ai_assessment".to_owned(),
+            attempt: 2,
+            status,
+            started_at: None,
+            finished_at: None,
+            tokens: etter_store::TokenCount::default(),
+            input_hash: None,
+            output_hash: None,
+            error: Some(error.clone()),
+            reused_from: None,
+            update_time: etter_store::now(),
+        };
+        let action = |status| {
+            let attempt = attempt(status);
+            let (progress, _) =
+                super::step_progress("ai_assessment", &[&attempt], true, StepStatus::Pending, etter_store::now());
+            progress.error.map(|e| e.action).unwrap_or_default()
+        };
+        assert_eq!(action(StepStatus::Retrying), "Nothing to do yet: the step is being tried again");
+        assert_eq!(action(StepStatus::Failed), "Retry the role; the failed steps run again");
     }
 
     /// An ended run is answered from memory until its move is announced (at once for writes

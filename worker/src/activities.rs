@@ -606,9 +606,12 @@ impl PipelineActivities {
                 other => {
                     let attempt = other.map_or(1, |a| a.attempt);
                     let mut record = StepTransition::new(failed.step.as_str(), attempt, StepStatus::Failed);
-                    record.error = Some(
-                        StepFailure::permanent("STEP_FAILED", failed.message.clone()).to_pipeline_error(failed.step),
+                    // It timed out or its worker died: another attempt may well succeed.
+                    let message = format!(
+                        "its last attempt ended without reporting a result (the workflow engine says: {})",
+                        failed.message
                     );
+                    record.error = Some(StepFailure::transient("STEP_FAILED", message).to_pipeline_error(failed.step));
                     store.record_step(&input.workflow_id, record).await?;
                 }
             }

@@ -52,6 +52,7 @@ const BY_CODE: Record<string, Explanation> = {
   DOCUMENT_BUCKET_NOT_ALLOWED: { what: "A document is in a bucket the pipeline may not read.", next: "Use one of the allowed buckets and push the role again.", retry: false },
   LLM_UNAVAILABLE: { what: "The AI model did not answer.", next: "This is usually temporary: press Retry in a few minutes.", retry: true },
   LLM_ERROR: { what: "The AI model gave an answer the pipeline could not use.", next: "Press Retry; if it fails again, contact support with the trace id.", retry: true },
+  STEP_FAILED: { what: "A step's last attempt ended without reporting a result (it took too long, or its worker stopped).", next: "Press Retry: the failed steps run again.", retry: true },
   WORKFLOW_TERMINATED: { what: "The run was stopped by an operator in Temporal.", next: "Press Retry to run the role again.", retry: true },
   WORKFLOW_TIMED_OUT: { what: "The run took longer than it may.", next: "Press Retry; if it happens again, contact support with the trace id.", retry: true },
   WORKFLOW_ENDED_WITHOUT_OUTCOME: { what: "The run ended without reporting a result.", next: "Press Retry to run the role again.", retry: true },

@@ -94,6 +94,12 @@ async fn admission_reserves_estimates_refuses_past_the_budget_and_usage_reconcil
     let refused = api.push_batch(with_token(batch(1, 3), &operator)?).await.err().context("over")?;
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     assert_eq!(refused.get_details_error_info().map(|i| i.reason).as_deref(), Some("BUDGET_EXCEEDED"));
+    // A run still reserves tokens and the batch could be smaller: both are offered.
+    assert!(
+        refused.message().contains("wait for its queued and running runs to end")
+            && refused.message().contains("push fewer roles"),
+        "{refused:?}"
+    );
     let quota = refused.get_details_quota_failure().context("QuotaFailure")?;
     let remaining = budget - per_run;
     let said = &quota.violations[0].description;

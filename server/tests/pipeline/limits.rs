@@ -100,7 +100,8 @@ async fn a_batch_past_the_queue_cap_is_refused_whole_with_the_numbers() -> anyho
     assert_eq!(refused.get_details_error_info().map(|i| i.reason).as_deref(), Some("QUEUE_FULL"));
     assert!(
         refused.message().contains("has 3 queued runs of at most 5")
-            && refused.message().contains("so there is room for 2 more"),
+            && refused.message().contains("so there is room for 2 more")
+            && refused.message().contains("push fewer roles"),
         "{refused:?}"
     );
     let quota = refused.get_details_quota_failure().context("QuotaFailure")?;
@@ -122,6 +123,12 @@ async fn a_batch_past_the_queue_cap_is_refused_whole_with_the_numbers() -> anyho
         pb::PushRequest { company_id: company.clone(), ..push_request("Capped Role 9", &doc_uri(&server, "l.pdf")) };
     let full = api.push(with_token(push, &operator)?).await.err().context("the 6th queued run")?;
     assert_eq!(full.code(), Code::ResourceExhausted, "{full:?}");
+    // One role cannot be pushed "fewer": it waits for room.
+    assert!(
+        full.message().contains("wait for queued runs to start, then send it again")
+            && !full.message().contains("fewer"),
+        "{full:?}"
+    );
     // A retry of an admitted push gets its first answer, full as the queue is now.
     let again = api.push(with_token(kept, &operator)?).await?.into_inner();
     assert_eq!(again, first);
