@@ -27,7 +27,7 @@ use etter_core::error::chain;
 use etter_core::lifecycle::RunState;
 use etter_documents::{DocumentError, DocumentUri, Documents, Location};
 use etter_proto::v1 as pb;
-use etter_store::{Claim, FieldViolation, Run, RunStore, StoreError, Transition};
+use etter_store::{Claim, FieldViolation, Run, RunStore, Transition};
 
 /// The outcome of the checks of one request's documents, by URI as given.
 #[derive(Debug, Default)]
@@ -259,29 +259,34 @@ impl Checker {
             }
         };
         self.conditions.set_document_store(true);
-        let mut queued = 0_usize;
-        for run in &runs {
-            let violations = checks.violations_of(run.documents.iter().map(|d| d.uri.as_str()));
-            let change = if violations.is_empty() {
-                Transition::to(RunState::Queued, "its documents were checked")
-            } else {
-                let violations =
-                    violations.into_iter().map(|v| FieldViolation { field: v.field, description: v.description });
-                Transition::rejected(violations.collect(), "a document failed its check")
-            };
-            let to = change.to;
-            match self.store.transition(&run.workflow_id, change).await {
-                Ok(_) if to == RunState::Queued => queued += 1,
-                Ok(_) => {}
-                // Cancelled (or past its deadline) meanwhile: nothing left to decide.
-                Err(StoreError::IllegalTransition(_)) => {}
-                Err(e) => {
-                    tracing::warn!(workflow_id = %run.workflow_id, error = %chain(&e),
-                        "cannot record a run's document checks; checking it again later");
-                    self.release(std::slice::from_ref(run)).await;
-                }
+        // Every decision of the round in one transaction: thousands of runs are queued in a few
+        // writes, not one each.
+        let changes = runs
+            .iter()
+            .map(|run| {
+                let violations = checks.violations_of(run.documents.iter().map(|d| d.uri.as_str()));
+                let change = if violations.is_empty() {
+                    Transition::to(RunState::Queued, "its documents were checked")
+                } else {
+                    let violations = violations
+                        .into_iter()
+                        .map(|v| FieldViolation { field: v.field, description: v.description })
+                        .collect();
+                    Transition::rejected(violations, "a document failed its check")
+                };
+                (run.workflow_id.clone(), change)
+            })
+            .collect();
+        let queued = match self.store.transition_each(changes).await {
+            // A run cancelled (or past its deadline) meanwhile is refused: nothing left to decide.
+            Ok(outcomes) => outcomes.iter().flatten().filter(|run| run.state == RunState::Queued).count(),
+            Err(e) => {
+                tracing::warn!(runs = runs.len(), error = %chain(&e),
+                    "cannot record the document checks of VALIDATING runs; checking them again later");
+                self.release(&runs).await;
+                return Round::Unavailable;
             }
-        }
+        };
         if queued > 0 {
             self.queued.notify_one();
         }

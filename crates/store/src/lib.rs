@@ -1054,6 +1054,14 @@ pub trait RunStore: Send + Sync {
     /// (including to the state it is already in) writes nothing.
     async fn transition(&self, run: &WorkflowId, change: Transition) -> Result<Run, StoreError>;
 
+    /// Several [`RunStore::transition`]s in one transaction, each answered on its own: a change the
+    /// lifecycle refuses, or of a run that does not exist, is answered with its error and writes
+    /// nothing; any other error writes none of them.
+    async fn transition_each(
+        &self,
+        changes: Vec<(WorkflowId, Transition)>,
+    ) -> Result<Vec<Result<Run, StoreError>>, StoreError>;
+
     /// Sets a run's `needs_review` flag (low-confidence AI output). Not an event by itself: the
     /// step transition that follows carries it to watchers.
     async fn set_needs_review(&self, run: &WorkflowId, needs_review: bool) -> Result<(), StoreError>;

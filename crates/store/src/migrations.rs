@@ -1,38 +1,52 @@
 //! Applied migrations whose text changed without changing what they do (their comments were
 //! reworded). sqlx records each applied migration's checksum and refuses a store whose record
-//! differs from the file, so before migrating, a store that recorded one of the superseded
-//! checksums in `migrations/superseded.txt` is given the file's current checksum. Nothing else in
-//! the store is touched, and a store that recorded any other checksum is left for sqlx to refuse.
+//! differs from the file. A store that applied the old text recorded its checksum, listed in
+//! `migrations/superseded.txt`: for such a store the migrator is given the recorded checksum of
+//! that migration, so it opens. The record itself is not touched, so binaries built before the
+//! rewording keep opening the store too (a rolling upgrade runs both at once); any other
+//! difference is still refused.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
 
 use sqlx::migrate::Migrator;
 
 /// `backend version checksum` of each superseded migration text, one per line; `#` comments.
 const SUPERSEDED: &str = include_str!("../migrations/superseded.txt");
 
-/// One recorded checksum to replace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Repair {
-    /// The migration's version.
-    pub(crate) version: i64,
-    /// The checksum a store may have recorded.
-    pub(crate) superseded: Vec<u8>,
-    /// The file's checksum now.
-    pub(crate) current: Vec<u8>,
-}
-
-/// The repairs for `backend` (`postgres`, `sqlite`) against `migrator`'s files. A line naming no
-/// migration of the backend, or not in hex, is skipped (the migrations test refuses such lines).
-pub(crate) fn repairs(backend: &str, migrator: &Migrator) -> Vec<Repair> {
-    superseded(backend)
-        .filter_map(|(version, superseded)| {
-            let current = migrator.iter().find(|m| m.version == version)?.checksum.to_vec();
-            (current != superseded).then_some(Repair { version, superseded, current })
+/// `migrator` accepting, for each migration whose `recorded` checksum (by version) is one of its
+/// superseded ones for `backend` (`postgres`, `sqlite`), that checksum.
+pub(crate) fn accepting_superseded(
+    backend: &str,
+    mut migrator: Migrator,
+    recorded: &HashMap<i64, Vec<u8>>,
+) -> Migrator {
+    let superseded: Vec<(i64, Vec<u8>)> = superseded(backend).collect();
+    let accepted = |version: i64| {
+        let recorded = recorded.get(&version)?;
+        superseded.iter().any(|(v, checksum)| *v == version && checksum == recorded).then(|| recorded.clone())
+    };
+    if migrator.iter().all(|m| accepted(m.version).is_none()) {
+        return migrator;
+    }
+    let migrations = migrator
+        .iter()
+        .cloned()
+        .map(|mut migration| {
+            if let Some(checksum) = accepted(migration.version) {
+                migration.checksum = Cow::Owned(checksum);
+            }
+            migration
         })
-        .collect()
+        .collect::<Vec<_>>();
+    // The one field of the migrator set here (public for `migrate!`; sqlx is pinned in Cargo.lock).
+    migrator.migrations = Cow::Owned(migrations);
+    migrator
 }
 
-/// The superseded checksums of `backend`'s migrations, by version.
-pub(crate) fn superseded(backend: &str) -> impl Iterator<Item = (i64, Vec<u8>)> + '_ {
+/// The superseded checksums of `backend`'s migrations, by version. A line not in this form is
+/// skipped (the migrations test refuses such lines).
+fn superseded(backend: &str) -> impl Iterator<Item = (i64, Vec<u8>)> + '_ {
     SUPERSEDED.lines().filter(|l| !l.starts_with('#')).filter_map(move |line| {
         let mut fields = line.split_whitespace();
         if fields.next()? != backend {

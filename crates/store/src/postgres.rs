@@ -41,37 +41,22 @@ impl Postgres {
     pub(super) async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
         let connect = PgConnectOptions::from_str(url)?;
         let pool = super::backend::pool_options(options.max_connections).connect_with(connect).await?;
-        let migrator = sqlx::migrate!("./migrations/postgres");
-        repair_checksums(&pool, &migrator).await?;
-        migrator.run(&pool).await?;
+        migrator(&pool).await?.run(&pool).await?;
         Ok(Postgres { pool })
     }
 }
 
-/// Gives a store that recorded a superseded checksum of a migration the current one
-/// ([`super::migrations`]); idempotent, so replicas starting at once may all do it.
-async fn repair_checksums(pool: &sqlx::PgPool, migrator: &sqlx::migrate::Migrator) -> Result<(), StoreError> {
-    let repairs = super::migrations::repairs("postgres", migrator);
-    if repairs.is_empty() {
-        return Ok(());
-    }
+/// The migrations, accepting the checksums a store recorded for texts since reworded
+/// ([`super::migrations`]).
+async fn migrator(pool: &sqlx::PgPool) -> Result<sqlx::migrate::Migrator, StoreError> {
     let recorded: bool =
         sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(pool).await?;
-    if !recorded {
-        return Ok(());
-    }
-    for repair in repairs {
-        let done = sqlx::query("UPDATE _sqlx_migrations SET checksum = $1 WHERE version = $2 AND checksum = $3")
-            .bind(&repair.current)
-            .bind(repair.version)
-            .bind(&repair.superseded)
-            .execute(pool)
-            .await?;
-        if done.rows_affected() > 0 {
-            tracing::info!(version = repair.version, "recorded the reworded text of an applied migration");
-        }
-    }
-    Ok(())
+    let checksums: std::collections::HashMap<i64, Vec<u8>> = if recorded {
+        sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations").fetch_all(pool).await?.into_iter().collect()
+    } else {
+        std::collections::HashMap::new()
+    };
+    Ok(super::migrations::accepting_superseded("postgres", sqlx::migrate!("./migrations/postgres"), &checksums))
 }
 
 impl Backend for Postgres {

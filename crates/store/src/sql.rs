@@ -142,6 +142,44 @@ impl<B: Backend> SqlStore<B> {
     }
 }
 
+/// One state change of `run` inside `tx`: the lifecycle decides, the run and its event are
+/// written, and a run that just ended gets its announcement queued. Nothing is written when the
+/// change is refused.
+async fn change_state<T: Tx>(
+    tx: &mut T,
+    run: &WorkflowId,
+    change: Transition,
+    now: Timestamp,
+) -> Result<Run, StoreError> {
+    let mut stored = tx.run(run, true).await?.ok_or_else(|| StoreError::not_found("run", run))?;
+    let previous = stored.state;
+    lifecycle::transition(previous, change.to)?;
+    stored.state = change.to;
+    if change.to == RunState::Processing {
+        stored.start_time = Some(now);
+    }
+    if change.to.is_final() && stored.end_time.is_none() {
+        stored.end_time = Some(now);
+    }
+    if change.error.is_some() {
+        stored.error = change.error;
+    }
+    if change.to == RunState::ValidationError {
+        if change.violations.is_empty() {
+            return Err(StoreError::InvalidArgument("a run is rejected with at least one field violation".to_owned()));
+        }
+        stored.field_violations = change.violations;
+    }
+    append(tx, &mut stored, now, Change::Status { previous: Some(previous), status: change.to, reason: change.reason })
+        .await?;
+    // The run just ended: its announcement is queued in the same transaction (never lost, never
+    // twice: one row per run).
+    if stored.notify && previous.is_active() && change.to.is_final() {
+        tx.insert_notification(&stored, now).await?;
+    }
+    Ok(stored)
+}
+
 /// Bumps the run's sequence and appends its event, writing the run back. The caller holds the
 /// run's lock, so `sequence + 1` is free and commits in order.
 async fn append<T: Tx>(tx: &mut T, run: &mut Run, now: Timestamp, change: Change) -> Result<u64, StoreError> {
@@ -496,44 +534,35 @@ impl<B: Backend> RunStore for SqlStore<B> {
 
     #[tracing::instrument(skip_all, fields(run = %run, to = %change.to))]
     async fn transition(&self, run: &WorkflowId, change: Transition) -> Result<Run, StoreError> {
-        let now = now();
         let mut tx = self.backend.write().await?;
-        let mut stored = tx.run(run, true).await?.ok_or_else(|| StoreError::not_found("run", run))?;
-        let previous = stored.state;
-        lifecycle::transition(previous, change.to)?;
-        stored.state = change.to;
-        if change.to == RunState::Processing {
-            stored.start_time = Some(now);
-        }
-        if change.to.is_final() && stored.end_time.is_none() {
-            stored.end_time = Some(now);
-        }
-        if change.error.is_some() {
-            stored.error = change.error;
-        }
-        if change.to == RunState::ValidationError {
-            if change.violations.is_empty() {
-                return Err(StoreError::InvalidArgument(
-                    "a run is rejected with at least one field violation".to_owned(),
-                ));
-            }
-            stored.field_violations = change.violations;
-        }
-        append(
-            &mut tx,
-            &mut stored,
-            now,
-            Change::Status { previous: Some(previous), status: change.to, reason: change.reason },
-        )
-        .await?;
-        // The run just ended: its announcement is queued in the same transaction (never lost,
-        // never twice: one row per run).
-        if stored.notify && previous.is_active() && change.to.is_final() {
-            tx.insert_notification(&stored, now).await?;
-        }
+        let stored = change_state(&mut tx, run, change, now()).await?;
         tx.commit().await?;
         self.moved(run);
         Ok(stored)
+    }
+
+    #[tracing::instrument(skip_all, fields(runs = changes.len()))]
+    async fn transition_each(
+        &self,
+        changes: Vec<(WorkflowId, Transition)>,
+    ) -> Result<Vec<Result<Run, StoreError>>, StoreError> {
+        let now = now();
+        let mut tx = self.backend.write().await?;
+        let mut outcomes = Vec::with_capacity(changes.len());
+        for (run, change) in changes {
+            // A change the lifecycle refuses (or of a run that is gone) writes nothing of its own:
+            // it is answered, and the others go on. Anything else undoes them all.
+            match change_state(&mut tx, &run, change, now).await {
+                Ok(stored) => outcomes.push(Ok(stored)),
+                Err(e @ (StoreError::IllegalTransition(_) | StoreError::NotFound { .. })) => outcomes.push(Err(e)),
+                Err(e) => return Err(e),
+            }
+        }
+        tx.commit().await?;
+        for stored in outcomes.iter().flatten() {
+            self.moved(&stored.workflow_id);
+        }
+        Ok(outcomes)
     }
 
     async fn claim_notifications(&self, claim: &NotificationClaim) -> Result<Vec<Notification>, StoreError> {

@@ -58,9 +58,7 @@ impl Sqlite {
         let lock = migration_lock(path).await?;
         let opened = async {
             let pool = super::backend::pool_options(options.max_connections).connect_with(connect).await?;
-            let migrator = sqlx::migrate!("./migrations/sqlite");
-            repair_checksums(&pool, &migrator).await?;
-            migrator.run(&pool).await?;
+            migrator(&pool).await?.run(&pool).await?;
             Ok::<_, StoreError>(pool)
         }
         .await;
@@ -69,32 +67,19 @@ impl Sqlite {
     }
 }
 
-/// Gives a store that recorded a superseded checksum of a migration the current one
-/// ([`super::migrations`]), under the migration lock.
-async fn repair_checksums(pool: &sqlx::SqlitePool, migrator: &sqlx::migrate::Migrator) -> Result<(), StoreError> {
-    let repairs = super::migrations::repairs("sqlite", migrator);
-    if repairs.is_empty() {
-        return Ok(());
-    }
-    let recorded: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'")
+/// The migrations, accepting the checksums a store recorded for texts since reworded
+/// ([`super::migrations`]).
+async fn migrator(pool: &sqlx::SqlitePool) -> Result<sqlx::migrate::Migrator, StoreError> {
+    let recorded: bool =
+        sqlx::query_scalar("SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'")
             .fetch_one(pool)
             .await?;
-    if recorded == 0 {
-        return Ok(());
-    }
-    for repair in repairs {
-        let done = sqlx::query("UPDATE _sqlx_migrations SET checksum = $1 WHERE version = $2 AND checksum = $3")
-            .bind(&repair.current)
-            .bind(repair.version)
-            .bind(&repair.superseded)
-            .execute(pool)
-            .await?;
-        if done.rows_affected() > 0 {
-            tracing::info!(version = repair.version, "recorded the reworded text of an applied migration");
-        }
-    }
-    Ok(())
+    let checksums: std::collections::HashMap<i64, Vec<u8>> = if recorded {
+        sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations").fetch_all(pool).await?.into_iter().collect()
+    } else {
+        std::collections::HashMap::new()
+    };
+    Ok(super::migrations::accepting_superseded("sqlite", sqlx::migrate!("./migrations/sqlite"), &checksums))
 }
 
 /// An exclusive lock on `{database}.migrate.lock`, held until the file is dropped (the OS drops it

@@ -5,8 +5,8 @@
 //! here, not in production; a new one is recorded with `ETTER_BLESS=1`.
 //!
 //! Only a migration whose comments were reworded may change: its recorded checksum goes to
-//! `migrations/superseded.txt`, which the store reads to repair the record of a store that applied
-//! the old text, and `ETTER_BLESS=1` then records the new checksum.
+//! `migrations/superseded.txt`, whose checksums the store accepts from a store that applied the
+//! old text, and `ETTER_BLESS=1` then records the new checksum.
 
 use std::collections::BTreeMap;
 use std::path::Path;

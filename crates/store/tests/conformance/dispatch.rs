@@ -248,5 +248,22 @@ pub(crate) async fn validating_runs_wait_apart_from_the_queue_and_are_claimed_fo
     ensure!(ids(&store.claim_validating(&claim(10, now)).await?) == vec![third.workflow_id.clone()]);
     let expired = now + chrono::TimeDelta::seconds(31);
     ensure!(ids(&store.claim_validating(&claim(10, expired)).await?) == vec![third.workflow_id.clone()]);
+
+    // Decisions recorded together: each answered on its own; a refused one writes nothing.
+    let gone = etter_core::ids::WorkflowId::parse("role-onboard-cr-acme.nobody-1")?;
+    let outcomes = store
+        .transition_each(vec![
+            (third.workflow_id.clone(), Transition::to(RunState::Queued, "checked")),
+            (second.workflow_id.clone(), Transition::to(RunState::Queued, "checked again")),
+            (gone, Transition::to(RunState::Queued, "checked")),
+        ])
+        .await?;
+    let [queued_now, refused, missing] = outcomes.as_slice() else { anyhow::bail!("three answers: {outcomes:?}") };
+    ensure!(queued_now.as_ref().is_ok_and(|r| r.state == RunState::Queued && r.sequence == 2), "{queued_now:?}");
+    ensure!(matches!(refused, Err(etter_store::StoreError::IllegalTransition(_))), "{refused:?}");
+    ensure!(matches!(missing, Err(etter_store::StoreError::NotFound { .. })), "{missing:?}");
+    let untouched = store.get_run(&second.workflow_id).await?;
+    ensure!(untouched.state == RunState::ValidationError && untouched.sequence == 2, "{untouched:?}");
+    ensure!(store.get_run(&third.workflow_id).await?.state == RunState::Queued);
     Ok(())
 }

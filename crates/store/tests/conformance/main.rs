@@ -149,7 +149,7 @@ store_suite!(
     ],
     opening: [
         migrations_run_twice_are_harmless,
-        a_store_that_applied_reworded_migrations_opens_and_a_changed_one_is_refused,
+        a_store_that_applied_reworded_migrations_opens_as_it_is_and_a_changed_one_is_refused,
     ],
 );
 
