@@ -477,6 +477,12 @@ pub struct DispatchConfig {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub worker_seen_within: Duration,
+    /// A worker counts while its presence record in the run store (renewed every
+    /// `worker.presence_interval`, 10 s) is more recent than this, so a worker that stopped is
+    /// noticed within it; keep it above twice the presence interval.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub worker_presence_within: Duration,
 }
 
 impl Default for DispatchConfig {
@@ -496,6 +502,7 @@ impl Default for DispatchConfig {
             estimate_llm_step_tokens: 4000,
             estimate_refresh_interval: Duration::from_secs(60),
             worker_seen_within: Duration::from_secs(75),
+            worker_presence_within: Duration::from_secs(25),
         }
     }
 }
@@ -510,6 +517,7 @@ impl DispatchConfig {
             ("dispatch.reconcile_interval", self.reconcile_interval),
             ("dispatch.estimate_refresh_interval", self.estimate_refresh_interval),
             ("dispatch.worker_seen_within", self.worker_seen_within),
+            ("dispatch.worker_presence_within", self.worker_presence_within),
         ])?;
         if self.retry_max_backoff < self.retry_initial_backoff {
             return invalid("dispatch.retry_max_backoff", "must be at least dispatch.retry_initial_backoff");

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `""` (the server) and `etter.pipeline.v1.PipelineService` | the run store answers |
 //! | `etter.temporal` | the Temporal frontend answers for the configured namespace |
-//! | `etter.worker` | a worker polls the task queue (Temporal saw a poll start within `dispatch.worker_seen_within`) |
+//! | `etter.worker` | a worker polls the task queue (Temporal saw a poll start within `dispatch.worker_seen_within`) and, once workers recorded their presence in the run store, one did within `dispatch.worker_presence_within` |
 //! | `etter.graph` | the role graph (Neo4j, or the embedded `{data_dir}/graph.db`) opens and answers a ping |
 //! | `etter.redis` | only with `redis.url`: Redis answers `PING` (live fan-out; without it streams poll) |
 //!
@@ -75,10 +75,10 @@ pub async fn report_dependencies_down(reporter: &HealthReporter, redis: bool) {
 pub(crate) async fn first_look(
     orchestrator: &dyn Orchestrator,
     conditions: &Conditions,
-    window: Duration,
+    workers: &Workers,
     bound: Duration,
 ) {
-    match tokio::time::timeout(bound, look_at_temporal(orchestrator, window)).await {
+    match tokio::time::timeout(bound, look_at_temporal(orchestrator, workers)).await {
         Ok((temporal, workers)) => {
             conditions.set_temporal(temporal.is_ok());
             if let Ok(polling) = workers {
@@ -89,18 +89,49 @@ pub(crate) async fn first_look(
     }
 }
 
-/// Whether Temporal answers and, if it does, whether a worker polls within `window` (no worker
-/// can be known to poll a Temporal that does not answer).
+/// How the server tells whether workers take the task queue's work.
+pub(crate) struct Workers {
+    /// Where workers record their presence.
+    pub store: Arc<dyn RunStore>,
+    /// The pipeline's task queue (`temporal.task_queue`).
+    pub task_queue: String,
+    /// How recent a worker's poll must be for it to count (`dispatch.worker_seen_within`).
+    pub seen_within: Duration,
+    /// How recent a worker's presence record must be (`dispatch.worker_presence_within`).
+    pub presence_within: Duration,
+}
+
+/// Whether Temporal answers and, if it does, whether workers take the task queue's work: one
+/// polled within `seen_within` and, once workers recorded their presence in the store, one did so
+/// within `presence_within`. Temporal keeps listing a worker that stopped until its last poll ages
+/// out (an idle worker's poll is held up to a minute); its presence record stops at once, so a
+/// stopped worker is noticed in `presence_within`. No worker can be known to poll a Temporal that
+/// does not answer.
 async fn look_at_temporal(
     orchestrator: &dyn Orchestrator,
-    window: Duration,
+    workers: &Workers,
 ) -> (Result<(), OrchestratorError>, Result<bool, OrchestratorError>) {
     let temporal = orchestrator.ping().await;
-    let workers = match temporal {
-        Ok(()) => orchestrator.workers_polling(window).await,
+    let polling = match temporal {
+        Ok(()) => orchestrator.workers_polling(workers.seen_within).await,
         Err(_) => Ok(false),
     };
-    (temporal, workers)
+    let present = match polling {
+        Ok(true) => {
+            let since = etter_store::now() - chrono::TimeDelta::from_std(workers.presence_within).unwrap_or_default();
+            match workers.store.workers_seen(&workers.task_queue, since).await {
+                // No record at all: workers that do not record their presence, Temporal decides.
+                Ok(seen) => Ok(seen.known == 0 || seen.recent > 0),
+                // The store's own entry reports it; the pollers decide meanwhile.
+                Err(e) => {
+                    tracing::debug!(error = %chain(&e), "cannot read the workers' presence");
+                    Ok(true)
+                }
+            }
+        }
+        other => other,
+    };
+    (temporal, present)
 }
 
 /// What the health loop checks.
@@ -115,8 +146,8 @@ pub(crate) struct Checked {
     pub redis: Option<Probe>,
     /// Where Temporal's and the workers' availability is published (why runs wait).
     pub conditions: Arc<Conditions>,
-    /// How recent a worker's poll must be for it to count (`dispatch.worker_seen_within`).
-    pub worker_seen_within: Duration,
+    /// How the workers are looked at.
+    pub workers: Workers,
 }
 
 /// Checks the store, Temporal, the graph and Redis every `interval` until `drain` turns true; then
@@ -127,7 +158,7 @@ pub(crate) async fn run(
     interval: Duration,
     mut drain: watch::Receiver<bool>,
 ) {
-    let Checked { store, orchestrator, graph, redis, conditions, worker_seen_within } = checked;
+    let Checked { store, orchestrator, graph, redis, conditions, workers: watched } = checked;
     let mut store_up = None;
     let mut temporal_up = None;
     let mut workers_up = None;
@@ -139,7 +170,7 @@ pub(crate) async fn run(
     while !*drain.borrow() {
         let (store_ok, (temporal, workers), graph_result, redis_result) = tokio::join!(
             async { matches!(tokio::time::timeout(bound, store.ping()).await, Ok(Ok(()))) },
-            look_at_temporal(orchestrator.as_ref(), worker_seen_within),
+            look_at_temporal(orchestrator.as_ref(), &watched),
             graph.ping(bound),
             async {
                 match &redis {
@@ -161,8 +192,9 @@ pub(crate) async fn run(
                         tracing::info!("a worker polls the task queue");
                     } else if temporal_ok {
                         tracing::warn!(
-                            within = ?worker_seen_within,
-                            "no worker polls the task queue; runs wait until one is started"
+                            polled_within = ?watched.seen_within,
+                            present_within = ?watched.presence_within,
+                            "no worker takes the task queue's work; runs wait until one is started"
                         );
                     }
                     reporter.set_service_status(WORKER_SERVICE, serving(*polling)).await;

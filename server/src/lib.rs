@@ -133,7 +133,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     health::first_look(
         control.orchestrator.as_ref(),
         &control.conditions,
-        config.dispatch.worker_seen_within,
+        &watched_workers(&config, &stores.store),
         FIRST_LOOK_WITHIN,
     )
     .await;
@@ -398,7 +398,7 @@ impl ControlPlane {
             graph: self.graph,
             redis,
             conditions: self.conditions,
-            worker_seen_within: config.dispatch.worker_seen_within,
+            workers: watched_workers(config, store),
         };
         vec![
             tokio::spawn(self.dispatcher.run(drain.clone())),
@@ -458,6 +458,16 @@ fn routes(
 
 /// How long a starting server waits to learn whether Temporal answers and workers poll.
 const FIRST_LOOK_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How the health loop tells whether workers take the task queue's work.
+fn watched_workers(config: &Config, store: &Arc<dyn etter_store::RunStore>) -> health::Workers {
+    health::Workers {
+        store: Arc::clone(store),
+        task_queue: config.temporal.task_queue.clone(),
+        seen_within: config.dispatch.worker_seen_within,
+        presence_within: config.dispatch.worker_presence_within,
+    }
+}
 
 /// 128 random bits (batch ids, trace ids, instance names). Without the OS's randomness they still
 /// differ by time and process; batch ids are checked for uniqueness on insert.

@@ -1,6 +1,6 @@
 //! Why a run waits, said where a user looks: `GetStatus`, the push answer, a watch stream's
 //! heartbeats and the health entry `etter.worker`; on both profiles, on a stack that starts with no
-//! worker and then gets one whose only slot is held.
+//! worker, then gets one whose only slot is held, then loses it.
 
 use std::time::Duration;
 
@@ -143,7 +143,17 @@ async fn waits(profile: Profile) -> Result<()> {
         "a push behind a full company answered {fourth:?}"
     );
 
+    // The worker dies (SIGKILL: it cannot say so). Temporal still lists its last poll for a
+    // minute; its presence record ages, and within the same 30 s the runs say no worker takes them.
     worker.kill().await?;
+    let died = tokio::time::Instant::now();
+    let queued =
+        wait_for(&mut client, &third.workflow_id, RoleStatus::Queued, WaitReason::NoWorker, SAYS_SO_WITHIN).await?;
+    ensure!(queued.position_in_queue == 1, "{queued:#?}");
+    wait_for(&mut client, &waiting.workflow_id, RoleStatus::Processing, WaitReason::NoWorker, SAYS_SO_WITHIN).await?;
+    stack.wait_health(&server, "etter.worker", ServingStatus::NotServing, SAYS_SO_WITHIN).await?;
+    ensure!(died.elapsed() <= SAYS_SO_WITHIN, "noticed only after {:?}", died.elapsed());
+
     server.stop().await?;
     stack.cleanup().await
 }

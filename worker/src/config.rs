@@ -139,6 +139,12 @@ pub struct WorkerConfig {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub staleness_scan_interval: Duration,
+    /// How often the worker records in the run store that it is running. The server counts a
+    /// worker while its record is more recent than `dispatch.worker_presence_within` (25 s), so
+    /// keep this well below that; a worker that stops cleanly is uncounted at once.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub presence_interval: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -154,6 +160,7 @@ impl Default for WorkerConfig {
             retry_maximum_attempts: 3,
             shutdown_grace: Duration::from_secs(30),
             staleness_scan_interval: Duration::from_secs(24 * 60 * 60),
+            presence_interval: Duration::from_secs(10),
         }
     }
 }
@@ -168,6 +175,12 @@ impl WorkerConfig {
         }
         if self.retry_backoff_coefficient < 1.0 {
             return invalid("worker.retry_backoff_coefficient", "must be at least 1.0");
+        }
+        if self.presence_interval.is_zero() {
+            return invalid(
+                "worker.presence_interval",
+                "must be positive (10s keeps a stopped worker noticed within 30s)",
+            );
         }
         if self.heartbeat_timeout.is_zero() || self.start_to_close_timeout.is_zero() {
             return invalid("worker.heartbeat_timeout", "and worker.start_to_close_timeout must be positive");

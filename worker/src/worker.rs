@@ -155,6 +155,9 @@ pub async fn run_with_faults(
         ],
     );
 
+    // The server counts this worker while it records its presence (and not once it stops).
+    let presence = Presence::start(Arc::clone(&store), &config);
+
     let stop = worker.shutdown_handle();
     let running = worker.run();
     tokio::pin!(running);
@@ -162,6 +165,7 @@ pub async fn run_with_faults(
         result = &mut running => result,
         () = &mut shutdown => {
             tracing::info!(grace = ?config.worker.shutdown_grace, "stopping: no new tasks, running activities finish");
+            presence.stop().await;
             stop();
             match tokio::time::timeout(config.worker.shutdown_grace, &mut running).await {
                 Ok(result) => result,
@@ -173,8 +177,51 @@ pub async fn run_with_faults(
         }
     };
     let _ = stop_tx.send(true);
+    presence.stop().await;
     store.close().await;
     result.map_err(temporal("the worker failed"))
+}
+
+/// This worker's presence record in the run store, renewed every `worker.presence_interval`.
+struct Presence {
+    store: Arc<dyn etter_store::RunStore>,
+    id: String,
+    renewing: tokio::task::JoinHandle<()>,
+}
+
+impl Presence {
+    fn start(store: Arc<dyn etter_store::RunStore>, config: &Config) -> Self {
+        let started = etter_store::now();
+        // Distinct across hosts whose workers share a process id (every container's is 1).
+        let mut random = [0_u8; 8];
+        let nonce = match getrandom::fill(&mut random) {
+            Ok(()) => u64::from_le_bytes(random),
+            Err(_) => started.timestamp_nanos_opt().unwrap_or_default().unsigned_abs(),
+        };
+        let id = format!("{}-{nonce:016x}", identity());
+        let (queue, every) = (config.temporal.task_queue.clone(), config.worker.presence_interval);
+        let renewing = tokio::spawn({
+            let (store, id) = (Arc::clone(&store), id.clone());
+            async move {
+                let mut ticks = tokio::time::interval(every);
+                loop {
+                    ticks.tick().await;
+                    if let Err(e) = store.worker_seen(&id, &queue, started).await {
+                        tracing::warn!(error = %chain(&e), "cannot record this worker's presence; retrying");
+                    }
+                }
+            }
+        });
+        Self { store, id, renewing }
+    }
+
+    /// Stops renewing and records that this worker is gone (idempotent).
+    async fn stop(&self) {
+        self.renewing.abort();
+        if let Err(e) = self.store.worker_gone(&self.id).await {
+            tracing::warn!(error = %chain(&e), "cannot record that this worker stopped; it is uncounted once its record ages");
+        }
+    }
 }
 
 /// Runs a staleness scan now, on the workers of the configured task queue, and answers its report.

@@ -397,6 +397,15 @@ pub enum Admission {
     Reject(Vec<FieldViolation>),
 }
 
+/// Workers of a task queue as their presence records tell ([`RunStore::workers_seen`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkersSeen {
+    /// Seen recently.
+    pub recent: u64,
+    /// Known at all (seen within the last day, or stopped within it).
+    pub known: u64,
+}
+
 /// A run to create ([`RunStore::create_run`], [`RunStore::create_batch`]).
 #[derive(Debug, Clone)]
 pub struct NewRun {
@@ -1053,6 +1062,16 @@ pub trait RunStore: Send + Sync {
     /// start time on PROCESSING and the end time on the first final state. A refused change
     /// (including to the state it is already in) writes nothing.
     async fn transition(&self, run: &WorkflowId, change: Transition) -> Result<Run, StoreError>;
+
+    /// Records that `worker` (of `task_queue`, running since `started`) runs now; forgets workers
+    /// of the queue not seen for a day.
+    async fn worker_seen(&self, worker: &str, task_queue: &str, started: Timestamp) -> Result<(), StoreError>;
+
+    /// Records that `worker` stopped: it no longer counts as seen.
+    async fn worker_gone(&self, worker: &str) -> Result<(), StoreError>;
+
+    /// The workers of `task_queue` seen at or after `since`, and all the store knows of.
+    async fn workers_seen(&self, task_queue: &str, since: Timestamp) -> Result<WorkersSeen, StoreError>;
 
     /// Several [`RunStore::transition`]s in one transaction, each answered on its own: a change the
     /// lifecycle refuses, or of a run that does not exist, is answered with its error and writes

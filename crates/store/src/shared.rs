@@ -157,6 +157,61 @@ pub(super) trait Portable: Statements + Sized {
         async move { self.execute(Statement::new("SELECT 1")).await.map(drop) }
     }
 
+    // Workers.
+
+    /// Records that `worker` of `task_queue` runs at `now` (it started at `started`), and forgets
+    /// workers of the queue not seen for a day.
+    fn worker_seen(
+        &mut self,
+        worker: &str,
+        task_queue: &str,
+        started: Timestamp,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move {
+            let upsert = Statement::new(
+                "INSERT INTO workers (worker_id, task_queue, start_time, seen_time) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (worker_id) DO UPDATE SET seen_time = excluded.seen_time",
+            )
+            .bind(worker)
+            .bind(task_queue)
+            .bind(started)
+            .bind(now);
+            self.execute(upsert).await?;
+            let forget = Statement::new("DELETE FROM workers WHERE task_queue = $1 AND seen_time < $2")
+                .bind(task_queue)
+                .bind(now - chrono::TimeDelta::days(1));
+            self.execute(forget).await.map(drop)
+        }
+    }
+
+    /// Marks `worker` gone (seen at `at`, long ago): it stopped.
+    fn worker_gone(&mut self, worker: &str, at: Timestamp) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move {
+            let sql = Statement::new("UPDATE workers SET seen_time = $2 WHERE worker_id = $1").bind(worker).bind(at);
+            self.execute(sql).await.map(drop)
+        }
+    }
+
+    /// Of the workers of `task_queue` the store knows: how many were seen at or after `since`, and
+    /// how many in all.
+    fn workers_seen(
+        &mut self,
+        task_queue: &str,
+        since: Timestamp,
+    ) -> impl Future<Output = Result<(u64, u64), StoreError>> + Send {
+        async move {
+            let sql = Statement::new(
+                "SELECT COUNT(*) AS known, COALESCE(SUM(CASE WHEN seen_time >= $2 THEN 1 ELSE 0 END), 0) AS recent \
+                 FROM workers WHERE task_queue = $1",
+            )
+            .bind(task_queue)
+            .bind(since);
+            let row = self.fetch_one(sql).await?;
+            Ok((number("recent", row.int("recent")?)?, number("known", row.int("known")?)?))
+        }
+    }
+
     // Roles.
 
     /// Inserts the roles that are absent and answers every one of them (in any order), each row

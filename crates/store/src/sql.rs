@@ -18,7 +18,7 @@ use super::{
     Delivery, DocumentHash, EventScope, IDEMPOTENCY_TTL, MAX_PAGE_SIZE, NewBatch, NewRun, Notification,
     NotificationClaim, PageRequest, PipelineError, PutRequest, QueuePosition, RequestKey, Run, RunEvent, RunFilter,
     RunPage, RunStore, StepAttempt, StepRecorded, StepStats, StepStatus, StepTransition, StoreError, Timestamp,
-    TokenCount, Transition, UsageRow, WatchScope,
+    TokenCount, Transition, UsageRow, WatchScope, WorkersSeen,
     backend::{Backend, Tx},
     now,
     rows::{Cursor, RoleKey, RoleLatest, RoleRow, StoredRequest},
@@ -539,6 +539,25 @@ impl<B: Backend> RunStore for SqlStore<B> {
         tx.commit().await?;
         self.moved(run);
         Ok(stored)
+    }
+
+    async fn worker_seen(&self, worker: &str, task_queue: &str, started: Timestamp) -> Result<(), StoreError> {
+        let mut tx = self.backend.write().await?;
+        tx.worker_seen(worker, task_queue, started, now()).await?;
+        tx.commit().await
+    }
+
+    async fn worker_gone(&self, worker: &str) -> Result<(), StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        tx.worker_gone(worker, Timestamp::UNIX_EPOCH).await?;
+        tx.commit().await
+    }
+
+    async fn workers_seen(&self, task_queue: &str, since: Timestamp) -> Result<WorkersSeen, StoreError> {
+        let mut tx = self.backend.autocommit().await?;
+        let (recent, known) = tx.workers_seen(task_queue, since).await?;
+        tx.commit().await?;
+        Ok(WorkersSeen { recent, known })
     }
 
     #[tracing::instrument(skip_all, fields(runs = changes.len()))]

@@ -267,3 +267,26 @@ pub(crate) async fn validating_runs_wait_apart_from_the_queue_and_are_claimed_fo
     ensure!(store.get_run(&third.workflow_id).await?.state == RunState::Queued);
     Ok(())
 }
+
+pub(crate) async fn workers_count_while_their_presence_is_recent(ctx: Ctx) -> Result<()> {
+    let store = ctx.store.as_ref();
+    let queue = "presence-queue";
+    let started = etter_store::now();
+    let seen = |since| store.workers_seen(queue, since);
+    ensure!(seen(started).await? == etter_store::WorkersSeen { recent: 0, known: 0 }, "none yet");
+
+    store.worker_seen("worker-a", queue, started).await?;
+    store.worker_seen("worker-b", queue, started).await?;
+    store.worker_seen("worker-c", "another-queue", started).await?;
+    ensure!(seen(started).await? == etter_store::WorkersSeen { recent: 2, known: 2 }, "per queue");
+    // Presence is as recent as the last record: not yet seen after now.
+    let later = etter_store::now() + chrono::TimeDelta::seconds(30);
+    ensure!(seen(later).await? == etter_store::WorkersSeen { recent: 0, known: 2 });
+    store.worker_seen("worker-a", queue, started).await?;
+    ensure!(seen(started).await?.recent == 2, "a second record is an update, not another worker");
+
+    // A worker that stops is gone at once, though still known.
+    store.worker_gone("worker-b").await?;
+    ensure!(seen(started).await? == etter_store::WorkersSeen { recent: 1, known: 2 });
+    Ok(())
+}

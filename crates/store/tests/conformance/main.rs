@@ -132,6 +132,7 @@ store_suite!(
         a_pushed_run_is_claimed_as_created_only_with_nothing_waiting_and_room,
         waiting_runs_past_their_deadline_are_found_earliest_first,
         validating_runs_wait_apart_from_the_queue_and_are_claimed_for_checks,
+        workers_count_while_their_presence_is_recent,
     ],
     requests: [
         request_ids_are_idempotent_and_expire,
