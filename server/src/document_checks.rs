@@ -44,7 +44,9 @@ impl DocumentChecks {
         documents: &'a Documents,
         uris: impl IntoIterator<Item = &'a pb::Document>,
     ) -> impl Future<Output = Result<Self, ApiError>> + Send + 'a {
-        let checking = Self::checking(documents, uris.into_iter().map(|d| d.uri.as_str()).collect(), usize::MAX);
+        let at_once = documents.config().max_concurrent_checks;
+        let checking =
+            Self::checking(documents, uris.into_iter().map(|d| d.uri.as_str()).collect(), usize::MAX, at_once);
         async move { checking.await.map_err(|e| unavailable(&e)) }
     }
 
@@ -55,17 +57,20 @@ impl DocumentChecks {
         documents: &'a Documents,
         uris: impl IntoIterator<Item = &'a pb::Document>,
     ) -> impl Future<Output = Result<Self, ApiError>> + Send + 'a {
-        let max_inline = documents.config().max_inline_checks;
-        let checking = Self::checking(documents, uris.into_iter().map(|d| d.uri.as_str()).collect(), max_inline);
+        let (max_inline, at_once) = (documents.config().max_inline_checks, documents.config().max_concurrent_checks);
+        let unique = uris.into_iter().map(|d| d.uri.as_str()).collect();
+        let checking = Self::checking(documents, unique, max_inline, at_once);
         async move { checking.await.map_err(|e| unavailable(&e)) }
     }
 
-    /// Checks each of `unique` (the remote ones only if there are at most `max_inline_remote`).
-    /// Fails with the first error that says the store did not answer (nothing is decided then).
+    /// Checks each of `unique` (the remote ones only if there are at most `max_inline_remote`),
+    /// `at_once` at a time. Fails with the first error that says the store did not answer
+    /// (nothing is decided then).
     async fn checking(
         documents: &Documents,
         unique: BTreeSet<&str>,
         max_inline_remote: usize,
+        at_once: usize,
     ) -> Result<Self, DocumentError> {
         let checkable: Vec<DocumentUri> = unique
             .into_iter()
@@ -80,9 +85,8 @@ impl DocumentChecks {
         } else {
             local.into_iter().chain(remote).collect()
         };
-        let mut outcomes = futures::stream::iter(now)
-            .map(|uri| check_one(documents, uri))
-            .buffer_unordered(documents.config().max_concurrent_checks);
+        let mut outcomes =
+            futures::stream::iter(now).map(|uri| check_one(documents, uri)).buffer_unordered(at_once.max(1));
         while let Some((raw, outcome)) = outcomes.next().await {
             match outcome {
                 Ok(()) => {}
@@ -143,10 +147,15 @@ fn unavailable(error: &DocumentError) -> ApiError {
 }
 
 /// Runs claimed per round.
-const PER_ROUND: u32 = 256;
+const PER_ROUND: u32 = 64;
+
+/// Rounds in flight at once, each checking `documents.max_concurrent_checks / ROUNDS_AT_ONCE`
+/// documents at a time: while one round waits for its slowest check or writes its decisions,
+/// the others keep the document store busy.
+const ROUNDS_AT_ONCE: usize = 4;
 
 /// How long a claim on VALIDATING runs holds: longer than a round's checks can take
-/// (`PER_ROUND` runs' documents, each within `documents.check_timeout`, many at once), so a
+/// (`PER_ROUND` runs' documents, each within `documents.check_timeout`, several at once), so a
 /// checker that dies loses nothing and one that lives is not overtaken.
 const LEASE: Duration = Duration::from_secs(300);
 
@@ -203,18 +212,45 @@ impl Checker {
         self.wake.notify_one();
     }
 
-    /// Checks until `drain` turns true.
+    /// Checks until `drain` turns true, up to [`ROUNDS_AT_ONCE`] rounds at a time.
     pub async fn run(self: Arc<Self>, mut drain: watch::Receiver<bool>) {
         let mut backoff = Backoff::new(self.backoff.0, self.backoff.1);
+        let mut rounds = tokio::task::JoinSet::new();
         loop {
             if *drain.borrow() {
+                // Rounds in flight record what they checked (each is bounded by the check
+                // timeout); their claims would otherwise hold the runs for the whole lease.
+                while rounds.join_next().await.is_some() {}
                 return;
             }
-            let wait = match self.round().await {
+            // Start rounds while there is work and room; a claim that finds nothing ends that.
+            let mut outcome = Round::Checked;
+            while rounds.len() < ROUNDS_AT_ONCE {
+                match self.claim().await {
+                    Ok(runs) if runs.is_empty() => {
+                        outcome = Round::Idle;
+                        break;
+                    }
+                    Ok(runs) => {
+                        rounds.spawn(Arc::clone(&self).decide(runs));
+                    }
+                    Err(()) => {
+                        outcome = Round::Unavailable;
+                        break;
+                    }
+                }
+            }
+            // A round that met an unavailable store makes all wait: the rest finish first.
+            if let Some(Ok(Round::Unavailable)) = rounds.join_next().await {
+                while rounds.join_next().await.is_some() {}
+                outcome = Round::Unavailable;
+            }
+            let wait = match outcome {
                 Round::Checked => {
                     backoff.reset();
                     continue;
                 }
+                Round::Idle if !rounds.is_empty() => continue,
                 Round::Idle => {
                     backoff.reset();
                     self.poll_interval
@@ -229,7 +265,9 @@ impl Checker {
         }
     }
 
-    async fn round(&self) -> Round {
+    /// Claims the next VALIDATING runs (none when there are none); `Err` when the store did not
+    /// answer.
+    async fn claim(&self) -> Result<Vec<Run>, ()> {
         let claim = Claim {
             claimer: self.claimer.clone(),
             company: None,
@@ -237,18 +275,16 @@ impl Checker {
             lease: LEASE,
             now: etter_store::now(),
         };
-        let runs = match self.store.claim_validating(&claim).await {
-            Ok(runs) => runs,
-            Err(e) => {
-                tracing::warn!(error = %chain(&e), "cannot claim runs to check; retrying");
-                return Round::Unavailable;
-            }
-        };
-        if runs.is_empty() {
-            return Round::Idle;
-        }
+        self.store.claim_validating(&claim).await.map_err(|e| {
+            tracing::warn!(error = %chain(&e), "cannot claim runs to check; retrying");
+        })
+    }
+
+    /// Checks the documents of `runs` and records the decisions.
+    async fn decide(self: Arc<Self>, runs: Vec<Run>) -> Round {
         let uris = runs.iter().flat_map(|run| &run.documents).map(|d| d.uri.as_str()).collect();
-        let checks = match DocumentChecks::checking(&self.documents, uris, usize::MAX).await {
+        let at_once = (self.documents.config().max_concurrent_checks / ROUNDS_AT_ONCE).max(1);
+        let checks = match DocumentChecks::checking(&self.documents, uris, usize::MAX, at_once).await {
             Ok(checks) => checks,
             Err(e) => {
                 // Nothing decided: the runs stay VALIDATING and are checked again after a back-off.
