@@ -20,7 +20,9 @@
 //! **Token budgets.** A company whose steps used its whole token budget this month has its queued
 //! runs held (admitted on estimates, the runs before them used more); they start when the budget
 //! is raised or the month turns. A budget is read whenever its company would be served; a used-up
-//! one is believed for [`BUDGET_CHECK_EVERY`].
+//! one is believed for [`BUDGET_CHECK_EVERY`]. The budgets of companies that have queued runs but
+//! no room (their cap, or the service's, is full) are read every [`BUDGET_CHECK_EVERY`] too, so
+//! their runs say they wait for the budget rather than for room.
 //!
 //! **Deadlines.** Each round first cancels the queued runs whose deadline passed
 //! ([`crate::deadline`]); a claimed run is checked again before it is started.
@@ -98,7 +100,7 @@ pub struct Dispatcher {
     /// The companies' token budgets, when queued runs are held by them.
     budgets: Option<Arc<Limits>>,
     /// Companies whose budget was found used up, and when.
-    budget_held: Mutex<HashMap<CompanyId, Instant>>,
+    budget_held: Mutex<HashMap<CompanyId, (Instant, bool)>>,
 }
 
 /// Starts reserved against the caps; released when dropped.
@@ -162,36 +164,42 @@ impl Dispatcher {
         self
     }
 
-    /// The companies among `candidates` (about to be served) whose steps used their whole token
-    /// budget this month. A budget is read each time its company would be served, so a run that
-    /// just used the last of it holds the next; a used-up verdict is kept [`BUDGET_CHECK_EVERY`]
-    /// (a raised budget releases the runs that late at most). A budget that cannot be read holds
-    /// nothing (the store fails the round anyway, or answers next time).
-    async fn over_budget(&self, candidates: impl Iterator<Item = &CompanyId>) -> Vec<CompanyId> {
+    /// The companies among `candidates` (with queued runs; `true` for those about to be served)
+    /// whose steps used their whole token budget this month. A budget is read each time its
+    /// company would be served, so a run that just used the last of it holds the next; a used-up
+    /// verdict is kept [`BUDGET_CHECK_EVERY`] (a raised budget releases the runs that late at
+    /// most), and so is any verdict on a company not served now (only its runs' wait reason
+    /// depends on it). A budget that cannot be read holds nothing (the store fails the round
+    /// anyway, or answers next time).
+    async fn over_budget(&self, candidates: &[(CompanyId, bool)]) -> Vec<CompanyId> {
         let Some(limits) = &self.budgets else { return Vec::new() };
         let now = Instant::now();
         let mut held = Vec::new();
-        for company in candidates.filter(|c| limits.has_budget(c)) {
+        for (company, serving) in candidates.iter().filter(|(c, _)| limits.has_budget(c)) {
             let known = {
                 let mut verdicts = self.budget_held.lock().unwrap_or_else(PoisonError::into_inner);
-                verdicts.retain(|_, since| now.duration_since(*since) < BUDGET_CHECK_EVERY);
-                verdicts.contains_key(company)
+                verdicts.retain(|_, (since, _)| now.duration_since(*since) < BUDGET_CHECK_EVERY);
+                verdicts.get(company).map(|(_, over)| *over).filter(|over| *over || !serving)
             };
-            let over = known
-                || {
+            let over = match known {
+                Some(over) => over,
+                None => {
                     let month = Month::containing(etter_store::now().date_naive());
-                    match limits.budget(self.store.as_ref(), company, month).await {
+                    let over = match limits.budget(self.store.as_ref(), company, month).await {
                         Ok(budget) => budget.used_up(),
                         Err(e) => {
                             tracing::warn!(company = %company, error = %e, "cannot read a token budget; its runs are not held");
                             false
                         }
-                    }
-                };
-            if over {
-                if !known {
-                    self.budget_held.lock().unwrap_or_else(PoisonError::into_inner).insert(company.clone(), now);
+                    };
+                    self.budget_held
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(company.clone(), (now, over));
+                    over
                 }
+            };
+            if over {
                 held.push(company.clone());
             }
         }
@@ -326,17 +334,26 @@ impl Dispatcher {
         let mut room = self.config.max_processing.saturating_sub(processing);
         let by_company: HashMap<CompanyId, u64> =
             loads.iter().map(|l| (l.company.clone(), l.processing + flying(&l.company))).collect();
-        let mut companies: Vec<(CompanyId, u64)> = loads
+        let waiting: Vec<(CompanyId, u64)> = loads
             .into_iter()
+            .filter(|l| l.queued > 0)
             .map(|l| {
                 let busy = l.processing + flying(&l.company);
-                (l, busy)
+                (l.company, busy)
             })
-            .filter(|(l, busy)| l.queued > 0 && *busy < self.config.max_processing_per_company)
-            .map(|(l, busy)| (l.company, self.config.max_processing_per_company - busy))
             .collect();
-        // Companies with room whose budget is used up are not served.
-        let over_budget = if room == 0 { Vec::new() } else { self.over_budget(companies.iter().map(|(c, _)| c)).await };
+        let mut companies: Vec<(CompanyId, u64)> = waiting
+            .iter()
+            .filter(|(_, busy)| *busy < self.config.max_processing_per_company)
+            .map(|(company, busy)| (company.clone(), self.config.max_processing_per_company - busy))
+            .collect();
+        // Companies with room whose budget is used up are not served; the others with queued runs
+        // are looked at too, less often, so their runs say what holds them.
+        let candidates: Vec<(CompanyId, bool)> = waiting
+            .iter()
+            .map(|(company, busy)| (company.clone(), room > 0 && *busy < self.config.max_processing_per_company))
+            .collect();
+        let over_budget = self.over_budget(&candidates).await;
         companies.retain(|(company, _)| !over_budget.contains(company));
         self.conditions.set_loads(Loads { total: processing, by_company, over_budget });
         if room == 0 || companies.is_empty() {
@@ -744,6 +761,48 @@ mod tests {
         ensure!(dispatcher.in_flight.lock().map(|f| f.is_empty()).unwrap_or(false), "no start is left reserved");
 
         orchestrator.cancel(&first.workflow_id, "test over").await?;
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    /// A company whose budget is used up while the service's cap is full: its queued run says it
+    /// waits for the budget (the root cause), not for room that would not start it anyway.
+    #[tokio::test]
+    async fn a_run_held_by_its_budget_says_so_while_the_service_is_full() -> Result<()> {
+        use crate::companies::{Companies, CompanyLimits};
+        use crate::config::LimitsConfig;
+        use etter_store::{StepStatus, StepTransition};
+        let (suffix, dir, store, settings) = setup().await?;
+        let role = |name: &str| format!("{name} {}", suffix.replace('-', " "));
+        // The one run the service may process, and it used far more than the budget of 10.
+        let busy = store.create_run(crate::testing::queued_run(&role("Adjuster"), &suffix)?).await?.run;
+        store.transition(&busy.workflow_id, Transition::to(RunState::Processing, "started by test")).await?;
+        store.record_step(&busy.workflow_id, StepTransition::new("role_setup", 1, StepStatus::Running)).await?;
+        let used = StepTransition {
+            tokens: Some(etter_store::TokenCount { input: 500, output: 0 }),
+            ..StepTransition::new("role_setup", 1, StepStatus::Completed)
+        };
+        store.record_step(&busy.workflow_id, used).await?;
+        let held = store.create_run(crate::testing::queued_run(&role("Underwriter"), &format!("{suffix}-2"))?).await?;
+
+        let limits_config = LimitsConfig { token_budget_per_month: 10, ..LimitsConfig::default() };
+        let companies = Arc::new(Companies::load(std::path::Path::new(""), CompanyLimits::defaults(&limits_config))?);
+        let config = DispatchConfig { max_processing: 1, ..DispatchConfig::default() };
+        let conditions = Arc::new(Conditions::new(&config));
+        let dispatcher = Arc::new(
+            Dispatcher::new(
+                store.clone(),
+                Arc::new(TemporalOrchestrator::new(settings)),
+                config,
+                "budget-test".to_owned(),
+                Arc::new(Notify::new()),
+            )
+            .reporting_to(Arc::clone(&conditions))
+            .holding_budgets(Arc::new(Limits::new(companies, &limits_config))),
+        );
+        ensure!(dispatcher.round(&mut 0).await? == Round::Idle, "nothing can start");
+        let reason = conditions.queued(&held.run.company_id, 1);
+        ensure!(reason == etter_proto::v1::WaitReason::TokenBudget, "the held run waits for {reason:?}");
         std::fs::remove_dir_all(&dir)?;
         Ok(())
     }
