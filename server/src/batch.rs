@@ -4,11 +4,11 @@
 //! - A valid item is queued, or answered with the role's existing run when its inputs are the
 //!   same (as `Push` does).
 //! - An invalid item is stored as VALIDATION_ERROR with its field violations, so it can be listed
-//!   and fixed later.
+//!   and fixed later. An item whose role name itself is invalid has no role to be stored under:
+//!   it is answered REJECTED with its violations and nothing is stored.
 //! - A batch with more remote documents than `documents.max_inline_checks` does not wait for
 //!   them: its items with remote documents are stored VALIDATING (otherwise valid) and checked in
-//!   the background ([`crate::document_checks::Checker`]). A quote checks every document. An item whose role name itself is invalid has no role to be stored under:
-//!   it is answered REJECTED with its violations and nothing is stored.
+//!   the background ([`crate::document_checks::Checker`]). A quote checks every document.
 //! - A role that appears again later in the same batch is a DUPLICATE item: ignored, with a
 //!   violation naming the item it repeats.
 //! - The runs are written in a few transactions ([`etter_store::BATCH_CHUNK_SIZE`] runs
