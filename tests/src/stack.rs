@@ -460,6 +460,33 @@ impl Stack {
     }
 }
 
+/// The status of run `workflow_id`, as GetStatus answers it.
+pub async fn run_status(client: &mut Client, workflow_id: &str) -> Result<etter_proto::v1::RunStatus> {
+    use etter_proto::v1::{GetStatusRequest, get_status_request::Target};
+    let request = GetStatusRequest { target: Some(Target::WorkflowId(workflow_id.to_owned())) };
+    client.get_status(request).await?.into_inner().run.context("GetStatus answered without a run")
+}
+
+/// Polls GetStatus until `ok` holds of run `workflow_id` (`what` it is then, for the error), for at
+/// most `within`; answers its status.
+pub async fn until(
+    client: &mut Client,
+    workflow_id: &str,
+    what: &str,
+    within: Duration,
+    ok: impl Fn(&etter_proto::v1::RunStatus) -> bool,
+) -> Result<etter_proto::v1::RunStatus> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let run = run_status(client, workflow_id).await?;
+        if ok(&run) {
+            return Ok(run);
+        }
+        ensure!(tokio::time::Instant::now() < deadline, "{workflow_id} was not {what} within {within:?}: {run:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Polls GetStatus until `workflow_id` leaves VALIDATING, QUEUED and PROCESSING; answers the state
 /// it ended in.
 pub async fn wait_final(
@@ -467,11 +494,10 @@ pub async fn wait_final(
     workflow_id: &str,
     within: Duration,
 ) -> Result<etter_proto::v1::RoleStatus> {
-    use etter_proto::v1::{GetStatusRequest, RoleStatus, get_status_request::Target};
+    use etter_proto::v1::RoleStatus;
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let request = GetStatusRequest { target: Some(Target::WorkflowId(workflow_id.to_owned())) };
-        let run = client.get_status(request).await?.into_inner().run.context("GetStatus without a run")?;
+        let run = run_status(client, workflow_id).await?;
         let state = RoleStatus::try_from(run.status)?;
         if !matches!(state, RoleStatus::Validating | RoleStatus::Queued | RoleStatus::Processing) {
             return Ok(state);

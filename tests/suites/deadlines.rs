@@ -7,36 +7,15 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use etter_proto::v1::{
-    BatchItemOutcome, Document, DocumentType, GetStatusRequest, GetUsageRequest, PushBatchItem, PushBatchRequest,
-    PushRequest, RoleStatus, RunOptions, RunStatus, get_status_request,
+    BatchItemOutcome, Document, DocumentType, GetUsageRequest, PushBatchItem, PushBatchRequest, PushRequest,
+    RoleStatus, RunOptions,
 };
-use etter_tests::stack::{Client, Profile, ServingStatus, Stack};
+use etter_tests::stack::{Client, Profile, ServingStatus, Stack, run_status as status, until};
+
+/// How long a run may take to reach what a test waits for.
+const WITHIN: Duration = Duration::from_secs(30);
 use tonic::Code;
 use tonic_types::StatusExt as _;
-
-async fn status(client: &mut Client, workflow_id: &str) -> Result<RunStatus> {
-    let request = GetStatusRequest { target: Some(get_status_request::Target::WorkflowId(workflow_id.to_owned())) };
-    client.get_status(request).await?.into_inner().run.context("GetStatus answered without a run")
-}
-
-/// Polls GetStatus until `ok` holds of the run; answers its status.
-async fn until(
-    client: &mut Client,
-    workflow_id: &str,
-    what: &str,
-    ok: impl Fn(&RunStatus) -> bool,
-) -> Result<RunStatus> {
-    let within = Duration::from_secs(30);
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let run = status(client, workflow_id).await?;
-        if ok(&run) {
-            return Ok(run);
-        }
-        ensure!(tokio::time::Instant::now() < deadline, "{workflow_id} was not {what} within {within:?}: {run:#?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 /// `seconds` from now, as the contract gives times.
 fn in_seconds(seconds: i64) -> prost_types::Timestamp {
@@ -88,7 +67,7 @@ async fn deadlines(profile: Profile) -> Result<()> {
 
     // No worker: a run without a deadline waits; one with a deadline cannot be promised.
     let first = client.push(push("Holding Role", None)).await?.into_inner();
-    until(&mut client, &first.workflow_id, "waiting for a worker", |r| {
+    until(&mut client, &first.workflow_id, "waiting for a worker", WITHIN, |r| {
         r.wait_reason == etter_proto::v1::WaitReason::NoWorker as i32
     })
     .await?;
@@ -103,7 +82,7 @@ async fn deadlines(profile: Profile) -> Result<()> {
     // it and then take hours, past a deadline ten minutes away.
     let worker = stack.start_worker(&[("ETTER_TEST_FAULTS", "pause_after:role_setup")]).await?;
     stack.wait_health(&server, "etter.worker", ServingStatus::Serving, Duration::from_secs(30)).await?;
-    until(&mut client, &first.workflow_id, "running a step", |r| !r.current_steps.is_empty()).await?;
+    until(&mut client, &first.workflow_id, "running a step", WITHIN, |r| !r.current_steps.is_empty()).await?;
     let refused = client.push(push("Urgent Role", with_deadline(600))).await.err().context("too slow")?;
     ensure!(refused.code() == Code::FailedPrecondition, "{refused:?}");
     let (reason, metadata) = refusal(&refused)?;
@@ -153,7 +132,7 @@ async fn deadlines(profile: Profile) -> Result<()> {
     ensure!(usage(client.clone()).await? == reserved_before + estimate, "the queued run reserves its estimate");
     let queued = status(&mut client, &pushed.workflow_id).await?;
     ensure!(queued.options.as_ref().and_then(|o| o.deadline).is_some(), "the deadline is shown: {queued:#?}");
-    let cancelled = until(&mut client, &pushed.workflow_id, "cancelled at its deadline", |r| {
+    let cancelled = until(&mut client, &pushed.workflow_id, "cancelled at its deadline", WITHIN, |r| {
         r.status == RoleStatus::Cancelled as i32
     })
     .await?;

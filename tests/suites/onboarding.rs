@@ -9,11 +9,10 @@ use anyhow::{Context as _, Result, bail, ensure};
 use etter_core::ids::RoleId;
 use etter_graph::{RoleGraph, SnapshotScope};
 use etter_proto::v1::{
-    Document, DocumentType, GetStatusRequest, PushRequest, PushResponse, RoleStatus, RunStatus, StepState,
-    WatchStatusRequest, WatchStatusResponse, get_status_request, run_event, watch_status_request,
-    watch_status_response,
+    Document, DocumentType, PushRequest, PushResponse, RoleStatus, RunStatus, StepState, WatchStatusRequest,
+    WatchStatusResponse, run_event, watch_status_request, watch_status_response,
 };
-use etter_tests::stack::{Client, Profile, Stack};
+use etter_tests::stack::{Client, Profile, Stack, run_status as status};
 use tokio_stream::StreamExt as _;
 use tonic_types::StatusExt as _;
 
@@ -30,11 +29,6 @@ fn push_request(stack: &Stack, role: &str, documents: &[(DocumentType, String)],
         request_id: request_id.to_owned(),
         validate_only: false,
     }
-}
-
-async fn status(client: &mut Client, workflow_id: &str) -> Result<RunStatus> {
-    let request = GetStatusRequest { target: Some(get_status_request::Target::WorkflowId(workflow_id.to_owned())) };
-    client.get_status(request).await?.into_inner().run.context("GetStatus answered without a run")
 }
 
 /// Polls GetStatus until the run is in a final state.

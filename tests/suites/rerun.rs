@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use etter_proto::v1::{
-    CancelRequest, Document, DocumentType, GetStatusRequest, PushRequest, RetryRequest, RetryResponse, RoleStatus,
-    RunStatus, StepState, get_status_request, retry_request,
+    CancelRequest, Document, DocumentType, PushRequest, RetryRequest, RetryResponse, RoleStatus, RunStatus, StepState,
+    retry_request,
 };
-use etter_tests::stack::{Client, Stack};
+use etter_tests::stack::{Client, Stack, run_status as status};
 use tonic::Code;
 use tonic_types::StatusExt as _;
 
@@ -64,11 +64,6 @@ fn retry_role(role_id: &str) -> RetryRequest {
 
 fn cancel_request(workflow_id: &str) -> CancelRequest {
     CancelRequest { workflow_id: workflow_id.to_owned(), reason: "e2e test".to_owned(), request_id: String::new() }
-}
-
-async fn status(client: &mut Client, workflow_id: &str) -> Result<RunStatus> {
-    let request = GetStatusRequest { target: Some(get_status_request::Target::WorkflowId(workflow_id.to_owned())) };
-    client.get_status(request).await?.into_inner().run.context("GetStatus answered without a run")
 }
 
 fn state(run: &RunStatus) -> Result<RoleStatus> {

@@ -10,38 +10,16 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use etter_proto::v1::{
-    BatchItemOutcome, CancelRequest, Document, DocumentType, GetStatusRequest, PushBatchItem, PushBatchRequest,
-    RoleStatus, RunOptions, RunStatus, WaitReason, WatchStatusRequest, get_status_request, run_event,
-    watch_status_request, watch_status_response,
+    BatchItemOutcome, CancelRequest, Document, DocumentType, PushBatchItem, PushBatchRequest, RoleStatus, RunOptions,
+    RunStatus, WaitReason, WatchStatusRequest, run_event, watch_status_request, watch_status_response,
 };
 use etter_tests::moto::Moto;
-use etter_tests::stack::{Client, Profile, Stack, wait_final};
+use etter_tests::stack::{Profile, Stack, run_status as status, until, wait_final};
+
+/// How long a run may take to reach what a test waits for.
+const WITHIN: Duration = Duration::from_secs(60);
 
 const BUCKET: &str = "etter-validating";
-
-async fn status(client: &mut Client, workflow_id: &str) -> Result<RunStatus> {
-    let request = GetStatusRequest { target: Some(get_status_request::Target::WorkflowId(workflow_id.to_owned())) };
-    client.get_status(request).await?.into_inner().run.context("GetStatus answered without a run")
-}
-
-/// Polls GetStatus until `ok` holds of the run; answers its status.
-async fn until(
-    client: &mut Client,
-    workflow_id: &str,
-    what: &str,
-    ok: impl Fn(&RunStatus) -> bool,
-) -> Result<RunStatus> {
-    let within = Duration::from_secs(60);
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let run = status(client, workflow_id).await?;
-        if ok(&run) {
-            return Ok(run);
-        }
-        ensure!(tokio::time::Instant::now() < deadline, "{workflow_id} was not {what} within {within:?}: {run:#?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn item(role: &str, uri: &str) -> PushBatchItem {
     PushBatchItem {
@@ -116,9 +94,9 @@ async fn validating(profile: Profile) -> Result<()> {
     // Checked in the background: the present document's run is queued (the dispatcher may have
     // started it already), the missing one is rejected naming the document.
     let left = |run: &RunStatus| run.status() != RoleStatus::Validating;
-    let queued = until(&mut client, &checked.workflow_id, "checked", left).await?;
+    let queued = until(&mut client, &checked.workflow_id, "checked", WITHIN, left).await?;
     ensure!(matches!(queued.status(), RoleStatus::Queued | RoleStatus::Processing), "{queued:#?}");
-    let rejected = until(&mut client, &missing.workflow_id, "checked", left).await?;
+    let rejected = until(&mut client, &missing.workflow_id, "checked", WITHIN, left).await?;
     ensure!(rejected.status() == RoleStatus::ValidationError, "{rejected:#?}");
     let violation = rejected.field_violations.first().context("a rejected run names its violations")?;
     ensure!(violation.field == "documents[0].uri" && violation.description.contains("missing.txt"), "{violation:?}");
@@ -159,7 +137,7 @@ async fn validating(profile: Profile) -> Result<()> {
         .into_inner();
     let [patient, impatient] = answer.items.as_slice() else { anyhow::bail!("two items: {answer:?}") };
     ensure!(patient.status() == RoleStatus::Validating && impatient.status() == RoleStatus::Validating, "{answer:?}");
-    let waiting = until(&mut client, &patient.workflow_id, "waiting for the document store", |run| {
+    let waiting = until(&mut client, &patient.workflow_id, "waiting for the document store", WITHIN, |run| {
         run.wait_reason() == WaitReason::DocumentStoreUnavailable
     })
     .await?;

@@ -6,19 +6,14 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use etter_proto::v1::{
-    Document, DocumentType, GetStatusRequest, PushBatchItem, PushBatchRequest, PushRequest, RoleStatus, RunStatus,
-    WaitReason, WatchStatusRequest, get_status_request, watch_status_request, watch_status_response,
+    Document, DocumentType, PushBatchItem, PushBatchRequest, PushRequest, RoleStatus, RunStatus, WaitReason,
+    WatchStatusRequest, watch_status_request, watch_status_response,
 };
-use etter_tests::stack::{Client, Profile, ServingStatus, Stack};
+use etter_tests::stack::{Client, Profile, ServingStatus, Stack, run_status as status};
 use tokio_stream::StreamExt as _;
 
 /// How soon a run held up by a missing worker must say so.
 const SAYS_SO_WITHIN: Duration = Duration::from_secs(30);
-
-async fn status(client: &mut Client, workflow_id: &str) -> Result<RunStatus> {
-    let request = GetStatusRequest { target: Some(get_status_request::Target::WorkflowId(workflow_id.to_owned())) };
-    client.get_status(request).await?.into_inner().run.context("GetStatus answered without a run")
-}
 
 /// Polls GetStatus until the run is in `state` waiting for `reason`; answers its status.
 async fn wait_for(
