@@ -23,9 +23,10 @@ use std::{
 };
 
 use bytes::BytesMut;
+use etter_tls::Connection;
 use tokio::{
-    io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
-    net::{TcpStream, tcp::OwnedReadHalf},
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf},
+    net::tcp::OwnedReadHalf,
     sync::Notify,
 };
 use tonic::transport::server::{Connected, TcpConnectInfo};
@@ -46,12 +47,38 @@ pub struct Coalesced<R> {
     info: Option<TcpConnectInfo>,
 }
 
-impl Coalesced<OwnedReadHalf> {
-    /// Splits an accepted connection: reads stay here, writes go through the writer task.
-    pub fn tcp(stream: TcpStream) -> Self {
-        let info = stream.connect_info();
-        let (read, write) = stream.into_split();
-        let mut coalesced = Self::new(read, write);
+/// The reading side of an accepted connection.
+pub enum Reader {
+    /// A plaintext connection's, which reads without a lock.
+    Tcp(OwnedReadHalf),
+    /// A TLS connection's, sharing the TLS session with the writer.
+    Tls(ReadHalf<Connection>),
+}
+
+impl AsyncRead for Reader {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(read) => Pin::new(read).poll_read(cx, buf),
+            Self::Tls(read) => Pin::new(read).poll_read(cx, buf),
+        }
+    }
+}
+
+impl Coalesced<Reader> {
+    /// Splits an accepted connection: reads stay here, writes go through the writer task. Over
+    /// TLS the writes are batched before they are encrypted, so one write is one TLS record.
+    pub fn accepted(connection: Connection) -> Self {
+        let info = connection.tcp().connect_info();
+        let mut coalesced = match connection {
+            Connection::Plain(tcp) => {
+                let (read, write) = tcp.into_split();
+                Self::new(Reader::Tcp(read), write)
+            }
+            tls @ Connection::Tls(_) => {
+                let (read, write) = tokio::io::split(tls);
+                Self::new(Reader::Tls(read), write)
+            }
+        };
         coalesced.info = Some(info);
         coalesced
     }
@@ -92,7 +119,7 @@ impl<R> Coalesced<R> {
     }
 }
 
-impl Connected for Coalesced<OwnedReadHalf> {
+impl Connected for Coalesced<Reader> {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> TcpConnectInfo {

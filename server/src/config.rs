@@ -9,7 +9,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use etter_config::{ConfigError, Profile, Secret, TemporalConfig, invalid, require_positive};
+use etter_config::{ConfigError, Profile, Secret, TemporalConfig, invalid, require_positive, tls::ServerTls};
 use etter_core::ids::{CompanyId, RoleId};
 use etter_documents::DocumentsConfig;
 use etter_graph::GraphConfig;
@@ -94,6 +94,8 @@ impl Config {
     /// (`ETTER_STORE__URL`, …), so each message says which variable to set.
     fn validate_production(&self) -> Result<(), ConfigError> {
         self.store.validate_production()?;
+        self.server.tls.validate_production("server.tls", "server.listen", self.server.listen)?;
+        self.server.tls.validate_production("server.tls", "server.metrics_listen", self.server.metrics_listen)?;
         if self.auth.hs256_secret.expose().is_none()
             && self.auth.public_key_files.is_empty()
             && self.auth.jwks_file.as_os_str().is_empty()
@@ -153,6 +155,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Address of the Prometheus `/metrics` listener of `etter-server`; port 0 picks a free port.
     pub metrics_listen: SocketAddr,
+    /// TLS of both listeners (gRPC, grpc-web and the console on `listen`; `/metrics` on
+    /// `metrics_listen`). Off by default: plaintext, which the production profile accepts only on
+    /// loopback addresses or with `terminated_in_front`.
+    pub tls: ServerTls,
     /// Origins allowed to call over grpc-web (`*` = any).
     pub cors_allowed_origins: Vec<String>,
     /// How long a graceful shutdown waits for in-flight calls and streams.
@@ -240,6 +246,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            tls: ServerTls::default(),
             cors_allowed_origins: vec!["*".to_owned()],
             shutdown_grace: Duration::from_secs(10),
             health_check_interval: Duration::from_secs(5),
@@ -322,7 +329,7 @@ impl ServerConfig {
         if !self.dashboard_url.is_empty()
             && let Err(problem) = validate_dashboard_url(&self.dashboard_url)
         {
-            return Err(ConfigError::Invalid { key: "server.dashboard_url", problem });
+            return Err(ConfigError::Invalid { key: "server.dashboard_url".into(), problem });
         }
         if self.max_batch_size == 0 {
             return invalid("server.max_batch_size", "must be at least 1");
@@ -347,7 +354,8 @@ impl ServerConfig {
             ("server.watch_max_lifetime", self.watch_max_lifetime),
             ("server.webhook_timeout", self.webhook_timeout),
             ("server.webhook_retry_initial", self.webhook_retry_initial),
-        ])
+        ])?;
+        self.tls.validate("server.tls")
     }
 }
 
@@ -706,6 +714,17 @@ mod tests {
                 "ETTER_SERVER__TOKEN_SECRET",
                 "7d0c3b9e2f4a61587a9c0e1d2b3f4a5c6d7e8f90a1b2c3d4e5f60718293a4b5c",
             );
+            // The certificate files are read at start: a missing one is named.
+            refused("`server.tls.cert_file` = /etc/etter/tls/server.crt: cannot be read")?;
+            let dir = jail.directory().to_path_buf();
+            let ca = etter_test_certs::Ca::new("example CA").map_err(|e| e.to_string())?;
+            let issued = ca
+                .server(&dir, "server", etter_test_certs::LOOPBACK_NAMES, etter_test_certs::Validity::Current)
+                .map_err(|e| e.to_string())?;
+            let ca_file = ca.write(&dir, "ca.pem").map_err(|e| e.to_string())?;
+            jail.set_env("ETTER_SERVER__TLS__CERT_FILE", issued.cert_file.display());
+            jail.set_env("ETTER_SERVER__TLS__KEY_FILE", issued.key_file.display());
+            jail.set_env("ETTER_SERVER__TLS__CLIENT_CA_FILE", ca_file.display());
             let config = Config::load(Some(example), &[]).map_err(|e| chain(&e).to_string())?;
             assert_eq!(config.profile, Profile::Production);
             assert!(!config.auth.jwks_file.as_os_str().is_empty() && config.redis.url.is_set());
@@ -713,6 +732,39 @@ mod tests {
             jail.set_env("ETTER_SERVER__CONSOLE_DEV_LOGIN", "true");
             jail.set_env("ETTER_SERVER__LISTEN", "127.0.0.1:50051");
             refused("server.console_dev_login")?;
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn production_refuses_plaintext_listeners_off_loopback_unless_tls_is_terminated_in_front() {
+        figment::Jail::expect_with(|jail| {
+            for key in
+                ["ETTER_SERVER__TLS__CERT_FILE", "ETTER_SERVER__TLS__KEY_FILE", "ETTER_SERVER__TLS__CLIENT_CA_FILE"]
+            {
+                jail.set_env(key, "");
+            }
+            jail.set_env("ETTER_STORE__URL", "postgres://etter:pw@db.internal:5432/etter");
+            jail.set_env("ETTER_GRAPH__PASSWORD", "neo4j-secret");
+            jail.set_env("ETTER_SERVER__AUDIT_KEY", "1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d");
+            jail.set_env(
+                "ETTER_SERVER__TOKEN_SECRET",
+                "7d0c3b9e2f4a61587a9c0e1d2b3f4a5c6d7e8f90a1b2c3d4e5f60718293a4b5c",
+            );
+            let example = Path::new(PRODUCTION_EXAMPLE);
+            let err = Config::load(Some(example), &[]).err().map(|e| chain(&e).to_string()).unwrap_or_default();
+            assert!(
+                err.contains(
+                    "`server.tls.cert_file` is required by the production profile for `server.listen` = 0.0.0.0:50051"
+                ) && err.contains("terminated_in_front = true"),
+                "{err}"
+            );
+            jail.set_env("ETTER_SERVER__LISTEN", "127.0.0.1:50051");
+            let err = Config::load(Some(example), &[]).err().map(|e| chain(&e).to_string()).unwrap_or_default();
+            assert!(err.contains("for `server.metrics_listen` = 0.0.0.0:9464"), "{err}");
+            jail.set_env("ETTER_SERVER__LISTEN", "0.0.0.0:50051");
+            jail.set_env("ETTER_SERVER__TLS__TERMINATED_IN_FRONT", "true");
+            Config::load(Some(example), &[]).map_err(|e| chain(&e).to_string())?;
             Ok(())
         });
     }

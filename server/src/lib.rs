@@ -54,7 +54,7 @@ use etter_telemetry::process;
 use http::{HeaderName, Method};
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt as _;
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::transport::Server;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use audit::chain_key as audit_chain_key;
@@ -83,6 +83,9 @@ pub enum ServeError {
     /// The keys sealing client-held tokens could not be prepared.
     #[error(transparent)]
     TokenKeys(#[from] tokens::TokenKeyError),
+    /// The listeners' TLS configuration could not be built.
+    #[error(transparent)]
+    Tls(#[from] etter_tls::TlsError),
     /// The `/metrics` endpoint could not start.
     #[error(transparent)]
     Metrics(#[from] process::MetricsError),
@@ -121,8 +124,12 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
 
     // The run store first: nothing is acknowledged that is not stored. Migrations run here.
     let mut stores = Stores::open(&config, &drain_rx).await?;
-    let metrics_addr =
-        process::serve_metrics(config.server.metrics_listen, "etter-server", draining(drain_rx.clone())).await?;
+    // One TLS configuration for both listeners, rebuilt when its files change.
+    let tls = etter_tls::Acceptor::new(&config.server.tls, "server.tls")?;
+    let metrics =
+        etter_tls::Incoming::new(process::bind_metrics(config.server.metrics_listen).await?, tls.clone(), "metrics")
+            .map_err(|source| ServeError::Bind { addr: config.server.metrics_listen, source })?;
+    let metrics_addr = process::serve_metrics_on(metrics, "etter-server", draining(drain_rx.clone()))?;
     etter_telemetry::metrics::describe();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     // Every handle on the audit log is moved into what serves (the API, the authenticator, the
@@ -170,18 +177,17 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         let _ = drain_tx.send(true);
         tracing::info!("draining");
     };
+    let incoming = etter_tls::Incoming::new(listener, tls, "grpc")
+        .map_err(|source| ServeError::Bind { addr: config.server.listen, source })?;
     let server = Server::builder()
         .accept_http1(true)
         .layer(trace::TraceLayer)
         .layer(malformed)
         .add_routes(tonic::service::Routes::from(routes))
-        // Nagle off: a unary answer is one small write, and waiting for the peer's delayed ACK
-        // before sending it costs ~40 ms a call (tonic only sets this on listeners it binds).
+        // Nagle is off on every connection (`etter_tls::Incoming`): a unary answer is one small
+        // write, and waiting for the peer's delayed ACK before sending it costs ~40 ms a call.
         // Each connection's writes are batched per turn of the runtime (see `coalesce`).
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)).map(|accepted| accepted.map(coalesce::Coalesced::tcp)),
-            stop,
-        );
+        .serve_with_incoming_shutdown(incoming.map(|accepted| accepted.map(coalesce::Coalesced::accepted)), stop);
     tracing::info!(addr = %local_addr, "etter-server listening");
     process::print_ready_line(
         "etter-server",

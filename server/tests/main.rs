@@ -4,6 +4,7 @@
 //! GetStatus, WatchStatus and the dispatcher against a real run store and a real Temporal dev server.
 
 mod pipeline;
+mod tls;
 
 use std::{process::Stdio, time::Duration};
 

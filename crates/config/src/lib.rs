@@ -10,7 +10,10 @@
 //! (sections nested with `__`, e.g. `ETTER_SERVER__LISTEN`) → command-line flags. The result is
 //! checked once, after loading, and an error names the key and what to fix.
 
+pub mod tls;
+
 use std::{
+    borrow::Cow,
     fmt,
     path::{Path, PathBuf},
     time::Duration,
@@ -121,7 +124,7 @@ pub enum ConfigError {
     #[error("invalid configuration: `{key}` {problem}")]
     Invalid {
         /// The offending key, dotted (`store.url`).
-        key: &'static str,
+        key: Cow<'static, str>,
         /// What is wrong with it.
         problem: String,
     },
@@ -140,7 +143,13 @@ pub enum ConfigError {
 
 /// `Err(ConfigError::Invalid)` for `key`.
 pub fn invalid<T>(key: &'static str, problem: impl Into<String>) -> Result<T, ConfigError> {
-    Err(ConfigError::Invalid { key, problem: problem.into() })
+    Err(ConfigError::Invalid { key: Cow::Borrowed(key), problem: problem.into() })
+}
+
+/// `Err(ConfigError::Invalid)` for `field` of the section at `section` (a piece of settings that
+/// several sections share, such as [`tls::ClientTls`]).
+pub fn invalid_in<T>(section: &str, field: &str, problem: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError::Invalid { key: Cow::Owned(format!("{section}.{field}")), problem: problem.into() })
 }
 
 /// Refuses the first of `durations` that is zero.

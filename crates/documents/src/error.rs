@@ -278,7 +278,7 @@ pub enum DocumentError {
     #[error("invalid configuration: `{key}` {problem}")]
     Config {
         /// The dotted configuration key.
-        key: &'static str,
+        key: std::borrow::Cow<'static, str>,
         /// What is wrong with it.
         problem: String,
     },
@@ -375,7 +375,7 @@ impl From<etter_config::ConfigError> for DocumentError {
         match error {
             etter_config::ConfigError::Invalid { key, problem } => Self::Config { key, problem },
             // `problem` is all that is kept: the cause (figment's error naming the key) goes in too.
-            other => Self::Config { key: "documents", problem: etter_core::error::chain(&other).to_string() },
+            other => Self::Config { key: "documents".into(), problem: etter_core::error::chain(&other).to_string() },
         }
     }
 }

@@ -371,7 +371,7 @@ impl Documents {
                     .with_connect_timeout(timeout.min(Duration::from_secs(10))),
             )
             .build()
-            .map_err(|e| DocumentError::Config { key: "documents.s3", problem: e.to_string() })?;
+            .map_err(|e| DocumentError::Config { key: "documents.s3".into(), problem: e.to_string() })?;
         if stores.len() >= MAX_CACHED_BUCKETS {
             stores.clear();
         }
@@ -512,7 +512,7 @@ fn open_flags() -> OFlags {
 impl Root {
     fn new(configured: &Path) -> Result<Self, DocumentError> {
         let config_error = |e: std::io::Error| DocumentError::Config {
-            key: "documents.file_root",
+            key: "documents.file_root".into(),
             problem: format!("cannot be opened: {e}"),
         };
         let canonical = std::fs::canonicalize(configured).map_err(config_error)?;

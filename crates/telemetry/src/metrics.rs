@@ -54,6 +54,10 @@ pub const ACTIVITY_SLOTS: &str = "etter_worker_activity_slots";
 pub const AUDIT_PENDING: &str = "etter_audit_pending_entries";
 /// Calls refused for what they asked, by RPC and status code.
 pub const CALLS_REFUSED: &str = "etter_calls_refused_total";
+/// TLS handshakes a listener refused or that did not finish, by listener.
+pub const TLS_HANDSHAKE_FAILURES: &str = "etter_tls_handshake_failures_total";
+/// Changes of a listener's certificate files, by whether they loaded.
+pub const TLS_RELOADS: &str = "etter_tls_certificate_reloads_total";
 /// Always 1; its labels name the binary and its version.
 pub const BUILD_INFO: &str = "etter_build_info";
 
@@ -214,6 +218,22 @@ pub const METRICS: &[Metric] = &[
         labels: "",
         exported_by: "worker",
         help: "Activities this worker may execute at once.",
+    },
+    Metric {
+        name: TLS_HANDSHAKE_FAILURES,
+        kind: Kind::Counter,
+        unit: None,
+        labels: "listener",
+        exported_by: "server",
+        help: "TLS handshakes refused (no or an untrusted client certificate, a client that does not trust ours) or not finished within 10 s, by listener: grpc or metrics.",
+    },
+    Metric {
+        name: TLS_RELOADS,
+        kind: Kind::Counter,
+        unit: None,
+        labels: "outcome",
+        exported_by: "server",
+        help: "Changes of the listeners' certificate files: loaded (served from the next connection) or failed (the previous certificate is kept).",
     },
     Metric {
         name: BUILD_INFO,

@@ -95,6 +95,9 @@ pub enum MetricsError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The listener's address cannot be read.
+    #[error("cannot read the /metrics listener's address")]
+    LocalAddr(#[source] std::io::Error),
     /// Another recorder is installed already. Shared: the process keeps the first attempt's
     /// outcome, and every later caller gets the same error.
     #[error("cannot install the Prometheus recorder")]
@@ -123,8 +126,27 @@ pub async fn serve_metrics(
     binary: &'static str,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<std::net::SocketAddr, MetricsError> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| MetricsError::Bind { addr, source })?;
-    let local = listener.local_addr().map_err(|source| MetricsError::Bind { addr, source })?;
+    let listener = bind_metrics(addr).await?;
+    serve_metrics_on(listener, binary, shutdown)
+}
+
+/// Binds the `/metrics` listener, naming the address when it cannot.
+pub async fn bind_metrics(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, MetricsError> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|source| MetricsError::Bind { addr, source })
+}
+
+/// [`serve_metrics`] on a listener of the caller's (one that serves TLS, for instance). Returns
+/// its local address.
+pub fn serve_metrics_on<L>(
+    listener: L,
+    binary: &'static str,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<L::Addr, MetricsError>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let local = listener.local_addr().map_err(MetricsError::LocalAddr)?;
     let handle = prometheus_handle()?;
     metrics::gauge!(crate::metrics::BUILD_INFO, "binary" => binary, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     let app = axum::Router::new().route(
