@@ -10,6 +10,8 @@ PG_PORT="${ETTER_PG_PORT:-55432}"
 PG_OS_USER="${ETTER_PG_OS_USER:-postgres}"
 PG_URL="postgres://etter:etter@$ETTER_HOST:$PG_PORT/etter"
 PG_ADMIN_URL="postgres://etter:etter@$ETTER_HOST:$PG_PORT/postgres"
+# TLS (ssl = on, plaintext still accepted): host localhost so that the certificate name matches
+PG_TLS_URL="postgres://etter:etter@localhost:$PG_PORT/etter?sslmode=verify-full&sslrootcert=$TLS_CA"
 
 _pg_bin_dir() {
   local d want=""
@@ -36,6 +38,9 @@ _pg_paths() {
   PG_DATA="$PG_BASE/data"
   PG_SOCK="$PG_BASE/run"
   PG_LOG="$PG_BASE/postgres.log"
+  # copies of the server certificate and key owned by the OS user (PostgreSQL refuses a
+  # key readable by others, and cannot read root's 0600 .etter/tls/server.key)
+  PG_TLS="$PG_BASE/tls"
 }
 _pg_paths
 
@@ -51,6 +56,7 @@ _pg() {
 
 svc_postgres_apt() {
   _pg_bin_dir >/dev/null || echo postgresql
+  tls_apt
 }
 
 _pg_prepare_dirs() {
@@ -92,11 +98,28 @@ _pg_running() {
   _pg "$bin/pg_ctl" status -D "$PG_DATA" >/dev/null 2>&1
 }
 
+# copy the project's server certificate for the cluster's OS user (when it changed)
+_pg_tls_files() {
+  local f
+  mkdir -p "$PG_TLS"
+  chmod 700 "$PG_TLS"
+  is_root && chown "$PG_OS_USER:" "$PG_TLS"
+  for f in server.pem server.key ca.pem; do
+    cmp -s "$TLS_DIR/$f" "$PG_TLS/$f" && continue
+    cp -f "$TLS_DIR/$f" "$PG_TLS/$f.tmp"
+    chmod 600 "$PG_TLS/$f.tmp"
+    is_root && chown "$PG_OS_USER:" "$PG_TLS/$f.tmp"
+    mv -f "$PG_TLS/$f.tmp" "$PG_TLS/$f"
+  done
+}
+
+# (re)write etter.conf; true when it changed. Before every start, so that ETTER_PG_PORT
+# changes take effect, and while running (then reloaded), so that a cluster made before
+# TLS gets it and new certificates are loaded.
 _pg_write_conf() {
-  # rewritten on every start so that ETTER_PG_PORT changes take effect
   local tmp="$PG_DATA/etter.conf.tmp"
   cat >"$tmp" <<EOF
-# managed by scripts/services (rewritten on every start)
+# managed by scripts/services (rewritten by every up)
 listen_addresses = '$ETTER_HOST'
 port = $PG_PORT
 unix_socket_directories = '$PG_SOCK'
@@ -104,16 +127,34 @@ max_connections = 200
 synchronous_commit = off
 log_min_messages = warning
 log_line_prefix = '%m [%p] %q%u@%d '
+# TLS with the project CA's server certificate; plaintext stays accepted (pg_hba: host)
+ssl = on
+ssl_cert_file = '$PG_TLS/server.pem'
+ssl_key_file = '$PG_TLS/server.key'
+ssl_ca_file = '$PG_TLS/ca.pem'
+# certificates: $(tls_fingerprint)
 EOF
+  if cmp -s "$tmp" "$PG_DATA/etter.conf"; then
+    rm -f "$tmp"
+    return 1
+  fi
   is_root && chown "$PG_OS_USER:" "$tmp"
   mv -f "$tmp" "$PG_DATA/etter.conf"
+}
+
+# a TLS connection that verifies the certificate chain and the host name
+_pg_tls_ok() {
+  [[ $(PGCONNECT_TIMEOUT=5 "$1/psql" -X -At "$PG_TLS_URL" \
+    -c 'select ssl from pg_stat_ssl where pid = pg_backend_pid()' 2>/dev/null) == t ]]
 }
 
 svc_postgres_up() {
   local bin t0
   t0=$(_now_us)
   bin=$(_pg_bin_dir) || die "PostgreSQL binaries not found (expected /usr/lib/postgresql/*/bin/initdb${PG_DATA:+, version $(cat "$PG_DATA/PG_VERSION" 2>/dev/null)}); delete .etter/postgres to start over"
+  ensure_tls
   _pg_prepare_dirs
+  _pg_tls_files
   if _pg_running && [[ $(sed -n 4p "$PG_DATA/postmaster.pid") != "$PG_PORT" ]]; then
     say "postgres: running on another port than $PG_PORT; restarting"
     svc_postgres_down
@@ -131,7 +172,7 @@ svc_postgres_up() {
         --auth-local=trust --auth-host=scram-sha-256
       _pg sh -c "echo \"include_if_exists = 'etter.conf'\" >> '$PG_DATA/postgresql.conf'"
     fi
-    _pg_write_conf
+    _pg_write_conf || true
     if port_open "$PG_PORT"; then
       die "postgres: port $PG_PORT is already in use by another program (set ETTER_PG_PORT)"
     fi
@@ -141,6 +182,10 @@ svc_postgres_up() {
       cat "$ETTER_LOG_DIR/postgres-ctl.log" >&2
       die_with_log "postgres did not start" "$PG_LOG"
     fi
+  elif _pg_write_conf; then
+    # ssl and its files take effect on a reload
+    say "postgres: configuration changed (TLS); reloading"
+    _pg "$bin/pg_ctl" reload -D "$PG_DATA" -s >/dev/null || die "postgres: pg_ctl reload failed"
   fi
   wait_ready postgres 60 "$PG_LOG" "" "" "$bin/pg_isready" -q -h "$PG_SOCK" -p "$PG_PORT"
   # role + database (idempotent), over the private unix socket as superuser
@@ -161,9 +206,12 @@ SQL
   if ! PGCONNECT_TIMEOUT=5 "$bin/psql" -X -q -At "$PG_URL" -c 'select 1' >/dev/null 2>"$ETTER_LOG_DIR/postgres-check.log"; then
     die_with_log "postgres: cannot log in as etter over TCP" "$ETTER_LOG_DIR/postgres-check.log"
   fi
+  # and over TLS (a reload is applied asynchronously: poll briefly)
+  wait_ready "postgres TLS" 15 "$PG_LOG" "" "" _pg_tls_ok "$bin"
   env_set ETTER_STORE__URL "$PG_URL"
   env_set ETTER_TEST__POSTGRES_ADMIN_URL "$PG_ADMIN_URL"
-  say "postgres ready on $ETTER_HOST:$PG_PORT ($(_elapsed "$t0"))"
+  env_set ETTER_TEST__POSTGRES_TLS_URL "$PG_TLS_URL"
+  say "postgres ready on $ETTER_HOST:$PG_PORT, TLS too ($(_elapsed "$t0"))"
 }
 
 svc_postgres_down() {
@@ -187,16 +235,21 @@ svc_postgres_status() {
 }
 
 # =============================================================== redis ======
-# A private redis-server on $ETTER_REDIS_PORT, daemonized with a pid file.
+# A private redis-server on $ETTER_REDIS_PORT (plaintext) and $ETTER_REDIS_TLS_PORT
+# (TLS with the project CA's server certificate; client certificates optional),
+# daemonized with a pid file.
 
 REDIS_PORT="${ETTER_REDIS_PORT:-56379}"
+REDIS_TLS_PORT="${ETTER_REDIS_TLS_PORT:-56380}"
 REDIS_DIR="$ETTER_DIR/redis"
 REDIS_PID="$ETTER_RUN_DIR/redis.pid"
 REDIS_LOG="$ETTER_LOG_DIR/redis.log"
 REDIS_URL="redis://$ETTER_HOST:$REDIS_PORT/"
+REDIS_TLS_URL="rediss://localhost:$REDIS_TLS_PORT/"
 
 svc_redis_apt() {
   command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || echo redis-server
+  tls_apt
 }
 
 _redis_running() {
@@ -207,20 +260,14 @@ _redis_ping() {
   [[ $(redis-cli -h "$ETTER_HOST" -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]
 }
 
-svc_redis_up() {
-  local t0
-  t0=$(_now_us)
-  mkdir -p "$REDIS_DIR" "$ETTER_RUN_DIR" "$ETTER_LOG_DIR"
-  if _redis_running && [[ $(awk '$1 == "port" {print $2}' "$REDIS_DIR/redis.conf") != "$REDIS_PORT" ]]; then
-    say "redis: running on another port than $REDIS_PORT; restarting"
-    svc_redis_down
-  fi
-  if ! _redis_running; then
-    rm -f "$REDIS_PID"
-    if port_open "$REDIS_PORT"; then
-      die "redis: port $REDIS_PORT is already in use by another program (set ETTER_REDIS_PORT)"
-    fi
-    cat >"$REDIS_DIR/redis.conf" <<EOF
+# verifies the certificate against the project CA
+_redis_tls_ping() {
+  [[ $(redis-cli --tls --cacert "$TLS_CA" -h localhost -p "$REDIS_TLS_PORT" ping 2>/dev/null) == PONG ]]
+}
+
+# the configuration for the current settings; a running server with another one is restarted
+_redis_conf() {
+  cat <<EOF
 # managed by scripts/services (rewritten on every start)
 bind $ETTER_HOST
 port $REDIS_PORT
@@ -231,7 +278,33 @@ logfile $REDIS_LOG
 dir $REDIS_DIR
 save ""
 appendonly no
+tls-port $REDIS_TLS_PORT
+tls-cert-file $TLS_SERVER_CERT
+tls-key-file $TLS_SERVER_KEY
+tls-ca-cert-file $TLS_CA
+tls-auth-clients optional
+# certificates: $(tls_fingerprint)
 EOF
+}
+
+svc_redis_up() {
+  local t0 conf p
+  t0=$(_now_us)
+  ensure_tls
+  mkdir -p "$REDIS_DIR" "$ETTER_RUN_DIR" "$ETTER_LOG_DIR"
+  conf=$(_redis_conf)
+  if _redis_running && [[ $(<"$REDIS_DIR/redis.conf") != "$conf" ]]; then
+    say "redis: running with other ports or certificates; restarting"
+    svc_redis_down
+  fi
+  if ! _redis_running; then
+    rm -f "$REDIS_PID"
+    for p in "$REDIS_PORT" "$REDIS_TLS_PORT"; do
+      if port_open "$p"; then
+        die "redis: port $p is already in use by another program (set ETTER_REDIS_PORT / ETTER_REDIS_TLS_PORT)"
+      fi
+    done
+    printf '%s\n' "$conf" >"$REDIS_DIR/redis.conf"
     if ! redis-server "$REDIS_DIR/redis.conf" >"$ETTER_LOG_DIR/redis-start.log" 2>&1 9>&-; then
       cat "$ETTER_LOG_DIR/redis-start.log" >&2
       die_with_log "redis-server did not start" "$REDIS_LOG"
@@ -240,8 +313,10 @@ EOF
   wait_ready redis 30 "$REDIS_LOG" "" "" _redis_ping
   # the pid file is written by the daemonized server; make sure it is ours
   wait_ready redis 10 "$REDIS_LOG" "" "" _redis_running
+  wait_ready "redis TLS" 10 "$REDIS_LOG" "" "" _redis_tls_ping
   env_set ETTER_REDIS__URL "$REDIS_URL"
-  say "redis ready on $ETTER_HOST:$REDIS_PORT ($(_elapsed "$t0"))"
+  env_set ETTER_TEST__REDIS_TLS_URL "$REDIS_TLS_URL"
+  say "redis ready on $ETTER_HOST:$REDIS_PORT, TLS on $REDIS_TLS_PORT ($(_elapsed "$t0"))"
 }
 
 svc_redis_down() {
@@ -254,11 +329,12 @@ svc_redis_down() {
 }
 
 svc_redis_status() {
-  local port
+  local port tls
   if _redis_running; then
     port=$(awk '$1 == "port" {print $2}' "$REDIS_DIR/redis.conf" 2>/dev/null) || true
-    echo "running redis://$ETTER_HOST:${port:-$REDIS_PORT}/"
+    tls=$(awk '$1 == "tls-port" {print $2}' "$REDIS_DIR/redis.conf" 2>/dev/null) || true
+    echo "running redis://$ETTER_HOST:${port:-$REDIS_PORT}/ tls=$([[ -n $tls ]] && echo "rediss://localhost:$tls/" || echo none)"
   else
-    echo "stopped $REDIS_URL"
+    echo "stopped $REDIS_URL tls=$REDIS_TLS_URL"
   fi
 }

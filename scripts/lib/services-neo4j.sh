@@ -14,6 +14,10 @@ NEO4J_TARGET="$NEO4J_SRC/target"
 NEO4J_STAMP="$NEO4J_TARGET/.etter-build.sha256"
 NEO4J_MAIN=dev.etter.neo4j.Launcher
 NEO4J_URI="bolt://$ETTER_HOST:$NEO4J_PORT"
+# Bolt TLS, optional on the same port (bolt:// and bolt+s://), with the project CA's server
+# certificate copied into a Neo4j SSL policy directory (the launcher's --tls-dir)
+NEO4J_TLS_DIR="$NEO4J_HOME/certificates/bolt"
+NEO4J_TLS_URI="bolt+s://localhost:$NEO4J_PORT"
 
 # a JDK 17 or 21 (Neo4j 5.26 supports both); never a newer one
 _java_home() {
@@ -28,6 +32,7 @@ _java_home() {
 svc_neo4j_apt() {
   _java_home >/dev/null || echo openjdk-17-jdk-headless
   command -v mvn >/dev/null 2>&1 || echo maven
+  tls_apt
 }
 
 _neo4j_want_stamp() {
@@ -58,13 +63,35 @@ _neo4j_build() {
 
 _neo4j_running() { pid_alive "$NEO4J_PID" "$NEO4J_MAIN"; }
 
+# private.key + public.crt (Neo4j's names) from .etter/tls; true when they changed
+_neo4j_tls_files() {
+  local changed=1 src dst
+  mkdir -p "$NEO4J_TLS_DIR"
+  chmod 700 "$NEO4J_TLS_DIR"
+  for src in server.key server.pem; do
+    dst=$NEO4J_TLS_DIR/public.crt
+    [[ $src == server.key ]] && dst=$NEO4J_TLS_DIR/private.key
+    cmp -s "$TLS_DIR/$src" "$dst" && continue
+    install -m 600 "$TLS_DIR/$src" "$dst"
+    changed=0
+  done
+  return "$changed"
+}
+
+# the TLS handshake on the Bolt port verifies against the project CA (Bolt TLS starts at once)
+_neo4j_tls_ok() {
+  openssl s_client -connect "localhost:$NEO4J_PORT" -CAfile "$TLS_CA" -verify_hostname localhost \
+    -verify_return_error </dev/null >/dev/null 2>&1
+}
+
 _neo4j_ready() {
   grep -q '^ETTER_NEO4J_READY' "$NEO4J_LOG" 2>/dev/null && port_open "$NEO4J_PORT"
 }
 
 svc_neo4j_up() {
-  local t0 jh
+  local t0 jh tls_changed=0
   t0=$(_now_us)
+  ensure_tls
   if ! _neo4j_built; then
     if _neo4j_running; then
       say "neo4j: launcher sources changed; restarting"
@@ -73,8 +100,13 @@ svc_neo4j_up() {
     _neo4j_build
   fi
   jh=$(_java_home) || die "neo4j: no JDK 17/21 found under /usr/lib/jvm"
+  _neo4j_tls_files && tls_changed=1
   if _neo4j_running && [[ $(pid_arg "$NEO4J_PID" --port) != "$NEO4J_PORT" ]]; then
     say "neo4j: running on another port than $NEO4J_PORT; restarting"
+    svc_neo4j_down
+  elif _neo4j_running &&
+    [[ $tls_changed == 1 || $(pid_arg "$NEO4J_PID" --tls-dir) != "$NEO4J_TLS_DIR" ]]; then
+    say "neo4j: Bolt TLS off or certificates changed; restarting"
     svc_neo4j_down
   fi
   if ! _neo4j_running; then
@@ -93,13 +125,16 @@ svc_neo4j_up() {
       --add-opens=java.base/java.nio=ALL-UNNAMED --add-opens=java.base/java.io=ALL-UNNAMED \
       --add-opens=java.base/sun.nio.ch=ALL-UNNAMED --add-opens=java.base/java.lang=ALL-UNNAMED \
       -cp "$NEO4J_TARGET/neo4j-launcher.jar:$NEO4J_TARGET/lib/*" "$NEO4J_MAIN" \
-      --home "$NEO4J_HOME" --address "$ETTER_HOST" --port "$NEO4J_PORT" --pagecache "$NEO4J_PAGECACHE"
+      --home "$NEO4J_HOME" --address "$ETTER_HOST" --port "$NEO4J_PORT" --pagecache "$NEO4J_PAGECACHE" \
+      --tls-dir "$NEO4J_TLS_DIR"
   fi
   wait_ready neo4j "${ETTER_NEO4J_DEADLINE:-180}" "$NEO4J_LOG" "$NEO4J_PID" "$NEO4J_MAIN" _neo4j_ready
   env_set ETTER_GRAPH__URI "$NEO4J_URI"
   env_set ETTER_GRAPH__USER neo4j
   env_set ETTER_GRAPH__PASSWORD "$NEO4J_PASSWORD"
-  say "neo4j ready on $ETTER_HOST:$NEO4J_PORT ($(_elapsed "$t0"))"
+  wait_ready "neo4j Bolt TLS" 10 "$NEO4J_LOG" "$NEO4J_PID" "$NEO4J_MAIN" _neo4j_tls_ok
+  env_set ETTER_TEST__GRAPH_TLS_URI "$NEO4J_TLS_URI"
+  say "neo4j ready on $ETTER_HOST:$NEO4J_PORT, Bolt TLS optional ($(_elapsed "$t0"))"
 }
 
 svc_neo4j_down() {
@@ -114,7 +149,11 @@ svc_neo4j_status() {
   local port
   if _neo4j_running; then
     port=$(pid_arg "$NEO4J_PID" --port) || port=$NEO4J_PORT
-    echo "running bolt://$ETTER_HOST:${port:-$NEO4J_PORT}"
+    if [[ -n $(pid_arg "$NEO4J_PID" --tls-dir) ]]; then
+      echo "running bolt://$ETTER_HOST:${port:-$NEO4J_PORT} tls=bolt+s://localhost:${port:-$NEO4J_PORT}"
+    else
+      echo "running bolt://$ETTER_HOST:${port:-$NEO4J_PORT} tls=off"
+    fi
   else
     echo "stopped $NEO4J_URI"
   fi

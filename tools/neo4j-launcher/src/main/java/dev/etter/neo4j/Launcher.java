@@ -16,6 +16,9 @@ import org.neo4j.configuration.connectors.BoltConnector;
 import org.neo4j.configuration.connectors.HttpConnector;
 import org.neo4j.configuration.connectors.HttpsConnector;
 import org.neo4j.configuration.helpers.SocketAddress;
+import org.neo4j.configuration.ssl.ClientAuth;
+import org.neo4j.configuration.ssl.SslPolicyConfig;
+import org.neo4j.configuration.ssl.SslPolicyScope;
 import org.neo4j.dbms.api.DatabaseManagementService;
 import org.neo4j.dbms.api.DatabaseManagementServiceBuilder;
 import org.neo4j.graphdb.GraphDatabaseService;
@@ -26,8 +29,13 @@ import org.neo4j.graphdb.GraphDatabaseService;
  *
  * <pre>
  * java -Xmx512m -cp target/neo4j-launcher.jar:target/lib/* dev.etter.neo4j.Launcher \
- *      --home DIR [--address 127.0.0.1] [--port 57687] [--pagecache 256m]
+ *      --home DIR [--address 127.0.0.1] [--port 57687] [--pagecache 256m] [--tls-dir DIR]
  * </pre>
+ *
+ * <p>With {@code --tls-dir DIR} the Bolt connector also takes TLS, optionally: plaintext and
+ * TLS clients share the port ({@code bolt://} and {@code bolt+s://}). DIR holds the server's
+ * PKCS#8 PEM key {@code private.key} and certificate chain {@code public.crt} (the layout of a
+ * Neo4j SSL policy directory); no client certificates are asked for.
  *
  * Authentication is disabled unless the environment variable
  * {@code ETTER_NEO4J_PASSWORD} is non-empty; then auth is enabled and the password
@@ -48,6 +56,7 @@ public final class Launcher {
     String address = "127.0.0.1";
     int port = 57687;
     String pagecache = "256m";
+    Path tlsDir = null;
     for (int i = 0; i < args.length; i++) {
       String a = args[i];
       String v = i + 1 < args.length ? args[i + 1] : null;
@@ -56,8 +65,10 @@ public final class Launcher {
         case "--address" -> { address = need(a, v); i++; }
         case "--port" -> { port = Integer.parseInt(need(a, v)); i++; }
         case "--pagecache" -> { pagecache = need(a, v); i++; }
+        case "--tls-dir" -> { tlsDir = Path.of(need(a, v)).toAbsolutePath(); i++; }
         case "-h", "--help" -> {
-          System.out.println("usage: Launcher --home DIR [--address A] [--port P] [--pagecache 256m]");
+          System.out.println(
+              "usage: Launcher --home DIR [--address A] [--port P] [--pagecache 256m] [--tls-dir DIR]");
           return;
         }
         default -> die("unknown argument: " + a);
@@ -71,9 +82,9 @@ public final class Launcher {
     String password = System.getenv().getOrDefault("ETTER_NEO4J_PASSWORD", "");
     boolean auth = !password.isEmpty();
 
-    DatabaseManagementService dbms =
+    DatabaseManagementServiceBuilder builder =
         new DatabaseManagementServiceBuilder(home)
-            // Bolt only, on loopback; TLS off (default), all protocol versions left enabled
+            // Bolt only, on loopback; TLS off unless --tls-dir, all protocol versions left enabled
             .setConfig(GraphDatabaseSettings.default_listen_address, new SocketAddress(address))
             .setConfig(GraphDatabaseSettings.default_advertised_address, new SocketAddress(address))
             .setConfig(BoltConnector.enabled, true)
@@ -91,8 +102,21 @@ public final class Launcher {
             .setConfig(GraphDatabaseSettings.keep_logical_logs, "1 files")
             .setConfig(GraphDatabaseSettings.logical_log_rotation_threshold, 16L * 1024 * 1024)
             .setConfig(GraphDatabaseSettings.preallocate_logical_logs, false)
-            .setConfig(GraphDatabaseSettings.preallocate_store_files, false)
-            .build();
+            .setConfig(GraphDatabaseSettings.preallocate_store_files, false);
+    if (tlsDir != null) {
+      // dbms.ssl.policy.bolt.*: plaintext and TLS on the one port, no client certificates
+      SslPolicyConfig bolt = SslPolicyConfig.forScope(SslPolicyScope.BOLT);
+      Files.createDirectories(tlsDir.resolve("trusted"));
+      Files.createDirectories(tlsDir.resolve("revoked"));
+      builder
+          .setConfig(bolt.enabled, true)
+          .setConfig(bolt.base_directory, tlsDir)
+          .setConfig(bolt.private_key, tlsDir.resolve("private.key"))
+          .setConfig(bolt.public_certificate, tlsDir.resolve("public.crt"))
+          .setConfig(bolt.client_auth, ClientAuth.NONE)
+          .setConfig(BoltConnector.encryption_level, BoltConnector.EncryptionLevel.OPTIONAL);
+    }
+    DatabaseManagementService dbms = builder.build();
 
     CountDownLatch stopped = new CountDownLatch(1);
     Runtime.getRuntime()
@@ -142,7 +166,8 @@ public final class Launcher {
     }
     double secs = (System.nanoTime() - t0) / 1e9;
     System.out.printf(
-        "ETTER_NEO4J_READY bolt://%s:%d auth=%s home=%s (%.1fs)%n", address, port, auth, home, secs);
+        "ETTER_NEO4J_READY bolt://%s:%d auth=%s tls=%s home=%s (%.1fs)%n",
+        address, port, auth, tlsDir == null ? "off" : "optional", home, secs);
     System.out.flush();
     stopped.await();
   }
