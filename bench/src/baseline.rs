@@ -146,8 +146,12 @@ pub struct OwnStart {
 impl OwnStart {
     /// Starts for `company`'s roles on a task queue of their own.
     pub fn new(company: &str) -> Result<Self> {
-        let settings = TemporalSettings {
+        let temporal = etter_temporal::TemporalConfig {
             address: service_setting("ETTER_TEMPORAL__ADDRESS", "temporal")?,
+            ..Default::default()
+        };
+        let settings = TemporalSettings {
+            endpoint: etter_temporal::Endpoint::from_config(&temporal)?,
             namespace: service_setting("ETTER_TEMPORAL__NAMESPACE", "temporal")?,
             task_queue: etter_tests::unique_name("etter-bench-own"),
             // Nobody runs them: Temporal ends them by itself, if the scenario does not first.

@@ -9,12 +9,13 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use etter_config::{ConfigError, Profile, Secret, TemporalConfig, invalid, require_positive, tls::ServerTls};
+use etter_config::{ConfigError, Profile, Secret, invalid, require_positive, tls::ServerTls};
 use etter_core::ids::{CompanyId, RoleId};
 use etter_documents::DocumentsConfig;
 use etter_graph::GraphConfig;
 use etter_store::{RedisConfig, StoreConfig, StoreLocation};
 use etter_telemetry::LogConfig;
+use etter_temporal::TemporalConfig;
 
 /// What `etter-server` reads.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -686,6 +687,7 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             let example = Path::new(PRODUCTION_EXAMPLE);
             // A sourced .etter/services.env must not fill in what this test leaves out.
+            jail.clear_env();
             for key in [
                 "ETTER_STORE__URL",
                 "ETTER_GRAPH__PASSWORD",
@@ -702,6 +704,15 @@ mod tests {
             };
             refused("store.url")?;
             refused("ETTER_STORE__URL")?;
+            let dir = jail.directory().to_path_buf();
+            let ca = etter_test_certs::Ca::new("example CA").map_err(|e| e.to_string())?;
+            let ca_file = ca.write(&dir, "ca.pem").map_err(|e| e.to_string())?;
+            let client = ca
+                .client(&dir, "temporal-client", "etter-server", etter_test_certs::Validity::Current)
+                .map_err(|e| e.to_string())?;
+            jail.set_env("ETTER_TEMPORAL__TLS__CA_FILE", ca_file.display());
+            jail.set_env("ETTER_TEMPORAL__TLS__CERT_FILE", client.cert_file.display());
+            jail.set_env("ETTER_TEMPORAL__TLS__KEY_FILE", client.key_file.display());
             jail.set_env("ETTER_STORE__URL", "postgres://etter:pw@db.internal:5432/etter");
             refused("graph.password")?;
             jail.set_env("ETTER_GRAPH__PASSWORD", "neo4j-secret");
@@ -716,17 +727,15 @@ mod tests {
             );
             // The certificate files are read at start: a missing one is named.
             refused("`server.tls.cert_file` = /etc/etter/tls/server.crt: cannot be read")?;
-            let dir = jail.directory().to_path_buf();
-            let ca = etter_test_certs::Ca::new("example CA").map_err(|e| e.to_string())?;
             let issued = ca
                 .server(&dir, "server", etter_test_certs::LOOPBACK_NAMES, etter_test_certs::Validity::Current)
                 .map_err(|e| e.to_string())?;
-            let ca_file = ca.write(&dir, "ca.pem").map_err(|e| e.to_string())?;
             jail.set_env("ETTER_SERVER__TLS__CERT_FILE", issued.cert_file.display());
             jail.set_env("ETTER_SERVER__TLS__KEY_FILE", issued.key_file.display());
             jail.set_env("ETTER_SERVER__TLS__CLIENT_CA_FILE", ca_file.display());
             let config = Config::load(Some(example), &[]).map_err(|e| chain(&e).to_string())?;
             assert_eq!(config.profile, Profile::Production);
+            assert!(config.temporal.address.starts_with("https://") && config.temporal.tls.is_set());
             assert!(!config.auth.jwks_file.as_os_str().is_empty() && config.redis.url.is_set());
             // The dev login is refused in production even on loopback.
             jail.set_env("ETTER_SERVER__CONSOLE_DEV_LOGIN", "true");
@@ -739,8 +748,16 @@ mod tests {
     #[test]
     fn production_refuses_plaintext_listeners_off_loopback_unless_tls_is_terminated_in_front() {
         figment::Jail::expect_with(|jail| {
+            jail.clear_env();
             for key in
                 ["ETTER_SERVER__TLS__CERT_FILE", "ETTER_SERVER__TLS__KEY_FILE", "ETTER_SERVER__TLS__CLIENT_CA_FILE"]
+            {
+                jail.set_env(key, "");
+            }
+            // Temporal through a local sidecar, to keep this test to the listeners.
+            jail.set_env("ETTER_TEMPORAL__ADDRESS", "http://127.0.0.1:7233");
+            for key in
+                ["ETTER_TEMPORAL__TLS__CA_FILE", "ETTER_TEMPORAL__TLS__CERT_FILE", "ETTER_TEMPORAL__TLS__KEY_FILE"]
             {
                 jail.set_env(key, "");
             }

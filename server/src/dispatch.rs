@@ -634,7 +634,7 @@ mod tests {
     use async_trait::async_trait;
     use etter_core::{ids::WorkflowId, workflow::RoleOnboardingInput};
     use etter_store::StoreLocation;
-    use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions, UntypedWorkflow, Url};
+    use temporalio_client::{Client, ClientOptions, UntypedWorkflow};
     use temporalio_common::protos::temporal::api::enums::v1::EventType;
 
     use super::*;
@@ -693,8 +693,10 @@ mod tests {
         let suffix = format!("{}-{:016x}", std::process::id(), crate::random_u128() >> 64);
         let dir = tempfile::Builder::new().prefix("etter-dispatch-").tempdir()?.keep();
         let store = etter_store::connect(&StoreLocation::Sqlite(dir.join("runs.db"))).await?;
+        let temporal =
+            etter_temporal::TemporalConfig { address: env("ETTER_TEMPORAL__ADDRESS")?, ..Default::default() };
         let settings = TemporalSettings {
-            address: env("ETTER_TEMPORAL__ADDRESS")?,
+            endpoint: etter_temporal::Endpoint::from_config(&temporal)?,
             namespace: env("ETTER_TEMPORAL__NAMESPACE")?,
             task_queue: format!("etter-dispatch-test-{suffix}"),
             execution_timeout: Duration::from_secs(120),
@@ -839,10 +841,7 @@ mod tests {
         ensure!(after.state == RunState::Cancelled, "{after:?}");
         let asked = orchestrator.cancelled.lock().map(|c| c.clone()).unwrap_or_default();
         ensure!(asked == [run.workflow_id.clone()], "{asked:?}");
-        let connection = Connection::connect(
-            ConnectionOptions::new(Url::parse(&settings.address)?).identity("etter-dispatch-test".to_owned()).build(),
-        )
-        .await?;
+        let connection = settings.endpoint.connect("etter-dispatch-test".to_owned(), None).await?;
         let client = Client::new(connection, ClientOptions::new(settings.namespace.clone()).build())?;
         let history = client
             .get_workflow_handle::<UntypedWorkflow>(run.workflow_id.to_string())

@@ -317,7 +317,7 @@ impl ControlPlane {
             config,
             config.dispatch.temporal_timeout,
             instance.clone(),
-        )));
+        )?));
         let companies = Arc::new(companies::Companies::load(
             &config.server.companies_file,
             companies::CompanyLimits::defaults(&config.limits),

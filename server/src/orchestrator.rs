@@ -116,9 +116,8 @@ mod temporal {
 
     use async_trait::async_trait;
     use temporalio_client::{
-        Client, ClientOptions, Connection, ConnectionOptions, NamespacedClient as _, UntypedWorkflow, Url,
-        WorkflowCancelOptions, WorkflowDescribeOptions, WorkflowExecutionStatus, WorkflowIdConflictPolicy,
-        WorkflowIdReusePolicy, WorkflowStartOptions,
+        Client, ClientOptions, NamespacedClient as _, UntypedWorkflow, WorkflowCancelOptions, WorkflowDescribeOptions,
+        WorkflowExecutionStatus, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions,
         errors::{WorkflowInteractionError, WorkflowStartError},
         grpc::WorkflowService as _,
         tonic::{self, Code, Status},
@@ -136,16 +135,18 @@ mod temporal {
 
     use super::{ClosedStatus, Orchestrator, OrchestratorError, StartOutcome, WorkflowState};
     use crate::config::Config;
+    use etter_config::ConfigError;
     use etter_core::{
         ids::WorkflowId,
         workflow::{ROLE_ONBOARDING_WORKFLOW, RUN_KEY_MEMO, RoleOnboardingInput},
     };
+    use etter_temporal::Endpoint;
 
     /// Where and how workflows are started.
     #[derive(Debug, Clone)]
     pub struct TemporalSettings {
-        /// Frontend URL (`temporal.address`).
-        pub address: String,
+        /// The frontend (`temporal.address`, its TLS and API key).
+        pub endpoint: Endpoint,
         /// Namespace (`temporal.namespace`).
         pub namespace: String,
         /// Task queue of the onboarding workflows (`temporal.task_queue`).
@@ -160,15 +161,19 @@ mod temporal {
 
     impl TemporalSettings {
         /// The settings of `config`, with `call_timeout` and `identity` given by the caller.
-        pub fn from_config(config: &Config, call_timeout: Duration, identity: impl Into<String>) -> Self {
-            Self {
-                address: config.temporal.address.clone(),
+        pub fn from_config(
+            config: &Config,
+            call_timeout: Duration,
+            identity: impl Into<String>,
+        ) -> Result<Self, ConfigError> {
+            Ok(Self {
+                endpoint: Endpoint::from_config(&config.temporal)?,
                 namespace: config.temporal.namespace.clone(),
                 task_queue: config.temporal.task_queue.clone(),
                 execution_timeout: config.temporal.workflow_execution_timeout,
                 call_timeout,
                 identity: identity.into(),
-            }
+            })
         }
     }
 
@@ -196,15 +201,12 @@ mod temporal {
             if let Some(client) = slot.as_ref() {
                 return Ok(client.clone());
             }
-            let url = Url::parse(&self.settings.address)
-                .map_err(|e| OrchestratorError::Rejected(format!("temporal.address is not a URL: {e}")))?;
-            let options = ConnectionOptions::new(url)
-                .identity(self.settings.identity.clone())
-                .connect_timeout(self.settings.call_timeout)
-                .build();
-            let connection = self.bounded("connecting", Connection::connect(options)).await?.map_err(|e| {
-                OrchestratorError::Unavailable(format!("cannot connect to {}: {e}", self.settings.address))
-            })?;
+            let endpoint = &self.settings.endpoint;
+            let connect = endpoint.connect(self.settings.identity.clone(), Some(self.settings.call_timeout));
+            let connection = self
+                .bounded("connecting", connect)
+                .await?
+                .map_err(|e| OrchestratorError::Unavailable(etter_core::error::chain(&e).to_string()))?;
             let client = Client::new(connection, ClientOptions::new(self.settings.namespace.clone()).build())
                 .map_err(|e| OrchestratorError::Rejected(format!("cannot create the Temporal client: {e}")))?;
             *slot = Some(client.clone());

@@ -9,12 +9,13 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use etter_config::{ConfigError, Profile, TemporalConfig, invalid};
+use etter_config::{ConfigError, Profile, invalid};
 use etter_documents::DocumentsConfig;
 use etter_graph::GraphConfig;
 use etter_llm::LlmConfig;
 use etter_store::{RedisConfig, StoreConfig, StoreLocation};
 use etter_telemetry::LogConfig;
+use etter_temporal::TemporalConfig;
 
 /// What `etter-worker` reads.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -224,6 +225,8 @@ mod tests {
     fn the_production_example_names_each_missing_secret_of_the_worker() {
         figment::Jail::expect_with(|jail| {
             let example = Path::new(PRODUCTION_EXAMPLE);
+            // A sourced .etter/services.env must not fill in what this test leaves out.
+            jail.clear_env();
             for key in ["ETTER_STORE__URL", "ETTER_GRAPH__PASSWORD", "ETTER_LLM__API_KEY"] {
                 jail.set_env(key, "");
             }
@@ -238,6 +241,16 @@ mod tests {
             jail.set_env("ETTER_GRAPH__PASSWORD", "neo4j-secret");
             refused("llm.api_key")?;
             jail.set_env("ETTER_LLM__API_KEY", "sk-test");
+            refused("`temporal.tls.ca_file` = /etc/etter/tls/temporal-ca.crt: cannot be read")?;
+            let dir = jail.directory().to_path_buf();
+            let ca = etter_test_certs::Ca::new("example CA").map_err(|e| e.to_string())?;
+            let ca_file = ca.write(&dir, "ca.pem").map_err(|e| e.to_string())?;
+            let client = ca
+                .client(&dir, "temporal-client", "etter-worker", etter_test_certs::Validity::Current)
+                .map_err(|e| e.to_string())?;
+            jail.set_env("ETTER_TEMPORAL__TLS__CA_FILE", ca_file.display());
+            jail.set_env("ETTER_TEMPORAL__TLS__CERT_FILE", client.cert_file.display());
+            jail.set_env("ETTER_TEMPORAL__TLS__KEY_FILE", client.key_file.display());
             let config = Config::load(Some(example), &[]).map_err(|e| chain(&e).to_string())?;
             assert_eq!(config.profile, Profile::Production);
             assert_eq!(config.llm.provider, etter_llm::ProviderKind::OpenAi);

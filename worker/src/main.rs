@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use etter_telemetry::process;
 use etter_worker::config::Config;
-use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions, Url, WorkflowCountOptions};
+use temporalio_client::{Client, ClientOptions, WorkflowCountOptions};
 
 /// The Temporal worker of the Etter onboarding pipeline.
 #[derive(Debug, Parser)]
@@ -75,11 +75,8 @@ fn main() -> anyhow::Result<()> {
 
 /// Connects to Temporal as the worker will and prints the readiness line.
 async fn check(config: &Config) -> anyhow::Result<()> {
-    let url = Url::parse(&config.temporal.address).context("temporal.address")?;
-    let options = ConnectionOptions::new(url).identity("etter-worker".to_owned()).build();
-    let connection = Connection::connect(options)
-        .await
-        .with_context(|| format!("cannot reach Temporal at {}", config.temporal.address))?;
+    let endpoint = etter_temporal::Endpoint::from_config(&config.temporal)?;
+    let connection = endpoint.connect("etter-worker".to_owned(), None).await?;
     let client = Client::new(connection, ClientOptions::new(config.temporal.namespace.clone()).build())?;
     // Connecting does not touch the namespace; a visibility query does, and tells what is running.
     let query = format!("TaskQueue = '{}' AND ExecutionStatus = 'Running'", config.temporal.task_queue);

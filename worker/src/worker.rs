@@ -17,9 +17,7 @@ use etter_telemetry::process;
 use temporalio_client::schedules::{
     CreateScheduleOptions, DeleteScheduleOptions, ScheduleAction, ScheduleOverlapPolicy, ScheduleSpec,
 };
-use temporalio_client::{
-    Client, ClientOptions, Connection, ConnectionOptions, Url, WorkflowGetResultOptions, WorkflowStartOptions,
-};
+use temporalio_client::{Client, ClientOptions, Connection, WorkflowGetResultOptions, WorkflowStartOptions};
 use temporalio_sdk::runtime::worker_tuner::{FixedSizeSlotSupplier, TunerHolder, WorkerTuner};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
@@ -28,6 +26,7 @@ use crate::faults::{Faults, FaultsError};
 use crate::staleness::{ScanReport, StalenessActivities, StalenessScan};
 use crate::steps::StepRunner;
 use crate::workflows::{ActivityPolicy, AiAssessment, RoleOnboarding, SkillsAnalysis, TopTasks, set_activity_policy};
+use etter_temporal::Endpoint;
 
 /// Why the worker could not run.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +63,9 @@ pub enum RunError {
     /// `redis.url` is unusable.
     #[error(transparent)]
     Fanout(#[from] etter_store::fanout::FanoutError),
+    /// Temporal refused the connection.
+    #[error(transparent)]
+    Connect(#[from] etter_temporal::ConnectError),
 }
 
 /// A [`RunError::Temporal`] saying `what` failed, with the SDK's error as its source.
@@ -100,11 +102,11 @@ pub async fn run_with_faults(
     let llm = etter_llm::provider_from_config(&config.llm)?;
     set_activity_policy(ActivityPolicy::from(&config.worker));
 
-    let url = Url::parse(&config.temporal.address).map_err(temporal("temporal.address is not a URL"))?;
+    let endpoint = Endpoint::from_config(&config.temporal)?;
     tokio::pin!(shutdown);
     // A worker may start before Temporal does (a host reboot, a deploy): wait for it rather than exit.
     let connection = tokio::select! {
-        connection = connect_patiently(url, &config.temporal.address) => connection,
+        connection = connect_patiently(&endpoint) => connection?,
         () = &mut shutdown => {
             store.close().await;
             return Ok(());
@@ -226,10 +228,8 @@ impl Presence {
 
 /// Runs a staleness scan now, on the workers of the configured task queue, and answers its report.
 pub async fn scan_now(config: &Config) -> Result<ScanReport, RunError> {
-    let url = Url::parse(&config.temporal.address).map_err(temporal("temporal.address is not a URL"))?;
-    let connection = Connection::connect(ConnectionOptions::new(url).identity(identity()).build())
-        .await
-        .map_err(temporal(format!("cannot reach Temporal at {}", config.temporal.address)))?;
+    let endpoint = Endpoint::from_config(&config.temporal)?;
+    let connection = endpoint.connect(identity(), None).await?;
     let client = Client::new(connection, ClientOptions::new(config.temporal.namespace.clone()).build())
         .map_err(temporal("cannot create the Temporal client"))?;
     let id = format!("staleness-scan-now-{}", etter_store::now().timestamp_millis());
@@ -276,15 +276,18 @@ async fn ensure_scan_schedule(client: &Client, config: &Config) {
     }
 }
 
-/// Connects to Temporal, retrying with a doubling back-off (at most 30 s) until it answers.
-async fn connect_patiently(url: Url, address: &str) -> Connection {
+/// Connects to Temporal, retrying with a doubling back-off (at most 30 s) until it answers. A
+/// connection TLS refuses (an untrusted or expired certificate, a missing client certificate) is
+/// an error at once: waiting does not fix the configuration.
+async fn connect_patiently(endpoint: &Endpoint) -> Result<Connection, RunError> {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
-        match Connection::connect(ConnectionOptions::new(url.clone()).identity(identity()).build()).await {
-            Ok(connection) => return connection,
+        match endpoint.connect(identity(), None).await {
+            Ok(connection) => return Ok(connection),
+            Err(err) if err.refused_by_tls() => return Err(err.into()),
             Err(err) => {
                 let wait = backoff.next_wait();
-                tracing::warn!(%address, retry_in = ?wait, "Temporal is not reachable yet: {}", chain(&err));
+                tracing::warn!(retry_in = ?wait, "Temporal is not reachable yet: {}", chain(&err));
                 tokio::time::sleep(wait).await;
             }
         }

@@ -220,53 +220,6 @@ pub fn to_masked_toml<T: Serialize>(config: &T) -> String {
     toml::to_string_pretty(config).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
 }
 
-/// `[temporal]`: the Temporal cluster both binaries talk to.
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct TemporalConfig {
-    /// Frontend address, e.g. `http://127.0.0.1:7233`.
-    pub address: String,
-    /// Namespace (`etter-{env}`).
-    pub namespace: String,
-    /// Task queue of the onboarding workflows and activities.
-    pub task_queue: String,
-    /// Temporal Web UI, printed for people; empty when there is none.
-    pub ui_url: String,
-    /// Longest a whole onboarding workflow may run (set when the server starts it).
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "String")]
-    pub workflow_execution_timeout: Duration,
-}
-
-impl Default for TemporalConfig {
-    fn default() -> Self {
-        Self {
-            address: "http://127.0.0.1:7233".to_owned(),
-            namespace: "etter-dev".to_owned(),
-            task_queue: "etter-workflows".to_owned(),
-            ui_url: String::new(),
-            workflow_execution_timeout: Duration::from_secs(2 * 60 * 60),
-        }
-    }
-}
-
-impl TemporalConfig {
-    /// Checks values that deserialize but cannot work.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        match url::Url::parse(&self.address) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-            _ => return invalid("temporal.address", "must be an http:// or https:// URL with a host"),
-        }
-        if self.namespace.is_empty() {
-            return invalid("temporal.namespace", "must not be empty");
-        }
-        if self.task_queue.is_empty() {
-            return invalid("temporal.task_queue", "must not be empty");
-        }
-        require_positive(&[("temporal.workflow_execution_timeout", self.workflow_execution_timeout)])
-    }
-}
-
 /// One configuration key and what it does: the doc comment of its field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyDoc {
@@ -352,6 +305,28 @@ pub fn render_key_table(binaries: &[(&str, Vec<KeyDoc>)], defaults: &serde_json:
 mod tests {
     use super::*;
 
+    /// A section in miniature, shaped like `[temporal]`.
+    #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields, default)]
+    struct TemporalConfig {
+        /// Frontend address.
+        address: String,
+        /// Namespace (`etter-{env}`).
+        namespace: String,
+        /// Task queue.
+        task_queue: String,
+    }
+
+    impl Default for TemporalConfig {
+        fn default() -> Self {
+            Self {
+                address: "http://127.0.0.1:7233".to_owned(),
+                namespace: "etter-dev".to_owned(),
+                task_queue: "etter-workflows".to_owned(),
+            }
+        }
+    }
+
     /// A binary's configuration in miniature: one section it reads.
     #[derive(Debug, Default, Serialize, Deserialize)]
     #[serde(default)]
@@ -388,16 +363,7 @@ mod tests {
         let names: Vec<&str> = keys.iter().map(|k| k.key.as_str()).collect();
         assert_eq!(
             names,
-            [
-                "profile",
-                "temporal.address",
-                "temporal.namespace",
-                "temporal.task_queue",
-                "temporal.ui_url",
-                "temporal.workflow_execution_timeout",
-                "vault.key",
-                "vault.previous"
-            ]
+            ["profile", "temporal.address", "temporal.namespace", "temporal.task_queue", "vault.key", "vault.previous"]
         );
         let doc = |key: &str| keys.iter().find(|k| k.key == key).map(|k| k.description.clone()).unwrap_or_default();
         assert_eq!(doc("profile"), "How strict the configuration is.");

@@ -203,6 +203,88 @@ impl ClientTls {
     }
 }
 
+/// Where a hop's TLS is configured, for advice that names what to change.
+#[derive(Debug, Clone)]
+pub struct Fixes {
+    /// Where the CA that issued the server's certificate is given (`` `temporal.tls.ca_file` ``).
+    pub ca: String,
+    /// Where the client certificate and key are given.
+    pub identity: String,
+    /// Where the name checked against the server's certificate is given.
+    pub server_name: String,
+}
+
+impl Fixes {
+    /// The fixes of a [`ClientTls`] at `section`.
+    pub fn section(section: &str) -> Self {
+        Self {
+            ca: format!("`{section}.ca_file`"),
+            identity: format!("`{section}.cert_file` and `{section}.key_file`"),
+            server_name: format!("`{section}.server_name`"),
+        }
+    }
+}
+
+/// What a failed TLS connection means and what to change, read from the error's text (its chain
+/// and its debug form, where the TLS library's error kinds appear), or `None` when it is not about
+/// TLS. The wording is the same for every hop; `fixes` names where that hop is configured.
+pub fn advice(error: &str, fixes: &Fixes) -> Option<String> {
+    let has = |needles: &[&str]| needles.iter().any(|n| error.contains(n));
+    // Alerts first: they are the server's verdict on this client.
+    if has(&["CertificateRequired", "certificate required"]) {
+        return Some(format!(
+            "the server requires a client certificate and none was sent: set {} (a certificate issued by a CA the              server trusts)",
+            fixes.identity
+        ));
+    }
+    if has(&["AlertReceived(CertificateExpired)", "alert: CertificateExpired"]) {
+        return Some(format!(
+            "the server refused this client's certificate as expired: renew the one in {}",
+            fixes.identity
+        ));
+    }
+    if has(&["AlertReceived(UnknownCA)", "AlertReceived(BadCertificate)", "alert: UnknownCA", "alert: BadCertificate"])
+    {
+        return Some(format!(
+            "the server refused this client's certificate: {} must hold a current certificate issued by a CA the              server trusts",
+            fixes.identity
+        ));
+    }
+    if has(&[
+        "UnknownIssuer",
+        "unknown issuer",
+        "self-signed certificate",
+        "self signed certificate",
+        "unable to get local issuer",
+    ]) {
+        return Some(format!(
+            "the server's certificate is not issued by a CA this client trusts: set {} to the CA that issued it",
+            fixes.ca
+        ));
+    }
+    if has(&["NotValidForName", "not valid for name", "hostname mismatch"]) {
+        return Some(format!(
+            "the server's certificate does not carry the name this client connects to: connect by a name it              carries, or set {}",
+            fixes.server_name
+        ));
+    }
+    if has(&["Expired", "certificate expired", "certificate has expired"]) {
+        return Some(
+            "the server's certificate has expired (or this machine's clock is wrong): renew the server's certificate"
+                .to_owned(),
+        );
+    }
+    if has(&["NotValidYet", "not valid yet"]) {
+        return Some("the server's certificate is not valid yet: check this machine's clock".to_owned());
+    }
+    if has(&["InvalidContentType", "corrupt message", "wrong version number", "InvalidMessage"]) {
+        return Some(
+            "the server does not speak TLS on this address: use its TLS port, or a plaintext address".to_owned(),
+        );
+    }
+    None
+}
+
 /// The PEM certificates of `path` (`section.field`), parsed; at least one.
 pub fn certificates(section: &str, field: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     parse_certificates(section, field, path, &read(section, field, path)?)
@@ -269,6 +351,21 @@ mod tests {
             ConfigError::Invalid { key, problem } => format!("{key}: {problem}"),
             other => format!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn advice_names_where_each_fix_goes() {
+        let fixes = Fixes::section("temporal.tls");
+        let advice = |e: &str| advice(e, &fixes).unwrap_or_default();
+        assert!(advice("InvalidCertificate(UnknownIssuer)").contains("set `temporal.tls.ca_file` to the CA"));
+        assert!(
+            advice("AlertReceived(CertificateRequired)")
+                .contains("`temporal.tls.cert_file` and `temporal.tls.key_file`")
+        );
+        assert!(advice("NotValidForNameContext { expected: .. }").contains("`temporal.tls.server_name`"));
+        assert!(advice("ExpiredContext { time: .. }").contains("renew the server's certificate"));
+        assert!(advice("AlertReceived(CertificateExpired)").contains("client's certificate as expired"));
+        assert!(advice("connection refused").is_empty());
     }
 
     #[test]
