@@ -179,6 +179,48 @@ impl Profile {
     }
 }
 
+/// Which Temporal the stacks use: the dev server (`scripts/services up temporal`), or with
+/// `ETTER_TEST__TEMPORAL=cluster` the Temporal cluster built from its Go module, reached over
+/// mutual TLS (`scripts/services up temporal-cluster`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Temporal {
+    /// `temporal server start-dev`, plaintext.
+    DevServer,
+    /// The real cluster, PostgreSQL underneath, client certificates required.
+    Cluster,
+}
+
+impl Temporal {
+    /// The one the environment selects.
+    pub fn selected() -> Result<Self> {
+        match std::env::var("ETTER_TEST__TEMPORAL").unwrap_or_default().as_str() {
+            "" | "dev" => Ok(Self::DevServer),
+            "cluster" => Ok(Self::Cluster),
+            other => anyhow::bail!("ETTER_TEST__TEMPORAL={other}: want `dev` (the default) or `cluster`"),
+        }
+    }
+
+    /// The settings both binaries need to reach it.
+    pub fn settings(self) -> Result<Vec<(&'static str, String)>> {
+        Ok(match self {
+            Self::DevServer => vec![
+                ("ETTER_TEMPORAL__ADDRESS", service_setting("ETTER_TEMPORAL__ADDRESS", "temporal")?),
+                ("ETTER_TEMPORAL__NAMESPACE", service_setting("ETTER_TEMPORAL__NAMESPACE", "temporal")?),
+            ],
+            Self::Cluster => {
+                let setting = |key| service_setting(key, "temporal-cluster");
+                vec![
+                    ("ETTER_TEMPORAL__ADDRESS", setting("ETTER_TEST__TEMPORAL_CLUSTER_ADDRESS")?),
+                    ("ETTER_TEMPORAL__NAMESPACE", setting("ETTER_TEST__TEMPORAL_CLUSTER_NAMESPACE")?),
+                    ("ETTER_TEMPORAL__TLS__CA_FILE", setting("ETTER_TEST__TLS_CA")?),
+                    ("ETTER_TEMPORAL__TLS__CERT_FILE", setting("ETTER_TEST__TLS_CLIENT_CERT")?),
+                    ("ETTER_TEMPORAL__TLS__KEY_FILE", setting("ETTER_TEST__TLS_CLIENT_KEY")?),
+                ]
+            }
+        })
+    }
+}
+
 /// Settings that `scripts/services up` exports and that select the PostgreSQL profile's parts.
 const SERVICE_PARTS: [&str; 5] =
     ["ETTER_STORE__URL", "ETTER_REDIS__URL", "ETTER_GRAPH__URI", "ETTER_GRAPH__USER", "ETTER_GRAPH__PASSWORD"];
@@ -208,8 +250,7 @@ impl Stack {
     /// A fresh deployment in `profile` (nothing started yet).
     pub async fn with_profile(test: &str, profile: Profile) -> Result<Self> {
         use sqlx::{Connection as _, Executor as _};
-        let temporal = service_setting("ETTER_TEMPORAL__ADDRESS", "temporal")?;
-        let namespace = service_setting("ETTER_TEMPORAL__NAMESPACE", "temporal")?;
+        let temporal = Temporal::selected()?.settings()?;
         let name = unique_name(&format!("e2e_{test}"));
         let mut parts = Vec::new();
         let mut database = None;
@@ -246,8 +287,6 @@ impl Stack {
         let task_queue = format!("etter-{name}");
         let env = [
             ("ETTER_DATA_DIR", root.join("data").display().to_string()),
-            ("ETTER_TEMPORAL__ADDRESS", temporal),
-            ("ETTER_TEMPORAL__NAMESPACE", namespace),
             ("ETTER_TEMPORAL__TASK_QUEUE", task_queue.clone()),
             ("ETTER_DOCUMENTS__FILE_ROOT", docs.display().to_string()),
             ("ETTER_SERVER__LISTEN", "127.0.0.1:0".to_owned()),
@@ -270,6 +309,7 @@ impl Stack {
             ("ETTER_LIMITS__REFUSED_PER_MINUTE", "1000000".to_owned()),
         ]
         .into_iter()
+        .chain(temporal)
         .chain(parts)
         .map(|(k, v)| (k.to_owned(), v))
         .collect();

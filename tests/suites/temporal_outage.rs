@@ -2,7 +2,9 @@
 //! store is the source of truth, not Temporal), health says Temporal is down, and once the same
 //! Temporal is back every queued run is dispatched once and ends READY — none lost, none run
 //! twice. The test runs its own Temporal dev server (persisting to a file, as a restarted cluster
-//! keeps its history), since it stops it.
+//! keeps its history), since it stops it. On the Temporal cluster (`ETTER_TEST__TEMPORAL=cluster`)
+//! it stops and restarts the shared cluster through `scripts/services`: run it alone there
+//! (`./etter test` does).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -13,7 +15,7 @@ use etter_proto::v1::{
     Document, DocumentType, GetStatusRequest, HistoryRequest, PushRequest, RoleStatus, RunOptions, get_status_request,
 };
 use etter_tests::service_setting;
-use etter_tests::stack::{ServingStatus, Stack, tail, wait_final};
+use etter_tests::stack::{ServingStatus, Stack, Temporal, tail, wait_final};
 use tokio::process::{Child, Command};
 
 const NAMESPACE: &str = "etter-outage";
@@ -118,6 +120,71 @@ impl PrivateTemporal {
     }
 }
 
+/// The Temporal the test takes down and brings back.
+enum Outage {
+    /// A dev server of the test's own.
+    Private(Box<PrivateTemporal>),
+    /// The shared Temporal cluster, stopped and started by `scripts/services`.
+    Cluster,
+}
+
+impl Outage {
+    fn new(dir: &Path) -> Result<Self> {
+        Ok(match Temporal::selected()? {
+            Temporal::DevServer => Self::Private(Box::new(PrivateTemporal::new(dir)?)),
+            Temporal::Cluster => Self::Cluster,
+        })
+    }
+
+    /// The settings that point the binaries at it (none on the cluster: the stack's own).
+    fn settings(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Self::Private(temporal) => vec![
+                ("ETTER_TEMPORAL__ADDRESS", format!("http://{}", temporal.address())),
+                ("ETTER_TEMPORAL__NAMESPACE", NAMESPACE.to_owned()),
+            ],
+            Self::Cluster => Vec::new(),
+        }
+    }
+
+    async fn start(&mut self) -> Result<()> {
+        match self {
+            Self::Private(temporal) => temporal.start().await,
+            Self::Cluster => services(&["up", "temporal-cluster"]).await,
+        }
+    }
+
+    async fn stop(&mut self) -> Result<()> {
+        match self {
+            Self::Private(temporal) => temporal.stop().await,
+            Self::Cluster => services(&["down", "temporal-cluster"]).await,
+        }
+    }
+
+    /// Done with it: a private dev server is stopped, the shared cluster stays up.
+    async fn finish(&mut self) -> Result<()> {
+        match self {
+            Self::Private(temporal) => temporal.stop().await,
+            Self::Cluster => Ok(()),
+        }
+    }
+}
+
+/// Runs `scripts/services` with `args`.
+async fn services(args: &[&str]) -> Result<()> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services");
+    let out =
+        Command::new(&script).args(args).output().await.with_context(|| format!("running {}", script.display()))?;
+    ensure!(
+        out.status.success(),
+        "scripts/services {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 fn push_request(stack: &Stack, role: &str, jd: &str) -> PushRequest {
     PushRequest {
         company_id: stack.company.clone(),
@@ -133,16 +200,15 @@ fn push_request(stack: &Stack, role: &str, jd: &str) -> PushRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_during_a_temporal_outage_are_queued_and_run_once_after_it() -> Result<()> {
     let stack = Stack::new("outage").await?;
-    let mut temporal = PrivateTemporal::new(stack.root())?;
+    let mut temporal = Outage::new(stack.root())?;
     temporal.start().await?;
-    let address = format!("http://{}", temporal.address());
-    let settings = [
-        ("ETTER_TEMPORAL__ADDRESS", address.as_str()),
-        ("ETTER_TEMPORAL__NAMESPACE", NAMESPACE),
-        ("ETTER_DISPATCH__TEMPORAL_TIMEOUT", "2s"),
-        ("ETTER_DISPATCH__RETRY_MAX_BACKOFF", "1s"),
-        ("ETTER_SERVER__HEALTH_CHECK_INTERVAL", "500ms"),
-    ];
+    let mut owned = temporal.settings();
+    owned.extend([
+        ("ETTER_DISPATCH__TEMPORAL_TIMEOUT", "2s".to_owned()),
+        ("ETTER_DISPATCH__RETRY_MAX_BACKOFF", "1s".to_owned()),
+        ("ETTER_SERVER__HEALTH_CHECK_INTERVAL", "500ms".to_owned()),
+    ]);
+    let settings: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let server = stack.start_server_with(&settings).await?;
     let worker = stack.start_worker(&settings).await?;
     let mut client = stack.client(&server).await?;
@@ -192,6 +258,6 @@ async fn pushes_during_a_temporal_outage_are_queued_and_run_once_after_it() -> R
 
     worker.stop().await?;
     server.stop().await?;
-    temporal.stop().await?;
+    temporal.finish().await?;
     stack.cleanup().await
 }
