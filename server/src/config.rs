@@ -204,6 +204,9 @@ pub struct ServerConfig {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub webhook_timeout: Duration,
+    /// PEM CA certificates a webhook receiver's `https://` certificate may chain to, besides the
+    /// system's roots (receivers behind a private CA). Empty = the system's roots only.
+    pub webhook_ca_file: PathBuf,
     /// Delivery attempts of one webhook event before it is given up.
     pub webhook_max_attempts: u32,
     /// Wait after the first failed delivery; it doubles per attempt up to `webhook_retry_max`, each
@@ -259,6 +262,7 @@ impl Default for ServerConfig {
             max_batch_size: 2_500,
             companies_file: std::path::PathBuf::new(),
             webhook_timeout: Duration::from_secs(10),
+            webhook_ca_file: PathBuf::new(),
             webhook_max_attempts: 15,
             webhook_retry_initial: Duration::from_secs(5),
             webhook_retry_max: Duration::from_secs(3600),
@@ -346,6 +350,9 @@ impl ServerConfig {
         }
         if self.webhook_retry_max < self.webhook_retry_initial {
             return invalid("server.webhook_retry_max", "must be at least server.webhook_retry_initial");
+        }
+        if !self.webhook_ca_file.as_os_str().is_empty() {
+            etter_config::tls::certificates_pem("server", "webhook_ca_file", &self.webhook_ca_file)?;
         }
         require_positive(&[
             ("server.health_check_interval", self.health_check_interval),

@@ -103,8 +103,8 @@ pub enum ServeError {
     #[error(transparent)]
     Documents(#[from] etter_documents::DocumentError),
     /// The webhook client could not be built.
-    #[error("cannot build the webhook client")]
-    Webhooks(#[from] reqwest::Error),
+    #[error(transparent)]
+    Webhooks(#[from] webhook::ClientError),
     /// `redis.url` is unusable.
     #[error(transparent)]
     Fanout(#[from] fanout::FanoutError),
@@ -234,10 +234,11 @@ impl Stores {
     async fn open(config: &Config, drain: &tokio::sync::watch::Receiver<bool>) -> Result<Self, ServeError> {
         let location = config.store_location()?;
         let hub = fanout::Hub::new();
-        let announce: Arc<dyn etter_store::Announce> = match config.redis.url.expose() {
-            Some(url) => {
-                hub.follow_redis(url, drain.clone())?;
-                fanout::Publisher::start(url)?
+        let redis = config.redis.client()?;
+        let announce: Arc<dyn etter_store::Announce> = match &redis {
+            Some(client) => {
+                hub.follow_redis(client.clone(), drain.clone());
+                fanout::Publisher::start(client.clone())
             }
             None => Arc::new(hub.clone()),
         };
@@ -252,7 +253,7 @@ impl Stores {
             announce: Some(announce),
             ..StoreOptions::default()
         };
-        let redis = config.redis.url.expose().map(fanout::Probe::new).transpose()?;
+        let redis = redis.map(fanout::Probe::new);
         let store = etter_store::connect_with(&location, &options).await?;
         if redis.is_none() {
             // Other processes' writes (the worker's steps) wake streams through the store instead.

@@ -39,6 +39,17 @@ pub struct Deliverer {
     http: reqwest::Client,
 }
 
+/// Why the webhook client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// `server.webhook_ca_file` does not load.
+    #[error(transparent)]
+    Config(#[from] etter_config::ConfigError),
+    /// The HTTP client could not be built.
+    #[error("cannot build the webhook client")]
+    Http(#[source] reqwest::Error),
+}
+
 impl Deliverer {
     /// A deliverer claiming as `claimer`.
     pub fn new(
@@ -46,12 +57,18 @@ impl Deliverer {
         companies: Arc<Companies>,
         config: ServerConfig,
         claimer: String,
-    ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+    ) -> Result<Self, ClientError> {
+        let mut http = reqwest::Client::builder()
             .timeout(config.webhook_timeout)
             .user_agent(concat!("etter-server/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+            .redirect(reqwest::redirect::Policy::none());
+        if !config.webhook_ca_file.as_os_str().is_empty() {
+            let pem = etter_config::tls::certificates_pem("server", "webhook_ca_file", &config.webhook_ca_file)?;
+            for ca in reqwest::Certificate::from_pem_bundle(&pem).map_err(ClientError::Http)? {
+                http = http.add_root_certificate(ca);
+            }
+        }
+        let http = http.build().map_err(ClientError::Http)?;
         Ok(Self { store, companies, config, claimer, http })
     }
 

@@ -2,7 +2,7 @@
 //! started by `scripts/lib/moto_s3.py` on loopback, with a bucket of small text objects
 //! `roles/{i}.txt`. It stops when dropped.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use anyhow::{Context as _, Result, anyhow};
 use tokio::io::AsyncBufReadExt as _;
@@ -29,6 +29,16 @@ impl Moto {
     /// Starts moto again on the port of `self` (after it was dropped: a store that came back),
     /// with the same bucket and objects.
     pub async fn start_on(bucket: &str, objects: usize, port: u16) -> Result<Self> {
+        Self::launch(bucket, objects, port, None).await
+    }
+
+    /// Starts moto on a free port serving HTTPS with `cert_file` and `key_file` (PEM), as
+    /// `https://localhost:PORT`.
+    pub async fn start_tls(bucket: &str, objects: usize, cert_file: &Path, key_file: &Path) -> Result<Self> {
+        Self::launch(bucket, objects, 0, Some((cert_file, key_file))).await
+    }
+
+    async fn launch(bucket: &str, objects: usize, port: u16, tls: Option<(&Path, &Path)>) -> Result<Self> {
         let python = crate::service_setting("ETTER_TOOLS__PYTHON", "python")?;
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lib/moto_s3.py");
         let mut child = tokio::process::Command::new(python)
@@ -36,6 +46,7 @@ impl Moto {
             .arg(bucket)
             .arg(objects.to_string())
             .arg(port.to_string())
+            .envs(tls.iter().flat_map(|(cert, key)| [("MOTO_TLS_CERT", *cert), ("MOTO_TLS_KEY", *key)]))
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -52,7 +63,11 @@ impl Moto {
             })?;
         let address = ready.strip_prefix("READY ").ok_or_else(|| anyhow!("unexpected moto output: {ready}"))?;
         let port = address.rsplit(':').next().and_then(|p| p.parse().ok()).context("moto's port")?;
-        Ok(Self { endpoint: format!("http://{address}"), port, _child: child })
+        let endpoint = match tls {
+            Some(_) => format!("https://localhost:{port}"),
+            None => format!("http://{address}"),
+        };
+        Ok(Self { endpoint, port, _child: child })
     }
 
     /// The port it serves on.

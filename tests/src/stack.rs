@@ -239,6 +239,18 @@ pub struct Stack {
     unset: Vec<String>,
     /// The PostgreSQL database of the stack (none in the embedded profile).
     database: Option<String>,
+    /// How clients reach a server that serves TLS: the CA to trust and the client certificate
+    /// to show (`None`: plaintext).
+    client_tls: Option<ClientTls>,
+}
+
+/// What the stack's clients use to reach a server over TLS.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// PEM CA the server's certificate chains to.
+    pub ca: PathBuf,
+    /// PEM client certificate and key, when the server asks for one.
+    pub identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl Stack {
@@ -314,7 +326,33 @@ impl Stack {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         let company = format!("e2e{}", name.replace('_', "").to_lowercase()).chars().take(40).collect();
-        Ok(Self { company, docs, task_queue, root, env, unset, database })
+        Ok(Self { company, docs, task_queue, root, env, unset, database, client_tls: None })
+    }
+
+    /// From now on clients reach the server over TLS (as `localhost`), trusting `tls.ca` and
+    /// showing its identity.
+    pub fn use_client_tls(&mut self, tls: ClientTls) {
+        self.client_tls = Some(tls);
+    }
+
+    /// The PostgreSQL database of the stack (none in the embedded profile).
+    pub fn database(&self) -> Option<&str> {
+        self.database.as_deref()
+    }
+
+    /// A gRPC channel to the server at `addr`, over TLS when the stack's clients use it.
+    pub async fn channel(&self, addr: &str) -> Result<Channel> {
+        let Some(tls) = &self.client_tls else {
+            return Ok(Channel::from_shared(format!("http://{addr}"))?.connect().await?);
+        };
+        let port = addr.rsplit(':').next().context("an address without a port")?;
+        let mut config = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(std::fs::read(&tls.ca)?))
+            .domain_name("localhost");
+        if let Some((cert, key)) = &tls.identity {
+            config = config.identity(tonic::transport::Identity::from_pem(std::fs::read(cert)?, std::fs::read(key)?));
+        }
+        Ok(Channel::from_shared(format!("https://localhost:{port}"))?.tls_config(config)?.connect().await?)
     }
 
     /// The environment the binaries get (the test's own settings over the inherited ones).
@@ -443,13 +481,14 @@ impl Stack {
     /// A client of `server` acting as `role` (viewer, operator, admin) of the test's company.
     pub async fn client_as(&self, server: &Process, role: &str) -> Result<Client> {
         let token = self.token(role).await?;
-        connect(&server.field("grpc_addr")?, &token).await
+        let channel = self.channel(&server.field("grpc_addr")?).await?;
+        let bearer = BearerToken(format!("Bearer {token}").parse()?);
+        Ok(PipelineServiceClient::with_interceptor(channel, bearer))
     }
 
     /// What `server`'s health service says of `service`; `None`: it has no such entry.
     pub async fn health(&self, server: &Process, service: &str) -> Result<Option<ServingStatus>> {
-        let addr = server.field("grpc_addr")?;
-        let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
+        let channel = self.channel(&server.field("grpc_addr")?).await?;
         match HealthClient::new(channel).check(HealthCheckRequest { service: service.to_owned() }).await {
             Ok(answer) => Ok(Some(answer.into_inner().status())),
             Err(status) if status.code() == tonic::Code::NotFound => Ok(None),

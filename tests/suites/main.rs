@@ -12,6 +12,7 @@ mod rerun;
 mod runbook;
 mod services;
 mod temporal_outage;
+mod tls;
 mod validating;
 mod waits;
 mod webhooks;

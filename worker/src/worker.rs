@@ -90,10 +90,10 @@ pub async fn run_with_faults(
 ) -> Result<(), RunError> {
     let location = config.store_location()?;
     // Step transitions are announced through Redis when configured, so watchers see them at once.
-    let announce = match config.redis.url.expose() {
-        Some(url) => Some(etter_store::fanout::Publisher::start(url)? as Arc<dyn etter_store::Announce>),
-        None => None,
-    };
+    let announce = config
+        .redis
+        .client()?
+        .map(|client| etter_store::fanout::Publisher::start(client) as Arc<dyn etter_store::Announce>);
     let options = StoreOptions { max_connections: config.store.max_connections, announce, ..StoreOptions::default() };
     let store = etter_store::connect_with(&location, &options).await?;
     let graph = etter_graph::open(&config.graph, &config.data_dir).await?;

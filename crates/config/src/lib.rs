@@ -399,6 +399,7 @@ mod tests {
     #[test]
     fn other_binaries_sections_are_ignored_and_unknown_ones_refused() {
         figment::Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.create_file("etter.toml", "[llm]\nmodel = \"read by the worker only\"\n")?;
             let config: Result<Reads, _> =
                 extract(&layers(&Reads::default(), Some(Path::new("etter.toml")), &[]).map_err(|e| e.to_string())?);
@@ -427,6 +428,7 @@ mod tests {
     #[test]
     fn a_moved_key_is_refused_with_its_new_name() {
         figment::Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env("ETTER_WORKER__WORKFLOW_EXECUTION_TIMEOUT", "1h");
             let err = extract::<Reads>(&layers(&Reads::default(), None, &[]).map_err(|e| e.to_string())?)
                 .err()

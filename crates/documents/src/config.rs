@@ -61,6 +61,9 @@ pub struct S3Config {
     pub region: String,
     /// Allow plain-HTTP endpoints (local stores and tests only).
     pub allow_http: bool,
+    /// PEM CA certificates an `https://` endpoint's certificate may chain to, besides the
+    /// system's roots (a store behind a private CA). Empty = the system's roots only.
+    pub ca_file: PathBuf,
     /// Access key id; empty = the AWS credential chain (`AWS_*` environment, web identity,
     /// instance metadata).
     pub access_key_id: String,
@@ -97,6 +100,7 @@ impl Default for S3Config {
             endpoint: String::new(),
             region: "us-east-1".to_owned(),
             allow_http: false,
+            ca_file: PathBuf::new(),
             access_key_id: String::new(),
             secret_access_key: Secret::default(),
             session_token: Secret::default(),
@@ -148,6 +152,9 @@ impl DocumentsConfig {
         }
         if self.s3.region.is_empty() {
             return invalid("documents.s3.region", "must not be empty");
+        }
+        if !self.s3.ca_file.as_os_str().is_empty() {
+            etter_config::tls::certificates_pem("documents.s3", "ca_file", &self.s3.ca_file)?;
         }
         if self.s3.access_key_id.is_empty() == self.s3.secret_access_key.is_set() {
             return invalid(

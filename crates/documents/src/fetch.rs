@@ -355,6 +355,18 @@ impl Documents {
         if !s3.endpoint.is_empty() {
             builder = builder.with_endpoint(&s3.endpoint);
         }
+        let mut client = ClientOptions::new()
+            .with_allow_http(s3.allow_http)
+            .with_timeout(timeout)
+            .with_connect_timeout(timeout.min(Duration::from_secs(10)));
+        if !s3.ca_file.as_os_str().is_empty() {
+            let pem = etter_config::tls::certificates_pem("documents.s3", "ca_file", &s3.ca_file)?;
+            let cas = object_store::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| DocumentError::Config { key: "documents.s3.ca_file".into(), problem: e.to_string() })?;
+            for ca in cas {
+                client = client.with_root_certificate(ca);
+            }
+        }
         let store = builder
             .with_bucket_name(bucket)
             .with_region(&s3.region)
@@ -364,12 +376,7 @@ impl Documents {
                 max_retries: s3.max_retries,
                 retry_timeout: timeout,
             })
-            .with_client_options(
-                ClientOptions::new()
-                    .with_allow_http(s3.allow_http)
-                    .with_timeout(timeout)
-                    .with_connect_timeout(timeout.min(Duration::from_secs(10))),
-            )
+            .with_client_options(client)
             .build()
             .map_err(|e| DocumentError::Config { key: "documents.s3".into(), problem: e.to_string() })?;
         if stores.len() >= MAX_CACHED_BUCKETS {

@@ -8,8 +8,12 @@ use etter_config::{ConfigError, Secret, invalid};
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct GraphConfig {
-    /// `bolt://host:port` of Neo4j; empty = the embedded SQLite graph `{data_dir}/graph.db`.
+    /// `bolt://host:port` of Neo4j (`bolt+s://` or `neo4j+s://` for TLS); empty = the embedded
+    /// SQLite graph `{data_dir}/graph.db`.
     pub uri: String,
+    /// PEM CA certificates Neo4j's certificate may chain to, besides the system's roots (a
+    /// private CA); needs a `+s` URI. Empty = the system's roots only.
+    pub ca_file: std::path::PathBuf,
     /// Neo4j user.
     pub user: String,
     /// Neo4j password (empty when the server has authentication off).
@@ -18,15 +22,33 @@ pub struct GraphConfig {
 
 impl Default for GraphConfig {
     fn default() -> Self {
-        Self { uri: String::new(), user: "neo4j".to_owned(), password: Secret::default() }
+        Self {
+            uri: String::new(),
+            user: "neo4j".to_owned(),
+            password: Secret::default(),
+            ca_file: std::path::PathBuf::new(),
+        }
     }
 }
 
 impl GraphConfig {
     /// Checks values that deserialize but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !self.uri.is_empty() && !self.uri.starts_with("bolt://") && !self.uri.starts_with("neo4j://") {
-            return invalid("graph.uri", "must start with bolt:// or neo4j://, or be empty for the embedded graph");
+        const SCHEMES: [&str; 4] = ["bolt://", "neo4j://", "bolt+s://", "neo4j+s://"];
+        if !self.uri.is_empty() && !SCHEMES.iter().any(|s| self.uri.starts_with(s)) {
+            return invalid(
+                "graph.uri",
+                "must start with bolt://, neo4j://, bolt+s:// or neo4j+s:// (TLS), or be empty for the embedded graph",
+            );
+        }
+        if !self.ca_file.as_os_str().is_empty() {
+            if !self.uri.contains("+s://") {
+                return invalid(
+                    "graph.uri",
+                    "must be bolt+s:// or neo4j+s:// when graph.ca_file is set: without +s the connection is plaintext",
+                );
+            }
+            etter_config::tls::certificates_pem("graph", "ca_file", &self.ca_file)?;
         }
         Ok(())
     }

@@ -312,7 +312,7 @@ pub async fn open(config: &GraphConfig, data_dir: &Path) -> Result<Arc<dyn RoleG
     let graph: Arc<dyn RoleGraph> = if config.uri.is_empty() {
         Arc::new(EmbeddedGraph::open(&data_dir.join("graph.db")).await?)
     } else {
-        Arc::new(Neo4jGraph::connect(&config.uri, &config.user, config.password.expose().unwrap_or_default()).await?)
+        Arc::new(Neo4jGraph::connect(config).await?)
     };
     graph.ensure_schema().await?;
     Ok(graph)

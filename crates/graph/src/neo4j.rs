@@ -14,7 +14,7 @@ use neo4rs::{BoltType, Query, Txn};
 use super::model::{Label, NodeRef, Owner, PropValue, Props, Rel};
 use super::plan::{EdgeRow, Keep, NodeRow, Op, Plan};
 use super::read::{CompanyData, Subgraph};
-use super::{Backend, GraphError, impl_role_graph};
+use super::{Backend, GraphConfig, GraphError, impl_role_graph};
 
 /// How often a plan is retried when Neo4j reports a transient error (deadlock, lock timeout).
 const MAX_ATTEMPTS: u32 = 6;
@@ -34,19 +34,45 @@ impl std::fmt::Debug for Neo4jGraph {
 }
 
 impl Neo4jGraph {
-    /// Connects to `uri` (`bolt://host:port`) and checks that the server answers. An empty
-    /// password is sent as is (servers with authentication off accept any).
-    pub async fn connect(uri: &str, user: &str, password: &str) -> Result<Self, GraphError> {
-        let config = neo4rs::ConfigBuilder::default()
+    /// Connects to `graph.uri` (`bolt://host:port`, `bolt+s://` for TLS with the system's roots
+    /// and `graph.ca_file`) and checks that the server answers. An empty password is sent as is
+    /// (servers with authentication off accept any).
+    pub async fn connect(settings: &GraphConfig) -> Result<Self, GraphError> {
+        let uri = settings.uri.as_str();
+        let mut config = neo4rs::ConfigBuilder::default()
             .uri(uri)
-            .user(user)
-            .password(password)
-            .fetch_size(1000)
-            .build()
-            .map_err(|e| GraphError::Config(format!("neo4j at {uri}: {e}")))?;
-        let graph = neo4rs::Graph::connect(config).await.map_err(|e| classify(&e))?;
+            .user(settings.user.as_str())
+            .password(settings.password.expose().unwrap_or_default())
+            .fetch_size(1000);
+        if !settings.ca_file.as_os_str().is_empty() {
+            // neo4rs adds these to the roots it trusts (its name for them notwithstanding).
+            config = config.with_client_certificate(&settings.ca_file);
+        }
+        let config = config.build().map_err(|e| GraphError::Config(format!("neo4j at {uri}: {e}")))?;
+        let refused = |e: neo4rs::Error| {
+            let text = format!("{e} {e:?}");
+            let fixes = etter_config::tls::Fixes {
+                ca: "`graph.ca_file`".to_owned(),
+                identity: "client certificates (which this Neo4j client cannot send)".to_owned(),
+                server_name: "a host in `graph.uri` that the certificate carries".to_owned(),
+            };
+            match etter_config::tls::advice(&text, &fixes) {
+                Some(advice) => GraphError::Config(format!("neo4j at {uri}: {e}: {advice}")),
+                None => classify(&e),
+            }
+        };
+        let graph = neo4rs::Graph::connect(config).await.map_err(refused)?;
         let me = Self { graph };
-        me.ping_once().await?;
+        me.ping_once().await.map_err(|e| match e {
+            GraphError::Unavailable(message) | GraphError::Query(message) => {
+                let fixes = etter_config::tls::Fixes::section("graph");
+                match etter_config::tls::advice(&message, &fixes) {
+                    Some(advice) => GraphError::Config(format!("neo4j at {uri}: {message}: {advice}")),
+                    None => GraphError::Unavailable(message),
+                }
+            }
+            other => other,
+        })?;
         Ok(me)
     }
 

@@ -75,7 +75,13 @@ async fn open(kind: Kind, prefix: &str) -> Result<Arc<dyn RoleGraph>> {
         Kind::Embedded => Arc::new(EmbeddedGraph::open(&temp_dir(prefix).join("graph.db")).await?),
         Kind::Neo4j => {
             let (uri, user, password) = neo4j_settings()?;
-            Arc::new(Neo4jGraph::connect(&uri, &user, &password).await.with_context(|| format!("neo4j at {uri}"))?)
+            let settings = etter_graph::GraphConfig {
+                uri: uri.clone(),
+                user,
+                password: password.as_str().into(),
+                ..etter_graph::GraphConfig::default()
+            };
+            Arc::new(Neo4jGraph::connect(&settings).await.with_context(|| format!("neo4j at {uri}"))?)
         }
     };
     graph.ensure_schema().await?;

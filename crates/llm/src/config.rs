@@ -30,6 +30,9 @@ pub struct LlmConfig {
     pub model: String,
     /// API key, sent as a bearer token; empty for endpoints without authentication.
     pub api_key: Secret,
+    /// PEM CA certificates an `https://` endpoint's certificate may chain to, besides the
+    /// system's roots (a gateway behind a private CA). Empty = the system's roots only.
+    pub ca_file: std::path::PathBuf,
     /// Longest one HTTP request may take.
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
@@ -60,6 +63,7 @@ impl Default for LlmConfig {
             base_url: String::new(),
             model: String::new(),
             api_key: Secret::default(),
+            ca_file: std::path::PathBuf::new(),
             timeout: Duration::from_secs(120),
             max_attempts: 3,
             initial_backoff: Duration::from_secs(1),
@@ -96,6 +100,9 @@ impl LlmConfig {
         }
         if self.max_attempts == 0 {
             return invalid("llm.max_attempts", "must be at least 1");
+        }
+        if !self.ca_file.as_os_str().is_empty() {
+            etter_config::tls::certificates_pem("llm", "ca_file", &self.ca_file)?;
         }
         Ok(())
     }

@@ -174,6 +174,14 @@ pub fn provider_from_config(config: &LlmConfig) -> Result<std::sync::Arc<dyn Llm
                 base_url,
                 model: config.model.clone(),
                 api_key: config.api_key.expose().map(|k| secrecy::SecretString::from(k.to_owned())),
+                ca_pem: if config.ca_file.as_os_str().is_empty() {
+                    None
+                } else {
+                    Some(
+                        etter_config::tls::certificates_pem("llm", "ca_file", &config.ca_file)
+                            .map_err(|e| LlmError::Settings(e.to_string()))?,
+                    )
+                },
                 timeout: config.timeout,
                 max_attempts: config.max_attempts,
                 initial_backoff: config.initial_backoff,

@@ -30,6 +30,8 @@ pub struct OpenAiSettings {
     pub model: String,
     /// Sent as `Authorization: Bearer …`; `None` for endpoints without authentication.
     pub api_key: Option<SecretString>,
+    /// PEM CA certificates trusted besides the system's roots (`llm.ca_file`).
+    pub ca_pem: Option<Vec<u8>>,
     /// Longest one HTTP request may take, answer included.
     pub timeout: Duration,
     /// Requests one call may send, the first included: rate limits, server errors, timeouts and
@@ -84,11 +86,17 @@ impl OpenAiProvider {
         // `Url::join` would drop the base's last segment (`/v1`) unless it ends with a slash.
         let endpoint = Url::parse(&format!("{}/chat/completions", settings.base_url.as_str().trim_end_matches('/')))
             .map_err(|e| LlmError::Settings(format!("base_url: {e}")))?;
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(settings.timeout)
-            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
-            .build()
-            .map_err(|e| LlmError::Settings(format!("cannot build the HTTP client: {e}")))?;
+            .connect_timeout(settings.timeout.min(Duration::from_secs(10)));
+        if let Some(pem) = &settings.ca_pem {
+            let cas = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| LlmError::Settings(format!("llm.ca_file: {e}")))?;
+            for ca in cas {
+                http = http.add_root_certificate(ca);
+            }
+        }
+        let http = http.build().map_err(|e| LlmError::Settings(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self { http, endpoint, settings, limiter })
     }
 

@@ -615,15 +615,43 @@ async fn answer(State(fake): State<Arc<FakeOpenAi>>, uri: Uri, headers: HeaderMa
 
 /// Starts the fake on 127.0.0.1:0 and a provider pointing at it.
 async fn fake_openai(script: Vec<Reply>, max_backoff: Duration) -> Result<(Arc<FakeOpenAi>, OpenAiProvider)> {
+    fake_openai_over(script, max_backoff, None).await
+}
+
+/// A server certificate for the fake and the CA a provider may trust (`ca_pem`, or `None` for the
+/// system's roots only).
+struct FakeTls {
+    server: etter_config::tls::ServerTls,
+    ca_pem: Option<Vec<u8>>,
+}
+
+/// Starts the fake, over TLS when `tls` is given (then at `https://localhost:PORT`).
+async fn fake_openai_over(
+    script: Vec<Reply>,
+    max_backoff: Duration,
+    tls: Option<FakeTls>,
+) -> Result<(Arc<FakeOpenAi>, OpenAiProvider)> {
     let fake = Arc::new(FakeOpenAi { script: Mutex::new(script.into()), ..FakeOpenAi::default() });
     let app = Router::new().route("/v1/chat/completions", post(answer)).with_state(Arc::clone(&fake));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (base_url, ca_pem) = match tls {
+        None => {
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            (format!("http://{address}/v1"), None)
+        }
+        Some(tls) => {
+            let acceptor = etter_tls::Acceptor::new(&tls.server, "test.tls")?;
+            let incoming = etter_tls::Incoming::new(listener, acceptor, "llm")?;
+            tokio::spawn(async move { axum::serve(incoming, app).await });
+            (format!("https://localhost:{}/v1", address.port()), tls.ca_pem)
+        }
+    };
     let settings = OpenAiSettings {
-        base_url: format!("http://{address}/v1").parse()?,
+        base_url: base_url.parse()?,
         model: "test-model".to_owned(),
         api_key: Some("sk-test-key".into()),
+        ca_pem,
         timeout: Duration::from_secs(10),
         max_attempts: 3,
         initial_backoff: Duration::from_millis(20),
@@ -674,6 +702,38 @@ async fn assess_with(
     let role = RoleName::parse("Customer Success Manager")?;
     let result = provider.assess(&role, &documents).await;
     Ok((fake, result, documents))
+}
+
+#[tokio::test]
+async fn an_endpoint_behind_a_private_ca_is_reached_with_llm_ca_file_and_refused_without() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ca = etter_test_certs::Ca::new("gateway CA")?;
+    let issued =
+        ca.server(dir.path(), "gateway", etter_test_certs::LOOPBACK_NAMES, etter_test_certs::Validity::Current)?;
+    let server = etter_config::tls::ServerTls {
+        cert_file: issued.cert_file.clone(),
+        key_file: issued.key_file.clone(),
+        ..etter_config::tls::ServerTls::default()
+    };
+    let answer = assessment_answer(&[("Quarterly business reviews", QUOTE, 0.3)]);
+    let documents = documents_of(&CUSTOMER_SUCCESS_MANAGER)?;
+    let role = RoleName::parse("Customer Success Manager")?;
+
+    let trusted = FakeTls { server: server.clone(), ca_pem: Some(ca.pem().into_bytes()) };
+    let (fake, provider) = fake_openai_over(vec![chat(&answer, 10, 5)], Duration::from_secs(5), Some(trusted)).await?;
+    let completion = provider.assess(&role, &documents).await?;
+    ensure!((completion.usage.input_tokens, completion.usage.output_tokens) == (10, 5), "{:?}", completion.usage);
+    ensure!(fake.seen().len() == 1, "the answer came over TLS from the fake");
+
+    let untrusted = FakeTls { server, ca_pem: None };
+    let (fake, provider) =
+        fake_openai_over(vec![chat(&answer, 10, 5)], Duration::from_secs(5), Some(untrusted)).await?;
+    let error =
+        provider.assess(&role, &documents).await.err().context("a private CA was trusted without llm.ca_file")?;
+    let message = format!("{error:?}");
+    ensure!(message.contains("UnknownIssuer") || message.contains("certificate"), "{message}");
+    ensure!(fake.seen().is_empty(), "nothing reached the fake: {:?}", fake.seen().len());
+    Ok(())
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use etter_config::{ConfigError, Secret, invalid};
+use etter_config::{ConfigError, Secret, invalid, tls::ClientTls};
 
 /// `[store]`: where runs, steps, events, audit and usage live.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -27,9 +27,13 @@ impl Default for StoreConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// Redis (`redis://host:port/`) for live-progress fan-out between server replicas and the
-    /// worker; empty = fan-out from the store alone (one server process).
+    /// Redis (`redis://host:port/`, or `rediss://` for TLS) for live-progress fan-out between
+    /// server replicas and the worker; empty = fan-out from the store alone (one server process).
     pub url: Secret,
+    /// TLS of a `rediss://` URL: a private CA (`ca_file`) and a client certificate (`cert_file`,
+    /// `key_file`) when Redis requires one (`tls-auth-clients yes`). The certificate must carry
+    /// the URL's host; `server_name` is not supported here.
+    pub tls: ClientTls,
 }
 
 /// Where the run store lives, decided from `store.url`.
@@ -88,6 +92,36 @@ impl RedisConfig {
         {
             return invalid("redis.url", "must start with redis:// or rediss://");
         }
-        Ok(())
+        if self.tls.is_set() && !self.url.expose().is_some_and(|url| url.starts_with("rediss://")) {
+            return invalid(
+                "redis.url",
+                "must be rediss:// when redis.tls is set: with redis:// the connection is plaintext",
+            );
+        }
+        if !self.tls.server_name.is_empty() {
+            return invalid(
+                "redis.tls.server_name",
+                "is not supported for Redis: connect by a host name its certificate carries",
+            );
+        }
+        self.tls.validate("redis.tls")
+    }
+
+    /// A Redis client for `url` (the configured one, which is `Some` when Redis is used), with
+    /// the configured TLS.
+    pub fn client(&self) -> Result<Option<redis::Client>, crate::fanout::FanoutError> {
+        use crate::fanout::FanoutError;
+        let Some(url) = self.url.expose() else { return Ok(None) };
+        if !self.tls.is_set() {
+            return redis::Client::open(url).map(Some).map_err(FanoutError::Url);
+        }
+        let files = self.tls.load("redis.tls")?;
+        let certificates = redis::TlsCertificates {
+            client_tls: files
+                .identity_pem
+                .map(|(client_cert, client_key)| redis::ClientTlsConfig { client_cert, client_key }),
+            root_cert: files.ca_pem,
+        };
+        redis::Client::build_with_tls(url, certificates).map(Some).map_err(FanoutError::Url)
     }
 }

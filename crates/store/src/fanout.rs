@@ -41,9 +41,12 @@ pub enum FanoutError {
     /// `redis.url` does not parse as a Redis URL.
     #[error("redis.url is not usable")]
     Url(#[source] redis::RedisError),
-    /// Redis could not be reached, or failed the check.
-    #[error("redis does not answer")]
+    /// Redis could not be reached, or failed the check (with what to change, when TLS is why).
+    #[error("redis does not answer{}", advice(.0))]
     Unreachable(#[source] redis::RedisError),
+    /// `[redis]` is unusable (a TLS file that does not load).
+    #[error(transparent)]
+    Config(#[from] etter_config::ConfigError),
     /// Redis did not answer the check in time, or answered something else than it should.
     #[error("redis does not answer: {0}")]
     NoAnswer(String),
@@ -55,9 +58,8 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Starts publishing to the Redis at `url` (connecting lazily, reconnecting as needed).
-    pub fn start(url: &str) -> Result<Arc<Self>, FanoutError> {
-        let client = redis::Client::open(url).map_err(FanoutError::Url)?;
+    /// Starts publishing to the Redis of `client` (connecting lazily, reconnecting as needed).
+    pub fn start(client: redis::Client) -> Arc<Self> {
         let (queue, mut ids) = mpsc::channel::<WorkflowId>(QUEUE);
         tokio::spawn(async move {
             let mut connection = None;
@@ -68,7 +70,7 @@ impl Publisher {
                         Ok(c) => connection = Some(c),
                         Err(e) => {
                             if !warned {
-                                tracing::warn!(error = %e, "redis unavailable; live updates fall back to polling");
+                                tracing::warn!(error = %explained(&e), "redis unavailable; live updates fall back to polling");
                                 warned = true;
                             }
                             continue;
@@ -90,7 +92,7 @@ impl Publisher {
                 }
             }
         });
-        Ok(Arc::new(Self { queue }))
+        Arc::new(Self { queue })
     }
 }
 
@@ -134,9 +136,9 @@ impl Hub {
         self.sender.subscribe()
     }
 
-    /// Feeds the hub from the Redis at `url` until `drain` turns true, reconnecting after failures.
-    pub fn follow_redis(&self, url: &str, mut drain: watch::Receiver<bool>) -> Result<(), FanoutError> {
-        let client = redis::Client::open(url).map_err(FanoutError::Url)?;
+    /// Feeds the hub from the Redis of `client` until `drain` turns true, reconnecting after
+    /// failures.
+    pub fn follow_redis(&self, client: redis::Client, mut drain: watch::Receiver<bool>) {
         let sender = self.sender.clone();
         tokio::spawn(async move {
             let mut warned = false;
@@ -170,7 +172,7 @@ impl Hub {
                     }
                     Err(e) => {
                         if !warned {
-                            tracing::warn!(error = %e, "cannot subscribe to redis; live updates poll until it is back");
+                            tracing::warn!(error = %explained(&e), "cannot subscribe to redis; live updates poll until it is back");
                             warned = true;
                         }
                     }
@@ -181,8 +183,23 @@ impl Hub {
                 }
             }
         });
-        Ok(())
     }
+}
+
+/// `: <what to change>` when TLS refused the connection to Redis, else empty.
+fn advice(error: &redis::RedisError) -> String {
+    let text = format!("{error} {error:?}");
+    let fixes = etter_config::tls::Fixes {
+        ca: "`redis.tls.ca_file`".to_owned(),
+        identity: "`redis.tls.cert_file` and `redis.tls.key_file`".to_owned(),
+        server_name: "a host in `redis.url` that the certificate carries".to_owned(),
+    };
+    etter_config::tls::advice(&text, &fixes).map(|advice| format!(": {advice}")).unwrap_or_default()
+}
+
+/// A Redis error with what to change when TLS is why.
+fn explained(error: &redis::RedisError) -> String {
+    format!("{error}{}", advice(error))
 }
 
 impl Hub {
@@ -258,10 +275,9 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// A probe of the Redis at `url` (nothing is connected until the first [`Probe::ping`]).
-    pub fn new(url: &str) -> Result<Self, FanoutError> {
-        let client = redis::Client::open(url).map_err(FanoutError::Url)?;
-        Ok(Self { client, connection: tokio::sync::Mutex::new(None) })
+    /// A probe of the Redis of `client` (nothing is connected until the first [`Probe::ping`]).
+    pub fn new(client: redis::Client) -> Self {
+        Self { client, connection: tokio::sync::Mutex::new(None) }
     }
 
     /// `PING`, answered with `PONG` within `bound`.

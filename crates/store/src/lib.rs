@@ -156,6 +156,15 @@ pub enum StoreError {
     /// The database failed or could not be reached.
     #[error("store database error")]
     Database(#[from] sqlx::Error),
+    /// PostgreSQL could not be connected to at start; when TLS is why, `advice` says what to
+    /// change in `store.url`.
+    #[error("cannot connect to PostgreSQL{advice}")]
+    Connect {
+        /// `: <what to change>`, or empty.
+        advice: String,
+        /// What sqlx said.
+        source: sqlx::Error,
+    },
 }
 
 fn collision_message(

@@ -40,10 +40,29 @@ impl Postgres {
     /// migrates, so replicas starting at once apply each migration once and the others wait.
     pub(super) async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
         let connect = PgConnectOptions::from_str(url)?;
-        let pool = super::backend::pool_options(options.max_connections).connect_with(connect).await?;
+        let pool = super::backend::pool_options(options.max_connections)
+            .connect_with(connect)
+            .await
+            .map_err(|source| StoreError::Connect { advice: tls_advice(&source), source })?;
         migrator(&pool).await?.run(&pool).await?;
         Ok(Postgres { pool })
     }
+}
+
+/// `: <what to change in store.url>` when TLS refused the connection, else empty.
+fn tls_advice(error: &sqlx::Error) -> String {
+    let text = format!("{error} {error:?}");
+    let fixes = etter_config::tls::Fixes {
+        ca: "`sslrootcert=<the CA file>` in `store.url`".to_owned(),
+        identity: "`sslcert=` and `sslkey=` in `store.url`".to_owned(),
+        server_name: "a host in `store.url` that the certificate carries (or `sslmode=verify-ca`)".to_owned(),
+    };
+    let advice = etter_config::tls::advice(&text, &fixes).or_else(|| {
+        // PostgreSQL's own refusal of a connection without TLS (`hostssl` only in pg_hba.conf).
+        (text.contains("no pg_hba.conf entry") && text.contains("no encryption"))
+            .then(|| "the server accepts only TLS: add `sslmode=verify-full` to `store.url`".to_owned())
+    });
+    advice.map(|advice| format!(": {advice}")).unwrap_or_default()
 }
 
 /// The migrations, accepting the checksums a store recorded for texts since reworded
