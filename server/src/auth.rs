@@ -19,6 +19,7 @@ use std::{
 };
 
 use crate::config::AuthConfig;
+use crate::jwks::{VerifyingKey, keys_of_set};
 use etter_core::ids::CompanyId;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use tonic::{Request, Status};
@@ -47,15 +48,19 @@ pub enum KeyError {
     },
     /// This deployment verifies only its identity provider's tokens: it has no key to sign with.
     #[error(
-        "this server accepts only tokens of the identity provider (auth.public_key_files / auth.jwks_file); set auth.hs256_secret to also issue tokens here"
+        "this server accepts only tokens of the identity provider (auth.public_key_files / auth.jwks_file / auth.jwks_url / auth.oidc_discovery); set auth.hs256_secret to also issue tokens here"
     )]
     NoSigningKey,
+    /// The key set's URL or its CA file cannot be used.
+    #[error(transparent)]
+    Remote(#[from] crate::jwks::FetchError),
 }
 
 /// Whether HS256 tokens are accepted: with `auth.hs256_secret`, or on a deployment without an
 /// identity provider's keys (the embedded default).
 fn hs256_enabled(auth: &AuthConfig) -> bool {
-    auth.hs256_secret.expose().is_some() || (auth.public_key_files.is_empty() && auth.jwks_file.as_os_str().is_empty())
+    auth.hs256_secret.expose().is_some()
+        || (auth.public_key_files.is_empty() && auth.jwks_file.as_os_str().is_empty() && !remote_keys(auth))
 }
 
 /// The HS256 secret: `auth.hs256_secret`, or the embedded default's generated one, created on
@@ -121,15 +126,6 @@ pub fn issue_token(
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))
 }
 
-/// A key tokens may be signed with.
-#[derive(Clone)]
-struct VerifyingKey {
-    /// The JWKS `kid`; PEM keys have none and serve any token of their algorithm.
-    kid: Option<String>,
-    algorithm: Algorithm,
-    key: DecodingKey,
-}
-
 /// Reads `auth.public_key_files` and `auth.jwks_file`.
 fn public_keys(auth: &AuthConfig) -> Result<Vec<VerifyingKey>, KeyError> {
     let mut keys = Vec::new();
@@ -161,27 +157,9 @@ fn public_keys(auth: &AuthConfig) -> Result<Vec<VerifyingKey>, KeyError> {
         let text = std::fs::read_to_string(path).map_err(|e| problem("cannot be read".to_owned(), e.into()))?;
         let set: jsonwebtoken::jwk::JwkSet =
             serde_json::from_str(&text).map_err(|e| problem("is not a JWKS document".to_owned(), e.into()))?;
-        for jwk in &set.keys {
-            use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, PublicKeyUse};
-            let kid = jwk.common.key_id.clone();
-            let name = kid.clone().unwrap_or_else(|| "(no kid)".into());
-            if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
-                continue;
-            }
-            // Only asymmetric signing keys: a shared secret in a key set is a confusion risk.
-            let algorithm = match &jwk.algorithm {
-                AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => Algorithm::ES256,
-                _ => {
-                    tracing::warn!(kid = %name, "skipping a JWKS key that is neither RSA nor EC P-256");
-                    continue;
-                }
-            };
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| problem(format!("key {name} is not usable"), e.into()))?;
-            keys.push(VerifyingKey { kid, algorithm, key });
-        }
+        keys.extend(keys_of_set(&set).map_err(|p| problem(p, "unusable key".into()))?);
     }
-    if keys.is_empty() && !hs256_enabled(auth) {
+    if keys.is_empty() && !hs256_enabled(auth) && !remote_keys(auth) {
         return Err(KeyError::PublicKey {
             key: "auth.jwks_file",
             path: auth.jwks_file.clone(),
@@ -192,10 +170,17 @@ fn public_keys(auth: &AuthConfig) -> Result<Vec<VerifyingKey>, KeyError> {
     Ok(keys)
 }
 
+/// Whether the identity provider's keys come from its URL.
+fn remote_keys(auth: &AuthConfig) -> bool {
+    !auth.jwks_url.is_empty() || auth.oidc_discovery
+}
+
 /// Verifies bearer tokens; a tonic interceptor on `PipelineService`.
 #[derive(Clone)]
 pub struct Authenticator {
     keys: Vec<VerifyingKey>,
+    /// The identity provider's keys from its URL, when configured.
+    remote: Option<std::sync::Arc<crate::jwks::RemoteKeys>>,
     issuer: String,
     audience: String,
     leeway: u64,
@@ -233,6 +218,7 @@ impl Authenticator {
             std::num::NonZeroU32::new(auth.unauthenticated_per_minute).unwrap_or(std::num::NonZeroU32::MIN);
         Ok(Self {
             keys,
+            remote: crate::jwks::RemoteKeys::from_config(auth)?,
             issuer: auth.issuer.clone(),
             audience: auth.audience.clone(),
             leeway: auth.leeway.as_secs(),
@@ -259,9 +245,25 @@ impl Authenticator {
         self
     }
 
+    /// The identity provider's keys from its URL, when configured (fetched by
+    /// [`crate::jwks::RemoteKeys::run`]).
+    pub fn remote_keys(&self) -> Option<std::sync::Arc<crate::jwks::RemoteKeys>> {
+        self.remote.clone()
+    }
+
+    /// The refusal while the identity provider's keys were never fetched.
+    fn keys_not_loaded(&self, remote: &crate::jwks::RemoteKeys) -> ApiError {
+        let why = remote.status().failure.unwrap_or_else(|| "the first fetch has not finished".to_owned());
+        remote.ask_refetch();
+        ApiError::DependencyUnavailable {
+            reason: "IDENTITY_PROVIDER_KEYS_UNAVAILABLE",
+            description: format!("the identity provider's keys are not loaded yet ({why}); retry later"),
+        }
+    }
+
     /// The algorithms accepted, for messages.
-    fn accepted(&self) -> String {
-        let mut names: Vec<String> = self.keys.iter().map(|k| format!("{:?}", k.algorithm)).collect();
+    fn accepted(&self, keys: &[VerifyingKey]) -> String {
+        let mut names: Vec<String> = keys.iter().map(|k| format!("{:?}", k.algorithm)).collect();
         names.sort();
         names.dedup();
         names.join(", ")
@@ -281,11 +283,19 @@ impl Authenticator {
         // The algorithm is read before anything else, so `none` or an algorithm this deployment
         // has no key for is named as such (and never reaches a verifier).
         let alg = declared_algorithm(token)?;
-        let candidates: Vec<&VerifyingKey> = self.keys.iter().filter(|k| format!("{:?}", k.algorithm) == alg).collect();
+        let remote = self.remote.as_ref().map(|remote| remote.keys());
+        let keys: Vec<VerifyingKey> =
+            self.keys.iter().cloned().chain(remote.iter().flat_map(|keys| keys.iter().cloned())).collect();
+        let candidates: Vec<&VerifyingKey> = keys.iter().filter(|k| format!("{:?}", k.algorithm) == alg).collect();
         if candidates.is_empty() {
+            if let Some(remote) = &self.remote
+                && !remote.status().loaded
+            {
+                return Err(self.keys_not_loaded(remote));
+            }
             return Err(unauthenticated(format!(
                 "the token's algorithm `{alg}` is not accepted here (accepted: {})",
-                self.accepted()
+                self.accepted(&keys)
             )));
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| unauthenticated("the token is malformed"))?;
@@ -296,6 +306,19 @@ impl Authenticator {
             Some(kid) => {
                 let anonymous: Vec<&VerifyingKey> = candidates.into_iter().filter(|k| k.kid.is_none()).collect();
                 if anonymous.is_empty() {
+                    // A key the provider may have just rotated in: its set is fetched again (at
+                    // most once per `auth.jwks_min_refetch_interval`) and the call can be retried.
+                    if let Some(remote) = &self.remote
+                        && remote.ask_refetch()
+                    {
+                        return Err(ApiError::DependencyUnavailable {
+                            reason: "IDENTITY_PROVIDER_KEYS_REFRESHING",
+                            description: format!(
+                                "the token's key id `{kid}` is not among the identity provider's keys known here; \
+                                 they are being fetched again: retry in a second"
+                            ),
+                        });
+                    }
                     return Err(unauthenticated(format!("the token's key id `{kid}` is not among the accepted keys")));
                 }
                 anonymous
@@ -735,6 +758,193 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod remote_key_tests {
+    use super::*;
+    use crate::error::ApiError;
+    use anyhow::Context as _;
+    use etter_test_certs::{Ca, LOOPBACK_NAMES, SigningKey, Validity};
+    use std::{
+        sync::{Arc, Mutex},
+        time::{Duration, Instant},
+    };
+    use tokio::sync::watch;
+
+    /// An identity provider over HTTPS: its discovery document, and a key set the test changes
+    /// (served with `Cache-Control: max-age=1`), or errors while it is `down`.
+    struct Provider {
+        base: String,
+        keys: Arc<Mutex<Vec<serde_json::Value>>>,
+        down: Arc<std::sync::atomic::AtomicBool>,
+        ca_file: std::path::PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Provider {
+        async fn start() -> anyhow::Result<Self> {
+            use axum::{response::IntoResponse, routing::get};
+            let json = http::HeaderValue::from_static("application/json");
+            let dir = tempfile::tempdir()?;
+            let ca = Ca::new("identity provider CA")?;
+            let issued = ca.server(dir.path(), "idp", LOOPBACK_NAMES, Validity::Current)?;
+            let tls = etter_config::tls::ServerTls {
+                cert_file: issued.cert_file,
+                key_file: issued.key_file,
+                ..etter_config::tls::ServerTls::default()
+            };
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let base = format!("https://localhost:{}", listener.local_addr()?.port());
+            let keys: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+            let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (served, failing, issuer) = (Arc::clone(&keys), Arc::clone(&down), base.clone());
+            let discovery = serde_json::json!({ "issuer": issuer, "jwks_uri": format!("{issuer}/keys") }).to_string();
+            let json_too = json.clone();
+            let app = axum::Router::new()
+                .route(
+                    "/.well-known/openid-configuration",
+                    get(move || async move { ([(http::header::CONTENT_TYPE, json)], discovery) }),
+                )
+                .route(
+                    "/keys",
+                    get(move || async move {
+                        if failing.load(std::sync::atomic::Ordering::SeqCst) {
+                            return http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+                        }
+                        let set = serde_json::json!({ "keys": served.lock().map(|k| k.clone()).unwrap_or_default() });
+                        let max_age = http::HeaderValue::from_static("public, max-age=1");
+                        (
+                            [(http::header::CACHE_CONTROL, max_age), (http::header::CONTENT_TYPE, json_too)],
+                            set.to_string(),
+                        )
+                            .into_response()
+                    }),
+                );
+            let incoming = etter_tls::Incoming::new(listener, etter_tls::Acceptor::new(&tls, "test.tls")?, "idp")?;
+            tokio::spawn(async move { axum::serve(incoming, app).await });
+            let ca_file = ca.write(dir.path(), "ca.pem")?;
+            Ok(Self { base, keys, down, ca_file, _dir: dir })
+        }
+
+        fn serve(&self, keys: &[&SigningKey]) -> anyhow::Result<()> {
+            let jwks = keys.iter().map(|k| k.jwk()).collect::<anyhow::Result<Vec<_>>>()?;
+            *self.keys.lock().map_err(|_| anyhow::anyhow!("poisoned"))? = jwks;
+            Ok(())
+        }
+
+        fn auth(&self) -> AuthConfig {
+            AuthConfig {
+                issuer: self.base.clone(),
+                oidc_discovery: true,
+                jwks_ca_file: self.ca_file.clone(),
+                jwks_min_refetch_interval: Duration::from_millis(200),
+                ..AuthConfig::default()
+            }
+        }
+    }
+
+    fn token(auth: &AuthConfig, key: &SigningKey) -> anyhow::Result<tonic::metadata::MetadataMap> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+        let claims = serde_json::json!({
+            "iss": auth.issuer, "aud": auth.audience, "exp": now + 300, "sub": "csm@example.com",
+            "role": "operator", "companies": ["acme"],
+        });
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(key.kid.clone());
+        let signed = jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_ec_pem(key.private_pem().as_bytes())?,
+        )?;
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert("authorization", format!("Bearer {signed}").parse()?);
+        Ok(metadata)
+    }
+
+    /// Waits until `check` holds for the answer to `metadata` (within 10 s).
+    async fn until(
+        authenticator: &crate::auth::Authenticator,
+        metadata: &tonic::metadata::MetadataMap,
+        what: &str,
+        check: impl Fn(&Result<crate::principal::Principal, ApiError>) -> bool,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let answer = authenticator.authenticate(metadata);
+            if check(&answer) {
+                return Ok(());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "{what}: still {:?} after 10 s", answer.map(|p| p.user));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn rotated_keys_are_accepted_without_a_restart_and_removed_ones_refused() -> anyhow::Result<()> {
+        let provider = Provider::start().await?;
+        let (old, new) = (SigningKey::new("2026-11")?, SigningKey::new("2026-12")?);
+        provider.serve(&[&old])?;
+        let auth = provider.auth();
+        let dir = tempfile::tempdir()?;
+        let authenticator = crate::auth::Authenticator::new(&auth, dir.path())?;
+        let remote = authenticator.remote_keys().context("keys from the provider's URL")?;
+        let (_stop, drain) = watch::channel(false);
+        tokio::spawn(Arc::clone(&remote).run(drain));
+
+        // Discovered, fetched, verifying.
+        let with_old = token(&auth, &old)?;
+        until(&authenticator, &with_old, "the first key", |a| a.is_ok()).await?;
+        assert!(remote.status().current);
+
+        // The provider rotates a key in: a token signed with it asks for a fetch and is accepted.
+        provider.serve(&[&old, &new])?;
+        let with_new = token(&auth, &new)?;
+        // Right after a fetch (within the refetch interval) it is refused as unknown; otherwise
+        // the caller is told to retry while the set is fetched again.
+        match authenticator.authenticate(&with_new) {
+            Ok(_) | Err(ApiError::DependencyUnavailable { reason: "IDENTITY_PROVIDER_KEYS_REFRESHING", .. }) => {}
+            Err(ApiError::Unauthenticated(why)) => assert!(why.contains("key id `2026-12`"), "{why}"),
+            Err(other) => panic!("unexpected refusal of a rotated-in key: {other:?}"),
+        }
+        until(&authenticator, &with_new, "the rotated-in key", |a| a.is_ok()).await?;
+
+        // The provider drops the old key: after the next fetch its tokens are refused.
+        provider.serve(&[&new])?;
+        until(&authenticator, &with_old, "the removed key", |a| matches!(a, Err(ApiError::Unauthenticated(_)))).await?;
+
+        // The provider fails: the last good keys stay, and the status says the set may be stale.
+        provider.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while remote.status().current {
+            anyhow::ensure!(Instant::now() < deadline, "a failing provider still counts as current");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let status = remote.status();
+        assert!(status.loaded && status.failure.as_deref().is_some_and(|f| f.contains("503")), "{status:?}");
+        assert!(authenticator.authenticate(&with_new).is_ok(), "the last good keys verify while it is down");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_provider_whose_certificate_is_not_trusted_is_named_and_nothing_is_accepted() -> anyhow::Result<()> {
+        let provider = Provider::start().await?;
+        let key = SigningKey::new("k1")?;
+        provider.serve(&[&key])?;
+        let auth = AuthConfig { jwks_ca_file: std::path::PathBuf::new(), ..provider.auth() };
+        let dir = tempfile::tempdir()?;
+        let authenticator = crate::auth::Authenticator::new(&auth, dir.path())?;
+        let remote = authenticator.remote_keys().context("keys from the provider's URL")?;
+        let error = remote.fetch_once().await.err().context("a private CA was trusted without auth.jwks_ca_file")?;
+        let message = etter_core::error::chain(&error).to_string();
+        assert!(message.contains("/.well-known/openid-configuration") && message.contains("certificate"), "{message}");
+        let refused = authenticator.authenticate(&token(&auth, &key)?);
+        assert!(
+            matches!(&refused, Err(ApiError::DependencyUnavailable { reason: "IDENTITY_PROVIDER_KEYS_UNAVAILABLE", description }) if description.contains("/.well-known/openid-configuration")),
+            "{refused:?}"
+        );
         Ok(())
     }
 }

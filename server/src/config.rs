@@ -100,11 +100,14 @@ impl Config {
         if self.auth.hs256_secret.expose().is_none()
             && self.auth.public_key_files.is_empty()
             && self.auth.jwks_file.as_os_str().is_empty()
+            && self.auth.jwks_url.is_empty()
+            && !self.auth.oidc_discovery
         {
             return invalid(
-                "auth.jwks_file",
-                "or auth.public_key_files (the identity provider's keys), or ETTER_AUTH__HS256_SECRET, is required by \
-                 the production profile, which refuses the generated development key",
+                "auth.jwks_url",
+                "or auth.oidc_discovery, auth.jwks_file or auth.public_key_files (the identity provider's keys), or \
+                 ETTER_AUTH__HS256_SECRET, is required by the production profile, which refuses the generated \
+                 development key",
             );
         }
         self.graph.validate_production()?;
@@ -581,6 +584,27 @@ pub struct AuthConfig {
     /// A JWKS file (JSON Web Key Set) of the identity provider's RSA and EC P-256 keys, chosen by
     /// the token's `kid`. Empty = none.
     pub jwks_file: PathBuf,
+    /// The identity provider's JWKS URL (`https://…`): fetched at start, again when its
+    /// `Cache-Control: max-age` runs out (or every `jwks_refresh_interval`), and when a token names
+    /// a key id it lacks (at most every `jwks_min_refetch_interval`). A failed fetch keeps the
+    /// last good keys (health entry `etter.identity_provider`). Empty = none.
+    pub jwks_url: String,
+    /// Find the JWKS URL by OpenID Connect discovery: the `jwks_uri` of
+    /// `{auth.issuer}/.well-known/openid-configuration` (whose `issuer` must be `auth.issuer`).
+    /// Ignored when `jwks_url` is set.
+    pub oidc_discovery: bool,
+    /// PEM CA certificates the identity provider's HTTPS certificate may chain to, besides the
+    /// system's roots. Empty = the system's roots only.
+    pub jwks_ca_file: PathBuf,
+    /// How often the key set is fetched when its answer carries no `Cache-Control: max-age`.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub jwks_refresh_interval: Duration,
+    /// Fetches of the key set asked for by tokens with an unknown key id are at most this frequent
+    /// (and a `max-age` shorter than this is not followed).
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub jwks_min_refetch_interval: Duration,
     /// The claim naming the caller (dotted for a nested claim, e.g. `ext.user`).
     pub user_claim: String,
     /// The claim giving the caller's role: a string or a list of strings; the highest of
@@ -605,6 +629,11 @@ impl Default for AuthConfig {
             leeway: Duration::from_secs(30),
             public_key_files: Vec::new(),
             jwks_file: PathBuf::new(),
+            jwks_url: String::new(),
+            oidc_discovery: false,
+            jwks_ca_file: PathBuf::new(),
+            jwks_refresh_interval: Duration::from_secs(10 * 60),
+            jwks_min_refetch_interval: Duration::from_secs(30),
             user_claim: "sub".to_owned(),
             role_claim: "role".to_owned(),
             role_prefix: String::new(),
@@ -636,7 +665,22 @@ impl AuthConfig {
         if self.unauthenticated_per_minute == 0 {
             return invalid("auth.unauthenticated_per_minute", "must be at least 1");
         }
-        Ok(())
+        if !self.jwks_url.is_empty() && !self.jwks_url.starts_with("https://") {
+            return invalid("auth.jwks_url", "must be an https:// URL: keys fetched in plaintext could be anyone's");
+        }
+        if self.oidc_discovery && self.jwks_url.is_empty() && !self.issuer.starts_with("https://") {
+            return invalid(
+                "auth.issuer",
+                "must be an https:// URL for auth.oidc_discovery (its /.well-known/openid-configuration is fetched)",
+            );
+        }
+        if !self.jwks_ca_file.as_os_str().is_empty() {
+            etter_config::tls::certificates_pem("auth", "jwks_ca_file", &self.jwks_ca_file)?;
+        }
+        require_positive(&[
+            ("auth.jwks_refresh_interval", self.jwks_refresh_interval),
+            ("auth.jwks_min_refetch_interval", self.jwks_min_refetch_interval),
+        ])
     }
 }
 

@@ -7,6 +7,7 @@
 //! | `etter.worker` | a worker polls the task queue (Temporal saw a poll start within `dispatch.worker_seen_within`) and, once workers recorded their presence in the run store, one did within `dispatch.worker_presence_within` |
 //! | `etter.graph` | the role graph (Neo4j, or the embedded `{data_dir}/graph.db`) opens and answers a ping |
 //! | `etter.redis` | only with `redis.url`: Redis answers `PING` (live fan-out; without it streams poll) |
+//! | `etter.identity_provider` | only with `auth.jwks_url` or `auth.oidc_discovery`: the last fetch of the provider's key set succeeded (after a failed one the last good keys still verify) |
 //!
 //! Pushes are accepted and queued while Temporal or the graph is down (statuses then omit the
 //! outputs summary), and watch streams fall back to polling the store while Redis is down, so the
@@ -148,6 +149,8 @@ pub(crate) struct Checked {
     pub conditions: Arc<Conditions>,
     /// How the workers are looked at.
     pub workers: Workers,
+    /// The identity provider's keys, when they come from its URL.
+    pub identity: Option<Arc<crate::jwks::RemoteKeys>>,
 }
 
 /// Checks the store, Temporal, the graph and Redis every `interval` until `drain` turns true; then
@@ -158,7 +161,8 @@ pub(crate) async fn run(
     interval: Duration,
     mut drain: watch::Receiver<bool>,
 ) {
-    let Checked { store, orchestrator, graph, redis, conditions, workers: watched } = checked;
+    let Checked { store, orchestrator, graph, redis, conditions, workers: watched, identity } = checked;
+    let mut identity_up = None;
     let mut store_up = None;
     let mut temporal_up = None;
     let mut workers_up = None;
@@ -232,10 +236,21 @@ pub(crate) async fn run(
                 redis_up = Some(redis_ok);
             }
         }
+        if let Some(identity) = &identity {
+            // The keys stay usable after a failed fetch; the entry says the set may be stale.
+            let current = identity.status().current;
+            if identity_up != Some(current) {
+                reporter.set_service_status(crate::jwks::HEALTH_SERVICE, serving(current)).await;
+                identity_up = Some(current);
+            }
+        }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
             _ = drain.changed() => {}
         }
     }
     report_draining(&reporter, redis.is_some()).await;
+    if identity.is_some() {
+        reporter.set_service_status(crate::jwks::HEALTH_SERVICE, ServingStatus::NotServing).await;
+    }
 }

@@ -24,6 +24,7 @@ mod graph;
 pub mod health;
 mod history;
 mod idempotency;
+pub mod jwks;
 pub mod limits;
 mod malformed;
 pub mod orchestrator;
@@ -135,6 +136,17 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     // Every handle on the audit log is moved into what serves (the API, the authenticator, the
     // malformed-request layer): when the server ends they go, and the writer finishes.
     let Admission { audit, audit_writer, authenticator, malformed } = Admission::new(&config, &stores)?;
+    // The identity provider's keys, before the first call: a provider that does not answer in
+    // time is left to the background fetches (calls are told the keys are not loaded yet).
+    if let Some(remote) = authenticator.remote_keys() {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), remote.fetch_once()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %chain(&e), "cannot fetch the identity provider's keys; trying again")
+            }
+            Err(_) => tracing::warn!("the identity provider's keys did not arrive in time; trying again"),
+        }
+    }
     let config = Arc::new(config);
     let control = ControlPlane::new(&config, &stores, &drain_rx).await?;
     health::first_look(
@@ -406,8 +418,10 @@ impl ControlPlane {
             redis,
             conditions: self.conditions,
             workers: watched_workers(config, store),
+            identity: authenticator.remote_keys(),
         };
-        vec![
+        let identity = authenticator.remote_keys().map(|keys| tokio::spawn(keys.run(drain.clone())));
+        let mut tasks = vec![
             tokio::spawn(self.dispatcher.run(drain.clone())),
             tokio::spawn(self.checker.run(drain.clone())),
             tokio::spawn(self.reconciler.run(drain.clone())),
@@ -416,7 +430,9 @@ impl ControlPlane {
             tokio::spawn(prune_periodically(authenticator, self.limits, drain.clone())),
             tokio::spawn(observe_queue(Arc::clone(store), every, drain.clone())),
             tokio::spawn(health::run(health, checked, every, drain.clone())),
-        ]
+        ];
+        tasks.extend(identity);
+        tasks
     }
 }
 

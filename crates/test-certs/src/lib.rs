@@ -143,3 +143,35 @@ pub async fn connect(
     let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())?;
     Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await?)
 }
+
+/// A token signing key of an identity provider: an EC P-256 key pair with its key id.
+pub struct SigningKey {
+    /// The key id (`kid`) tokens and the key set name it by.
+    pub kid: String,
+    key: KeyPair,
+}
+
+impl SigningKey {
+    /// A new P-256 key named `kid`.
+    pub fn new(kid: &str) -> anyhow::Result<Self> {
+        Ok(Self { kid: kid.to_owned(), key: KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)? })
+    }
+
+    /// The private key, PKCS#8 PEM (what `jsonwebtoken::EncodingKey::from_ec_pem` reads).
+    pub fn private_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
+    /// The public key as a JWK (`kty` EC, `crv` P-256, `use` sig, `alg` ES256).
+    pub fn jwk(&self) -> anyhow::Result<serde_json::Value> {
+        use base64::Engine as _;
+        // The uncompressed point: 0x04, then X and Y of 32 bytes each.
+        let raw = self.key.public_key_raw();
+        anyhow::ensure!(raw.len() == 65 && raw[0] == 4, "not an uncompressed P-256 point");
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        Ok(serde_json::json!({
+            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": self.kid,
+            "x": b64(&raw[1..33]), "y": b64(&raw[33..65]),
+        }))
+    }
+}
