@@ -113,10 +113,12 @@ async fn page_config(State(console): State<Arc<Console>>) -> Response {
     )
 }
 
-/// Why a dev-login request is not the console's own, or `None` when it is.
-fn foreign_request(headers: &HeaderMap) -> Option<String> {
+/// Why a dev-login request is not the console's own, or `None` when it is. Over HTTP/2 the host
+/// is the request's `:authority` (`uri`), over HTTP/1.1 its Host header; `scheme` is the
+/// listener's (`https` when it serves TLS).
+fn foreign_request(headers: &HeaderMap, uri: &http::Uri, scheme: &str) -> Option<String> {
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
-    let Some(host) = text(header::HOST) else {
+    let Some(host) = text(header::HOST).or_else(|| uri.authority().map(http::uri::Authority::as_str)) else {
         return Some("the request names no Host".to_owned());
     };
     let hostname = match host.strip_prefix('[') {
@@ -125,13 +127,13 @@ fn foreign_request(headers: &HeaderMap) -> Option<String> {
     };
     if !matches!(hostname.to_ascii_lowercase().as_str(), "localhost" | "::1") && !hostname.starts_with("127.") {
         return Some(format!(
-            "Host {host} is not a loopback address; open the console at http://127.0.0.1:<port>/console/"
+            "Host {host} is not a loopback address; open the console at {scheme}://127.0.0.1:<port>/console/"
         ));
     }
     if let Some(origin) = text(header::ORIGIN)
-        && !origin.eq_ignore_ascii_case(&format!("http://{host}"))
+        && !origin.eq_ignore_ascii_case(&format!("{scheme}://{host}"))
     {
-        return Some(format!("Origin {origin} is not the console's own (http://{host})"));
+        return Some(format!("Origin {origin} is not the console's own ({scheme}://{host})"));
     }
     if let Some(site) = text(HeaderName::from_static("sec-fetch-site"))
         && !matches!(site, "same-origin" | "none")
@@ -147,14 +149,15 @@ fn foreign_request(headers: &HeaderMap) -> Option<String> {
 }
 
 /// `{"company": "acme"}` → `{"token": …, "company": "acme", "role": "operator"}`.
-async fn dev_login(State(console): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn dev_login(State(console): State<Arc<Console>>, uri: http::Uri, headers: HeaderMap, body: Bytes) -> Response {
     let Some(key) = &console.dev_signing_key else {
         return json(
             StatusCode::NOT_FOUND,
             &serde_json::json!({"error": "dev login is off on this server (server.console_dev_login); sign in with a token"}),
         );
     };
-    if let Some(why) = foreign_request(&headers) {
+    let scheme = if console.config.server.tls.enabled() { "https" } else { "http" };
+    if let Some(why) = foreign_request(&headers, &uri, scheme) {
         tracing::warn!(reason = %why, "console dev login refused");
         return json(StatusCode::FORBIDDEN, &serde_json::json!({"error": format!("dev login refused: {why}")}));
     }

@@ -6,7 +6,7 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { createClient, type Client } from "@connectrpc/connect";
+import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 
 import { bearerAuth, type TokenSource } from "./auth.js";
@@ -189,6 +189,13 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
+/** Makes the transport a client speaks over, with the client's interceptors. */
+export type TransportFactory = (baseUrl: string, interceptors: Interceptor[]) => Transport;
+
+/** grpc-web over the browser's `fetch` (the default). */
+export const grpcWebTransport: TransportFactory = (baseUrl, interceptors) =>
+  createGrpcWebTransport({ baseUrl, interceptors });
+
 export class EtterClient {
   readonly raw: Client<typeof PipelineService>;
 
@@ -196,15 +203,16 @@ export class EtterClient {
    * @param baseUrl the server's origin (`https://etter.example.com`, or `location.origin` for
    *   the console it serves)
    * @param token a bearer token, or a function returning the current one
+   * @param transport how to reach it: grpc-web (the default, for browsers), or in Node.js
+   *   `nodeTransport(...)` of `@etter/pipeline-client/node` for a private CA or a client
+   *   certificate
    */
   constructor(
     readonly baseUrl: string,
     token: TokenSource,
+    transport: TransportFactory = grpcWebTransport,
   ) {
-    this.raw = createClient(
-      PipelineService,
-      createGrpcWebTransport({ baseUrl, interceptors: [bearerAuth(token)] }),
-    );
+    this.raw = createClient(PipelineService, transport(baseUrl, [bearerAuth(token)]));
   }
 
   private async call<T>(run: () => Promise<T>): Promise<T> {

@@ -114,11 +114,12 @@ export class Deployment {
   }
 }
 
-export async function launchBrowser() {
+export async function launchBrowser(extraArgs = []) {
   const executablePath = process.env.ETTER_TOOLS__CHROMIUM || "/usr/bin/chromium";
   return chromium.launch({
     executablePath,
     args: [
+      ...extraArgs,
       "--headless",
       "--no-sandbox",
       "--disable-gpu",

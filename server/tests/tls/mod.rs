@@ -120,8 +120,9 @@ async fn clients_without_a_trusted_certificate_or_trust_are_refused_and_counted(
         Ok(channel) => health(channel).await.err().map(|e| format!("{e:#}")),
         Err(e) => Some(format!("{e:#}")),
     };
-    let refused = refused.context("a client without a certificate was served")?;
-    ensure!(refused.to_lowercase().contains("certificate"), "unexpected refusal: {refused}");
+    // Refused in the handshake: the client sees the alert, or (TLS 1.3 finishes the client's side
+    // first) a connection closed under its first call; the server counts it either way (below).
+    refused.context("a client without a certificate was served")?;
 
     // A certificate from another CA, and an expired one from the right CA.
     let outsider = pki.ca.client(&pki.dir, "outsider", "csm-console", Validity::Current)?;
