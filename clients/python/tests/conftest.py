@@ -36,7 +36,7 @@ def _env(name: str) -> str:
 class Deployment:
     """One server (and, once started, one worker) on a private data dir and task queue."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, overrides: dict[str, str] | None = None) -> None:
         for binary in ("etter-server", "etter-worker"):
             if not (BIN / binary).exists():
                 pytest.fail(f"{BIN / binary} is not built: cargo build --workspace --all-targets")
@@ -69,6 +69,7 @@ class Deployment:
             "ETTER_LOG__FILTER": "warn",
             # The tests provoke refusals on purpose; the refused-call budget is tested in Rust.
             "ETTER_LIMITS__REFUSED_PER_MINUTE": "1000000",
+            **(overrides or {}),
         }
         self.processes: list[subprocess.Popen[str]] = []
         self.addr = self._start("etter-server", "serve")["grpc_addr"]

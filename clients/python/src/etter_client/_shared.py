@@ -23,6 +23,35 @@ from etter_client._gen.etter.pipeline.v1 import resources_pb2 as res
 from etter_client.errors import EtterError
 from etter_client.results import RunState, WatchEvent
 
+def tls(
+    ca_file: str | Path | None,
+    cert_file: str | Path | None,
+    key_file: str | Path | None,
+    server_name: str | None,
+    credentials: grpc.ChannelCredentials | None,
+    secure: bool,
+) -> tuple[grpc.ChannelCredentials | None, list[tuple[str, str]]]:
+    """The channel credentials and options the clients' TLS arguments ask for: ``None``
+    credentials for plaintext; the system's roots, or ``ca_file``'s CA, with ``cert_file`` and
+    ``key_file`` shown to a server that requires client certificates, and ``server_name`` checked
+    against the server's certificate instead of the target's host."""
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("cert_file and key_file go together: the client certificate and its private key")
+    files = ca_file is not None or cert_file is not None
+    if credentials is not None and files:
+        raise ValueError("pass credentials, or ca_file / cert_file / key_file, not both")
+    if credentials is None and files:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=Path(ca_file).read_bytes() if ca_file is not None else None,
+            private_key=Path(key_file).read_bytes() if key_file is not None else None,
+            certificate_chain=Path(cert_file).read_bytes() if cert_file is not None else None,
+        )
+    if credentials is None and (secure or server_name is not None):
+        credentials = grpc.ssl_channel_credentials()
+    options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+    return credentials, options
+
+
 #: A document as the clients accept it: a URI (a job description), a ``(type, uri)`` pair, a
 #: mapping with ``uri`` and optionally ``type``, or the message itself. Types are
 #: ``job_description``, ``process_map`` and ``supporting``.

@@ -40,6 +40,7 @@ from etter_client._shared import (
     retry_request,
     run_options,
     status_request,
+    tls,
     usage_request,
 )
 from etter_client.errors import from_rpc_error
@@ -52,7 +53,8 @@ class AsyncPipelineClient:
     """A ``grpc.aio`` connection to ``etter-server`` acting with one bearer token.
 
     ``target`` is ``host:port``; ``secure=True`` uses TLS with the system's roots (or pass
-    ``credentials``). Every call raises an :class:`~etter_client.errors.EtterError` subclass on
+    ``credentials``); ``ca_file``, ``cert_file``, ``key_file`` and ``server_name`` as for
+    :class:`~etter_client.PipelineClient`. Every call raises an :class:`~etter_client.errors.EtterError` subclass on
     failure, carrying the server's details. Create it inside the event loop that uses it.
     """
 
@@ -63,10 +65,15 @@ class AsyncPipelineClient:
         *,
         secure: bool = False,
         credentials: grpc.ChannelCredentials | None = None,
+        ca_file: str | Path | None = None,
+        cert_file: str | Path | None = None,
+        key_file: str | Path | None = None,
+        server_name: str | None = None,
         timeout: float = 30.0,
     ) -> None:
-        if secure or credentials is not None:
-            self._channel = aio.secure_channel(target, credentials or grpc.ssl_channel_credentials())
+        tls_credentials, options = tls(ca_file, cert_file, key_file, server_name, credentials, secure)
+        if tls_credentials is not None:
+            self._channel = aio.secure_channel(target, tls_credentials, options=options)
         else:
             self._channel = aio.insecure_channel(target)
         self._stub = PipelineServiceStub(self._channel)

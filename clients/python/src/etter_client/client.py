@@ -46,6 +46,7 @@ from etter_client._shared import (
     retry_request,
     run_options,
     status_request,
+    tls,
     usage_request,
 )
 from etter_client.errors import from_rpc_error
@@ -82,7 +83,10 @@ class PipelineClient:
     """A connection to ``etter-server`` acting with one bearer token.
 
     ``target`` is ``host:port``; ``secure=True`` uses TLS with the system's roots (or pass
-    ``credentials``). Every call raises an :class:`~etter_client.errors.EtterError` subclass on
+    ``credentials``). ``ca_file`` trusts a private CA, ``cert_file`` and ``key_file`` show a
+    client certificate to a server that requires one (mutual TLS), ``server_name`` is the name
+    the server's certificate must carry when it differs from the target's host; any of them turns
+    TLS on. Every call raises an :class:`~etter_client.errors.EtterError` subclass on
     failure, carrying the server's details.
     """
 
@@ -93,10 +97,15 @@ class PipelineClient:
         *,
         secure: bool = False,
         credentials: grpc.ChannelCredentials | None = None,
+        ca_file: str | Path | None = None,
+        cert_file: str | Path | None = None,
+        key_file: str | Path | None = None,
+        server_name: str | None = None,
         timeout: float = 30.0,
     ) -> None:
-        if secure or credentials is not None:
-            self._channel = grpc.secure_channel(target, credentials or grpc.ssl_channel_credentials())
+        tls_credentials, options = tls(ca_file, cert_file, key_file, server_name, credentials, secure)
+        if tls_credentials is not None:
+            self._channel = grpc.secure_channel(target, tls_credentials, options=options)
         else:
             self._channel = grpc.insecure_channel(target)
         self._stub = PipelineServiceStub(self._channel)
