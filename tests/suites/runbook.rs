@@ -42,6 +42,17 @@ async fn every_runbook_command_succeeds_against_a_live_deployment() -> Result<()
 
     let stack = Stack::new("runbook").await?;
     let server = stack.start_server().await?;
+    // A second replica serving TLS with client certificates required, for the TLS recipes.
+    let tls = |key| service_setting(key, "postgres");
+    let (ca, server_cert, server_key) =
+        (tls("ETTER_TEST__TLS_CA")?, tls("ETTER_TEST__TLS_SERVER_CERT")?, tls("ETTER_TEST__TLS_SERVER_KEY")?);
+    let tls_server = stack
+        .start_server_with(&[
+            ("ETTER_SERVER__TLS__CERT_FILE", &server_cert),
+            ("ETTER_SERVER__TLS__KEY_FILE", &server_key),
+            ("ETTER_SERVER__TLS__CLIENT_CA_FILE", &ca),
+        ])
+        .await?;
     let worker = stack.start_worker(&[]).await?;
     let jd = stack.document("software_engineer_jd.txt")?;
     let script = format!("set -euo pipefail\n{}", blocks.join("\n"));
@@ -56,6 +67,11 @@ async fn every_runbook_command_succeeds_against_a_live_deployment() -> Result<()
             .env("ADDR", server.field("grpc_addr")?)
             .env("COMPANY", &stack.company)
             .env("JD", &jd)
+            .env("TLS_ADDR", tls_server.field("grpc_addr")?)
+            .env("TLS_METRICS", tls_server.field("metrics_addr")?)
+            .env("CA", &ca)
+            .env("CLIENT_CERT", tls("ETTER_TEST__TLS_CLIENT_CERT")?)
+            .env("CLIENT_KEY", tls("ETTER_TEST__TLS_CLIENT_KEY")?)
             .output(),
     )
     .await
@@ -79,10 +95,14 @@ async fn every_runbook_command_succeeds_against_a_live_deployment() -> Result<()
         "\"usedTokens\"",
         "\"action\": \"Cancel\"",
         "audit log verified",
+        "etter_build_info{binary=\"etter-server\"",
     ] {
         ensure!(stdout.contains(shown), "the runbook's output lacks {shown:?}:\n{stdout}\n--- stderr ---\n{stderr}");
     }
+    // GetUsage answered twice: in plaintext, and over TLS with a client certificate.
+    ensure!(stdout.matches("\"periodStart\"").count() >= 2, "GetUsage over TLS did not answer:\n{stdout}");
     worker.stop().await?;
+    tls_server.stop().await?;
     server.stop().await?;
     stack.cleanup().await
 }
