@@ -262,7 +262,7 @@ impl Authenticator {
     }
 
     /// The algorithms accepted, for messages.
-    fn accepted(&self, keys: &[VerifyingKey]) -> String {
+    fn accepted(&self, keys: &[&VerifyingKey]) -> String {
         let mut names: Vec<String> = keys.iter().map(|k| format!("{:?}", k.algorithm)).collect();
         names.sort();
         names.dedup();
@@ -284,9 +284,10 @@ impl Authenticator {
         // has no key for is named as such (and never reaches a verifier).
         let alg = declared_algorithm(token)?;
         let remote = self.remote.as_ref().map(|remote| remote.keys());
-        let keys: Vec<VerifyingKey> =
-            self.keys.iter().cloned().chain(remote.iter().flat_map(|keys| keys.iter().cloned())).collect();
-        let candidates: Vec<&VerifyingKey> = keys.iter().filter(|k| format!("{:?}", k.algorithm) == alg).collect();
+        // The configured keys, then the provider's current set (borrowed: nothing is copied per call).
+        let keys: Vec<&VerifyingKey> = self.keys.iter().chain(remote.iter().flat_map(|keys| keys.iter())).collect();
+        let candidates: Vec<&VerifyingKey> =
+            keys.iter().copied().filter(|k| format!("{:?}", k.algorithm) == alg).collect();
         if candidates.is_empty() {
             if let Some(remote) = &self.remote
                 && !remote.status().loaded
