@@ -49,29 +49,27 @@ impl Neo4jGraph {
             config = config.with_client_certificate(&settings.ca_file);
         }
         let config = config.build().map_err(|e| GraphError::Config(format!("neo4j at {uri}: {e}")))?;
-        let refused = |e: neo4rs::Error| {
-            let text = format!("{e} {e:?}");
-            let fixes = etter_config::tls::Fixes {
-                ca: "`graph.ca_file`".to_owned(),
-                identity: "client certificates (which this Neo4j client cannot send)".to_owned(),
-                server_name: "a host in `graph.uri` that the certificate carries".to_owned(),
-            };
-            match etter_config::tls::advice(&text, &fixes) {
-                Some(advice) => GraphError::Config(format!("neo4j at {uri}: {e}: {advice}")),
-                None => classify(&e),
-            }
+        // A handshake TLS refused: what to change, in this hop's settings (Neo4j's TLS alerts can
+        // also surface from the first query, so both are looked at).
+        let fixes = etter_config::tls::Fixes {
+            ca: "`graph.ca_file`".to_owned(),
+            identity: "client certificates (which this Neo4j client cannot send)".to_owned(),
+            server_name: "a host in `graph.uri` that the certificate carries".to_owned(),
         };
-        let graph = neo4rs::Graph::connect(config).await.map_err(refused)?;
+        // `shown` is the error as the message says it; `probe` is what is read for TLS's verdict.
+        let refused_by_tls = |shown: &str, probe: &str| {
+            etter_config::tls::advice(probe, &fixes)
+                .map(|advice| GraphError::Config(format!("neo4j at {uri}: {shown}: {advice}")))
+        };
+        let graph = neo4rs::Graph::connect(config)
+            .await
+            .map_err(|e| refused_by_tls(&e.to_string(), &format!("{e} {e:?}")).unwrap_or_else(|| classify(&e)))?;
         let me = Self { graph };
-        me.ping_once().await.map_err(|e| match e {
+        me.ping_once().await.map_err(|e| match &e {
             GraphError::Unavailable(message) | GraphError::Query(message) => {
-                let fixes = etter_config::tls::Fixes::section("graph");
-                match etter_config::tls::advice(&message, &fixes) {
-                    Some(advice) => GraphError::Config(format!("neo4j at {uri}: {message}: {advice}")),
-                    None => GraphError::Unavailable(message),
-                }
+                refused_by_tls(message, message).unwrap_or(e)
             }
-            other => other,
+            _ => e,
         })?;
         Ok(me)
     }
