@@ -401,7 +401,12 @@ async fn eta_within_a_factor_of_two(profile: Profile) -> Result<()> {
     let stack = Stack::with_profile("eta", profile).await?;
     // Estimates re-read the measurements quickly, so the history below counts at once.
     let server = stack.start_server_with(&[("ETTER_DISPATCH__ESTIMATE_REFRESH_INTERVAL", "200ms")]).await?;
-    let worker = stack.start_worker(&[]).await?;
+    // Runs of the offline model end within a second, where the scheduling noise of a loaded
+    // machine is as large as the run: three sequential steps take 2 s longer each, so a run lasts
+    // about as long as the estimate it is measured against can be meaningfully compared with.
+    let worker = stack
+        .start_worker(&[("ETTER_TEST_FAULTS", "slow:role_setup; slow:document_linking; slow:ai_assessment")])
+        .await?;
     let mut client = stack.client(&server).await?;
     let jd = stack.document("software_engineer_jd.txt")?;
     let push = |role: String| push_request(&stack, &role, &[(DocumentType::JobDescription, jd.clone())], "");

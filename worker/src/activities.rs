@@ -267,7 +267,7 @@ impl PipelineActivities {
             .map_err(StepFailure::from)?;
 
         let work = async {
-            self.faults.before_work(step)?;
+            self.faults.before_work(step).await?;
             let outcome = self.runner.execute(&run, step, &upstream).await?;
             self.faults.after_work(step, attempt).await;
             Ok::<_, StepFailure>(outcome)
