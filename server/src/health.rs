@@ -215,6 +215,9 @@ pub(crate) async fn run(
         if temporal_up != Some(temporal_ok) {
             match &temporal {
                 Ok(()) => tracing::info!("temporal is reachable"),
+                Err(e @ OrchestratorError::Rejected(_)) => {
+                    tracing::error!(error = %e, "temporal refuses this server; pushes stay queued")
+                }
                 Err(e) => tracing::warn!(error = %e, "temporal is not reachable; pushes stay queued"),
             }
             reporter.set_service_status(TEMPORAL_SERVICE, serving(temporal_ok)).await;

@@ -213,6 +213,16 @@ mod temporal {
             Ok(client)
         }
 
+        /// [`rpc_error`], saying which setting to change when the cluster refused the caller.
+        fn refused(&self, what: &str, status: &Status) -> OrchestratorError {
+            match self.settings.endpoint.refusal_advice(status.code()) {
+                Some(advice) => {
+                    OrchestratorError::Rejected(format!("{what}: {} ({:?}): {advice}", status.message(), status.code()))
+                }
+                None => rpc_error(what, status),
+            }
+        }
+
         async fn bounded<T>(&self, what: &str, call: impl Future<Output = T>) -> Result<T, OrchestratorError> {
             tokio::time::timeout(self.settings.call_timeout, call).await.map_err(|_| {
                 OrchestratorError::Unavailable(format!("{what} did not finish within {:?}", self.settings.call_timeout))
@@ -315,7 +325,7 @@ mod temporal {
             match started {
                 Ok(handle) => Ok(StartOutcome::Running { run_id: handle.run_id().map(str::to_owned) }),
                 Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(StartOutcome::AlreadyClosed),
-                Err(WorkflowStartError::Rpc(status)) => Err(rpc_error("starting the workflow", &status)),
+                Err(WorkflowStartError::Rpc(status)) => Err(self.refused("starting the workflow", &status)),
                 Err(other) => Err(OrchestratorError::Rejected(format!("starting the workflow: {other}"))),
             }
         }
@@ -354,7 +364,7 @@ mod temporal {
                 // Closed already (Temporal answers NOT_FOUND for a completed execution) or never
                 // started: nothing runs that could be cancelled.
                 Err(WorkflowInteractionError::NotFound(_)) => Ok(()),
-                Err(WorkflowInteractionError::Rpc(status)) => Err(rpc_error("cancelling the workflow", &status)),
+                Err(WorkflowInteractionError::Rpc(status)) => Err(self.refused("cancelling the workflow", &status)),
                 Err(other) => Err(OrchestratorError::Unavailable(format!("cancelling the workflow: {other}"))),
             }
         }
@@ -365,7 +375,7 @@ mod temporal {
             let answer = self
                 .bounded("describing the namespace", client.describe_namespace(tonic::Request::new(request)))
                 .await?;
-            answer.map(|_| ()).map_err(|status| rpc_error("describing the namespace", &status))
+            answer.map(|_| ()).map_err(|status| self.refused("describing the namespace", &status))
         }
 
         async fn workers_polling(&self, window: Duration) -> Result<bool, OrchestratorError> {
@@ -393,7 +403,7 @@ mod temporal {
                 .await?;
             let mut polling = false;
             for answer in [workflow, activity] {
-                let answer = answer.map_err(|status| rpc_error("describing the task queue", &status))?;
+                let answer = answer.map_err(|status| self.refused("describing the task queue", &status))?;
                 polling |= answer.into_inner().pollers.iter().any(|poller| {
                     poller
                         .last_access_time

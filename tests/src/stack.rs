@@ -186,7 +186,7 @@ impl Profile {
 pub enum Temporal {
     /// `temporal server start-dev`, plaintext.
     DevServer,
-    /// The real cluster, PostgreSQL underneath, client certificates required.
+    /// The real cluster, PostgreSQL underneath, client certificates and an API key required.
     Cluster,
 }
 
@@ -215,6 +215,7 @@ impl Temporal {
                     ("ETTER_TEMPORAL__TLS__CA_FILE", setting("ETTER_TEST__TLS_CA")?),
                     ("ETTER_TEMPORAL__TLS__CERT_FILE", setting("ETTER_TEST__TLS_CLIENT_CERT")?),
                     ("ETTER_TEMPORAL__TLS__KEY_FILE", setting("ETTER_TEST__TLS_CLIENT_KEY")?),
+                    ("ETTER_TEMPORAL__API_KEY", setting("ETTER_TEST__TEMPORAL_CLUSTER_API_KEY")?),
                 ]
             }
         })
@@ -363,6 +364,7 @@ impl Stack {
     /// Sets `key` for every process started from now on (replacing the stack's own value).
     pub fn set(&mut self, key: &str, value: impl Into<String>) {
         let value = value.into();
+        self.unset.retain(|k| k != key);
         match self.env.iter_mut().find(|(k, _)| k == key) {
             Some(slot) => slot.1 = value,
             None => self.env.push((key.to_owned(), value)),

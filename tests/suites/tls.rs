@@ -2,6 +2,7 @@
 //! etter-server and etter-worker to the Temporal cluster over mutual TLS, to PostgreSQL with
 //! `sslmode=verify-full`, to Redis over `rediss://`, to Neo4j over `bolt+s://`, and to an S3 store
 //! over HTTPS; all with the project CA that `scripts/services up` makes. A push reaches READY.
+//! And the cluster's API key: without it, both binaries say which setting is missing.
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use anyhow::{Context as _, Result, ensure};
 use etter_proto::v1::{Document, DocumentType, PushRequest, RoleStatus, RunOptions};
 use etter_tests::moto::Moto;
 use etter_tests::service_setting;
-use etter_tests::stack::{ClientTls, ServingStatus, Stack, Temporal, wait_final};
+use etter_tests::stack::{ClientTls, ServingStatus, Stack, Temporal, run_status, wait_final};
 
 const BUCKET: &str = "etter-tls-docs";
 
@@ -94,6 +95,62 @@ async fn with_every_hop_on_tls_a_push_reaches_ready() -> Result<()> {
     let end = wait_final(&mut client, &pushed.workflow_id, Duration::from_secs(180)).await?;
     ensure!(end == RoleStatus::Ready, "{} ended {end:?}", pushed.workflow_id);
 
+    worker.stop().await?;
+    server.stop().await?;
+    stack.cleanup().await
+}
+
+/// A cluster that authorizes calls by API key, and binaries configured without one: the worker
+/// refuses to start and the server reports Temporal unhealthy, each naming `temporal.api_key`;
+/// a push accepted meanwhile waits, and runs once the key is set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_clusters_api_key_both_binaries_name_the_setting_and_nothing_accepted_is_lost() -> Result<()> {
+    let mut stack = Stack::new("api-key").await?;
+    let settings = Temporal::Cluster.settings()?;
+    for (key, value) in &settings {
+        stack.set(key, value.clone());
+    }
+    stack.unset("ETTER_TEMPORAL__API_KEY");
+
+    // Without a backtrace, the error is the end of the log the failed start shows.
+    let refused =
+        stack.start_worker(&[("RUST_BACKTRACE", "0")]).await.err().context("a worker without the API key started")?;
+    ensure!(format!("{refused:#}").contains("set temporal.api_key"), "{refused:#}");
+
+    let server = stack.start_server().await?;
+    // Health says NOT_SERVING until the first look at Temporal: wait for that look's verdict.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !server.log_text()?.contains("set temporal.api_key") {
+        ensure!(tokio::time::Instant::now() < deadline, "the server's log never named temporal.api_key");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stack.wait_health(&server, "etter.temporal", ServingStatus::NotServing, Duration::from_secs(5)).await?;
+    let mut client = stack.client(&server).await?;
+    let jd = stack.document("software_engineer_jd.txt")?;
+    let pushed = client
+        .push(PushRequest {
+            company_id: stack.company.clone(),
+            role_name: "Patient Analyst".to_owned(),
+            documents: vec![Document { r#type: DocumentType::JobDescription as i32, uri: jd }],
+            draup_role_id: "draup-role-api-key".to_owned(),
+            options: Some(RunOptions { skip_enhancement_workflows: true, ..Default::default() }),
+            request_id: String::new(),
+            validate_only: false,
+        })
+        .await?
+        .into_inner();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let waiting = run_status(&mut client, &pushed.workflow_id).await?;
+    ensure!(RoleStatus::try_from(waiting.status)? == RoleStatus::Queued, "{waiting:#?}");
+    server.stop().await?;
+
+    let (key, value) = settings.iter().find(|(key, _)| *key == "ETTER_TEMPORAL__API_KEY").context("the key")?;
+    stack.set(key, value.clone());
+    let server = stack.start_server().await?;
+    let worker = stack.start_worker(&[]).await?;
+    let mut client = stack.client(&server).await?;
+    let end = wait_final(&mut client, &pushed.workflow_id, Duration::from_secs(180)).await?;
+    ensure!(end == RoleStatus::Ready, "{} ended {end:?}", pushed.workflow_id);
     worker.stop().await?;
     server.stop().await?;
     stack.cleanup().await

@@ -14,10 +14,12 @@ use etter_graph::GraphError;
 use etter_llm::LlmError;
 use etter_store::{StoreError, StoreOptions};
 use etter_telemetry::process;
+use temporalio_client::grpc::WorkflowService as _;
 use temporalio_client::schedules::{
     CreateScheduleOptions, DeleteScheduleOptions, ScheduleAction, ScheduleOverlapPolicy, ScheduleSpec,
 };
-use temporalio_client::{Client, ClientOptions, Connection, WorkflowGetResultOptions, WorkflowStartOptions};
+use temporalio_client::{Client, ClientOptions, Connection, WorkflowGetResultOptions, WorkflowStartOptions, tonic};
+use temporalio_common::protos::temporal::api::workflowservice::v1::DescribeNamespaceRequest;
 use temporalio_sdk::runtime::worker_tuner::{FixedSizeSlotSupplier, TunerHolder, WorkerTuner};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
@@ -66,12 +68,27 @@ pub enum RunError {
     /// Temporal refused the connection.
     #[error(transparent)]
     Connect(#[from] etter_temporal::ConnectError),
+    /// Temporal refused this worker the namespace (no API key, or one it does not accept).
+    #[error("temporal refused the namespace `{namespace}`: {message}: {advice}")]
+    NamespaceRefused {
+        /// `temporal.namespace`.
+        namespace: String,
+        /// What the cluster said.
+        message: String,
+        /// What to change.
+        advice: &'static str,
+    },
 }
 
 /// A [`RunError::Temporal`] saying `what` failed, with the SDK's error as its source.
 fn temporal<E: Into<Box<dyn std::error::Error + Send + Sync>>>(what: impl Into<String>) -> impl FnOnce(E) -> RunError {
     let what = what.into();
-    move |err| RunError::Temporal { what, source: err.into() }
+    move |err| {
+        let source: Box<dyn std::error::Error + Send + Sync> = err.into();
+        // Some of the SDK's errors display as nothing (a poller's failure): show their detail.
+        let source = if source.to_string().trim().is_empty() { format!("{source:?}").into() } else { source };
+        RunError::Temporal { what, source }
+    }
 }
 
 /// Runs the worker until `shutdown` resolves, then stops polling and lets running activities
@@ -114,6 +131,7 @@ pub async fn run_with_faults(
     };
     let client = Client::new(connection, ClientOptions::new(config.temporal.namespace.clone()).build())
         .map_err(temporal("cannot create the Temporal client"))?;
+    check_namespace(&client, &endpoint, &config.temporal.namespace).await?;
     ensure_scan_schedule(&client, &config).await;
 
     if !faults.is_empty() {
@@ -277,20 +295,43 @@ async fn ensure_scan_schedule(client: &Client, config: &Config) {
 }
 
 /// Connects to Temporal, retrying with a doubling back-off (at most 30 s) until it answers. A
-/// connection TLS refuses (an untrusted or expired certificate, a missing client certificate) is
-/// an error at once: waiting does not fix the configuration.
+/// connection refused for its configuration (an untrusted or expired certificate, a missing client
+/// certificate, an API key the cluster does not accept) is an error at once: waiting does not fix it.
 async fn connect_patiently(endpoint: &Endpoint) -> Result<Connection, RunError> {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         match endpoint.connect(identity(), None).await {
             Ok(connection) => return Ok(connection),
-            Err(err) if err.refused_by_tls() => return Err(err.into()),
+            Err(err) if err.is_refusal() => return Err(err.into()),
             Err(err) => {
                 let wait = backoff.next_wait();
                 tracing::warn!(retry_in = ?wait, "Temporal is not reachable yet: {}", chain(&err));
                 tokio::time::sleep(wait).await;
             }
         }
+    }
+}
+
+/// Describes the namespace before polling it: a cluster that authorizes calls refuses a worker
+/// without an API key (or with one it does not accept) only at its first call that names the
+/// namespace, and the SDK's pollers would then fail without saying which setting to change. Any
+/// other failure is left to the pollers, which retry.
+async fn check_namespace(client: &Client, endpoint: &Endpoint, namespace: &str) -> Result<(), RunError> {
+    let request = DescribeNamespaceRequest { namespace: namespace.to_owned(), ..Default::default() };
+    let mut client = client.clone();
+    match client.describe_namespace(tonic::Request::new(request)).await {
+        Ok(_) => Ok(()),
+        Err(status) => match endpoint.refusal_advice(status.code()) {
+            Some(advice) => Err(RunError::NamespaceRefused {
+                namespace: namespace.to_owned(),
+                message: status.message().to_owned(),
+                advice,
+            }),
+            None => {
+                tracing::warn!(code = ?status.code(), "cannot describe the namespace: {}", status.message());
+                Ok(())
+            }
+        },
     }
 }
 

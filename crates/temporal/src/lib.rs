@@ -99,20 +99,20 @@ impl std::fmt::Debug for Endpoint {
 #[error("cannot connect to Temporal at {address}{advice}")]
 pub struct ConnectError {
     address: String,
-    /// `: <what to change>` when TLS is why, else empty.
+    /// `: <what to change>` when TLS or the API key is why, else empty.
     advice: String,
-    /// Whether TLS refused the connection (a certificate or trust problem, which waiting does not
-    /// fix).
-    refused_by_tls: bool,
+    /// Whether the cluster refused this configuration (a certificate, trust or API-key problem,
+    /// which waiting does not fix).
+    refused: bool,
     #[source]
     source: temporalio_client::errors::ClientConnectError,
 }
 
 impl ConnectError {
-    /// Whether TLS refused the connection: a certificate or trust problem that waiting does not
-    /// fix, unlike a frontend that is not up yet.
-    pub fn refused_by_tls(&self) -> bool {
-        self.refused_by_tls
+    /// Whether the connection was refused for its configuration: a certificate, trust or API-key
+    /// problem that waiting does not fix, unlike a frontend that is not up yet.
+    pub fn is_refusal(&self) -> bool {
+        self.refused
     }
 }
 
@@ -185,6 +185,22 @@ impl Endpoint {
         Connection::connect(self.options(identity, connect_timeout)).await.map_err(|source| self.error(source))
     }
 
+    /// What to change when the cluster refused a call for who made it (`PERMISSION_DENIED` or
+    /// `UNAUTHENTICATED`: an authorizer that wants an API key, or does not accept this one).
+    pub fn refusal_advice(&self, code: temporalio_client::tonic::Code) -> Option<&'static str> {
+        use temporalio_client::tonic::Code;
+        match (code, self.api_key.is_some()) {
+            (Code::PermissionDenied | Code::Unauthenticated, false) => {
+                Some("the cluster authorizes calls by API key: set temporal.api_key (ETTER_TEMPORAL__API_KEY)")
+            }
+            (Code::PermissionDenied | Code::Unauthenticated, true) => Some(
+                "the cluster does not accept temporal.api_key for this namespace: check the key, its expiry and \
+                 its permissions",
+            ),
+            _ => None,
+        }
+    }
+
     /// Names a failed connection, with what to change when TLS is why.
     pub fn error(&self, source: temporalio_client::errors::ClientConnectError) -> ConnectError {
         let text = format!("{source} {source:?}");
@@ -209,8 +225,12 @@ impl Endpoint {
             ),
         };
         let tls_advice = tls::advice(&text, &Fixes::section("temporal.tls"));
-        let refused_by_tls = tls_advice.is_some();
-        let advice = tls_advice.or_else(closed).map(|advice| format!(": {advice}")).unwrap_or_default();
-        ConnectError { address: self.address.clone(), advice, refused_by_tls, source }
+        // An API key the authorizer cannot verify is refused already at the first call.
+        let key_advice = (text.contains("PermissionDenied") || text.contains("Unauthenticated"))
+            .then(|| self.refusal_advice(temporalio_client::tonic::Code::PermissionDenied).map(str::to_owned))
+            .flatten();
+        let refused = tls_advice.is_some() || key_advice.is_some();
+        let advice = tls_advice.or(key_advice).or_else(closed).map(|advice| format!(": {advice}")).unwrap_or_default();
+        ConnectError { address: self.address.clone(), advice, refused, source }
     }
 }

@@ -1,6 +1,6 @@
 //! Connections to the real Temporal cluster (`scripts/services up temporal-cluster`), whose
-//! frontend requires client certificates from the project CA: what connects, and what each
-//! misconfiguration is told.
+//! frontend requires client certificates from the project CA and authorizes calls by API key (a
+//! bearer JWT, as Temporal Cloud does): what connects, and what each misconfiguration is told.
 
 use std::path::PathBuf;
 
@@ -9,7 +9,9 @@ use etter_config::tls::ClientTls;
 use etter_temporal::{Endpoint, TemporalConfig};
 use etter_test_certs::{Ca, Validity};
 use temporalio_client::{grpc::WorkflowService as _, tonic};
-use temporalio_common::protos::temporal::api::workflowservice::v1::DescribeNamespaceRequest;
+use temporalio_common::protos::temporal::api::workflowservice::v1::{
+    DescribeNamespaceRequest, DescribeNamespaceResponse,
+};
 
 fn setting(key: &str) -> anyhow::Result<String> {
     std::env::var(key).with_context(|| {
@@ -17,9 +19,10 @@ fn setting(key: &str) -> anyhow::Result<String> {
     })
 }
 
-/// The cluster's address and the project CA's files.
+/// The cluster's address, its API key and the project CA's files.
 struct Cluster {
     address: String,
+    api_key: String,
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
@@ -29,6 +32,7 @@ impl Cluster {
     fn from_env() -> anyhow::Result<Self> {
         Ok(Self {
             address: setting("ETTER_TEST__TEMPORAL_CLUSTER_ADDRESS")?,
+            api_key: setting("ETTER_TEST__TEMPORAL_CLUSTER_API_KEY")?,
             ca: setting("ETTER_TEST__TLS_CA")?.into(),
             cert: setting("ETTER_TEST__TLS_CLIENT_CERT")?.into(),
             key: setting("ETTER_TEST__TLS_CLIENT_KEY")?.into(),
@@ -36,7 +40,12 @@ impl Cluster {
     }
 
     fn config(&self, tls: ClientTls) -> TemporalConfig {
-        TemporalConfig { address: self.address.clone(), tls, ..TemporalConfig::default() }
+        TemporalConfig {
+            address: self.address.clone(),
+            tls,
+            api_key: self.api_key.as_str().into(),
+            ..TemporalConfig::default()
+        }
     }
 
     fn mutual(&self) -> ClientTls {
@@ -48,12 +57,12 @@ impl Cluster {
         }
     }
 
-    /// The message a connection with `tls` fails with, and whether it counts as refused by TLS.
+    /// The message a connection with `tls` fails with, and whether it counts as a refusal.
     async fn refusal(&self, tls: ClientTls) -> anyhow::Result<(String, bool)> {
         let endpoint = Endpoint::from_config(&self.config(tls))?;
         match endpoint.connect("etter-temporal-test".to_owned(), None).await {
             Ok(_) => anyhow::bail!("connected"),
-            Err(e) => Ok((e.to_string(), e.refused_by_tls())),
+            Err(e) => Ok((e.to_string(), e.is_refusal())),
         }
     }
 }
@@ -61,14 +70,41 @@ impl Cluster {
 #[tokio::test]
 async fn mutual_tls_with_the_clusters_ca_connects() -> anyhow::Result<()> {
     let cluster = Cluster::from_env()?;
-    let endpoint = Endpoint::from_config(&cluster.config(cluster.mutual()))?;
+    let answer = describe(&cluster.config(cluster.mutual())).await?.map_err(|status| anyhow::anyhow!("{status}"))?;
+    let name = answer.namespace_info.map(|info| info.name);
+    assert_eq!(name.as_deref(), Some("etter-dev"), "the namespace registered by scripts/services");
+    Ok(())
+}
+
+/// Describes the namespace with `config`: the answer, or the status the cluster refused it with.
+async fn describe(config: &TemporalConfig) -> anyhow::Result<Result<DescribeNamespaceResponse, tonic::Status>> {
+    let endpoint = Endpoint::from_config(config)?;
     let connection = endpoint.connect("etter-temporal-test".to_owned(), None).await?;
     let mut client =
         temporalio_client::Client::new(connection, temporalio_client::ClientOptions::new("etter-dev").build())?;
     let request = DescribeNamespaceRequest { namespace: "etter-dev".to_owned(), ..Default::default() };
-    let answer = client.describe_namespace(tonic::Request::new(request)).await?.into_inner();
-    let name = answer.namespace_info.map(|info| info.name);
-    assert_eq!(name.as_deref(), Some("etter-dev"), "the namespace registered by scripts/services");
+    Ok(client.describe_namespace(tonic::Request::new(request)).await.map(tonic::Response::into_inner))
+}
+
+#[tokio::test]
+async fn without_the_api_key_or_with_a_forged_one_calls_are_refused_and_the_setting_named() -> anyhow::Result<()> {
+    let cluster = Cluster::from_env()?;
+    let without = TemporalConfig { api_key: Default::default(), ..cluster.config(cluster.mutual()) };
+    let refused = describe(&without).await?.err().context("the cluster answered without an API key")?;
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused}");
+    let advice = Endpoint::from_config(&without)?.refusal_advice(refused.code()).unwrap_or_default();
+    assert!(advice.contains("set temporal.api_key"), "{advice}");
+
+    // The same claims with a signature of someone else's: it does not verify, and the cluster
+    // refuses the connection's first call.
+    let (header_claims, _) = cluster.api_key.rsplit_once('.').context("a JWT")?;
+    let forged = format!("{header_claims}.c2lnbmVkIGJ5IHNvbWVvbmUgZWxzZQ");
+    let forged = TemporalConfig { api_key: forged.as_str().into(), ..cluster.config(cluster.mutual()) };
+    let refused = Endpoint::from_config(&forged)?.connect("etter-temporal-test".to_owned(), None).await;
+    let refused = refused.err().context("the cluster answered a forged API key")?;
+    let message = refused.to_string();
+    assert!(message.contains("does not accept temporal.api_key"), "{message}");
+    assert!(refused.is_refusal(), "waiting does not make a forged key valid: {message}");
     Ok(())
 }
 
