@@ -149,7 +149,18 @@ impl Deliverer {
             .body(body)
             .send()
             .await
-            .map_err(|e| format!("cannot reach {}: {}", webhook.url, chain(&e)))?;
+            .map_err(|e| {
+                let text = format!("{} {e:?}", chain(&e));
+                let fixes = etter_config::tls::Fixes {
+                    ca: "`server.webhook_ca_file`".to_owned(),
+                    identity: "a client certificate for webhooks (etter-server does not send one: the receiver must \
+                               not require it)"
+                        .to_owned(),
+                    server_name: "the company's `webhook_url` to that name".to_owned(),
+                };
+                let advice = etter_config::tls::advice(&text, &fixes).map(|a| format!(": {a}")).unwrap_or_default();
+                format!("cannot reach {}: {}{advice}", webhook.url, chain(&e))
+            })?;
         let status = response.status();
         if status.is_success() {
             tracing::info!(event = notification.id, run = %notification.workflow_id, "webhook event delivered");

@@ -233,7 +233,7 @@ pub fn advice(error: &str, fixes: &Fixes) -> Option<String> {
     // Alerts first: they are the server's verdict on this client.
     if has(&["CertificateRequired", "certificate required"]) {
         return Some(format!(
-            "the server requires a client certificate and none was sent: set {} (a certificate issued by a CA the              server trusts)",
+            "the server requires a client certificate and none was sent: set {} (a certificate issued by a CA the server trusts)",
             fixes.identity
         ));
     }
@@ -246,7 +246,7 @@ pub fn advice(error: &str, fixes: &Fixes) -> Option<String> {
     if has(&["AlertReceived(UnknownCA)", "AlertReceived(BadCertificate)", "alert: UnknownCA", "alert: BadCertificate"])
     {
         return Some(format!(
-            "the server refused this client's certificate: {} must hold a current certificate issued by a CA the              server trusts",
+            "the server refused this client's certificate: {} must hold a current certificate issued by a CA the server trusts",
             fixes.identity
         ));
     }
@@ -264,7 +264,7 @@ pub fn advice(error: &str, fixes: &Fixes) -> Option<String> {
     }
     if has(&["NotValidForName", "not valid for name", "hostname mismatch"]) {
         return Some(format!(
-            "the server's certificate does not carry the name this client connects to: connect by a name it              carries, or set {}",
+            "the server's certificate does not carry the name this client connects to: connect by a name it carries, or set {}",
             fixes.server_name
         ));
     }
