@@ -1,16 +1,19 @@
 //! Every hop on TLS at once: clients to etter-server with client certificates required,
 //! etter-server and etter-worker to the Temporal cluster over mutual TLS, to PostgreSQL with
 //! `sslmode=verify-full`, to Redis over `rediss://`, to Neo4j over `bolt+s://`, and to an S3 store
-//! over HTTPS; all with the project CA that `scripts/services up` makes. A push reaches READY.
+//! over HTTPS; all with the project CA that `scripts/services up` makes. A push reaches READY,
+//! and the worker's `/metrics` answers a scraper with a client certificate over TLS.
 //! And the cluster's API key: without it, both binaries say which setting is missing.
 
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use etter_proto::v1::{Document, DocumentType, PushRequest, RoleStatus, RunOptions};
+use etter_test_certs::Issued;
 use etter_tests::moto::Moto;
 use etter_tests::service_setting;
 use etter_tests::stack::{ClientTls, ServingStatus, Stack, Temporal, run_status, wait_final};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const BUCKET: &str = "etter-tls-docs";
 
@@ -57,6 +60,9 @@ async fn with_every_hop_on_tls_a_push_reaches_ready() -> Result<()> {
         ("ETTER_SERVER__TLS__CERT_FILE", pki.server.0.clone()),
         ("ETTER_SERVER__TLS__KEY_FILE", pki.server.1.clone()),
         ("ETTER_SERVER__TLS__CLIENT_CA_FILE", pki.ca.clone()),
+        ("ETTER_WORKER__METRICS_TLS__CERT_FILE", pki.server.0.clone()),
+        ("ETTER_WORKER__METRICS_TLS__KEY_FILE", pki.server.1.clone()),
+        ("ETTER_WORKER__METRICS_TLS__CLIENT_CA_FILE", pki.ca.clone()),
     ];
     for (key, value) in moto.settings().into_iter().chain(hops).chain(Temporal::Cluster.settings()?) {
         stack.set(key, value);
@@ -67,7 +73,7 @@ async fn with_every_hop_on_tls_a_push_reaches_ready() -> Result<()> {
     );
     stack.use_client_tls(ClientTls {
         ca: pki.ca.clone().into(),
-        identity: Some((pki.client.0.into(), pki.client.1.into())),
+        identity: Some((pki.client.0.clone().into(), pki.client.1.clone().into())),
     });
 
     let server = stack.start_server().await?;
@@ -94,6 +100,18 @@ async fn with_every_hop_on_tls_a_push_reaches_ready() -> Result<()> {
         .into_inner();
     let end = wait_final(&mut client, &pushed.workflow_id, Duration::from_secs(180)).await?;
     ensure!(end == RoleStatus::Ready, "{} ended {end:?}", pushed.workflow_id);
+
+    // The worker's /metrics, over TLS to a scraper with a client certificate, counts the run's steps.
+    let scraper = Issued { cert_file: pki.client.0.clone().into(), key_file: pki.client.1.clone().into() };
+    let config = etter_test_certs::client_config(&std::fs::read_to_string(&pki.ca)?, Some(&scraper), &["http/1.1"])?;
+    let mut tls = etter_test_certs::connect(&worker.field("metrics_addr")?, "localhost", config).await?;
+    tls.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await?;
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), tls.read_to_string(&mut answer)).await??;
+    ensure!(
+        answer.starts_with("HTTP/1.1 200") && answer.contains("etter_worker_step_attempts_total"),
+        "/metrics over TLS: {answer}"
+    );
 
     worker.stop().await?;
     server.stop().await?;

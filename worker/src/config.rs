@@ -9,6 +9,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use etter_config::tls::ServerTls;
 use etter_config::{ConfigError, Profile, invalid};
 use etter_documents::DocumentsConfig;
 use etter_graph::GraphConfig;
@@ -91,6 +92,11 @@ impl Config {
             self.store.validate_production()?;
             self.graph.validate_production()?;
             self.llm.validate_production()?;
+            self.worker.metrics_tls.validate_production(
+                "worker.metrics_tls",
+                "worker.metrics_listen",
+                self.worker.metrics_listen,
+            )?;
         }
         self.store.validate(&self.data_dir)?;
         self.redis.validate()?;
@@ -110,6 +116,10 @@ pub struct WorkerConfig {
     pub max_concurrent_activities: usize,
     /// Address of the Prometheus `/metrics` listener of `etter-worker`; port 0 picks a free port.
     pub metrics_listen: SocketAddr,
+    /// TLS of the `/metrics` listener (optionally requiring client certificates from the
+    /// scraper). Off by default: plaintext, which the production profile accepts only on a
+    /// loopback address or with `terminated_in_front`.
+    pub metrics_tls: ServerTls,
     /// An activity that has not heartbeated for this long is considered lost, and retried.
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
@@ -153,6 +163,7 @@ impl Default for WorkerConfig {
         Self {
             max_concurrent_activities: 10,
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9465)),
+            metrics_tls: ServerTls::default(),
             heartbeat_timeout: Duration::from_secs(60),
             start_to_close_timeout: Duration::from_secs(30 * 60),
             retry_initial_interval: Duration::from_secs(1),
@@ -186,7 +197,7 @@ impl WorkerConfig {
         if self.heartbeat_timeout.is_zero() || self.start_to_close_timeout.is_zero() {
             return invalid("worker.heartbeat_timeout", "and worker.start_to_close_timeout must be positive");
         }
-        Ok(())
+        self.metrics_tls.validate("worker.metrics_tls")
     }
 }
 
@@ -251,9 +262,40 @@ mod tests {
             jail.set_env("ETTER_TEMPORAL__TLS__CA_FILE", ca_file.display());
             jail.set_env("ETTER_TEMPORAL__TLS__CERT_FILE", client.cert_file.display());
             jail.set_env("ETTER_TEMPORAL__TLS__KEY_FILE", client.key_file.display());
+            refused("`worker.metrics_tls.cert_file` = /etc/etter/tls/worker-metrics.crt: cannot be read")?;
+            let metrics = ca
+                .server(&dir, "worker-metrics", &["worker.internal"], etter_test_certs::Validity::Current)
+                .map_err(|e| e.to_string())?;
+            jail.set_env("ETTER_WORKER__METRICS_TLS__CERT_FILE", metrics.cert_file.display());
+            jail.set_env("ETTER_WORKER__METRICS_TLS__KEY_FILE", metrics.key_file.display());
             let config = Config::load(Some(example), &[]).map_err(|e| chain(&e).to_string())?;
             assert_eq!(config.profile, Profile::Production);
             assert_eq!(config.llm.provider, etter_llm::ProviderKind::OpenAi);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn production_refuses_plaintext_metrics_off_loopback_unless_tls_ends_in_front() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("ETTER_PROFILE", "production");
+            jail.set_env("ETTER_STORE__URL", "postgres://etter:pw@db.internal:5432/etter");
+            jail.set_env("ETTER_GRAPH__URI", "bolt://neo4j.internal:7687");
+            jail.set_env("ETTER_GRAPH__PASSWORD", "neo4j-secret");
+            jail.set_env("ETTER_LLM__PROVIDER", "offline");
+            jail.set_env("ETTER_WORKER__METRICS_LISTEN", "0.0.0.0:9465");
+            let err = Config::load(None, &[]).err().map(|e| chain(&e).to_string()).unwrap_or_default();
+            assert!(
+                err.contains("`worker.metrics_tls.cert_file` is required by the production profile")
+                    && err.contains("`worker.metrics_listen` = 0.0.0.0:9465"),
+                "{err}"
+            );
+            jail.set_env("ETTER_WORKER__METRICS_TLS__TERMINATED_IN_FRONT", "true");
+            Config::load(None, &[]).map_err(|e| chain(&e).to_string())?;
+            jail.set_env("ETTER_WORKER__METRICS_TLS__TERMINATED_IN_FRONT", "false");
+            jail.set_env("ETTER_WORKER__METRICS_LISTEN", "127.0.0.1:9465");
+            Config::load(None, &[]).map_err(|e| chain(&e).to_string())?;
             Ok(())
         });
     }

@@ -54,6 +54,9 @@ pub enum RunError {
     /// `/metrics` could not start.
     #[error(transparent)]
     Metrics(#[from] process::MetricsError),
+    /// `worker.metrics_tls` does not make a TLS configuration.
+    #[error(transparent)]
+    Tls(#[from] etter_tls::TlsError),
     /// Temporal could not be reached, or the worker failed.
     #[error("temporal: {what}")]
     Temporal {
@@ -160,7 +163,11 @@ pub async fn run_with_faults(
     let mut worker = Worker::new(&runtime, client, options).map_err(temporal("cannot create the worker"))?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let metrics_addr = process::serve_metrics(config.worker.metrics_listen, "etter-worker", stopped(stop_rx)).await?;
+    let metrics_tls = etter_tls::Acceptor::new(&config.worker.metrics_tls, "worker.metrics_tls")?;
+    let metrics =
+        etter_tls::Incoming::new(process::bind_metrics(config.worker.metrics_listen).await?, metrics_tls, "metrics")
+            .map_err(|source| process::MetricsError::Bind { addr: config.worker.metrics_listen, source })?;
+    let metrics_addr = process::serve_metrics_on(metrics, "etter-worker", stopped(stop_rx))?;
     etter_telemetry::metrics::describe();
     metrics::gauge!(etter_telemetry::metrics::ACTIVITY_SLOTS).set(config.worker.max_concurrent_activities as f64);
     metrics::gauge!(etter_telemetry::metrics::ACTIVITIES_IN_FLIGHT).increment(0.0);

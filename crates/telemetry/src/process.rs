@@ -119,24 +119,14 @@ fn prometheus_handle() -> Result<metrics_exporter_prometheus::PrometheusHandle, 
         .map_err(MetricsError::Recorder)
 }
 
-/// Installs the process-wide Prometheus recorder and serves it as `GET /metrics` on `addr` until
-/// `shutdown` resolves. Returns the bound address (port 0 picks a free port).
-pub async fn serve_metrics(
-    addr: std::net::SocketAddr,
-    binary: &'static str,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<std::net::SocketAddr, MetricsError> {
-    let listener = bind_metrics(addr).await?;
-    serve_metrics_on(listener, binary, shutdown)
-}
-
 /// Binds the `/metrics` listener, naming the address when it cannot.
 pub async fn bind_metrics(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, MetricsError> {
     tokio::net::TcpListener::bind(addr).await.map_err(|source| MetricsError::Bind { addr, source })
 }
 
-/// [`serve_metrics`] on a listener of the caller's (one that serves TLS, for instance). Returns
-/// its local address.
+/// Installs the process-wide Prometheus recorder and serves it as `GET /metrics` on `listener`
+/// (a bound TCP listener, or one that serves TLS) until `shutdown` resolves. Returns its local
+/// address.
 pub fn serve_metrics_on<L>(
     listener: L,
     binary: &'static str,
@@ -172,7 +162,7 @@ mod tests {
     async fn a_taken_metrics_address_is_named_with_the_os_error_as_its_source() -> std::io::Result<()> {
         let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
         let addr = taken.local_addr()?;
-        let err = serve_metrics(addr, "test", std::future::pending()).await.err();
+        let err = bind_metrics(addr).await.err();
         let Some(err @ MetricsError::Bind { .. }) = err else { panic!("want a bind error, got {err:?}") };
         assert_eq!(err.to_string(), format!("cannot listen for /metrics on {addr}"));
         let source = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<std::io::Error>());
