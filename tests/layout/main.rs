@@ -276,3 +276,37 @@ fn the_metrics_table_is_current() -> Result<()> {
     );
     Ok(())
 }
+
+/// The release version, from `[workspace.package]` in Cargo.toml: the one place it is kept.
+fn workspace_version() -> Result<String> {
+    let manifest: toml::Value = toml::from_str(&std::fs::read_to_string(root().join("Cargo.toml"))?)?;
+    manifest["workspace"]["package"]["version"].as_str().map(str::to_owned).context("workspace.package.version")
+}
+
+#[test]
+fn every_package_carries_the_workspace_version_and_the_changelog_has_it() -> Result<()> {
+    let version = workspace_version()?;
+    let mut copies = Vec::new();
+    for path in ["clients/web/package.json", "clients/web/package-lock.json"] {
+        let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root().join(path))?)?;
+        copies.push((path.to_owned(), doc["version"].as_str().unwrap_or_default().to_owned()));
+        if let Some(root_package) = doc.get("packages").and_then(|p| p.get("")) {
+            copies.push((
+                format!("{path} (packages[\"\"])"),
+                root_package["version"].as_str().unwrap_or_default().into(),
+            ));
+        }
+    }
+    let python = "clients/python/src/etter_client/__init__.py";
+    let text = std::fs::read_to_string(root().join(python))?;
+    let line = text.lines().find(|l| l.starts_with("__version__ = ")).context("__version__")?;
+    copies.push((python.to_owned(), line.trim_start_matches("__version__ = ").trim_matches('"').to_owned()));
+    let stale: Vec<_> = copies.iter().filter(|(_, v)| *v != version).collect();
+    ensure!(stale.is_empty(), "Cargo.toml says {version}, but {stale:?}: run `scripts/set-version {version}`");
+    let changelog = std::fs::read_to_string(root().join("CHANGELOG.md"))?;
+    ensure!(
+        changelog.lines().any(|l| l.starts_with(&format!("## [{version}]"))),
+        "CHANGELOG.md has no `## [{version}]` section"
+    );
+    Ok(())
+}

@@ -154,12 +154,20 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return env_dir, json.loads(probe.stdout.strip().splitlines()[-1])
 
 
+def _release_version() -> str:
+    """The version kept in the workspace's Cargo.toml (scripts/set-version)."""
+    import tomllib
+
+    cargo = Path(__file__).resolve().parents[3] / "Cargo.toml"
+    return tomllib.loads(cargo.read_text())["workspace"]["package"]["version"]
+
+
 def test_installed_from_site_packages(installed: tuple[Path, dict]) -> None:
     env_dir, out = installed
     pkg = Path(out["package_file"]).resolve()
     assert env_dir.resolve() in pkg.parents, pkg
     assert "site-packages" in pkg.parts
-    assert out["version"] == "0.1.0"
+    assert out["version"] == _release_version()
     site_pkg = pkg.parent
     assert (site_pkg / "py.typed").is_file()
     gen = site_pkg / "_gen" / "etter" / "pipeline" / "v1"
