@@ -619,7 +619,7 @@ fn record_queue_wait(run: &Run) {
 
 /// Records a run that just reached its final state.
 fn record_finished(run: &Run) {
-    observe::run_finished(run.state.as_str(), run.processing_time(), run.tokens_used.total());
+    observe::run_finished(run.state.as_str(), run.processing_time(), run.time_to_dashboard(), run.tokens_used.total());
 }
 
 #[cfg(test)]

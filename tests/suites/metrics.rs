@@ -25,19 +25,21 @@ async fn scrape_until(
     }
 }
 
-/// The metrics `samples` belong to that the documented list does not name (a summary's
-/// `_sum` and `_count` belong to the summary).
+/// The metrics `samples` belong to that the documented list does not name (a histogram's
+/// `_bucket`, `_sum` and `_count` belong to the histogram).
 fn unlisted(samples: &BTreeMap<String, f64>, exported_by: &str) -> Vec<String> {
     let listed = |name: &str| {
         etter_telemetry::metrics::METRICS
             .iter()
             .any(|m| m.name == name && (m.exported_by == exported_by || m.exported_by == "both"))
+            // The worker also serves the Temporal SDK's own metrics, under the SDK's prefix.
+            || (exported_by == "worker" && name.starts_with(etter_telemetry::metrics::TEMPORAL_SDK_PREFIX))
     };
     let mut names: Vec<String> = samples
         .keys()
         .map(|sample| sample.split('{').next().unwrap_or(sample))
         .filter(|name| {
-            let base = name.strip_suffix("_sum").or_else(|| name.strip_suffix("_count")).unwrap_or(name);
+            let base = ["_sum", "_count", "_bucket"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
             !listed(name) && !listed(base)
         })
         .map(str::to_owned)
@@ -96,7 +98,11 @@ async fn both_binaries_export_the_documented_metrics_and_they_follow_the_runs() 
     ensure!(value(&served, r#"etter_runs_created_total{via="push"}"#) == 3.0, "{served:#?}");
     ensure!(value(&served, r#"etter_runs_created_total{via="retry"}"#) == 1.0, "{served:#?}");
     ensure!(value(&served, "etter_run_queue_wait_seconds_count") == 4.0, "{served:#?}");
-    ensure!(served.contains_key(r#"etter_run_queue_wait_seconds{quantile="0.99"}"#), "{served:#?}");
+    ensure!(value(&served, r#"etter_run_queue_wait_seconds_bucket{le="+Inf"}"#) == 4.0, "{served:#?}");
+    ensure!(
+        served.contains_key(r#"etter_run_queue_wait_seconds_bucket{le="900"}"#),
+        "the 15-minute bound: {served:#?}"
+    );
     ensure!(value(&served, "etter_queue_depth") == 0.0 && served.contains_key("etter_runs_processing"));
 
     // The worker: outcomes (success rate), processing time quantiles, tokens per role, errors by
@@ -105,14 +111,42 @@ async fn both_binaries_export_the_documented_metrics_and_they_follow_the_runs() 
     ensure!(value(&executed, r#"etter_runs_finished_total{state="READY"}"#) == 2.0, "{executed:#?}");
     ensure!(value(&executed, r#"etter_runs_finished_total{state="DEGRADED"}"#) == 2.0, "{executed:#?}");
     ensure!(value(&executed, "etter_run_processing_seconds_count") == 4.0, "{executed:#?}");
-    for quantile in ["0.5", "0.99"] {
-        let key = format!(r#"etter_run_processing_seconds{{quantile="{quantile}"}}"#);
-        ensure!(value(&executed, &key) > 0.0, "{key}: {executed:#?}");
-    }
+    // Histograms with fixed bounds (they add up across replicas): cumulative counts that end at
+    // the total, with bounds at the plan's 15 and 45 minutes.
+    let buckets: Vec<(f64, f64)> = executed
+        .iter()
+        .filter_map(|(key, count)| {
+            let bound = key.strip_prefix(r#"etter_run_processing_seconds_bucket{le=""#)?.strip_suffix(r#""}"#)?;
+            Some((if bound == "+Inf" { f64::INFINITY } else { bound.parse().ok()? }, *count))
+        })
+        .collect();
+    let mut sorted = buckets.clone();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    ensure!(sorted.windows(2).all(|w| w[0].1 <= w[1].1), "cumulative: {sorted:?}");
+    ensure!(sorted.last() == Some(&(f64::INFINITY, 4.0)), "+Inf counts every run: {sorted:?}");
+    ensure!([900.0, 2700.0].iter().all(|b| sorted.iter().any(|(le, _)| le == b)), "{sorted:?}");
     ensure!(value(&executed, "etter_run_tokens_count") == 4.0 && value(&executed, "etter_run_tokens_sum") > 0.0);
+    // Time to dashboard: each READY or DEGRADED run, from its push, so at least its processing.
+    ensure!(value(&executed, "etter_run_time_to_dashboard_seconds_count") == 4.0, "{executed:#?}");
+    ensure!(
+        value(&executed, "etter_run_time_to_dashboard_seconds_sum")
+            >= value(&executed, "etter_run_processing_seconds_sum"),
+        "{executed:#?}"
+    );
     let miner_errors = value(&executed, r#"etter_step_errors_total{step="skills_miner",code="INJECTED_FAULT"}"#);
     ensure!(miner_errors >= 2.0, "every failed attempt of both runs counts: {executed:#?}");
     ensure!(value(&executed, "etter_worker_activity_slots") >= 1.0, "{executed:#?}");
+    // The Temporal SDK's worker metrics, on the same endpoint: its slots, and the latency of the
+    // activities it ran as a histogram.
+    ensure!(executed.keys().any(|k| k.starts_with("temporal_worker_task_slots_available{")), "{executed:#?}");
+    let sdk_latency = executed
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("temporal_activity_execution_latency_seconds_bucket{") && k.contains(r#"le="+Inf""#)
+        })
+        .map(|(_, count)| *count)
+        .sum::<f64>();
+    ensure!(sdk_latency >= 11.0, "every activity of the runs is timed by the SDK: {executed:#?}");
     ensure!(value(&executed, "etter_worker_activities_in_flight") == 0.0, "idle at the end: {executed:#?}");
     ensure!(value(&executed, r#"etter_worker_step_attempts_total{step="skills_miner",outcome="failed"}"#) >= 1.0);
 

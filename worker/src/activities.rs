@@ -642,9 +642,12 @@ impl PipelineActivities {
             change.error = self.first_error(&input.workflow_id, &failed).await?;
         }
         match store.transition(&input.workflow_id, change).await {
-            Ok(finished) => {
-                observe::run_finished(finished.state.as_str(), finished.processing_time(), finished.tokens_used.total())
-            }
+            Ok(finished) => observe::run_finished(
+                finished.state.as_str(),
+                finished.processing_time(),
+                finished.time_to_dashboard(),
+                finished.tokens_used.total(),
+            ),
             // A concurrent close (a cancel, the reconciler) got there first: that outcome stands.
             Err(StoreError::IllegalTransition(refused)) => {
                 tracing::info!(run = %input.workflow_id, "outcome not recorded: {refused}");

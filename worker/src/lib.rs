@@ -11,6 +11,8 @@ pub mod staleness;
 pub mod steps;
 pub mod workflows;
 
+mod sdk_metrics;
+
 mod worker;
 
 pub use worker::{RunError, run, run_with_faults, scan_now, scan_schedule_id};

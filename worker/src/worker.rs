@@ -20,6 +20,8 @@ use temporalio_client::schedules::{
 };
 use temporalio_client::{Client, ClientOptions, Connection, WorkflowGetResultOptions, WorkflowStartOptions, tonic};
 use temporalio_common::protos::temporal::api::workflowservice::v1::DescribeNamespaceRequest;
+use temporalio_common::telemetry::TelemetryOptions;
+use temporalio_sdk::runtime::RuntimeOptions;
 use temporalio_sdk::runtime::worker_tuner::{FixedSizeSlotSupplier, TunerHolder, WorkerTuner};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
@@ -143,8 +145,14 @@ pub async fn run_with_faults(
     let runner = StepRunner::new(Arc::clone(&store), graph, Arc::clone(&documents), llm);
     let staleness = StalenessActivities::new(Arc::clone(&store), documents, runner.clone());
     let activities = PipelineActivities::new(runner, faults);
+    // The SDK's own worker metrics go to the same /metrics as the pipeline's.
+    let telemetry = TelemetryOptions::builder().metrics(crate::sdk_metrics::SdkMeter::shared()).build();
+    let runtime_options = RuntimeOptions::builder()
+        .telemetry_options(telemetry)
+        .build()
+        .map_err(temporal("cannot configure the Temporal runtime"))?;
     let runtime =
-        Runtime::from_current_tokio(Default::default()).map_err(temporal("cannot start the Temporal runtime"))?;
+        Runtime::from_current_tokio(runtime_options).map_err(temporal("cannot start the Temporal runtime"))?;
     let options = WorkerOptions::new(config.temporal.task_queue.clone())
         .register_workflow::<RoleOnboarding>()
         .map_err(temporal("cannot register the RoleOnboarding workflow"))?

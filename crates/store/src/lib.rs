@@ -671,6 +671,17 @@ impl Run {
             _ => None,
         }
     }
+
+    /// From the push to the end, for a run whose outputs the dashboard shows (READY or DEGRADED):
+    /// the plan's "time to dashboard".
+    pub fn time_to_dashboard(&self) -> Option<Duration> {
+        match (self.state, self.end_time) {
+            (RunState::Ready | RunState::Degraded, Some(end)) => {
+                Some((end - self.create_time).to_std().unwrap_or_default())
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A step transition to record ([`RunStore::record_step`]).

@@ -3,16 +3,18 @@
 //! (checked current by the layout tests) and the end-to-end metrics suite checks that nothing is
 //! exported beyond it. `etter-server` exports the control plane's view (queue depth, queue wait,
 //! runs created, refused calls), `etter-worker` the execution's (processing time, outcomes,
-//! tokens per role, errors by step and type, utilisation); Prometheus scrapes both.
+//! tokens per role, errors by step and type, utilisation); Prometheus scrapes both. Observations
+//! are histograms with fixed buckets (not summaries), so the replicas' series add up.
 //!
 //! What an operator usually asks, and where it is:
 //!
 //! | question | metric |
 //! |---|---|
 //! | queue depth | `etter_queue_depth` |
-//! | processing time p50/p99 | `etter_run_processing_seconds{quantile="0.5"}`, `{quantile="0.99"}` |
+//! | processing time p50/p99 | `histogram_quantile(0.5, sum by (le) (rate(etter_run_processing_seconds_bucket[5m])))`, and 0.99 |
 //! | success rate | `etter_runs_finished_total{state="READY"}` over all `etter_runs_finished_total` |
 //! | queue wait | `etter_run_queue_wait_seconds` |
+//! | time to dashboard | `etter_run_time_to_dashboard_seconds` |
 //! | retry rate | `etter_runs_created_total{via="retry"}` over all `etter_runs_created_total` |
 //! | tokens per role | `etter_run_tokens` |
 //! | errors by step and type | `etter_step_errors_total{step, code}` |
@@ -28,6 +30,8 @@ pub const RUNS_CREATED: &str = "etter_runs_created_total";
 pub const RUNS_FINISHED: &str = "etter_runs_finished_total";
 /// Seconds from a run's start (PROCESSING) to its end.
 pub const RUN_PROCESSING_SECONDS: &str = "etter_run_processing_seconds";
+/// From a run's push to its end, for runs the dashboard shows (READY, DEGRADED).
+pub const RUN_TIME_TO_DASHBOARD_SECONDS: &str = "etter_run_time_to_dashboard_seconds";
 /// Seconds from a run's push to its start.
 pub const RUN_QUEUE_WAIT_SECONDS: &str = "etter_run_queue_wait_seconds";
 /// LLM tokens one run used (input and output).
@@ -61,15 +65,33 @@ pub const TLS_RELOADS: &str = "etter_tls_certificate_reloads_total";
 /// Always 1; its labels name the binary and its version.
 pub const BUILD_INFO: &str = "etter_build_info";
 
+/// Bucket bounds of a run's durations, in seconds: fine below a minute, then at the plan's
+/// thresholds (15 and 45 minutes) and beyond.
+pub const RUN_SECONDS_BUCKETS: &[f64] =
+    &[1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 2700.0, 3600.0, 7200.0, 14400.0];
+/// Bucket bounds of one step attempt's duration, in seconds.
+pub const STEP_SECONDS_BUCKETS: &[f64] =
+    &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
+/// The prefix of the Temporal SDK's own worker metrics, which `etter-worker` serves beside the
+/// ones [`METRICS`] lists (see Temporal's SDK metrics reference for each).
+pub const TEMPORAL_SDK_PREFIX: &str = "temporal_";
+/// Bucket bounds of other histograms: the Temporal SDK's latencies, in seconds.
+pub const DEFAULT_SECONDS_BUCKETS: &[f64] =
+    &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+/// Bucket bounds of the tokens one run used.
+pub const TOKEN_BUCKETS: &[f64] =
+    &[0.0, 1_000.0, 2_500.0, 5_000.0, 10_000.0, 25_000.0, 50_000.0, 100_000.0, 250_000.0, 500_000.0, 1_000_000.0];
+
 /// How a metric is exported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Kind {
     /// Only goes up.
     Counter,
     /// Goes up and down.
     Gauge,
-    /// Observations, exported as a Prometheus summary: `{quantile="…"}`, `_sum` and `_count`.
-    Summary,
+    /// Observations, exported as a Prometheus histogram with these upper bounds: `_bucket{le="…"}`,
+    /// `_sum` and `_count`, which add up across replicas (a summary's quantiles do not).
+    Histogram(&'static [f64]),
 }
 
 /// One metric either binary exports.
@@ -117,7 +139,7 @@ pub const METRICS: &[Metric] = &[
     },
     Metric {
         name: RUN_QUEUE_WAIT_SECONDS,
-        kind: Kind::Summary,
+        kind: Kind::Histogram(RUN_SECONDS_BUCKETS),
         unit: Some(Unit::Seconds),
         labels: "",
         exported_by: "server",
@@ -149,15 +171,23 @@ pub const METRICS: &[Metric] = &[
     },
     Metric {
         name: RUN_PROCESSING_SECONDS,
-        kind: Kind::Summary,
+        kind: Kind::Histogram(RUN_SECONDS_BUCKETS),
         unit: Some(Unit::Seconds),
         labels: "",
         exported_by: "both",
         help: "From a run's start to its end.",
     },
     Metric {
+        name: RUN_TIME_TO_DASHBOARD_SECONDS,
+        kind: Kind::Histogram(RUN_SECONDS_BUCKETS),
+        unit: Some(Unit::Seconds),
+        labels: "",
+        exported_by: "both",
+        help: "From a run's push to its end, for runs the dashboard shows (READY, DEGRADED).",
+    },
+    Metric {
         name: RUN_TOKENS,
-        kind: Kind::Summary,
+        kind: Kind::Histogram(TOKEN_BUCKETS),
         unit: Some(Unit::Count),
         labels: "",
         exported_by: "both",
@@ -181,7 +211,7 @@ pub const METRICS: &[Metric] = &[
     },
     Metric {
         name: STEP_SECONDS,
-        kind: Kind::Summary,
+        kind: Kind::Histogram(STEP_SECONDS_BUCKETS),
         unit: Some(Unit::Seconds),
         labels: "step",
         exported_by: "worker",
@@ -253,8 +283,8 @@ pub fn describe() {
             (Kind::Counter, None) => metrics::describe_counter!(metric.name, metric.help),
             (Kind::Gauge, Some(unit)) => metrics::describe_gauge!(metric.name, unit, metric.help),
             (Kind::Gauge, None) => metrics::describe_gauge!(metric.name, metric.help),
-            (Kind::Summary, Some(unit)) => metrics::describe_histogram!(metric.name, unit, metric.help),
-            (Kind::Summary, None) => metrics::describe_histogram!(metric.name, metric.help),
+            (Kind::Histogram(_), Some(unit)) => metrics::describe_histogram!(metric.name, unit, metric.help),
+            (Kind::Histogram(_), None) => metrics::describe_histogram!(metric.name, metric.help),
         }
     }
 }
@@ -266,7 +296,7 @@ pub fn render_table() -> String {
         let kind = match m.kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
-            Kind::Summary => "summary",
+            Kind::Histogram(_) => "histogram",
         };
         let labels = if m.labels.is_empty() { "—".to_owned() } else { format!("`{}`", m.labels) };
         out.push_str(&format!("| `{}` | {kind} | {labels} | {} | {} |\n", m.name, m.exported_by, m.help));
@@ -292,11 +322,14 @@ pub fn runs_created(via: &'static str, count: u64) {
 }
 
 /// Records a run that just reached its final state (`state`): the outcome, its processing time
-/// (when it started) and its tokens.
-pub fn run_finished(state: &'static str, processing: Option<Duration>, tokens: i64) {
+/// (when it started), its time from push to dashboard (when it reached one) and its tokens.
+pub fn run_finished(state: &'static str, processing: Option<Duration>, to_dashboard: Option<Duration>, tokens: i64) {
     metrics::counter!(RUNS_FINISHED, "state" => state).increment(1);
     if let Some(processing) = processing {
         metrics::histogram!(RUN_PROCESSING_SECONDS).record(processing.as_secs_f64());
+    }
+    if let Some(to_dashboard) = to_dashboard {
+        metrics::histogram!(RUN_TIME_TO_DASHBOARD_SECONDS).record(to_dashboard.as_secs_f64());
     }
     metrics::histogram!(RUN_TOKENS).record(tokens.max(0) as f64);
 }

@@ -113,7 +113,18 @@ fn prometheus_handle() -> Result<metrics_exporter_prometheus::PrometheusHandle, 
     // `get_or_init` runs one initializer at a time, so concurrent first calls install once.
     HANDLE
         .get_or_init(|| {
-            metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().map_err(std::sync::Arc::new)
+            // Every histogram has fixed buckets, so no series is a summary: ours have their own,
+            // anything else (the Temporal SDK's latencies, in seconds) these.
+            let mut builder = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets(crate::metrics::DEFAULT_SECONDS_BUCKETS)
+                .map_err(std::sync::Arc::new)?;
+            for metric in crate::metrics::METRICS {
+                if let crate::metrics::Kind::Histogram(buckets) = metric.kind {
+                    let name = metrics_exporter_prometheus::Matcher::Full(metric.name.to_owned());
+                    builder = builder.set_buckets_for_metric(name, buckets).map_err(std::sync::Arc::new)?;
+                }
+            }
+            builder.install_recorder().map_err(std::sync::Arc::new)
         })
         .clone()
         .map_err(MetricsError::Recorder)
