@@ -301,6 +301,13 @@ fn every_package_carries_the_workspace_version_and_the_changelog_has_it() -> Res
     let text = std::fs::read_to_string(root().join(python))?;
     let line = text.lines().find(|l| l.starts_with("__version__ = ")).context("__version__")?;
     copies.push((python.to_owned(), line.trim_start_matches("__version__ = ").trim_matches('"').to_owned()));
+    let chart = "deploy/helm/etter-pipeline/Chart.yaml";
+    let text = std::fs::read_to_string(root().join(chart))?;
+    for key in ["version", "appVersion"] {
+        let line =
+            text.lines().find(|l| l.starts_with(&format!("{key}: "))).with_context(|| format!("{chart}: {key}"))?;
+        copies.push((format!("{chart} ({key})"), line[key.len() + 2..].trim_matches('"').to_owned()));
+    }
     let stale: Vec<_> = copies.iter().filter(|(_, v)| *v != version).collect();
     ensure!(stale.is_empty(), "Cargo.toml says {version}, but {stale:?}: run `scripts/set-version {version}`");
     let changelog = std::fs::read_to_string(root().join("CHANGELOG.md"))?;
