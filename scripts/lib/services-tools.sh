@@ -148,6 +148,8 @@ _go_tool() {
   env GOBIN="$ETTER_BIN_DIR" CGO_ENABLED=0 GOFLAGS=-mod=mod "$go" install -trimpath \
     -ldflags "-s -w $ldflags" "$package@$version" >"$ETTER_LOG_DIR/$name-build.log" 2>&1 ||
     { tail -n 20 "$ETTER_LOG_DIR/$name-build.log" >&2; die "$name: go install failed (see $ETTER_LOG_DIR/$name-build.log)"; }
+  # go install names the binary after the package's last element
+  if [[ ${package##*/} != "$name" ]]; then mv -f "$ETTER_BIN_DIR/${package##*/}" "$bin"; fi
   printf '%s\n' "$package@$version" >"$stamp"
   env_set "$var" "$bin"
   say "$name ready: $bin ($(_elapsed "$t0"))"
