@@ -3,12 +3,14 @@
 # the OpenTelemetry Collector Builder (ocb) — the OTLP receiver and the file exporter, nothing
 # else — so the tests can read the spans both binaries export. Sourced, not executed.
 #
-# It receives OTLP over gRPC on 127.0.0.1:$ETTER_OTEL_PORT (default 54317) and over HTTP on the
-# next port, and appends every batch of spans as one line of OTLP JSON to
-# .etter/otel-collector/traces.jsonl (ETTER_TEST__OTLP_TRACES_FILE). Cold build ≈ 2 min.
+# It receives OTLP over gRPC on 127.0.0.1:$ETTER_OTEL_PORT (default 54317), over HTTP on the
+# next port, and over gRPC with TLS on the one after (the project's test CA; client certificates
+# required: ETTER_TEST__OTLP_TLS_ENDPOINT), and appends every batch of spans as one line of OTLP
+# JSON to .etter/otel-collector/traces.jsonl (ETTER_TEST__OTLP_TRACES_FILE). Cold build ≈ 2 min.
 OTEL_DIR="$ETTER_DIR/otel-collector"
 OTEL_PORT="${ETTER_OTEL_PORT:-54317}"
 OTEL_HTTP_PORT=$((OTEL_PORT + 1))
+OTEL_TLS_PORT=$((OTEL_PORT + 2))
 # core v0.161.0 goes with stable v1.67.0 and contrib v0.161.0 (the newest file exporter approved)
 OTEL_CORE_VERSION=v0.161.0
 OTEL_STABLE_VERSION=v1.67.0
@@ -66,6 +68,14 @@ receivers:
         endpoint: $ETTER_HOST:$OTEL_PORT
       http:
         endpoint: $ETTER_HOST:$OTEL_HTTP_PORT
+  otlp/tls:
+    protocols:
+      grpc:
+        endpoint: $ETTER_HOST:$OTEL_TLS_PORT
+        tls:
+          cert_file: $TLS_SERVER_CERT
+          key_file: $TLS_SERVER_KEY
+          client_ca_file: $TLS_CA
 exporters:
   file:
     path: $OTEL_TRACES
@@ -78,7 +88,7 @@ service:
       level: none
   pipelines:
     traces:
-      receivers: [otlp]
+      receivers: [otlp, otlp/tls]
       exporters: [file]
 YAML
 }
@@ -87,24 +97,29 @@ svc_otel_collector_up() {
   local t0 conf p
   t0=$(_now_us)
   _otel_build
+  ensure_tls
   mkdir -p "$OTEL_DIR" "$ETTER_RUN_DIR" "$ETTER_LOG_DIR"
   conf=$(_otel_config)
+  # the certificates' fingerprint: new certificates restart it too
+  conf+=$'\n'"# certificates $(tls_fingerprint)"
   if _otel_running && [[ $(<"$OTEL_DIR/config.yaml") != "$conf" ]]; then
     say "otel-collector: configuration changed; restarting"
     svc_otel_collector_down
   fi
   if ! _otel_running; then
     rm -f "$OTEL_PID"
-    for p in "$OTEL_PORT" "$OTEL_HTTP_PORT"; do
+    for p in "$OTEL_PORT" "$OTEL_HTTP_PORT" "$OTEL_TLS_PORT"; do
       if port_open "$p"; then
-        die "otel-collector: port $p is already in use by another program (set ETTER_OTEL_PORT; 2 ports)"
+        die "otel-collector: port $p is already in use by another program (set ETTER_OTEL_PORT; 3 ports)"
       fi
     done
     printf '%s\n' "$conf" >"$OTEL_DIR/config.yaml"
     start_bg "$OTEL_PID" "$OTEL_LOG" "$OTEL_BIN" --config "$OTEL_DIR/config.yaml"
   fi
   wait_ready otel-collector 30 "$OTEL_LOG" "$OTEL_PID" "$OTEL_BIN" port_open "$OTEL_PORT"
+  wait_ready otel-collector 30 "$OTEL_LOG" "$OTEL_PID" "$OTEL_BIN" port_open "$OTEL_TLS_PORT"
   env_set ETTER_TEST__OTLP_ENDPOINT "http://$ETTER_HOST:$OTEL_PORT"
+  env_set ETTER_TEST__OTLP_TLS_ENDPOINT "https://localhost:$OTEL_TLS_PORT"
   env_set ETTER_TEST__OTLP_TRACES_FILE "$OTEL_TRACES"
   say "otel-collector ready on $ETTER_HOST:$OTEL_PORT, spans to ${OTEL_TRACES#"$REPO_ROOT"/} ($(_elapsed "$t0"))"
 }

@@ -128,7 +128,7 @@ impl PipelineService for PipelineApi {
                 store: self.store.as_ref(),
                 documents: &self.documents,
                 estimator: &self.estimator,
-                trace_id: trace::of(&request),
+                trace: trace::request_trace(&request),
                 limits: &self.limits,
                 dispatcher: &self.dispatcher,
             };
@@ -163,7 +163,7 @@ impl PipelineService for PipelineApi {
                 documents: &self.documents,
                 estimator: &self.estimator,
                 max_batch_size: self.config.server.max_batch_size,
-                trace_id: trace::of(&request),
+                trace: trace::request_trace(&request),
                 limits: &self.limits,
             };
             let quote = request.get_ref().validate_only;
@@ -237,7 +237,7 @@ impl PipelineService for PipelineApi {
             let cx = retry::RetryContext {
                 store: self.store.as_ref(),
                 estimator: &self.estimator,
-                trace_id: trace::of(&request),
+                trace: trace::request_trace(&request),
                 limits: &self.limits,
                 dispatcher: &self.dispatcher,
             };

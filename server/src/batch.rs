@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use etter_core::ids::{BatchId, CompanyId, DraupRoleId, RoleId, RoleName, TraceId, WorkflowId};
+use etter_core::ids::{BatchId, CompanyId, DraupRoleId, RoleId, RoleName, WorkflowId};
 use etter_core::lifecycle::RunState;
 use etter_documents::Documents;
 use etter_proto::v1 as pb;
@@ -32,6 +32,7 @@ use sha2::{Digest as _, Sha256};
 use tonic_types::pb::bad_request::FieldViolation as FieldViolationPb;
 
 use crate::limits::Limits;
+use crate::trace::RequestTrace;
 use crate::{
     convert::{self, StoredOptions},
     deadline::Outlook,
@@ -57,8 +58,8 @@ pub struct BatchContext<'a> {
     pub estimator: &'a Estimator,
     /// `server.max_batch_size`.
     pub max_batch_size: u32,
-    /// The request's trace id, kept with every run the batch creates.
-    pub trace_id: Option<TraceId>,
+    /// The request's trace, kept with every run the batch creates.
+    pub trace: RequestTrace,
     /// Calls per minute and queued-run caps.
     pub limits: &'a Limits,
 }
@@ -302,7 +303,7 @@ fn decide(
             Ok(valid) => {
                 queuing = queuing.saturating_add(1);
                 decided.push(Item::Stored(new_runs.len()));
-                let mut run = valid.to_new_run(cx.estimator, principal, cx.trace_id.clone());
+                let mut run = valid.to_new_run(cx.estimator, principal, cx.trace.clone());
                 run.reason = format!("pushed by {} in a batch", principal.user);
                 if checked.deferred(&as_push.documents) {
                     run.admission = Admission::Validate;
@@ -313,14 +314,7 @@ fn decide(
             Err(ApiError::InvalidArgument { violations, .. }) => match RoleName::parse(&item.role_name) {
                 Ok(role_name) => {
                     decided.push(Item::Stored(new_runs.len()));
-                    new_runs.push(rejected_run(
-                        company,
-                        role_name,
-                        &as_push,
-                        &violations,
-                        principal,
-                        cx.trace_id.clone(),
-                    ));
+                    new_runs.push(rejected_run(company, role_name, &as_push, &violations, principal, cx.trace.clone()));
                 }
                 Err(_) => decided.push(Item::Unstorable(violations)),
             },
@@ -438,7 +432,7 @@ fn rejected_run(
     item: &pb::PushRequest,
     violations: &[Violation],
     principal: &Principal,
-    trace_id: Option<TraceId>,
+    trace: RequestTrace,
 ) -> NewRun {
     let options = item.options.unwrap_or_default();
     let stored_options = StoredOptions {
@@ -476,7 +470,8 @@ fn rejected_run(
         reason: format!("rejected from a batch pushed by {}", principal.user),
         // A rejected item never runs, so it never ends: nothing to announce.
         notify: false,
-        trace_id,
+        trace_id: trace.id,
+        trace_parent: trace.parent,
         deadline: None,
     }
 }

@@ -14,7 +14,7 @@ use etter_core::ids::{CompanyId, RoleId};
 use etter_documents::DocumentsConfig;
 use etter_graph::GraphConfig;
 use etter_store::{RedisConfig, StoreConfig, StoreLocation};
-use etter_telemetry::LogConfig;
+use etter_telemetry::{LogConfig, TracingConfig};
 use etter_temporal::TemporalConfig;
 
 /// What `etter-server` reads.
@@ -46,6 +46,8 @@ pub struct Config {
     pub temporal: TemporalConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Spans exported over OTLP.
+    pub tracing: TracingConfig,
 }
 
 impl Default for Config {
@@ -63,6 +65,7 @@ impl Default for Config {
             documents: DocumentsConfig::default(),
             temporal: TemporalConfig::default(),
             log: LogConfig::default(),
+            tracing: TracingConfig::default(),
         }
     }
 }
@@ -144,6 +147,7 @@ impl Config {
         self.graph.validate()?;
         self.documents.validate()?;
         self.temporal.validate()?;
+        self.tracing.validate()?;
         self.server.validate()?;
         self.auth.validate()?;
         self.limits.validate()?;

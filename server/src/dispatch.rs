@@ -58,6 +58,7 @@ use etter_store::{
 use etter_telemetry::metrics as observe;
 use futures::StreamExt as _;
 use tokio::sync::{Notify, watch};
+use tracing::Instrument as _;
 
 use crate::status::plan_of;
 
@@ -410,12 +411,22 @@ impl Dispatcher {
         })
     }
 
-    #[tracing::instrument(
-        level = "info",
-        skip_all,
-        fields(workflow_id = %run.workflow_id, trace_id = run.trace_id.as_ref().map(TraceId::as_str))
-    )]
+    /// Starts `run`'s workflow in a span that continues the trace of the request that created the
+    /// run (when spans are exported): the workflow start carries it on to the worker.
     async fn dispatch_one(&self, run: Run) -> Outcome {
+        let span = tracing::info_span!(
+            "dispatch",
+            otel.name = "Dispatch",
+            workflow_id = %run.workflow_id,
+            trace_id = run.trace_id.as_ref().map(TraceId::as_str),
+        );
+        if let Some(parent) = &run.trace_parent {
+            etter_telemetry::context::continue_remote(&span, parent.as_str());
+        }
+        self.start_one(run).instrument(span).await
+    }
+
+    async fn start_one(&self, run: Run) -> Outcome {
         if let Some(deadline) = run.deadline
             && deadline <= etter_store::now()
         {

@@ -125,12 +125,22 @@ fn main() -> anyhow::Result<()> {
         println!("{}", etter_server::auth::issue_token(&config.auth, &secret, user, *role, &companies, *ttl)?);
         return Ok(());
     }
-    process::init_telemetry(&config.log);
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the tokio runtime")?;
-    runtime.block_on(async {
+    let telemetry = {
+        // Spans are exported in batches on this runtime.
+        let _inside = runtime.enter();
+        process::init_tracing(
+            &config.log,
+            &config.tracing,
+            "etter-server",
+            opentelemetry_sdk::trace::RandomIdGenerator::default(),
+        )?
+    };
+    let served = runtime.block_on(async {
         let shutdown = process::shutdown_signal().context("cannot listen for SIGINT/SIGTERM")?;
         etter_server::serve(config, shutdown).await.map_err(anyhow::Error::from)
-    })?;
-    Ok(())
+    });
+    runtime.block_on(async { telemetry.shutdown() });
+    served
 }

@@ -116,7 +116,7 @@ mod temporal {
 
     use async_trait::async_trait;
     use temporalio_client::{
-        Client, ClientOptions, NamespacedClient as _, UntypedWorkflow, WorkflowCancelOptions, WorkflowDescribeOptions,
+        Client, NamespacedClient as _, UntypedWorkflow, WorkflowCancelOptions, WorkflowDescribeOptions,
         WorkflowExecutionStatus, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions,
         errors::{WorkflowInteractionError, WorkflowStartError},
         grpc::WorkflowService as _,
@@ -207,7 +207,7 @@ mod temporal {
                 .bounded("connecting", connect)
                 .await?
                 .map_err(|e| OrchestratorError::Unavailable(etter_core::error::chain(&e).to_string()))?;
-            let client = Client::new(connection, ClientOptions::new(self.settings.namespace.clone()).build())
+            let client = Client::new(connection, etter_temporal::client_options(&self.settings.namespace))
                 .map_err(|e| OrchestratorError::Rejected(format!("cannot create the Temporal client: {e}")))?;
             *slot = Some(client.clone());
             Ok(client)

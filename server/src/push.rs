@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use etter_core::ids::{CompanyId, DraupRoleId, RequestId, RoleName, TraceId};
+use etter_core::ids::{CompanyId, DraupRoleId, RequestId, RoleName};
 use etter_documents::{DocumentUri, Documents, DocumentsConfig};
 use etter_proto::v1 as pb;
 use etter_store::{Admission, DocumentRef, NewRun, RunStore};
@@ -11,6 +11,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::deadline::Outlook;
 use crate::limits::Limits;
+use crate::trace::RequestTrace;
 use crate::{
     convert::{self, StoredOptions},
     document_checks::DocumentChecks,
@@ -76,7 +77,7 @@ impl ValidPush {
 
 impl ValidPush {
     /// The run to queue for this push, planned as a first run.
-    pub fn to_new_run(&self, estimator: &Estimator, principal: &Principal, trace_id: Option<TraceId>) -> NewRun {
+    pub fn to_new_run(&self, estimator: &Estimator, principal: &Principal, trace: RequestTrace) -> NewRun {
         let plan = etter_core::steps::plan_new(self.options.skip_enhancement_workflows);
         NewRun {
             company: self.company.clone(),
@@ -93,7 +94,8 @@ impl ValidPush {
             plan: Some(plan),
             reason: format!("pushed by {}", principal.user),
             notify: self.options.notify_on_complete,
-            trace_id,
+            trace_id: trace.id,
+            trace_parent: trace.parent,
             deadline: self.deadline,
         }
     }
@@ -200,8 +202,8 @@ pub struct PushContext<'a> {
     pub documents: &'a Documents,
     /// ETAs and token estimates from measured step costs.
     pub estimator: &'a Estimator,
-    /// The request's trace id, kept with the run.
-    pub trace_id: Option<TraceId>,
+    /// The request's trace, kept with the run.
+    pub trace: RequestTrace,
     /// Calls per minute and queued-run caps.
     pub limits: &'a Limits,
     /// Creates the run, and starts it at once when nothing waits ahead of it and there is room.
@@ -221,7 +223,7 @@ pub async fn push(
     cx.limits.admit_call(&company)?;
     let valid = validate(&request, cx.documents.config())?;
     let idempotency = Idempotency::new(cx.store, "Push", &company, valid.request_id.clone(), payload_hash(&request));
-    let new_run = valid.to_new_run(cx.estimator, principal, cx.trace_id.clone());
+    let new_run = valid.to_new_run(cx.estimator, principal, cx.trace.clone());
     // The request-id lookup and the admission reads do not depend on each other: they wait for
     // one round trip together, not three in a row (a push's dispatch waits for all of them).
     // The documents are checked meanwhile (they are read from their store, not the run store).

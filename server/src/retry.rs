@@ -9,13 +9,14 @@
 //! `steps` is planned by `plan_retry` too (those steps and their dependents run, even if their
 //! inputs did not change).
 
-use etter_core::ids::{RoleId, TraceId, WorkflowId};
+use etter_core::ids::{RoleId, WorkflowId};
 use etter_core::lifecycle::RunState;
 use etter_core::steps::{DocumentKind, Plan, PlanError, StepName};
 use etter_proto::v1 as pb;
 use etter_store::{Admission, NewRun, Run, RunStore, StoreError};
 
 use crate::limits::Limits;
+use crate::trace::RequestTrace;
 use crate::{
     convert::StoredOptions,
     error::ApiError,
@@ -34,8 +35,8 @@ pub struct RetryContext<'a> {
     pub store: &'a dyn RunStore,
     /// ETAs and token estimates from measured step costs.
     pub estimator: &'a Estimator,
-    /// The request's trace id, kept with the new run.
-    pub trace_id: Option<TraceId>,
+    /// The request's trace, kept with the new run.
+    pub trace: RequestTrace,
     /// Calls per minute and queued-run caps.
     pub limits: &'a Limits,
     /// Creates the new run, and starts it at once as a push's.
@@ -195,7 +196,8 @@ pub async fn retry(
         plan: Some(plan),
         reason: format!("retry of {} by {}", old.workflow_id, principal.user),
         notify: old.notify,
-        trace_id: cx.trace_id.clone(),
+        trace_id: cx.trace.id.clone(),
+        trace_parent: cx.trace.parent.clone(),
         // A deadline belongs to the push that set it.
         deadline: None,
     };

@@ -3,13 +3,18 @@
 //! it, answers it in the `etter-trace-id` response header (so a user can quote it), and a run a
 //! request creates keeps it: the dispatcher hands it to the workflow, whose activities log their
 //! steps under it.
+//!
+//! When spans are exported (`tracing.otlp_endpoint`), the request's span is that trace's span: a
+//! child of the caller's, or the root of a new trace whose id is the one answered. A run keeps the
+//! span's `traceparent` too ([`TraceParent`]), and the dispatcher's span that starts its workflow
+//! is that span's child, so the workflow and its activities sit in the request's trace.
 
 use std::{
     pin::Pin,
     task::{Context, Poll},
 };
 
-use etter_core::ids::TraceId;
+use etter_core::ids::{TraceId, TraceParent};
 use http::{HeaderName, HeaderValue, Request, Response};
 use tracing::Instrument as _;
 
@@ -26,6 +31,21 @@ pub struct Method(pub String);
 /// The trace id of a request that went through [`TraceLayer`].
 pub fn of<T>(request: &tonic::Request<T>) -> Option<TraceId> {
     request.extensions().get::<TraceId>().cloned()
+}
+
+/// What a run keeps of the request that created it: the trace id and, when spans are exported,
+/// the `traceparent` of the request's span.
+#[derive(Debug, Clone, Default)]
+pub struct RequestTrace {
+    /// The request's trace id.
+    pub id: Option<TraceId>,
+    /// The request span's `traceparent`.
+    pub parent: Option<TraceParent>,
+}
+
+/// The [`RequestTrace`] of a request that went through [`TraceLayer`].
+pub fn request_trace<T>(request: &tonic::Request<T>) -> RequestTrace {
+    RequestTrace { id: of(request), parent: request.extensions().get::<TraceParent>().cloned() }
 }
 
 /// Gives every request a trace id and a span (see the module docs).
@@ -60,13 +80,34 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let given =
-            request.headers().get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceId::from_traceparent);
-        let trace = given.unwrap_or_else(|| TraceId::from_random(crate::random_u128()));
-        let span = tracing::info_span!("rpc", method = %request.uri().path(), trace_id = %trace);
-        let answer = HeaderValue::from_str(trace.as_str()).ok();
         let method = request.uri().path().rsplit('/').next().unwrap_or_default().to_owned();
+        let span = tracing::info_span!(
+            "rpc",
+            otel.name = %method,
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.method = %request.uri().path(),
+            trace_id = tracing::field::Empty,
+        );
+        let given = request.headers().get(&TRACEPARENT).and_then(|v| v.to_str().ok());
+        if let Some(header) = given {
+            etter_telemetry::context::continue_remote(&span, header);
+        }
+        // With spans exported, the span's own trace (the caller's, or the one it starts);
+        // otherwise the caller's, or a fresh one.
+        let parent = etter_telemetry::context::traceparent_of(&span).and_then(|p| TraceParent::parse(&p).ok());
+        let trace = match &parent {
+            Some(parent) => parent.trace_id(),
+            None => {
+                given.and_then(TraceId::from_traceparent).unwrap_or_else(|| TraceId::from_random(crate::random_u128()))
+            }
+        };
+        span.record("trace_id", trace.as_str());
+        let answer = HeaderValue::from_str(trace.as_str()).ok();
         request.extensions_mut().insert(trace);
+        if let Some(parent) = parent {
+            request.extensions_mut().insert(parent);
+        }
         request.extensions_mut().insert(Method(method));
         let future = {
             let _entered = span.enter();

@@ -13,6 +13,7 @@ mod runbook;
 mod services;
 mod temporal_outage;
 mod tls;
+mod traces;
 mod validating;
 mod waits;
 mod webhooks;

@@ -441,6 +441,7 @@ fn activity_span(
 ) -> tracing::Span {
     tracing::info_span!(
         "activity",
+        otel.name = step.map_or(activity, StepName::as_str),
         name = activity,
         run = %run,
         step = step.map(StepName::as_str),

@@ -15,7 +15,7 @@ use etter_documents::DocumentsConfig;
 use etter_graph::GraphConfig;
 use etter_llm::LlmConfig;
 use etter_store::{RedisConfig, StoreConfig, StoreLocation};
-use etter_telemetry::LogConfig;
+use etter_telemetry::{LogConfig, TracingConfig};
 use etter_temporal::TemporalConfig;
 
 /// What `etter-worker` reads.
@@ -43,6 +43,8 @@ pub struct Config {
     pub temporal: TemporalConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Spans exported over OTLP.
+    pub tracing: TracingConfig,
 }
 
 impl Default for Config {
@@ -58,6 +60,7 @@ impl Default for Config {
             llm: LlmConfig::default(),
             temporal: TemporalConfig::default(),
             log: LogConfig::default(),
+            tracing: TracingConfig::default(),
         }
     }
 }
@@ -104,6 +107,7 @@ impl Config {
         self.documents.validate()?;
         self.llm.validate()?;
         self.temporal.validate()?;
+        self.tracing.validate()?;
         self.worker.validate()
     }
 }

@@ -15,4 +15,4 @@ mod sdk_metrics;
 
 mod worker;
 
-pub use worker::{RunError, run, run_with_faults, scan_now, scan_schedule_id};
+pub use worker::{RunError, init_tracing, run, run_with_faults, scan_now, scan_schedule_id};

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use etter_telemetry::process;
 use etter_worker::config::Config;
-use temporalio_client::{Client, ClientOptions, WorkflowCountOptions};
+use temporalio_client::{Client, WorkflowCountOptions};
 
 /// The Temporal worker of the Etter onboarding pipeline.
 #[derive(Debug, Parser)]
@@ -42,9 +42,9 @@ fn main() -> anyhow::Result<()> {
         print!("{}", config.to_masked_toml());
         return Ok(());
     }
-    process::init_telemetry(&config.log);
     match cli.command {
         Some(Command::Check) => {
+            process::init_telemetry(&config.log);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -52,6 +52,7 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(check(&config))
         }
         Some(Command::Scan) => {
+            process::init_telemetry(&config.log);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -65,10 +66,16 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("cannot start the tokio runtime")?;
-            runtime.block_on(async {
+            let telemetry = {
+                let _inside = runtime.enter();
+                etter_worker::init_tracing(&config)?
+            };
+            let ran = runtime.block_on(async {
                 let shutdown = process::shutdown_signal().context("cannot listen for SIGINT/SIGTERM")?;
                 etter_worker::run(config, shutdown).await.map_err(anyhow::Error::from)
-            })
+            });
+            runtime.block_on(async { telemetry.shutdown() });
+            ran
         }
     }
 }
@@ -77,7 +84,7 @@ fn main() -> anyhow::Result<()> {
 async fn check(config: &Config) -> anyhow::Result<()> {
     let endpoint = etter_temporal::Endpoint::from_config(&config.temporal)?;
     let connection = endpoint.connect("etter-worker".to_owned(), None).await?;
-    let client = Client::new(connection, ClientOptions::new(config.temporal.namespace.clone()).build())?;
+    let client = Client::new(connection, etter_temporal::client_options(&config.temporal.namespace))?;
     // Connecting does not touch the namespace; a visibility query does, and tells what is running.
     let query = format!("TaskQueue = '{}' AND ExecutionStatus = 'Running'", config.temporal.task_queue);
     let running = client

@@ -18,7 +18,7 @@ use temporalio_client::grpc::WorkflowService as _;
 use temporalio_client::schedules::{
     CreateScheduleOptions, DeleteScheduleOptions, ScheduleAction, ScheduleOverlapPolicy, ScheduleSpec,
 };
-use temporalio_client::{Client, ClientOptions, Connection, WorkflowGetResultOptions, WorkflowStartOptions, tonic};
+use temporalio_client::{Client, Connection, WorkflowGetResultOptions, WorkflowStartOptions, tonic};
 use temporalio_common::protos::temporal::api::workflowservice::v1::DescribeNamespaceRequest;
 use temporalio_common::telemetry::TelemetryOptions;
 use temporalio_sdk::runtime::RuntimeOptions;
@@ -96,6 +96,17 @@ fn temporal<E: Into<Box<dyn std::error::Error + Send + Sync>>>(what: impl Into<S
     }
 }
 
+/// Installs logging and, with `tracing.otlp_endpoint`, span export for a worker process, with the
+/// replay-safe span ids workflow spans need. Call it inside the tokio runtime that runs the worker.
+pub fn init_tracing(config: &Config) -> Result<process::Telemetry, process::TracingError> {
+    process::init_tracing(
+        &config.log,
+        &config.tracing,
+        "etter-worker",
+        temporalio_sdk::opentelemetry::WorkflowIdGenerator::default(),
+    )
+}
+
 /// Runs the worker until `shutdown` resolves, then stops polling and lets running activities
 /// finish within `worker.shutdown_grace`.
 /// `ETTER_TEST_FAULTS` is refused: this is what `etter-worker` runs.
@@ -134,7 +145,7 @@ pub async fn run_with_faults(
             return Ok(());
         }
     };
-    let client = Client::new(connection, ClientOptions::new(config.temporal.namespace.clone()).build())
+    let client = Client::new(connection, etter_temporal::client_options(&config.temporal.namespace))
         .map_err(temporal("cannot create the Temporal client"))?;
     check_namespace(&client, &endpoint, &config.temporal.namespace).await?;
     ensure_scan_schedule(&client, &config).await;
@@ -263,7 +274,7 @@ impl Presence {
 pub async fn scan_now(config: &Config) -> Result<ScanReport, RunError> {
     let endpoint = Endpoint::from_config(&config.temporal)?;
     let connection = endpoint.connect(identity(), None).await?;
-    let client = Client::new(connection, ClientOptions::new(config.temporal.namespace.clone()).build())
+    let client = Client::new(connection, etter_temporal::client_options(&config.temporal.namespace))
         .map_err(temporal("cannot create the Temporal client"))?;
     let id = format!("staleness-scan-now-{}", etter_store::now().timestamp_millis());
     let options = WorkflowStartOptions::new(config.temporal.task_queue.clone(), id).build();

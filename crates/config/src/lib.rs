@@ -47,6 +47,7 @@ pub const SECTIONS: &[&str] = &[
     "temporal",
     "worker",
     "log",
+    "tracing",
 ];
 
 /// Keys that moved: a file or variable that still sets one is refused with where it went.

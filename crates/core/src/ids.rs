@@ -102,6 +102,12 @@ string_id!(
     TraceId
 );
 string_id!(
+    /// The W3C `traceparent` of the request span that created a run
+    /// (`00-{trace id}-{span id}-{flags}`): the dispatcher's span continues it, so the run's
+    /// workflow and activities sit in that request's trace.
+    TraceParent
+);
+string_id!(
     /// A Draup role a company role maps to (for example `draup-role-12345`): 1–128 printable
     /// ASCII characters without spaces.
     DraupRoleId
@@ -421,6 +427,23 @@ impl TraceId {
     }
 }
 
+impl TraceParent {
+    /// Parses a version 00 `traceparent`: `00-{32 hex trace id}-{16 hex span id}-{2 hex flags}`,
+    /// lowercase, neither id all zeros.
+    pub fn parse(value: &str) -> Result<Self, InvalidId> {
+        const WHAT: &str = "traceparent";
+        match TraceId::from_traceparent(value) {
+            Some(_) if value.starts_with("00-") && value.len() == 55 => Ok(Self(value.to_owned())),
+            _ => Err(invalid(WHAT, "must be `00-{32 hex digits}-{16 hex digits}-{2 hex digits}`, ids not all zeros")),
+        }
+    }
+
+    /// The trace it continues.
+    pub fn trace_id(&self) -> TraceId {
+        TraceId(self.0[3..35].to_owned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,6 +473,23 @@ mod tests {
         assert_eq!(TraceId::from_traceparent(&fresh.traceparent(7)), Some(fresh));
         assert!(TraceId::parse(&"0".repeat(32)).is_err());
         assert_eq!(TraceId::from_random(0).as_str(), "00000000000000000000000000000001");
+    }
+
+    #[test]
+    fn a_traceparent_is_version_00_and_keeps_its_trace_id() -> Result<(), InvalidId> {
+        let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let parent = TraceParent::parse(header)?;
+        assert_eq!(parent.as_str(), header);
+        assert_eq!(parent.trace_id().as_str(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        for bad in [
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            " 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+        ] {
+            assert!(TraceParent::parse(bad).is_err(), "{bad:?}");
+        }
+        Ok(())
     }
 
     #[test]

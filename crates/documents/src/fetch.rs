@@ -138,7 +138,7 @@ impl Documents {
 
     /// Fetches a document's bytes (at most `documents.max_bytes`, checked before the download
     /// where the store tells the size, and enforced while reading) and hashes them.
-    #[tracing::instrument(level = "debug", skip_all, fields(uri = %uri))]
+    #[tracing::instrument(name = "document.fetch", skip_all, fields(uri = %uri))]
     pub async fn fetch(&self, uri: &DocumentUri) -> Result<FetchedDocument, DocumentError> {
         let timeout = self.config.fetch_timeout;
         let fetching = async {
@@ -165,7 +165,7 @@ impl Documents {
     /// The server runs this before it queues a run, so a run never waits in the queue only to
     /// fail on a document that was missing from the start. Whether the text can be extracted is
     /// known only once the worker parses the whole document.
-    #[tracing::instrument(level = "debug", skip_all, fields(uri = %uri))]
+    #[tracing::instrument(name = "document.check", skip_all, fields(uri = %uri))]
     pub async fn check(&self, uri: &DocumentUri) -> Result<CheckedDocument, DocumentError> {
         let timeout = self.config.check_timeout;
         let checking = async {
@@ -230,7 +230,7 @@ impl Documents {
     /// ends. The input size, decompression caps and text cap bound how long that can be, and the
     /// slots bound how many such threads exist: when all are taken, extractions wait (then report
     /// [`DocumentError::Busy`], which is retried) instead of piling up threads.
-    #[tracing::instrument(level = "debug", skip_all, fields(uri = %doc.uri, bytes = doc.bytes.len()))]
+    #[tracing::instrument(name = "document.extract", skip_all, fields(uri = %doc.uri, bytes = doc.bytes.len()))]
     pub async fn extract(&self, doc: FetchedDocument) -> Result<ExtractedDocument, DocumentError> {
         let timeout = self.config.extract_timeout;
         let uri = doc.uri.to_string();

@@ -348,6 +348,7 @@ macro_rules! impl_role_graph {
                 $crate::Backend::check(self).await
             }
 
+            #[::tracing::instrument(name = "graph.write", skip_all, fields(role = %role, step = output.step_name()))]
             async fn write(
                 &self,
                 role: &::etter_core::ids::RoleId,
@@ -357,6 +358,7 @@ macro_rules! impl_role_graph {
                 $crate::Backend::apply(self, &plan).await
             }
 
+            #[::tracing::instrument(name = "graph.set_visible", skip_all, fields(role = %role, visible))]
             async fn set_visible(
                 &self,
                 role: &::etter_core::ids::RoleId,

@@ -101,7 +101,7 @@ impl OpenAiProvider {
     }
 
     /// Asks for one step's answer until it is valid or the attempts are spent.
-    #[tracing::instrument(level = "debug", skip_all, fields(step = %C::STEP, model = %self.settings.model))]
+    #[tracing::instrument(name = "llm.complete", skip_all, fields(step = %C::STEP, model = %self.settings.model))]
     async fn complete<C: StepCall>(&self, call: C) -> Result<Completion<C::Output>, LlmError> {
         let prompt = call.prompt();
         let body = json!({

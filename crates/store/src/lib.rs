@@ -37,7 +37,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use etter_core::audit::{AuditEntry, AuditEvent, AuditFilter, AuditHead, ChainKey};
-use etter_core::ids::{BatchId, CompanyId, DraupRoleId, RequestId, RoleId, RoleName, TraceId, WorkflowId};
+use etter_core::ids::{BatchId, CompanyId, DraupRoleId, RequestId, RoleId, RoleName, TraceId, TraceParent, WorkflowId};
 use etter_core::lifecycle::{IllegalTransition, RunState, RunStillActive};
 use etter_core::outputs::ContentHash;
 use etter_core::steps::{Action, DocumentKind, Plan, PriorOutcome, PriorStep, StepName};
@@ -451,6 +451,8 @@ pub struct NewRun {
     pub notify: bool,
     /// The trace id of the request that created it.
     pub trace_id: Option<TraceId>,
+    /// The `traceparent` of that request's span, when spans are exported.
+    pub trace_parent: Option<TraceParent>,
     /// Cancel it if it is still queued at this time.
     pub deadline: Option<Timestamp>,
 }
@@ -476,6 +478,7 @@ impl NewRun {
             reason: reason.to_owned(),
             notify: false,
             trace_id: None,
+            trace_parent: None,
             deadline: None,
         }
     }
@@ -625,6 +628,9 @@ pub struct Run {
     /// The trace id of the request that created it (Push, PushBatch or Retry); its workflow and
     /// activities log under it.
     pub trace_id: Option<TraceId>,
+    /// The `traceparent` of that request's span, when spans are exported: the dispatcher's span
+    /// that starts the workflow is its child.
+    pub trace_parent: Option<TraceParent>,
     /// When it is cancelled if it has not started by then (`RunOptions.deadline`).
     pub deadline: Option<Timestamp>,
 }

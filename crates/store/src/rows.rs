@@ -8,7 +8,7 @@ use super::{
     values::{corrupt, id, number, opt_id, run_state},
 };
 use etter_core::audit::{AuditEntry, AuditEvent, AuditHead};
-use etter_core::ids::{BatchId, CompanyId, DraupRoleId, RequestId, RoleId, RoleName, TraceId, WorkflowId};
+use etter_core::ids::{BatchId, CompanyId, DraupRoleId, RequestId, RoleId, RoleName, TraceId, TraceParent, WorkflowId};
 use etter_core::outputs::ContentHash;
 
 /// A role as `lock_roles` locks it (and inserts it, if absent).
@@ -88,6 +88,7 @@ pub(super) fn decode_run(row: &impl Row) -> Result<Run, StoreError> {
         plan: row.opt_json("plan")?,
         notify: row.boolean("notify")?,
         trace_id: opt_id(row.opt_text("trace_id")?, TraceId::parse)?,
+        trace_parent: opt_id(row.opt_text("trace_parent")?, TraceParent::parse)?,
         deadline: row.opt_time("deadline")?,
     })
 }

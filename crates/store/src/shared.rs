@@ -15,7 +15,7 @@ use super::{
     values::{id, number, run_state, to_i64},
 };
 use etter_core::audit::{AuditEntry, AuditHead};
-use etter_core::ids::{BatchId, CompanyId, DraupRoleId, RoleId, TraceId, WorkflowId};
+use etter_core::ids::{BatchId, CompanyId, DraupRoleId, RoleId, TraceId, TraceParent, WorkflowId};
 use etter_core::lifecycle::RunState;
 use etter_core::steps::Plan;
 
@@ -26,7 +26,7 @@ macro_rules! run_columns {
         "workflow_id, role_id, company_id, role_name, draup_role_id, run_number, input_identity, state, \
          superseded_by, supersedes, batch_id, priority, options, documents, error, needs_review, field_violations, \
          token_estimate, tokens_in, tokens_out, last_sequence, create_time, start_time, end_time, update_time, plan, \
-         notify, trace_id, deadline"
+         notify, trace_id, deadline, trace_parent"
     };
 }
 pub(super) use run_columns;
@@ -94,7 +94,7 @@ macro_rules! claim_terms {
 pub(super) use claim_terms;
 
 /// `run`'s values, in [`run_columns`] order.
-pub(super) fn run_args(run: &Run) -> Result<[Arg<'_>; 29], StoreError> {
+pub(super) fn run_args(run: &Run) -> Result<[Arg<'_>; 30], StoreError> {
     Ok([
         run.workflow_id.as_str().into(),
         run.role_id.as_str().into(),
@@ -125,6 +125,7 @@ pub(super) fn run_args(run: &Run) -> Result<[Arg<'_>; 29], StoreError> {
         run.notify.into(),
         run.trace_id.as_ref().map(TraceId::as_str).into(),
         run.deadline.into(),
+        run.trace_parent.as_ref().map(TraceParent::as_str).into(),
     ])
 }
 

@@ -429,6 +429,7 @@ fn decide(
         plan: new.plan,
         notify: new.notify,
         trace_id: new.trace_id,
+        trace_parent: new.trace_parent,
         deadline: new.deadline,
     };
     Ok(Decided::New(run, new.reason))

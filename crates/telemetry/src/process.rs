@@ -2,21 +2,130 @@
 //!
 //! Only `main` functions call these; libraries take their shutdown as an injected future.
 
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
+use opentelemetry_sdk::trace::{IdGenerator, Sampler, SdkTracerProvider};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-use crate::LogConfig;
-use crate::LogFormat;
+use crate::{LogConfig, LogFormat, TracingConfig};
 
-/// Installs the global `tracing` subscriber described by `[log]`. Logs go to stderr so stdout stays
-/// free for machine-readable output (the readiness line). Calling it twice is harmless.
+/// Installs the global `tracing` subscriber described by `[log]`, without span export. Logs go to
+/// stderr so stdout stays free for machine-readable output (the readiness line). Calling it twice
+/// is harmless.
 pub fn init_telemetry(log: &LogConfig) {
-    let filter = EnvFilter::try_new(&log.filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
-    let result = match log.format {
-        LogFormat::Text => registry.with(fmt::layer().with_writer(std::io::stderr)).try_init(),
-        LogFormat::Json => registry.with(fmt::layer().json().with_writer(std::io::stderr)).try_init(),
+    install(log, None);
+}
+
+/// What [`init_tracing`] started: the span exporter, which [`Telemetry::shutdown`] flushes.
+#[must_use = "shut it down at exit, or the last spans are lost"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Exports what is still buffered and stops the exporter.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider
+            && let Err(e) = provider.shutdown()
+        {
+            tracing::warn!(error = %e, "the last spans could not be exported");
+        }
+    }
+}
+
+/// Why span export could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TracingError {
+    /// The exporter could not be made.
+    #[error("cannot export spans to tracing.otlp_endpoint = {endpoint}: {source}")]
+    Exporter {
+        /// The endpoint.
+        endpoint: String,
+        /// Why.
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+    /// `[tracing.tls]` names files that do not load.
+    #[error(transparent)]
+    Tls(#[from] etter_config::ConfigError),
+}
+
+/// Installs the global `tracing` subscriber of `[log]` and, when `[tracing]` names an OTLP
+/// endpoint, exports the spans there as `service` (batched on the current tokio runtime, which
+/// must exist), with W3C trace context as the global propagator. `ids` makes span and trace ids:
+/// the worker's must be replay-safe for workflow spans.
+pub fn init_tracing(
+    log: &LogConfig,
+    tracing_config: &TracingConfig,
+    service: &'static str,
+    ids: impl IdGenerator + 'static,
+) -> Result<Telemetry, TracingError> {
+    if !tracing_config.exports() {
+        init_telemetry(log);
+        return Ok(Telemetry { provider: None });
+    }
+    let endpoint = tracing_config.otlp_endpoint.trim().to_owned();
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint.clone());
+    if endpoint.starts_with("https://") {
+        exporter = exporter.with_tls_config(collector_tls(&tracing_config.tls)?);
+    }
+    let exporter = exporter.build().map_err(|source| TracingError::Exporter { endpoint: endpoint.clone(), source })?;
+    let batches = opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+        exporter,
+        opentelemetry_sdk::runtime::Tokio,
+    )
+    .build();
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service)
+        .with_attribute(opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build();
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(batches)
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(tracing_config.sample_ratio))))
+        .with_id_generator(ids)
+        .with_resource(resource)
+        .build();
+    opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    let filter = EnvFilter::try_new(&tracing_config.filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer(service)).with_filter(filter).boxed();
+    install(log, Some(layer));
+    tracing::info!(endpoint = %endpoint, ratio = tracing_config.sample_ratio, "exporting spans over OTLP");
+    Ok(Telemetry { provider: Some(provider) })
+}
+
+/// TLS to an https:// collector: `[tracing.tls]`'s CA (else the system's roots), client
+/// certificate and server name.
+fn collector_tls(
+    tls: &etter_config::tls::ClientTls,
+) -> Result<opentelemetry_otlp::tonic_types::transport::ClientTlsConfig, TracingError> {
+    use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig, Identity};
+    let files = tls.load("tracing.tls")?;
+    let mut config = ClientTlsConfig::new();
+    config = match files.ca_pem {
+        Some(ca) => config.ca_certificate(Certificate::from_pem(ca)),
+        None => config.with_native_roots(),
     };
-    if let Err(e) = result {
+    if let Some((cert, key)) = files.identity_pem {
+        config = config.identity(Identity::from_pem(cert, key));
+    }
+    if let Some(name) = files.server_name {
+        config = config.domain_name(name);
+    }
+    Ok(config)
+}
+
+type BoxedLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+/// Installs the log layer (filtered by `log.filter`) and, when given, the span layer beside it
+/// (filtered by its own `tracing.filter`).
+fn install(log: &LogConfig, spans: Option<BoxedLayer>) {
+    let filter = EnvFilter::try_new(&log.filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs: BoxedLayer = match log.format {
+        LogFormat::Text => fmt::layer().with_writer(std::io::stderr).with_filter(filter).boxed(),
+        LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).with_filter(filter).boxed(),
+    };
+    let layers: Vec<BoxedLayer> = std::iter::once(logs).chain(spans).collect();
+    if let Err(e) = tracing_subscriber::registry().with(layers).try_init() {
         tracing::debug!(error = %e, "telemetry already initialised");
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! [`Endpoint`] is the section read and checked once (the PEM files loaded), from which every
 //! connection of a process is made; a failed connection is named with the address and, when TLS
-//! is why, what to change.
+//! is why, what to change. [`client_options`] are the options of every client made on one.
 
 use std::time::Duration;
 
@@ -15,6 +15,16 @@ use etter_config::{
 };
 use serde::{Deserialize, Serialize};
 use temporalio_client::{ClientTlsOptions, Connection, ConnectionOptions, TlsOptions, Url};
+
+/// The options of a client of `namespace`, with the SDK's OpenTelemetry plugin: a workflow start
+/// carries the current span's W3C trace context in its Temporal header, and a worker made on the
+/// client continues it in the workflow's and each activity's span (and their headers). While
+/// spans are not exported there is no current span and no header: the plugin costs nothing.
+pub fn client_options(namespace: &str) -> temporalio_client::ClientOptions {
+    temporalio_client::ClientOptions::new(namespace.to_owned())
+        .plugin(temporalio_sdk::opentelemetry::OpenTelemetryPlugin::builder().build())
+        .build()
+}
 
 /// `[temporal]`: the Temporal cluster both binaries talk to.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]

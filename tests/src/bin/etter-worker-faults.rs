@@ -25,12 +25,17 @@ struct Cli {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref(), &[])?;
-    process::init_telemetry(&config.log);
     let faults = Faults::from_env()?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the tokio runtime")?;
-    runtime.block_on(async {
+    let telemetry = {
+        let _inside = runtime.enter();
+        etter_worker::init_tracing(&config)?
+    };
+    let ran = runtime.block_on(async {
         let shutdown = process::shutdown_signal().context("cannot listen for SIGINT/SIGTERM")?;
         etter_worker::run_with_faults(config, faults, shutdown).await.map_err(anyhow::Error::from)
-    })
+    });
+    runtime.block_on(async { telemetry.shutdown() });
+    ran
 }

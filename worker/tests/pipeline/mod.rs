@@ -122,6 +122,7 @@ impl World {
                 reason: "re-run by the worker tests".to_owned(),
                 notify: false,
                 trace_id: None,
+                trace_parent: None,
                 deadline: None,
             })
             .await?;

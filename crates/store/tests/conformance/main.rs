@@ -55,7 +55,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, ensure};
-use etter_core::ids::{CompanyId, DraupRoleId, RoleName, TraceId, WorkflowId};
+use etter_core::ids::{CompanyId, DraupRoleId, RoleName, TraceId, TraceParent, WorkflowId};
 use etter_core::lifecycle::RunState;
 use etter_store::{Admission, DocumentRef, NewRun, Priority, Run, RunEvent, RunStore, StoreLocation, Transition};
 
@@ -321,6 +321,7 @@ fn push(company_id: &str, role: &str, identity: &str) -> Result<NewRun> {
         reason: "pushed by test".to_owned(),
         notify: false,
         trace_id: Some(TraceId::parse("4bf92f3577b34da6a3ce929d0e0e4736")?),
+        trace_parent: Some(TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")?),
         deadline: None,
     })
 }

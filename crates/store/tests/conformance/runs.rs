@@ -29,6 +29,12 @@ pub(crate) async fn create_and_get_run(ctx: Ctx) -> Result<()> {
         "the request's trace id is kept: {:?}",
         stored.trace_id
     );
+    ensure!(
+        stored.trace_parent.as_ref().map(|p| p.as_str())
+            == Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        "the request span's traceparent is kept: {:?}",
+        stored.trace_parent
+    );
 
     // A STALE re-run's plan (reuse and early cutoff) round-trips too.
     let kept = etter_core::steps::Plan {
