@@ -163,6 +163,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Address of the Prometheus `/metrics` listener of `etter-server`; port 0 picks a free port.
     pub metrics_listen: SocketAddr,
+    /// Address of a plaintext listener that serves `grpc.health.v1` and nothing else (no data, no
+    /// authentication), for probes that cannot speak TLS: Kubernetes' gRPC probe. Unset = none.
+    /// Allowed off loopback by the production profile: it tells only whether the server serves.
+    pub health_listen: Option<SocketAddr>,
     /// TLS of both listeners (gRPC, grpc-web and the console on `listen`; `/metrics` on
     /// `metrics_listen`). Off by default: plaintext, which the production profile accepts only on
     /// loopback addresses or with `terminated_in_front`.
@@ -257,6 +261,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            health_listen: None,
             tls: ServerTls::default(),
             cors_allowed_origins: vec!["*".to_owned()],
             shutdown_grace: Duration::from_secs(10),

@@ -133,6 +133,10 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     let metrics_addr = process::serve_metrics_on(metrics, "etter-server", draining(drain_rx.clone()))?;
     etter_telemetry::metrics::describe();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let health_addr = match config.server.health_listen {
+        Some(addr) => Some(serve_health(addr, health_service.clone()).await?),
+        None => None,
+    };
     // Every handle on the audit log is moved into what serves (the API, the authenticator, the
     // malformed-request layer): when the server ends they go, and the writer finishes.
     let Admission { audit, audit_writer, authenticator, malformed } = Admission::new(&config, &stores)?;
@@ -201,10 +205,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         // Each connection's writes are batched per turn of the runtime (see `coalesce`).
         .serve_with_incoming_shutdown(incoming.map(|accepted| accepted.map(coalesce::Coalesced::accepted)), stop);
     tracing::info!(addr = %local_addr, "etter-server listening");
-    process::print_ready_line(
-        "etter-server",
-        &[("grpc_addr", local_addr.to_string()), ("metrics_addr", metrics_addr.to_string())],
-    );
+    let mut ready = vec![("grpc_addr", local_addr.to_string()), ("metrics_addr", metrics_addr.to_string())];
+    ready.extend(health_addr.map(|addr| ("health_addr", addr.to_string())));
+    process::print_ready_line("etter-server", &ready);
 
     let grace = config.server.shutdown_grace;
     tokio::select! {
@@ -226,6 +229,24 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     stores.store.close().await;
     tracing::info!("etter-server stopped");
     Ok(())
+}
+
+/// Serves `grpc.health.v1` alone, in plaintext, on `addr` (`server.health_listen`) until the
+/// process ends: through a drain it answers NOT_SERVING rather than refusing connections.
+async fn serve_health(
+    addr: std::net::SocketAddr,
+    health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) -> Result<std::net::SocketAddr, ServeError> {
+    let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+    let local = listener.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::spawn(async move {
+        if let Err(e) = Server::builder().add_service(health).serve_with_incoming(incoming).await {
+            tracing::warn!(error = %e, "the health listener stopped");
+        }
+    });
+    tracing::info!(addr = %local, "health listener (grpc.health.v1 only, plaintext)");
+    Ok(local)
 }
 
 /// The run store and how this server learns that runs moved.

@@ -21,6 +21,8 @@ struct Server {
     child: Child,
     addr: String,
     metrics_addr: String,
+    /// The plaintext health listener's address, with `server.health_listen`.
+    health_addr: Option<String>,
     data_dir: std::path::PathBuf,
 }
 
@@ -75,7 +77,8 @@ impl Server {
         let addr = ready["grpc_addr"].as_str().context("grpc_addr missing")?.to_owned();
         ensure!(!addr.ends_with(":0"), "the readiness line must carry the bound port, got {addr}");
         let metrics_addr = ready["metrics_addr"].as_str().context("metrics_addr missing")?.to_owned();
-        Ok(Self { child, addr, metrics_addr, data_dir })
+        let health_addr = ready["health_addr"].as_str().map(str::to_owned);
+        Ok(Self { child, addr, metrics_addr, health_addr, data_dir })
     }
 
     /// A token from `etter-server token`, signed with this server's (generated) key.

@@ -35,16 +35,21 @@ impl Pki {
     }
 
     async fn start(&self) -> anyhow::Result<Server> {
+        self.start_with(&[]).await
+    }
+
+    async fn start_with(&self, extra: &[(&str, &str)]) -> anyhow::Result<Server> {
         let cert = self.server.cert_file.to_string_lossy();
         let key = self.server.key_file.to_string_lossy();
         let cas = self.client_ca_file.to_string_lossy();
-        Server::start(&[
-            ("ETTER_SERVER__TLS__CERT_FILE", &cert),
-            ("ETTER_SERVER__TLS__KEY_FILE", &key),
-            ("ETTER_SERVER__TLS__CLIENT_CA_FILE", &cas),
+        let mut env = vec![
+            ("ETTER_SERVER__TLS__CERT_FILE", cert.as_ref()),
+            ("ETTER_SERVER__TLS__KEY_FILE", key.as_ref()),
+            ("ETTER_SERVER__TLS__CLIENT_CA_FILE", cas.as_ref()),
             ("ETTER_SERVER__TLS__RELOAD_INTERVAL", "100ms"),
-        ])
-        .await
+        ];
+        env.extend_from_slice(extra);
+        Server::start(&env).await
     }
 
     /// A gRPC channel to `addr` over TLS trusting the server's CA, showing `identity` when given.
@@ -107,6 +112,33 @@ async fn grpc_grpc_web_the_console_and_metrics_are_served_over_tls_to_clients_wi
         .https(&server.metrics_addr, b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await?;
     assert!(answer.starts_with("http/1.1 200") && answer.contains("etter_build_info"), "/metrics over TLS: {answer}");
+    Ok(())
+}
+
+/// Kubernetes' gRPC probe speaks plaintext: `server.health_listen` answers it, with the same
+/// statuses as the TLS listener, and serves nothing else.
+#[tokio::test]
+async fn the_health_listener_answers_probes_in_plaintext_and_serves_nothing_else() -> anyhow::Result<()> {
+    let pki = Pki::new()?;
+    let server = pki.start_with(&[("ETTER_SERVER__HEALTH_LISTEN", "127.0.0.1:0")]).await?;
+    let addr = server.health_addr.clone().context("the readiness line names health_addr")?;
+    let plaintext = tonic::transport::Channel::from_shared(format!("http://{addr}"))?.connect().await?;
+    let mut probe = tonic_health::pb::health_client::HealthClient::new(plaintext.clone());
+    for service in ["", "etter.pipeline.v1.PipelineService"] {
+        let request = tonic_health::pb::HealthCheckRequest { service: service.to_owned() };
+        let plain = probe.check(request.clone()).await?.into_inner().status;
+        let mut over_tls =
+            tonic_health::pb::health_client::HealthClient::new(pki.channel(&server.addr, Some(&pki.client)).await?);
+        let tls = over_tls.check(request).await?.into_inner().status;
+        let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+        ensure!(plain == serving && plain == tls, "{service:?}: plaintext {plain}, over TLS {tls}");
+    }
+    // The pipeline's API is not there.
+    let mut api = etter_proto::v1::pipeline_service_client::PipelineServiceClient::new(plaintext);
+    let refused = api.get_usage(etter_proto::v1::GetUsageRequest::default()).await.err().context("an answer")?;
+    ensure!(refused.code() == tonic::Code::Unimplemented, "{refused:?}");
+    // Without the setting there is no such listener.
+    ensure!(pki.start().await?.health_addr.is_none());
     Ok(())
 }
 
