@@ -127,20 +127,10 @@ fn main() -> anyhow::Result<()> {
     }
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the tokio runtime")?;
-    let telemetry = {
-        // Spans are exported in batches on this runtime.
-        let _inside = runtime.enter();
-        process::init_tracing(
-            &config.log,
-            &config.tracing,
-            "etter-server",
-            opentelemetry_sdk::trace::RandomIdGenerator::default(),
-        )?
-    };
-    let served = runtime.block_on(async {
+    let (log, tracing) = (config.log.clone(), config.tracing.clone());
+    let ids = opentelemetry_sdk::trace::RandomIdGenerator::default();
+    process::block_on_with_telemetry(&runtime, || process::init_tracing(&log, &tracing, "etter-server", ids), async {
         let shutdown = process::shutdown_signal().context("cannot listen for SIGINT/SIGTERM")?;
         etter_server::serve(config, shutdown).await.map_err(anyhow::Error::from)
-    });
-    runtime.block_on(async { telemetry.shutdown() });
-    served
+    })?
 }

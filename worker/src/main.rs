@@ -66,16 +66,11 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("cannot start the tokio runtime")?;
-            let telemetry = {
-                let _inside = runtime.enter();
-                etter_worker::init_tracing(&config)?
-            };
-            let ran = runtime.block_on(async {
+            let start = etter_worker::init_tracing(&config);
+            process::block_on_with_telemetry(&runtime, start, async {
                 let shutdown = process::shutdown_signal().context("cannot listen for SIGINT/SIGTERM")?;
                 etter_worker::run(config, shutdown).await.map_err(anyhow::Error::from)
-            });
-            runtime.block_on(async { telemetry.shutdown() });
-            ran
+            })?
         }
     }
 }

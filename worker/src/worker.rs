@@ -96,15 +96,19 @@ fn temporal<E: Into<Box<dyn std::error::Error + Send + Sync>>>(what: impl Into<S
     }
 }
 
-/// Installs logging and, with `tracing.otlp_endpoint`, span export for a worker process, with the
-/// replay-safe span ids workflow spans need. Call it inside the tokio runtime that runs the worker.
-pub fn init_tracing(config: &Config) -> Result<process::Telemetry, process::TracingError> {
-    process::init_tracing(
-        &config.log,
-        &config.tracing,
-        "etter-worker",
-        temporalio_sdk::opentelemetry::WorkflowIdGenerator::default(),
-    )
+/// What installs logging and, with `tracing.otlp_endpoint`, span export for a worker process,
+/// with the replay-safe span ids workflow spans need: for [`process::block_on_with_telemetry`],
+/// which calls it inside the tokio runtime that runs the worker.
+pub fn init_tracing(config: &Config) -> impl FnOnce() -> Result<process::Telemetry, process::TracingError> + use<> {
+    let (log, tracing) = (config.log.clone(), config.tracing.clone());
+    move || {
+        process::init_tracing(
+            &log,
+            &tracing,
+            "etter-worker",
+            temporalio_sdk::opentelemetry::WorkflowIdGenerator::default(),
+        )
+    }
 }
 
 /// Runs the worker until `shutdown` resolves, then stops polling and lets running activities

@@ -93,6 +93,22 @@ pub fn init_tracing(
     Ok(Telemetry { provider: Some(provider) })
 }
 
+/// Runs `main` on `runtime` with the telemetry `start` installs inside it (the span exporter
+/// batches on that runtime), then flushes the spans still buffered, whatever `main` answered.
+pub fn block_on_with_telemetry<T>(
+    runtime: &tokio::runtime::Runtime,
+    start: impl FnOnce() -> Result<Telemetry, TracingError>,
+    main: impl std::future::Future<Output = T>,
+) -> Result<T, TracingError> {
+    let telemetry = {
+        let _inside = runtime.enter();
+        start()?
+    };
+    let answer = runtime.block_on(main);
+    runtime.block_on(async { telemetry.shutdown() });
+    Ok(answer)
+}
+
 /// TLS to an https:// collector: `[tracing.tls]`'s CA (else the system's roots), client
 /// certificate and server name.
 fn collector_tls(

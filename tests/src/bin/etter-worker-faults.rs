@@ -28,14 +28,9 @@ fn main() -> anyhow::Result<()> {
     let faults = Faults::from_env()?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the tokio runtime")?;
-    let telemetry = {
-        let _inside = runtime.enter();
-        etter_worker::init_tracing(&config)?
-    };
-    let ran = runtime.block_on(async {
+    let start = etter_worker::init_tracing(&config);
+    process::block_on_with_telemetry(&runtime, start, async {
         let shutdown = process::shutdown_signal().context("cannot listen for SIGINT/SIGTERM")?;
         etter_worker::run_with_faults(config, faults, shutdown).await.map_err(anyhow::Error::from)
-    });
-    runtime.block_on(async { telemetry.shutdown() });
-    ran
+    })?
 }
