@@ -173,10 +173,18 @@ pub async fn open(
         Some(marks)
     };
     let deadline = Instant::now() + cx.settings.max_lifetime;
-    Ok(super::outbox::drive(64, |tx| {
-        Watch { cx, scope, marks: BTreeMap::new(), plans: HashMap::new(), idle: HashMap::new(), tx, deadline }
-            .run(marks)
-    }))
+    let mut watch = Watch { cx, scope, marks: BTreeMap::new(), plans: HashMap::new(), idle: HashMap::new(), deadline };
+    // The snapshot is read before the call answers: once a client has its answer, every change
+    // after it reaches the client as an event (a client that opens a watch, then pushes, sees
+    // each step of its push), and a store that cannot answer fails the call itself.
+    let opening = match marks {
+        Some(marks) => {
+            watch.marks = marks;
+            Vec::new()
+        }
+        None => watch.snapshot().await?,
+    };
+    Ok(super::outbox::drive(64, |tx| watch.run(opening, tx)))
 }
 
 struct Watch {
@@ -188,24 +196,17 @@ struct Watch {
     plans: HashMap<WorkflowId, Plan>,
     /// Runs last seen processing with no step running (waiting for a worker), with their ETA then.
     idle: HashMap<WorkflowId, Idle>,
-    tx: Sender,
     deadline: Instant,
 }
 
 impl Watch {
-    async fn run(mut self, resumed: Option<BTreeMap<WorkflowId, u64>>) {
-        let result = match resumed {
-            Some(marks) => {
-                self.marks = marks;
-                self.follow().await
-            }
-            None => match self.snapshot().await {
-                Ok(()) => self.follow().await,
-                Err(e) => Err(e),
-            },
-        };
-        if let Err(e) = result {
-            self.tx.send(Err(Status::from(e))).await;
+    /// Sends `opening` (the snapshot, unless resumed), then follows the scope.
+    async fn run(mut self, opening: Vec<pb::WatchStatusResponse>, tx: Sender) {
+        for message in opening {
+            tx.send(Ok(Frame::Message(Box::new(message)))).await;
+        }
+        if let Err(e) = self.follow(&tx).await {
+            tx.send(Err(Status::from(e))).await;
         }
     }
 
@@ -217,13 +218,9 @@ impl Watch {
         token::encode(&self.cx.tokens, &self.scope.binding(), &self.scope.token_scope(), marks)
     }
 
-    async fn send(&self, kind: Kind, resume_token: String) {
-        self.tx.send(Ok(Frame::Message(Box::new(pb::WatchStatusResponse { kind: Some(kind), resume_token })))).await;
-    }
-
-    /// Sends the runs in scope now, in chunks; the last chunk carries the batch's progress and
-    /// the first token.
-    async fn snapshot(&mut self) -> Result<(), ApiError> {
+    /// The runs in scope now, in chunks; the last chunk carries the batch's progress and the
+    /// first token.
+    async fn snapshot(&mut self) -> Result<Vec<pb::WatchStatusResponse>, ApiError> {
         let store = self.cx.store.clone();
         let filter = self.scope.filter();
         if let Scope::Company(_) = self.scope {
@@ -244,9 +241,9 @@ impl Watch {
         let mut chunks = runs.chunks(SNAPSHOT_CHUNK).peekable();
         if chunks.peek().is_none() {
             let snapshot = pb::Snapshot { runs: Vec::new(), last: true, batch: self.batch_progress().await? };
-            self.send(Kind::Snapshot(snapshot), self.token()).await;
-            return Ok(());
+            return Ok(vec![message(Kind::Snapshot(snapshot), self.token())]);
         }
+        let mut messages = Vec::with_capacity(runs.len().div_ceil(SNAPSHOT_CHUNK));
         while let Some(chunk) = chunks.next() {
             let mut statuses = Vec::with_capacity(chunk.len());
             for run in chunk {
@@ -263,14 +260,14 @@ impl Watch {
             let last = chunks.peek().is_none();
             let batch = if last { self.batch_progress().await? } else { None };
             let token = if last { self.token() } else { String::new() };
-            self.send(Kind::Snapshot(pb::Snapshot { runs: statuses, last, batch }), token).await;
+            messages.push(message(Kind::Snapshot(pb::Snapshot { runs: statuses, last, batch }), token));
         }
-        Ok(())
+        Ok(messages)
     }
 
     /// Sends events as they are recorded until the scope is over (batch), the lifetime is up, the
     /// server drains or the client leaves.
-    async fn follow(&mut self) -> Result<(), ApiError> {
+    async fn follow(&mut self, tx: &Sender) -> Result<(), ApiError> {
         let mut moved = self.cx.moved.subscribe();
         // Workflow ids of the company's runs start so (legacy ids of a company whose id extends
         // this one's match too: an extra look at the store, never a missed one).
@@ -292,7 +289,7 @@ impl Watch {
                 })
                 .await?;
             for frame in &pass.frames {
-                self.tx.send(Ok(Frame::Encoded(frame.clone()))).await;
+                tx.send(Ok(Frame::Encoded(frame.clone()))).await;
             }
             marks = pass.marks.clone();
             for (run, plan) in &pass.plans {
@@ -311,7 +308,7 @@ impl Watch {
             } else if pass.over {
                 return Ok(());
             } else if last_sent.elapsed() >= self.cx.settings.heartbeat_interval {
-                self.heartbeat(marks.marks()).await?;
+                tx.send(Ok(Frame::Message(Box::new(self.heartbeat(marks.marks()).await?)))).await;
                 last_sent = Instant::now();
             }
             let now = Instant::now();
@@ -334,7 +331,7 @@ impl Watch {
     }
 
     /// Queue positions (with ETAs) of the queued runs in scope, and the batch's progress.
-    async fn heartbeat(&mut self, marks: &BTreeMap<WorkflowId, u64>) -> Result<(), ApiError> {
+    async fn heartbeat(&mut self, marks: &BTreeMap<WorkflowId, u64>) -> Result<pb::WatchStatusResponse, ApiError> {
         // Runs that left the stream need no plan any more.
         self.plans.retain(|run, _| marks.contains_key(run));
         let positions = self.shared_positions().await?;
@@ -377,8 +374,7 @@ impl Watch {
             queue,
             batch: self.batch_progress().await?,
         };
-        self.send(Kind::Heartbeat(heartbeat), self.token_after(marks)).await;
-        Ok(())
+        Ok(message(Kind::Heartbeat(heartbeat), self.token_after(marks)))
     }
 
     /// [`Self::positions`], shared with the other streams of the company.
@@ -514,6 +510,10 @@ async fn look(
         _ => false,
     };
     Ok(Pass { frames, marks: MarksKey::new(marks), plans, idle, full, over })
+}
+
+fn message(kind: Kind, resume_token: String) -> pb::WatchStatusResponse {
+    pb::WatchStatusResponse { kind: Some(kind), resume_token }
 }
 
 /// The ETA of a run that waits outside the queue: VALIDATING (its documents are being checked),

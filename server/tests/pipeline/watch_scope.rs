@@ -315,3 +315,68 @@ async fn without_redis_another_process_s_change_reaches_watchers_before_their_ow
     store.close().await;
     Ok(())
 }
+
+/// A watch is in place once `WatchStatus` has answered: a change written right after (before the
+/// client read anything) arrives as an event after the snapshot, never folded unseen into it, on
+/// every scope. A client that opens a watch and then pushes sees every change of its push.
+#[tokio::test]
+async fn a_change_written_as_soon_as_the_watch_answered_arrives_as_an_event() -> anyhow::Result<()> {
+    let closed = closed_port_url()?;
+    // Streams poll once a minute, so only the server's own look at the store finds the change
+    // (the test writes through its own connection, which tells no Redis).
+    let server = Server::start(&[
+        ("ETTER_TEMPORAL__ADDRESS", closed.as_str()),
+        ("ETTER_REDIS__URL", ""),
+        ("ETTER_SERVER__WATCH_POLL_INTERVAL", "60s"),
+        ("ETTER_SERVER__CHANGE_POLL_INTERVAL", "20ms"),
+    ])
+    .await?;
+    let company = format!("{}opened", acme());
+    let token = server.token(&["--company", &company, "--role", "operator"])?;
+    let mut api = PipelineServiceClient::new(server.channel().await?);
+    let store = etter_store::connect(&StoreLocation::Sqlite(server.data_dir.join("etter.db"))).await?;
+    // Enough runs that a snapshot takes the server a while to read.
+    let items: Vec<PushBatchItem> = (0..500)
+        .map(|i| PushBatchItem {
+            role_name: format!("Opened Role {i:03}"),
+            documents: vec![pb::Document {
+                r#type: pb::DocumentType::JobDescription as i32,
+                uri: doc_uri(&server, &format!("jd-{i}.pdf")),
+            }],
+            draup_role_id: format!("draup-role-{i}"),
+            options: None,
+            client_ref: String::new(),
+        })
+        .collect();
+    let batch = api
+        .push_batch(with_token(
+            PushBatchRequest {
+                company_id: company.clone(),
+                items,
+                default_options: None,
+                request_id: String::new(),
+                validate_only: false,
+            },
+            &token,
+        )?)
+        .await?
+        .into_inner();
+    let runs: Vec<WorkflowId> =
+        batch.items.iter().map(|i| WorkflowId::parse(&i.workflow_id)).collect::<Result<_, _>>()?;
+    let watch =
+        |scope: Scope| WatchStatusRequest { scope: Some(scope), after_sequence: 0, resume_token: String::new() };
+    let scopes = [Scope::CompanyId(company.clone()), Scope::BatchId(batch.batch_id.clone())];
+    for (round, scope) in scopes.into_iter().enumerate() {
+        let run = &runs[round];
+        let mut stream = api.watch_status(with_token(watch(scope.clone()), &token)?).await?.into_inner();
+        let before = store.get_run(run).await?.sequence;
+        store.transition(run, Transition::to(RunState::Processing, "dispatched by the test")).await?;
+        let mut seen = Seen::default();
+        let moved = |s: &Seen| s.events.get(run.as_str()).is_some_and(|e| e.contains(&(before + 1)));
+        seen.read(&mut stream, moved).await.with_context(|| format!("{scope:?}"))?;
+        ensure!(seen.snapshot.get(run.as_str()) == Some(&before), "{scope:?}: snapshot {:?}", seen.snapshot);
+        ensure!(seen.events.get(run.as_str()) == Some(&vec![before + 1]), "{scope:?}: events {:?}", seen.events);
+    }
+    store.close().await;
+    Ok(())
+}

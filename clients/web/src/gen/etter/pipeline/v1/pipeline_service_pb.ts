@@ -1446,7 +1446,9 @@ export const PipelineService: GenService<{
    * current state first, then every change with its per-run `sequence`, plus periodic heartbeats
    * carrying queue positions. The server ends a stream after its maximum lifetime; clients resume
    * with `resume_token` (batch and company scopes) or `after_sequence` (one run) and miss and
-   * repeat nothing. A batch stream ends once every run of the batch has ended.
+   * repeat nothing. A batch stream ends once every run of the batch has ended. The current state
+   * is read before the call answers, so every change after the answer arrives as an event: a
+   * client may open a watch and then push, and sees each step of what it pushed.
    *
    * @generated from rpc etter.pipeline.v1.PipelineService.WatchStatus
    */
