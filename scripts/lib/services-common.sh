@@ -1,18 +1,43 @@
 # shellcheck shell=bash
 # Shared helpers for scripts/services. Sourced, not executed.
 #
-# Conventions: every runtime file lives under $ETTER_DIR (default <repo>/.etter):
+# Conventions: every runtime file of an instance lives under $ETTER_DIR (default <repo>/.etter):
 #   .etter/services.env   connection settings (export ETTER_...=... lines)
 #   .etter/logs/          service logs
 #   .etter/run/           pid files
+#   .etter/tls/           the instance's CA and certificates
 #   .etter/<service>/     data
+# Installed tools (no running state) live under $ETTER_TOOLS_DIR (default $ETTER_DIR), so
+# that a second instance (another ETTER_DIR, other ports) can share them:
+#   venv/ (or $ETTER_VENV)   the python tooling (temporal CLI, dev server)
+#   bin/                     go-built tools (grpcurl, helm, promtool, otelcol-etter, ...)
+#   temporal-cluster/bin/    the Temporal server and its SQL tool
 
-ETTER_DIR="${ETTER_DIR:-$REPO_ROOT/.etter}"
+# a relative path is taken from the repository root (as scripts/codegen does with ETTER_VENV)
+_abs_path() {
+  case $1 in
+    /*) printf '%s' "$1" ;;
+    *) printf '%s' "$REPO_ROOT/$1" ;;
+  esac
+}
+
+ETTER_DIR=$(_abs_path "${ETTER_DIR:-$REPO_ROOT/.etter}")
+ETTER_TOOLS_DIR=$(_abs_path "${ETTER_TOOLS_DIR:-$ETTER_DIR}")
 ETTER_ENV_FILE="$ETTER_DIR/services.env"
 ETTER_LOG_DIR="$ETTER_DIR/logs"
 ETTER_RUN_DIR="$ETTER_DIR/run"
-ETTER_BIN_DIR="$ETTER_DIR/bin"
+ETTER_BIN_DIR="$ETTER_TOOLS_DIR/bin"
 ETTER_HOST=127.0.0.1
+
+# a short key naming this instance (for paths outside $ETTER_DIR): the repository's for the
+# default instance (as before), else the instance directory's
+instance_key() {
+  if [[ $ETTER_DIR == "$REPO_ROOT/.etter" ]]; then
+    printf '%s' "$REPO_ROOT"
+  else
+    printf '%s' "$ETTER_DIR"
+  fi | sha256sum | cut -c1-12
+}
 
 # ---------------------------------------------------------------- output ----
 
@@ -53,7 +78,31 @@ quiet() {
   fi
 }
 
-ensure_dirs() { mkdir -p "$ETTER_DIR" "$ETTER_LOG_DIR" "$ETTER_RUN_DIR" "$ETTER_BIN_DIR"; }
+ensure_dirs() { mkdir -p "$ETTER_DIR" "$ETTER_LOG_DIR" "$ETTER_RUN_DIR" "$ETTER_TOOLS_DIR" "$ETTER_BIN_DIR"; }
+
+# tools_lock / tools_unlock : around an install into $ETTER_TOOLS_DIR, which instances share
+# (their own locks, $ETTER_DIR/.services.lock, do not exclude each other). Nests; held on fd 8,
+# which is closed for the daemons (start_bg). Callers check again under the lock whether
+# another run installed the tool meanwhile.
+_TOOLS_LOCKED=0
+tools_lock() {
+  if ((_TOOLS_LOCKED)); then
+    _TOOLS_LOCKED=$((_TOOLS_LOCKED + 1))
+    return 0
+  fi
+  mkdir -p "$ETTER_TOOLS_DIR"
+  exec 8>"$ETTER_TOOLS_DIR/.tools.lock"
+  if ! flock -n 8; then
+    say "waiting for another scripts/services run installing into $ETTER_TOOLS_DIR"
+    flock -w 1800 8 || die "could not get the lock $ETTER_TOOLS_DIR/.tools.lock"
+  fi
+  _TOOLS_LOCKED=1
+}
+tools_unlock() {
+  ((_TOOLS_LOCKED)) || return 0
+  _TOOLS_LOCKED=$((_TOOLS_LOCKED - 1))
+  ((_TOOLS_LOCKED)) || exec 8>&-
+}
 
 is_root() { [[ $(id -u) -eq 0 ]]; }
 
@@ -171,6 +220,21 @@ port_open() {
   (exec 3<>"/dev/tcp/$ETTER_HOST/$1") 2>/dev/null
 }
 
+# port_in_use PORT : a program listens on PORT, or holds it as the local end of a connection:
+# an outgoing connection's ephemeral port (Linux picks those from ip_local_port_range, 32768-60999
+# by default, which holds most of the default ports), and then the service cannot bind it. TIME-WAIT
+# and orphaned sockets (those of a crashed server) do not count: they do not keep a server out.
+port_in_use() {
+  local users
+  port_open "$1" && return 0
+  command -v ss >/dev/null 2>&1 || return 1
+  users=$(ss -Htanp "( sport = :$1 )" 2>/dev/null | awk '$1 != "LISTEN" && $1 != "TIME-WAIT" && /users:/')
+  [[ -n $users ]] || return 1
+  warn "port $1 is the local port of a connection: $(head -n 1 <<<"$users" | tr -s ' ')"
+  warn "(an ephemeral port, range $(tr '\t' - </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null)): ports below 32768 never are"
+  return 0
+}
+
 # start_bg PIDFILE LOG CMD... : start CMD detached in its own session (setsid,
 # nohup); its pid (== its process group id) goes to PIDFILE
 start_bg() {
@@ -179,8 +243,8 @@ start_bg() {
   mkdir -p "$(dirname "$pidfile")" "$(dirname "$log")"
   # keep the previous log of the service for post-mortems
   if [[ -s $log ]]; then mv -f "$log" "$log.1"; fi
-  # 9>&-: the lock fd of scripts/services must not leak into the daemon
-  setsid nohup "$@" </dev/null >"$log" 2>&1 9>&- &
+  # 9>&- 8>&-: the lock fds of scripts/services must not leak into the daemon
+  setsid nohup "$@" </dev/null >"$log" 2>&1 9>&- 8>&- &
   echo $! >"$pidfile"
 }
 
@@ -203,6 +267,69 @@ stop_pid() {
     sleep 0.5
   fi
   rm -f "$pidfile"
+}
+
+# ---------------------------------------------------------------- crash -----
+
+# pid_gone PID : no such process any more, or only its zombie (its ports are closed then)
+pid_gone() {
+  local stat
+  { stat=$(<"/proc/$1/stat"); } 2>/dev/null || return 0
+  stat=${stat##*) } # the fields after "(comm) ": state ppid pgrp ...
+  [[ ${stat%% *} == Z ]]
+}
+
+# pgid_led PID : prints PID when it leads its own process group (start_bg's setsid, a
+# daemon's own setsid), so that the group can be killed without hitting anyone else
+pgid_led() {
+  local stat fields
+  { stat=$(<"/proc/$1/stat"); } 2>/dev/null || return 1
+  read -r -a fields <<<"${stat##*) }"
+  [[ ${fields[2]} == "$1" ]] && echo "$1"
+}
+
+# group_gone PGID : no live process is left in the process group
+group_gone() {
+  local p
+  for p in $(pgrep -g "$1" 2>/dev/null); do
+    pid_gone "$p" || return 1
+  done
+}
+
+# wait_crashed NAME TIMEOUT_S PID PGID PORT... : until PID (and the group PGID, when not
+# empty) is gone and none of the PORTs accepts connections any more
+wait_crashed() {
+  local name=$1 timeout=$2 pid=$3 pgid=$4 p busy end
+  shift 4
+  end=$((SECONDS + timeout))
+  while :; do
+    busy=""
+    if pid_gone "$pid" && { [[ -z $pgid ]] || group_gone "$pgid"; }; then
+      for p in "$@"; do
+        if port_open "$p"; then busy+=" $p"; fi
+      done
+      [[ -z $busy ]] && return 0
+    fi
+    ((SECONDS < end)) ||
+      die "$name: ${busy:+ports$busy still open}${busy:-process $pid still there} ${timeout}s after the crash"
+    sleep 0.05
+  done
+}
+
+# crash_pid NAME PIDFILE PORT... : crash the (running, checked by the caller) service of
+# PIDFILE: SIGKILL to its process group (when it leads one) and to it; back once it is gone
+# and its PORTs are free. The pid file stays behind, as after a real crash: `up` copes.
+crash_pid() {
+  local name=$1 pidfile=$2 pid pgid t0 p ports=()
+  shift 2
+  for p in "$@"; do [[ -n $p ]] && ports+=("$p"); done
+  t0=$(_now_us)
+  pid=$(<"$pidfile")
+  pgid=$(pgid_led "$pid") || pgid=""
+  if [[ -n $pgid ]]; then kill -KILL -- "-$pgid" 2>/dev/null || true; fi
+  kill -KILL "$pid" 2>/dev/null || true
+  wait_crashed "$name" 30 "$pid" "$pgid" "${ports[@]}"
+  say "$name crashed: SIGKILL to pid $pid${pgid:+ and its process group}; ports ${ports[*]} free ($(_elapsed "$t0"))"
 }
 
 # wait_ready NAME DEADLINE_S LOG PIDFILE PATTERN CHECK_CMD... : poll CHECK_CMD until it

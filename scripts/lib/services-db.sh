@@ -69,7 +69,7 @@ _pg_prepare_dirs() {
     if ! runuser -u "$PG_OS_USER" -- test -w "$PG_BASE"; then
       # the OS user cannot traverse a parent of the repo: keep the cluster outside
       local alt
-      alt="/var/lib/etter-postgres/$(printf '%s' "$REPO_ROOT" | sha256sum | cut -c1-12)"
+      alt="/var/lib/etter-postgres/$(instance_key)"
       warn "user $PG_OS_USER cannot reach $PG_BASE; keeping the cluster in $alt (symlinked)"
       mkdir -p "$alt"
       chown "$PG_OS_USER:" "$alt" "$(dirname "$alt")"
@@ -85,7 +85,7 @@ _pg_prepare_dirs() {
   fi
   # unix socket paths are limited to 107 bytes
   if ((${#PG_SOCK} + 20 > 107)); then
-    PG_SOCK="/tmp/etter-pg-$(printf '%s' "$REPO_ROOT" | sha256sum | cut -c1-12)"
+    PG_SOCK="/tmp/etter-pg-$(instance_key)"
     mkdir -p "$PG_SOCK"
     is_root && chown "$PG_OS_USER:" "$PG_SOCK"
   fi
@@ -173,12 +173,12 @@ svc_postgres_up() {
       _pg sh -c "echo \"include_if_exists = 'etter.conf'\" >> '$PG_DATA/postgresql.conf'"
     fi
     _pg_write_conf || true
-    if port_open "$PG_PORT"; then
+    if port_in_use "$PG_PORT"; then
       die "postgres: port $PG_PORT is already in use by another program (set ETTER_PG_PORT)"
     fi
     # pg_ctl copes with a stale postmaster.pid left by a reboot
-    # 9>&-: keep the lock fd of scripts/services out of the server
-    if ! _pg "$bin/pg_ctl" start -D "$PG_DATA" -l "$PG_LOG" -w -t 60 -s >"$ETTER_LOG_DIR/postgres-ctl.log" 2>&1 9>&-; then
+    # 9>&- 8>&-: keep the lock fds of scripts/services out of the server
+    if ! _pg "$bin/pg_ctl" start -D "$PG_DATA" -l "$PG_LOG" -w -t 60 -s >"$ETTER_LOG_DIR/postgres-ctl.log" 2>&1 9>&- 8>&-; then
       cat "$ETTER_LOG_DIR/postgres-ctl.log" >&2
       die_with_log "postgres did not start" "$PG_LOG"
     fi
@@ -223,6 +223,23 @@ svc_postgres_down() {
   fi
 }
 
+# like a crash: pg_ctl stop -m immediate ends the server and its backends at once, without a
+# shutdown checkpoint, so that the next start runs crash recovery from the WAL
+svc_postgres_crash() {
+  local bin pid port t0
+  if ! _pg_running; then
+    say "postgres was not running"
+    return 0
+  fi
+  t0=$(_now_us)
+  bin=$(_pg_bin_dir)
+  pid=$(sed -n 1p "$PG_DATA/postmaster.pid")
+  port=$(sed -n 4p "$PG_DATA/postmaster.pid")
+  _pg "$bin/pg_ctl" stop -D "$PG_DATA" -m immediate -w -t 60 -s || die "postgres: pg_ctl stop -m immediate failed"
+  wait_crashed postgres 30 "$pid" "" "${port:-$PG_PORT}"
+  say "postgres crashed: immediate shutdown of pid $pid, no checkpoint (crash recovery on the next start); port ${port:-$PG_PORT} free ($(_elapsed "$t0"))"
+}
+
 svc_postgres_status() {
   local port
   if _pg_running; then
@@ -252,8 +269,11 @@ svc_redis_apt() {
   tls_apt
 }
 
+# the pid file names a redis-server working in this instance's $REDIS_DIR (not another
+# instance's redis that got the pid of a stale file)
 _redis_running() {
-  pid_alive "$REDIS_PID" redis-server
+  pid_alive "$REDIS_PID" redis-server &&
+    [[ $(readlink -f "/proc/$(<"$REDIS_PID")/cwd" 2>/dev/null) == "$(readlink -f "$REDIS_DIR")" ]]
 }
 
 _redis_ping() {
@@ -300,12 +320,12 @@ svc_redis_up() {
   if ! _redis_running; then
     rm -f "$REDIS_PID"
     for p in "$REDIS_PORT" "$REDIS_TLS_PORT"; do
-      if port_open "$p"; then
+      if port_in_use "$p"; then
         die "redis: port $p is already in use by another program (set ETTER_REDIS_PORT / ETTER_REDIS_TLS_PORT)"
       fi
     done
     printf '%s\n' "$conf" >"$REDIS_DIR/redis.conf"
-    if ! redis-server "$REDIS_DIR/redis.conf" >"$ETTER_LOG_DIR/redis-start.log" 2>&1 9>&-; then
+    if ! redis-server "$REDIS_DIR/redis.conf" >"$ETTER_LOG_DIR/redis-start.log" 2>&1 9>&- 8>&-; then
       cat "$ETTER_LOG_DIR/redis-start.log" >&2
       die_with_log "redis-server did not start" "$REDIS_LOG"
     fi
@@ -326,6 +346,23 @@ svc_redis_down() {
     say "redis stopped"
   fi
   rm -f "$REDIS_PID"
+}
+
+_redis_ports() {
+  local port tls
+  port=$(awk '$1 == "port" {print $2}' "$REDIS_DIR/redis.conf" 2>/dev/null) || true
+  tls=$(awk '$1 == "tls-port" {print $2}' "$REDIS_DIR/redis.conf" 2>/dev/null) || true
+  echo "${port:-$REDIS_PORT} ${tls:-$REDIS_TLS_PORT}"
+}
+
+# like a crash: SIGKILL (no save, no pid file removal)
+svc_redis_crash() {
+  if _redis_running; then
+    # shellcheck disable=SC2046
+    crash_pid redis "$REDIS_PID" $(_redis_ports)
+  else
+    say "redis was not running"
+  fi
 }
 
 svc_redis_status() {

