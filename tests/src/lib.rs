@@ -25,5 +25,6 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}_{}_{}_{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
+pub mod chaos;
 pub mod moto;
 pub mod stack;

@@ -33,6 +33,13 @@ pub type Client = PipelineServiceClient<InterceptedService<Channel, BearerToken>
 #[derive(Clone)]
 pub struct BearerToken(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
 
+impl BearerToken {
+    /// The header value for `token`.
+    pub fn new(token: &str) -> Result<Self> {
+        Ok(Self(format!("Bearer {token}").parse()?))
+    }
+}
+
 impl tonic::service::Interceptor for BearerToken {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         request.metadata_mut().insert("authorization", self.0.clone());
@@ -64,6 +71,11 @@ impl Process {
     /// The process id (none once it was reaped).
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
+    }
+
+    /// Whether the process has exited (by itself: it was not killed through this handle).
+    pub fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Waits for a stdout line that `wanted` accepts.
@@ -462,6 +474,20 @@ impl Stack {
         let report =
             stdout.lines().rev().find(|l| l.starts_with('{')).context("etter-worker scan printed no report")?;
         Ok(serde_json::from_str(report)?)
+    }
+
+    /// Runs `etter-server ARGS…` (a command, not the service) with the stack's environment;
+    /// answers its stdout, failing with its stderr when it fails.
+    pub async fn server_command(&self, args: &[&str]) -> Result<String> {
+        let output = self.command("etter-server")?.args(args).output().await?;
+        ensure!(
+            output.status.success(),
+            "etter-server {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(String::from_utf8(output.stdout)?)
     }
 
     /// A token for `role` (viewer, operator, admin) in the test's company, from `etter-server token`.

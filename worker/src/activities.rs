@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use etter_core::backoff::Backoff;
 use etter_core::error::chain;
 use etter_core::ids::{TraceId, WorkflowId};
 use etter_core::lifecycle::RunState;
@@ -102,12 +103,39 @@ pub struct OutcomeReport {
 pub struct PipelineActivities {
     runner: StepRunner,
     faults: Faults,
+    /// How long a step waits out an outage of the store or the graph (`worker.outage_patience`).
+    outage_patience: Duration,
 }
 
 impl PipelineActivities {
-    /// Activities over `runner`, with the faults a test asked for (none in production).
-    pub fn new(runner: StepRunner, faults: Faults) -> Self {
-        Self { runner, faults }
+    /// Activities over `runner`, with the faults a test asked for (none in production), waiting
+    /// out outages of the store and the graph for up to `outage_patience`.
+    pub fn new(runner: StepRunner, faults: Faults, outage_patience: Duration) -> Self {
+        Self { runner, faults, outage_patience }
+    }
+
+    /// The step's work, tried again with growing pauses while the run store or the role graph
+    /// is unavailable (a restart, a failover), for up to `outage_patience`; the caller
+    /// heartbeats meanwhile. Writes are idempotent, so work cut off by the outage is redone.
+    async fn execute_through_outages(
+        &self,
+        run: &Run,
+        step: StepName,
+        upstream: &BTreeMap<StepName, String>,
+    ) -> Result<StepOutcome, StepFailure> {
+        let until = tokio::time::Instant::now() + self.outage_patience;
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
+        loop {
+            match self.runner.execute(run, step, upstream).await {
+                Err(failure) if is_outage(&failure) && tokio::time::Instant::now() < until => {
+                    let wait = backoff.next_wait();
+                    tracing::warn!(run = %run.workflow_id, %step, code = %failure.code, ?wait,
+                        "waiting out an outage: {failure}");
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Runs a step activity in a span of the run, the step and the request's trace id.
@@ -240,8 +268,11 @@ impl PipelineActivities {
         let store = self.runner.store();
         let step = input.step;
         let run = store.get_run(&input.workflow_id).await.map_err(StepFailure::from)?;
-        let attempts = store.steps(&input.workflow_id).await.map_err(StepFailure::from)?;
-        self.close_lost_attempts(&run, step, attempt, &attempts).await?;
+        let mut attempts = store.steps(&input.workflow_id).await.map_err(StepFailure::from)?;
+        if self.close_lost_attempts(&run, step, attempt, &attempts).await? {
+            // An earlier attempt finished while this one closed it: see how.
+            attempts = store.steps(&input.workflow_id).await.map_err(StepFailure::from)?;
+        }
         // An earlier attempt did the work but its completion never reached Temporal (it timed out
         // on a busy worker): its recorded result stands; running the step again would only spend
         // tokens for the same output.
@@ -268,7 +299,7 @@ impl PipelineActivities {
 
         let work = async {
             self.faults.before_work(step).await?;
-            let outcome = self.runner.execute(&run, step, &upstream).await?;
+            let outcome = self.execute_through_outages(&run, step, &upstream).await?;
             self.faults.after_work(step, attempt).await;
             Ok::<_, StepFailure>(outcome)
         };
@@ -342,26 +373,37 @@ impl PipelineActivities {
 
     /// Earlier attempts of `step` still marked running lost their worker (or timed out), and
     /// earlier attempts with no record never began: close them as retrying, so the step's history
-    /// says what happened.
+    /// says what happened. True when one of them finished meanwhile (its worker came back and
+    /// reported first): the caller reads the attempts again.
     async fn close_lost_attempts(
         &self,
         run: &Run,
         step: StepName,
         attempt: u32,
         attempts: &[StepAttempt],
-    ) -> Result<(), StepFailure> {
+    ) -> Result<bool, StepFailure> {
         // Attempts still marked running, and attempts that left no record at all (timed out
         // before they began, on a worker too busy to start them).
         let recorded = |n: u32| attempts.iter().find(|a| a.step == step.as_str() && a.attempt == n);
+        let mut raced = false;
         for earlier in 1..attempt {
             if recorded(earlier).is_none_or(|a| a.status == StepStatus::Running) {
                 let mut record = StepTransition::new(step.as_str(), earlier, StepStatus::Retrying);
                 record.error = Some(lost_attempt_error(step));
-                self.runner.store().record_step(&run.workflow_id, record).await?;
+                match self.runner.store().record_step(&run.workflow_id, record).await {
+                    Ok(_) => {}
+                    Err(StoreError::Conflict(_)) => raced = true,
+                    Err(err) => return Err(err.into()),
+                }
             }
         }
-        Ok(())
+        Ok(raced)
     }
+}
+
+/// A failure of the run store or the role graph being unreachable: it passes.
+fn is_outage(failure: &StepFailure) -> bool {
+    matches!(failure.code.as_str(), "STORE_UNAVAILABLE" | "GRAPH_UNAVAILABLE")
 }
 
 /// Counts an activity in `etter_worker_activities_in_flight` while it lives.

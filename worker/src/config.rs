@@ -144,6 +144,13 @@ pub struct WorkerConfig {
     pub retry_maximum_interval: Duration,
     /// Activity retry policy: attempts including the first.
     pub retry_maximum_attempts: u32,
+    /// How long a step attempt waits out an outage of the run store or the role graph (a
+    /// restart, a failover) before it fails: it tries its work again with growing pauses,
+    /// heartbeating meanwhile, instead of spending the retry policy's attempts in seconds. Other
+    /// failures are not waited out. `0s` = fail at once, as any other failure.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub outage_patience: Duration,
     /// How long a graceful shutdown waits for running activities.
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
@@ -174,6 +181,7 @@ impl Default for WorkerConfig {
             retry_backoff_coefficient: 2.0,
             retry_maximum_interval: Duration::from_secs(5 * 60),
             retry_maximum_attempts: 3,
+            outage_patience: Duration::from_secs(120),
             shutdown_grace: Duration::from_secs(30),
             staleness_scan_interval: Duration::from_secs(24 * 60 * 60),
             presence_interval: Duration::from_secs(10),

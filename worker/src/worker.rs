@@ -159,7 +159,7 @@ pub async fn run_with_faults(
     }
     let runner = StepRunner::new(Arc::clone(&store), graph, Arc::clone(&documents), llm);
     let staleness = StalenessActivities::new(Arc::clone(&store), documents, runner.clone());
-    let activities = PipelineActivities::new(runner, faults);
+    let activities = PipelineActivities::new(runner, faults, config.worker.outage_patience);
     // The SDK's own worker metrics go to the same /metrics as the pipeline's.
     let telemetry = TelemetryOptions::builder().metrics(crate::sdk_metrics::SdkMeter::shared()).build();
     let runtime_options = RuntimeOptions::builder()

@@ -224,6 +224,9 @@ fn classify(e: &neo4rs::Error) -> GraphError {
         // retryable as one detected at RUN, so look for the status code in the text.
         neo4rs::Error::UnexpectedMessage(message) => match status_code(message) {
             Some(code) => classify_code(code, e),
+            // The connection broke while rows streamed (Neo4j went away mid-query): another
+            // connection, once it is back, succeeds.
+            None if message.contains("IOError") => GraphError::Unavailable(e.to_string()),
             None => GraphError::Query(e.to_string()),
         },
         neo4rs::Error::UrlParseError(_)
@@ -505,6 +508,11 @@ mod tests {
         let e = neo4rs::Error::UnexpectedMessage("unexpected response for PULL: Ok(Ignored)".to_owned());
         assert!(matches!(classify(&e), GraphError::Query(_)));
         assert!(matches!(classify(&neo4rs::Error::ConnectionError), GraphError::Unavailable(_)));
+        // Seen when Neo4j was killed while a query's rows streamed.
+        let broken = neo4rs::Error::UnexpectedMessage(
+            "unexpected response for PULL: Err(IOError { detail: Kind(UnexpectedEof) })".to_owned(),
+        );
+        assert!(matches!(classify(&broken), GraphError::Unavailable(_)));
         // Seen with 270 concurrent runs: a protocol-level refusal, retryable.
         let e = neo4rs::Error::UnexpectedMessage(
             "unexpected response for PULL: Ok(Failure(Failure { metadata: BoltMap { value: {BoltString { value: \

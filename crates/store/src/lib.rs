@@ -1115,7 +1115,10 @@ pub trait RunStore: Send + Sync {
     /// (run, step, attempt, status) recorded again changes nothing and answers the first event's
     /// sequence. Tokens reported here are added to the run's total and to the company's daily
     /// usage (once, thanks to the same key). A finished attempt does not change again
-    /// ([`StoreError::Conflict`]).
+    /// ([`StoreError::Conflict`]). An attempt that a later attempt of the step replaced (its
+    /// worker stopped answering, Temporal started another) is stale: its report changes neither
+    /// its status nor the run's events, only the tokens it spent are counted, and it is answered
+    /// `recorded: false` — so a step the late worker finished anyway is not completed twice.
     async fn record_step(&self, run: &WorkflowId, step: StepTransition) -> Result<StepRecorded, StoreError>;
 
     /// Claims up to `limit` QUEUED runs not claimed by anyone else (or whose claim expired), in

@@ -629,6 +629,39 @@ impl<B: Backend> RunStore for SqlStore<B> {
             return Ok(StepRecorded { sequence, recorded: false });
         }
         let previous = tx.step_attempt(run, &step.step, step.attempt).await?;
+        // Stale: a later attempt exists, or this one was closed as retrying (by the attempt that
+        // replaces it, a moment before that one records itself) and now reports the step done.
+        // Nor may it start again (its RUNNING record held up until after it was closed). Retrying
+        // to failed is not stale: the run's close records a last attempt's end so.
+        let closed_as_retrying = |p: &StepAttempt| {
+            p.status == StepStatus::Retrying && matches!(step.status, StepStatus::Completed | StepStatus::Running)
+        };
+        if let Some(previous) = previous.as_ref()
+            && (closed_as_retrying(previous) || tx.step_attempt(run, &step.step, step.attempt + 1).await?.is_some())
+        {
+            // Replaced: only the spend of the stale attempt counts.
+            let spent = step.tokens.unwrap_or(previous.tokens);
+            let added = TokenCount {
+                input: (spent.input - previous.tokens.input).max(0),
+                output: (spent.output - previous.tokens.output).max(0),
+            };
+            if added != TokenCount::default() {
+                let mut counted = previous.clone();
+                counted.tokens.input += added.input;
+                counted.tokens.output += added.output;
+                counted.update_time = now;
+                tx.upsert_step(run, &counted).await?;
+                stored.tokens_used.input += added.input;
+                stored.tokens_used.output += added.output;
+                tx.add_usage(&stored.company_id, now.date_naive(), &step.step, added).await?;
+                stored.update_time = now;
+                tx.update_run(&stored).await?;
+                tx.commit().await?;
+            }
+            tracing::info!(%run, step = %step.step, attempt = step.attempt, status = %step.status,
+                "a replaced attempt reported late; its status stands");
+            return Ok(StepRecorded { sequence: stored.sequence, recorded: false });
+        }
         if let Some(previous) = &previous
             && previous.status.is_finished()
         {

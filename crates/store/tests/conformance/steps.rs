@@ -76,6 +76,43 @@ pub(crate) async fn step_transitions_are_idempotent(ctx: Ctx) -> Result<()> {
     let usage = store.usage(&company("acme")?, today, today).await?;
     ensure!(usage.len() == 1 && usage[0].step == "ai_assessment" && usage[0].tokens.total() == 120, "{usage:?}");
 
+    // Attempt 1 was replaced by attempt 2 (its worker stopped answering); its worker comes back
+    // and reports the step done after all. Its status stands and no event is added: the step is
+    // not completed twice, and a watcher of the run sees nothing after the run's story. The
+    // tokens it spent count.
+    let stale = StepTransition {
+        tokens: Some(TokenCount { input: 30, output: 5 }),
+        output_hash: Some("stale-hash".into()),
+        ..StepTransition::new("ai_assessment", 1, StepStatus::Completed)
+    };
+    let answered = store.record_step(id, stale.clone()).await?;
+    ensure!(answered == etter_store::StepRecorded { sequence: 6, recorded: false }, "{answered:?}");
+    ensure!(store.record_step(id, stale).await?.sequence == 6, "the same late report again changes nothing");
+    let steps = store.steps(id).await?;
+    ensure!(steps[0].status == StepStatus::Retrying && steps[0].tokens.total() == 35, "{steps:#?}");
+    ensure!(steps[0].output_hash.is_none(), "a replaced attempt's output is not kept: {steps:#?}");
+    let stored = store.get_run(id).await?;
+    ensure!(stored.tokens_used == TokenCount { input: 130, output: 25 } && stored.sequence == 6, "{stored:#?}");
+    ensure!(all_events(store, id).await?.len() == 6);
+    let usage = store.usage(&company("acme")?, today, today).await?;
+    ensure!(usage[0].tokens.total() == 155, "{usage:?}");
+    // The attempt that replaces a lost one closes it as retrying before it records itself: a
+    // report of the step done that lands in between is stale too.
+    store.record_step(id, StepTransition::new("skills_miner", 1, StepStatus::Running)).await?;
+    store.record_step(id, StepTransition::new("skills_miner", 1, StepStatus::Retrying)).await?;
+    let between = store.record_step(id, StepTransition::new("skills_miner", 1, StepStatus::Completed)).await?;
+    ensure!(!between.recorded && between.sequence == 8, "{between:?}");
+    let miner = store.steps(id).await?.into_iter().find(|a| a.step == "skills_miner");
+    ensure!(miner.is_some_and(|a| a.status == StepStatus::Retrying));
+    // Retrying to failed is how a run's close records a last attempt that could not report.
+    let closed = store.record_step(id, StepTransition::new("skills_miner", 1, StepStatus::Failed)).await?;
+    ensure!(closed.recorded && closed.sequence == 9, "{closed:?}");
+    // An attempt closed as lost before its RUNNING record landed (held up behind the run's
+    // lock) does not start again when it lands.
+    store.record_step(id, StepTransition::new("skills_miner", 2, StepStatus::Retrying)).await?;
+    let revived = store.record_step(id, StepTransition::new("skills_miner", 2, StepStatus::Running)).await?;
+    ensure!(!revived.recorded && revived.sequence == 10, "{revived:?}");
+
     store.set_needs_review(id, true).await?;
     ensure!(store.get_run(id).await?.needs_review);
     Ok(())
