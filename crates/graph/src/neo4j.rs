@@ -75,11 +75,13 @@ impl Neo4jGraph {
     }
 
     async fn ping_once(&self) -> Result<(), GraphError> {
-        let check = async {
-            let mut txn = self.graph.start_txn().await.map_err(|e| classify(&e))?;
+        let graph = self.graph.clone();
+        let check = to_completion(async move {
+            let mut txn = graph.start_txn().await.map_err(|e| classify(&e))?;
             rows(&mut txn, neo4rs::query("RETURN 1 AS one")).await?;
             txn.commit().await.map_err(|e| classify(&e))
-        };
+        });
+        // Past the deadline the ping is left to finish (or fail) on its own.
         tokio::time::timeout(PING_TIMEOUT, check)
             .await
             .map_err(|_| GraphError::Unavailable(format!("neo4j did not answer within {PING_TIMEOUT:?}")))?
@@ -174,24 +176,35 @@ impl Backend for Neo4jGraph {
     }
 
     async fn apply(&self, plan: &Plan) -> Result<(), GraphError> {
-        // The write runs in a task of its own: a caller that gives up (an activity cancelled or
-        // timed out) must not drop a transaction mid-exchange, which would hand neo4rs's pool a
-        // connection with unread responses and desynchronise the next transaction on it.
         let (graph, plan) = (self.clone(), plan.clone());
-        let write = tokio::spawn(async move { retry(|| graph.apply_once(&plan)).await });
-        write.await.map_err(|e| GraphError::Unavailable(format!("the graph write did not finish: {e}")))?
+        to_completion(async move { retry(|| graph.apply_once(&plan)).await }).await
     }
 
     async fn role_subgraph(&self, role: &str) -> Result<Subgraph, GraphError> {
-        self.subgraph(role).await
+        let (graph, role) = (self.clone(), role.to_owned());
+        to_completion(async move { graph.subgraph(&role).await }).await
     }
 
     async fn company(&self, company: &str) -> Result<Option<CompanyData>, GraphError> {
-        self.company_data(company).await
+        let (graph, company) = (self.clone(), company.to_owned());
+        to_completion(async move { graph.company_data(&company).await }).await
     }
 }
 
 impl_role_graph!(Neo4jGraph);
+
+/// Runs one exchange with Neo4j in a task of its own, so it always runs to its end. A caller
+/// that gives up (an activity cancelled or timed out, a ping past its deadline, a client gone)
+/// must not drop a transaction mid-exchange: neo4rs would take back a connection with unread
+/// responses, and its RESET on recycling accepts any success — the next transaction on that
+/// connection would read the answers meant for this one (a node "not in the graph" that is).
+async fn to_completion<T: Send + 'static>(
+    exchange: impl Future<Output = Result<T, GraphError>> + Send + 'static,
+) -> Result<T, GraphError> {
+    tokio::spawn(exchange)
+        .await
+        .map_err(|e| GraphError::Unavailable(format!("the graph exchange did not finish: {e}")))?
+}
 
 /// Runs `attempt` again while it fails with a conflict, backing off; the write is one
 /// transaction, so a retry starts from a clean slate.

@@ -165,6 +165,7 @@ conformance_suite!(
     annotating_steps_replace_only_their_own_properties,
     two_roles_share_a_skill,
     summary_counts,
+    reads_abandoned_midway_leave_later_answers_exact,
     concurrent_writes_of_two_roles_do_not_interfere,
     bad_references_and_outputs_are_rejected_atomically,
     deleting_a_role_leaves_the_others,
@@ -786,6 +787,28 @@ async fn summary_counts(ctx: Ctx) -> Result<()> {
         (sb.tasks, sb.top_tasks, sb.skills, sb.skill_clusters, sb.catalog_entries, sb.reskilling_paths)
             == (2, 1, 3, 1, 1, 1)
     );
+    Ok(())
+}
+
+/// A caller that gives up on a read (an activity cancelled, a client gone, a ping past its
+/// deadline) leaves the connection it used in a state where the next reader gets its own answer,
+/// not the abandoned one's.
+async fn reads_abandoned_midway_leave_later_answers_exact(ctx: Ctx) -> Result<()> {
+    let g = ctx.graph.as_ref();
+    let v = Values { prefix: &ctx.prefix };
+    let (a, b) = (v.adjuster()?, v.underwriter()?);
+    write_all(g, &a).await?;
+    write_all(g, &b).await?;
+    let (want_a, want_b) = (expected(&a, true), expected(&b, true));
+    for round in 0..60_u64 {
+        // Cut off after 0 to 5 ms: some reads before they begin, some while rows stream.
+        let cut = std::time::Duration::from_micros((round * 97) % 5000);
+        let _ = tokio::time::timeout(cut, g.role_outputs(&a.role)).await;
+        let _ = tokio::time::timeout(cut, g.snapshot(&SnapshotScope::Role(b.role.clone()))).await;
+        let _ = tokio::time::timeout(cut, g.ping()).await;
+        ensure!(outputs(g, &b.role).await? == want_b, "round {round}: another role's answer for b");
+        ensure!(outputs(g, &a.role).await? == want_a, "round {round}: another role's answer for a");
+    }
     Ok(())
 }
 

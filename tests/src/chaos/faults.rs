@@ -93,6 +93,14 @@ pub async fn inject(
         let at = Instant::now();
         let (target, result) = hit(kind, &deployment, down).await;
         let fault = Fault { kind, target, at, down, error: result.err().map(|e| format!("{e:#}")) };
+        println!(
+            "chaos: {} fault {:?} on {} (down {:.1} s) {}",
+            chrono::Utc::now().format("%H:%M:%S%.3f"),
+            fault.kind,
+            fault.target,
+            fault.down.as_secs_f64(),
+            fault.error.as_deref().map_or_else(|| "recovered".to_owned(), |e| format!("NOT RECOVERED: {e}"))
+        );
         faults.lock().await.push(fault);
     }
 }
