@@ -203,6 +203,16 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(message) => {
                 ApiError::FailedPrecondition { reason: "CONFLICT", subject: String::new(), description: message }
             }
+            // The disk under the run store is full: nothing was stored, and the caller (and the
+            // operator reading its message) should know why.
+            StoreError::Database(_) if err.is_disk_full() => ApiError::ResourceExhausted {
+                reason: "STORE_DISK_FULL",
+                description: "the run store's disk is full, so nothing was stored; retry once an operator has \
+                              made room (runs already accepted are kept)"
+                    .to_owned(),
+                retry_after: Some(std::time::Duration::from_secs(30)),
+                quota: vec![("run store disk".to_owned(), "full".to_owned())],
+            },
             // Logged, not sent (see below): with its cause, which is sqlx's error, not in its text.
             StoreError::Database(_) => ApiError::Unavailable(chain(&err).to_string()),
             other => ApiError::Internal(chain(&other).to_string()),

@@ -75,6 +75,16 @@ impl EmbeddedGraph {
             .busy_timeout(Duration::from_secs(30));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // SQLite rolls a transaction back by itself when a write meets a full disk; sqlx's
+            // own ROLLBACK then fails and its connection keeps counting a transaction it does not
+            // have, refusing every later BEGIN. Such a connection is closed, not reused, so the
+            // graph writes again once the disk has room (the ping lets a queued rollback run).
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    sqlx::Connection::ping(conn).await?;
+                    Ok(!sqlx::Connection::is_in_transaction(conn))
+                })
+            })
             .connect_with(options)
             .await
             .map_err(|e| GraphError::Config(format!("cannot open {}: {e}", path.display())))?;

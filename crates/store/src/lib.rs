@@ -192,6 +192,17 @@ impl StoreError {
         StoreError::NotFound { what, id: id.to_string() }
     }
 
+    /// Whether the database refused a write because its disk is full: SQLite's SQLITE_FULL (13),
+    /// PostgreSQL's disk_full (53100). Nothing was stored; writes succeed again once there is room.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Database(e) => {
+                e.as_database_error().and_then(|e| e.code()).is_some_and(|code| code == "13" || code == "53100")
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the error is about one item of a request (so a batch records it for that item and
     /// goes on) rather than about the store.
     pub fn is_item_error(&self) -> bool {

@@ -57,7 +57,7 @@ impl Sqlite {
         // finds the file in WAL mode and the migrations applied.
         let lock = migration_lock(path).await?;
         let opened = async {
-            let pool = super::backend::pool_options(options.max_connections).connect_with(connect).await?;
+            let pool = pool_options(options.max_connections).connect_with(connect).await?;
             migrator(&pool).await?.run(&pool).await?;
             Ok::<_, StoreError>(pool)
         }
@@ -65,6 +65,21 @@ impl Sqlite {
         drop(lock);
         Ok(Sqlite { pool: opened? })
     }
+}
+
+/// The pool's options: the backends' own, and a connection that still counts a transaction
+/// when it comes back is closed rather than reused. SQLite rolls a transaction back by itself
+/// when a write meets a full disk (SQLITE_FULL); the ROLLBACK sqlx then queues fails ("no
+/// transaction is active"), and sqlx's connection keeps counting a transaction it does not have:
+/// every later `BEGIN IMMEDIATE` on it is refused, so the store would never write again after the
+/// disk was freed. (The ping first lets the queued rollback run.)
+fn pool_options(max_connections: u32) -> sqlx::pool::PoolOptions<sqlx::Sqlite> {
+    super::backend::pool_options(max_connections).after_release(|conn, _| {
+        Box::pin(async move {
+            sqlx::Connection::ping(conn).await?;
+            Ok(!sqlx::Connection::is_in_transaction(conn))
+        })
+    })
 }
 
 /// The migrations, accepting the checksums a store recorded for texts since reworded
@@ -423,6 +438,34 @@ mod tests {
         let (text, args) = sql.build().into_parts()?;
         assert_eq!(text.as_str(), "INSERT INTO t (a, b) VALUES (?, ?), (?, ?)");
         assert_eq!(args.len(), 4);
+        Ok(())
+    }
+
+    /// A write that meets a full disk (here: the page limit) is refused, and once there is room
+    /// again the next transaction on the same (only) connection writes: the connection did not
+    /// keep counting the transaction SQLite had already rolled back.
+    #[tokio::test]
+    async fn writes_resume_on_the_same_pool_once_a_full_disk_has_room() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let connect = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.path().join("full.db"))
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+        let pool = super::pool_options(1).connect_with(connect).await?;
+        sqlx::query("CREATE TABLE t (b BLOB)").execute(&pool).await?;
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count").fetch_one(&pool).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA max_page_count = {pages}"))).execute(&pool).await?;
+        let write = || async {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            sqlx::query("INSERT INTO t VALUES (zeroblob(1000000))").execute(&mut *tx).await?;
+            tx.commit().await
+        };
+        let full = write().await.map_err(crate::StoreError::from);
+        assert!(full.as_ref().is_err_and(crate::StoreError::is_disk_full), "{full:?}");
+        sqlx::query("PRAGMA max_page_count = 1000000").execute(&pool).await?;
+        write().await?;
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM t").fetch_one(&pool).await?;
+        assert_eq!(rows, 1);
         Ok(())
     }
 

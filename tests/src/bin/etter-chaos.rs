@@ -23,12 +23,21 @@ struct Cli {
     /// Where to write the report (Markdown).
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Only the embedded profile's disk filling up (no load, no other faults).
+    #[arg(long)]
+    disk_only: bool,
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let options = if cli.short { Options::short() } else { Options::full(cli.minutes, cli.faults_per_kind) };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    if cli.disk_only {
+        let disk = runtime.block_on(chaos::disk::run())?;
+        println!("{disk:#?}");
+        anyhow::ensure!(disk.skipped.is_none() && disk.violations.is_empty(), "the disk-full run failed");
+        return Ok(());
+    }
     let report = runtime.block_on(chaos::run(options))?;
     let markdown = report.markdown();
     println!("\n{markdown}");

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod check;
 pub mod deployment;
+pub mod disk;
 pub mod faults;
 pub mod load;
 pub mod services;
@@ -108,12 +109,17 @@ pub struct Report {
     /// Recovery times per fault kind: until every company stream had its next event, and until
     /// the next dispatch.
     pub recovery: BTreeMap<FaultKind, (Vec<Duration>, Vec<Duration>)>,
+    /// The embedded profile's disk filling up.
+    pub disk: disk::DiskReport,
 }
 
 impl Report {
     /// Violations plus faults that could not be injected or recovered from.
     pub fn failures(&self) -> usize {
-        self.findings.violations.len() + self.faults.iter().filter(|f| f.error.is_some()).count()
+        self.findings.violations.len()
+            + self.faults.iter().filter(|f| f.error.is_some()).count()
+            + self.disk.violations.len()
+            + usize::from(self.disk.skipped.is_some())
     }
 }
 
@@ -267,7 +273,9 @@ pub async fn run(options: Options) -> Result<Report> {
         (watch_logs.len(), watch_logs.iter().map(|l| l.resumes).sum(), watch_logs.iter().map(|l| l.failures).sum());
     store.close().await;
     deployment.stop().await?;
-    Ok(Report { options, faults, ledger, findings, watchers, drained_in, recovery })
+    println!("chaos: the embedded profile's disk filling up");
+    let disk = disk::run().await?;
+    Ok(Report { options, faults, ledger, findings, watchers, drained_in, recovery, disk })
 }
 
 /// One clean run of each template before any fault: its graph counts by document URI.
@@ -444,6 +452,27 @@ impl Report {
                 pair(&streams),
                 pair(&dispatches)
             );
+        }
+        let d = &self.disk;
+        match &d.skipped {
+            Some(why) => {
+                let _ = writeln!(out, "\nDisk full (embedded profile): not run — {why}.");
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "\nDisk full (embedded profile, 64 MB tmpfs): {} pushes acknowledged before, {} while full, {} after it was freed; refusals while full: {:?}; runs in progress that ended FAILED (retryable): {}; violations: {}.",
+                    d.acknowledged[0],
+                    d.acknowledged[1],
+                    d.acknowledged[2],
+                    d.refusals,
+                    d.failed_while_full,
+                    d.violations.len()
+                );
+                for violation in &d.violations {
+                    let _ = writeln!(out, "- {violation}");
+                }
+            }
         }
         let _ = writeln!(out, "\nViolations: {}.", f.violations.len());
         for violation in f.violations.iter().take(50) {
