@@ -492,13 +492,10 @@ impl Stack {
 
     /// A token for `role` (viewer, operator, admin) in the test's company, from `etter-server token`.
     pub async fn token(&self, role: &str) -> Result<String> {
-        let output = self
-            .command("etter-server")?
-            .args(["token", "--company", &self.company, "--role", role, "--user", "e2e@example.com"])
-            .output()
+        let token = self
+            .server_command(&["token", "--company", &self.company, "--role", role, "--user", "e2e@example.com"])
             .await?;
-        ensure!(output.status.success(), "etter-server token failed: {}", String::from_utf8_lossy(&output.stderr));
-        Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+        Ok(token.trim().to_owned())
     }
 
     /// A client of `server` acting as an operator of the test's company.

@@ -59,11 +59,13 @@ impl Api {
         self.clients[i].clone()
     }
 
-    /// Calls `call` on one replica after another until it is answered, refused for good, or the
-    /// patience runs out. `tries` counts the calls made.
-    pub async fn call<T, F, Fut>(&self, mut call: F) -> (Outcome<T>, u32)
+    /// Calls `call` with `request` on one replica after another until it is answered, refused for
+    /// good, or the patience runs out (the same request each time: its `request_id` too). The
+    /// answer, and how many calls were made.
+    pub async fn call<R, T, F, Fut>(&self, request: &R, mut call: F) -> (Outcome<T>, u32)
     where
-        F: FnMut(Client) -> Fut,
+        R: Clone,
+        F: FnMut(Client, R) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let deadline = tokio::time::Instant::now() + self.patience;
@@ -71,7 +73,7 @@ impl Api {
         let mut tries = 0;
         loop {
             tries += 1;
-            match call(self.client()).await {
+            match call(self.client(), request.clone()).await {
                 Ok(answer) => return (Outcome::Answered(answer.into_inner()), tries),
                 Err(status) if !transient(&status) => return (Outcome::Refused(status), tries),
                 Err(status) => {

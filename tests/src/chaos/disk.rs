@@ -75,13 +75,7 @@ async fn exercise(stack: &Stack, data: &Path) -> Result<DiskReport> {
 
     for _ in 0..10 {
         let (phase, request) = push(0);
-        if let (Outcome::Answered(answer), _) = api
-            .call(|mut c| {
-                let r = request.clone();
-                async move { c.push(r).await }
-            })
-            .await
-        {
+        if let (Outcome::Answered(answer), _) = api.call(&request, |mut c, r| async move { c.push(r).await }).await {
             acknowledged.insert(answer.workflow_id, phase);
             report.acknowledged[phase] += 1;
         }
@@ -91,12 +85,7 @@ async fn exercise(stack: &Stack, data: &Path) -> Result<DiskReport> {
     fill(&filler).await?;
     for _ in 0..10 {
         let (phase, request) = push(1);
-        let (outcome, _) = api
-            .call(|mut c| {
-                let r = request.clone();
-                async move { c.push(r).await }
-            })
-            .await;
+        let (outcome, _) = api.call(&request, |mut c, r| async move { c.push(r).await }).await;
         match outcome {
             Outcome::Answered(answer) => {
                 acknowledged.insert(answer.workflow_id, phase);
@@ -117,13 +106,7 @@ async fn exercise(stack: &Stack, data: &Path) -> Result<DiskReport> {
     std::fs::remove_file(&filler).context("removing the filler")?;
     for _ in 0..10 {
         let (phase, request) = push(2);
-        match api
-            .call(|mut c| {
-                let r = request.clone();
-                async move { c.push(r).await }
-            })
-            .await
-        {
+        match api.call(&request, |mut c, r| async move { c.push(r).await }).await {
             (Outcome::Answered(answer), _) => {
                 acknowledged.insert(answer.workflow_id, phase);
                 report.acknowledged[phase] += 1;

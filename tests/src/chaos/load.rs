@@ -141,13 +141,7 @@ pub async fn pusher(load: Arc<Load>, client: usize, every: Duration) {
         let with_request_id = n.is_multiple_of(2);
         let request_id = if with_request_id { format!("push-{client}-{n}") } else { String::new() };
         let request = load.push_request(&role_name, template, request_id);
-        let (outcome, tries) = load
-            .api
-            .call(|mut c| {
-                let r = request.clone();
-                async move { c.push(r).await }
-            })
-            .await;
+        let (outcome, tries) = load.api.call(&request, |mut c, r| async move { c.push(r).await }).await;
         load.note("Push", &outcome).await;
         if let Outcome::Answered(answer) = outcome {
             load.ledger.lock().await.pushes.push(AckedPush {
@@ -187,13 +181,7 @@ pub async fn batcher(load: Arc<Load>, size: usize, every: Duration) {
             request_id: format!("batch-{n}"),
             validate_only: false,
         };
-        let (outcome, tries) = load
-            .api
-            .call(|mut c| {
-                let r = request.clone();
-                async move { c.push_batch(r).await }
-            })
-            .await;
+        let (outcome, tries) = load.api.call(&request, |mut c, r| async move { c.push_batch(r).await }).await;
         load.note("PushBatch", &outcome).await;
         if let Outcome::Answered(answer) = outcome {
             let mut runs = Vec::new();
@@ -261,13 +249,7 @@ pub async fn canceller(load: Arc<Load>, every: Duration) {
             reason: "chaos".to_owned(),
             request_id: format!("cancel-{n}"),
         };
-        let (outcome, _) = load
-            .api
-            .call(|mut c| {
-                let r = request.clone();
-                async move { c.cancel(r).await }
-            })
-            .await;
+        let (outcome, _) = load.api.call(&request, |mut c, r| async move { c.cancel(r).await }).await;
         load.note("Cancel", &outcome).await;
         if let Outcome::Answered(answer) = outcome
             && answer.run.as_ref().is_some_and(|run| run.status() == RoleStatus::Cancelled)
@@ -289,13 +271,7 @@ pub async fn retrier(load: Arc<Load>, every: Duration) {
             page_size: 20,
             ..Default::default()
         };
-        let (outcome, _) = load
-            .api
-            .call(|mut c| {
-                let r = request.clone();
-                async move { c.history(r).await }
-            })
-            .await;
+        let (outcome, _) = load.api.call(&request, |mut c, r| async move { c.history(r).await }).await;
         load.note("History", &outcome).await;
         let Outcome::Answered(page) = outcome else { continue };
         let Some(run) = page.runs.iter().find(|run| run.superseded_by.is_empty()) else { continue };
@@ -304,13 +280,7 @@ pub async fn retrier(load: Arc<Load>, every: Duration) {
             steps: Vec::new(),
             request_id: format!("retry-{n}"),
         };
-        let (outcome, _) = load
-            .api
-            .call(|mut c| {
-                let r = request.clone();
-                async move { c.retry(r).await }
-            })
-            .await;
+        let (outcome, _) = load.api.call(&request, |mut c, r| async move { c.retry(r).await }).await;
         load.note("Retry", &outcome).await;
         if let Outcome::Answered(answer) = outcome
             && let Some(new) = answer.run
@@ -337,13 +307,7 @@ pub async fn historian(load: Arc<Load>, every: Duration) {
                 page_token: page_token.clone(),
                 ..Default::default()
             };
-            let (outcome, _) = load
-                .api
-                .call(|mut c| {
-                    let r = request.clone();
-                    async move { c.history(r).await }
-                })
-                .await;
+            let (outcome, _) = load.api.call(&request, |mut c, r| async move { c.history(r).await }).await;
             load.note("History", &outcome).await;
             let Outcome::Answered(page) = outcome else { break };
             for run in page.runs {

@@ -242,18 +242,7 @@ pub async fn run(options: Options) -> Result<Report> {
     let graph = connect_graph(&deployment.stack).await?;
     let mut watch_logs = Vec::new();
     for log in &logs {
-        let log = log.lock().await;
-        watch_logs.push(WatchLog {
-            followed: log.followed.clone(),
-            opened: log.opened,
-            snapshot: log.snapshot.clone(),
-            events: log.events.clone(),
-            receipts: log.receipts.clone(),
-            resumes: log.resumes,
-            failures: log.failures,
-            over: log.over,
-            problems: log.problems.clone(),
-        });
+        watch_logs.push(log.lock().await.clone());
     }
     let ledger = std::mem::take(&mut *load.ledger.lock().await);
     let evidence = Evidence {
@@ -299,12 +288,7 @@ async fn clean_runs(
             request_id: format!("clean-{i}"),
             validate_only: false,
         };
-        let (outcome, _) = api
-            .call(|mut c| {
-                let r = request.clone();
-                async move { c.push(r).await }
-            })
-            .await;
+        let (outcome, _) = api.call(&request, |mut c, r| async move { c.push(r).await }).await;
         let Outcome::Answered(answer) = outcome else { anyhow::bail!("the clean push of {uri}: {outcome:?}") };
         pushed.push((uri.clone(), answer.workflow_id));
     }
@@ -313,12 +297,7 @@ async fn clean_runs(
         loop {
             let request =
                 GetStatusRequest { target: Some(get_status_request::Target::WorkflowId(workflow_id.clone())) };
-            let (outcome, _) = api
-                .call(|mut c| {
-                    let r = request.clone();
-                    async move { c.get_status(r).await }
-                })
-                .await;
+            let (outcome, _) = api.call(&request, |mut c, r| async move { c.get_status(r).await }).await;
             let status = match outcome {
                 Outcome::Answered(answer) => answer.run.map(|run| run.status()),
                 _ => None,

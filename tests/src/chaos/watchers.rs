@@ -38,7 +38,7 @@ pub struct Receipt {
 }
 
 /// Everything one watcher received.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct WatchLog {
     /// What it follows.
     pub followed: Followed,
