@@ -186,8 +186,8 @@ pub async fn push_batch(
             result
         })
         .collect();
+    let progress = initial_progress(&company, batch.as_ref(), &stored, &items);
     let Some(batch) = batch else {
-        let progress = quoted_progress(&company, &stored, &items);
         return Ok(pb::PushBatchResponse {
             batch_id: String::new(),
             items,
@@ -199,17 +199,21 @@ pub async fn push_batch(
     let response = pb::PushBatchResponse {
         batch_id: batch.id.to_string(),
         items,
-        progress: Some(progress(cx.store, cx.estimator, &batch).await?),
+        progress: Some(progress),
         token_estimate: Some(cx.estimator.token_estimate(tokens)),
         created: true,
     };
     idempotency.remember(response).await
 }
 
-/// The progress a quoted batch would start with: the runs it would create per state (rejected
-/// items count as done), and when the last of them would end.
-fn quoted_progress(
+/// The progress a batch starts with, as its answer gives it: the runs it created (or, for a
+/// quote, would create) per state as they were stored — the same moment as the answer's items,
+/// even when the background checks or the dispatcher have moved some of them on since — rejected
+/// items counted as done, and when the last of them would end (the latest ETA of its accepted
+/// items).
+fn initial_progress(
     company: &CompanyId,
+    batch: Option<&Batch>,
     stored: &[Result<Created, StoreError>],
     items: &[pb::PushBatchItemResult],
 ) -> pb::BatchProgress {
@@ -219,7 +223,7 @@ fn quoted_progress(
     }
     let count = |n: u64| i32::try_from(n).unwrap_or(i32::MAX);
     pb::BatchProgress {
-        batch_id: String::new(),
+        batch_id: batch.map(|b| b.id.to_string()).unwrap_or_default(),
         company_id: company.to_string(),
         total: count(counts.values().sum()),
         done: count(counts.get(&RunState::ValidationError).copied().unwrap_or(0)),
@@ -233,7 +237,7 @@ fn quoted_progress(
             .map(|i| i.estimated_duration_seconds)
             .max()
             .unwrap_or(0),
-        create_time: None,
+        create_time: batch.map(|b| convert::timestamp(b.create_time)),
     }
 }
 

@@ -393,7 +393,8 @@ export type PushBatchResponse = Message<"etter.pipeline.v1.PushBatchResponse"> &
   items: PushBatchItemResult[];
 
   /**
-   * Aggregate progress of the batch at acknowledgement.
+   * Aggregate progress of the batch as it was stored: the same moment as `items`, even when
+   * background checks or dispatch have moved some of its runs on by the time it arrives.
    *
    * @generated from field: etter.pipeline.v1.BatchProgress progress = 3;
    */

@@ -348,7 +348,9 @@ class PushBatchResponse(google.protobuf.message.Message):
 
     @property
     def progress(self) -> etter_client._gen.etter.pipeline.v1.resources_pb2.BatchProgress:
-        """Aggregate progress of the batch at acknowledgement."""
+        """Aggregate progress of the batch as it was stored: the same moment as `items`, even when
+        background checks or dispatch have moved some of its runs on by the time it arrives.
+        """
 
     @property
     def token_estimate(self) -> etter_client._gen.etter.pipeline.v1.resources_pb2.TokenEstimate:
