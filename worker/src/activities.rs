@@ -41,6 +41,20 @@ pub struct StepInput {
     /// The trace id of the request that created the run: the activity logs under it.
     #[serde(default)]
     pub trace_id: Option<TraceId>,
+    /// Attempts of the step recorded before this activity was scheduled (0 unless the step was
+    /// scheduled again after a task nobody picked up): Temporal counts this activity's attempts
+    /// from 1, the run's step records go on from here.
+    #[serde(default)]
+    pub attempt_base: u32,
+}
+
+/// The input of [`PipelineActivities::recorded_attempts`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptsInput {
+    /// The run.
+    pub workflow_id: WorkflowId,
+    /// The step.
+    pub step: StepName,
 }
 
 /// What a step activity returns to its workflow.
@@ -162,7 +176,10 @@ impl PipelineActivities {
             )
             .into_activity_error());
         }
-        let attempt = ctx.info().attempt.max(1);
+        // Temporal's count of this activity's attempts decides whether another follows; the step's
+        // records number on from the attempts recorded before the activity was scheduled.
+        let temporal_attempt = ctx.info().attempt.max(1);
+        let attempt = input.attempt_base.saturating_add(temporal_attempt);
         let max_attempts = ctx.info().retry_policy.as_ref().map_or(0, |policy| policy.maximum_attempts());
         let heartbeat_every = heartbeat_interval(ctx.info().heartbeat_timeout);
         let step = input.step;
@@ -174,7 +191,9 @@ impl PipelineActivities {
         let outcome = match &result {
             Ok(_) => "completed",
             Err(StepEnd::Cancelled) => "cancelled",
-            Err(StepEnd::Failed(f)) if f.recoverable && (max_attempts == 0 || attempt < max_attempts) => "retrying",
+            Err(StepEnd::Failed(f)) if f.recoverable && (max_attempts == 0 || temporal_attempt < max_attempts) => {
+                "retrying"
+            }
             Err(StepEnd::Failed(_)) => "failed",
         };
         metrics::counter!(observe::STEP_ATTEMPTS, "step" => step.as_str(), "outcome" => outcome).increment(1);
@@ -298,7 +317,7 @@ impl PipelineActivities {
             .map_err(StepFailure::from)?;
 
         let work = async {
-            self.faults.before_work(step).await?;
+            self.faults.before_work(step, attempt).await?;
             let outcome = self.execute_through_outages(&run, step, &upstream).await?;
             self.faults.after_work(step, attempt).await;
             Ok::<_, StepFailure>(outcome)
@@ -525,6 +544,23 @@ impl PipelineActivities {
     ) -> Result<OutcomeReport, ActivityError> {
         let span = activity_span("record_outcome", &input.workflow_id, None, input.trace_id.as_ref());
         self.close_run(&input).instrument(span).await.map_err(StepFailure::into_activity_error)
+    }
+
+    /// The highest attempt of a step the run store recorded (0 when none): a step scheduled again
+    /// after its task was never picked up numbers its attempts on from it.
+    #[activity(name = "RecordedAttempts")]
+    pub async fn recorded_attempts(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: AttemptsInput,
+    ) -> Result<u32, ActivityError> {
+        let attempts = self
+            .runner
+            .store()
+            .steps(&input.workflow_id)
+            .await
+            .map_err(|e| StepFailure::from(e).into_activity_error())?;
+        Ok(attempts.iter().filter(|a| a.step == input.step.as_str()).map(|a| a.attempt).max().unwrap_or(0))
     }
 
     #[activity(name = "RoleSetupActivity")]

@@ -132,6 +132,14 @@ pub struct WorkerConfig {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub start_to_close_timeout: Duration,
+    /// Longest a step's activity task may wait for a worker to pick it up. Past it the workflow
+    /// schedules the step again: this is what recovers a task Temporal lost (it can, when its
+    /// history service is killed while it hands a retry to matching), which would otherwise leave
+    /// the run PROCESSING for ever. A task that was only waiting for a free slot goes to the back
+    /// of the queue, so keep this above the longest wait for a slot under load.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub schedule_to_start_timeout: Duration,
     /// Activity retry policy: first back-off.
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
@@ -177,6 +185,7 @@ impl Default for WorkerConfig {
             metrics_tls: ServerTls::default(),
             heartbeat_timeout: Duration::from_secs(60),
             start_to_close_timeout: Duration::from_secs(30 * 60),
+            schedule_to_start_timeout: Duration::from_secs(10 * 60),
             retry_initial_interval: Duration::from_secs(1),
             retry_backoff_coefficient: 2.0,
             retry_maximum_interval: Duration::from_secs(5 * 60),
@@ -208,6 +217,12 @@ impl WorkerConfig {
         }
         if self.heartbeat_timeout.is_zero() || self.start_to_close_timeout.is_zero() {
             return invalid("worker.heartbeat_timeout", "and worker.start_to_close_timeout must be positive");
+        }
+        if self.schedule_to_start_timeout.is_zero() {
+            return invalid(
+                "worker.schedule_to_start_timeout",
+                "must be positive (10m recovers a lost task without moving busy queues around)",
+            );
         }
         self.metrics_tls.validate("worker.metrics_tls")
     }

@@ -1,6 +1,6 @@
 //! Fault injection for the end-to-end tests: pause a step after its work is written
 //! but before it is recorded (the worst moment for a worker to die), fail a step with a
-//! transient error on every attempt, or make a step take [`SLOW_STEP`] longer (so that a run lasts
+//! transient error on every attempt or on its first only, or make a step take [`SLOW_STEP`] longer (so that a run lasts
 //! as long as a real one does, and timings are not lost in the noise of a loaded machine).
 //!
 //! Only the test binary `etter-worker-faults` (in the `etter-tests` crate, never shipped) reads
@@ -12,7 +12,7 @@ use etter_core::steps::StepName;
 use crate::failure::StepFailure;
 
 /// The environment variable that asks for faults: `;`-separated `pause_after:<step>`,
-/// `fail:<step>` and `slow:<step>` entries.
+/// `fail:<step>`, `fail_once:<step>` and `slow:<step>` entries.
 pub const FAULTS_VAR: &str = "ETTER_TEST_FAULTS";
 
 /// How much longer a `slow:<step>` step takes.
@@ -25,6 +25,8 @@ pub struct Faults {
     pause_after: Vec<StepName>,
     /// Steps that fail with a transient error on every attempt.
     fail: Vec<StepName>,
+    /// Steps whose first attempt fails with a transient error.
+    fail_once: Vec<StepName>,
     /// Steps that wait [`SLOW_STEP`] before their work, on every attempt.
     slow: Vec<StepName>,
 }
@@ -70,6 +72,7 @@ impl Faults {
             match kind.trim() {
                 "pause_after" => faults.pause_after.push(step),
                 "fail" => faults.fail.push(step),
+                "fail_once" => faults.fail_once.push(step),
                 "slow" => faults.slow.push(step),
                 other => return Err(FaultsError::Invalid(format!("unknown fault `{other}`"))),
             }
@@ -79,15 +82,15 @@ impl Faults {
 
     /// Whether any fault is active.
     pub fn is_empty(&self) -> bool {
-        self.pause_after.is_empty() && self.fail.is_empty() && self.slow.is_empty()
+        self.pause_after.is_empty() && self.fail.is_empty() && self.fail_once.is_empty() && self.slow.is_empty()
     }
 
-    /// Before a step's work: slows it down, then fails it, when asked to.
-    pub async fn before_work(&self, step: StepName) -> Result<(), StepFailure> {
+    /// Before an attempt's work: slows it down, then fails it, when asked to.
+    pub async fn before_work(&self, step: StepName, attempt: u32) -> Result<(), StepFailure> {
         if self.slow.contains(&step) {
             tokio::time::sleep(SLOW_STEP).await;
         }
-        if self.fail.contains(&step) {
+        if self.fail.contains(&step) || (attempt == 1 && self.fail_once.contains(&step)) {
             return Err(StepFailure::transient("INJECTED_FAULT", format!("{step} failed by {FAULTS_VAR}")));
         }
         Ok(())
@@ -110,12 +113,15 @@ mod tests {
 
     #[tokio::test]
     async fn fault_lists_parse_and_reject_unknown_words() -> anyhow::Result<()> {
-        let faults = Faults::parse("pause_after:ai_assessment; fail:task_feasibility; slow:role_setup")?;
+        let faults =
+            Faults::parse("pause_after:ai_assessment; fail:task_feasibility; slow:role_setup; fail_once:finalize")?;
         assert_eq!(faults.pause_after, vec![StepName::AiAssessment]);
-        assert!(faults.before_work(StepName::TaskFeasibility).await.is_err());
-        assert!(faults.before_work(StepName::AiAssessment).await.is_ok());
+        assert!(faults.before_work(StepName::TaskFeasibility, 2).await.is_err());
+        assert!(faults.before_work(StepName::AiAssessment, 1).await.is_ok());
+        assert!(faults.before_work(StepName::Finalize, 1).await.is_err());
+        assert!(faults.before_work(StepName::Finalize, 2).await.is_ok());
         let started = tokio::time::Instant::now();
-        assert!(faults.before_work(StepName::RoleSetup).await.is_ok());
+        assert!(faults.before_work(StepName::RoleSetup, 1).await.is_ok());
         assert!(started.elapsed() >= SLOW_STEP, "a slow step waits before its work");
         assert!(Faults::parse("explode:ai_assessment").is_err());
         assert!(Faults::parse("fail:nonsense").is_err());

@@ -137,7 +137,7 @@ pub async fn run_with_faults(
     graph.ensure_schema().await?;
     let documents = Arc::new(Documents::new(config.documents.clone())?);
     let llm = etter_llm::provider_from_config(&config.llm)?;
-    set_activity_policy(ActivityPolicy::from(&config.worker));
+    set_activity_policy(&config.temporal.task_queue, ActivityPolicy::from(&config.worker));
 
     let endpoint = Endpoint::from_config(&config.temporal)?;
     tokio::pin!(shutdown);

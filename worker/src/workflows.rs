@@ -9,7 +9,8 @@
 //! step stops its own branch (DEGRADED). Workflow code is deterministic: no I/O, clocks or tokio
 //! here, only Temporal's own combinators.
 
-use std::sync::OnceLock;
+use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::config::WorkerConfig;
@@ -21,13 +22,14 @@ use etter_core::workflow::{
 };
 use serde::{Deserialize, Serialize};
 use temporalio_common::RetryPolicy;
+use temporalio_common::error::IncomingError;
 use temporalio_sdk::workflows::{join, workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityCancellationType, ActivityOptions, ChildWorkflowOptions, LocalActivityOptions, WorkflowCancellationToken,
-    WorkflowContext, WorkflowResult, WorkflowTermination,
+    ActivityCancellationType, ActivityExecutionError, ActivityOptions, ChildWorkflowOptions, LocalActivityOptions,
+    TimeoutType, WorkflowCancellationToken, WorkflowContext, WorkflowResult, WorkflowTermination,
 };
 
-use crate::activities::{BeginInput, FailedStep, OutcomeInput, PipelineActivities, StepInput};
+use crate::activities::{AttemptsInput, BeginInput, FailedStep, OutcomeInput, PipelineActivities, StepInput};
 use crate::failure::PERMANENT_FAILURE_TYPE;
 
 /// Timeouts and retries of step activities, from `[worker]`.
@@ -35,6 +37,8 @@ use crate::failure::PERMANENT_FAILURE_TYPE;
 pub struct ActivityPolicy {
     /// Start-to-close timeout of one attempt.
     pub start_to_close: Duration,
+    /// Longest an activity task waits to be picked up before the step is scheduled again.
+    pub schedule_to_start: Duration,
     /// Heartbeat timeout.
     pub heartbeat: Duration,
     /// First retry interval.
@@ -51,6 +55,7 @@ impl From<&WorkerConfig> for ActivityPolicy {
     fn from(config: &WorkerConfig) -> Self {
         Self {
             start_to_close: config.start_to_close_timeout,
+            schedule_to_start: config.schedule_to_start_timeout,
             heartbeat: config.heartbeat_timeout,
             initial_interval: config.retry_initial_interval,
             backoff: config.retry_backoff_coefficient,
@@ -60,23 +65,32 @@ impl From<&WorkerConfig> for ActivityPolicy {
     }
 }
 
-/// The process's activity policy. Set once at start from the configuration and constant after,
-/// so workflow code stays deterministic across replays within one deployment.
-static POLICY: OnceLock<ActivityPolicy> = OnceLock::new();
+/// The activity policy of each task queue this process serves. Set once per queue when its
+/// worker starts, from the configuration, and constant after, so workflow code stays deterministic
+/// across replays within one deployment. Keyed by queue so that workers of different
+/// configurations can share a process (the tests run several).
+static POLICIES: Mutex<BTreeMap<String, ActivityPolicy>> = Mutex::new(BTreeMap::new());
 
-/// Sets the activity policy for every workflow of this process; the first call wins.
-pub fn set_activity_policy(policy: ActivityPolicy) {
-    if POLICY.set(policy).is_err() {
-        tracing::debug!("activity policy already set; keeping the first");
+/// Sets the activity policy of the workflows on `task_queue`; the first call for a queue wins.
+pub fn set_activity_policy(task_queue: &str, policy: ActivityPolicy) {
+    let mut policies = POLICIES.lock().unwrap_or_else(PoisonError::into_inner);
+    if policies.contains_key(task_queue) {
+        tracing::debug!(task_queue, "activity policy already set; keeping the first");
+    } else {
+        policies.insert(task_queue.to_owned(), policy);
     }
 }
 
-fn policy() -> ActivityPolicy {
-    POLICY.get().cloned().unwrap_or_else(|| ActivityPolicy::from(&WorkerConfig::default()))
+/// The activity policy of the workflows on `task_queue` (the defaults if none was set).
+fn policy(task_queue: &str) -> ActivityPolicy {
+    let policies = POLICIES.lock().unwrap_or_else(PoisonError::into_inner);
+    policies.get(task_queue).cloned().unwrap_or_else(|| ActivityPolicy::from(&WorkerConfig::default()))
 }
 
-fn step_options() -> ActivityOptions {
-    let policy = policy();
+/// The options of a step's activity. With `reschedule`, a task not picked up within
+/// `worker.schedule_to_start_timeout` times out (Temporal does not retry that timeout itself)
+/// and [`execute_step`] schedules the step again.
+fn step_options(policy: ActivityPolicy, reschedule: bool) -> ActivityOptions {
     let retry = RetryPolicy::builder()
         .initial_interval(policy.initial_interval)
         .backoff_coefficient(policy.backoff)
@@ -84,12 +98,28 @@ fn step_options() -> ActivityOptions {
         .maximum_attempts(policy.maximum_attempts)
         .non_retryable_error_types([PERMANENT_FAILURE_TYPE])
         .build();
-    ActivityOptions::with_start_to_close_timeout(policy.start_to_close)
+    let mut options = ActivityOptions::with_start_to_close_timeout(policy.start_to_close)
         .heartbeat_timeout(policy.heartbeat)
         .retry_policy(retry)
         // A cancelled run waits for its running step to acknowledge (and record) the cancel.
         .cancellation_type(ActivityCancellationType::WaitCancellationCompleted)
-        .build()
+        .build();
+    if reschedule {
+        options.schedule_to_start_timeout = Some(policy.schedule_to_start);
+    }
+    options
+}
+
+/// Runs started by this version bound how long a step's task may wait to be picked up, and
+/// schedule the step again past it: Temporal can lose an activity task (its history service
+/// killed while it hands a retry to matching), and nothing else would ever fail or dispatch that
+/// attempt. Runs started before keep the activities their history has.
+const RESCHEDULE_PATCH: &str = "reschedule-unstarted-steps";
+
+/// Whether a step's activity ended because no worker picked its task up in time: it never
+/// started, so the step is scheduled again.
+fn never_started(err: &ActivityExecutionError) -> bool {
+    matches!(err.cause(), Some(IncomingError::Timeout(timeout)) if timeout.timeout_type() == TimeoutType::ScheduleToStart)
 }
 
 /// Bookkeeping must not be lost to a short store outage: retried without an attempt limit (the
@@ -171,38 +201,65 @@ pub struct GroupInput {
     pub steps: Vec<StepName>,
 }
 
-/// Runs one step's activity.
-async fn execute_step<W>(ctx: &WorkflowContext<W>, run: &RunRef, step: StepName) -> Result<(), FailedStep> {
-    let input = StepInput {
-        workflow_id: run.workflow_id.clone(),
-        step,
-        cutoff_from: run.cutoff_from.clone(),
-        trace_id: run.trace_id.clone(),
-    };
-    let opts = step_options();
-    let result = match step {
-        StepName::RoleSetup => ctx.execute_activity(PipelineActivities::role_setup, input, opts).await,
-        StepName::DocumentLinking => ctx.execute_activity(PipelineActivities::document_linking, input, opts).await,
-        StepName::AiAssessment => ctx.execute_activity(PipelineActivities::ai_assessment, input, opts).await,
-        StepName::StepExecutor => ctx.execute_activity(PipelineActivities::step_executor, input, opts).await,
-        StepName::Standardization => ctx.execute_activity(PipelineActivities::standardization, input, opts).await,
-        StepName::SkillsMiner => ctx.execute_activity(PipelineActivities::skills_miner, input, opts).await,
-        StepName::SkillsArchitecture => {
-            ctx.execute_activity(PipelineActivities::skills_architecture, input, opts).await
+/// Runs one step's activity; with `reschedule`, schedules it again for as long as its task is
+/// never picked up (see [`RESCHEDULE_PATCH`]). A step scheduled again numbers its attempts on from
+/// the last one the run store recorded for it, which a local activity reads (its answer is kept
+/// in the history, so a replay numbers them the same).
+async fn execute_step<W>(
+    ctx: &WorkflowContext<W>,
+    run: &RunRef,
+    step: StepName,
+    reschedule: bool,
+) -> Result<(), FailedStep> {
+    let mut attempt_base = 0;
+    loop {
+        let input = StepInput {
+            workflow_id: run.workflow_id.clone(),
+            step,
+            cutoff_from: run.cutoff_from.clone(),
+            trace_id: run.trace_id.clone(),
+            attempt_base,
+        };
+        let opts = step_options(policy(ctx.task_queue()), reschedule);
+        let result = match step {
+            StepName::RoleSetup => ctx.execute_activity(PipelineActivities::role_setup, input, opts).await,
+            StepName::DocumentLinking => ctx.execute_activity(PipelineActivities::document_linking, input, opts).await,
+            StepName::AiAssessment => ctx.execute_activity(PipelineActivities::ai_assessment, input, opts).await,
+            StepName::StepExecutor => ctx.execute_activity(PipelineActivities::step_executor, input, opts).await,
+            StepName::Standardization => ctx.execute_activity(PipelineActivities::standardization, input, opts).await,
+            StepName::SkillsMiner => ctx.execute_activity(PipelineActivities::skills_miner, input, opts).await,
+            StepName::SkillsArchitecture => {
+                ctx.execute_activity(PipelineActivities::skills_architecture, input, opts).await
+            }
+            StepName::SkillsCatalog => ctx.execute_activity(PipelineActivities::skills_catalog, input, opts).await,
+            StepName::Reskilling => ctx.execute_activity(PipelineActivities::reskilling, input, opts).await,
+            StepName::TaskFeasibility => ctx.execute_activity(PipelineActivities::task_feasibility, input, opts).await,
+            StepName::Finalize => ctx.execute_activity(PipelineActivities::finalize, input, opts).await,
+        };
+        match result {
+            Ok(_) => return Ok(()),
+            Err(err) if reschedule && never_started(&err) && !ctx.cancellation_token().is_cancelled() => {
+                let recorded = AttemptsInput { workflow_id: run.workflow_id.clone(), step };
+                attempt_base = ctx
+                    .execute_local_activity(
+                        PipelineActivities::recorded_attempts,
+                        recorded,
+                        local_bookkeeping_options(),
+                    )
+                    .await
+                    .map_err(|err| FailedStep { step, message: err.to_string() })?;
+            }
+            Err(err) => return Err(FailedStep { step, message: err.to_string() }),
         }
-        StepName::SkillsCatalog => ctx.execute_activity(PipelineActivities::skills_catalog, input, opts).await,
-        StepName::Reskilling => ctx.execute_activity(PipelineActivities::reskilling, input, opts).await,
-        StepName::TaskFeasibility => ctx.execute_activity(PipelineActivities::task_feasibility, input, opts).await,
-        StepName::Finalize => ctx.execute_activity(PipelineActivities::finalize, input, opts).await,
-    };
-    result.map(|_| ()).map_err(|err| FailedStep { step, message: err.to_string() })
+    }
 }
 
 /// Runs `steps` one after the other, stopping at the first failure.
 async fn run_chain<W>(ctx: &WorkflowContext<W>, run: &RunRef, steps: &[StepName]) -> GroupOutcome {
+    let reschedule = ctx.patched(RESCHEDULE_PATCH);
     let mut outcome = GroupOutcome::default();
     for step in steps {
-        match execute_step(ctx, run, *step).await {
+        match execute_step(ctx, run, *step, reschedule).await {
             Ok(()) => outcome.completed.push(*step),
             Err(failed) => {
                 outcome.failed.push(failed);

@@ -48,8 +48,12 @@ impl Deployment {
             server_slots.push(Slot { name: format!("server-{i}"), extra, server: true, process: Mutex::new(None) });
         }
         // The production retry policy (the suites shorten it): a fault must be ridden out by
-        // what a deployment has, not by test settings.
-        let worker_extra = vec![("ETTER_WORKER__RETRY_INITIAL_INTERVAL".to_owned(), "1s".to_owned())];
+        // what a deployment has, not by test settings. One exception: a step task Temporal lost
+        // is scheduled again after a minute instead of ten, so that it happens within the drain.
+        let worker_extra = vec![
+            ("ETTER_WORKER__RETRY_INITIAL_INTERVAL".to_owned(), "1s".to_owned()),
+            ("ETTER_WORKER__SCHEDULE_TO_START_TIMEOUT".to_owned(), "60s".to_owned()),
+        ];
         let worker_slots = (0..workers)
             .map(|i| Slot {
                 name: format!("worker-{i}"),

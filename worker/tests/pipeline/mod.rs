@@ -175,11 +175,16 @@ impl World {
 
     /// Runs the workflow of `run` on a worker of this world and answers its output.
     pub async fn execute(&self, run: &Run) -> Result<RoleOnboardingOutput> {
+        self.execute_on(self.config.clone(), Faults::default(), run).await
+    }
+
+    /// Runs the workflow of `run` on a worker with `config` and `faults`, and answers its output.
+    pub async fn execute_on(&self, config: Config, faults: Faults, run: &Run) -> Result<RoleOnboardingOutput> {
         let client = connect(&settings_from(|name| std::env::var(name).ok())?).await?;
         let input = Self::input(run);
         let options = self.start_options(run);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let worker = etter_worker::run(self.config.clone(), async {
+        let worker = etter_worker::run_with_faults(config, faults, async {
             let _ = stopped.await;
         });
         let scenario = async {
@@ -309,6 +314,102 @@ async fn a_pdf_job_description_reaches_ready_with_its_tasks_in_the_graph() -> Re
     // parent's history, not activity tasks Temporal had to dispatch.
     let (local, dispatched) = bookkeeping(&history);
     ensure!(local == 2 && dispatched.is_empty(), "local activities: {local}; dispatched bookkeeping: {dispatched:?}");
+    Ok(())
+}
+
+/// A step whose activity task no worker picks up in time is scheduled again, numbers its attempts
+/// on from the ones recorded, and the run ends as it would have. This is the path that recovers a
+/// task Temporal lost (its history service killed while it handed a retry to matching); here the
+/// retry is not picked up because no worker runs: role setup fails its first attempt, the only
+/// worker stops, the retry's one-second `worker.schedule_to_start_timeout` passes, and a new
+/// worker finds the step to schedule again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_task_nobody_picks_up_in_time_is_scheduled_again_and_the_run_ends_ready() -> Result<()> {
+    use temporalio_common::protos::temporal::api::enums::v1::TimeoutType;
+    use temporalio_common::protos::temporal::api::failure::v1::failure::FailureInfo;
+    use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+
+    let world = World::new("reschedule").await?;
+    let run = world
+        .queued_run("Claims Adjuster", vec![("job_description", world.document("claims_adjuster_jd.pdf")?)])
+        .await?;
+    let mut config = world.config.clone();
+    config.worker.schedule_to_start_timeout = Duration::from_secs(1);
+    // The retry is due three seconds after the failure: time to stop the worker first.
+    config.worker.retry_initial_interval = Duration::from_secs(3);
+    let client = connect(&settings_from(|name| std::env::var(name).ok())?).await?;
+    let handle = client.start_workflow(RoleOnboarding::run, World::input(&run), world.start_options(&run)).await?;
+
+    // The first worker: role setup's first attempt fails; the worker stops once it is recorded.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let first = etter_worker::run_with_faults(config.clone(), Faults::parse("fail_once:role_setup")?, async {
+        let _ = stopped.await;
+    });
+    let failed_once = async {
+        within(DEADLINE, "role setup's first attempt to fail", async {
+            loop {
+                let attempts = world.store.steps(&run.workflow_id).await?;
+                if attempts.iter().any(|a| a.step == "role_setup" && a.status == StepStatus::Retrying) {
+                    return anyhow::Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await??;
+        let _ = stop.send(());
+        anyhow::Ok(())
+    };
+    let (first, failed_once) = tokio::join!(first, failed_once);
+    failed_once?;
+    first.context("the first worker failed")?;
+
+    // No worker: Temporal times the retry out before it starts.
+    let unstarted = |history: &[temporalio_common::protos::temporal::api::history::v1::HistoryEvent]| {
+        history
+            .iter()
+            .filter(|e| {
+                matches!(&e.attributes, Some(Attributes::ActivityTaskTimedOutEventAttributes(a))
+                    if a.failure.as_ref().is_some_and(|f| matches!(&f.failure_info,
+                        Some(FailureInfo::TimeoutFailureInfo(t)) if t.timeout_type == TimeoutType::ScheduleToStart as i32)))
+            })
+            .count()
+    };
+    within(DEADLINE, "the retry to time out unstarted", async {
+        loop {
+            let history = handle.fetch_history(Default::default()).into_events().await?;
+            if unstarted(&history) > 0 {
+                return anyhow::Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await??;
+
+    // A new worker: the workflow schedules role setup again, and the run goes on to READY.
+    let output = world
+        .with_worker(config, async {
+            Ok(within(DEADLINE * 2, "the onboarding workflow", handle.get_result(WorkflowGetResultOptions::default()))
+                .await??)
+        })
+        .await?;
+    ensure!(output.state == RunState::Ready, "the run ended {:?}: {output:?}", output.state);
+    ensure!(output.failed.is_empty() && output.completed.len() == StepName::ALL.len(), "{output:?}");
+    let history = handle.fetch_history(Default::default()).into_events().await?;
+    ensure!(unstarted(&history) == 1, "one task timed out unstarted, then ran: {}", unstarted(&history));
+
+    // The attempt that never started left no record; the one scheduled again is attempt 2, not a
+    // second attempt 1; every other step ran once.
+    let attempts = world.store.steps(&run.workflow_id).await?;
+    for step in StepName::ALL {
+        let of_step: Vec<(u32, StepStatus)> =
+            attempts.iter().filter(|a| a.step == step.as_str()).map(|a| (a.attempt, a.status)).collect();
+        let expected: &[(u32, StepStatus)] = if step == StepName::RoleSetup {
+            &[(1, StepStatus::Retrying), (2, StepStatus::Completed)]
+        } else {
+            &[(1, StepStatus::Completed)]
+        };
+        ensure!(of_step == expected, "{step}: {of_step:?}");
+    }
     Ok(())
 }
 
