@@ -686,11 +686,10 @@ impl PipelineActivities {
                     let attempt = other.map_or(1, |a| a.attempt);
                     let mut record = StepTransition::new(failed.step.as_str(), attempt, StepStatus::Failed);
                     // It timed out or its worker died: another attempt may well succeed.
-                    let message = format!(
-                        "its last attempt ended without reporting a result (the workflow engine says: {})",
-                        failed.message
+                    record.error = Some(
+                        StepFailure::transient("STEP_FAILED", unreported_failure(&failed.message))
+                            .to_pipeline_error(failed.step),
                     );
-                    record.error = Some(StepFailure::transient("STEP_FAILED", message).to_pipeline_error(failed.step));
                     store.record_step(&input.workflow_id, record).await?;
                 }
             }
@@ -718,7 +717,7 @@ impl PipelineActivities {
         let state = outcome_of(&failed, input.cancelled);
         let mut change = Transition::to(state, outcome_reason(state, &failed));
         if state == RunState::Failed {
-            change.error = self.first_error(&input.workflow_id, &failed).await?;
+            change.error = self.first_error(&input.workflow_id, &input.failed).await?;
         }
         match store.transition(&input.workflow_id, change).await {
             Ok(finished) => observe::run_finished(
@@ -739,17 +738,36 @@ impl PipelineActivities {
         Ok(OutcomeReport { state })
     }
 
-    /// The error of the first critical step that failed, as the run's error.
-    async fn first_error(&self, run: &WorkflowId, failed: &[StepName]) -> Result<Option<PipelineError>, StepFailure> {
+    /// The error of the first critical step that failed, as the run's error: its last failed
+    /// attempt's, or, when none of its attempts recorded a failure (its last attempt completed in
+    /// the store but its report never reached Temporal, which gave up on it), what the workflow
+    /// engine said. A FAILED run always says why.
+    async fn first_error(&self, run: &WorkflowId, failed: &[FailedStep]) -> Result<Option<PipelineError>, StepFailure> {
         let attempts = self.runner.store().steps(run).await?;
-        Ok(StepName::ALL.into_iter().filter(|s| s.is_critical() && failed.contains(s)).find_map(|step| {
-            attempts
+        let critical =
+            StepName::ALL.into_iter().filter_map(|step| failed.iter().find(|f| f.step == step && step.is_critical()));
+        let mut first = None;
+        for failure in critical {
+            let recorded = attempts
                 .iter()
-                .filter(|a| a.step == step.as_str() && a.status == StepStatus::Failed)
+                .filter(|a| a.step == failure.step.as_str() && a.status == StepStatus::Failed)
                 .max_by_key(|a| a.attempt)
-                .and_then(|a| a.error.clone())
+                .and_then(|a| a.error.clone());
+            if recorded.is_some() {
+                return Ok(recorded);
+            }
+            first.get_or_insert(failure);
+        }
+        // None only when no critical step failed, and then the run is not FAILED.
+        Ok(first.map(|failure| {
+            StepFailure::transient("STEP_FAILED", unreported_failure(&failure.message)).to_pipeline_error(failure.step)
         }))
     }
+}
+
+/// What the run says of a step whose last attempt ended without reporting a result.
+fn unreported_failure(engine_says: &str) -> String {
+    format!("its last attempt ended without reporting a result (the workflow engine says: {engine_says})")
 }
 
 fn outcome_reason(state: RunState, failed: &[StepName]) -> String {
@@ -766,6 +784,64 @@ fn outcome_reason(state: RunState, failed: &[StepName]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Activities over a fresh embedded store and graph, the offline model, no faults.
+    async fn activities(data_dir: &std::path::Path) -> anyhow::Result<PipelineActivities> {
+        let config = crate::config::Config { data_dir: data_dir.to_owned(), ..Default::default() };
+        let store = etter_store::connect(&config.store_location()?).await?;
+        let graph = etter_graph::open(&config.graph, &config.data_dir).await?;
+        let documents = Arc::new(etter_documents::Documents::new(config.documents.clone())?);
+        let llm = etter_llm::provider_from_config(&config.llm)?;
+        let runner = StepRunner::new(store, graph, documents, llm);
+        Ok(PipelineActivities::new(runner, Faults::default(), Duration::ZERO))
+    }
+
+    /// A critical step whose last attempt completed in the store while Temporal gave up on it
+    /// (the report was lost with its worker): the run is FAILED and says why, naming the step.
+    #[tokio::test]
+    async fn a_failed_run_says_why_even_when_its_failed_step_recorded_no_failure() -> anyhow::Result<()> {
+        use etter_core::ids::{CompanyId, RoleName};
+        use etter_store::NewRun;
+
+        let dir = tempfile::tempdir()?;
+        let activities = activities(dir.path()).await?;
+        let store = activities.runner.store();
+        let created = store
+            .create_run(NewRun {
+                plan: Some(etter_core::steps::plan_new(false)),
+                ..NewRun::queued(CompanyId::parse("acme")?, RoleName::parse("Analyst")?, "analyst-1", "pushed")
+            })
+            .await?;
+        let run = created.run.workflow_id;
+        store.transition(&run, Transition::to(RunState::Processing, "dispatched")).await?;
+        for (step, attempt, status) in [
+            (StepName::RoleSetup, 1, StepStatus::Completed),
+            (StepName::DocumentLinking, 1, StepStatus::Completed),
+            (StepName::AiAssessment, 3, StepStatus::Running),
+            (StepName::AiAssessment, 3, StepStatus::Completed),
+        ] {
+            let mut record = StepTransition::new(step.as_str(), attempt, status);
+            if status == StepStatus::Completed {
+                record.output_hash = Some(format!("{step}-output"));
+            }
+            store.record_step(&run, record).await?;
+        }
+        let input = OutcomeInput {
+            workflow_id: run.clone(),
+            plan: etter_core::steps::plan_new(false).steps,
+            failed: vec![FailedStep { step: StepName::AiAssessment, message: "activity Heartbeat timeout".to_owned() }],
+            cancelled: false,
+            trace_id: None,
+        };
+        let report = activities.close_run(&input).await.map_err(|f| anyhow::anyhow!("{f}"))?;
+        assert_eq!(report.state, RunState::Failed);
+        let stored = store.get_run(&run).await?;
+        let error = stored.error.ok_or_else(|| anyhow::anyhow!("a FAILED run without an error: {:?}", stored.state))?;
+        assert_eq!(error.code, "STEP_FAILED");
+        assert_eq!(error.step.as_deref(), Some("ai_assessment"));
+        assert!(error.message.contains("Heartbeat timeout"), "{error:?}");
+        Ok(())
+    }
 
     #[test]
     fn outcomes_follow_the_design() {

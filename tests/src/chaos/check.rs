@@ -93,6 +93,9 @@ pub async fn check(evidence: &Evidence<'_>) -> Result<Findings> {
         if run.state == RunState::Failed {
             let code = run.error.as_ref().map_or("", |e| e.code.as_str());
             *findings.failed.entry(code.to_owned()).or_default() += 1;
+            if code.is_empty() {
+                findings.violation(format!("{} is FAILED without saying why (no error)", run.workflow_id));
+            }
             // Every outage in the run is shorter than the workers' patience: none may fail a run.
             if code.ends_with("_UNAVAILABLE") {
                 let message = run.error.as_ref().map_or("", |e| e.message.as_str());
