@@ -48,13 +48,22 @@ pub struct StepInput {
     pub attempt_base: u32,
 }
 
-/// The input of [`PipelineActivities::recorded_attempts`].
+/// The input of [`PipelineActivities::recorded_step`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptsInput {
     /// The run.
     pub workflow_id: WorkflowId,
     /// The step.
     pub step: StepName,
+}
+
+/// What [`PipelineActivities::recorded_step`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedStep {
+    /// The highest attempt recorded (0 when none).
+    pub last_attempt: u32,
+    /// An attempt completed, with its output.
+    pub completed: bool,
 }
 
 /// What a step activity returns to its workflow.
@@ -350,6 +359,7 @@ impl PipelineActivities {
         record.input_hash = Some(outcome.input_hash);
         record.output_hash = Some(outcome.output_hash.clone());
         store.record_step(&run.workflow_id, record).await.map_err(StepFailure::from)?;
+        self.faults.after_record(step, attempt).await;
         metrics::counter!(observe::STEP_TOKENS, "step" => step.as_str()).increment(outcome.usage.total());
         Ok(StepReport { step, output_hash: outcome.output_hash })
     }
@@ -546,21 +556,26 @@ impl PipelineActivities {
         self.close_run(&input).instrument(span).await.map_err(StepFailure::into_activity_error)
     }
 
-    /// The highest attempt of a step the run store recorded (0 when none): a step scheduled again
-    /// after its task was never picked up numbers its attempts on from it.
-    #[activity(name = "RecordedAttempts")]
-    pub async fn recorded_attempts(
+    /// What the run store recorded of a step: its highest attempt (a step scheduled again after
+    /// its task was never picked up numbers its attempts on from it), and whether one completed
+    /// (a step whose last attempt completed but whose report Temporal never got stands).
+    #[activity(name = "RecordedStep")]
+    pub async fn recorded_step(
         self: Arc<Self>,
         _ctx: ActivityContext,
         input: AttemptsInput,
-    ) -> Result<u32, ActivityError> {
+    ) -> Result<RecordedStep, ActivityError> {
         let attempts = self
             .runner
             .store()
             .steps(&input.workflow_id)
             .await
             .map_err(|e| StepFailure::from(e).into_activity_error())?;
-        Ok(attempts.iter().filter(|a| a.step == input.step.as_str()).map(|a| a.attempt).max().unwrap_or(0))
+        let of_step = || attempts.iter().filter(|a| a.step == input.step.as_str());
+        Ok(RecordedStep {
+            last_attempt: of_step().map(|a| a.attempt).max().unwrap_or(0),
+            completed: of_step().any(|a| a.status == StepStatus::Completed && a.output_hash.is_some()),
+        })
     }
 
     #[activity(name = "RoleSetupActivity")]

@@ -1,6 +1,7 @@
 //! Fault injection for the end-to-end tests: pause a step after its work is written
 //! but before it is recorded (the worst moment for a worker to die), fail a step with a
-//! transient error on every attempt or on its first only, or make a step take [`SLOW_STEP`] longer (so that a run lasts
+//! transient error on every attempt or on its first only, stall a step's first attempt right
+//! after it recorded itself completed (its report to Temporal never leaves), or make a step take [`SLOW_STEP`] longer (so that a run lasts
 //! as long as a real one does, and timings are not lost in the noise of a loaded machine).
 //!
 //! Only the test binary `etter-worker-faults` (in the `etter-tests` crate, never shipped) reads
@@ -12,7 +13,7 @@ use etter_core::steps::StepName;
 use crate::failure::StepFailure;
 
 /// The environment variable that asks for faults: `;`-separated `pause_after:<step>`,
-/// `fail:<step>`, `fail_once:<step>` and `slow:<step>` entries.
+/// `fail:<step>`, `fail_once:<step>`, `stall_after_record:<step>` and `slow:<step>` entries.
 pub const FAULTS_VAR: &str = "ETTER_TEST_FAULTS";
 
 /// How much longer a `slow:<step>` step takes.
@@ -27,6 +28,8 @@ pub struct Faults {
     fail: Vec<StepName>,
     /// Steps whose first attempt fails with a transient error.
     fail_once: Vec<StepName>,
+    /// Steps whose first attempt stops once it recorded itself completed, and never reports.
+    stall_after_record: Vec<StepName>,
     /// Steps that wait [`SLOW_STEP`] before their work, on every attempt.
     slow: Vec<StepName>,
 }
@@ -73,6 +76,7 @@ impl Faults {
                 "pause_after" => faults.pause_after.push(step),
                 "fail" => faults.fail.push(step),
                 "fail_once" => faults.fail_once.push(step),
+                "stall_after_record" => faults.stall_after_record.push(step),
                 "slow" => faults.slow.push(step),
                 other => return Err(FaultsError::Invalid(format!("unknown fault `{other}`"))),
             }
@@ -82,7 +86,11 @@ impl Faults {
 
     /// Whether any fault is active.
     pub fn is_empty(&self) -> bool {
-        self.pause_after.is_empty() && self.fail.is_empty() && self.fail_once.is_empty() && self.slow.is_empty()
+        self.pause_after.is_empty()
+            && self.fail.is_empty()
+            && self.fail_once.is_empty()
+            && self.stall_after_record.is_empty()
+            && self.slow.is_empty()
     }
 
     /// Before an attempt's work: slows it down, then fails it, when asked to.
@@ -94,6 +102,15 @@ impl Faults {
             return Err(StepFailure::transient("INJECTED_FAULT", format!("{step} failed by {FAULTS_VAR}")));
         }
         Ok(())
+    }
+
+    /// After a step recorded itself completed, before it reports to Temporal: on the first attempt
+    /// of a stalled step, never returns (and no longer heartbeats), as a worker that died or froze
+    /// right then.
+    pub async fn after_record(&self, step: StepName, attempt: u32) {
+        if attempt == 1 && self.stall_after_record.contains(&step) {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// After a step's work, before it is recorded: on the first attempt of a paused step, says so

@@ -122,6 +122,12 @@ fn never_started(err: &ActivityExecutionError) -> bool {
     matches!(err.cause(), Some(IncomingError::Timeout(timeout)) if timeout.timeout_type() == TimeoutType::ScheduleToStart)
 }
 
+/// Whether a step's activity ended on a timeout (its last attempt's report never came): the
+/// run store says whether the step completed all the same.
+fn timed_out(err: &ActivityExecutionError) -> bool {
+    matches!(err.cause(), Some(IncomingError::Timeout(_)))
+}
+
 /// Bookkeeping must not be lost to a short store outage: retried without an attempt limit (the
 /// workflow's execution timeout bounds it), quickly at first.
 fn bookkeeping_retry() -> RetryPolicy {
@@ -201,10 +207,11 @@ pub struct GroupInput {
     pub steps: Vec<StepName>,
 }
 
-/// Runs one step's activity; with `reschedule`, schedules it again for as long as its task is
-/// never picked up (see [`RESCHEDULE_PATCH`]). A step scheduled again numbers its attempts on from
-/// the last one the run store recorded for it, which a local activity reads (its answer is kept
-/// in the history, so a replay numbers them the same).
+/// Runs one step's activity; with `reschedule` (see [`RESCHEDULE_PATCH`]), schedules it again for
+/// as long as its task is never picked up, and takes a step Temporal gave up on by timeout as done
+/// when the run store recorded it completed. What the store recorded comes from a local activity
+/// (its answer is kept in the history, so a replay decides the same): a step scheduled again
+/// numbers its attempts on from the last one recorded.
 async fn execute_step<W>(
     ctx: &WorkflowContext<W>,
     run: &RunRef,
@@ -236,20 +243,27 @@ async fn execute_step<W>(
             StepName::TaskFeasibility => ctx.execute_activity(PipelineActivities::task_feasibility, input, opts).await,
             StepName::Finalize => ctx.execute_activity(PipelineActivities::finalize, input, opts).await,
         };
-        match result {
+        let err = match result {
             Ok(_) => return Ok(()),
-            Err(err) if reschedule && never_started(&err) && !ctx.cancellation_token().is_cancelled() => {
-                let recorded = AttemptsInput { workflow_id: run.workflow_id.clone(), step };
-                attempt_base = ctx
-                    .execute_local_activity(
-                        PipelineActivities::recorded_attempts,
-                        recorded,
-                        local_bookkeeping_options(),
-                    )
-                    .await
-                    .map_err(|err| FailedStep { step, message: err.to_string() })?;
-            }
-            Err(err) => return Err(FailedStep { step, message: err.to_string() }),
+            Err(err) => err,
+        };
+        let failed = || FailedStep { step, message: err.to_string() };
+        if !reschedule || ctx.cancellation_token().is_cancelled() || !timed_out(&err) {
+            return Err(failed());
+        }
+        let asked = AttemptsInput { workflow_id: run.workflow_id.clone(), step };
+        let recorded = ctx
+            .execute_local_activity(PipelineActivities::recorded_step, asked, local_bookkeeping_options())
+            .await
+            .map_err(|err| FailedStep { step, message: err.to_string() })?;
+        if never_started(&err) {
+            attempt_base = recorded.last_attempt;
+        } else if recorded.completed {
+            // Temporal gave up on the step, but an attempt recorded it completed: only the report
+            // was lost (its worker died or stalled right after). Its output stands.
+            return Ok(());
+        } else {
+            return Err(failed());
         }
     }
 }

@@ -413,6 +413,30 @@ async fn a_step_task_nobody_picks_up_in_time_is_scheduled_again_and_the_run_ends
     Ok(())
 }
 
+/// A step whose only attempt recorded itself completed and then never reported (its worker froze
+/// right after): Temporal gives up on it by heartbeat timeout, the workflow finds it completed in
+/// the run store, and the run goes on to READY instead of failing a step that did its work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_completed_but_never_reported_stands_and_the_run_ends_ready() -> Result<()> {
+    let world = World::new("unreported").await?;
+    let run = world
+        .queued_run("Claims Adjuster", vec![("job_description", world.document("claims_adjuster_jd.pdf")?)])
+        .await?;
+    let mut config = world.config.clone();
+    config.worker.retry_maximum_attempts = 1;
+    let faults = Faults::parse("stall_after_record:document_linking")?;
+    let output = world.execute_on(config, faults, &run).await?;
+    ensure!(output.state == RunState::Ready, "the run ended {:?}: {output:?}", output.state);
+    ensure!(output.failed.is_empty() && output.completed.len() == StepName::ALL.len(), "{output:?}");
+    let attempts = world.store.steps(&run.workflow_id).await?;
+    let linking: Vec<(u32, StepStatus)> =
+        attempts.iter().filter(|a| a.step == "document_linking").map(|a| (a.attempt, a.status)).collect();
+    ensure!(linking == [(1, StepStatus::Completed)], "ran once, recorded once: {linking:?}");
+    let stored = world.store.get_run(&run.workflow_id).await?;
+    ensure!(stored.state == RunState::Ready && stored.error.is_none(), "{stored:?}");
+    Ok(())
+}
+
 /// The local activities recorded in a history, and the bookkeeping activities it dispatched.
 pub fn bookkeeping(
     history: &[temporalio_common::protos::temporal::api::history::v1::HistoryEvent],
