@@ -5,8 +5,8 @@
 //!   needed). If the dispatcher started its workflow meanwhile, the dispatcher finds the run
 //!   CANCELLED when it books the start and cancels that workflow.
 //! - **PROCESSING**: Temporal is asked to cancel the workflow first (the cancellation reaches the
-//!   running activity through its heartbeats; the worker records the cancelled step, and its
-//!   outcome activity leaves the CANCELLED run alone), then the run is moved to CANCELLED. If
+//!   running activity through its heartbeats), then the run is moved to CANCELLED, its open steps
+//!   closed CANCELLED in the same write (the worker's later reports change nothing). If
 //!   Temporal cannot be reached the answer is `UNAVAILABLE` and nothing changes, so a run is never
 //!   shown CANCELLED while its workflow runs on unaware.
 

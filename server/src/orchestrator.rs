@@ -95,8 +95,7 @@ pub trait Orchestrator: Send + Sync {
     async fn describe(&self, workflow_id: &WorkflowId) -> Result<WorkflowState, OrchestratorError>;
 
     /// Asks the workflow of a run to cancel, with `reason` shown in its history. Cancellation
-    /// reaches running activities through their heartbeats; the workflow records its cancelled step
-    /// and ends. A workflow that already closed, or never existed, is not an error (there is
+    /// reaches running activities through their heartbeats, and the workflow ends. A workflow that already closed, or never existed, is not an error (there is
     /// nothing left to cancel); asking twice is harmless.
     async fn cancel(&self, workflow_id: &WorkflowId, reason: &str) -> Result<(), OrchestratorError>;
 

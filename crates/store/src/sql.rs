@@ -30,7 +30,7 @@ use etter_core::audit::{AuditEntry, AuditEvent, AuditFilter, AuditHead, ChainKey
 use etter_core::ids::{BatchId, CompanyId, DraupRoleId, RoleId, RoleName, WorkflowId};
 use etter_core::lifecycle::{self, RunState};
 use etter_core::outputs::ContentHash;
-use etter_core::steps::Plan;
+use etter_core::steps::{Action, Plan, StepName};
 
 const PAGE_TOKEN_VERSION: &str = "v1";
 
@@ -170,6 +170,9 @@ async fn change_state<T: Tx>(
         }
         stored.field_violations = change.violations;
     }
+    if previous == RunState::Processing && change.to.is_final() {
+        close_open_steps(tx, &mut stored, now).await?;
+    }
     append(tx, &mut stored, now, Change::Status { previous: Some(previous), status: change.to, reason: change.reason })
         .await?;
     // The run just ended: its announcement is queued in the same transaction (never lost, never
@@ -178,6 +181,60 @@ async fn change_state<T: Tx>(
         tx.insert_notification(&stored, now).await?;
     }
     Ok(stored)
+}
+
+/// A PROCESSING run that ends with steps still open — cancelled by `Cancel`, or closed by the
+/// server because its workflow ended without an outcome — has them closed in the same
+/// transaction, before its final event: an open attempt and a planned step never reached become
+/// CANCELLED in a cancelled run; otherwise an open attempt becomes FAILED with the run's error and
+/// a step never reached SKIPPED. So a run's final event is always its last (a stream that stops
+/// there misses nothing), and no step of an ended run shows running; the worker's own late
+/// records of such a run change nothing ([`RunStore::record_step`]). A run the worker closes has
+/// every step closed already.
+async fn close_open_steps<T: Tx>(tx: &mut T, run: &mut Run, now: Timestamp) -> Result<(), StoreError> {
+    let attempts = tx.steps(&run.workflow_id).await?;
+    let planned: Vec<StepName> = run
+        .plan
+        .as_ref()
+        .map(|plan| plan.steps.iter().filter(|(_, action)| *action == Action::Run).map(|(step, _)| *step).collect())
+        .unwrap_or_default();
+    let planned = |step: StepName| planned.contains(&step);
+    let cancelled = run.state == RunState::Cancelled;
+    for step in StepName::ALL {
+        let latest = attempts.iter().filter(|a| a.step == step.as_str()).max_by_key(|a| a.attempt);
+        let closed = match latest {
+            Some(open) if !open.status.is_finished() => StepAttempt {
+                status: if cancelled { StepStatus::Cancelled } else { StepStatus::Failed },
+                finished_at: Some(now),
+                error: if cancelled { open.error.clone() } else { run.error.clone().or_else(|| open.error.clone()) },
+                update_time: now,
+                ..open.clone()
+            },
+            None if planned(step) => StepAttempt {
+                step: step.as_str().to_owned(),
+                attempt: 1,
+                status: if cancelled { StepStatus::Cancelled } else { StepStatus::Skipped },
+                started_at: None,
+                finished_at: Some(now),
+                tokens: TokenCount::default(),
+                input_hash: None,
+                output_hash: None,
+                error: None,
+                reused_from: None,
+                update_time: now,
+            },
+            _ => continue,
+        };
+        tx.upsert_step(&run.workflow_id, &closed).await?;
+        let change = Change::Step {
+            step: closed.step.clone(),
+            status: closed.status,
+            attempt: closed.attempt,
+            error: closed.error.clone(),
+        };
+        append(tx, run, now, change).await?;
+    }
+    Ok(())
 }
 
 /// Bumps the run's sequence and appends its event, writing the run back. The caller holds the
@@ -629,15 +686,23 @@ impl<B: Backend> RunStore for SqlStore<B> {
             return Ok(StepRecorded { sequence, recorded: false });
         }
         let previous = tx.step_attempt(run, &step.step, step.attempt).await?;
-        // Stale: a later attempt exists, or this one was closed as retrying (by the attempt that
-        // replaces it, a moment before that one records itself) and now reports the step done.
-        // Nor may it start again (its RUNNING record held up until after it was closed). Retrying
-        // to failed is not stale: the run's close records a last attempt's end so.
+        // Stale: the run ended (its open steps were closed with it), a later attempt exists, or
+        // this one was closed as retrying (by the attempt that replaces it, a moment before that
+        // one records itself) and now reports the step done. Nor may it start again (its RUNNING
+        // record held up until after it was closed). Retrying to failed is not stale: the run's
+        // close records a last attempt's end so.
         let closed_as_retrying = |p: &StepAttempt| {
             p.status == StepStatus::Retrying && matches!(step.status, StepStatus::Completed | StepStatus::Running)
         };
+        if stored.state.is_final() && previous.is_none() {
+            tracing::info!(%run, step = %step.step, attempt = step.attempt, status = %step.status,
+                "a step reported after its run ended; the run stands as it ended");
+            return Ok(StepRecorded { sequence: stored.sequence, recorded: false });
+        }
         if let Some(previous) = previous.as_ref()
-            && (closed_as_retrying(previous) || tx.step_attempt(run, &step.step, step.attempt + 1).await?.is_some())
+            && (stored.state.is_final()
+                || closed_as_retrying(previous)
+                || tx.step_attempt(run, &step.step, step.attempt + 1).await?.is_some())
         {
             // Replaced: only the spend of the stale attempt counts.
             let spent = step.tokens.unwrap_or(previous.tokens);

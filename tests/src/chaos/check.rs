@@ -7,7 +7,7 @@ use anyhow::Result;
 use etter_core::ids::CompanyId;
 use etter_core::lifecycle::RunState;
 use etter_graph::{RoleGraph, SnapshotScope};
-use etter_store::{PageRequest, Run, RunFilter, RunStore, StepStatus};
+use etter_store::{Change, PageRequest, Run, RunFilter, RunStore, StepStatus};
 
 use super::load::Ledger;
 use super::watchers::{Followed, WatchLog};
@@ -192,13 +192,20 @@ fn acknowledged(evidence: &Evidence<'_>, runs: &[Run], by_id: &BTreeMap<&str, &R
 async fn each_run(evidence: &Evidence<'_>, run: &Run, findings: &mut Findings) -> Result<()> {
     let id = &run.workflow_id;
     let mut sequences = Vec::new();
+    let mut last_change = None;
     loop {
         let after = sequences.last().copied().unwrap_or(0);
         let page = evidence.store.events_after(id, after, 1000).await?;
-        if page.is_empty() {
+        let Some(last) = page.last() else {
             break;
-        }
+        };
+        last_change = Some(last.change.clone());
         sequences.extend(page.iter().map(|event| event.sequence));
+    }
+    // An ended run's last event is its final status change: a stream that stops there missed
+    // nothing of it.
+    if run.state.is_final() && !matches!(&last_change, Some(Change::Status { status, .. }) if *status == run.state) {
+        findings.violation(format!("{id}: ended {}, but its last event is {last_change:?}", run.state.as_str()));
     }
     findings.events += sequences.len() as u64;
     if sequences != (1..=run.sequence).collect::<Vec<_>>() {

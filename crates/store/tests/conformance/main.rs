@@ -110,6 +110,7 @@ store_suite!(
     ],
     steps: [
         step_transitions_are_idempotent,
+        a_run_ends_with_its_last_event_and_its_open_steps_closed,
         step_stats_measure_recent_completed_attempts,
         recently_ended_runs_come_newest_first_in_their_state,
     ],

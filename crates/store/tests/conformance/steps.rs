@@ -8,6 +8,98 @@ use etter_store::{Change, PipelineError, StepStatus, StepTransition, StoreError,
 
 use crate::{Ctx, all_events, company, create, ensure_gap_free, ids, push, to};
 
+/// A PROCESSING run that ends with steps open (a Cancel; the server closing a run whose
+/// workflow is gone) closes them in the same write, before its final event, which stays its
+/// last: late reports of its steps change nothing but the tokens they spent.
+pub(crate) async fn a_run_ends_with_its_last_event_and_its_open_steps_closed(ctx: Ctx) -> Result<()> {
+    use etter_core::steps::StepName;
+    use etter_store::Transition;
+
+    let store = ctx.store.as_ref();
+    let statuses = |steps: &[etter_store::StepAttempt]| -> Vec<(String, u32, StepStatus)> {
+        steps.iter().map(|a| (a.step.clone(), a.attempt, a.status)).collect()
+    };
+
+    // Cancelled while document linking runs: it and every step not reached become CANCELLED.
+    let run = create(store, push("acme", "Cancelled Role", "c")?).await?;
+    let id = &run.workflow_id;
+    to(store, id, RunState::Processing).await?;
+    store.record_step(id, StepTransition::new("role_setup", 1, StepStatus::Running)).await?;
+    store.record_step(id, StepTransition::new("role_setup", 1, StepStatus::Completed)).await?;
+    let running = StepTransition {
+        tokens: Some(TokenCount { input: 5, output: 1 }),
+        ..StepTransition::new("document_linking", 1, StepStatus::Running)
+    };
+    store.record_step(id, running).await?;
+    let cancel = PipelineError {
+        code: "CANCELLED".into(),
+        message: "cancelled by a user".into(),
+        recoverable: true,
+        step: None,
+        action: None,
+    };
+    let ended = store.transition(id, Transition::failing(RunState::Cancelled, "cancelled", cancel)).await?;
+    let events = all_events(store, id).await?;
+    ensure_gap_free(&events)?;
+    ensure!(events.len() as u64 == ended.sequence, "{events:#?}");
+    ensure!(
+        matches!(events.last().map(|e| &e.change), Some(Change::Status { status: RunState::Cancelled, .. })),
+        "the final event is the last: {events:#?}"
+    );
+    let steps = store.steps(id).await?;
+    for step in StepName::ALL {
+        let expected = if step == StepName::RoleSetup { StepStatus::Completed } else { StepStatus::Cancelled };
+        let of_step: Vec<_> = statuses(&steps).into_iter().filter(|(s, _, _)| s == step.as_str()).collect();
+        ensure!(of_step == [(step.as_str().to_owned(), 1, expected)], "{step}: {of_step:?}");
+    }
+
+    // The worker reports late: the running step completed, and closes the others as it would.
+    let late = StepTransition {
+        tokens: Some(TokenCount { input: 40, output: 9 }),
+        output_hash: Some("late".into()),
+        ..StepTransition::new("document_linking", 1, StepStatus::Completed)
+    };
+    ensure!(!store.record_step(id, late).await?.recorded);
+    ensure!(!store.record_step(id, StepTransition::new("finalize", 1, StepStatus::Cancelled)).await?.recorded);
+    ensure!(!store.record_step(id, StepTransition::new("ai_assessment", 2, StepStatus::Running)).await?.recorded);
+    let after = store.get_run(id).await?;
+    ensure!(after.sequence == ended.sequence && after.state == RunState::Cancelled, "{after:#?}");
+    ensure!(statuses(&store.steps(id).await?) == statuses(&steps), "the steps stand as the run ended");
+    // What the late attempt spent still counts, on its step and the run alike.
+    ensure!(after.tokens_used == TokenCount { input: 40, output: 9 }, "{:?}", after.tokens_used);
+    let linking = store.steps(id).await?.into_iter().find(|a| a.step == "document_linking");
+    ensure!(linking.is_some_and(|a| a.tokens == TokenCount { input: 40, output: 9 }));
+
+    // Closed by the server as FAILED (its workflow is gone): the open attempt fails with the run's
+    // error, the steps not reached are skipped.
+    let run = create(store, push("acme", "Orphaned Role", "o")?).await?;
+    let id = &run.workflow_id;
+    to(store, id, RunState::Processing).await?;
+    store.record_step(id, StepTransition::new("role_setup", 1, StepStatus::Running)).await?;
+    let gone = PipelineError {
+        code: "WORKFLOW_NOT_FOUND".into(),
+        message: "the run's workflow no longer exists".into(),
+        recoverable: true,
+        step: None,
+        action: None,
+    };
+    let ended = store.transition(id, Transition::failing(RunState::Failed, "gone", gone.clone())).await?;
+    let events = all_events(store, id).await?;
+    ensure_gap_free(&events)?;
+    ensure!(matches!(events.last().map(|e| &e.change), Some(Change::Status { status: RunState::Failed, .. })));
+    ensure!(events.len() as u64 == ended.sequence);
+    let steps = store.steps(id).await?;
+    let setup = steps.iter().find(|a| a.step == "role_setup");
+    ensure!(setup.is_some_and(|a| a.status == StepStatus::Failed && a.error.as_ref() == Some(&gone)), "{setup:?}");
+    ensure!(steps.iter().filter(|a| a.status == StepStatus::Skipped).count() == StepName::ALL.len() - 1, "{steps:#?}");
+
+    // A run cancelled before it started has no steps to close.
+    let run = create(store, push("acme", "Queued Role", "q")?).await?;
+    to(store, &run.workflow_id, RunState::Cancelled).await?;
+    ensure!(store.steps(&run.workflow_id).await?.is_empty());
+    Ok(())
+}
+
 pub(crate) async fn step_transitions_are_idempotent(ctx: Ctx) -> Result<()> {
     let store = ctx.store.as_ref();
     let run = create(store, push("acme", "Steps Role", "s")?).await?;
