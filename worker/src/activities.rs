@@ -320,10 +320,13 @@ impl PipelineActivities {
         {
             return Ok(report);
         }
-        store
+        let started = store
             .record_step(&run.workflow_id, StepTransition::new(step.as_str(), attempt, StepStatus::Running))
             .await
             .map_err(StepFailure::from)?;
+        if !started.recorded {
+            self.ensure_attempt_is(&run, step, attempt, StepStatus::Running).await?;
+        }
 
         let work = async {
             self.faults.before_work(step, attempt).await?;
@@ -358,7 +361,10 @@ impl PipelineActivities {
         });
         record.input_hash = Some(outcome.input_hash);
         record.output_hash = Some(outcome.output_hash.clone());
-        store.record_step(&run.workflow_id, record).await.map_err(StepFailure::from)?;
+        let completed = store.record_step(&run.workflow_id, record).await.map_err(StepFailure::from)?;
+        if !completed.recorded {
+            self.ensure_attempt_is(&run, step, attempt, StepStatus::Completed).await?;
+        }
         self.faults.after_record(step, attempt).await;
         metrics::counter!(observe::STEP_TOKENS, "step" => step.as_str()).increment(outcome.usage.total());
         Ok(StepReport { step, output_hash: outcome.output_hash })
@@ -398,6 +404,33 @@ impl PipelineActivities {
         store.record_step(&run.workflow_id, record).await?;
         metrics::counter!(observe::STEP_ATTEMPTS, "step" => step.as_str(), "outcome" => "reused").increment(1);
         Ok(Some(StepReport { step, output_hash }))
+    }
+
+    /// After the store changed nothing for a record of this attempt: fine when the attempt is
+    /// already recorded so (a retried call), but when its number was closed by another execution
+    /// (Temporal ran the same attempt number twice: a workflow task it rolled back after a crash
+    /// had scheduled it once already) or the run ended meanwhile, this execution's work would be
+    /// recorded nowhere, and reporting success would let the next steps find no output. It fails
+    /// instead, transiently: Temporal's next attempt has a number of its own.
+    async fn ensure_attempt_is(
+        &self,
+        run: &Run,
+        step: StepName,
+        attempt: u32,
+        expected: StepStatus,
+    ) -> Result<(), StepFailure> {
+        let attempts = self.runner.store().steps(&run.workflow_id).await?;
+        let current = attempts.iter().find(|a| a.step == step.as_str() && a.attempt == attempt).map(|a| a.status);
+        if current == Some(expected) {
+            return Ok(());
+        }
+        let now = current.map_or_else(|| "not recorded".to_owned(), |s| s.to_string());
+        Err(StepFailure::transient(
+            "ATTEMPT_REPLACED",
+            format!(
+                "attempt {attempt} of {step} is {now} in the run store (another execution of the same attempt, or the run ended); this one's result is not kept, and the step is tried again"
+            ),
+        ))
     }
 
     /// Earlier attempts of `step` still marked running lost their worker (or timed out), and

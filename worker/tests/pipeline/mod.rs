@@ -13,7 +13,9 @@ use etter_core::lifecycle::RunState;
 use etter_core::steps::{StepName, plan_new};
 use etter_core::workflow::{RoleOnboardingInput, RoleOnboardingOutput};
 use etter_graph::RoleGraph;
-use etter_store::{Admission, Change, DocumentRef, NewRun, Priority, Run, RunStore, StepStatus, Transition};
+use etter_store::{
+    Admission, Change, DocumentRef, NewRun, Priority, Run, RunStore, StepStatus, StepTransition, Transition,
+};
 use etter_worker::config::Config;
 use etter_worker::faults::Faults;
 use etter_worker::workflows::RoleOnboarding;
@@ -434,6 +436,30 @@ async fn a_step_that_completed_but_never_reported_stands_and_the_run_ends_ready(
     ensure!(linking == [(1, StepStatus::Completed)], "ran once, recorded once: {linking:?}");
     let stored = world.store.get_run(&run.workflow_id).await?;
     ensure!(stored.state == RunState::Ready && stored.error.is_none(), "{stored:?}");
+    Ok(())
+}
+
+/// Temporal runs an attempt number a second time (a workflow task it rolled back after a crash had
+/// scheduled the activity once already, and that execution closed attempt 1 as retrying): the
+/// second execution's records of attempt 1 change nothing, so it must not report the step done —
+/// it fails, the next attempt (2) runs and records the step, and the run ends READY instead of
+/// failing a later step on a missing output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_number_already_closed_is_not_reported_done_and_the_next_attempt_runs() -> Result<()> {
+    let world = World::new("renumbered").await?;
+    let run = world
+        .queued_run("Claims Adjuster", vec![("job_description", world.document("claims_adjuster_jd.pdf")?)])
+        .await?;
+    // The first execution of document linking's attempt 1, before the rollback.
+    world.store.record_step(&run.workflow_id, StepTransition::new("document_linking", 1, StepStatus::Running)).await?;
+    world.store.record_step(&run.workflow_id, StepTransition::new("document_linking", 1, StepStatus::Retrying)).await?;
+
+    let output = world.execute(&run).await?;
+    ensure!(output.state == RunState::Ready, "the run ended {:?}: {output:?}", output.state);
+    let attempts = world.store.steps(&run.workflow_id).await?;
+    let linking: Vec<(u32, StepStatus)> =
+        attempts.iter().filter(|a| a.step == "document_linking").map(|a| (a.attempt, a.status)).collect();
+    ensure!(linking == [(1, StepStatus::Retrying), (2, StepStatus::Completed)], "{linking:?}");
     Ok(())
 }
 
