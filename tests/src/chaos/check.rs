@@ -78,6 +78,10 @@ pub struct Evidence<'a> {
     pub reference_runs: &'a BTreeSet<String>,
 }
 
+/// The codes a run of a clean document may fail with under faults: every attempt of a step lost
+/// (killed, frozen past its heartbeat, or run twice by Temporal). Any other code is a finding.
+const FAILED_BY_FAULTS: [&str; 3] = ["STEP_FAILED", "ATTEMPT_LOST", "ATTEMPT_REPLACED"];
+
 /// Checks every invariant.
 pub async fn check(evidence: &Evidence<'_>) -> Result<Findings> {
     let mut findings = Findings::default();
@@ -96,13 +100,16 @@ pub async fn check(evidence: &Evidence<'_>) -> Result<Findings> {
             if code.is_empty() {
                 findings.violation(format!("{} is FAILED without saying why (no error)", run.workflow_id));
             }
+            let message = run.error.as_ref().map_or("", |e| e.message.as_str());
             // Every outage in the run is shorter than the workers' patience: none may fail a run.
             if code.ends_with("_UNAVAILABLE") {
-                let message = run.error.as_ref().map_or("", |e| e.message.as_str());
                 findings.violation(format!(
                     "{} failed on an outage it should have waited out: {code}: {message}",
                     run.workflow_id
                 ));
+            } else if !code.is_empty() && !FAILED_BY_FAULTS.contains(&code) {
+                // The documents are clean: only attempts lost to the faults may fail a run.
+                findings.violation(format!("{} failed on a clean document: {code}: {message}", run.workflow_id));
             }
         }
         each_run(evidence, run, &mut findings).await?;
