@@ -224,6 +224,12 @@ impl World {
     }
 }
 
+/// The attempts of one step, as (attempt, status), in the order the store lists them.
+async fn attempts_of(store: &dyn RunStore, run: &Run, step: StepName) -> Result<Vec<(u32, StepStatus)>> {
+    let attempts = store.steps(&run.workflow_id).await?;
+    Ok(attempts.iter().filter(|a| a.step == step.as_str()).map(|a| (a.attempt, a.status)).collect())
+}
+
 /// The latest attempt's status of every step, in step order.
 async fn step_states(store: &dyn RunStore, run: &Run) -> Result<Vec<(String, StepStatus)>> {
     let attempts = store.steps(&run.workflow_id).await?;
@@ -401,10 +407,8 @@ async fn a_step_task_nobody_picks_up_in_time_is_scheduled_again_and_the_run_ends
 
     // The attempt that never started left no record; the one scheduled again is attempt 2, not a
     // second attempt 1; every other step ran once.
-    let attempts = world.store.steps(&run.workflow_id).await?;
     for step in StepName::ALL {
-        let of_step: Vec<(u32, StepStatus)> =
-            attempts.iter().filter(|a| a.step == step.as_str()).map(|a| (a.attempt, a.status)).collect();
+        let of_step = attempts_of(world.store.as_ref(), &run, step).await?;
         let expected: &[(u32, StepStatus)] = if step == StepName::RoleSetup {
             &[(1, StepStatus::Retrying), (2, StepStatus::Completed)]
         } else {
@@ -430,9 +434,7 @@ async fn a_step_that_completed_but_never_reported_stands_and_the_run_ends_ready(
     let output = world.execute_on(config, faults, &run).await?;
     ensure!(output.state == RunState::Ready, "the run ended {:?}: {output:?}", output.state);
     ensure!(output.failed.is_empty() && output.completed.len() == StepName::ALL.len(), "{output:?}");
-    let attempts = world.store.steps(&run.workflow_id).await?;
-    let linking: Vec<(u32, StepStatus)> =
-        attempts.iter().filter(|a| a.step == "document_linking").map(|a| (a.attempt, a.status)).collect();
+    let linking = attempts_of(world.store.as_ref(), &run, StepName::DocumentLinking).await?;
     ensure!(linking == [(1, StepStatus::Completed)], "ran once, recorded once: {linking:?}");
     let stored = world.store.get_run(&run.workflow_id).await?;
     ensure!(stored.state == RunState::Ready && stored.error.is_none(), "{stored:?}");
@@ -456,9 +458,7 @@ async fn an_attempt_number_already_closed_is_not_reported_done_and_the_next_atte
 
     let output = world.execute(&run).await?;
     ensure!(output.state == RunState::Ready, "the run ended {:?}: {output:?}", output.state);
-    let attempts = world.store.steps(&run.workflow_id).await?;
-    let linking: Vec<(u32, StepStatus)> =
-        attempts.iter().filter(|a| a.step == "document_linking").map(|a| (a.attempt, a.status)).collect();
+    let linking = attempts_of(world.store.as_ref(), &run, StepName::DocumentLinking).await?;
     ensure!(linking == [(1, StepStatus::Retrying), (2, StepStatus::Completed)], "{linking:?}");
     Ok(())
 }
