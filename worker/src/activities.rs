@@ -742,20 +742,9 @@ impl PipelineActivities {
                 }
             }
         }
-        // Steps the run planned but never reached (a step they need failed, or the run was cancelled).
-        let closing = if input.cancelled { StepStatus::Cancelled } else { StepStatus::Skipped };
-        for (step, action) in &input.plan {
-            if *action != Action::Run || input.failed.iter().any(|f| f.step == *step) {
-                continue;
-            }
-            match latest(*step) {
-                Some(a) if a.status.is_finished() => {}
-                other => {
-                    let attempt = other.map_or(1, |a| a.attempt);
-                    store.record_step(&input.workflow_id, StepTransition::new(step.as_str(), attempt, closing)).await?;
-                }
-            }
-        }
+        // Steps the run planned but never reached (a step they need failed, or the run was
+        // cancelled) are closed by the store with the run's outcome, in the same transaction
+        // (SKIPPED, or CANCELLED in a cancelled run).
         let run = store.get_run(&input.workflow_id).await?;
         if run.state.is_final() {
             // Recorded already (this activity is being retried, or Cancel closed the run first).
