@@ -488,6 +488,15 @@ pub struct DispatchConfig {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub reconcile_interval: Duration,
+    /// A workflow task of a run's workflow (or of one of its child workflows) that Temporal has
+    /// held SCHEDULED or STARTED for longer than this, while workers poll, is taken as lost by the
+    /// cluster and handed out again by the reconciler (Temporal's admin call RefreshWorkflowTasks,
+    /// which needs the API key or certificate to carry the cluster's admin role; where it is
+    /// refused the stuck task is logged). A workflow task normally lives seconds (its timeout is
+    /// 10 s). Checked for runs without an event for this long.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub stuck_workflow_task_after: Duration,
     /// Estimated wall time of one step, while there are no measurements.
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
@@ -526,6 +535,7 @@ impl Default for DispatchConfig {
             retry_initial_backoff: Duration::from_millis(500),
             retry_max_backoff: Duration::from_secs(30),
             reconcile_interval: Duration::from_secs(30),
+            stuck_workflow_task_after: Duration::from_secs(120),
             estimate_step_duration: Duration::from_secs(30),
             estimate_llm_step_tokens: 4000,
             estimate_refresh_interval: Duration::from_secs(60),
@@ -543,6 +553,7 @@ impl DispatchConfig {
             ("dispatch.temporal_timeout", self.temporal_timeout),
             ("dispatch.retry_initial_backoff", self.retry_initial_backoff),
             ("dispatch.reconcile_interval", self.reconcile_interval),
+            ("dispatch.stuck_workflow_task_after", self.stuck_workflow_task_after),
             ("dispatch.estimate_refresh_interval", self.estimate_refresh_interval),
             ("dispatch.worker_seen_within", self.worker_seen_within),
             ("dispatch.worker_presence_within", self.worker_presence_within),

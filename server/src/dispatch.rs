@@ -514,17 +514,26 @@ impl Dispatcher {
 }
 
 /// Closes PROCESSING runs whose workflow ended without the workflow recording an outcome
-/// (terminated, timed out, or gone), every `dispatch.reconcile_interval`.
+/// (terminated, timed out, or gone), and has workflow tasks Temporal lost handed out again, every
+/// `dispatch.reconcile_interval`.
 pub struct Reconciler {
     store: Arc<dyn RunStore>,
     orchestrator: Arc<dyn Orchestrator>,
     interval: Duration,
+    stuck_after: Duration,
+    worker_seen_within: Duration,
 }
 
 impl Reconciler {
-    /// A reconciler checking every `interval`.
-    pub fn new(store: Arc<dyn RunStore>, orchestrator: Arc<dyn Orchestrator>, interval: Duration) -> Self {
-        Self { store, orchestrator, interval }
+    /// A reconciler with the intervals of `config`.
+    pub fn new(store: Arc<dyn RunStore>, orchestrator: Arc<dyn Orchestrator>, config: &DispatchConfig) -> Self {
+        Self {
+            store,
+            orchestrator,
+            interval: config.reconcile_interval,
+            stuck_after: config.stuck_workflow_task_after,
+            worker_seen_within: config.worker_seen_within,
+        }
     }
 
     /// Reconciles until `drain` turns true.
@@ -546,6 +555,8 @@ impl Reconciler {
     /// One pass over every PROCESSING run.
     pub async fn pass(&self) -> Result<(), String> {
         let loads = self.store.company_loads().await.map_err(|e| chain(&e).to_string())?;
+        // Whether workers poll, asked once per pass and only when a run looks stuck.
+        let mut polling = None;
         for load in loads.into_iter().filter(|l| l.processing > 0) {
             let mut filter = RunFilter::company(load.company);
             filter.states = vec![RunState::Processing];
@@ -553,7 +564,7 @@ impl Reconciler {
             loop {
                 let runs = self.store.list_runs(&filter, &page).await.map_err(|e| chain(&e).to_string())?;
                 for run in &runs.runs {
-                    self.settle(run).await?;
+                    self.settle(run, &mut polling).await?;
                 }
                 match runs.next_page_token {
                     Some(token) => page.token = Some(token),
@@ -564,9 +575,62 @@ impl Reconciler {
         Ok(())
     }
 
-    async fn settle(&self, run: &Run) -> Result<(), String> {
+    /// A running run's workflow without an event for `stuck_after`: hands out again any of its
+    /// workflow tasks (or its children's) that Temporal has held for that long while workers
+    /// poll. Without workers, a scheduled task waits legitimately.
+    async fn unstick(&self, run: &Run, polling: &mut Option<bool>) -> Result<(), String> {
+        let quiet = (etter_store::now() - run.update_time).to_std().is_ok_and(|quiet| quiet > self.stuck_after);
+        if !quiet {
+            return Ok(());
+        }
+        let polling = match *polling {
+            Some(polling) => polling,
+            None => {
+                let answer = match self.orchestrator.workers_polling(self.worker_seen_within).await {
+                    Ok(answer) => answer,
+                    Err(OrchestratorError::Unavailable(e)) => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot tell whether workers poll; stuck workflow tasks are not looked for");
+                        false
+                    }
+                };
+                *polling = Some(answer);
+                answer
+            }
+        };
+        if !polling {
+            return Ok(());
+        }
+        match self.orchestrator.redispatch_stuck(&run.workflow_id, self.stuck_after).await {
+            Ok(stuck) => {
+                for task in stuck {
+                    observe::workflow_task_redispatched(task.state.as_str());
+                    tracing::warn!(
+                        workflow_id = %run.workflow_id,
+                        execution = %task.workflow_id,
+                        run_id = %task.run_id,
+                        state = task.state.as_str(),
+                        stood_s = task.stood.as_secs(),
+                        "a workflow task Temporal lost was handed out again"
+                    );
+                }
+                Ok(())
+            }
+            Err(OrchestratorError::Unavailable(e)) => Err(e),
+            Err(e) => {
+                tracing::warn!(
+                    workflow_id = %run.workflow_id,
+                    error = %e,
+                    "cannot look for or hand out again the run's stuck workflow tasks"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    async fn settle(&self, run: &Run, polling: &mut Option<bool>) -> Result<(), String> {
         let state = match self.orchestrator.describe(&run.workflow_id).await {
-            Ok(WorkflowState::Running) => return Ok(()),
+            Ok(WorkflowState::Running) => return self.unstick(run, polling).await,
             Ok(state) => state,
             Err(OrchestratorError::Unavailable(e)) => return Err(e),
             Err(e) => {
@@ -693,6 +757,14 @@ mod tests {
 
         async fn workers_polling(&self, window: Duration) -> Result<bool, OrchestratorError> {
             self.inner.workers_polling(window).await
+        }
+
+        async fn redispatch_stuck(
+            &self,
+            workflow_id: &WorkflowId,
+            stuck_after: Duration,
+        ) -> Result<Vec<crate::orchestrator::StuckTask>, OrchestratorError> {
+            self.inner.redispatch_stuck(workflow_id, stuck_after).await
         }
     }
 

@@ -393,8 +393,7 @@ impl ControlPlane {
             .reporting_to(Arc::clone(&conditions))
             .holding_budgets(Arc::clone(&limits)),
         );
-        let reconciler =
-            dispatch::Reconciler::new(Arc::clone(store), Arc::clone(&orchestrator), config.dispatch.reconcile_interval);
+        let reconciler = dispatch::Reconciler::new(Arc::clone(store), Arc::clone(&orchestrator), &config.dispatch);
         // The role graph opens on first use: a graph that is down never keeps the server from
         // starting.
         let graph = Arc::new(graph::GraphReader::new(config.graph.clone(), config.data_dir.clone()));

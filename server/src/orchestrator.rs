@@ -72,6 +72,50 @@ pub enum WorkflowState {
     NotFound,
 }
 
+/// Where a workflow task stands that the cluster holds without progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    /// Scheduled, and never handed to a worker.
+    Scheduled,
+    /// Handed to a worker, and neither answered nor timed out.
+    Started,
+}
+
+impl TaskState {
+    /// `SCHEDULED` or `STARTED`, for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Scheduled => "SCHEDULED",
+            TaskState::Started => "STARTED",
+        }
+    }
+}
+
+/// A workflow task that stood still for longer than it may, and was handed out again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StuckTask {
+    /// The execution it belongs to: the run's workflow or one of its child workflows.
+    pub workflow_id: String,
+    /// That execution's run id.
+    pub run_id: String,
+    /// How it stood.
+    pub state: TaskState,
+    /// For how long it stood so.
+    pub stood: std::time::Duration,
+}
+
+/// Whether a workflow task in `state` since `since` has stood for longer than `stuck_after` at
+/// `now`, and for how long. A workflow task lives seconds: one a worker took is answered or timed
+/// out within its timeout (10 s by default), one scheduled while workers poll is taken at once.
+/// One standing for minutes was lost by the cluster, not slowed by it.
+pub fn stood_too_long(
+    since: std::time::SystemTime,
+    now: std::time::SystemTime,
+    stuck_after: std::time::Duration,
+) -> Option<std::time::Duration> {
+    now.duration_since(since).ok().filter(|stood| *stood > stuck_after)
+}
+
 /// Why the orchestrator could not answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -106,6 +150,18 @@ pub trait Orchestrator: Send + Sync {
     /// started within `window` (a worker whose activity slots are all busy still polls for
     /// workflow tasks).
     async fn workers_polling(&self, window: std::time::Duration) -> Result<bool, OrchestratorError>;
+
+    /// Finds the workflow tasks of a run's workflow and of its running child workflows that have
+    /// stood SCHEDULED or STARTED for longer than `stuck_after`, and asks the cluster to hand each
+    /// out again (a cluster whose processes were killed while its database restarted can lose
+    /// one, and the workflow would wait for ever). Returns what it handed out again; nothing
+    /// stuck is an empty list. Call it only while workers poll: without them a scheduled task
+    /// waits legitimately.
+    async fn redispatch_stuck(
+        &self,
+        workflow_id: &WorkflowId,
+        stuck_after: std::time::Duration,
+    ) -> Result<Vec<StuckTask>, OrchestratorError>;
 }
 
 pub use temporal::{TemporalOrchestrator, TemporalSettings};
@@ -125,21 +181,29 @@ mod temporal {
         MemoValues,
         data_converters::{GenericPayloadConverter as _, RawValue, SerializationContext, SerializationContextData},
         protos::temporal::api::{
+            common::v1::WorkflowExecution,
+            enums::v1::{PendingWorkflowTaskState, WorkflowExecutionStatus as ProtoStatus},
             enums::v1::{TaskQueueKind, TaskQueueType},
             taskqueue::v1::TaskQueue,
-            workflowservice::v1::{DescribeNamespaceRequest, DescribeTaskQueueRequest},
+            workflowservice::v1::{
+                DescribeNamespaceRequest, DescribeTaskQueueRequest, DescribeWorkflowExecutionRequest,
+                DescribeWorkflowExecutionResponse,
+            },
         },
     };
-    use tokio::sync::Mutex;
+    use tokio::sync::{Mutex, OnceCell};
 
-    use super::{ClosedStatus, Orchestrator, OrchestratorError, StartOutcome, WorkflowState};
+    use super::{
+        ClosedStatus, Orchestrator, OrchestratorError, StartOutcome, StuckTask, TaskState, WorkflowState,
+        stood_too_long,
+    };
     use crate::config::Config;
     use etter_config::ConfigError;
     use etter_core::{
         ids::WorkflowId,
         workflow::{ROLE_ONBOARDING_WORKFLOW, RUN_KEY_MEMO, RoleOnboardingInput},
     };
-    use etter_temporal::Endpoint;
+    use etter_temporal::{AdminClient, Endpoint};
 
     /// Where and how workflows are started.
     #[derive(Debug, Clone)]
@@ -181,6 +245,10 @@ mod temporal {
     pub struct TemporalOrchestrator {
         settings: TemporalSettings,
         client: Mutex<Option<Client>>,
+        /// The namespace's id, which the admin service names it by (read once).
+        namespace_id: OnceCell<String>,
+        /// The admin service's client (made on first use).
+        admin: OnceCell<AdminClient>,
     }
 
     impl std::fmt::Debug for TemporalOrchestrator {
@@ -192,7 +260,7 @@ mod temporal {
     impl TemporalOrchestrator {
         /// An orchestrator for `settings`; nothing is connected yet.
         pub fn new(settings: TemporalSettings) -> Self {
-            Self { settings, client: Mutex::new(None) }
+            Self { settings, client: Mutex::new(None), namespace_id: OnceCell::new(), admin: OnceCell::new() }
         }
 
         async fn client(&self) -> Result<Client, OrchestratorError> {
@@ -210,6 +278,47 @@ mod temporal {
                 .map_err(|e| OrchestratorError::Rejected(format!("cannot create the Temporal client: {e}")))?;
             *slot = Some(client.clone());
             Ok(client)
+        }
+
+        /// The namespace's id, read once.
+        async fn namespace_id(&self) -> Result<String, OrchestratorError> {
+            let read = async {
+                let mut client = self.client().await?;
+                let request =
+                    DescribeNamespaceRequest { namespace: self.settings.namespace.clone(), ..Default::default() };
+                let answer = self
+                    .bounded("describing the namespace", client.describe_namespace(tonic::Request::new(request)))
+                    .await?
+                    .map_err(|status| self.refused("describing the namespace", &status))?;
+                answer
+                    .into_inner()
+                    .namespace_info
+                    .map(|info| info.id)
+                    .filter(|id| !id.is_empty())
+                    .ok_or_else(|| OrchestratorError::Rejected("the namespace has no id".to_owned()))
+            };
+            self.namespace_id.get_or_try_init(|| read).await.cloned()
+        }
+
+        /// One execution's description, or `None` when it no longer exists.
+        async fn describe_execution(
+            &self,
+            workflow_id: &str,
+            run_id: &str,
+        ) -> Result<Option<DescribeWorkflowExecutionResponse>, OrchestratorError> {
+            let mut client = self.client().await?;
+            let request = DescribeWorkflowExecutionRequest {
+                namespace: self.settings.namespace.clone(),
+                execution: Some(WorkflowExecution { workflow_id: workflow_id.to_owned(), run_id: run_id.to_owned() }),
+            };
+            let answer = self
+                .bounded("describing the workflow", client.describe_workflow_execution(tonic::Request::new(request)))
+                .await?;
+            match answer {
+                Ok(answer) => Ok(Some(answer.into_inner())),
+                Err(status) if status.code() == Code::NotFound => Ok(None),
+                Err(status) => Err(self.refused("describing the workflow", &status)),
+            }
         }
 
         /// [`rpc_error`], saying which setting to change when the cluster refused the caller.
@@ -375,6 +484,76 @@ mod temporal {
                 .bounded("describing the namespace", client.describe_namespace(tonic::Request::new(request)))
                 .await?;
             answer.map(|_| ()).map_err(|status| self.refused("describing the namespace", &status))
+        }
+
+        async fn redispatch_stuck(
+            &self,
+            workflow_id: &WorkflowId,
+            stuck_after: Duration,
+        ) -> Result<Vec<StuckTask>, OrchestratorError> {
+            // The run's workflow, then its pending children and theirs: an onboarding workflow
+            // runs its branches as children, one level deep; the bound keeps a malformed tree
+            // from being walked for ever.
+            const MAX_EXECUTIONS: usize = 64;
+            let mut pending = vec![(workflow_id.to_string(), String::new())];
+            let mut seen = 0;
+            let mut stuck = Vec::new();
+            while let Some((id, run_id)) = pending.pop() {
+                seen += 1;
+                if seen > MAX_EXECUTIONS {
+                    break;
+                }
+                let Some(described) = self.describe_execution(&id, &run_id).await? else { continue };
+                let running = described
+                    .workflow_execution_info
+                    .as_ref()
+                    .is_some_and(|info| info.status() == ProtoStatus::Running);
+                if !running {
+                    continue;
+                }
+                let run_id = described
+                    .workflow_execution_info
+                    .as_ref()
+                    .and_then(|info| info.execution.as_ref())
+                    .map(|execution| execution.run_id.clone())
+                    .unwrap_or(run_id);
+                pending.extend(described.pending_children.iter().map(|c| (c.workflow_id.clone(), c.run_id.clone())));
+                let Some(task) = described.pending_workflow_task else { continue };
+                let (state, since) = match task.state() {
+                    PendingWorkflowTaskState::Scheduled => (TaskState::Scheduled, task.scheduled_time),
+                    PendingWorkflowTaskState::Started => (TaskState::Started, task.started_time),
+                    PendingWorkflowTaskState::Unspecified => continue,
+                };
+                let Some(since) = since.and_then(|t| std::time::SystemTime::try_from(t).ok()) else { continue };
+                // A started task is the worker's until its timeout: never taken as lost before.
+                let timeout = described
+                    .execution_config
+                    .as_ref()
+                    .and_then(|config| config.default_workflow_task_timeout)
+                    .and_then(|timeout| Duration::try_from(timeout).ok())
+                    .filter(|_| state == TaskState::Started)
+                    .unwrap_or_default();
+                let now = std::time::SystemTime::now();
+                let Some(stood) = stood_too_long(since, now, stuck_after.max(timeout)) else { continue };
+                let namespace_id = self.namespace_id().await?;
+                let admin = self
+                    .admin
+                    .get_or_try_init(|| async {
+                        self.settings
+                            .endpoint
+                            .admin(self.settings.call_timeout)
+                            .map_err(|e| OrchestratorError::Rejected(e.to_string()))
+                    })
+                    .await?;
+                self.bounded(
+                    "refreshing the workflow's tasks",
+                    admin.refresh_workflow_tasks(&namespace_id, &id, &run_id),
+                )
+                .await?
+                .map_err(|status| self.refused("refreshing the workflow's tasks", &status))?;
+                stuck.push(StuckTask { workflow_id: id, run_id, state, stood });
+            }
+            Ok(stuck)
         }
 
         async fn workers_polling(&self, window: Duration) -> Result<bool, OrchestratorError> {

@@ -1,7 +1,8 @@
 //! Temporal goes away while pushes arrive: every push is still accepted and QUEUED (the
 //! store is the source of truth, not Temporal), health says Temporal is down, and once the same
 //! Temporal is back every queued run is dispatched once and ends READY — none lost, none run
-//! twice. The test runs its own Temporal dev server (persisting to a file, as a restarted cluster
+//! twice. Temporal that loses workflow tasks in a crash does not leave their runs waiting for
+//! ever: the reconciler has them handed out again. The tests run their own Temporal dev server (persisting to a file, as a restarted cluster
 //! keeps its history), since it stops it. On the Temporal cluster (`ETTER_TEST__TEMPORAL=cluster`)
 //! it stops and restarts the shared cluster through `scripts/services`: run it alone there
 //! (`./etter test` does).
@@ -170,6 +171,120 @@ impl Outage {
     }
 }
 
+impl Outage {
+    /// While it is stopped, deletes from its database every task that concerns the workflows
+    /// whose ids contain `marker` (a stack's company id): the workflow tasks the task queue holds
+    /// and the history's transfer and timer tasks, as a cluster whose processes die while its
+    /// database restarts can lose them. The workflows' histories and states stay. Returns how many
+    /// workflow tasks the task queue held for them.
+    async fn lose_tasks(&self, marker: &str) -> Result<u64> {
+        use sqlx::Connection as _;
+        const HISTORY_TASKS: [&str; 4] =
+            ["transfer_tasks", "timer_tasks", "history_immediate_tasks", "history_scheduled_tasks"];
+        const QUEUE_TASKS: [&str; 2] = ["tasks", "tasks_v2"];
+        let mut queued = 0;
+        match self {
+            Self::Private(temporal) => {
+                let url = format!("sqlite://{}", temporal.db.display());
+                let mut db = sqlx::SqliteConnection::connect(&url).await?;
+                for table in QUEUE_TASKS.iter().chain(&HISTORY_TASKS) {
+                    let exists: Option<i64> =
+                        sqlx::query_scalar("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?")
+                            .bind(table)
+                            .fetch_optional(&mut db)
+                            .await?;
+                    if exists.is_none() {
+                        continue;
+                    }
+                    let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DELETE FROM {table} WHERE instr(data, CAST(? AS BLOB)) > 0"
+                    )))
+                    .bind(marker)
+                    .execute(&mut db)
+                    .await?
+                    .rows_affected();
+                    if QUEUE_TASKS.contains(table) {
+                        queued += deleted;
+                    }
+                }
+                db.close().await?;
+            }
+            Self::Cluster => {
+                let admin = service_setting("ETTER_TEST__POSTGRES_ADMIN_URL", "postgres")?;
+                let (base, _) = admin.rsplit_once('/').context("admin URL without a database")?;
+                let mut db = sqlx::PgConnection::connect(&format!("{base}/temporal")).await?;
+                for table in QUEUE_TASKS.iter().chain(&HISTORY_TASKS) {
+                    let exists: Option<i32> =
+                        sqlx::query_scalar("SELECT 1 FROM information_schema.tables WHERE table_name = $1")
+                            .bind(table)
+                            .fetch_optional(&mut db)
+                            .await?;
+                    if exists.is_none() {
+                        continue;
+                    }
+                    let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DELETE FROM {table} WHERE position(convert_to($1, 'UTF8') IN data) > 0"
+                    )))
+                    .bind(marker)
+                    .execute(&mut db)
+                    .await?
+                    .rows_affected();
+                    if QUEUE_TASKS.contains(table) {
+                        queued += deleted;
+                    }
+                }
+                db.close().await?;
+            }
+        }
+        Ok(queued)
+    }
+}
+
+/// Takes one workflow task of `task_queue` as a worker would, and never answers it: the task
+/// stays STARTED until its timeout fires. `settings` are the binaries' own over the stack's.
+async fn take_a_workflow_task(stack: &Stack, settings: &[(&str, &str)], task_queue: &str) -> Result<String> {
+    use temporalio_common::protos::temporal::api::{
+        enums::v1::TaskQueueKind, taskqueue::v1::TaskQueue, workflowservice::v1::PollWorkflowTaskQueueRequest,
+    };
+    let setting = |key: &str| {
+        let own = settings.iter().find(|(k, _)| *k == key).map(|(_, v)| (*v).to_owned());
+        own.or_else(|| stack.env().iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
+    };
+    let config = etter_temporal::TemporalConfig {
+        address: setting("ETTER_TEMPORAL__ADDRESS").context("the stack names no Temporal")?,
+        namespace: setting("ETTER_TEMPORAL__NAMESPACE").context("the stack names no namespace")?,
+        tls: etter_config::tls::ClientTls {
+            ca_file: setting("ETTER_TEMPORAL__TLS__CA_FILE").map(Into::into).unwrap_or_default(),
+            cert_file: setting("ETTER_TEMPORAL__TLS__CERT_FILE").map(Into::into).unwrap_or_default(),
+            key_file: setting("ETTER_TEMPORAL__TLS__KEY_FILE").map(Into::into).unwrap_or_default(),
+            ..Default::default()
+        },
+        api_key: setting("ETTER_TEMPORAL__API_KEY").as_deref().map(Into::into).unwrap_or_default(),
+        ..Default::default()
+    };
+    let endpoint = etter_temporal::Endpoint::from_config(&config)?;
+    let connection = endpoint.connect("a test that never answers".to_owned(), None).await?;
+    let mut service = connection.workflow_service();
+    let request = PollWorkflowTaskQueueRequest {
+        namespace: config.namespace.clone(),
+        task_queue: Some(TaskQueue {
+            name: task_queue.to_owned(),
+            kind: TaskQueueKind::Normal as i32,
+            normal_name: String::new(),
+        }),
+        identity: "a test that never answers".to_owned(),
+        ..Default::default()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let task = service.poll_workflow_task_queue(tonic::Request::new(request.clone())).await?.into_inner();
+        if let Some(execution) = task.workflow_execution {
+            return Ok(execution.workflow_id);
+        }
+        ensure!(tokio::time::Instant::now() < deadline, "no workflow task reached the test's poll");
+    }
+}
+
 /// Runs `scripts/services` with `args`.
 async fn services(args: &[&str]) -> Result<()> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services");
@@ -255,6 +370,74 @@ async fn pushes_during_a_temporal_outage_are_queued_and_run_once_after_it() -> R
     let expected: BTreeSet<String> = queued.iter().cloned().chain([before]).collect();
     ensure!(runs == expected, "history {runs:#?}\nvs pushed {expected:#?}");
     ensure!(history.runs.iter().all(|r| r.workflow_id.ends_with("-1")), "a role ran twice: {runs:#?}");
+
+    worker.stop().await?;
+    server.stop().await?;
+    temporal.finish().await?;
+    stack.cleanup().await
+}
+
+/// Temporal loses workflow tasks across a crash: one that a worker had taken (its timeout timer
+/// is gone, so it stays STARTED) and one that was only scheduled (the task queue no longer holds
+/// it, so it stays SCHEDULED). Neither workflow would move again; the reconciler finds both
+/// standing past `dispatch.stuck_workflow_task_after` while a worker polls, has them handed out
+/// again, and both runs end READY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_tasks_temporal_lost_in_a_crash_are_handed_out_again_and_the_runs_end_ready() -> Result<()> {
+    let stack = Stack::new("lost_tasks").await?;
+    let mut temporal = Outage::new(stack.root())?;
+    temporal.start().await?;
+    let mut owned = temporal.settings();
+    owned.extend([
+        ("ETTER_DISPATCH__RECONCILE_INTERVAL", "500ms".to_owned()),
+        ("ETTER_DISPATCH__STUCK_WORKFLOW_TASK_AFTER", "3s".to_owned()),
+        ("ETTER_DISPATCH__TEMPORAL_TIMEOUT", "2s".to_owned()),
+        ("ETTER_DISPATCH__RETRY_MAX_BACKOFF", "1s".to_owned()),
+    ]);
+    let settings: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = stack.start_server_with(&settings).await?;
+    let mut client = stack.client(&server).await?;
+    let jd = stack.document("software_engineer_jd.txt")?;
+
+    // No worker yet: both workflows start and wait for their first workflow task; the test takes
+    // one of them as a worker would and never answers.
+    let mut runs = Vec::new();
+    for role in ["Lost Started Engineer", "Lost Scheduled Engineer"] {
+        runs.push(client.push(push_request(&stack, role, &jd)).await?.into_inner().workflow_id);
+    }
+    for run in &runs {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let request = GetStatusRequest { target: Some(get_status_request::Target::WorkflowId(run.clone())) };
+            let status = client.get_status(request).await?.into_inner().run.context("GetStatus without a run")?;
+            if status.status == RoleStatus::Processing as i32 {
+                break;
+            }
+            ensure!(tokio::time::Instant::now() < deadline, "{run} was not started: {status:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let taken = take_a_workflow_task(&stack, &settings, &stack.task_queue).await?;
+    ensure!(runs.contains(&taken), "the test took a workflow task of {taken}, not of its runs {runs:?}");
+
+    // The crash: Temporal is killed and comes back without those tasks.
+    temporal.stop().await?;
+    let lost = temporal.lose_tasks(&stack.company).await?;
+    ensure!(lost >= 1, "the scheduled workflow task was not in the task queue's table: the test lost nothing");
+    temporal.start().await?;
+
+    let worker = stack.start_worker(&settings).await?;
+    for run in &runs {
+        let end = wait_final(&mut client, run, Duration::from_secs(180)).await?;
+        ensure!(end == RoleStatus::Ready, "{run} ended {end:?}");
+    }
+    let log = server.log_text()?;
+    for state in ["STARTED", "SCHEDULED"] {
+        ensure!(
+            log.lines().any(|l| l.contains("was handed out again") && l.contains(state)),
+            "the server did not say it handed out a {state} workflow task again"
+        );
+    }
 
     worker.stop().await?;
     server.stop().await?;

@@ -56,6 +56,8 @@ pub const ACTIVITIES_IN_FLIGHT: &str = "etter_worker_activities_in_flight";
 pub const ACTIVITY_SLOTS: &str = "etter_worker_activity_slots";
 /// Gauge: audit entries waiting to be written.
 pub const AUDIT_PENDING: &str = "etter_audit_pending_entries";
+/// Workflow tasks the cluster lost and the reconciler had handed out again, by how they stood.
+pub const WORKFLOW_TASKS_REDISPATCHED: &str = "etter_workflow_tasks_redispatched_total";
 /// Calls refused for what they asked, by RPC and status code.
 pub const CALLS_REFUSED: &str = "etter_calls_refused_total";
 /// TLS handshakes a listener refused or that did not finish, by listener.
@@ -120,6 +122,14 @@ pub const METRICS: &[Metric] = &[
         labels: "via",
         exported_by: "server",
         help: "Runs created, by how: push, batch or retry.",
+    },
+    Metric {
+        name: WORKFLOW_TASKS_REDISPATCHED,
+        kind: Kind::Counter,
+        unit: None,
+        labels: "state",
+        exported_by: "server",
+        help: "Workflow tasks Temporal held SCHEDULED or STARTED for longer than `dispatch.stuck_workflow_task_after`, handed out again by the reconciler.",
     },
     Metric {
         name: QUEUE_DEPTH,
@@ -312,6 +322,11 @@ pub fn call_refused(method: &str, code: &'static str) {
 /// Audit entries were queued (a positive `change`) or written (a negative one).
 pub fn audit_pending(change: f64) {
     metrics::gauge!(AUDIT_PENDING).increment(change);
+}
+
+/// Counts a workflow task handed out again, by how it stood (`SCHEDULED`, `STARTED`).
+pub fn workflow_task_redispatched(state: &'static str) {
+    metrics::counter!(WORKFLOW_TASKS_REDISPATCHED, "state" => state).increment(1);
 }
 
 /// Counts runs created `via` push, batch or retry.

@@ -7,6 +7,8 @@
 //! connection of a process is made; a failed connection is named with the address and, when TLS
 //! is why, what to change. [`client_options`] are the options of every client made on one.
 
+mod admin;
+
 use std::time::Duration;
 
 use etter_config::{
@@ -15,6 +17,8 @@ use etter_config::{
 };
 use serde::{Deserialize, Serialize};
 use temporalio_client::{ClientTlsOptions, Connection, ConnectionOptions, TlsOptions, Url};
+
+pub use admin::{AdminClient, AdminClientError};
 
 /// The options of a client of `namespace`, with the SDK's OpenTelemetry plugin: a workflow start
 /// carries the current span's W3C trace context in its Temporal header, and a worker made on the

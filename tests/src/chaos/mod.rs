@@ -111,6 +111,9 @@ pub struct Report {
     pub recovery: BTreeMap<FaultKind, (Vec<Duration>, Vec<Duration>)>,
     /// The embedded profile's disk filling up.
     pub disk: disk::DiskReport,
+    /// Workflow tasks Temporal lost that the servers' reconcilers had handed out again, as their
+    /// logs say.
+    pub redispatched: usize,
 }
 
 impl Report {
@@ -262,9 +265,23 @@ pub async fn run(options: Options) -> Result<Report> {
         (watch_logs.len(), watch_logs.iter().map(|l| l.resumes).sum(), watch_logs.iter().map(|l| l.failures).sum());
     store.close().await;
     deployment.stop().await?;
+    let redispatched = redispatched(&deployment.stack.root().join("logs"))?;
     println!("chaos: the embedded profile's disk filling up");
     let disk = disk::run().await?;
-    Ok(Report { options, faults, ledger, findings, watchers, drained_in, recovery, disk })
+    Ok(Report { options, faults, ledger, findings, watchers, drained_in, recovery, disk, redispatched })
+}
+
+/// How many times the servers' logs under `dir` say a lost workflow task was handed out again.
+fn redispatched(dir: &std::path::Path) -> Result<usize> {
+    let mut count = 0;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("etter-server")) {
+            let text = String::from_utf8_lossy(&std::fs::read(&path)?).into_owned();
+            count += text.lines().filter(|l| l.contains("a workflow task Temporal lost was handed out again")).count();
+        }
+    }
+    Ok(count)
 }
 
 /// One clean run of each template before any fault: its graph counts by document URI.
@@ -409,6 +426,11 @@ impl Report {
             out,
             "- Runs: {} ({} READY; by state {:?}; FAILED by code {:?}); {} events checked; {} watchers, {} resumes, {} failed streams.",
             f.runs, f.ready, f.states, f.failed, f.events, self.watchers.0, self.watchers.1, self.watchers.2
+        );
+        let _ = writeln!(
+            out,
+            "- Workflow tasks Temporal lost, handed out again by the reconcilers: {}.",
+            self.redispatched
         );
         let _ = writeln!(
             out,
