@@ -49,7 +49,7 @@ use crate::orchestrator::{ClosedStatus, Orchestrator, OrchestratorError, StartOu
 use crate::wait::{Conditions, Loads};
 use etter_core::backoff::Backoff;
 use etter_core::error::chain;
-use etter_core::ids::{CompanyId, TraceId};
+use etter_core::ids::{CompanyId, TraceId, WorkflowId};
 use etter_core::lifecycle::RunState;
 use etter_store::{
     self, Claim, ClaimTerms, Created, NewRun, PageRequest, PipelineError, Run, RunFilter, RunStore, StoreError,
@@ -522,6 +522,10 @@ pub struct Reconciler {
     interval: Duration,
     stuck_after: Duration,
     worker_seen_within: Duration,
+    /// When each quiet run's workflow tasks were last looked at: at most once per `stuck_after`
+    /// (a big batch keeps many runs quiet while they wait for worker slots, and each look
+    /// describes the workflow's children too). Only runs of the last pass are kept.
+    looked: Mutex<HashMap<WorkflowId, Instant>>,
 }
 
 impl Reconciler {
@@ -533,6 +537,7 @@ impl Reconciler {
             interval: config.reconcile_interval,
             stuck_after: config.stuck_workflow_task_after,
             worker_seen_within: config.worker_seen_within,
+            looked: Mutex::new(HashMap::new()),
         }
     }
 
@@ -557,6 +562,7 @@ impl Reconciler {
         let loads = self.store.company_loads().await.map_err(|e| chain(&e).to_string())?;
         // Whether workers poll, asked once per pass and only when a run looks stuck.
         let mut polling = None;
+        let mut seen = std::collections::HashSet::new();
         for load in loads.into_iter().filter(|l| l.processing > 0) {
             let mut filter = RunFilter::company(load.company);
             filter.states = vec![RunState::Processing];
@@ -564,6 +570,7 @@ impl Reconciler {
             loop {
                 let runs = self.store.list_runs(&filter, &page).await.map_err(|e| chain(&e).to_string())?;
                 for run in &runs.runs {
+                    seen.insert(run.workflow_id.clone());
                     self.settle(run, &mut polling).await?;
                 }
                 match runs.next_page_token {
@@ -572,6 +579,7 @@ impl Reconciler {
                 }
             }
         }
+        self.looked.lock().unwrap_or_else(PoisonError::into_inner).retain(|id, _| seen.contains(id));
         Ok(())
     }
 
@@ -582,6 +590,13 @@ impl Reconciler {
         let quiet = (etter_store::now() - run.update_time).to_std().is_ok_and(|quiet| quiet > self.stuck_after);
         if !quiet {
             return Ok(());
+        }
+        {
+            let mut looked = self.looked.lock().unwrap_or_else(PoisonError::into_inner);
+            if looked.get(&run.workflow_id).is_some_and(|at| at.elapsed() < self.stuck_after) {
+                return Ok(());
+            }
+            looked.insert(run.workflow_id.clone(), Instant::now());
         }
         let polling = match *polling {
             Some(polling) => polling,

@@ -9,9 +9,14 @@ use tokio::sync::Mutex;
 
 use crate::stack::{Process, Stack};
 
-/// Short dispatch claims, so a replica takes a dead one's claims over within seconds.
-const SERVER_SETTINGS: [(&str, &str); 2] =
-    [("ETTER_DISPATCH__LEASE", "3s"), ("ETTER_DISPATCH__TEMPORAL_TIMEOUT", "2s")];
+/// Short dispatch claims, so a replica takes a dead one's claims over within seconds; a workflow
+/// task Temporal lost is looked for after a minute instead of two (the drain is bounded).
+const SERVER_SETTINGS: [(&str, &str); 4] = [
+    ("ETTER_DISPATCH__LEASE", "3s"),
+    ("ETTER_DISPATCH__TEMPORAL_TIMEOUT", "2s"),
+    ("ETTER_DISPATCH__RECONCILE_INTERVAL", "10s"),
+    ("ETTER_DISPATCH__STUCK_WORKFLOW_TASK_AFTER", "60s"),
+];
 
 /// One process slot: what runs there now (none while it is down).
 pub struct Slot {
