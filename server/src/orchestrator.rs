@@ -550,7 +550,20 @@ mod temporal {
                     admin.refresh_workflow_tasks(&namespace_id, &id, &run_id),
                 )
                 .await?
-                .map_err(|status| self.refused("refreshing the workflow's tasks", &status))?;
+                .map_err(|status| match status.code() {
+                    // The admin service answers to the cluster's admin role only, and Temporal
+                    // Cloud does not offer it: say so rather than blame the namespace's key.
+                    Code::PermissionDenied | Code::Unauthenticated | Code::Unimplemented => {
+                        OrchestratorError::Rejected(format!(
+                            "refreshing the tasks of workflow {id}: {} ({:?}): the cluster's admin service refuses \
+                             these credentials or is not offered; refresh it by hand (`tdbg workflow refresh-tasks`) \
+                             or give the server's credentials the admin role",
+                            status.message(),
+                            status.code()
+                        ))
+                    }
+                    _ => rpc_error("refreshing the workflow's tasks", &status),
+                })?;
                 stuck.push(StuckTask { workflow_id: id, run_id, state, stood });
             }
             Ok(stuck)
