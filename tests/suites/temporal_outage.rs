@@ -182,61 +182,47 @@ impl Outage {
         const HISTORY_TASKS: [&str; 4] =
             ["transfer_tasks", "timer_tasks", "history_immediate_tasks", "history_scheduled_tasks"];
         const QUEUE_TASKS: [&str; 2] = ["tasks", "tasks_v2"];
-        let mut queued = 0;
-        match self {
-            Self::Private(temporal) => {
-                let url = format!("sqlite://{}", temporal.db.display());
-                let mut db = sqlx::SqliteConnection::connect(&url).await?;
+        // The same deletion on either database, in its dialect: the tables this Temporal version
+        // has, and the rows whose blob contains `marker`. Returns the task queue's rows deleted.
+        macro_rules! delete_tasks {
+            ($db:expr, $exists:literal, $contains:literal) => {{
+                let mut queued = 0;
                 for table in QUEUE_TASKS.iter().chain(&HISTORY_TASKS) {
-                    let exists: Option<i64> =
-                        sqlx::query_scalar("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?")
-                            .bind(table)
-                            .fetch_optional(&mut db)
-                            .await?;
-                    if exists.is_none() {
+                    let exists: i64 = sqlx::query_scalar($exists).bind(table).fetch_one(&mut $db).await?;
+                    if exists == 0 {
                         continue;
                     }
-                    let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DELETE FROM {table} WHERE instr(data, CAST(? AS BLOB)) > 0"
-                    )))
-                    .bind(marker)
-                    .execute(&mut db)
-                    .await?
-                    .rows_affected();
+                    let delete = format!("DELETE FROM {table} WHERE {}", $contains);
+                    let deleted =
+                        sqlx::query(sqlx::AssertSqlSafe(delete)).bind(marker).execute(&mut $db).await?.rows_affected();
                     if QUEUE_TASKS.contains(table) {
                         queued += deleted;
                     }
                 }
-                db.close().await?;
+                $db.close().await?;
+                queued
+            }};
+        }
+        Ok(match self {
+            Self::Private(temporal) => {
+                let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", temporal.db.display())).await?;
+                delete_tasks!(
+                    db,
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
+                    "instr(data, CAST(? AS BLOB)) > 0"
+                )
             }
             Self::Cluster => {
                 let admin = service_setting("ETTER_TEST__POSTGRES_ADMIN_URL", "postgres")?;
                 let (base, _) = admin.rsplit_once('/').context("admin URL without a database")?;
                 let mut db = sqlx::PgConnection::connect(&format!("{base}/temporal")).await?;
-                for table in QUEUE_TASKS.iter().chain(&HISTORY_TASKS) {
-                    let exists: Option<i32> =
-                        sqlx::query_scalar("SELECT 1 FROM information_schema.tables WHERE table_name = $1")
-                            .bind(table)
-                            .fetch_optional(&mut db)
-                            .await?;
-                    if exists.is_none() {
-                        continue;
-                    }
-                    let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DELETE FROM {table} WHERE position(convert_to($1, 'UTF8') IN data) > 0"
-                    )))
-                    .bind(marker)
-                    .execute(&mut db)
-                    .await?
-                    .rows_affected();
-                    if QUEUE_TASKS.contains(table) {
-                        queued += deleted;
-                    }
-                }
-                db.close().await?;
+                delete_tasks!(
+                    db,
+                    "SELECT count(*) FROM information_schema.tables WHERE table_name = $1",
+                    "position(convert_to($1, 'UTF8') IN data) > 0"
+                )
             }
-        }
-        Ok(queued)
+        })
     }
 }
 
