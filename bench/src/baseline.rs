@@ -15,9 +15,10 @@ use etter_core::steps::{Action, StepName};
 use etter_core::workflow::RoleOnboardingInput;
 use etter_proto::v1::pipeline_service_server::{PipelineService, PipelineServiceServer};
 use etter_proto::v1::{
-    CancelRequest, CancelResponse, GetStatusRequest, GetStatusResponse, GetUsageRequest, GetUsageResponse,
-    HistoryRequest, HistoryResponse, ListAuditEntriesRequest, ListAuditEntriesResponse, PushBatchRequest,
-    PushBatchResponse, PushRequest, PushResponse, RetryRequest, RetryResponse, WatchStatusRequest, WatchStatusResponse,
+    CancelRequest, CancelResponse, CompareRunsRequest, CompareRunsResponse, GetStatusRequest, GetStatusResponse,
+    GetUsageRequest, GetUsageResponse, HistoryRequest, HistoryResponse, ListAuditEntriesRequest,
+    ListAuditEntriesResponse, PushBatchRequest, PushBatchResponse, PushRequest, PushResponse, RetryRequest,
+    RetryResponse, WatchStatusRequest, WatchStatusResponse,
 };
 use etter_server::orchestrator::{Orchestrator as _, StartOutcome, TemporalOrchestrator, TemporalSettings};
 use etter_tests::service_setting;
@@ -354,6 +355,9 @@ impl PipelineService for Bare {
         Err(baseline_only())
     }
     async fn cancel(&self, _: Request<CancelRequest>) -> Result<Response<CancelResponse>, Status> {
+        Err(baseline_only())
+    }
+    async fn compare_runs(&self, _: Request<CompareRunsRequest>) -> Result<Response<CompareRunsResponse>, Status> {
         Err(baseline_only())
     }
     async fn history(&self, _: Request<HistoryRequest>) -> Result<Response<HistoryResponse>, Status> {

@@ -49,7 +49,7 @@ impl Deployment {
             stack.set(key, *value);
         }
         let uri = stack.document("software_engineer_jd.txt")?;
-        let document = Document { uri, r#type: DocumentType::JobDescription as i32 };
+        let document = Document { uri, r#type: DocumentType::JobDescription as i32, ..Default::default() };
         let worker = if worker { Some(stack.start_worker(&[]).await?) } else { None };
         let server = stack.start_server().await?;
         let client = stack.client(&server).await?;

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::orchestrator::Orchestrator;
 use etter_proto::v1::{
-    BatchItemOutcome, CancelRequest, CancelResponse, GetStatusRequest, GetStatusResponse, GetUsageRequest,
-    GetUsageResponse, HistoryRequest, HistoryResponse, ListAuditEntriesRequest, ListAuditEntriesResponse,
-    PushBatchRequest, PushBatchResponse, PushRequest, PushResponse, RetryRequest, RetryResponse, RoleStatus,
-    WatchStatusRequest, pipeline_service_server::PipelineService,
+    BatchItemOutcome, CancelRequest, CancelResponse, CompareRunsRequest, CompareRunsResponse, GetStatusRequest,
+    GetStatusResponse, GetUsageRequest, GetUsageResponse, HistoryRequest, HistoryResponse, ListAuditEntriesRequest,
+    ListAuditEntriesResponse, PushBatchRequest, PushBatchResponse, PushRequest, PushResponse, RetryRequest,
+    RetryResponse, RoleStatus, WatchStatusRequest, pipeline_service_server::PipelineService,
 };
 use etter_store::RunStore;
 use etter_store::fanout;
@@ -21,7 +21,7 @@ use crate::estimate::Estimator;
 use crate::limits::Limits;
 use crate::tokens::TokenKeys;
 use crate::{
-    audit, batch, cancel,
+    audit, batch, cancel, compare,
     graph::GraphReader,
     history, principal, push, retry, status, trace, usage,
     watch::{
@@ -240,6 +240,7 @@ impl PipelineService for PipelineApi {
                 trace: trace::request_trace(&request),
                 limits: &self.limits,
                 dispatcher: &self.dispatcher,
+                models: &self.config.models,
             };
             let response = retry::retry(&cx, &principal, request.into_inner()).await?;
             // A replayed answer's run may be queued still; waking an idle dispatcher is harmless.
@@ -253,6 +254,27 @@ impl PipelineService for PipelineApi {
             subject.company = Some(run.company_id.clone());
         }
         self.audit.record(&call, "Retry", true, subject, &result);
+        result
+    }
+
+    async fn compare_runs(
+        &self,
+        request: Request<CompareRunsRequest>,
+    ) -> Result<Response<CompareRunsResponse>, Status> {
+        let call = audit::Call::of(&request);
+        let target = format!("{}..{}", request.get_ref().base_workflow_id, request.get_ref().workflow_id);
+        let result = async {
+            let principal = principal::of(&request)?;
+            let cx = compare::CompareContext {
+                store: self.store.as_ref(),
+                estimator: &self.estimator,
+                limits: &self.limits,
+            };
+            let response = compare::compare_runs(&cx, &principal, request.into_inner()).await?;
+            Ok(Response::new(response))
+        }
+        .await;
+        self.audit.record(&call, "CompareRuns", false, audit::Subject { target, ..Default::default() }, &result);
         result
     }
 

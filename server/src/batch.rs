@@ -477,6 +477,7 @@ fn rejected_run(
         trace_id: trace.id,
         trace_parent: trace.parent,
         deadline: None,
+        model: None,
     }
 }
 
@@ -578,6 +579,7 @@ mod tests {
         let document = |kind: pb::DocumentType, i: usize| pb::Document {
             r#type: kind as i32,
             uri: format!("s3://acme-onboarding-documents/job-descriptions/2026/q4/{i:05}-{:0>40}.pdf", i),
+            ..Default::default()
         };
         let items = (0..2_500)
             .map(|i| pb::PushBatchItem {

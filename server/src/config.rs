@@ -32,6 +32,8 @@ pub struct Config {
     pub dispatch: DispatchConfig,
     /// What one company may use unless the companies file says otherwise.
     pub limits: LimitsConfig,
+    /// The models a Retry may choose for the steps it re-runs.
+    pub models: ModelsConfig,
     /// Who may call the control plane.
     pub auth: AuthConfig,
     /// The run store.
@@ -58,6 +60,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             dispatch: DispatchConfig::default(),
             limits: LimitsConfig::default(),
+            models: ModelsConfig::default(),
             auth: AuthConfig::default(),
             store: StoreConfig::default(),
             redis: RedisConfig::default(),
@@ -151,6 +154,7 @@ impl Config {
         self.server.validate()?;
         self.auth.validate()?;
         self.limits.validate()?;
+        self.models.validate()?;
         self.dispatch.validate()
     }
 }
@@ -446,6 +450,43 @@ impl LimitsConfig {
             return invalid("limits.currency", "must be an ISO 4217 code such as USD, or empty");
         }
         Ok(())
+    }
+}
+
+/// `[models]`: the models a Retry may ask the steps it re-runs to use (`RetryRequest.model`)
+/// instead of the worker's own (`llm.model`).
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    /// Model names a Retry may choose, as the workers' LLM provider knows them: `offline` and
+    /// `offline-cautious` for the offline provider (the default), the endpoint's model names for
+    /// `openai` (set this with the production profile). Empty = a Retry may not choose a model.
+    pub allowed: Vec<String>,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self { allowed: vec!["offline".to_owned(), "offline-cautious".to_owned()] }
+    }
+}
+
+impl ModelsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for model in &self.allowed {
+            if model.is_empty() || model.len() > 200 || model.chars().any(char::is_whitespace) {
+                return invalid("models.allowed", "holds model names: non-empty, at most 200 bytes, without spaces");
+            }
+            if !seen.insert(model) {
+                return invalid("models.allowed", format!("names `{model}` twice"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a Retry may choose `model`.
+    pub fn allows(&self, model: &str) -> bool {
+        self.allowed.iter().any(|m| m == model)
     }
 }
 

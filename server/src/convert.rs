@@ -1,5 +1,6 @@
 //! The one conversion layer between the run store's types and the contract's messages.
 
+use etter_core::digest::{OutputItem, OutputKind};
 use etter_core::lifecycle::RunState;
 use etter_core::steps::DocumentKind;
 use etter_proto::v1 as pb;
@@ -70,9 +71,35 @@ fn document_type(kind: &str) -> pb::DocumentType {
     }
 }
 
-/// A stored document as the contract shows it.
-pub fn document(doc: &DocumentRef) -> pb::Document {
-    pb::Document { r#type: document_type(&doc.kind) as i32, uri: doc.uri.clone() }
+/// A stored document as the contract shows it, with the content hash the run read (once known).
+pub fn document(doc: &DocumentRef, content_hash: Option<&str>) -> pb::Document {
+    pb::Document {
+        r#type: document_type(&doc.kind) as i32,
+        uri: doc.uri.clone(),
+        content_hash: content_hash.unwrap_or_default().to_owned(),
+    }
+}
+
+/// One output of a step as the contract shows it.
+pub fn output_item(item: &OutputItem) -> pb::OutputItem {
+    let kind = match item.kind {
+        OutputKind::Document => pb::OutputKind::Document,
+        OutputKind::Task => pb::OutputKind::Task,
+        OutputKind::TopTask => pb::OutputKind::TopTask,
+        OutputKind::StandardName => pb::OutputKind::StandardName,
+        OutputKind::Skill => pb::OutputKind::Skill,
+        OutputKind::SkillCluster => pb::OutputKind::SkillCluster,
+        OutputKind::CatalogEntry => pb::OutputKind::CatalogEntry,
+        OutputKind::ReskillingPath => pb::OutputKind::ReskillingPath,
+        OutputKind::Feasibility => pb::OutputKind::Feasibility,
+    };
+    pb::OutputItem {
+        kind: kind as i32,
+        key: item.key.clone(),
+        name: item.name.clone(),
+        scores: item.scores.iter().map(|(name, value)| (name.clone(), *value)).collect(),
+        content_hash: item.content_hash.clone().unwrap_or_default(),
+    }
 }
 
 /// The dispatch priority of a push; `None` for a value this version does not know.
@@ -216,7 +243,7 @@ mod tests {
                 kind: kind.map(document_kind_str).unwrap_or_default().to_owned(),
                 uri: "s3://b/k".into(),
             };
-            assert_eq!(document(&stored).r#type, ty as i32);
+            assert_eq!(document(&stored, None).r#type, ty as i32);
         }
         assert_eq!(document_kind(0), None);
         assert_eq!(document_kind(99), None);

@@ -113,7 +113,7 @@ fn fuzz_request_validation() {
             let _ = crate::history::validate(&keys(), company, &history);
         }
         if let Ok(retry) = pb::RetryRequest::decode(bytes.as_slice()) {
-            let _ = crate::retry::validate(&retry);
+            let _ = crate::retry::validate(&retry, &crate::config::ModelsConfig::default());
         }
     });
 }

@@ -207,5 +207,9 @@ pub fn outputs_summary(summary: &RoleSummary) -> etter_proto::v1::OutputsSummary
         catalog_entries: count(summary.catalog_entries),
         reskilling_paths: count(summary.reskilling_paths),
         mean_confidence: summary.mean_confidence,
+        // From the run's own step records, not the graph (`status::run_status` adds them).
+        leading_tasks: Vec::new(),
+        leading_skills: Vec::new(),
+        review_reasons: Vec::new(),
     }
 }

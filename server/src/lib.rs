@@ -10,6 +10,7 @@ mod batch;
 mod cancel;
 mod coalesce;
 pub mod companies;
+mod compare;
 pub mod config;
 mod console;
 mod convert;

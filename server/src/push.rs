@@ -97,6 +97,7 @@ impl ValidPush {
             trace_id: trace.id,
             trace_parent: trace.parent,
             deadline: self.deadline,
+            model: None,
         }
     }
 }
@@ -314,8 +315,16 @@ mod tests {
             company_id: "acme".into(),
             role_name: "Claims Adjuster".into(),
             documents: vec![
-                pb::Document { r#type: pb::DocumentType::JobDescription as i32, uri: "file:///srv/docs/jd.pdf".into() },
-                pb::Document { r#type: pb::DocumentType::ProcessMap as i32, uri: "s3://etter-docs/pm.docx".into() },
+                pb::Document {
+                    r#type: pb::DocumentType::JobDescription as i32,
+                    uri: "file:///srv/docs/jd.pdf".into(),
+                    ..Default::default()
+                },
+                pb::Document {
+                    r#type: pb::DocumentType::ProcessMap as i32,
+                    uri: "s3://etter-docs/pm.docx".into(),
+                    ..Default::default()
+                },
             ],
             draup_role_id: "draup-role-1".into(),
             options: None,

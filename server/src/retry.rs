@@ -8,6 +8,10 @@
 //! depends on them). Steps named by the caller always win: a STALE run retried with explicit
 //! `steps` is planned by `plan_retry` too (those steps and their dependents run, even if their
 //! inputs did not change).
+//!
+//! A Retry may choose the model the steps it re-runs ask (one of `models.allowed`); the new run
+//! keeps it and the worker asks it. With a model and no steps, every step that asks a model
+//! re-runs, so a READY run may be retried that way too: the point is to compare the answers.
 
 use etter_core::ids::{RoleId, WorkflowId};
 use etter_core::lifecycle::RunState;
@@ -29,6 +33,9 @@ use crate::{
 /// The `ErrorInfo.reason` of an invalid Retry request.
 const INVALID_REQUEST: &str = "INVALID_REQUEST";
 
+/// The `ErrorInfo.reason` of a Retry choosing a model the server does not allow.
+const MODEL_NOT_ALLOWED: &str = "MODEL_NOT_ALLOWED";
+
 /// What a Retry needs from the server.
 pub struct RetryContext<'a> {
     /// The run store.
@@ -41,6 +48,8 @@ pub struct RetryContext<'a> {
     pub limits: &'a Limits,
     /// Creates the new run, and starts it at once as a push's.
     pub dispatcher: &'a std::sync::Arc<crate::dispatch::Dispatcher>,
+    /// The models a Retry may choose.
+    pub models: &'a crate::config::ModelsConfig,
 }
 
 /// The target and steps of a Retry, checked before anything is read.
@@ -48,6 +57,7 @@ pub(crate) struct ValidRetry {
     target: Target,
     steps: Vec<StepName>,
     request_id: Option<etter_core::ids::RequestId>,
+    model: Option<String>,
 }
 
 enum Target {
@@ -55,7 +65,10 @@ enum Target {
     Role(RoleId),
 }
 
-pub(crate) fn validate(request: &pb::RetryRequest) -> Result<ValidRetry, ApiError> {
+pub(crate) fn validate(
+    request: &pb::RetryRequest,
+    models: &crate::config::ModelsConfig,
+) -> Result<ValidRetry, ApiError> {
     use pb::retry_request::Target as Pb;
     let target = match &request.target {
         Some(Pb::WorkflowId(id)) => {
@@ -70,17 +83,39 @@ pub(crate) fn validate(request: &pb::RetryRequest) -> Result<ValidRetry, ApiErro
     let steps = etter_core::steps::parse_steps(&request.steps)
         .map_err(|e| ApiError::invalid(INVALID_REQUEST, "steps", e.to_string()))?;
     let request_id = idempotency::request_id(&request.request_id, INVALID_REQUEST)?;
-    Ok(ValidRetry { target, steps, request_id })
+    let model = match request.model.as_str() {
+        "" => None,
+        model if models.allows(model) => Some(model.to_owned()),
+        model if models.allowed.is_empty() => {
+            return Err(ApiError::invalid(
+                MODEL_NOT_ALLOWED,
+                "model",
+                format!(
+                    "model `{model}` cannot be chosen: this server allows no model choice (models.allowed is empty)"
+                ),
+            ));
+        }
+        model => {
+            return Err(ApiError::invalid(
+                MODEL_NOT_ALLOWED,
+                "model",
+                format!("model `{model}` is not allowed; allowed models: {}", models.allowed.join(", ")),
+            ));
+        }
+    };
+    Ok(ValidRetry { target, steps, request_id, model })
 }
 
-/// Refuses a Retry of a run in `state` with what to do instead; `Ok` for the states that allow one.
-fn check_retryable(run: &Run) -> Result<(), ApiError> {
+/// Refuses a Retry of a run in `state` with what to do instead; `Ok` for the states that allow one
+/// (and for a READY run when the Retry chooses a model).
+fn check_retryable(run: &Run, with_model: bool) -> Result<(), ApiError> {
     let id = run.workflow_id.to_string();
     let what_to_do = match run.state {
         RunState::Failed | RunState::Degraded | RunState::Stale | RunState::Cancelled => return Ok(()),
+        RunState::Ready if with_model => return Ok(()),
         RunState::Ready => {
             "every step completed, so there is nothing to retry; to run it again anyway, Push the role with \
-             options.force_rerun"
+             options.force_rerun, or Retry it with another model"
         }
         RunState::Validating | RunState::Queued | RunState::Processing => {
             "it has not ended yet; wait for it to end (watch it), or Cancel it and then Retry"
@@ -119,6 +154,12 @@ async fn plan(store: &dyn RunStore, old: &Run, explicit: &[StepName]) -> Result<
     Ok(plan)
 }
 
+/// The steps that ask a model, those the run's options leave in: what a Retry with a model and no
+/// steps re-runs.
+fn model_steps(skip_enhancement: bool) -> Vec<StepName> {
+    StepName::ALL.into_iter().filter(|s| s.spec().uses_llm && (s.is_critical() || !skip_enhancement)).collect()
+}
+
 fn plan_error(old: &Run, err: PlanError) -> ApiError {
     match err {
         PlanError::UnknownStep(_) | PlanError::SkippedByOptions(_) => {
@@ -154,7 +195,7 @@ pub async fn retry(
     request: pb::RetryRequest,
 ) -> Result<pb::RetryResponse, ApiError> {
     principal.require_operator()?;
-    let valid = validate(&request)?;
+    let valid = validate(&request, cx.models)?;
     let old = target_run(cx.store, principal, &valid.target).await?;
     principal.authorize_write(&old.company_id)?;
     cx.limits.admit_call(&old.company_id)?;
@@ -178,9 +219,14 @@ pub async fn retry(
             ),
         ));
     }
-    check_retryable(&old)?;
+    check_retryable(&old, valid.model.is_some())?;
     cx.limits.admit_queued(cx.store, &old.company_id, 1).await?;
-    let plan = plan(cx.store, &old, &valid.steps).await?;
+    let steps = if valid.model.is_some() && valid.steps.is_empty() {
+        model_steps(StoredOptions::of(&old.options).skip_enhancement_workflows)
+    } else {
+        valid.steps
+    };
+    let plan = plan(cx.store, &old, &steps).await?;
     let new = NewRun {
         company: old.company_id.clone(),
         role_name: old.role_name.clone(),
@@ -200,6 +246,7 @@ pub async fn retry(
         trace_parent: cx.trace.parent.clone(),
         // A deadline belongs to the push that set it.
         deadline: None,
+        model: valid.model,
     };
     cx.limits.admit_tokens(cx.store, &new.company, 1, new.token_estimate).await?;
     let created = match cx.dispatcher.create(cx.store, new).await {
@@ -245,6 +292,9 @@ mod tests {
                 .then(|| format!("out-{step}")),
             error: None,
             reused_from: None,
+            model: None,
+            prompt_version: None,
+            digest: None,
             update_time: etter_store::now(),
         }
     }
@@ -277,9 +327,10 @@ mod tests {
         let request = pb::RetryRequest {
             target: Some(pb::retry_request::Target::RoleId("cr-acme-claims-adjuster".into())),
             steps: vec!["skills_miner".into(), "nope".into()],
-            request_id: String::new(),
+            ..Default::default()
         };
-        match validate(&request) {
+        let models = crate::config::ModelsConfig::default();
+        match validate(&request, &models) {
             Err(ApiError::InvalidArgument { violations, .. }) => {
                 assert_eq!(violations.len(), 1);
                 assert_eq!(violations[0].field, "steps");
@@ -289,6 +340,36 @@ mod tests {
             Ok(_) => panic!("an unknown step must be refused"),
         }
         let no_target = pb::RetryRequest::default();
-        assert!(matches!(validate(&no_target), Err(ApiError::InvalidArgument { .. })));
+        assert!(matches!(validate(&no_target, &models), Err(ApiError::InvalidArgument { .. })));
+    }
+
+    #[test]
+    fn a_model_must_be_allowed_and_a_refusal_lists_the_allowed_ones() {
+        let request = |model: &str| pb::RetryRequest {
+            target: Some(pb::retry_request::Target::RoleId("cr-acme-claims-adjuster".into())),
+            model: model.into(),
+            ..Default::default()
+        };
+        let models = crate::config::ModelsConfig { allowed: vec!["gpt-4o".into(), "gpt-4o-mini".into()] };
+        assert!(validate(&request("gpt-4o-mini"), &models).is_ok_and(|v| v.model.as_deref() == Some("gpt-4o-mini")));
+        assert!(validate(&request(""), &models).is_ok_and(|v| v.model.is_none()));
+        match validate(&request("o3"), &models) {
+            Err(ApiError::InvalidArgument { violations, .. }) => {
+                assert_eq!(violations[0].field, "model");
+                assert!(violations[0].description.contains("gpt-4o, gpt-4o-mini"), "{}", violations[0].description);
+            }
+            other => panic!("expected INVALID_ARGUMENT, got {:?}", other.err()),
+        }
+        let none = crate::config::ModelsConfig { allowed: Vec::new() };
+        assert!(matches!(validate(&request("gpt-4o"), &none), Err(ApiError::InvalidArgument { .. })));
+    }
+
+    #[test]
+    fn a_model_alone_re_runs_the_steps_that_ask_one() {
+        let all = model_steps(false);
+        assert!(all.contains(&StepName::AiAssessment) && all.contains(&StepName::Reskilling));
+        assert!(!all.contains(&StepName::RoleSetup) && !all.contains(&StepName::Finalize));
+        let critical = model_steps(true);
+        assert!(critical.iter().all(|s| s.is_critical()) && critical.contains(&StepName::AiAssessment));
     }
 }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::ServerConfig;
+use etter_core::digest::{self, StepDigest};
 use etter_core::ids::{RoleId, WorkflowId};
 use etter_core::lifecycle::RunState;
 use etter_core::steps::{Action, Plan, StepName};
@@ -287,8 +288,46 @@ fn step_progress(
         reused_from: latest.and_then(|a| a.reused_from.as_ref()).map(ToString::to_string).unwrap_or_default(),
         input_hash: latest.and_then(|a| a.input_hash.clone()).unwrap_or_default(),
         output_hash: latest.and_then(|a| a.output_hash.clone()).unwrap_or_default(),
+        model: latest.and_then(|a| a.model.clone()).unwrap_or_default(),
+        prompt_version: latest.and_then(|a| a.prompt_version.clone()).unwrap_or_default(),
     };
     (progress, status)
+}
+
+/// Leading tasks and skills in an outputs summary, at most.
+const LEADING: usize = 10;
+
+/// The digest of what `step` produced that the run stands on: that of its latest completed or
+/// reused attempt.
+pub fn kept_digest(attempts: &[StepAttempt], step: StepName) -> Option<&StepDigest> {
+    attempts
+        .iter()
+        .filter(|a| a.step == step.as_str() && matches!(a.status, StepStatus::Completed | StepStatus::Reused))
+        .max_by_key(|a| a.attempt)
+        .and_then(|a| a.digest.as_ref())
+}
+
+/// Adds to an outputs summary what the run's step digests tell: the leading tasks and skills
+/// with their scores, and why the run needs review.
+fn add_digests(outputs: &mut pb::OutputsSummary, attempts: &[StepAttempt]) {
+    let items = |step| kept_digest(attempts, step).map(|d| d.items.as_slice());
+    let tasks = digest::leading_tasks(
+        items(StepName::AiAssessment).unwrap_or_default(),
+        items(StepName::StepExecutor),
+        LEADING,
+    );
+    outputs.leading_tasks = tasks.iter().map(convert::output_item).collect();
+    let skills = digest::leading_skills(items(StepName::SkillsMiner).unwrap_or_default(), LEADING);
+    outputs.leading_skills = skills.iter().map(convert::output_item).collect();
+    outputs.review_reasons = StepName::ALL
+        .into_iter()
+        .filter_map(|step| Some((step, kept_digest(attempts, step)?)))
+        .flat_map(|(step, d)| {
+            d.review
+                .iter()
+                .map(move |reason| pb::ReviewReason { step: step.as_str().to_owned(), reason: reason.clone() })
+        })
+        .collect();
 }
 
 /// Builds the full status of `run`: its steps, queue position and estimates from the store and,
@@ -317,6 +356,9 @@ pub async fn run_status(cx: &StatusContext<'_>, run: &Run) -> Result<pb::RunStat
             .await
             .as_ref()
             .map(graph::outputs_summary);
+        if let Some(outputs) = status.outputs.as_mut() {
+            add_digests(outputs, &attempts);
+        }
     }
     Ok(status)
 }
@@ -402,7 +444,12 @@ pub fn assemble(run: &Run, attempts: &[StepAttempt], position: Option<u32>, esti
         field_violations: run.field_violations.iter().map(convert::field_violation).collect(),
         trace_id: run.trace_id.as_ref().map(|t| t.as_str().to_owned()).unwrap_or_default(),
         wait_reason: wait_reason as i32,
-        documents: run.documents.iter().map(convert::document).collect(),
+        documents: {
+            let linked =
+                kept_digest(attempts, StepName::DocumentLinking).map(|d| d.items.as_slice()).unwrap_or_default();
+            let hash_of = |uri: &str| linked.iter().find(|i| i.key == uri).and_then(|i| i.content_hash.as_deref());
+            run.documents.iter().map(|doc| convert::document(doc, hash_of(&doc.uri))).collect()
+        },
         options: Some(options.to_pb(run.deadline)),
         outputs: None,
         sequence: run.sequence,
@@ -521,6 +568,9 @@ mod tests {
             output_hash: None,
             error: Some(error.clone()),
             reused_from: None,
+            model: None,
+            prompt_version: None,
+            digest: None,
             update_time: etter_store::now(),
         };
         let action = |status| {

@@ -45,9 +45,11 @@ pub async fn get_usage(
     };
     let budget = cx.limits.budget(cx.store, &company, month.clone()).await?;
     let mut steps: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    let mut days: BTreeMap<chrono::NaiveDate, (i64, i64)> = BTreeMap::new();
     for row in cx.store.usage(&company, month.first, month.last).await? {
-        let entry = steps.entry(row.step).or_default();
-        *entry = (entry.0.saturating_add(row.tokens.input), entry.1.saturating_add(row.tokens.output));
+        for entry in [steps.entry(row.step).or_default(), days.entry(row.day).or_default()] {
+            *entry = (entry.0.saturating_add(row.tokens.input), entry.1.saturating_add(row.tokens.output));
+        }
     }
     let (used_cost_micros, currency) = cx.estimator.price(budget.used);
     let start = month.first.and_time(NaiveTime::MIN).and_utc();
@@ -72,5 +74,14 @@ pub async fn get_usage(
             .collect(),
         used_cost_micros,
         currency,
+        days: days
+            .into_iter()
+            .map(|(day, (input, output))| pb::DailyUsage {
+                date: day.format("%Y-%m-%d").to_string(),
+                input_tokens: input,
+                output_tokens: output,
+                total_tokens: input.saturating_add(output),
+            })
+            .collect(),
     })
 }

@@ -116,8 +116,18 @@ fn unique_suffix() -> String {
 }
 
 const SERVICE: &str = "etter.pipeline.v1.PipelineService";
-const RPCS: &[&str] =
-    &["Push", "PushBatch", "GetStatus", "WatchStatus", "Retry", "Cancel", "History", "ListAuditEntries", "GetUsage"];
+const RPCS: &[&str] = &[
+    "Push",
+    "PushBatch",
+    "GetStatus",
+    "WatchStatus",
+    "Retry",
+    "Cancel",
+    "CompareRuns",
+    "History",
+    "ListAuditEntries",
+    "GetUsage",
+];
 
 /// What one reflection dialect reports: the listed services and the methods of the pipeline service.
 struct Reflected {

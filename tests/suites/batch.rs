@@ -113,7 +113,11 @@ async fn a_batch_of_300_runs_to_the_end_and_one_resumed_company_stream_sees_ever
     let items: Vec<PushBatchItem> = (0..300)
         .map(|i| PushBatchItem {
             role_name: format!("Engineer {i:03}"),
-            documents: vec![Document { r#type: DocumentType::JobDescription as i32, uri: jd.clone() }],
+            documents: vec![Document {
+                r#type: DocumentType::JobDescription as i32,
+                uri: jd.clone(),
+                ..Default::default()
+            }],
             // Every tenth item is invalid: no Draup role.
             draup_role_id: if i % 10 == 9 { String::new() } else { format!("draup-role-{i}") },
             options: None,

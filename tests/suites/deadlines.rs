@@ -53,7 +53,11 @@ async fn deadlines(profile: Profile) -> Result<()> {
     let push = |role: &str, options: Option<RunOptions>| PushRequest {
         company_id: stack.company.clone(),
         role_name: role.to_owned(),
-        documents: vec![Document { r#type: DocumentType::JobDescription as i32, uri: jd.clone() }],
+        documents: vec![Document {
+            r#type: DocumentType::JobDescription as i32,
+            uri: jd.clone(),
+            ..Default::default()
+        }],
         draup_role_id: "draup-role-31011".to_owned(),
         options,
         ..Default::default()
@@ -96,7 +100,11 @@ async fn deadlines(profile: Profile) -> Result<()> {
     // In a batch the item is rejected and the others go on.
     let item = |role: &str, options| PushBatchItem {
         role_name: role.to_owned(),
-        documents: vec![Document { r#type: DocumentType::JobDescription as i32, uri: jd.clone() }],
+        documents: vec![Document {
+            r#type: DocumentType::JobDescription as i32,
+            uri: jd.clone(),
+            ..Default::default()
+        }],
         draup_role_id: "draup-role-31011".to_owned(),
         options,
         client_ref: role.to_owned(),

@@ -65,7 +65,11 @@ async fn both_binaries_export_the_documented_metrics_and_they_follow_the_runs() 
         let request = PushRequest {
             company_id: stack.company.clone(),
             role_name: format!("Metered Engineer {i}"),
-            documents: vec![Document { r#type: DocumentType::JobDescription as i32, uri: jd.clone() }],
+            documents: vec![Document {
+                r#type: DocumentType::JobDescription as i32,
+                uri: jd.clone(),
+                ..Default::default()
+            }],
             draup_role_id: format!("draup-role-{i}"),
             options: Some(RunOptions { skip_enhancement_workflows: skip, ..Default::default() }),
             request_id: String::new(),
@@ -82,6 +86,7 @@ async fn both_binaries_export_the_documented_metrics_and_they_follow_the_runs() 
         target: Some(retry_request::Target::WorkflowId(runs[0].workflow_id.clone())),
         steps: Vec::new(),
         request_id: String::new(),
+        ..Default::default()
     };
     let retried = client.retry(retry).await?.into_inner().run.context("Retry without a run")?;
     ensure!(

@@ -23,7 +23,10 @@ fn push_request(stack: &Stack, role: &str, documents: &[(DocumentType, String)],
     PushRequest {
         company_id: stack.company.clone(),
         role_name: role.to_owned(),
-        documents: documents.iter().map(|(kind, uri)| Document { r#type: *kind as i32, uri: uri.clone() }).collect(),
+        documents: documents
+            .iter()
+            .map(|(kind, uri)| Document { r#type: *kind as i32, uri: uri.clone(), ..Default::default() })
+            .collect(),
         draup_role_id: "draup-role-31011".to_owned(),
         options: None,
         request_id: request_id.to_owned(),

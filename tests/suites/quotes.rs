@@ -40,7 +40,9 @@ async fn quotes(profile: Profile) -> Result<()> {
     let company = stack.company.clone();
     let jd = stack.document("software_engineer_jd.txt")?;
     let missing = jd.replace("software_engineer_jd.txt", "not_there.txt");
-    let document = |uri: &str| vec![Document { r#type: DocumentType::JobDescription as i32, uri: uri.to_owned() }];
+    let document = |uri: &str| {
+        vec![Document { r#type: DocumentType::JobDescription as i32, uri: uri.to_owned(), ..Default::default() }]
+    };
     let critical = Some(RunOptions { skip_enhancement_workflows: true, ..Default::default() });
     let push = |role: &str, uri: &str, validate_only: bool| PushRequest {
         company_id: company.clone(),

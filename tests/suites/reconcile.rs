@@ -20,7 +20,7 @@ async fn a_workflow_terminated_from_the_temporal_cli_is_closed_by_the_reconciler
     let request = PushRequest {
         company_id: stack.company.clone(),
         role_name: "Terminated Engineer".into(),
-        documents: vec![Document { r#type: DocumentType::JobDescription as i32, uri: jd }],
+        documents: vec![Document { r#type: DocumentType::JobDescription as i32, uri: jd, ..Default::default() }],
         draup_role_id: "draup-role-5".into(),
         options: None,
         request_id: String::new(),
@@ -104,6 +104,7 @@ async fn a_closed_workflow_of_another_store_with_the_same_id_does_not_take_the_r
         documents: vec![Document {
             r#type: DocumentType::JobDescription as i32,
             uri: stack.document("software_engineer_jd.txt")?,
+            ..Default::default()
         }],
         draup_role_id: "draup-role-6".into(),
         options: None,

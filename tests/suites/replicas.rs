@@ -54,7 +54,11 @@ async fn a_replica_killed_mid_dispatch_loses_nothing_and_another_replica_streams
         let request = PushRequest {
             company_id: stack.company.clone(),
             role_name: format!("Success Manager {i:02}"),
-            documents: vec![Document { r#type: DocumentType::JobDescription as i32, uri: jd.clone() }],
+            documents: vec![Document {
+                r#type: DocumentType::JobDescription as i32,
+                uri: jd.clone(),
+                ..Default::default()
+            }],
             draup_role_id: format!("draup-role-{i}"),
             options: Some(RunOptions { skip_enhancement_workflows: true, ..Default::default() }),
             request_id: String::new(),

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use etter_proto::v1::{
-    CancelRequest, Document, DocumentType, PushRequest, RetryRequest, RetryResponse, RoleStatus, RunStatus, StepState,
-    retry_request,
+    CancelRequest, CompareRunsRequest, Document, DocumentType, OutputKind, PushRequest, RetryRequest, RetryResponse,
+    RoleStatus, RunStatus, StepProgress, StepState, retry_request,
 };
 use etter_tests::stack::{Client, Stack, run_status as status};
 use tonic::Code;
@@ -38,7 +38,11 @@ fn push_request(stack: &Stack, role: &str, jd: &str) -> PushRequest {
     PushRequest {
         company_id: stack.company.clone(),
         role_name: role.to_owned(),
-        documents: vec![Document { r#type: DocumentType::JobDescription as i32, uri: jd.to_owned() }],
+        documents: vec![Document {
+            r#type: DocumentType::JobDescription as i32,
+            uri: jd.to_owned(),
+            ..Default::default()
+        }],
         draup_role_id: "draup-role-42001".to_owned(),
         options: None,
         request_id: String::new(),
@@ -51,6 +55,7 @@ fn retry_run(workflow_id: &str, steps: &[&str], request_id: &str) -> RetryReques
         target: Some(retry_request::Target::WorkflowId(workflow_id.to_owned())),
         steps: steps.iter().map(|s| (*s).to_owned()).collect(),
         request_id: request_id.to_owned(),
+        ..Default::default()
     }
 }
 
@@ -59,6 +64,7 @@ fn retry_role(role_id: &str) -> RetryRequest {
         target: Some(retry_request::Target::RoleId(role_id.to_owned())),
         steps: Vec::new(),
         request_id: String::new(),
+        ..Default::default()
     }
 }
 
@@ -333,11 +339,14 @@ async fn a_changed_process_map_makes_the_role_stale_and_its_rerun_runs_only_what
     let mut client = stack.client(&server).await?;
     let jd = stack.document("claims_adjuster_jd.pdf")?;
     let map_path = stack.docs.join("claims_process_map.md");
+    let map_uri = format!("file://{}", map_path.display());
     std::fs::write(&map_path, "# Claims handling\n\n1. Receive the first notice of loss.\n2. Assign an adjuster.\n")?;
     let mut request = push_request(&stack, "Claims Adjuster", &jd);
-    request
-        .documents
-        .push(Document { r#type: DocumentType::ProcessMap as i32, uri: format!("file://{}", map_path.display()) });
+    request.documents.push(Document {
+        r#type: DocumentType::ProcessMap as i32,
+        uri: map_uri.clone(),
+        ..Default::default()
+    });
     let first = push_and_end(&mut client, request, RoleStatus::Ready).await?;
 
     // Nothing changed: the scan checks the role and leaves it READY.
@@ -372,9 +381,126 @@ async fn a_changed_process_map_makes_the_role_stale_and_its_rerun_runs_only_what
     ensure!(output(&done, "ai_assessment") == output(&first, "ai_assessment"), "{done:#?}");
     ensure!(output(&done, "document_linking") != output(&first, "document_linking"), "{done:#?}");
 
+    // Each run shows the content its documents had; only the process map's changed.
+    let hashes = |run: &RunStatus| run.documents.iter().map(|d| d.content_hash.clone()).collect::<Vec<_>>();
+    let (before, after) = (hashes(&first), hashes(&done));
+    ensure!(before.iter().chain(&after).all(|h| h.len() == 64), "{before:?} / {after:?}");
+    ensure!(before[0] == after[0] && before[1] != after[1], "{before:?} / {after:?}");
+
+    // The comparison tells the same story step by step.
+    let compared = client
+        .compare_runs(CompareRunsRequest {
+            base_workflow_id: first.workflow_id.clone(),
+            workflow_id: done.workflow_id.clone(),
+        })
+        .await?
+        .into_inner();
+    let step = |name: &str| compared.steps.iter().find(|s| s.step == name).context(format!("no {name} compared"));
+    let ran: BTreeSet<String> = compared.steps.iter().filter(|s| s.ran).map(|s| s.step.clone()).collect();
+    ensure!(ran == names(&["document_linking", "ai_assessment", "task_feasibility", "finalize"]), "{ran:?}");
+    let linking = step("document_linking")?;
+    ensure!(linking.input_changed && linking.output_changed, "{linking:#?}");
+    // The changed document is the one output of the step that differs, by its content hash.
+    let [changed] = linking.changed.as_slice() else { bail!("one document changed: {linking:#?}") };
+    let (was, now) = (changed.base.as_ref().context("base")?, changed.run.as_ref().context("run")?);
+    ensure!(was.key == map_uri && was.content_hash == before[1] && now.content_hash == after[1], "{changed:#?}");
+    ensure!(linking.added.is_empty() && linking.removed.is_empty(), "{linking:#?}");
+    let assessment = step("ai_assessment")?;
+    ensure!(assessment.input_changed && !assessment.output_changed, "{assessment:#?}");
+    ensure!(assessment.added.is_empty() && assessment.removed.is_empty() && assessment.changed.is_empty());
+    let reused = step("skills_miner")?;
+    ensure!(!reused.ran && !reused.input_changed && !reused.output_changed, "{reused:#?}");
+    let state_of = |p: &Option<StepProgress>| p.as_ref().map(|p| p.status);
+    ensure!(state_of(&reused.run) == Some(StepState::Reused as i32), "{reused:#?}");
+    ensure!(state_of(&reused.base) == Some(StepState::Completed as i32), "{reused:#?}");
+    ensure!(compared.base.as_ref().map(|r| &r.workflow_id) == Some(&first.workflow_id));
+
     // The re-run is the role's current state; scanning again finds nothing new.
     let report = stack.scan().await?;
     ensure!(report["marked_stale"].as_array().is_some_and(Vec::is_empty), "{report}");
+
+    worker.stop().await?;
+    server.stop().await?;
+    stack.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_with_another_model_re_runs_the_ai_steps_with_it_and_the_comparison_shows_the_difference() -> Result<()>
+{
+    let stack = Stack::new("model").await?;
+    let server = stack.start_server().await?;
+    let worker = stack.start_worker(&[]).await?;
+    let mut client = stack.client(&server).await?;
+    let jd = stack.document("claims_adjuster_jd.pdf")?;
+    let first = push_and_end(&mut client, push_request(&stack, "Claims Adjuster", &jd), RoleStatus::Ready).await?;
+    let step = |run: &RunStatus, name: &str| -> Result<StepProgress> {
+        run.progress.iter().flat_map(|p| &p.steps).find(|s| s.name == name).cloned().context(format!("no {name}"))
+    };
+    // The worker's own model answered the AI steps; steps that ask none record none.
+    ensure!(step(&first, "ai_assessment")?.model == "offline" && step(&first, "ai_assessment")?.prompt_version == "1");
+    ensure!(step(&first, "role_setup")?.model.is_empty() && step(&first, "finalize")?.model.is_empty());
+    // The outputs summary leads with the ranked tasks and the surest skills, with their scores.
+    let outputs = first.outputs.as_ref().context("a READY run has an outputs summary")?;
+    ensure!(!outputs.leading_tasks.is_empty() && !outputs.leading_skills.is_empty(), "{outputs:#?}");
+    ensure!(outputs.leading_tasks.iter().all(|t| t.kind == OutputKind::Task as i32 && t.scores.contains_key("rank")));
+    ensure!(
+        outputs.leading_tasks[0].scores["rank"] == 1.0 && outputs.leading_tasks[0].scores.contains_key("automation")
+    );
+    let confidence: Vec<f64> = outputs.leading_skills.iter().map(|s| s.scores["confidence"]).collect();
+    ensure!(confidence.windows(2).all(|w| w[0] >= w[1]), "surest first: {confidence:?}");
+
+    // A model the server does not allow is refused, naming those it does.
+    let mut refused = retry_run(&first.workflow_id, &[], "");
+    refused.model = "gpt-4o".to_owned();
+    let status = client.retry(refused).await.err().context("a model outside models.allowed was accepted")?;
+    ensure!(status.code() == Code::InvalidArgument, "{status:?}");
+    let violations = status.get_details_bad_request().context("no BadRequest")?.field_violations;
+    ensure!(violations.iter().any(|v| v.field == "model" && v.description.contains("offline, offline-cautious")));
+
+    // A READY run may be retried with another model: every step that asks one runs with it.
+    let mut request = retry_run(&first.workflow_id, &[], "");
+    request.model = "offline-cautious".to_owned();
+    let done = retry_to_ready(&mut client, request, &first.workflow_id).await?;
+    let ai = ["ai_assessment", "step_executor", "standardization", "skills_miner", "skills_architecture"];
+    for name in ai.iter().chain(&["skills_catalog", "reskilling", "task_feasibility"]) {
+        let progress = step(&done, name)?;
+        ensure!(
+            progress.status == StepState::Completed as i32 && progress.model == "offline-cautious",
+            "{progress:#?}"
+        );
+    }
+    ensure!(steps_in(&done, StepState::Reused)? == names(&["role_setup", "document_linking"]), "{done:#?}");
+
+    let compared = client
+        .compare_runs(CompareRunsRequest {
+            base_workflow_id: first.workflow_id.clone(),
+            workflow_id: done.workflow_id.clone(),
+        })
+        .await?
+        .into_inner();
+    let assessment = compared.steps.iter().find(|s| s.step == "ai_assessment").context("ai_assessment")?;
+    ensure!(assessment.ran && assessment.model_changed && assessment.output_changed, "{assessment:#?}");
+    ensure!(!assessment.input_changed, "the documents did not change: {assessment:#?}");
+    // The same tasks, scored differently.
+    ensure!(assessment.added.is_empty() && assessment.removed.is_empty() && !assessment.changed.is_empty());
+    for change in &assessment.changed {
+        let (was, now) = (change.base.as_ref().context("base")?, change.run.as_ref().context("run")?);
+        ensure!(was.key == now.key && now.scores["confidence"] <= was.scores["confidence"], "{change:#?}");
+    }
+    let setup = compared.steps.iter().find(|s| s.step == "role_setup").context("role_setup")?;
+    ensure!(!setup.ran && !setup.model_changed && !setup.output_changed, "{setup:#?}");
+
+    // Two runs of different roles are not compared.
+    let other = push_and_end(&mut client, push_request(&stack, "Claims Manager", &jd), RoleStatus::Ready).await?;
+    let mismatch = client
+        .compare_runs(CompareRunsRequest {
+            base_workflow_id: first.workflow_id.clone(),
+            workflow_id: other.workflow_id.clone(),
+        })
+        .await
+        .err()
+        .context("runs of two roles were compared")?;
+    ensure!(mismatch.code() == Code::InvalidArgument && mismatch.message().contains("one role"), "{mismatch:?}");
 
     worker.stop().await?;
     server.stop().await?;

@@ -290,7 +290,11 @@ fn push_request(stack: &Stack, role: &str, jd: &str) -> PushRequest {
     PushRequest {
         company_id: stack.company.clone(),
         role_name: role.to_owned(),
-        documents: vec![Document { r#type: DocumentType::JobDescription as i32, uri: jd.to_owned() }],
+        documents: vec![Document {
+            r#type: DocumentType::JobDescription as i32,
+            uri: jd.to_owned(),
+            ..Default::default()
+        }],
         draup_role_id: "draup-role-31".to_owned(),
         options: Some(RunOptions { skip_enhancement_workflows: true, ..Default::default() }),
         request_id: String::new(),

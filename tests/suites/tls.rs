@@ -90,6 +90,7 @@ async fn with_every_hop_on_tls_a_push_reaches_ready() -> Result<()> {
             documents: vec![Document {
                 r#type: DocumentType::JobDescription as i32,
                 uri: format!("s3://{BUCKET}/roles/0.txt"),
+                ..Default::default()
             }],
             draup_role_id: "draup-role-tls".to_owned(),
             options: Some(RunOptions { skip_enhancement_workflows: true, ..Default::default() }),
@@ -149,7 +150,7 @@ async fn without_the_clusters_api_key_both_binaries_name_the_setting_and_nothing
         .push(PushRequest {
             company_id: stack.company.clone(),
             role_name: "Patient Analyst".to_owned(),
-            documents: vec![Document { r#type: DocumentType::JobDescription as i32, uri: jd }],
+            documents: vec![Document { r#type: DocumentType::JobDescription as i32, uri: jd, ..Default::default() }],
             draup_role_id: "draup-role-api-key".to_owned(),
             options: Some(RunOptions { skip_enhancement_workflows: true, ..Default::default() }),
             request_id: String::new(),

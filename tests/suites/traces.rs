@@ -145,7 +145,11 @@ async fn one_push_is_one_trace_across_the_server_temporal_and_the_worker() -> Re
     let request = |role: &str| PushRequest {
         company_id: stack.company.clone(),
         role_name: role.to_owned(),
-        documents: vec![Document { r#type: DocumentType::JobDescription as i32, uri: jd.clone() }],
+        documents: vec![Document {
+            r#type: DocumentType::JobDescription as i32,
+            uri: jd.clone(),
+            ..Default::default()
+        }],
         draup_role_id: "draup-role-4411".to_owned(),
         options: None,
         request_id: String::new(),

@@ -24,7 +24,11 @@ const BUCKET: &str = "etter-validating";
 fn item(role: &str, uri: &str) -> PushBatchItem {
     PushBatchItem {
         role_name: role.to_owned(),
-        documents: vec![Document { r#type: DocumentType::JobDescription as i32, uri: uri.to_owned() }],
+        documents: vec![Document {
+            r#type: DocumentType::JobDescription as i32,
+            uri: uri.to_owned(),
+            ..Default::default()
+        }],
         draup_role_id: "draup-role-31011".to_owned(),
         ..Default::default()
     }

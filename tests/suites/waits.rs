@@ -73,7 +73,11 @@ async fn waits(profile: Profile) -> Result<()> {
     let push = |role: &str| PushRequest {
         company_id: stack.company.clone(),
         role_name: role.to_owned(),
-        documents: vec![Document { r#type: DocumentType::JobDescription as i32, uri: jd.clone() }],
+        documents: vec![Document {
+            r#type: DocumentType::JobDescription as i32,
+            uri: jd.clone(),
+            ..Default::default()
+        }],
         draup_role_id: "draup-role-31011".to_owned(),
         ..Default::default()
     };
@@ -202,7 +206,11 @@ async fn held_by_the_budget(profile: Profile) -> Result<()> {
     let push = |role: &str| PushRequest {
         company_id: stack.company.clone(),
         role_name: role.to_owned(),
-        documents: vec![Document { r#type: DocumentType::JobDescription as i32, uri: jd.clone() }],
+        documents: vec![Document {
+            r#type: DocumentType::JobDescription as i32,
+            uri: jd.clone(),
+            ..Default::default()
+        }],
         draup_role_id: "draup-role-31011".to_owned(),
         options: Some(etter_proto::v1::RunOptions { skip_enhancement_workflows: true, ..Default::default() }),
         ..Default::default()
@@ -270,7 +278,8 @@ async fn agreement(profile: Profile) -> Result<()> {
         .await?;
     let mut client = stack.client(&server).await?;
     let jd = stack.document("software_engineer_jd.txt")?;
-    let document = || vec![Document { r#type: DocumentType::JobDescription as i32, uri: jd.clone() }];
+    let document =
+        || vec![Document { r#type: DocumentType::JobDescription as i32, uri: jd.clone(), ..Default::default() }];
     let push = |role: &str| PushRequest {
         company_id: stack.company.clone(),
         role_name: role.to_owned(),

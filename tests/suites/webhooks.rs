@@ -104,7 +104,11 @@ fn push(stack: &Stack, i: usize, jd: &str, notify: bool) -> PushRequest {
     PushRequest {
         company_id: stack.company.clone(),
         role_name: format!("Announced Engineer {i}"),
-        documents: vec![Document { r#type: DocumentType::JobDescription as i32, uri: jd.to_owned() }],
+        documents: vec![Document {
+            r#type: DocumentType::JobDescription as i32,
+            uri: jd.to_owned(),
+            ..Default::default()
+        }],
         draup_role_id: format!("draup-role-{i}"),
         options: Some(RunOptions {
             skip_enhancement_workflows: true,

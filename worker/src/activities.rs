@@ -275,6 +275,7 @@ impl PipelineActivities {
                     record.input_hash = kept.input_hash.clone();
                     record.output_hash = kept.output_hash.clone();
                     record.reused_from = input.reuse_from.clone();
+                    keep_what_it_made(&mut record, kept);
                     record
                 }
             };
@@ -351,7 +352,7 @@ impl PipelineActivities {
                 }
             }
         };
-        if outcome.needs_review {
+        if outcome.needs_review() {
             store.set_needs_review(&run.workflow_id, true).await.map_err(StepFailure::from)?;
         }
         let mut record = StepTransition::new(step.as_str(), attempt, StepStatus::Completed);
@@ -361,6 +362,9 @@ impl PipelineActivities {
         });
         record.input_hash = Some(outcome.input_hash);
         record.output_hash = Some(outcome.output_hash.clone());
+        record.prompt_version = outcome.model.as_ref().map(|_| etter_llm::PROMPT_VERSION.to_owned());
+        record.model = outcome.model;
+        record.digest = outcome.digest;
         let completed = store.record_step(&run.workflow_id, record).await.map_err(StepFailure::from)?;
         if !completed.recorded {
             self.ensure_attempt_is(&run, step, attempt, StepStatus::Completed).await?;
@@ -401,6 +405,7 @@ impl PipelineActivities {
         record.input_hash = Some(current);
         record.output_hash = Some(output_hash.clone());
         record.reused_from = kept.reused_from.clone().or_else(|| Some(earlier.clone()));
+        keep_what_it_made(&mut record, kept);
         store.record_step(&run.workflow_id, record).await?;
         metrics::counter!(observe::STEP_ATTEMPTS, "step" => step.as_str(), "outcome" => "reused").increment(1);
         Ok(Some(StepReport { step, output_hash }))
@@ -816,6 +821,14 @@ fn outcome_reason(state: RunState, failed: &[StepName]) -> String {
         RunState::Cancelled => "cancelled".to_owned(),
         other => other.as_str().to_owned(),
     }
+}
+
+/// A REUSED step's record carries what the reused attempt made: its model, prompt version and
+/// digest, so a run tells what it stands on without following `reused_from`.
+fn keep_what_it_made(record: &mut StepTransition, kept: &etter_store::StepAttempt) {
+    record.model = kept.model.clone();
+    record.prompt_version = kept.prompt_version.clone();
+    record.digest = kept.digest.clone();
 }
 
 #[cfg(test)]

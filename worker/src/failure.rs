@@ -92,7 +92,11 @@ impl From<GraphError> for StepFailure {
 impl From<LlmError> for StepFailure {
     fn from(err: LlmError) -> Self {
         let recoverable = err.is_retryable();
-        let code = if recoverable { "LLM_UNAVAILABLE" } else { "LLM_ERROR" };
+        let code = match err {
+            _ if recoverable => "LLM_UNAVAILABLE",
+            LlmError::UnknownModel { .. } => "MODEL_NOT_AVAILABLE",
+            _ => "LLM_ERROR",
+        };
         Self { code: code.to_owned(), message: chain(&err).to_string(), recoverable }
     }
 }

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use etter_core::digest::{Digestible, StepDigest};
 use etter_core::outputs::ContentHash;
 use etter_core::steps::{DocumentKind, StepName, input_hash};
 use etter_documents::{DocumentUri, Documents, ExtractedDocument};
@@ -29,9 +30,22 @@ pub struct StepOutcome {
     pub output_hash: String,
     /// LLM tokens the step used.
     pub usage: TokenUsage,
-    /// Some output fell below the review threshold, or the model's answer had items dropped.
-    pub needs_review: bool,
+    /// The model that answered, for a step that asks one.
+    pub model: Option<String>,
+    /// What the step produced and why it deserves a review, for a step that produces things.
+    pub digest: Option<StepDigest>,
 }
+
+impl StepOutcome {
+    /// Some output fell below the review threshold, a document had unreadable pages, or the
+    /// model's answer had items dropped.
+    pub fn needs_review(&self) -> bool {
+        self.digest.as_ref().is_some_and(StepDigest::needs_review)
+    }
+}
+
+/// Items dropped from a model's answer kept as review reasons, at most (the rest are counted).
+const DROPPED_REASONS: usize = 10;
 
 /// The shared parts every step uses; one per worker process (clones share them).
 #[derive(Clone)]
@@ -90,7 +104,15 @@ impl StepRunner {
             input_hash: input_hash(step, &run.role_identity(), no_docs, upstream),
             output_hash,
             usage: TokenUsage::default(),
-            needs_review: false,
+            model: None,
+            digest: None,
+        };
+        // The model the run chose, or the worker's own; asked for by the steps that use one.
+        let llm = || -> Result<Arc<dyn LlmProvider>, StepFailure> {
+            match &run.model {
+                Some(model) if model != self.llm.model() => Ok(self.llm.with_model(model)?),
+                _ => Ok(Arc::clone(&self.llm)),
+            }
         };
         match step {
             StepName::RoleSetup => {
@@ -118,67 +140,80 @@ impl StepRunner {
                 }
                 self.graph.write(role, StepOutput::DocumentLinking(&linked)).await?;
                 let hashes = document_hashes(&loaded);
+                let unreadable = loaded.iter().filter(|(_, doc)| doc.skipped_pages > 0).map(|(doc, extracted)| {
+                    format!("{}: {} pages could not be read and were left out", doc.uri, extracted.skipped_pages)
+                });
+                let digest = StepDigest::documents(
+                    linked.iter().map(|d| (d.uri.as_str(), d.doc_type.as_str(), d.content_hash.0.as_str())),
+                )
+                .with_review(REVIEW_BELOW, unreadable);
                 Ok(StepOutcome {
                     input_hash: input_hash(step, &run.role_identity(), &hashes, upstream),
                     output_hash: hash_json(&linked)?,
                     usage: TokenUsage::default(),
-                    needs_review: loaded.iter().any(|(_, doc)| doc.skipped_pages > 0),
+                    model: None,
+                    digest: Some(digest),
                 })
             }
             StepName::AiAssessment => {
                 let (texts, hashes) = self.texts(run).await?;
-                let completion = self.llm.assess(&run.role_name, &texts).await?;
-                let low = completion.output.tasks.iter().any(|t| t.confidence < REVIEW_BELOW);
+                let llm = llm()?;
+                let completion = llm.assess(&run.role_name, &texts).await?;
                 self.graph.write(role, StepOutput::Assessment(&completion.output)).await?;
-                self.finish(run, step, upstream, &hashes, completion, low)
+                self.finish(run, step, upstream, &hashes, completion, llm.model())
             }
             StepName::StepExecutor => {
                 let outputs = self.outputs(run, step).await?;
-                let completion = self.llm.top_tasks(&run.role_name, &outputs.assessment).await?;
+                let llm = llm()?;
+                let completion = llm.top_tasks(&run.role_name, &outputs.assessment).await?;
                 self.graph.write(role, StepOutput::TopTasks(&completion.output)).await?;
-                self.finish(run, step, upstream, no_docs, completion, false)
+                self.finish(run, step, upstream, no_docs, completion, llm.model())
             }
             StepName::Standardization => {
                 let outputs = self.outputs(run, step).await?;
-                let completion = self.llm.standardize(&run.role_name, &outputs.assessment, &outputs.top_tasks).await?;
+                let llm = llm()?;
+                let completion = llm.standardize(&run.role_name, &outputs.assessment, &outputs.top_tasks).await?;
                 self.graph.write(role, StepOutput::Standardization(&completion.output)).await?;
-                self.finish(run, step, upstream, no_docs, completion, false)
+                self.finish(run, step, upstream, no_docs, completion, llm.model())
             }
             StepName::SkillsMiner => {
                 let (texts, hashes) = self.texts(run).await?;
                 let outputs = self.outputs(run, step).await?;
-                let completion = self.llm.mine_skills(&run.role_name, &texts, &outputs.assessment).await?;
-                let low = completion.output.skills.iter().any(|s| s.confidence < REVIEW_BELOW);
+                let llm = llm()?;
+                let completion = llm.mine_skills(&run.role_name, &texts, &outputs.assessment).await?;
                 self.graph.write(role, StepOutput::MinedSkills(&completion.output)).await?;
-                self.finish(run, step, upstream, &hashes, completion, low)
+                self.finish(run, step, upstream, &hashes, completion, llm.model())
             }
             StepName::SkillsArchitecture => {
                 let outputs = self.outputs(run, step).await?;
-                let completion = self.llm.architect_skills(&run.role_name, &outputs.skills).await?;
+                let llm = llm()?;
+                let completion = llm.architect_skills(&run.role_name, &outputs.skills).await?;
                 self.graph.write(role, StepOutput::SkillsArchitecture(&completion.output)).await?;
-                self.finish(run, step, upstream, no_docs, completion, false)
+                self.finish(run, step, upstream, no_docs, completion, llm.model())
             }
             StepName::SkillsCatalog => {
                 let (texts, _) = self.texts(run).await?;
                 let outputs = self.outputs(run, step).await?;
-                let completion =
-                    self.llm.catalog(&run.role_name, &texts, &outputs.skills, &outputs.architecture).await?;
+                let llm = llm()?;
+                let completion = llm.catalog(&run.role_name, &texts, &outputs.skills, &outputs.architecture).await?;
                 self.graph.write(role, StepOutput::SkillsCatalog(&completion.output)).await?;
-                self.finish(run, step, upstream, no_docs, completion, false)
+                self.finish(run, step, upstream, no_docs, completion, llm.model())
             }
             StepName::Reskilling => {
                 let outputs = self.outputs(run, step).await?;
+                let llm = llm()?;
                 let completion =
-                    self.llm.reskilling(&run.role_name, &outputs.assessment, &outputs.skills, &outputs.catalog).await?;
+                    llm.reskilling(&run.role_name, &outputs.assessment, &outputs.skills, &outputs.catalog).await?;
                 self.graph.write(role, StepOutput::Reskilling(&completion.output)).await?;
-                self.finish(run, step, upstream, no_docs, completion, false)
+                self.finish(run, step, upstream, no_docs, completion, llm.model())
             }
             StepName::TaskFeasibility => {
                 let outputs = self.outputs(run, step).await?;
                 let hashes: Vec<(DocumentKind, ContentHash)> = self.linked_hashes(run).await?;
-                let completion = self.llm.feasibility(&run.role_name, &outputs.assessment).await?;
+                let llm = llm()?;
+                let completion = llm.feasibility(&run.role_name, &outputs.assessment).await?;
                 self.graph.write(role, StepOutput::TaskFeasibility(&completion.output)).await?;
-                self.finish(run, step, upstream, &hashes, completion, false)
+                self.finish(run, step, upstream, &hashes, completion, llm.model())
             }
             StepName::Finalize => {
                 self.graph.set_visible(role, true).await?;
@@ -188,26 +223,40 @@ impl StepRunner {
         }
     }
 
-    fn finish<T: Serialize>(
+    /// The outcome of an AI step: its hashes, the tokens and model it used, what it produced,
+    /// and why that deserves a review (outputs under [`REVIEW_BELOW`], items dropped from the
+    /// model's answer).
+    fn finish<T: Serialize + Digestible>(
         &self,
         run: &Run,
         step: StepName,
         upstream: &BTreeMap<StepName, String>,
         documents: &[(DocumentKind, ContentHash)],
         completion: Completion<T>,
-        low_confidence: bool,
+        model: &str,
     ) -> Result<StepOutcome, StepFailure> {
-        if !completion.discarded.is_empty() {
+        let discarded = &completion.discarded;
+        if !discarded.is_empty() {
             tracing::info!(
-                run = %run.workflow_id, %step, discarded = completion.discarded.len(),
-                "the model's answer had items dropped while validating: {:?}", completion.discarded
+                run = %run.workflow_id, %step, discarded = discarded.len(),
+                "the model's answer had items dropped while validating: {discarded:?}"
             );
+        }
+        let mut dropped: Vec<String> = discarded
+            .iter()
+            .take(DROPPED_REASONS)
+            .map(|item| format!("dropped from the model's answer: {item}"))
+            .collect();
+        if discarded.len() > DROPPED_REASONS {
+            dropped
+                .push(format!("and {} more items dropped from the model's answer", discarded.len() - DROPPED_REASONS));
         }
         Ok(StepOutcome {
             input_hash: input_hash(step, &run.role_identity(), documents, upstream),
             output_hash: hash_json(&completion.output)?,
             usage: completion.usage,
-            needs_review: low_confidence || !completion.discarded.is_empty(),
+            model: Some(model.to_owned()),
+            digest: Some(StepDigest::of(&completion.output).with_review(REVIEW_BELOW, dropped)),
         })
     }
 

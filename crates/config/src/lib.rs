@@ -38,6 +38,7 @@ pub const SECTIONS: &[&str] = &[
     "server",
     "dispatch",
     "limits",
+    "models",
     "auth",
     "store",
     "redis",

@@ -5,6 +5,7 @@
 //! - [`lifecycle`]: a run's states and the transitions between them;
 //! - [`steps`]: the step graph, step input hashes and how a run is planned (run, reuse, skip);
 //! - [`outputs`]: what each step produces;
+//! - [`digest`]: a step's outputs as items a person compares between runs, and why they deserve a review;
 //! - [`workflow`]: the interface between the server, which starts workflows, and the worker,
 //!   which runs them;
 //! - [`audit`]: the audit log's entries and their keyed hash chain;
@@ -15,6 +16,7 @@
 
 pub mod audit;
 pub mod backoff;
+pub mod digest;
 pub mod error;
 pub mod ids;
 pub mod lifecycle;

@@ -63,6 +63,15 @@ pub enum LlmError {
         /// Tokens the rejected answers used (paid for all the same).
         usage: TokenUsage,
     },
+    /// The run asked for a model this provider does not have (the offline provider's models are
+    /// fixed; an OpenAI-compatible endpoint's are whatever it serves, so it never says this).
+    #[error("the LLM provider has no model `{model}`; it has: {}", available.join(", "))]
+    UnknownModel {
+        /// The model asked for.
+        model: String,
+        /// The models it has.
+        available: Vec<String>,
+    },
     /// The provider's settings are unusable.
     #[error("invalid LLM provider settings: {0}")]
     Settings(String),

@@ -42,6 +42,11 @@ use etter_core::outputs::{
     TopTasks,
 };
 
+/// The version of this layer's prompts and answer schemas (`calls.rs`), recorded with every step
+/// a model answers so two runs can tell they asked the same question. Raise it with any change to
+/// a prompt's wording or an answer schema.
+pub const PROMPT_VERSION: &str = "1";
+
 /// Outputs with a confidence below this deserve a person's look: the worker sets `needs_review`
 /// on the run when any task or skill falls under it (the human review flags).
 pub const REVIEW_BELOW: Score = 0.5;
@@ -98,6 +103,13 @@ pub struct Completion<T> {
 pub trait LlmProvider: Send + Sync + fmt::Debug {
     /// The provider's short name for logs and metrics (`offline`, `openai`).
     fn name(&self) -> &'static str;
+
+    /// The model this provider asks, recorded with each step it answers.
+    fn model(&self) -> &str;
+
+    /// This provider asking `model` instead of its own: the same endpoint, limiter and settings.
+    /// [`LlmError::UnknownModel`] when the provider knows it has no such model.
+    fn with_model(&self, model: &str) -> Result<std::sync::Arc<dyn LlmProvider>, LlmError>;
 
     /// `ai_assessment`: the role's tasks with automation/augmentation scores, each citing its source.
     async fn assess(&self, role: &RoleName, documents: &DocumentTexts) -> Result<Completion<Assessment>, LlmError>;

@@ -60,7 +60,7 @@ impl fmt::Debug for OpenAiSettings {
 
 /// The production provider: any endpoint speaking OpenAI's chat-completions API with structured
 /// output (OpenAI, Azure OpenAI behind a gateway, vLLM, llama.cpp server, …).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct OpenAiProvider {
     http: reqwest::Client,
     endpoint: Url,
@@ -320,6 +320,19 @@ fn shorten(text: &str) -> String {
 impl LlmProvider for OpenAiProvider {
     fn name(&self) -> &'static str {
         "openai"
+    }
+
+    fn model(&self) -> &str {
+        &self.settings.model
+    }
+
+    fn with_model(&self, model: &str) -> Result<Arc<dyn LlmProvider>, LlmError> {
+        if model.trim().is_empty() {
+            return Err(LlmError::Settings("model must not be empty".to_owned()));
+        }
+        let mut other = self.clone();
+        other.settings.model = model.to_owned();
+        Ok(Arc::new(other))
     }
 
     async fn assess(&self, role: &RoleName, documents: &DocumentTexts) -> Result<Completion<Assessment>, LlmError> {

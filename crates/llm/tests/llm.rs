@@ -287,6 +287,37 @@ async fn offline_is_deterministic_and_depends_on_the_documents() -> Result<()> {
 }
 
 #[tokio::test]
+async fn offline_models_are_chosen_by_name_and_the_cautious_one_scores_toward_the_middle() -> Result<()> {
+    let role = RoleName::parse("Customer Success Manager")?;
+    let documents = documents_of(&CUSTOMER_SUCCESS_MANAGER)?;
+    let rules = OfflineProvider::new();
+    ensure!(rules.model() == "offline");
+    let cautious = rules.with_model("offline-cautious")?;
+    ensure!(cautious.model() == "offline-cautious");
+    let plain = rules.assess(&role, &documents).await?.output;
+    let tempered = cautious.assess(&role, &documents).await?.output;
+    ensure!(plain.tasks.len() == tempered.tasks.len(), "the same tasks are found");
+    for (p, t) in plain.tasks.iter().zip(&tempered.tasks) {
+        ensure!(p.key == t.key);
+        ensure!((t.automation - 0.5).abs() <= (p.automation - 0.5).abs(), "{p:?} / {t:?}");
+        ensure!(t.confidence < p.confidence || t.confidence == 0.1, "{p:?} / {t:?}");
+    }
+    ensure!(plain != tempered, "another model, other scores");
+    let a = rules.mine_skills(&role, &documents, &plain).await?.output;
+    let b = cautious.mine_skills(&role, &documents, &plain).await?.output;
+    ensure!(a.skills.iter().zip(&b.skills).all(|(a, b)| a.key == b.key && b.confidence <= a.confidence));
+    ensure!(cautious.with_model("offline")?.assess(&role, &documents).await?.output == plain, "and back");
+
+    match rules.with_model("gpt-4o") {
+        Err(LlmError::UnknownModel { model, available }) => {
+            ensure!(model == "gpt-4o" && available == ["offline", "offline-cautious"], "{available:?}");
+        }
+        other => bail!("an unknown offline model must be refused: {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn offline_scores_vague_tasks_low_and_reads_proficiency_wording() -> Result<()> {
     let text = "# Operations Coordinator\n\n## Responsibilities\n\n\
         - Enter purchase orders and invoices into the ERP system\n\
@@ -770,6 +801,20 @@ async fn openai_structured_output_with_usage_and_grounded_spans() -> Result<()> 
     let start = text.find(QUOTE).context("quote in fixture")?;
     ensure!((task.source.start as usize, task.source.end as usize) == (start, start + QUOTE.len()));
     ensure!(task.source.text == QUOTE);
+    Ok(())
+}
+
+#[tokio::test]
+async fn openai_asks_the_model_a_run_chose() -> Result<()> {
+    let answer = assessment_answer(&[("Quarterly business reviews", QUOTE, 0.3)]);
+    let (fake, provider) = fake_openai(vec![chat(&answer, 10, 5)], Duration::from_secs(5)).await?;
+    let chosen = provider.with_model("other-model")?;
+    ensure!(chosen.model() == "other-model" && provider.model() == "test-model");
+    let role = RoleName::parse("Customer Success Manager")?;
+    chosen.assess(&role, &documents_of(&CUSTOMER_SUCCESS_MANAGER)?).await?;
+    let seen = fake.seen();
+    ensure!(seen.len() == 1 && seen[0].body["model"] == "other-model", "{:?}", seen.first().map(|r| &r.body["model"]));
+    ensure!(matches!(provider.with_model(" "), Err(LlmError::Settings(_))));
     Ok(())
 }
 

@@ -37,6 +37,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use etter_core::audit::{AuditEntry, AuditEvent, AuditFilter, AuditHead, ChainKey};
+use etter_core::digest::StepDigest;
 use etter_core::ids::{BatchId, CompanyId, DraupRoleId, RequestId, RoleId, RoleName, TraceId, TraceParent, WorkflowId};
 use etter_core::lifecycle::{IllegalTransition, RunState, RunStillActive};
 use etter_core::outputs::ContentHash;
@@ -466,6 +467,8 @@ pub struct NewRun {
     pub trace_parent: Option<TraceParent>,
     /// Cancel it if it is still queued at this time.
     pub deadline: Option<Timestamp>,
+    /// The model its AI steps ask instead of the worker's own (a Retry's choice).
+    pub model: Option<String>,
 }
 
 impl NewRun {
@@ -491,6 +494,7 @@ impl NewRun {
             trace_id: None,
             trace_parent: None,
             deadline: None,
+            model: None,
         }
     }
 }
@@ -644,6 +648,8 @@ pub struct Run {
     pub trace_parent: Option<TraceParent>,
     /// When it is cancelled if it has not started by then (`RunOptions.deadline`).
     pub deadline: Option<Timestamp>,
+    /// The model its AI steps ask instead of the worker's own (a Retry's choice).
+    pub model: Option<String>,
 }
 
 impl Run {
@@ -721,6 +727,12 @@ pub struct StepTransition {
     pub error: Option<PipelineError>,
     /// The earlier run whose output was reused.
     pub reused_from: Option<WorkflowId>,
+    /// The model that answered the step; `None` keeps the stored one.
+    pub model: Option<String>,
+    /// The LLM layer's prompt version for the step; `None` keeps the stored one.
+    pub prompt_version: Option<String>,
+    /// What the step produced; `None` keeps the stored one.
+    pub digest: Option<StepDigest>,
 }
 
 impl StepTransition {
@@ -735,6 +747,9 @@ impl StepTransition {
             output_hash: None,
             error: None,
             reused_from: None,
+            model: None,
+            prompt_version: None,
+            digest: None,
         }
     }
 }
@@ -771,6 +786,12 @@ pub struct StepAttempt {
     pub error: Option<PipelineError>,
     /// The earlier run whose output it reused.
     pub reused_from: Option<WorkflowId>,
+    /// The model that answered it.
+    pub model: Option<String>,
+    /// The LLM layer's prompt version it used.
+    pub prompt_version: Option<String>,
+    /// What it produced, once completed.
+    pub digest: Option<StepDigest>,
     /// When it last changed.
     pub update_time: Timestamp,
 }

@@ -90,6 +90,7 @@ pub(super) fn decode_run(row: &impl Row) -> Result<Run, StoreError> {
         trace_id: opt_id(row.opt_text("trace_id")?, TraceId::parse)?,
         trace_parent: opt_id(row.opt_text("trace_parent")?, TraceParent::parse)?,
         deadline: row.opt_time("deadline")?,
+        model: row.opt_text("model")?,
     })
 }
 
@@ -141,6 +142,9 @@ pub(super) fn decode_step(row: &impl Row) -> Result<StepAttempt, StoreError> {
         output_hash: row.opt_text("output_hash")?,
         error: row.opt_json("error")?,
         reused_from: opt_id(row.opt_text("reused_from")?, WorkflowId::parse)?,
+        model: row.opt_text("model")?,
+        prompt_version: row.opt_text("prompt_version")?,
+        digest: row.opt_json("digest")?,
         update_time: row.time("update_time")?,
     })
 }

@@ -26,7 +26,7 @@ macro_rules! run_columns {
         "workflow_id, role_id, company_id, role_name, draup_role_id, run_number, input_identity, state, \
          superseded_by, supersedes, batch_id, priority, options, documents, error, needs_review, field_violations, \
          token_estimate, tokens_in, tokens_out, last_sequence, create_time, start_time, end_time, update_time, plan, \
-         notify, trace_id, deadline, trace_parent"
+         notify, trace_id, deadline, trace_parent, model"
     };
 }
 pub(super) use run_columns;
@@ -35,7 +35,7 @@ pub(super) use run_columns;
 macro_rules! step_columns {
     () => {
         "step, attempt, status, started_at, finished_at, tokens_in, tokens_out, input_hash, output_hash, error, \
-         reused_from, update_time"
+         reused_from, update_time, model, prompt_version, digest"
     };
 }
 
@@ -94,7 +94,7 @@ macro_rules! claim_terms {
 pub(super) use claim_terms;
 
 /// `run`'s values, in [`run_columns`] order.
-pub(super) fn run_args(run: &Run) -> Result<[Arg<'_>; 30], StoreError> {
+pub(super) fn run_args(run: &Run) -> Result<[Arg<'_>; 31], StoreError> {
     Ok([
         run.workflow_id.as_str().into(),
         run.role_id.as_str().into(),
@@ -126,6 +126,7 @@ pub(super) fn run_args(run: &Run) -> Result<[Arg<'_>; 30], StoreError> {
         run.trace_id.as_ref().map(TraceId::as_str).into(),
         run.deadline.into(),
         run.trace_parent.as_ref().map(TraceParent::as_str).into(),
+        run.model.as_deref().into(),
     ])
 }
 
@@ -671,11 +672,12 @@ pub(super) trait Portable: Statements + Sized {
             let sql = Statement::new(concat!(
                 "INSERT INTO run_steps (workflow_id, ",
                 step_columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
                  ON CONFLICT (workflow_id, step, attempt) DO UPDATE SET status = excluded.status, \
                  started_at = excluded.started_at, finished_at = excluded.finished_at, tokens_in = excluded.tokens_in, \
                  tokens_out = excluded.tokens_out, input_hash = excluded.input_hash, output_hash = excluded.output_hash, \
-                 error = excluded.error, reused_from = excluded.reused_from, update_time = excluded.update_time"
+                 error = excluded.error, reused_from = excluded.reused_from, update_time = excluded.update_time, \
+                 model = excluded.model, prompt_version = excluded.prompt_version, digest = excluded.digest"
             ))
             .bind(id.as_str())
             .bind(attempt.step.as_str())
@@ -689,7 +691,10 @@ pub(super) trait Portable: Statements + Sized {
             .bind(attempt.output_hash.as_deref())
             .bind_json(attempt.error.as_ref())
             .bind(attempt.reused_from.as_ref().map(WorkflowId::as_str))
-            .bind(attempt.update_time);
+            .bind(attempt.update_time)
+            .bind(attempt.model.as_deref())
+            .bind(attempt.prompt_version.as_deref())
+            .bind_json(attempt.digest.as_ref());
             self.execute(sql).await.map(drop)
         }
     }

@@ -221,6 +221,9 @@ async fn close_open_steps<T: Tx>(tx: &mut T, run: &mut Run, now: Timestamp) -> R
                 output_hash: None,
                 error: None,
                 reused_from: None,
+                model: None,
+                prompt_version: None,
+                digest: None,
                 update_time: now,
             },
             _ => continue,
@@ -488,6 +491,7 @@ fn decide(
         trace_id: new.trace_id,
         trace_parent: new.trace_parent,
         deadline: new.deadline,
+        model: new.model,
     };
     Ok(Decided::New(run, new.reason))
 }
@@ -751,6 +755,9 @@ impl<B: Backend> RunStore for SqlStore<B> {
             output_hash: step.output_hash.or_else(|| previous.as_ref().and_then(|p| p.output_hash.clone())),
             error: step.error.clone().or_else(|| previous.as_ref().and_then(|p| p.error.clone())),
             reused_from: step.reused_from.or_else(|| previous.as_ref().and_then(|p| p.reused_from.clone())),
+            model: step.model.or_else(|| previous.as_ref().and_then(|p| p.model.clone())),
+            prompt_version: step.prompt_version.or_else(|| previous.as_ref().and_then(|p| p.prompt_version.clone())),
+            digest: step.digest.or_else(|| previous.as_ref().and_then(|p| p.digest.clone())),
             update_time: now,
         };
         tx.upsert_step(run, &attempt).await?;

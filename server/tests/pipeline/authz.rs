@@ -70,9 +70,10 @@ enum Rpc {
     History,
     GetUsage,
     ListAudit,
+    CompareRuns,
 }
 
-const RPCS: [Rpc; 11] = [
+const RPCS: [Rpc; 12] = [
     Rpc::Push,
     Rpc::PushBatch,
     Rpc::GetStatus,
@@ -84,6 +85,7 @@ const RPCS: [Rpc; 11] = [
     Rpc::History,
     Rpc::GetUsage,
     Rpc::ListAudit,
+    Rpc::CompareRuns,
 ];
 
 impl Rpc {
@@ -257,11 +259,7 @@ async fn call(
             let run = push_as(api, admin, server, &company.id, &role).await?;
             let cancel = CancelRequest { workflow_id: run.clone(), reason: "setup".into(), request_id: String::new() };
             api.cancel(with_token(cancel, admin)?).await?;
-            let retry = RetryRequest {
-                target: Some(retry_request::Target::WorkflowId(run)),
-                steps: Vec::new(),
-                request_id: String::new(),
-            };
+            let retry = RetryRequest { target: Some(retry_request::Target::WorkflowId(run)), ..Default::default() };
             code(api.retry(traced(retry, token, cell)?).await.map(drop))
         }
         Rpc::Cancel => {
@@ -280,6 +278,11 @@ async fn call(
         Rpc::ListAudit => {
             let list = pb::ListAuditEntriesRequest { company_id: company.id.clone(), ..Default::default() };
             code(api.list_audit_entries(traced(list, token, cell)?).await.map(drop))
+        }
+        Rpc::CompareRuns => {
+            let compare =
+                pb::CompareRunsRequest { base_workflow_id: company.run.clone(), workflow_id: company.run.clone() };
+            code(api.compare_runs(traced(compare, token, cell)?).await.map(drop))
         }
     })
 }

@@ -26,6 +26,7 @@ fn item(server: &Server, i: usize) -> PushBatchItem {
         documents: vec![pb::Document {
             r#type: pb::DocumentType::JobDescription as i32,
             uri: doc_uri(server, &format!("jd-{i}.pdf")),
+            ..Default::default()
         }],
         draup_role_id: format!("draup-role-{i}"),
         options: None,
@@ -181,7 +182,11 @@ async fn a_batch_answers_every_item_stores_the_invalid_ones_and_history_pages_th
         let late = pb::PushRequest {
             company_id: company.clone(),
             role_name: format!("Late Role {pushed}"),
-            documents: vec![pb::Document { r#type: pb::DocumentType::JobDescription as i32, uri: push_uri(pushed) }],
+            documents: vec![pb::Document {
+                r#type: pb::DocumentType::JobDescription as i32,
+                uri: push_uri(pushed),
+                ..Default::default()
+            }],
             draup_role_id: "draup-role-9".into(),
             options: None,
             request_id: String::new(),
@@ -215,6 +220,7 @@ async fn a_batch_answers_every_item_stores_the_invalid_ones_and_history_pages_th
                 documents: vec![pb::Document {
                     r#type: pb::DocumentType::JobDescription as i32,
                     uri: push_uri(pushed),
+                    ..Default::default()
                 }],
                 draup_role_id: "draup-role-9".into(),
                 options: None,
@@ -288,7 +294,11 @@ async fn a_batch_item_whose_document_cannot_be_used_is_stored_invalid_and_the_ot
     let mistyped = format!("file://{}", docs.join("text.pdf").display());
     let item = |n: usize, uri: &str| PushBatchItem {
         role_name: format!("Checked Role {n}"),
-        documents: vec![pb::Document { r#type: pb::DocumentType::JobDescription as i32, uri: uri.to_owned() }],
+        documents: vec![pb::Document {
+            r#type: pb::DocumentType::JobDescription as i32,
+            uri: uri.to_owned(),
+            ..Default::default()
+        }],
         draup_role_id: format!("draup-role-{n}"),
         options: None,
         client_ref: format!("row {n}"),

@@ -101,7 +101,11 @@ fn push_request(role: &str, uri: &str) -> PushRequest {
     PushRequest {
         company_id: acme(),
         role_name: role.into(),
-        documents: vec![pb::Document { r#type: pb::DocumentType::JobDescription as i32, uri: uri.into() }],
+        documents: vec![pb::Document {
+            r#type: pb::DocumentType::JobDescription as i32,
+            uri: uri.into(),
+            ..Default::default()
+        }],
         draup_role_id: "draup-role-12345".into(),
         options: Some(pb::RunOptions { skip_enhancement_workflows: true, ..Default::default() }),
         request_id: String::new(),
@@ -120,6 +124,7 @@ fn batch_of(server: &Server, company: &str, names: &[String]) -> pb::PushBatchRe
                 documents: vec![pb::Document {
                     r#type: pb::DocumentType::JobDescription as i32,
                     uri: doc_uri(server, "batch.pdf"),
+                    ..Default::default()
                 }],
                 draup_role_id: "draup-role-12345".into(),
                 options: None,
@@ -217,7 +222,11 @@ async fn a_push_whose_document_cannot_be_used_is_refused_before_it_is_queued() -
     ];
     for (uri, says) in cases {
         let mut request = push_request("Claims Adjuster", &doc_uri(&server, "jd.pdf"));
-        request.documents.push(pb::Document { r#type: pb::DocumentType::ProcessMap as i32, uri: uri.clone() });
+        request.documents.push(pb::Document {
+            r#type: pb::DocumentType::ProcessMap as i32,
+            uri: uri.clone(),
+            ..Default::default()
+        });
         let status = api.push(with_token(request, &token)?).await.err().context("a push of an unusable document")?;
         assert_eq!(status.code(), Code::InvalidArgument, "{uri}: {status:?}");
         let info = status.get_details_error_info().context("ErrorInfo missing")?;
@@ -344,6 +353,7 @@ async fn callers_see_and_change_only_what_their_role_and_companies_allow() -> an
         documents: vec![pb::Document {
             r#type: pb::DocumentType::JobDescription as i32,
             uri: doc_uri(&server, "b.pdf"),
+            ..Default::default()
         }],
         draup_role_id: "draup-role-12345".into(),
         options: None,

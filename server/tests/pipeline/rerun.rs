@@ -42,6 +42,7 @@ fn retry(target: retry_request::Target, steps: &[&str]) -> RetryRequest {
         target: Some(target),
         steps: steps.iter().map(|s| (*s).to_owned()).collect(),
         request_id: String::new(),
+        ..Default::default()
     }
 }
 

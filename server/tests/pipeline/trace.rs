@@ -61,6 +61,7 @@ async fn runs_keep_the_trace_id_of_the_request_that_created_them() -> anyhow::Re
             documents: vec![pb::Document {
                 r#type: pb::DocumentType::JobDescription as i32,
                 uri: doc_uri(&server, "c.pdf"),
+                ..Default::default()
             }],
             draup_role_id: "draup-role-12345".into(),
             options: None,
@@ -84,6 +85,7 @@ async fn runs_keep_the_trace_id_of_the_request_that_created_them() -> anyhow::Re
         target: Some(retry_request::Target::WorkflowId(run)),
         steps: Vec::new(),
         request_id: String::new(),
+        ..Default::default()
     };
     let header = format!("00-{retry_trace}-00f067aa0ba902b7-01");
     let retried = api.retry(traced(retry, &token, Some(&header))?).await?.into_inner();

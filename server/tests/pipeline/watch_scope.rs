@@ -103,7 +103,11 @@ async fn batch_and_company_watches_carry_every_run_and_resume_exactly() -> anyho
     let items: Vec<PushBatchItem> = (0..40)
         .map(|i| PushBatchItem {
             role_name: format!("Watched Role {i:02}"),
-            documents: vec![pb::Document { r#type: pb::DocumentType::JobDescription as i32, uri: doc(i) }],
+            documents: vec![pb::Document {
+                r#type: pb::DocumentType::JobDescription as i32,
+                uri: doc(i),
+                ..Default::default()
+            }],
             // Every eighth item lacks its Draup role: 5 rejected items.
             draup_role_id: if i % 8 == 7 { String::new() } else { format!("draup-role-{i}") },
             options: None,
@@ -188,7 +192,11 @@ async fn batch_and_company_watches_carry_every_run_and_resume_exactly() -> anyho
                     pb::PushRequest {
                         company_id: company.clone(),
                         role_name: "Late Role".into(),
-                        documents: vec![pb::Document { r#type: pb::DocumentType::JobDescription as i32, uri: doc(99) }],
+                        documents: vec![pb::Document {
+                            r#type: pb::DocumentType::JobDescription as i32,
+                            uri: doc(99),
+                            ..Default::default()
+                        }],
                         draup_role_id: "draup-role-99".into(),
                         options: Some(pb::RunOptions { skip_enhancement_workflows: true, ..Default::default() }),
                         request_id: String::new(),
@@ -342,6 +350,7 @@ async fn a_change_written_as_soon_as_the_watch_answered_arrives_as_an_event() ->
             documents: vec![pb::Document {
                 r#type: pb::DocumentType::JobDescription as i32,
                 uri: doc_uri(&server, &format!("jd-{i}.pdf")),
+                ..Default::default()
             }],
             draup_role_id: format!("draup-role-{i}"),
             options: None,

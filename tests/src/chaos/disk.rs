@@ -64,7 +64,11 @@ async fn exercise(stack: &Stack, data: &Path) -> Result<DiskReport> {
         let request = PushRequest {
             company_id: stack.company.clone(),
             role_name: format!("Disk Role {n:04}"),
-            documents: vec![Document { r#type: DocumentType::JobDescription as i32, uri: jd.clone() }],
+            documents: vec![Document {
+                r#type: DocumentType::JobDescription as i32,
+                uri: jd.clone(),
+                ..Default::default()
+            }],
             draup_role_id: "draup-role-1".to_owned(),
             options: None,
             request_id: format!("disk-{n}"),

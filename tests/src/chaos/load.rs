@@ -93,7 +93,11 @@ impl Load {
     }
 
     fn document(&self, template: usize) -> Document {
-        Document { r#type: DocumentType::JobDescription as i32, uri: self.templates[template].clone() }
+        Document {
+            r#type: DocumentType::JobDescription as i32,
+            uri: self.templates[template].clone(),
+            ..Default::default()
+        }
     }
 
     async fn note<T>(&self, verb: &'static str, outcome: &Outcome<T>) {
@@ -279,6 +283,7 @@ pub async fn retrier(load: Arc<Load>, every: Duration) {
             target: Some(retry_request::Target::WorkflowId(run.workflow_id.clone())),
             steps: Vec::new(),
             request_id: format!("retry-{n}"),
+            ..Default::default()
         };
         let (outcome, _) = load.api.call(&request, |mut c, r| async move { c.retry(r).await }).await;
         load.note("Retry", &outcome).await;

@@ -299,6 +299,7 @@ async fn clean_runs(
             documents: vec![etter_proto::v1::Document {
                 r#type: etter_proto::v1::DocumentType::JobDescription as i32,
                 uri: uri.clone(),
+                ..Default::default()
             }],
             draup_role_id: format!("draup-role-{i}"),
             options: None,

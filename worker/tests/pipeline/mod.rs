@@ -126,6 +126,7 @@ impl World {
                 trace_id: None,
                 trace_parent: None,
                 deadline: None,
+                model: None,
             })
             .await?;
         Ok(self.store.transition(&created.run.workflow_id, Transition::to(RunState::Processing, "dispatched")).await?)

@@ -14,6 +14,12 @@
 //! - **top tasks**, **standard names**, **reskilling paths** and **feasibility** are computed from
 //!   those, as each function below says.
 //!
+//! Two rule sets stand in for two models, so that re-running a step with another model can be
+//! seen and compared offline: `offline` (the rules above) and `offline-cautious` (the same
+//! extraction, with every task's automation and augmentation drawn a quarter of the way toward 0.5
+//! and every task's and skill's confidence 0.1 lower; what follows from those — top tasks,
+//! feasibility, review flags — follows).
+//!
 //! Token usage is estimated (4 characters a token) from the prompt the OpenAI-compatible provider
 //! would send and from the output, so metering and budgets work offline too.
 
@@ -43,12 +49,58 @@ use etter_core::outputs::{
 
 /// The rule-based provider. Stateless: the same inputs always give the same outputs.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct OfflineProvider;
+pub struct OfflineProvider {
+    model: OfflineModel,
+}
+
+/// The offline provider's rule sets, each named as a model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum OfflineModel {
+    /// `offline`: the rules as the module describes them.
+    #[default]
+    Rules,
+    /// `offline-cautious`: the same rules, with scores drawn toward the middle and less confidence.
+    Cautious,
+}
+
+impl OfflineModel {
+    const ALL: [OfflineModel; 2] = [OfflineModel::Rules, OfflineModel::Cautious];
+
+    fn name(self) -> &'static str {
+        match self {
+            OfflineModel::Rules => "offline",
+            OfflineModel::Cautious => "offline-cautious",
+        }
+    }
+
+    fn temper_tasks(self, assessment: &mut Assessment) {
+        if self == OfflineModel::Cautious {
+            for task in &mut assessment.tasks {
+                task.automation = round2(0.5 + (task.automation - 0.5) * 0.75);
+                task.augmentation = round2(0.5 + (task.augmentation - 0.5) * 0.75);
+                task.confidence = round2((task.confidence - 0.1).max(0.1));
+            }
+        }
+    }
+
+    fn temper_skills(self, skills: &mut MinedSkills) {
+        if self == OfflineModel::Cautious {
+            for skill in &mut skills.skills {
+                skill.confidence = round2((skill.confidence - 0.1).max(0.1));
+            }
+        }
+    }
+}
 
 impl OfflineProvider {
-    /// The provider.
+    /// The provider with its default rules (model `offline`).
     pub fn new() -> Self {
-        Self
+        Self::default()
+    }
+
+    /// The names of the offline provider's models.
+    pub fn models() -> Vec<&'static str> {
+        OfflineModel::ALL.iter().map(|m| m.name()).collect()
     }
 }
 
@@ -68,8 +120,23 @@ impl LlmProvider for OfflineProvider {
         "offline"
     }
 
+    fn model(&self) -> &str {
+        self.model.name()
+    }
+
+    fn with_model(&self, model: &str) -> Result<std::sync::Arc<dyn LlmProvider>, LlmError> {
+        let model =
+            OfflineModel::ALL.into_iter().find(|m| m.name() == model).ok_or_else(|| LlmError::UnknownModel {
+                model: model.to_owned(),
+                available: OfflineProvider::models().into_iter().map(str::to_owned).collect(),
+            })?;
+        Ok(std::sync::Arc::new(OfflineProvider { model }))
+    }
+
     async fn assess(&self, role: &RoleName, documents: &DocumentTexts) -> Result<Completion<Assessment>, LlmError> {
-        completion(&calls::Assess { role, documents }, assess(documents))
+        let mut output = assess(documents);
+        self.model.temper_tasks(&mut output);
+        completion(&calls::Assess { role, documents }, output)
     }
 
     async fn top_tasks(&self, role: &RoleName, assessment: &Assessment) -> Result<Completion<TopTasks>, LlmError> {
@@ -91,7 +158,9 @@ impl LlmProvider for OfflineProvider {
         documents: &DocumentTexts,
         assessment: &Assessment,
     ) -> Result<Completion<MinedSkills>, LlmError> {
-        completion(&calls::MineSkills { role, documents, assessment }, mine_skills(documents))
+        let mut output = mine_skills(documents);
+        self.model.temper_skills(&mut output);
+        completion(&calls::MineSkills { role, documents, assessment }, output)
     }
 
     async fn architect_skills(

@@ -113,6 +113,7 @@ store_suite!(
         a_run_ends_with_its_last_event_and_its_open_steps_closed,
         step_stats_measure_recent_completed_attempts,
         recently_ended_runs_come_newest_first_in_their_state,
+        a_step_keeps_its_model_prompt_version_and_digest,
     ],
     events: [
         concurrent_writers_to_one_run_get_gap_free_sequences,
@@ -324,6 +325,7 @@ fn push(company_id: &str, role: &str, identity: &str) -> Result<NewRun> {
         trace_id: Some(TraceId::parse("4bf92f3577b34da6a3ce929d0e0e4736")?),
         trace_parent: Some(TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")?),
         deadline: None,
+        model: None,
     })
 }
 

@@ -4,7 +4,7 @@
 use anyhow::{Result, ensure};
 use etter_core::ids::WorkflowId;
 use etter_core::lifecycle::RunState;
-use etter_store::{Change, PipelineError, StepStatus, StepTransition, StoreError, TokenCount};
+use etter_store::{Change, NewRun, PipelineError, StepStatus, StepTransition, StoreError, TokenCount};
 
 use crate::{Ctx, all_events, company, create, ensure_gap_free, ids, push, to};
 
@@ -259,5 +259,53 @@ pub(crate) async fn recently_ended_runs_come_newest_first_in_their_state(ctx: Ct
     ensure!(ready.iter().all(|r| r.start_time.is_some() && r.end_time.is_some()), "{ready:?}");
     ensure!(ids(&store.recently_ended(RunState::Ready, 2).await?) == newest_first[..2], "the limit keeps the newest");
     ensure!(ids(&store.recently_ended(RunState::Failed, 10).await?) == [failed.workflow_id], "by state");
+    Ok(())
+}
+
+pub(crate) async fn a_step_keeps_its_model_prompt_version_and_digest(ctx: Ctx) -> Result<()> {
+    use etter_core::digest::StepDigest;
+    use etter_core::outputs::{Key, MinedSkills, Skill, SourceSpan};
+
+    let store = ctx.store.as_ref();
+    // The run a Retry creates carries the model it chose.
+    let new = NewRun { model: Some("offline-cautious".into()), ..push("acme", "Model Role", "m")? };
+    let run = create(store, new).await?;
+    let id = &run.workflow_id;
+    ensure!(store.get_run(id).await?.model.as_deref() == Some("offline-cautious"));
+    let plain = create(store, push("acme", "Plain Role", "p")?).await?;
+    ensure!(store.get_run(&plain.workflow_id).await?.model.is_none());
+
+    to(store, id, RunState::Processing).await?;
+    let skill = |name: &str, confidence| Skill {
+        key: Key::of(name),
+        name: name.into(),
+        confidence,
+        source: SourceSpan {
+            document: etter_core::outputs::ContentHash("h".into()),
+            start: 0,
+            end: 3,
+            text: "SQL".into(),
+        },
+    };
+    let digest = StepDigest::of(&MinedSkills { skills: vec![skill("SQL", 0.9), skill("Negotiation", 0.3)] })
+        .with_review(0.5, []);
+    store.record_step(id, StepTransition::new("skills_miner", 1, StepStatus::Running)).await?;
+    let completed = StepTransition {
+        output_hash: Some("out".into()),
+        model: Some("offline-cautious".into()),
+        prompt_version: Some("7".into()),
+        digest: Some(digest.clone()),
+        ..StepTransition::new("skills_miner", 1, StepStatus::Completed)
+    };
+    store.record_step(id, completed).await?;
+    let steps = store.steps(id).await?;
+    let done = steps.iter().find(|s| s.step == "skills_miner").ok_or_else(|| anyhow::anyhow!("no step"))?;
+    ensure!(done.model.as_deref() == Some("offline-cautious") && done.prompt_version.as_deref() == Some("7"));
+    ensure!(done.digest.as_ref() == Some(&digest), "{:#?}", done.digest);
+    ensure!(done.digest.as_ref().is_some_and(|d| d.review.len() == 1 && d.items[1].name == "Negotiation"));
+    // A step that asks no model records none.
+    store.record_step(id, StepTransition::new("role_setup", 1, StepStatus::Completed)).await?;
+    let setup = store.steps(id).await?.into_iter().find(|s| s.step == "role_setup");
+    ensure!(setup.is_some_and(|s| s.model.is_none() && s.digest.is_none()));
     Ok(())
 }

@@ -6,7 +6,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { AuditEntry, BatchProgress, Document, PipelineError, PlannedStep, RoleStatus, RunOptions, RunStatus, StepState, TokenEstimate, WaitReason } from "./resources_pb.js";
+import type { AuditEntry, BatchProgress, Document, OutputItem, PipelineError, PlannedStep, RoleStatus, RunOptions, RunStatus, StepProgress, StepState, TokenEstimate, WaitReason } from "./resources_pb.js";
 import { file_etter_pipeline_v1_resources } from "./resources_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file etter/pipeline/v1/pipeline_service.proto.
  */
 export const file_etter_pipeline_v1_pipeline_service: GenFile = /*@__PURE__*/
-  fileDesc("CihldHRlci9waXBlbGluZS92MS9waXBlbGluZV9zZXJ2aWNlLnByb3RvEhFldHRlci5waXBlbGluZS52MSLWAQoLUHVzaFJlcXVlc3QSEgoKY29tcGFueV9pZBgBIAEoCRIRCglyb2xlX25hbWUYAiABKAkSLgoJZG9jdW1lbnRzGAMgAygLMhsuZXR0ZXIucGlwZWxpbmUudjEuRG9jdW1lbnQSFQoNZHJhdXBfcm9sZV9pZBgEIAEoCRIuCgdvcHRpb25zGAUgASgLMh0uZXR0ZXIucGlwZWxpbmUudjEuUnVuT3B0aW9ucxISCgpyZXF1ZXN0X2lkGAYgASgJEhUKDXZhbGlkYXRlX29ubHkYByABKAgizwIKDFB1c2hSZXNwb25zZRITCgt3b3JrZmxvd19pZBgBIAEoCRIPCgdyb2xlX2lkGAIgASgJEi0KBnN0YXR1cxgDIAEoDjIdLmV0dGVyLnBpcGVsaW5lLnYxLlJvbGVTdGF0dXMSIgoaZXN0aW1hdGVkX2R1cmF0aW9uX3NlY29uZHMYBCABKAMSGQoRcG9zaXRpb25faW5fcXVldWUYBSABKAUSOAoOdG9rZW5fZXN0aW1hdGUYBiABKAsyIC5ldHRlci5waXBlbGluZS52MS5Ub2tlbkVzdGltYXRlEg8KB2NyZWF0ZWQYByABKAgSMgoLd2FpdF9yZWFzb24YCCABKA4yHS5ldHRlci5waXBlbGluZS52MS5XYWl0UmVhc29uEiwKBHBsYW4YCSADKAsyHi5ldHRlci5waXBlbGluZS52MS5QbGFubmVkU3RlcCKtAQoNUHVzaEJhdGNoSXRlbRIRCglyb2xlX25hbWUYASABKAkSLgoJZG9jdW1lbnRzGAIgAygLMhsuZXR0ZXIucGlwZWxpbmUudjEuRG9jdW1lbnQSFQoNZHJhdXBfcm9sZV9pZBgDIAEoCRIuCgdvcHRpb25zGAQgASgLMh0uZXR0ZXIucGlwZWxpbmUudjEuUnVuT3B0aW9ucxISCgpjbGllbnRfcmVmGAUgASgJIroBChBQdXNoQmF0Y2hSZXF1ZXN0EhIKCmNvbXBhbnlfaWQYASABKAkSLwoFaXRlbXMYAiADKAsyIC5ldHRlci5waXBlbGluZS52MS5QdXNoQmF0Y2hJdGVtEjYKD2RlZmF1bHRfb3B0aW9ucxgDIAEoCzIdLmV0dGVyLnBpcGVsaW5lLnYxLlJ1bk9wdGlvbnMSEgoKcmVxdWVzdF9pZBgEIAEoCRIVCg12YWxpZGF0ZV9vbmx5GAUgASgIIt8DChNQdXNoQmF0Y2hJdGVtUmVzdWx0Eg0KBWluZGV4GAEgASgFEhIKCmNsaWVudF9yZWYYAiABKAkSNAoHb3V0Y29tZRgDIAEoDjIjLmV0dGVyLnBpcGVsaW5lLnYxLkJhdGNoSXRlbU91dGNvbWUSEwoLd29ya2Zsb3dfaWQYBCABKAkSDwoHcm9sZV9pZBgFIAEoCRItCgZzdGF0dXMYBiABKA4yHS5ldHRlci5waXBlbGluZS52MS5Sb2xlU3RhdHVzEhkKEXBvc2l0aW9uX2luX3F1ZXVlGAcgASgFEj8KEGZpZWxkX3Zpb2xhdGlvbnMYCCADKAsyJS5nb29nbGUucnBjLkJhZFJlcXVlc3QuRmllbGRWaW9sYXRpb24SMgoLd2FpdF9yZWFzb24YCSABKA4yHS5ldHRlci5waXBlbGluZS52MS5XYWl0UmVhc29uEiwKBHBsYW4YCiADKAsyHi5ldHRlci5waXBlbGluZS52MS5QbGFubmVkU3RlcBI4Cg50b2tlbl9lc3RpbWF0ZRgLIAEoCzIgLmV0dGVyLnBpcGVsaW5lLnYxLlRva2VuRXN0aW1hdGUSIgoaZXN0aW1hdGVkX2R1cmF0aW9uX3NlY29uZHMYDCABKAMi2wEKEVB1c2hCYXRjaFJlc3BvbnNlEhAKCGJhdGNoX2lkGAEgASgJEjUKBWl0ZW1zGAIgAygLMiYuZXR0ZXIucGlwZWxpbmUudjEuUHVzaEJhdGNoSXRlbVJlc3VsdBIyCghwcm9ncmVzcxgDIAEoCzIgLmV0dGVyLnBpcGVsaW5lLnYxLkJhdGNoUHJvZ3Jlc3MSOAoOdG9rZW5fZXN0aW1hdGUYBCABKAsyIC5ldHRlci5waXBlbGluZS52MS5Ub2tlbkVzdGltYXRlEg8KB2NyZWF0ZWQYBSABKAgiRgoQR2V0U3RhdHVzUmVxdWVzdBIVCgt3b3JrZmxvd19pZBgBIAEoCUgAEhEKB3JvbGVfaWQYAiABKAlIAEIICgZ0YXJnZXQiPgoRR2V0U3RhdHVzUmVzcG9uc2USKQoDcnVuGAEgASgLMhwuZXR0ZXIucGlwZWxpbmUudjEuUnVuU3RhdHVzIowBChJXYXRjaFN0YXR1c1JlcXVlc3QSFQoLd29ya2Zsb3dfaWQYASABKAlIABISCghiYXRjaF9pZBgCIAEoCUgAEhQKCmNvbXBhbnlfaWQYAyABKAlIABIWCg5hZnRlcl9zZXF1ZW5jZRgEIAEoBBIUCgxyZXN1bWVfdG9rZW4YBSABKAlCBwoFc2NvcGUixQEKE1dhdGNoU3RhdHVzUmVzcG9uc2USLwoIc25hcHNob3QYASABKAsyGy5ldHRlci5waXBlbGluZS52MS5TbmFwc2hvdEgAEiwKBWV2ZW50GAIgASgLMhsuZXR0ZXIucGlwZWxpbmUudjEuUnVuRXZlbnRIABIxCgloZWFydGJlYXQYAyABKAsyHC5ldHRlci5waXBlbGluZS52MS5IZWFydGJlYXRIABIUCgxyZXN1bWVfdG9rZW4YBCABKAlCBgoEa2luZCJ1CghTbmFwc2hvdBIqCgRydW5zGAEgAygLMhwuZXR0ZXIucGlwZWxpbmUudjEuUnVuU3RhdHVzEgwKBGxhc3QYAiABKAgSLwoFYmF0Y2gYAyABKAsyIC5ldHRlci5waXBlbGluZS52MS5CYXRjaFByb2dyZXNzIoYCCghSdW5FdmVudBITCgt3b3JrZmxvd19pZBgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoBBIuCgpldmVudF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI4Cg1zdGF0dXNfY2hhbmdlGAQgASgLMh8uZXR0ZXIucGlwZWxpbmUudjEuU3RhdHVzQ2hhbmdlSAASNAoLc3RlcF9jaGFuZ2UYBSABKAsyHS5ldHRlci5waXBlbGluZS52MS5TdGVwQ2hhbmdlSAASKQoDcnVuGAYgASgLMhwuZXR0ZXIucGlwZWxpbmUudjEuUnVuU3RhdHVzQggKBmNoYW5nZSKFAQoMU3RhdHVzQ2hhbmdlEjYKD3ByZXZpb3VzX3N0YXR1cxgBIAEoDjIdLmV0dGVyLnBpcGVsaW5lLnYxLlJvbGVTdGF0dXMSLQoGc3RhdHVzGAIgASgOMh0uZXR0ZXIucGlwZWxpbmUudjEuUm9sZVN0YXR1cxIOCgZyZWFzb24YAyABKAkiigEKClN0ZXBDaGFuZ2USDAoEc3RlcBgBIAEoCRIsCgZzdGF0dXMYAiABKA4yHC5ldHRlci5waXBlbGluZS52MS5TdGVwU3RhdGUSDwoHYXR0ZW1wdBgDIAEoBRIvCgVlcnJvchgEIAEoCzIgLmV0dGVyLnBpcGVsaW5lLnYxLlBpcGVsaW5lRXJyb3IingEKCUhlYXJ0YmVhdBIvCgtzZXJ2ZXJfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoFcXVldWUYAiADKAsyIC5ldHRlci5waXBlbGluZS52MS5RdWV1ZVBvc2l0aW9uEi8KBWJhdGNoGAMgASgLMiAuZXR0ZXIucGlwZWxpbmUudjEuQmF0Y2hQcm9ncmVzcyKXAQoNUXVldWVQb3NpdGlvbhITCgt3b3JrZmxvd19pZBgBIAEoCRIZChFwb3NpdGlvbl9pbl9xdWV1ZRgCIAEoBRIiChplc3RpbWF0ZWRfZHVyYXRpb25fc2Vjb25kcxgDIAEoAxIyCgt3YWl0X3JlYXNvbhgEIAEoDjIdLmV0dGVyLnBpcGVsaW5lLnYxLldhaXRSZWFzb24iZQoMUmV0cnlSZXF1ZXN0EhUKC3dvcmtmbG93X2lkGAEgASgJSAASEQoHcm9sZV9pZBgCIAEoCUgAEg0KBXN0ZXBzGAMgAygJEhIKCnJlcXVlc3RfaWQYBCABKAlCCAoGdGFyZ2V0IloKDVJldHJ5UmVzcG9uc2USKQoDcnVuGAEgASgLMhwuZXR0ZXIucGlwZWxpbmUudjEuUnVuU3RhdHVzEh4KFnN1cGVyc2VkZWRfd29ya2Zsb3dfaWQYAiABKAkiSAoNQ2FuY2VsUmVxdWVzdBITCgt3b3JrZmxvd19pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoCSI7Cg5DYW5jZWxSZXNwb25zZRIpCgNydW4YASABKAsyHC5ldHRlci5waXBlbGluZS52MS5SdW5TdGF0dXMiugIKDkhpc3RvcnlSZXF1ZXN0EhIKCmNvbXBhbnlfaWQYASABKAkSLwoIc3RhdHVzZXMYAiADKA4yHS5ldHRlci5waXBlbGluZS52MS5Sb2xlU3RhdHVzEg8KB3JvbGVfaWQYAyABKAkSEAoIYmF0Y2hfaWQYBCABKAkSNQoRY3JlYXRlX3RpbWVfYWZ0ZXIYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKEmNyZWF0ZV90aW1lX2JlZm9yZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoMbmVlZHNfcmV2aWV3GAcgASgISACIAQESEQoJcGFnZV9zaXplGAggASgFEhIKCnBhZ2VfdG9rZW4YCSABKAlCDwoNX25lZWRzX3JldmlldyJWCg9IaXN0b3J5UmVzcG9uc2USKgoEcnVucxgBIAMoCzIcLmV0dGVyLnBpcGVsaW5lLnYxLlJ1blN0YXR1cxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiiAEKF0xpc3RBdWRpdEVudHJpZXNSZXF1ZXN0EhIKCmNvbXBhbnlfaWQYASABKAkSDQoFYWN0b3IYAiABKAkSDgoGYWN0aW9uGAMgASgJEhMKC2RlbmllZF9vbmx5GAQgASgIEhEKCXBhZ2Vfc2l6ZRgFIAEoBRISCgpwYWdlX3Rva2VuGAYgASgJImMKGExpc3RBdWRpdEVudHJpZXNSZXNwb25zZRIuCgdlbnRyaWVzGAEgAygLMh0uZXR0ZXIucGlwZWxpbmUudjEuQXVkaXRFbnRyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiNQoPR2V0VXNhZ2VSZXF1ZXN0EhIKCmNvbXBhbnlfaWQYASABKAkSDgoGcGVyaW9kGAIgASgJIuoCChBHZXRVc2FnZVJlc3BvbnNlEhIKCmNvbXBhbnlfaWQYASABKAkSDgoGcGVyaW9kGAIgASgJEjAKDHBlcmlvZF9zdGFydBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKcGVyaW9kX2VuZBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNYnVkZ2V0X3Rva2VucxgFIAEoAxITCgt1c2VkX3Rva2VucxgGIAEoAxIXCg9yZXNlcnZlZF90b2tlbnMYByABKAMSHQoQcmVtYWluaW5nX3Rva2VucxgIIAEoA0gAiAEBEisKBXN0ZXBzGAkgAygLMhwuZXR0ZXIucGlwZWxpbmUudjEuU3RlcFVzYWdlEhgKEHVzZWRfY29zdF9taWNyb3MYCiABKAMSEAoIY3VycmVuY3kYCyABKAlCEwoRX3JlbWFpbmluZ190b2tlbnMiXAoJU3RlcFVzYWdlEgwKBHN0ZXAYASABKAkSFAoMaW5wdXRfdG9rZW5zGAIgASgDEhUKDW91dHB1dF90b2tlbnMYAyABKAMSFAoMdG90YWxfdG9rZW5zGAQgASgDKrsBChBCYXRjaEl0ZW1PdXRjb21lEiIKHkJBVENIX0lURU1fT1VUQ09NRV9VTlNQRUNJRklFRBAAEh8KG0JBVENIX0lURU1fT1VUQ09NRV9BQ0NFUFRFRBABEh8KG0JBVENIX0lURU1fT1VUQ09NRV9FWElTVElORxACEh8KG0JBVENIX0lURU1fT1VUQ09NRV9SRUpFQ1RFRBADEiAKHEJBVENIX0lURU1fT1VUQ09NRV9EVVBMSUNBVEUQBDKZBgoPUGlwZWxpbmVTZXJ2aWNlEkcKBFB1c2gSHi5ldHRlci5waXBlbGluZS52MS5QdXNoUmVxdWVzdBofLmV0dGVyLnBpcGVsaW5lLnYxLlB1c2hSZXNwb25zZRJWCglQdXNoQmF0Y2gSIy5ldHRlci5waXBlbGluZS52MS5QdXNoQmF0Y2hSZXF1ZXN0GiQuZXR0ZXIucGlwZWxpbmUudjEuUHVzaEJhdGNoUmVzcG9uc2USVgoJR2V0U3RhdHVzEiMuZXR0ZXIucGlwZWxpbmUudjEuR2V0U3RhdHVzUmVxdWVzdBokLmV0dGVyLnBpcGVsaW5lLnYxLkdldFN0YXR1c1Jlc3BvbnNlEl4KC1dhdGNoU3RhdHVzEiUuZXR0ZXIucGlwZWxpbmUudjEuV2F0Y2hTdGF0dXNSZXF1ZXN0GiYuZXR0ZXIucGlwZWxpbmUudjEuV2F0Y2hTdGF0dXNSZXNwb25zZTABEkoKBVJldHJ5Eh8uZXR0ZXIucGlwZWxpbmUudjEuUmV0cnlSZXF1ZXN0GiAuZXR0ZXIucGlwZWxpbmUudjEuUmV0cnlSZXNwb25zZRJNCgZDYW5jZWwSIC5ldHRlci5waXBlbGluZS52MS5DYW5jZWxSZXF1ZXN0GiEuZXR0ZXIucGlwZWxpbmUudjEuQ2FuY2VsUmVzcG9uc2USUAoHSGlzdG9yeRIhLmV0dGVyLnBpcGVsaW5lLnYxLkhpc3RvcnlSZXF1ZXN0GiIuZXR0ZXIucGlwZWxpbmUudjEuSGlzdG9yeVJlc3BvbnNlEmsKEExpc3RBdWRpdEVudHJpZXMSKi5ldHRlci5waXBlbGluZS52MS5MaXN0QXVkaXRFbnRyaWVzUmVxdWVzdBorLmV0dGVyLnBpcGVsaW5lLnYxLkxpc3RBdWRpdEVudHJpZXNSZXNwb25zZRJTCghHZXRVc2FnZRIiLmV0dGVyLnBpcGVsaW5lLnYxLkdldFVzYWdlUmVxdWVzdBojLmV0dGVyLnBpcGVsaW5lLnYxLkdldFVzYWdlUmVzcG9uc2ViBnByb3RvMw", [file_etter_pipeline_v1_resources, file_google_protobuf_timestamp, file_google_rpc_error_details]);
+  fileDesc("CihldHRlci9waXBlbGluZS92MS9waXBlbGluZV9zZXJ2aWNlLnByb3RvEhFldHRlci5waXBlbGluZS52MSLWAQoLUHVzaFJlcXVlc3QSEgoKY29tcGFueV9pZBgBIAEoCRIRCglyb2xlX25hbWUYAiABKAkSLgoJZG9jdW1lbnRzGAMgAygLMhsuZXR0ZXIucGlwZWxpbmUudjEuRG9jdW1lbnQSFQoNZHJhdXBfcm9sZV9pZBgEIAEoCRIuCgdvcHRpb25zGAUgASgLMh0uZXR0ZXIucGlwZWxpbmUudjEuUnVuT3B0aW9ucxISCgpyZXF1ZXN0X2lkGAYgASgJEhUKDXZhbGlkYXRlX29ubHkYByABKAgizwIKDFB1c2hSZXNwb25zZRITCgt3b3JrZmxvd19pZBgBIAEoCRIPCgdyb2xlX2lkGAIgASgJEi0KBnN0YXR1cxgDIAEoDjIdLmV0dGVyLnBpcGVsaW5lLnYxLlJvbGVTdGF0dXMSIgoaZXN0aW1hdGVkX2R1cmF0aW9uX3NlY29uZHMYBCABKAMSGQoRcG9zaXRpb25faW5fcXVldWUYBSABKAUSOAoOdG9rZW5fZXN0aW1hdGUYBiABKAsyIC5ldHRlci5waXBlbGluZS52MS5Ub2tlbkVzdGltYXRlEg8KB2NyZWF0ZWQYByABKAgSMgoLd2FpdF9yZWFzb24YCCABKA4yHS5ldHRlci5waXBlbGluZS52MS5XYWl0UmVhc29uEiwKBHBsYW4YCSADKAsyHi5ldHRlci5waXBlbGluZS52MS5QbGFubmVkU3RlcCKtAQoNUHVzaEJhdGNoSXRlbRIRCglyb2xlX25hbWUYASABKAkSLgoJZG9jdW1lbnRzGAIgAygLMhsuZXR0ZXIucGlwZWxpbmUudjEuRG9jdW1lbnQSFQoNZHJhdXBfcm9sZV9pZBgDIAEoCRIuCgdvcHRpb25zGAQgASgLMh0uZXR0ZXIucGlwZWxpbmUudjEuUnVuT3B0aW9ucxISCgpjbGllbnRfcmVmGAUgASgJIroBChBQdXNoQmF0Y2hSZXF1ZXN0EhIKCmNvbXBhbnlfaWQYASABKAkSLwoFaXRlbXMYAiADKAsyIC5ldHRlci5waXBlbGluZS52MS5QdXNoQmF0Y2hJdGVtEjYKD2RlZmF1bHRfb3B0aW9ucxgDIAEoCzIdLmV0dGVyLnBpcGVsaW5lLnYxLlJ1bk9wdGlvbnMSEgoKcmVxdWVzdF9pZBgEIAEoCRIVCg12YWxpZGF0ZV9vbmx5GAUgASgIIt8DChNQdXNoQmF0Y2hJdGVtUmVzdWx0Eg0KBWluZGV4GAEgASgFEhIKCmNsaWVudF9yZWYYAiABKAkSNAoHb3V0Y29tZRgDIAEoDjIjLmV0dGVyLnBpcGVsaW5lLnYxLkJhdGNoSXRlbU91dGNvbWUSEwoLd29ya2Zsb3dfaWQYBCABKAkSDwoHcm9sZV9pZBgFIAEoCRItCgZzdGF0dXMYBiABKA4yHS5ldHRlci5waXBlbGluZS52MS5Sb2xlU3RhdHVzEhkKEXBvc2l0aW9uX2luX3F1ZXVlGAcgASgFEj8KEGZpZWxkX3Zpb2xhdGlvbnMYCCADKAsyJS5nb29nbGUucnBjLkJhZFJlcXVlc3QuRmllbGRWaW9sYXRpb24SMgoLd2FpdF9yZWFzb24YCSABKA4yHS5ldHRlci5waXBlbGluZS52MS5XYWl0UmVhc29uEiwKBHBsYW4YCiADKAsyHi5ldHRlci5waXBlbGluZS52MS5QbGFubmVkU3RlcBI4Cg50b2tlbl9lc3RpbWF0ZRgLIAEoCzIgLmV0dGVyLnBpcGVsaW5lLnYxLlRva2VuRXN0aW1hdGUSIgoaZXN0aW1hdGVkX2R1cmF0aW9uX3NlY29uZHMYDCABKAMi2wEKEVB1c2hCYXRjaFJlc3BvbnNlEhAKCGJhdGNoX2lkGAEgASgJEjUKBWl0ZW1zGAIgAygLMiYuZXR0ZXIucGlwZWxpbmUudjEuUHVzaEJhdGNoSXRlbVJlc3VsdBIyCghwcm9ncmVzcxgDIAEoCzIgLmV0dGVyLnBpcGVsaW5lLnYxLkJhdGNoUHJvZ3Jlc3MSOAoOdG9rZW5fZXN0aW1hdGUYBCABKAsyIC5ldHRlci5waXBlbGluZS52MS5Ub2tlbkVzdGltYXRlEg8KB2NyZWF0ZWQYBSABKAgiRgoQR2V0U3RhdHVzUmVxdWVzdBIVCgt3b3JrZmxvd19pZBgBIAEoCUgAEhEKB3JvbGVfaWQYAiABKAlIAEIICgZ0YXJnZXQiPgoRR2V0U3RhdHVzUmVzcG9uc2USKQoDcnVuGAEgASgLMhwuZXR0ZXIucGlwZWxpbmUudjEuUnVuU3RhdHVzIowBChJXYXRjaFN0YXR1c1JlcXVlc3QSFQoLd29ya2Zsb3dfaWQYASABKAlIABISCghiYXRjaF9pZBgCIAEoCUgAEhQKCmNvbXBhbnlfaWQYAyABKAlIABIWCg5hZnRlcl9zZXF1ZW5jZRgEIAEoBBIUCgxyZXN1bWVfdG9rZW4YBSABKAlCBwoFc2NvcGUixQEKE1dhdGNoU3RhdHVzUmVzcG9uc2USLwoIc25hcHNob3QYASABKAsyGy5ldHRlci5waXBlbGluZS52MS5TbmFwc2hvdEgAEiwKBWV2ZW50GAIgASgLMhsuZXR0ZXIucGlwZWxpbmUudjEuUnVuRXZlbnRIABIxCgloZWFydGJlYXQYAyABKAsyHC5ldHRlci5waXBlbGluZS52MS5IZWFydGJlYXRIABIUCgxyZXN1bWVfdG9rZW4YBCABKAlCBgoEa2luZCJ1CghTbmFwc2hvdBIqCgRydW5zGAEgAygLMhwuZXR0ZXIucGlwZWxpbmUudjEuUnVuU3RhdHVzEgwKBGxhc3QYAiABKAgSLwoFYmF0Y2gYAyABKAsyIC5ldHRlci5waXBlbGluZS52MS5CYXRjaFByb2dyZXNzIoYCCghSdW5FdmVudBITCgt3b3JrZmxvd19pZBgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoBBIuCgpldmVudF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI4Cg1zdGF0dXNfY2hhbmdlGAQgASgLMh8uZXR0ZXIucGlwZWxpbmUudjEuU3RhdHVzQ2hhbmdlSAASNAoLc3RlcF9jaGFuZ2UYBSABKAsyHS5ldHRlci5waXBlbGluZS52MS5TdGVwQ2hhbmdlSAASKQoDcnVuGAYgASgLMhwuZXR0ZXIucGlwZWxpbmUudjEuUnVuU3RhdHVzQggKBmNoYW5nZSKFAQoMU3RhdHVzQ2hhbmdlEjYKD3ByZXZpb3VzX3N0YXR1cxgBIAEoDjIdLmV0dGVyLnBpcGVsaW5lLnYxLlJvbGVTdGF0dXMSLQoGc3RhdHVzGAIgASgOMh0uZXR0ZXIucGlwZWxpbmUudjEuUm9sZVN0YXR1cxIOCgZyZWFzb24YAyABKAkiigEKClN0ZXBDaGFuZ2USDAoEc3RlcBgBIAEoCRIsCgZzdGF0dXMYAiABKA4yHC5ldHRlci5waXBlbGluZS52MS5TdGVwU3RhdGUSDwoHYXR0ZW1wdBgDIAEoBRIvCgVlcnJvchgEIAEoCzIgLmV0dGVyLnBpcGVsaW5lLnYxLlBpcGVsaW5lRXJyb3IingEKCUhlYXJ0YmVhdBIvCgtzZXJ2ZXJfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoFcXVldWUYAiADKAsyIC5ldHRlci5waXBlbGluZS52MS5RdWV1ZVBvc2l0aW9uEi8KBWJhdGNoGAMgASgLMiAuZXR0ZXIucGlwZWxpbmUudjEuQmF0Y2hQcm9ncmVzcyKXAQoNUXVldWVQb3NpdGlvbhITCgt3b3JrZmxvd19pZBgBIAEoCRIZChFwb3NpdGlvbl9pbl9xdWV1ZRgCIAEoBRIiChplc3RpbWF0ZWRfZHVyYXRpb25fc2Vjb25kcxgDIAEoAxIyCgt3YWl0X3JlYXNvbhgEIAEoDjIdLmV0dGVyLnBpcGVsaW5lLnYxLldhaXRSZWFzb24idAoMUmV0cnlSZXF1ZXN0EhUKC3dvcmtmbG93X2lkGAEgASgJSAASEQoHcm9sZV9pZBgCIAEoCUgAEg0KBXN0ZXBzGAMgAygJEhIKCnJlcXVlc3RfaWQYBCABKAkSDQoFbW9kZWwYBSABKAlCCAoGdGFyZ2V0IloKDVJldHJ5UmVzcG9uc2USKQoDcnVuGAEgASgLMhwuZXR0ZXIucGlwZWxpbmUudjEuUnVuU3RhdHVzEh4KFnN1cGVyc2VkZWRfd29ya2Zsb3dfaWQYAiABKAkiQwoSQ29tcGFyZVJ1bnNSZXF1ZXN0EhgKEGJhc2Vfd29ya2Zsb3dfaWQYASABKAkSEwoLd29ya2Zsb3dfaWQYAiABKAkingEKE0NvbXBhcmVSdW5zUmVzcG9uc2USKgoEYmFzZRgBIAEoCzIcLmV0dGVyLnBpcGVsaW5lLnYxLlJ1blN0YXR1cxIpCgNydW4YAiABKAsyHC5ldHRlci5waXBlbGluZS52MS5SdW5TdGF0dXMSMAoFc3RlcHMYAyADKAsyIS5ldHRlci5waXBlbGluZS52MS5TdGVwQ29tcGFyaXNvbiLeAgoOU3RlcENvbXBhcmlzb24SDAoEc3RlcBgBIAEoCRItCgRiYXNlGAIgASgLMh8uZXR0ZXIucGlwZWxpbmUudjEuU3RlcFByb2dyZXNzEiwKA3J1bhgDIAEoCzIfLmV0dGVyLnBpcGVsaW5lLnYxLlN0ZXBQcm9ncmVzcxILCgNyYW4YBCABKAgSFQoNaW5wdXRfY2hhbmdlZBgFIAEoCBIWCg5vdXRwdXRfY2hhbmdlZBgGIAEoCBIVCg1tb2RlbF9jaGFuZ2VkGAcgASgIEiwKBWFkZGVkGAggAygLMh0uZXR0ZXIucGlwZWxpbmUudjEuT3V0cHV0SXRlbRIuCgdyZW1vdmVkGAkgAygLMh0uZXR0ZXIucGlwZWxpbmUudjEuT3V0cHV0SXRlbRIwCgdjaGFuZ2VkGAogAygLMh8uZXR0ZXIucGlwZWxpbmUudjEuT3V0cHV0Q2hhbmdlImcKDE91dHB1dENoYW5nZRIrCgRiYXNlGAEgASgLMh0uZXR0ZXIucGlwZWxpbmUudjEuT3V0cHV0SXRlbRIqCgNydW4YAiABKAsyHS5ldHRlci5waXBlbGluZS52MS5PdXRwdXRJdGVtIkgKDUNhbmNlbFJlcXVlc3QSEwoLd29ya2Zsb3dfaWQYASABKAkSDgoGcmVhc29uGAIgASgJEhIKCnJlcXVlc3RfaWQYAyABKAkiOwoOQ2FuY2VsUmVzcG9uc2USKQoDcnVuGAEgASgLMhwuZXR0ZXIucGlwZWxpbmUudjEuUnVuU3RhdHVzIroCCg5IaXN0b3J5UmVxdWVzdBISCgpjb21wYW55X2lkGAEgASgJEi8KCHN0YXR1c2VzGAIgAygOMh0uZXR0ZXIucGlwZWxpbmUudjEuUm9sZVN0YXR1cxIPCgdyb2xlX2lkGAMgASgJEhAKCGJhdGNoX2lkGAQgASgJEjUKEWNyZWF0ZV90aW1lX2FmdGVyGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI2ChJjcmVhdGVfdGltZV9iZWZvcmUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhkKDG5lZWRzX3JldmlldxgHIAEoCEgAiAEBEhEKCXBhZ2Vfc2l6ZRgIIAEoBRISCgpwYWdlX3Rva2VuGAkgASgJQg8KDV9uZWVkc19yZXZpZXciVgoPSGlzdG9yeVJlc3BvbnNlEioKBHJ1bnMYASADKAsyHC5ldHRlci5waXBlbGluZS52MS5SdW5TdGF0dXMSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIogBChdMaXN0QXVkaXRFbnRyaWVzUmVxdWVzdBISCgpjb21wYW55X2lkGAEgASgJEg0KBWFjdG9yGAIgASgJEg4KBmFjdGlvbhgDIAEoCRITCgtkZW5pZWRfb25seRgEIAEoCBIRCglwYWdlX3NpemUYBSABKAUSEgoKcGFnZV90b2tlbhgGIAEoCSJjChhMaXN0QXVkaXRFbnRyaWVzUmVzcG9uc2USLgoHZW50cmllcxgBIAMoCzIdLmV0dGVyLnBpcGVsaW5lLnYxLkF1ZGl0RW50cnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjUKD0dldFVzYWdlUmVxdWVzdBISCgpjb21wYW55X2lkGAEgASgJEg4KBnBlcmlvZBgCIAEoCSKXAwoQR2V0VXNhZ2VSZXNwb25zZRISCgpjb21wYW55X2lkGAEgASgJEg4KBnBlcmlvZBgCIAEoCRIwCgxwZXJpb2Rfc3RhcnQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnBlcmlvZF9lbmQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWJ1ZGdldF90b2tlbnMYBSABKAMSEwoLdXNlZF90b2tlbnMYBiABKAMSFwoPcmVzZXJ2ZWRfdG9rZW5zGAcgASgDEh0KEHJlbWFpbmluZ190b2tlbnMYCCABKANIAIgBARIrCgVzdGVwcxgJIAMoCzIcLmV0dGVyLnBpcGVsaW5lLnYxLlN0ZXBVc2FnZRIYChB1c2VkX2Nvc3RfbWljcm9zGAogASgDEhAKCGN1cnJlbmN5GAsgASgJEisKBGRheXMYDCADKAsyHS5ldHRlci5waXBlbGluZS52MS5EYWlseVVzYWdlQhMKEV9yZW1haW5pbmdfdG9rZW5zIl0KCkRhaWx5VXNhZ2USDAoEZGF0ZRgBIAEoCRIUCgxpbnB1dF90b2tlbnMYAiABKAMSFQoNb3V0cHV0X3Rva2VucxgDIAEoAxIUCgx0b3RhbF90b2tlbnMYBCABKAMiXAoJU3RlcFVzYWdlEgwKBHN0ZXAYASABKAkSFAoMaW5wdXRfdG9rZW5zGAIgASgDEhUKDW91dHB1dF90b2tlbnMYAyABKAMSFAoMdG90YWxfdG9rZW5zGAQgASgDKrsBChBCYXRjaEl0ZW1PdXRjb21lEiIKHkJBVENIX0lURU1fT1VUQ09NRV9VTlNQRUNJRklFRBAAEh8KG0JBVENIX0lURU1fT1VUQ09NRV9BQ0NFUFRFRBABEh8KG0JBVENIX0lURU1fT1VUQ09NRV9FWElTVElORxACEh8KG0JBVENIX0lURU1fT1VUQ09NRV9SRUpFQ1RFRBADEiAKHEJBVENIX0lURU1fT1VUQ09NRV9EVVBMSUNBVEUQBDL3BgoPUGlwZWxpbmVTZXJ2aWNlEkcKBFB1c2gSHi5ldHRlci5waXBlbGluZS52MS5QdXNoUmVxdWVzdBofLmV0dGVyLnBpcGVsaW5lLnYxLlB1c2hSZXNwb25zZRJWCglQdXNoQmF0Y2gSIy5ldHRlci5waXBlbGluZS52MS5QdXNoQmF0Y2hSZXF1ZXN0GiQuZXR0ZXIucGlwZWxpbmUudjEuUHVzaEJhdGNoUmVzcG9uc2USVgoJR2V0U3RhdHVzEiMuZXR0ZXIucGlwZWxpbmUudjEuR2V0U3RhdHVzUmVxdWVzdBokLmV0dGVyLnBpcGVsaW5lLnYxLkdldFN0YXR1c1Jlc3BvbnNlEl4KC1dhdGNoU3RhdHVzEiUuZXR0ZXIucGlwZWxpbmUudjEuV2F0Y2hTdGF0dXNSZXF1ZXN0GiYuZXR0ZXIucGlwZWxpbmUudjEuV2F0Y2hTdGF0dXNSZXNwb25zZTABEkoKBVJldHJ5Eh8uZXR0ZXIucGlwZWxpbmUudjEuUmV0cnlSZXF1ZXN0GiAuZXR0ZXIucGlwZWxpbmUudjEuUmV0cnlSZXNwb25zZRJcCgtDb21wYXJlUnVucxIlLmV0dGVyLnBpcGVsaW5lLnYxLkNvbXBhcmVSdW5zUmVxdWVzdBomLmV0dGVyLnBpcGVsaW5lLnYxLkNvbXBhcmVSdW5zUmVzcG9uc2USTQoGQ2FuY2VsEiAuZXR0ZXIucGlwZWxpbmUudjEuQ2FuY2VsUmVxdWVzdBohLmV0dGVyLnBpcGVsaW5lLnYxLkNhbmNlbFJlc3BvbnNlElAKB0hpc3RvcnkSIS5ldHRlci5waXBlbGluZS52MS5IaXN0b3J5UmVxdWVzdBoiLmV0dGVyLnBpcGVsaW5lLnYxLkhpc3RvcnlSZXNwb25zZRJrChBMaXN0QXVkaXRFbnRyaWVzEiouZXR0ZXIucGlwZWxpbmUudjEuTGlzdEF1ZGl0RW50cmllc1JlcXVlc3QaKy5ldHRlci5waXBlbGluZS52MS5MaXN0QXVkaXRFbnRyaWVzUmVzcG9uc2USUwoIR2V0VXNhZ2USIi5ldHRlci5waXBlbGluZS52MS5HZXRVc2FnZVJlcXVlc3QaIy5ldHRlci5waXBlbGluZS52MS5HZXRVc2FnZVJlc3BvbnNlYgZwcm90bzM", [file_etter_pipeline_v1_resources, file_google_protobuf_timestamp, file_google_rpc_error_details]);
 
 /**
  * Request of `Push`. Field names follow the customer's original REST API.
@@ -897,6 +897,18 @@ export type RetryRequest = Message<"etter.pipeline.v1.RetryRequest"> & {
    * @generated from field: string request_id = 4;
    */
   requestId: string;
+
+  /**
+   * The model the re-run steps ask instead of the worker's configured one; empty = the worker's.
+   * Must be one of the models the server allows (`models.allowed`); another is INVALID_ARGUMENT
+   * naming the allowed ones. With a model and no `steps`, every step that asks a model re-runs
+   * (with what depends on them). The model is kept with the new run and recorded with each step
+   * it answers (`StepProgress.model`). The LLM layer has one prompt version per step, recorded as
+   * `StepProgress.prompt_version`; it is not chosen here.
+   *
+   * @generated from field: string model = 5;
+   */
+  model: string;
 };
 
 /**
@@ -935,6 +947,181 @@ export const RetryResponseSchema: GenMessage<RetryResponse> = /*@__PURE__*/
   messageDesc(file_etter_pipeline_v1_pipeline_service, 17);
 
 /**
+ * Request of `CompareRuns`.
+ *
+ * @generated from message etter.pipeline.v1.CompareRunsRequest
+ */
+export type CompareRunsRequest = Message<"etter.pipeline.v1.CompareRunsRequest"> & {
+  /**
+   * The run compared against, usually the earlier one. Required.
+   *
+   * @generated from field: string base_workflow_id = 1;
+   */
+  baseWorkflowId: string;
+
+  /**
+   * The run compared, usually the later one. Required; a run of the same role as the base.
+   *
+   * @generated from field: string workflow_id = 2;
+   */
+  workflowId: string;
+};
+
+/**
+ * Describes the message etter.pipeline.v1.CompareRunsRequest.
+ * Use `create(CompareRunsRequestSchema)` to create a new message.
+ */
+export const CompareRunsRequestSchema: GenMessage<CompareRunsRequest> = /*@__PURE__*/
+  messageDesc(file_etter_pipeline_v1_pipeline_service, 18);
+
+/**
+ * Response of `CompareRuns`.
+ *
+ * @generated from message etter.pipeline.v1.CompareRunsResponse
+ */
+export type CompareRunsResponse = Message<"etter.pipeline.v1.CompareRunsResponse"> & {
+  /**
+   * The base run.
+   *
+   * @generated from field: etter.pipeline.v1.RunStatus base = 1;
+   */
+  base?: RunStatus | undefined;
+
+  /**
+   * The compared run.
+   *
+   * @generated from field: etter.pipeline.v1.RunStatus run = 2;
+   */
+  run?: RunStatus | undefined;
+
+  /**
+   * One entry per step of either run, in the step graph's order.
+   *
+   * @generated from field: repeated etter.pipeline.v1.StepComparison steps = 3;
+   */
+  steps: StepComparison[];
+};
+
+/**
+ * Describes the message etter.pipeline.v1.CompareRunsResponse.
+ * Use `create(CompareRunsResponseSchema)` to create a new message.
+ */
+export const CompareRunsResponseSchema: GenMessage<CompareRunsResponse> = /*@__PURE__*/
+  messageDesc(file_etter_pipeline_v1_pipeline_service, 19);
+
+/**
+ * How one step differs between two runs.
+ *
+ * @generated from message etter.pipeline.v1.StepComparison
+ */
+export type StepComparison = Message<"etter.pipeline.v1.StepComparison"> & {
+  /**
+   * The step's stable name.
+   *
+   * @generated from field: string step = 1;
+   */
+  step: string;
+
+  /**
+   * The step in the base run; unset when that run did not plan it.
+   *
+   * @generated from field: etter.pipeline.v1.StepProgress base = 2;
+   */
+  base?: StepProgress | undefined;
+
+  /**
+   * The step in the compared run; unset when that run did not plan it.
+   *
+   * @generated from field: etter.pipeline.v1.StepProgress run = 3;
+   */
+  run?: StepProgress | undefined;
+
+  /**
+   * The step ran in the compared run (it was not reused, skipped or left unreached).
+   *
+   * @generated from field: bool ran = 4;
+   */
+  ran: boolean;
+
+  /**
+   * The step's input hash differs between the two runs (both known and different).
+   *
+   * @generated from field: bool input_changed = 5;
+   */
+  inputChanged: boolean;
+
+  /**
+   * The step's output hash differs between the two runs (both known and different).
+   *
+   * @generated from field: bool output_changed = 6;
+   */
+  outputChanged: boolean;
+
+  /**
+   * The step was answered by another model (both known and different).
+   *
+   * @generated from field: bool model_changed = 7;
+   */
+  modelChanged: boolean;
+
+  /**
+   * Outputs the compared run has and the base run does not.
+   *
+   * @generated from field: repeated etter.pipeline.v1.OutputItem added = 8;
+   */
+  added: OutputItem[];
+
+  /**
+   * Outputs the base run has and the compared run does not.
+   *
+   * @generated from field: repeated etter.pipeline.v1.OutputItem removed = 9;
+   */
+  removed: OutputItem[];
+
+  /**
+   * Outputs both have whose name or scores differ.
+   *
+   * @generated from field: repeated etter.pipeline.v1.OutputChange changed = 10;
+   */
+  changed: OutputChange[];
+};
+
+/**
+ * Describes the message etter.pipeline.v1.StepComparison.
+ * Use `create(StepComparisonSchema)` to create a new message.
+ */
+export const StepComparisonSchema: GenMessage<StepComparison> = /*@__PURE__*/
+  messageDesc(file_etter_pipeline_v1_pipeline_service, 20);
+
+/**
+ * One output present in both runs whose name or scores differ.
+ *
+ * @generated from message etter.pipeline.v1.OutputChange
+ */
+export type OutputChange = Message<"etter.pipeline.v1.OutputChange"> & {
+  /**
+   * The output in the base run.
+   *
+   * @generated from field: etter.pipeline.v1.OutputItem base = 1;
+   */
+  base?: OutputItem | undefined;
+
+  /**
+   * The output in the compared run.
+   *
+   * @generated from field: etter.pipeline.v1.OutputItem run = 2;
+   */
+  run?: OutputItem | undefined;
+};
+
+/**
+ * Describes the message etter.pipeline.v1.OutputChange.
+ * Use `create(OutputChangeSchema)` to create a new message.
+ */
+export const OutputChangeSchema: GenMessage<OutputChange> = /*@__PURE__*/
+  messageDesc(file_etter_pipeline_v1_pipeline_service, 21);
+
+/**
  * Request of `Cancel`.
  *
  * @generated from message etter.pipeline.v1.CancelRequest
@@ -967,7 +1154,7 @@ export type CancelRequest = Message<"etter.pipeline.v1.CancelRequest"> & {
  * Use `create(CancelRequestSchema)` to create a new message.
  */
 export const CancelRequestSchema: GenMessage<CancelRequest> = /*@__PURE__*/
-  messageDesc(file_etter_pipeline_v1_pipeline_service, 18);
+  messageDesc(file_etter_pipeline_v1_pipeline_service, 22);
 
 /**
  * Response of `Cancel`.
@@ -989,7 +1176,7 @@ export type CancelResponse = Message<"etter.pipeline.v1.CancelResponse"> & {
  * Use `create(CancelResponseSchema)` to create a new message.
  */
 export const CancelResponseSchema: GenMessage<CancelResponse> = /*@__PURE__*/
-  messageDesc(file_etter_pipeline_v1_pipeline_service, 19);
+  messageDesc(file_etter_pipeline_v1_pipeline_service, 23);
 
 /**
  * Request of `History`.
@@ -1067,7 +1254,7 @@ export type HistoryRequest = Message<"etter.pipeline.v1.HistoryRequest"> & {
  * Use `create(HistoryRequestSchema)` to create a new message.
  */
 export const HistoryRequestSchema: GenMessage<HistoryRequest> = /*@__PURE__*/
-  messageDesc(file_etter_pipeline_v1_pipeline_service, 20);
+  messageDesc(file_etter_pipeline_v1_pipeline_service, 24);
 
 /**
  * Response of `History`.
@@ -1095,7 +1282,7 @@ export type HistoryResponse = Message<"etter.pipeline.v1.HistoryResponse"> & {
  * Use `create(HistoryResponseSchema)` to create a new message.
  */
 export const HistoryResponseSchema: GenMessage<HistoryResponse> = /*@__PURE__*/
-  messageDesc(file_etter_pipeline_v1_pipeline_service, 21);
+  messageDesc(file_etter_pipeline_v1_pipeline_service, 25);
 
 /**
  * Request of `ListAuditEntries`. Set filters must all match.
@@ -1151,7 +1338,7 @@ export type ListAuditEntriesRequest = Message<"etter.pipeline.v1.ListAuditEntrie
  * Use `create(ListAuditEntriesRequestSchema)` to create a new message.
  */
 export const ListAuditEntriesRequestSchema: GenMessage<ListAuditEntriesRequest> = /*@__PURE__*/
-  messageDesc(file_etter_pipeline_v1_pipeline_service, 22);
+  messageDesc(file_etter_pipeline_v1_pipeline_service, 26);
 
 /**
  * Response of `ListAuditEntries`.
@@ -1179,7 +1366,7 @@ export type ListAuditEntriesResponse = Message<"etter.pipeline.v1.ListAuditEntri
  * Use `create(ListAuditEntriesResponseSchema)` to create a new message.
  */
 export const ListAuditEntriesResponseSchema: GenMessage<ListAuditEntriesResponse> = /*@__PURE__*/
-  messageDesc(file_etter_pipeline_v1_pipeline_service, 23);
+  messageDesc(file_etter_pipeline_v1_pipeline_service, 27);
 
 /**
  * Request of `GetUsage`.
@@ -1207,7 +1394,7 @@ export type GetUsageRequest = Message<"etter.pipeline.v1.GetUsageRequest"> & {
  * Use `create(GetUsageRequestSchema)` to create a new message.
  */
 export const GetUsageRequestSchema: GenMessage<GetUsageRequest> = /*@__PURE__*/
-  messageDesc(file_etter_pipeline_v1_pipeline_service, 24);
+  messageDesc(file_etter_pipeline_v1_pipeline_service, 28);
 
 /**
  * Response of `GetUsage`.
@@ -1293,6 +1480,13 @@ export type GetUsageResponse = Message<"etter.pipeline.v1.GetUsageResponse"> & {
    * @generated from field: string currency = 11;
    */
   currency: string;
+
+  /**
+   * What the steps used on each day of the month (UTC) that had any use, oldest first.
+   *
+   * @generated from field: repeated etter.pipeline.v1.DailyUsage days = 12;
+   */
+  days: DailyUsage[];
 };
 
 /**
@@ -1300,7 +1494,49 @@ export type GetUsageResponse = Message<"etter.pipeline.v1.GetUsageResponse"> & {
  * Use `create(GetUsageResponseSchema)` to create a new message.
  */
 export const GetUsageResponseSchema: GenMessage<GetUsageResponse> = /*@__PURE__*/
-  messageDesc(file_etter_pipeline_v1_pipeline_service, 25);
+  messageDesc(file_etter_pipeline_v1_pipeline_service, 29);
+
+/**
+ * The tokens a company's steps used on one day.
+ *
+ * @generated from message etter.pipeline.v1.DailyUsage
+ */
+export type DailyUsage = Message<"etter.pipeline.v1.DailyUsage"> & {
+  /**
+   * The day, `YYYY-MM-DD` (UTC).
+   *
+   * @generated from field: string date = 1;
+   */
+  date: string;
+
+  /**
+   * Prompt tokens.
+   *
+   * @generated from field: int64 input_tokens = 2;
+   */
+  inputTokens: bigint;
+
+  /**
+   * Completion tokens.
+   *
+   * @generated from field: int64 output_tokens = 3;
+   */
+  outputTokens: bigint;
+
+  /**
+   * `input_tokens + output_tokens`.
+   *
+   * @generated from field: int64 total_tokens = 4;
+   */
+  totalTokens: bigint;
+};
+
+/**
+ * Describes the message etter.pipeline.v1.DailyUsage.
+ * Use `create(DailyUsageSchema)` to create a new message.
+ */
+export const DailyUsageSchema: GenMessage<DailyUsage> = /*@__PURE__*/
+  messageDesc(file_etter_pipeline_v1_pipeline_service, 30);
 
 /**
  * The tokens one step used.
@@ -1342,7 +1578,7 @@ export type StepUsage = Message<"etter.pipeline.v1.StepUsage"> & {
  * Use `create(StepUsageSchema)` to create a new message.
  */
 export const StepUsageSchema: GenMessage<StepUsage> = /*@__PURE__*/
-  messageDesc(file_etter_pipeline_v1_pipeline_service, 26);
+  messageDesc(file_etter_pipeline_v1_pipeline_service, 31);
 
 /**
  * What happened to one item of a batch.
@@ -1461,7 +1697,9 @@ export const PipelineService: GenService<{
   /**
    * Creates a new run of a FAILED, DEGRADED, STALE or CANCELLED role that re-runs only the steps that
    * failed, were not reached or whose inputs changed (and what depends on them), or an explicit list
-   * of steps; kept outputs are reused. The old run's `superseded_by` names the new one.
+   * of steps; kept outputs are reused. The old run's `superseded_by` names the new one. With a
+   * `model`, the steps it re-runs ask that model instead of the worker's own (a READY run may be
+   * retried that way too).
    *
    * @generated from rpc etter.pipeline.v1.PipelineService.Retry
    */
@@ -1469,6 +1707,19 @@ export const PipelineService: GenService<{
     methodKind: "unary";
     input: typeof RetryRequestSchema;
     output: typeof RetryResponseSchema;
+  },
+  /**
+   * Compares two runs of one role step by step: which steps ran and which reused an earlier
+   * output, whose inputs changed, duration, tokens and model of each, and how each step's outputs
+   * differ (tasks and skills added or removed, score changes). Typically a run and the run that
+   * superseded it (a retry, a STALE re-run); any two runs of the same role may be compared.
+   *
+   * @generated from rpc etter.pipeline.v1.PipelineService.CompareRuns
+   */
+  compareRuns: {
+    methodKind: "unary";
+    input: typeof CompareRunsRequestSchema;
+    output: typeof CompareRunsResponseSchema;
   },
   /**
    * Cancels a QUEUED or PROCESSING run. Running activities notice through their heartbeats; the run

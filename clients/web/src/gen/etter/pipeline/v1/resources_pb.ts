@@ -28,7 +28,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file etter/pipeline/v1/resources.proto.
  */
 export const file_etter_pipeline_v1_resources: GenFile = /*@__PURE__*/
-  fileDesc("CiFldHRlci9waXBlbGluZS92MS9yZXNvdXJjZXMucHJvdG8SEWV0dGVyLnBpcGVsaW5lLnYxIkgKC1BsYW5uZWRTdGVwEgwKBG5hbWUYASABKAkSKwoFc3RhdGUYAiABKA4yHC5ldHRlci5waXBlbGluZS52MS5TdGVwU3RhdGUiRgoIRG9jdW1lbnQSLQoEdHlwZRgBIAEoDjIfLmV0dGVyLnBpcGVsaW5lLnYxLkRvY3VtZW50VHlwZRILCgN1cmkYAiABKAkivgEKClJ1bk9wdGlvbnMSIgoac2tpcF9lbmhhbmNlbWVudF93b3JrZmxvd3MYASABKAgSGgoSbm90aWZ5X29uX2NvbXBsZXRlGAIgASgIEhMKC2ZvcmNlX3JlcnVuGAMgASgIEi0KCHByaW9yaXR5GAQgASgOMhsuZXR0ZXIucGlwZWxpbmUudjEuUHJpb3JpdHkSLAoIZGVhZGxpbmUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIk8KClRva2VuVXNhZ2USFAoMaW5wdXRfdG9rZW5zGAEgASgDEhUKDW91dHB1dF90b2tlbnMYAiABKAMSFAoMdG90YWxfdG9rZW5zGAMgASgDIkwKDVRva2VuRXN0aW1hdGUSFAoMdG90YWxfdG9rZW5zGAEgASgDEhMKC2Nvc3RfbWljcm9zGAIgASgDEhAKCGN1cnJlbmN5GAMgASgJImEKDVBpcGVsaW5lRXJyb3ISDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEhMKC3JlY292ZXJhYmxlGAMgASgIEgwKBHN0ZXAYBCABKAkSDgoGYWN0aW9uGAUgASgJIoIDCgxTdGVwUHJvZ3Jlc3MSDAoEbmFtZRgBIAEoCRIsCgZzdGF0dXMYAiABKA4yHC5ldHRlci5waXBlbGluZS52MS5TdGVwU3RhdGUSLgoKc3RhcnRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2R1cmF0aW9uX21zGAUgASgDEhAKCGF0dGVtcHRzGAYgASgFEi0KBnRva2VucxgHIAEoCzIdLmV0dGVyLnBpcGVsaW5lLnYxLlRva2VuVXNhZ2USLwoFZXJyb3IYCCABKAsyIC5ldHRlci5waXBlbGluZS52MS5QaXBlbGluZUVycm9yEhAKCGNyaXRpY2FsGAkgASgIEhMKC3JldXNlZF9mcm9tGAogASgJEhIKCmlucHV0X2hhc2gYCyABKAkSEwoLb3V0cHV0X2hhc2gYDCABKAkiWgoIUHJvZ3Jlc3MSDwoHY3VycmVudBgBIAEoBRINCgV0b3RhbBgCIAEoBRIuCgVzdGVwcxgDIAMoCzIfLmV0dGVyLnBpcGVsaW5lLnYxLlN0ZXBQcm9ncmVzcyKmAQoOT3V0cHV0c1N1bW1hcnkSDQoFdGFza3MYASABKAUSEQoJdG9wX3Rhc2tzGAIgASgFEg4KBnNraWxscxgDIAEoBRIWCg5za2lsbF9jbHVzdGVycxgEIAEoBRIXCg9jYXRhbG9nX2VudHJpZXMYBSABKAUSGAoQcmVza2lsbGluZ19wYXRocxgGIAEoBRIXCg9tZWFuX2NvbmZpZGVuY2UYByABKAEiwwgKCVJ1blN0YXR1cxITCgt3b3JrZmxvd19pZBgBIAEoCRIPCgdyb2xlX2lkGAIgASgJEhIKCmNvbXBhbnlfaWQYAyABKAkSEQoJcm9sZV9uYW1lGAQgASgJEhUKDWRyYXVwX3JvbGVfaWQYBSABKAkSEgoKcnVuX251bWJlchgGIAEoBRItCgZzdGF0dXMYByABKA4yHS5ldHRlci5waXBlbGluZS52MS5Sb2xlU3RhdHVzEhQKDGN1cnJlbnRfc3RlcBgIIAEoCRIVCg1jdXJyZW50X3N0ZXBzGAkgAygJEi0KCHByb2dyZXNzGAogASgLMhsuZXR0ZXIucGlwZWxpbmUudjEuUHJvZ3Jlc3MSGQoRcG9zaXRpb25faW5fcXVldWUYCyABKAUSIgoaZXN0aW1hdGVkX2R1cmF0aW9uX3NlY29uZHMYDCABKAMSOAoOdG9rZW5fZXN0aW1hdGUYDSABKAsyIC5ldHRlci5waXBlbGluZS52MS5Ub2tlbkVzdGltYXRlEjIKC3Rva2Vuc191c2VkGA4gASgLMh0uZXR0ZXIucGlwZWxpbmUudjEuVG9rZW5Vc2FnZRIVCg1kYXNoYm9hcmRfdXJsGA8gASgJEi8KBWVycm9yGBAgASgLMiAuZXR0ZXIucGlwZWxpbmUudjEuUGlwZWxpbmVFcnJvchIUCgxuZWVkc19yZXZpZXcYESABKAgSFQoNc3VwZXJzZWRlZF9ieRgSIAEoCRISCgpzdXBlcnNlZGVzGBMgASgJEhAKCGJhdGNoX2lkGBQgASgJEi4KCWRvY3VtZW50cxgVIAMoCzIbLmV0dGVyLnBpcGVsaW5lLnYxLkRvY3VtZW50Ei4KB29wdGlvbnMYFiABKAsyHS5ldHRlci5waXBlbGluZS52MS5SdW5PcHRpb25zEjIKB291dHB1dHMYFyABKAsyIS5ldHRlci5waXBlbGluZS52MS5PdXRwdXRzU3VtbWFyeRIQCghzZXF1ZW5jZRgYIAEoBBIvCgtjcmVhdGVfdGltZRgZIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRfdGltZRgaIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYGyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGBwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI/ChBmaWVsZF92aW9sYXRpb25zGB0gAygLMiUuZ29vZ2xlLnJwYy5CYWRSZXF1ZXN0LkZpZWxkVmlvbGF0aW9uEhAKCHRyYWNlX2lkGB4gASgJEjIKC3dhaXRfcmVhc29uGB8gASgOMh0uZXR0ZXIucGlwZWxpbmUudjEuV2FpdFJlYXNvbiLXAQoNQmF0Y2hQcm9ncmVzcxIQCghiYXRjaF9pZBgBIAEoCRISCgpjb21wYW55X2lkGAIgASgJEg0KBXRvdGFsGAMgASgFEgwKBGRvbmUYBCABKAUSLgoGY291bnRzGAUgAygLMh4uZXR0ZXIucGlwZWxpbmUudjEuU3RhdHVzQ291bnQSIgoaZXN0aW1hdGVkX2R1cmF0aW9uX3NlY29uZHMYBiABKAMSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIksKC1N0YXR1c0NvdW50Ei0KBnN0YXR1cxgBIAEoDjIdLmV0dGVyLnBpcGVsaW5lLnYxLlJvbGVTdGF0dXMSDQoFY291bnQYAiABKAUikwIKCkF1ZGl0RW50cnkSEAoIc2VxdWVuY2UYASABKAQSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFYWN0b3IYAyABKAkSDAoEcm9sZRgEIAEoCRISCgpjb21wYW55X2lkGAUgASgJEg4KBmFjdGlvbhgGIAEoCRIOCgZ0YXJnZXQYByABKAkSDwoHb3V0Y29tZRgIIAEoCRIOCgZyZWFzb24YCSABKAkSEgoKcmVxdWVzdF9pZBgKIAEoCRIQCgh0cmFjZV9pZBgLIAEoCRIMCgRwZWVyGAwgASgJEgwKBGhhc2gYDSABKAkSFQoNcHJldmlvdXNfaGFzaBgOIAEoCSqtAgoKUm9sZVN0YXR1cxIbChdST0xFX1NUQVRVU19VTlNQRUNJRklFRBAAEhUKEVJPTEVfU1RBVFVTX0RSQUZUEAESFgoSUk9MRV9TVEFUVVNfUVVFVUVEEAISGgoWUk9MRV9TVEFUVVNfUFJPQ0VTU0lORxADEhUKEVJPTEVfU1RBVFVTX1JFQURZEAQSGAoUUk9MRV9TVEFUVVNfREVHUkFERUQQBRIWChJST0xFX1NUQVRVU19GQUlMRUQQBhIVChFST0xFX1NUQVRVU19TVEFMRRAHEhkKFVJPTEVfU1RBVFVTX0NBTkNFTExFRBAIEiAKHFJPTEVfU1RBVFVTX1ZBTElEQVRJT05fRVJST1IQCRIaChZST0xFX1NUQVRVU19WQUxJREFUSU5HEAoq6gEKCVN0ZXBTdGF0ZRIaChZTVEVQX1NUQVRFX1VOU1BFQ0lGSUVEEAASFgoSU1RFUF9TVEFURV9QRU5ESU5HEAESFgoSU1RFUF9TVEFURV9SVU5OSU5HEAISFwoTU1RFUF9TVEFURV9SRVRSWUlORxADEhgKFFNURVBfU1RBVEVfQ09NUExFVEVEEAQSFQoRU1RFUF9TVEFURV9GQUlMRUQQBRIWChJTVEVQX1NUQVRFX1NLSVBQRUQQBhIVChFTVEVQX1NUQVRFX1JFVVNFRBAHEhgKFFNURVBfU1RBVEVfQ0FOQ0VMTEVEEAgqxQIKCldhaXRSZWFzb24SGwoXV0FJVF9SRUFTT05fVU5TUEVDSUZJRUQQABIYChRXQUlUX1JFQVNPTl9ESVNQQVRDSBABEhsKF1dBSVRfUkVBU09OX0NPTVBBTllfQ0FQEAISGgoWV0FJVF9SRUFTT05fR0xPQkFMX0NBUBADEhwKGFdBSVRfUkVBU09OX1RPS0VOX0JVREdFVBAEEiQKIFdBSVRfUkVBU09OX1RFTVBPUkFMX1VOQVZBSUxBQkxFEAUSGQoVV0FJVF9SRUFTT05fTk9fV09SS0VSEAYSGwoXV0FJVF9SRUFTT05fV09SS0VSX1NMT1QQBxIfChtXQUlUX1JFQVNPTl9ET0NVTUVOVF9DSEVDS1MQCBIqCiZXQUlUX1JFQVNPTl9ET0NVTUVOVF9TVE9SRV9VTkFWQUlMQUJMRRAJKo0BCgxEb2N1bWVudFR5cGUSHQoZRE9DVU1FTlRfVFlQRV9VTlNQRUNJRklFRBAAEiEKHURPQ1VNRU5UX1RZUEVfSk9CX0RFU0NSSVBUSU9OEAESHQoZRE9DVU1FTlRfVFlQRV9QUk9DRVNTX01BUBACEhwKGERPQ1VNRU5UX1RZUEVfU1VQUE9SVElORxADKl4KCFByaW9yaXR5EhgKFFBSSU9SSVRZX1VOU1BFQ0lGSUVEEAASEAoMUFJJT1JJVFlfTE9XEAESEwoPUFJJT1JJVFlfTk9STUFMEAISEQoNUFJJT1JJVFlfSElHSBADYgZwcm90bzM", [file_google_protobuf_timestamp, file_google_rpc_error_details]);
+  fileDesc("CiFldHRlci9waXBlbGluZS92MS9yZXNvdXJjZXMucHJvdG8SEWV0dGVyLnBpcGVsaW5lLnYxIkgKC1BsYW5uZWRTdGVwEgwKBG5hbWUYASABKAkSKwoFc3RhdGUYAiABKA4yHC5ldHRlci5waXBlbGluZS52MS5TdGVwU3RhdGUiXAoIRG9jdW1lbnQSLQoEdHlwZRgBIAEoDjIfLmV0dGVyLnBpcGVsaW5lLnYxLkRvY3VtZW50VHlwZRILCgN1cmkYAiABKAkSFAoMY29udGVudF9oYXNoGAMgASgJIr4BCgpSdW5PcHRpb25zEiIKGnNraXBfZW5oYW5jZW1lbnRfd29ya2Zsb3dzGAEgASgIEhoKEm5vdGlmeV9vbl9jb21wbGV0ZRgCIAEoCBITCgtmb3JjZV9yZXJ1bhgDIAEoCBItCghwcmlvcml0eRgEIAEoDjIbLmV0dGVyLnBpcGVsaW5lLnYxLlByaW9yaXR5EiwKCGRlYWRsaW5lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJPCgpUb2tlblVzYWdlEhQKDGlucHV0X3Rva2VucxgBIAEoAxIVCg1vdXRwdXRfdG9rZW5zGAIgASgDEhQKDHRvdGFsX3Rva2VucxgDIAEoAyJMCg1Ub2tlbkVzdGltYXRlEhQKDHRvdGFsX3Rva2VucxgBIAEoAxITCgtjb3N0X21pY3JvcxgCIAEoAxIQCghjdXJyZW5jeRgDIAEoCSJhCg1QaXBlbGluZUVycm9yEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCRITCgtyZWNvdmVyYWJsZRgDIAEoCBIMCgRzdGVwGAQgASgJEg4KBmFjdGlvbhgFIAEoCSKpAwoMU3RlcFByb2dyZXNzEgwKBG5hbWUYASABKAkSLAoGc3RhdHVzGAIgASgOMhwuZXR0ZXIucGlwZWxpbmUudjEuU3RlcFN0YXRlEi4KCnN0YXJ0ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtkdXJhdGlvbl9tcxgFIAEoAxIQCghhdHRlbXB0cxgGIAEoBRItCgZ0b2tlbnMYByABKAsyHS5ldHRlci5waXBlbGluZS52MS5Ub2tlblVzYWdlEi8KBWVycm9yGAggASgLMiAuZXR0ZXIucGlwZWxpbmUudjEuUGlwZWxpbmVFcnJvchIQCghjcml0aWNhbBgJIAEoCBITCgtyZXVzZWRfZnJvbRgKIAEoCRISCgppbnB1dF9oYXNoGAsgASgJEhMKC291dHB1dF9oYXNoGAwgASgJEg0KBW1vZGVsGA0gASgJEhYKDnByb21wdF92ZXJzaW9uGA4gASgJIloKCFByb2dyZXNzEg8KB2N1cnJlbnQYASABKAUSDQoFdG90YWwYAiABKAUSLgoFc3RlcHMYAyADKAsyHy5ldHRlci5waXBlbGluZS52MS5TdGVwUHJvZ3Jlc3MizAIKDk91dHB1dHNTdW1tYXJ5Eg0KBXRhc2tzGAEgASgFEhEKCXRvcF90YXNrcxgCIAEoBRIOCgZza2lsbHMYAyABKAUSFgoOc2tpbGxfY2x1c3RlcnMYBCABKAUSFwoPY2F0YWxvZ19lbnRyaWVzGAUgASgFEhgKEHJlc2tpbGxpbmdfcGF0aHMYBiABKAUSFwoPbWVhbl9jb25maWRlbmNlGAcgASgBEjQKDWxlYWRpbmdfdGFza3MYCCADKAsyHS5ldHRlci5waXBlbGluZS52MS5PdXRwdXRJdGVtEjUKDmxlYWRpbmdfc2tpbGxzGAkgAygLMh0uZXR0ZXIucGlwZWxpbmUudjEuT3V0cHV0SXRlbRI3Cg5yZXZpZXdfcmVhc29ucxgKIAMoCzIfLmV0dGVyLnBpcGVsaW5lLnYxLlJldmlld1JlYXNvbiLUAQoKT3V0cHV0SXRlbRIrCgRraW5kGAEgASgOMh0uZXR0ZXIucGlwZWxpbmUudjEuT3V0cHV0S2luZBILCgNrZXkYAiABKAkSDAoEbmFtZRgDIAEoCRI5CgZzY29yZXMYBCADKAsyKS5ldHRlci5waXBlbGluZS52MS5PdXRwdXRJdGVtLlNjb3Jlc0VudHJ5EhQKDGNvbnRlbnRfaGFzaBgFIAEoCRotCgtTY29yZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBIiwKDFJldmlld1JlYXNvbhIMCgRzdGVwGAEgASgJEg4KBnJlYXNvbhgCIAEoCSLDCAoJUnVuU3RhdHVzEhMKC3dvcmtmbG93X2lkGAEgASgJEg8KB3JvbGVfaWQYAiABKAkSEgoKY29tcGFueV9pZBgDIAEoCRIRCglyb2xlX25hbWUYBCABKAkSFQoNZHJhdXBfcm9sZV9pZBgFIAEoCRISCgpydW5fbnVtYmVyGAYgASgFEi0KBnN0YXR1cxgHIAEoDjIdLmV0dGVyLnBpcGVsaW5lLnYxLlJvbGVTdGF0dXMSFAoMY3VycmVudF9zdGVwGAggASgJEhUKDWN1cnJlbnRfc3RlcHMYCSADKAkSLQoIcHJvZ3Jlc3MYCiABKAsyGy5ldHRlci5waXBlbGluZS52MS5Qcm9ncmVzcxIZChFwb3NpdGlvbl9pbl9xdWV1ZRgLIAEoBRIiChplc3RpbWF0ZWRfZHVyYXRpb25fc2Vjb25kcxgMIAEoAxI4Cg50b2tlbl9lc3RpbWF0ZRgNIAEoCzIgLmV0dGVyLnBpcGVsaW5lLnYxLlRva2VuRXN0aW1hdGUSMgoLdG9rZW5zX3VzZWQYDiABKAsyHS5ldHRlci5waXBlbGluZS52MS5Ub2tlblVzYWdlEhUKDWRhc2hib2FyZF91cmwYDyABKAkSLwoFZXJyb3IYECABKAsyIC5ldHRlci5waXBlbGluZS52MS5QaXBlbGluZUVycm9yEhQKDG5lZWRzX3JldmlldxgRIAEoCBIVCg1zdXBlcnNlZGVkX2J5GBIgASgJEhIKCnN1cGVyc2VkZXMYEyABKAkSEAoIYmF0Y2hfaWQYFCABKAkSLgoJZG9jdW1lbnRzGBUgAygLMhsuZXR0ZXIucGlwZWxpbmUudjEuRG9jdW1lbnQSLgoHb3B0aW9ucxgWIAEoCzIdLmV0dGVyLnBpcGVsaW5lLnYxLlJ1bk9wdGlvbnMSMgoHb3V0cHV0cxgXIAEoCzIhLmV0dGVyLnBpcGVsaW5lLnYxLk91dHB1dHNTdW1tYXJ5EhAKCHNlcXVlbmNlGBggASgEEi8KC2NyZWF0ZV90aW1lGBkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydF90aW1lGBogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgbIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYHCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEj8KEGZpZWxkX3Zpb2xhdGlvbnMYHSADKAsyJS5nb29nbGUucnBjLkJhZFJlcXVlc3QuRmllbGRWaW9sYXRpb24SEAoIdHJhY2VfaWQYHiABKAkSMgoLd2FpdF9yZWFzb24YHyABKA4yHS5ldHRlci5waXBlbGluZS52MS5XYWl0UmVhc29uItcBCg1CYXRjaFByb2dyZXNzEhAKCGJhdGNoX2lkGAEgASgJEhIKCmNvbXBhbnlfaWQYAiABKAkSDQoFdG90YWwYAyABKAUSDAoEZG9uZRgEIAEoBRIuCgZjb3VudHMYBSADKAsyHi5ldHRlci5waXBlbGluZS52MS5TdGF0dXNDb3VudBIiChplc3RpbWF0ZWRfZHVyYXRpb25fc2Vjb25kcxgGIAEoAxIvCgtjcmVhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiSwoLU3RhdHVzQ291bnQSLQoGc3RhdHVzGAEgASgOMh0uZXR0ZXIucGlwZWxpbmUudjEuUm9sZVN0YXR1cxINCgVjb3VudBgCIAEoBSKTAgoKQXVkaXRFbnRyeRIQCghzZXF1ZW5jZRgBIAEoBBIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVhY3RvchgDIAEoCRIMCgRyb2xlGAQgASgJEhIKCmNvbXBhbnlfaWQYBSABKAkSDgoGYWN0aW9uGAYgASgJEg4KBnRhcmdldBgHIAEoCRIPCgdvdXRjb21lGAggASgJEg4KBnJlYXNvbhgJIAEoCRISCgpyZXF1ZXN0X2lkGAogASgJEhAKCHRyYWNlX2lkGAsgASgJEgwKBHBlZXIYDCABKAkSDAoEaGFzaBgNIAEoCRIVCg1wcmV2aW91c19oYXNoGA4gASgJKq0CCgpSb2xlU3RhdHVzEhsKF1JPTEVfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFQoRUk9MRV9TVEFUVVNfRFJBRlQQARIWChJST0xFX1NUQVRVU19RVUVVRUQQAhIaChZST0xFX1NUQVRVU19QUk9DRVNTSU5HEAMSFQoRUk9MRV9TVEFUVVNfUkVBRFkQBBIYChRST0xFX1NUQVRVU19ERUdSQURFRBAFEhYKElJPTEVfU1RBVFVTX0ZBSUxFRBAGEhUKEVJPTEVfU1RBVFVTX1NUQUxFEAcSGQoVUk9MRV9TVEFUVVNfQ0FOQ0VMTEVEEAgSIAocUk9MRV9TVEFUVVNfVkFMSURBVElPTl9FUlJPUhAJEhoKFlJPTEVfU1RBVFVTX1ZBTElEQVRJTkcQCirqAQoJU3RlcFN0YXRlEhoKFlNURVBfU1RBVEVfVU5TUEVDSUZJRUQQABIWChJTVEVQX1NUQVRFX1BFTkRJTkcQARIWChJTVEVQX1NUQVRFX1JVTk5JTkcQAhIXChNTVEVQX1NUQVRFX1JFVFJZSU5HEAMSGAoUU1RFUF9TVEFURV9DT01QTEVURUQQBBIVChFTVEVQX1NUQVRFX0ZBSUxFRBAFEhYKElNURVBfU1RBVEVfU0tJUFBFRBAGEhUKEVNURVBfU1RBVEVfUkVVU0VEEAcSGAoUU1RFUF9TVEFURV9DQU5DRUxMRUQQCCrFAgoKV2FpdFJlYXNvbhIbChdXQUlUX1JFQVNPTl9VTlNQRUNJRklFRBAAEhgKFFdBSVRfUkVBU09OX0RJU1BBVENIEAESGwoXV0FJVF9SRUFTT05fQ09NUEFOWV9DQVAQAhIaChZXQUlUX1JFQVNPTl9HTE9CQUxfQ0FQEAMSHAoYV0FJVF9SRUFTT05fVE9LRU5fQlVER0VUEAQSJAogV0FJVF9SRUFTT05fVEVNUE9SQUxfVU5BVkFJTEFCTEUQBRIZChVXQUlUX1JFQVNPTl9OT19XT1JLRVIQBhIbChdXQUlUX1JFQVNPTl9XT1JLRVJfU0xPVBAHEh8KG1dBSVRfUkVBU09OX0RPQ1VNRU5UX0NIRUNLUxAIEioKJldBSVRfUkVBU09OX0RPQ1VNRU5UX1NUT1JFX1VOQVZBSUxBQkxFEAkqjQEKDERvY3VtZW50VHlwZRIdChlET0NVTUVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASIQodRE9DVU1FTlRfVFlQRV9KT0JfREVTQ1JJUFRJT04QARIdChlET0NVTUVOVF9UWVBFX1BST0NFU1NfTUFQEAISHAoYRE9DVU1FTlRfVFlQRV9TVVBQT1JUSU5HEAMqXgoIUHJpb3JpdHkSGAoUUFJJT1JJVFlfVU5TUEVDSUZJRUQQABIQCgxQUklPUklUWV9MT1cQARITCg9QUklPUklUWV9OT1JNQUwQAhIRCg1QUklPUklUWV9ISUdIEAMqpQIKCk91dHB1dEtpbmQSGwoXT1VUUFVUX0tJTkRfVU5TUEVDSUZJRUQQABIYChRPVVRQVVRfS0lORF9ET0NVTUVOVBABEhQKEE9VVFBVVF9LSU5EX1RBU0sQAhIYChRPVVRQVVRfS0lORF9UT1BfVEFTSxADEh0KGU9VVFBVVF9LSU5EX1NUQU5EQVJEX05BTUUQBBIVChFPVVRQVVRfS0lORF9TS0lMTBAFEh0KGU9VVFBVVF9LSU5EX1NLSUxMX0NMVVNURVIQBhIdChlPVVRQVVRfS0lORF9DQVRBTE9HX0VOVFJZEAcSHwobT1VUUFVUX0tJTkRfUkVTS0lMTElOR19QQVRIEAgSGwoXT1VUUFVUX0tJTkRfRkVBU0lCSUxJVFkQCWIGcHJvdG8z", [file_google_protobuf_timestamp, file_google_rpc_error_details]);
 
 /**
  * What a run does, or would do, with one step: the plan a push answers.
@@ -80,6 +80,14 @@ export type Document = Message<"etter.pipeline.v1.Document"> & {
    * @generated from field: string uri = 2;
    */
   uri: string;
+
+  /**
+   * Output only: hex SHA-256 of the content the run read, once its `document_linking` step has
+   * run (or the run it reused that step from). Ignored in requests.
+   *
+   * @generated from field: string content_hash = 3;
+   */
+  contentHash: string;
 };
 
 /**
@@ -357,6 +365,21 @@ export type StepProgress = Message<"etter.pipeline.v1.StepProgress"> & {
    * @generated from field: string output_hash = 12;
    */
   outputHash: string;
+
+  /**
+   * The model that answered the step, for a step that asks one (of the run it reused the output
+   * from, for a REUSED step); empty otherwise or when not yet known.
+   *
+   * @generated from field: string model = 13;
+   */
+  model: string;
+
+  /**
+   * The version of the LLM layer's prompt for the step, alongside `model`.
+   *
+   * @generated from field: string prompt_version = 14;
+   */
+  promptVersion: string;
 };
 
 /**
@@ -455,6 +478,28 @@ export type OutputsSummary = Message<"etter.pipeline.v1.OutputsSummary"> & {
    * @generated from field: double mean_confidence = 7;
    */
   meanConfidence: number;
+
+  /**
+   * The leading tasks: the top tasks in rank order (the assessed tasks by automation score when no
+   * ranking exists), at most ten, with their scores.
+   *
+   * @generated from field: repeated etter.pipeline.v1.OutputItem leading_tasks = 8;
+   */
+  leadingTasks: OutputItem[];
+
+  /**
+   * The leading skills by confidence, at most ten, with their scores.
+   *
+   * @generated from field: repeated etter.pipeline.v1.OutputItem leading_skills = 9;
+   */
+  leadingSkills: OutputItem[];
+
+  /**
+   * Why the run needs review (`RunStatus.needs_review`), one entry per reason.
+   *
+   * @generated from field: repeated etter.pipeline.v1.ReviewReason review_reasons = 10;
+   */
+  reviewReasons: ReviewReason[];
 };
 
 /**
@@ -463,6 +508,83 @@ export type OutputsSummary = Message<"etter.pipeline.v1.OutputsSummary"> & {
  */
 export const OutputsSummarySchema: GenMessage<OutputsSummary> = /*@__PURE__*/
   messageDesc(file_etter_pipeline_v1_resources, 8);
+
+/**
+ * One thing a step produced, as summaries and comparisons show it.
+ *
+ * @generated from message etter.pipeline.v1.OutputItem
+ */
+export type OutputItem = Message<"etter.pipeline.v1.OutputItem"> & {
+  /**
+   * What it is.
+   *
+   * @generated from field: etter.pipeline.v1.OutputKind kind = 1;
+   */
+  kind: OutputKind;
+
+  /**
+   * Its stable key within the role (the same thing in two runs has the same key).
+   *
+   * @generated from field: string key = 2;
+   */
+  key: string;
+
+  /**
+   * Its name as the step wrote it.
+   *
+   * @generated from field: string name = 3;
+   */
+  name: string;
+
+  /**
+   * Its scores by name (see `OutputKind` for which), each 0–1 unless the kind says otherwise.
+   *
+   * @generated from field: map<string, double> scores = 4;
+   */
+  scores: { [key: string]: number };
+
+  /**
+   * For a document, the hex SHA-256 of its content; empty otherwise.
+   *
+   * @generated from field: string content_hash = 5;
+   */
+  contentHash: string;
+};
+
+/**
+ * Describes the message etter.pipeline.v1.OutputItem.
+ * Use `create(OutputItemSchema)` to create a new message.
+ */
+export const OutputItemSchema: GenMessage<OutputItem> = /*@__PURE__*/
+  messageDesc(file_etter_pipeline_v1_resources, 9);
+
+/**
+ * One reason a run needs a person's review.
+ *
+ * @generated from message etter.pipeline.v1.ReviewReason
+ */
+export type ReviewReason = Message<"etter.pipeline.v1.ReviewReason"> & {
+  /**
+   * The step whose output raised it.
+   *
+   * @generated from field: string step = 1;
+   */
+  step: string;
+
+  /**
+   * What deserves a look, naming the output (for example a task whose confidence is below 0.5).
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message etter.pipeline.v1.ReviewReason.
+ * Use `create(ReviewReasonSchema)` to create a new message.
+ */
+export const ReviewReasonSchema: GenMessage<ReviewReason> = /*@__PURE__*/
+  messageDesc(file_etter_pipeline_v1_resources, 10);
 
 /**
  * The full status of one run: what `GetStatus` returns and what `WatchStatus` streams.
@@ -703,7 +825,7 @@ export type RunStatus = Message<"etter.pipeline.v1.RunStatus"> & {
  * Use `create(RunStatusSchema)` to create a new message.
  */
 export const RunStatusSchema: GenMessage<RunStatus> = /*@__PURE__*/
-  messageDesc(file_etter_pipeline_v1_resources, 9);
+  messageDesc(file_etter_pipeline_v1_resources, 11);
 
 /**
  * Aggregate progress of a batch.
@@ -767,7 +889,7 @@ export type BatchProgress = Message<"etter.pipeline.v1.BatchProgress"> & {
  * Use `create(BatchProgressSchema)` to create a new message.
  */
 export const BatchProgressSchema: GenMessage<BatchProgress> = /*@__PURE__*/
-  messageDesc(file_etter_pipeline_v1_resources, 10);
+  messageDesc(file_etter_pipeline_v1_resources, 12);
 
 /**
  * A number of runs in one state.
@@ -795,7 +917,7 @@ export type StatusCount = Message<"etter.pipeline.v1.StatusCount"> & {
  * Use `create(StatusCountSchema)` to create a new message.
  */
 export const StatusCountSchema: GenMessage<StatusCount> = /*@__PURE__*/
-  messageDesc(file_etter_pipeline_v1_resources, 11);
+  messageDesc(file_etter_pipeline_v1_resources, 13);
 
 /**
  * One entry of the audit log.
@@ -907,7 +1029,7 @@ export type AuditEntry = Message<"etter.pipeline.v1.AuditEntry"> & {
  * Use `create(AuditEntrySchema)` to create a new message.
  */
 export const AuditEntrySchema: GenMessage<AuditEntry> = /*@__PURE__*/
-  messageDesc(file_etter_pipeline_v1_resources, 12);
+  messageDesc(file_etter_pipeline_v1_resources, 14);
 
 /**
  * The lifecycle state of a run (and therefore of its role).
@@ -1264,4 +1386,87 @@ export enum Priority {
  */
 export const PrioritySchema: GenEnum<Priority> = /*@__PURE__*/
   enumDesc(file_etter_pipeline_v1_resources, 4);
+
+/**
+ * What kind of thing a step produced.
+ *
+ * @generated from enum etter.pipeline.v1.OutputKind
+ */
+export enum OutputKind {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: OUTPUT_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A document of the role (`document_linking`); its `content_hash` is set.
+   *
+   * @generated from enum value: OUTPUT_KIND_DOCUMENT = 1;
+   */
+  DOCUMENT = 1,
+
+  /**
+   * A task of the role (`ai_assessment`); scores `automation`, `augmentation`, `confidence`.
+   *
+   * @generated from enum value: OUTPUT_KIND_TASK = 2;
+   */
+  TASK = 2,
+
+  /**
+   * A top task (`step_executor`); score `rank` (1 = first).
+   *
+   * @generated from enum value: OUTPUT_KIND_TOP_TASK = 3;
+   */
+  TOP_TASK = 3,
+
+  /**
+   * A task's standard name (`standardization`); `name` is the standard name.
+   *
+   * @generated from enum value: OUTPUT_KIND_STANDARD_NAME = 4;
+   */
+  STANDARD_NAME = 4,
+
+  /**
+   * A skill (`skills_miner`); score `confidence`.
+   *
+   * @generated from enum value: OUTPUT_KIND_SKILL = 5;
+   */
+  SKILL = 5,
+
+  /**
+   * A skill cluster (`skills_architecture`); score `skills` (how many it groups).
+   *
+   * @generated from enum value: OUTPUT_KIND_SKILL_CLUSTER = 6;
+   */
+  SKILL_CLUSTER = 6,
+
+  /**
+   * A skills catalog entry (`skills_catalog`); score `proficiency` (1–5).
+   *
+   * @generated from enum value: OUTPUT_KIND_CATALOG_ENTRY = 7;
+   */
+  CATALOG_ENTRY = 7,
+
+  /**
+   * A reskilling path (`reskilling`); `key` is `from_skill->to_skill`.
+   *
+   * @generated from enum value: OUTPUT_KIND_RESKILLING_PATH = 8;
+   */
+  RESKILLING_PATH = 8,
+
+  /**
+   * A task's automation feasibility (`task_feasibility`); score `feasibility`.
+   *
+   * @generated from enum value: OUTPUT_KIND_FEASIBILITY = 9;
+   */
+  FEASIBILITY = 9,
+}
+
+/**
+ * Describes the enum etter.pipeline.v1.OutputKind.
+ */
+export const OutputKindSchema: GenEnum<OutputKind> = /*@__PURE__*/
+  enumDesc(file_etter_pipeline_v1_resources, 5);
 

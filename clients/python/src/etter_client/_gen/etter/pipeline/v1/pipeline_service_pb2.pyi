@@ -715,12 +715,21 @@ class RetryRequest(google.protobuf.message.Message):
     ROLE_ID_FIELD_NUMBER: builtins.int
     STEPS_FIELD_NUMBER: builtins.int
     REQUEST_ID_FIELD_NUMBER: builtins.int
+    MODEL_FIELD_NUMBER: builtins.int
     workflow_id: builtins.str
     """A run, by workflow id; it must be the role's latest run."""
     role_id: builtins.str
     """A role, by role id: retries its latest run."""
     request_id: builtins.str
     """Makes retrying this call safe (see `PushRequest.request_id`)."""
+    model: builtins.str
+    """The model the re-run steps ask instead of the worker's configured one; empty = the worker's.
+    Must be one of the models the server allows (`models.allowed`); another is INVALID_ARGUMENT
+    naming the allowed ones. With a model and no `steps`, every step that asks a model re-runs
+    (with what depends on them). The model is kept with the new run and recorded with each step
+    it answers (`StepProgress.model`). The LLM layer has one prompt version per step, recorded as
+    `StepProgress.prompt_version`; it is not chosen here.
+    """
     @property
     def steps(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.str]:
         """Steps to re-run (with what depends on them). Empty = the steps that failed, were not reached, or
@@ -734,9 +743,10 @@ class RetryRequest(google.protobuf.message.Message):
         role_id: builtins.str = ...,
         steps: collections.abc.Iterable[builtins.str] | None = ...,
         request_id: builtins.str = ...,
+        model: builtins.str = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["role_id", b"role_id", "target", b"target", "workflow_id", b"workflow_id"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["request_id", b"request_id", "role_id", b"role_id", "steps", b"steps", "target", b"target", "workflow_id", b"workflow_id"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["model", b"model", "request_id", b"request_id", "role_id", b"role_id", "steps", b"steps", "target", b"target", "workflow_id", b"workflow_id"]) -> None: ...
     def WhichOneof(self, oneof_group: typing.Literal["target", b"target"]) -> typing.Literal["workflow_id", "role_id"] | None: ...
 
 Global___RetryRequest: typing_extensions.TypeAlias = RetryRequest
@@ -765,6 +775,153 @@ class RetryResponse(google.protobuf.message.Message):
     def ClearField(self, field_name: typing.Literal["run", b"run", "superseded_workflow_id", b"superseded_workflow_id"]) -> None: ...
 
 Global___RetryResponse: typing_extensions.TypeAlias = RetryResponse
+
+@typing.final
+class CompareRunsRequest(google.protobuf.message.Message):
+    """Request of `CompareRuns`."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    BASE_WORKFLOW_ID_FIELD_NUMBER: builtins.int
+    WORKFLOW_ID_FIELD_NUMBER: builtins.int
+    base_workflow_id: builtins.str
+    """The run compared against, usually the earlier one. Required."""
+    workflow_id: builtins.str
+    """The run compared, usually the later one. Required; a run of the same role as the base."""
+    def __init__(
+        self,
+        *,
+        base_workflow_id: builtins.str = ...,
+        workflow_id: builtins.str = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["base_workflow_id", b"base_workflow_id", "workflow_id", b"workflow_id"]) -> None: ...
+
+Global___CompareRunsRequest: typing_extensions.TypeAlias = CompareRunsRequest
+
+@typing.final
+class CompareRunsResponse(google.protobuf.message.Message):
+    """Response of `CompareRuns`."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    BASE_FIELD_NUMBER: builtins.int
+    RUN_FIELD_NUMBER: builtins.int
+    STEPS_FIELD_NUMBER: builtins.int
+    @property
+    def base(self) -> etter_client._gen.etter.pipeline.v1.resources_pb2.RunStatus:
+        """The base run."""
+
+    @property
+    def run(self) -> etter_client._gen.etter.pipeline.v1.resources_pb2.RunStatus:
+        """The compared run."""
+
+    @property
+    def steps(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___StepComparison]:
+        """One entry per step of either run, in the step graph's order."""
+
+    def __init__(
+        self,
+        *,
+        base: etter_client._gen.etter.pipeline.v1.resources_pb2.RunStatus | None = ...,
+        run: etter_client._gen.etter.pipeline.v1.resources_pb2.RunStatus | None = ...,
+        steps: collections.abc.Iterable[Global___StepComparison] | None = ...,
+    ) -> None: ...
+    def HasField(self, field_name: typing.Literal["base", b"base", "run", b"run"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["base", b"base", "run", b"run", "steps", b"steps"]) -> None: ...
+
+Global___CompareRunsResponse: typing_extensions.TypeAlias = CompareRunsResponse
+
+@typing.final
+class StepComparison(google.protobuf.message.Message):
+    """How one step differs between two runs."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: builtins.int
+    BASE_FIELD_NUMBER: builtins.int
+    RUN_FIELD_NUMBER: builtins.int
+    RAN_FIELD_NUMBER: builtins.int
+    INPUT_CHANGED_FIELD_NUMBER: builtins.int
+    OUTPUT_CHANGED_FIELD_NUMBER: builtins.int
+    MODEL_CHANGED_FIELD_NUMBER: builtins.int
+    ADDED_FIELD_NUMBER: builtins.int
+    REMOVED_FIELD_NUMBER: builtins.int
+    CHANGED_FIELD_NUMBER: builtins.int
+    step: builtins.str
+    """The step's stable name."""
+    ran: builtins.bool
+    """The step ran in the compared run (it was not reused, skipped or left unreached)."""
+    input_changed: builtins.bool
+    """The step's input hash differs between the two runs (both known and different)."""
+    output_changed: builtins.bool
+    """The step's output hash differs between the two runs (both known and different)."""
+    model_changed: builtins.bool
+    """The step was answered by another model (both known and different)."""
+    @property
+    def base(self) -> etter_client._gen.etter.pipeline.v1.resources_pb2.StepProgress:
+        """The step in the base run; unset when that run did not plan it."""
+
+    @property
+    def run(self) -> etter_client._gen.etter.pipeline.v1.resources_pb2.StepProgress:
+        """The step in the compared run; unset when that run did not plan it."""
+
+    @property
+    def added(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[etter_client._gen.etter.pipeline.v1.resources_pb2.OutputItem]:
+        """Outputs the compared run has and the base run does not."""
+
+    @property
+    def removed(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[etter_client._gen.etter.pipeline.v1.resources_pb2.OutputItem]:
+        """Outputs the base run has and the compared run does not."""
+
+    @property
+    def changed(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___OutputChange]:
+        """Outputs both have whose name or scores differ."""
+
+    def __init__(
+        self,
+        *,
+        step: builtins.str = ...,
+        base: etter_client._gen.etter.pipeline.v1.resources_pb2.StepProgress | None = ...,
+        run: etter_client._gen.etter.pipeline.v1.resources_pb2.StepProgress | None = ...,
+        ran: builtins.bool = ...,
+        input_changed: builtins.bool = ...,
+        output_changed: builtins.bool = ...,
+        model_changed: builtins.bool = ...,
+        added: collections.abc.Iterable[etter_client._gen.etter.pipeline.v1.resources_pb2.OutputItem] | None = ...,
+        removed: collections.abc.Iterable[etter_client._gen.etter.pipeline.v1.resources_pb2.OutputItem] | None = ...,
+        changed: collections.abc.Iterable[Global___OutputChange] | None = ...,
+    ) -> None: ...
+    def HasField(self, field_name: typing.Literal["base", b"base", "run", b"run"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["added", b"added", "base", b"base", "changed", b"changed", "input_changed", b"input_changed", "model_changed", b"model_changed", "output_changed", b"output_changed", "ran", b"ran", "removed", b"removed", "run", b"run", "step", b"step"]) -> None: ...
+
+Global___StepComparison: typing_extensions.TypeAlias = StepComparison
+
+@typing.final
+class OutputChange(google.protobuf.message.Message):
+    """One output present in both runs whose name or scores differ."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    BASE_FIELD_NUMBER: builtins.int
+    RUN_FIELD_NUMBER: builtins.int
+    @property
+    def base(self) -> etter_client._gen.etter.pipeline.v1.resources_pb2.OutputItem:
+        """The output in the base run."""
+
+    @property
+    def run(self) -> etter_client._gen.etter.pipeline.v1.resources_pb2.OutputItem:
+        """The output in the compared run."""
+
+    def __init__(
+        self,
+        *,
+        base: etter_client._gen.etter.pipeline.v1.resources_pb2.OutputItem | None = ...,
+        run: etter_client._gen.etter.pipeline.v1.resources_pb2.OutputItem | None = ...,
+    ) -> None: ...
+    def HasField(self, field_name: typing.Literal["base", b"base", "run", b"run"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["base", b"base", "run", b"run"]) -> None: ...
+
+Global___OutputChange: typing_extensions.TypeAlias = OutputChange
 
 @typing.final
 class CancelRequest(google.protobuf.message.Message):
@@ -1000,6 +1157,7 @@ class GetUsageResponse(google.protobuf.message.Message):
     STEPS_FIELD_NUMBER: builtins.int
     USED_COST_MICROS_FIELD_NUMBER: builtins.int
     CURRENCY_FIELD_NUMBER: builtins.int
+    DAYS_FIELD_NUMBER: builtins.int
     company_id: builtins.str
     """The company."""
     period: builtins.str
@@ -1031,6 +1189,10 @@ class GetUsageResponse(google.protobuf.message.Message):
     def steps(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___StepUsage]:
         """What each step used in the month."""
 
+    @property
+    def days(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___DailyUsage]:
+        """What the steps used on each day of the month (UTC) that had any use, oldest first."""
+
     def __init__(
         self,
         *,
@@ -1045,12 +1207,43 @@ class GetUsageResponse(google.protobuf.message.Message):
         steps: collections.abc.Iterable[Global___StepUsage] | None = ...,
         used_cost_micros: builtins.int = ...,
         currency: builtins.str = ...,
+        days: collections.abc.Iterable[Global___DailyUsage] | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["_remaining_tokens", b"_remaining_tokens", "period_end", b"period_end", "period_start", b"period_start", "remaining_tokens", b"remaining_tokens"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["_remaining_tokens", b"_remaining_tokens", "budget_tokens", b"budget_tokens", "company_id", b"company_id", "currency", b"currency", "period", b"period", "period_end", b"period_end", "period_start", b"period_start", "remaining_tokens", b"remaining_tokens", "reserved_tokens", b"reserved_tokens", "steps", b"steps", "used_cost_micros", b"used_cost_micros", "used_tokens", b"used_tokens"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["_remaining_tokens", b"_remaining_tokens", "budget_tokens", b"budget_tokens", "company_id", b"company_id", "currency", b"currency", "days", b"days", "period", b"period", "period_end", b"period_end", "period_start", b"period_start", "remaining_tokens", b"remaining_tokens", "reserved_tokens", b"reserved_tokens", "steps", b"steps", "used_cost_micros", b"used_cost_micros", "used_tokens", b"used_tokens"]) -> None: ...
     def WhichOneof(self, oneof_group: typing.Literal["_remaining_tokens", b"_remaining_tokens"]) -> typing.Literal["remaining_tokens"] | None: ...
 
 Global___GetUsageResponse: typing_extensions.TypeAlias = GetUsageResponse
+
+@typing.final
+class DailyUsage(google.protobuf.message.Message):
+    """The tokens a company's steps used on one day."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    DATE_FIELD_NUMBER: builtins.int
+    INPUT_TOKENS_FIELD_NUMBER: builtins.int
+    OUTPUT_TOKENS_FIELD_NUMBER: builtins.int
+    TOTAL_TOKENS_FIELD_NUMBER: builtins.int
+    date: builtins.str
+    """The day, `YYYY-MM-DD` (UTC)."""
+    input_tokens: builtins.int
+    """Prompt tokens."""
+    output_tokens: builtins.int
+    """Completion tokens."""
+    total_tokens: builtins.int
+    """`input_tokens + output_tokens`."""
+    def __init__(
+        self,
+        *,
+        date: builtins.str = ...,
+        input_tokens: builtins.int = ...,
+        output_tokens: builtins.int = ...,
+        total_tokens: builtins.int = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["date", b"date", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "total_tokens", b"total_tokens"]) -> None: ...
+
+Global___DailyUsage: typing_extensions.TypeAlias = DailyUsage
 
 @typing.final
 class StepUsage(google.protobuf.message.Message):

@@ -69,6 +69,11 @@ class PipelineServiceStub:
                 request_serializer=etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.RetryRequest.SerializeToString,
                 response_deserializer=etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.RetryResponse.FromString,
                 _registered_method=True)
+        self.CompareRuns = channel.unary_unary(
+                '/etter.pipeline.v1.PipelineService/CompareRuns',
+                request_serializer=etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.CompareRunsRequest.SerializeToString,
+                response_deserializer=etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.CompareRunsResponse.FromString,
+                _registered_method=True)
         self.Cancel = channel.unary_unary(
                 '/etter.pipeline.v1.PipelineService/Cancel',
                 request_serializer=etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.CancelRequest.SerializeToString,
@@ -146,7 +151,19 @@ class PipelineServiceServicer:
     def Retry(self, request, context):
         """Creates a new run of a FAILED, DEGRADED, STALE or CANCELLED role that re-runs only the steps that
         failed, were not reached or whose inputs changed (and what depends on them), or an explicit list
-        of steps; kept outputs are reused. The old run's `superseded_by` names the new one.
+        of steps; kept outputs are reused. The old run's `superseded_by` names the new one. With a
+        `model`, the steps it re-runs ask that model instead of the worker's own (a READY run may be
+        retried that way too).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompareRuns(self, request, context):
+        """Compares two runs of one role step by step: which steps ran and which reused an earlier
+        output, whose inputs changed, duration, tokens and model of each, and how each step's outputs
+        differ (tasks and skills added or removed, score changes). Typically a run and the run that
+        superseded it (a retry, a STALE re-run); any two runs of the same role may be compared.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -213,6 +230,11 @@ def add_PipelineServiceServicer_to_server(servicer, server):
                     servicer.Retry,
                     request_deserializer=etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.RetryRequest.FromString,
                     response_serializer=etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.RetryResponse.SerializeToString,
+            ),
+            'CompareRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompareRuns,
+                    request_deserializer=etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.CompareRunsRequest.FromString,
+                    response_serializer=etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.CompareRunsResponse.SerializeToString,
             ),
             'Cancel': grpc.unary_unary_rpc_method_handler(
                     servicer.Cancel,
@@ -380,6 +402,33 @@ class PipelineService:
             '/etter.pipeline.v1.PipelineService/Retry',
             etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.RetryRequest.SerializeToString,
             etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.RetryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompareRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/etter.pipeline.v1.PipelineService/CompareRuns',
+            etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.CompareRunsRequest.SerializeToString,
+            etter_dot_pipeline_dot_v1_dot_pipeline__service__pb2.CompareRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,

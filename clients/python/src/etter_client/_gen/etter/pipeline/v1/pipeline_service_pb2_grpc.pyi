@@ -105,6 +105,22 @@ _PipelineServiceRetryType = typing_extensions.TypeVar(
     ],
 )
 
+_PipelineServiceCompareRunsType = typing_extensions.TypeVar(
+    '_PipelineServiceCompareRunsType',
+    grpc.UnaryUnaryMultiCallable[
+        etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.CompareRunsRequest,
+        etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.CompareRunsResponse,
+    ],
+    grpc.aio.UnaryUnaryMultiCallable[
+        etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.CompareRunsRequest,
+        etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.CompareRunsResponse,
+    ],
+    default=grpc.UnaryUnaryMultiCallable[
+        etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.CompareRunsRequest,
+        etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.CompareRunsResponse,
+    ],
+)
+
 _PipelineServiceCancelType = typing_extensions.TypeVar(
     '_PipelineServiceCancelType',
     grpc.UnaryUnaryMultiCallable[
@@ -169,7 +185,7 @@ _PipelineServiceGetUsageType = typing_extensions.TypeVar(
     ],
 )
 
-class PipelineServiceStub(typing.Generic[_PipelineServicePushType, _PipelineServicePushBatchType, _PipelineServiceGetStatusType, _PipelineServiceWatchStatusType, _PipelineServiceRetryType, _PipelineServiceCancelType, _PipelineServiceHistoryType, _PipelineServiceListAuditEntriesType, _PipelineServiceGetUsageType]):
+class PipelineServiceStub(typing.Generic[_PipelineServicePushType, _PipelineServicePushBatchType, _PipelineServiceGetStatusType, _PipelineServiceWatchStatusType, _PipelineServiceRetryType, _PipelineServiceCompareRunsType, _PipelineServiceCancelType, _PipelineServiceHistoryType, _PipelineServiceListAuditEntriesType, _PipelineServiceGetUsageType]):
     """Onboards a company's job roles into Etter: push roles, watch them go through the pipeline,
     retry what failed, cancel, and list history.
 
@@ -203,6 +219,10 @@ class PipelineServiceStub(typing.Generic[_PipelineServicePushType, _PipelineServ
         grpc.UnaryUnaryMultiCallable[
             etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.RetryRequest,
             etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.RetryResponse,
+        ],
+        grpc.UnaryUnaryMultiCallable[
+            etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.CompareRunsRequest,
+            etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.CompareRunsResponse,
         ],
         grpc.UnaryUnaryMultiCallable[
             etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.CancelRequest,
@@ -243,6 +263,10 @@ class PipelineServiceStub(typing.Generic[_PipelineServicePushType, _PipelineServ
         grpc.aio.UnaryUnaryMultiCallable[
             etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.RetryRequest,
             etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.RetryResponse,
+        ],
+        grpc.aio.UnaryUnaryMultiCallable[
+            etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.CompareRunsRequest,
+            etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.CompareRunsResponse,
         ],
         grpc.aio.UnaryUnaryMultiCallable[
             etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.CancelRequest,
@@ -291,7 +315,16 @@ class PipelineServiceStub(typing.Generic[_PipelineServicePushType, _PipelineServ
     Retry: _PipelineServiceRetryType
     """Creates a new run of a FAILED, DEGRADED, STALE or CANCELLED role that re-runs only the steps that
     failed, were not reached or whose inputs changed (and what depends on them), or an explicit list
-    of steps; kept outputs are reused. The old run's `superseded_by` names the new one.
+    of steps; kept outputs are reused. The old run's `superseded_by` names the new one. With a
+    `model`, the steps it re-runs ask that model instead of the worker's own (a READY run may be
+    retried that way too).
+    """
+
+    CompareRuns: _PipelineServiceCompareRunsType
+    """Compares two runs of one role step by step: which steps ran and which reused an earlier
+    output, whose inputs changed, duration, tokens and model of each, and how each step's outputs
+    differ (tasks and skills added or removed, score changes). Typically a run and the run that
+    superseded it (a retry, a STALE re-run); any two runs of the same role may be compared.
     """
 
     Cancel: _PipelineServiceCancelType
@@ -336,6 +369,10 @@ PipelineServiceAsyncStub: typing_extensions.TypeAlias = PipelineServiceStub[
     grpc.aio.UnaryUnaryMultiCallable[
         etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.RetryRequest,
         etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.RetryResponse,
+    ],
+    grpc.aio.UnaryUnaryMultiCallable[
+        etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.CompareRunsRequest,
+        etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.CompareRunsResponse,
     ],
     grpc.aio.UnaryUnaryMultiCallable[
         etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.CancelRequest,
@@ -422,7 +459,21 @@ class PipelineServiceServicer(metaclass=abc.ABCMeta):
     ) -> typing.Union[etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.RetryResponse, collections.abc.Awaitable[etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.RetryResponse]]:
         """Creates a new run of a FAILED, DEGRADED, STALE or CANCELLED role that re-runs only the steps that
         failed, were not reached or whose inputs changed (and what depends on them), or an explicit list
-        of steps; kept outputs are reused. The old run's `superseded_by` names the new one.
+        of steps; kept outputs are reused. The old run's `superseded_by` names the new one. With a
+        `model`, the steps it re-runs ask that model instead of the worker's own (a READY run may be
+        retried that way too).
+        """
+
+    @abc.abstractmethod
+    def CompareRuns(
+        self,
+        request: etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.CompareRunsRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.CompareRunsResponse, collections.abc.Awaitable[etter_client._gen.etter.pipeline.v1.pipeline_service_pb2.CompareRunsResponse]]:
+        """Compares two runs of one role step by step: which steps ran and which reused an earlier
+        output, whose inputs changed, duration, tokens and model of each, and how each step's outputs
+        differ (tasks and skills added or removed, score changes). Typically a run and the run that
+        superseded it (a retry, a STALE re-run); any two runs of the same role may be compared.
         """
 
     @abc.abstractmethod

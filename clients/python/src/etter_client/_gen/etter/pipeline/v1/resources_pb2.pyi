@@ -308,6 +308,58 @@ PRIORITY_HIGH: Priority.ValueType  # 3
 """Started before the company's NORMAL and LOW runs."""
 Global___Priority: typing_extensions.TypeAlias = Priority
 
+class _OutputKind:
+    ValueType = typing.NewType("ValueType", builtins.int)
+    V: typing_extensions.TypeAlias = ValueType
+
+class _OutputKindEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._EnumTypeWrapper[_OutputKind.ValueType], builtins.type):
+    DESCRIPTOR: google.protobuf.descriptor.EnumDescriptor
+    OUTPUT_KIND_UNSPECIFIED: _OutputKind.ValueType  # 0
+    """Not set."""
+    OUTPUT_KIND_DOCUMENT: _OutputKind.ValueType  # 1
+    """A document of the role (`document_linking`); its `content_hash` is set."""
+    OUTPUT_KIND_TASK: _OutputKind.ValueType  # 2
+    """A task of the role (`ai_assessment`); scores `automation`, `augmentation`, `confidence`."""
+    OUTPUT_KIND_TOP_TASK: _OutputKind.ValueType  # 3
+    """A top task (`step_executor`); score `rank` (1 = first)."""
+    OUTPUT_KIND_STANDARD_NAME: _OutputKind.ValueType  # 4
+    """A task's standard name (`standardization`); `name` is the standard name."""
+    OUTPUT_KIND_SKILL: _OutputKind.ValueType  # 5
+    """A skill (`skills_miner`); score `confidence`."""
+    OUTPUT_KIND_SKILL_CLUSTER: _OutputKind.ValueType  # 6
+    """A skill cluster (`skills_architecture`); score `skills` (how many it groups)."""
+    OUTPUT_KIND_CATALOG_ENTRY: _OutputKind.ValueType  # 7
+    """A skills catalog entry (`skills_catalog`); score `proficiency` (1–5)."""
+    OUTPUT_KIND_RESKILLING_PATH: _OutputKind.ValueType  # 8
+    """A reskilling path (`reskilling`); `key` is `from_skill->to_skill`."""
+    OUTPUT_KIND_FEASIBILITY: _OutputKind.ValueType  # 9
+    """A task's automation feasibility (`task_feasibility`); score `feasibility`."""
+
+class OutputKind(_OutputKind, metaclass=_OutputKindEnumTypeWrapper):
+    """What kind of thing a step produced."""
+
+OUTPUT_KIND_UNSPECIFIED: OutputKind.ValueType  # 0
+"""Not set."""
+OUTPUT_KIND_DOCUMENT: OutputKind.ValueType  # 1
+"""A document of the role (`document_linking`); its `content_hash` is set."""
+OUTPUT_KIND_TASK: OutputKind.ValueType  # 2
+"""A task of the role (`ai_assessment`); scores `automation`, `augmentation`, `confidence`."""
+OUTPUT_KIND_TOP_TASK: OutputKind.ValueType  # 3
+"""A top task (`step_executor`); score `rank` (1 = first)."""
+OUTPUT_KIND_STANDARD_NAME: OutputKind.ValueType  # 4
+"""A task's standard name (`standardization`); `name` is the standard name."""
+OUTPUT_KIND_SKILL: OutputKind.ValueType  # 5
+"""A skill (`skills_miner`); score `confidence`."""
+OUTPUT_KIND_SKILL_CLUSTER: OutputKind.ValueType  # 6
+"""A skill cluster (`skills_architecture`); score `skills` (how many it groups)."""
+OUTPUT_KIND_CATALOG_ENTRY: OutputKind.ValueType  # 7
+"""A skills catalog entry (`skills_catalog`); score `proficiency` (1–5)."""
+OUTPUT_KIND_RESKILLING_PATH: OutputKind.ValueType  # 8
+"""A reskilling path (`reskilling`); `key` is `from_skill->to_skill`."""
+OUTPUT_KIND_FEASIBILITY: OutputKind.ValueType  # 9
+"""A task's automation feasibility (`task_feasibility`); score `feasibility`."""
+Global___OutputKind: typing_extensions.TypeAlias = OutputKind
+
 @typing.final
 class PlannedStep(google.protobuf.message.Message):
     """What a run does, or would do, with one step: the plan a push answers."""
@@ -341,19 +393,25 @@ class Document(google.protobuf.message.Message):
 
     TYPE_FIELD_NUMBER: builtins.int
     URI_FIELD_NUMBER: builtins.int
+    CONTENT_HASH_FIELD_NUMBER: builtins.int
     type: Global___DocumentType.ValueType
     """What the document is. Required."""
     uri: builtins.str
     """Where the document lives: `s3://bucket/key` or `file:///path` (file URIs must be under the
     server's configured document root). Required; at most 2048 bytes.
     """
+    content_hash: builtins.str
+    """Output only: hex SHA-256 of the content the run read, once its `document_linking` step has
+    run (or the run it reused that step from). Ignored in requests.
+    """
     def __init__(
         self,
         *,
         type: Global___DocumentType.ValueType = ...,
         uri: builtins.str = ...,
+        content_hash: builtins.str = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["type", b"type", "uri", b"uri"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["content_hash", b"content_hash", "type", b"type", "uri", b"uri"]) -> None: ...
 
 Global___Document: typing_extensions.TypeAlias = Document
 
@@ -514,6 +572,8 @@ class StepProgress(google.protobuf.message.Message):
     REUSED_FROM_FIELD_NUMBER: builtins.int
     INPUT_HASH_FIELD_NUMBER: builtins.int
     OUTPUT_HASH_FIELD_NUMBER: builtins.int
+    MODEL_FIELD_NUMBER: builtins.int
+    PROMPT_VERSION_FIELD_NUMBER: builtins.int
     name: builtins.str
     """Stable step name (see the package comment)."""
     status: Global___StepState.ValueType
@@ -530,6 +590,12 @@ class StepProgress(google.protobuf.message.Message):
     """Hex SHA-256 of the step's inputs (document content hashes and upstream output hashes)."""
     output_hash: builtins.str
     """Hex SHA-256 of the step's outputs, once completed."""
+    model: builtins.str
+    """The model that answered the step, for a step that asks one (of the run it reused the output
+    from, for a REUSED step); empty otherwise or when not yet known.
+    """
+    prompt_version: builtins.str
+    """The version of the LLM layer's prompt for the step, alongside `model`."""
     @property
     def started_at(self) -> google.protobuf.timestamp_pb2.Timestamp:
         """When the first attempt of this run started."""
@@ -561,9 +627,11 @@ class StepProgress(google.protobuf.message.Message):
         reused_from: builtins.str = ...,
         input_hash: builtins.str = ...,
         output_hash: builtins.str = ...,
+        model: builtins.str = ...,
+        prompt_version: builtins.str = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["error", b"error", "finished_at", b"finished_at", "started_at", b"started_at", "tokens", b"tokens"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["attempts", b"attempts", "critical", b"critical", "duration_ms", b"duration_ms", "error", b"error", "finished_at", b"finished_at", "input_hash", b"input_hash", "name", b"name", "output_hash", b"output_hash", "reused_from", b"reused_from", "started_at", b"started_at", "status", b"status", "tokens", b"tokens"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["attempts", b"attempts", "critical", b"critical", "duration_ms", b"duration_ms", "error", b"error", "finished_at", b"finished_at", "input_hash", b"input_hash", "model", b"model", "name", b"name", "output_hash", b"output_hash", "prompt_version", b"prompt_version", "reused_from", b"reused_from", "started_at", b"started_at", "status", b"status", "tokens", b"tokens"]) -> None: ...
 
 Global___StepProgress: typing_extensions.TypeAlias = StepProgress
 
@@ -608,6 +676,9 @@ class OutputsSummary(google.protobuf.message.Message):
     CATALOG_ENTRIES_FIELD_NUMBER: builtins.int
     RESKILLING_PATHS_FIELD_NUMBER: builtins.int
     MEAN_CONFIDENCE_FIELD_NUMBER: builtins.int
+    LEADING_TASKS_FIELD_NUMBER: builtins.int
+    LEADING_SKILLS_FIELD_NUMBER: builtins.int
+    REVIEW_REASONS_FIELD_NUMBER: builtins.int
     tasks: builtins.int
     """Tasks extracted by the AI assessment, with automation/augmentation scores."""
     top_tasks: builtins.int
@@ -622,6 +693,20 @@ class OutputsSummary(google.protobuf.message.Message):
     """Reskilling paths."""
     mean_confidence: builtins.float
     """Mean confidence of the AI assessment outputs, 0–1."""
+    @property
+    def leading_tasks(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___OutputItem]:
+        """The leading tasks: the top tasks in rank order (the assessed tasks by automation score when no
+        ranking exists), at most ten, with their scores.
+        """
+
+    @property
+    def leading_skills(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___OutputItem]:
+        """The leading skills by confidence, at most ten, with their scores."""
+
+    @property
+    def review_reasons(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___ReviewReason]:
+        """Why the run needs review (`RunStatus.needs_review`), one entry per reason."""
+
     def __init__(
         self,
         *,
@@ -632,10 +717,87 @@ class OutputsSummary(google.protobuf.message.Message):
         catalog_entries: builtins.int = ...,
         reskilling_paths: builtins.int = ...,
         mean_confidence: builtins.float = ...,
+        leading_tasks: collections.abc.Iterable[Global___OutputItem] | None = ...,
+        leading_skills: collections.abc.Iterable[Global___OutputItem] | None = ...,
+        review_reasons: collections.abc.Iterable[Global___ReviewReason] | None = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["catalog_entries", b"catalog_entries", "mean_confidence", b"mean_confidence", "reskilling_paths", b"reskilling_paths", "skill_clusters", b"skill_clusters", "skills", b"skills", "tasks", b"tasks", "top_tasks", b"top_tasks"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["catalog_entries", b"catalog_entries", "leading_skills", b"leading_skills", "leading_tasks", b"leading_tasks", "mean_confidence", b"mean_confidence", "reskilling_paths", b"reskilling_paths", "review_reasons", b"review_reasons", "skill_clusters", b"skill_clusters", "skills", b"skills", "tasks", b"tasks", "top_tasks", b"top_tasks"]) -> None: ...
 
 Global___OutputsSummary: typing_extensions.TypeAlias = OutputsSummary
+
+@typing.final
+class OutputItem(google.protobuf.message.Message):
+    """One thing a step produced, as summaries and comparisons show it."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    @typing.final
+    class ScoresEntry(google.protobuf.message.Message):
+        DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: builtins.int
+        VALUE_FIELD_NUMBER: builtins.int
+        key: builtins.str
+        value: builtins.float
+        def __init__(
+            self,
+            *,
+            key: builtins.str = ...,
+            value: builtins.float = ...,
+        ) -> None: ...
+        def ClearField(self, field_name: typing.Literal["key", b"key", "value", b"value"]) -> None: ...
+
+    KIND_FIELD_NUMBER: builtins.int
+    KEY_FIELD_NUMBER: builtins.int
+    NAME_FIELD_NUMBER: builtins.int
+    SCORES_FIELD_NUMBER: builtins.int
+    CONTENT_HASH_FIELD_NUMBER: builtins.int
+    kind: Global___OutputKind.ValueType
+    """What it is."""
+    key: builtins.str
+    """Its stable key within the role (the same thing in two runs has the same key)."""
+    name: builtins.str
+    """Its name as the step wrote it."""
+    content_hash: builtins.str
+    """For a document, the hex SHA-256 of its content; empty otherwise."""
+    @property
+    def scores(self) -> google.protobuf.internal.containers.ScalarMap[builtins.str, builtins.float]:
+        """Its scores by name (see `OutputKind` for which), each 0–1 unless the kind says otherwise."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___OutputKind.ValueType = ...,
+        key: builtins.str = ...,
+        name: builtins.str = ...,
+        scores: collections.abc.Mapping[builtins.str, builtins.float] | None = ...,
+        content_hash: builtins.str = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["content_hash", b"content_hash", "key", b"key", "kind", b"kind", "name", b"name", "scores", b"scores"]) -> None: ...
+
+Global___OutputItem: typing_extensions.TypeAlias = OutputItem
+
+@typing.final
+class ReviewReason(google.protobuf.message.Message):
+    """One reason a run needs a person's review."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: builtins.int
+    REASON_FIELD_NUMBER: builtins.int
+    step: builtins.str
+    """The step whose output raised it."""
+    reason: builtins.str
+    """What deserves a look, naming the output (for example a task whose confidence is below 0.5)."""
+    def __init__(
+        self,
+        *,
+        step: builtins.str = ...,
+        reason: builtins.str = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["reason", b"reason", "step", b"step"]) -> None: ...
+
+Global___ReviewReason: typing_extensions.TypeAlias = ReviewReason
 
 @typing.final
 class RunStatus(google.protobuf.message.Message):
