@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 
 import pytest
+from google.protobuf.message import Message
 
 from conftest import Deployment
 from etter_client import PipelineClient, RunState, errors, resources_pb2 as res, to_dataframe
@@ -448,3 +449,52 @@ def test_the_async_client_pushes_watches_to_the_end_and_reads(deployment: Deploy
                 await client.status("role-onboard-cr-nobody-nothing-1")
 
     asyncio.run(scenario())
+
+
+def test_a_retry_with_another_model_compares_as_dataframe_ready_records(
+    deployment: Deployment, client: PipelineClient
+) -> None:
+    deployment.start_worker()
+    first = client.push(
+        deployment.company, "Compared Engineer", [deployment.uri()], draup_role_id="draup-c", skip_enhancement=True
+    )
+    first = client.wait(first.workflow_id, timeout=120)
+    assert first.status == "READY", first
+
+    with pytest.raises(errors.InvalidArgument) as refused:
+        client.retry(first.workflow_id, model="no-such-model")
+    assert "offline, offline-cautious" in str(refused.value)
+
+    second = client.wait(client.retry(first.workflow_id, model="offline-cautious").workflow_id, timeout=120)
+    assert second.status == "READY", second
+    comparison = client.compare(first.workflow_id, second.workflow_id)
+    assert comparison.base.workflow_id == first.workflow_id and comparison.run.workflow_id == second.workflow_id
+
+    records = comparison.records()
+    by_step = {r["step"]: r for r in records}
+    # One plain row per step: no message, nothing nested but the lists of names.
+    assert set(records[0]) >= {"step", "ran", "input_changed", "base_model", "run_model", "run_tokens", "added"}
+    assert all(not isinstance(v, Message) for r in records for v in r.values())
+    assessment = by_step["ai_assessment"]
+    assert assessment["ran"] and assessment["model_changed"], assessment
+    assert (assessment["base_model"], assessment["run_model"]) == ("offline", "offline-cautious")
+    assert not by_step["role_setup"]["ran"] and by_step["role_setup"]["run_status"] == "REUSED"
+    # Enhancements were off for both runs: those steps were skipped in each.
+    assert by_step["reskilling"]["base_status"] == by_step["reskilling"]["run_status"] == "SKIPPED"
+
+    changes = comparison.output_changes()
+    rescored = [c for c in changes if c["step"] == "ai_assessment" and c["score"] == "confidence"]
+    assert rescored, changes
+    assert all(c["change"] == "changed" and c["run"] < c["base"] for c in rescored), rescored
+
+    # pandas is in the test environment (scripts/lib/python-requirements.txt).
+    import pandas
+
+    frame = pandas.DataFrame(records)
+    assert len(frame) == len(records) and frame.set_index("step").loc["ai_assessment", "model_changed"]
+    assert len(pandas.DataFrame(changes)) == len(changes)
+
+    # Usage is there per day too, and the days add up to the month.
+    usage = client.usage(deployment.company)
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    assert usage.by_day.get(today, 0) > 0 and sum(usage.by_day.values()) == usage.used_tokens, usage

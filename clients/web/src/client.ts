@@ -1,5 +1,5 @@
 /**
- * `EtterClient`: the verbs of the Python client (`push`, `pushBatch`, `status`, `watch`, `retry`,
+ * `EtterClient`: the verbs of the Python client (`push`, `pushBatch`, `status`, `watch`, `retry`, `compare`,
  * `cancel`, `history`, `usage`, `audit`) over the generated grpc-web client, with plain
  * arguments, errors decoded into {@link EtterError}, and a `watch` that reconnects and resumes
  * from its token without missing or repeating an event.
@@ -12,6 +12,7 @@ import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { bearerAuth, type TokenSource } from "./auth.js";
 import { EtterError } from "./errors.js";
 import {
+  type CompareRunsResponse,
   type GetUsageResponse,
   type HistoryResponse,
   type ListAuditEntriesResponse,
@@ -261,13 +262,22 @@ export class EtterClient {
     return answer.run;
   }
 
-  /** Starts a new run of an ended run, reusing what it kept; `steps` re-runs those and what follows. */
-  async retry(workflowId: string, steps: string[] = [], id: string = requestId()): Promise<RunStatus> {
+  /**
+   * Starts a new run of an ended run, reusing what it kept; `steps` re-runs those and what follows.
+   * `model` asks another model (one the server allows) for the steps it re-runs; with no `steps`,
+   * every step that asks a model re-runs, and a READY run may be retried so too.
+   */
+  async retry(workflowId: string, steps: string[] = [], id: string = requestId(), model = ""): Promise<RunStatus> {
     const answer = await this.call(() =>
-      this.raw.retry({ target: { case: "workflowId", value: workflowId }, steps, requestId: id }),
+      this.raw.retry({ target: { case: "workflowId", value: workflowId }, steps, requestId: id, model }),
     );
     if (!answer.run) throw new EtterError("INTERNAL", "the server answered no run");
     return answer.run;
+  }
+
+  /** Two runs of one role step by step: what ran or was reused, inputs, costs, models, output differences. */
+  compare(baseWorkflowId: string, workflowId: string): Promise<CompareRunsResponse> {
+    return this.call(() => this.raw.compareRuns({ baseWorkflowId, workflowId }));
   }
 
   /** Cancels a queued or running run. */

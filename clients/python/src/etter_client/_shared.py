@@ -246,12 +246,16 @@ def status_request(workflow_id: str | None, role_id: str | None) -> pb.GetStatus
 
 
 def retry_request(
-    workflow_id: str | None, role_id: str | None, steps: Sequence[str], request_id: str | None
+    workflow_id: str | None,
+    role_id: str | None,
+    steps: Sequence[str],
+    request_id: str | None,
+    model: str | None = None,
 ) -> pb.RetryRequest:
     """The RetryRequest of a run, or of a role's latest run."""
     if (workflow_id is None) == (role_id is None):
         raise ValueError("give workflow_id or role_id")
-    request = pb.RetryRequest(steps=list(steps), request_id=request_id or str(uuid.uuid4()))
+    request = pb.RetryRequest(steps=list(steps), request_id=request_id or str(uuid.uuid4()), model=model or "")
     if workflow_id:
         request.workflow_id = workflow_id
     else:
@@ -284,6 +288,11 @@ def history_request(
     if needs_review is not None:
         request.needs_review = needs_review
     return request
+
+
+def compare_request(base_workflow_id: str, workflow_id: str) -> pb.CompareRunsRequest:
+    """The CompareRunsRequest of two runs of one role."""
+    return pb.CompareRunsRequest(base_workflow_id=base_workflow_id, workflow_id=workflow_id)
 
 
 def usage_request(company_id: str, period: str | None) -> pb.GetUsageRequest:

@@ -35,6 +35,7 @@ from etter_client._shared import (
     batch_request,
     batch_rows,
     cancel_request,
+    compare_request,
     history_request,
     push_request,
     retry_request,
@@ -44,7 +45,7 @@ from etter_client._shared import (
     usage_request,
 )
 from etter_client.errors import from_rpc_error
-from etter_client.results import BatchQuote, BatchResult, Quote, Run, Usage, WatchEvent
+from etter_client.results import BatchQuote, BatchResult, Comparison, Quote, Run, Usage, WatchEvent
 
 __all__ = ["AsyncPipelineClient"]
 
@@ -225,11 +226,17 @@ class AsyncPipelineClient:
         role_id: str | None = None,
         steps: Sequence[str] = (),
         request_id: str | None = None,
+        model: str | None = None,
     ) -> Run:
         """A new run of a run that failed, degraded, was cancelled or went stale; see
         :meth:`etter_client.PipelineClient.retry`."""
-        request = retry_request(workflow_id, role_id, steps, request_id)
+        request = retry_request(workflow_id, role_id, steps, request_id, model)
         return Run.from_proto((await self._call(self._stub.Retry, request)).run)
+
+    async def compare(self, base_workflow_id: str, workflow_id: str) -> Comparison:
+        """Two runs of one role step by step; see :meth:`etter_client.PipelineClient.compare`."""
+        answer = await self._call(self._stub.CompareRuns, compare_request(base_workflow_id, workflow_id))
+        return Comparison.from_proto(answer)
 
     async def cancel(self, workflow_id: str, reason: str = "", *, request_id: str | None = None) -> Run:
         """Cancels a queued or running run; finished steps keep their outputs."""

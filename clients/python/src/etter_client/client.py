@@ -40,6 +40,7 @@ from etter_client._shared import (
     batch_request,
     batch_rows,
     cancel_request,
+    compare_request,
     csv_items,
     history_request,
     push_request,
@@ -55,6 +56,7 @@ from etter_client.results import (
     BatchQuote,
     BatchQuoteItem,
     BatchResult,
+    Comparison,
     Quote,
     Run,
     RunState,
@@ -272,11 +274,19 @@ class PipelineClient:
         role_id: str | None = None,
         steps: Sequence[str] = (),
         request_id: str | None = None,
+        model: str | None = None,
     ) -> Run:
         """Starts a new run of a run that failed, degraded, was cancelled or went stale, reusing
-        what it kept; ``steps`` re-runs those steps and everything after them."""
-        request = retry_request(workflow_id, role_id, steps, request_id)
+        what it kept; ``steps`` re-runs those steps and everything after them. ``model`` asks
+        another model (one the server allows) for the steps it re-runs; with no ``steps``, every
+        step that asks a model re-runs, and a READY run may be retried so too."""
+        request = retry_request(workflow_id, role_id, steps, request_id, model)
         return Run.from_proto(self._call(self._stub.Retry, request).run)
+
+    def compare(self, base_workflow_id: str, workflow_id: str) -> Comparison:
+        """Two runs of one role step by step: what ran, what was reused, inputs, durations,
+        tokens, models and how the outputs differ. ``pandas.DataFrame(c.records())`` takes it."""
+        return Comparison.from_proto(self._call(self._stub.CompareRuns, compare_request(base_workflow_id, workflow_id)))
 
     def cancel(self, workflow_id: str, reason: str = "", *, request_id: str | None = None) -> Run:
         """Cancels a queued or running run; finished steps keep their outputs."""

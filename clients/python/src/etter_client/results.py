@@ -25,9 +25,11 @@ __all__ = [
     "BatchQuote",
     "BatchQuoteItem",
     "BatchResult",
+    "Comparison",
     "Quote",
     "Run",
     "RunState",
+    "StepComparison",
     "Usage",
     "WatchEvent",
     "to_dataframe",
@@ -520,6 +522,8 @@ class Usage:
     used_cost: float
     currency: str
     proto: pb.GetUsageResponse = field(repr=False)
+    #: Tokens used per day of the month (``"2026-12-01"`` → tokens), days without use left out.
+    by_day: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_proto(cls, answer: pb.GetUsageResponse) -> Usage:
@@ -534,7 +538,141 @@ class Usage:
             used_cost=answer.used_cost_micros / 1_000_000,
             currency=answer.currency,
             proto=answer,
+            by_day={d.date: d.total_tokens for d in answer.days},
         )
+
+
+def _step_state(value: res.StepState.ValueType) -> str:
+    """A ``StepState`` without its prefix (``"COMPLETED"``); ``""`` when unset or unknown."""
+    if value == res.STEP_STATE_UNSPECIFIED:
+        return ""
+    try:
+        return res.StepState.Name(value).removeprefix("STEP_STATE_")
+    except ValueError:
+        return ""
+
+
+def _output_kind(value: res.OutputKind.ValueType) -> str:
+    """An ``OutputKind`` in lowercase without its prefix (``"task"``)."""
+    try:
+        return res.OutputKind.Name(value).removeprefix("OUTPUT_KIND_").lower()
+    except ValueError:
+        return "unspecified"
+
+
+@dataclass
+class StepComparison:
+    """One step of two runs side by side: one row of :attr:`Comparison.steps`."""
+
+    step: str
+    #: The step ran in the compared run (it was not reused, skipped or left unreached).
+    ran: bool
+    base_status: str
+    run_status: str
+    input_changed: bool
+    output_changed: bool
+    model_changed: bool
+    base_model: str
+    run_model: str
+    base_duration_ms: int
+    run_duration_ms: int
+    base_tokens: int
+    run_tokens: int
+    #: Names of the outputs only the compared run has.
+    added: list[str]
+    #: Names of the outputs only the base run has.
+    removed: list[str]
+    #: Outputs in both whose name or scores differ.
+    changed: int
+    proto: pb.StepComparison = field(repr=False)
+
+    @classmethod
+    def from_proto(cls, step: pb.StepComparison) -> StepComparison:
+        base, run = step.base, step.run
+        return cls(
+            step=step.step,
+            ran=step.ran,
+            base_status=_step_state(base.status),
+            run_status=_step_state(run.status),
+            input_changed=step.input_changed,
+            output_changed=step.output_changed,
+            model_changed=step.model_changed,
+            base_model=base.model,
+            run_model=run.model,
+            base_duration_ms=base.duration_ms,
+            run_duration_ms=run.duration_ms,
+            base_tokens=base.tokens.total_tokens,
+            run_tokens=run.tokens.total_tokens,
+            added=[item.name for item in step.added],
+            removed=[item.name for item in step.removed],
+            changed=len(step.changed),
+            proto=step,
+        )
+
+
+@dataclass
+class Comparison:
+    """Two runs of one role compared step by step (``CompareRuns``).
+
+    ``pandas.DataFrame(comparison.records())`` is one row per step;
+    ``pandas.DataFrame(comparison.output_changes())`` one row per output that differs, with the
+    score that changed and its two values.
+    """
+
+    base: Run
+    run: Run
+    steps: list[StepComparison]
+    proto: pb.CompareRunsResponse = field(repr=False)
+
+    @classmethod
+    def from_proto(cls, answer: pb.CompareRunsResponse) -> Comparison:
+        return cls(
+            base=Run.from_proto(answer.base),
+            run=Run.from_proto(answer.run),
+            steps=[StepComparison.from_proto(s) for s in answer.steps],
+            proto=answer,
+        )
+
+    def records(self) -> list[dict[str, object]]:
+        """One plain dict per step, the columns of :class:`StepComparison`."""
+        return [_record(step) for step in self.steps]
+
+    def output_changes(self) -> list[dict[str, object]]:
+        """One plain dict per output that differs between the runs: its step, ``change``
+        (``added``, ``removed`` or ``changed``), kind, key and name, and for a changed score its
+        name and both values (one row per score; a rename without a score change has
+        ``score`` ``None``)."""
+        rows: list[dict[str, object]] = []
+
+        def row(step: str, change: str, item: res.OutputItem, **more: object) -> dict[str, object]:
+            return {
+                "step": step,
+                "change": change,
+                "kind": _output_kind(item.kind),
+                "key": item.key,
+                "name": item.name,
+                "score": None,
+                "base": None,
+                "run": None,
+                **more,
+            }
+
+        for step in self.proto.steps:
+            rows.extend(row(step.step, "added", item) for item in step.added)
+            rows.extend(row(step.step, "removed", item) for item in step.removed)
+            for change in step.changed:
+                was, now = change.base, change.run
+                scores = sorted(set(was.scores) | set(now.scores))
+                differing = [s for s in scores if was.scores.get(s) != now.scores.get(s)]
+                for score in differing:
+                    rows.append(row(step.step, "changed", now, score=score, base=was.scores.get(score), run=now.scores.get(score)))
+                if not differing:
+                    rows.append(row(step.step, "changed", now, base=was.name, run=now.name))
+        return rows
+
+    def __str__(self) -> str:
+        ran = [s.step for s in self.steps if s.ran]
+        return f"{self.base.workflow_id} -> {self.run.workflow_id}: {len(ran)} steps ran ({', '.join(ran) or 'none'})"
 
 
 def _record(row: object) -> dict[str, object]:
