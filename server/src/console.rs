@@ -109,6 +109,7 @@ async fn page_config(State(console): State<Arc<Console>>) -> Response {
             "dev_login": console.dev_signing_key.is_some(),
             "temporal_ui_url": console.config.temporal.ui_url,
             "temporal_namespace": console.config.temporal.namespace,
+            "models": console.config.models.allowed,
         }),
     )
 }

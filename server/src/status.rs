@@ -290,6 +290,20 @@ fn step_progress(
         output_hash: latest.and_then(|a| a.output_hash.clone()).unwrap_or_default(),
         model: latest.and_then(|a| a.model.clone()).unwrap_or_default(),
         prompt_version: latest.and_then(|a| a.prompt_version.clone()).unwrap_or_default(),
+        attempt_spans: attempts
+            .iter()
+            .map(|a| pb::AttemptSpan {
+                attempt: i32::try_from(a.attempt).unwrap_or(i32::MAX),
+                status: convert::step_state(a.status) as i32,
+                started_at: a.started_at.map(convert::timestamp),
+                finished_at: match a.status {
+                    // Replaced by a later attempt: it ended when it was given up on.
+                    StepStatus::Retrying => Some(convert::timestamp(a.update_time)),
+                    _ => a.finished_at.filter(|_| a.status.is_finished()).map(convert::timestamp),
+                },
+                error_code: a.error.as_ref().map(|e| e.code.clone()).unwrap_or_default(),
+            })
+            .collect(),
     };
     (progress, status)
 }

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use etter_core::digest::{Digestible, StepDigest};
+use etter_core::digest::{Digestible, Names, StepDigest};
 use etter_core::outputs::ContentHash;
 use etter_core::steps::{DocumentKind, StepName, input_hash};
 use etter_documents::{DocumentUri, Documents, ExtractedDocument};
@@ -160,21 +160,21 @@ impl StepRunner {
                 let llm = llm()?;
                 let completion = llm.assess(&run.role_name, &texts).await?;
                 self.graph.write(role, StepOutput::Assessment(&completion.output)).await?;
-                self.finish(run, step, upstream, &hashes, completion, llm.model())
+                self.finish(run, step, upstream, &hashes, completion, llm.model(), &Names::default())
             }
             StepName::StepExecutor => {
                 let outputs = self.outputs(run, step).await?;
                 let llm = llm()?;
                 let completion = llm.top_tasks(&run.role_name, &outputs.assessment).await?;
                 self.graph.write(role, StepOutput::TopTasks(&completion.output)).await?;
-                self.finish(run, step, upstream, no_docs, completion, llm.model())
+                self.finish(run, step, upstream, no_docs, completion, llm.model(), &names_in(&outputs))
             }
             StepName::Standardization => {
                 let outputs = self.outputs(run, step).await?;
                 let llm = llm()?;
                 let completion = llm.standardize(&run.role_name, &outputs.assessment, &outputs.top_tasks).await?;
                 self.graph.write(role, StepOutput::Standardization(&completion.output)).await?;
-                self.finish(run, step, upstream, no_docs, completion, llm.model())
+                self.finish(run, step, upstream, no_docs, completion, llm.model(), &names_in(&outputs))
             }
             StepName::SkillsMiner => {
                 let (texts, hashes) = self.texts(run).await?;
@@ -182,14 +182,14 @@ impl StepRunner {
                 let llm = llm()?;
                 let completion = llm.mine_skills(&run.role_name, &texts, &outputs.assessment).await?;
                 self.graph.write(role, StepOutput::MinedSkills(&completion.output)).await?;
-                self.finish(run, step, upstream, &hashes, completion, llm.model())
+                self.finish(run, step, upstream, &hashes, completion, llm.model(), &names_in(&outputs))
             }
             StepName::SkillsArchitecture => {
                 let outputs = self.outputs(run, step).await?;
                 let llm = llm()?;
                 let completion = llm.architect_skills(&run.role_name, &outputs.skills).await?;
                 self.graph.write(role, StepOutput::SkillsArchitecture(&completion.output)).await?;
-                self.finish(run, step, upstream, no_docs, completion, llm.model())
+                self.finish(run, step, upstream, no_docs, completion, llm.model(), &names_in(&outputs))
             }
             StepName::SkillsCatalog => {
                 let (texts, _) = self.texts(run).await?;
@@ -197,7 +197,7 @@ impl StepRunner {
                 let llm = llm()?;
                 let completion = llm.catalog(&run.role_name, &texts, &outputs.skills, &outputs.architecture).await?;
                 self.graph.write(role, StepOutput::SkillsCatalog(&completion.output)).await?;
-                self.finish(run, step, upstream, no_docs, completion, llm.model())
+                self.finish(run, step, upstream, no_docs, completion, llm.model(), &names_in(&outputs))
             }
             StepName::Reskilling => {
                 let outputs = self.outputs(run, step).await?;
@@ -205,7 +205,7 @@ impl StepRunner {
                 let completion =
                     llm.reskilling(&run.role_name, &outputs.assessment, &outputs.skills, &outputs.catalog).await?;
                 self.graph.write(role, StepOutput::Reskilling(&completion.output)).await?;
-                self.finish(run, step, upstream, no_docs, completion, llm.model())
+                self.finish(run, step, upstream, no_docs, completion, llm.model(), &names_in(&outputs))
             }
             StepName::TaskFeasibility => {
                 let outputs = self.outputs(run, step).await?;
@@ -213,7 +213,7 @@ impl StepRunner {
                 let llm = llm()?;
                 let completion = llm.feasibility(&run.role_name, &outputs.assessment).await?;
                 self.graph.write(role, StepOutput::TaskFeasibility(&completion.output)).await?;
-                self.finish(run, step, upstream, &hashes, completion, llm.model())
+                self.finish(run, step, upstream, &hashes, completion, llm.model(), &names_in(&outputs))
             }
             StepName::Finalize => {
                 self.graph.set_visible(role, true).await?;
@@ -234,6 +234,7 @@ impl StepRunner {
         documents: &[(DocumentKind, ContentHash)],
         completion: Completion<T>,
         model: &str,
+        names: &Names,
     ) -> Result<StepOutcome, StepFailure> {
         let discarded = &completion.discarded;
         if !discarded.is_empty() {
@@ -256,7 +257,7 @@ impl StepRunner {
             output_hash: hash_json(&completion.output)?,
             usage: completion.usage,
             model: Some(model.to_owned()),
-            digest: Some(StepDigest::of(&completion.output).with_review(REVIEW_BELOW, dropped)),
+            digest: Some(StepDigest::of(&completion.output, names).with_review(REVIEW_BELOW, dropped)),
         })
     }
 
@@ -304,6 +305,11 @@ impl StepRunner {
     async fn outputs(&self, run: &Run, step: StepName) -> Result<RoleOutputs, StepFailure> {
         self.graph.role_outputs(&run.role_id).await?.ok_or_else(|| not_in_graph(run, step))
     }
+}
+
+/// The names of the role's tasks and skills, for the digests of outputs that name them by key.
+fn names_in(outputs: &RoleOutputs) -> Names {
+    Names::new(Some(&outputs.assessment), Some(&outputs.skills))
 }
 
 fn not_in_graph(run: &Run, step: StepName) -> StepFailure {

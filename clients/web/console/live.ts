@@ -7,8 +7,14 @@ import {
   type RunStatus,
 } from "../src/index.js";
 
+/** How far back the Live page shows ended runs. */
+export const RECENT_MS = 24 * 60 * 60 * 1000;
+/** Runs of the last day read when the page opens, at most (newest first). */
+const RECENT_MAX = 300;
+
 export interface LiveState {
-  /** The company's runs seen on the stream: active ones, and those that ended while watching. */
+  /** The company's runs: active ones (from the stream), those of the last 24 hours (read once
+   * from History when the page opens), and those that ended while watching. */
   runs: Map<string, RunStatus>;
   /** Queue positions and ETAs of queued runs, from heartbeats. */
   queue: Map<string, QueuePosition>;
@@ -19,7 +25,9 @@ export interface LiveState {
 
 /**
  * The one WatchStatus stream of the console: a company's active runs. Every view reads from it;
- * the browser has only ~6 connections per origin, so nothing else streams.
+ * the browser has only ~6 connections per origin, so nothing else streams. The runs of the last
+ * 24 hours that had ended before the page opened are read once from History; every change after
+ * that arrives on the stream.
  */
 export class LiveRuns {
   state: LiveState = { runs: new Map(), queue: new Map(), connection: { state: "connecting" }, loaded: false };
@@ -31,6 +39,7 @@ export class LiveRuns {
     readonly company: string,
   ) {
     void this.run();
+    void this.recent();
   }
 
   subscribe(listener: () => void): () => void {
@@ -46,6 +55,34 @@ export class LiveRuns {
   upsert(run: RunStatus): void {
     this.state.runs.set(run.workflowId, run);
     this.emit();
+  }
+
+  /** Keeps `run` unless a newer state of it is known (the stream may have been first). */
+  private keep(run: RunStatus): void {
+    const known = this.state.runs.get(run.workflowId);
+    if (!known || known.sequence < run.sequence) this.state.runs.set(run.workflowId, run);
+  }
+
+  /** Reads the company's runs created in the last 24 hours, newest first. A failure leaves the
+   * page with what the stream brings; the stream's own errors are what the page reports. */
+  private async recent(): Promise<void> {
+    let pageToken = "";
+    let read = 0;
+    try {
+      do {
+        const page = await this.client.history(this.company, {
+          createdAfter: new Date(Date.now() - RECENT_MS),
+          pageSize: 100,
+          pageToken,
+        });
+        for (const run of page.runs) this.keep(run);
+        read += page.runs.length;
+        pageToken = page.nextPageToken;
+        this.emit();
+      } while (pageToken && read < RECENT_MAX && !this.abort.signal.aborted);
+    } catch {
+      // Nothing to add: the live stream still shows the active runs.
+    }
   }
 
   private emit(): void {
@@ -65,15 +102,15 @@ export class LiveRuns {
           },
         },
       )) {
-        const { runs, queue } = this.state;
+        const { queue } = this.state;
         switch (message.kind.case) {
           case "snapshot":
-            for (const run of message.kind.value.runs) runs.set(run.workflowId, run);
+            for (const run of message.kind.value.runs) this.keep(run);
             if (message.kind.value.last) this.state.loaded = true;
             break;
           case "event": {
             const event = message.kind.value;
-            if (event.run) runs.set(event.workflowId, event.run);
+            if (event.run) this.keep(event.run);
             if (event.run && isFinal(event.run.status)) queue.delete(event.workflowId);
             this.state.loaded = true;
             break;

@@ -6,6 +6,8 @@ export interface PageConfig {
   dev_login: boolean;
   temporal_ui_url: string;
   temporal_namespace: string;
+  /** The models a Retry may choose (`models.allowed`); absent from an older server. */
+  models?: string[];
 }
 
 export interface Session {

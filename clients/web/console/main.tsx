@@ -9,6 +9,7 @@ import { useEffect, useMemo, useState } from "preact/hooks";
 import { EtterClient, tokenClaims } from "../src/index.js";
 import { LiveRuns } from "./live.js";
 import { Login, type PageConfig, type Session } from "./login.js";
+import { CompareView } from "./outputs.js";
 import { BatchView, PushView } from "./push.js";
 import { RunView } from "./run.js";
 import { HistoryView, LiveView, UsageView } from "./views.js";
@@ -46,7 +47,7 @@ function App() {
     fetch("config.json")
       .then((r) => r.json() as Promise<PageConfig>)
       .then(setConfig)
-      .catch(() => setConfig({ dev_login: false, temporal_ui_url: "", temporal_namespace: "" }));
+      .catch(() => setConfig({ dev_login: false, temporal_ui_url: "", temporal_namespace: "", models: [] }));
   }, []);
 
   const signIn = (next: Session) => {
@@ -72,7 +73,7 @@ function Console(props: { session: Session; config: PageConfig | undefined; hash
   useEffect(() => live.subscribe(() => setTick((t) => t + 1)), [live]);
 
   const connection = live.state.connection;
-  const [route = "live", arg = ""] = hash.replace(/^#\//, "").split("/");
+  const [route = "live", arg = "", second = ""] = hash.replace(/^#\//, "").split("/");
   const nav = [
     ["live", "Live"],
     ["push", "Push a role"],
@@ -87,7 +88,7 @@ function Console(props: { session: Session; config: PageConfig | undefined; hash
         <div class="brand">Etter pipeline</div>
         <nav>
           {nav.map(([key, label]) => (
-            <a key={key} href={`#/${key}`} class={route === key || (route === "run" && key === "live") ? "active" : ""}>
+            <a key={key} href={`#/${key}`} class={route === key || ((route === "run" || route === "compare") && key === "live") ? "active" : ""}>
               {label}
             </a>
           ))}
@@ -121,6 +122,9 @@ function Console(props: { session: Session; config: PageConfig | undefined; hash
       <main>
         {route === "live" && <LiveView live={live} />}
         {route === "run" && <RunView client={client} live={live} workflowId={decodeURIComponent(arg)} config={props.config} />}
+        {route === "compare" && (
+          <CompareView client={client} base={decodeURIComponent(arg)} workflowId={decodeURIComponent(second)} />
+        )}
         {route === "push" && <PushView client={client} live={live} company={session.company} />}
         {route === "batch" && <BatchView client={client} company={session.company} />}
         {route === "history" && (

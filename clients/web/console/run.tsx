@@ -6,6 +6,8 @@ import { explain, fieldLabel } from "./explain.js";
 import { millis, seconds, stepLabel, stepName, time, tokens, waitLabel } from "./format.js";
 import type { LiveRuns } from "./live.js";
 import type { PageConfig } from "./login.js";
+import { DocumentsPanel, OutputsPanel } from "./outputs.js";
+import { Timeline } from "./timeline.js";
 
 /** Whether a step did work (attempts and tokens mean something). */
 function ran(state: StepState): boolean {
@@ -13,6 +15,8 @@ function ran(state: StepState): boolean {
 }
 
 const RETRYABLE = [RoleStatus.FAILED, RoleStatus.DEGRADED, RoleStatus.CANCELLED, RoleStatus.STALE];
+/** States a Retry with another model accepts: the retryable ones and READY. */
+const REMODELLABLE = [RoleStatus.READY, ...RETRYABLE];
 const CANCELLABLE = [RoleStatus.QUEUED, RoleStatus.PROCESSING];
 
 /** One run: where it is, its steps with durations, tokens and errors, and what to do next. */
@@ -22,6 +26,8 @@ export function RunView(props: { client: EtterClient; live: LiveRuns; workflowId
   const [error, setError] = useState<unknown>();
   const [actionError, setActionError] = useState<unknown>();
   const [busy, setBusy] = useState("");
+  const models = props.config?.models ?? [];
+  const [model, setModel] = useState("");
   const livePosition = live.state.queue.get(workflowId);
   // Read once; after that the company stream's events carry the run's whole status, so the
   // newer of the two is shown without another call per event.
@@ -45,12 +51,13 @@ export function RunView(props: { client: EtterClient; live: LiveRuns; workflowId
   if (error !== undefined && !run) return <CallError error={error} />;
   if (!run) return <Loading what="the run" />;
 
-  const act = async (what: "retry" | "cancel") => {
+  const act = async (what: "retry" | "remodel" | "cancel") => {
     setBusy(what);
     setActionError(undefined);
     try {
-      if (what === "retry") {
-        const next = await client.retry(run.workflowId);
+      if (what === "retry" || what === "remodel") {
+        const chosen = what === "remodel" ? model || models[0] || "" : "";
+        const next = await client.retry(run.workflowId, [], undefined, chosen);
         live.upsert(next);
         location.hash = `#/run/${encodeURIComponent(next.workflowId)}`;
       } else {
@@ -117,6 +124,17 @@ export function RunView(props: { client: EtterClient; live: LiveRuns; workflowId
             <dd><a href={`#/run/${encodeURIComponent(run.supersededBy)}`}>{run.supersededBy}</a></dd>
           </>
         )}
+        {run.supersedes && (
+          <>
+            <dt>Retry of</dt>
+            <dd>
+              <a href={`#/run/${encodeURIComponent(run.supersedes)}`}>{run.supersedes}</a> ·{" "}
+              <a data-testid="compare-link" href={`#/compare/${encodeURIComponent(run.supersedes)}/${encodeURIComponent(run.workflowId)}`}>
+                compare the two runs
+              </a>
+            </dd>
+          </>
+        )}
         {run.dashboardUrl && (
           <>
             <dt>Result</dt>
@@ -160,6 +178,18 @@ export function RunView(props: { client: EtterClient; live: LiveRuns; workflowId
             {busy === "retry" ? "Retrying…" : "Retry"}
           </button>
         )}
+        {REMODELLABLE.includes(run.status) && !run.supersededBy && models.length > 0 && (
+          <span class="remodel">
+            <select name="model" aria-label="Model" value={model || models[0]} onChange={(e) => setModel(e.currentTarget.value)}>
+              {models.map((m) => (
+                <option key={m} value={m}>{m}</option>
+              ))}
+            </select>
+            <button class="secondary" onClick={() => act("remodel")} disabled={busy !== ""} data-testid="retry-model">
+              {busy === "remodel" ? "Re-running…" : "Re-run the AI steps with this model"}
+            </button>
+          </span>
+        )}
         {CANCELLABLE.includes(run.status) && (
           <button class="danger" onClick={() => act("cancel")} disabled={busy !== ""} data-testid="cancel">
             {busy === "cancel" ? "Cancelling…" : "Cancel"}
@@ -167,6 +197,11 @@ export function RunView(props: { client: EtterClient; live: LiveRuns; workflowId
         )}
       </div>
       {actionError !== undefined && <CallError error={actionError} />}
+
+      <h2>Timeline</h2>
+      <Timeline run={run} />
+
+      <OutputsPanel run={run} />
 
       <h2>Steps</h2>
       <table class="steps" data-testid="steps">
@@ -178,6 +213,7 @@ export function RunView(props: { client: EtterClient; live: LiveRuns; workflowId
             <th>Took</th>
             <th>Attempts</th>
             <th>Tokens</th>
+            <th>Model</th>
             <th>Problem</th>
           </tr>
         </thead>
@@ -196,18 +232,27 @@ export function RunView(props: { client: EtterClient; live: LiveRuns; workflowId
               <td>{step.durationMs > 0n ? millis(step.durationMs) : "—"}</td>
               <td>{ran(step.status) && step.attempts ? step.attempts : "—"}</td>
               <td>{ran(step.status) && step.tokens?.totalTokens ? tokens(step.tokens.totalTokens) : "—"}</td>
+              <td class="small" data-testid="model">{step.model || "—"}</td>
               <td>
-                {step.error?.code && (
-                  <>
-                    {explain(step.error.code, step.error.recoverable).what}
-                    <div class="muted small">{step.error.message}</div>
-                  </>
+                {step.error?.code && step.status === StepState.COMPLETED ? (
+                  <span class="muted small">
+                    An earlier attempt failed ({step.error.code}); attempt {step.attempts} succeeded.
+                  </span>
+                ) : (
+                  step.error?.code && (
+                    <>
+                      {explain(step.error.code, step.error.recoverable).what}
+                      <div class="muted small">{step.error.message}</div>
+                    </>
+                  )
                 )}
               </td>
             </tr>
           ))}
         </tbody>
       </table>
+
+      <DocumentsPanel run={run} />
     </section>
   );
 }

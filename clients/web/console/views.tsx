@@ -1,26 +1,45 @@
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { useEffect, useState } from "preact/hooks";
 
-import { type EtterClient, FINAL_STATUSES, type GetUsageResponse, type HistoryResponse, isFinal, RoleStatus } from "../src/index.js";
+import {
+  type EtterClient,
+  FINAL_STATUSES,
+  type GetUsageResponse,
+  type HistoryResponse,
+  isFinal,
+  RoleStatus,
+  type RunStatus,
+} from "../src/index.js";
 import { CallError, Empty, Loading, Progress, StatusBadge } from "./common.js";
 import { seconds, stepName, time, tokens, waitLabel } from "./format.js";
-import type { LiveRuns } from "./live.js";
+import { type LiveRuns, RECENT_MS } from "./live.js";
 
-/** The company's active runs (and those that ended while the page was open), live. */
+/** When a run last mattered: its end, or its creation while it has not ended. */
+function lastMoment(run: RunStatus): number {
+  const ts = run.endTime ?? run.createTime;
+  return ts ? Number(ts.seconds) * 1000 : 0;
+}
+
+/** The company's active runs and its runs of the last 24 hours, live: active ones first, then
+ * the ended ones, newest first. */
 export function LiveView(props: { live: LiveRuns }) {
   const { runs, queue, loaded } = props.live.state;
-  const all = [...runs.values()].sort((a, b) => Number((b.createTime?.seconds ?? 0n) - (a.createTime?.seconds ?? 0n)));
-  const active = all.filter((r) => !isFinal(r.status));
-  const ended = all.filter((r) => isFinal(r.status));
+  const newest = (a: RunStatus, b: RunStatus) => Number((b.createTime?.seconds ?? 0n) - (a.createTime?.seconds ?? 0n));
+  const since = Date.now() - RECENT_MS;
+  const active = [...runs.values()].filter((r) => !isFinal(r.status)).sort(newest);
+  const ended = [...runs.values()].filter((r) => isFinal(r.status) && lastMoment(r) >= since).sort(newest);
+  const all = [...active, ...ended];
   if (!loaded && all.length === 0) return <Loading what="the company's runs" />;
   return (
     <section>
       <h1>Live</h1>
-      <p class="muted">
-        {active.length} active · {ended.length} ended since you opened this page. Updates arrive as they happen.
+      <p class="muted" data-testid="live-summary">
+        {active.length} active · {ended.length} ended in the last 24 hours. Updates arrive as they happen.
       </p>
       {all.length === 0 ? (
         <Empty>
-          No runs are active for this company. <a href="#/push">Push a role</a> or <a href="#/batch">upload a CSV</a> to start.
+          No runs are active for this company, and none ran in the last 24 hours. <a href="#/push">Push a role</a> or{" "}
+          <a href="#/batch">upload a CSV</a> to start.
         </Empty>
       ) : (
         <table class="runs" data-testid="live-runs">
@@ -32,6 +51,7 @@ export function LiveView(props: { live: LiveRuns }) {
               <th>Progress</th>
               <th>Queue / ETA</th>
               <th>Tokens</th>
+              <th>Ended</th>
             </tr>
           </thead>
           <tbody>
@@ -54,6 +74,7 @@ export function LiveView(props: { live: LiveRuns }) {
                     {isFinal(run.status) ? "done" : eta > 0n ? `about ${seconds(eta)}` : "—"}
                   </td>
                   <td>{tokens(run.tokensUsed?.totalTokens ?? 0)}</td>
+                  <td class="small">{isFinal(run.status) ? time(run.endTime) : "—"}</td>
                 </tr>
               );
             })}
@@ -187,7 +208,87 @@ export function HistoryView(props: { client: EtterClient; company: string; batch
   );
 }
 
-/** This month's token use against the budget, per step. */
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+/** `1234567` → `1.2M`, for axis labels. */
+function compact(n: number): string {
+  return new Intl.NumberFormat("en", { notation: "compact", maximumFractionDigits: 1 }).format(n);
+}
+
+/**
+ * Tokens per day of the month as bars, their running total as a line, and the month's budget as
+ * a dashed line on the same scale: how fast the budget goes, drawn in the page (inline SVG).
+ */
+export function UsageChart(props: { usage: GetUsageResponse }) {
+  const { usage } = props;
+  const start = usage.periodStart ? timestampMs(usage.periodStart) : 0;
+  const end = usage.periodEnd ? timestampMs(usage.periodEnd) : start + 31 * DAY_MS;
+  const days = Math.max(1, Math.round((end - start) / DAY_MS));
+  const perDay = new Map(usage.days.map((d) => [d.date, Number(d.totalTokens)]));
+  // The running total stops today in the current month (the rest has not happened).
+  const lastDay = Math.min(days, Math.ceil((Math.min(Date.now(), end) - start) / DAY_MS));
+  const daily: number[] = [];
+  const total: number[] = [];
+  let sum = 0;
+  for (let i = 0; i < days; i++) {
+    const used = perDay.get(new Date(start + i * DAY_MS).toISOString().slice(0, 10)) ?? 0;
+    sum += used;
+    daily.push(used);
+    total.push(sum);
+  }
+  const budget = Number(usage.budgetTokens);
+  const top = Math.max(budget, sum, ...daily, 1) * 1.1;
+  const [W, H, left, right, up, down] = [900, 240, 56, 12, 10, 26];
+  const plotW = W - left - right;
+  const plotH = H - up - down;
+  const x = (i: number) => left + (i / days) * plotW;
+  const y = (v: number) => up + plotH - (v / top) * plotH;
+  const barW = (plotW / days) * 0.7;
+  const line = total
+    .slice(0, Math.max(1, lastDay))
+    .map((v, i) => `${(x(i) + x(i + 1)) / 2},${y(v)}`)
+    .join(" ");
+  const labelled = [0, 7, 14, 21, days - 1];
+  return (
+    <svg class="chart" data-testid="usage-chart" viewBox={`0 0 ${W} ${H}`} role="img" aria-label={`Tokens per day in ${usage.period}`}>
+      <line class="axis" x1={left} x2={W - right} y1={y(0)} y2={y(0)} />
+      {[0, top / 2, top / 1.1].map((v) => (
+        <text key={v} x={left - 6} y={y(v) + 4} text-anchor="end">{compact(Math.round(v))}</text>
+      ))}
+      {daily.map((v, i) =>
+        v > 0 ? (
+          <rect
+            key={i}
+            class="day"
+            data-testid="day-bar"
+            data-day={i + 1}
+            data-tokens={v}
+            x={(x(i) + x(i + 1) - barW) / 2}
+            y={y(v)}
+            width={barW}
+            height={Math.max(1, y(0) - y(v))}
+          >
+            <title>{`day ${i + 1}: ${v.toLocaleString()} tokens`}</title>
+          </rect>
+        ) : null,
+      )}
+      <polyline class="cumulative" data-testid="cumulative" points={line}>
+        <title>{`${sum.toLocaleString()} tokens so far this month`}</title>
+      </polyline>
+      {budget > 0 && (
+        <g>
+          <line class="budget" data-testid="budget-line" data-tokens={budget} x1={left} x2={W - right} y1={y(budget)} y2={y(budget)} />
+          <text x={W - right} y={y(budget) - 4} text-anchor="end">budget {budget.toLocaleString()}</text>
+        </g>
+      )}
+      {labelled.map((i) => (
+        <text key={i} x={(x(i) + x(i + 1)) / 2} y={H - 8} text-anchor="middle">{i + 1}</text>
+      ))}
+    </svg>
+  );
+}
+
+/** This month's token use against the budget, per day and per step. */
 export function UsageView(props: { client: EtterClient; company: string }) {
   const [period, setPeriod] = useState(new Date().toISOString().slice(0, 7));
   const [usage, setUsage] = useState<GetUsageResponse>();
@@ -225,6 +326,8 @@ export function UsageView(props: { client: EtterClient; company: string }) {
               <span class="reserved" style={{ width: pct(reserved) }} />
             </div>
           )}
+          <UsageChart usage={usage} />
+          <p class="muted small">Bars: tokens used each day (UTC) · line: the month's total so far{budget ? " · dashed: the budget" : ""}.</p>
           {usage.steps.length === 0 ? (
             <Empty>No tokens were used in {usage.period}.</Empty>
           ) : (

@@ -241,6 +241,144 @@ test("history pages with filters, and usage shows this month's tokens by step", 
   await screenshot(page, "12-usage");
 });
 
+/** The timeline's bars of a step: [start, end] in ms, one per attempt. */
+async function bars(step) {
+  return page.locator(`[data-testid=timeline] rect[data-step="${step}"]`).evaluateAll((rects) =>
+    rects.map((r) => [Number(r.getAttribute("data-start")), Number(r.getAttribute("data-end"))]),
+  );
+}
+
+/** Waits for the run page to show a run other than `old`, then for it to be READY. */
+async function followToReady(old) {
+  await page.waitForFunction((id) => {
+    const run = document.querySelector("[data-testid=run]");
+    return run && run.getAttribute("data-workflow-id") !== id;
+  }, old);
+  await page.getByTestId("run").locator("h1 .badge", { hasText: "Ready" }).waitFor({ timeout: READY });
+  return page.getByTestId("run").getAttribute("data-workflow-id");
+}
+
+test("the run page draws parallel steps side by side, a retried step as segments, what it produced and its documents", async () => {
+  // A worker whose two AI branches take 2 s each and whose standardization fails once.
+  await deployment.stop("etter-worker");
+  await deployment.start("etter-worker-faults", "run", {
+    ETTER_TEST_FAULTS: "slow:step_executor;slow:skills_miner;fail_once:standardization",
+  });
+  try {
+    await go("Push a role");
+    const pushed = await pushRole("Timeline Analyst", "draup-6001", deployment.uri("jd.txt"));
+    await pushed.locator("a").click();
+    await page.getByTestId("run").locator("h1 .badge", { hasText: "Ready" }).waitFor({ timeout: READY });
+
+    const [executor] = await bars("step_executor");
+    const [miner] = await bars("skills_miner");
+    assert.ok(executor && miner, "both branches have a bar");
+    // Side by side: the two branches ran over a common stretch of time.
+    const overlap = Math.min(executor[1], miner[1]) - Math.max(executor[0], miner[0]);
+    assert.ok(overlap > 1000, `the branches overlap by ${overlap} ms: ${executor} / ${miner}`);
+    const [assessment] = await bars("ai_assessment");
+    assert.ok(assessment[1] <= Math.min(executor[0], miner[0]) + 50, "the branches start after the assessment");
+    // The retried step: a segment per attempt, the first given up on, the second completed.
+    const standardization = page.locator('[data-testid=timeline] rect[data-step="standardization"]');
+    assert.equal(await standardization.count(), 2);
+    assert.match(await standardization.nth(0).getAttribute("class"), /retrying/);
+    assert.match(await standardization.nth(1).getAttribute("class"), /completed/);
+
+    // What the run produced: the leading tasks and skills with their scores.
+    const outputs = page.getByTestId("outputs");
+    assert.match(await outputs.locator(".counts").textContent(), /^\d+ tasks \(\d+ top\) · \d+ skills in \d+ clusters/);
+    const tasks = await page.locator("[data-testid=leading-tasks] tbody tr").allTextContents();
+    assert.ok(tasks.length > 0 && tasks.every((t) => /(\d\.\d\d){3}$/.test(t)), tasks.join("\n"));
+    assert.ok((await page.locator("[data-testid=leading-skills] tbody tr").count()) > 0);
+    // Its documents, each with the hash of what the run read.
+    const hash = await page.locator("[data-testid=documents] td.hash").first().getAttribute("data-hash");
+    assert.match(hash, /^[0-9a-f]{64}$/);
+    assert.deepEqual(await page.locator("[data-testid=model]").allTextContents().then((m) => [...new Set(m)].sort()), ["offline", "—"]);
+    await screenshot(page, "15-run-timeline");
+  } finally {
+    await deployment.stop("etter-worker-faults");
+    await deployment.start("etter-worker", "run");
+  }
+});
+
+test("a STALE re-run compared with the run before shows what ran again and what was reused", async () => {
+  writeFileSync(join(deployment.docs, "process.md"), "# Claims\n\n1. Receive the claim.\n2. Assign an adjuster.\n");
+  await go("Push a role");
+  await page.fill("input[name=role_name]", "Stale Adjuster");
+  await page.fill("input[name=draup_role_id]", "draup-7001");
+  await page.fill("textarea[name=documents]", `${deployment.uri("jd.txt")}\nprocess_map=${deployment.uri("process.md")}`);
+  await page.getByRole("button", { name: "Push", exact: true }).click();
+  const pushed = page.getByTestId("push-result").filter({ hasText: "stale-adjuster" });
+  await pushed.waitFor();
+  await pushed.locator("a").click();
+  const run = page.getByTestId("run");
+  await run.locator("h1 .badge", { hasText: "Ready" }).waitFor({ timeout: READY });
+  const first = await run.getAttribute("data-workflow-id");
+
+  // The process map changes; the staleness scan marks the role STALE, and the page shows it live.
+  writeFileSync(join(deployment.docs, "process.md"), "# Claims\n\n1. Receive the claim.\n2. Assign an adjuster.\n3. Close it.\n");
+  await deployment.run("etter-worker", ["scan"]);
+  await run.locator("h1 .badge", { hasText: "Stale" }).waitFor({ timeout: 30_000 });
+  await page.getByTestId("retry").click();
+  await followToReady(first);
+
+  await page.getByTestId("compare-link").click();
+  await page.getByTestId("comparison").waitFor();
+  const row = (step) => page.locator(`[data-testid=compare-row][data-step="${step}"]`);
+  assert.equal(await row("document_linking").getAttribute("data-ran"), "true");
+  assert.equal(await row("document_linking").getAttribute("data-input-changed"), "true");
+  assert.match(await page.locator('[data-testid=changes][data-step="document_linking"]').textContent(), /content [0-9a-f]{8}… → [0-9a-f]{8}…/);
+  for (const reused of ["role_setup", "skills_miner", "step_executor"]) {
+    assert.equal(await row(reused).getAttribute("data-reused"), "true", reused);
+    assert.equal(await row(reused).getAttribute("data-ran"), "false", reused);
+  }
+  assert.match(await page.getByTestId("compare").textContent(), /\d+ steps ran again, \d+ reused/);
+  await screenshot(page, "16-compare-stale");
+});
+
+test("a READY run re-run with another model records that model, and the comparison shows what changed", async () => {
+  await go("Live");
+  await page.locator('[data-testid=live-runs] tr[data-role="Claims Adjuster"] a').first().click();
+  const run = page.getByTestId("run");
+  await run.locator("h1 .badge", { hasText: "Ready" }).waitFor();
+  const before = await run.getAttribute("data-workflow-id");
+  await page.selectOption("select[name=model]", "offline-cautious");
+  await page.getByTestId("retry-model").click();
+  await followToReady(before);
+  const assessment = page.locator('[data-testid=steps] tr[data-step="ai_assessment"] [data-testid=model]');
+  assert.equal(await assessment.textContent(), "offline-cautious");
+  assert.equal(await page.locator('[data-testid=steps] tr[data-step="role_setup"] [data-testid=model]').textContent(), "—");
+  await screenshot(page, "17-run-other-model");
+
+  await page.getByTestId("compare-link").click();
+  const row = page.locator('[data-testid=compare-row][data-step="ai_assessment"]');
+  await row.waitFor();
+  assert.equal(await row.getAttribute("data-model-changed"), "true");
+  assert.match(await row.textContent(), /offline → offline-cautious/);
+  assert.match(await page.locator('[data-testid=changes][data-step="ai_assessment"]').textContent(), /confidence 0\.\d\d → 0\.\d\d/);
+  await screenshot(page, "18-compare-model");
+});
+
+test("the live page lists the runs of the last 24 hours after a reload, and usage draws the month", async () => {
+  await go("Live");
+  await page.reload();
+  await page.getByTestId("connection").filter({ hasText: "Live" }).waitFor();
+  // Ended before the page opened: read from history, not from the stream.
+  await liveStatus("Claims Adjuster").first().waitFor();
+  assert.match(await page.getByTestId("live-summary").textContent(), /^\d+ active · [1-9]\d* ended in the last 24 hours/);
+  await screenshot(page, "19-live-24h");
+
+  await go("Usage");
+  const chart = page.getByTestId("usage-chart");
+  await chart.waitFor();
+  const today = new Date().getUTCDate();
+  const bar = chart.locator(`[data-testid=day-bar][data-day="${today}"]`);
+  assert.ok(Number(await bar.getAttribute("data-tokens")) > 0, "today's bar carries today's tokens");
+  assert.equal(await chart.getByTestId("budget-line").getAttribute("data-tokens"), "1000000");
+  assert.ok((await chart.getByTestId("cumulative").getAttribute("points")).split(" ").length >= 1);
+  await screenshot(page, "20-usage-chart");
+});
+
 test("with no worker a run waits with an ETA, and Cancel stops it", async () => {
   await deployment.stop("etter-worker");
   await go("Push a role");

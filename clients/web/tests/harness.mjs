@@ -26,7 +26,7 @@ function required(name) {
 
 export class Deployment {
   constructor() {
-    for (const binary of ["etter-server", "etter-worker"]) {
+    for (const binary of ["etter-server", "etter-worker", "etter-worker-faults"]) {
       if (!existsSync(join(BIN, binary))) {
         throw new Error(`${join(BIN, binary)} is not built: cargo build --workspace --all-targets`);
       }
@@ -57,6 +57,8 @@ export class Deployment {
       ETTER_LIMITS__CALLS_PER_MINUTE: "1000000",
       ETTER_LIMITS__BURST: "100000",
       ETTER_LIMITS__REFUSED_PER_MINUTE: "1000000",
+      // A budget well above what the tests use (about 150,000 tokens): the usage chart draws it.
+      ETTER_LIMITS__TOKEN_BUDGET_PER_MONTH: "1000000",
       ETTER_LOG__FILTER: "warn",
     };
     this.processes = new Map();
@@ -86,6 +88,18 @@ export class Deployment {
     });
     child.removeAllListeners("exit");
     return ready;
+  }
+
+  /** Runs a one-shot command of a binary (`etter-worker scan`) and resolves with its stdout. */
+  async run(binary, args) {
+    const child = spawn(join(BIN, binary), args, { env: this.env, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (chunk) => (out += chunk));
+    child.stderr.on("data", (chunk) => (err += chunk));
+    const code = await new Promise((resolve) => child.once("exit", resolve));
+    if (code !== 0) throw new Error(`${binary} ${args.join(" ")} exited ${code}: ${err}`);
+    return out;
   }
 
   async startServer() {

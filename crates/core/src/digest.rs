@@ -88,9 +88,9 @@ pub struct StepDigest {
 }
 
 impl StepDigest {
-    /// The digest of an output.
-    pub fn of(output: &impl Digestible) -> Self {
-        Self { items: output.items(), review: Vec::new() }
+    /// The digest of an output; `names` name what it refers to by key (tasks, skills).
+    pub fn of(output: &impl Digestible, names: &Names) -> Self {
+        Self { items: output.items(names), review: Vec::new() }
     }
 
     /// The documents a role links: `(uri, type, content hash)`.
@@ -128,14 +128,41 @@ impl StepDigest {
     }
 }
 
+/// The names of a role's tasks and skills by key, for the outputs that refer to them by key only
+/// (top tasks, standard names, catalog entries, reskilling paths, feasibility): a person reads
+/// "Review claims", not `review-claims`. A key without a name is shown as itself.
+#[derive(Debug, Clone, Default)]
+pub struct Names {
+    tasks: BTreeMap<String, String>,
+    skills: BTreeMap<String, String>,
+}
+
+impl Names {
+    /// The names of the tasks of `assessment` and the skills of `skills`.
+    pub fn new(assessment: Option<&Assessment>, skills: Option<&MinedSkills>) -> Self {
+        Self {
+            tasks: assessment.iter().flat_map(|a| &a.tasks).map(|t| (t.key.0.clone(), t.name.clone())).collect(),
+            skills: skills.iter().flat_map(|s| &s.skills).map(|s| (s.key.0.clone(), s.name.clone())).collect(),
+        }
+    }
+
+    fn task<'a>(&'a self, key: &'a str) -> &'a str {
+        self.tasks.get(key).map_or(key, String::as_str)
+    }
+
+    fn skill<'a>(&'a self, key: &'a str) -> &'a str {
+        self.skills.get(key).map_or(key, String::as_str)
+    }
+}
+
 /// A step output that can be told as [`OutputItem`]s.
 pub trait Digestible {
-    /// The output's items, in its order.
-    fn items(&self) -> Vec<OutputItem>;
+    /// The output's items, in its order, named with `names` where the output has keys only.
+    fn items(&self, names: &Names) -> Vec<OutputItem>;
 }
 
 impl Digestible for Assessment {
-    fn items(&self) -> Vec<OutputItem> {
+    fn items(&self, _: &Names) -> Vec<OutputItem> {
         self.tasks
             .iter()
             .map(|t| {
@@ -149,23 +176,24 @@ impl Digestible for Assessment {
 }
 
 impl Digestible for TopTasks {
-    fn items(&self) -> Vec<OutputItem> {
-        // Names are the assessment's; the key says which task.
+    fn items(&self, names: &Names) -> Vec<OutputItem> {
         (1..)
             .zip(&self.ranked)
-            .map(|(rank, key)| OutputItem::new(OutputKind::TopTask, &key.0, &key.0).score("rank", f64::from(rank)))
+            .map(|(rank, key)| {
+                OutputItem::new(OutputKind::TopTask, &key.0, names.task(&key.0)).score("rank", f64::from(rank))
+            })
             .collect()
     }
 }
 
 impl Digestible for Standardization {
-    fn items(&self) -> Vec<OutputItem> {
+    fn items(&self, _: &Names) -> Vec<OutputItem> {
         self.tasks.iter().map(|t| OutputItem::new(OutputKind::StandardName, &t.task.0, &t.standard_name)).collect()
     }
 }
 
 impl Digestible for MinedSkills {
-    fn items(&self) -> Vec<OutputItem> {
+    fn items(&self, _: &Names) -> Vec<OutputItem> {
         self.skills
             .iter()
             .map(|s| OutputItem::new(OutputKind::Skill, &s.key.0, &s.name).score("confidence", s.confidence))
@@ -174,7 +202,7 @@ impl Digestible for MinedSkills {
 }
 
 impl Digestible for SkillsArchitecture {
-    fn items(&self) -> Vec<OutputItem> {
+    fn items(&self, _: &Names) -> Vec<OutputItem> {
         self.clusters
             .iter()
             .map(|c| {
@@ -185,11 +213,11 @@ impl Digestible for SkillsArchitecture {
 }
 
 impl Digestible for SkillsCatalog {
-    fn items(&self) -> Vec<OutputItem> {
+    fn items(&self, names: &Names) -> Vec<OutputItem> {
         self.entries
             .iter()
             .map(|e| {
-                OutputItem::new(OutputKind::CatalogEntry, &e.skill.0, &e.description)
+                OutputItem::new(OutputKind::CatalogEntry, &e.skill.0, names.skill(&e.skill.0))
                     .score("proficiency", f64::from(e.proficiency))
             })
             .collect()
@@ -197,23 +225,25 @@ impl Digestible for SkillsCatalog {
 }
 
 impl Digestible for Reskilling {
-    fn items(&self) -> Vec<OutputItem> {
+    fn items(&self, names: &Names) -> Vec<OutputItem> {
         self.paths
             .iter()
             .map(|p| {
                 let key = format!("{}->{}", p.from_skill.0, p.to_skill.0);
-                OutputItem::new(OutputKind::ReskillingPath, &key, &p.rationale)
+                let name = format!("{} → {}", names.skill(&p.from_skill.0), names.skill(&p.to_skill.0));
+                OutputItem::new(OutputKind::ReskillingPath, &key, &name)
             })
             .collect()
     }
 }
 
 impl Digestible for TaskFeasibility {
-    fn items(&self) -> Vec<OutputItem> {
+    fn items(&self, names: &Names) -> Vec<OutputItem> {
         self.tasks
             .iter()
             .map(|f| {
-                OutputItem::new(OutputKind::Feasibility, &f.task.0, &f.rationale).score("feasibility", f.feasibility)
+                OutputItem::new(OutputKind::Feasibility, &f.task.0, names.task(&f.task.0))
+                    .score("feasibility", f.feasibility)
             })
             .collect()
     }
@@ -307,19 +337,21 @@ mod tests {
     fn a_diff_names_what_was_added_removed_and_rescored() {
         let before = Assessment { tasks: vec![task("Review claims", 0.4, 0.9), task("File reports", 0.7, 0.8)] };
         let after = Assessment { tasks: vec![task("Review claims", 0.6, 0.9), task("Call customers", 0.2, 0.7)] };
-        let d = diff(&before.items(), &after.items());
+        let none = Names::default();
+        let d = diff(&before.items(&none), &after.items(&none));
         assert_eq!(d.added.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["Call customers"]);
         assert_eq!(d.removed.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["File reports"]);
         assert_eq!(d.changed.len(), 1);
         let (was, now) = &d.changed[0];
         assert_eq!((was.scores["automation"], now.scores["automation"]), (0.4, 0.6));
-        assert!(diff(&before.items(), &before.items()).is_empty());
+        assert!(diff(&before.items(&none), &before.items(&none)).is_empty());
     }
 
     #[test]
     fn a_digest_survives_json_and_small_float_noise_is_no_change() -> Result<(), serde_json::Error> {
-        let digest = StepDigest::of(&Assessment { tasks: vec![task("Review claims", 0.1 + 0.2, 0.3)] })
-            .with_review(0.5, ["an item was dropped".to_owned()]);
+        let digest =
+            StepDigest::of(&Assessment { tasks: vec![task("Review claims", 0.1 + 0.2, 0.3)] }, &Names::default())
+                .with_review(0.5, ["an item was dropped".to_owned()]);
         let back: StepDigest = serde_json::from_str(&serde_json::to_string(&digest)?)?;
         assert_eq!(back, digest);
         let mut nudged = back.items[0].clone();
@@ -336,17 +368,20 @@ mod tests {
                 Skill { key: Key::of("Excel"), name: "Excel".into(), confidence: 0.8, source: span() },
             ],
         };
-        let digest = StepDigest::of(&skills).with_review(0.5, ["the answer had 1 item dropped".to_owned()]);
+        let none = Names::default();
+        let digest = StepDigest::of(&skills, &none).with_review(0.5, ["the answer had 1 item dropped".to_owned()]);
         assert_eq!(digest.review, ["skill \"SQL\" has confidence 0.30, below 0.50", "the answer had 1 item dropped"]);
         assert!(digest.needs_review());
-        assert!(!StepDigest::of(&skills).needs_review());
+        assert!(!StepDigest::of(&skills, &none).needs_review());
     }
 
     #[test]
     fn leading_tasks_follow_the_ranking_and_else_automation() {
-        let assessment =
-            Assessment { tasks: vec![task("Review claims", 0.4, 0.9), task("File reports", 0.7, 0.8)] }.items();
-        let top = TopTasks { ranked: vec![Key::of("Review claims")] }.items();
+        let tasks = Assessment { tasks: vec![task("Review claims", 0.4, 0.9), task("File reports", 0.7, 0.8)] };
+        let names = Names::new(Some(&tasks), None);
+        let assessment = tasks.items(&names);
+        let top = TopTasks { ranked: vec![Key::of("Review claims")] }.items(&names);
+        assert_eq!(top[0].name, "Review claims", "a top task is named as its task");
         let ranked = leading_tasks(&assessment, Some(&top), 10);
         assert_eq!(ranked.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["Review claims"]);
         assert_eq!(ranked[0].scores["rank"], 1.0);

@@ -287,8 +287,8 @@ pub(crate) async fn a_step_keeps_its_model_prompt_version_and_digest(ctx: Ctx) -
             text: "SQL".into(),
         },
     };
-    let digest = StepDigest::of(&MinedSkills { skills: vec![skill("SQL", 0.9), skill("Negotiation", 0.3)] })
-        .with_review(0.5, []);
+    let skills = MinedSkills { skills: vec![skill("SQL", 0.9), skill("Negotiation", 0.3)] };
+    let digest = StepDigest::of(&skills, &etter_core::digest::Names::default()).with_review(0.5, []);
     store.record_step(id, StepTransition::new("skills_miner", 1, StepStatus::Running)).await?;
     let completed = StepTransition {
         output_hash: Some("out".into()),

@@ -574,6 +574,7 @@ class StepProgress(google.protobuf.message.Message):
     OUTPUT_HASH_FIELD_NUMBER: builtins.int
     MODEL_FIELD_NUMBER: builtins.int
     PROMPT_VERSION_FIELD_NUMBER: builtins.int
+    ATTEMPT_SPANS_FIELD_NUMBER: builtins.int
     name: builtins.str
     """Stable step name (see the package comment)."""
     status: Global___StepState.ValueType
@@ -612,6 +613,12 @@ class StepProgress(google.protobuf.message.Message):
     def error(self) -> Global___PipelineError:
         """The last error, while retrying or once failed."""
 
+    @property
+    def attempt_spans(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___AttemptSpan]:
+        """Each attempt of the step in this run, oldest first: a step retried after a failure or a lost
+        worker has several.
+        """
+
     def __init__(
         self,
         *,
@@ -629,11 +636,53 @@ class StepProgress(google.protobuf.message.Message):
         output_hash: builtins.str = ...,
         model: builtins.str = ...,
         prompt_version: builtins.str = ...,
+        attempt_spans: collections.abc.Iterable[Global___AttemptSpan] | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["error", b"error", "finished_at", b"finished_at", "started_at", b"started_at", "tokens", b"tokens"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["attempts", b"attempts", "critical", b"critical", "duration_ms", b"duration_ms", "error", b"error", "finished_at", b"finished_at", "input_hash", b"input_hash", "model", b"model", "name", b"name", "output_hash", b"output_hash", "prompt_version", b"prompt_version", "reused_from", b"reused_from", "started_at", b"started_at", "status", b"status", "tokens", b"tokens"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["attempt_spans", b"attempt_spans", "attempts", b"attempts", "critical", b"critical", "duration_ms", b"duration_ms", "error", b"error", "finished_at", b"finished_at", "input_hash", b"input_hash", "model", b"model", "name", b"name", "output_hash", b"output_hash", "prompt_version", b"prompt_version", "reused_from", b"reused_from", "started_at", b"started_at", "status", b"status", "tokens", b"tokens"]) -> None: ...
 
 Global___StepProgress: typing_extensions.TypeAlias = StepProgress
+
+@typing.final
+class AttemptSpan(google.protobuf.message.Message):
+    """One attempt of a step: when it ran and how it ended."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    ATTEMPT_FIELD_NUMBER: builtins.int
+    STATUS_FIELD_NUMBER: builtins.int
+    STARTED_AT_FIELD_NUMBER: builtins.int
+    FINISHED_AT_FIELD_NUMBER: builtins.int
+    ERROR_CODE_FIELD_NUMBER: builtins.int
+    attempt: builtins.int
+    """1-based attempt number."""
+    status: Global___StepState.ValueType
+    """How the attempt stands: RUNNING while it runs, RETRYING when another attempt replaced it,
+    COMPLETED, FAILED, REUSED or CANCELLED once it ended.
+    """
+    error_code: builtins.str
+    """The attempt's error code, when it failed (`PipelineError.code`)."""
+    @property
+    def started_at(self) -> google.protobuf.timestamp_pb2.Timestamp:
+        """When the attempt started; unset for a REUSED or SKIPPED record."""
+
+    @property
+    def finished_at(self) -> google.protobuf.timestamp_pb2.Timestamp:
+        """When the attempt ended (for a RETRYING one, when it was given up on); unset while it runs."""
+
+    def __init__(
+        self,
+        *,
+        attempt: builtins.int = ...,
+        status: Global___StepState.ValueType = ...,
+        started_at: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        finished_at: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        error_code: builtins.str = ...,
+    ) -> None: ...
+    def HasField(self, field_name: typing.Literal["finished_at", b"finished_at", "started_at", b"started_at"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["attempt", b"attempt", "error_code", b"error_code", "finished_at", b"finished_at", "started_at", b"started_at", "status", b"status"]) -> None: ...
+
+Global___AttemptSpan: typing_extensions.TypeAlias = AttemptSpan
 
 @typing.final
 class Progress(google.protobuf.message.Message):
