@@ -100,8 +100,11 @@ impl StepRunner {
     ) -> Result<StepOutcome, StepFailure> {
         let role = &run.role_id;
         let no_docs: &[(DocumentKind, ContentHash)] = &[];
+        // The hash of the step's inputs: these documents and the upstream outputs.
+        let inputs =
+            |documents: &[(DocumentKind, ContentHash)]| input_hash(step, &run.role_identity(), documents, upstream);
         let plain = |output_hash: String| StepOutcome {
-            input_hash: input_hash(step, &run.role_identity(), no_docs, upstream),
+            input_hash: inputs(no_docs),
             output_hash,
             usage: TokenUsage::default(),
             model: None,
@@ -148,7 +151,7 @@ impl StepRunner {
                 )
                 .with_review(REVIEW_BELOW, unreadable);
                 Ok(StepOutcome {
-                    input_hash: input_hash(step, &run.role_identity(), &hashes, upstream),
+                    input_hash: inputs(&hashes),
                     output_hash: hash_json(&linked)?,
                     usage: TokenUsage::default(),
                     model: None,
@@ -160,21 +163,21 @@ impl StepRunner {
                 let llm = llm()?;
                 let completion = llm.assess(&run.role_name, &texts).await?;
                 self.graph.write(role, StepOutput::Assessment(&completion.output)).await?;
-                self.finish(run, step, upstream, &hashes, completion, llm.model(), &Names::default())
+                self.finish(run, step, inputs(&hashes), completion, llm.model(), &Names::default())
             }
             StepName::StepExecutor => {
                 let outputs = self.outputs(run, step).await?;
                 let llm = llm()?;
                 let completion = llm.top_tasks(&run.role_name, &outputs.assessment).await?;
                 self.graph.write(role, StepOutput::TopTasks(&completion.output)).await?;
-                self.finish(run, step, upstream, no_docs, completion, llm.model(), &names_in(&outputs))
+                self.finish(run, step, inputs(no_docs), completion, llm.model(), &names_in(&outputs))
             }
             StepName::Standardization => {
                 let outputs = self.outputs(run, step).await?;
                 let llm = llm()?;
                 let completion = llm.standardize(&run.role_name, &outputs.assessment, &outputs.top_tasks).await?;
                 self.graph.write(role, StepOutput::Standardization(&completion.output)).await?;
-                self.finish(run, step, upstream, no_docs, completion, llm.model(), &names_in(&outputs))
+                self.finish(run, step, inputs(no_docs), completion, llm.model(), &names_in(&outputs))
             }
             StepName::SkillsMiner => {
                 let (texts, hashes) = self.texts(run).await?;
@@ -182,14 +185,14 @@ impl StepRunner {
                 let llm = llm()?;
                 let completion = llm.mine_skills(&run.role_name, &texts, &outputs.assessment).await?;
                 self.graph.write(role, StepOutput::MinedSkills(&completion.output)).await?;
-                self.finish(run, step, upstream, &hashes, completion, llm.model(), &names_in(&outputs))
+                self.finish(run, step, inputs(&hashes), completion, llm.model(), &names_in(&outputs))
             }
             StepName::SkillsArchitecture => {
                 let outputs = self.outputs(run, step).await?;
                 let llm = llm()?;
                 let completion = llm.architect_skills(&run.role_name, &outputs.skills).await?;
                 self.graph.write(role, StepOutput::SkillsArchitecture(&completion.output)).await?;
-                self.finish(run, step, upstream, no_docs, completion, llm.model(), &names_in(&outputs))
+                self.finish(run, step, inputs(no_docs), completion, llm.model(), &names_in(&outputs))
             }
             StepName::SkillsCatalog => {
                 let (texts, _) = self.texts(run).await?;
@@ -197,7 +200,7 @@ impl StepRunner {
                 let llm = llm()?;
                 let completion = llm.catalog(&run.role_name, &texts, &outputs.skills, &outputs.architecture).await?;
                 self.graph.write(role, StepOutput::SkillsCatalog(&completion.output)).await?;
-                self.finish(run, step, upstream, no_docs, completion, llm.model(), &names_in(&outputs))
+                self.finish(run, step, inputs(no_docs), completion, llm.model(), &names_in(&outputs))
             }
             StepName::Reskilling => {
                 let outputs = self.outputs(run, step).await?;
@@ -205,7 +208,7 @@ impl StepRunner {
                 let completion =
                     llm.reskilling(&run.role_name, &outputs.assessment, &outputs.skills, &outputs.catalog).await?;
                 self.graph.write(role, StepOutput::Reskilling(&completion.output)).await?;
-                self.finish(run, step, upstream, no_docs, completion, llm.model(), &names_in(&outputs))
+                self.finish(run, step, inputs(no_docs), completion, llm.model(), &names_in(&outputs))
             }
             StepName::TaskFeasibility => {
                 let outputs = self.outputs(run, step).await?;
@@ -213,7 +216,7 @@ impl StepRunner {
                 let llm = llm()?;
                 let completion = llm.feasibility(&run.role_name, &outputs.assessment).await?;
                 self.graph.write(role, StepOutput::TaskFeasibility(&completion.output)).await?;
-                self.finish(run, step, upstream, &hashes, completion, llm.model(), &names_in(&outputs))
+                self.finish(run, step, inputs(&hashes), completion, llm.model(), &names_in(&outputs))
             }
             StepName::Finalize => {
                 self.graph.set_visible(role, true).await?;
@@ -230,8 +233,7 @@ impl StepRunner {
         &self,
         run: &Run,
         step: StepName,
-        upstream: &BTreeMap<StepName, String>,
-        documents: &[(DocumentKind, ContentHash)],
+        input_hash: String,
         completion: Completion<T>,
         model: &str,
         names: &Names,
@@ -253,7 +255,7 @@ impl StepRunner {
                 .push(format!("and {} more items dropped from the model's answer", discarded.len() - DROPPED_REASONS));
         }
         Ok(StepOutcome {
-            input_hash: input_hash(step, &run.role_identity(), documents, upstream),
+            input_hash,
             output_hash: hash_json(&completion.output)?,
             usage: completion.usage,
             model: Some(model.to_owned()),
