@@ -2,7 +2,8 @@
 //! in one bash session against a live server and worker, with the variables the runbook names.
 //! Each command must succeed, and what they print must show the run going through: the services
 //! listed, health SERVING, the push answered with its trace id, the watch ending READY, the
-//! cancel, the retry, history, usage, the audit entries and a verified audit chain.
+//! cancel, the retry, the re-run with another model and its comparison, history, usage, the audit
+//! entries and a verified audit chain.
 
 use std::time::Duration;
 
@@ -92,6 +93,8 @@ async fn every_runbook_command_succeeds_against_a_live_deployment() -> Result<()
         "ROLE_STATUS_READY",
         "ROLE_STATUS_CANCELLED",
         "\"supersededWorkflowId\"",
+        "\"modelChanged\": true",
+        "\"model\": \"offline-cautious\"",
         "\"usedTokens\"",
         "\"action\": \"Cancel\"",
         "audit log verified",
