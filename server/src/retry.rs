@@ -154,10 +154,13 @@ async fn plan(store: &dyn RunStore, old: &Run, explicit: &[StepName]) -> Result<
     Ok(plan)
 }
 
-/// The steps that ask a model, those the run's options leave in: what a Retry with a model and no
-/// steps re-runs.
-fn model_steps(skip_enhancement: bool) -> Vec<StepName> {
-    StepName::ALL.into_iter().filter(|s| s.spec().uses_llm && (s.is_critical() || !skip_enhancement)).collect()
+/// What a Retry with a model and no steps re-runs: the steps that ask a model, those the run's
+/// options leave in; for a STALE run, from its documents on (they changed: the steps read them
+/// again, and `document_linking` records what they hold now).
+fn model_steps(state: RunState, skip_enhancement: bool) -> Vec<StepName> {
+    let stale = (state == RunState::Stale).then_some(StepName::DocumentLinking);
+    let asking = StepName::ALL.into_iter().filter(|s| s.spec().uses_llm && (s.is_critical() || !skip_enhancement));
+    stale.into_iter().chain(asking).collect()
 }
 
 fn plan_error(old: &Run, err: PlanError) -> ApiError {
@@ -222,7 +225,7 @@ pub async fn retry(
     check_retryable(&old, valid.model.is_some())?;
     cx.limits.admit_queued(cx.store, &old.company_id, 1).await?;
     let steps = if valid.model.is_some() && valid.steps.is_empty() {
-        model_steps(StoredOptions::of(&old.options).skip_enhancement_workflows)
+        model_steps(old.state, StoredOptions::of(&old.options).skip_enhancement_workflows)
     } else {
         valid.steps
     };
@@ -366,10 +369,13 @@ mod tests {
 
     #[test]
     fn a_model_alone_re_runs_the_steps_that_ask_one() {
-        let all = model_steps(false);
+        let all = model_steps(RunState::Ready, false);
         assert!(all.contains(&StepName::AiAssessment) && all.contains(&StepName::Reskilling));
         assert!(!all.contains(&StepName::RoleSetup) && !all.contains(&StepName::Finalize));
-        let critical = model_steps(true);
+        assert!(!all.contains(&StepName::DocumentLinking), "a READY run's documents are as they were");
+        let critical = model_steps(RunState::Failed, true);
         assert!(critical.iter().all(|s| s.is_critical()) && critical.contains(&StepName::AiAssessment));
+        // A STALE run's documents changed: they are read again too.
+        assert!(model_steps(RunState::Stale, false).contains(&StepName::DocumentLinking));
     }
 }

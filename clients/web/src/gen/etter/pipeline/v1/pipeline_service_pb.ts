@@ -902,7 +902,7 @@ export type RetryRequest = Message<"etter.pipeline.v1.RetryRequest"> & {
    * The model the re-run steps ask instead of the worker's configured one; empty = the worker's.
    * Must be one of the models the server allows (`models.allowed`); another is INVALID_ARGUMENT
    * naming the allowed ones. With a model and no `steps`, every step that asks a model re-runs
-   * (with what depends on them). The model is kept with the new run and recorded with each step
+   * (with what depends on them; for a STALE run, from its documents on). The model is kept with the new run and recorded with each step
    * it answers (`StepProgress.model`). The LLM layer has one prompt version per step, recorded as
    * `StepProgress.prompt_version`; it is not chosen here.
    *
