@@ -165,9 +165,35 @@ pub fn proc_stats(pid: u32) -> Result<ProcStats> {
     Ok(ProcStats { cpu, rss: kib("VmRSS:") * 1024, peak_rss: kib("VmHWM:") * 1024 })
 }
 
+/// The local Temporal dev server answering at `address` (`http://host:port`): the process whose
+/// command line is `… server start-dev … --port PORT`. `None` for any other Temporal (a cluster,
+/// another machine), whose CPU is then not reported.
+pub fn temporal_dev_server(address: &str) -> Option<u32> {
+    let port = address.trim_end_matches('/').rsplit(':').next()?;
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let dev = args.iter().any(|a| *a == b"start-dev");
+        let on_port = args.windows(2).any(|w| w[0] == b"--port" && w[1] == port.as_bytes());
+        (dev && on_port).then_some(pid)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dev_server_the_services_started_is_found_by_its_address() -> Result<()> {
+        let address = etter_tests::service_setting("ETTER_TEMPORAL__ADDRESS", "temporal")?;
+        let pid = temporal_dev_server(&address).context("no process serves the dev server's port")?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
+        anyhow::ensure!(String::from_utf8_lossy(&cmdline).contains("start-dev"), "process {pid} is not a dev server");
+        anyhow::ensure!(proc_stats(pid)?.cpu > Duration::ZERO, "a running dev server has used some CPU");
+        anyhow::ensure!(temporal_dev_server("http://127.0.0.1:1").is_none(), "nothing serves port 1");
+        Ok(())
+    }
 
     #[test]
     fn quantiles_are_nearest_rank() {

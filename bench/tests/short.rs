@@ -69,6 +69,16 @@ fn every_scenario_runs_on_both_profiles_and_reports_its_measurements() -> Result
             section["profile"]
         );
     }
+    // The dev server's share of the machine is measured beside the worker's and the server's.
+    for section in sections.iter().filter(|s| s["scenario"] == "e2e") {
+        let notes = section["rows"][0][5].as_str().context("no notes on the e2e row")?;
+        let share = notes.split_once("Temporal dev server ").and_then(|(_, rest)| rest.split_whitespace().next());
+        assert!(
+            share.is_some_and(|n| n.parse::<f64>().is_ok_and(f64::is_finite)),
+            "e2e on {}: {notes}",
+            section["profile"]
+        );
+    }
     let text = std::fs::read_to_string(&markdown)?;
     assert!(text.starts_with("# Benchmarks\n\nkept\n"), "the hand-written part was not kept");
     assert!(text.contains("### e2e — sqlite") && text.contains("| mode | short (debug build) |"));

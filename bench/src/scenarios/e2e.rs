@@ -14,7 +14,7 @@ use etter_tests::unique_name;
 use crate::Mode;
 use crate::baseline::{NoopInput, run_noop, temporal_client, with_noop_worker};
 use crate::deploy::Deployment;
-use crate::measure::{Samples, between, closed_loop, proc_stats, ratio, wall};
+use crate::measure::{Samples, between, closed_loop, proc_stats, ratio, temporal_dev_server, wall};
 use crate::report::{Section, num, times};
 
 /// The pipeline worker's activity slots by default (`worker.max_concurrent_activities`); the no-op
@@ -36,6 +36,9 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
     let deployment = Deployment::start("e2e", profile, true, &[]).await?;
     let (server, worker) = (deployment.server_pid()?, deployment.worker_pid()?);
     let (server_before, worker_before) = (proc_stats(server)?, proc_stats(worker)?);
+    // Temporal's share of the machine, beside ours: on one machine it decides the throughput.
+    let temporal = std::env::var("ETTER_TEMPORAL__ADDRESS").ok().and_then(|a| temporal_dev_server(&a));
+    let temporal_before = temporal.map(proc_stats).transpose()?;
     let batch = deployment.batch(roles, |i| format!("End to End Role {i}"));
     let work = TemporalWork::read().await?;
     let sent = SystemTime::now();
@@ -64,6 +67,10 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
         proc_stats(server)?.cpu.saturating_sub(server_before.cpu),
         proc_stats(worker)?.cpu.saturating_sub(worker_before.cpu),
     );
+    let temporal_cpu = match (temporal, temporal_before) {
+        (Some(pid), Some(before)) => Some(proc_stats(pid)?.cpu.saturating_sub(before.cpu)),
+        _ => None,
+    };
     let ready = runs.iter().filter(|r| r.status() == RoleStatus::Ready).count();
     let mut processing = Samples::default();
     let mut last_end = sent;
@@ -77,6 +84,8 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
     let ours = roles as f64 / to_all.as_secs_f64();
     let mean_utilisation = utilisation.iter().sum::<f64>() / utilisation.len().max(1) as f64;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+    let share = |cpu: Duration| cpu.as_secs_f64() / wall_time.as_secs_f64() / cores * 100.0;
+    let temporal_share = temporal_cpu.map_or_else(|| "not measured".to_owned(), |cpu| format!("{:.0} %", share(cpu)));
     section.row(vec![
         "etter: roles pushed in one batch, offline model".to_owned(),
         roles.to_string(),
@@ -85,12 +94,12 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
         times(1.0),
         format!(
             "READY {ready}/{roles}; processing p50 {} s, p99 {} s; worker slots busy {:.0} % on average; \
-             CPU: worker {:.0} %, server {:.0} % of the {cores} cores",
+             CPU: worker {:.0} %, server {:.0} %, Temporal dev server {temporal_share} of the {cores} cores",
             num(processing.p50().as_secs_f64(), 1),
             num(processing.p99().as_secs_f64(), 1),
             mean_utilisation * 100.0,
-            worker_cpu.as_secs_f64() / wall_time.as_secs_f64() / cores * 100.0,
-            server_cpu.as_secs_f64() / wall_time.as_secs_f64() / cores * 100.0,
+            share(worker_cpu),
+            share(server_cpu),
         ),
     ]);
     let shaped_label = format!("no-op workflow, {} sequential no-op activities", StepName::ALL.len());
