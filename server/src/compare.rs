@@ -61,8 +61,8 @@ pub async fn compare_runs(
     let (base_attempts, run_attempts) =
         tokio::try_join!(cx.store.steps(&base.workflow_id), cx.store.steps(&run.workflow_id))?;
     let sources = status::StatusContext { store: cx.store, estimator: cx.estimator, finished: None, kept: None };
-    let base_status = status::run_status(&sources, &base).await?;
-    let run_status = status::run_status(&sources, &run).await?;
+    let base_status = status::status_with(&sources, &base, &base_attempts).await?;
+    let run_status = status::status_with(&sources, &run, &run_attempts).await?;
     let steps = StepName::ALL
         .into_iter()
         .map(|step| compare_step(step, (&base_status, &base_attempts), (&run_status, &run_attempts)))

@@ -353,13 +353,22 @@ pub async fn run_status(cx: &StatusContext<'_>, run: &Run) -> Result<pb::RunStat
         None if no_attempts_yet(run) => Arc::from([]),
         None => cx.store.steps(&run.workflow_id).await?.into(),
     };
+    status_with(cx, run, &attempts).await
+}
+
+/// [`run_status`] from step attempts the caller has read already.
+pub async fn status_with(
+    cx: &StatusContext<'_>,
+    run: &Run,
+    attempts: &[StepAttempt],
+) -> Result<pb::RunStatus, ApiError> {
     let position = match run.state {
         RunState::Queued => cx.store.queue_position(&run.workflow_id).await?,
         // Not in the queue yet: its ETA places it behind the runs queued now.
         RunState::Validating => Some(queued_count(cx.store, &run.company_id).await?.saturating_add(1)),
         _ => None,
     };
-    let mut status = assemble(run, &attempts, position, cx.estimator);
+    let mut status = assemble(run, attempts, position, cx.estimator);
     if let Some(finished) = cx.finished
         && has_outputs(run.state)
     {
@@ -371,7 +380,7 @@ pub async fn run_status(cx: &StatusContext<'_>, run: &Run) -> Result<pb::RunStat
             .as_ref()
             .map(graph::outputs_summary);
         if let Some(outputs) = status.outputs.as_mut() {
-            add_digests(outputs, &attempts);
+            add_digests(outputs, attempts);
         }
     }
     Ok(status)
