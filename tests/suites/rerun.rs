@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use etter_proto::v1::{
-    CancelRequest, CompareRunsRequest, Document, DocumentType, OutputKind, PushRequest, RetryRequest, RetryResponse,
-    RoleStatus, RunStatus, StepProgress, StepState, retry_request,
+    CancelRequest, CompareRunsRequest, CompareRunsResponse, Document, DocumentType, OutputKind, PushRequest,
+    RetryRequest, RetryResponse, RoleStatus, RunStatus, StepProgress, StepState, retry_request,
 };
 use etter_tests::stack::{Client, Stack, run_status as status};
 use tonic::Code;
@@ -70,6 +70,13 @@ fn retry_role(role_id: &str) -> RetryRequest {
 
 fn cancel_request(workflow_id: &str) -> CancelRequest {
     CancelRequest { workflow_id: workflow_id.to_owned(), reason: "e2e test".to_owned(), request_id: String::new() }
+}
+
+/// CompareRuns of `base` and `run`.
+async fn compare(client: &mut Client, base: &RunStatus, run: &RunStatus) -> Result<CompareRunsResponse> {
+    let request =
+        CompareRunsRequest { base_workflow_id: base.workflow_id.clone(), workflow_id: run.workflow_id.clone() };
+    Ok(client.compare_runs(request).await?.into_inner())
 }
 
 fn state(run: &RunStatus) -> Result<RoleStatus> {
@@ -388,13 +395,7 @@ async fn a_changed_process_map_makes_the_role_stale_and_its_rerun_runs_only_what
     ensure!(before[0] == after[0] && before[1] != after[1], "{before:?} / {after:?}");
 
     // The comparison tells the same story step by step.
-    let compared = client
-        .compare_runs(CompareRunsRequest {
-            base_workflow_id: first.workflow_id.clone(),
-            workflow_id: done.workflow_id.clone(),
-        })
-        .await?
-        .into_inner();
+    let compared = compare(&mut client, &first, &done).await?;
     let step = |name: &str| compared.steps.iter().find(|s| s.step == name).context(format!("no {name} compared"));
     let ran: BTreeSet<String> = compared.steps.iter().filter(|s| s.ran).map(|s| s.step.clone()).collect();
     ensure!(ran == names(&["document_linking", "ai_assessment", "task_feasibility", "finalize"]), "{ran:?}");
@@ -471,13 +472,7 @@ async fn a_retry_with_another_model_re_runs_the_ai_steps_with_it_and_the_compari
     }
     ensure!(steps_in(&done, StepState::Reused)? == names(&["role_setup", "document_linking"]), "{done:#?}");
 
-    let compared = client
-        .compare_runs(CompareRunsRequest {
-            base_workflow_id: first.workflow_id.clone(),
-            workflow_id: done.workflow_id.clone(),
-        })
-        .await?
-        .into_inner();
+    let compared = compare(&mut client, &first, &done).await?;
     let assessment = compared.steps.iter().find(|s| s.step == "ai_assessment").context("ai_assessment")?;
     ensure!(assessment.ran && assessment.model_changed && assessment.output_changed, "{assessment:#?}");
     ensure!(!assessment.input_changed, "the documents did not change: {assessment:#?}");
