@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -108,24 +108,25 @@ def _time(ts: Timestamp | None) -> _dt.datetime | None:
     return ts.ToDatetime(tzinfo=_dt.timezone.utc)
 
 
-def _wait_reason(value: res.WaitReason.ValueType) -> str:
-    """A ``WaitReason`` without its prefix (``"NO_WORKER"``); ``""`` when not waiting, and for a
-    reason this client does not know (added by a newer server)."""
-    if value == res.WAIT_REASON_UNSPECIFIED:
-        return ""
+def _enum_name(name_of: Callable[[Any], str], value: int, prefix: str, unset: str = "") -> str:
+    """An enum value's name without its prefix (``"NO_WORKER"``); ``unset`` for 0 and for a value
+    this client does not know (added by a newer server), so reading a message never fails on it."""
+    if value == 0:
+        return unset
     try:
-        return res.WaitReason.Name(value).removeprefix("WAIT_REASON_")
+        return name_of(value).removeprefix(prefix)
     except ValueError:
-        return ""
+        return unset
+
+
+def _wait_reason(value: res.WaitReason.ValueType) -> str:
+    """A ``WaitReason`` without its prefix; ``""`` when not waiting."""
+    return _enum_name(res.WaitReason.Name, value, "WAIT_REASON_")
 
 
 def _outcome(value: pb.BatchItemOutcome.ValueType) -> str:
-    """A ``BatchItemOutcome`` without its prefix (``"ACCEPTED"``); ``"UNSPECIFIED"`` for one this
-    client does not know."""
-    try:
-        return pb.BatchItemOutcome.Name(value).removeprefix("BATCH_ITEM_OUTCOME_")
-    except ValueError:
-        return "UNSPECIFIED"
+    """A ``BatchItemOutcome`` without its prefix (``"ACCEPTED"``); ``"UNSPECIFIED"`` when unknown."""
+    return _enum_name(pb.BatchItemOutcome.Name, value, "BATCH_ITEM_OUTCOME_", "UNSPECIFIED")
 
 
 # What a planned step's state means for the push: the step runs, its output comes from the run
@@ -139,12 +140,7 @@ def _plan(steps: Iterable[res.PlannedStep]) -> dict[str, str]:
     plan: dict[str, str] = {}
     for step in steps:
         what = _PLANNED.get(step.state)
-        if what is None:
-            try:
-                what = res.StepState.Name(step.state).removeprefix("STEP_STATE_").lower()
-            except ValueError:
-                what = "unspecified"
-        plan[step.name] = what
+        plan[step.name] = what or _enum_name(res.StepState.Name, step.state, "STEP_STATE_", "UNSPECIFIED").lower()
     return plan
 
 
@@ -544,20 +540,12 @@ class Usage:
 
 def _step_state(value: res.StepState.ValueType) -> str:
     """A ``StepState`` without its prefix (``"COMPLETED"``); ``""`` when unset or unknown."""
-    if value == res.STEP_STATE_UNSPECIFIED:
-        return ""
-    try:
-        return res.StepState.Name(value).removeprefix("STEP_STATE_")
-    except ValueError:
-        return ""
+    return _enum_name(res.StepState.Name, value, "STEP_STATE_")
 
 
 def _output_kind(value: res.OutputKind.ValueType) -> str:
     """An ``OutputKind`` in lowercase without its prefix (``"task"``)."""
-    try:
-        return res.OutputKind.Name(value).removeprefix("OUTPUT_KIND_").lower()
-    except ValueError:
-        return "unspecified"
+    return _enum_name(res.OutputKind.Name, value, "OUTPUT_KIND_", "UNSPECIFIED").lower()
 
 
 @dataclass
