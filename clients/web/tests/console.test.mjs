@@ -375,7 +375,11 @@ test("the live page lists the runs of the last 24 hours after a reload, and usag
   const bar = chart.locator(`[data-testid=day-bar][data-day="${today}"]`);
   assert.ok(Number(await bar.getAttribute("data-tokens")) > 0, "today's bar carries today's tokens");
   assert.equal(await chart.getByTestId("budget-line").getAttribute("data-tokens"), "1000000");
-  assert.ok((await chart.getByTestId("cumulative").getAttribute("points")).split(" ").length >= 1);
+  // The running total has a point for each day of the month so far, and rose above zero.
+  const points = (await chart.getByTestId("cumulative").getAttribute("points")).split(" ").map((p) => p.split(",").map(Number));
+  assert.equal(points.length, today, points.join(" "));
+  const zero = Number(await chart.locator("line.axis").getAttribute("y1"));
+  assert.ok(points[points.length - 1][1] < zero, `today's total is above the zero line (${zero}): ${points.join(" ")}`);
   await screenshot(page, "20-usage-chart");
 });
 
