@@ -14,8 +14,11 @@ use etter_tests::stack::{Stack, run_status, wait_final};
 
 const WITHIN: Duration = Duration::from_secs(120);
 
-/// A caller's span the second push continues.
-const CALLER_TRACE: &str = "5a0c1e2f3b4d5e6f708192a3b4c5d6e7";
+/// A caller's span the second push continues. The collector's file outlives a test run, so the
+/// caller's trace id is new each run: a second run must not find the first one's spans in it.
+fn caller_trace() -> String {
+    format!("{:032x}", rand::random::<u128>() | 1)
+}
 const CALLER_SPAN: &str = "1f2e3d4c5b6a7988";
 
 /// One span as the collector wrote it.
@@ -159,7 +162,8 @@ async fn one_push_is_one_trace_across_the_server_temporal_and_the_worker() -> Re
     // A push with no trace of its own starts one; a push from a traced caller continues it.
     let fresh = client.push(request("Traced Engineer")).await?;
     let mut traced = tonic::Request::new(request("Continued Engineer"));
-    traced.metadata_mut().insert("traceparent", format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01").parse()?);
+    let caller_trace = caller_trace();
+    traced.metadata_mut().insert("traceparent", format!("00-{caller_trace}-{CALLER_SPAN}-01").parse()?);
     let continued = client.push(traced).await?;
     let mut runs = Vec::new();
     for (response, caller) in [(fresh, None), (continued, Some(CALLER_SPAN))] {
@@ -171,7 +175,7 @@ async fn one_push_is_one_trace_across_the_server_temporal_and_the_worker() -> Re
         ensure!(run.trace_id == answered, "the run keeps the answered trace id: {} vs {answered}", run.trace_id);
         runs.push((answered, caller));
     }
-    ensure!(runs[1].0 == CALLER_TRACE, "the continued push answers its caller's trace id: {:?}", runs[1].0);
+    ensure!(runs[1].0 == caller_trace, "the continued push answers its caller's trace id: {:?}", runs[1].0);
     // Both stop cleanly, flushing what they buffered.
     worker.stop().await?;
     server.stop().await?;
