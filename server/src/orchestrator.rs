@@ -491,9 +491,9 @@ mod temporal {
             workflow_id: &WorkflowId,
             stuck_after: Duration,
         ) -> Result<Vec<StuckTask>, OrchestratorError> {
-            // The run's workflow, then its pending children and theirs: an onboarding workflow
-            // runs its branches as children, one level deep; the bound keeps a malformed tree
-            // from being walked for ever.
+            // The run's workflow, then its pending children and theirs: runs started before the
+            // branches moved into the run's workflow have them as children, one level deep; the
+            // bound keeps a malformed tree from being walked for ever.
             const MAX_EXECUTIONS: usize = 64;
             let mut pending = vec![(workflow_id.to_string(), String::new())];
             let mut seen = 0;

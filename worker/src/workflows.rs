@@ -1,8 +1,10 @@
-//! The onboarding workflows: `RoleOnboardingWorkflow` runs role setup and document
-//! linking, the AI assessment as a child workflow, then the enhancement branches in parallel —
-//! `TopTasksWorkflow`, `SkillsAnalysisWorkflow` followed by the catalog and reskilling, and task
-//! feasibility — and finally finalize. Its last act, on every path, is the `RecordOutcome`
-//! activity.
+//! The onboarding workflow: `RoleOnboardingWorkflow` runs role setup and document linking, the AI
+//! assessment, then the enhancement branches in parallel — top tasks (step executor,
+//! standardization), skills analysis (miner, architecture) followed by the catalog and reskilling,
+//! and task feasibility — and finally finalize. Its last act, on every path, is the
+//! `RecordOutcome` activity. The branches are concurrent chains of activities inside the one
+//! workflow (see [`INLINE_BRANCHES_PATCH`]); the child workflows `AiAssessmentWorkflow`,
+//! `TopTasksWorkflow` and `SkillsAnalysisWorkflow` stay registered for the runs started before.
 //!
 //! Which steps run comes from the plan in the input (the step graph, decided by the server); the
 //! workflow only orders them. A failed critical step stops the run (FAILED); a failed enhancement
@@ -153,6 +155,14 @@ fn bookkeeping_options() -> ActivityOptions {
 /// activity task and a workflow task each. Runs started before keep the activities their history
 /// has, so a deploy never breaks the replay of a run in flight.
 const LOCAL_BOOKKEEPING_PATCH: &str = "local-bookkeeping";
+
+/// Runs started by this version run the AI assessment and the enhancement branches as concurrent
+/// chains of their own workflow, not as child workflows: the same activities, the same
+/// parallelism and retries, but no child executions for Temporal to start, record and close —
+/// a third of its state writes and half its workflow tasks per role, which is what bounded the
+/// throughput (docs/BENCHMARKS.md). It also leaves no child start for a crash of Temporal to lose.
+/// Runs started before keep their children, so their histories replay.
+const INLINE_BRANCHES_PATCH: &str = "inline-branches";
 
 /// [`bookkeeping_options`] for a local activity: the same unlimited retries and detachment from
 /// the workflow's cancellation.
@@ -353,10 +363,15 @@ impl RoleOnboarding {
         }
 
         let cancelled = || ctx.cancellation_token().is_cancelled();
+        let inline = ctx.patched(INLINE_BRANCHES_PATCH);
         let mut done = run_chain(ctx, &run, &planned(&plan, &[StepName::RoleSetup, StepName::DocumentLinking])).await;
         if done.ok() && !cancelled() {
             let steps = planned(&plan, &[StepName::AiAssessment]);
-            done.merge(run_child(ctx, AiAssessment, "ai-assessment", &run, steps).await);
+            if inline {
+                done.merge(run_chain(ctx, &run, &steps).await);
+            } else {
+                done.merge(run_child(ctx, AiAssessment, "ai-assessment", &run, steps).await);
+            }
         }
         if done.ok() && !cancelled() {
             let top = planned(&plan, &[StepName::StepExecutor, StepName::Standardization]);
@@ -364,17 +379,24 @@ impl RoleOnboarding {
             let after_skills = planned(&plan, &[StepName::SkillsCatalog, StepName::Reskilling]);
             let feasibility = planned(&plan, &[StepName::TaskFeasibility]);
             let skills_branch = async {
-                let mut outcome = run_child(ctx, SkillsAnalysis, "skills-analysis", &run, skills).await;
+                let mut outcome = if inline {
+                    run_chain(ctx, &run, &skills).await
+                } else {
+                    run_child(ctx, SkillsAnalysis, "skills-analysis", &run, skills).await
+                };
                 if outcome.ok() {
                     outcome.merge(run_chain(ctx, &run, &after_skills).await);
                 }
                 outcome
             };
-            let (top, skills, feasibility) = join!(
-                run_child(ctx, TopTasks, "top-tasks", &run, top),
-                skills_branch,
-                run_chain(ctx, &run, &feasibility)
-            );
+            let top_branch = async {
+                if inline {
+                    run_chain(ctx, &run, &top).await
+                } else {
+                    run_child(ctx, TopTasks, "top-tasks", &run, top).await
+                }
+            };
+            let (top, skills, feasibility) = join!(top_branch, skills_branch, run_chain(ctx, &run, &feasibility));
             done.merge(top);
             done.merge(skills);
             done.merge(feasibility);

@@ -109,7 +109,9 @@ pub enum DocumentKind {
     Supporting,
 }
 
-/// The child workflow a step belongs to, for the worker's composition.
+/// The branch of the run a step belongs to. The worker runs each as a chain of activities of the
+/// run's workflow; runs started before that ran the three AI branches as the child workflows
+/// named here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StepGroup {
     /// Run by the parent workflow itself.

@@ -310,15 +310,21 @@ async fn a_pdf_job_description_reaches_ready_with_its_tasks_in_the_graph() -> Re
     ensure!(!outputs.top_tasks.ranked.is_empty() && !outputs.skills.skills.is_empty());
     ensure!(!outputs.feasibility.tasks.is_empty(), "task feasibility ran");
 
-    // The three branches after the assessment were in flight together: the workflow started all
-    // of them before any finished (Temporal's history of the parent says so).
+    // The three branches after the assessment were in flight together: the workflow scheduled all
+    // of them before any finished (Temporal's history of the run says so).
     let client = connect(&settings_from(|name| std::env::var(name).ok())?).await?;
-    let history = client
-        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(run.workflow_id.to_string())
-        .fetch_history(Default::default())
-        .into_events()
-        .await?;
+    let handle = client.get_workflow_handle::<temporalio_client::UntypedWorkflow>(run.workflow_id.to_string());
+    let history = handle.fetch_history(Default::default()).into_events().await?;
+    // A workflow change replays the histories of runs in flight; `ETTER_RECORD_HISTORY=<file>`
+    // keeps this run's history as a replay fixture (see `tests/replay`).
+    if let Some(path) = std::env::var_os("ETTER_RECORD_HISTORY") {
+        let json = handle.fetch_history(Default::default()).to_json().await?;
+        std::fs::write(&path, json).with_context(|| format!("writing {}", Path::new(&path).display()))?;
+    }
     ensure!(branches_overlap(&history)?, "the enhancement branches ran one after another");
+    // The branches are chains of this workflow: Temporal starts no child workflow for them.
+    let started = children(&history);
+    ensure!(started.is_empty(), "child workflows started: {started:?}");
     // The run's bookkeeping (BeginRun, RecordOutcome) ran as local activities: markers in the
     // parent's history, not activity tasks Temporal had to dispatch.
     let (local, dispatched) = bookkeeping(&history);
@@ -489,46 +495,50 @@ pub fn bookkeeping(
     (local, dispatched)
 }
 
-/// Whether `TopTasksWorkflow`, `SkillsAnalysisWorkflow` and the task feasibility activity were
-/// all started before the first of them finished.
+/// Whether the first activities of the three branches after the assessment — step executor (top
+/// tasks), skills miner (skills analysis) and task feasibility — were all scheduled before the
+/// first of them finished.
 fn branches_overlap(history: &[temporalio_common::protos::temporal::api::history::v1::HistoryEvent]) -> Result<bool> {
     use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
-    let mut started = Vec::new();
-    let mut feasibility_event = None;
+    const FIRSTS: [&str; 3] = ["StepExecutorActivity", "SkillsMinerActivity", "TaskFeasibilityActivity"];
+    let mut scheduled = Vec::new();
     let mut first_finished = None;
     for (index, event) in history.iter().enumerate() {
         match &event.attributes {
-            Some(Attributes::StartChildWorkflowExecutionInitiatedEventAttributes(a))
-                if a.workflow_type
-                    .as_ref()
-                    .is_some_and(|t| t.name == "TopTasksWorkflow" || t.name == "SkillsAnalysisWorkflow") =>
-            {
-                started.push(index);
-            }
             Some(Attributes::ActivityTaskScheduledEventAttributes(a))
-                if a.activity_type.as_ref().is_some_and(|t| t.name == "TaskFeasibilityActivity") =>
+                if a.activity_type.as_ref().is_some_and(|t| FIRSTS.contains(&t.name.as_str())) =>
             {
-                started.push(index);
-                feasibility_event = Some(event.event_id);
-            }
-            Some(Attributes::ChildWorkflowExecutionCompletedEventAttributes(a))
-                if a.workflow_type
-                    .as_ref()
-                    .is_some_and(|t| t.name == "TopTasksWorkflow" || t.name == "SkillsAnalysisWorkflow") =>
-            {
-                first_finished.get_or_insert(index);
+                scheduled.push((index, event.event_id));
             }
             Some(Attributes::ActivityTaskCompletedEventAttributes(a))
-                if Some(a.scheduled_event_id) == feasibility_event =>
+                if scheduled.iter().any(|(_, id)| *id == a.scheduled_event_id) =>
             {
                 first_finished.get_or_insert(index);
             }
             _ => {}
         }
     }
-    ensure!(started.len() == 3, "expected the three branch starts in the history, found {}", started.len());
+    ensure!(
+        scheduled.len() == 3,
+        "expected the three branches' first activities in the history, found {}",
+        scheduled.len()
+    );
     let finished = first_finished.context("no branch finished")?;
-    Ok(started.iter().all(|s| *s < finished))
+    Ok(scheduled.iter().all(|(index, _)| *index < finished))
+}
+
+/// The child workflows a history started, by type.
+pub fn children(history: &[temporalio_common::protos::temporal::api::history::v1::HistoryEvent]) -> Vec<String> {
+    use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+    history
+        .iter()
+        .filter_map(|event| match &event.attributes {
+            Some(Attributes::StartChildWorkflowExecutionInitiatedEventAttributes(a)) => {
+                a.workflow_type.as_ref().map(|t| t.name.clone())
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use temporalio_client::WorkflowHistory;
 use temporalio_common::protos::temporal::api::history::v1::History;
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
-use crate::pipeline::bookkeeping;
+use crate::pipeline::{bookkeeping, children};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
@@ -29,6 +29,30 @@ async fn a_run_started_with_bookkeeping_activities_replays_on_this_version() -> 
     ensure!(
         local == 0 && dispatched == ["BeginRun", "RecordOutcome"],
         "the fixture is not a history of the earlier version: {local} local, dispatched {dispatched:?}"
+    );
+
+    let options = WorkflowReplayerOptions::new().register_workflow::<RoleOnboarding>()?.build();
+    let replayer = WorkflowReplayer::new(options)?;
+    replayer.replay_workflow(WorkflowHistory::from(recorded)).await?;
+    Ok(())
+}
+
+/// A run started before the branches became chains of the run's own workflow — its history
+/// started the AI assessment, top tasks and skills analysis as child workflows, and kept its books
+/// with local activities — replays on this version to the same end. The fixture is the history of
+/// a READY run of commit 9d2653c, recorded with `ETTER_RECORD_HISTORY` (see `tests/pipeline`).
+#[tokio::test]
+async fn a_run_started_with_child_workflows_replays_on_this_version() -> Result<()> {
+    let path = fixture("role_onboarding_child_workflows.json");
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let recorded: History = serde_json::from_slice(&bytes)?;
+    let (local, dispatched) = bookkeeping(&recorded.events);
+    let started = children(&recorded.events);
+    ensure!(
+        local == 2
+            && dispatched.is_empty()
+            && started == ["AIAssessmentWorkflow", "TopTasksWorkflow", "SkillsAnalysisWorkflow"],
+        "the fixture is not a history of the earlier version: {local} local, dispatched {dispatched:?}, children {started:?}"
     );
 
     let options = WorkflowReplayerOptions::new().register_workflow::<RoleOnboarding>()?.build();
