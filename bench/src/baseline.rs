@@ -22,6 +22,7 @@ use etter_proto::v1::{
 };
 use etter_server::orchestrator::{Orchestrator as _, StartOutcome, TemporalOrchestrator, TemporalSettings};
 use etter_tests::service_setting;
+use etter_worker::workflows::RoleOnboarding;
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use temporalio_client::{
@@ -30,6 +31,8 @@ use temporalio_client::{
 use temporalio_sdk::activities::{ActivityContext, ActivityError, activities};
 use temporalio_sdk::workflows::{workflow, workflow_methods};
 use temporalio_sdk::{ActivityOptions, Runtime, Worker, WorkerOptions, WorkflowContext, WorkflowResult};
+
+use crate::shape::ShapedActivities;
 use tonic::{Request, Response, Status};
 
 /// A Temporal client of the dev server the stacks use (`ETTER_TEMPORAL__*`).
@@ -89,8 +92,10 @@ impl NoopActivities {
     }
 }
 
-/// Runs `work` while a worker of [`BenchNoop`] polls `task_queue` in this process, with
-/// `activity_slots` activity slots; stops the worker when `work` is done.
+/// Runs `work` while a worker polls `task_queue` in this process, with `activity_slots` activity
+/// and local-activity slots (as the pipeline's worker has); stops the worker when `work` is done.
+/// It runs [`BenchNoop`], and the pipeline's own workflow with no-op activities (the same-shape
+/// baseline, [`crate::shape`]).
 pub async fn with_noop_worker<T>(
     task_queue: &str,
     activity_slots: usize,
@@ -102,13 +107,15 @@ pub async fn with_noop_worker<T>(
     let tuner: WorkerTuner = TunerHolder::builder()
         .workflow_task_slot_supplier(FixedSizeSlotSupplier::new(100))
         .activity_task_slot_supplier(FixedSizeSlotSupplier::new(activity_slots.max(1)))
-        .local_activity_task_slot_supplier(FixedSizeSlotSupplier::new(1))
+        .local_activity_task_slot_supplier(FixedSizeSlotSupplier::new(activity_slots.max(1)))
         .nexus_task_slot_supplier(FixedSizeSlotSupplier::new(1))
         .build()
         .into();
     let options = WorkerOptions::new(task_queue.to_owned())
         .register_workflow::<BenchNoop>()?
         .register_activities(NoopActivities)
+        .register_workflow::<RoleOnboarding>()?
+        .register_activities(ShapedActivities)
         .tuner(tuner)
         .build();
     let mut worker = Worker::new(&runtime, client, options)?;
@@ -145,8 +152,14 @@ pub struct OwnStart {
 }
 
 impl OwnStart {
-    /// Starts for `company`'s roles on a task queue of their own.
+    /// Starts for `company`'s roles on a task queue of their own, which nobody polls: Temporal ends
+    /// them by itself, if the scenario does not first.
     pub fn new(company: &str) -> Result<Self> {
+        Self::on(company, &etter_tests::unique_name("etter-bench-own"), Duration::from_secs(300))
+    }
+
+    /// Starts for `company`'s roles on `task_queue`, each allowed `execution_timeout`.
+    pub fn on(company: &str, task_queue: &str, execution_timeout: Duration) -> Result<Self> {
         let temporal = etter_temporal::TemporalConfig {
             address: service_setting("ETTER_TEMPORAL__ADDRESS", "temporal")?,
             ..Default::default()
@@ -154,9 +167,8 @@ impl OwnStart {
         let settings = TemporalSettings {
             endpoint: etter_temporal::Endpoint::from_config(&temporal)?,
             namespace: service_setting("ETTER_TEMPORAL__NAMESPACE", "temporal")?,
-            task_queue: etter_tests::unique_name("etter-bench-own"),
-            // Nobody runs them: Temporal ends them by itself, if the scenario does not first.
-            execution_timeout: Duration::from_secs(300),
+            task_queue: task_queue.to_owned(),
+            execution_timeout,
             call_timeout: Duration::from_secs(30),
             identity: "etter-bench".to_owned(),
         };

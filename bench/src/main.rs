@@ -15,6 +15,7 @@ mod micro;
 mod relay;
 mod report;
 mod scenarios;
+mod shape;
 
 use std::path::PathBuf;
 
@@ -25,7 +26,7 @@ use etter_tests::stack::Profile;
 /// Full sizes (the issue's) or small ones (CI: the harness cannot rot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// The sizes: 2,500-role batches, 1,000 streams, 1,000 roles end to end.
+    /// The sizes: 2,500-role batches, 1,000 streams, 2,500 roles end to end.
     Full,
     /// Small sizes, for a debug build in CI.
     Short,
@@ -53,7 +54,7 @@ enum Scenario {
     BatchS3,
     /// 1,000 WatchStatus streams: event latency and server memory.
     Fanout,
-    /// 1,000 roles end to end vs the dev server's no-op workflow throughput.
+    /// 2,500 roles end to end vs the same workflow with no-op activities on the same dev server.
     E2e,
 }
 

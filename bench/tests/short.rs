@@ -26,8 +26,8 @@ fn every_scenario_runs_on_both_profiles_and_reports_its_measurements() -> Result
     assert_eq!(report["mode"], "short");
     let sections = report["sections"].as_array().context("no sections")?;
     // Rows per scenario: three client levels and one push at a time; one read round; one batch;
-    // one stream, then many, then many on the bare relay; ours and two baselines.
-    for (scenario, rows) in [("push", 4), ("read", 1), ("batch", 1), ("fanout", 3), ("e2e", 3)] {
+    // one stream, then many, then many on the bare relay; ours and three baselines.
+    for (scenario, rows) in [("push", 4), ("read", 1), ("batch", 1), ("fanout", 3), ("e2e", 4)] {
         for profile in ["postgres", "sqlite"] {
             let section = sections
                 .iter()
@@ -55,10 +55,17 @@ fn every_scenario_runs_on_both_profiles_and_reports_its_measurements() -> Result
             assert!(!section["checks"].as_array().context("no checks")?.is_empty(), "{scenario} on {profile}");
         }
     }
-    // Every role of the end-to-end scenario ended READY, on both profiles.
+    // Every role of the end-to-end scenario ended READY, on both profiles, and its headline
+    // baseline is the pipeline's own workflow with no-op activities.
     for section in sections.iter().filter(|s| s["scenario"] == "e2e") {
         let check = &section["checks"][0];
         assert_eq!(check["met"], true, "e2e on {}: {check}", section["profile"]);
+        let baseline = section["rows"][1][0].as_str().unwrap_or_default();
+        assert!(
+            baseline.starts_with("same shape"),
+            "e2e on {}: the first baseline is {baseline:?}",
+            section["profile"]
+        );
     }
     // Temporal's own counts of its work per role were read (`scripts/services` serves them).
     for section in sections.iter().filter(|s| s["scenario"] == "e2e") {
