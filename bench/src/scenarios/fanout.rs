@@ -20,8 +20,8 @@ use tonic::transport::Channel;
 use crate::Mode;
 use crate::baseline::BareProcess;
 use crate::deploy::Deployment;
-use crate::measure::{Samples, between, ms, proc_stats, wall};
-use crate::report::{Section, num};
+use crate::measure::{Samples, between, ms, proc_stats, ratio, wall};
+use crate::report::{Section, num, times};
 
 /// Streams per HTTP/2 connection (a browser tab has one connection per stream; the harness shares
 /// connections so that its own file descriptors stay within a default limit).
@@ -89,12 +89,19 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
     section.row(many.row(streams.to_string(), streams));
     let relayed = relay_phase(&deployment, &server, streams, roles).await?;
     section.row(relayed.row(format!("{streams} (bare relay)"), streams));
-    let p99 = many.latencies.p99();
+    let p99_ratio = ratio(ms(many.latencies.p99()), ms(relayed.latencies.p99()));
     section.check(
-        format!("event → client p99, {streams} streams"),
-        "< 50 ms",
-        format!("{} ms", num(ms(p99), 1)),
-        p99 < Duration::from_millis(50),
+        format!("event → client p99 ÷ the bare relay's, {streams} streams"),
+        "≤ 1.0×",
+        times(p99_ratio),
+        p99_ratio <= 1.0,
+    );
+    let per_message = many.server_cpu.as_secs_f64() * 1e6 / many.messages(streams);
+    section.check(
+        format!("server CPU per delivered message, {streams} streams"),
+        "≤ 8 µs",
+        format!("{} µs", num(per_message, 1)),
+        per_message <= 8.0,
     );
     section.check(
         format!("server RSS, {streams} streams"),
@@ -124,9 +131,14 @@ async fn relay_phase(deployment: &Deployment, server: &Target, streams: usize, r
 }
 
 impl Phase {
+    /// The messages delivered to `streams` streams (at least one).
+    fn messages(&self, streams: usize) -> f64 {
+        (self.events_per_stream as f64 * streams as f64).max(1.0)
+    }
+
     /// Its row of the table, for `streams` streams.
     fn row(&self, label: String, streams: usize) -> Vec<String> {
-        let messages = (self.events_per_stream as f64 * streams as f64).max(1.0);
+        let messages = self.messages(streams);
         let per_message = |cpu: Duration| num(cpu.as_secs_f64() * 1e6 / messages, 1);
         vec![
             label,

@@ -69,7 +69,7 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
     }
     ratios.sort_by(f64::total_cmp);
     let median = ratios[ratios.len() / 2];
-    section.check("GetStatus/s with auth ÷ bare tonic (median round)", "≥ 0.50×", times(median), median >= 0.5);
+    section.check("GetStatus/s with auth ÷ bare tonic (median round)", "≥ 0.8×", times(median), median >= 0.8);
     echo.stop().await?;
     deployment.stop().await?;
     Ok(section)
