@@ -126,12 +126,17 @@ svc_temporal_up() {
         die "temporal: port $p is already in use by another program (set ETTER_TEMPORAL_PORT / ETTER_TEMPORAL_UI_PORT / ETTER_TEMPORAL_METRICS_PORT)"
       fi
     done
+    # WAL rather than SQLite's rollback journal (the dev server's default): each commit appends
+    # to one log, fsynced (synchronous=FULL, as durable as before), instead of writing, syncing
+    # and deleting a journal file per commit. With the rollback journal the dev server waited on
+    # the disk; 2,500 roles end to end took 580 s, with WAL 348 s (docs/BENCHMARKS.md).
     start_bg "$TEMPORAL_PID" "$TEMPORAL_LOG" \
       "$TEMPORAL_BIN" server start-dev \
       --ip "$ETTER_HOST" --port "$TEMPORAL_PORT" --ui-port "$TEMPORAL_UI_PORT" \
       --metrics-port "$TEMPORAL_METRICS_PORT" \
       --db-filename "$TEMPORAL_DB" --namespace "$TEMPORAL_NS" \
       --ui-disable-news-fetch --log-level warn \
+      --sqlite-pragma journal_mode=wal --sqlite-pragma synchronous=FULL \
       --dynamic-config-value matching.numTaskqueueReadPartitions=1 \
       --dynamic-config-value matching.numTaskqueueWritePartitions=1
   fi
