@@ -109,9 +109,20 @@ pub struct EndedRuns {
     kept: Mutex<Ended>,
 }
 
+/// One kept read of an ended run.
+struct KeptRead {
+    /// When the read started.
+    read_at: Instant,
+    /// The run as read.
+    run: Arc<Run>,
+    /// Its status, once assembled from this very read (an ended run's status is a function of
+    /// the run as read, its attempts and outputs at that sequence, and the server's settings).
+    status: Option<Arc<pb::RunStatus>>,
+}
+
 struct Ended {
-    /// Per run: when the read that answered it started, and the run.
-    runs: lru::LruCache<WorkflowId, (Instant, Arc<Run>)>,
+    /// Per run, its kept read.
+    runs: lru::LruCache<WorkflowId, KeptRead>,
     /// When each recently moved run's move was learned.
     moves: lru::LruCache<WorkflowId, Instant>,
     /// Reads that started before this are not kept (moves were missed then).
@@ -133,10 +144,10 @@ impl Default for EndedRuns {
 impl EndedRuns {
     /// The run `id`: kept, or read from the store (and kept if it has ended).
     pub async fn run(&self, store: &dyn RunStore, id: &WorkflowId) -> Result<Arc<Run>, StoreError> {
-        if let Some((read_at, run)) = self.lock().runs.get(id)
-            && read_at.elapsed() < ENDED_RUN_TTL
+        if let Some(kept) = self.lock().runs.get(id)
+            && kept.read_at.elapsed() < ENDED_RUN_TTL
         {
-            return Ok(Arc::clone(run));
+            return Ok(Arc::clone(&kept.run));
         }
         let started = Instant::now();
         let run = Arc::new(store.get_run(id).await?);
@@ -144,10 +155,29 @@ impl EndedRuns {
             let mut kept = self.lock();
             let raced = started < kept.not_before || kept.moves.peek(id).is_some_and(|moved| *moved >= started);
             if !raced {
-                kept.runs.put(id.clone(), (started, Arc::clone(&run)));
+                kept.runs.put(id.clone(), KeptRead { read_at: started, run: Arc::clone(&run), status: None });
             }
         }
         Ok(run)
+    }
+
+    /// The status assembled for `run`, if it is the kept read of `id` and a status was kept with
+    /// it (see [`EndedRuns::keep_status`]).
+    pub fn status(&self, id: &WorkflowId, run: &Arc<Run>) -> Option<Arc<pb::RunStatus>> {
+        let mut kept = self.lock();
+        let read = kept.runs.get(id)?;
+        (read.read_at.elapsed() < ENDED_RUN_TTL && Arc::ptr_eq(&read.run, run)).then(|| read.status.clone()).flatten()
+    }
+
+    /// Keeps `status`, assembled from `run`, with the kept read of `id` — only if `run` is that
+    /// read: a run that moved since (or was never kept) keeps nothing.
+    pub fn keep_status(&self, id: &WorkflowId, run: &Arc<Run>, status: Arc<pb::RunStatus>) {
+        let mut kept = self.lock();
+        if let Some(read) = kept.runs.get_mut(id)
+            && Arc::ptr_eq(&read.run, run)
+        {
+            read.status = Some(status);
+        }
     }
 
     /// `run` moved (learned at `at`): its kept status is dropped, and a read that started before
@@ -503,25 +533,37 @@ pub async fn get_status(
 ) -> Result<pb::GetStatusResponse, ApiError> {
     use pb::get_status_request::Target;
     let store = cx.store;
-    let run = match request.target {
+    let (run, kept) = match request.target {
         Some(Target::WorkflowId(id)) => {
             let workflow_id = WorkflowId::parse(&id)
                 .map_err(|e| ApiError::invalid("INVALID_REQUEST", "workflow_id", e.to_string()))?;
             let run = ended.run(store, &workflow_id).await?;
             principal.authorize_read(&run.company_id, "run", &id)?;
-            run
+            (run, Some(workflow_id))
         }
         Some(Target::RoleId(id)) => {
             let role =
                 RoleId::parse(&id).map_err(|e| ApiError::invalid("INVALID_REQUEST", "role_id", e.to_string()))?;
             let run = store.latest_run(&role).await?;
             principal.authorize_read(&run.company_id, "role", &id)?;
-            Arc::new(run)
+            (Arc::new(run), None)
         }
         None => return Err(ApiError::invalid("INVALID_REQUEST", "target", "set workflow_id or role_id")),
     };
     limits.admit_call(&run.company_id)?;
-    Ok(pb::GetStatusResponse { run: Some(run_status(cx, &run).await?) })
+    let Some(workflow_id) = kept else {
+        return Ok(pb::GetStatusResponse { run: Some(run_status(cx, &run).await?) });
+    };
+    // An ended run read from memory is assembled once per read, not once per call.
+    if let Some(status) = ended.status(&workflow_id, &run) {
+        return Ok(pb::GetStatusResponse { run: Some(status.as_ref().clone()) });
+    }
+    let status = run_status(cx, &run).await?;
+    // A status without the outputs the run has (the graph did not answer) is not kept.
+    if run.state.is_final() && (status.outputs.is_some() || !has_outputs(run.state)) {
+        ended.keep_status(&workflow_id, &run, Arc::new(status.clone()));
+    }
+    Ok(pb::GetStatusResponse { run: Some(status) })
 }
 
 #[cfg(test)]
@@ -677,6 +719,52 @@ mod tests {
         server.close().await;
         silent.close().await;
         std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    /// An ended run's assembled status is kept with the very read it was assembled from: another
+    /// read of the run (after the TTL, or a move) finds none, and a status assembled from a read
+    /// that is not the kept one is not kept.
+    #[tokio::test]
+    async fn a_kept_status_goes_with_the_read_it_was_assembled_from() -> Result<()> {
+        use std::sync::Arc;
+        use std::time::Instant;
+
+        use etter_core::lifecycle::RunState;
+        use etter_proto::v1 as pb;
+        use etter_store::Transition;
+
+        let scratch = tempfile::Builder::new().prefix("etter-kept-status-").tempdir()?;
+        let store = etter_store::connect(&StoreLocation::Sqlite(scratch.path().join("runs.db"))).await?;
+        let wf = store.create_run(crate::testing::queued_run("Claims Adjuster", "kept-status")?).await?.run.workflow_id;
+        let ended = EndedRuns::default();
+        let status = |name: &str| Arc::new(pb::RunStatus { role_name: name.to_owned(), ..Default::default() });
+
+        // An active run is not kept, so neither is its status.
+        let queued = ended.run(store.as_ref(), &wf).await?;
+        ended.keep_status(&wf, &queued, status("queued"));
+        assert!(ended.status(&wf, &queued).is_none(), "an active run keeps no status");
+
+        store.transition(&wf, Transition::to(RunState::Processing, "started")).await?;
+        store.transition(&wf, Transition::to(RunState::Ready, "done")).await?;
+        let ready = ended.run(store.as_ref(), &wf).await?;
+        assert!(ended.status(&wf, &ready).is_none(), "nothing assembled yet");
+        ended.keep_status(&wf, &ready, status("ready"));
+        assert_eq!(ended.status(&wf, &ready).map(|s| s.role_name.clone()).as_deref(), Some("ready"));
+        assert!(Arc::ptr_eq(&ended.run(store.as_ref(), &wf).await?, &ready), "the same kept read answers");
+
+        // The same run read apart from the kept read neither finds nor replaces its status.
+        let apart = Arc::new(store.get_run(&wf).await?);
+        assert!(ended.status(&wf, &apart).is_none());
+        ended.keep_status(&wf, &apart, status("apart"));
+        assert_eq!(ended.status(&wf, &ready).map(|s| s.role_name.clone()).as_deref(), Some("ready"));
+
+        // A move drops the kept read and its status; the next read starts without one.
+        ended.moved(&wf, Instant::now());
+        assert!(ended.status(&wf, &ready).is_none(), "a moved run's status is dropped");
+        let again = ended.run(store.as_ref(), &wf).await?;
+        assert!(!Arc::ptr_eq(&again, &ready) && ended.status(&wf, &again).is_none());
+        store.close().await;
         Ok(())
     }
 }
