@@ -12,8 +12,18 @@ use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOption
 
 use crate::pipeline::{bookkeeping, children};
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+/// The recorded history in the fixture `name`.
+fn recorded(name: &str) -> Result<History> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+/// Replays `history` against this version's onboarding workflow; fails on nondeterminism.
+async fn replay(history: History) -> Result<()> {
+    let options = WorkflowReplayerOptions::new().register_workflow::<RoleOnboarding>()?.build();
+    WorkflowReplayer::new(options)?.replay_workflow(WorkflowHistory::from(history)).await?;
+    Ok(())
 }
 
 /// A run started before the bookkeeping became local activities — its history dispatched
@@ -22,19 +32,14 @@ fn fixture(name: &str) -> PathBuf {
 /// `WorkflowHistory::to_json`.
 #[tokio::test]
 async fn a_run_started_with_bookkeeping_activities_replays_on_this_version() -> Result<()> {
-    let path = fixture("role_onboarding_bookkeeping_activities.json");
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    let recorded: History = serde_json::from_slice(&bytes)?;
+    let recorded = recorded("role_onboarding_bookkeeping_activities.json")?;
     let (local, dispatched) = bookkeeping(&recorded.events);
     ensure!(
         local == 0 && dispatched == ["BeginRun", "RecordOutcome"],
         "the fixture is not a history of the earlier version: {local} local, dispatched {dispatched:?}"
     );
 
-    let options = WorkflowReplayerOptions::new().register_workflow::<RoleOnboarding>()?.build();
-    let replayer = WorkflowReplayer::new(options)?;
-    replayer.replay_workflow(WorkflowHistory::from(recorded)).await?;
-    Ok(())
+    replay(recorded).await
 }
 
 /// A run started before the branches became chains of the run's own workflow — its history
@@ -43,9 +48,7 @@ async fn a_run_started_with_bookkeeping_activities_replays_on_this_version() -> 
 /// a READY run of commit 9d2653c, recorded with `ETTER_RECORD_HISTORY` (see `tests/pipeline`).
 #[tokio::test]
 async fn a_run_started_with_child_workflows_replays_on_this_version() -> Result<()> {
-    let path = fixture("role_onboarding_child_workflows.json");
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    let recorded: History = serde_json::from_slice(&bytes)?;
+    let recorded = recorded("role_onboarding_child_workflows.json")?;
     let (local, dispatched) = bookkeeping(&recorded.events);
     let started = children(&recorded.events);
     ensure!(
@@ -55,8 +58,5 @@ async fn a_run_started_with_child_workflows_replays_on_this_version() -> Result<
         "the fixture is not a history of the earlier version: {local} local, dispatched {dispatched:?}, children {started:?}"
     );
 
-    let options = WorkflowReplayerOptions::new().register_workflow::<RoleOnboarding>()?.build();
-    let replayer = WorkflowReplayer::new(options)?;
-    replayer.replay_workflow(WorkflowHistory::from(recorded)).await?;
-    Ok(())
+    replay(recorded).await
 }
