@@ -3,7 +3,7 @@
 //! standardization), skills analysis (miner, architecture) followed by the catalog and reskilling,
 //! and task feasibility — and finally finalize. Its last act, on every path, is the
 //! `RecordOutcome` activity. The branches are concurrent chains of activities inside the one
-//! workflow (see [`INLINE_BRANCHES_PATCH`]); the child workflows `AiAssessmentWorkflow`,
+//! workflow (see [`INLINE_BRANCHES_PATCH`]); the child workflows `AIAssessmentWorkflow`,
 //! `TopTasksWorkflow` and `SkillsAnalysisWorkflow` stay registered for the runs started before.
 //!
 //! Which steps run comes from the plan in the input (the step graph, decided by the server); the
