@@ -152,6 +152,7 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
             .max(f64::MIN_POSITIVE);
     let bare_per_second = paced_calls as f64 / bare_time.as_secs_f64();
     let started_ratio = ratio(ms(started.p50()), ms(bare_paced.p50()));
+    let paced_ack_ratio = ratio(ms(acks.p50()), ms(bare_paced.p50()));
     section.row(vec![
         "1 (one at a time)".to_owned(),
         paced_calls.to_string(),
@@ -159,7 +160,7 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
         num(bare_per_second, 0),
         pair(&acks),
         num(pushes_per_second, 1),
-        times(ratio(ms(acks.p50()), ms(bare_paced.p50()))),
+        times(paced_ack_ratio),
         pair(&started),
         times(started_ratio),
         pair(&dispatch),
@@ -191,7 +192,6 @@ pub async fn run(profile: Profile, mode: Mode) -> Result<Section> {
         times(floor_ratio),
         floor_ratio <= 1.1,
     );
-    let paced_ack_ratio = ratio(ms(acks.p50()), ms(bare_paced.p50()));
     section.check(
         "Push ack ÷ bare start (p50), one at a time",
         "≤ 0.5×",
